@@ -1,0 +1,81 @@
+/**
+ * The key-value store behind the control plane. Two implementations exist:
+ * etcd (`EtcdStore`) and a file-backed store in a local data directory
+ * (`EmbeddedStore`). Both pass the same conformance suite.
+ *
+ * Revisions follow etcd's model: one counter for the whole store that grows by
+ * one with every committed transaction, never reused within an epoch.
+ */
+
+/** One key and its value, with the revision that last modified it. */
+export interface KeyValue {
+  key: string;
+  value: string;
+  modRevision: number;
+}
+
+/** The keys under a prefix as they were at one revision. */
+export interface RangeResult {
+  revision: number;
+  items: KeyValue[];
+}
+
+/** One change seen by a watch. A delete carries an empty value. */
+export interface WatchEvent {
+  type: 'put' | 'delete';
+  key: string;
+  value: string;
+  modRevision: number;
+}
+
+/** A group of events committed in one transaction, in commit order. */
+export interface WatchBatch {
+  revision: number;
+  events: WatchEvent[];
+}
+
+/** Callbacks of a watch. */
+export interface WatchHandlers {
+  onBatch(batch: WatchBatch): void;
+  /**
+   * Called once when the watch ends for a reason other than `cancel()`. A
+   * `LoomError` with code `LOOM_STORE_UNAVAILABLE` and `retryable` means the
+   * caller should read the prefix again and start a new watch; the revision it
+   * asked for may have been compacted.
+   */
+  onError(error: Error): void;
+}
+
+/** A running watch. */
+export interface Watch {
+  cancel(): Promise<void>;
+}
+
+/** One write of a transaction. */
+export type StoreOperation = { type: 'put'; key: string; value: string } | { type: 'delete'; key: string };
+
+/** Options of a transaction. */
+export interface CommitOptions {
+  /**
+   * When set, the transaction commits only if no key under `prefix` was modified
+   * after this revision; otherwise it fails with `LOOM_VERSION_CONFLICT`.
+   */
+  ifRevision?: number;
+  prefix?: string;
+}
+
+/** The storage interface both stores implement. */
+export interface Store {
+  /**
+   * Identifier of the store's history. It changes when the history restarts
+   * (a wiped or restored store) so that revisions compare only within one epoch.
+   */
+  epoch(): Promise<string>;
+  /** Reads every key under `prefix` at one revision. */
+  range(prefix: string): Promise<RangeResult>;
+  /** Delivers every change under `prefix` from `fromRevision` (inclusive) on. */
+  watch(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
+  /** Applies all operations atomically and returns the new revision. */
+  commit(operations: StoreOperation[], options?: CommitOptions): Promise<number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,31 @@
+/** One route as the router sees it: patterns plus the value returned on a match. */
+export interface RouterRoute<T> {
+  /** Route name, used in conflict errors. */
+  name: string;
+  /** Lower-case host names; empty means any host. */
+  hosts: readonly string[];
+  /** Path patterns: static segments, `:param` segments, trailing `*name` catch-all. */
+  paths: readonly string[];
+  /** Upper-case methods; empty means any method. */
+  methods: readonly string[];
+  value: T;
+}
+
+/** Result of a lookup. The router never throws on a request. */
+export type RouterMatch<T> =
+  | { kind: 'found'; value: T; route: string; params: Record<string, string> }
+  | { kind: 'method-not-allowed'; allow: string[] }
+  | { kind: 'not-found' }
+  | { kind: 'bad-request'; reason: string };
+
+/** An immutable routing index built once from a complete set of routes. */
+export interface Router<T> {
+  /**
+   * Finds the route for a request. `host` is the raw Host header (it may carry
+   * a port, upper case or a trailing dot); `path` is the raw request target
+   * without the query string.
+   */
+  find(method: string, host: string | undefined, path: string): RouterMatch<T>;
+  /** Number of routes indexed. */
+  readonly size: number;
+}
