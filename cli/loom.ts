@@ -1,0 +1,112 @@
+import { hostname } from 'node:os';
+
+import { Command } from 'commander';
+
+import { LoomError } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { ControlPlane } from '../control-plane/control-plane.js';
+import { DataPlane } from '../data-plane/data-plane.js';
+
+interface LogOptions {
+  logLevel?: string;
+  logPretty: boolean;
+}
+
+function splitList(value: string): string[] {
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+}
+
+/** Stops the server on SIGTERM or SIGINT and exits 0 once it has stopped. */
+function stopOnSignal(logger: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+function addLogOptions(command: Command): Command {
+  return command
+    .option('--log-level <level>', 'trace, debug, info, warn or error (env LOOM_LOG_LEVEL, default info)')
+    .option('--log-pretty', 'human-readable logs instead of JSON lines', false);
+}
+
+/** Builds the `loom` command tree. */
+export function createProgram(): Command {
+  const program = new Command('loom').description('Loom API gateway servers.').exitOverride();
+
+  addLogOptions(
+    program
+      .command('control-plane')
+      .description('Store routes and stream snapshots to proxies; serves the admin API for loomctl.')
+      .option('--listen <host:port>', 'gRPC address for proxies and loomctl', '127.0.0.1:7400')
+      .option('--etcd <urls>', 'comma-separated etcd endpoints; without it the embedded store is used')
+      .option('--data-dir <dir>', 'directory of the embedded store', './loom-data')
+      .option('--prefix <prefix>', 'key prefix of Loom resources in etcd', '/loom/'),
+  ).action(
+    async (options: LogOptions & { listen: string; etcd?: string; dataDir: string; prefix: string }) => {
+      const logger = createLogger({ name: 'control-plane', level: options.logLevel, pretty: options.logPretty });
+      const controlPlane = await ControlPlane.start({
+        listen: options.listen,
+        etcdEndpoints: options.etcd ? splitList(options.etcd) : [],
+        dataDir: options.dataDir,
+        prefix: options.prefix,
+        logger,
+      });
+      stopOnSignal(logger, () => controlPlane.stop());
+    },
+  );
+
+  addLogOptions(
+    program
+      .command('data-plane')
+      .description('Run a proxy that serves traffic from the snapshots of a control plane.')
+      .requiredOption('--control-plane <addresses>', 'comma-separated control-plane host:port list')
+      .option('--listen <host:port>', 'traffic address', '0.0.0.0:8080')
+      .option('--admin-listen <host:port>', 'admin address for /healthz and /readyz', '127.0.0.1:9901')
+      .option('--id <name>', 'proxy id reported to the control plane (default: host name and pid)'),
+  ).action(
+    async (options: LogOptions & { controlPlane: string; listen: string; adminListen: string; id?: string }) => {
+      const logger = createLogger({ name: 'data-plane', level: options.logLevel, pretty: options.logPretty });
+      const dataPlane = new DataPlane({
+        controlPlanes: splitList(options.controlPlane),
+        listen: options.listen,
+        adminListen: options.adminListen,
+        id: options.id ?? `${hostname()}-${process.pid}`,
+        logger,
+      });
+      await dataPlane.start();
+      stopOnSignal(logger, () => dataPlane.stop());
+    },
+  );
+
+  return program;
+}
+
+/** Runs `loom` with argv; resolves once the server started, or with an exit code on failure. */
+export async function main(argv: string[]): Promise<number | undefined> {
+  try {
+    await createProgram().parseAsync(argv, { from: 'user' });
+    return undefined;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.help') return 0;
+    if (typeof code === 'string' && code.startsWith('commander.')) return 2;
+    const message = error instanceof LoomError ? error.message : error instanceof Error ? error.stack : String(error);
+    process.stderr.write(`error: ${message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,147 @@
+import { ConfigError, LoomError, type ConfigIssue } from '../../common/errors.js';
+import { normalizeRoute, normalizeUpstream } from '../../config/normalize.js';
+import { NAME_PATTERN } from '../../config/schema.js';
+import { validateConfig } from '../../config/validate.js';
+import type { Change } from '../../proto/gen/loom/v1/admin.js';
+import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+import {
+  encodeRoute,
+  encodeUpstream,
+  resourceKey,
+  type ResourceKind,
+} from '../resources.js';
+import type { StoreOperation } from '../store/store.js';
+
+/** The stored configuration, as read at one revision. */
+export interface StoredConfig {
+  revision: number;
+  routes: Route[];
+  upstreams: Upstream[];
+}
+
+/** What an apply or delete would write. */
+export interface Plan {
+  changes: Change[];
+  operations: StoreOperation[];
+}
+
+/**
+ * Plans an apply: the declared resources replace stored ones of the same
+ * name, and with `prune` every stored resource not declared is deleted. The
+ * resulting whole configuration is validated before anything is planned, so
+ * an apply that would leave a route without its upstream is rejected.
+ */
+export function planApply(
+  prefix: string,
+  stored: StoredConfig,
+  declared: { routes: Route[]; upstreams: Upstream[] },
+  prune: boolean,
+): Plan {
+  const routes = declared.routes.map(normalizeRoute);
+  const upstreams = declared.upstreams.map(normalizeUpstream);
+  rejectInvalidNames(routes, upstreams);
+
+  const desiredRoutes = merge(prune ? [] : stored.routes, routes);
+  const desiredUpstreams = merge(prune ? [] : stored.upstreams, upstreams);
+  const issues = validateConfig(desiredRoutes, desiredUpstreams);
+  // Duplicates inside the request are reported by validateConfig only when they survive the merge.
+  issues.unshift(...duplicateIssues(routes, 'route'), ...duplicateIssues(upstreams, 'upstream'));
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const plan: Plan = { changes: [], operations: [] };
+  diffInto(plan, prefix, 'route', stored.routes, desiredRoutes, encodeRoute);
+  diffInto(plan, prefix, 'upstream', stored.upstreams, desiredUpstreams, encodeUpstream);
+  return plan;
+}
+
+/** Plans the deletion of one resource; an upstream still used by a route is not deleted. */
+export function planDelete(
+  prefix: string,
+  stored: StoredConfig,
+  kind: ResourceKind,
+  name: string,
+): Plan {
+  const list: { name: string }[] = kind === 'route' ? stored.routes : stored.upstreams;
+  if (!list.some((resource) => resource.name === name)) {
+    throw new LoomError('LOOM_NOT_FOUND', `${kind} "${name}" not found; "loomctl get" lists what is stored`);
+  }
+  if (kind === 'upstream') {
+    const users = stored.routes.filter((route) => route.upstream === name).map((route) => route.name);
+    if (users.length > 0) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `upstream "${name}" is used by route(s) ${users.map((user) => `"${user}"`).join(', ')}; delete or move them first`,
+      );
+    }
+  }
+  return {
+    changes: [{ kind, name, action: 'delete' }],
+    operations: [{ type: 'delete', key: resourceKey(prefix, kind, name) }],
+  };
+}
+
+function rejectInvalidNames(routes: Route[], upstreams: Upstream[]): void {
+  const issues: ConfigIssue[] = [];
+  const check = (kind: ResourceKind, resource: { name: string }) => {
+    if (!NAME_PATTERN.test(resource.name)) {
+      issues.push({
+        kind,
+        name: resource.name,
+        field: 'name',
+        value: resource.name,
+        message: 'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit',
+      });
+    }
+  };
+  routes.forEach((route) => check('route', route));
+  upstreams.forEach((upstream) => check('upstream', upstream));
+  if (issues.length > 0) throw new ConfigError(issues);
+}
+
+function duplicateIssues(resources: { name: string }[], kind: ResourceKind): ConfigIssue[] {
+  const seen = new Set<string>();
+  const issues: ConfigIssue[] = [];
+  for (const resource of resources) {
+    if (seen.has(resource.name)) {
+      issues.push({
+        kind,
+        name: resource.name,
+        field: 'name',
+        value: resource.name,
+        message: `declared twice; every ${kind} needs a unique name`,
+      });
+    }
+    seen.add(resource.name);
+  }
+  return issues;
+}
+
+function merge<T extends { name: string }>(stored: T[], declared: T[]): T[] {
+  const byName = new Map(stored.map((resource) => [resource.name, resource]));
+  for (const resource of declared) byName.set(resource.name, resource);
+  return [...byName.values()];
+}
+
+function diffInto<T extends { name: string }>(
+  plan: Plan,
+  prefix: string,
+  kind: ResourceKind,
+  stored: T[],
+  desired: T[],
+  encode: (resource: T) => string,
+): void {
+  const before = new Map(stored.map((resource) => [resource.name, encode(resource)]));
+  const after = new Map(desired.map((resource) => [resource.name, encode(resource)]));
+  for (const [name, value] of after) {
+    const old = before.get(name);
+    if (old === value) continue;
+    plan.changes.push({ kind, name, action: old === undefined ? 'create' : 'update' });
+    plan.operations.push({ type: 'put', key: resourceKey(prefix, kind, name), value });
+  }
+  for (const name of before.keys()) {
+    if (after.has(name)) continue;
+    plan.changes.push({ kind, name, action: 'delete' });
+    plan.operations.push({ type: 'delete', key: resourceKey(prefix, kind, name) });
+  }
+  plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));
+}

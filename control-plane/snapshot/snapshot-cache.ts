@@ -1,0 +1,156 @@
+import { Backoff } from '../../common/backoff.js';
+import type { Logger } from '../../common/logger.js';
+import type { Store, Watch, WatchBatch } from '../store/store.js';
+import { buildSnapshot, type PublishedSnapshot } from './build-snapshot.js';
+import { ConfigState } from './config-state.js';
+
+type Listener = (published: PublishedSnapshot) => void;
+
+/** Sync states; every change goes through `#transition`, which logs it. */
+export type SyncState = 'idle' | 'syncing' | 'watching' | 'stopped';
+
+/**
+ * Keeps the newest snapshot of the store's resources. It reads the prefix at
+ * one revision, watches from the next, coalesces batches that arrive together
+ * into one build, and publishes a snapshot only when the content hash or the
+ * epoch changes. When the watch fails (etcd down, revision compacted) it reads
+ * everything again with backoff, so its snapshot always equals a fresh read.
+ */
+export class SnapshotCache {
+  #state: SyncState = 'idle';
+  #current: PublishedSnapshot | undefined;
+  #epoch = '';
+  #watch: Watch | undefined;
+  #buildScheduled = false;
+  #retryTimer: NodeJS.Timeout | undefined;
+  readonly #config: ConfigState;
+  readonly #listeners = new Set<Listener>();
+  readonly #backoff = new Backoff({ initialMs: 200, maxMs: 5_000 });
+  readonly #store: Store;
+  readonly #prefix: string;
+  readonly #logger: Logger;
+
+  constructor(options: { store: Store; prefix: string; logger: Logger }) {
+    this.#store = options.store;
+    this.#prefix = options.prefix;
+    this.#logger = options.logger.child({ component: 'snapshot-cache' });
+    this.#config = new ConfigState(options.prefix, this.#logger);
+  }
+
+  /** The newest published snapshot, or undefined before the first read succeeded. */
+  get current(): PublishedSnapshot | undefined {
+    return this.#current;
+  }
+
+  get state(): SyncState {
+    return this.#state;
+  }
+
+  /** Starts syncing in the background; resolves after the first attempt, successful or not. */
+  async start(): Promise<void> {
+    await this.#sync();
+  }
+
+  /** Registers a listener for every published snapshot; returns its removal. */
+  subscribe(listener: Listener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async stop(): Promise<void> {
+    this.#transition('stopped');
+    clearTimeout(this.#retryTimer);
+    await this.#watch?.cancel();
+    this.#watch = undefined;
+  }
+
+  async #sync(): Promise<void> {
+    if (this.#state === 'stopped') return;
+    this.#transition('syncing');
+    await this.#watch?.cancel();
+    this.#watch = undefined;
+
+    try {
+      const epoch = await this.#store.epoch();
+      const range = await this.#store.range(this.#prefix);
+      if (this.#isStopped()) return;
+
+      this.#epoch = epoch;
+      this.#config.reset(range);
+      this.#publish();
+      this.#watch = this.#store.watch(this.#prefix, range.revision + 1, {
+        onBatch: (batch) => this.#onBatch(batch),
+        onError: (error) => this.#onWatchError(error),
+      });
+      this.#backoff.reset();
+      this.#transition('watching');
+    } catch (error) {
+      this.#scheduleResync(error);
+    }
+  }
+
+  #onBatch(batch: WatchBatch): void {
+    if (!this.#config.apply(batch) || this.#buildScheduled) return;
+
+    // Batches that arrive in the same turn of the event loop become one snapshot.
+    this.#buildScheduled = true;
+    setImmediate(() => {
+      this.#buildScheduled = false;
+      this.#publish();
+    });
+  }
+
+  #onWatchError(error: Error): void {
+    if (this.#state === 'stopped') return;
+    this.#logger.warn({ err: error, revision: this.#config.revision }, 'watch lost');
+    this.#watch = undefined;
+    this.#scheduleResync(error);
+  }
+
+  #scheduleResync(error: unknown): void {
+    if (this.#state === 'stopped') return;
+    const delayMs = Math.round(this.#backoff.next());
+    this.#logger.warn({ err: error, delayMs }, 'store sync failed, retrying');
+    this.#transition('idle');
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => void this.#sync(), delayMs);
+  }
+
+  #publish(): void {
+    const start = performance.now();
+    const next = buildSnapshot(
+      this.#epoch,
+      this.#config.revision,
+      this.#config.routes(),
+      this.#config.upstreams(),
+    );
+    const previous = this.#current?.snapshot;
+    if (previous && previous.hash === next.snapshot.hash && previous.epoch === next.snapshot.epoch) {
+      return;
+    }
+
+    this.#current = next;
+    this.#logger.info(
+      {
+        epoch: next.snapshot.epoch,
+        version: next.snapshot.version,
+        routes: next.snapshot.routes.length,
+        upstreams: next.snapshot.upstreams.length,
+        bytes: next.encoded.length,
+        buildMs: Number((performance.now() - start).toFixed(2)),
+      },
+      'snapshot published',
+    );
+    for (const listener of this.#listeners) listener(next);
+  }
+
+  #isStopped(): boolean {
+    return this.#state === 'stopped';
+  }
+
+  #transition(next: SyncState): void {
+    if (this.#state === next) return;
+    this.#logger.debug({ from: this.#state, to: next }, 'sync state changed');
+    this.#state = next;
+  }
+}

@@ -1,0 +1,158 @@
+import {
+  Metadata,
+  type ServerDuplexStream,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+
+import type { Logger } from '../../common/logger.js';
+import {
+  SnapshotServiceService,
+  StreamRequest,
+  type Ack,
+  type Hello,
+  type Nack,
+} from '../../proto/gen/loom/v1/data_plane.js';
+import type { PublishedSnapshot } from '../snapshot/build-snapshot.js';
+import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
+import type { ProxyRegistry } from './proxy-registry.js';
+
+/**
+ * The generated definition with one change: responses are written as
+ * pre-encoded buffers, so a snapshot is encoded once for the whole fleet.
+ */
+export const SNAPSHOT_SERVICE_DEFINITION: ServiceDefinition = {
+  Stream: {
+    ...SnapshotServiceService.stream,
+    responseSerialize: (encoded: Buffer) => encoded,
+  },
+};
+
+type Call = ServerDuplexStream<StreamRequest, Buffer>;
+
+/** Version a proxy holds or was sent, within its epoch. */
+interface VersionMark {
+  epoch: string;
+  version: number;
+}
+
+/**
+ * One proxy's stream. It sends the newest snapshot the proxy lacks, never one
+ * older than the proxy holds in the same epoch, and never again a version the
+ * proxy nacked. A proxy that reads slowly gets only the newest snapshot once
+ * its stream drains, not a queue of old ones.
+ */
+class ProxySession {
+  #proxyId = '';
+  #held: VersionMark = { epoch: '', version: 0 };
+  #sent: VersionMark | undefined;
+  #nacked: VersionMark | undefined;
+  #waitingForDrain = false;
+  #closed = false;
+  readonly #call: Call;
+  readonly #cache: SnapshotCache;
+  readonly #registry: ProxyRegistry;
+  readonly #logger: Logger;
+  readonly #unsubscribe: () => void;
+
+  constructor(call: Call, cache: SnapshotCache, registry: ProxyRegistry, logger: Logger) {
+    this.#call = call;
+    this.#cache = cache;
+    this.#registry = registry;
+    this.#logger = logger;
+    this.#unsubscribe = cache.subscribe(() => this.#offer());
+    call.on('data', (request: StreamRequest) => this.#onRequest(request));
+    call.on('drain', () => this.#onDrain());
+    call.on('end', () => this.#close('stream ended'));
+    call.on('error', (error: Error) => this.#close(error.message));
+    call.on('cancelled', () => this.#close('stream cancelled'));
+  }
+
+  #onRequest(request: StreamRequest): void {
+    const kind = request.kind;
+    if (kind?.$case === 'hello') this.#onHello(kind.hello);
+    else if (kind?.$case === 'ack') this.#onAck(kind.ack);
+    else if (kind?.$case === 'nack') this.#onNack(kind.nack);
+  }
+
+  #onHello(hello: Hello): void {
+    if (this.#proxyId || !hello.proxyId) return;
+
+    this.#proxyId = hello.proxyId;
+    this.#held = { epoch: hello.epoch, version: hello.version };
+    this.#registry.connect(hello.proxyId, hello.address, hello.epoch, hello.version);
+    // Headers go out now so the proxy knows the stream is up even when it needs no snapshot.
+    this.#call.sendMetadata(new Metadata());
+    this.#logger.info(
+      { proxyId: hello.proxyId, address: hello.address, epoch: hello.epoch, version: hello.version },
+      'proxy connected',
+    );
+    this.#offer();
+  }
+
+  #onAck(ack: Ack): void {
+    if (!this.#proxyId) return;
+
+    this.#held = { epoch: ack.epoch, version: ack.version };
+    this.#registry.ack(this.#proxyId, ack.epoch, ack.version);
+    this.#logger.info({ proxyId: this.#proxyId, epoch: ack.epoch, version: ack.version }, 'version acked');
+  }
+
+  #onNack(nack: Nack): void {
+    if (!this.#proxyId) return;
+
+    this.#nacked = { epoch: nack.epoch, version: nack.version };
+    this.#registry.nack(this.#proxyId, nack.version, nack.error);
+    this.#logger.warn(
+      { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
+      'version nacked',
+    );
+  }
+
+  #offer(): void {
+    if (this.#closed || !this.#proxyId || this.#waitingForDrain) return;
+
+    const published = this.#cache.current;
+    if (!published || !this.#needs(published)) return;
+
+    const { epoch, version } = published.snapshot;
+    this.#sent = { epoch, version };
+    if (!this.#call.write(published.encoded)) this.#waitingForDrain = true;
+  }
+
+  #needs(published: PublishedSnapshot): boolean {
+    const { epoch, version } = published.snapshot;
+    const covers = (mark: VersionMark | undefined) =>
+      mark !== undefined && mark.epoch === epoch && mark.version >= version;
+    return !covers(this.#held) && !covers(this.#sent) && !covers(this.#nacked);
+  }
+
+  #onDrain(): void {
+    this.#waitingForDrain = false;
+    this.#offer();
+  }
+
+  #close(reason: string): void {
+    if (this.#closed) return;
+
+    this.#closed = true;
+    this.#unsubscribe();
+    if (!this.#proxyId) return;
+    this.#registry.disconnect(this.#proxyId);
+    this.#logger.info({ proxyId: this.#proxyId, reason }, 'proxy disconnected');
+  }
+}
+
+/** Creates the SnapshotService implementation for a gRPC server. */
+export function createSnapshotService(options: {
+  cache: SnapshotCache;
+  registry: ProxyRegistry;
+  logger: Logger;
+}): UntypedServiceImplementation {
+  const logger = options.logger.child({ component: 'stream' });
+  return {
+    Stream(call: Call) {
+      new ProxySession(call, options.cache, options.registry, logger);
+    },
+  };
+}

@@ -1,0 +1,170 @@
+import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+
+import { Backoff } from '../../common/backoff.js';
+import type { Logger } from '../../common/logger.js';
+import {
+  SnapshotServiceClient,
+  type StreamRequest,
+  type StreamResponse,
+} from '../../proto/gen/loom/v1/data_plane.js';
+import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+
+/** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
+export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+
+const CHANNEL_OPTIONS = {
+  'grpc.max_receive_message_length': MAX_SNAPSHOT_BYTES,
+  'grpc.max_send_message_length': 4 * 1024 * 1024,
+  // Below the 60 s idle timeout common to cloud load balancers, above the server's 10 s minimum.
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+};
+
+/** Epoch and version of the snapshot a proxy serves. */
+export interface HeldVersion {
+  epoch: string;
+  version: number;
+}
+
+/** Settings of a snapshot client. */
+export interface SnapshotClientOptions {
+  /** Control-plane addresses (host:port), tried in turn. */
+  addresses: string[];
+  proxyId: string;
+  /** Traffic address of this proxy, reported for status output. */
+  proxyAddress: string;
+  logger: Logger;
+  /** The version served now; sent in every Hello so a reconnect resumes from it. */
+  held(): HeldVersion;
+  /** Builds and serves a snapshot; a rejection is sent to the control plane as a nack. */
+  apply(snapshot: Snapshot): Promise<void>;
+}
+
+export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
+
+/**
+ * Keeps one snapshot stream open to one of the control planes. Any end or
+ * error of the stream, `INTERNAL` from a reset included, leads to a new
+ * stream on the next address after a backoff with jitter. Snapshots are
+ * applied one at a time; while one builds, only the newest arrival waits.
+ */
+export class SnapshotClient {
+  #state: ClientState = 'idle';
+  #addressIndex = 0;
+  #client: SnapshotServiceClient | undefined;
+  #call: ClientDuplexStream<StreamRequest, StreamResponse> | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #pending: Snapshot | undefined;
+  #applying = false;
+  readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
+  readonly #options: SnapshotClientOptions;
+  readonly #logger: Logger;
+
+  constructor(options: SnapshotClientOptions) {
+    if (options.addresses.length === 0) throw new TypeError('at least one control-plane address is required');
+    this.#options = options;
+    this.#logger = options.logger.child({ component: 'snapshot-client' });
+  }
+
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  start(): void {
+    this.#connect();
+  }
+
+  stop(): void {
+    this.#transition('stopped');
+    clearTimeout(this.#retryTimer);
+    this.#call?.cancel();
+    this.#client?.close();
+  }
+
+  #connect(): void {
+    if (this.#state === 'stopped') return;
+
+    const address = this.#options.addresses[this.#addressIndex % this.#options.addresses.length];
+    this.#transition('connecting', { address });
+    const client = new SnapshotServiceClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
+    const call = client.stream();
+    this.#client = client;
+    this.#call = call;
+
+    const held = this.#options.held();
+    call.write({
+      kind: {
+        $case: 'hello',
+        hello: {
+          proxyId: this.#options.proxyId,
+          epoch: held.epoch,
+          version: held.version,
+          address: this.#options.proxyAddress,
+        },
+      },
+    });
+    call.on('metadata', () => {
+      this.#backoff.reset();
+      this.#transition('streaming', { address });
+    });
+    call.on('data', (response: StreamResponse) => {
+      if (response.snapshot) this.#receive(response.snapshot);
+    });
+    call.on('error', (error: Error) => this.#retry(call, address, error.message));
+    call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
+  }
+
+  #retry(call: ClientDuplexStream<StreamRequest, StreamResponse>, address: string, reason: string): void {
+    if (call !== this.#call || this.#state === 'stopped') return;
+
+    this.#call = undefined;
+    this.#client?.close();
+    this.#client = undefined;
+    this.#addressIndex += 1;
+    const delayMs = Math.round(this.#backoff.next());
+    this.#logger.warn({ address, reason, delayMs }, 'control plane lost, reconnecting');
+    this.#transition('waiting');
+    this.#retryTimer = setTimeout(() => this.#connect(), delayMs);
+  }
+
+  #receive(snapshot: Snapshot): void {
+    this.#pending = snapshot;
+    if (!this.#applying) void this.#drain();
+  }
+
+  async #drain(): Promise<void> {
+    this.#applying = true;
+    while (this.#pending) {
+      const snapshot = this.#pending;
+      this.#pending = undefined;
+      await this.#applyOne(snapshot);
+    }
+    this.#applying = false;
+  }
+
+  async #applyOne(snapshot: Snapshot): Promise<void> {
+    const held = this.#options.held();
+    const { epoch, version, hash } = snapshot;
+    if (epoch === held.epoch && version <= held.version) {
+      // A lagging replica must never move this proxy backwards within one store history.
+      this.#logger.debug({ epoch, version, held: held.version }, 'older snapshot ignored');
+      return;
+    }
+
+    try {
+      await this.#options.apply(snapshot);
+      this.#call?.write({ kind: { $case: 'ack', ack: { epoch, version, hash } } });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.#call?.write({ kind: { $case: 'nack', nack: { epoch, version, hash, error: message } } });
+    }
+  }
+
+  #transition(next: ClientState, fields: Record<string, unknown> = {}): void {
+    if (this.#state === next) return;
+    const level = next === 'streaming' ? 'info' : 'debug';
+    this.#logger[level]({ from: this.#state, to: next, ...fields }, next === 'streaming' ? 'control plane connected' : 'snapshot client state changed');
+    this.#state = next;
+  }
+}

@@ -1,0 +1,85 @@
+// Starts Loom servers as child processes, the way an operator runs them, for
+// the local fleet and the integration tests.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A Loom server process started by `startLoom`. */
+export interface LoomProcess {
+  name: string;
+  child: ChildProcess;
+  /** Sends SIGTERM and waits for the exit; SIGKILL after `timeoutMs`. Returns the exit code. */
+  stop(timeoutMs?: number): Promise<number | null>;
+  /** Sends SIGKILL and waits for the exit. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Starts `node bin/loom.js ...args`. Output goes to `logFile` when given,
+ * otherwise it is inherited.
+ */
+export function startLoom(name: string, args: string[], logFile?: string): LoomProcess {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', logFile ? 'pipe' : 'inherit', logFile ? 'pipe' : 'inherit'],
+  });
+  if (logFile) {
+    const log = createWriteStream(logFile, { flags: 'a' });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+  }
+  const exited = new Promise<number | null>((resolveExit) => {
+    child.once('exit', (code, signal) => resolveExit(signal ? null : code));
+  });
+  return {
+    name,
+    child,
+    async stop(timeoutMs = 5_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Resolves once a TCP connection to host:port succeeds; rejects after `timeoutMs`. */
+export async function waitForPort(host: string, port: number, timeoutMs = 15_000): Promise<void> {
+  await waitFor(`${host}:${port} to accept connections`, timeoutMs, () => canConnect(host, port));
+}
+
+/** Polls `check` every 50 ms until it returns true; rejects naming `what` after `timeoutMs`. */
+export async function waitFor(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<boolean> | boolean,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((resolveDelay) => setTimeout(resolveDelay, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolveConnect) => {
+    const socket = connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolveConnect(true);
+    });
+    socket.once('error', () => resolveConnect(false));
+  });
+}

@@ -1,0 +1,122 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
+import { freePort } from './net.js';
+
+/** One proxy process of a test fleet. */
+export interface FleetProxy {
+  id: string;
+  port: number;
+  adminPort: number;
+  process: LoomProcess;
+  url(path: string): string;
+}
+
+/** A control plane and proxies started as real processes on 127.0.0.1. */
+export interface Fleet {
+  /** host:port of the control plane, for proxies and loomctl. */
+  controlPlane: string;
+  proxies: FleetProxy[];
+  /** Folder with one log file per process and the embedded store. */
+  dir: string;
+  startControlPlane(): Promise<void>;
+  stopControlPlane(): Promise<void>;
+  /** Returns the end of every process log, for failure messages. */
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/** Settings of `startFleet`. */
+export interface FleetOptions {
+  /** etcd endpoint; without it the control plane uses the embedded store. */
+  etcd?: string;
+  proxies: number;
+}
+
+/** Starts a control plane and `proxies` proxies, and waits until all listen. */
+export async function startFleet(options: FleetOptions): Promise<Fleet> {
+  const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-'));
+  const cpPort = await freePort();
+  const controlPlane = `127.0.0.1:${cpPort}`;
+  const storeArgs = options.etcd ? ['--etcd', options.etcd] : ['--data-dir', join(dir, 'store')];
+  let cp: LoomProcess | undefined;
+  const logFiles: string[] = [join(dir, 'control-plane.log')];
+
+  const startControlPlane = async () => {
+    cp = startLoom(
+      'control-plane',
+      ['control-plane', '--listen', controlPlane, ...storeArgs, '--log-level', 'debug'],
+      logFiles[0],
+    );
+    await waitForPort('127.0.0.1', cpPort);
+  };
+  await startControlPlane();
+
+  const proxies: FleetProxy[] = [];
+  for (let index = 1; index <= options.proxies; index++) {
+    const id = `proxy-${index}`;
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const logFile = join(dir, `${id}.log`);
+    logFiles.push(logFile);
+    const process = startLoom(
+      id,
+      [
+        'data-plane',
+        '--control-plane',
+        controlPlane,
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--admin-listen',
+        `127.0.0.1:${adminPort}`,
+        '--id',
+        id,
+        '--log-level',
+        'debug',
+      ],
+      logFile,
+    );
+    proxies.push({ id, port, adminPort, process, url: (path) => `http://127.0.0.1:${port}${path}` });
+  }
+  await Promise.all(proxies.map((proxy) => waitForPort('127.0.0.1', proxy.adminPort)));
+
+  return {
+    controlPlane,
+    proxies,
+    dir,
+    startControlPlane,
+    async stopControlPlane() {
+      await cp?.stop();
+    },
+    logs() {
+      return logFiles
+        .map((file) => {
+          let text = '';
+          try {
+            text = readFileSync(file, 'utf8');
+          } catch {
+            text = '(no log)';
+          }
+          return `--- ${file}\n${text.split('\n').slice(-40).join('\n')}`;
+        })
+        .join('\n');
+    },
+    async stop() {
+      await Promise.all([cp?.stop(), ...proxies.map((proxy) => proxy.process.stop())]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Waits until `check` passes for every proxy, within `timeoutMs`. */
+export async function waitForEveryProxy(
+  fleet: Fleet,
+  what: string,
+  check: (proxy: FleetProxy) => Promise<boolean>,
+  timeoutMs = 15_000,
+): Promise<void> {
+  for (const proxy of fleet.proxies) {
+    await waitFor(`${proxy.id}: ${what}`, timeoutMs, () => check(proxy));
+  }
+}

@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { startEchoUpstream } from '../../examples/echo-upstream.js';
+import { loomctl } from '../helpers/cli.js';
+import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { startFleet, waitForEveryProxy, type Fleet } from '../helpers/fleet.js';
+import { httpGet } from '../helpers/net.js';
+
+function configYaml(options: { usersUpstream: string; extraRoute?: boolean; ports: Record<string, number> }): string {
+  return `
+apiVersion: loom/v1
+upstreams:
+  - name: alpha
+    targets:
+      - url: http://127.0.0.1:${options.ports.alpha}
+  - name: beta
+    targets:
+      - url: http://127.0.0.1:${options.ports.beta}
+routes:
+  - name: get-user
+    hosts: [api.example.com]
+    paths: [/users/:id]
+    methods: [GET]
+    upstream: ${options.usersUpstream}
+  - name: catch-all
+    paths: [/files/*rest]
+    upstream: alpha
+${
+  options.extraRoute
+    ? `  - name: orders
+    paths: [/orders/:id]
+    upstream: beta
+`
+    : ''
+}`;
+}
+
+async function upstreamOf(url: string, host?: string): Promise<string | undefined> {
+  const response = await httpGet(url, host ? { host } : {});
+  if (response.status !== 200) return undefined;
+  return (JSON.parse(response.body) as { upstream: string }).upstream;
+}
+
+for (const storeKind of ['etcd', 'embedded'] as const) {
+  describe(`fleet on the ${storeKind} store`, { timeout: 120_000 }, () => {
+    let etcd: EtcdProcess | undefined;
+    let fleet: Fleet;
+    const upstreams: Server[] = [];
+    const ports: Record<string, number> = {};
+    let configFile: string;
+
+    before(async () => {
+      for (const name of ['alpha', 'beta']) {
+        const server = await startEchoUpstream(0, name);
+        upstreams.push(server);
+        ports[name] = (server.address() as AddressInfo).port;
+      }
+      if (storeKind === 'etcd') etcd = await startEtcd();
+      fleet = await startFleet({ etcd: etcd?.endpoint, proxies: 2 });
+      configFile = join(fleet.dir, 'loom.yaml');
+    });
+
+    after(async () => {
+      await fleet?.stop();
+      await etcd?.stop();
+      for (const server of upstreams) server.close();
+    });
+
+    test('proxies are not ready before the first snapshot', async () => {
+      for (const proxy of fleet.proxies) {
+        const ready = await httpGet(`http://127.0.0.1:${proxy.adminPort}/readyz`);
+        const healthy = await httpGet(`http://127.0.0.1:${proxy.adminPort}/healthz`);
+        assert.equal(ready.status, 503, fleet.logs());
+        assert.equal(healthy.status, 200);
+      }
+    });
+
+    test('apply reaches both proxies', async () => {
+      writeFileSync(configFile, configYaml({ usersUpstream: 'alpha', ports }));
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', configFile]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /route\/get-user created/);
+      assert.match(result.stdout, /upstream\/alpha created/);
+
+      await waitForEveryProxy(fleet, 'ready', async (proxy) => {
+        const ready = await httpGet(`http://127.0.0.1:${proxy.adminPort}/readyz`);
+        return ready.status === 200;
+      });
+      for (const proxy of fleet.proxies) {
+        const response = await httpGet(proxy.url('/users/42?full=1'), { host: 'api.example.com' });
+        assert.equal(response.status, 200, fleet.logs());
+        const echoed = JSON.parse(response.body) as { upstream: string; url: string; headers: Record<string, string> };
+        assert.equal(echoed.upstream, 'alpha');
+        assert.equal(echoed.url, '/users/42?full=1');
+        assert.equal(echoed.headers['x-forwarded-host'], 'api.example.com');
+        assert.equal(echoed.headers['x-forwarded-proto'], 'http');
+        assert.match(echoed.headers['x-forwarded-for'] ?? '', /127\.0\.0\.1/);
+      }
+    });
+
+    test('unmatched requests get JSON errors', async () => {
+      const proxy = fleet.proxies[0];
+      const notFound = await httpGet(proxy.url('/nothing-here'));
+      assert.equal(notFound.status, 404);
+      assert.match(notFound.headers['content-type'] as string, /application\/json/);
+      const otherHost = await httpGet(proxy.url('/users/42'), { host: 'other.example.com' });
+      assert.equal(otherHost.status, 404);
+      const wrongMethod = await fetch(proxy.url('/users/42'), {
+        method: 'DELETE',
+        headers: { host: 'api.example.com' },
+      });
+      assert.equal(wrongMethod.status, 405);
+      await wrongMethod.text();
+    });
+
+    test('second identical apply changes nothing', async () => {
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', configFile]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /no changes/);
+    });
+
+    test('invalid config is rejected and nothing is written', async () => {
+      const before = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
+      const badFile = join(fleet.dir, 'bad.yaml');
+      writeFileSync(
+        badFile,
+        'upstreams:\n  - name: gamma\n    targets:\n      - url: ftp://nowhere\nroutes:\n  - name: broken\n    paths: [/x]\n    upstream: missing\n',
+      );
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', badFile]);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /bad\.yaml:4: upstream "gamma" targets\[0\]\.url/);
+      assert.match(result.stderr, /ftp:\/\/nowhere/);
+      assert.match(result.stderr, /bad\.yaml:8: route "broken" upstream: unknown upstream/);
+      const afterGet = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
+      assert.equal(afterGet.stdout, before.stdout);
+    });
+
+    test('config change reaches both proxies', async () => {
+      writeFileSync(configFile, configYaml({ usersUpstream: 'beta', extraRoute: true, ports }));
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', configFile]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /route\/get-user configured/);
+      assert.match(result.stdout, /route\/orders created/);
+
+      await waitForEveryProxy(fleet, 'serves the new routes', async (proxy) => {
+        const users = await upstreamOf(proxy.url('/users/7'), 'api.example.com');
+        const orders = await upstreamOf(proxy.url('/orders/9'));
+        return users === 'beta' && orders === 'beta';
+      });
+    });
+
+    test('proxies keep serving without the control plane', async () => {
+      await fleet.stopControlPlane();
+      for (let round = 0; round < 5; round++) {
+        for (const proxy of fleet.proxies) {
+          assert.equal(await upstreamOf(proxy.url('/orders/1')), 'beta', fleet.logs());
+          assert.equal(await upstreamOf(proxy.url('/files/a/b.txt')), 'alpha');
+        }
+      }
+    });
+
+    test('proxies reconnect and catch up after restart', async () => {
+      await fleet.startControlPlane();
+      writeFileSync(configFile, configYaml({ usersUpstream: 'alpha', extraRoute: true, ports }));
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', configFile]);
+      assert.equal(result.code, 0, result.stderr);
+
+      await waitForEveryProxy(
+        fleet,
+        'serves the change made after the restart',
+        async (proxy) => (await upstreamOf(proxy.url('/users/1'), 'api.example.com')) === 'alpha',
+        30_000,
+      );
+    });
+
+    test('get and delete route', async () => {
+      const got = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
+      assert.equal(got.code, 0, got.stderr);
+      const config = JSON.parse(got.stdout) as { routes: { name: string }[]; version: number };
+      assert.deepEqual(
+        config.routes.map((route) => route.name),
+        ['catch-all', 'get-user', 'orders'],
+      );
+      const yaml = await loomctl(fleet.controlPlane, ['get']);
+      assert.match(yaml.stdout, /name: get-user/);
+
+      const deleted = await loomctl(fleet.controlPlane, ['delete', 'route', 'orders']);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      assert.match(deleted.stdout, /route\/orders deleted/);
+      await waitForEveryProxy(fleet, 'drops the deleted route', async (proxy) => {
+        const response = await httpGet(proxy.url('/orders/1'));
+        return response.status === 404;
+      });
+
+      const missing = await loomctl(fleet.controlPlane, ['delete', 'route', 'orders']);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /route "orders" not found/);
+    });
+
+    test('upstream in use cannot be deleted', async () => {
+      const result = await loomctl(fleet.controlPlane, ['delete', 'upstream', 'alpha']);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /used by route\(s\) "catch-all", "get-user"/);
+    });
+  });
+}

@@ -1,0 +1,33 @@
+// Runs every test file under test/ with node's test runner. Node 20 cannot
+// expand globs itself, so this script finds the files.
+// Usage: tsx test/run.ts [FILTER]  (FILTER keeps files whose path contains it)
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+import { ROOT } from '../scripts/processes.js';
+
+function findTests(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return findTests(path);
+    return entry.name.endsWith('.test.ts') ? [path] : [];
+  });
+}
+
+const filter = process.argv[2] ?? '';
+const files = findTests(join(ROOT, 'test'))
+  .map((file) => relative(ROOT, file))
+  .filter((file) => file.includes(filter))
+  .sort();
+if (files.length === 0) {
+  process.stderr.write(`no test files match "${filter}"\n`);
+  process.exit(1);
+}
+
+const child = spawn(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  { cwd: ROOT, stdio: 'inherit' },
+);
+child.on('exit', (code, signal) => process.exit(signal ? 1 : (code ?? 1)));

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ConfigError } from '../../common/errors.js';
+import { parseConfigTexts } from '../../config/load.js';
+
+function issuesOf(text: string, file = 'loom.yaml') {
+  try {
+    parseConfigTexts([{ file, text }]);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error.issues;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('config loading', () => {
+  test('valid YAML is normalised', () => {
+    const config = parseConfigTexts([
+      {
+        file: 'a.yaml',
+        text: `
+upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:9002
+      - url: http://127.0.0.1:9001
+        weight: 3
+routes:
+  - name: r
+    hosts: [API.Example.com., a.example.com]
+    paths: [/b, /a]
+    methods: [post, GET]
+    upstream: users
+`,
+      },
+    ]);
+    assert.deepEqual(config.routes, [
+      {
+        name: 'r',
+        hosts: ['a.example.com', 'api.example.com'],
+        paths: ['/a', '/b'],
+        methods: ['GET', 'POST'],
+        upstream: 'users',
+      },
+    ]);
+    assert.deepEqual(config.upstreams[0].targets, [
+      { url: 'http://127.0.0.1:9001', weight: 3 },
+      { url: 'http://127.0.0.1:9002', weight: 1 },
+    ]);
+  });
+
+  test('JSON input is accepted', () => {
+    const config = parseConfigTexts([
+      {
+        file: 'a.json',
+        text: '{"upstreams":[{"name":"u","targets":[{"url":"http://127.0.0.1:1"}]}],"routes":[{"name":"r","paths":["/"],"upstream":"u"}]}',
+      },
+    ]);
+    assert.equal(config.routes[0].name, 'r');
+    assert.deepEqual(config.routes[0].methods, []);
+  });
+
+  test('every problem is reported with its line', () => {
+    const issues = issuesOf(`upstreams:
+  - name: users
+    targets:
+      - url: not a url
+routes:
+  - name: r1
+    paths: [/users/:id]
+    upstream: nobody
+  - name: r1
+    paths: [/x]
+    upstream: users
+  - name: r3
+    hosts: ["bad host"]
+    paths: [users]
+    methods: ["G E T"]
+    upstream: users
+`);
+    const lines = issues.map((issue) => `${issue.line} ${issue.kind} ${issue.name} ${issue.field}`);
+    assert.ok(lines.includes('4 upstream users targets[0].url'), lines.join('\n'));
+    assert.ok(lines.includes('8 route r1 upstream'), lines.join('\n'));
+    assert.ok(lines.includes('9 route r1 name'), lines.join('\n'));
+    assert.ok(lines.includes('13 route r3 hosts[0]'), lines.join('\n'));
+    assert.ok(lines.includes('14 route r3 paths[0]'), lines.join('\n'));
+    assert.ok(lines.includes('15 route r3 methods[0]'), lines.join('\n'));
+    for (const issue of issues) assert.equal(issue.file, 'loom.yaml');
+  });
+
+  test('schema errors name field and line', () => {
+    const issues = issuesOf(`routes:
+  - name: r
+    paths: /not-a-list
+    upstream: u
+    colour: blue
+`);
+    const fields = issues.map((issue) => `${issue.line} ${issue.field}`);
+    assert.ok(fields.includes('3 paths'), fields.join('\n'));
+    assert.ok(issues.some((issue) => /colour/.test(issue.message)), JSON.stringify(issues));
+  });
+
+  test('YAML syntax errors carry the line', () => {
+    const issues = issuesOf('routes:\n  - name: r\n    paths: [/a\n');
+    assert.equal(issues[0].field, '(syntax)');
+    assert.ok(issues[0].line !== undefined);
+  });
+
+  test('conflicting routes are named', () => {
+    const issues = issuesOf(`upstreams:
+  - name: u
+    targets: [{url: "http://127.0.0.1:1"}]
+routes:
+  - name: first
+    paths: [/u/:id]
+    upstream: u
+  - name: second
+    paths: [/u/:name]
+    upstream: u
+`);
+    assert.equal(issues.length, 1);
+    assert.match(issues[0].message, /first/);
+    assert.match(issues[0].message, /second/);
+  });
+});

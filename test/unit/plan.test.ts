@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ConfigError, LoomError } from '../../common/errors.js';
+import { planApply, planDelete, type StoredConfig } from '../../control-plane/admin/plan.js';
+import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+
+const upstream = (name: string): Upstream => ({
+  name,
+  targets: [{ url: `http://127.0.0.1:9001/${name}`, weight: 1 }],
+});
+const route = (name: string, upstreamName: string, path = `/${name}`): Route => ({
+  name,
+  hosts: [],
+  paths: [path],
+  methods: [],
+  upstream: upstreamName,
+});
+const stored: StoredConfig = {
+  revision: 10,
+  routes: [route('r1', 'u1')],
+  upstreams: [upstream('u1')],
+};
+
+describe('apply planning', () => {
+  test('identical apply plans nothing', () => {
+    const plan = planApply('/loom/', stored, { routes: [route('r1', 'u1')], upstreams: [upstream('u1')] }, false);
+    assert.deepEqual(plan.operations, []);
+  });
+
+  test('declared resources merge without prune', () => {
+    const plan = planApply('/loom/', stored, { routes: [route('r2', 'u1')], upstreams: [] }, false);
+    assert.deepEqual(plan.changes, [{ kind: 'route', name: 'r2', action: 'create' }]);
+  });
+
+  test('prune deletes undeclared resources', () => {
+    const plan = planApply(
+      '/loom/',
+      stored,
+      { routes: [route('r1', 'u2')], upstreams: [upstream('u2')] },
+      true,
+    );
+    assert.deepEqual(plan.changes, [
+      { kind: 'route', name: 'r1', action: 'update' },
+      { kind: 'upstream', name: 'u1', action: 'delete' },
+      { kind: 'upstream', name: 'u2', action: 'create' },
+    ]);
+  });
+
+  test('removing an upstream still in use is rejected', () => {
+    assert.throws(
+      () => planApply('/loom/', stored, { routes: [route('r1', 'u1')], upstreams: [] }, true),
+      (error: unknown) =>
+        error instanceof ConfigError && error.issues.some((issue) => issue.name === 'r1'),
+    );
+  });
+
+  test('deleting an upstream in use names the route', () => {
+    assert.throws(
+      () => planDelete('/loom/', stored, 'upstream', 'u1'),
+      (error: unknown) => error instanceof LoomError && /"r1"/.test(error.message),
+    );
+  });
+
+  test('deleting a missing route is not found', () => {
+    assert.throws(
+      () => planDelete('/loom/', stored, 'route', 'nope'),
+      (error: unknown) => error instanceof LoomError && error.code === 'LOOM_NOT_FOUND',
+    );
+  });
+
+  test('invalid names are rejected', () => {
+    assert.throws(
+      () => planApply('/loom/', stored, { routes: [route('bad/name', 'u1')], upstreams: [] }, false),
+      (error: unknown) => error instanceof ConfigError && error.issues[0].field === 'name',
+    );
+  });
+});
