@@ -10,7 +10,8 @@ export type LoomErrorCode =
   | 'LOOM_STORE_CORRUPT'
   | 'LOOM_SNAPSHOT_REJECTED'
   | 'LOOM_INVALID_ARGUMENT'
-  | 'LOOM_UNAVAILABLE';
+  | 'LOOM_UNAVAILABLE'
+  | 'LOOM_INTERNAL';
 
 /** Base class of every error Loom raises on purpose. */
 export class LoomError extends Error {

@@ -14,6 +14,7 @@ const GRPC_STATUS: Record<LoomErrorCode, status> = {
   LOOM_UNAVAILABLE: status.UNAVAILABLE,
   LOOM_STORE_CORRUPT: status.INTERNAL,
   LOOM_SNAPSHOT_REJECTED: status.INVALID_ARGUMENT,
+  LOOM_INTERNAL: status.INTERNAL,
 };
 
 /**
@@ -25,6 +26,7 @@ export function toServiceError(error: unknown): Partial<ServiceError> {
   const metadata = new Metadata();
   if (!(error instanceof LoomError)) {
     metadata.set(CODE_KEY, 'LOOM_INTERNAL');
+    // Internal details stay in the server log, never in the client's output.
     return { code: status.INTERNAL, details: 'internal error; see the control plane log', metadata };
   }
 
@@ -46,7 +48,7 @@ export function fromServiceError(error: ServiceError): LoomError {
   if (error.code === status.UNAVAILABLE || error.code === status.DEADLINE_EXCEEDED) {
     return new LoomError('LOOM_UNAVAILABLE', error.details, { cause: error, retryable: true });
   }
-  return new LoomError('LOOM_UNAVAILABLE', `${status[error.code]}: ${error.details}`, {
+  return new LoomError('LOOM_INTERNAL', `${status[error.code]}: ${error.details}`, {
     cause: error,
   });
 }

@@ -30,7 +30,7 @@ export interface DataPlaneOptions {
  */
 export class DataPlane {
   #table: RoutingTable | undefined;
-  readonly #upstreams = new UpstreamRegistry();
+  readonly #upstreams: UpstreamRegistry;
   readonly #traffic: Server;
   readonly #admin: Server;
   readonly #client: SnapshotClient;
@@ -40,6 +40,7 @@ export class DataPlane {
   constructor(options: DataPlaneOptions) {
     this.#options = options;
     this.#logger = options.logger;
+    this.#upstreams = new UpstreamRegistry({ logger: options.logger });
     this.#traffic = createServer(
       createProxyHandler({ getTable: () => this.#table, logger: options.logger }),
     );

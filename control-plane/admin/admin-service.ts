@@ -139,9 +139,9 @@ export function createAdminService(api: AdminApi, logger: Logger): UntypedServic
         );
     };
   return {
-    Apply: unary((request: ApplyRequest) => api.apply(request)),
-    GetConfig: unary(() => api.getConfig()),
-    Delete: unary((request: DeleteRequest) => api.delete(request)),
-    Status: unary(() => api.status()),
+    apply: unary((request: ApplyRequest) => api.apply(request)),
+    getConfig: unary(() => api.getConfig()),
+    delete: unary((request: DeleteRequest) => api.delete(request)),
+    status: unary(() => api.status()),
   };
 }

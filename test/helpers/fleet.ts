@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
-import { freePort } from './net.js';
+import { findFreePort } from './ports.js';
 
 /** One proxy process of a test fleet. */
 export interface FleetProxy {
@@ -38,7 +38,7 @@ export interface FleetOptions {
 /** Starts a control plane and `proxies` proxies, and waits until all listen. */
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-'));
-  const cpPort = await freePort();
+  const cpPort = await findFreePort();
   const controlPlane = `127.0.0.1:${cpPort}`;
   const storeArgs = options.etcd ? ['--etcd', options.etcd] : ['--data-dir', join(dir, 'store')];
   let cp: LoomProcess | undefined;
@@ -57,7 +57,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const proxies: FleetProxy[] = [];
   for (let index = 1; index <= options.proxies; index++) {
     const id = `proxy-${index}`;
-    const [port, adminPort] = [await freePort(), await freePort()];
+    const [port, adminPort] = [await findFreePort(), await findFreePort()];
     const logFile = join(dir, `${id}.log`);
     logFiles.push(logFile);
     const process = startLoom(
@@ -77,7 +77,13 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       ],
       logFile,
     );
-    proxies.push({ id, port, adminPort, process, url: (path) => `http://127.0.0.1:${port}${path}` });
+    proxies.push({
+      id,
+      port,
+      adminPort,
+      process,
+      url: (path) => `http://127.0.0.1:${port}${path}`,
+    });
   }
   await Promise.all(proxies.map((proxy) => waitForPort('127.0.0.1', proxy.adminPort)));
 

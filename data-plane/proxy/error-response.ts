@@ -1,0 +1,136 @@
+import type { ServerResponse } from 'node:http';
+
+/** Stable values of the `error` field in the JSON bodies the proxy sends. */
+export type ProxyErrorCode =
+  | 'no_configuration'
+  | 'route_not_found'
+  | 'method_not_allowed'
+  | 'bad_request'
+  | 'upstream_unavailable'
+  | 'upstream_unreachable'
+  | 'upstream_timeout'
+  | 'upstream_error'
+  | 'internal_error';
+
+/** Status, code and message of one error response. */
+export interface ProxyError {
+  readonly status: number;
+  readonly error: ProxyErrorCode;
+  readonly message: string;
+}
+
+/** Every error response the proxy sends, keyed by cause. */
+export const PROXY_ERRORS = {
+  noConfiguration: {
+    status: 503,
+    error: 'no_configuration',
+    message: 'the proxy has not received a routing configuration yet',
+  },
+  routeNotFound: { status: 404, error: 'route_not_found', message: 'no route matches the request' },
+  methodNotAllowed: {
+    status: 405,
+    error: 'method_not_allowed',
+    message: 'the route does not allow this method',
+  },
+  badRequest: { status: 400, error: 'bad_request', message: 'the request is invalid' },
+  originFormRequired: {
+    status: 400,
+    error: 'bad_request',
+    message: 'the request target must be a path starting with "/"',
+  },
+  requestNotForwardable: {
+    status: 400,
+    error: 'bad_request',
+    message: 'the request cannot be forwarded to the upstream',
+  },
+  upstreamUnavailable: {
+    status: 502,
+    error: 'upstream_unavailable',
+    message: 'the upstream has no target with a weight above 0',
+  },
+  upstreamUnreachable: {
+    status: 502,
+    error: 'upstream_unreachable',
+    message: 'the upstream refused or reset the connection before responding',
+  },
+  upstreamTimeout: {
+    status: 504,
+    error: 'upstream_timeout',
+    message: 'the upstream did not respond in time',
+  },
+  upstreamFailed: { status: 502, error: 'upstream_error', message: 'the upstream request failed' },
+  internal: {
+    status: 500,
+    error: 'internal_error',
+    message: 'the proxy failed to handle the request',
+  },
+} as const satisfies Record<string, ProxyError>;
+
+/**
+ * Maps an error from undici, raised before the response headers arrived, to the response the
+ * client gets. Branches on the error code only.
+ */
+export function classifyUpstreamError(err: unknown): ProxyError {
+  const code = (err as { code?: unknown } | null)?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'UND_ERR_SOCKET':
+      return PROXY_ERRORS.upstreamUnreachable;
+    case 'ETIMEDOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return PROXY_ERRORS.upstreamTimeout;
+    case 'UND_ERR_CLOSED':
+    case 'UND_ERR_DESTROYED':
+      return PROXY_ERRORS.upstreamUnavailable;
+    case 'UND_ERR_INVALID_ARG':
+    case 'UND_ERR_NOT_SUPPORTED':
+    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+      return PROXY_ERRORS.requestNotForwardable;
+    default:
+      return PROXY_ERRORS.upstreamFailed;
+  }
+}
+
+/**
+ * Sends `error` as a small JSON body, naming `route` when it is known and listing `allow` in
+ * an `Allow` header. When the response headers were already sent, it destroys the socket
+ * instead, so the client sees a truncated response and never a clean short one.
+ */
+export function sendErrorResponse(
+  res: ServerResponse,
+  error: ProxyError,
+  route?: string,
+  message: string = error.message,
+  allow?: readonly string[],
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (res.destroyed) {
+    return;
+  }
+
+  const body = JSON.stringify(
+    route === undefined ? { error: error.error, message } : { error: error.error, message, route },
+  );
+  const headers = [
+    'content-type',
+    'application/json',
+    'content-length',
+    String(Buffer.byteLength(body)),
+  ];
+  if (allow !== undefined) {
+    headers.push('allow', allow.join(', '));
+  }
+  res.writeHead(error.status, headers);
+  res.end(body);
+}

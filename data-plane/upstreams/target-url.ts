@@ -1,0 +1,39 @@
+/** A target URL split into the parts the proxy uses. */
+export interface ParsedTargetUrl {
+  /** `http://host:port` or `https://host:port`, default port omitted, as `URL.origin` gives it. */
+  origin: string;
+  /** Path without trailing slashes; empty for `/` or no path. */
+  basePath: string;
+}
+
+/**
+ * Parses a target URL, or returns why it is invalid. Only absolute http and https URLs are
+ * valid. Credentials, a query and a fragment are rejected because the proxy would silently
+ * drop them.
+ */
+export function parseTargetUrl(url: string): ParsedTargetUrl | string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'invalid URL, expected an absolute URL such as http://10.0.0.5:8080';
+  }
+
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    return `unsupported scheme "${parsed.protocol.slice(0, -1)}", expected http or https`;
+  }
+  if (parsed.hostname === '') {
+    return 'missing host';
+  }
+  if (parsed.username !== '' || parsed.password !== '') {
+    return 'credentials in the URL are not supported';
+  }
+  if (parsed.search !== '' || url.includes('?')) {
+    return 'a query string is not supported in a target URL';
+  }
+  if (parsed.hash !== '' || url.includes('#')) {
+    return 'a fragment is not supported in a target URL';
+  }
+
+  return { origin: parsed.origin, basePath: parsed.pathname.replace(/\/+$/, '') };
+}

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Pool } from 'undici';
+import {
+  WeightedRoundRobinBalancer,
+  type UpstreamTarget,
+} from '../../data-plane/upstreams/balancer.js';
+import { parseTargetUrl } from '../../data-plane/upstreams/target-url.js';
+
+// The balancer never touches the pool, so an empty object replaces it.
+const NO_POOL = {} as Pool;
+
+function target(name: string, weight: number): UpstreamTarget {
+  const url = `http://${name}.test`;
+  return { url, origin: url, basePath: '', weight, pool: NO_POOL };
+}
+
+function pickNames(balancer: WeightedRoundRobinBalancer, count: number): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    names.push(new URL(balancer.pick()?.url ?? 'http://none.test').hostname.split('.')[0]);
+  }
+  return names;
+}
+
+describe('WeightedRoundRobinBalancer', () => {
+  it('spreads picks like nginx smooth round-robin', () => {
+    const balancer = new WeightedRoundRobinBalancer('api', [
+      target('a', 5),
+      target('b', 1),
+      target('c', 1),
+    ]);
+
+    assert.deepEqual(pickNames(balancer, 7), ['a', 'a', 'b', 'a', 'c', 'a', 'a']);
+    assert.deepEqual(pickNames(balancer, 7), ['a', 'a', 'b', 'a', 'c', 'a', 'a']);
+  });
+
+  it('picks each target weight times per cycle', () => {
+    const weights = { a: 3, b: 7, c: 2, d: 1 };
+    const balancer = new WeightedRoundRobinBalancer(
+      'api',
+      Object.entries(weights).map(([name, weight]) => target(name, weight)),
+    );
+    const cycles = 50;
+    const counts = new Map<string, number>();
+
+    for (const name of pickNames(balancer, 13 * cycles)) {
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+    }
+
+    for (const [name, weight] of Object.entries(weights)) {
+      assert.equal(counts.get(name), weight * cycles, `picks of ${name}`);
+    }
+  });
+
+  it('never picks a target of weight 0', () => {
+    const balancer = new WeightedRoundRobinBalancer('api', [
+      target('a', 0),
+      target('b', 2),
+      target('c', 0),
+      target('d', 1),
+    ]);
+
+    const names = pickNames(balancer, 300);
+
+    assert.ok(!names.includes('a'));
+    assert.ok(!names.includes('c'));
+    assert.deepEqual(
+      balancer.targets.map((t) => t.url),
+      ['http://b.test', 'http://d.test'],
+    );
+  });
+
+  it('returns undefined when every weight is 0', () => {
+    const balancer = new WeightedRoundRobinBalancer('api', [target('a', 0)]);
+
+    assert.equal(balancer.pick(), undefined);
+    assert.equal(new WeightedRoundRobinBalancer('empty', []).pick(), undefined);
+  });
+
+  it('always returns a single target', () => {
+    const only = target('a', 4);
+    const balancer = new WeightedRoundRobinBalancer('api', [only]);
+
+    for (let i = 0; i < 5; i++) {
+      assert.equal(balancer.pick(), only);
+    }
+    assert.equal(balancer.upstream, 'api');
+  });
+});
+
+describe('parseTargetUrl', () => {
+  it('strips trailing slashes from the base path', () => {
+    const cases: Array<[string, string, string]> = [
+      ['http://10.0.0.5:8080', 'http://10.0.0.5:8080', ''],
+      ['http://10.0.0.5:8080/', 'http://10.0.0.5:8080', ''],
+      ['https://api.test/v1', 'https://api.test', '/v1'],
+      ['https://api.test:443/v1/', 'https://api.test', '/v1'],
+      ['http://api.test/v1//', 'http://api.test', '/v1'],
+      ['http://api.test/a/b%20c/', 'http://api.test', '/a/b%20c'],
+      ['HTTP://API.test:80/x', 'http://api.test', '/x'],
+    ];
+
+    for (const [url, origin, basePath] of cases) {
+      assert.deepEqual(parseTargetUrl(url), { origin, basePath }, url);
+    }
+  });
+
+  it('rejects URLs the proxy cannot honour', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['not a url', /invalid URL/],
+      ['ftp://files.test', /unsupported scheme "ftp", expected http or https/],
+      ['unix:/run/app.sock', /unsupported scheme "unix"/],
+      ['http://user:secret@api.test', /credentials/],
+      ['http://api.test/v1?x=1', /query/],
+      ['http://api.test/v1?', /query/],
+      ['http://api.test/v1#top', /fragment/],
+    ];
+
+    for (const [url, expected] of cases) {
+      const result = parseTargetUrl(url);
+      assert.equal(typeof result, 'string', url);
+      assert.match(result as string, expected, url);
+    }
+  });
+});
