@@ -29,7 +29,7 @@ export function createLogger(settings: LoggerSettings): Logger {
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
   };
   if (settings.pretty) {
-    options.transport = { target: 'pino-pretty', options: { destination: 2 } };
+    options.transport = { target: 'pino-pretty', options: { destination: 2, singleLine: true } };
     return pino(options);
   }
   return pino(options, pino.destination({ dest: 2, sync: false }));

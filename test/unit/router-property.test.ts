@@ -1,0 +1,529 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import fc from 'fast-check';
+
+import { LoomError } from '../../common/errors.js';
+import { MAX_PATH_LENGTH } from '../../data-plane/router/path.js';
+import { PathTree } from '../../data-plane/router/path-tree.js';
+import { parsePattern } from '../../data-plane/router/pattern.js';
+import { createRouteEntry } from '../../data-plane/router/route-entry.js';
+import { buildRouter } from '../../data-plane/router/router.js';
+import type { Router, RouterMatch, RouterRoute } from '../../data-plane/router/types.js';
+
+type Route = RouterRoute<string>;
+
+/** A lookup result with the bad-request reason dropped and params as a plain object. */
+type Outcome =
+  | { kind: 'found'; route: string; params: [string, string][] }
+  | { kind: 'method-not-allowed'; allow: string[] }
+  | { kind: 'not-found' }
+  | { kind: 'bad-request' };
+
+interface Request {
+  method: string;
+  host: string | undefined;
+  path: string;
+}
+
+// Reference matcher: tries every route and ranks the matches by the documented
+// precedence. It shares no code with the router.
+
+function referencePath(path: string): string | null {
+  if (path.length > MAX_PATH_LENGTH || !path.startsWith('/')) return null;
+
+  let text = '';
+  for (let i = 0; i < path.length; i++) {
+    if (path[i] !== '%') {
+      text += path[i];
+      continue;
+    }
+    const hex = path.slice(i + 1, i + 3);
+    if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return null;
+    const character = String.fromCharCode(parseInt(hex, 16));
+    text += /^[A-Za-z0-9._~-]$/.test(character) ? character : '%' + hex.toUpperCase();
+    i += 2;
+  }
+  try {
+    decodeURIComponent(text);
+  } catch {
+    return null;
+  }
+
+  // remove_dot_segments as RFC 3986 section 5.2.4 writes it, for an absolute
+  // path, except that a ".." with nothing left to remove is rejected.
+  let input = text;
+  let output = '';
+  while (input.length > 0) {
+    if (input.startsWith('/./') || input === '/.') {
+      input = '/' + input.slice(input === '/.' ? 2 : 3);
+    } else if (input.startsWith('/../') || input === '/..') {
+      if (output === '') return null;
+      input = '/' + input.slice(input === '/..' ? 3 : 4);
+      output = output.slice(0, Math.max(output.lastIndexOf('/'), 0));
+    } else {
+      const next = input.indexOf('/', 1);
+      const segment = next === -1 ? input : input.slice(0, next);
+      output += segment;
+      input = input.slice(segment.length);
+    }
+  }
+  return output;
+}
+
+function referenceHost(host: string | undefined): string {
+  if (!host) return '';
+  let name = host.toLowerCase();
+  if (name.startsWith('[')) {
+    if (name.includes(']')) name = name.slice(0, name.indexOf(']') + 1);
+  } else {
+    name = name.split(':')[0];
+  }
+  return name.endsWith('.') ? name.slice(0, -1) : name;
+}
+
+function routeHost(host: string): string {
+  const name = host.toLowerCase();
+  return name.endsWith('.') ? name.slice(0, -1) : name;
+}
+
+/** Returns 0 for an exact host match, 1 for a wildcard match, 2 for any host, or null. */
+function hostClass(route: Route, host: string): number | null {
+  if (route.hosts.length === 0) return 2;
+  let best: number | null = null;
+  for (const pattern of route.hosts.map(routeHost)) {
+    if (host !== '' && pattern === host) return 0;
+    if (pattern.startsWith('*.') && host.endsWith(pattern.slice(1))) {
+      const label = host.slice(0, host.length - pattern.length + 1);
+      if (label !== '' && !label.includes('.') && !host.startsWith('[')) best = 1;
+    }
+  }
+  return best;
+}
+
+interface PatternMatch {
+  rank: number[];
+  params: [string, string][];
+}
+
+function matchPattern(pattern: string, segments: string[]): PatternMatch | null {
+  const parts = pattern.slice(1).split('/');
+  const rank: number[] = [];
+  const params: [string, string][] = [];
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i];
+    if (i >= segments.length) return null;
+    if (part.startsWith('*')) {
+      params.push([part.length === 1 ? '*' : part.slice(1), segments.slice(i).join('/')]);
+      rank.push(2);
+      return { rank, params: decodeAll(params) };
+    }
+    if (part.startsWith(':')) {
+      if (segments[i] === '') return null;
+      params.push([part.slice(1), segments[i]]);
+      rank.push(1);
+    } else {
+      if (segments[i] !== part) return null;
+      rank.push(0);
+    }
+  }
+  return parts.length === segments.length ? { rank, params: decodeAll(params) } : null;
+}
+
+function decodeAll(params: [string, string][]): [string, string][] {
+  return params.map(([name, value]) => [name, decodeURIComponent(value)]);
+}
+
+function compareRanks(a: number[], b: number[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i] - b[i];
+  }
+  return a.length - b.length;
+}
+
+function referenceFind(routes: Route[], request: Request): Outcome {
+  if (request.path === '*') return { kind: 'not-found' };
+  const path = referencePath(request.path);
+  if (path === null) return { kind: 'bad-request' };
+  const segments = path.slice(1).split('/');
+  const host = referenceHost(request.host);
+
+  const allow = new Set<string>();
+  for (let wanted = 0; wanted <= 2; wanted++) {
+    let best: { route: Route; match: PatternMatch } | null = null;
+    for (const route of routes) {
+      if (hostClass(route, host) !== wanted) continue;
+      for (const pattern of route.paths) {
+        const match = matchPattern(pattern, segments);
+        if (match === null) continue;
+        if (route.methods.length > 0 && !route.methods.includes(request.method)) {
+          for (const method of route.methods) allow.add(method);
+          continue;
+        }
+        if (best === null || compareRanks(match.rank, best.match.rank) < 0) {
+          best = { route, match };
+        } else if (compareRanks(match.rank, best.match.rank) === 0) {
+          assert.equal(best.route, route, 'two routes tie, so build must reject them');
+        }
+      }
+    }
+    if (best !== null) {
+      return { kind: 'found', route: best.route.name, params: sortParams(best.match.params) };
+    }
+  }
+  return allow.size > 0
+    ? { kind: 'method-not-allowed', allow: [...allow].sort() }
+    : { kind: 'not-found' };
+}
+
+/** Returns the pair of routes that would match the same requests, or null. */
+function referenceConflict(routes: Route[]): [string, string] | null {
+  const seen: {
+    route: string;
+    host: string;
+    shape: string;
+    pattern: string;
+    methods: readonly string[];
+  }[] = [];
+  for (const route of routes) {
+    const hosts = route.hosts.length === 0 ? ['(any)'] : [...new Set(route.hosts.map(routeHost))];
+    for (const host of hosts) {
+      for (const pattern of new Set(route.paths)) {
+        const shape = pattern.replace(/:[^/]*/g, ':').replace(/\*[^/]*$/, '*');
+        for (const other of seen) {
+          const overlap =
+            route.methods.length === 0 ||
+            other.methods.length === 0 ||
+            route.methods.some((method) => other.methods.includes(method));
+          const samePath = other.route === route.name && other.pattern === pattern;
+          if (other.host === host && other.shape === shape && overlap && !samePath) {
+            return [other.route, route.name];
+          }
+        }
+        seen.push({ route: route.name, host, shape, pattern, methods: route.methods });
+      }
+    }
+  }
+  return null;
+}
+
+function toOutcome(match: RouterMatch<string>): Outcome {
+  switch (match.kind) {
+    case 'found':
+      assert.equal(match.value, match.route);
+      return {
+        kind: 'found',
+        route: match.route,
+        params: sortParams(Object.entries(match.params)),
+      };
+    case 'method-not-allowed':
+      return { kind: 'method-not-allowed', allow: match.allow };
+    case 'not-found':
+      return { kind: 'not-found' };
+    case 'bad-request':
+      return { kind: 'bad-request' };
+  }
+}
+
+function sortParams(params: [string, string][]): [string, string][] {
+  return [...params].sort(([a], [b]) => {
+    if (a < b) return -1;
+    return a > b ? 1 : 0;
+  });
+}
+
+function shuffle<T>(items: T[], seed: number): T[] {
+  const copy = [...items];
+  let state = seed >>> 0;
+  for (let i = copy.length - 1; i > 0; i--) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    const j = state % (i + 1);
+    [copy[i], copy[j]] = [copy[j], copy[i]];
+  }
+  return copy;
+}
+
+function orders(routes: Route[], seed: number): Route[][] {
+  return [routes, [...routes].reverse(), shuffle(routes, seed)];
+}
+
+/**
+ * Returns the fastest of three timed lookups, in milliseconds. The minimum
+ * leaves out garbage collection and compilation pauses of a loaded machine.
+ */
+function fastestLookup(
+  router: Router<string>,
+  method: string,
+  host: string | undefined,
+  path: string,
+): number {
+  let fastest = Infinity;
+  for (let run = 0; run < 3; run++) {
+    const started = performance.now();
+    router.find(method, host, path);
+    fastest = Math.min(fastest, performance.now() - started);
+  }
+  return fastest;
+}
+
+/** Builds the routes, returning the rejection instead of throwing it. */
+function tryBuild(routes: Route[]): Router<string> | LoomError {
+  try {
+    return buildRouter(routes);
+  } catch (error) {
+    assert.ok(error instanceof LoomError, String(error));
+    assert.equal(error.code, 'LOOM_SNAPSHOT_REJECTED');
+    return error;
+  }
+}
+
+/** Drops every route that conflicts with an earlier one. */
+function withoutConflicts(routes: Route[]): Route[] {
+  const accepted: Route[] = [];
+  for (const route of routes) {
+    if (referenceConflict([...accepted, route]) === null) accepted.push(route);
+  }
+  return accepted;
+}
+
+// Generators. The small alphabet makes routes collide often; the wide one
+// gives tree nodes more static children than a linear scan handles.
+
+const SMALL_ALPHABET = ['a', 'b', 'ab', ''];
+const WIDE_ALPHABET = [...'abcdefghijkl', 'ab', ''];
+
+function patternArbitrary(statics: string[]): fc.Arbitrary<string> {
+  const segment = fc.tuple(
+    fc.oneof(
+      { weight: 3, arbitrary: fc.constantFrom(...statics) },
+      { weight: 1, arbitrary: fc.constantFrom(':', ':', '*') },
+    ),
+    fc.constantFrom('p', 'q'),
+  );
+  return fc.array(segment, { minLength: 1, maxLength: 3 }).map((segments) => {
+    const parts: string[] = [];
+    for (const [kind, name] of segments) {
+      if (kind === '*') {
+        parts.push(name === 'p' ? '*rest' : '*');
+        break;
+      }
+      parts.push(kind === ':' ? `:${name}${parts.length}` : kind);
+    }
+    return '/' + parts.join('/');
+  });
+}
+
+function routeSetArbitrary(
+  statics: string[],
+  minRoutes: number,
+  maxRoutes: number,
+): fc.Arbitrary<Route[]> {
+  const route = fc.record({
+    hosts: fc.oneof(
+      fc.constant([]),
+      fc.subarray(['a.com', 'x.a.com', '*.a.com', 'A.com.', '*.x.a.com'], { minLength: 1 }),
+    ),
+    methods: fc.oneof(
+      fc.constant([]),
+      fc.subarray(['GET', 'POST', 'PUT'], { minLength: 1, maxLength: 2 }),
+    ),
+    paths: fc.array(patternArbitrary(statics), { minLength: 1, maxLength: 2 }),
+  });
+  return fc
+    .array(route, { minLength: minRoutes, maxLength: maxRoutes })
+    .map((specs) => specs.map((spec, i): Route => ({ name: `r${i}`, value: `r${i}`, ...spec })));
+}
+
+function requestArbitrary(statics: string[]): fc.Arbitrary<Request> {
+  return fc.record({
+    method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE'),
+    host: fc.constantFrom(
+      undefined,
+      '',
+      'a.com',
+      'A.COM:80',
+      'a.com.',
+      'x.a.com',
+      'X.a.com.:8080',
+      'y.x.a.com',
+      'z.y.x.a.com',
+      'other.com',
+      '[::1]:80',
+    ),
+    path: fc.oneof(
+      { weight: 20, arbitrary: requestPathArbitrary(statics) },
+      { weight: 1, arbitrary: fc.constantFrom('*', '', 'a', 'a/b') },
+    ),
+  });
+}
+
+function requestPathArbitrary(statics: string[]): fc.Arbitrary<string> {
+  const segment = fc.oneof(
+    { weight: 8, arbitrary: fc.constantFrom(...statics, 'abc', 'A') },
+    { weight: 2, arbitrary: fc.constantFrom('.', '..', '%61', '%2e', '%2E%2e', 'a%62') },
+    { weight: 1, arbitrary: fc.constantFrom('%2F', '%2f', '%C3%A9', '%252F', '%zz', '%E9') },
+  );
+  return fc.array(segment, { maxLength: 4 }).map((segments) => '/' + segments.join('/'));
+}
+
+/** Checks every request against the reference, with the routes built in three orders. */
+function assertLookupsAgree(
+  statics: string[],
+  routeCount: [number, number],
+  numRuns: number,
+): void {
+  fc.assert(
+    fc.property(
+      routeSetArbitrary(statics, ...routeCount),
+      fc.array(requestArbitrary(statics), { minLength: 20, maxLength: 40 }),
+      fc.integer(),
+      (generated, requests, seed) => {
+        const routes = withoutConflicts(generated);
+        const routers = orders(routes, seed).map((ordered) => buildRouter(ordered));
+        for (const request of requests) {
+          const expected = referenceFind(routes, request);
+          for (const router of routers) {
+            const actual = toOutcome(router.find(request.method, request.host, request.path));
+            assert.deepEqual(actual, expected, JSON.stringify({ request, routes }));
+          }
+        }
+      },
+    ),
+    { numRuns },
+  );
+}
+
+describe('router properties', () => {
+  test('lookups agree with reference matcher', () => {
+    assertLookupsAgree(SMALL_ALPHABET, [1, 8], 2000);
+  });
+
+  test('lookups agree on wide nodes', () => {
+    assertLookupsAgree(WIDE_ALPHABET, [20, 40], 300);
+  });
+
+  test('build conflicts agree with reference', () => {
+    fc.assert(
+      fc.property(routeSetArbitrary(SMALL_ALPHABET, 1, 8), fc.integer(), (routes, seed) => {
+        const conflict = referenceConflict(routes);
+        for (const ordered of orders(routes, seed)) {
+          const result = tryBuild(ordered);
+          const context = JSON.stringify({ conflict, routes: ordered });
+          if (conflict === null) {
+            assert.ok(!(result instanceof LoomError), `${String(result)} ${context}`);
+          } else {
+            assert.ok(result instanceof LoomError, context);
+            assert.match(result.message, /conflicts with/);
+          }
+        }
+      }),
+      { numRuns: 1500 },
+    );
+  });
+
+  test('static shortcut agrees with tree walk', () => {
+    const methodsArbitrary = fc.oneof(fc.constant([]), fc.subarray(['GET', 'POST']));
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(patternArbitrary(SMALL_ALPHABET), methodsArbitrary), {
+          minLength: 1,
+          maxLength: 10,
+        }),
+        fc.array(
+          fc.tuple(fc.constantFrom('GET', 'POST', 'PUT'), requestPathArbitrary(SMALL_ALPHABET)),
+        ),
+        (entries, requests) => {
+          const tree = new PathTree<number>('any host');
+          entries.forEach(([source, methods], index) => {
+            const pattern = parsePattern(`r${index}`, source);
+            try {
+              tree.insert(pattern, methods, createRouteEntry(`r${index}`, index, pattern));
+            } catch (error) {
+              assert.ok(error instanceof LoomError, String(error));
+            }
+          });
+          tree.seal();
+
+          for (const [method, path] of requests) {
+            const starts = new Int32Array(4);
+            assert.equal(tree.find(method, path, starts), tree.search(method, path, starts));
+          }
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+
+  test('arbitrary requests never throw', () => {
+    const router = buildRouter<string>([
+      {
+        name: 'exact',
+        hosts: ['api.example.com'],
+        paths: ['/a/:b/c'],
+        methods: ['GET'],
+        value: '',
+      },
+      { name: 'wild', hosts: ['*.example.com'], paths: ['/*rest'], methods: ['POST'], value: '' },
+      { name: 'deep', hosts: [], paths: ['/:a/:b/:c/:d/:e/:f', '/a/*'], methods: [], value: '' },
+      { name: 'static', hosts: [], paths: ['/', '/a/b/c', '/%2F'], methods: ['GET'], value: '' },
+    ]);
+    const text = fc.string({ unit: 'binary', maxLength: 300 });
+    const pathLike = fc
+      .array(fc.oneof(text, fc.constantFrom('/', '%', '%2', '%e9', '.', '..', ':', '*')))
+      .map((parts) => parts.join(''));
+    fc.assert(
+      fc.property(
+        fc.oneof(text, fc.constantFrom('GET', 'POST')),
+        fc.option(fc.oneof(text, fc.constantFrom('api.example.com', 'x.example.com:1'))),
+        fc.oneof(
+          text,
+          pathLike,
+          pathLike.map((path) => '/' + path),
+        ),
+        (method, host, path) => {
+          const match = router.find(method, host ?? undefined, path);
+          assert.ok(
+            ['found', 'method-not-allowed', 'not-found', 'bad-request'].includes(match.kind),
+          );
+          const milliseconds = fastestLookup(router, method, host ?? undefined, path);
+          assert.ok(milliseconds < 5, `lookup took ${milliseconds.toFixed(2)} ms`);
+        },
+      ),
+      { numRuns: 5000 },
+    );
+  });
+
+  test('long paths stay fast', () => {
+    const routes: Route[] = [];
+    for (let depth = 1; depth <= 12; depth++) {
+      const params = Array.from({ length: depth }, (_, i) => `:p${i}`);
+      routes.push({
+        name: `params${depth}`,
+        hosts: [],
+        paths: ['/' + params.join('/') + '/z'],
+        methods: ['GET'],
+        value: '',
+      });
+      routes.push({
+        name: `static${depth}`,
+        hosts: [],
+        paths: ['/a'.repeat(depth) + '/y'],
+        methods: ['POST'],
+        value: '',
+      });
+    }
+    const router = buildRouter(routes);
+    const paths = [
+      '/a'.repeat(MAX_PATH_LENGTH / 2),
+      '/' + 'a'.repeat(MAX_PATH_LENGTH - 1),
+      '/'.repeat(MAX_PATH_LENGTH),
+      '/%2e'.repeat(MAX_PATH_LENGTH / 4 - 1) + '/',
+      '/a/..'.repeat(MAX_PATH_LENGTH / 5),
+      '/%61'.repeat(MAX_PATH_LENGTH / 4),
+    ];
+    for (const path of paths) {
+      const milliseconds = fastestLookup(router, 'GET', undefined, path);
+      assert.ok(milliseconds < 5, `${path.slice(0, 20)}... took ${milliseconds.toFixed(2)} ms`);
+    }
+  });
+});
