@@ -31,7 +31,10 @@ export async function startEchoUpstream(port: number, name: string): Promise<Ser
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({
-    options: { port: { type: 'string', default: '9001' }, name: { type: 'string', default: 'echo' } },
+    options: {
+      port: { type: 'string', default: '9001' },
+      name: { type: 'string', default: 'echo' },
+    },
   });
   const server = await startEchoUpstream(Number(values.port), values.name ?? 'echo');
   const { port } = server.address() as AddressInfo;

@@ -12,7 +12,14 @@ const PROXIES = [
 
 const upstream = await startEchoUpstream(9001, 'users');
 const processes: LoomProcess[] = [
-  startLoom('control-plane', ['control-plane', '--listen', CONTROL_PLANE, '--data-dir', './loom-data', '--log-pretty']),
+  startLoom('control-plane', [
+    'control-plane',
+    '--listen',
+    CONTROL_PLANE,
+    '--data-dir',
+    './loom-data',
+    '--log-pretty',
+  ]),
 ];
 await waitForPort('127.0.0.1', 7400);
 for (const proxy of PROXIES) {
@@ -31,14 +38,19 @@ for (const proxy of PROXIES) {
     ]),
   );
 }
-await Promise.all(PROXIES.map((proxy) => waitForPort('127.0.0.1', Number(proxy.listen.split(':')[1]))));
+await Promise.all(
+  PROXIES.map((proxy) => waitForPort('127.0.0.1', Number(proxy.listen.split(':')[1]))),
+);
 
 process.stdout.write(
   [
     '',
     'Loom fleet is running:',
     `  control plane   ${CONTROL_PLANE}  (gRPC: proxies and loomctl; store: ./loom-data)`,
-    ...PROXIES.map((proxy) => `  ${proxy.id}         http://${proxy.listen}  (admin http://${proxy.admin}/readyz)`),
+    ...PROXIES.map(
+      (proxy) =>
+        `  ${proxy.id}         http://${proxy.listen}  (admin http://${proxy.admin}/readyz)`,
+    ),
     '  upstream        http://127.0.0.1:9001  (example echo server)',
     '',
     'In another terminal:',

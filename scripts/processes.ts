@@ -67,7 +67,12 @@ export async function waitFor(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (await Promise.resolve().then(check).catch(() => false)) return;
+    if (
+      await Promise.resolve()
+        .then(check)
+        .catch(() => false)
+    )
+      return;
     await new Promise((resolveDelay) => setTimeout(resolveDelay, 50));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

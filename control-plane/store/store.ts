@@ -52,7 +52,8 @@ export interface Watch {
 }
 
 /** One write of a transaction. */
-export type StoreOperation = { type: 'put'; key: string; value: string } | { type: 'delete'; key: string };
+export type StoreOperation =
+  { type: 'put'; key: string; value: string } | { type: 'delete'; key: string };
 
 /** Options of a transaction. */
 export interface CommitOptions {

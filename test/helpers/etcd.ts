@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { access, constants, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -34,8 +34,12 @@ const STOP_TIMEOUT_MS = 3000;
 const HEALTH_POLL_MS = 25;
 const START_ATTEMPTS = 3;
 
-/** Children still running, killed on process exit so a failed test leaves none behind. */
+/**
+ * Children still running and their temporary directories. The process exit
+ * hook removes them, so that a test that fails before `stop()` leaves none behind.
+ */
 const runningChildren = new Set<ChildProcess>();
+const liveDirectories = new Set<string>();
 let exitHookInstalled = false;
 
 /**
@@ -47,6 +51,7 @@ let exitHookInstalled = false;
 export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdProcess> {
   const binary = await findEtcdBinary();
   const rootDir = await mkdtemp(join(tmpdir(), 'loom-etcd-'));
+  liveDirectories.add(rootDir);
   installExitHook();
 
   let lastError: unknown;
@@ -65,6 +70,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdPro
   }
 
   await rm(rootDir, { recursive: true, force: true });
+  liveDirectories.delete(rootDir);
   throw lastError;
 }
 
@@ -132,6 +138,7 @@ class EtcdHarness implements EtcdProcess {
   async stop(): Promise<void> {
     await this.#terminate('SIGTERM');
     await rm(this.#rootDir, { recursive: true, force: true });
+    liveDirectories.delete(this.#rootDir);
   }
 
   async kill(): Promise<void> {
@@ -171,9 +178,12 @@ class EtcdHarness implements EtcdProcess {
     }
 
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const timeout = new AbortController();
+    const timer = sleep(STOP_TIMEOUT_MS, 'timeout' as const, { signal: timeout.signal });
     child.kill(signal);
-    const timer = sleep(STOP_TIMEOUT_MS).then(() => 'timeout' as const);
-    if ((await Promise.race([exited, timer])) === 'timeout') {
+    const winner = await Promise.race([exited, timer.catch(() => undefined)]);
+    timeout.abort();
+    if (winner === 'timeout') {
       child.kill('SIGKILL');
       await exited;
     }
@@ -224,6 +234,9 @@ function installExitHook(): void {
   process.once('exit', () => {
     for (const child of runningChildren) {
       child.kill('SIGKILL');
+    }
+    for (const directory of liveDirectories) {
+      rmSync(directory, { recursive: true, force: true });
     }
   });
 }

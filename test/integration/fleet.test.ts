@@ -11,7 +11,8 @@ import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, waitForEveryProxy, type Fleet } from '../helpers/fleet.js';
 import { httpGet, httpRequest } from '../helpers/net.js';
 import { findFreePort } from '../helpers/ports.js';
-import { startLoom, waitForPort } from '../../scripts/processes.js';
+import { startLoom, waitFor, waitForPort } from '../../scripts/processes.js';
+import { Etcd3 } from 'etcd3';
 
 function configYaml(options: { usersUpstream: string; extraRoute?: boolean; ports: Record<string, number> }): string {
   return `
@@ -169,6 +170,60 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
         return users === 'beta' && orders === 'beta';
       });
     });
+
+    test(
+      'snapshot a proxy cannot build is nacked',
+      { skip: storeKind !== 'etcd' && 'needs a store that other tools can write to' },
+      async () => {
+        // A write straight into etcd bypasses loomctl's validation; proxies must reject it, not crash.
+        const client = new Etcd3({ hosts: etcd!.endpoint });
+        try {
+          await client.put('/loom/routes/shadow').value(
+            JSON.stringify({
+              name: 'shadow',
+              hosts: ['api.example.com'],
+              paths: ['/users/:name'],
+              methods: ['GET'],
+              upstream: 'alpha',
+            }),
+          );
+          let status:
+            | {
+                version: number;
+                proxies: {
+                  id: string;
+                  ackedVersion: number;
+                  nackedVersion: number;
+                  nackError: string;
+                }[];
+              }
+            | undefined;
+          await waitFor('both proxies to nack', 15_000, async () => {
+            const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
+            status = JSON.parse(result.stdout);
+            return status!.proxies.every((proxy) => proxy.nackedVersion === status!.version);
+          });
+          for (const proxy of status!.proxies) {
+            assert.match(proxy.nackError, /shadow/);
+            assert.ok(proxy.ackedVersion < status!.version);
+          }
+          const table = await loomctl(fleet.controlPlane, ['status']);
+          assert.match(table.stdout, /proxy-1 .* yes .*: .*shadow/);
+          for (const proxy of fleet.proxies) {
+            assert.equal(await upstreamOf(proxy.url('/users/7'), 'api.example.com'), 'beta');
+          }
+
+          await client.delete().key('/loom/routes/shadow');
+          await waitFor('both proxies to ack the repaired version', 15_000, async () => {
+            const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
+            const repaired = JSON.parse(result.stdout) as NonNullable<typeof status>;
+            return repaired.proxies.every((proxy) => proxy.ackedVersion === repaired.version);
+          });
+        } finally {
+          client.close();
+        }
+      },
+    );
 
     test('proxies keep serving without the control plane', async () => {
       await fleet.stopControlPlane();

@@ -24,7 +24,12 @@ const stored: StoredConfig = {
 
 describe('apply planning', () => {
   test('identical apply plans nothing', () => {
-    const plan = planApply('/loom/', stored, { routes: [route('r1', 'u1')], upstreams: [upstream('u1')] }, false);
+    const plan = planApply(
+      '/loom/',
+      stored,
+      { routes: [route('r1', 'u1')], upstreams: [upstream('u1')] },
+      false,
+    );
     assert.deepEqual(plan.operations, []);
   });
 
@@ -71,7 +76,8 @@ describe('apply planning', () => {
 
   test('invalid names are rejected', () => {
     assert.throws(
-      () => planApply('/loom/', stored, { routes: [route('bad/name', 'u1')], upstreams: [] }, false),
+      () =>
+        planApply('/loom/', stored, { routes: [route('bad/name', 'u1')], upstreams: [] }, false),
       (error: unknown) => error instanceof ConfigError && error.issues[0].field === 'name',
     );
   });

@@ -8,7 +8,11 @@ import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 
 const logger = pino({ level: 'silent' });
 
-function snapshot(version: number, routes: Snapshot['routes'], url = 'http://127.0.0.1:9'): Snapshot {
+function snapshot(
+  version: number,
+  routes: Snapshot['routes'],
+  url = 'http://127.0.0.1:9',
+): Snapshot {
   return {
     epoch: 'e1',
     version,
@@ -70,7 +74,10 @@ describe('table swap', () => {
     await dataPlane.applySnapshot(snapshot(1, [route('a', '/a')]));
     const before = dataPlane.table;
 
-    await assert.rejects(dataPlane.applySnapshot(snapshot(2, [route('a', '/a')], 'ftp://x')), /ftp/);
+    await assert.rejects(
+      dataPlane.applySnapshot(snapshot(2, [route('a', '/a')], 'ftp://x')),
+      /ftp/,
+    );
     assert.equal(dataPlane.table, before);
     assert.equal(before?.router.find('GET', undefined, '/a').kind, 'found');
   });

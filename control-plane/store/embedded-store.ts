@@ -1,0 +1,392 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+import { pino } from 'pino';
+
+import { LoomError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { DataDirLock } from './data-dir-lock.js';
+import {
+  encodeRecord,
+  IdentitySchema,
+  readRecordFile,
+  StateSchema,
+  TransactionLog,
+  writeFileAtomic,
+  type LogEntry,
+  type State,
+} from './embedded-files.js';
+import { WatchHub } from './embedded-watch.js';
+import {
+  directoryPrefixes,
+  validateCommit,
+  validateWatchStart,
+  type CheckedCommit,
+} from './key-space.js';
+import type {
+  CommitOptions,
+  KeyValue,
+  RangeResult,
+  Store,
+  StoreOperation,
+  Watch,
+  WatchBatch,
+  WatchEvent,
+  WatchHandlers,
+} from './store.js';
+
+/** Options of {@link EmbeddedStore.open}. */
+export interface EmbeddedStoreOptions {
+  /** Directory of the store's files; created when missing. */
+  dataDir: string;
+  logger?: Logger;
+  /** Log entries after which the log is folded into the state file. Defaults to 1000. */
+  compactAfter?: number;
+  /** Recent batches kept for watches that start in the past. Defaults to 1000. */
+  historyLimit?: number;
+}
+
+const IDENTITY_FILE = 'identity.json';
+const STATE_FILE = 'state.json';
+const LOG_FILE = 'log.jsonl';
+
+interface StoredValue {
+  value: string;
+  modRevision: number;
+}
+
+/**
+ * A {@link Store} in a local data directory, for a single control plane
+ * without etcd. It follows etcd's model: one revision counter that starts at 1
+ * and grows by one per commit, also across restarts.
+ *
+ * Files in the data directory:
+ * - `LOCK`: pid of the process that has the store open; a second open fails.
+ * - `identity.json`: the epoch, a random UUID chosen when the directory is created.
+ * - `log.jsonl`: one checksummed line per committed transaction. A commit
+ *   resolves only after its line is synced to disk.
+ * - `state.json`: every key at one revision. After `compactAfter` log entries
+ *   the store writes it atomically and empties the log.
+ *
+ * Opening loads the state file and replays the log after it. Watches can start
+ * from any of the last `historyLimit` revisions, including those replayed on
+ * open. A watch from an older revision fails with a retryable
+ * `LOOM_STORE_UNAVAILABLE`, as on a compacted etcd.
+ */
+export class EmbeddedStore implements Store {
+  readonly #dataDir: string;
+  readonly #epoch: string;
+  readonly #lock: DataDirLock;
+  readonly #log: TransactionLog;
+  readonly #hub: WatchHub;
+  readonly #logger: Logger;
+  readonly #compactAfter: number;
+  readonly #keys: Map<string, StoredValue>;
+  /** Revision of the last commit that wrote a key under each `/`-terminated prefix. */
+  readonly #directories: Map<string, number>;
+  #revision: number;
+  /** Tail of the commit queue; commits run one at a time in call order. */
+  #queue: Promise<unknown> = Promise.resolve();
+  /** Set when a log write failed; the file may no longer match memory. */
+  #writeFailure: Error | undefined;
+  #closed = false;
+
+  private constructor(parts: {
+    dataDir: string;
+    epoch: string;
+    lock: DataDirLock;
+    log: TransactionLog;
+    state: State;
+    logger: Logger;
+    compactAfter: number;
+    historyLimit: number;
+  }) {
+    this.#dataDir = parts.dataDir;
+    this.#epoch = parts.epoch;
+    this.#lock = parts.lock;
+    this.#log = parts.log;
+    this.#logger = parts.logger;
+    this.#compactAfter = parts.compactAfter;
+    this.#revision = parts.state.revision;
+    this.#keys = new Map(
+      parts.state.keys.map(([key, value, modRevision]) => [key, { value, modRevision }]),
+    );
+    this.#directories = new Map(parts.state.directories);
+    this.#hub = new WatchHub(parts.historyLimit, this.#revision, this.#dataDir);
+  }
+
+  /**
+   * Opens the store in `options.dataDir`, creating the directory and its epoch
+   * when missing, and replays its log.
+   *
+   * @throws LoomError `LOOM_STORE_UNAVAILABLE` when another running process has
+   *   the directory open.
+   * @throws LoomError `LOOM_STORE_CORRUPT` naming the file, and the line for the
+   *   log, when a file is damaged anywhere but in the log's last line.
+   */
+  static async open(options: EmbeddedStoreOptions): Promise<EmbeddedStore> {
+    const compactAfter = options.compactAfter ?? 1000;
+    const historyLimit = options.historyLimit ?? 1000;
+    for (const [name, value] of Object.entries({ compactAfter, historyLimit })) {
+      if (!Number.isSafeInteger(value) || value < 1) {
+        throw new LoomError(
+          'LOOM_INVALID_ARGUMENT',
+          `${name} must be a positive integer (got ${value})`,
+        );
+      }
+    }
+    const dataDir = resolve(options.dataDir);
+    const logger = (options.logger ?? pino({ enabled: false })).child({
+      component: 'embedded-store',
+      dataDir,
+    });
+    await mkdir(dataDir, { recursive: true });
+    const lock = await DataDirLock.acquire(dataDir, logger);
+
+    try {
+      const epoch = await loadOrCreateEpoch(dataDir, logger);
+      const state = (await readRecordFile(join(dataDir, STATE_FILE), StateSchema)) ?? emptyState();
+      const { log, entries } = await TransactionLog.open(
+        join(dataDir, LOG_FILE),
+        state.revision,
+        logger,
+      );
+
+      const store = new EmbeddedStore({
+        dataDir,
+        epoch,
+        lock,
+        log,
+        state,
+        logger,
+        compactAfter,
+        historyLimit,
+      });
+      store.#replay(entries);
+      logger.info(
+        { revision: store.#revision, epoch, replayed: entries.length },
+        'embedded store opened',
+      );
+      return store;
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  async epoch(): Promise<string> {
+    this.#assertOpen();
+    return this.#epoch;
+  }
+
+  async range(prefix: string): Promise<RangeResult> {
+    this.#assertOpen();
+
+    const items: KeyValue[] = [];
+    for (const [key, stored] of this.#keys) {
+      if (key.startsWith(prefix)) {
+        items.push({ key, value: stored.value, modRevision: stored.modRevision });
+      }
+    }
+    // etcd orders keys by their bytes; UTF-16 order differs for characters above U+FFFF.
+    items.sort((left, right) => Buffer.compare(Buffer.from(left.key), Buffer.from(right.key)));
+    return { revision: this.#revision, items };
+  }
+
+  watch(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
+    this.#assertOpen();
+    validateWatchStart(fromRevision);
+
+    return this.#hub.watch(prefix, fromRevision, handlers);
+  }
+
+  async commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
+    this.#assertOpen();
+    const checked = validateCommit(operations, options, '');
+    const copied = operations.map(copyOperation);
+
+    return this.#serialize(() => this.#commitNow(copied, checked));
+  }
+
+  /** Waits for queued commits, stops every watch, closes the log and releases the lock. */
+  async close(): Promise<void> {
+    if (this.#closed) {
+      return;
+    }
+
+    this.#closed = true;
+    await this.#queue;
+    this.#hub.close();
+    await this.#log.close();
+    await this.#lock.release();
+    this.#logger.info({ revision: this.#revision }, 'embedded store closed');
+  }
+
+  async #commitNow(operations: StoreOperation[], checked: CheckedCommit): Promise<number> {
+    if (this.#writeFailure !== undefined) {
+      throw new LoomError(
+        'LOOM_STORE_UNAVAILABLE',
+        `a write to ${this.#log.path} failed earlier (${this.#writeFailure.message}); ` +
+          'close the store and open it again',
+        { cause: this.#writeFailure },
+      );
+    }
+    this.#checkRevision(checked);
+
+    const entry: LogEntry = { revision: this.#revision + 1, operations };
+    try {
+      await this.#log.append(entry);
+    } catch (error) {
+      this.#writeFailure = error as Error;
+      this.#logger.error({ err: error, revision: entry.revision }, 'log write failed');
+      throw new LoomError(
+        'LOOM_STORE_UNAVAILABLE',
+        `writing revision ${entry.revision} to ${this.#log.path} failed: ` +
+          (error as Error).message,
+        { cause: error },
+      );
+    }
+
+    this.#apply(entry);
+    if (this.#log.entries >= this.#compactAfter) {
+      void this.#serialize(() => this.#compact());
+    }
+    return entry.revision;
+  }
+
+  #checkRevision({ ifRevision, checkPrefix }: CheckedCommit): void {
+    if (ifRevision === undefined) {
+      return;
+    }
+
+    const lastWrite =
+      checkPrefix === undefined ? this.#revision : (this.#directories.get(checkPrefix) ?? 0);
+    if (lastWrite > ifRevision) {
+      const scope = checkPrefix === undefined ? 'keys' : `keys under "${checkPrefix}"`;
+      throw new LoomError(
+        'LOOM_VERSION_CONFLICT',
+        `${scope} were modified at revision ${lastWrite}, after the expected revision ` +
+          `${ifRevision}; read them again and retry`,
+      );
+    }
+  }
+
+  /** Applies a logged entry to memory and publishes its batch. */
+  #apply(entry: LogEntry): void {
+    const events: WatchEvent[] = [];
+    for (const operation of entry.operations) {
+      for (const directory of directoryPrefixes(operation.key, '')) {
+        this.#directories.set(directory, entry.revision);
+      }
+      const event = this.#applyOperation(operation, entry.revision);
+      if (event !== undefined) {
+        events.push(Object.freeze(event));
+      }
+    }
+
+    this.#revision = entry.revision;
+    const batch: WatchBatch = Object.freeze({ revision: entry.revision, events });
+    this.#hub.publish(batch);
+  }
+
+  /** Returns the event of one operation; deleting a missing key has none, as in etcd. */
+  #applyOperation(operation: StoreOperation, revision: number): WatchEvent | undefined {
+    if (operation.type === 'put') {
+      this.#keys.set(operation.key, { value: operation.value, modRevision: revision });
+      return { type: 'put', key: operation.key, value: operation.value, modRevision: revision };
+    }
+    if (!this.#keys.delete(operation.key)) {
+      return undefined;
+    }
+    return { type: 'delete', key: operation.key, value: '', modRevision: revision };
+  }
+
+  #replay(entries: LogEntry[]): void {
+    for (const entry of entries) {
+      this.#apply(entry);
+    }
+  }
+
+  /** Writes the state file at the current revision and empties the log. */
+  async #compact(): Promise<void> {
+    // Commits queued behind the one that scheduled this may have scheduled more.
+    if (
+      this.#closed ||
+      this.#writeFailure !== undefined ||
+      this.#log.entries < this.#compactAfter
+    ) {
+      return;
+    }
+
+    const state: State = {
+      format: 1,
+      revision: this.#revision,
+      keys: [...this.#keys].map(([key, stored]) => [key, stored.value, stored.modRevision]),
+      directories: [...this.#directories],
+    };
+    try {
+      await writeFileAtomic(join(this.#dataDir, STATE_FILE), encodeRecord(state));
+      // A crash here leaves log entries the state file already contains; opening skips them.
+      await this.#log.reset();
+      this.#logger.info({ revision: this.#revision, keys: state.keys.length }, 'log compacted');
+    } catch (error) {
+      // The log still contains every entry, so commits go on and the next one retries.
+      this.#logger.warn({ err: error, revision: this.#revision }, 'log compaction failed');
+    }
+  }
+
+  #serialize<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#queue.then(task);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) {
+      throw new LoomError('LOOM_STORE_UNAVAILABLE', `embedded store in ${this.#dataDir} is closed`);
+    }
+  }
+}
+
+async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<string> {
+  const path = join(dataDir, IDENTITY_FILE);
+  const identity = await readRecordFile(path, IdentitySchema);
+  if (identity !== undefined) {
+    return identity.epoch;
+  }
+
+  const existing = await Promise.all(
+    [STATE_FILE, LOG_FILE].map((name) => hasContent(join(dataDir, name))),
+  );
+  if (existing.some(Boolean)) {
+    throw new LoomError(
+      'LOOM_STORE_CORRUPT',
+      `${path} is missing but ${dataDir} contains store data; ` +
+        'restore the file or start from an empty directory',
+    );
+  }
+  const epoch = randomUUID();
+  await writeFileAtomic(path, encodeRecord({ format: 1, epoch }));
+  logger.info({ epoch }, 'data directory created');
+  return epoch;
+}
+
+async function hasContent(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).size > 0;
+  } catch {
+    return false;
+  }
+}
+
+function emptyState(): State {
+  return { format: 1, revision: 0, keys: [], directories: [] };
+}
+
+function copyOperation(operation: StoreOperation): StoreOperation {
+  if (operation.type === 'put') {
+    return { type: 'put', key: operation.key, value: operation.value };
+  }
+  return { type: 'delete', key: operation.key };
+}

@@ -1,0 +1,405 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import {
+  Etcd3,
+  Range,
+  type ICompare,
+  type IKeyValue,
+  type IOptions,
+  type IRequestOp,
+  type IResponseOp,
+  type ITxnRequest,
+  type ITxnResponse,
+} from 'etcd3';
+import { pino } from 'pino';
+
+import { LoomError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { toStoreError } from './etcd-errors.js';
+import { EtcdWatch } from './etcd-watch.js';
+import {
+  directoryPrefixes,
+  isMetaKey,
+  META_SEGMENT,
+  validateCommit,
+  validateWatchStart,
+} from './key-space.js';
+import type {
+  CommitOptions,
+  KeyValue,
+  RangeResult,
+  Store,
+  StoreOperation,
+  Watch,
+  WatchHandlers,
+} from './store.js';
+
+/** Options of {@link EtcdStore}. TLS and authentication options belong here when added. */
+export interface EtcdStoreOptions {
+  /** Client URLs with scheme, such as `http://127.0.0.1:2379`. */
+  endpoints: string[];
+  /**
+   * Key prefix the store owns; it must end with `/`. Every written key must be
+   * under it, and the store keeps its bookkeeping keys under `<prefix>__meta/`.
+   * Defaults to `/loom/`.
+   */
+  prefix?: string;
+  logger?: Logger;
+  /** Deadline of each unary request, in milliseconds. Defaults to 5000. */
+  requestTimeoutMs?: number;
+  /**
+   * Maximum wait between attempts to re-establish a broken watch stream, in
+   * milliseconds. Defaults to 5000.
+   */
+  watchBackoffMaxMs?: number;
+}
+
+const LAST_WRITE = 'last-write';
+const GENERATION = 'generation';
+
+type Reachability = 'unknown' | 'reachable' | 'unreachable';
+
+/**
+ * A {@link Store} on etcd v3, through the etcd3 client.
+ *
+ * Conditional commits: every commit also puts an empty marker key
+ * `<dir>__meta/last-write` for each directory `<dir>` (a key prefix ending
+ * with `/`, from the store prefix down) of every key it writes, in the same
+ * transaction. A marker's mod revision is therefore the revision of the last
+ * commit that wrote any key under its directory, deletes included, which a
+ * comparison of live keys cannot see. `commit` with `ifRevision` R and
+ * `prefix` P succeeds only if `P__meta/last-write` and every key under P have
+ * a mod revision below R + 1. The second comparison also catches puts by
+ * other etcd clients; their deletes stay invisible.
+ *
+ * NOTE: the generation key (below) is under the prefix too, so the first
+ * `epoch()` call on an empty etcd makes a commit conditional on an earlier
+ * revision fail once. The control plane reads the epoch before its first read.
+ *
+ * Epoch: the cluster id from the response header, in hex, and a random UUID
+ * kept at `<prefix>__meta/generation`. The first `epoch()` call on an empty
+ * etcd creates the UUID with a put that only succeeds while the key has never
+ * existed, so a wiped or freshly restored etcd gets a new epoch.
+ *
+ * Marker writes take revisions like any write; `range` and `watch` hide the
+ * `__meta` keys.
+ */
+export class EtcdStore implements Store {
+  readonly #client: Etcd3;
+  readonly #endpoints: string[];
+  readonly #root: string;
+  readonly #logger: Logger;
+  readonly #watches = new Set<EtcdWatch>();
+  readonly #requestTimeoutMs: number;
+  #reachability: Reachability = 'unknown';
+
+  /**
+   * Creates the client. No request is sent until the first call.
+   *
+   * @throws LoomError `LOOM_INVALID_ARGUMENT` when there is no endpoint or the
+   *   prefix does not end with `/`.
+   */
+  constructor(options: EtcdStoreOptions) {
+    const root = options.prefix ?? '/loom/';
+    if (options.endpoints.length === 0) {
+      throw new LoomError('LOOM_INVALID_ARGUMENT', 'etcd store needs at least one endpoint');
+    }
+    if (!root.endsWith('/')) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `etcd store prefix must end with "/" (got ${JSON.stringify(root)})`,
+      );
+    }
+
+    this.#endpoints = [...options.endpoints];
+    this.#root = root;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.#logger = (options.logger ?? pino({ enabled: false })).child({ component: 'etcd' });
+    this.#client = new Etcd3(
+      clientOptions(this.#endpoints, this.#requestTimeoutMs, options.watchBackoffMaxMs ?? 5000),
+    );
+  }
+
+  async epoch(): Promise<string> {
+    const key = Buffer.from(this.#metaKey(this.#root, GENERATION));
+    const read = await this.#request('epoch', () => this.#client.kv.range({ key }));
+    const existing = read.kvs[0]?.value.toString();
+    if (existing !== undefined) {
+      return formatEpoch(read.header.cluster_id, existing);
+    }
+
+    const generation = randomUUID();
+    const response = await this.#request('epoch', () =>
+      this.#client.kv.txn({
+        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [{ request_put: { key, value: Buffer.from(generation) } }],
+        failure: [{ request_range: { key } }],
+      }),
+    );
+    if (response.succeeded) {
+      const revision = Number(response.header.revision);
+      this.#logger.info({ generation, revision }, 'etcd generation created');
+    }
+    // Another control plane may have created the generation since the read.
+    const stored = response.succeeded ? generation : firstValue(response);
+    if (stored === undefined) {
+      throw new LoomError(
+        'LOOM_STORE_CORRUPT',
+        `etcd at ${this.#endpoints.join(',')} returned no generation key`,
+      );
+    }
+    return formatEpoch(response.header.cluster_id, stored);
+  }
+
+  async range(prefix: string): Promise<RangeResult> {
+    const range = Range.prefix(prefix);
+    // One range request is served from one revision, which the header names.
+    const response = await this.#request('range', () =>
+      this.#client.kv.range({ key: range.start, range_end: range.end }),
+    );
+
+    const items = response.kvs
+      .filter((kv) => !isMetaKey(kv.key.toString(), this.#root))
+      .map(toKeyValue);
+    // NOTE: the whole prefix comes back in one gRPC message, so a range larger
+    // than the client's receive limit (4 MiB by default in grpc-js) fails.
+    return { revision: Number(response.header.revision), items };
+  }
+
+  watch(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
+    validateWatchStart(fromRevision);
+
+    const context = {
+      client: this.#client,
+      endpoints: this.#endpoints,
+      root: this.#root,
+      logger: this.#logger,
+    };
+    const watch = new EtcdWatch(context, prefix, fromRevision, handlers);
+    for (const previous of this.#watches) {
+      if (previous.stopped) {
+        this.#watches.delete(previous);
+      }
+    }
+    this.#watches.add(watch);
+    return {
+      cancel: async () => {
+        this.#watches.delete(watch);
+        await watch.cancel();
+      },
+    };
+  }
+
+  async commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
+    const { ifRevision, checkPrefix = this.#root } = validateCommit(
+      operations,
+      options,
+      this.#root,
+    );
+
+    const request: ITxnRequest = {
+      compare: ifRevision === undefined ? [] : this.#unchangedSince(checkPrefix, ifRevision),
+      success: [...operations.map(toRequestOp), ...this.#markerPuts(operations)],
+      failure: this.#lastWriteReads(checkPrefix),
+    };
+    // NOTE: a commit that fails as unreachable after etcd received it may have
+    // been applied; the caller cannot tell without reading again.
+    const response = await this.#request('commit', () => this.#client.kv.txn(request));
+
+    if (!response.succeeded) {
+      const modified = Math.max(...response.responses.map(lastModRevision));
+      throw new LoomError(
+        'LOOM_VERSION_CONFLICT',
+        `keys under "${checkPrefix}" were modified at revision ${modified}, after the expected ` +
+          `revision ${ifRevision}; read them again and retry`,
+      );
+    }
+    return Number(response.header.revision);
+  }
+
+  /**
+   * Compares that nothing under `prefix` changed after `revision`: the marker
+   * catches commits through this store, deletes included, and the range
+   * comparison catches puts by other etcd clients.
+   */
+  #unchangedSince(prefix: string, revision: number): ICompare[] {
+    const range = Range.prefix(prefix);
+    const marker = Buffer.from(this.#metaKey(prefix, LAST_WRITE));
+    return [
+      { key: marker, target: 'Mod', result: 'Less', mod_revision: revision + 1 },
+      {
+        key: range.start,
+        range_end: range.end,
+        target: 'Mod',
+        result: 'Less',
+        mod_revision: revision + 1,
+      },
+    ];
+  }
+
+  /** Reads, when a comparison fails, the marker and the last-modified key under `prefix`. */
+  #lastWriteReads(prefix: string): IRequestOp[] {
+    const range = Range.prefix(prefix);
+    return [
+      { request_range: { key: Buffer.from(this.#metaKey(prefix, LAST_WRITE)), keys_only: true } },
+      {
+        request_range: {
+          key: range.start,
+          range_end: range.end,
+          sort_target: 'Mod',
+          sort_order: 'Descend',
+          limit: 1,
+          keys_only: true,
+        },
+      },
+    ];
+  }
+
+  /**
+   * Cancels every watch and closes the client. Waits up to one request timeout
+   * for etcd to confirm the cancellations.
+   */
+  async close(): Promise<void> {
+    // A watch still attached when the client closes makes etcd3 retry its
+    // stream forever, so every watch is detached first.
+    const cancellations = Promise.all([...this.#watches].map((watch) => watch.cancel()));
+    this.#watches.clear();
+    const timeout = new AbortController();
+    const timer = sleep(this.#requestTimeoutMs, undefined, { signal: timeout.signal });
+    await Promise.race([cancellations, timer.catch(() => undefined)]);
+    timeout.abort();
+    this.#client.close();
+    this.#logger.info({ endpoints: this.#endpoints }, 'etcd store closed');
+  }
+
+  #markerPuts(operations: StoreOperation[]): IRequestOp[] {
+    const directories = new Set<string>();
+    for (const operation of operations) {
+      for (const directory of directoryPrefixes(operation.key, this.#root)) {
+        directories.add(directory);
+      }
+    }
+    return [...directories].map((directory) => ({
+      request_put: {
+        key: Buffer.from(this.#metaKey(directory, LAST_WRITE)),
+        value: Buffer.alloc(0),
+      },
+    }));
+  }
+
+  #metaKey(directory: string, name: string): string {
+    return `${directory}${META_SEGMENT}/${name}`;
+  }
+
+  /** Runs one etcd call, converts its errors, and logs changes of reachability. */
+  async #request<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    try {
+      const result = await call();
+      this.#setReachability('reachable');
+      return result;
+    } catch (error) {
+      const storeError = toStoreError(error, this.#endpoints, operation);
+      if (storeError.retryable) {
+        this.#setReachability('unreachable', storeError);
+      }
+      throw storeError;
+    }
+  }
+
+  #setReachability(next: Reachability, error?: Error): void {
+    const from = this.#reachability;
+    if (from === next) {
+      return;
+    }
+
+    this.#reachability = next;
+    if (next === 'unreachable') {
+      this.#logger.warn({ endpoints: this.#endpoints, err: error }, 'etcd unreachable');
+    } else {
+      this.#logger.info({ endpoints: this.#endpoints, from }, 'etcd connected');
+    }
+  }
+}
+
+function clientOptions(
+  endpoints: string[],
+  requestTimeoutMs: number,
+  watchBackoffMaxMs: number,
+): IOptions {
+  return {
+    hosts: endpoints,
+    defaultCallOptions: (context) =>
+      context.isStream ? {} : { deadline: Date.now() + requestTimeoutMs },
+    // etcd3 by default retries a failed call three times and stops calling a
+    // host for five seconds after three failures. The store reports failures as
+    // retryable and leaves the retry policy to its caller, which then reaches
+    // etcd again as soon as it responds.
+    faultHandling: {
+      host: () => PASS_THROUGH_POLICY,
+      global: PASS_THROUGH_POLICY,
+      watchBackoff: new CappedBackoff(100, watchBackoffMaxMs),
+    },
+  };
+}
+
+type FaultHandling = NonNullable<IOptions['faultHandling']>;
+type Policy = NonNullable<FaultHandling['global']>;
+type Backoff = NonNullable<FaultHandling['watchBackoff']>;
+
+/**
+ * A fault-handling policy that runs each call once. etcd3 v1.1.2 only calls
+ * `execute` on its policies; the event members exist to satisfy the type.
+ */
+const PASS_THROUGH_POLICY = {
+  execute: async <T>(call: (context: { signal: AbortSignal }) => PromiseLike<T> | T) =>
+    call({ signal: new AbortController().signal }),
+  onSuccess: () => ({ dispose: () => undefined }),
+  onFailure: () => ({ dispose: () => undefined }),
+} as unknown as Policy;
+
+/** Exponential backoff that doubles from `baseMs` up to `maxMs`, plus up to 20% jitter. */
+class CappedBackoff implements Backoff {
+  readonly duration: number;
+  readonly #baseMs: number;
+  readonly #maxMs: number;
+
+  constructor(baseMs: number, maxMs: number) {
+    this.#baseMs = Math.min(baseMs, maxMs);
+    this.#maxMs = maxMs;
+    this.duration = this.#baseMs * (1 + Math.random() * 0.2);
+  }
+
+  next(): CappedBackoff {
+    return new CappedBackoff(this.#baseMs * 2, this.#maxMs);
+  }
+}
+
+/** Formats an epoch as the cluster id in hex and the generation UUID. */
+function formatEpoch(clusterId: string, generation: string): string {
+  return `${BigInt(clusterId).toString(16).padStart(16, '0')}-${generation}`;
+}
+
+function toRequestOp(operation: StoreOperation): IRequestOp {
+  const key = Buffer.from(operation.key);
+  if (operation.type === 'put') {
+    return { request_put: { key, value: Buffer.from(operation.value) } };
+  }
+  return { request_delete_range: { key } };
+}
+
+function toKeyValue(kv: IKeyValue): KeyValue {
+  return {
+    key: kv.key.toString(),
+    value: kv.value.toString(),
+    modRevision: Number(kv.mod_revision),
+  };
+}
+
+function firstValue(response: ITxnResponse): string | undefined {
+  return response.responses[0]?.response_range.kvs[0]?.value.toString();
+}
+
+function lastModRevision(response: IResponseOp): number {
+  return Number(response.response_range.kvs[0]?.mod_revision ?? 0);
+}

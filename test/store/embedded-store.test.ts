@@ -1,0 +1,252 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it, type TestContext } from 'node:test';
+
+import { LoomError } from '../../common/errors.js';
+import {
+  EmbeddedStore,
+  type EmbeddedStoreOptions,
+} from '../../control-plane/store/embedded-store.js';
+import { memoryLogger, recordWatch } from './watch-recorder.js';
+
+describe('EmbeddedStore', () => {
+  let parent: string;
+  let next = 0;
+
+  before(async () => {
+    parent = await mkdtemp(join(tmpdir(), 'loom-embedded-only-'));
+  });
+  after(async () => {
+    await rm(parent, { recursive: true, force: true });
+  });
+
+  function newDataDir(): string {
+    return join(parent, `store-${++next}`);
+  }
+
+  /** Opens a store that the test closes at its end, unless it was closed before. */
+  async function open(t: TestContext, options: EmbeddedStoreOptions): Promise<EmbeddedStore> {
+    const store = await EmbeddedStore.open(options);
+    t.after(() => store.close());
+    return store;
+  }
+
+  async function writeSome(store: EmbeddedStore, count: number): Promise<number> {
+    let revision = 0;
+    for (let index = 0; index < count; index++) {
+      revision = await store.commit([{ type: 'put', key: `/loom/k${index}`, value: `v${index}` }]);
+    }
+    return revision;
+  }
+
+  it('reopen keeps revisions, keys and epoch', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    const revision = await writeSome(first, 3);
+    const epoch = await first.epoch();
+    const before = await first.range('/loom/');
+    await first.close();
+
+    const second = await open(t, { dataDir });
+
+    assert.equal(revision, 3);
+    assert.equal(await second.epoch(), epoch);
+    assert.deepEqual(await second.range('/loom/'), before);
+    assert.equal(await second.commit([{ type: 'put', key: '/loom/new', value: 'x' }]), 4);
+  });
+
+  it('watch after reopen replays the log', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 3);
+    await first.close();
+    const second = await open(t, { dataDir });
+
+    const recorder = recordWatch(second, '/loom/', 2);
+    t.after(() => recorder.watch.cancel());
+    await recorder.waitFor('two batches', () => recorder.batches.length >= 2);
+
+    assert.deepEqual(recorder.batches, [
+      { revision: 2, events: [{ type: 'put', key: '/loom/k1', value: 'v1', modRevision: 2 }] },
+      { revision: 3, events: [{ type: 'put', key: '/loom/k2', value: 'v2', modRevision: 3 }] },
+    ]);
+  });
+
+  it('reopen after log compaction', async (t) => {
+    const dataDir = newDataDir();
+    const { logger, lines } = memoryLogger();
+    const first = await open(t, { dataDir, compactAfter: 3, logger });
+    await writeSome(first, 7);
+    await first.commit([{ type: 'delete', key: '/loom/k0' }]);
+    const before = await first.range('/loom/');
+    await first.close();
+
+    const logLines = (await readFile(join(dataDir, 'log.jsonl'), 'utf8')).split('\n');
+    const second = await open(t, { dataDir, compactAfter: 3 });
+
+    assert.ok(lines.some((line) => line.msg === 'log compacted'));
+    assert.ok((await stat(join(dataDir, 'state.json'))).size > 0);
+    assert.ok(logLines.length <= 3, `log still has ${logLines.length} lines`);
+    assert.deepEqual(await second.range('/loom/'), before);
+    assert.equal(before.revision, 8);
+  });
+
+  it('watch from before the state file fails', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir, compactAfter: 2 });
+    await writeSome(first, 4);
+    await first.close();
+    const second = await open(t, { dataDir });
+
+    const error = await new Promise<Error>((resolve) => {
+      second.watch('/loom/', 1, { onBatch: () => undefined, onError: resolve });
+    });
+
+    assert.ok(error instanceof LoomError);
+    assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
+    assert.equal(error.retryable, true);
+  });
+
+  it('torn last log line is dropped', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 2);
+    await first.close();
+    const logFile = join(dataDir, 'log.jsonl');
+    await appendFile(logFile, '3f2a {"revision":3,"operations":[{"type":"pu');
+
+    const { logger, lines } = memoryLogger();
+    const second = await open(t, { dataDir, logger });
+    const revision = await second.commit([{ type: 'put', key: '/loom/after', value: 'x' }]);
+    await second.close();
+    const third = await open(t, { dataDir });
+
+    const warning = lines.find((line) => line.msg === 'torn log line dropped');
+    assert.ok(warning, 'expected a warning');
+    assert.equal(warning.line, 3);
+    assert.equal(warning.file, logFile);
+    assert.equal(revision, 3);
+    assert.equal((await third.range('/loom/')).revision, 3);
+    assert.deepEqual(
+      (await third.range('/loom/')).items.map((item) => item.key),
+      ['/loom/after', '/loom/k0', '/loom/k1'],
+    );
+  });
+
+  it('corrupt middle log line fails open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 3);
+    await first.close();
+    const logFile = join(dataDir, 'log.jsonl');
+    const content = await readFile(logFile, 'utf8');
+    await writeFile(logFile, content.replace('"v1"', '"vX"'));
+
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_CORRUPT');
+      assert.match(error.message, new RegExp(`${logFile} line 2 `));
+      return true;
+    });
+    // The failed open released the lock, so a repaired directory opens.
+    await writeFile(logFile, content);
+    await open(t, { dataDir });
+  });
+
+  it('corrupt state file fails open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir, compactAfter: 1 });
+    await writeSome(first, 2);
+    await first.close();
+    const stateFile = join(dataDir, 'state.json');
+    await writeFile(stateFile, (await readFile(stateFile, 'utf8')).replace('/loom/', '/lomo/'));
+
+    await assert.rejects(
+      EmbeddedStore.open({ dataDir }),
+      (error) =>
+        error instanceof LoomError &&
+        error.code === 'LOOM_STORE_CORRUPT' &&
+        error.message.includes(stateFile),
+    );
+  });
+
+  it('missing identity file with data fails open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 1);
+    await first.close();
+    await rm(join(dataDir, 'identity.json'));
+
+    await assert.rejects(
+      EmbeddedStore.open({ dataDir }),
+      (error) => error instanceof LoomError && error.code === 'LOOM_STORE_CORRUPT',
+    );
+  });
+
+  it('lock prevents a second open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
+      assert.ok(error.message.includes(dataDir), error.message);
+      assert.ok(error.message.includes(`process ${process.pid}`), error.message);
+      return true;
+    });
+    await first.close();
+    await open(t, { dataDir });
+  });
+
+  it('stale lock is taken over', async (t) => {
+    const dataDir = newDataDir();
+    await open(t, { dataDir }).then((store) => store.close());
+    const deadPid = await pidOfExitedProcess();
+    await writeFile(join(dataDir, 'LOCK'), `${deadPid}\n`);
+
+    const { logger, lines } = memoryLogger();
+    const store = await open(t, { dataDir, logger });
+
+    assert.equal(await readFile(join(dataDir, 'LOCK'), 'utf8'), `${process.pid}\n`);
+    assert.ok(lines.some((line) => line.msg === 'stale data directory lock taken over'));
+    await store.close();
+    await assert.rejects(stat(join(dataDir, 'LOCK')), { code: 'ENOENT' });
+  });
+
+  it('commits run one at a time in call order', async (t) => {
+    const store = await open(t, { dataDir: newDataDir() });
+
+    const revisions = await Promise.all(
+      Array.from({ length: 20 }, (_, index) =>
+        store.commit([{ type: 'put', key: '/loom/counter', value: String(index) }]),
+      ),
+    );
+
+    assert.deepEqual(
+      revisions,
+      Array.from({ length: 20 }, (_, index) => index + 1),
+    );
+    assert.equal((await store.range('/loom/')).items[0].value, '19');
+  });
+
+  it('closed store rejects calls', async (t) => {
+    const store = await open(t, { dataDir: newDataDir() });
+    await store.close();
+
+    await assert.rejects(
+      store.commit([{ type: 'put', key: '/loom/a', value: '1' }]),
+      (error) => error instanceof LoomError && error.code === 'LOOM_STORE_UNAVAILABLE',
+    );
+  });
+});
+
+/** Returns the pid of a child process that has already exited. */
+async function pidOfExitedProcess(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  await new Promise((resolve) => child.once('exit', resolve));
+  assert.ok(child.pid !== undefined);
+  return child.pid;
+}
