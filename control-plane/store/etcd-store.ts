@@ -329,6 +329,11 @@ function clientOptions(
 ): IOptions {
   return {
     hosts: endpoints,
+    // A range of 100,000 routes is tens of MiB, far above grpc-js's 4 MiB default.
+    grpcOptions: {
+      'grpc.max_receive_message_length': 512 * 1024 * 1024,
+      'grpc.max_send_message_length': 512 * 1024 * 1024,
+    },
     defaultCallOptions: (context) =>
       context.isStream ? {} : { deadline: Date.now() + requestTimeoutMs },
     // etcd3 by default retries a failed call three times and stops calling a
