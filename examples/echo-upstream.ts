@@ -1,14 +1,18 @@
 // A small upstream for trying Loom: answers every request with JSON describing
 // it (method, URL, headers) and the name it was started with.
-// Usage: tsx examples/echo-upstream.ts [--port 9001] [--name echo]
+// Usage: tsx examples/echo-upstream.ts [--port 9001] [--name echo] [--host 127.0.0.1]
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-/** Starts an echo server on 127.0.0.1 and resolves once it listens. */
-export async function startEchoUpstream(port: number, name: string): Promise<Server> {
+/** Starts an echo server on `host` (default 127.0.0.1) and resolves once it listens. */
+export async function startEchoUpstream(
+  port: number,
+  name: string,
+  host = '127.0.0.1',
+): Promise<Server> {
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -24,7 +28,7 @@ export async function startEchoUpstream(port: number, name: string): Promise<Ser
       res.end(`${body}\n`);
     });
   });
-  server.listen(port, '127.0.0.1');
+  server.listen(port, host);
   await once(server, 'listening');
   return server;
 }
@@ -34,9 +38,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     options: {
       port: { type: 'string', default: '9001' },
       name: { type: 'string', default: 'echo' },
+      // A container needs 0.0.0.0 so that other containers reach it.
+      host: { type: 'string', default: '127.0.0.1' },
     },
   });
-  const server = await startEchoUpstream(Number(values.port), values.name ?? 'echo');
+  const host = values.host ?? '127.0.0.1';
+  const server = await startEchoUpstream(Number(values.port), values.name ?? 'echo', host);
   const { port } = server.address() as AddressInfo;
-  process.stdout.write(`echo upstream "${values.name}" listening on http://127.0.0.1:${port}\n`);
+  process.stdout.write(`echo upstream "${values.name}" listening on http://${host}:${port}\n`);
 }

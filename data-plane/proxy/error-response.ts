@@ -6,6 +6,9 @@ export type ProxyErrorCode =
   | 'route_not_found'
   | 'method_not_allowed'
   | 'bad_request'
+  | 'payload_too_large'
+  | 'request_header_fields_too_large'
+  | 'not_implemented'
   | 'upstream_unavailable'
   | 'upstream_unreachable'
   | 'upstream_timeout'
@@ -38,6 +41,41 @@ export const PROXY_ERRORS = {
     error: 'bad_request',
     message: 'the request target must be a path starting with "/"',
   },
+  multipleHosts: {
+    status: 400,
+    error: 'bad_request',
+    message: 'the request has more than one Host header',
+  },
+  missingHost: {
+    status: 400,
+    error: 'bad_request',
+    message: 'an HTTP/1.1 request needs a Host header',
+  },
+  transferEncodingInHttp10: {
+    status: 400,
+    error: 'bad_request',
+    message: 'Transfer-Encoding is not allowed in an HTTP/1.0 request',
+  },
+  chunkedNotFinal: {
+    status: 400,
+    error: 'bad_request',
+    message: 'the final transfer coding of a request must be chunked',
+  },
+  unsupportedTransferCoding: {
+    status: 501,
+    error: 'not_implemented',
+    message: 'the only transfer coding the proxy accepts is chunked',
+  },
+  tooManyHeaders: {
+    status: 431,
+    error: 'request_header_fields_too_large',
+    message: 'the request has more header fields than the proxy accepts',
+  },
+  payloadTooLarge: {
+    status: 413,
+    error: 'payload_too_large',
+    message: 'the request body is larger than the route accepts',
+  },
   requestNotForwardable: {
     status: 400,
     error: 'bad_request',
@@ -59,6 +97,11 @@ export const PROXY_ERRORS = {
     message: 'the upstream did not respond in time',
   },
   upstreamFailed: { status: 502, error: 'upstream_error', message: 'the upstream request failed' },
+  upstreamHeadersTooLarge: {
+    status: 502,
+    error: 'upstream_error',
+    message: 'the upstream response headers are larger than the proxy accepts',
+  },
   internal: {
     status: 500,
     error: 'internal_error',
@@ -90,6 +133,8 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     case 'UND_ERR_CLOSED':
     case 'UND_ERR_DESTROYED':
       return PROXY_ERRORS.upstreamUnavailable;
+    case 'UND_ERR_HEADERS_OVERFLOW':
+      return PROXY_ERRORS.upstreamHeadersTooLarge;
     case 'UND_ERR_INVALID_ARG':
     case 'UND_ERR_NOT_SUPPORTED':
     case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
@@ -101,8 +146,9 @@ export function classifyUpstreamError(err: unknown): ProxyError {
 
 /**
  * Sends `error` as a small JSON body, naming `route` when it is known and listing `allow` in
- * an `Allow` header. When the response headers were already sent, it destroys the socket
- * instead, so the client sees a truncated response and never a clean short one.
+ * an `Allow` header; `close` adds `Connection: close` so Node.js closes the connection after
+ * the response. When the response headers were already sent, it destroys the socket instead,
+ * so the client sees a truncated response and never a clean short one.
  */
 export function sendErrorResponse(
   res: ServerResponse,
@@ -110,6 +156,7 @@ export function sendErrorResponse(
   route?: string,
   message: string = error.message,
   allow?: readonly string[],
+  close = false,
 ): void {
   if (res.headersSent) {
     res.destroy();
@@ -130,6 +177,9 @@ export function sendErrorResponse(
   ];
   if (allow !== undefined) {
     headers.push('allow', allow.join(', '));
+  }
+  if (close) {
+    headers.push('connection', 'close');
   }
   res.writeHead(error.status, headers);
   res.end(body);

@@ -1,21 +1,61 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../common/logger.js';
-import type { Route } from '../../proto/gen/loom/v1/config.js';
-import type { UpstreamTarget } from '../upstreams/balancer.js';
-import { classifyUpstreamError, sendErrorResponse } from './error-response.js';
-import { buildClientResponseHeaders } from './headers.js';
+import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
+import type { ProxyObserver } from './observer.js';
+import {
+  classifyUpstreamError,
+  PROXY_ERRORS,
+  sendErrorResponse,
+  type ProxyError,
+} from './error-response.js';
+import { buildClientResponseHeaders, toTrailerPairs, type ResponseHead } from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
+import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
+import { rewritePath, type RouteActions } from './route-actions.js';
+import type { TrustedProxies } from './trusted-proxies.js';
 
 /** State shared by every request of one proxy handler. */
 export interface ProxyContext {
   readonly logger: Logger;
   /** Scheme of the listener, sent upstream as `X-Forwarded-Proto`. */
   readonly protocol: 'http' | 'https';
+  /** Clients whose X-Forwarded-* headers are kept. */
+  readonly trustedProxies: TrustedProxies;
+  /** Default largest request body in bytes for routes that set none; 0 means no limit. */
+  readonly maxRequestBodyBytes: number;
+  /** Largest number of request header fields; more get 431. */
+  readonly maxHeaderCount: number;
+  /** Idle time after which an upgraded tunnel is closed, in milliseconds. */
+  readonly tunnelIdleTimeoutMs: number;
+  /** Time allowed to connect and get response headers on the proxy's own connections. */
+  readonly upstreamConnectTimeoutMs: number;
+  readonly upstreamHeadersTimeoutMs: number;
+  /** Metrics and access log hooks. */
+  readonly observer: ProxyObserver;
   /** Limits the warn lines about failed upstream requests. */
   readonly upstreamFailureLog: LogLimiter;
   /** Limits the error lines about unexpected exceptions. */
   readonly internalErrorLog: LogLimiter;
+}
+
+/** One matched request: everything an exchange needs to send it, possibly more than once. */
+export interface ForwardedRequest {
+  readonly route: string;
+  readonly balancer: Balancer;
+  readonly actions: RouteActions;
+  readonly method: string;
+  /** Normalised path without the query. */
+  readonly path: string;
+  /** The normalised path with the query, for targets without base path or rewrite. */
+  readonly pathAndQuery: string;
+  /** `?` and the query as received, or empty. */
+  readonly query: string;
+  readonly headers: string[];
+  readonly body: IncomingMessage | AsyncIterable<Buffer> | null;
+  /** Request arrival, `performance.now()`. */
+  readonly startTime: number;
 }
 
 const kExchange = Symbol('loom.proxyExchange');
@@ -26,40 +66,70 @@ interface ExchangeResponse extends ServerResponse {
 
 /** Abort reason given to undici when the client leaves; one shared instance, never logged. */
 const CLIENT_CLOSED = new Error('client closed the connection');
+/** Abort reason when the proxy already responded to the client (per-route connect timeout). */
+const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
+
+/** Methods whose requests may be sent again (RFC 9110 section 9.2.2); POST and PATCH are not. */
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Error codes of failures that happened before the upstream could act on the request. */
+const RETRYABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
 
 /**
- * One proxied request: the undici dispatch handler that streams the upstream response to
- * `res`. It uses the controller-based handler API of undici 7 (`onRequestStart`,
- * `onResponseStart`, `onResponseData`, `onResponseEnd`, `onResponseError`).
+ * One proxied request, and the undici dispatch handler of each attempt to send it. It uses
+ * undici's original handler interface (`onConnect`, `onHeaders`, `onData`, `onComplete`,
+ * `onError`), which hands over raw header buffers and skips the per-request wrapper and header
+ * object that the controller interface costs.
  *
- * Failures before the response headers reach the client become a JSON error response. After
- * that, a failure destroys the client socket, so the client sees a truncated response. When
- * the client closes the connection first, the upstream request is aborted and nothing is logged
- * above debug level.
+ * Failures before the response headers reach the client become a JSON error response, after a
+ * retry on another target when the route allows retries, the method is idempotent and the
+ * request has no body. After the headers, a failure destroys the client socket, so the client
+ * sees a truncated response. When the client closes the connection first, the upstream request
+ * is aborted and nothing is logged above debug level.
  */
+// NOTE: undici 7 supports this handler interface next to the controller one; moving to undici 8
+// means porting the callbacks to `onRequestStart` and friends.
 export class ProxyExchange implements Dispatcher.DispatchHandler {
   readonly #context: ProxyContext;
   readonly #req: IncomingMessage;
   readonly #res: ExchangeResponse;
-  readonly #route: Route;
-  readonly #target: UpstreamTarget;
-  #controller: Dispatcher.DispatchController | null = null;
+  readonly #socket: Socket;
+  readonly #request: ForwardedRequest;
+  #target!: UpstreamTarget;
+  #attempts = 0;
+  #abort: ((err?: Error) => void) | null = null;
+  #resume: (() => void) | null = null;
+  #connectTimer: NodeJS.Timeout | undefined;
+  #status = 0;
   #clientClosed = false;
   #responseStarted = false;
+  #attemptDone = true;
+  #answered = false;
   #awaitingDrain = false;
+  #bytesSent = 0;
 
   constructor(
     context: ProxyContext,
     req: IncomingMessage,
     res: ServerResponse,
-    route: Route,
-    target: UpstreamTarget,
+    request: ForwardedRequest,
   ) {
     this.#context = context;
     this.#req = req;
     this.#res = res;
-    this.#route = route;
-    this.#target = target;
+    this.#socket = req.socket;
+    this.#request = request;
 
     // The listeners are shared module functions that find the exchange through this property,
     // so a request allocates no closures.
@@ -67,77 +137,170 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     res.once('close', onClientClose);
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.#controller = controller;
+  /** Sends the request to `target`; later attempts go to other targets. */
+  start(target: UpstreamTarget): void {
+    const request = this.#request;
+    const actions = request.actions;
+    this.#target = target;
+    this.#attempts++;
+    this.#attemptDone = false;
+    this.#abort = null;
+    target.state.active++;
+
+    const path =
+      target.basePath === '' && !actions.rewritesPath
+        ? request.pathAndQuery
+        : rewritePath(target.basePath, actions, request.path) + request.query;
+    if (actions.connectTimeoutMs > 0) {
+      this.#connectTimer = setTimeout(onConnectTimeout, actions.connectTimeoutMs, this);
+    }
+    // `servername` is a Request option of undici 7 that its DispatchOptions type omits.
+    const options: Dispatcher.DispatchOptions & { servername?: string } = {
+      method: request.method,
+      path,
+      headers: request.headers,
+      // undici streams async iterables too; its types list only streams and buffers.
+      body: request.body as Dispatcher.DispatchOptions['body'],
+      // Without it undici would send the client's Host as SNI and check the certificate
+      // against it.
+      servername: target.connect.servername,
+      headersTimeout: actions.headersTimeoutMs > 0 ? actions.headersTimeoutMs : undefined,
+      bodyTimeout: actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : undefined,
+    };
+    target.pool.dispatch(options, this);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.#abort = abort;
+    clearTimeout(this.#connectTimer);
     if (this.#clientClosed) {
-      controller.abort(CLIENT_CLOSED);
+      abort(CLIENT_CLOSED);
+    } else if (this.#answered) {
+      abort(ALREADY_ANSWERED);
     }
   }
 
-  onResponseStart(
-    controller: Dispatcher.DispatchController,
+  onHeaders(
     statusCode: number,
-    headers: IncomingHttpHeaders,
-    statusMessage?: string,
-  ): void {
-    // NOTE: informational 1xx responses (103 Early Hints) are not forwarded; the client
-    // only gets the final response.
-    if (statusCode < 200 || this.#clientClosed) {
-      return;
+    rawHeaders: Buffer[] | string[] | null,
+    resume: () => void,
+    statusText?: string,
+  ): boolean {
+    if (this.#clientClosed || this.#answered) {
+      return true;
+    }
+    const raw = (rawHeaders ?? []) as Buffer[];
+    if (statusCode < 200) {
+      forwardInformational(this.#res, statusCode, raw);
+      return true;
     }
 
+    const target = this.#target;
+    if (statusCode >= 500) {
+      target.state.recordFailure();
+    } else {
+      target.state.recordSuccess();
+    }
+
+    const req = this.#req;
     const res = this.#res;
+    const request = this.#request;
+    const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+    const headers = buildClientResponseHeaders(raw, request.actions, head);
+    // Trailers need chunked encoding toward the client, which Node.js uses only for HTTP/1.1
+    // responses with a body and without Content-Length. In every other case the Trailer header
+    // is dropped, because it would make `writeHead` throw.
+    if (
+      head.trailerIndex !== -1 &&
+      (head.contentLength !== undefined ||
+        req.httpVersionMinor !== 1 ||
+        request.method === 'HEAD' ||
+        statusCode === 204 ||
+        statusCode === 304)
+    ) {
+      headers.splice(head.trailerIndex, 2);
+    }
+    // An upstream that answers before the whole request body arrived (an early 413 or 401)
+    // leaves the rest of the body unread on the client connection, so it cannot be reused.
+    // NOTE: when such an upstream also closes its connection without reading the rest, its
+    // kernel resets the connection; if the reset fails the proxy's next body write before undici
+    // has read the response, Node.js discards the response and the client gets 502.
+    if (request.body !== null && !req.complete) {
+      headers.push('connection', 'close');
+    }
+
     try {
-      const clientHeaders = buildClientResponseHeaders(headers);
-      if (statusMessage) {
-        res.writeHead(statusCode, statusMessage, clientHeaders);
+      if (statusText) {
+        res.writeHead(statusCode, statusText, headers);
       } else {
-        res.writeHead(statusCode, clientHeaders);
+        res.writeHead(statusCode, headers);
       }
     } catch (err) {
       // Node.js rejects header values that undici accepted; the client gets a 502.
-      controller.abort(err as Error);
-      return;
+      this.#abort?.(err as Error);
+      return true;
     }
+    this.#status = statusCode;
     this.#responseStarted = true;
+    this.#resume = resume;
 
     const logger = this.#context.logger;
     if (logger.isLevelEnabled('debug')) {
       logger.debug(
-        { route: this.#route.name, target: this.#target.origin, status: statusCode },
+        { route: request.route, target: target.origin, status: statusCode },
         'upstream response started',
       );
     }
+    return true;
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onData(chunk: Buffer): boolean {
     if (this.#clientClosed) {
+      return true;
+    }
+
+    this.#bytesSent += chunk.length;
+    if (!this.#res.write(chunk)) {
+      if (!this.#awaitingDrain) {
+        this.#awaitingDrain = true;
+        this.#res.once('drain', onClientDrain);
+      }
+      return false;
+    }
+    return true;
+  }
+
+  onComplete(rawTrailers: Buffer[] | string[] | null): void {
+    this.#finishAttempt();
+    if (this.#clientClosed || this.#answered) {
       return;
     }
 
-    if (!this.#res.write(chunk) && !this.#awaitingDrain) {
-      this.#awaitingDrain = true;
-      controller.pause();
-      this.#res.once('drain', onClientDrain);
+    this.#answered = true;
+    const res = this.#res;
+    if (rawTrailers !== null && rawTrailers.length > 0 && res.chunkedEncoding) {
+      try {
+        res.addTrailers(toTrailerPairs(rawTrailers as Buffer[]));
+      } catch {
+        // Node.js rejects trailer fields that undici accepted; the body is still complete.
+      }
     }
+    res.end();
+    this.#reportFinished(this.#status);
   }
 
-  // NOTE: response trailers are not forwarded. Forwarding them would need `res.addTrailers`
-  // and chunked encoding toward the client.
-  onResponseEnd(): void {
-    if (this.#clientClosed) {
-      return;
-    }
-    this.#res.end();
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+  onError(err: Error): void {
+    this.#finishAttempt();
     try {
       this.#handleUpstreamError(err);
     } catch (failure) {
       this.#context.logger.error({ err: failure }, 'proxy error handling failed');
       this.#res.destroy();
     }
+  }
+
+  onUpgrade(): void {
+    // Never requested: upgrades go through `proxyUpgrade` on a connection of their own.
   }
 
   /** Aborts the upstream request when the client connection closes before the response ends. */
@@ -148,33 +311,137 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     }
 
     this.#clientClosed = true;
-    this.#controller?.abort(CLIENT_CLOSED);
+    this.#abort?.(CLIENT_CLOSED);
+    if (!this.#answered) {
+      this.#answered = true;
+      this.#reportFinished(0);
+    }
   }
 
   /** Resumes reading the upstream response once the client socket has drained. */
   handleClientDrain(): void {
     this.#awaitingDrain = false;
     if (!this.#clientClosed) {
-      this.#controller?.resume();
+      this.#resume?.();
     }
   }
 
+  /** Sends 504 when no connection was obtained within the route's connect timeout. */
+  handleConnectTimeout(): void {
+    if (this.#abort !== null || this.#answered || this.#clientClosed) {
+      return;
+    }
+    const error = Object.assign(new Error('connect timeout of the route expired'), {
+      code: 'UND_ERR_CONNECT_TIMEOUT',
+    });
+    this.#target.state.recordFailure();
+    this.#logUpstreamFailure(error, PROXY_ERRORS.upstreamTimeout.status);
+    this.#answer(PROXY_ERRORS.upstreamTimeout);
+  }
+
+  #reportFinished(status: number): void {
+    const observer = this.#context.observer;
+    if (observer.enabled) {
+      const request = this.#request;
+      observer.requestFinished(
+        this.#req,
+        request.route,
+        status,
+        this.#target,
+        this.#bytesSent,
+        request.startTime,
+      );
+    }
+  }
+
+  #finishAttempt(): void {
+    if (this.#attemptDone) {
+      return;
+    }
+    this.#attemptDone = true;
+    this.#target.state.active--;
+    clearTimeout(this.#connectTimer);
+  }
+
   #handleUpstreamError(err: Error): void {
+    if (this.#answered && !this.#responseStarted) {
+      return;
+    }
     // An upload cut short by the client also fails the upstream request, sometimes before the
     // response 'close' event has run, so a destroyed client socket counts as a client close.
-    if (this.#clientClosed || this.#req.socket.destroyed) {
+    if (this.#clientClosed || this.#socket.destroyed) {
       this.#clientClosed = true;
       this.#logClientClose();
       return;
     }
-
-    const error = this.#responseStarted ? undefined : classifyUpstreamError(err);
-    this.#logUpstreamFailure(err, error?.status);
-    if (error === undefined) {
-      this.#res.destroy();
+    if (this.#responseStarted && isBodylessLengthMismatch(this.#status, err)) {
+      this.#answered = true;
+      this.#res.end();
+      this.#reportFinished(this.#status);
       return;
     }
-    sendErrorResponse(this.#res, error, this.#route.name);
+    if ((err as { code?: unknown }).code === BODY_TOO_LARGE_CODE && !this.#responseStarted) {
+      this.#answer(PROXY_ERRORS.payloadTooLarge, true);
+      return;
+    }
+
+    const error = this.#responseStarted ? undefined : classifyUpstreamError(err);
+    if (error !== undefined && error.status >= 502) {
+      this.#target.state.recordFailure();
+    }
+    if (error !== undefined && this.#canRetry(err)) {
+      const next = this.#request.balancer.pick(this.#req, this.#target);
+      if (next !== undefined) {
+        this.#logRetry(err, next);
+        this.#context.observer.retried(this.#request.route);
+        this.start(next);
+        return;
+      }
+    }
+
+    this.#logUpstreamFailure(err, error?.status);
+    if (error === undefined) {
+      this.#answered = true;
+      this.#res.destroy();
+      this.#reportFinished(this.#status);
+      return;
+    }
+    this.#answer(error);
+  }
+
+  #canRetry(err: Error): boolean {
+    const request = this.#request;
+    const code = (err as { code?: unknown }).code;
+    return (
+      this.#attempts <= request.actions.retries &&
+      request.body === null &&
+      IDEMPOTENT_METHODS.has(request.method) &&
+      typeof code === 'string' &&
+      RETRYABLE_CODES.has(code)
+    );
+  }
+
+  #answer(error: ProxyError, close = false): void {
+    this.#answered = true;
+    this.#status = error.status;
+    sendErrorResponse(this.#res, error, this.#request.route, undefined, undefined, close);
+    this.#reportFinished(error.status);
+  }
+
+  #logRetry(err: Error, next: UpstreamTarget): void {
+    const logger = this.#context.logger;
+    if (logger.isLevelEnabled('debug')) {
+      logger.debug(
+        {
+          route: this.#request.route,
+          target: this.#target.origin,
+          next: next.origin,
+          attempt: this.#attempts,
+          code: (err as { code?: unknown }).code,
+        },
+        'upstream request retried',
+      );
+    }
   }
 
   #logUpstreamFailure(err: Error, status: number | undefined): void {
@@ -184,11 +451,12 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     }
 
     const fields = {
-      route: this.#route.name,
-      upstream: this.#route.upstream,
+      route: this.#request.route,
+      upstream: this.#target.upstream,
       target: this.#target.origin,
       code: (err as { code?: unknown }).code,
       status,
+      attempts: this.#attempts,
       suppressed,
       err,
     };
@@ -203,11 +471,58 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     const logger = this.#context.logger;
     if (logger.isLevelEnabled('debug')) {
       logger.debug(
-        { route: this.#route.name, target: this.#target.origin },
+        { route: this.#request.route, target: this.#target.origin },
         'client closed the connection before the response completed',
       );
     }
   }
+}
+
+/**
+ * Forwards a 1xx response: 102 and 103 through Node.js, which writes them ahead of the final
+ * response. 100 never arrives here, because the proxy sends no `Expect` through undici, and
+ * undici treats an unsolicited 100 as a broken response.
+ */
+// NOTE: other 1xx codes (104 and unregistered ones) are dropped; Node.js has no API to write them.
+function forwardInformational(res: ServerResponse, status: number, raw: readonly Buffer[]): void {
+  if (res.headersSent || res.destroyed) {
+    return;
+  }
+  if (status === 102) {
+    res.writeProcessing();
+    return;
+  }
+  if (status !== 103) {
+    return;
+  }
+
+  const hints: Record<string, string | string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toString('latin1').toLowerCase();
+    const value = raw[i + 1].toString('latin1');
+    const previous = hints[name];
+    hints[name] =
+      previous === undefined
+        ? value
+        : [...(Array.isArray(previous) ? previous : [previous]), value];
+  }
+  try {
+    res.writeEarlyHints(hints);
+  } catch {
+    // An invalid Link value makes Node.js throw; the hints are advisory, so they are dropped.
+  }
+}
+
+/**
+ * Tells whether undici failed a 304 only because it carries the Content-Length its 200 would
+ * have, which RFC 9110 section 8.6 allows. The response has no body, so it is complete.
+ */
+// NOTE: undici 7.30 checks Content-Length against the body of every response except those to
+// HEAD, and closes the upstream connection after such a 304.
+function isBodylessLengthMismatch(status: number, err: Error): boolean {
+  return (
+    status === 304 && (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+  );
 }
 
 function onClientClose(this: ExchangeResponse): void {
@@ -216,4 +531,8 @@ function onClientClose(this: ExchangeResponse): void {
 
 function onClientDrain(this: ExchangeResponse): void {
   this[kExchange]?.handleClientDrain();
+}
+
+function onConnectTimeout(exchange: ProxyExchange): void {
+  exchange.handleConnectTimeout();
 }

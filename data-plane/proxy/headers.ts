@@ -1,8 +1,25 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeader } from 'node:http';
+import type { RouteActions } from './route-actions.js';
+
+/** What the first pass over the client's raw headers found. */
+export interface RequestHead {
+  /** First Host value; undefined when absent. */
+  host: string | undefined;
+  /** Number of Host lines; more than one is a bad request. */
+  hostCount: number;
+  /** Transfer-Encoding values joined with commas; undefined when absent. */
+  transferEncoding: string | undefined;
+  /** Content-Length value; undefined when absent. Node.js already rejected invalid ones. */
+  contentLength: string | undefined;
+  /** Lower-case header names listed in Connection, which are dropped too; undefined for none. */
+  connectionTokens: string[] | undefined;
+  /** True when the client's TE header lists `trailers`. */
+  acceptsTrailers: boolean;
+}
 
 /**
- * Hop-by-hop headers of HTTP/1.1 plus the legacy Proxy-Connection. They describe one
- * connection, not the message, so the proxy does not forward them.
+ * Headers of HTTP/1.1 that describe one connection, not the message, plus the legacy
+ * Proxy-Connection. The proxy never forwards them; Trailer is forwarded on responses only
+ * when the trailers themselves are (see `buildClientResponseHeaders`).
  */
 const HOP_BY_HOP = new Set([
   'connection',
@@ -16,110 +33,246 @@ const HOP_BY_HOP = new Set([
   'proxy-authorization',
 ]);
 
+/** Scans the client's raw headers for the values that routing and framing checks need. */
+export function scanRequestHead(raw: readonly string[]): RequestHead {
+  const head: RequestHead = {
+    host: undefined,
+    hostCount: 0,
+    transferEncoding: undefined,
+    contentLength: undefined,
+    connectionTokens: undefined,
+    acceptsTrailers: false,
+  };
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    // Only a few lengths can name a header of interest, so most names are never lower-cased.
+    switch (name.length) {
+      case 2:
+        if (name.toLowerCase() === 'te') {
+          head.acceptsTrailers ||= /(^|,)\s*trailers\s*(;|,|$)/i.test(raw[i + 1]);
+        }
+        break;
+      case 4:
+        if (name.toLowerCase() === 'host') {
+          head.host ??= raw[i + 1];
+          head.hostCount++;
+        }
+        break;
+      case 10:
+        if (name.toLowerCase() === 'connection') {
+          head.connectionTokens = splitConnectionTokens(raw[i + 1], head.connectionTokens);
+        }
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') {
+          head.contentLength = raw[i + 1];
+        }
+        break;
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') {
+          const value = raw[i + 1];
+          head.transferEncoding =
+            head.transferEncoding === undefined ? value : `${head.transferEncoding}, ${value}`;
+        }
+        break;
+    }
+  }
+  return head;
+}
+
+/** Connection facts the request header builder needs about the client. */
+export interface ClientInfo {
+  /** Remote address of the client socket; undefined when the socket already closed. */
+  address: string | undefined;
+  /** True when the client is a trusted proxy whose X-Forwarded-* headers are kept. */
+  trusted: boolean;
+  /** Scheme of the listener, `http` or `https`. */
+  protocol: string;
+  /** Port of the listener, as text. */
+  port: string;
+}
+
 /**
- * Builds the upstream request headers from `rawHeaders` of the client request, a flat list of
- * names and values, and returns a new flat list.
+ * Builds the upstream request headers from the client's `rawHeaders` (a flat list of names and
+ * values) and returns a new flat list.
  *
- * Hop-by-hop headers and every header named in `Connection` are dropped. `Expect` is dropped
- * too, because undici rejects it and a Node.js server without a 'checkContinue' listener has
- * already sent `100 Continue`. `Host` and all other headers keep their case and order. The client address is appended to `X-Forwarded-For`, and
- * `X-Forwarded-Proto` and `X-Forwarded-Host` are replaced by `protocol`, the listener scheme,
- * and `Host`. An undefined `clientAddress` (the socket is already closed) is not appended.
+ * - Hop-by-hop headers and every header named in `Connection` are dropped; `TE: trailers` is
+ *   sent when the client accepts trailers, because the proxy forwards them.
+ * - `Expect` is dropped: the 100-continue exchange is handled by the proxy (see
+ *   `ContinueExchange`), and undici rejects the header.
+ * - `Host` keeps its place and value, or takes `actions.hostRewrite`.
+ * - From a trusted client, `X-Forwarded-For` gets the client address appended and the other
+ *   `X-Forwarded-*` and `Forwarded` headers are kept, with `X-Forwarded-Proto`, `-Host` and
+ *   `-Port` added from the listener when missing. From any other client, every `X-Forwarded-*`
+ *   and `Forwarded` header is dropped, and `X-Forwarded-For`, `-Proto`, `-Host` and `-Port`
+ *   are set from the connection, the listener and the client's Host.
+ * - The route's request header actions remove and set headers last.
  */
 export function buildUpstreamRequestHeaders(
-  rawHeaders: readonly string[],
-  clientAddress: string | undefined,
-  protocol: string,
+  raw: readonly string[],
+  head: RequestHead,
+  client: ClientInfo,
+  actions: RouteActions,
 ): string[] {
-  const connectionTokens = collectConnectionTokens(rawHeaders);
+  const connectionTokens = head.connectionTokens;
+  const drop = actions.requestDrop;
+  const trusted = client.trusted;
   const headers: string[] = [];
   let forwardedFor: string | undefined;
-  let host: string | undefined;
+  let forwardedProto = false;
+  let forwardedHost = false;
+  let forwardedPort = false;
 
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i];
-    const value = rawHeaders[i + 1];
-    const lowerName = name.toLowerCase();
-    if (HOP_BY_HOP.has(lowerName) || connectionTokens?.includes(lowerName)) {
-      continue;
-    }
-    switch (lowerName) {
-      case 'x-forwarded-for':
-        forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
-        continue;
-      case 'x-forwarded-proto':
-      case 'x-forwarded-host':
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    let value = raw[i + 1];
+    const lower = name.toLowerCase();
+    switch (lower) {
+      case 'connection':
+      case 'keep-alive':
+      case 'proxy-connection':
+      case 'te':
+      case 'trailer':
+      case 'transfer-encoding':
+      case 'upgrade':
+      case 'proxy-authenticate':
+      case 'proxy-authorization':
       case 'expect':
         continue;
       case 'host':
-        host ??= value;
+        if (actions.hostRewrite !== undefined) value = actions.hostRewrite;
         break;
+      case 'x-forwarded-for':
+        if (trusted) {
+          forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
+        }
+        continue;
+      case 'x-forwarded-proto':
+        if (!trusted) continue;
+        forwardedProto = true;
+        break;
+      case 'x-forwarded-host':
+        if (!trusted) continue;
+        forwardedHost = true;
+        break;
+      case 'x-forwarded-port':
+        if (!trusted) continue;
+        forwardedPort = true;
+        break;
+      case 'forwarded':
+        if (!trusted) continue;
+        break;
+      default:
+        if (!trusted && lower.startsWith('x-forwarded-')) continue;
     }
+    if (connectionTokens !== undefined && connectionTokens.includes(lower)) continue;
+    if (drop !== null && drop.has(lower)) continue;
     headers.push(name, value);
   }
 
-  if (clientAddress !== undefined) {
-    forwardedFor = forwardedFor === undefined ? clientAddress : `${forwardedFor}, ${clientAddress}`;
+  if (head.acceptsTrailers) headers.push('te', 'trailers');
+  if (client.address !== undefined) {
+    forwardedFor =
+      forwardedFor === undefined ? client.address : `${forwardedFor}, ${client.address}`;
   }
-  if (forwardedFor !== undefined) {
-    headers.push('x-forwarded-for', forwardedFor);
-  }
-  headers.push('x-forwarded-proto', protocol);
-  if (host !== undefined) {
-    headers.push('x-forwarded-host', host);
-  }
+  if (forwardedFor !== undefined) headers.push('x-forwarded-for', forwardedFor);
+  if (!forwardedProto) headers.push('x-forwarded-proto', client.protocol);
+  if (!forwardedHost && head.host !== undefined) headers.push('x-forwarded-host', head.host);
+  if (!forwardedPort) headers.push('x-forwarded-port', client.port);
+  const set = actions.requestSet;
+  for (let i = 0; i < set.length; i++) headers.push(set[i]);
   return headers;
 }
 
 /**
- * Builds the client response headers from the upstream response headers, as undici parses them
- * (lower-case names, repeated headers as arrays). Drops hop-by-hop headers and every header
- * named in `Connection`. Returns a flat list of names and values for `res.writeHead`.
+ * Builds the client response headers from undici's raw upstream headers (a flat list of
+ * Buffers). Drops hop-by-hop headers, except `Trailer`, and every header named in
+ * `Connection`, applies the route's response header actions, and returns a flat list of names
+ * and values for `res.writeHead`. `head` receives the upstream Content-Length and the index of
+ * the `Trailer` name in the result, so the caller can drop it when trailers cannot be sent.
  */
-export function buildClientResponseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeader[] {
-  const connection = headers.connection;
-  const connectionTokens =
-    connection === undefined ? undefined : splitConnectionTokens(connection, undefined);
-  const result: OutgoingHttpHeader[] = [];
-
-  for (const name in headers) {
-    const value = headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.includes(name)) {
-      continue;
-    }
-    result.push(name, value);
-  }
-  return result;
-}
-
-function collectConnectionTokens(rawHeaders: readonly string[]): string[] | undefined {
-  let tokens: string[] | undefined;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (rawHeaders[i].length === 10 && rawHeaders[i].toLowerCase() === 'connection') {
-      tokens = splitConnectionTokens(rawHeaders[i + 1], tokens);
+export function buildClientResponseHeaders(
+  raw: readonly (Buffer | string)[],
+  actions: RouteActions,
+  head: ResponseHead,
+): string[] {
+  let connectionTokens: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 10 && toText(raw[i]).toLowerCase() === 'connection') {
+      connectionTokens = splitConnectionTokens(toText(raw[i + 1]), connectionTokens);
     }
   }
-  return tokens;
+
+  const drop = actions.responseDrop;
+  const headers: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = toText(raw[i]);
+    const lower = name.toLowerCase();
+    switch (lower) {
+      case 'connection':
+      case 'keep-alive':
+      case 'proxy-connection':
+      case 'te':
+      case 'transfer-encoding':
+      case 'upgrade':
+      case 'proxy-authenticate':
+      case 'proxy-authorization':
+        continue;
+      case 'trailer':
+        if (head.trailerIndex !== -1) continue;
+        head.trailerIndex = headers.length;
+        break;
+      case 'content-length':
+        head.contentLength = toText(raw[i + 1]);
+        break;
+    }
+    if (connectionTokens !== undefined && connectionTokens.includes(lower)) continue;
+    if (drop !== null && drop.has(lower)) continue;
+    headers.push(name, toText(raw[i + 1]));
+  }
+  const set = actions.responseSet;
+  for (let i = 0; i < set.length; i++) headers.push(set[i]);
+  return headers;
 }
 
-/** Adds the lower-case options of a `Connection` value to `tokens`, skipping known hop-by-hop names. */
-function splitConnectionTokens(
-  value: string | readonly string[],
+/** Facts about the upstream response head collected while its headers are copied. */
+export interface ResponseHead {
+  /** Content-Length of the upstream response; undefined when absent. */
+  contentLength: string | undefined;
+  /** Index of the `Trailer` name in the built list; -1 when absent. */
+  trailerIndex: number;
+}
+
+/** Converts raw trailers into `[name, value]` pairs for `res.addTrailers`. */
+export function toTrailerPairs(raw: readonly (Buffer | string)[]): [string, string][] {
+  const pairs: [string, string][] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    pairs.push([toText(raw[i]), toText(raw[i + 1])]);
+  }
+  return pairs;
+}
+
+/** Adds the lower-case options of a `Connection` value to `tokens`, skipping hop-by-hop names. */
+export function splitConnectionTokens(
+  value: string,
   tokens: string[] | undefined,
 ): string[] | undefined {
-  if (typeof value !== 'string') {
-    for (const item of value) {
-      tokens = splitConnectionTokens(item, tokens);
-    }
-    return tokens;
-  }
-
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
-    if (name !== '' && !HOP_BY_HOP.has(name)) {
+    if (name !== '' && name !== 'close' && !HOP_BY_HOP.has(name)) {
       tokens ??= [];
       tokens.push(name);
     }
   }
   return tokens;
+}
+
+/** Tells whether a lower-case header name is hop-by-hop. */
+export function isHopByHop(lower: string): boolean {
+  return HOP_BY_HOP.has(lower);
+}
+
+/** Header bytes as text: undici hands over Buffers, `node:http` strings; latin1 keeps every byte. */
+function toText(value: Buffer | string): string {
+  return typeof value === 'string' ? value : value.toString('latin1');
 }

@@ -1,11 +1,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.js';
-import type { RouterMatch } from '../router/types.js';
-import type { RouteBinding, RoutingTable } from '../table.js';
+import type { RoutingTable } from '../table.js';
+import { ContinueExchange } from './continue-exchange.js';
 import { PROXY_ERRORS, sendErrorResponse } from './error-response.js';
 import { ProxyExchange, type ProxyContext } from './exchange.js';
-import { buildUpstreamRequestHeaders } from './headers.js';
 import { LogLimiter } from './log-limiter.js';
+import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
+import { prepareRequest, type PreparedRequest } from './prepare-request.js';
+import { TrustedProxies } from './trusted-proxies.js';
+import { proxyUpgrade } from './upgrade.js';
 
 /** Settings of one proxy handler. */
 export interface ProxyHandlerOptions {
@@ -14,123 +18,161 @@ export interface ProxyHandlerOptions {
   logger: Logger;
   /** Scheme of the listener, sent upstream as `X-Forwarded-Proto`; default `http`. */
   listenerProtocol?: 'http' | 'https';
+  /** Addresses and CIDR ranges whose X-Forwarded-* headers are kept; default none. */
+  trustedProxies?: readonly string[];
+  /** Largest request body in bytes for routes that set none; 0 means no limit. Default 10 MiB. */
+  maxRequestBodyBytes?: number;
+  /** Largest number of request header fields; more get 431. Default 100. */
+  maxHeaderCount?: number;
+  /** Idle time after which an upgraded connection is closed, in milliseconds; default 300000. */
+  tunnelIdleTimeoutMs?: number;
+  /** Connect and response-header timeouts of upgrade and 100-continue requests; default 5000 and 30000. */
+  upstreamConnectTimeoutMs?: number;
+  upstreamHeadersTimeoutMs?: number;
+  /** Metrics and access log hooks; default none. */
+  observer?: ProxyObserver;
+}
+
+/** The listeners a `node:http` server needs from the proxy. */
+export interface ProxyHandlers {
+  /** The 'request' listener. */
+  request(req: IncomingMessage, res: ServerResponse): void;
+  /** The 'checkContinue' listener: requests with `Expect: 100-continue`. */
+  checkContinue(req: IncomingMessage, res: ServerResponse): void;
+  /** The 'upgrade' listener. */
+  upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void;
+  readonly context: ProxyContext;
 }
 
 /** A `node:http` request listener. */
 export type ProxyHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
+/** Default largest request body: 10 MiB. */
+export const DEFAULT_MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024;
+/** Default largest number of request header fields. */
+export const DEFAULT_MAX_HEADER_COUNT = 100;
+
+const kRejected = Symbol('loom.rejected');
+
+interface RejectingSocket extends Socket {
+  [kRejected]?: boolean;
+}
+
 /** Warn or error lines allowed per second for each kind of request failure. */
 const FAILURE_LOG_LINES_PER_SECOND = 10;
 
-const SLASH = 0x2f;
+/**
+ * Creates the request listener that routes each request and proxies it to an upstream target;
+ * see `createProxyHandlers`.
+ */
+export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
+  return createProxyHandlers(options).request;
+}
 
 /**
- * Creates the request listener that routes each request and proxies it to an upstream target.
+ * Creates the listeners of a proxy server.
  *
- * The handler reads `getTable()` once per request, so a request finishes on the table it
- * started with. It matches the method, the Host header and the path without the query, and
- * forwards the method, the target's base path joined with the path, and the query byte for
- * byte. Bodies stream in both directions with backpressure. Hop-by-hop headers are removed in
- * both directions and `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
+ * Each request reads `getTable()` once, so it finishes on the table it started with. It is
+ * matched on the method, the Host header and the path without the query, and forwarded with
+ * the method, the path normalised as the router matched it (dot segments resolved, unreserved
+ * escapes decoded) and rewritten by the route, and the query byte for byte. Bodies stream in
+ * both directions with backpressure.
+ *
+ * Requests that could smuggle a second request past an intermediary (more than one Host,
+ * Transfer-Encoding in HTTP/1.0, a transfer coding other than chunked) get 400 or 501 and the
+ * connection is closed; Node.js itself rejects Content-Length with Transfer-Encoding and
+ * repeated Content-Length.
  *
  * Failures become JSON bodies `{"error", "message", "route"?}`: 503 `no_configuration`,
  * 404 `route_not_found`, 405 `method_not_allowed` with `Allow`, 400 `bad_request`,
+ * 413 `payload_too_large`, 431 `request_header_fields_too_large`, 501 `not_implemented`,
  * 502 `upstream_unavailable`, 502 `upstream_unreachable`, 504 `upstream_timeout`,
- * 502 `upstream_error` and 500 `internal_error`. The handler never throws.
+ * 502 `upstream_error` and 500 `internal_error`. The listeners never throw.
  */
-export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
+export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers {
   const getTable = options.getTable;
   const context: ProxyContext = {
     logger: options.logger.child({ component: 'proxy' }),
     protocol: options.listenerProtocol ?? 'http',
+    trustedProxies: new TrustedProxies(options.trustedProxies ?? []),
+    maxRequestBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_REQUEST_BODY_BYTES,
+    maxHeaderCount: options.maxHeaderCount ?? DEFAULT_MAX_HEADER_COUNT,
+    tunnelIdleTimeoutMs: options.tunnelIdleTimeoutMs ?? 300_000,
+    upstreamConnectTimeoutMs: options.upstreamConnectTimeoutMs ?? 5_000,
+    upstreamHeadersTimeoutMs: options.upstreamHeadersTimeoutMs ?? 30_000,
+    observer: options.observer ?? NO_OBSERVER,
     upstreamFailureLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
     internalErrorLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
   };
 
-  return function handleProxyRequest(req: IncomingMessage, res: ServerResponse): void {
+  const handle = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void => {
+    const socket = req.socket as RejectingSocket;
+    if (socket[kRejected] === true) {
+      // A request pipelined behind one that was rejected with `Connection: close`; its framing
+      // is not trusted, so it is not forwarded.
+      socket.destroy();
+      return;
+    }
+    const startTime = context.observer.enabled ? performance.now() : 0;
     try {
-      proxyRequest(context, getTable(), req, res);
+      const prepared = prepareRequest(context, getTable(), req, startTime);
+      if (!prepared.ok) {
+        if (prepared.close) socket[kRejected] = true;
+        sendPreparedError(res, prepared);
+        reportUnforwarded(context, req, prepared, startTime);
+        return;
+      }
+      if (expectContinue) {
+        new ContinueExchange(context, req, res, prepared.request).start(prepared.target);
+      } else {
+        new ProxyExchange(context, req, res, prepared.request).start(prepared.target);
+      }
     } catch (err) {
       handleInternalError(context, res, err);
     }
   };
+
+  return {
+    context,
+    request: (req, res) => handle(req, res, false),
+    checkContinue: (req, res) => handle(req, res, true),
+    upgrade: (req, socket, head) => {
+      try {
+        proxyUpgrade(context, getTable(), req, socket, head);
+      } catch (err) {
+        context.logger.error({ err }, 'proxy request failed unexpectedly');
+        socket.destroy();
+      }
+    },
+  };
 }
 
-function proxyRequest(
+/** Sends the error response of a request that was not forwarded. */
+export function sendPreparedError(
+  res: ServerResponse,
+  prepared: Extract<PreparedRequest, { ok: false }>,
+): void {
+  sendErrorResponse(
+    res,
+    prepared.error,
+    prepared.route,
+    prepared.message,
+    prepared.allow,
+    prepared.close,
+  );
+}
+
+function reportUnforwarded(
   context: ProxyContext,
-  table: RoutingTable | undefined,
   req: IncomingMessage,
-  res: ServerResponse,
+  prepared: Extract<PreparedRequest, { ok: false }>,
+  startTime: number,
 ): void {
-  if (table === undefined) {
-    sendErrorResponse(res, PROXY_ERRORS.noConfiguration);
-    return;
+  const observer = context.observer;
+  if (observer.enabled) {
+    const route = prepared.route ?? UNMATCHED;
+    observer.requestFinished(req, route, prepared.error.status, undefined, 0, startTime);
   }
-  // Absolute-form (`http://host/path`) and asterisk-form (`*`) targets are not routed.
-  const url = req.url ?? '';
-  if (url.charCodeAt(0) !== SLASH) {
-    sendErrorResponse(res, PROXY_ERRORS.originFormRequired);
-    return;
-  }
-
-  const queryStart = url.indexOf('?');
-  const path = queryStart === -1 ? url : url.slice(0, queryStart);
-  const method = req.method ?? 'GET';
-  const match = table.router.find(method, req.headers.host, path);
-  if (match.kind !== 'found') {
-    sendRouteMiss(res, match);
-    return;
-  }
-
-  const binding = match.value;
-  const target = binding.balancer?.pick();
-  if (target === undefined) {
-    sendErrorResponse(res, PROXY_ERRORS.upstreamUnavailable, binding.route.name);
-    return;
-  }
-
-  const headers = buildUpstreamRequestHeaders(
-    req.rawHeaders,
-    req.socket.remoteAddress,
-    context.protocol,
-  );
-  const exchange = new ProxyExchange(context, req, res, binding.route, target);
-  // The base path has no trailing slash and `url` starts with one, so the join never
-  // produces `//`. The query stays attached to `url` and is forwarded unchanged.
-  target.pool.dispatch(
-    { method, path: target.basePath + url, headers, body: hasBody(req) ? req : null },
-    exchange,
-  );
-}
-
-function sendRouteMiss(
-  res: ServerResponse,
-  match: Exclude<RouterMatch<RouteBinding>, { kind: 'found' }>,
-): void {
-  switch (match.kind) {
-    case 'not-found':
-      sendErrorResponse(res, PROXY_ERRORS.routeNotFound);
-      return;
-    case 'method-not-allowed':
-      sendErrorResponse(res, PROXY_ERRORS.methodNotAllowed, undefined, undefined, match.allow);
-      return;
-    case 'bad-request':
-      sendErrorResponse(res, PROXY_ERRORS.badRequest, undefined, match.reason);
-      return;
-  }
-}
-
-/**
- * Tells whether the request has a body to stream: only `Transfer-Encoding` or a non-zero
- * `Content-Length` announces one. Passing the empty stream of a GET would make undici send
- * the GET with chunked encoding.
- */
-function hasBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) {
-    return true;
-  }
-  const contentLength = req.headers['content-length'];
-  return contentLength !== undefined && contentLength !== '0';
 }
 
 function handleInternalError(context: ProxyContext, res: ServerResponse, err: unknown): void {

@@ -1,43 +1,75 @@
+import type { IncomingMessage } from 'node:http';
 import type { Pool } from 'undici';
+import type { TargetState } from './target-state.js';
+
+/** How the proxy opens connections of its own to a target, outside the pool (upgrades, 100-continue). */
+export interface TargetConnectOptions {
+  readonly hostname: string;
+  readonly port: number;
+  readonly secure: boolean;
+  /** CA certificates in PEM; undefined uses the system roots. */
+  readonly ca: string | undefined;
+  /**
+   * SNI and certificate name: `tls.serverName`, else the target's host name; undefined for an
+   * IP address, where undici falls back to the request's Host header.
+   */
+  readonly servername: string | undefined;
+  readonly rejectUnauthorized: boolean;
+}
 
 /** One target of an upstream, resolved for sending requests. */
 export interface UpstreamTarget {
   /** Target URL as configured. */
   readonly url: string;
-  /** Scheme, host and port as `URL.origin` spells them; targets with the same origin share a pool. */
+  /** Name of the upstream the target belongs to. */
+  readonly upstream: string;
+  /** Scheme, host and port as `URL.origin` spells them. */
   readonly origin: string;
   /**
-   * Path of the target URL without trailing slashes; empty when the URL has no path. The
-   * proxy prepends it to the request path, so `/v1` and `/users/1` become `/v1/users/1`.
+   * Path of the target URL, trailing slashes reduced to one; empty when the URL has no path.
+   * `joinPath` joins it with the request path.
    */
   readonly basePath: string;
   /** Relative share of requests; 0 means the target is never picked. */
   readonly weight: number;
-  /** Keep-alive connection pool for `origin`, shared with every other target of that origin. */
+  /** Keep-alive connection pool, shared by every target with the same origin and TLS settings. */
   readonly pool: Pool;
+  /** Health and load of the target; kept across snapshots. */
+  readonly state: TargetState;
+  readonly connect: TargetConnectOptions;
 }
 
 /** Chooses the target for each request sent to one upstream. */
 export interface Balancer {
   /** Name of the upstream the targets belong to. */
   readonly upstream: string;
-  /** Returns the target for the next request, or undefined when no target has a weight above 0. */
-  pick(): UpstreamTarget | undefined;
+  /** Targets in rotation, in configuration order, without those of weight 0. */
+  readonly targets: readonly UpstreamTarget[];
+  /**
+   * Returns the target for the next request, or undefined when no target has a weight above 0.
+   * Prefers available targets other than `exclude` (the target a retry moves away from); uses
+   * unavailable ones only when no other choice is left. `req` gives the hash key.
+   */
+  pick(req?: IncomingMessage, exclude?: UpstreamTarget): UpstreamTarget | undefined;
+}
+
+/** Tells whether a target may take a request: available and not the one being retried. */
+export function isEligible(target: UpstreamTarget, exclude: UpstreamTarget | undefined): boolean {
+  return target !== exclude && target.state.available;
 }
 
 /**
  * Smooth weighted round-robin, the algorithm of nginx. In every cycle of `sum(weights)` picks,
  * each target is picked exactly `weight` times. Picks of a heavy target are spread out instead
  * of bunched, so weights 5, 1, 1 give a a b a c a a. Ties go to the earlier target, and
- * targets with weight 0 are never picked.
+ * targets with weight 0 are never picked. Unavailable targets drop out of the cycle while they
+ * are unavailable; when none is available, all targets take part (panic mode).
  */
 export class WeightedRoundRobinBalancer implements Balancer {
   readonly upstream: string;
-  /** Targets in rotation, in configuration order, without those of weight 0. */
   readonly targets: readonly UpstreamTarget[];
   readonly #weights: Float64Array;
   readonly #current: Float64Array;
-  readonly #totalWeight: number;
 
   constructor(upstream: string, targets: readonly UpstreamTarget[]) {
     const inRotation = targets.filter((target) => target.weight > 0);
@@ -46,25 +78,42 @@ export class WeightedRoundRobinBalancer implements Balancer {
     this.targets = inRotation;
     this.#weights = Float64Array.from(inRotation, (target) => target.weight);
     this.#current = new Float64Array(inRotation.length);
-    this.#totalWeight = inRotation.reduce((sum, target) => sum + target.weight, 0);
   }
 
-  pick(): UpstreamTarget | undefined {
+  pick(_req?: IncomingMessage, exclude?: UpstreamTarget): UpstreamTarget | undefined {
     const count = this.targets.length;
     if (count < 2) {
       return this.targets[0];
     }
 
+    const best =
+      this.#pickAmong(exclude, true) ??
+      this.#pickAmong(exclude, false) ??
+      this.#pickAmong(undefined, false);
+    return best === undefined ? undefined : this.targets[best];
+  }
+
+  #pickAmong(exclude: UpstreamTarget | undefined, onlyAvailable: boolean): number | undefined {
+    const targets = this.targets;
     const weights = this.#weights;
     const current = this.#current;
-    let best = 0;
-    for (let i = 0; i < count; i++) {
+    let best = -1;
+    let total = 0;
+    for (let i = 0; i < targets.length; i++) {
+      const target = targets[i];
+      if (target === exclude || (onlyAvailable && !target.state.available)) {
+        continue;
+      }
       current[i] += weights[i];
-      if (current[i] > current[best]) {
+      total += weights[i];
+      if (best === -1 || current[i] > current[best]) {
         best = i;
       }
     }
-    current[best] -= this.#totalWeight;
-    return this.targets[best];
+    if (best === -1) {
+      return undefined;
+    }
+    current[best] -= total;
+    return best;
   }
 }

@@ -1,8 +1,20 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Pool } from 'undici';
 import { LoomError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import type { Upstream } from '../../proto/gen/loom/v1/config.js';
-import { WeightedRoundRobinBalancer, type Balancer, type UpstreamTarget } from './balancer.js';
+import type { HealthCheck, Upstream } from '../../proto/gen/loom/v1/config.js';
+import {
+  WeightedRoundRobinBalancer,
+  type Balancer,
+  type TargetConnectOptions,
+  type UpstreamTarget,
+} from './balancer.js';
+import { HashBalancer } from './hash-balancer.js';
+import { createHashKey } from './hash-key.js';
+import { HealthChecker } from './health-checker.js';
+import { LeastRequestBalancer } from './least-request-balancer.js';
+import { TargetState } from './target-state.js';
 import { parseTargetUrl, type ParsedTargetUrl } from './target-url.js';
 
 /** Connection settings shared by every upstream pool. Times are in milliseconds. */
@@ -24,27 +36,36 @@ export interface UpstreamRegistryOptions {
   bodyTimeout?: number;
   /** Maximum connections per origin; default null, meaning no limit. */
   connections?: number | null;
+  /** Largest upstream response head in bytes; a larger one fails the request with 502. Default 16384. */
+  maxResponseHeaderBytes?: number;
 }
 
 interface ResolvedTarget extends ParsedTargetUrl {
   url: string;
   weight: number;
+  connect: TargetConnectOptions;
+  /** Pool key: origin plus the TLS settings, so targets with different CAs never share sockets. */
+  poolKey: string;
 }
 
 interface ResolvedUpstream {
-  name: string;
+  upstream: Upstream;
   targets: ResolvedTarget[];
 }
 
 /**
- * Owns one undici `Pool` per upstream origin and builds the balancers of each snapshot.
- * An origin that stays in use across snapshots keeps its pool, so applying a snapshot does not
- * close the keep-alive connections of unchanged targets.
+ * Owns one undici `Pool` per upstream origin (and TLS settings), the live state of every
+ * target, and the active health checkers, and builds the balancers of each snapshot. An origin
+ * that stays in use across snapshots keeps its pool, and a target that stays in an upstream
+ * keeps its health, its ejection and its checker, so applying a snapshot closes no keep-alive
+ * connection and forgets no health of unchanged targets.
  */
 export class UpstreamRegistry {
   readonly #logger: Logger;
   readonly #poolOptions: Pool.Options;
   #pools = new Map<string, Pool>();
+  #states = new Map<string, TargetState>();
+  #checkers = new Map<string, HealthChecker>();
   #closed = false;
 
   constructor(options: UpstreamRegistryOptions = {}) {
@@ -57,6 +78,12 @@ export class UpstreamRegistry {
     const connectTimeout = requireDuration('connectTimeout', options.connectTimeout, 5_000, 0);
     const headersTimeout = requireDuration('headersTimeout', options.headersTimeout, 30_000, 0);
     const bodyTimeout = requireDuration('bodyTimeout', options.bodyTimeout, 30_000, 0);
+    const maxHeaderSize = requireDuration(
+      'maxResponseHeaderBytes',
+      options.maxResponseHeaderBytes,
+      16_384,
+      1,
+    );
     const connections = options.connections ?? null;
     if (connections !== null && !(Number.isInteger(connections) && connections > 0)) {
       throw new LoomError(
@@ -73,23 +100,24 @@ export class UpstreamRegistry {
       headersTimeout,
       bodyTimeout,
       connections,
+      maxHeaderSize,
     };
   }
 
-  /** Number of origins with an open pool. */
+  /** Number of open pools. */
   get size(): number {
     return this.#pools.size;
   }
 
   /**
    * Builds one balancer per upstream for a new snapshot and puts it in service. An origin
-   * already in use keeps its pool and its open connections. Pools of origins no longer used are
-   * closed after the requests already sent on them finish, so call this in the same synchronous
-   * step that swaps the routing table, and no request picks a target whose pool is closed.
+   * already in use keeps its pool and its open connections. Pools no longer used are closed
+   * after the requests already sent on them finish, so call this in the same synchronous step
+   * that swaps the routing table, and no request picks a target whose pool is closed.
    *
    * Every target URL must be an absolute http or https URL without credentials, query or
-   * fragment, and every weight an integer of at least 0. Otherwise it throws
-   * `LOOM_SNAPSHOT_REJECTED` listing each invalid target with its upstream, index and URL, and
+   * fragment, every weight an integer of at least 0, and every `tls.caFile` readable.
+   * Otherwise it throws `LOOM_SNAPSHOT_REJECTED` listing each problem with its upstream, and
    * changes nothing.
    */
   update(upstreams: readonly Upstream[]): Map<string, Balancer> {
@@ -98,30 +126,71 @@ export class UpstreamRegistry {
     }
     const resolved = resolveUpstreams(upstreams);
 
-    const previous = this.#pools;
+    const previousPools = this.#pools;
+    const previousStates = this.#states;
+    const previousCheckers = this.#checkers;
     const pools = new Map<string, Pool>();
-    let created = 0;
+    const states = new Map<string, TargetState>();
+    const checkers = new Map<string, HealthChecker>();
     const balancers = new Map<string, Balancer>();
-    for (const upstream of resolved) {
-      const targets = upstream.targets.map((target): UpstreamTarget => {
-        let pool = pools.get(target.origin) ?? previous.get(target.origin);
+    let created = 0;
+
+    for (const { upstream, targets: resolvedTargets } of resolved) {
+      const targets = resolvedTargets.map((target): UpstreamTarget => {
+        let pool = pools.get(target.poolKey) ?? previousPools.get(target.poolKey);
         if (pool === undefined) {
-          pool = new Pool(target.origin, { ...this.#poolOptions });
+          pool = new Pool(target.origin, { ...this.#poolOptions, connect: tlsOptions(target) });
           created++;
         }
-        pools.set(target.origin, pool);
-        return { ...target, pool };
+        pools.set(target.poolKey, pool);
+
+        const stateKey = `${upstream.name}\n${target.url}`;
+        const state =
+          states.get(stateKey) ??
+          previousStates.get(stateKey) ??
+          new TargetState(upstream.name, target.url, this.#logger);
+        state.configureEjection(upstream.passiveHealth);
+        states.set(stateKey, state);
+
+        const checkerKey = `${stateKey}\n${target.poolKey}`;
+        const checker = this.#keepChecker(
+          previousCheckers.get(checkerKey),
+          upstream.healthCheck,
+          pool,
+          state,
+          target,
+        );
+        if (checker !== undefined) checkers.set(checkerKey, checker);
+        if (checker === undefined && upstream.healthCheck === undefined) {
+          state.setHealthy(true, 'health check removed');
+        }
+
+        return {
+          url: target.url,
+          upstream: upstream.name,
+          origin: target.origin,
+          basePath: target.basePath,
+          weight: target.weight,
+          pool,
+          state,
+          connect: target.connect,
+        };
       });
-      balancers.set(upstream.name, new WeightedRoundRobinBalancer(upstream.name, targets));
+      balancers.set(upstream.name, createBalancer(upstream, targets));
     }
 
     this.#pools = pools;
+    this.#states = states;
+    this.#checkers = checkers;
 
+    for (const [key, checker] of previousCheckers) {
+      if (checkers.get(key) !== checker) checker.stop();
+    }
     const retired: string[] = [];
-    for (const [origin, pool] of previous) {
-      if (!pools.has(origin)) {
-        retired.push(origin);
-        this.#closePool(origin, pool);
+    for (const [key, pool] of previousPools) {
+      if (!pools.has(key)) {
+        retired.push(key);
+        this.#closePool(key, pool);
       }
     }
     if (created > 0 || retired.length > 0) {
@@ -133,7 +202,7 @@ export class UpstreamRegistry {
     return balancers;
   }
 
-  /** Closes every pool after its in-flight requests finish. Later updates throw `LOOM_UNAVAILABLE`. */
+  /** Stops health checks and closes every pool after its in-flight requests finish. */
   async close(): Promise<void> {
     if (this.#closed) {
       return;
@@ -141,24 +210,77 @@ export class UpstreamRegistry {
 
     const pools = [...this.#pools.values()];
     this.#closed = true;
+    for (const checker of this.#checkers.values()) checker.stop();
     this.#pools = new Map();
+    this.#checkers = new Map();
 
     await Promise.all(pools.map((pool) => pool.close()));
     this.#logger.info({ origins: pools.length }, 'upstream pools closed');
   }
 
-  #closePool(origin: string, pool: Pool): void {
+  /** Returns the checker the target needs: the previous one while its settings are unchanged. */
+  #keepChecker(
+    previous: HealthChecker | undefined,
+    settings: HealthCheck | undefined,
+    pool: Pool,
+    state: TargetState,
+    target: ResolvedTarget,
+  ): HealthChecker | undefined {
+    if (settings === undefined) {
+      return undefined;
+    }
+    if (previous !== undefined && sameHealthCheck(previous.settings, settings)) {
+      return previous;
+    }
+
+    const host = new URL(target.origin).host;
+    const checker = new HealthChecker(pool, state, { ...settings }, host, this.#logger);
+    checker.start();
+    return checker;
+  }
+
+  #closePool(key: string, pool: Pool): void {
     pool.close().catch((err: unknown) => {
-      this.#logger.warn({ origin, err }, 'upstream pool close failed');
+      this.#logger.warn({ origin: key, err }, 'upstream pool close failed');
     });
   }
 }
 
-/** Parses every target of every upstream; throws one error that lists all invalid targets. */
+function createBalancer(upstream: Upstream, targets: UpstreamTarget[]): Balancer {
+  switch (upstream.balancer) {
+    case 'least-request':
+      return new LeastRequestBalancer(upstream.name, targets);
+    case 'hash':
+      return new HashBalancer(upstream.name, targets, createHashKey(upstream.hashOn ?? ''));
+    default:
+      return new WeightedRoundRobinBalancer(upstream.name, targets);
+  }
+}
+
+function sameHealthCheck(a: Readonly<HealthCheck>, b: Readonly<HealthCheck>): boolean {
+  return (
+    a.path === b.path &&
+    a.intervalMs === b.intervalMs &&
+    a.timeoutMs === b.timeoutMs &&
+    a.healthyThreshold === b.healthyThreshold &&
+    a.unhealthyThreshold === b.unhealthyThreshold
+  );
+}
+
+function tlsOptions(target: ResolvedTarget): Pool.Options['connect'] {
+  if (!target.secure) {
+    return undefined;
+  }
+  const { ca, servername, rejectUnauthorized } = target.connect;
+  return { ca, servername, rejectUnauthorized };
+}
+
+/** Parses every target of every upstream; throws one error that lists all problems. */
 function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
   const problems: string[] = [];
   const seen = new Set<string>();
   const resolved: ResolvedUpstream[] = [];
+  const caFiles = new Map<string, string>();
 
   for (const upstream of upstreams) {
     const name = JSON.stringify(upstream.name);
@@ -166,6 +288,16 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
       problems.push(`upstream ${name}: duplicate upstream name`);
     }
     seen.add(upstream.name);
+    if (upstream.balancer === 'hash' && upstream.hashOn === undefined) {
+      problems.push(`upstream ${name}: balancer hash needs hashOn`);
+    }
+
+    let ca: string | undefined;
+    const caFile = upstream.tls?.caFile ?? '';
+    if (caFile !== '') {
+      ca = caFiles.get(caFile) ?? readCaFile(caFile, name, problems);
+      if (ca !== undefined) caFiles.set(caFile, ca);
+    }
 
     const targets: ResolvedTarget[] = [];
     upstream.targets.forEach((target, index) => {
@@ -181,18 +313,50 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
         );
         return;
       }
-      targets.push({ ...parsed, url: target.url, weight: target.weight });
+      const connect = connectOptions(parsed, upstream, ca);
+      const poolKey = parsed.secure
+        ? `${parsed.origin}\n${caFile}\n${connect.servername ?? ''}\n${connect.rejectUnauthorized}`
+        : parsed.origin;
+      targets.push({ ...parsed, url: target.url, weight: target.weight, connect, poolKey });
     });
-    resolved.push({ name: upstream.name, targets });
+    resolved.push({ upstream, targets });
   }
 
   if (problems.length > 0) {
     throw new LoomError(
       'LOOM_SNAPSHOT_REJECTED',
-      `snapshot rejected, invalid upstream targets:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+      `snapshot rejected, invalid upstreams:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
     );
   }
   return resolved;
+}
+
+function connectOptions(
+  parsed: ParsedTargetUrl,
+  upstream: Upstream,
+  ca: string | undefined,
+): TargetConnectOptions {
+  const url = new URL(parsed.origin);
+  const serverName = upstream.tls?.serverName ?? '';
+  return {
+    hostname: parsed.hostname,
+    port: url.port === '' ? (parsed.secure ? 443 : 80) : Number(url.port),
+    secure: parsed.secure,
+    ca,
+    servername:
+      serverName !== '' ? serverName : isIP(parsed.hostname) === 0 ? parsed.hostname : undefined,
+    rejectUnauthorized: upstream.tls?.insecureSkipVerify !== true,
+  };
+}
+
+function readCaFile(file: string, upstream: string, problems: string[]): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    problems.push(`upstream ${upstream} tls.caFile ${JSON.stringify(file)}: cannot read (${code})`);
+    return undefined;
+  }
 }
 
 function requireDuration(
@@ -207,7 +371,7 @@ function requireDuration(
   if (!Number.isInteger(value) || value < minimum) {
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
-      `invalid ${name} ${value}: expected an integer number of milliseconds of at least ${minimum}`,
+      `invalid ${name} ${value}: expected an integer of at least ${minimum}`,
     );
   }
   return value;

@@ -2,8 +2,15 @@
 export interface ParsedTargetUrl {
   /** `http://host:port` or `https://host:port`, default port omitted, as `URL.origin` gives it. */
   origin: string;
-  /** Path without trailing slashes; empty for `/` or no path. */
+  /**
+   * Path of the URL as written, with runs of trailing slashes reduced to one; empty for no path
+   * or `/`. `joinPath` decides how it is joined with the request path.
+   */
   basePath: string;
+  /** Host name without brackets, for SNI and certificate checks. */
+  hostname: string;
+  /** True for https. */
+  secure: boolean;
 }
 
 /**
@@ -35,5 +42,11 @@ export function parseTargetUrl(url: string): ParsedTargetUrl | string {
     return 'a fragment is not supported in a target URL';
   }
 
-  return { origin: parsed.origin, basePath: parsed.pathname.replace(/\/+$/, '') };
+  const path = parsed.pathname.replace(/\/+$/, '/');
+  return {
+    origin: parsed.origin,
+    basePath: path === '/' ? '' : path,
+    hostname: parsed.hostname.replace(/^\[|\]$/g, ''),
+    secure: parsed.protocol === 'https:',
+  };
 }

@@ -11,7 +11,8 @@ import { connect, type AddressInfo, type Server as NetServer } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import { createProxyHandler } from '../../data-plane/proxy/proxy.js';
+import { createProxyServer, type ProxyServerOptions } from '../../data-plane/proxy/proxy-server.js';
+import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
 import type { Router, RouterMatch } from '../../data-plane/router/types.js';
 import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
 import {
@@ -42,8 +43,8 @@ export async function within<T>(
   }
 }
 
-/** A route of the stub router: one path, exact or a prefix ending in `/*`. */
-export interface StubRoute {
+/** A route of the stub router: one path, exact or a prefix ending in `/*`, and route actions. */
+export interface StubRoute extends Partial<Omit<Route, 'name' | 'paths' | 'methods' | 'upstream'>> {
   name: string;
   path: string;
   methods?: string[];
@@ -59,14 +60,10 @@ export function stubRouter(
   balancers: ReadonlyMap<string, RouteBinding['balancer']>,
 ): Router<RouteBinding> {
   const bindings = routes.map((stub) => {
-    const route: Route = {
-      name: stub.name,
-      hosts: [],
-      paths: [stub.path],
-      methods: stub.methods ?? [],
-      upstream: stub.upstream,
-    };
-    return { stub, binding: { route, balancer: balancers.get(stub.upstream) } };
+    const { path, methods, ...fields } = stub;
+    const route: Route = { ...fields, hosts: [], paths: [path], methods: methods ?? [] };
+    const actions = compileRouteActions(route);
+    return { stub, binding: { route, actions, balancer: balancers.get(stub.upstream) } };
   });
 
   return {
@@ -122,7 +119,11 @@ export interface RunningServer {
 
 /** Starts a `node:http` server on an ephemeral port of 127.0.0.1. */
 export async function startHttpServer(listener: RequestListener): Promise<RunningServer> {
-  const server = createServer(listener);
+  return listenHttp(createServer(listener));
+}
+
+/** Starts an already created server on an ephemeral port of 127.0.0.1. */
+export async function listenHttp(server: Server): Promise<RunningServer> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return {
@@ -156,12 +157,14 @@ export interface ProxyFixture extends RunningServer {
 /** Starts a proxy on an ephemeral port with its own registry and a capturing logger. */
 export async function startProxy(
   registryOptions: Omit<UpstreamRegistryOptions, 'logger'> = {},
+  serverOptions: Omit<ProxyServerOptions, 'getTable' | 'logger'> = {},
 ): Promise<ProxyFixture> {
   const { logger, lines } = captureLogger();
   const registry = new UpstreamRegistry({ ...registryOptions, logger });
   let table: RoutingTable | undefined;
   let version = 0;
-  const running = await startHttpServer(createProxyHandler({ getTable: () => table, logger }));
+  const { server } = createProxyServer({ ...serverOptions, getTable: () => table, logger });
+  const running = await listenHttp(server);
 
   return {
     ...running,

@@ -1,10 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { Route } from '../../proto/gen/loom/v1/config.js';
 import {
   buildClientResponseHeaders,
   buildUpstreamRequestHeaders,
+  scanRequestHead,
+  type ClientInfo,
+  type ResponseHead,
 } from '../../data-plane/proxy/headers.js';
 import { LogLimiter } from '../../data-plane/proxy/log-limiter.js';
+import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
+import { TrustedProxies } from '../../data-plane/proxy/trusted-proxies.js';
 
 function pairs(flat: readonly unknown[]): Array<[unknown, unknown]> {
   const result: Array<[unknown, unknown]> = [];
@@ -12,6 +18,39 @@ function pairs(flat: readonly unknown[]): Array<[unknown, unknown]> {
     result.push([flat[i], flat[i + 1]]);
   }
   return result;
+}
+
+const NO_ACTIONS = compileRouteActions({
+  name: 'r',
+  hosts: [],
+  paths: ['/'],
+  methods: [],
+  upstream: 'u',
+});
+
+function client(fields: Partial<ClientInfo> = {}): ClientInfo {
+  return { address: '127.0.0.1', trusted: false, protocol: 'http', port: '8080', ...fields };
+}
+
+function build(raw: string[], info = client(), actions = NO_ACTIONS): string[] {
+  return buildUpstreamRequestHeaders(raw, scanRequestHead(raw), info, actions);
+}
+
+function responseHeaders(raw: string[], route: Partial<Route> = {}): string[] {
+  const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+  const actions = compileRouteActions({
+    name: 'r',
+    hosts: [],
+    paths: ['/'],
+    methods: [],
+    upstream: 'u',
+    ...route,
+  });
+  return buildClientResponseHeaders(
+    raw.map((text) => Buffer.from(text, 'latin1')),
+    actions,
+    head,
+  );
 }
 
 describe('buildUpstreamRequestHeaders', () => {
@@ -23,7 +62,7 @@ describe('buildUpstreamRequestHeaders', () => {
       'connection', 'x-hop-two',
       'Keep-Alive', 'timeout=5',
       'Proxy-Connection', 'keep-alive',
-      'TE', 'trailers',
+      'TE', 'gzip',
       'Trailer', 'x-checksum',
       'Transfer-Encoding', 'chunked',
       'Upgrade', 'h2c',
@@ -35,7 +74,7 @@ describe('buildUpstreamRequestHeaders', () => {
       'X-Kept', 'yes',
     ];
 
-    const headers = buildUpstreamRequestHeaders(raw, '127.0.0.1', 'http');
+    const headers = build(raw);
 
     assert.deepEqual(pairs(headers), [
       ['Host', 'api.test'],
@@ -43,13 +82,23 @@ describe('buildUpstreamRequestHeaders', () => {
       ['x-forwarded-for', '127.0.0.1'],
       ['x-forwarded-proto', 'http'],
       ['x-forwarded-host', 'api.test'],
+      ['x-forwarded-port', '8080'],
+    ]);
+  });
+
+  it('sends TE trailers when the client accepts trailers', () => {
+    const headers = build(['Host', 'h', 'TE', 'trailers, deflate;q=0.5']);
+
+    assert.deepEqual(pairs(headers).slice(0, 2), [
+      ['Host', 'h'],
+      ['te', 'trailers'],
     ]);
   });
 
   it('keeps case, order and repeated headers', () => {
     const raw = ['Accept', 'a/b', 'X-Multi', '1', 'Cookie', 'a=1', 'X-Multi', '2'];
 
-    const headers = buildUpstreamRequestHeaders(raw, undefined, 'https');
+    const headers = build(raw, client({ address: undefined, protocol: 'https' }));
 
     // prettier-ignore
     assert.deepEqual(headers, [
@@ -58,26 +107,78 @@ describe('buildUpstreamRequestHeaders', () => {
       'Cookie', 'a=1',
       'X-Multi', '2',
       'x-forwarded-proto', 'https',
+      'x-forwarded-port', '8080',
     ]);
   });
 
-  it('appends the client to X-Forwarded-For', () => {
+  it('replaces X-Forwarded headers of untrusted clients', () => {
+    // prettier-ignore
+    const raw = [
+      'X-Forwarded-For', '203.0.113.7',
+      'X-Forwarded-Proto', 'https',
+      'X-Forwarded-Host', 'spoofed.test',
+      'X-Forwarded-Port', '443',
+      'X-Forwarded-Prefix', '/admin',
+      'Forwarded', 'for=203.0.113.7',
+      'Host', 'api.test:8080',
+    ];
+
+    const headers = build(raw, client({ address: '::1' }));
+
+    assert.deepEqual(pairs(headers), [
+      ['Host', 'api.test:8080'],
+      ['x-forwarded-for', '::1'],
+      ['x-forwarded-proto', 'http'],
+      ['x-forwarded-host', 'api.test:8080'],
+      ['x-forwarded-port', '8080'],
+    ]);
+  });
+
+  it('appends to X-Forwarded-For of trusted clients', () => {
     // prettier-ignore
     const raw = [
       'X-Forwarded-For', '203.0.113.7',
       'x-forwarded-for', '198.51.100.2, 10.0.0.1',
       'X-Forwarded-Proto', 'https',
-      'X-Forwarded-Host', 'spoofed.test',
+      'X-Forwarded-Host', 'www.example.test',
+      'Forwarded', 'for=203.0.113.7',
       'Host', 'api.test:8080',
     ];
 
-    const headers = buildUpstreamRequestHeaders(raw, '::1', 'http');
+    const headers = build(raw, client({ address: '10.0.0.2', trusted: true }));
 
     assert.deepEqual(pairs(headers), [
+      ['X-Forwarded-Proto', 'https'],
+      ['X-Forwarded-Host', 'www.example.test'],
+      ['Forwarded', 'for=203.0.113.7'],
       ['Host', 'api.test:8080'],
-      ['x-forwarded-for', '203.0.113.7, 198.51.100.2, 10.0.0.1, ::1'],
+      ['x-forwarded-for', '203.0.113.7, 198.51.100.2, 10.0.0.1, 10.0.0.2'],
+      ['x-forwarded-port', '8080'],
+    ]);
+  });
+
+  it('applies route header actions and host rewrite', () => {
+    const actions = compileRouteActions({
+      name: 'r',
+      hosts: [],
+      paths: ['/'],
+      methods: [],
+      upstream: 'u',
+      hostRewrite: 'internal.test',
+      requestHeaders: { set: [{ name: 'x-env', value: 'prod' }], remove: ['x-debug'] },
+    });
+    const raw = ['Host', 'api.test', 'X-Debug', '1', 'X-Env', 'dev', 'Accept', '*/*'];
+
+    const headers = build(raw, client(), actions);
+
+    assert.deepEqual(pairs(headers), [
+      ['Host', 'internal.test'],
+      ['Accept', '*/*'],
+      ['x-forwarded-for', '127.0.0.1'],
       ['x-forwarded-proto', 'http'],
-      ['x-forwarded-host', 'api.test:8080'],
+      ['x-forwarded-host', 'api.test'],
+      ['x-forwarded-port', '8080'],
+      ['x-env', 'prod'],
     ]);
   });
 
@@ -85,41 +186,95 @@ describe('buildUpstreamRequestHeaders', () => {
     const raw = ['Connection', 'x-a', 'X-A', '1', 'Host', 'h'];
     const copy = [...raw];
 
-    buildUpstreamRequestHeaders(raw, '127.0.0.1', 'http');
+    build(raw);
 
     assert.deepEqual(raw, copy);
   });
 });
 
+describe('scanRequestHead', () => {
+  it('collects framing and routing headers', () => {
+    // prettier-ignore
+    const head = scanRequestHead([
+      'host', 'a.test',
+      'Host', 'b.test',
+      'Transfer-Encoding', 'gzip',
+      'transfer-encoding', 'chunked',
+      'Content-Length', '5',
+    ]);
+
+    assert.equal(head.host, 'a.test');
+    assert.equal(head.hostCount, 2);
+    assert.equal(head.transferEncoding, 'gzip, chunked');
+    assert.equal(head.contentLength, '5');
+  });
+});
+
+describe('TrustedProxies', () => {
+  it('matches addresses and ranges', () => {
+    const trusted = new TrustedProxies(['10.0.0.0/8', '127.0.0.1', 'fd00::/8']);
+
+    assert.equal(trusted.includes('10.200.3.4'), true);
+    assert.equal(trusted.includes('127.0.0.1'), true);
+    assert.equal(trusted.includes('::ffff:10.1.2.3'), true);
+    assert.equal(trusted.includes('fd12::1'), true);
+    assert.equal(trusted.includes('127.0.0.2'), false);
+    assert.equal(trusted.includes('11.0.0.1'), false);
+    assert.equal(trusted.includes(undefined), false);
+  });
+
+  it('rejects invalid entries by name', () => {
+    assert.throws(
+      () => new TrustedProxies(['10.0.0.0/33', 'proxy.test', '127.0.0.1']),
+      /invalid trusted proxy "10.0.0.0\/33", "proxy.test"/,
+    );
+  });
+});
+
 describe('buildClientResponseHeaders', () => {
   it('drops hop-by-hop and Connection-named headers', () => {
-    const headers = buildClientResponseHeaders({
-      connection: 'keep-alive, X-Up-Hop',
-      'keep-alive': 'timeout=5',
-      'transfer-encoding': 'chunked',
-      'proxy-authenticate': 'Basic',
-      trailer: 'x-checksum',
-      upgrade: 'h2c',
-      'x-up-hop': '1',
-      'content-type': 'text/plain',
-      'set-cookie': ['a=1', 'b=2'],
-    });
+    // prettier-ignore
+    const headers = responseHeaders([
+      'Connection', 'keep-alive, X-Up-Hop',
+      'Keep-Alive', 'timeout=5',
+      'Transfer-Encoding', 'chunked',
+      'Proxy-Authenticate', 'Basic',
+      'Upgrade', 'h2c',
+      'X-Up-Hop', '1',
+      'Content-Type', 'text/plain',
+      'Set-Cookie', 'a=1',
+      'Set-Cookie', 'b=2',
+    ]);
 
     assert.deepEqual(pairs(headers), [
-      ['content-type', 'text/plain'],
-      ['set-cookie', ['a=1', 'b=2']],
+      ['Content-Type', 'text/plain'],
+      ['Set-Cookie', 'a=1'],
+      ['Set-Cookie', 'b=2'],
     ]);
   });
 
   it('reads Connection options from repeated headers', () => {
-    const headers = buildClientResponseHeaders({
-      connection: ['x-one', 'x-two, close'],
-      'x-one': '1',
-      'x-two': '2',
-      'x-three': '3',
-    } as unknown as Record<string, string>);
+    // prettier-ignore
+    const headers = responseHeaders([
+      'connection', 'x-one',
+      'connection', 'x-two, close',
+      'x-one', '1',
+      'x-two', '2',
+      'x-three', '3',
+    ]);
 
     assert.deepEqual(pairs(headers), [['x-three', '3']]);
+  });
+
+  it('applies route response header actions', () => {
+    const headers = responseHeaders(['Server', 'app/1.0', 'X-Served-By', 'app', 'ETag', '"1"'], {
+      responseHeaders: { set: [{ name: 'x-served-by', value: 'loom' }], remove: ['server'] },
+    });
+
+    assert.deepEqual(pairs(headers), [
+      ['ETag', '"1"'],
+      ['x-served-by', 'loom'],
+    ]);
   });
 });
 

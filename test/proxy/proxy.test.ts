@@ -70,14 +70,21 @@ describe('proxy forwarding', () => {
     await echo.close();
   });
 
-  it('keeps path and query byte for byte', async () => {
-    const target = '/echo/a%2Fb/./c;p=1?b=2&a=1&a=3&x=%2F%20+y&empty=&&flag';
+  it('keeps the query byte for byte', async () => {
+    const target = '/echo/a%2Fb/c;p=1?b=2&a=1&a=3&x=%2F%20+y&empty=&&flag&q=./..';
 
     const response = await send(proxy.port, target);
 
     assert.equal(response.status, 200);
     assert.equal(json(response).url, target);
     assert.equal(json(response).method, 'GET');
+  });
+
+  it('forwards the normalised path', async () => {
+    const response = await send(proxy.port, '/echo/x/../a%2fb/./%7Euser/c/..?k=./..');
+
+    assert.equal(response.status, 200);
+    assert.equal(json(response).url, '/echo/a%2Fb/~user/?k=./..');
   });
 
   it('joins the base path without a double slash', async () => {
@@ -150,9 +157,38 @@ describe('proxy forwarding', () => {
     const headers = json(response).headers as Record<string, string>;
 
     assert.equal(headers.host, 'api.example.test:8443');
-    assert.equal(headers['x-forwarded-for'], '203.0.113.7, 10.1.1.1, 127.0.0.1');
+    assert.equal(headers['x-forwarded-for'], '127.0.0.1');
     assert.equal(headers['x-forwarded-proto'], 'http');
     assert.equal(headers['x-forwarded-host'], 'api.example.test:8443');
+    assert.equal(headers['x-forwarded-port'], String(proxy.port));
+  });
+
+  it('keeps X-Forwarded headers of trusted proxies', async () => {
+    const trusting = await startProxy({}, { trustedProxies: ['10.0.0.0/8', '127.0.0.1'] });
+    try {
+      trusting.publish(
+        [{ name: 'echo', path: '/echo/*', upstream: 'echo' }],
+        [upstreamAt('echo', echo.port)],
+      );
+
+      const response = await send(trusting.port, '/echo/forwarded', {
+        headers: {
+          host: 'api.example.test',
+          'x-forwarded-for': '203.0.113.7, 10.1.1.1',
+          'x-forwarded-proto': 'https',
+          'x-forwarded-host': 'www.example.test',
+          'x-forwarded-port': '443',
+        },
+      });
+      const headers = json(response).headers as Record<string, string>;
+
+      assert.equal(headers['x-forwarded-for'], '203.0.113.7, 10.1.1.1, 127.0.0.1');
+      assert.equal(headers['x-forwarded-proto'], 'https');
+      assert.equal(headers['x-forwarded-host'], 'www.example.test');
+      assert.equal(headers['x-forwarded-port'], '443');
+    } finally {
+      await trusting.close();
+    }
   });
 
   it('adds X-Forwarded-For when the client sent none', async () => {
@@ -194,7 +230,6 @@ describe('proxy forwarding', () => {
     for (const name of [
       'keep-alive',
       'proxy-connection',
-      'te',
       'trailer',
       'upgrade',
       'proxy-authorization',
@@ -205,6 +240,8 @@ describe('proxy forwarding', () => {
     }
     // undici adds its own `connection: keep-alive` for the upstream hop.
     assert.equal(body.headers.connection, 'keep-alive');
+    // The client accepts trailers and the proxy forwards them, so it says so upstream.
+    assert.equal(body.headers.te, 'trailers');
     assert.equal(body.headers['x-kept'], 'yes');
   });
 

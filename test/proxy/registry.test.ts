@@ -79,7 +79,7 @@ describe('UpstreamRegistry', () => {
     assert.equal(registry.size, 2);
     assert.equal(v1?.pool, v2?.pool);
     assert.equal(v1?.basePath, '/v1');
-    assert.equal(v2?.basePath, '/v2');
+    assert.equal(v2?.basePath, '/v2/');
     assert.notEqual(balancers.get('other')?.pick()?.pool, v1?.pool);
     void registry.close();
   });

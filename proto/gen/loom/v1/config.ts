@@ -19,10 +19,78 @@ export interface Target {
   weight: number;
 }
 
+/** Active health check: the proxy sends GET `path` to every target of the upstream. */
+export interface HealthCheck {
+  /** Path (and optional query) requested from each target, starting with "/". */
+  path: string;
+  /** Time between two checks of one target, in milliseconds. */
+  intervalMs: number;
+  /** Time allowed for one check to return its response headers, in milliseconds. */
+  timeoutMs: number;
+  /** Consecutive passing checks that bring an unhealthy target back. */
+  healthyThreshold: number;
+  /** Consecutive failing checks that mark a healthy target unhealthy. */
+  unhealthyThreshold: number;
+}
+
+/** Passive ejection: targets that fail live requests leave rotation for a while. */
+export interface PassiveHealth {
+  /** Consecutive failures (connection errors, timeouts or 5xx responses) that eject a target. */
+  consecutiveFailures: number;
+  /** Length of the first ejection, in milliseconds; each later ejection doubles it. */
+  baseEjectionMs: number;
+  /** Upper bound of one ejection, in milliseconds. */
+  maxEjectionMs: number;
+}
+
+/** TLS settings for the https targets of an upstream. */
+export interface UpstreamTls {
+  /** PEM file with the CA certificates that sign the targets' certificates; empty uses the system roots. */
+  caFile: string;
+  /** Name sent in SNI and checked against the certificate; empty uses the target host. */
+  serverName: string;
+  /** Accept any certificate. For tests only: it removes the protection TLS gives. */
+  insecureSkipVerify: boolean;
+}
+
 /** A named set of targets that routes send requests to. */
 export interface Upstream {
   name: string;
   targets: Target[];
+  /** Load-balancing algorithm: "round-robin" (default), "least-request" or "hash". */
+  balancer?:
+    | string
+    | undefined;
+  /** Hash key of the "hash" balancer: "header:NAME", "cookie:NAME" or "client-address". */
+  hashOn?: string | undefined;
+  healthCheck?: HealthCheck | undefined;
+  passiveHealth?: PassiveHealth | undefined;
+  tls?: UpstreamTls | undefined;
+}
+
+/** One header name with its value. */
+export interface HeaderValue {
+  /** Lower-case header name. */
+  name: string;
+  value: string;
+}
+
+/** Changes made to the headers of a request or a response. */
+export interface HeaderActions {
+  /** Headers set, replacing every value of the same name; sorted by name. */
+  set: HeaderValue[];
+  /** Lower-case names of headers removed; sorted. */
+  remove: string[];
+}
+
+/** Per-route upstream timeouts in milliseconds; 0 or absent uses the proxy default. */
+export interface RouteTimeouts {
+  /** Time to get a connection to a target, queueing included. */
+  connectMs: number;
+  /** Time from sending the request to receiving all response headers. */
+  responseHeaderMs: number;
+  /** Longest pause between two chunks of the response body. */
+  idleBodyMs: number;
 }
 
 /** A rule that sends matching requests to an upstream. */
@@ -36,6 +104,27 @@ export interface Route {
   methods: string[];
   /** Name of the upstream that receives matching requests. */
   upstream: string;
+  /** Path prefix removed from the request path before it is forwarded, such as "/api". */
+  stripPrefix?:
+    | string
+    | undefined;
+  /** Path prefix added to the request path after strip_prefix, such as "/v2". */
+  addPrefix?:
+    | string
+    | undefined;
+  /** Host header sent to the upstream instead of the client's. */
+  hostRewrite?: string | undefined;
+  requestHeaders?: HeaderActions | undefined;
+  responseHeaders?: HeaderActions | undefined;
+  timeouts?:
+    | RouteTimeouts
+    | undefined;
+  /** Extra attempts for idempotent requests without a body that fail before any response byte. */
+  retries?:
+    | number
+    | undefined;
+  /** Largest request body accepted, in bytes; 0 means no limit; absent uses the proxy default. */
+  maxRequestBodyBytes?: number | undefined;
 }
 
 function createBaseTarget(): Target {
@@ -123,8 +212,391 @@ export const Target: MessageFns<Target> = {
   },
 };
 
+function createBaseHealthCheck(): HealthCheck {
+  return { path: "", intervalMs: 0, timeoutMs: 0, healthyThreshold: 0, unhealthyThreshold: 0 };
+}
+
+export const HealthCheck: MessageFns<HealthCheck> = {
+  encode(message: HealthCheck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.intervalMs !== 0) {
+      writer.uint32(16).uint32(message.intervalMs);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(24).uint32(message.timeoutMs);
+    }
+    if (message.healthyThreshold !== 0) {
+      writer.uint32(32).uint32(message.healthyThreshold);
+    }
+    if (message.unhealthyThreshold !== 0) {
+      writer.uint32(40).uint32(message.unhealthyThreshold);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HealthCheck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHealthCheck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.intervalMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.healthyThreshold = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.unhealthyThreshold = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HealthCheck {
+    return {
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      intervalMs: isSet(object.intervalMs)
+        ? globalThis.Number(object.intervalMs)
+        : isSet(object.interval_ms)
+        ? globalThis.Number(object.interval_ms)
+        : 0,
+      timeoutMs: isSet(object.timeoutMs)
+        ? globalThis.Number(object.timeoutMs)
+        : isSet(object.timeout_ms)
+        ? globalThis.Number(object.timeout_ms)
+        : 0,
+      healthyThreshold: isSet(object.healthyThreshold)
+        ? globalThis.Number(object.healthyThreshold)
+        : isSet(object.healthy_threshold)
+        ? globalThis.Number(object.healthy_threshold)
+        : 0,
+      unhealthyThreshold: isSet(object.unhealthyThreshold)
+        ? globalThis.Number(object.unhealthyThreshold)
+        : isSet(object.unhealthy_threshold)
+        ? globalThis.Number(object.unhealthy_threshold)
+        : 0,
+    };
+  },
+
+  toJSON(message: HealthCheck): unknown {
+    const obj: any = {};
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.intervalMs !== 0) {
+      obj.intervalMs = Math.round(message.intervalMs);
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    if (message.healthyThreshold !== 0) {
+      obj.healthyThreshold = Math.round(message.healthyThreshold);
+    }
+    if (message.unhealthyThreshold !== 0) {
+      obj.unhealthyThreshold = Math.round(message.unhealthyThreshold);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HealthCheck>): HealthCheck {
+    return HealthCheck.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HealthCheck>): HealthCheck {
+    const message = createBaseHealthCheck();
+    message.path = object.path ?? "";
+    message.intervalMs = object.intervalMs ?? 0;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    message.healthyThreshold = object.healthyThreshold ?? 0;
+    message.unhealthyThreshold = object.unhealthyThreshold ?? 0;
+    return message;
+  },
+};
+
+function createBasePassiveHealth(): PassiveHealth {
+  return { consecutiveFailures: 0, baseEjectionMs: 0, maxEjectionMs: 0 };
+}
+
+export const PassiveHealth: MessageFns<PassiveHealth> = {
+  encode(message: PassiveHealth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.consecutiveFailures !== 0) {
+      writer.uint32(8).uint32(message.consecutiveFailures);
+    }
+    if (message.baseEjectionMs !== 0) {
+      writer.uint32(16).uint32(message.baseEjectionMs);
+    }
+    if (message.maxEjectionMs !== 0) {
+      writer.uint32(24).uint32(message.maxEjectionMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PassiveHealth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePassiveHealth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.consecutiveFailures = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.baseEjectionMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxEjectionMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PassiveHealth {
+    return {
+      consecutiveFailures: isSet(object.consecutiveFailures)
+        ? globalThis.Number(object.consecutiveFailures)
+        : isSet(object.consecutive_failures)
+        ? globalThis.Number(object.consecutive_failures)
+        : 0,
+      baseEjectionMs: isSet(object.baseEjectionMs)
+        ? globalThis.Number(object.baseEjectionMs)
+        : isSet(object.base_ejection_ms)
+        ? globalThis.Number(object.base_ejection_ms)
+        : 0,
+      maxEjectionMs: isSet(object.maxEjectionMs)
+        ? globalThis.Number(object.maxEjectionMs)
+        : isSet(object.max_ejection_ms)
+        ? globalThis.Number(object.max_ejection_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: PassiveHealth): unknown {
+    const obj: any = {};
+    if (message.consecutiveFailures !== 0) {
+      obj.consecutiveFailures = Math.round(message.consecutiveFailures);
+    }
+    if (message.baseEjectionMs !== 0) {
+      obj.baseEjectionMs = Math.round(message.baseEjectionMs);
+    }
+    if (message.maxEjectionMs !== 0) {
+      obj.maxEjectionMs = Math.round(message.maxEjectionMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PassiveHealth>): PassiveHealth {
+    return PassiveHealth.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PassiveHealth>): PassiveHealth {
+    const message = createBasePassiveHealth();
+    message.consecutiveFailures = object.consecutiveFailures ?? 0;
+    message.baseEjectionMs = object.baseEjectionMs ?? 0;
+    message.maxEjectionMs = object.maxEjectionMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseUpstreamTls(): UpstreamTls {
+  return { caFile: "", serverName: "", insecureSkipVerify: false };
+}
+
+export const UpstreamTls: MessageFns<UpstreamTls> = {
+  encode(message: UpstreamTls, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caFile !== "") {
+      writer.uint32(10).string(message.caFile);
+    }
+    if (message.serverName !== "") {
+      writer.uint32(18).string(message.serverName);
+    }
+    if (message.insecureSkipVerify !== false) {
+      writer.uint32(24).bool(message.insecureSkipVerify);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpstreamTls {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpstreamTls();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caFile = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.insecureSkipVerify = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpstreamTls {
+    return {
+      caFile: isSet(object.caFile)
+        ? globalThis.String(object.caFile)
+        : isSet(object.ca_file)
+        ? globalThis.String(object.ca_file)
+        : "",
+      serverName: isSet(object.serverName)
+        ? globalThis.String(object.serverName)
+        : isSet(object.server_name)
+        ? globalThis.String(object.server_name)
+        : "",
+      insecureSkipVerify: isSet(object.insecureSkipVerify)
+        ? globalThis.Boolean(object.insecureSkipVerify)
+        : isSet(object.insecure_skip_verify)
+        ? globalThis.Boolean(object.insecure_skip_verify)
+        : false,
+    };
+  },
+
+  toJSON(message: UpstreamTls): unknown {
+    const obj: any = {};
+    if (message.caFile !== "") {
+      obj.caFile = message.caFile;
+    }
+    if (message.serverName !== "") {
+      obj.serverName = message.serverName;
+    }
+    if (message.insecureSkipVerify !== false) {
+      obj.insecureSkipVerify = message.insecureSkipVerify;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpstreamTls>): UpstreamTls {
+    return UpstreamTls.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpstreamTls>): UpstreamTls {
+    const message = createBaseUpstreamTls();
+    message.caFile = object.caFile ?? "";
+    message.serverName = object.serverName ?? "";
+    message.insecureSkipVerify = object.insecureSkipVerify ?? false;
+    return message;
+  },
+};
+
 function createBaseUpstream(): Upstream {
-  return { name: "", targets: [] };
+  return {
+    name: "",
+    targets: [],
+    balancer: undefined,
+    hashOn: undefined,
+    healthCheck: undefined,
+    passiveHealth: undefined,
+    tls: undefined,
+  };
 }
 
 export const Upstream: MessageFns<Upstream> = {
@@ -134,6 +606,21 @@ export const Upstream: MessageFns<Upstream> = {
     }
     for (const v of message.targets) {
       Target.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.balancer !== undefined) {
+      writer.uint32(26).string(message.balancer);
+    }
+    if (message.hashOn !== undefined) {
+      writer.uint32(34).string(message.hashOn);
+    }
+    if (message.healthCheck !== undefined) {
+      HealthCheck.encode(message.healthCheck, writer.uint32(42).fork()).join();
+    }
+    if (message.passiveHealth !== undefined) {
+      PassiveHealth.encode(message.passiveHealth, writer.uint32(50).fork()).join();
+    }
+    if (message.tls !== undefined) {
+      UpstreamTls.encode(message.tls, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -167,6 +654,46 @@ export const Upstream: MessageFns<Upstream> = {
             message.targets.push(Target.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.balancer = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.hashOn = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.healthCheck = HealthCheck.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.passiveHealth = PassiveHealth.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.tls = UpstreamTls.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -183,6 +710,23 @@ export const Upstream: MessageFns<Upstream> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       targets: globalThis.Array.isArray(object?.targets) ? object.targets.map((e: any) => Target.fromJSON(e)) : [],
+      balancer: isSet(object.balancer) ? globalThis.String(object.balancer) : undefined,
+      hashOn: isSet(object.hashOn)
+        ? globalThis.String(object.hashOn)
+        : isSet(object.hash_on)
+        ? globalThis.String(object.hash_on)
+        : undefined,
+      healthCheck: isSet(object.healthCheck)
+        ? HealthCheck.fromJSON(object.healthCheck)
+        : isSet(object.health_check)
+        ? HealthCheck.fromJSON(object.health_check)
+        : undefined,
+      passiveHealth: isSet(object.passiveHealth)
+        ? PassiveHealth.fromJSON(object.passiveHealth)
+        : isSet(object.passive_health)
+        ? PassiveHealth.fromJSON(object.passive_health)
+        : undefined,
+      tls: isSet(object.tls) ? UpstreamTls.fromJSON(object.tls) : undefined,
     };
   },
 
@@ -194,6 +738,21 @@ export const Upstream: MessageFns<Upstream> = {
     if (message.targets?.length) {
       obj.targets = message.targets.map((e) => Target.toJSON(e));
     }
+    if (message.balancer !== undefined) {
+      obj.balancer = message.balancer;
+    }
+    if (message.hashOn !== undefined) {
+      obj.hashOn = message.hashOn;
+    }
+    if (message.healthCheck !== undefined) {
+      obj.healthCheck = HealthCheck.toJSON(message.healthCheck);
+    }
+    if (message.passiveHealth !== undefined) {
+      obj.passiveHealth = PassiveHealth.toJSON(message.passiveHealth);
+    }
+    if (message.tls !== undefined) {
+      obj.tls = UpstreamTls.toJSON(message.tls);
+    }
     return obj;
   },
 
@@ -204,12 +763,318 @@ export const Upstream: MessageFns<Upstream> = {
     const message = createBaseUpstream();
     message.name = object.name ?? "";
     message.targets = object.targets?.map((e) => Target.fromPartial(e)) || [];
+    message.balancer = object.balancer ?? undefined;
+    message.hashOn = object.hashOn ?? undefined;
+    message.healthCheck = (object.healthCheck !== undefined && object.healthCheck !== null)
+      ? HealthCheck.fromPartial(object.healthCheck)
+      : undefined;
+    message.passiveHealth = (object.passiveHealth !== undefined && object.passiveHealth !== null)
+      ? PassiveHealth.fromPartial(object.passiveHealth)
+      : undefined;
+    message.tls = (object.tls !== undefined && object.tls !== null) ? UpstreamTls.fromPartial(object.tls) : undefined;
+    return message;
+  },
+};
+
+function createBaseHeaderValue(): HeaderValue {
+  return { name: "", value: "" };
+}
+
+export const HeaderValue: MessageFns<HeaderValue> = {
+  encode(message: HeaderValue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeaderValue {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeaderValue();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeaderValue {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: HeaderValue): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HeaderValue>): HeaderValue {
+    return HeaderValue.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HeaderValue>): HeaderValue {
+    const message = createBaseHeaderValue();
+    message.name = object.name ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseHeaderActions(): HeaderActions {
+  return { set: [], remove: [] };
+}
+
+export const HeaderActions: MessageFns<HeaderActions> = {
+  encode(message: HeaderActions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.set) {
+      HeaderValue.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.remove) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeaderActions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeaderActions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.set.push(HeaderValue.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.remove.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeaderActions {
+    return {
+      set: globalThis.Array.isArray(object?.set) ? object.set.map((e: any) => HeaderValue.fromJSON(e)) : [],
+      remove: globalThis.Array.isArray(object?.remove) ? object.remove.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: HeaderActions): unknown {
+    const obj: any = {};
+    if (message.set?.length) {
+      obj.set = message.set.map((e) => HeaderValue.toJSON(e));
+    }
+    if (message.remove?.length) {
+      obj.remove = message.remove;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HeaderActions>): HeaderActions {
+    return HeaderActions.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HeaderActions>): HeaderActions {
+    const message = createBaseHeaderActions();
+    message.set = object.set?.map((e) => HeaderValue.fromPartial(e)) || [];
+    message.remove = object.remove?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseRouteTimeouts(): RouteTimeouts {
+  return { connectMs: 0, responseHeaderMs: 0, idleBodyMs: 0 };
+}
+
+export const RouteTimeouts: MessageFns<RouteTimeouts> = {
+  encode(message: RouteTimeouts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.connectMs !== 0) {
+      writer.uint32(8).uint32(message.connectMs);
+    }
+    if (message.responseHeaderMs !== 0) {
+      writer.uint32(16).uint32(message.responseHeaderMs);
+    }
+    if (message.idleBodyMs !== 0) {
+      writer.uint32(24).uint32(message.idleBodyMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RouteTimeouts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRouteTimeouts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.connectMs = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.responseHeaderMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.idleBodyMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RouteTimeouts {
+    return {
+      connectMs: isSet(object.connectMs)
+        ? globalThis.Number(object.connectMs)
+        : isSet(object.connect_ms)
+        ? globalThis.Number(object.connect_ms)
+        : 0,
+      responseHeaderMs: isSet(object.responseHeaderMs)
+        ? globalThis.Number(object.responseHeaderMs)
+        : isSet(object.response_header_ms)
+        ? globalThis.Number(object.response_header_ms)
+        : 0,
+      idleBodyMs: isSet(object.idleBodyMs)
+        ? globalThis.Number(object.idleBodyMs)
+        : isSet(object.idle_body_ms)
+        ? globalThis.Number(object.idle_body_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: RouteTimeouts): unknown {
+    const obj: any = {};
+    if (message.connectMs !== 0) {
+      obj.connectMs = Math.round(message.connectMs);
+    }
+    if (message.responseHeaderMs !== 0) {
+      obj.responseHeaderMs = Math.round(message.responseHeaderMs);
+    }
+    if (message.idleBodyMs !== 0) {
+      obj.idleBodyMs = Math.round(message.idleBodyMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RouteTimeouts>): RouteTimeouts {
+    return RouteTimeouts.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RouteTimeouts>): RouteTimeouts {
+    const message = createBaseRouteTimeouts();
+    message.connectMs = object.connectMs ?? 0;
+    message.responseHeaderMs = object.responseHeaderMs ?? 0;
+    message.idleBodyMs = object.idleBodyMs ?? 0;
     return message;
   },
 };
 
 function createBaseRoute(): Route {
-  return { name: "", hosts: [], paths: [], methods: [], upstream: "" };
+  return {
+    name: "",
+    hosts: [],
+    paths: [],
+    methods: [],
+    upstream: "",
+    stripPrefix: undefined,
+    addPrefix: undefined,
+    hostRewrite: undefined,
+    requestHeaders: undefined,
+    responseHeaders: undefined,
+    timeouts: undefined,
+    retries: undefined,
+    maxRequestBodyBytes: undefined,
+  };
 }
 
 export const Route: MessageFns<Route> = {
@@ -228,6 +1093,30 @@ export const Route: MessageFns<Route> = {
     }
     if (message.upstream !== "") {
       writer.uint32(42).string(message.upstream);
+    }
+    if (message.stripPrefix !== undefined) {
+      writer.uint32(50).string(message.stripPrefix);
+    }
+    if (message.addPrefix !== undefined) {
+      writer.uint32(58).string(message.addPrefix);
+    }
+    if (message.hostRewrite !== undefined) {
+      writer.uint32(66).string(message.hostRewrite);
+    }
+    if (message.requestHeaders !== undefined) {
+      HeaderActions.encode(message.requestHeaders, writer.uint32(74).fork()).join();
+    }
+    if (message.responseHeaders !== undefined) {
+      HeaderActions.encode(message.responseHeaders, writer.uint32(82).fork()).join();
+    }
+    if (message.timeouts !== undefined) {
+      RouteTimeouts.encode(message.timeouts, writer.uint32(90).fork()).join();
+    }
+    if (message.retries !== undefined) {
+      writer.uint32(96).uint32(message.retries);
+    }
+    if (message.maxRequestBodyBytes !== undefined) {
+      writer.uint32(104).uint64(message.maxRequestBodyBytes);
     }
     return writer;
   },
@@ -285,6 +1174,70 @@ export const Route: MessageFns<Route> = {
             message.upstream = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.stripPrefix = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.addPrefix = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.hostRewrite = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.requestHeaders = HeaderActions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.responseHeaders = HeaderActions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.timeouts = RouteTimeouts.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.retries = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.maxRequestBodyBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -304,6 +1257,38 @@ export const Route: MessageFns<Route> = {
       paths: globalThis.Array.isArray(object?.paths) ? object.paths.map((e: any) => globalThis.String(e)) : [],
       methods: globalThis.Array.isArray(object?.methods) ? object.methods.map((e: any) => globalThis.String(e)) : [],
       upstream: isSet(object.upstream) ? globalThis.String(object.upstream) : "",
+      stripPrefix: isSet(object.stripPrefix)
+        ? globalThis.String(object.stripPrefix)
+        : isSet(object.strip_prefix)
+        ? globalThis.String(object.strip_prefix)
+        : undefined,
+      addPrefix: isSet(object.addPrefix)
+        ? globalThis.String(object.addPrefix)
+        : isSet(object.add_prefix)
+        ? globalThis.String(object.add_prefix)
+        : undefined,
+      hostRewrite: isSet(object.hostRewrite)
+        ? globalThis.String(object.hostRewrite)
+        : isSet(object.host_rewrite)
+        ? globalThis.String(object.host_rewrite)
+        : undefined,
+      requestHeaders: isSet(object.requestHeaders)
+        ? HeaderActions.fromJSON(object.requestHeaders)
+        : isSet(object.request_headers)
+        ? HeaderActions.fromJSON(object.request_headers)
+        : undefined,
+      responseHeaders: isSet(object.responseHeaders)
+        ? HeaderActions.fromJSON(object.responseHeaders)
+        : isSet(object.response_headers)
+        ? HeaderActions.fromJSON(object.response_headers)
+        : undefined,
+      timeouts: isSet(object.timeouts) ? RouteTimeouts.fromJSON(object.timeouts) : undefined,
+      retries: isSet(object.retries) ? globalThis.Number(object.retries) : undefined,
+      maxRequestBodyBytes: isSet(object.maxRequestBodyBytes)
+        ? globalThis.Number(object.maxRequestBodyBytes)
+        : isSet(object.max_request_body_bytes)
+        ? globalThis.Number(object.max_request_body_bytes)
+        : undefined,
     };
   },
 
@@ -324,6 +1309,30 @@ export const Route: MessageFns<Route> = {
     if (message.upstream !== "") {
       obj.upstream = message.upstream;
     }
+    if (message.stripPrefix !== undefined) {
+      obj.stripPrefix = message.stripPrefix;
+    }
+    if (message.addPrefix !== undefined) {
+      obj.addPrefix = message.addPrefix;
+    }
+    if (message.hostRewrite !== undefined) {
+      obj.hostRewrite = message.hostRewrite;
+    }
+    if (message.requestHeaders !== undefined) {
+      obj.requestHeaders = HeaderActions.toJSON(message.requestHeaders);
+    }
+    if (message.responseHeaders !== undefined) {
+      obj.responseHeaders = HeaderActions.toJSON(message.responseHeaders);
+    }
+    if (message.timeouts !== undefined) {
+      obj.timeouts = RouteTimeouts.toJSON(message.timeouts);
+    }
+    if (message.retries !== undefined) {
+      obj.retries = Math.round(message.retries);
+    }
+    if (message.maxRequestBodyBytes !== undefined) {
+      obj.maxRequestBodyBytes = Math.round(message.maxRequestBodyBytes);
+    }
     return obj;
   },
 
@@ -337,6 +1346,20 @@ export const Route: MessageFns<Route> = {
     message.paths = object.paths?.map((e) => e) || [];
     message.methods = object.methods?.map((e) => e) || [];
     message.upstream = object.upstream ?? "";
+    message.stripPrefix = object.stripPrefix ?? undefined;
+    message.addPrefix = object.addPrefix ?? undefined;
+    message.hostRewrite = object.hostRewrite ?? undefined;
+    message.requestHeaders = (object.requestHeaders !== undefined && object.requestHeaders !== null)
+      ? HeaderActions.fromPartial(object.requestHeaders)
+      : undefined;
+    message.responseHeaders = (object.responseHeaders !== undefined && object.responseHeaders !== null)
+      ? HeaderActions.fromPartial(object.responseHeaders)
+      : undefined;
+    message.timeouts = (object.timeouts !== undefined && object.timeouts !== null)
+      ? RouteTimeouts.fromPartial(object.timeouts)
+      : undefined;
+    message.retries = object.retries ?? undefined;
+    message.maxRequestBodyBytes = object.maxRequestBodyBytes ?? undefined;
     return message;
   },
 };
@@ -349,6 +1372,17 @@ export type DeepPartial<T> = T extends Builtin ? T
   : T extends { $case: string } ? { [K in keyof Omit<T, "$case">]?: DeepPartial<T[K]> } & { $case: T["$case"] }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

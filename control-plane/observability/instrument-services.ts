@@ -1,0 +1,58 @@
+import type {
+  handleBidiStreamingCall,
+  handleUnaryCall,
+  ServerDuplexStream,
+  ServiceError,
+  UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+
+import type { ApplyRequest, ApplyResponse } from '../../proto/gen/loom/v1/admin.js';
+import type { StreamRequest } from '../../proto/gen/loom/v1/data_plane.js';
+import type { ControlPlaneMetrics } from './control-plane-metrics.js';
+
+/** Trailing metadata key that carries the Loom error code of a failed call. */
+const ERROR_CODE_KEY = 'loom-error-code';
+
+/**
+ * Wraps the SnapshotService implementation so that every ack and nack on a stream is counted.
+ * The wrapper adds its own `data` listener; the session's handling is unchanged.
+ */
+export function instrumentSnapshotService(
+  implementation: UntypedServiceImplementation,
+  metrics: ControlPlaneMetrics,
+): UntypedServiceImplementation {
+  const stream = implementation.Stream as handleBidiStreamingCall<StreamRequest, Buffer>;
+  return {
+    ...implementation,
+    Stream(call: ServerDuplexStream<StreamRequest, Buffer>) {
+      call.on('data', (request: StreamRequest) => {
+        const kind = request.kind;
+        if (kind?.$case === 'ack') metrics.acked(kind.ack.version);
+        else if (kind?.$case === 'nack') metrics.nacked(kind.nack.version);
+      });
+      stream(call);
+    },
+  };
+}
+
+/** Wraps the AdminService implementation so that every apply is counted with its result. */
+export function instrumentAdminService(
+  implementation: UntypedServiceImplementation,
+  metrics: ControlPlaneMetrics,
+): UntypedServiceImplementation {
+  const apply = implementation.apply as handleUnaryCall<ApplyRequest, ApplyResponse>;
+  const instrumented: handleUnaryCall<ApplyRequest, ApplyResponse> = (call, callback) => {
+    apply(call, (error, response, ...rest) => {
+      if (error) {
+        const code = (error as Partial<ServiceError>).metadata?.get(ERROR_CODE_KEY)[0];
+        metrics.applied('error', typeof code === 'string' ? code : undefined);
+      } else if (response?.committed) {
+        metrics.applied('committed');
+      } else {
+        metrics.applied(call.request.dryRun ? 'dry_run' : 'unchanged');
+      }
+      callback(error, response, ...rest);
+    });
+  };
+  return { ...implementation, apply: instrumented };
+}

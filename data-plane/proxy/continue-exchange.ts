@@ -1,0 +1,189 @@
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import type { UpstreamTarget } from '../upstreams/balancer.js';
+import {
+  classifyUpstreamError,
+  PROXY_ERRORS,
+  sendErrorResponse,
+  type ProxyError,
+} from './error-response.js';
+import type { ForwardedRequest, ProxyContext } from './exchange.js';
+import { buildClientResponseHeaders, toTrailerPairs, type ResponseHead } from './headers.js';
+import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
+import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
+
+/**
+ * Time the proxy waits for the upstream's `100 Continue` before it sends the body anyway, as
+ * RFC 9110 section 10.1.1 asks of clients; some servers never send 100.
+ */
+const CONTINUE_WAIT_MS = 1_000;
+
+/**
+ * One request with `Expect: 100-continue`. Node.js calls the 'checkContinue' listener instead
+ * of answering 100 itself, so the proxy forwards the expectation: it sends the request head
+ * with `Expect: 100-continue` on a connection of its own (undici rejects the header) and
+ * relays what the upstream answers first. A 100 tells the client to send the body, which then
+ * streams to the upstream; a final status (401, 413, 417) reaches the client before it sent
+ * the body, with `Connection: close`, because the unread body makes the connection unusable.
+ * When the upstream stays silent for a second, the proxy answers 100 itself.
+ */
+export class ContinueExchange {
+  readonly #context: ProxyContext;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #request: ForwardedRequest;
+  #target!: UpstreamTarget;
+  #upstream: ClientRequest | undefined;
+  #continueTimer: NodeJS.Timeout | undefined;
+  #headersTimer: NodeJS.Timeout | undefined;
+  #bodySent = false;
+  #done = false;
+
+  constructor(
+    context: ProxyContext,
+    req: IncomingMessage,
+    res: ServerResponse,
+    request: ForwardedRequest,
+  ) {
+    this.#context = context;
+    this.#req = req;
+    this.#res = res;
+    this.#request = request;
+  }
+
+  start(target: UpstreamTarget): void {
+    const request = this.#request;
+    this.#target = target;
+    target.state.active++;
+
+    const headers = [...request.headers, 'expect', '100-continue'];
+    const upstream = openUpstreamRequest(
+      target,
+      request.method,
+      forwardedPath(target, request),
+      headers,
+      this.#context.upstreamConnectTimeoutMs,
+    );
+    this.#upstream = upstream;
+    upstream.on('continue', () => this.#sendBody());
+    upstream.on('information', (info: { statusCode: number }) => {
+      if (info.statusCode === 102 && !this.#res.headersSent) this.#res.writeProcessing();
+    });
+    upstream.on('response', (response: IncomingMessage) => this.#relay(response));
+    upstream.on('error', (err: Error) => this.#fail(err));
+    this.#res.once('close', () => {
+      if (!this.#done) {
+        this.#done = true;
+        upstream.destroy();
+      }
+    });
+    upstream.flushHeaders();
+
+    this.#continueTimer = setTimeout(() => this.#sendBody(), CONTINUE_WAIT_MS);
+    const headersTimeout = this.#context.upstreamHeadersTimeoutMs;
+    if (headersTimeout > 0) {
+      this.#headersTimer = setTimeout(() => {
+        upstream.destroy(
+          Object.assign(new Error('headers timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' }),
+        );
+      }, headersTimeout);
+    }
+  }
+
+  #sendBody(): void {
+    clearTimeout(this.#continueTimer);
+    const upstream = this.#upstream;
+    if (this.#bodySent || this.#done || upstream === undefined) {
+      return;
+    }
+
+    this.#bodySent = true;
+    if (!this.#res.headersSent) this.#res.writeContinue();
+    const body = this.#request.body;
+    if (body === null) {
+      upstream.end();
+      return;
+    }
+    const source = body === this.#req ? this.#req : Readable.from(body);
+    source.on('error', (err: Error) => upstream.destroy(err));
+    source.pipe(upstream);
+  }
+
+  #relay(response: IncomingMessage): void {
+    clearTimeout(this.#continueTimer);
+    clearTimeout(this.#headersTimer);
+    const res = this.#res;
+    const status = response.statusCode ?? 502;
+    if (status >= 500) {
+      this.#target.state.recordFailure();
+    } else {
+      this.#target.state.recordSuccess();
+    }
+
+    const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+    const headers = buildClientResponseHeaders(response.rawHeaders, this.#request.actions, head);
+    if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
+    if (!this.#bodySent || !this.#req.complete) headers.push('connection', 'close');
+    try {
+      res.writeHead(status, response.statusMessage ?? '', headers);
+    } catch (err) {
+      response.destroy();
+      this.#fail(err as Error);
+      return;
+    }
+
+    response.on('data', (chunk: Buffer) => {
+      if (!res.write(chunk)) {
+        response.pause();
+        res.once('drain', () => response.resume());
+      }
+    });
+    response.on('end', () => {
+      if (response.rawTrailers.length > 0 && res.chunkedEncoding) {
+        try {
+          res.addTrailers(toTrailerPairs(response.rawTrailers));
+        } catch {
+          // Invalid trailer fields are dropped; the body is complete.
+        }
+      }
+      this.#finish();
+      res.end();
+      if (!this.#bodySent) this.#upstream?.destroy();
+    });
+    response.on('error', (err: Error) => this.#fail(err));
+  }
+
+  #fail(err: Error): void {
+    clearTimeout(this.#continueTimer);
+    clearTimeout(this.#headersTimer);
+    if (this.#done) {
+      return;
+    }
+    this.#finish();
+    this.#upstream?.destroy();
+
+    const code = (err as { code?: unknown }).code;
+    let error: ProxyError = classifyUpstreamError(err);
+    if (code === BODY_TOO_LARGE_CODE) {
+      error = PROXY_ERRORS.payloadTooLarge;
+    } else if (error.status >= 502) {
+      this.#target.state.recordFailure();
+    }
+    const suppressed = this.#context.upstreamFailureLog.take();
+    if (suppressed !== undefined) {
+      this.#context.logger.warn(
+        { route: this.#request.route, target: this.#target.origin, code, suppressed, err },
+        'upstream request failed',
+      );
+    }
+    sendErrorResponse(this.#res, error, this.#request.route, undefined, undefined, true);
+  }
+
+  #finish(): void {
+    if (this.#done) {
+      return;
+    }
+    this.#done = true;
+    this.#target.state.active--;
+  }
+}

@@ -1,0 +1,117 @@
+import type { HeaderActions, Route } from '../../proto/gen/loom/v1/config.js';
+
+/**
+ * What the proxy does to a matched request and its response, compiled from the route once per
+ * snapshot so the request path only reads fields.
+ */
+export interface RouteActions {
+  /** Prefix removed from the normalised path at a segment boundary; empty for none. */
+  readonly stripPrefix: string;
+  /** Prefix added after stripping; empty for none. */
+  readonly addPrefix: string;
+  /** Host header sent upstream in place of the client's; undefined keeps the client's. */
+  readonly hostRewrite: string | undefined;
+  /** True when the forwarded path can differ from the normalised request path beyond the base path. */
+  readonly rewritesPath: boolean;
+  /** Lower-case request header names to drop: removed and replaced headers; null for none. */
+  readonly requestDrop: ReadonlySet<string> | null;
+  /** Request headers to add, as a flat list of names and values. */
+  readonly requestSet: readonly string[];
+  /** Lower-case response header names to drop; null for none. */
+  readonly responseDrop: ReadonlySet<string> | null;
+  /** Response headers to add, as a flat list of names and values. */
+  readonly responseSet: readonly string[];
+  /** Per-route timeouts in milliseconds; 0 uses the pool default. */
+  readonly connectTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  /** Extra attempts for retryable requests. */
+  readonly retries: number;
+  /** Largest request body in bytes; 0 means no limit; undefined uses the proxy default. */
+  readonly maxRequestBodyBytes: number | undefined;
+}
+
+/** Compiles the actions of a stored (normalised and validated) route. */
+export function compileRouteActions(route: Route): RouteActions {
+  const request = compileHeaderActions(route.requestHeaders);
+  const response = compileHeaderActions(route.responseHeaders);
+  const stripPrefix = route.stripPrefix ?? '';
+  const addPrefix = route.addPrefix ?? '';
+  return Object.freeze({
+    stripPrefix,
+    addPrefix,
+    hostRewrite: route.hostRewrite,
+    rewritesPath: stripPrefix !== '' || addPrefix !== '',
+    requestDrop: request.drop,
+    requestSet: request.set,
+    responseDrop: response.drop,
+    responseSet: response.set,
+    connectTimeoutMs: route.timeouts?.connectMs ?? 0,
+    headersTimeoutMs: route.timeouts?.responseHeaderMs ?? 0,
+    bodyTimeoutMs: route.timeouts?.idleBodyMs ?? 0,
+    retries: route.retries ?? 0,
+    maxRequestBodyBytes: route.maxRequestBodyBytes,
+  });
+}
+
+function compileHeaderActions(actions: HeaderActions | undefined): {
+  drop: ReadonlySet<string> | null;
+  set: readonly string[];
+} {
+  if (actions === undefined) {
+    return { drop: null, set: [] };
+  }
+  const drop = new Set(actions.remove.map((name) => name.toLowerCase()));
+  const set: string[] = [];
+  for (const header of actions.set) {
+    drop.add(header.name.toLowerCase());
+    set.push(header.name, header.value);
+  }
+  return { drop: drop.size === 0 ? null : drop, set };
+}
+
+/**
+ * Returns the path sent upstream for a normalised request path (no query): strips the route's
+ * prefix when the path starts with it at a segment boundary, adds the route's prefix, and joins
+ * the result with the target's base path using `joinPath`.
+ */
+export function rewritePath(basePath: string, actions: RouteActions, path: string): string {
+  let remainder = path;
+  const strip = actions.stripPrefix;
+  if (
+    strip !== '' &&
+    path.startsWith(strip) &&
+    (path.length === strip.length || path.charCodeAt(strip.length) === 0x2f)
+  ) {
+    remainder = path.slice(strip.length);
+  }
+  const base = actions.addPrefix === '' ? basePath : joinPath(basePath, actions.addPrefix);
+  return joinPath(base, remainder);
+}
+
+/**
+ * Joins a target's base path with the rest of a request path so that exactly one slash
+ * separates them:
+ *
+ * | base   | remainder | result   |
+ * | ------ | --------- | -------- |
+ * | ``     | ``        | `/`      |
+ * | ``     | `/x`      | `/x`     |
+ * | `/v1`  | ``        | `/v1`    |
+ * | `/v1/` | ``        | `/v1/`   |
+ * | `/v1`  | `/`       | `/v1/`   |
+ * | `/v1/` | `/x`      | `/v1/x`  |
+ * | `/v1`  | `-x`      | `/v1/-x` |
+ *
+ * An empty remainder keeps the base as written, so a trailing slash on the base survives.
+ */
+export function joinPath(base: string, remainder: string): string {
+  if (remainder === '') {
+    return base === '' ? '/' : base;
+  }
+  const baseEndsWithSlash = base.charCodeAt(base.length - 1) === 0x2f;
+  if (remainder.charCodeAt(0) === 0x2f) {
+    return baseEndsWithSlash ? base + remainder.slice(1) : base + remainder;
+  }
+  return baseEndsWithSlash ? base + remainder : `${base}/${remainder}`;
+}

@@ -1,0 +1,102 @@
+import type { Pool } from 'undici';
+import type { Logger } from '../../common/logger.js';
+import type { HealthCheck } from '../../proto/gen/loom/v1/config.js';
+import type { TargetState } from './target-state.js';
+
+/**
+ * Active health check of one target: every `intervalMs` it sends `GET path` through the
+ * target's pool and reads the status. 2xx and 3xx pass; any other status, a connection error
+ * or no response headers within `timeoutMs` fail. `unhealthyThreshold` failures in a row mark
+ * the target unhealthy and `healthyThreshold` passes in a row mark it healthy again. The first
+ * check runs at once. Timers are unref'd, so checks never keep the process alive.
+ */
+export class HealthChecker {
+  readonly settings: Readonly<HealthCheck>;
+  readonly #pool: Pool;
+  readonly #state: TargetState;
+  readonly #hostHeader: string;
+  readonly #logger: Logger;
+  #timer: NodeJS.Timeout | undefined;
+  #passes = 0;
+  #failures = 0;
+  #stopped = false;
+
+  constructor(
+    pool: Pool,
+    state: TargetState,
+    settings: Readonly<HealthCheck>,
+    hostHeader: string,
+    logger: Logger,
+  ) {
+    this.settings = settings;
+    this.#pool = pool;
+    this.#state = state;
+    this.#hostHeader = hostHeader;
+    this.#logger = logger;
+  }
+
+  start(): void {
+    this.#schedule(0);
+  }
+
+  /** Stops the checks; a check in flight finishes but changes nothing. */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  #schedule(delay: number): void {
+    if (this.#stopped) {
+      return;
+    }
+    this.#timer = setTimeout(() => void this.#run(), delay);
+    this.#timer.unref();
+  }
+
+  async #run(): Promise<void> {
+    const failure = await this.#check();
+    if (this.#stopped) {
+      return;
+    }
+
+    if (failure === undefined) {
+      this.#failures = 0;
+      this.#passes++;
+      if (this.#passes >= this.settings.healthyThreshold) {
+        this.#state.setHealthy(true, 'health check passed');
+      }
+    } else {
+      this.#passes = 0;
+      this.#failures++;
+      if (this.#logger.isLevelEnabled('debug')) {
+        this.#logger.debug(
+          { upstream: this.#state.upstream, target: this.#state.url, failure },
+          'health check failed',
+        );
+      }
+      if (this.#failures >= this.settings.unhealthyThreshold) {
+        this.#state.setHealthy(false, failure);
+      }
+    }
+    this.#schedule(this.settings.intervalMs);
+  }
+
+  /** Runs one check; returns undefined when it passed, otherwise why it failed. */
+  async #check(): Promise<string | undefined> {
+    try {
+      const response = await this.#pool.request({
+        method: 'GET',
+        path: this.settings.path,
+        headers: { host: this.#hostHeader, 'user-agent': 'loom-health-check' },
+        headersTimeout: this.settings.timeoutMs,
+        bodyTimeout: this.settings.timeoutMs,
+      });
+      await response.body.dump();
+      const status = response.statusCode;
+      return status >= 200 && status < 400 ? undefined : `status ${status}`;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      return typeof code === 'string' ? code : String(err);
+    }
+  }
+}

@@ -1,0 +1,126 @@
+import type { Logger } from '../../common/logger.js';
+import type { PassiveHealth } from '../../proto/gen/loom/v1/config.js';
+
+/** Passive ejection settings with defaults filled. */
+export type EjectionSettings = Readonly<PassiveHealth>;
+
+/**
+ * Live state of one target of one upstream: requests in flight, active health and passive
+ * ejection. The registry keeps one object per upstream name and target URL across snapshots,
+ * so a snapshot that leaves the target unchanged keeps its health and its counts.
+ *
+ * A target is available when its last active checks passed and it is not ejected. Balancers
+ * skip unavailable targets; when every target of an upstream is unavailable they use all of
+ * them (panic mode), because sending traffic to a possibly unhealthy target beats failing
+ * every request.
+ */
+export class TargetState {
+  /** Upstream name and target URL, for logs. */
+  readonly upstream: string;
+  readonly url: string;
+  /** Requests sent to the target and not yet finished; the least-request balancer reads it. */
+  active = 0;
+  /** Result of active health checks; true until a check says otherwise. */
+  #healthy = true;
+  /** `performance.now()` until which the target is ejected; 0 when it is not. */
+  #ejectedUntil = 0;
+  #ejections = 0;
+  #lastEjectionEnd = 0;
+  #consecutiveFailures = 0;
+  #ejection: EjectionSettings | undefined;
+  readonly #logger: Logger;
+
+  constructor(upstream: string, url: string, logger: Logger) {
+    this.upstream = upstream;
+    this.url = url;
+    this.#logger = logger;
+  }
+
+  /** True when the target may receive requests: healthy and not ejected. */
+  get available(): boolean {
+    return this.#healthy && (this.#ejectedUntil === 0 || this.#ejectionExpired());
+  }
+
+  /** Result of the active health checks. */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  /** True while a passive ejection lasts. */
+  get ejected(): boolean {
+    return this.#ejectedUntil !== 0 && !this.#ejectionExpired();
+  }
+
+  /** Sets the passive ejection settings of the current snapshot; undefined turns ejection off. */
+  configureEjection(settings: EjectionSettings | undefined): void {
+    this.#ejection = settings;
+    if (settings === undefined) {
+      this.#ejectedUntil = 0;
+      this.#consecutiveFailures = 0;
+    }
+  }
+
+  /** Records the outcome of an active health check that changed the health of the target. */
+  setHealthy(healthy: boolean, reason: string): void {
+    if (this.#healthy === healthy) {
+      return;
+    }
+
+    this.#healthy = healthy;
+    this.#logger.info(
+      { upstream: this.upstream, target: this.url, from: !healthy, to: healthy, reason },
+      healthy ? 'target healthy' : 'target unhealthy',
+    );
+  }
+
+  /** Records a request that got a response below 500. */
+  recordSuccess(): void {
+    this.#consecutiveFailures = 0;
+  }
+
+  /**
+   * Records a failed request: a connection error, a timeout or a 5xx response. Ejects the target
+   * after `consecutiveFailures` failures in a row for `baseEjectionMs`, doubled for each
+   * ejection since the target last stayed in rotation for `maxEjectionMs`, capped at
+   * `maxEjectionMs`.
+   */
+  recordFailure(now = performance.now()): void {
+    const settings = this.#ejection;
+    if (settings === undefined || this.ejected) {
+      return;
+    }
+    this.#consecutiveFailures++;
+    if (this.#consecutiveFailures < settings.consecutiveFailures) {
+      return;
+    }
+
+    if (now - this.#lastEjectionEnd > settings.maxEjectionMs) {
+      this.#ejections = 0;
+    }
+    const duration = Math.min(
+      settings.baseEjectionMs * 2 ** this.#ejections,
+      settings.maxEjectionMs,
+    );
+    this.#ejections++;
+    this.#consecutiveFailures = 0;
+    this.#ejectedUntil = now + duration;
+    this.#lastEjectionEnd = this.#ejectedUntil;
+    this.#logger.warn(
+      {
+        upstream: this.upstream,
+        target: this.url,
+        ejectionMs: duration,
+        ejections: this.#ejections,
+      },
+      'target ejected',
+    );
+  }
+
+  #ejectionExpired(): boolean {
+    if (performance.now() < this.#ejectedUntil) {
+      return false;
+    }
+    this.#ejectedUntil = 0;
+    return true;
+  }
+}

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  sendRaw,
+  startHttpServer,
+  startProxy,
+  upstreamAt,
+  within,
+  type ProxyFixture,
+  type RunningServer,
+} from './harness.js';
+
+const HANDSHAKE =
+  'GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade\r\nUpgrade: echo-protocol\r\n\r\n';
+
+describe('proxy upgrades', () => {
+  let proxy: ProxyFixture;
+  let upstream: RunningServer;
+  const upstreamSockets = new Set<Socket>();
+
+  before(async () => {
+    upstream = await startHttpServer((req, res) => {
+      res.end('plain');
+    });
+    // Switches /ws/* to a protocol that echoes every byte in upper case; refuses /ws/denied.
+    upstream.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      upstreamSockets.add(socket);
+      if (req.url === '/ws/denied') {
+        socket.end(
+          'HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\ndenied',
+        );
+        return;
+      }
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo-protocol\r\nConnection: Upgrade\r\nX-Seen-Host: ${req.headers.host}\r\n\r\n`,
+      );
+      if (head.length > 0) socket.write(head.toString().toUpperCase());
+      socket.on('data', (chunk: Buffer) => socket.write(chunk.toString().toUpperCase()));
+    });
+    proxy = await startProxy({}, { tunnelIdleTimeoutMs: 300 });
+    proxy.publish(
+      [{ name: 'ws', path: '/ws/*', upstream: 'ws' }],
+      [upstreamAt('ws', upstream.port)],
+    );
+  });
+
+  after(async () => {
+    for (const socket of upstreamSockets) socket.destroy();
+    await proxy.close();
+    await upstream.close();
+  });
+
+  function openClient(): { socket: Socket; text(): string } {
+    const socket = connect(proxy.port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => {
+      // The tests read the outcome from what arrived.
+    });
+    return { socket, text: () => Buffer.concat(chunks).toString('latin1') };
+  }
+
+  async function waitFor(client: { text(): string }, pattern: RegExp): Promise<void> {
+    for (let i = 0; i < 250 && !pattern.test(client.text()); i++) await sleep(20);
+    assert.match(client.text(), pattern);
+  }
+
+  it('tunnels bytes both ways after 101', async () => {
+    const client = openClient();
+    client.socket.write(`${HANDSHAKE}early`);
+    await waitFor(client, /EARLY$/);
+    client.socket.write('hello');
+    await waitFor(client, /HELLO$/);
+
+    assert.match(client.text(), /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+    assert.match(client.text(), /\r\nUpgrade: echo-protocol\r\n/i);
+    assert.match(client.text(), /\r\nx-seen-host: chat.test\r\n/i);
+    client.socket.destroy();
+  });
+
+  it('relays a refused upgrade as a response', async () => {
+    const response = await sendRaw(proxy.port, HANDSHAKE.replace('/ws/chat', '/ws/denied'));
+
+    assert.match(response, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    assert.ok(response.endsWith('denied'));
+  });
+
+  it('closes the upstream when the client leaves', async () => {
+    const before = upstreamSockets.size;
+    const client = openClient();
+    client.socket.write(HANDSHAKE);
+    await waitFor(client, /\r\n\r\n$/);
+    const upstreamSocket = [...upstreamSockets][before];
+    client.socket.destroy();
+
+    // The upstream server allows half-open connections, so it sees the end of the stream.
+    await within(once(upstreamSocket, 'end'), 'the upstream side to end');
+  });
+
+  it('closes an idle tunnel', async () => {
+    const client = openClient();
+    client.socket.write(HANDSHAKE);
+    await waitFor(client, /\r\n\r\n$/);
+
+    await within(once(client.socket, 'close'), 'the idle tunnel to close');
+  });
+
+  it('returns 404 for an unrouted upgrade', async () => {
+    const response = await sendRaw(proxy.port, HANDSHAKE.replace('/ws/chat', '/nowhere'));
+
+    assert.match(response, /^HTTP\/1\.1 404 Not Found\r\n/);
+    assert.match(response, /route_not_found/);
+  });
+});

@@ -1,0 +1,422 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import type { Pool } from 'undici';
+import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
+import { HashBalancer } from '../../data-plane/upstreams/hash-balancer.js';
+import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
+import { TargetState } from '../../data-plane/upstreams/target-state.js';
+import type { Upstream } from '../../proto/gen/loom/v1/config.js';
+import { send, startHttpServer, startProxy, within, type RunningServer } from './harness.js';
+
+const silent = pino({ level: 'silent' });
+
+function target(name: string, weight = 1): UpstreamTarget {
+  const url = `http://${name}.test`;
+  return {
+    url,
+    upstream: 'api',
+    origin: url,
+    basePath: '',
+    weight,
+    pool: {} as Pool,
+    state: new TargetState('api', url, silent),
+    connect: {
+      hostname: `${name}.test`,
+      port: 80,
+      secure: false,
+      ca: undefined,
+      servername: undefined,
+      rejectUnauthorized: true,
+    },
+  };
+}
+
+async function named(name: string): Promise<RunningServer & { hits: number }> {
+  const server = await startHttpServer((req, res) => {
+    running.hits++;
+    req.resume();
+    res.end(name);
+  });
+  const running = Object.assign(server, { hits: 0 });
+  return running;
+}
+
+function upstreamOf(name: string, ports: number[], fields: Partial<Upstream> = {}): Upstream {
+  return {
+    name,
+    targets: ports.map((port) => ({ url: `http://127.0.0.1:${port}`, weight: 1 })),
+    ...fields,
+  };
+}
+
+describe('LeastRequestBalancer', () => {
+  it('prefers the target with fewer requests', () => {
+    const busy = target('busy');
+    const idle = target('idle');
+    busy.state.active = 10;
+    const balancer = new LeastRequestBalancer('api', [busy, idle]);
+
+    for (let i = 0; i < 20; i++) {
+      assert.equal(balancer.pick(), idle);
+    }
+  });
+
+  it('skips unavailable targets', () => {
+    const down = target('down');
+    const up = target('up');
+    down.state.setHealthy(false, 'test');
+    const balancer = new LeastRequestBalancer('api', [down, up, target('c', 0)]);
+
+    for (let i = 0; i < 20; i++) {
+      assert.equal(balancer.pick(), up);
+    }
+  });
+});
+
+describe('HashBalancer', () => {
+  const key = (req: { headers: Record<string, string> }) => req.headers['x-user'];
+
+  it('maps a key to the same target', () => {
+    const balancer = new HashBalancer(
+      'api',
+      [target('a'), target('b'), target('c')],
+      () => undefined,
+    );
+
+    for (let i = 0; i < 50; i++) {
+      assert.equal(balancer.pickByKey(`user-${i}`), balancer.pickByKey(`user-${i}`));
+    }
+    assert.ok(key({ headers: { 'x-user': 'u' } }) === 'u');
+  });
+
+  it('moves only keys to an added target', () => {
+    const a = target('a');
+    const b = target('b');
+    const c = target('c');
+    const d = target('d');
+    const before = new HashBalancer('api', [a, b, c], () => undefined);
+    const afterAdd = new HashBalancer('api', [a, b, c, d], () => undefined);
+    let moved = 0;
+    const keys = 4000;
+
+    for (let i = 0; i < keys; i++) {
+      const was = before.pickByKey(`k${i}`);
+      const now = afterAdd.pickByKey(`k${i}`);
+      if (was !== now) {
+        moved++;
+        assert.equal(now, d, `key k${i} moved between old targets`);
+      }
+    }
+    // About a quarter of the keys move; the bounds leave room for the ring's unevenness.
+    assert.ok(moved > keys * 0.15 && moved < keys * 0.35, `moved ${moved} of ${keys}`);
+  });
+
+  it('walks past an unavailable owner', () => {
+    const a = target('a');
+    const b = target('b');
+    const balancer = new HashBalancer('api', [a, b], () => undefined);
+    const owner = balancer.pickByKey('session-1');
+    owner?.state.setHealthy(false, 'test');
+
+    assert.notEqual(balancer.pickByKey('session-1'), owner);
+    b.state.setHealthy(false, 'test');
+    a.state.setHealthy(false, 'test');
+    assert.ok(balancer.pickByKey('session-1') !== undefined, 'panic mode picked nothing');
+  });
+});
+
+describe('TargetState ejection', () => {
+  it('ejects after consecutive failures for a growing time', () => {
+    const state = new TargetState('api', 'http://a.test', silent);
+    state.configureEjection({
+      consecutiveFailures: 2,
+      baseEjectionMs: 1_000,
+      maxEjectionMs: 5_000,
+    });
+    const start = performance.now();
+
+    state.recordFailure(start);
+    assert.equal(state.ejected, false);
+    state.recordFailure(start);
+    assert.equal(state.ejected, true);
+    assert.equal(state.available, false);
+  });
+});
+
+describe('proxy upstream features', () => {
+  it('sends a hashed key to one target', async () => {
+    const a = await named('a');
+    const b = await named('b');
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'sticky', path: '/sticky', upstream: 'sticky' }],
+        [upstreamOf('sticky', [a.port, b.port], { balancer: 'hash', hashOn: 'header:x-user' })],
+      );
+      const served = new Set<string>();
+      for (let i = 0; i < 10; i++) {
+        const response = await send(proxy.port, '/sticky', { headers: { 'x-user': 'alice' } });
+        served.add(response.body.toString());
+      }
+
+      assert.equal(served.size, 1);
+    } finally {
+      await proxy.close();
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('stops sending to a target that fails health checks', async () => {
+    let healthy = true;
+    const flaky = await startHttpServer((req, res) => {
+      if (req.url === '/healthz') {
+        res.statusCode = healthy ? 200 : 503;
+      }
+      res.end('flaky');
+    });
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      const publish = () =>
+        proxy.publish(
+          [{ name: 'checked', path: '/checked', upstream: 'checked' }],
+          [
+            upstreamOf('checked', [flaky.port, steady.port], {
+              healthCheck: {
+                path: '/healthz',
+                intervalMs: 50,
+                timeoutMs: 500,
+                healthyThreshold: 1,
+                unhealthyThreshold: 1,
+              },
+            }),
+          ],
+        );
+      publish();
+      healthy = false;
+      await sleep(300);
+      // A new snapshot with the same targets keeps their health.
+      publish();
+      const served: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        served.push((await send(proxy.port, '/checked')).body.toString());
+      }
+
+      assert.deepEqual(new Set(served), new Set(['steady']));
+      assert.ok(proxy.logs.some((line) => line.msg === 'target unhealthy'));
+    } finally {
+      await proxy.close();
+      await flaky.close();
+      await steady.close();
+    }
+  });
+
+  it('ejects a target that returns 5xx', async () => {
+    const failing = await startHttpServer((_req, res) => {
+      res.statusCode = 500;
+      res.end('failing');
+    });
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [
+          upstreamOf('ejecting', [failing.port, steady.port], {
+            passiveHealth: {
+              consecutiveFailures: 2,
+              baseEjectionMs: 60_000,
+              maxEjectionMs: 60_000,
+            },
+          }),
+        ],
+      );
+      const served: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        served.push((await send(proxy.port, '/ejecting')).body.toString());
+      }
+
+      assert.equal(served.filter((body) => body === 'failing').length, 2);
+      assert.ok(served.slice(4).every((body) => body === 'steady'));
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+    } finally {
+      await proxy.close();
+      await failing.close();
+      await steady.close();
+    }
+  });
+
+  it('retries an idempotent request on another target', async () => {
+    const steady = await named('steady');
+    const refused = await startHttpServer(() => {});
+    const refusedPort = refused.port;
+    await refused.close();
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [
+          { name: 'retried', path: '/retried', upstream: 'pair', retries: 1 },
+          { name: 'single', path: '/single', upstream: 'pair' },
+        ],
+        [upstreamOf('pair', [refusedPort, steady.port])],
+      );
+      const gets: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        gets.push((await send(proxy.port, '/retried')).status);
+      }
+      const posts: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        posts.push((await send(proxy.port, '/retried', { method: 'POST', body: 'x' })).status);
+      }
+      const unretried: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        unretried.push((await send(proxy.port, '/single')).status);
+      }
+
+      assert.deepEqual(gets, [200, 200, 200, 200]);
+      assert.ok(posts.includes(502), `POST statuses ${posts.join(',')}`);
+      assert.ok(unretried.includes(502), `statuses without retries ${unretried.join(',')}`);
+    } finally {
+      await proxy.close();
+      await steady.close();
+    }
+  });
+
+  it('applies per-route response timeouts', async () => {
+    const slow = await startHttpServer((req, res) => {
+      if (req.url === '/slow-body') {
+        res.writeHead(200);
+        res.write('start');
+        return;
+      }
+      // Never answers /slow-head.
+    });
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [
+          {
+            name: 'head',
+            path: '/slow-head',
+            upstream: 'slow',
+            timeouts: { connectMs: 0, responseHeaderMs: 200, idleBodyMs: 0 },
+          },
+          {
+            name: 'body',
+            path: '/slow-body',
+            upstream: 'slow',
+            timeouts: { connectMs: 0, responseHeaderMs: 0, idleBodyMs: 200 },
+          },
+        ],
+        [upstreamOf('slow', [slow.port])],
+      );
+
+      const head = await send(proxy.port, '/slow-head');
+      const body = send(proxy.port, '/slow-body').then(
+        () => 'complete',
+        (err: Error) => err.message,
+      );
+
+      assert.equal(head.status, 504);
+      assert.notEqual(await within(body, 'the cut body'), 'complete');
+    } finally {
+      await proxy.close();
+      await slow.close();
+    }
+  });
+});
+
+describe('proxy https upstreams', () => {
+  it('verifies a self-signed certificate with a CA file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-tls-'));
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=upstream.test',
+        '-addext',
+        'subjectAltName=DNS:upstream.test',
+      ],
+      { stdio: 'ignore' },
+    );
+    const server = createHttpsServer(
+      { key: readFileSync(key), cert: readFileSync(cert) },
+      (req, res) =>
+        res.end(`tls ${req.headers.host} ${(req.socket as { servername?: string }).servername}`),
+    );
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const wrongCa = join(dir, 'wrong.pem');
+    writeFileSync(wrongCa, readFileSync(cert, 'utf8').replace(/MII[A-Za-z0-9]/, 'MIIA'));
+    const proxy = await startProxy();
+    try {
+      const tlsUpstream = (name: string, tls: Upstream['tls']): Upstream => ({
+        name,
+        targets: [{ url: `https://127.0.0.1:${port}`, weight: 1 }],
+        tls,
+      });
+      proxy.publish(
+        [
+          { name: 'trusted', path: '/trusted', upstream: 'trusted' },
+          { name: 'untrusted', path: '/untrusted', upstream: 'untrusted' },
+          { name: 'skipped', path: '/skipped', upstream: 'skipped' },
+        ],
+        [
+          tlsUpstream('trusted', {
+            caFile: cert,
+            serverName: 'upstream.test',
+            insecureSkipVerify: false,
+          }),
+          tlsUpstream('untrusted', {
+            caFile: '',
+            serverName: 'upstream.test',
+            insecureSkipVerify: false,
+          }),
+          tlsUpstream('skipped', { caFile: '', serverName: '', insecureSkipVerify: true }),
+        ],
+      );
+
+      const trusted = await send(proxy.port, '/trusted', { headers: { host: 'api.test' } });
+      const untrusted = await send(proxy.port, '/untrusted');
+      const skipped = await send(proxy.port, '/skipped');
+
+      assert.equal(
+        trusted.status,
+        200,
+        JSON.stringify(proxy.logs.filter((l) => l.level >= 40).map((l) => l.err)),
+      );
+      assert.equal(trusted.body.toString(), 'tls api.test upstream.test');
+      assert.equal(untrusted.status, 502);
+      assert.equal(skipped.status, 200);
+    } finally {
+      await proxy.close();
+      server.closeAllConnections();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
