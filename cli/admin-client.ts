@@ -1,6 +1,7 @@
-import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, type ServiceError } from '@grpc/grpc-js';
 
 import { fromServiceError } from '../common/grpc-errors.js';
+import { clientCredentials, type ClientTlsFiles } from '../common/tls.js';
 import {
   AdminServiceClient,
   type ApplyRequest,
@@ -8,14 +9,18 @@ import {
   type DeleteRequest,
   type DeleteResponse,
   type GetConfigResponse,
+  type StatusRequest,
   type StatusResponse,
 } from '../proto/gen/loom/v1/admin.js';
 
 /** Default control-plane address of loomctl. */
 export const DEFAULT_CONTROL_PLANE = '127.0.0.1:7400';
 
-/** Seconds an admin call may take before loomctl gives up. */
-const CALL_TIMEOUT_SECONDS = 30;
+/** Milliseconds an admin call may take before loomctl gives up, unless the call sets less. */
+const CALL_TIMEOUT_MS = 30_000;
+
+/** Largest message in either direction: a configuration of 100,000 routes fits with headroom. */
+const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 
 type Unary<Req, Res> = (
   request: Req,
@@ -24,43 +29,79 @@ type Unary<Req, Res> = (
   callback: (error: ServiceError | null, response: Res) => void,
 ) => unknown;
 
+/** Credentials of admin calls: TLS files and a bearer token, each optional. */
+export interface AdminConnection {
+  tls?: ClientTlsFiles;
+  token?: string;
+}
+
+let defaultConnection: AdminConnection = {};
+
+/** Sets the credentials of clients created without their own; loomctl sets them from its flags. */
+export function setDefaultAdminConnection(connection: AdminConnection): void {
+  defaultConnection = connection;
+}
+
 /** Promise wrapper of the AdminService that converts gRPC errors into LoomErrors. */
 export class AdminClient {
   readonly address: string;
   readonly #client: AdminServiceClient;
+  readonly #token: string | undefined;
 
-  constructor(address: string) {
+  /** @throws LoomError `LOOM_INVALID_ARGUMENT` when a TLS file cannot be read. */
+  constructor(address: string, connection: AdminConnection = defaultConnection) {
     this.address = address;
-    this.#client = new AdminServiceClient(address, credentials.createInsecure(), {
-      'grpc.max_receive_message_length': 256 * 1024 * 1024,
-      'grpc.max_send_message_length': 256 * 1024 * 1024,
+    this.#token = connection.token;
+    this.#client = new AdminServiceClient(address, clientCredentials(connection.tls), {
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
     });
   }
 
   apply(request: ApplyRequest): Promise<ApplyResponse> {
-    return this.#call(this.#client.apply.bind(this.#client) as Unary<ApplyRequest, ApplyResponse>, request);
+    return this.#call(
+      this.#client.apply.bind(this.#client) as Unary<ApplyRequest, ApplyResponse>,
+      request,
+    );
   }
 
   getConfig(): Promise<GetConfigResponse> {
-    return this.#call(this.#client.getConfig.bind(this.#client) as Unary<object, GetConfigResponse>, {});
+    return this.#call(
+      this.#client.getConfig.bind(this.#client) as Unary<object, GetConfigResponse>,
+      {},
+    );
   }
 
   delete(request: DeleteRequest): Promise<DeleteResponse> {
-    return this.#call(this.#client.delete.bind(this.#client) as Unary<DeleteRequest, DeleteResponse>, request);
+    return this.#call(
+      this.#client.delete.bind(this.#client) as Unary<DeleteRequest, DeleteResponse>,
+      request,
+    );
   }
 
-  status(): Promise<StatusResponse> {
-    return this.#call(this.#client.status.bind(this.#client) as Unary<object, StatusResponse>, {});
+  /** Reads the status; `timeoutMs` bounds this call below the default deadline. */
+  status(
+    request: StatusRequest = { version: 0 },
+    timeoutMs = CALL_TIMEOUT_MS,
+  ): Promise<StatusResponse> {
+    const method = this.#client.status.bind(this.#client) as Unary<StatusRequest, StatusResponse>;
+    return this.#call(method, request, timeoutMs);
   }
 
   close(): void {
     this.#client.close();
   }
 
-  #call<Req, Res>(method: Unary<Req, Res>, request: Req): Promise<Res> {
-    const deadline = new Date(Date.now() + CALL_TIMEOUT_SECONDS * 1000);
+  #call<Req, Res>(
+    method: Unary<Req, Res>,
+    request: Req,
+    timeoutMs = CALL_TIMEOUT_MS,
+  ): Promise<Res> {
+    const deadline = new Date(Date.now() + Math.min(timeoutMs, CALL_TIMEOUT_MS));
     return new Promise((resolve, reject) => {
-      method(request, new Metadata(), { deadline }, (error, response) => {
+      const metadata = new Metadata();
+      if (this.#token !== undefined) metadata.set('authorization', `Bearer ${this.#token}`);
+      method(request, metadata, { deadline }, (error, response) => {
         if (error) reject(fromServiceError(error));
         else resolve(response);
       });

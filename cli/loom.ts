@@ -6,6 +6,15 @@ import { LoomError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { ControlPlane } from '../control-plane/control-plane.js';
 import { DataPlane } from '../data-plane/data-plane.js';
+import {
+  addControlPlaneSecurityOptions,
+  addDataPlaneLifecycleOptions,
+  controlPlaneSecurity,
+  dataPlaneLifecycle,
+  type ControlPlaneSecurityFlags,
+  type DataPlaneLifecycleFlags,
+} from './security-options.js';
+import { addProxyOptions, proxyOptions, type ProxyFlags } from './proxy-options.js';
 
 interface LogOptions {
   logLevel?: string;
@@ -40,7 +49,10 @@ function stopOnSignal(logger: Logger, stop: () => Promise<void>): void {
 
 function addLogOptions(command: Command): Command {
   return command
-    .option('--log-level <level>', 'trace, debug, info, warn or error (env LOOM_LOG_LEVEL, default info)')
+    .option(
+      '--log-level <level>',
+      'trace, debug, info, warn or error (env LOOM_LOG_LEVEL, default info)',
+    )
     .option('--log-pretty', 'human-readable logs instead of JSON lines', false);
 }
 
@@ -51,20 +63,45 @@ export function createProgram(): Command {
   addLogOptions(
     program
       .command('control-plane')
-      .description('Store routes and stream snapshots to proxies; serves the admin API for loomctl.')
+      .description(
+        'Store routes and stream snapshots to proxies; serves the admin API for loomctl.',
+      )
       .option('--listen <host:port>', 'gRPC address for proxies and loomctl', '127.0.0.1:7400')
-      .option('--etcd <urls>', 'comma-separated etcd endpoints; without it the embedded store is used')
+      .option(
+        '--admin-listen <host:port>',
+        'HTTP address for /healthz, /readyz and /metrics',
+        '127.0.0.1:7401',
+      )
+      .option(
+        '--etcd <urls>',
+        'comma-separated etcd endpoints; without it the embedded store is used',
+      )
       .option('--data-dir <dir>', 'directory of the embedded store', './loom-data')
       .option('--prefix <prefix>', 'key prefix of Loom resources in etcd', '/loom/'),
   ).action(
-    async (options: LogOptions & { listen: string; etcd?: string; dataDir: string; prefix: string }) => {
-      const logger = createLogger({ name: 'control-plane', level: options.logLevel, pretty: options.logPretty });
+    async (
+      options: LogOptions &
+        ControlPlaneSecurityFlags & {
+          listen: string;
+          adminListen: string;
+          etcd?: string;
+          dataDir: string;
+          prefix: string;
+        },
+    ) => {
+      const logger = createLogger({
+        name: 'control-plane',
+        level: options.logLevel,
+        pretty: options.logPretty,
+      });
       const controlPlane = await ControlPlane.start({
         listen: options.listen,
+        adminListen: options.adminListen,
         etcdEndpoints: options.etcd ? splitList(options.etcd) : [],
         dataDir: options.dataDir,
         prefix: options.prefix,
         logger,
+        ...controlPlaneSecurity(options),
       });
       stopOnSignal(logger, () => controlPlane.stop());
     },
@@ -76,24 +113,61 @@ export function createProgram(): Command {
       .description('Run a proxy that serves traffic from the snapshots of a control plane.')
       .requiredOption('--control-plane <addresses>', 'comma-separated control-plane host:port list')
       .option('--listen <host:port>', 'traffic address', '0.0.0.0:8080')
-      .option('--admin-listen <host:port>', 'admin address for /healthz and /readyz', '127.0.0.1:9901')
-      .option('--id <name>', 'proxy id reported to the control plane (default: host name and pid)'),
+      .option(
+        '--admin-listen <host:port>',
+        'admin address for /healthz, /readyz and /metrics',
+        '127.0.0.1:9901',
+      )
+      .option('--id <name>', 'proxy id reported to the control plane (default: host name and pid)')
+      .option(
+        '--access-log <stdout|path>',
+        'write one JSON line per request to stdout or a file (default off)',
+      ),
   ).action(
-    async (options: LogOptions & { controlPlane: string; listen: string; adminListen: string; id?: string }) => {
-      const logger = createLogger({ name: 'data-plane', level: options.logLevel, pretty: options.logPretty });
+    async (
+      options: LogOptions &
+        DataPlaneLifecycleFlags &
+        ProxyFlags & {
+          controlPlane: string;
+          listen: string;
+          adminListen: string;
+          id?: string;
+          accessLog?: string;
+        },
+    ) => {
+      const logger = createLogger({
+        name: 'data-plane',
+        level: options.logLevel,
+        pretty: options.logPretty,
+      });
+      const lifecycle = dataPlaneLifecycle(options);
       const dataPlane = new DataPlane({
         controlPlanes: splitList(options.controlPlane),
         listen: options.listen,
         adminListen: options.adminListen,
         id: options.id ?? `${hostname()}-${process.pid}`,
         logger,
+        accessLog: options.accessLog,
+        ...lifecycle.options,
+        ...proxyOptions(options),
       });
       await dataPlane.start();
-      stopOnSignal(logger, () => dataPlane.stop());
+      stopOnSignal(logger, () => dataPlane.drain(lifecycle.drainTimeoutMs));
+      // Log rotation tools move the file, then send SIGHUP so the proxy opens a new one.
+      process.on('SIGHUP', () => dataPlane.accessLog.reopen());
     },
   );
 
+  addControlPlaneSecurityOptions(subcommand(program, 'control-plane'));
+  addDataPlaneLifecycleOptions(subcommand(program, 'data-plane'));
+  addProxyOptions(subcommand(program, 'data-plane'));
   return program;
+}
+
+function subcommand(program: Command, name: string): Command {
+  const command = program.commands.find((candidate) => candidate.name() === name);
+  if (command === undefined) throw new Error(`loom has no ${name} command`);
+  return command;
 }
 
 /** Runs `loom` with argv; resolves once the server started, or with an exit code on failure. */
@@ -105,7 +179,12 @@ export async function main(argv: string[]): Promise<number | undefined> {
     const code = (error as { code?: string }).code;
     if (code === 'commander.helpDisplayed' || code === 'commander.help') return 0;
     if (typeof code === 'string' && code.startsWith('commander.')) return 2;
-    const message = error instanceof LoomError ? error.message : error instanceof Error ? error.stack : String(error);
+    const message =
+      error instanceof LoomError
+        ? error.message
+        : error instanceof Error
+          ? error.stack
+          : String(error);
     process.stderr.write(`error: ${message}\n`);
     return 1;
   }

@@ -11,6 +11,9 @@ export type LoomErrorCode =
   | 'LOOM_SNAPSHOT_REJECTED'
   | 'LOOM_INVALID_ARGUMENT'
   | 'LOOM_UNAVAILABLE'
+  | 'LOOM_UNAUTHENTICATED'
+  | 'LOOM_PERMISSION_DENIED'
+  | 'LOOM_RESOURCE_EXHAUSTED'
   | 'LOOM_INTERNAL';
 
 /** Base class of every error Loom raises on purpose. */
@@ -19,7 +22,11 @@ export class LoomError extends Error {
   /** True when the same call may succeed later without any change. */
   readonly retryable: boolean;
 
-  constructor(code: LoomErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+  constructor(
+    code: LoomErrorCode,
+    message: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'LoomError';
     this.code = code;
@@ -58,7 +65,10 @@ export class ConfigError extends LoomError {
 
   constructor(issues: ConfigIssue[]) {
     const lines = issues.map((issue) => `  - ${formatConfigIssue(issue)}`);
-    super('LOOM_INVALID_CONFIG', `invalid configuration, nothing was written:\n${lines.join('\n')}`);
+    super(
+      'LOOM_INVALID_CONFIG',
+      `invalid configuration, nothing was written:\n${lines.join('\n')}`,
+    );
     this.name = 'ConfigError';
     this.issues = issues;
   }

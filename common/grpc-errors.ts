@@ -12,6 +12,9 @@ const GRPC_STATUS: Record<LoomErrorCode, status> = {
   LOOM_VERSION_CONFLICT: status.FAILED_PRECONDITION,
   LOOM_STORE_UNAVAILABLE: status.UNAVAILABLE,
   LOOM_UNAVAILABLE: status.UNAVAILABLE,
+  LOOM_UNAUTHENTICATED: status.UNAUTHENTICATED,
+  LOOM_PERMISSION_DENIED: status.PERMISSION_DENIED,
+  LOOM_RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   LOOM_STORE_CORRUPT: status.INTERNAL,
   LOOM_SNAPSHOT_REJECTED: status.INVALID_ARGUMENT,
   LOOM_INTERNAL: status.INTERNAL,
@@ -27,7 +30,11 @@ export function toServiceError(error: unknown): Partial<ServiceError> {
   if (!(error instanceof LoomError)) {
     metadata.set(CODE_KEY, 'LOOM_INTERNAL');
     // Internal details stay in the server log, never in the client's output.
-    return { code: status.INTERNAL, details: 'internal error; see the control plane log', metadata };
+    return {
+      code: status.INTERNAL,
+      details: 'internal error; see the control plane log',
+      metadata,
+    };
   }
 
   metadata.set(CODE_KEY, error.code);

@@ -1,4 +1,6 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+
+import { LoomError } from './errors.js';
 
 export type { Logger } from 'pino';
 
@@ -10,27 +12,55 @@ export interface LoggerSettings {
   pretty?: boolean;
   /** Process role, added to every line. */
   name: string;
+  /** Destination of the JSON lines in place of stderr, for tests; ignored with `pretty`. */
+  destination?: DestinationStream;
 }
+
+/** Level names that `--log-level` and LOOM_LOG_LEVEL accept. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /** Field paths whose values are secrets and never appear in logs. */
 export const REDACTED_PATHS = [
   'req.headers.authorization',
+  'req.headers.cookie',
   'headers.authorization',
+  'headers.cookie',
+  'authorization',
   'token',
   'password',
+  'etcdPassword',
+  '*.authorization',
+  '*.token',
+  '*.password',
+  '*.etcdPassword',
   'etcd.password',
 ];
 
-/** Creates the root logger. Components take `logger.child({ component })` from it. */
+/**
+ * Creates the root logger, writing JSON lines to stderr. Components take
+ * `logger.child({ component })` from it.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` when the level is not one of {@link LOG_LEVELS}.
+ */
 export function createLogger(settings: LoggerSettings): Logger {
+  const fromEnvironment = settings.level === undefined && process.env.LOOM_LOG_LEVEL;
+  const level = settings.level ?? (process.env.LOOM_LOG_LEVEL || 'info');
+  if (!LOG_LEVELS.includes(level)) {
+    const source = fromEnvironment ? 'LOOM_LOG_LEVEL' : '--log-level';
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${source} "${level}"; use one of ${LOG_LEVELS.join(', ')}`,
+    );
+  }
+
   const options: LoggerOptions = {
     name: settings.name,
-    level: settings.level ?? process.env.LOOM_LOG_LEVEL ?? 'info',
+    level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
   };
   if (settings.pretty) {
     options.transport = { target: 'pino-pretty', options: { destination: 2, singleLine: true } };
     return pino(options);
   }
-  return pino(options, pino.destination({ dest: 2, sync: false }));
+  return pino(options, settings.destination ?? pino.destination({ dest: 2, sync: false }));
 }

@@ -4,20 +4,51 @@ import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node } fr
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
-import { normalizeRoute, normalizeUpstream } from './normalize.js';
+import { normalizeHostPattern, normalizeRoute, normalizeUpstream } from './normalize.js';
 import { ConfigFileSchema } from './schema.js';
-import { validateConfig, type ConfigPath } from './validate.js';
+import { findConfigWarnings, validateConfig, type ConfigPath, type Locator } from './validate.js';
 
 /** A declared configuration in stored (normalised) form. */
 export interface DeclaredConfig {
   routes: Route[];
   upstreams: Upstream[];
+  /** Problems that do not stop an apply, such as routes that can never match. */
+  warnings: ConfigIssue[];
 }
 
-interface ParsedFile {
-  file: string;
-  document: Document;
-  lines: LineCounter;
+/**
+ * One config file. JSON text is read with JSON.parse, which is many times
+ * faster than the YAML parser on a file of 100,000 routes; the YAML document,
+ * which maps values to lines, is built only when an issue needs a line.
+ */
+class ParsedFile {
+  readonly file: string;
+  readonly text: string;
+  data: unknown;
+  #yaml: { document: Document; lines: LineCounter } | undefined;
+
+  constructor(file: string, text: string, data?: unknown) {
+    this.file = file;
+    this.text = text;
+    this.data = data;
+  }
+
+  get document(): Document {
+    return this.yaml().document;
+  }
+
+  get lines(): LineCounter {
+    return this.yaml().lines;
+  }
+
+  yaml(): { document: Document; lines: LineCounter } {
+    if (!this.#yaml) {
+      const lines = new LineCounter();
+      const document = parseDocument(this.text, { lineCounter: lines, prettyErrors: false });
+      this.#yaml = { document, lines };
+    }
+    return this.#yaml;
+  }
 }
 
 /**
@@ -34,7 +65,8 @@ async function readConfigText(file: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : String(error);
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : String(error);
     throw new ConfigError([{ file, field: '(file)', message: `cannot read config: ${reason}` }]);
   }
 }
@@ -44,15 +76,23 @@ export function parseConfigTexts(sources: { file: string; text: string }[]): Dec
   const issues: ConfigIssue[] = [];
   const routes: Route[] = [];
   const upstreams: Upstream[] = [];
+  // Normalised values with lists in file order, so that an issue's index names the
+  // element the file has at that index.
+  const checkedRoutes: Route[] = [];
+  const checkedUpstreams: Upstream[] = [];
   // Each resource remembers where it came from so that later checks can name the line.
-  const origins: { route: ParsedFile[]; upstream: ParsedFile[]; routeIndex: number[]; upstreamIndex: number[] } =
-    { route: [], upstream: [], routeIndex: [], upstreamIndex: [] };
+  const origins: {
+    route: ParsedFile[];
+    upstream: ParsedFile[];
+    routeIndex: number[];
+    upstreamIndex: number[];
+  } = { route: [], upstream: [], routeIndex: [], upstreamIndex: [] };
 
   for (const source of sources) {
     const parsed = parseOne(source.file, source.text, issues);
     if (!parsed) continue;
 
-    const result = ConfigFileSchema.safeParse(parsed.document.toJS() ?? {});
+    const result = ConfigFileSchema.safeParse(parsed.data ?? {});
     if (!result.success) {
       for (const zodIssue of result.error.issues) {
         issues.push(issueFromSchema(parsed, zodIssue.path as ConfigPath, zodIssue.message));
@@ -61,37 +101,68 @@ export function parseConfigTexts(sources: { file: string; text: string }[]): Dec
     }
     result.data.routes.forEach((route, index) => {
       routes.push(normalizeRoute(route));
+      checkedRoutes.push(inFileOrder(route));
       origins.route.push(parsed);
       origins.routeIndex.push(index);
     });
     result.data.upstreams.forEach((upstream, index) => {
       upstreams.push(normalizeUpstream(upstream));
+      checkedUpstreams.push({
+        ...normalizeUpstream(upstream),
+        targets: upstream.targets.map((target) => ({ url: target.url, weight: target.weight })),
+      });
       origins.upstream.push(parsed);
       origins.upstreamIndex.push(index);
     });
   }
   if (issues.length > 0) throw new ConfigError(issues);
 
-  const semantic = validateConfig(routes, upstreams, (path) => {
+  const locate: Locator = (path) => {
     const [list, index, ...rest] = path;
     const isRoute = list === 'routes';
     const parsed = (isRoute ? origins.route : origins.upstream)[index as number];
     const localIndex = (isRoute ? origins.routeIndex : origins.upstreamIndex)[index as number];
     if (!parsed) return {};
     return { file: parsed.file, line: lineOf(parsed, [list, localIndex, ...rest]) };
-  });
+  };
+  const semantic = validateConfig(checkedRoutes, checkedUpstreams, locate);
   if (semantic.length > 0) throw new ConfigError(semantic);
-  return { routes, upstreams };
+  return { routes, upstreams, warnings: findConfigWarnings(checkedRoutes, locate) };
+}
+
+/** Normalises a route but keeps hosts, paths and methods in the order the file lists them. */
+function inFileOrder(route: Route): Route {
+  return {
+    ...normalizeRoute(route),
+    hosts: route.hosts.map(normalizeHostPattern),
+    paths: [...route.paths],
+    methods: route.methods.map((method) => method.toUpperCase()),
+  };
 }
 
 function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile | undefined {
-  const lines = new LineCounter();
-  const document = parseDocument(text, { lineCounter: lines, prettyErrors: false });
-  if (document.errors.length === 0) return { file, document, lines };
+  if (text.trimStart().startsWith('{')) {
+    try {
+      return new ParsedFile(file, text, JSON.parse(text));
+    } catch {
+      // Not strict JSON (comments, trailing commas): the YAML parser reports where.
+    }
+  }
+  const parsed = new ParsedFile(file, text);
+  const { document, lines } = parsed.yaml();
+  if (document.errors.length === 0) {
+    parsed.data = document.toJS() ?? {};
+    return parsed;
+  }
 
   for (const error of document.errors) {
     const line = lines.linePos(error.pos[0]).line;
-    issues.push({ file, line, field: '(syntax)', message: `invalid YAML or JSON: ${error.message}` });
+    issues.push({
+      file,
+      line,
+      field: '(syntax)',
+      message: `invalid YAML or JSON: ${error.message}`,
+    });
   }
   return undefined;
 }
@@ -125,7 +196,9 @@ function toPlain(value: unknown): unknown {
 
 function formatField(path: ConfigPath): string {
   return path
-    .map((part, index) => (typeof part === 'number' ? `[${part}]` : index === 0 ? part : `.${part}`))
+    .map((part, index) =>
+      typeof part === 'number' ? `[${part}]` : index === 0 ? part : `.${part}`,
+    )
     .join('');
 }
 

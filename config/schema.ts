@@ -8,7 +8,10 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 const name = z
   .string()
-  .regex(NAME_PATTERN, 'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit');
+  .regex(
+    NAME_PATTERN,
+    'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit',
+  );
 
 export const TargetSchema = z
   .object({
@@ -23,10 +26,77 @@ export const TargetSchema = z
   })
   .strict();
 
+const milliseconds = z.number().int().min(1).max(86_400_000);
+
+export const HealthCheckSchema = z
+  .object({
+    path: z.string().describe('Path requested from every target, such as /healthz'),
+    intervalMs: milliseconds.default(5_000),
+    timeoutMs: milliseconds.default(2_000),
+    healthyThreshold: z.number().int().min(1).max(100).default(2),
+    unhealthyThreshold: z.number().int().min(1).max(100).default(3),
+  })
+  .strict();
+
+export const PassiveHealthSchema = z
+  .object({
+    consecutiveFailures: z.number().int().min(1).max(1000).default(5),
+    baseEjectionMs: milliseconds.default(10_000),
+    maxEjectionMs: milliseconds.default(300_000),
+  })
+  .strict();
+
+export const UpstreamTlsSchema = z
+  .object({
+    caFile: z
+      .string()
+      .default('')
+      .describe('PEM file of CA certificates; empty uses the system roots'),
+    serverName: z
+      .string()
+      .default('')
+      .describe('SNI and certificate name; empty uses the target host'),
+    insecureSkipVerify: z.boolean().default(false),
+  })
+  .strict();
+
 export const UpstreamSchema = z
   .object({
     name,
     targets: z.array(TargetSchema).min(1, 'an upstream needs at least one target'),
+    balancer: z.enum(['round-robin', 'least-request', 'hash']).optional(),
+    hashOn: z
+      .string()
+      .optional()
+      .describe('Hash key of the hash balancer: header:NAME, cookie:NAME or client-address'),
+    healthCheck: HealthCheckSchema.optional(),
+    passiveHealth: PassiveHealthSchema.optional(),
+    tls: UpstreamTlsSchema.optional(),
+  })
+  .strict();
+
+const HeaderValueSchema = z.object({ name: z.string(), value: z.string() }).strict();
+
+/** Header changes; `set` is a map of name to value, or the list form that `loomctl get` prints. */
+export const HeaderActionsSchema = z
+  .object({
+    set: z
+      .union([z.record(z.string(), z.string()), z.array(HeaderValueSchema)])
+      .default([])
+      .transform((set) =>
+        Array.isArray(set)
+          ? set
+          : Object.entries(set).map(([key, value]) => ({ name: key, value })),
+      ),
+    remove: z.array(z.string()).default([]),
+  })
+  .strict();
+
+export const RouteTimeoutsSchema = z
+  .object({
+    connectMs: milliseconds.optional().transform((value) => value ?? 0),
+    responseHeaderMs: milliseconds.optional().transform((value) => value ?? 0),
+    idleBodyMs: milliseconds.optional().transform((value) => value ?? 0),
   })
   .strict();
 
@@ -46,12 +116,30 @@ export const RouteSchema = z
       .default([])
       .describe('HTTP methods; omitted or empty means any method'),
     upstream: name.describe('Name of the upstream that receives matching requests'),
+    stripPrefix: z.string().optional().describe('Path prefix removed before forwarding'),
+    addPrefix: z.string().optional().describe('Path prefix added after stripPrefix'),
+    hostRewrite: z.string().optional().describe('Host header sent to the upstream'),
+    requestHeaders: HeaderActionsSchema.optional(),
+    responseHeaders: HeaderActionsSchema.optional(),
+    timeouts: RouteTimeoutsSchema.optional(),
+    retries: z.number().int().min(0).max(5).optional(),
+    maxRequestBodyBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .describe('Largest request body in bytes; 0 means no limit'),
   })
   .strict();
 
 export const ConfigFileSchema = z
   .object({
-    apiVersion: z.literal(API_VERSION).optional(),
+    $schema: z.string().optional().describe('URL or path of this JSON Schema, for editors'),
+    apiVersion: z
+      .literal(API_VERSION)
+      .optional()
+      .describe(`Format version; "${API_VERSION}" is the only one so far`),
     upstreams: z.array(UpstreamSchema).default([]),
     routes: z.array(RouteSchema).default([]),
   })

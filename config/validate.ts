@@ -1,7 +1,9 @@
 import { isIP } from 'node:net';
 
 import { LoomError, type ConfigIssue } from '../common/errors.js';
+import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
+import { findConflicts, findShadowedRoutes } from './overlap.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 
 /** Path inside a config document, such as `['routes', 2, 'paths', 0]`. */
@@ -12,6 +14,24 @@ export type Locator = (path: ConfigPath) => { file?: string; line?: number };
 
 const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** RFC 9110 token: header names, cookie names. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Header value: visible characters, spaces and tabs, no leading or trailing whitespace. */
+const HEADER_VALUE = /^([\x21-\x7e\x80-\xff]([\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;
+/** A path prefix: `/` and segments of RFC 3986 path characters, without a trailing slash. */
+const PATH_PREFIX = /^(\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/;
+/** Headers the proxy manages itself; route header actions cannot set or remove them. */
+const RESERVED_HEADERS = new Set([
+  'connection',
+  'content-length',
+  'host',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /**
  * Checks a complete configuration (every route and upstream that would be
@@ -40,7 +60,8 @@ export function validateConfig(
     checkRoute(route, index, upstreamNames, report);
     if (issues.length === before) validRoutes.push(route);
   });
-  if (issues.length === 0) checkConflicts(validRoutes, routes, report);
+  checkConflicts(routes, report, locate);
+  if (issues.length === 0) checkRouterBuild(validRoutes, routes, report);
   return issues;
 }
 
@@ -68,6 +89,33 @@ function checkDuplicates(
 }
 
 function checkUpstream(upstream: Upstream, index: number, report: Report): void {
+  const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
+    report(['upstreams', index, ...path], {
+      kind: 'upstream',
+      name: upstream.name,
+      field,
+      value,
+      message,
+    });
+
+  const hashOnProblem = describeHashOnProblem(upstream.balancer, upstream.hashOn);
+  if (hashOnProblem) at('hashOn', upstream.hashOn, hashOnProblem, ['hashOn']);
+  const check = upstream.healthCheck;
+  if (check && !/^\/[\x21-\x7e]*$/.test(check.path)) {
+    at('healthCheck.path', check.path, 'invalid path; use a path such as /healthz', [
+      'healthCheck',
+      'path',
+    ]);
+  }
+  const passive = upstream.passiveHealth;
+  if (passive && passive.maxEjectionMs < passive.baseEjectionMs) {
+    at(
+      'passiveHealth.maxEjectionMs',
+      passive.maxEjectionMs,
+      `must be at least baseEjectionMs (${passive.baseEjectionMs})`,
+      ['passiveHealth', 'maxEjectionMs'],
+    );
+  }
   upstream.targets.forEach((target, targetIndex) => {
     const problem = describeTargetUrlProblem(target.url);
     if (problem) {
@@ -80,6 +128,26 @@ function checkUpstream(upstream: Upstream, index: number, report: Report): void 
       });
     }
   });
+}
+
+/** Returns why the hash key of an upstream is invalid, or undefined when it is valid. */
+export function describeHashOnProblem(
+  balancer: string | undefined,
+  hashOn: string | undefined,
+): string | undefined {
+  if (balancer !== 'hash') {
+    return hashOn === undefined ? undefined : 'hashOn needs balancer: hash';
+  }
+  if (hashOn === undefined) {
+    return 'balancer hash needs hashOn: header:NAME, cookie:NAME or client-address';
+  }
+  if (hashOn === 'client-address') return undefined;
+  const [source, key] = [
+    hashOn.slice(0, hashOn.indexOf(':')),
+    hashOn.slice(hashOn.indexOf(':') + 1),
+  ];
+  if ((source === 'header' || source === 'cookie') && TOKEN.test(key)) return undefined;
+  return 'invalid hashOn; use header:NAME, cookie:NAME or client-address';
 }
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */
@@ -124,6 +192,68 @@ function checkRoute(route: Route, index: number, upstreams: Set<string>, report:
     const problem = describePathProblem(route, path);
     if (problem) at(`paths[${pathIndex}]`, path, problem, ['paths', pathIndex]);
   });
+  for (const field of ['stripPrefix', 'addPrefix'] as const) {
+    const prefix = route[field];
+    if (prefix !== undefined && !isPathPrefix(prefix)) {
+      at(field, prefix, 'invalid path prefix; use segments such as /api/v1, without "." or ".."', [
+        field,
+      ]);
+    }
+  }
+  if (route.hostRewrite !== undefined && describeHostPortProblem(route.hostRewrite)) {
+    at(
+      'hostRewrite',
+      route.hostRewrite,
+      'invalid host; use a name such as api.internal or api.internal:8080',
+      ['hostRewrite'],
+    );
+  }
+  for (const field of ['requestHeaders', 'responseHeaders'] as const) {
+    const actions = route[field];
+    if (actions === undefined) continue;
+    const names = new Set<string>();
+    actions.set.forEach((header, headerIndex) => {
+      const problem =
+        describeHeaderProblem(header.name, names) ??
+        (HEADER_VALUE.test(header.value)
+          ? undefined
+          : 'invalid header value; use visible characters without line breaks or edge whitespace');
+      if (problem)
+        at(`${field}.set.${header.name}`, header.value, problem, [field, 'set', headerIndex]);
+      names.add(header.name);
+    });
+    actions.remove.forEach((name, nameIndex) => {
+      const problem =
+        describeHeaderProblem(name, new Set()) ??
+        (names.has(name) ? 'header is both set and removed; keep one' : undefined);
+      if (problem) at(`${field}.remove[${nameIndex}]`, name, problem, [field, 'remove', nameIndex]);
+    });
+  }
+}
+
+function isPathPrefix(prefix: string): boolean {
+  return (
+    PATH_PREFIX.test(prefix) &&
+    !prefix.split('/').some((segment) => segment === '.' || segment === '..')
+  );
+}
+
+function describeHeaderProblem(name: string, seen: Set<string>): string | undefined {
+  if (!TOKEN.test(name)) return 'invalid header name; use a token such as x-request-source';
+  if (RESERVED_HEADERS.has(name.toLowerCase())) {
+    return 'the proxy manages this header; it cannot be set or removed (use hostRewrite for Host)';
+  }
+  return seen.has(name) ? 'header set twice; keep one value' : undefined;
+}
+
+/** Returns why `host[:port]` is invalid, or undefined when it is valid. */
+function describeHostPortProblem(value: string): string | undefined {
+  const match = /^(\[[^\]]+\]|[^:]+)(:(\d{1,5}))?$/.exec(value);
+  if (match === null) return 'invalid host';
+  if (match[3] !== undefined && (Number(match[3]) < 1 || Number(match[3]) > 65535))
+    return 'invalid port';
+  if (isIP(match[1]) === 4) return undefined;
+  return describeHostProblem(match[1].startsWith('*.') ? '' : match[1]);
 }
 
 /** Returns why a host pattern is invalid, or undefined when it is valid. */
@@ -139,7 +269,8 @@ export function describeHostProblem(host: string): string | undefined {
 
 function describePathProblem(route: Route, path: string): string | undefined {
   try {
-    buildRouter([{ name: route.name, hosts: [], methods: [], paths: [path], value: null }]);
+    // The router's own parser; the whole-config build at the end catches anything else.
+    parsePattern(route.name, path);
     return undefined;
   } catch (error) {
     if (error instanceof LoomError) return error.message;
@@ -147,13 +278,43 @@ function describePathProblem(route: Route, path: string): string | undefined {
   }
 }
 
-function checkConflicts(valid: Route[], all: readonly Route[], report: Report): void {
+function checkConflicts(routes: readonly Route[], report: Report, locate: Locator): void {
+  for (const conflict of findConflicts(routes)) {
+    const [first, second] = [routes[conflict.first], routes[conflict.second]];
+    const where = locate(['routes', conflict.first, 'name']);
+    const at = where.file ? ` (${where.file}${where.line ? `:${where.line}` : ''})` : '';
+    const pathIndex = Math.max(second.paths.indexOf(conflict.secondPath), 0);
+    const ours = `path ${JSON.stringify(conflict.secondPath)} of route ${JSON.stringify(second.name)}`;
+    const theirs = `path ${JSON.stringify(conflict.firstPath)} of route ${JSON.stringify(first.name)}`;
+    report(['routes', conflict.second, 'paths', pathIndex], {
+      kind: 'route',
+      name: second.name,
+      field: `paths[${pathIndex}]`,
+      value: conflict.secondPath,
+      message:
+        `${ours} conflicts with ${theirs}${at}: both match ` +
+        `${conflict.host}, ${conflict.method} and the same paths; ` +
+        'change a path, a host or the methods of one of them',
+    });
+  }
+}
+
+/**
+ * Builds the router as every proxy will, as a last check that catches any
+ * rejection the checks above do not model.
+ */
+function checkRouterBuild(valid: Route[], all: readonly Route[], report: Report): void {
   try {
     buildRouter(valid.map((route) => ({ ...route, value: null })));
   } catch (error) {
     if (!(error instanceof LoomError)) throw error;
-    const named = all.findIndex((route) => error.message.includes(`"${route.name}"`));
-    const index = Math.max(named, 0);
+    // Router messages start with the quoted name of the route being added.
+    const quoted = /^route ("(?:[^"\\]|\\.)*")/.exec(error.message)?.[1];
+    const name = quoted === undefined ? undefined : (JSON.parse(quoted) as string);
+    const index = Math.max(
+      all.findIndex((route) => route.name === name),
+      0,
+    );
     report(['routes', index], {
       kind: 'route',
       name: all[index]?.name,
@@ -161,4 +322,25 @@ function checkConflicts(valid: Route[], all: readonly Route[], report: Report): 
       message: error.message,
     });
   }
+}
+
+/**
+ * Returns warnings about a configuration that is valid but likely wrong:
+ * routes that can never match because other routes take all their requests
+ * (see `findShadowedRoutes` for the rule). Inputs must be normalised.
+ */
+export function findConfigWarnings(
+  routes: readonly Route[],
+  locate: Locator = () => ({}),
+): ConfigIssue[] {
+  return findShadowedRoutes(routes).map(({ index, by }) => ({
+    ...locate(['routes', index, 'name']),
+    kind: 'route',
+    name: routes[index].name,
+    field: 'paths',
+    message:
+      `can never match: every request its paths match is taken first by route(s) ` +
+      `${by.map((name) => JSON.stringify(name)).join(', ')}, because a static or param ` +
+      'segment wins over a catch-all; remove the route or change its paths',
+  }));
 }

@@ -1,14 +1,31 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
 
+import { Authenticator, type CertificateRole } from '../common/auth.js';
 import { LoomError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { createServerTlsCredentials, type ServerTlsFiles } from '../common/tls.js';
 import { AdminServiceService } from '../proto/gen/loom/v1/admin.js';
 import { AdminApi, createAdminService } from './admin/admin-service.js';
+import { ControlPlaneAdminServer } from './observability/admin-server.js';
+import { ControlPlaneMetrics } from './observability/control-plane-metrics.js';
+import {
+  instrumentAdminService,
+  instrumentSnapshotService,
+} from './observability/instrument-services.js';
+import { HEALTH_SERVICES, Readiness } from './observability/readiness.js';
 import { DEFAULT_PREFIX } from './resources.js';
+import { CommitTimes } from './snapshot/commit-times.js';
 import { SnapshotCache } from './snapshot/snapshot-cache.js';
 import { EmbeddedStore } from './store/embedded-store.js';
+import type { EtcdTlsFiles } from './store/etcd-client.js';
 import { EtcdStore } from './store/etcd-store.js';
 import type { Store } from './store/store.js';
+import {
+  DEFAULT_ADMISSION_RATE,
+  DEFAULT_MAX_STREAMS,
+  StreamAdmission,
+} from './stream/admission.js';
 import { ProxyRegistry } from './stream/proxy-registry.js';
 import { createSnapshotService, SNAPSHOT_SERVICE_DEFINITION } from './stream/snapshot-service.js';
 
@@ -19,11 +36,32 @@ export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 export interface ControlPlaneOptions {
   /** host:port for gRPC (snapshot stream and admin API); port 0 picks a free port. */
   listen: string;
+  /** host:port of the HTTP listener for /healthz, /readyz and /metrics; none when undefined. */
+  adminListen?: string;
   /** etcd endpoints; when empty, the embedded store in `dataDir` is used. */
   etcdEndpoints: string[];
   dataDir: string;
   prefix?: string;
   logger: Logger;
+  /** TLS of the gRPC port; mutual TLS when `clientCa` is set. Files are re-read when they change. */
+  tls?: ServerTlsFiles;
+  /** File of `role:token` lines for loomctl and proxies. */
+  tokensFile?: string;
+  /** Client certificate subjects that grant admin roles. */
+  certificateRoles?: CertificateRole[];
+  /** Maximum of open snapshot streams; default 10,000. */
+  maxStreams?: number;
+  /** New snapshot streams admitted per second; default 25. */
+  streamAdmissionRate?: number;
+  /** Largest request message accepted, in bytes; default `MAX_MESSAGE_BYTES`. */
+  maxReceiveMessageBytes?: number;
+  /** Keepalive overrides, in milliseconds, for tests of idle streams. */
+  keepalive?: { timeMs?: number; minPingIntervalMs?: number };
+  /** TLS and password authentication to etcd. */
+  etcdTls?: EtcdTlsFiles;
+  etcdAuth?: { username: string; password: string };
+  /** Interval of the etcd watch delivery check, in milliseconds; default 10,000. */
+  etcdWatchCheckIntervalMs?: number;
 }
 
 /** Server options shared by every gRPC server of the control plane. */
@@ -42,40 +80,122 @@ export class ControlPlane {
   readonly store: Store;
   readonly cache: SnapshotCache;
   readonly registry = new ProxyRegistry();
+  readonly commitTimes = new CommitTimes();
+  /** Metrics served at `GET /metrics` on the admin listener. */
+  readonly metrics: ControlPlaneMetrics;
+  readonly #health = new HealthImplementation(
+    Object.fromEntries(HEALTH_SERVICES.map((service) => [service, 'NOT_SERVING'])),
+  );
+  readonly #readiness: Readiness;
+  readonly #adminHttp: ControlPlaneAdminServer;
   readonly #server: Server;
   readonly #logger: Logger;
+  readonly #admission: StreamAdmission;
+  #closeTls: (() => void) | undefined;
   #port = 0;
+  #adminPort = 0;
 
   private constructor(store: Store, options: ControlPlaneOptions) {
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     this.store = store;
     this.#logger = options.logger;
-    this.cache = new SnapshotCache({ store, prefix, logger: options.logger });
+    this.metrics = new ControlPlaneMetrics({
+      registry: this.registry,
+      current: () => this.cache.current,
+      commitTimes: this.commitTimes,
+    });
+    this.cache = new SnapshotCache({
+      store,
+      prefix,
+      logger: options.logger,
+      commitTimes: this.commitTimes,
+      metrics: this.metrics,
+    });
     const admin = new AdminApi({
       store,
       prefix,
       cache: this.cache,
       registry: this.registry,
+      commitTimes: this.commitTimes,
       logger: options.logger,
     });
-    this.#server = new Server(GRPC_SERVER_OPTIONS);
+    const authenticator = new Authenticator({
+      tokensFile: options.tokensFile,
+      certificateRoles: options.certificateRoles,
+      mutualTls: options.tls?.clientCa !== undefined,
+      logger: options.logger,
+    });
+    this.#admission = new StreamAdmission({
+      maxStreams: options.maxStreams ?? DEFAULT_MAX_STREAMS,
+      ratePerSecond: options.streamAdmissionRate ?? DEFAULT_ADMISSION_RATE,
+      authenticator,
+      logger: options.logger,
+    });
+    this.#server = new Server(serverOptions(options));
+    const snapshotService = createSnapshotService({
+      cache: this.cache,
+      registry: this.registry,
+      logger: options.logger,
+      admission: this.#admission,
+    });
     this.#server.addService(
       SNAPSHOT_SERVICE_DEFINITION,
-      createSnapshotService({ cache: this.cache, registry: this.registry, logger: options.logger }),
+      instrumentSnapshotService(snapshotService, this.metrics),
     );
-    this.#server.addService(AdminServiceService, createAdminService(admin, options.logger));
+    const adminService = createAdminService(admin, options.logger, (call, permission) =>
+      authenticator.check(call, permission),
+    );
+    this.#server.addService(
+      AdminServiceService,
+      instrumentAdminService(adminService, this.metrics),
+    );
+    // grpc.health.v1.Health needs no credentials, so probes can reach it.
+    this.#health.addToServer(this.#server);
+    this.#readiness = new Readiness({
+      store,
+      cache: this.cache,
+      health: this.#health,
+      metrics: this.metrics,
+      logger: options.logger,
+    });
+    this.#adminHttp = new ControlPlaneAdminServer(this.metrics, this.#readiness, options.logger);
+  }
+
+  /**
+   * False while the store cannot be reached, so writes would fail; snapshots
+   * already published keep streaming. The embedded store is always reachable.
+   */
+  get storeReachable(): boolean {
+    return this.store instanceof EtcdStore ? this.store.reachable : true;
+  }
+
+  /** Snapshot streams open now. */
+  get openStreams(): number {
+    return this.#admission.open;
   }
 
   /** Opens the store, loads the first snapshot and starts listening. */
   static async start(options: ControlPlaneOptions): Promise<ControlPlane> {
+    // The store exists before the control plane that owns the metrics; reconnects come later.
+    const late: { metrics?: ControlPlaneMetrics } = {};
     const store: Store =
       options.etcdEndpoints.length > 0
-        ? new EtcdStore({ endpoints: options.etcdEndpoints, prefix: options.prefix ?? DEFAULT_PREFIX, logger: options.logger })
+        ? new EtcdStore({
+            endpoints: options.etcdEndpoints,
+            prefix: options.prefix ?? DEFAULT_PREFIX,
+            logger: options.logger,
+            tls: options.etcdTls,
+            auth: options.etcdAuth,
+            watchCheckIntervalMs: options.etcdWatchCheckIntervalMs,
+            onWatchReconnect: () => late.metrics?.watchReconnected(),
+          })
         : await EmbeddedStore.open({ dataDir: options.dataDir, logger: options.logger });
     const controlPlane = new ControlPlane(store, options);
+    late.metrics = controlPlane.metrics;
     try {
       await controlPlane.cache.start();
-      await controlPlane.#listen(options.listen);
+      await controlPlane.#listen(options.listen, options);
+      await controlPlane.#startAdmin(options.adminListen);
     } catch (error) {
       await controlPlane.stop();
       throw error;
@@ -88,21 +208,53 @@ export class ControlPlane {
     return this.#port;
   }
 
-  async #listen(listen: string): Promise<void> {
+  /** The port of the HTTP admin listener; 0 when there is none. */
+  get adminPort(): number {
+    return this.#adminPort;
+  }
+
+  async #startAdmin(adminListen: string | undefined): Promise<void> {
+    await this.#readiness.start();
+    if (adminListen === undefined) return;
+
+    await this.#adminHttp.listen(adminListen);
+    this.#adminPort = this.#adminHttp.port;
+    this.#logger.info({ adminListen, port: this.#adminPort }, 'admin listening');
+  }
+
+  async #listen(listen: string, options: ControlPlaneOptions): Promise<void> {
+    let serverCredentials = ServerCredentials.createInsecure();
+    if (options.tls !== undefined) {
+      const tls = createServerTlsCredentials(options.tls, this.#logger);
+      serverCredentials = tls.credentials;
+      this.#closeTls = tls.close;
+    }
     this.#port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(listen, ServerCredentials.createInsecure(), (error, port) => {
+      this.#server.bindAsync(listen, serverCredentials, (error, port) => {
         if (error) {
-          reject(new LoomError('LOOM_INVALID_ARGUMENT', `cannot listen on ${listen}: ${error.message}`));
+          reject(
+            new LoomError('LOOM_INVALID_ARGUMENT', `cannot listen on ${listen}: ${error.message}`),
+          );
         } else {
           resolve(port);
         }
       });
     });
-    this.#logger.info({ listen, port: this.#port }, 'control plane listening');
+    this.#logger.info(
+      {
+        listen,
+        port: this.#port,
+        tls: options.tls !== undefined,
+        mutualTls: !!options.tls?.clientCa,
+      },
+      'control plane listening',
+    );
   }
 
   /** Stops accepting streams, ends open ones and closes the store. */
   async stop(): Promise<void> {
+    this.#readiness.stop();
+    await this.#adminHttp.close();
     await this.cache.stop();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -114,7 +266,22 @@ export class ControlPlane {
         resolve();
       });
     });
+    this.#admission.close();
+    this.#closeTls?.();
     await this.store.close();
     this.#logger.info('control plane stopped');
   }
+}
+
+function serverOptions(options: ControlPlaneOptions): Record<string, number> {
+  return {
+    ...GRPC_SERVER_OPTIONS,
+    'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? MAX_MESSAGE_BYTES,
+    ...(options.keepalive?.timeMs === undefined
+      ? {}
+      : { 'grpc.keepalive_time_ms': options.keepalive.timeMs }),
+    ...(options.keepalive?.minPingIntervalMs === undefined
+      ? {}
+      : { 'grpc.http2.min_ping_interval_without_data_ms': options.keepalive.minPingIntervalMs }),
+  };
 }

@@ -1,17 +1,28 @@
 import { LoomError } from '../common/errors.js';
 import type { Snapshot } from '../proto/gen/loom/v1/snapshot.js';
-import { buildRouter } from './router/router.js';
+import { compileRouteActions } from './proxy/route-actions.js';
+import { buildRouterAsync } from './router/router.js';
 import type { RouteBinding, RoutingTable } from './table.js';
 import type { UpstreamRegistry } from './upstreams/registry.js';
 
 /**
- * Builds a complete routing table from a snapshot. The router is built first
- * and the upstream pools are updated only when it succeeded, so a snapshot
- * that fails to build changes nothing and the caller nacks it.
+ * Builds a complete routing table from a snapshot. The router is built first,
+ * in slices that yield to the event loop so traffic keeps flowing during a
+ * large build. The upstream pools are updated only when it succeeded, so a
+ * snapshot that fails to build changes nothing and the caller nacks it.
+ * Callers run one build at a time per registry; the data plane applies
+ * snapshots one after another.
  */
-export function buildTable(snapshot: Snapshot, upstreams: UpstreamRegistry): RoutingTable {
-  const bindings = snapshot.routes.map((route): RouteBinding => ({ route, balancer: undefined }));
-  const router = buildRouter(
+export async function buildTable(
+  snapshot: Snapshot,
+  upstreams: UpstreamRegistry,
+): Promise<RoutingTable> {
+  const bindings = snapshot.routes.map((route): RouteBinding => ({
+    route,
+    actions: compileRouteActions(route),
+    balancer: undefined,
+  }));
+  const router = await buildRouterAsync(
     bindings.map((binding) => ({
       name: binding.route.name,
       hosts: binding.route.hosts,

@@ -1,15 +1,26 @@
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 import { formatHostPort, parseHostPort } from '../common/address.js';
+import { LoomError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { ClientTlsFiles } from '../common/tls.js';
 import type { Snapshot } from '../proto/gen/loom/v1/snapshot.js';
 import { buildTable, describeBuildFailure } from './build-table.js';
-import { createProxyHandler } from './proxy/proxy.js';
+import { AccessLog } from './observability/access-log.js';
+import { MetricsObserver } from './observability/metrics-observer.js';
+import { ProxyMetrics, type TargetRef } from './observability/proxy-metrics.js';
+import { createProxyServer, type ProxyServerOptions } from './proxy/proxy-server.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, HttpDrainer } from './lifecycle/drain.js';
+import { readiness, type TableSource } from './lifecycle/readiness.js';
 import { SnapshotClient } from './snapshot-client/snapshot-client.js';
+import {
+  DEFAULT_SNAPSHOT_CACHE_MAX_AGE_MS,
+  SnapshotFile,
+} from './snapshot-client/snapshot-file.js';
 import type { RoutingTable } from './table.js';
-import { UpstreamRegistry } from './upstreams/registry.js';
+import { UpstreamRegistry, type UpstreamRegistryOptions } from './upstreams/registry.js';
 
 /** Settings of a proxy process. */
 export interface DataPlaneOptions {
@@ -17,11 +28,32 @@ export interface DataPlaneOptions {
   controlPlanes: string[];
   /** Traffic listener, host:port; port 0 picks a free port. */
   listen: string;
-  /** Admin listener for /healthz and /readyz, host:port. */
+  /** Admin listener for /healthz, /readyz and /metrics, host:port. */
   adminListen: string;
   /** Proxy id reported to the control plane. */
   id: string;
   logger: Logger;
+  /** Access log destination: `stdout` or a file path; undefined turns the access log off. */
+  accessLog?: string;
+  /** File of the last-known-good snapshot, served at start until a control plane answers. */
+  snapshotCache?: string;
+  /** Age past which the cached snapshot is not served, in milliseconds; default 24 h. */
+  snapshotCacheMaxAgeMs?: number;
+  /** TLS to the control plane. */
+  tls?: ClientTlsFiles;
+  /** Bearer token for control planes that require one from proxies. */
+  token?: string;
+  /** Keepalive ping interval of the snapshot stream, in milliseconds. */
+  keepaliveTimeMs?: number;
+  /** Client limits and request handling of the traffic listener; see `createProxyServer`. */
+  proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
+  /** Upstream connection settings; see `UpstreamRegistry`. */
+  upstreams?: Omit<UpstreamRegistryOptions, 'logger'>;
+  /**
+   * Test only: nack every snapshot that contains a route of this name.
+   * Defaults to the environment variable LOOM_FAULT_REJECT_ROUTE, read once here.
+   */
+  faultRejectRoute?: string;
 }
 
 /**
@@ -36,14 +68,38 @@ export class DataPlane {
   readonly #client: SnapshotClient;
   readonly #logger: Logger;
   readonly #options: DataPlaneOptions;
+  readonly #faultRejectRoute: string | undefined;
+  readonly #drainer: HttpDrainer;
+  readonly #snapshotFile: SnapshotFile | undefined;
+  #tableSource: TableSource = 'control-plane';
+  /** Metrics served at `GET /metrics` on the admin listener. */
+  readonly metrics = new ProxyMetrics();
+  /** The per-request access log; disabled unless `accessLog` was given. */
+  readonly accessLog: AccessLog;
 
+  /** @throws LoomError `LOOM_INVALID_ARGUMENT` when the access log file cannot be opened. */
   constructor(options: DataPlaneOptions) {
     this.#options = options;
+    this.#faultRejectRoute =
+      options.faultRejectRoute ?? (process.env.LOOM_FAULT_REJECT_ROUTE || undefined);
     this.#logger = options.logger;
-    this.#upstreams = new UpstreamRegistry({ logger: options.logger });
-    this.#traffic = createServer(
-      createProxyHandler({ getTable: () => this.#table, logger: options.logger }),
-    );
+    this.accessLog = AccessLog.open(options.accessLog, options.logger);
+    this.#upstreams = new UpstreamRegistry({ ...options.upstreams, logger: options.logger });
+    this.#traffic = createProxyServer({
+      ...options.proxy,
+      getTable: () => this.#table,
+      logger: options.logger,
+      observer: new MetricsObserver(this.metrics, this.accessLog),
+    }).server;
+    this.#drainer = new HttpDrainer(this.#traffic, options.logger);
+    this.#snapshotFile =
+      options.snapshotCache === undefined
+        ? undefined
+        : new SnapshotFile(options.snapshotCache, options.logger);
+    this.#traffic.on('connection', (socket: Socket) => {
+      this.metrics.connectionOpened();
+      socket.once('close', () => this.metrics.connectionClosed());
+    });
     this.#admin = createServer((req, res) => this.#serveAdmin(req.url ?? '/', res));
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
@@ -52,7 +108,11 @@ export class DataPlane {
       logger: options.logger,
       held: () => ({ epoch: this.#table?.epoch ?? '', version: this.#table?.version ?? 0 }),
       apply: (snapshot) => this.applySnapshot(snapshot),
+      tls: options.tls,
+      token: options.token,
+      keepaliveTimeMs: options.keepaliveTimeMs,
     });
+    this.metrics.watchControlPlane(() => this.#client.state === 'streaming');
   }
 
   /** The table serving new requests, or undefined before the first snapshot. */
@@ -74,6 +134,7 @@ export class DataPlane {
   async start(): Promise<void> {
     await listen(this.#traffic, parseHostPort(this.#options.listen, '--listen'));
     await listen(this.#admin, parseHostPort(this.#options.adminListen, '--admin-listen'));
+    await this.#serveSnapshotCache();
     this.#client.start();
     this.#logger.info(
       {
@@ -90,30 +151,54 @@ export class DataPlane {
    * Builds a table from a snapshot and swaps it in. Throws with the reason
    * when the build fails; the previous table then keeps serving.
    */
-  async applySnapshot(snapshot: Snapshot): Promise<void> {
+  async applySnapshot(snapshot: Snapshot, options: { fromCache?: boolean } = {}): Promise<void> {
     const start = performance.now();
     let table: RoutingTable;
     try {
-      table = buildTable(snapshot, this.#upstreams);
+      rejectFaultRoute(snapshot, this.#faultRejectRoute);
+      table = await buildTable(snapshot, this.#upstreams);
     } catch (error) {
       const reason = describeBuildFailure(error);
+      this.metrics.snapshotRejected();
       this.#logger.warn(
         { epoch: snapshot.epoch, version: snapshot.version, error: reason },
         'snapshot rejected',
       );
       throw new Error(reason, { cause: error });
     }
+    const buildMs = performance.now() - start;
 
     this.#table = table;
+    this.#tableSource = options.fromCache ? 'snapshot-cache' : 'control-plane';
+    if (!options.fromCache) void this.#snapshotFile?.save(snapshot);
+    this.metrics.tables.track(table);
+    this.metrics.retain(
+      snapshot.routes.map((route) => route.name),
+      targetRefs(snapshot),
+    );
+    const applyMs = performance.now() - start;
+    this.metrics.snapshotApplied(table.version, table.router.size, applyMs / 1e3, buildMs / 1e3);
     this.#logger.info(
       {
         epoch: table.epoch,
         version: table.version,
         routes: table.router.size,
-        buildMs: Number((performance.now() - start).toFixed(2)),
+        buildMs: Number(buildMs.toFixed(2)),
       },
       'snapshot applied',
     );
+  }
+
+  /**
+   * Shuts down gracefully: readiness turns false at once, the traffic listener
+   * stops accepting, requests in flight get up to `timeoutMs` to finish, then
+   * everything closes as in `stop()`.
+   */
+  async drain(timeoutMs = DEFAULT_DRAIN_TIMEOUT_MS): Promise<void> {
+    const draining = this.#drainer.drain(timeoutMs);
+    this.#client.stop();
+    await draining;
+    await this.stop();
   }
 
   /** Stops the stream and both listeners and closes upstream pools. */
@@ -123,6 +208,7 @@ export class DataPlane {
     this.#admin.closeAllConnections();
     await Promise.all([closeServer(this.#traffic), closeServer(this.#admin)]);
     await this.#upstreams.close();
+    await this.accessLog.close();
     this.#logger.info({ id: this.#options.id }, 'proxy stopped');
   }
 
@@ -134,20 +220,71 @@ export class DataPlane {
       return;
     }
     if (path === '/readyz') {
-      const ready = this.#table !== undefined;
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify(
-          ready
-            ? { status: 'ready', epoch: this.#table?.epoch, version: this.#table?.version }
-            : { status: 'not_ready', reason: 'no snapshot applied yet' },
-        ),
-      );
+      const answer = readiness({
+        table: this.#table,
+        source: this.#tableSource,
+        draining: this.#drainer.draining,
+        controlPlaneConnected: this.#client.state === 'streaming',
+      });
+      res.writeHead(answer.status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(answer.body));
+      return;
+    }
+    if (path === '/metrics') {
+      void this.#serveMetrics(res);
       return;
     }
     res.writeHead(404, { 'content-type': 'application/json' });
-    res.end('{"error":"not_found","message":"admin paths: /healthz, /readyz"}');
+    res.end('{"error":"not_found","message":"admin paths: /healthz, /readyz, /metrics"}');
   }
+
+  /** Serves the cached snapshot, if young enough, until the control plane sends one. */
+  async #serveSnapshotCache(): Promise<void> {
+    if (this.#snapshotFile === undefined) return;
+
+    const maxAgeMs = this.#options.snapshotCacheMaxAgeMs ?? DEFAULT_SNAPSHOT_CACHE_MAX_AGE_MS;
+    const cached = await this.#snapshotFile.load(maxAgeMs);
+    if (cached === undefined) return;
+    try {
+      await this.applySnapshot(cached.snapshot, { fromCache: true });
+    } catch {
+      return; // applySnapshot logged the rejection; the control plane's snapshot will follow.
+    }
+    this.#logger.warn(
+      {
+        path: this.#snapshotFile.path,
+        epoch: cached.snapshot.epoch,
+        version: cached.snapshot.version,
+        ageMs: Date.now() - cached.savedAtMs,
+      },
+      'serving cached snapshot',
+    );
+  }
+
+  async #serveMetrics(res: import('node:http').ServerResponse): Promise<void> {
+    try {
+      const body = await this.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.end(body);
+    } catch (err) {
+      this.#logger.error({ err }, 'metrics scrape failed');
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end('{"error":"internal_error","message":"metrics collection failed"}');
+    }
+  }
+}
+
+/** Lists the upstream and origin of every target; a URL that does not parse is skipped. */
+function targetRefs(snapshot: Snapshot): TargetRef[] {
+  const refs: TargetRef[] = [];
+  for (const upstream of snapshot.upstreams) {
+    for (const target of upstream.targets) {
+      if (URL.canParse(target.url)) {
+        refs.push({ upstream: upstream.name, target: new URL(target.url).origin });
+      }
+    }
+  }
+  return refs;
 }
 
 async function listen(server: Server, address: { host: string; port: number }): Promise<void> {
@@ -157,4 +294,13 @@ async function listen(server: Server, address: { host: string; port: number }): 
 
 function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** Throws when the test-only fault switch names a route of the snapshot. */
+function rejectFaultRoute(snapshot: Snapshot, route: string | undefined): void {
+  if (route === undefined || !snapshot.routes.some((candidate) => candidate.name === route)) return;
+  throw new LoomError(
+    'LOOM_SNAPSHOT_REJECTED',
+    `route ${JSON.stringify(route)} rejected by the test-only fault switch LOOM_FAULT_REJECT_ROUTE`,
+  );
 }

@@ -1,20 +1,20 @@
-import type {
-  sendUnaryData,
-  ServerUnaryCall,
-  UntypedServiceImplementation,
-} from '@grpc/grpc-js';
+import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
 
+import type { CallCredentials, Permission } from '../../common/auth.js';
 import { LoomError } from '../../common/errors.js';
 import { toServiceError } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
 import type {
   ApplyRequest,
   ApplyResponse,
+  Change,
   DeleteRequest,
   DeleteResponse,
   GetConfigResponse,
+  StatusRequest,
   StatusResponse,
 } from '../../proto/gen/loom/v1/admin.js';
+import type { CommitTimes } from '../snapshot/commit-times.js';
 import { ConfigState } from '../snapshot/config-state.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
 import type { ProxyRegistry } from '../stream/proxy-registry.js';
@@ -29,6 +29,7 @@ interface AdminDependencies {
   prefix: string;
   cache: SnapshotCache;
   registry: ProxyRegistry;
+  commitTimes: CommitTimes;
   logger: Logger;
 }
 
@@ -49,29 +50,45 @@ export class AdminApi {
 
   async apply(request: ApplyRequest): Promise<ApplyResponse> {
     const epoch = await this.#deps.store.epoch();
-    const { plan, revision } = await this.#commitPlanned(
+    const { plan, revision, committedAtMs } = await this.#commitPlanned(
       request.ifVersion,
       request.dryRun,
-      (stored) =>
-        planApply(this.#deps.prefix, stored, request, request.prune),
+      (stored) => planApply(this.#deps.prefix, stored, request, request.prune),
     );
-    const committed = !request.dryRun && plan.operations.length > 0;
+    const committed = committedAtMs > 0;
     if (committed) {
-      this.#logger.info({ epoch, version: revision, changes: plan.changes.length }, 'apply committed');
+      this.#deps.commitTimes.record(epoch, revision, committedAtMs);
+      this.#logger.info(
+        { epoch, version: revision, changes: plan.changes.length },
+        'apply committed',
+      );
     }
-    return { version: revision, epoch, changes: plan.changes, committed };
+    return {
+      version: revision,
+      epoch,
+      changes: toChanges(plan, request.includeValues),
+      committed,
+      committedAtMs,
+    };
   }
 
   async delete(request: DeleteRequest): Promise<DeleteResponse> {
     if (request.kind !== 'route' && request.kind !== 'upstream') {
-      throw new LoomError('LOOM_INVALID_ARGUMENT', `unknown kind "${request.kind}"; use route or upstream`);
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `unknown kind "${request.kind}"; use route or upstream`,
+      );
     }
     const kind = request.kind;
-    const { plan, revision } = await this.#commitPlanned(request.ifVersion, false, (stored) =>
-      planDelete(this.#deps.prefix, stored, kind, request.name),
+    const epoch = await this.#deps.store.epoch();
+    const { plan, revision, committedAtMs } = await this.#commitPlanned(
+      request.ifVersion,
+      false,
+      (stored) => planDelete(this.#deps.prefix, stored, kind, request.name),
     );
+    this.#deps.commitTimes.record(epoch, revision, committedAtMs);
     this.#logger.info({ version: revision, kind, name: request.name }, 'delete committed');
-    return { version: revision, changes: plan.changes };
+    return { version: revision, changes: toChanges(plan, false) };
   }
 
   async getConfig(): Promise<GetConfigResponse> {
@@ -79,55 +96,136 @@ export class AdminApi {
     return { version: stored.revision, epoch, routes: stored.routes, upstreams: stored.upstreams };
   }
 
-  status(): StatusResponse {
+  /**
+   * Returns the served version and every known proxy. With `request.version`,
+   * it also returns when that version was committed and when each proxy first
+   * acked it or a newer version of the same epoch.
+   */
+  status(request: StatusRequest): StatusResponse {
     const snapshot = this.#deps.cache.current?.snapshot;
+    const epoch = snapshot?.epoch ?? '';
+    const target = request.version > 0 ? { epoch, version: request.version } : undefined;
     return {
       version: snapshot?.version ?? 0,
-      epoch: snapshot?.epoch ?? '',
-      proxies: this.#deps.registry.list(),
+      epoch,
+      proxies: this.#deps.registry.list(target),
+      versionCommittedAtMs: target ? this.#deps.commitTimes.get(epoch, request.version) : 0,
     };
   }
 
+  /**
+   * Plans against a fresh read and commits on the condition that nothing
+   * changed since that read (or since `ifVersion` when given). Returns
+   * `committedAtMs` 0 when nothing was written.
+   */
   async #commitPlanned(
     ifVersion: number,
     dryRun: boolean,
     makePlan: (stored: StoredConfig) => Plan,
-  ): Promise<{ plan: Plan; revision: number }> {
+  ): Promise<{ plan: Plan; revision: number; committedAtMs: number }> {
     for (let attempt = 1; ; attempt++) {
       const stored = await this.#readStored();
+      if (ifVersion > stored.revision) {
+        throw new LoomError(
+          'LOOM_INVALID_ARGUMENT',
+          `--if-version ${ifVersion} is ahead of the store, which is at version ${stored.revision}; ` +
+            'pass a version that "loomctl get" printed',
+        );
+      }
       const plan = makePlan(stored);
-      if (dryRun || plan.operations.length === 0) return { plan, revision: stored.revision };
+      if (ifVersion > 0 && stored.lastModified > ifVersion) {
+        // Checked here too, so that an apply that would change nothing still reports the conflict.
+        throw await this.#conflict(ifVersion);
+      }
+      if (dryRun || plan.operations.length === 0) {
+        return { plan, revision: stored.revision, committedAtMs: 0 };
+      }
 
       try {
         const revision = await this.#deps.store.commit(plan.operations, {
           ifRevision: ifVersion > 0 ? ifVersion : stored.revision,
           prefix: this.#deps.prefix,
         });
-        return { plan, revision };
+        return { plan, revision, committedAtMs: Date.now() };
       } catch (error) {
         const retry =
           error instanceof LoomError &&
           error.code === 'LOOM_VERSION_CONFLICT' &&
           ifVersion === 0 &&
           attempt < MAX_PLAN_ATTEMPTS;
-        if (!retry) throw error;
+        if (retry) continue;
+        if (error instanceof LoomError && error.code === 'LOOM_VERSION_CONFLICT') {
+          throw await this.#conflict(ifVersion > 0 ? ifVersion : stored.revision, error);
+        }
+        throw error;
       }
     }
   }
 
-  async #readStored(): Promise<StoredConfig> {
+  /** Rewords a store conflict for loomctl, naming the expected and the current version. */
+  async #conflict(expected: number, error?: LoomError): Promise<LoomError> {
+    const current = await this.#deps.store.range(this.#deps.prefix).then(
+      (range) => String(range.revision),
+      () => 'unknown',
+    );
+    return new LoomError(
+      'LOOM_VERSION_CONFLICT',
+      `version conflict: expected the configuration at version ${expected}, but it changed ` +
+        `since (the store is now at version ${current}); nothing was written. ` +
+        'Run "loomctl diff" to see the current differences and apply again.',
+      { cause: error },
+    );
+  }
+
+  /**
+   * Reads the stored configuration. `lastModified` is the newest modification
+   * revision of a stored resource; a delete leaves no key, so it does not count.
+   */
+  async #readStored(): Promise<StoredConfig & { lastModified: number }> {
     const range = await this.#deps.store.range(this.#deps.prefix);
     const state = new ConfigState(this.#deps.prefix, this.#logger);
     state.reset(range);
-    return { revision: range.revision, routes: state.routes(), upstreams: state.upstreams() };
+    const lastModified = range.items.reduce((max, item) => Math.max(max, item.modRevision), 0);
+    return {
+      revision: range.revision,
+      lastModified,
+      routes: state.routes(),
+      upstreams: state.upstreams(),
+    };
   }
 }
 
-/** Wraps an AdminApi as the AdminService implementation of a gRPC server. */
-export function createAdminService(api: AdminApi, logger: Logger): UntypedServiceImplementation {
+/** Checks a call's credentials; returns the error to send, or undefined to proceed. */
+export type AdminAuthorizer = (
+  call: CallCredentials,
+  permission: Permission,
+) => LoomError | undefined;
+
+/** Converts planned changes into their wire form, with the stored values when asked for. */
+function toChanges(plan: Plan, includeValues: boolean): Change[] {
+  return plan.changes.map((change) => {
+    const values = includeValues ? plan.values.get(`${change.kind}/${change.name}`) : undefined;
+    return { ...change, beforeJson: values?.beforeJson ?? '', afterJson: values?.afterJson ?? '' };
+  });
+}
+
+/**
+ * Wraps an AdminApi as the AdminService implementation of a gRPC server.
+ * `authorize` runs before every call; an error it returns is sent instead.
+ */
+export function createAdminService(
+  api: AdminApi,
+  logger: Logger,
+  authorize: AdminAuthorizer = () => undefined,
+): UntypedServiceImplementation {
   const unary =
-    <Req, Res>(handler: (request: Req) => Promise<Res> | Res) =>
+    <Req, Res>(permission: Permission, handler: (request: Req) => Promise<Res> | Res) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+      const denied = authorize(call, permission);
+      if (denied !== undefined) {
+        callback(toServiceError(denied), null);
+        return;
+      }
       Promise.resolve()
         .then(() => handler(call.request))
         .then(
@@ -139,9 +237,9 @@ export function createAdminService(api: AdminApi, logger: Logger): UntypedServic
         );
     };
   return {
-    apply: unary((request: ApplyRequest) => api.apply(request)),
-    getConfig: unary(() => api.getConfig()),
-    delete: unary((request: DeleteRequest) => api.delete(request)),
-    status: unary(() => api.status()),
+    apply: unary('write', (request: ApplyRequest) => api.apply(request)),
+    getConfig: unary('read', () => api.getConfig()),
+    delete: unary('write', (request: DeleteRequest) => api.delete(request)),
+    status: unary('read', (request: StatusRequest) => api.status(request)),
   };
 }

@@ -4,12 +4,7 @@ import { NAME_PATTERN } from '../../config/schema.js';
 import { validateConfig } from '../../config/validate.js';
 import type { Change } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import {
-  encodeRoute,
-  encodeUpstream,
-  resourceKey,
-  type ResourceKind,
-} from '../resources.js';
+import { encodeRoute, encodeUpstream, resourceKey, type ResourceKind } from '../resources.js';
 import type { StoreOperation } from '../store/store.js';
 
 /** The stored configuration, as read at one revision. */
@@ -21,7 +16,10 @@ export interface StoredConfig {
 
 /** What an apply or delete would write. */
 export interface Plan {
-  changes: Change[];
+  /** Changes sorted by kind and name. */
+  changes: Pick<Change, 'kind' | 'name' | 'action'>[];
+  /** Stored form (JSON) before and after each change, by `kind/name`; empty for none. */
+  values: Map<string, { beforeJson: string; afterJson: string }>;
   operations: StoreOperation[];
 }
 
@@ -48,7 +46,7 @@ export function planApply(
   issues.unshift(...duplicateIssues(routes, 'route'), ...duplicateIssues(upstreams, 'upstream'));
   if (issues.length > 0) throw new ConfigError(issues);
 
-  const plan: Plan = { changes: [], operations: [] };
+  const plan: Plan = { changes: [], values: new Map(), operations: [] };
   diffInto(plan, prefix, 'route', stored.routes, desiredRoutes, encodeRoute);
   diffInto(plan, prefix, 'upstream', stored.upstreams, desiredUpstreams, encodeUpstream);
   return plan;
@@ -63,10 +61,15 @@ export function planDelete(
 ): Plan {
   const list: { name: string }[] = kind === 'route' ? stored.routes : stored.upstreams;
   if (!list.some((resource) => resource.name === name)) {
-    throw new LoomError('LOOM_NOT_FOUND', `${kind} "${name}" not found; "loomctl get" lists what is stored`);
+    throw new LoomError(
+      'LOOM_NOT_FOUND',
+      `${kind} "${name}" not found; "loomctl get" lists what is stored`,
+    );
   }
   if (kind === 'upstream') {
-    const users = stored.routes.filter((route) => route.upstream === name).map((route) => route.name);
+    const users = stored.routes
+      .filter((route) => route.upstream === name)
+      .map((route) => route.name);
     if (users.length > 0) {
       throw new LoomError(
         'LOOM_INVALID_ARGUMENT',
@@ -74,8 +77,12 @@ export function planDelete(
       );
     }
   }
+  const resource = list.find((item) => item.name === name);
+  const beforeJson =
+    kind === 'route' ? encodeRoute(resource as Route) : encodeUpstream(resource as Upstream);
   return {
     changes: [{ kind, name, action: 'delete' }],
+    values: new Map([[`${kind}/${name}`, { beforeJson, afterJson: '' }]]),
     operations: [{ type: 'delete', key: resourceKey(prefix, kind, name) }],
   };
 }
@@ -135,12 +142,15 @@ function diffInto<T extends { name: string }>(
   for (const [name, value] of after) {
     const old = before.get(name);
     if (old === value) continue;
-    plan.changes.push({ kind, name, action: old === undefined ? 'create' : 'update' });
+    const action = old === undefined ? 'create' : 'update';
+    plan.changes.push({ kind, name, action });
+    plan.values.set(`${kind}/${name}`, { beforeJson: old ?? '', afterJson: value });
     plan.operations.push({ type: 'put', key: resourceKey(prefix, kind, name), value });
   }
-  for (const name of before.keys()) {
+  for (const [name, old] of before) {
     if (after.has(name)) continue;
     plan.changes.push({ kind, name, action: 'delete' });
+    plan.values.set(`${kind}/${name}`, { beforeJson: old, afterJson: '' });
     plan.operations.push({ type: 'delete', key: resourceKey(prefix, kind, name) });
   }
   plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));

@@ -1,10 +1,6 @@
 import type { Logger } from '../../common/logger.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import {
-  decodeRoute,
-  decodeUpstream,
-  parseResourceKey,
-} from '../resources.js';
+import { decodeRoute, decodeUpstream, parseResourceKey } from '../resources.js';
 import type { KeyValue, RangeResult, WatchBatch } from '../store/store.js';
 
 /**

@@ -1,7 +1,9 @@
 import { Backoff } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
+import type { ControlPlaneMetrics } from '../observability/control-plane-metrics.js';
 import type { Store, Watch, WatchBatch } from '../store/store.js';
-import { buildSnapshot, type PublishedSnapshot } from './build-snapshot.js';
+import { encodeContent, publishContent, type PublishedSnapshot } from './build-snapshot.js';
+import type { CommitTimes } from './commit-times.js';
 import { ConfigState } from './config-state.js';
 
 type Listener = (published: PublishedSnapshot) => void;
@@ -29,10 +31,24 @@ export class SnapshotCache {
   readonly #store: Store;
   readonly #prefix: string;
   readonly #logger: Logger;
+  readonly #commitTimes: CommitTimes | undefined;
+  readonly #metrics: ControlPlaneMetrics | undefined;
 
-  constructor(options: { store: Store; prefix: string; logger: Logger }) {
+  /**
+   * `commitTimes`, when given, records when the watch delivered each revision; `metrics`
+   * counts builds, watch deliveries and resyncs.
+   */
+  constructor(options: {
+    store: Store;
+    prefix: string;
+    logger: Logger;
+    commitTimes?: CommitTimes;
+    metrics?: ControlPlaneMetrics;
+  }) {
     this.#store = options.store;
     this.#prefix = options.prefix;
+    this.#commitTimes = options.commitTimes;
+    this.#metrics = options.metrics;
     this.#logger = options.logger.child({ component: 'snapshot-cache' });
     this.#config = new ConfigState(options.prefix, this.#logger);
   }
@@ -90,7 +106,12 @@ export class SnapshotCache {
   }
 
   #onBatch(batch: WatchBatch): void {
-    if (!this.#config.apply(batch) || this.#buildScheduled) return;
+    // Before the commit time below is recorded, so that only the admin API's own time counts.
+    this.#metrics?.watchDelivered(this.#epoch, batch.revision);
+    if (!this.#config.apply(batch)) return;
+
+    this.#commitTimes?.record(this.#epoch, batch.revision);
+    if (this.#buildScheduled) return;
 
     // Batches that arrive in the same turn of the event loop become one snapshot.
     this.#buildScheduled = true;
@@ -110,6 +131,7 @@ export class SnapshotCache {
   #scheduleResync(error: unknown): void {
     if (this.#state === 'stopped') return;
     const delayMs = Math.round(this.#backoff.next());
+    this.#metrics?.resyncScheduled();
     this.#logger.warn({ err: error, delayMs }, 'store sync failed, retrying');
     this.#transition('idle');
     clearTimeout(this.#retryTimer);
@@ -118,18 +140,20 @@ export class SnapshotCache {
 
   #publish(): void {
     const start = performance.now();
-    const next = buildSnapshot(
-      this.#epoch,
-      this.#config.revision,
-      this.#config.routes(),
-      this.#config.upstreams(),
-    );
+    const content = encodeContent(this.#config.routes(), this.#config.upstreams());
     const previous = this.#current?.snapshot;
-    if (previous && previous.hash === next.snapshot.hash && previous.epoch === next.snapshot.epoch) {
+    if (previous && previous.hash === content.hash && previous.epoch === this.#epoch) {
+      this.#logger.debug(
+        { epoch: this.#epoch, version: this.#config.revision, hash: content.hash },
+        'snapshot unchanged',
+      );
       return;
     }
 
+    const next = publishContent(this.#epoch, this.#config.revision, content);
     this.#current = next;
+    const buildMs = performance.now() - start;
+    this.#metrics?.snapshotPublished(next, buildMs / 1e3);
     this.#logger.info(
       {
         epoch: next.snapshot.epoch,
@@ -137,7 +161,7 @@ export class SnapshotCache {
         routes: next.snapshot.routes.length,
         upstreams: next.snapshot.upstreams.length,
         bytes: next.encoded.length,
-        buildMs: Number((performance.now() - start).toFixed(2)),
+        buildMs: Number(buildMs.toFixed(2)),
       },
       'snapshot published',
     );

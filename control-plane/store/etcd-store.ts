@@ -16,8 +16,9 @@ import { pino } from 'pino';
 
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { etcdClientOptions, type EtcdTlsFiles } from './etcd-client.js';
 import { toStoreError } from './etcd-errors.js';
-import { EtcdWatch } from './etcd-watch.js';
+import { EtcdWatch, type EtcdWatchContext } from './etcd-watch.js';
 import {
   directoryPrefixes,
   isMetaKey,
@@ -35,7 +36,7 @@ import type {
   WatchHandlers,
 } from './store.js';
 
-/** Options of {@link EtcdStore}. TLS and authentication options belong here when added. */
+/** Options of {@link EtcdStore}. */
 export interface EtcdStoreOptions {
   /** Client URLs with scheme, such as `http://127.0.0.1:2379`. */
   endpoints: string[];
@@ -53,6 +54,17 @@ export interface EtcdStoreOptions {
    * milliseconds. Defaults to 5000.
    */
   watchBackoffMaxMs?: number;
+  /**
+   * Interval of the check that a watch is still delivering, in milliseconds;
+   * the check also probes whether etcd is reachable. Defaults to 10000.
+   */
+  watchCheckIntervalMs?: number;
+  /** TLS to etcd; set for `https://` endpoints. */
+  tls?: EtcdTlsFiles;
+  /** etcd user and password, when etcd has authentication enabled. */
+  auth?: { username: string; password: string };
+  /** Called each time a broken watch stream is re-established; for metrics. */
+  onWatchReconnect?: () => void;
 }
 
 const LAST_WRITE = 'last-write';
@@ -87,6 +99,11 @@ type Reachability = 'unknown' | 'reachable' | 'unreachable';
  */
 export class EtcdStore implements Store {
   readonly #client: Etcd3;
+  /** Watches have their own connection, replaced when a watch stalls on it. */
+  #watchClient: Etcd3;
+  readonly #clientOptions: IOptions;
+  readonly #watchCheckIntervalMs: number;
+  readonly #onWatchReconnect: (() => void) | undefined;
   readonly #endpoints: string[];
   readonly #root: string;
   readonly #logger: Logger;
@@ -116,9 +133,26 @@ export class EtcdStore implements Store {
     this.#root = root;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.#logger = (options.logger ?? pino({ enabled: false })).child({ component: 'etcd' });
-    this.#client = new Etcd3(
-      clientOptions(this.#endpoints, this.#requestTimeoutMs, options.watchBackoffMaxMs ?? 5000),
-    );
+    this.#watchCheckIntervalMs = options.watchCheckIntervalMs ?? 10_000;
+    this.#onWatchReconnect = options.onWatchReconnect;
+    this.#clientOptions = etcdClientOptions({
+      endpoints: this.#endpoints,
+      requestTimeoutMs: this.#requestTimeoutMs,
+      watchBackoffMaxMs: options.watchBackoffMaxMs ?? 5000,
+      tls: options.tls,
+      auth: options.auth,
+    });
+    this.#client = new Etcd3(this.#clientOptions);
+    this.#watchClient = new Etcd3(this.#clientOptions);
+  }
+
+  /**
+   * True while the last request to etcd succeeded; false before the first one
+   * and after a request failed as unreachable. Watches probe etcd every
+   * `watchCheckIntervalMs`, so the value is never older than that while one runs.
+   */
+  get reachable(): boolean {
+    return this.#reachability === 'reachable';
   }
 
   async epoch(): Promise<string> {
@@ -170,11 +204,17 @@ export class EtcdStore implements Store {
   watch(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
     validateWatchStart(fromRevision);
 
-    const context = {
+    const context: EtcdWatchContext = {
       client: this.#client,
+      watchClient: this.#watchClient,
       endpoints: this.#endpoints,
       root: this.#root,
       logger: this.#logger,
+      checkIntervalMs: this.#watchCheckIntervalMs,
+      cancelTimeoutMs: this.#requestTimeoutMs,
+      lastWriteRevision: (directory) => this.#lastWriteRevision(directory),
+      onStall: (client) => this.#replaceWatchClient(client),
+      onReconnect: this.#onWatchReconnect,
     };
     const watch = new EtcdWatch(context, prefix, fromRevision, handlers);
     for (const previous of this.#watches) {
@@ -270,6 +310,7 @@ export class EtcdStore implements Store {
     await Promise.race([cancellations, timer.catch(() => undefined)]);
     timeout.abort();
     this.#client.close();
+    this.#watchClient.close();
     this.#logger.info({ endpoints: this.#endpoints }, 'etcd store closed');
   }
 
@@ -286,6 +327,33 @@ export class EtcdStore implements Store {
         value: Buffer.alloc(0),
       },
     }));
+  }
+
+  /** Reads the revision of the last commit under `directory`, or 0 when there was none. */
+  async #lastWriteRevision(directory: string): Promise<number> {
+    const key = Buffer.from(this.#metaKey(directory, LAST_WRITE));
+    const response = await this.#request('watch check', () =>
+      this.#client.kv.range({ key, keys_only: true }),
+    );
+    return Number(response.kvs[0]?.mod_revision ?? 0);
+  }
+
+  /**
+   * Fails every watch on the stalled client's connection and moves later
+   * watches to a new client, so that a restarted watch does not reuse the
+   * connection that stopped delivering.
+   */
+  #replaceWatchClient(stalled: Etcd3): void {
+    if (stalled !== this.#watchClient) return;
+
+    this.#watchClient = new Etcd3(this.#clientOptions);
+    const failing = [...this.#watches].filter((watch) => watch.usesClient(stalled));
+    for (const watch of failing) watch.failStalled();
+    // A cancellation sent on the stalled connection may never be confirmed.
+    const detached = Promise.all(failing.map((watch) => watch.cancel()));
+    const timeout = sleep(this.#requestTimeoutMs, undefined, { ref: false });
+    void Promise.race([detached, timeout]).then(() => stalled.close());
+    this.#logger.warn({ endpoints: this.#endpoints }, 'etcd watch connection replaced');
   }
 
   #metaKey(directory: string, name: string): string {
@@ -319,64 +387,6 @@ export class EtcdStore implements Store {
     } else {
       this.#logger.info({ endpoints: this.#endpoints, from }, 'etcd connected');
     }
-  }
-}
-
-function clientOptions(
-  endpoints: string[],
-  requestTimeoutMs: number,
-  watchBackoffMaxMs: number,
-): IOptions {
-  return {
-    hosts: endpoints,
-    // A range of 100,000 routes is tens of MiB, far above grpc-js's 4 MiB default.
-    grpcOptions: {
-      'grpc.max_receive_message_length': 512 * 1024 * 1024,
-      'grpc.max_send_message_length': 512 * 1024 * 1024,
-    },
-    defaultCallOptions: (context) =>
-      context.isStream ? {} : { deadline: Date.now() + requestTimeoutMs },
-    // etcd3 by default retries a failed call three times and stops calling a
-    // host for five seconds after three failures. The store reports failures as
-    // retryable and leaves the retry policy to its caller, which then reaches
-    // etcd again as soon as it responds.
-    faultHandling: {
-      host: () => PASS_THROUGH_POLICY,
-      global: PASS_THROUGH_POLICY,
-      watchBackoff: new CappedBackoff(100, watchBackoffMaxMs),
-    },
-  };
-}
-
-type FaultHandling = NonNullable<IOptions['faultHandling']>;
-type Policy = NonNullable<FaultHandling['global']>;
-type Backoff = NonNullable<FaultHandling['watchBackoff']>;
-
-/**
- * A fault-handling policy that runs each call once. etcd3 v1.1.2 only calls
- * `execute` on its policies; the event members exist to satisfy the type.
- */
-const PASS_THROUGH_POLICY = {
-  execute: async <T>(call: (context: { signal: AbortSignal }) => PromiseLike<T> | T) =>
-    call({ signal: new AbortController().signal }),
-  onSuccess: () => ({ dispose: () => undefined }),
-  onFailure: () => ({ dispose: () => undefined }),
-} as unknown as Policy;
-
-/** Exponential backoff that doubles from `baseMs` up to `maxMs`, plus up to 20% jitter. */
-class CappedBackoff implements Backoff {
-  readonly duration: number;
-  readonly #baseMs: number;
-  readonly #maxMs: number;
-
-  constructor(baseMs: number, maxMs: number) {
-    this.#baseMs = Math.min(baseMs, maxMs);
-    this.#maxMs = maxMs;
-    this.duration = this.#baseMs * (1 + Math.random() * 0.2);
-  }
-
-  next(): CappedBackoff {
-    return new CappedBackoff(this.#baseMs * 2, this.#maxMs);
   }
 }
 

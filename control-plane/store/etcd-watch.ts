@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { Range, type Etcd3, type IEvent, type IWatchResponse, type Watcher } from 'etcd3';
 
 import { LoomError } from '../../common/errors.js';
@@ -22,11 +24,24 @@ const TRANSITIONS: Record<WatchState, WatchState[]> = {
 
 /** Dependencies of an {@link EtcdWatch}, provided by its store. */
 export interface EtcdWatchContext {
+  /** Client for reads. */
   client: Etcd3;
+  /** Client whose connection carries the watch stream. */
+  watchClient: Etcd3;
   endpoints: string[];
   /** Store root; keys under it with a `__meta` segment are hidden. */
   root: string;
   logger: Logger;
+  /** Interval of the delivery check, in milliseconds. */
+  checkIntervalMs: number;
+  /** Maximum wait for etcd to confirm a cancellation, in milliseconds. */
+  cancelTimeoutMs: number;
+  /** Reads the revision of the last commit under a directory (a prefix ending with `/`). */
+  lastWriteRevision(directory: string): Promise<number>;
+  /** Called when this watch stopped delivering on `watchClient`'s connection. */
+  onStall(watchClient: Etcd3): void;
+  /** Called each time a broken watch stream is re-established; for metrics. */
+  onReconnect?(): void;
 }
 
 /**
@@ -44,9 +59,20 @@ export interface EtcdWatchContext {
  * when etcd's history restarts under it, because a lower revision or another
  * cluster id after a reconnect means that etcd was wiped or restored.
  *
+ * A periodic check catches a stream that stays open but stops delivering. It
+ * reads the directory's last-write marker (see `EtcdStore`). When the marker
+ * names a revision the watch has not delivered and two checks in a row find
+ * the watch no further, the store replaces the watch connection and the watch
+ * fails with a retryable error.
+ *
  * NOTE: a wiped etcd whose revision has already passed the watch's by the time
  * the watch reconnects looks like the same history. Only a changed epoch
  * reveals it, so callers compare epochs when they read the prefix again.
+ *
+ * NOTE: the delivery check sees only commits that write the marker, that is
+ * commits through `EtcdStore`, and only for prefixes that end with `/`. A
+ * stall during writes by other etcd clients goes unnoticed until the next
+ * Loom commit.
  */
 export class EtcdWatch implements Watch {
   readonly #context: EtcdWatchContext;
@@ -61,6 +87,10 @@ export class EtcdWatch implements Watch {
   #highestRevision = 0;
   #clusterId: string | undefined;
   #detached: Promise<void> | undefined;
+  /** `#nextRevision` at the last check that found an undelivered commit. */
+  #behindAt: number | undefined;
+  #checking = false;
+  readonly #checkTimer: NodeJS.Timeout;
 
   constructor(
     context: EtcdWatchContext,
@@ -77,7 +107,7 @@ export class EtcdWatch implements Watch {
     // `watcher()` lets the listeners attach before any response can arrive.
     // The promise of `create()` resolves one tick after 'connected', so a
     // 'data' or 'error' emitted in between would be lost.
-    this.#watcher = context.client
+    this.#watcher = context.watchClient
       .watch()
       .prefix(prefix)
       .startRevision(String(fromRevision))
@@ -86,6 +116,25 @@ export class EtcdWatch implements Watch {
     this.#watcher.on('data', (response) => this.#onData(response));
     this.#watcher.on('disconnected', (error) => this.#onDisconnected(error));
     this.#watcher.on('error', (error) => void this.#onCanceledByEtcd(error));
+    this.#checkTimer = setInterval(() => void this.#checkDelivery(), context.checkIntervalMs);
+    this.#checkTimer.unref();
+  }
+
+  /** True when this watch's stream runs on `client`'s connection. */
+  usesClient(client: Etcd3): boolean {
+    return this.#context.watchClient === client;
+  }
+
+  /**
+   * Fails the watch because its connection stopped delivering; the caller
+   * replaces the connection.
+   */
+  failStalled(): void {
+    this.#fail(
+      `etcd at ${this.#endpoints()} has commits from revision ${this.#nextRevision} on ` +
+        'but the watch stream delivered none of them',
+    );
+    this.#detach();
   }
 
   /** Stops delivery at once; resolves when etcd has removed the watch. */
@@ -186,6 +235,32 @@ export class EtcdWatch implements Watch {
     }
   }
 
+  /** Compares the last commit under the prefix with what the watch delivered. */
+  async #checkDelivery(): Promise<void> {
+    const directory = this.#prefix.endsWith('/') ? this.#prefix : undefined;
+    if (directory === undefined || this.#checking || this.#isFinal()) return;
+
+    this.#checking = true;
+    try {
+      const lastWrite = await this.#context.lastWriteRevision(directory);
+      if (this.#isFinal() || this.#state === 'disconnected' || lastWrite < this.#nextRevision) {
+        this.#behindAt = undefined;
+        return;
+      }
+      // One check may race with events in flight; two checks without progress cannot.
+      if (this.#behindAt !== this.#nextRevision) {
+        this.#behindAt = this.#nextRevision;
+        return;
+      }
+      this.#logger.warn({ nextRevision: this.#nextRevision, lastWrite }, 'etcd watch stalled');
+      this.#context.onStall(this.#context.watchClient);
+    } catch {
+      // etcd is unreachable; the store logs that, and the watch reconnects by itself.
+    } finally {
+      this.#checking = false;
+    }
+  }
+
   #historyRestarted(response: IWatchResponse): boolean {
     const { cluster_id: clusterId, revision } = response.header;
     const restarted =
@@ -213,10 +288,13 @@ export class EtcdWatch implements Watch {
   }
 
   #detach(): void {
-    this.#detached ??= this.#watcher.cancel().catch((error: unknown) => {
+    const canceled = this.#watcher.cancel().catch((error: unknown) => {
       const storeError = toStoreError(error, this.#context.endpoints, 'watch cancel');
       this.#logger.warn({ err: storeError }, 'etcd watch cancel failed');
     });
+    // etcd never confirms a cancellation sent on a stalled or silently broken connection.
+    const timeout = sleep(this.#context.cancelTimeoutMs, undefined, { ref: false });
+    this.#detached ??= Promise.race([canceled, timeout]);
   }
 
   #isFinal(): boolean {
@@ -231,6 +309,8 @@ export class EtcdWatch implements Watch {
     }
 
     this.#state = next;
+    if (this.#isFinal()) clearInterval(this.#checkTimer);
+    if (from === 'disconnected' && next === 'watching') this.#context.onReconnect?.();
     const fields = { from, to: next, nextRevision: this.#nextRevision, err: error };
     if (next === 'disconnected' || next === 'failed') {
       this.#logger.warn(fields, 'etcd watch state changed');

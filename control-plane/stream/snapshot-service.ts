@@ -15,6 +15,7 @@ import {
 } from '../../proto/gen/loom/v1/data_plane.js';
 import type { PublishedSnapshot } from '../snapshot/build-snapshot.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
+import type { StreamAdmission } from './admission.js';
 import type { ProxyRegistry } from './proxy-registry.js';
 
 /**
@@ -39,15 +40,19 @@ interface VersionMark {
 /**
  * One proxy's stream. It sends the newest snapshot the proxy lacks, never one
  * older than the proxy holds in the same epoch, and never again a version the
- * proxy nacked. A proxy that reads slowly gets only the newest snapshot once
- * its stream drains, not a queue of old ones.
+ * proxy nacked, until a newer version exists. A proxy that reconnects while it
+ * serves a snapshot is not sent the version it nacked on an earlier stream
+ * either; a proxy that starts empty is, because it may run a fixed build. A
+ * proxy that reads slowly gets only the newest snapshot once its stream
+ * drains, not a queue of old ones.
  */
 class ProxySession {
   #proxyId = '';
   #held: VersionMark = { epoch: '', version: 0 };
   #sent: VersionMark | undefined;
   #nacked: VersionMark | undefined;
-  #waitingForDrain = false;
+  /** True from a write until gRPC reports the snapshot handed to HTTP/2; one is in flight at most. */
+  #writing = false;
   #closed = false;
   readonly #call: Call;
   readonly #cache: SnapshotCache;
@@ -62,7 +67,6 @@ class ProxySession {
     this.#logger = logger;
     this.#unsubscribe = cache.subscribe(() => this.#offer());
     call.on('data', (request: StreamRequest) => this.#onRequest(request));
-    call.on('drain', () => this.#onDrain());
     call.on('end', () => this.#close('stream ended'));
     call.on('error', (error: Error) => this.#close(error.message));
     call.on('cancelled', () => this.#close('stream cancelled'));
@@ -80,11 +84,17 @@ class ProxySession {
 
     this.#proxyId = hello.proxyId;
     this.#held = { epoch: hello.epoch, version: hello.version };
+    if (hello.version > 0) this.#nacked = this.#registry.lastNack(hello.proxyId);
     this.#registry.connect(hello.proxyId, hello.address, hello.epoch, hello.version);
     // Headers go out now so the proxy knows the stream is up even when it needs no snapshot.
     this.#call.sendMetadata(new Metadata());
     this.#logger.info(
-      { proxyId: hello.proxyId, address: hello.address, epoch: hello.epoch, version: hello.version },
+      {
+        proxyId: hello.proxyId,
+        address: hello.address,
+        epoch: hello.epoch,
+        version: hello.version,
+      },
       'proxy connected',
     );
     this.#offer();
@@ -95,14 +105,18 @@ class ProxySession {
 
     this.#held = { epoch: ack.epoch, version: ack.version };
     this.#registry.ack(this.#proxyId, ack.epoch, ack.version);
-    this.#logger.info({ proxyId: this.#proxyId, epoch: ack.epoch, version: ack.version }, 'version acked');
+    // Per proxy and version, so debug: a fleet of 1,000 proxies would log 1,000 lines per apply.
+    this.#logger.debug(
+      { proxyId: this.#proxyId, epoch: ack.epoch, version: ack.version },
+      'version acked',
+    );
   }
 
   #onNack(nack: Nack): void {
     if (!this.#proxyId) return;
 
     this.#nacked = { epoch: nack.epoch, version: nack.version };
-    this.#registry.nack(this.#proxyId, nack.version, nack.error);
+    this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
     this.#logger.warn(
       { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
       'version nacked',
@@ -110,14 +124,19 @@ class ProxySession {
   }
 
   #offer(): void {
-    if (this.#closed || !this.#proxyId || this.#waitingForDrain) return;
+    if (this.#closed || !this.#proxyId || this.#writing) return;
 
     const published = this.#cache.current;
     if (!published || !this.#needs(published)) return;
 
     const { epoch, version } = published.snapshot;
     this.#sent = { epoch, version };
-    if (!this.#call.write(published.encoded)) this.#waitingForDrain = true;
+    this.#registry.sent(this.#proxyId);
+    this.#logger.debug({ proxyId: this.#proxyId, epoch, version }, 'snapshot sent');
+    // The stream's own buffer holds 16 messages before write() returns false, so it
+    // cannot keep a slow proxy to one snapshot; the write callback can.
+    this.#writing = true;
+    this.#call.write(published.encoded, () => this.#onWritten());
   }
 
   #needs(published: PublishedSnapshot): boolean {
@@ -127,8 +146,8 @@ class ProxySession {
     return !covers(this.#held) && !covers(this.#sent) && !covers(this.#nacked);
   }
 
-  #onDrain(): void {
-    this.#waitingForDrain = false;
+  #onWritten(): void {
+    this.#writing = false;
     this.#offer();
   }
 
@@ -148,10 +167,13 @@ export function createSnapshotService(options: {
   cache: SnapshotCache;
   registry: ProxyRegistry;
   logger: Logger;
+  /** Checks credentials and paces new streams; a refused stream ends at once. */
+  admission?: StreamAdmission;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
   return {
     Stream(call: Call) {
+      if (options.admission && !options.admission.admit(call)) return;
       new ProxySession(call, options.cache, options.registry, logger);
     },
   };

@@ -1,26 +1,52 @@
 import { LoomError } from '../../common/errors.js';
-import type { PathPattern } from './pattern.js';
-import type { RouteEntry } from './route-entry.js';
+import { compareMixedSegments, matchMixedSegment, type MixedSegment } from './mixed-segment.js';
+import type { PathPattern, PatternSegment } from './pattern.js';
+import type { RouteEntry, SearchState } from './route-entry.js';
 
-/** Routes that end at one place in the tree. At most one matches any method. */
+/**
+ * Routes that end at one place in the tree. At most one matches any method.
+ * `methods` and `entries` are parallel: a route list is short, and scanning
+ * it measured faster than a Map lookup and takes less memory.
+ */
 interface Slot<T> {
   any: RouteEntry<T> | null;
-  byMethod: Map<string, RouteEntry<T>>;
-  /** Keys of `byMethod`, for the `allow` list of a method-not-allowed result. */
   methods: string[];
+  entries: RouteEntry<T>[];
 }
 
+/** A mixed segment and the node it leads to. */
+interface MixedEdge<T> {
+  segment: MixedSegment;
+  node: PathNode<T>;
+}
+
+const NO_TEXTS: string[] = [];
+const NO_NODES: PathNode<never>[] = [];
+const NO_ENTRIES: RouteEntry<never>[] = [];
+const NO_CODES: number[] = [];
+/** First-character code of an empty edge text, which matches an empty segment. */
+const EMPTY_EDGE = -1;
+
 class PathNode<T> {
-  /** Static children by segment text, used while building. */
-  readonly children = new Map<string, PathNode<T>>();
-  // After sealing, static children are edges in parallel arrays. An edge text
-  // is one or more segments joined by "/": a chain of nodes that have nothing
-  // but one static child becomes one edge, so `/api/v1/users` costs one
-  // comparison instead of three.
-  edgeTexts: string[] = [];
-  edgeNodes: PathNode<T>[] = [];
-  /** Edge index by first segment, only on nodes with too many edges to scan. */
+  // Static children are edges in parallel arrays. While building, each edge
+  // text is one segment. Sealing merges a chain of nodes that have nothing but
+  // one static child into one edge whose text is the segments joined by "/",
+  // so `/api/v1/users` costs one comparison instead of three.
+  edgeTexts: string[] = NO_TEXTS;
+  edgeNodes: PathNode<T>[] = NO_NODES;
+  /** First character of each edge text after sealing, `EMPTY_EDGE` for an empty text. */
+  edgeFirstCodes: number[] = NO_CODES;
+  /**
+   * On a node with too many edges to scan, edges sorted by first character
+   * and, for each character code below 128, where its edges start: the edges
+   * of code `c` are `edgeBuckets[c]` up to `edgeBuckets[c + 1]`. Empty edge
+   * texts sit under code 0.
+   */
+  edgeBuckets: Int32Array | null = null;
+  /** Edge index by first segment, where one first character has too many edges for buckets. */
   edgeIndex: Map<string, number> | null = null;
+  /** Mixed children; sorted into the order they are tried when sealing. */
+  mixed: MixedEdge<T>[] | null = null;
   param: PathNode<T> | null = null;
   /** Routes whose pattern ends at this node. */
   end: Slot<T> | null = null;
@@ -29,16 +55,21 @@ class PathNode<T> {
 }
 
 const SLASH = 0x2f;
+/** Pattern text is ASCII, so no edge starts with a character code at or above this. */
+const ASCII_LIMIT = 128;
 
 /** Edges beyond which a node looks the first segment up in a Map instead of scanning. */
 const LINEAR_SCAN_LIMIT = 8;
+/** Nodes sealed between two yields of `sealSteps`. */
+const SEAL_STEP_NODES = 256;
 
 /**
  * The routes of one host (or of any host) as a tree of path segments. At each
- * segment a static child is tried first, then the param child, then the
- * catch-all, and a branch that fails further down (on the path or on the
- * method) backtracks to the next kind. The first route found therefore has
- * the most static segments from the left, whatever order routes were added.
+ * segment a static child is tried first, then the mixed children in
+ * precedence order, then the param child, then the catch-all. A branch that
+ * fails further down (on the path or on the method) backtracks to the next.
+ * The first route found is therefore the best by the documented precedence,
+ * whatever order routes were added in.
  */
 export class PathTree<T> {
   readonly #hostLabel: string;
@@ -53,53 +84,84 @@ export class PathTree<T> {
 
   /**
    * Adds one path of one route. `methods` must be deduplicated and sorted;
-   * empty means any method.
+   * empty means any method. `parentEntry` is required for a `**` pattern: it
+   * is the entry for the path without the catch-all segment.
    *
    * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when a route already in the tree
    *   has the same pattern (up to param names) and an overlapping method.
    */
-  insert(pattern: PathPattern, methods: readonly string[], entry: RouteEntry<T>): void {
+  insert(
+    pattern: PathPattern,
+    methods: readonly string[],
+    entry: RouteEntry<T>,
+    parentEntry?: RouteEntry<T>,
+  ): void {
     let node = this.#root;
-    for (const segment of pattern.segments) {
-      if (segment.kind === 'catch-all') {
+    const segments = pattern.segments;
+    for (let i = 0; i < segments.length; i++) {
+      const segment = segments[i];
+      if (segment.kind === 'static') node = staticChild(node, segment.text);
+      else if (segment.kind === 'param') node = node.param ??= new PathNode();
+      else if (segment.kind === 'mixed') node = mixedChild(node, segment.mixed);
+      else {
+        // At the root, `/**` has no parent path: `/` is already in the catch-all.
+        if (segment.includesParent && i > 0) {
+          this.#addEnd(node, staticPathOf(segments, i), methods, parentEntry as RouteEntry<T>);
+        }
         node.catchAll ??= createSlot();
         this.#addToSlot(node.catchAll, methods, entry);
         return;
       }
-      node =
-        segment.kind === 'param' ? (node.param ??= new PathNode()) : childFor(node, segment.text);
     }
-
-    node.end ??= createSlot();
-    this.#addToSlot(node.end, methods, entry);
-    if (pattern.isStatic) this.#staticPaths.set(pattern.key, node.end);
+    let staticPath: string | null = null;
+    if (pattern.isStatic) {
+      // Without escapes and `::`, the normalized path is the pattern itself.
+      const plain = pattern.source.indexOf('%') === -1 && pattern.source.indexOf(':') === -1;
+      staticPath = plain ? pattern.source : staticPathOf(segments, segments.length);
+    }
+    this.#addEnd(node, staticPath, methods, entry);
   }
 
-  /** Prepares the tree for lookups; call after the last insert. */
+  /**
+   * Prepares the tree for lookups, yielding after every few hundred nodes so
+   * that a caller can spread the work over several turns of the event loop.
+   * The tree serves lookups only after the generator has finished.
+   */
+  *sealSteps(): Generator<void, void, void> {
+    const pending: PathNode<T>[] = [this.#root];
+    let sealed = 0;
+    while (pending.length > 0) {
+      sealNode(pending.pop() as PathNode<T>, pending);
+      if (++sealed % SEAL_STEP_NODES === 0) yield;
+    }
+  }
+
+  /** Seals the tree in one go, as `sealSteps` does in steps. */
   seal(): void {
-    sealNode(this.#root);
+    const steps = this.sealSteps();
+    while (steps.next().done !== true);
   }
 
   /**
    * Returns the route for a normalized path and a method, or null. On a
-   * match, `starts` holds where each param and the catch-all start in the
-   * path. It needs a slot for every param and catch-all of the longest pattern.
+   * match, `state.bounds` contains where each param starts and ends in the path.
+   * Sets `state.pathMatched` when some route matched the path but not the method.
    */
-  find(method: string, path: string, starts: Int32Array): RouteEntry<T> | null {
+  find(method: string, path: string, state: SearchState): RouteEntry<T> | null {
     // A fully static pattern is the best match a path can have, so a hit here
     // is what the tree walk would return. A method miss falls through to the
     // walk, which may find a param route for the method.
     const slot = this.#staticPaths.get(path);
     if (slot !== undefined) {
-      const entry = slot.any ?? slot.byMethod.get(method);
-      if (entry !== undefined) return entry;
+      const entry = methodEntry(slot, method, state);
+      if (entry !== null) return entry;
     }
-    return searchNode(this.#root, method, path, 1, 0, starts);
+    return searchNode(this.#root, method, path, 1, 0, state);
   }
 
   /** Same as `find` without the static-path shortcut; tests compare the two. */
-  search(method: string, path: string, starts: Int32Array): RouteEntry<T> | null {
-    return searchNode(this.#root, method, path, 1, 0, starts);
+  search(method: string, path: string, state: SearchState): RouteEntry<T> | null {
+    return searchNode(this.#root, method, path, 1, 0, state);
   }
 
   /**
@@ -111,25 +173,33 @@ export class PathTree<T> {
     collectNode(this.#root, path, 1, allow);
   }
 
+  #addEnd(
+    node: PathNode<T>,
+    staticPath: string | null,
+    methods: readonly string[],
+    entry: RouteEntry<T>,
+  ): void {
+    node.end ??= createSlot();
+    this.#addToSlot(node.end, methods, entry);
+    if (staticPath !== null) this.#staticPaths.set(staticPath, node.end);
+  }
+
   #addToSlot(slot: Slot<T>, methods: readonly string[], entry: RouteEntry<T>): void {
     if (methods.length === 0) {
       if (slot.any !== null) this.#reject(slot.any, entry, 'any method');
-      if (slot.methods.length > 0) {
-        const method = slot.methods[0];
-        this.#reject(slot.byMethod.get(method) as RouteEntry<T>, entry, `method ${method}`);
-      }
+      if (slot.methods.length > 0)
+        this.#reject(slot.entries[0], entry, `method ${slot.methods[0]}`);
       slot.any = entry;
       return;
     }
 
     for (const method of methods) {
-      const existing = slot.any ?? slot.byMethod.get(method);
+      const existing = slot.any ?? slot.entries[slot.methods.indexOf(method)];
       if (existing !== undefined) this.#reject(existing, entry, `method ${method}`);
     }
-    for (const method of methods) {
-      slot.byMethod.set(method, entry);
-      slot.methods.push(method);
-    }
+    // concat makes arrays of the exact length; push would reserve room for 16 more.
+    slot.methods = slot.methods.concat(methods);
+    slot.entries = slot.entries.concat(methods.map(() => entry));
   }
 
   #reject(existing: RouteEntry<T>, added: RouteEntry<T>, method: string): never {
@@ -155,7 +225,7 @@ function searchNode<T>(
   path: string,
   start: number,
   captured: number,
-  starts: Int32Array,
+  state: SearchState,
 ): RouteEntry<T> | null {
   const index = findEdge(node, path, start);
   if (index !== -1) {
@@ -163,24 +233,39 @@ function searchNode<T>(
     const after = start + node.edgeTexts[index].length;
     const entry =
       after === path.length
-        ? methodEntry(child.end, method)
-        : searchNode(child, method, path, after + 1, captured, starts);
+        ? methodEntry(child.end, method, state)
+        : searchNode(child, method, path, after + 1, captured, state);
     if (entry !== null) return entry;
   }
 
+  const mixed = node.mixed;
   const param = node.param;
-  if (param !== null) {
+  if (mixed !== null || param !== null) {
     let end = path.indexOf('/', start);
     if (end === -1) end = path.length;
+
+    if (mixed !== null) {
+      for (let i = 0; i < mixed.length; i++) {
+        const { segment, node: child } = mixed[i];
+        if (!matchMixedSegment(segment, path, start, end, state.bounds, captured)) continue;
+        const entry =
+          end === path.length
+            ? methodEntry(child.end, method, state)
+            : searchNode(child, method, path, end + 1, captured + segment.names.length, state);
+        if (entry !== null) return entry;
+      }
+    }
+
     // A param never matches an empty segment.
-    if (end > start) {
-      // Recording the start in a preallocated array is cheaper than collecting
+    if (param !== null && end > start) {
+      // Recording bounds in a preallocated array is cheaper than collecting
       // params while backtracking. A failed branch is overwritten by the next.
-      starts[captured] = start;
+      state.bounds[2 * captured] = start;
+      state.bounds[2 * captured + 1] = end;
       const entry =
         end === path.length
-          ? methodEntry(param.end, method)
-          : searchNode(param, method, path, end + 1, captured + 1, starts);
+          ? methodEntry(param.end, method, state)
+          : searchNode(param, method, path, end + 1, captured + 1, state);
       if (entry !== null) return entry;
     }
   }
@@ -188,8 +273,9 @@ function searchNode<T>(
   // The catch-all takes the rest of the path from `start`, which may be empty.
   const catchAll = node.catchAll;
   if (catchAll === null) return null;
-  starts[captured] = start;
-  return methodEntry(catchAll, method);
+  state.bounds[2 * captured] = start;
+  state.bounds[2 * captured + 1] = path.length;
+  return methodEntry(catchAll, method, state);
 }
 
 /** Visits every branch that `searchNode` could take, collecting the methods of each match. */
@@ -204,6 +290,11 @@ function collectNode<T>(node: PathNode<T>, path: string, start: number, allow: S
 
   let end = path.indexOf('/', start);
   if (end === -1) end = path.length;
+  for (const { segment, node: child } of node.mixed ?? []) {
+    if (!matchMixedSegment(segment, path, start, end, null, 0)) continue;
+    if (end === path.length) addMethods(child.end, allow);
+    else collectNode(child, path, end + 1, allow);
+  }
   if (node.param !== null && end > start) {
     if (end === path.length) addMethods(node.param.end, allow);
     else collectNode(node.param, path, end + 1, allow);
@@ -215,15 +306,33 @@ function collectNode<T>(node: PathNode<T>, path: string, start: number, allow: S
 /** Returns the index of the edge that matches the path at `start`, or -1. At most one can match. */
 function findEdge<T>(node: PathNode<T>, path: string, start: number): number {
   const texts = node.edgeTexts;
+  const first = path.charCodeAt(start);
+  const buckets = node.edgeBuckets;
+  if (buckets !== null) {
+    // An empty edge matches an empty segment, which starts with "/" or ends the path.
+    const code = first === SLASH || first !== first ? 0 : first;
+    if (code >= ASCII_LIMIT) return -1;
+    for (let i = buckets[code]; i < buckets[code + 1]; i++) {
+      if (edgeMatches(texts[i], path, start)) return i;
+    }
+    return -1;
+  }
   if (node.edgeIndex !== null) {
     let end = path.indexOf('/', start);
     if (end === -1) end = path.length;
     const index = node.edgeIndex.get(path.slice(start, end));
-    return index !== undefined && edgeMatches(texts[index], path, start) ? index : -1;
+    if (index === undefined) return -1;
+    // The key is the edge's first segment, so a one-segment edge has matched already.
+    const text = texts[index];
+    return text.length === end - start || edgeMatches(text, path, start) ? index : -1;
   }
 
-  for (let i = 0; i < texts.length; i++) {
-    if (edgeMatches(texts[i], path, start)) return i;
+  // Comparing first characters from a small integer array skips most edges
+  // without touching their strings.
+  const codes = node.edgeFirstCodes;
+  for (let i = 0; i < codes.length; i++) {
+    const code = codes[i];
+    if ((code === first || code === EMPTY_EDGE) && edgeMatches(texts[i], path, start)) return i;
   }
   return -1;
 }
@@ -243,9 +352,26 @@ function edgeMatches(text: string, path: string, start: number): boolean {
   return path.indexOf(text, start) === start;
 }
 
-function methodEntry<T>(slot: Slot<T> | null, method: string): RouteEntry<T> | null {
+/** Returns the route of a slot for a method, noting in `state` a slot without it. */
+function methodEntry<T>(
+  slot: Slot<T> | null,
+  method: string,
+  state: SearchState,
+): RouteEntry<T> | null {
   if (slot === null) return null;
-  return slot.any ?? slot.byMethod.get(method) ?? null;
+  if (slot.any !== null) return slot.any;
+  const methods = slot.methods;
+  for (let i = 0; i < methods.length; i++) {
+    if (methods[i] === method) return slot.entries[i];
+  }
+  // A GET route also matches HEAD when no route at the same place lists HEAD,
+  // which the loop above would have found.
+  if (method === 'HEAD') {
+    const get = methods.indexOf('GET');
+    if (get !== -1) return slot.entries[get];
+  }
+  state.pathMatched = true;
+  return null;
 }
 
 function addMethods(slot: Slot<unknown> | null, allow: Set<string>): void {
@@ -253,43 +379,118 @@ function addMethods(slot: Slot<unknown> | null, allow: Set<string>): void {
   for (const method of slot.methods) allow.add(method);
 }
 
-function childFor<T>(node: PathNode<T>, text: string): PathNode<T> {
-  let child = node.children.get(text);
-  if (child === undefined) {
-    child = new PathNode<T>();
-    node.children.set(text, child);
+/** Returns the path the first `count` segments match when all are static, else null. */
+function staticPathOf(segments: readonly PatternSegment[], count: number): string | null {
+  let path = '';
+  for (let i = 0; i < count; i++) {
+    const segment = segments[i];
+    if (segment.kind !== 'static') return null;
+    path += '/' + segment.text;
+  }
+  return path;
+}
+
+function staticChild<T>(node: PathNode<T>, text: string): PathNode<T> {
+  const index = findEdgeIndex(node, text);
+  if (index !== -1) return node.edgeNodes[index];
+
+  const child = new PathNode<T>();
+  if (node.edgeTexts === NO_TEXTS) {
+    // Literals of one element: most nodes keep a single edge.
+    node.edgeTexts = [text];
+    node.edgeNodes = [child];
+  } else {
+    node.edgeTexts.push(text);
+    node.edgeNodes.push(child);
+  }
+  const count = node.edgeTexts.length;
+  if (count > LINEAR_SCAN_LIMIT) {
+    node.edgeIndex ??= new Map(node.edgeTexts.map((edge, i) => [edge, i]));
+    node.edgeIndex.set(text, count - 1);
   }
   return child;
 }
 
-function sealNode<T>(node: PathNode<T>): void {
-  node.edgeTexts = [];
-  node.edgeNodes = [];
-  for (const [text, child] of node.children) {
-    let edge = text;
-    let target = child;
-    while (target.children.size === 1 && target.param === null && isBare(target)) {
-      const [nextText, next] = target.children.entries().next().value as [string, PathNode<T>];
-      edge += '/' + nextText;
-      target = next;
-    }
-    node.edgeTexts.push(edge);
-    node.edgeNodes.push(target);
-    sealNode(target);
-  }
-
-  if (node.edgeTexts.length > LINEAR_SCAN_LIMIT) {
-    const firstSegments = node.edgeTexts.map((text) => text.split('/', 1)[0]);
-    node.edgeIndex = new Map(firstSegments.map((segment, index) => [segment, index]));
-  }
-  if (node.param !== null) sealNode(node.param);
+/** Returns the index of the static edge with exactly this text, while building. */
+function findEdgeIndex(node: PathNode<unknown>, text: string): number {
+  if (node.edgeIndex !== null) return node.edgeIndex.get(text) ?? -1;
+  return node.edgeTexts.indexOf(text);
 }
 
-/** Returns whether no route ends at the node, so it can sit inside a merged edge. */
-function isBare(node: PathNode<unknown>): boolean {
-  return node.end === null && node.catchAll === null;
+function mixedChild<T>(node: PathNode<T>, segment: MixedSegment): PathNode<T> {
+  node.mixed ??= [];
+  const known = node.mixed.find((edge) => edge.segment.shape === segment.shape);
+  if (known !== undefined) return known.node;
+  const edge = { segment, node: new PathNode<T>() };
+  node.mixed.push(edge);
+  return edge.node;
+}
+
+/** Seals one node and pushes the nodes below it onto `pending`. */
+function sealNode<T>(node: PathNode<T>, pending: PathNode<T>[]): void {
+  const texts = node.edgeTexts;
+  if (texts.length > 0) {
+    const nodes = node.edgeNodes;
+    for (let i = 0; i < texts.length; i++) {
+      while (isChainLink(nodes[i])) {
+        texts[i] += '/' + nodes[i].edgeTexts[0];
+        nodes[i] = nodes[i].edgeNodes[0];
+      }
+      pending.push(nodes[i]);
+    }
+    // Copies of the exact length: an array that was pushed to reserves spare room.
+    node.edgeTexts = texts.slice();
+    node.edgeNodes = nodes.slice();
+    if (node.edgeIndex === null) {
+      node.edgeFirstCodes = texts.map((text) =>
+        text.length === 0 ? EMPTY_EDGE : text.charCodeAt(0),
+      );
+    } else {
+      bucketEdges(node);
+    }
+  }
+  if (node.mixed !== null) {
+    node.mixed = node.mixed.sort((a, b) => compareMixedSegments(a.segment, b.segment)).slice();
+    for (const edge of node.mixed) pending.push(edge.node);
+  }
+  if (node.param !== null) pending.push(node.param);
+}
+
+/**
+ * Replaces the Map index of a wide node with first-character buckets when no
+ * character starts more than `LINEAR_SCAN_LIMIT` edges. Scanning a few edges
+ * of one bucket measured faster than slicing the segment for a Map lookup.
+ */
+function bucketEdges<T>(node: PathNode<T>): void {
+  const codes = node.edgeTexts.map((text) => (text.length === 0 ? 0 : text.charCodeAt(0)));
+  const counts = new Int32Array(ASCII_LIMIT + 1);
+  for (const code of codes) counts[code]++;
+  if (counts.some((count) => count > LINEAR_SCAN_LIMIT)) return;
+
+  const order = codes.map((_, i) => i).sort((a, b) => codes[a] - codes[b]);
+  node.edgeTexts = order.map((i) => node.edgeTexts[i]);
+  node.edgeNodes = order.map((i) => node.edgeNodes[i]);
+  const buckets = new Int32Array(ASCII_LIMIT + 1);
+  for (let code = 0, start = 0; code < ASCII_LIMIT; code++) {
+    buckets[code] = start;
+    start += counts[code];
+    buckets[code + 1] = start;
+  }
+  node.edgeBuckets = buckets;
+  node.edgeIndex = null;
+}
+
+/** Returns whether a node has nothing but one static child, so it can sit inside a merged edge. */
+function isChainLink(node: PathNode<unknown>): boolean {
+  return (
+    node.edgeTexts.length === 1 &&
+    node.mixed === null &&
+    node.param === null &&
+    node.end === null &&
+    node.catchAll === null
+  );
 }
 
 function createSlot<T>(): Slot<T> {
-  return { any: null, byMethod: new Map(), methods: [] };
+  return { any: null, methods: NO_TEXTS, entries: NO_ENTRIES };
 }

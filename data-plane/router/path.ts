@@ -7,6 +7,7 @@ export const MAX_PATH_LENGTH = 8192;
 export type BadRequest = Extract<RouterMatch<never>, { kind: 'bad-request' }>;
 
 const SLASH = 0x2f;
+const DOT = 0x2e;
 const HEX_DIGITS = '0123456789ABCDEF';
 
 const PATH_TOO_LONG: BadRequest = Object.freeze({
@@ -25,18 +26,34 @@ const ABOVE_ROOT: BadRequest = Object.freeze({
   kind: 'bad-request',
   reason: 'dot segment ".." climbs above the root',
 });
+const BACKSLASH: BadRequest = Object.freeze({
+  kind: 'bad-request',
+  reason: 'backslash ("\\" or "%5C") in path',
+});
+const NUL: BadRequest = Object.freeze({
+  kind: 'bad-request',
+  reason: 'NUL byte ("%00") in path',
+});
+const DOT_SEGMENT_PARAMETER: BadRequest = Object.freeze({
+  kind: 'bad-request',
+  reason: 'dot segment with a path parameter (such as "..;") in path',
+});
 
 /**
  * Puts a raw request path (no query string) in the form the router matches:
  * percent-encoded unreserved characters decoded, other escapes upper-cased, and
  * dot segments removed as RFC 3986 section 5.2.4 describes. Empty segments and
- * case are kept. Returns a `bad-request` result for a path that is too long,
- * does not start with `/`, has an invalid escape or invalid UTF-8, or has a
- * `..` that climbs above the root.
+ * case are kept. Returns a `bad-request` result for a path that is too long or
+ * does not start with `/`. So does a path with an invalid escape, invalid
+ * UTF-8, a backslash (raw or `%5C`), `%00`, a dot segment with a path
+ * parameter (`..;x`, `.;x`), or a `..` that climbs above the root.
  */
 export function normalizeRequestPath(path: string): string | BadRequest {
   if (path.length > MAX_PATH_LENGTH) return PATH_TOO_LONG;
   if (path.charCodeAt(0) !== SLASH) return PATH_NOT_ABSOLUTE;
+  // Some servers read a backslash as "/", so an upstream could split a segment
+  // that the router matched as one.
+  if (path.indexOf('\\') !== -1) return BACKSLASH;
 
   // Most paths have neither escapes nor dot segments, so native one-character
   // scans let them through without copying.
@@ -44,6 +61,9 @@ export function normalizeRequestPath(path: string): string | BadRequest {
   if (path.indexOf('%') !== -1) {
     const decoded = normalizePercentEncoding(path);
     if (decoded === null) return INVALID_ENCODING;
+    // Escapes are upper-cased above, so one spelling of each is enough.
+    if (decoded.indexOf('%5C') !== -1) return BACKSLASH;
+    if (decoded.indexOf('%00') !== -1) return NUL;
     normalized = decoded;
   }
   return hasDotSegmentStart(normalized) ? removeDotSegments(normalized) : normalized;
@@ -57,9 +77,12 @@ export function normalizeRequestPath(path: string): string | BadRequest {
  * escaped bytes are not valid UTF-8.
  */
 export function normalizePercentEncoding(text: string): string | null {
+  let index = text.indexOf('%');
+  // Without escapes there is nothing to decode, and decoding cannot fail.
+  if (index === -1) return text;
+
   let output = '';
   let copied = 0;
-  let index = text.indexOf('%');
   while (index !== -1) {
     const high = hexValue(text.charCodeAt(index + 1));
     const low = hexValue(text.charCodeAt(index + 2));
@@ -111,6 +134,7 @@ function removeDotSegments(path: string): string | BadRequest {
   for (let i = 0; i < segments.length; i++) {
     const segment = segments[i];
     const last = i === segments.length - 1;
+    if (isDotSegmentWithParameter(segment)) return DOT_SEGMENT_PARAMETER;
     if (segment === '.' || segment === '..') {
       if (segment === '..') {
         if (output.length === 0) return ABOVE_ROOT;
@@ -123,6 +147,17 @@ function removeDotSegments(path: string): string | BadRequest {
     }
   }
   return '/' + output.join('/');
+}
+
+/**
+ * Returns whether a segment is `.` or `..` followed by a path parameter, raw or
+ * escaped (`..;x`, `.%3Bx`). Servlet containers strip the parameter and then
+ * resolve the dot segment, which would lead an upstream out of the route's prefix.
+ */
+function isDotSegmentWithParameter(segment: string): boolean {
+  if (segment.charCodeAt(0) !== DOT) return false;
+  const dots = segment.charCodeAt(1) === DOT ? 2 : 1;
+  return segment.startsWith(';', dots) || segment.startsWith('%3B', dots);
 }
 
 /** Returns whether some segment starts with ".", which every dot segment does. */

@@ -1,132 +1,297 @@
 import { LoomError } from '../../common/errors.js';
+import { createMixedSegment, type MixedSegment } from './mixed-segment.js';
 import { isUnreserved, normalizePercentEncoding } from './path.js';
+
+export type { MixedSegment };
 
 /** One segment of a path pattern, between two slashes. */
 export type PatternSegment =
   | { kind: 'static'; text: string }
   | { kind: 'param'; name: string }
-  | { kind: 'catch-all'; name: string };
+  | { kind: 'mixed'; mixed: MixedSegment }
+  /**
+   * The rest of the path: `*name` or `*`. With `**name` or `**`
+   * (`includesParent`), the pattern also matches the path up to the segment
+   * before, without the trailing slash.
+   */
+  | { kind: 'catch-all'; name: string; includesParent: boolean };
 
 /** A validated path pattern. */
 export interface PathPattern {
   /** The pattern as the route wrote it. */
-  source: string;
+  readonly source: string;
   /**
-   * The pattern with static segments in normalized form. Two patterns of one
-   * route with the same key match the same requests and yield the same params.
+   * The pattern with static text in normalized form and params as `{name}`.
+   * Two patterns of one route with the same key match the same requests and
+   * yield the same params.
    */
-  key: string;
-  segments: PatternSegment[];
+  readonly key: string;
+  readonly segments: PatternSegment[];
+  /** Names of the params in path order, the catch-all last. */
+  readonly names: readonly string[];
   /** True when every segment is static, so the pattern matches exactly one path. */
-  isStatic: boolean;
+  readonly isStatic: boolean;
 }
 
-const PARAM_NAME = /^[A-Za-z0-9_]+$/;
+const NO_NAMES: readonly string[] = Object.freeze([]);
+
+class ParsedPattern implements PathPattern {
+  readonly source: string;
+  readonly segments: PatternSegment[];
+  readonly names: readonly string[];
+  readonly isStatic: boolean;
+
+  constructor(source: string, segments: PatternSegment[], names: readonly string[]) {
+    this.source = source;
+    this.segments = segments;
+    this.names = names;
+    this.isStatic = names.length === 0;
+  }
+
+  // Computed on demand: a build needs it only for routes with several paths.
+  get key(): string {
+    return '/' + this.segments.map(formatSegment).join('/');
+  }
+}
+
+const COLON = 0x3a;
+const STAR = 0x2a;
 
 /**
- * Parses and validates one path pattern. A pattern starts with `/`, and each
- * segment is static text or `:name`. The last segment may also be a catch-all
- * `*name`, or a bare `*` whose param is named `*`. Static text is
+ * Characters allowed unescaped in the static text of a pattern: RFC 3986
+ * pchar except `:` (which starts a param) and `*`, plus `%` (checked by
+ * normalizePercentEncoding). A table, because a pattern is scanned one
+ * character at a time and a 100,000-route build scans millions.
+ */
+const STATIC_CHARACTERS = new Uint8Array(128);
+for (let code = 0; code < 128; code++) {
+  if (isUnreserved(code) || "%@!$&'()+,;=".includes(String.fromCharCode(code))) {
+    STATIC_CHARACTERS[code] = 1;
+  }
+}
+
+/**
+ * Parses and validates one path pattern. A pattern starts with `/`. Each
+ * segment is static text, a param `:name`, or static text and params mixed
+ * (`:name.json`, `v:version`, `:base.:ext`), where `::` is a literal `:`. The
+ * last segment may also be a catch-all `*name` (bare `*` names the param `*`)
+ * or a prefix catch-all `**name` (bare `**` also names it `*`). Static text is
  * percent-normalized like a request path, so `/%61` and `/a` are one pattern.
  *
  * @throws LoomError `LOOM_SNAPSHOT_REJECTED` naming the route, the pattern and the fix.
  */
 export function parsePattern(routeName: string, source: string): PathPattern {
-  const reject = (reason: string): never => {
-    throw new LoomError(
-      'LOOM_SNAPSHOT_REJECTED',
-      `route ${JSON.stringify(routeName)}: invalid path pattern ${JSON.stringify(source)}: ${reason}`,
-    );
-  };
-
-  if (!source.startsWith('/')) reject('a pattern must start with "/"');
+  if (source.charCodeAt(0) !== 0x2f) reject(routeName, source, 'a pattern must start with "/"');
   if (source.includes('?') || source.includes('#')) {
-    reject('"?" and "#" are not allowed because a pattern matches the path only');
+    reject(
+      routeName,
+      source,
+      '"?" and "#" are not allowed because a pattern matches the path only',
+    );
   }
 
   const parts = source.slice(1).split('/');
-  const segments: PatternSegment[] = [];
-  const names = new Set<string>();
+  // Holey but exactly sized: an empty array that is pushed to reserves 17 slots.
+  const segments = new Array<PatternSegment>(parts.length);
+  let names: string[] | null = null;
   for (let i = 0; i < parts.length; i++) {
-    const segment = parseSegment(parts[i], i === parts.length - 1, reject);
+    const segment = parseSegment(routeName, source, parts[i], i === parts.length - 1);
     if (segment.kind !== 'static') {
-      if (names.has(segment.name)) reject(`parameter name "${segment.name}" appears twice`);
-      names.add(segment.name);
+      names ??= [];
+      for (const name of segmentNames(segment)) {
+        if (names.includes(name))
+          reject(routeName, source, `parameter name "${name}" appears twice`);
+        names.push(name);
+      }
     }
-    segments.push(segment);
+    segments[i] = segment;
   }
-
-  return {
-    source,
-    key: '/' + segments.map(formatSegment).join('/'),
-    segments,
-    isStatic: names.size === 0,
-  };
+  return new ParsedPattern(source, segments, names === null ? NO_NAMES : names);
 }
 
-/** Formats a segment as a pattern writes it, static text in normalized form. */
-export function formatSegment(segment: PatternSegment): string {
-  if (segment.kind === 'static') return segment.text;
-  return segment.kind === 'param' ? ':' + segment.name : '*' + segment.name;
+/** Returns the param names a segment captures, in path order. */
+export function segmentNames(segment: PatternSegment): string[] {
+  switch (segment.kind) {
+    case 'static':
+      return [];
+    case 'mixed':
+      return segment.mixed.names;
+    default:
+      return [segment.name];
+  }
+}
+
+function reject(routeName: string, source: string, reason: string): never {
+  throw new LoomError(
+    'LOOM_SNAPSHOT_REJECTED',
+    `route ${JSON.stringify(routeName)}: invalid path pattern ${JSON.stringify(source)}: ${reason}`,
+  );
+}
+
+/**
+ * Formats a segment for a pattern key. Params become `{name}` because `{` is
+ * never in static text, while a literal `:` can be.
+ */
+function formatSegment(segment: PatternSegment): string {
+  switch (segment.kind) {
+    case 'static':
+      return segment.text;
+    case 'param':
+      return `{${segment.name}}`;
+    case 'mixed': {
+      const { prefix, separators, suffix, names } = segment.mixed;
+      let text = prefix;
+      for (let i = 0; i < names.length; i++) {
+        text += (i === 0 ? '' : separators[i - 1]) + `{${names[i]}}`;
+      }
+      return text + suffix;
+    }
+    case 'catch-all':
+      return `{${segment.includesParent ? '**' : '*'}${segment.name}}`;
+  }
 }
 
 function parseSegment(
+  routeName: string,
+  source: string,
   part: string,
   last: boolean,
-  reject: (reason: string) => never,
 ): PatternSegment {
-  if (part.startsWith(':')) {
-    const name = part.slice(1);
-    if (name === '') reject('empty parameter name after ":"; write ":name"');
-    checkParamName(name, reject);
-    return { kind: 'param', name };
-  }
+  const first = part.charCodeAt(0);
+  if (first === STAR) return parseCatchAll(routeName, source, part, last);
+  // Most segments are plain text or one whole param; they skip the general parser below.
+  if (first !== COLON && part.indexOf(':') === -1) return parseStatic(routeName, source, part);
+  if (first === COLON && isParamName(part, 1)) return { kind: 'param', name: part.slice(1) };
 
-  if (part.startsWith('*')) {
-    if (!last) reject(`catch-all "${part}" must be the last segment`);
-    if (part.length === 1) return { kind: 'catch-all', name: '*' };
-    const name = part.slice(1);
-    checkParamName(name, reject);
-    return { kind: 'catch-all', name };
+  // Static texts between params: the prefix, each separator, then the suffix.
+  const texts: string[] = [];
+  const names: string[] = [];
+  let text = '';
+  let runStart = 0;
+  for (let i = 0; i < part.length; i++) {
+    const code = part.charCodeAt(i);
+    if (code === COLON) {
+      text += part.slice(runStart, i);
+      if (part.charCodeAt(i + 1) === COLON) {
+        text += ':';
+        runStart = ++i + 1;
+        continue;
+      }
+      let end = i + 1;
+      while (end < part.length && isNameCharacter(part.charCodeAt(end))) end++;
+      if (end === i + 1) {
+        reject(
+          routeName,
+          source,
+          `empty parameter name after ":" in segment "${part}"; write ":name", or "::" for a literal ":"`,
+        );
+      }
+      if (names.length > 0 && text === '') {
+        reject(
+          routeName,
+          source,
+          `parameters in segment "${part}" must be separated by static text, as in ":base.:ext"`,
+        );
+      }
+      texts.push(normalizeStaticText(routeName, source, part, text));
+      names.push(part.slice(i + 1, end));
+      text = '';
+      runStart = end;
+      i = end - 1;
+      continue;
+    }
+    checkStaticCharacter(routeName, source, part, i);
   }
+  text += part.slice(runStart);
+  texts.push(normalizeStaticText(routeName, source, part, text));
 
-  return { kind: 'static', text: parseStaticText(part, reject) };
+  // Only `::` brings a segment without params here, as in `things::batch` for `things:batch`.
+  if (names.length === 0) return { kind: 'static', text: texts[0] };
+  return { kind: 'mixed', mixed: createMixedSegment(texts, names) };
 }
 
-function checkParamName(name: string, reject: (reason: string) => never): void {
-  if (!PARAM_NAME.test(name)) {
+function parseStatic(routeName: string, source: string, part: string): PatternSegment {
+  for (let i = 0; i < part.length; i++) checkStaticCharacter(routeName, source, part, i);
+  const text = normalizeStaticText(routeName, source, part, part);
+  if (text === '.' || text === '..') {
     reject(
-      `invalid parameter name "${name}"; a parameter is a whole segment and its name uses ` +
-        'only letters, digits and "_" (mixed segments such as "v:version" are not supported)',
+      routeName,
+      source,
+      `dot segment "${part}" never matches because request paths are resolved first`,
+    );
+  }
+  return { kind: 'static', text };
+}
+
+function checkStaticCharacter(routeName: string, source: string, part: string, i: number): void {
+  const code = part.charCodeAt(i);
+  if (code === STAR) {
+    reject(
+      routeName,
+      source,
+      `segment "${part}" mixes text with "*"; a catch-all is a whole last segment such as "*rest" or "**"`,
+    );
+  }
+  if (code >= 128 || STATIC_CHARACTERS[code] === 0) {
+    reject(
+      routeName,
+      source,
+      `character ${JSON.stringify(part[i])} in segment "${part}" must be percent-encoded`,
     );
   }
 }
 
-function parseStaticText(part: string, reject: (reason: string) => never): string {
-  for (let i = 0; i < part.length; i++) {
-    const code = part.charCodeAt(i);
-    if (code === 0x3a || code === 0x2a) {
-      reject(
-        `segment "${part}" mixes text with "${part[i]}"; parameters and catch-alls must be ` +
-          'whole segments, and mixed segments such as "v:version" are not supported',
-      );
-    }
-    if (!isPatternCharacter(code)) {
-      reject(`character ${JSON.stringify(part[i])} in segment "${part}" must be percent-encoded`);
-    }
+/** Returns whether `part` from `start` to its end is a non-empty param name. */
+function isParamName(part: string, start: number): boolean {
+  if (start >= part.length) return false;
+  for (let i = start; i < part.length; i++) {
+    if (!isNameCharacter(part.charCodeAt(i))) return false;
   }
-
-  const text = normalizePercentEncoding(part);
-  if (text === null) reject(`segment "${part}" has invalid percent-encoding or invalid UTF-8`);
-  if (text === '.' || text === '..') {
-    reject(`dot segment "${part}" never matches because request paths are resolved first`);
-  }
-  return text as string;
+  return true;
 }
 
-/** Returns whether a character may appear unescaped in static text: RFC 3986 pchar, or `%`. */
-function isPatternCharacter(code: number): boolean {
-  if (isUnreserved(code)) return true;
-  // `%` (validated by normalizePercentEncoding), `@`, and the sub-delims except `*`.
-  return "%@!$&'()+,;=".includes(String.fromCharCode(code));
+function parseCatchAll(
+  routeName: string,
+  source: string,
+  part: string,
+  last: boolean,
+): PatternSegment {
+  if (!last) reject(routeName, source, `catch-all "${part}" must be the last segment`);
+  const includesParent = part.charCodeAt(1) === STAR;
+  const name = part.slice(includesParent ? 2 : 1);
+  if (name === '') return { kind: 'catch-all', name: '*', includesParent };
+
+  for (let i = 0; i < name.length; i++) {
+    if (!isNameCharacter(name.charCodeAt(i))) {
+      reject(
+        routeName,
+        source,
+        `invalid catch-all name "${name}" in "${part}"; a name uses only letters, digits and "_"`,
+      );
+    }
+  }
+  return { kind: 'catch-all', name, includesParent };
+}
+
+function normalizeStaticText(
+  routeName: string,
+  source: string,
+  part: string,
+  text: string,
+): string {
+  const normalized = normalizePercentEncoding(text);
+  if (normalized === null) {
+    reject(routeName, source, `segment "${part}" has invalid percent-encoding or invalid UTF-8`);
+  }
+  return normalized;
+}
+
+/** Returns whether a character may appear in a param name: letters, digits and `_`. */
+function isNameCharacter(code: number): boolean {
+  return (
+    (code >= 0x61 && code <= 0x7a) ||
+    (code >= 0x41 && code <= 0x5a) ||
+    (code >= 0x30 && code <= 0x39) ||
+    code === 0x5f
+  );
 }

@@ -1,12 +1,28 @@
 import { LoomError } from '../../common/errors.js';
-import { normalizeRequestHost, parseHostPattern, wildcardSuffix } from './host.js';
+import { normalizeRequestHost, wildcardSuffix } from './host.js';
 import { normalizeRequestPath } from './path.js';
-import { PathTree } from './path-tree.js';
-import { countCaptures, createRouteEntry, extractParams, type RouteEntry } from './route-entry.js';
-import { parsePattern, type PathPattern } from './pattern.js';
+import type { PathTree } from './path-tree.js';
+import { extractParams, type RouteEntry, type SearchState } from './route-entry.js';
+import { compareStrings, RouteIndex } from './route-index.js';
+import { sortSteps } from './sort-steps.js';
 import type { Router, RouterMatch, RouterRoute } from './types.js';
 
 const NOT_FOUND: RouterMatch<never> = Object.freeze({ kind: 'not-found' });
+
+/** Routes added between two yields of a build. */
+const ADD_STEP_ROUTES = 32;
+/** Default longest stretch, in milliseconds, that `buildRouterAsync` runs without yielding. */
+export const DEFAULT_SLICE_MS = 4;
+
+/** Options of `buildRouterAsync`. */
+export interface BuildRouterOptions {
+  /**
+   * Maximum stretch of work, in milliseconds, between two yields to the event
+   * loop. Default `DEFAULT_SLICE_MS`. A stretch can run over by the cost of one
+   * step (a few dozen routes or a few hundred tree nodes).
+   */
+  sliceMs?: number;
+}
 
 /**
  * Builds an immutable router from a complete set of routes. The result never
@@ -16,10 +32,11 @@ const NOT_FOUND: RouterMatch<never> = Object.freeze({ kind: 'not-found' });
  * wildcard host that covers it (`*.example.com` covers `api.example.com` but
  * neither `example.com` nor `a.api.example.com`), then the routes without a
  * host. A host class without a route for both the path and the method falls
- * through to the next. Within a host class, the route with the most static
- * segments from the left wins, and a param beats a catch-all at the same
- * segment. When no route matches both, but some match the path, the result is
- * `method-not-allowed` with the sorted union of their methods.
+ * through to the next. Within a host class, segments are compared from the
+ * left: static text beats a mixed segment, which beats a param, which beats a
+ * catch-all. When no route matches both, but some match the path, the result
+ * is `method-not-allowed` with the sorted union of their methods. A route
+ * that lists GET also matches HEAD where no route at the same place lists HEAD.
  *
  * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on an invalid path pattern or
  *   host, on a route without paths, and on two routes that match the same
@@ -27,37 +44,81 @@ const NOT_FOUND: RouterMatch<never> = Object.freeze({ kind: 'not-found' });
  *   param names). The message names both routes, the host, the method and
  *   both patterns.
  */
-export function buildRouter<T>(routes: RouterRoute<T>[]): Router<T> {
-  return new TreeRouter(routes);
+export function buildRouter<T>(routes: readonly RouterRoute<T>[]): Router<T> {
+  const steps = buildSteps(routes);
+  let step = steps.next();
+  while (step.done !== true) step = steps.next();
+  return step.value;
+}
+
+/**
+ * Builds the same router as `buildRouter`, but yields to the event loop with
+ * `setImmediate` whenever a stretch of work has run for `sliceMs`, so a large
+ * build does not stall requests that the process is serving. The caller must
+ * not change `routes` until the promise settles.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` when `sliceMs` is not a positive
+ *   number; rejects with the errors of `buildRouter`.
+ */
+export async function buildRouterAsync<T>(
+  routes: readonly RouterRoute<T>[],
+  options: BuildRouterOptions = {},
+): Promise<Router<T>> {
+  const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
+  if (!(sliceMs > 0) || !Number.isFinite(sliceMs)) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `sliceMs must be a positive number of milliseconds, such as ${DEFAULT_SLICE_MS} (got ${String(sliceMs)})`,
+    );
+  }
+
+  const steps = buildSteps(routes);
+  let deadline = performance.now() + sliceMs;
+  let step = steps.next();
+  while (step.done !== true) {
+    if (performance.now() >= deadline) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      deadline = performance.now() + sliceMs;
+    }
+    step = steps.next();
+  }
+  return step.value;
+}
+
+/** Sorts, adds and seals the routes, yielding after each small chunk of work. */
+function* buildSteps<T>(routes: readonly RouterRoute<T>[]): Generator<void, Router<T>, void> {
+  // Sorting by name makes the reported conflict the same in every input order.
+  const sorted = yield* sortSteps(routes, (a, b) => compareStrings(a.name, b.name));
+  const index = new RouteIndex<T>();
+  for (let i = 0; i < sorted.length; i++) {
+    index.add(sorted[i]);
+    if (i % ADD_STEP_ROUTES === ADD_STEP_ROUTES - 1) yield;
+  }
+  yield* index.sealSteps();
+  return new TreeRouter(index, routes.length);
 }
 
 class TreeRouter<T> implements Router<T> {
   readonly size: number;
-  readonly #exactHosts = new Map<string, PathTree<T>>();
-  /** Trees of wildcard hosts by the suffix after `*.`. */
-  readonly #wildcardHosts = new Map<string, PathTree<T>>();
-  #anyHost: PathTree<T> | null = null;
-  /**
-   * Where each param of the current match starts, reused by every lookup.
-   * Sharing it is safe because `find` is synchronous and calls no outside code.
-   */
-  #starts = new Int32Array(0);
+  readonly #exactHosts: Map<string, PathTree<T>>;
+  readonly #wildcardHosts: Map<string, PathTree<T>>;
+  readonly #anyHost: PathTree<T> | null;
+  readonly #state: SearchState;
 
-  constructor(routes: readonly RouterRoute<T>[]) {
-    // Sorting by name makes the reported conflict the same in every input order.
-    const sorted = [...routes].sort((a, b) => compareStrings(a.name, b.name));
-    for (const route of sorted) this.#addRoute(route);
-
-    for (const tree of this.#exactHosts.values()) tree.seal();
-    for (const tree of this.#wildcardHosts.values()) tree.seal();
-    this.#anyHost?.seal();
-    this.size = routes.length;
+  constructor(index: RouteIndex<T>, size: number) {
+    this.#exactHosts = index.exactHosts;
+    this.#wildcardHosts = index.wildcardHosts;
+    this.#anyHost = index.anyHost;
+    this.#state = index.state;
+    this.size = size;
   }
 
   find(method: string, host: string | undefined, path: string): RouterMatch<T> {
     const normalized = normalizeRequestPath(path);
     if (typeof normalized !== 'string') return path === '*' ? NOT_FOUND : normalized;
 
+    const state = this.#state;
+    state.pathMatched = false;
     let hostName = '';
     let entry: RouteEntry<T> | null = null;
     if (host !== undefined && (this.#exactHosts.size > 0 || this.#wildcardHosts.size > 0)) {
@@ -65,14 +126,15 @@ class TreeRouter<T> implements Router<T> {
       entry = this.#findByHost(method, hostName, normalized);
     }
     if (entry === null && this.#anyHost !== null) {
-      entry = this.#anyHost.find(method, normalized, this.#starts);
+      entry = this.#anyHost.find(method, normalized, state);
     }
 
     if (entry !== null) {
-      const params = extractParams(entry, normalized, this.#starts);
+      const params = extractParams(entry, normalized, state.bounds);
       return { kind: 'found', value: entry.value, route: entry.route, params };
     }
-    return this.#unmatched(hostName, normalized);
+    // Without a route for the path under another method, there is no allow list to collect.
+    return state.pathMatched ? this.#methodNotAllowed(hostName, normalized) : NOT_FOUND;
   }
 
   #findByHost(method: string, host: string, path: string): RouteEntry<T> | null {
@@ -80,11 +142,11 @@ class TreeRouter<T> implements Router<T> {
 
     const exact = this.#exactHosts.get(host);
     if (exact !== undefined) {
-      const entry = exact.find(method, path, this.#starts);
+      const entry = exact.find(method, path, this.#state);
       if (entry !== null) return entry;
     }
     const wildcard = this.#wildcardTree(host);
-    return wildcard === undefined ? null : wildcard.find(method, path, this.#starts);
+    return wildcard === undefined ? null : wildcard.find(method, path, this.#state);
   }
 
   #wildcardTree(host: string): PathTree<T> | undefined {
@@ -93,83 +155,18 @@ class TreeRouter<T> implements Router<T> {
     return suffix === null ? undefined : this.#wildcardHosts.get(suffix);
   }
 
-  /** Returns method-not-allowed when a route of any host class matches the path, else not-found. */
-  #unmatched(host: string, path: string): RouterMatch<T> {
+  /** Returns method-not-allowed with the methods of every host class's routes for the path. */
+  #methodNotAllowed(host: string, path: string): RouterMatch<T> {
     const allow = new Set<string>();
     if (host !== '') {
       this.#exactHosts.get(host)?.collectMethods(path, allow);
       this.#wildcardTree(host)?.collectMethods(path, allow);
     }
     this.#anyHost?.collectMethods(path, allow);
+    // Every GET route also matches HEAD (see PathTree.find).
+    if (allow.has('GET')) allow.add('HEAD');
 
     if (allow.size === 0) return NOT_FOUND;
     return { kind: 'method-not-allowed', allow: [...allow].sort(compareStrings) };
   }
-
-  #addRoute(route: RouterRoute<T>): void {
-    if (route.paths.length === 0) {
-      throw new LoomError(
-        'LOOM_SNAPSHOT_REJECTED',
-        `route ${JSON.stringify(route.name)} has no paths; give at least one path pattern such as "/"`,
-      );
-    }
-
-    const methods = uniqueMethods(route);
-    const patterns = new Map<string, PathPattern>();
-    for (const source of route.paths) {
-      const pattern = parsePattern(route.name, source);
-      // The same path listed twice (in any spelling) is one path.
-      if (!patterns.has(pattern.key)) patterns.set(pattern.key, pattern);
-    }
-    const trees = this.#treesFor(route);
-
-    for (const pattern of patterns.values()) {
-      if (countCaptures(pattern) > this.#starts.length) {
-        this.#starts = new Int32Array(countCaptures(pattern));
-      }
-      const entry = createRouteEntry(route.name, route.value, pattern);
-      for (const tree of trees) tree.insert(pattern, methods, entry);
-    }
-  }
-
-  /** Returns the trees a route belongs to, creating them on first use. */
-  #treesFor(route: RouterRoute<T>): Set<PathTree<T>> {
-    if (route.hosts.length === 0) {
-      this.#anyHost ??= new PathTree('any host');
-      return new Set([this.#anyHost]);
-    }
-
-    const trees = new Set<PathTree<T>>();
-    for (const raw of route.hosts) {
-      const host = parseHostPattern(route.name, raw);
-      const [index, key, label] =
-        host.kind === 'exact'
-          ? [this.#exactHosts, host.name, host.name]
-          : [this.#wildcardHosts, host.suffix, '*.' + host.suffix];
-      let tree = index.get(key);
-      if (tree === undefined) {
-        tree = new PathTree(`host ${JSON.stringify(label)}`);
-        index.set(key, tree);
-      }
-      trees.add(tree);
-    }
-    return trees;
-  }
-}
-
-/** Returns the route's methods deduplicated and sorted; empty means any method. */
-function uniqueMethods(route: RouterRoute<unknown>): string[] {
-  if (route.methods.includes('')) {
-    throw new LoomError(
-      'LOOM_SNAPSHOT_REJECTED',
-      `route ${JSON.stringify(route.name)} has an empty method; leave methods empty to match any method`,
-    );
-  }
-  return [...new Set(route.methods)].sort(compareStrings);
-}
-
-/** Orders strings by UTF-16 code units, like the default `sort`. */
-function compareStrings(a: string, b: string): number {
-  if (a < b) return -1;
-  return a > b ? 1 : 0;
 }

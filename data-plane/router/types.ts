@@ -4,7 +4,10 @@ export interface RouterRoute<T> {
   name: string;
   /** Lower-case host names; empty means any host. */
   hosts: readonly string[];
-  /** Path patterns: static segments, `:param` segments, trailing `*name` catch-all. */
+  /**
+   * Path patterns: static segments, `:param` segments, params mixed with text
+   * (`:name.json`), and a trailing `*name` or `**name` catch-all.
+   */
   paths: readonly string[];
   /** Upper-case methods; empty means any method. */
   methods: readonly string[];

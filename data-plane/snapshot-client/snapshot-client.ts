@@ -1,7 +1,8 @@
-import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
 
 import { Backoff } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
+import { clientCredentials, type ClientTlsFiles } from '../../common/tls.js';
 import {
   SnapshotServiceClient,
   type StreamRequest,
@@ -19,6 +20,8 @@ const CHANNEL_OPTIONS = {
   'grpc.keepalive_time_ms': 20_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.keepalive_permit_without_calls': 1,
+  // Each stream gets its own connection, so a reset connection is never reused.
+  'grpc.use_local_subchannel_pool': 1,
 };
 
 /** Epoch and version of the snapshot a proxy serves. */
@@ -39,6 +42,12 @@ export interface SnapshotClientOptions {
   held(): HeldVersion;
   /** Builds and serves a snapshot; a rejection is sent to the control plane as a nack. */
   apply(snapshot: Snapshot): Promise<void>;
+  /** TLS to the control plane; files are read again for every new connection. */
+  tls?: ClientTlsFiles;
+  /** Bearer token sent with every stream, for control planes that require one. */
+  token?: string;
+  /** Keepalive ping interval in milliseconds; default 20,000. */
+  keepaliveTimeMs?: number;
 }
 
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
@@ -62,7 +71,8 @@ export class SnapshotClient {
   readonly #logger: Logger;
 
   constructor(options: SnapshotClientOptions) {
-    if (options.addresses.length === 0) throw new TypeError('at least one control-plane address is required');
+    if (options.addresses.length === 0)
+      throw new TypeError('at least one control-plane address is required');
     this.#options = options;
     this.#logger = options.logger.child({ component: 'snapshot-client' });
   }
@@ -87,8 +97,22 @@ export class SnapshotClient {
 
     const address = this.#options.addresses[this.#addressIndex % this.#options.addresses.length];
     this.#transition('connecting', { address });
-    const client = new SnapshotServiceClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
-    const call = client.stream();
+    let client: SnapshotServiceClient;
+    try {
+      client = new SnapshotServiceClient(address, clientCredentials(this.#options.tls), {
+        ...CHANNEL_OPTIONS,
+        'grpc.keepalive_time_ms':
+          this.#options.keepaliveTimeMs ?? CHANNEL_OPTIONS['grpc.keepalive_time_ms'],
+      });
+    } catch (error) {
+      // An unreadable certificate may be mid-rotation; the next attempt reads it again.
+      this.#scheduleReconnect(address, error instanceof Error ? error.message : String(error));
+      return;
+    }
+    const metadata = new Metadata();
+    if (this.#options.token !== undefined)
+      metadata.set('authorization', `Bearer ${this.#options.token}`);
+    const call = client.stream(metadata);
     this.#client = client;
     this.#call = call;
 
@@ -115,12 +139,20 @@ export class SnapshotClient {
     call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
   }
 
-  #retry(call: ClientDuplexStream<StreamRequest, StreamResponse>, address: string, reason: string): void {
+  #retry(
+    call: ClientDuplexStream<StreamRequest, StreamResponse>,
+    address: string,
+    reason: string,
+  ): void {
     if (call !== this.#call || this.#state === 'stopped') return;
 
     this.#call = undefined;
     this.#client?.close();
     this.#client = undefined;
+    this.#scheduleReconnect(address, reason);
+  }
+
+  #scheduleReconnect(address: string, reason: string): void {
     this.#addressIndex += 1;
     const delayMs = Math.round(this.#backoff.next());
     this.#logger.warn({ address, reason, delayMs }, 'control plane lost, reconnecting');
@@ -157,14 +189,19 @@ export class SnapshotClient {
       this.#call?.write({ kind: { $case: 'ack', ack: { epoch, version, hash } } });
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      this.#call?.write({ kind: { $case: 'nack', nack: { epoch, version, hash, error: message } } });
+      this.#call?.write({
+        kind: { $case: 'nack', nack: { epoch, version, hash, error: message } },
+      });
     }
   }
 
   #transition(next: ClientState, fields: Record<string, unknown> = {}): void {
     if (this.#state === next) return;
     const level = next === 'streaming' ? 'info' : 'debug';
-    this.#logger[level]({ from: this.#state, to: next, ...fields }, next === 'streaming' ? 'control plane connected' : 'snapshot client state changed');
+    this.#logger[level](
+      { from: this.#state, to: next, ...fields },
+      next === 'streaming' ? 'control plane connected' : 'snapshot client state changed',
+    );
     this.#state = next;
   }
 }

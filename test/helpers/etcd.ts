@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { access, constants, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,14 @@ export interface EtcdProcess {
   kill(): Promise<void>;
   /** Stops etcd if it runs, then starts it again on the same ports and data directory. */
   restart(): Promise<void>;
+  /** Writes a backup of the running etcd to `file` with `etcdctl snapshot save`. */
+  saveSnapshot(file: string): Promise<void>;
+  /**
+   * Stops etcd, restores `file` with `etcdctl snapshot restore` into a new data
+   * directory and starts etcd on the same ports from it. `clusterToken` is the
+   * restore's `--initial-cluster-token`; etcd's default keeps the cluster id.
+   */
+  restoreSnapshot(file: string, options?: { clusterToken?: string }): Promise<void>;
 }
 
 /** Options of {@link startEtcd}. */
@@ -77,7 +85,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdPro
 class EtcdHarness implements EtcdProcess {
   readonly endpoint: string;
   readonly clientPort: number;
-  readonly dataDir: string;
+  dataDir: string;
   readonly logFile: string;
   readonly #binary: string;
   readonly #rootDir: string;
@@ -150,6 +158,28 @@ class EtcdHarness implements EtcdProcess {
     await this.start();
   }
 
+  async saveSnapshot(file: string): Promise<void> {
+    await runEtcdctl([`--endpoints=${this.endpoint}`, 'snapshot', 'save', file]);
+  }
+
+  async restoreSnapshot(file: string, options: { clusterToken?: string } = {}): Promise<void> {
+    await this.#terminate('SIGTERM');
+    const peerUrl = `http://127.0.0.1:${this.#peerPort}`;
+    const dataDir = join(this.#rootDir, `restored-${Date.now()}`);
+    await runEtcdctl([
+      'snapshot',
+      'restore',
+      file,
+      '--name=loom-test',
+      `--data-dir=${dataDir}`,
+      `--initial-cluster=loom-test=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      ...(options.clusterToken ? [`--initial-cluster-token=${options.clusterToken}`] : []),
+    ]);
+    this.dataDir = dataDir;
+    await this.start();
+  }
+
   async #waitUntilHealthy(child: ChildProcess): Promise<void> {
     const deadline = Date.now() + this.#startTimeoutMs;
     while (Date.now() < deadline) {
@@ -212,6 +242,33 @@ function readLogTail(logFile: string): string {
   }
 }
 
+/** Runs etcdctl (API v3) and rejects with its output when it fails. */
+async function runEtcdctl(args: string[]): Promise<void> {
+  const binary = await findEtcdctl();
+  await new Promise<void>((resolve, reject) => {
+    const env = { ...process.env, ETCDCTL_API: '3' };
+    execFile(binary, args, { env, timeout: 30_000 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`etcdctl ${args.join(' ')} failed: ${stderr || stdout}`));
+      else resolve();
+    });
+  });
+}
+
+/** Returns the path of etcdctl, or throws naming the Debian package that provides it. */
+export async function findEtcdctl(): Promise<string> {
+  for (const directory of ['/usr/bin', ...(process.env.PATH ?? '').split(delimiter)]) {
+    if (directory === '') continue;
+    const candidate = join(directory, 'etcdctl');
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // Not in this directory.
+    }
+  }
+  throw new Error('etcdctl is not installed: run `apt-get install -y etcd-client`');
+}
+
 async function findEtcdBinary(): Promise<string> {
   const directories = ['/usr/bin', ...(process.env.PATH ?? '').split(delimiter)];
   for (const directory of directories.filter((entry) => entry !== '')) {
@@ -239,4 +296,193 @@ function installExitHook(): void {
       rmSync(directory, { recursive: true, force: true });
     }
   });
+}
+
+/** One member of a cluster started by {@link startEtcdCluster}. */
+export interface EtcdClusterMember {
+  name: string;
+  /** Client URL, such as `http://127.0.0.1:40123`. */
+  endpoint: string;
+  /** True while the member's process runs. */
+  readonly running: boolean;
+  /** Kills the member with SIGKILL and keeps its data, as a crash would. */
+  kill(): Promise<void>;
+  /** Starts a killed member again with its data and resolves once it reports healthy. */
+  start(): Promise<void>;
+}
+
+/** A multi-member etcd cluster on 127.0.0.1. */
+export interface EtcdCluster {
+  members: EtcdClusterMember[];
+  /** Every member's client URL. */
+  endpoints: string[];
+  /** Returns the member that leads now, as a running member reports it. */
+  leader(): Promise<EtcdClusterMember>;
+  /** Stops every member and removes the temporary directory. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a cluster of `size` members on free ports of 127.0.0.1, each with its
+ * own data directory, and resolves once every member reports healthy.
+ * Heartbeat 25 ms and election timeout 250 ms let a new leader take over
+ * within about a second of a leader's death.
+ */
+export async function startEtcdCluster(size = 3, startTimeoutMs = 15_000): Promise<EtcdCluster> {
+  const binary = await findEtcdBinary();
+  const rootDir = await mkdtemp(join(tmpdir(), 'loom-etcd-cluster-'));
+  liveDirectories.add(rootDir);
+  installExitHook();
+
+  const specs = [];
+  for (let index = 1; index <= size; index++) {
+    specs.push({ name: `m${index}`, client: await findFreePort(), peer: await findFreePort() });
+  }
+  const initialCluster = specs
+    .map((spec) => `${spec.name}=http://127.0.0.1:${spec.peer}`)
+    .join(',');
+  const members = specs.map(
+    (spec) => new ClusterMember(binary, rootDir, spec, initialCluster, startTimeoutMs),
+  );
+  try {
+    await Promise.all(members.map((member) => member.start()));
+  } catch (error) {
+    await Promise.all(members.map((member) => member.kill()));
+    await rm(rootDir, { recursive: true, force: true });
+    liveDirectories.delete(rootDir);
+    throw error;
+  }
+
+  return {
+    members,
+    endpoints: members.map((member) => member.endpoint),
+    async leader() {
+      for (const member of members.filter((candidate) => candidate.running)) {
+        member.id ??= (await memberStatus(member.endpoint))?.memberId;
+      }
+      for (const member of members.filter((candidate) => candidate.running)) {
+        const status = await memberStatus(member.endpoint);
+        const leader = members.find((candidate) => candidate.id === status?.leader);
+        if (status !== undefined && leader !== undefined) return leader;
+      }
+      throw new Error('no running etcd member reports a known leader');
+    },
+    async stop() {
+      await Promise.all(members.map((member) => member.terminate('SIGTERM')));
+      await rm(rootDir, { recursive: true, force: true });
+      liveDirectories.delete(rootDir);
+    },
+  };
+}
+
+class ClusterMember implements EtcdClusterMember {
+  readonly name: string;
+  readonly endpoint: string;
+  /** Member id in decimal, as etcd's JSON gateway reports it; learned on first use. */
+  id: string | undefined;
+  readonly #binary: string;
+  readonly #args: string[];
+  readonly #logFile: string;
+  readonly #startTimeoutMs: number;
+  #child: ChildProcess | undefined;
+  #started = false;
+
+  constructor(
+    binary: string,
+    rootDir: string,
+    spec: { name: string; client: number; peer: number },
+    initialCluster: string,
+    startTimeoutMs: number,
+  ) {
+    this.name = spec.name;
+    this.endpoint = `http://127.0.0.1:${spec.client}`;
+    this.#binary = binary;
+    this.#startTimeoutMs = startTimeoutMs;
+    this.#logFile = join(rootDir, `${spec.name}.log`);
+    const peerUrl = `http://127.0.0.1:${spec.peer}`;
+    this.#args = [
+      `--name=${spec.name}`,
+      `--data-dir=${join(rootDir, spec.name)}`,
+      `--listen-client-urls=${this.endpoint}`,
+      `--advertise-client-urls=${this.endpoint}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=${initialCluster}`,
+      '--initial-cluster-token=loom-test-cluster',
+      '--heartbeat-interval=25',
+      '--election-timeout=250',
+      '--logger=zap',
+      '--log-outputs=stderr',
+    ];
+  }
+
+  get running(): boolean {
+    return this.#child !== undefined && !hasExited(this.#child);
+  }
+
+  async start(): Promise<void> {
+    // A restarted member rejoins from its data directory; the cluster flags are ignored then.
+    const args = [...this.#args, `--initial-cluster-state=${this.#started ? 'existing' : 'new'}`];
+    this.#started = true;
+    const logFd = openSync(this.#logFile, 'a');
+    try {
+      const env = Object.fromEntries(
+        Object.entries(process.env).filter(([name]) => !name.startsWith('ETCD_')),
+      );
+      this.#child = spawn(this.#binary, args, { stdio: ['ignore', logFd, logFd], env });
+    } finally {
+      closeSync(logFd);
+    }
+    const child = this.#child;
+    runningChildren.add(child);
+    child.once('exit', () => runningChildren.delete(child));
+
+    const deadline = Date.now() + this.#startTimeoutMs;
+    while (Date.now() < deadline) {
+      if (hasExited(child)) {
+        throw new Error(
+          `etcd member ${this.name} exited during start:\n${readLogTail(this.#logFile)}`,
+        );
+      }
+      if (await isHealthy(this.endpoint)) return;
+      await sleep(HEALTH_POLL_MS * 2);
+    }
+    throw new Error(
+      `etcd member ${this.name} was not healthy after ${this.#startTimeoutMs} ms:\n` +
+        readLogTail(this.#logFile),
+    );
+  }
+
+  async kill(): Promise<void> {
+    await this.terminate('SIGKILL');
+  }
+
+  async terminate(signal: NodeJS.Signals): Promise<void> {
+    const child = this.#child;
+    if (child === undefined || hasExited(child)) return;
+
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Reads a member's id and the leader's id through etcd's JSON gateway. */
+async function memberStatus(
+  endpoint: string,
+): Promise<{ memberId: string; leader: string } | undefined> {
+  try {
+    const response = await fetch(`${endpoint}/v3/maintenance/status`, {
+      method: 'POST',
+      body: '{}',
+      signal: AbortSignal.timeout(1_000),
+    });
+    const body = (await response.json()) as { header?: { member_id?: string }; leader?: string };
+    if (!body.header?.member_id || !body.leader) return undefined;
+    return { memberId: body.header.member_id, leader: body.leader };
+  } catch {
+    return undefined;
+  }
 }

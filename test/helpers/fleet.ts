@@ -18,6 +18,8 @@ export interface FleetProxy {
 export interface Fleet {
   /** host:port of the control plane, for proxies and loomctl. */
   controlPlane: string;
+  /** Port of the control plane's HTTP admin listener (/healthz, /readyz, /metrics). */
+  controlPlaneAdminPort: number;
   proxies: FleetProxy[];
   /** Folder with one log file per process and the embedded store. */
   dir: string;
@@ -39,6 +41,7 @@ export interface FleetOptions {
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-'));
   const cpPort = await findFreePort();
+  const cpAdminPort = await findFreePort();
   const controlPlane = `127.0.0.1:${cpPort}`;
   const storeArgs = options.etcd ? ['--etcd', options.etcd] : ['--data-dir', join(dir, 'store')];
   let cp: LoomProcess | undefined;
@@ -47,7 +50,16 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const startControlPlane = async () => {
     cp = startLoom(
       'control-plane',
-      ['control-plane', '--listen', controlPlane, ...storeArgs, '--log-level', 'debug'],
+      [
+        'control-plane',
+        '--listen',
+        controlPlane,
+        '--admin-listen',
+        `127.0.0.1:${cpAdminPort}`,
+        ...storeArgs,
+        '--log-level',
+        'debug',
+      ],
       logFiles[0],
     );
     await waitForPort('127.0.0.1', cpPort);
@@ -89,6 +101,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
 
   return {
     controlPlane,
+    controlPlaneAdminPort: cpAdminPort,
     proxies,
     dir,
     startControlPlane,

@@ -132,7 +132,7 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
         host: 'api.example.com',
       });
       assert.equal(wrongMethod.status, 405);
-      assert.equal(wrongMethod.headers.allow, 'GET');
+      assert.equal(wrongMethod.headers.allow, 'GET, HEAD');
     });
 
     test('second identical apply changes nothing', async () => {

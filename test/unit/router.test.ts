@@ -253,9 +253,9 @@ const scenarios: Scenario[] = [
         expected: { route: 'post-user', params: { id: 'admin' } },
       },
       { path: '/users/admin', method: 'GET', expected: 'get-admin' },
-      { path: '/users/admin', method: 'DELETE', expected: { allow: ['GET', 'POST'] } },
+      { path: '/users/admin', method: 'DELETE', expected: { allow: ['GET', 'HEAD', 'POST'] } },
       { path: '/users/bob', method: 'GET', expected: { allow: ['POST'] } },
-      { path: '/users/admin', method: 'HEAD', expected: { allow: ['GET', 'POST'] } },
+      { path: '/users/admin', method: 'HEAD', expected: 'get-admin' },
       { path: '/any', method: 'DELETE', expected: 'any' },
       { path: '/any', method: 'PURGE', expected: 'any' },
       { path: '/none', method: 'GET', expected: 'not-found' },
@@ -363,7 +363,7 @@ const scenarios: Scenario[] = [
         path: '/m',
         host: 'a.example.com',
         method: 'DELETE',
-        expected: { allow: ['GET', 'POST', 'PUT'] },
+        expected: { allow: ['GET', 'HEAD', 'POST', 'PUT'] },
       },
       { path: '/m', host: 'b.example.com', method: 'DELETE', expected: { allow: ['POST', 'PUT'] } },
       { path: '/m', method: 'DELETE', expected: { allow: ['PUT'] } },
@@ -446,6 +446,261 @@ const scenarios: Scenario[] = [
       { path: '/' + 'a'.repeat(MAX_PATH_LENGTH), expected: 'bad-request' },
     ],
   },
+  {
+    name: 'param with static suffix',
+    routes: [
+      { name: 'json', paths: ['/files/:name.json'] },
+      { name: 'tarball', paths: ['/files/:name.tar.gz'] },
+      { name: 'split', paths: ['/files/:base.:ext'] },
+      { name: 'plain', paths: ['/files/:file'] },
+    ],
+    cases: [
+      { path: '/files/report.json', expected: { route: 'json', params: { name: 'report' } } },
+      { path: '/files/a.b.c.tar.gz', expected: { route: 'tarball', params: { name: 'a.b.c' } } },
+      {
+        path: '/files/archive.zip',
+        expected: { route: 'split', params: { base: 'archive', ext: 'zip' } },
+      },
+      // The separator splits at its last possible occurrence.
+      { path: '/files/a.b.c', expected: { route: 'split', params: { base: 'a.b', ext: 'c' } } },
+      { path: '/files/.json', expected: { route: 'plain', params: { file: '.json' } } },
+      { path: '/files/x.', expected: { route: 'plain', params: { file: 'x.' } } },
+      { path: '/files/noext', expected: { route: 'plain', params: { file: 'noext' } } },
+      { path: '/files/a%2Fb.json', expected: { route: 'json', params: { name: 'a/b' } } },
+      { path: '/files/a%2Ejson', expected: { route: 'json', params: { name: 'a' } } },
+      { path: '/files/..json', expected: { route: 'json', params: { name: '.' } } },
+      { path: '/files/report.json/x', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'param with static prefix',
+    routes: [
+      { name: 'versioned', paths: ['/v:version/status'] },
+      { name: 'fixed', paths: ['/v1/status'] },
+      { name: 'page', paths: ['/:page/status'] },
+    ],
+    cases: [
+      { path: '/v2/status', expected: { route: 'versioned', params: { version: '2' } } },
+      { path: '/v1/status', expected: 'fixed' },
+      { path: '/v/status', expected: { route: 'page', params: { page: 'v' } } },
+      { path: '/x2/status', expected: { route: 'page', params: { page: 'x2' } } },
+      { path: '/V2/status', expected: { route: 'page', params: { page: 'V2' } } },
+    ],
+  },
+  {
+    name: 'mixed segment precedence',
+    routes: [
+      { name: 'json', paths: ['/:name.json'] },
+      { name: 'version', paths: ['/v:version'] },
+      { name: 'major-minor', paths: ['/v:major.:minor'] },
+      { name: 'dot', paths: ['/:base.:ext'] },
+      { name: 'dash', paths: ['/:left-:right'] },
+      { name: 'page', paths: ['/:page'] },
+    ],
+    cases: [
+      // More static characters first.
+      { path: '/v1.json', expected: { route: 'json', params: { name: 'v1' } } },
+      { path: '/v1.2', expected: { route: 'major-minor', params: { major: '1', minor: '2' } } },
+      // Then fewer params.
+      { path: '/va-b', expected: { route: 'version', params: { version: 'a-b' } } },
+      { path: '/v1', expected: { route: 'version', params: { version: '1' } } },
+      // Then the shape in code-unit order: "-" sorts before ".".
+      { path: '/x.y-z', expected: { route: 'dash', params: { left: 'x.y', right: 'z' } } },
+      { path: '/x.y', expected: { route: 'dot', params: { base: 'x', ext: 'y' } } },
+      { path: '/plain', expected: { route: 'page', params: { page: 'plain' } } },
+    ],
+  },
+  {
+    name: 'literal colon',
+    routes: [
+      { name: 'batch', paths: ['/v1/things::batchGet'] },
+      { name: 'cancel', paths: ['/v1/things/:id::cancel'] },
+    ],
+    cases: [
+      { path: '/v1/things:batchGet', expected: 'batch' },
+      { path: '/v1/things/42:cancel', expected: { route: 'cancel', params: { id: '42' } } },
+      { path: '/v1/things/a:b:cancel', expected: { route: 'cancel', params: { id: 'a:b' } } },
+      { path: '/v1/things/:cancel', expected: 'not-found' },
+      { path: '/v1/things/42', expected: 'not-found' },
+      { path: '/v1/things%3AbatchGet', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'static-prefixed param backtracks',
+    routes: [
+      { name: 'static', paths: ['/static-test'] },
+      { name: 'prefixed', paths: ['/static-:param'] },
+    ],
+    cases: [
+      { path: '/static-test1', expected: { route: 'prefixed', params: { param: 'test1' } } },
+      { path: '/static-test', expected: 'static' },
+      { path: '/static-tes', expected: { route: 'prefixed', params: { param: 'tes' } } },
+      { path: '/static-', expected: 'not-found' },
+      { path: '/static', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'prefix pattern covers parent',
+    routes: [
+      { name: 'api', paths: ['/api/**'] },
+      { name: 'health', paths: ['/api/health'] },
+      { name: 'files', paths: ['/files/:owner/**rest'] },
+      { name: 'other', paths: ['/apiv2'] },
+    ],
+    cases: [
+      { path: '/api', expected: { route: 'api', params: { '*': '' } } },
+      { path: '/api/', expected: { route: 'api', params: { '*': '' } } },
+      { path: '/api/x', expected: { route: 'api', params: { '*': 'x' } } },
+      { path: '/api/x/y', expected: { route: 'api', params: { '*': 'x/y' } } },
+      { path: '/api/health', expected: 'health' },
+      { path: '/apiv2', expected: 'other' },
+      { path: '/apiv3', expected: 'not-found' },
+      { path: '/ap', expected: 'not-found' },
+      { path: '/files/ann', expected: { route: 'files', params: { owner: 'ann', rest: '' } } },
+      {
+        path: '/files/ann/a/b',
+        expected: { route: 'files', params: { owner: 'ann', rest: 'a/b' } },
+      },
+      { path: '/files', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'root prefix pattern',
+    routes: [{ name: 'all', paths: ['/**'] }],
+    cases: [
+      { path: '/', expected: { route: 'all', params: { '*': '' } } },
+      { path: '/a/b', expected: { route: 'all', params: { '*': 'a/b' } } },
+    ],
+  },
+  {
+    name: 'patterns without catch-all are exact',
+    routes: [{ name: 'api', paths: ['/api'] }],
+    cases: [
+      { path: '/api', expected: 'api' },
+      { path: '/api/', expected: 'not-found' },
+      { path: '/api/x', expected: 'not-found' },
+      { path: '/apiv2', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'HEAD falls back to GET',
+    routes: [
+      { name: 'get-a', paths: ['/a'], methods: ['GET'] },
+      { name: 'get-b', paths: ['/b'], methods: ['GET'] },
+      { name: 'head-b', paths: ['/b'], methods: ['HEAD'] },
+      { name: 'get-static', paths: ['/c/x'], methods: ['GET'] },
+      { name: 'head-param', paths: ['/c/:id'], methods: ['HEAD'] },
+      { name: 'post-d', paths: ['/d'], methods: ['POST'] },
+    ],
+    cases: [
+      { path: '/a', method: 'HEAD', expected: 'get-a' },
+      { path: '/b', method: 'HEAD', expected: 'head-b' },
+      { path: '/b', method: 'GET', expected: 'get-b' },
+      // A GET route matches HEAD at its own place, which comes before a param place.
+      { path: '/c/x', method: 'HEAD', expected: 'get-static' },
+      { path: '/c/y', method: 'HEAD', expected: { route: 'head-param', params: { id: 'y' } } },
+      { path: '/a', method: 'POST', expected: { allow: ['GET', 'HEAD'] } },
+      { path: '/b', method: 'POST', expected: { allow: ['GET', 'HEAD'] } },
+      { path: '/d', method: 'HEAD', expected: { allow: ['POST'] } },
+      { path: '/a', method: 'head', expected: { allow: ['GET', 'HEAD'] } },
+    ],
+  },
+  {
+    name: 'overlapping registrations coexist',
+    routes: [
+      { name: 'user', paths: ['/user/:name'] },
+      { name: 'profile', paths: ['/user/alice/:profile'] },
+      { name: 'bid', paths: ['/bids/:bidId'] },
+      { name: 'tender', paths: ['/bids/:tenderId/list'] },
+    ],
+    cases: [
+      { path: '/user/alice', expected: { route: 'user', params: { name: 'alice' } } },
+      { path: '/user/bob', expected: { route: 'user', params: { name: 'bob' } } },
+      { path: '/user/alice/pics', expected: { route: 'profile', params: { profile: 'pics' } } },
+      { path: '/user/bob/pics', expected: 'not-found' },
+      { path: '/bids/7', expected: { route: 'bid', params: { bidId: '7' } } },
+      { path: '/bids/7/list', expected: { route: 'tender', params: { tenderId: '7' } } },
+    ],
+  },
+  {
+    name: 'bare catch-all needs a boundary',
+    routes: [{ name: 'c', paths: ['/c/*'] }],
+    cases: [
+      { path: '/cart', expected: 'not-found' },
+      { path: '/c', expected: 'not-found' },
+      { path: '/c/art', expected: { route: 'c', params: { '*': 'art' } } },
+    ],
+  },
+  {
+    name: 'host normalization',
+    routes: [
+      { name: 'exact', paths: ['/h'], hosts: ['Api.Example.com.'] },
+      { name: 'ipv6', paths: ['/h'], hosts: ['[::FFFF:7F00:1]'] },
+      { name: 'any', paths: ['/h'] },
+    ],
+    cases: [
+      { path: '/h', host: 'api.example.com', expected: 'exact' },
+      { path: '/h', host: 'API.EXAMPLE.COM.:8443', expected: 'exact' },
+      { path: '/h', host: 'api.example.com:', expected: 'exact' },
+      { path: '/h', host: 'api.example.com..', expected: 'any' },
+      { path: '/h', host: 'api.example.co', expected: 'any' },
+      { path: '/h', host: '[::ffff:7f00:1]:80', expected: 'ipv6' },
+      { path: '/h', host: '[::FFFF:7F00:1]', expected: 'ipv6' },
+      { path: '/h', host: '::ffff:7f00:1', expected: 'any' },
+    ],
+  },
+  {
+    name: 'dot-segment traversal',
+    routes: [
+      { name: 'info', paths: ['/info/*rest'] },
+      { name: 'private', paths: ['/private'] },
+      { name: 'p', paths: ['/p/:name/x'] },
+    ],
+    cases: [
+      { path: '/info/../private', expected: 'private' },
+      { path: '/info/%2e%2e/private', expected: 'private' },
+      { path: '/info/%2E%2e/private', expected: 'private' },
+      { path: '/p/%2e%2e/x', expected: 'not-found' },
+      { path: '/p/%2e/x', expected: 'not-found' },
+      { path: '/p/.../x', expected: { route: 'p', params: { name: '...' } } },
+      { path: '/info/..;/private', expected: 'bad-request' },
+      { path: '/info/.;a/private', expected: 'bad-request' },
+      { path: '/info/%2e%2e;x/private', expected: 'bad-request' },
+      { path: '/info/..%3B/private', expected: 'bad-request' },
+      { path: '/info/..%3b/private', expected: 'bad-request' },
+      { path: '/info/a;b', expected: { route: 'info', params: { rest: 'a;b' } } },
+      { path: '/info/..a', expected: { route: 'info', params: { rest: '..a' } } },
+    ],
+  },
+  {
+    name: 'encoded reserved characters',
+    routes: [{ name: 'file', paths: ['/files/:name'] }],
+    cases: [
+      { path: '/files/a%2Fb', expected: { route: 'file', params: { name: 'a/b' } } },
+      { path: '/files/a%3Bb', expected: { route: 'file', params: { name: 'a;b' } } },
+      { path: '/files/a%3Fb', expected: { route: 'file', params: { name: 'a?b' } } },
+      { path: '/files/a%23b', expected: { route: 'file', params: { name: 'a#b' } } },
+      { path: '/files/a%5Cb', expected: 'bad-request' },
+      { path: '/files/a%5cb', expected: 'bad-request' },
+      { path: '/files/a\\b', expected: 'bad-request' },
+      { path: '/files/..\\x', expected: 'bad-request' },
+      { path: '/files/a%00b', expected: 'bad-request' },
+      { path: '/files/a%2500', expected: { route: 'file', params: { name: 'a%00' } } },
+    ],
+  },
+  {
+    name: 'invalid escapes and overlong UTF-8',
+    routes: [{ name: 'file', paths: ['/files/:name'] }],
+    cases: [
+      { path: '/files/%C0%AF', expected: 'bad-request' },
+      { path: '/files/%C1%BF', expected: 'bad-request' },
+      { path: '/files/%E0%80%AF', expected: 'bad-request' },
+      { path: '/files/%F0%80%80%AF', expected: 'bad-request' },
+      { path: '/files/%F4%90%80%80', expected: 'bad-request' },
+      { path: '/files/%G0', expected: 'bad-request' },
+      { path: '/files/%F0%9F%98%80', expected: { route: 'file', params: { name: '😀' } } },
+    ],
+  },
 ];
 
 describe('router conformance', () => {
@@ -523,11 +778,17 @@ describe('router build rejects invalid patterns', () => {
     ['/:id/*id', /"id" appears twice/],
     ['/a?b', /"\?" and "#"/],
     ['/a#b', /"\?" and "#"/],
-    ['/v:version', /mixed segments such as "v:version" are not supported/],
-    ['/:a:b', /mixed segments/],
-    ['/:a-b', /invalid parameter name "a-b"/],
+    ['/:a:b', /must be separated by static text/],
+    ['/x:', /empty parameter name after ":"/],
+    ['/:.json', /empty parameter name after ":"/],
     ['/a*b', /mixes text with "\*"/],
-    ['/**', /invalid parameter name "\*"/],
+    ['/:a.*b', /mixes text with "\*"/],
+    ['/a/**/b', /must be the last segment/],
+    ['/*a-b', /invalid catch-all name "a-b"/],
+    ['/***', /invalid catch-all name "\*"/],
+    ['/:a.:a', /"a" appears twice/],
+    ['/:a/v:a', /"a" appears twice/],
+    ['/:name.j son', /must be percent-encoded/],
     ['/a b', /must be percent-encoded/],
     ['/café', /must be percent-encoded/],
     ['/{id}', /must be percent-encoded/],
@@ -669,7 +930,59 @@ describe('router build conflicts', () => {
     const router = buildRouter(routes);
     assert.equal(router.size, 1);
     assert.deepEqual(toOutcome(router.find('GET', 'a.com', '/a')), { route: 'dup', params: {} });
-    assert.deepEqual(toOutcome(router.find('PUT', 'a.com', '/a')), { allow: ['GET'] });
+    assert.deepEqual(toOutcome(router.find('PUT', 'a.com', '/a')), { allow: ['GET', 'HEAD'] });
+  });
+
+  test('mixed segments up to param names', () => {
+    const [error] = buildErrors([
+      { name: 'a', paths: ['/f/:base.:ext'] },
+      { name: 'b', paths: ['/f/:name.:type'] },
+    ]);
+    assert.match(error.message, /route "b" path "\/f\/:name.:type" conflicts with route "a"/);
+  });
+
+  test('prefix pattern overlaps exact parent', () => {
+    const [error] = buildErrors([
+      { name: 'exact', paths: ['/api'] },
+      { name: 'prefix', paths: ['/api/**'] },
+    ]);
+    assert.match(error.message, /route "prefix" path "\/api\/\*\*" conflicts with route "exact"/);
+  });
+
+  test('prefix pattern overlaps catch-all', () => {
+    buildErrors([
+      { name: 'a', paths: ['/api/*rest'] },
+      { name: 'b', paths: ['/api/**'] },
+    ]);
+    buildErrors([
+      { name: 'a', paths: ['/*'] },
+      { name: 'b', paths: ['/**'] },
+    ]);
+  });
+
+  test('different mixed shapes build', () => {
+    assertBuilds([
+      { name: 'dot', paths: ['/f/:base.:ext'] },
+      { name: 'dash', paths: ['/f/:left-:right'] },
+      { name: 'json', paths: ['/f/:name.json'] },
+      { name: 'prefixed', paths: ['/f/v:version'] },
+      { name: 'param', paths: ['/f/:file'] },
+      { name: 'static', paths: ['/f/a.json'] },
+      { name: 'literal', paths: ['/f/a::b'] },
+      { name: 'prefix', paths: ['/f/**'] },
+    ]);
+  });
+
+  test('literal colon differs from param', () => {
+    assertBuilds([
+      { name: 'literal', paths: ['/::a'] },
+      { name: 'param', paths: ['/:a'] },
+    ]);
+  });
+
+  test('prefix and catch-all in one route', () => {
+    const [error] = buildErrors([{ name: 'self', paths: ['/a/**', '/a/*'] }]);
+    assert.match(error.message, /route "self" path "\/a\/\*" conflicts with route "self"/);
   });
 
   test('conflict in host list of one route', () => {

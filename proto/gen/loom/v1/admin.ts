@@ -33,6 +33,8 @@ export interface ApplyRequest {
   dryRun: boolean;
   /** When non-zero, fail unless the store is still at this revision. */
   ifVersion: number;
+  /** Fill before_json and after_json of every change, for a field-level diff. */
+  includeValues: boolean;
 }
 
 /** One resource that an apply or delete creates, updates or deletes. */
@@ -42,6 +44,12 @@ export interface Change {
   name: string;
   /** "create", "update" or "delete". */
   action: string;
+  /**
+   * Stored form (JSON) before and after the change; empty when the resource
+   * does not exist on that side or the request did not ask for values.
+   */
+  beforeJson: string;
+  afterJson: string;
 }
 
 export interface ApplyResponse {
@@ -51,6 +59,11 @@ export interface ApplyResponse {
   changes: Change[];
   /** False for a dry run and for an apply that changed nothing. */
   committed: boolean;
+  /**
+   * Milliseconds since the Unix epoch at which the store confirmed the write; 0
+   * when nothing was committed.
+   */
+  committedAtMs: number;
 }
 
 export interface GetConfigRequest {
@@ -76,6 +89,12 @@ export interface DeleteResponse {
 }
 
 export interface StatusRequest {
+  /**
+   * When non-zero, fill the convergence fields for this version of the
+   * current epoch: when it was committed and when each proxy first acked it
+   * or a newer version.
+   */
+  version: number;
 }
 
 export interface ProxyStatus {
@@ -91,16 +110,32 @@ export interface ProxyStatus {
   /** Milliseconds since the Unix epoch. */
   connectedAtMs: number;
   lastSeenMs: number;
+  /** Epoch of nacked_version. */
+  nackedEpoch: string;
+  /** Snapshots written to this proxy's streams since the control plane started. */
+  snapshotsSent: number;
+  /**
+   * For StatusRequest.version: when this proxy first acked that version or a
+   * newer one of the same epoch, in milliseconds since the Unix epoch; 0 when
+   * it has not, or when the control plane no longer remembers.
+   */
+  versionAckedAtMs: number;
 }
 
 export interface StatusResponse {
   version: number;
   epoch: string;
   proxies: ProxyStatus[];
+  /**
+   * For StatusRequest.version: when this control plane saw that version
+   * committed (its own apply, or the store's watch for a write made through
+   * another control plane), in milliseconds since the Unix epoch; 0 when unknown.
+   */
+  versionCommittedAtMs: number;
 }
 
 function createBaseApplyRequest(): ApplyRequest {
-  return { routes: [], upstreams: [], prune: false, dryRun: false, ifVersion: 0 };
+  return { routes: [], upstreams: [], prune: false, dryRun: false, ifVersion: 0, includeValues: false };
 }
 
 export const ApplyRequest: MessageFns<ApplyRequest> = {
@@ -119,6 +154,9 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     }
     if (message.ifVersion !== 0) {
       writer.uint32(40).uint64(message.ifVersion);
+    }
+    if (message.includeValues !== false) {
+      writer.uint32(48).bool(message.includeValues);
     }
     return writer;
   },
@@ -176,6 +214,14 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
             message.ifVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.includeValues = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -205,6 +251,11 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
         : isSet(object.if_version)
         ? globalThis.Number(object.if_version)
         : 0,
+      includeValues: isSet(object.includeValues)
+        ? globalThis.Boolean(object.includeValues)
+        : isSet(object.include_values)
+        ? globalThis.Boolean(object.include_values)
+        : false,
     };
   },
 
@@ -225,6 +276,9 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     if (message.ifVersion !== 0) {
       obj.ifVersion = Math.round(message.ifVersion);
     }
+    if (message.includeValues !== false) {
+      obj.includeValues = message.includeValues;
+    }
     return obj;
   },
 
@@ -238,12 +292,13 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     message.prune = object.prune ?? false;
     message.dryRun = object.dryRun ?? false;
     message.ifVersion = object.ifVersion ?? 0;
+    message.includeValues = object.includeValues ?? false;
     return message;
   },
 };
 
 function createBaseChange(): Change {
-  return { kind: "", name: "", action: "" };
+  return { kind: "", name: "", action: "", beforeJson: "", afterJson: "" };
 }
 
 export const Change: MessageFns<Change> = {
@@ -256,6 +311,12 @@ export const Change: MessageFns<Change> = {
     }
     if (message.action !== "") {
       writer.uint32(26).string(message.action);
+    }
+    if (message.beforeJson !== "") {
+      writer.uint32(34).string(message.beforeJson);
+    }
+    if (message.afterJson !== "") {
+      writer.uint32(42).string(message.afterJson);
     }
     return writer;
   },
@@ -297,6 +358,22 @@ export const Change: MessageFns<Change> = {
             message.action = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.beforeJson = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.afterJson = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -314,6 +391,16 @@ export const Change: MessageFns<Change> = {
       kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       action: isSet(object.action) ? globalThis.String(object.action) : "",
+      beforeJson: isSet(object.beforeJson)
+        ? globalThis.String(object.beforeJson)
+        : isSet(object.before_json)
+        ? globalThis.String(object.before_json)
+        : "",
+      afterJson: isSet(object.afterJson)
+        ? globalThis.String(object.afterJson)
+        : isSet(object.after_json)
+        ? globalThis.String(object.after_json)
+        : "",
     };
   },
 
@@ -328,6 +415,12 @@ export const Change: MessageFns<Change> = {
     if (message.action !== "") {
       obj.action = message.action;
     }
+    if (message.beforeJson !== "") {
+      obj.beforeJson = message.beforeJson;
+    }
+    if (message.afterJson !== "") {
+      obj.afterJson = message.afterJson;
+    }
     return obj;
   },
 
@@ -339,12 +432,14 @@ export const Change: MessageFns<Change> = {
     message.kind = object.kind ?? "";
     message.name = object.name ?? "";
     message.action = object.action ?? "";
+    message.beforeJson = object.beforeJson ?? "";
+    message.afterJson = object.afterJson ?? "";
     return message;
   },
 };
 
 function createBaseApplyResponse(): ApplyResponse {
-  return { version: 0, epoch: "", changes: [], committed: false };
+  return { version: 0, epoch: "", changes: [], committed: false, committedAtMs: 0 };
 }
 
 export const ApplyResponse: MessageFns<ApplyResponse> = {
@@ -360,6 +455,9 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     }
     if (message.committed !== false) {
       writer.uint32(32).bool(message.committed);
+    }
+    if (message.committedAtMs !== 0) {
+      writer.uint32(40).int64(message.committedAtMs);
     }
     return writer;
   },
@@ -409,6 +507,14 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
             message.committed = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.committedAtMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -427,6 +533,11 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
       epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
       changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => Change.fromJSON(e)) : [],
       committed: isSet(object.committed) ? globalThis.Boolean(object.committed) : false,
+      committedAtMs: isSet(object.committedAtMs)
+        ? globalThis.Number(object.committedAtMs)
+        : isSet(object.committed_at_ms)
+        ? globalThis.Number(object.committed_at_ms)
+        : 0,
     };
   },
 
@@ -444,6 +555,9 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     if (message.committed !== false) {
       obj.committed = message.committed;
     }
+    if (message.committedAtMs !== 0) {
+      obj.committedAtMs = Math.round(message.committedAtMs);
+    }
     return obj;
   },
 
@@ -456,6 +570,7 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     message.epoch = object.epoch ?? "";
     message.changes = object.changes?.map((e) => Change.fromPartial(e)) || [];
     message.committed = object.committed ?? false;
+    message.committedAtMs = object.committedAtMs ?? 0;
     return message;
   },
 };
@@ -822,11 +937,14 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
 };
 
 function createBaseStatusRequest(): StatusRequest {
-  return {};
+  return { version: 0 };
 }
 
 export const StatusRequest: MessageFns<StatusRequest> = {
-  encode(_: StatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: StatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
     return writer;
   },
 
@@ -843,6 +961,14 @@ export const StatusRequest: MessageFns<StatusRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -855,20 +981,24 @@ export const StatusRequest: MessageFns<StatusRequest> = {
     }
   },
 
-  fromJSON(_: any): StatusRequest {
-    return {};
+  fromJSON(object: any): StatusRequest {
+    return { version: isSet(object.version) ? globalThis.Number(object.version) : 0 };
   },
 
-  toJSON(_: StatusRequest): unknown {
+  toJSON(message: StatusRequest): unknown {
     const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
     return obj;
   },
 
   create(base?: DeepPartial<StatusRequest>): StatusRequest {
     return StatusRequest.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<StatusRequest>): StatusRequest {
+  fromPartial(object: DeepPartial<StatusRequest>): StatusRequest {
     const message = createBaseStatusRequest();
+    message.version = object.version ?? 0;
     return message;
   },
 };
@@ -884,6 +1014,9 @@ function createBaseProxyStatus(): ProxyStatus {
     nackError: "",
     connectedAtMs: 0,
     lastSeenMs: 0,
+    nackedEpoch: "",
+    snapshotsSent: 0,
+    versionAckedAtMs: 0,
   };
 }
 
@@ -915,6 +1048,15 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     }
     if (message.lastSeenMs !== 0) {
       writer.uint32(72).int64(message.lastSeenMs);
+    }
+    if (message.nackedEpoch !== "") {
+      writer.uint32(82).string(message.nackedEpoch);
+    }
+    if (message.snapshotsSent !== 0) {
+      writer.uint32(88).uint64(message.snapshotsSent);
+    }
+    if (message.versionAckedAtMs !== 0) {
+      writer.uint32(96).int64(message.versionAckedAtMs);
     }
     return writer;
   },
@@ -1004,6 +1146,30 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
             message.lastSeenMs = longToNumber(reader.int64());
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.nackedEpoch = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.snapshotsSent = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.versionAckedAtMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1051,6 +1217,21 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
         : isSet(object.last_seen_ms)
         ? globalThis.Number(object.last_seen_ms)
         : 0,
+      nackedEpoch: isSet(object.nackedEpoch)
+        ? globalThis.String(object.nackedEpoch)
+        : isSet(object.nacked_epoch)
+        ? globalThis.String(object.nacked_epoch)
+        : "",
+      snapshotsSent: isSet(object.snapshotsSent)
+        ? globalThis.Number(object.snapshotsSent)
+        : isSet(object.snapshots_sent)
+        ? globalThis.Number(object.snapshots_sent)
+        : 0,
+      versionAckedAtMs: isSet(object.versionAckedAtMs)
+        ? globalThis.Number(object.versionAckedAtMs)
+        : isSet(object.version_acked_at_ms)
+        ? globalThis.Number(object.version_acked_at_ms)
+        : 0,
     };
   },
 
@@ -1083,6 +1264,15 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     if (message.lastSeenMs !== 0) {
       obj.lastSeenMs = Math.round(message.lastSeenMs);
     }
+    if (message.nackedEpoch !== "") {
+      obj.nackedEpoch = message.nackedEpoch;
+    }
+    if (message.snapshotsSent !== 0) {
+      obj.snapshotsSent = Math.round(message.snapshotsSent);
+    }
+    if (message.versionAckedAtMs !== 0) {
+      obj.versionAckedAtMs = Math.round(message.versionAckedAtMs);
+    }
     return obj;
   },
 
@@ -1100,12 +1290,15 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     message.nackError = object.nackError ?? "";
     message.connectedAtMs = object.connectedAtMs ?? 0;
     message.lastSeenMs = object.lastSeenMs ?? 0;
+    message.nackedEpoch = object.nackedEpoch ?? "";
+    message.snapshotsSent = object.snapshotsSent ?? 0;
+    message.versionAckedAtMs = object.versionAckedAtMs ?? 0;
     return message;
   },
 };
 
 function createBaseStatusResponse(): StatusResponse {
-  return { version: 0, epoch: "", proxies: [] };
+  return { version: 0, epoch: "", proxies: [], versionCommittedAtMs: 0 };
 }
 
 export const StatusResponse: MessageFns<StatusResponse> = {
@@ -1118,6 +1311,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     for (const v of message.proxies) {
       ProxyStatus.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.versionCommittedAtMs !== 0) {
+      writer.uint32(32).int64(message.versionCommittedAtMs);
     }
     return writer;
   },
@@ -1159,6 +1355,14 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.proxies.push(ProxyStatus.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.versionCommittedAtMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1176,6 +1380,11 @@ export const StatusResponse: MessageFns<StatusResponse> = {
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
       proxies: globalThis.Array.isArray(object?.proxies) ? object.proxies.map((e: any) => ProxyStatus.fromJSON(e)) : [],
+      versionCommittedAtMs: isSet(object.versionCommittedAtMs)
+        ? globalThis.Number(object.versionCommittedAtMs)
+        : isSet(object.version_committed_at_ms)
+        ? globalThis.Number(object.version_committed_at_ms)
+        : 0,
     };
   },
 
@@ -1190,6 +1399,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.proxies?.length) {
       obj.proxies = message.proxies.map((e) => ProxyStatus.toJSON(e));
     }
+    if (message.versionCommittedAtMs !== 0) {
+      obj.versionCommittedAtMs = Math.round(message.versionCommittedAtMs);
+    }
     return obj;
   },
 
@@ -1201,6 +1413,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.version = object.version ?? 0;
     message.epoch = object.epoch ?? "";
     message.proxies = object.proxies?.map((e) => ProxyStatus.fromPartial(e)) || [];
+    message.versionCommittedAtMs = object.versionCommittedAtMs ?? 0;
     return message;
   },
 };

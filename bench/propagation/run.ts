@@ -1,0 +1,296 @@
+// Measures how long a committed apply takes to reach every proxy: from the
+// control plane's commit to the ack of the last proxy, both as the control
+// plane records them. Fleets of real proxy processes and of lightweight
+// subscribers in one process, at several configuration sizes.
+// Usage: npm run bench:propagation [-- --json] [-- --quick]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+import { AdminClient } from '../../cli/admin-client.js';
+import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+import {
+  ROOT,
+  startLoom,
+  waitFor,
+  waitForPort,
+  type LoomProcess,
+} from '../../scripts/processes.js';
+import { findFreePort } from '../../test/helpers/ports.js';
+import { availableMiB, cpuMs, rssMiB } from './process-stats.js';
+
+const args = new Set(process.argv.slice(2));
+const QUICK = args.has('--quick');
+const ROUTE_COUNTS = QUICK ? [100, 1_000] : [100, 1_000, 10_000, 100_000];
+const FLEET_SIZES = QUICK ? [1, 10] : [1, 10, 50];
+const SUBSCRIBERS = QUICK ? 200 : 1_000;
+/** One-route changes per combination: up to MAX_CHANGES, but no more once TIME_BUDGET_MS passed. */
+const MAX_CHANGES = 20;
+const MIN_CHANGES = 3;
+const TIME_BUDGET_MS = 8_000;
+/** Proxies times routes above which a combination is skipped, to bound time and memory. */
+const MAX_ROUTES_HELD = 500_000;
+/** Estimated resident memory of one proxy per route held, in MiB (measured: about 2 KiB). */
+const PROXY_MIB_PER_ROUTE = 2 / 1024;
+
+interface Row {
+  fleet: string;
+  routes: number;
+  changes: number;
+  /** Time until the last proxy acked, per change: p50 and p99 over the changes. */
+  allAckedP50Ms?: number;
+  allAckedP99Ms?: number;
+  /** Time until each proxy acked, over every proxy and change. */
+  perProxyP50Ms?: number;
+  perProxyP99Ms?: number;
+  /** Control-plane CPU time per one-route change (build, encode, send, acks). */
+  cpCpuMsPerSnapshot?: number;
+  cpRssMiB?: number;
+  skipped?: string;
+}
+
+const upstream: Upstream = { name: 'bench', targets: [{ url: 'http://127.0.0.1:9', weight: 1 }] };
+
+function makeRoutes(count: number, changed = -1, generation = 0): Route[] {
+  return Array.from({ length: count }, (_, index) => ({
+    name: `route-${index}`,
+    hosts: [],
+    paths: [index === changed ? `/r${index}/v${generation}/:id` : `/r${index}/:id`],
+    methods: [],
+    upstream: 'bench',
+  }));
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+class Bench {
+  readonly dir = mkdtempSync(join(tmpdir(), 'loom-bench-'));
+  readonly proxies: LoomProcess[] = [];
+  controlPlane!: ChildProcess;
+  address = '';
+  client!: AdminClient;
+
+  async startControlPlane(): Promise<void> {
+    const port = await findFreePort();
+    this.address = `127.0.0.1:${port}`;
+    this.controlPlane = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(ROOT, 'bench/propagation/control-plane.ts'),
+        this.address,
+        join(this.dir, 'store'),
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    await waitForPort('127.0.0.1', port, 30_000);
+    this.client = new AdminClient(this.address);
+  }
+
+  async addProxies(total: number): Promise<void> {
+    while (this.proxies.length < total) {
+      const id = `proxy-${this.proxies.length + 1}`;
+      const [port, adminPort] = [await findFreePort(), await findFreePort()];
+      this.proxies.push(
+        startLoom(id, [
+          'data-plane',
+          '--control-plane',
+          this.address,
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--admin-listen',
+          `127.0.0.1:${adminPort}`,
+          '--id',
+          id,
+          '--log-level',
+          'warn',
+        ]),
+      );
+    }
+    await this.waitForConnected(total);
+  }
+
+  async stopProxies(): Promise<void> {
+    await Promise.all(this.proxies.splice(0).map((proxy) => proxy.stop()));
+  }
+
+  async waitForConnected(count: number): Promise<void> {
+    await waitFor(`${count} connected proxies`, 300_000, async () => {
+      const status = await this.client.status();
+      return status.proxies.filter((proxy) => proxy.connected).length >= count;
+    });
+  }
+
+  /** Applies a configuration and returns the committed version once every connected proxy acked it. */
+  async applyAndWait(routes: Route[]): Promise<{ version: number; perProxyMs: number[] }> {
+    const response = await this.client.apply({
+      routes,
+      upstreams: [upstream],
+      prune: true,
+      dryRun: false,
+      ifVersion: 0,
+      includeValues: false,
+    });
+    const version = response.version;
+    for (;;) {
+      const status = await this.client.status({ version });
+      const connected = status.proxies.filter((proxy) => proxy.connected);
+      if (connected.every((proxy) => proxy.versionAckedAtMs > 0)) {
+        const committed = status.versionCommittedAtMs;
+        return {
+          version,
+          perProxyMs: connected.map((proxy) => proxy.versionAckedAtMs - committed),
+        };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  async measure(fleet: string, routeCount: number): Promise<Row> {
+    await this.applyAndWait(makeRoutes(routeCount));
+    const allAcked: number[] = [];
+    const perProxy: number[] = [];
+    const cpuBefore = cpuMs(this.controlPlane.pid!);
+    const started = Date.now();
+    let changes = 0;
+    while (
+      changes < MAX_CHANGES &&
+      (changes < MIN_CHANGES || Date.now() - started < TIME_BUDGET_MS)
+    ) {
+      const change = ++changes;
+      const result = await this.applyAndWait(makeRoutes(routeCount, change % routeCount, change));
+      allAcked.push(Math.max(...result.perProxyMs));
+      perProxy.push(...result.perProxyMs);
+    }
+    const cpuPerChange = (cpuMs(this.controlPlane.pid!) - cpuBefore) / changes;
+    return {
+      fleet,
+      routes: routeCount,
+      changes,
+      allAckedP50Ms: percentile(allAcked, 50),
+      allAckedP99Ms: percentile(allAcked, 99),
+      perProxyP50Ms: percentile(perProxy, 50),
+      perProxyP99Ms: percentile(perProxy, 99),
+      cpCpuMsPerSnapshot: Math.round(cpuPerChange),
+      cpRssMiB: Math.round(rssMiB(this.controlPlane.pid!)),
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.stopProxies();
+    this.client?.close();
+    this.controlPlane?.kill('SIGTERM');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function startSubscribers(address: string, count: number): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(ROOT, 'bench/propagation/subscribers.ts'), address, String(count)],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const lines = createInterface({ input: child.stdout! });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('subscribers not ready after 120 s')), 120_000);
+    lines.on('line', (line) => {
+      if (line === 'ready') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return child;
+}
+
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  const bench = new Bench();
+  const log = (text: string) => process.stderr.write(`${text}\n`);
+  try {
+    await bench.startControlPlane();
+    for (const size of FLEET_SIZES) {
+      await bench.addProxies(size);
+      for (const routes of ROUTE_COUNTS) {
+        const neededMiB = size * routes * PROXY_MIB_PER_ROUTE * 1.5;
+        if (routes * size > MAX_ROUTES_HELD || neededMiB > availableMiB() / 2) {
+          rows.push({
+            fleet: `${size} proxies`,
+            routes,
+            changes: 0,
+            skipped: `${size} proxies holding ${routes} routes need about ${Math.round(neededMiB)} MiB and ${size} rebuilds of ${routes} routes per change, seconds each on 2 cores`,
+          });
+          continue;
+        }
+        log(`measuring ${size} proxies at ${routes} routes`);
+        rows.push(await bench.measure(`${size} proxies`, routes));
+      }
+    }
+    await bench.stopProxies();
+
+    await bench.applyAndWait(makeRoutes(100));
+    const subscribers = await startSubscribers(bench.address, SUBSCRIBERS);
+    try {
+      for (const routes of ROUTE_COUNTS) {
+        if (routes * SUBSCRIBERS > 10_000_000) {
+          rows.push({
+            fleet: `${SUBSCRIBERS} subscribers`,
+            routes,
+            changes: 0,
+            skipped:
+              'one process would decode 1,000 copies of every 100,000-route snapshot, minutes per change',
+          });
+          continue;
+        }
+        log(`measuring ${SUBSCRIBERS} subscribers at ${routes} routes`);
+        rows.push(await bench.measure(`${SUBSCRIBERS} subscribers`, routes));
+      }
+    } finally {
+      subscribers.kill('SIGTERM');
+    }
+  } finally {
+    await bench.stop();
+  }
+  report(rows);
+}
+
+function report(rows: Row[]): void {
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    /** 1-minute load average at the end: other work on the machine skews every number. */
+    loadAverage: Number(loadavg()[0].toFixed(1)),
+    command: `npm run bench:propagation${QUICK ? ' -- --quick' : ''}`,
+  };
+  if (args.has('--json')) {
+    process.stdout.write(`${JSON.stringify({ machine, rows }, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(
+    `${machine.command} on ${machine.cpus} x ${machine.cpuModel}, Node ${machine.node}, ` +
+      `load average ${machine.loadAverage} at the end\n\n`,
+  );
+  process.stdout.write(
+    '| fleet | routes | changes | all acked p50 / p99 (ms) | per proxy p50 / p99 (ms) | CP CPU per snapshot (ms) | CP RSS (MiB) |\n',
+  );
+  process.stdout.write('| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n');
+  for (const row of rows) {
+    if (row.skipped) {
+      process.stdout.write(`| ${row.fleet} | ${row.routes} | skipped: ${row.skipped} | | | | |\n`);
+      continue;
+    }
+    process.stdout.write(
+      `| ${row.fleet} | ${row.routes} | ${row.changes} | ${row.allAckedP50Ms} / ${row.allAckedP99Ms} | ` +
+        `${row.perProxyP50Ms} / ${row.perProxyP99Ms} | ${row.cpCpuMsPerSnapshot} | ${row.cpRssMiB} |\n`,
+    );
+  }
+}
+
+await main();

@@ -1,0 +1,87 @@
+// A proxy for swap-latency.ts: a DataPlane (the class behind `loom data-plane`)
+// whose snapshots come from its parent over IPC instead of a control plane, so
+// the parent can swap a 100,000-route table in while load runs.
+//
+// Messages from the parent: { swapForMs } applies new versions of the large
+// snapshot back to back for that long, then replies with { swaps, buildMs }
+// and the event-loop delay seen meanwhile; { idleForMs } only records the delay.
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+import { pino } from 'pino';
+
+import { DataPlane } from '../../data-plane/data-plane.js';
+import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { createTable } from './tables.js';
+
+/** Routes of the snapshot swapped in. */
+export const SWAP_TABLE = '100000';
+
+const upstreamUrl = process.argv[2];
+const table = createTable(SWAP_TABLE);
+// One snapshot, built once: a real proxy receives each one decoded from the
+// stream, and decoding is not the router's cost. Each swap gets a new version.
+const snapshot = Snapshot.fromPartial({
+  epoch: 'bench',
+  routes: table.routes.map((route, index) => ({
+    name: `r${index}`,
+    paths: [route.path],
+    methods: [route.method],
+    upstream: 'echo',
+  })),
+  upstreams: [{ name: 'echo', targets: [{ url: upstreamUrl, weight: 1 }] }],
+});
+
+function nextSnapshot(): Snapshot {
+  snapshot.version += 1;
+  snapshot.hash = `v${snapshot.version}`;
+  return snapshot;
+}
+
+const dataPlane = new DataPlane({
+  // Nothing listens on port 1; the snapshot client retries in the background.
+  controlPlanes: ['127.0.0.1:1'],
+  listen: '127.0.0.1:0',
+  adminListen: '127.0.0.1:0',
+  id: 'swap-bench',
+  logger: pino({ level: 'silent' }),
+});
+await dataPlane.start();
+await dataPlane.applySnapshot(nextSnapshot());
+process.send?.({ port: dataPlane.port, path: table.lookups.params.path });
+
+interface PhaseMessage {
+  swapForMs?: number;
+  idleForMs?: number;
+  stop?: boolean;
+}
+
+process.on('message', (message: PhaseMessage) => {
+  if (message.stop) {
+    void dataPlane.stop().then(() => process.exit(0));
+    return;
+  }
+  void runPhase(message).then((result) => process.send?.(result));
+});
+
+async function runPhase(message: PhaseMessage): Promise<Record<string, unknown>> {
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  const buildMs: number[] = [];
+  if (message.swapForMs !== undefined) {
+    const until = performance.now() + message.swapForMs;
+    while (performance.now() < until) {
+      const started = performance.now();
+      await dataPlane.applySnapshot(nextSnapshot());
+      buildMs.push(Math.round(performance.now() - started));
+    }
+  } else {
+    await new Promise((resolve) => setTimeout(resolve, message.idleForMs ?? 0));
+  }
+  delay.disable();
+  return {
+    swaps: buildMs.length,
+    buildMs,
+    loopDelayP99Ms: Math.round(delay.percentile(99) / 1e4) / 100,
+    loopDelayMaxMs: Math.round(delay.max / 1e4) / 100,
+  };
+}

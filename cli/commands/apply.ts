@@ -1,0 +1,165 @@
+import { Option, type Command } from 'commander';
+
+import { loadConfigFiles } from '../../config/load.js';
+import type { ApplyResponse, Change } from '../../proto/gen/loom/v1/admin.js';
+import type { AdminClient } from '../admin-client.js';
+import {
+  EXIT,
+  EXIT_HELP,
+  ExitError,
+  parseDuration,
+  parsePositiveInteger,
+  withClient,
+} from '../context.js';
+import { err, out, printWarnings } from '../output.js';
+import { percentile, waitForVersion, type WaitResult } from '../wait.js';
+
+interface ApplyOptions {
+  filename: string[];
+  prune: boolean;
+  dryRun: boolean;
+  ifVersion?: number;
+  wait: boolean;
+  timeout: number;
+}
+
+const PAST_TENSE: Record<string, string> = {
+  create: 'created',
+  update: 'configured',
+  delete: 'deleted',
+};
+
+/** Registers `loomctl apply`. */
+export function registerApply(program: Command): void {
+  program
+    .command('apply')
+    .description(
+      'Validate config files and write the declared routes and upstreams in one transaction.',
+    )
+    .requiredOption('-f, --filename <file...>', 'YAML or JSON config file(s), merged')
+    .option(
+      '--prune',
+      'also delete stored routes and upstreams that the files do not declare (default: keep them)',
+      false,
+    )
+    .option('--dry-run', 'validate and print what would change without writing', false)
+    .option(
+      '--if-version <n>',
+      'fail unless the configuration is still at version n (from "loomctl get")',
+      parsePositiveInteger('--if-version'),
+    )
+    .option('--wait', 'wait until every connected proxy applied the new version', false)
+    .addOption(
+      new Option('--timeout <duration>', 'how long --wait waits, such as 30s, 500ms or 2m')
+        .argParser(parseDuration('--timeout'))
+        .default(30_000, '30s'),
+    )
+    .addHelpText(
+      'after',
+      '\nWithout --prune, apply only creates and updates: resources stored by other files or\n' +
+        'teams stay. With --prune the files describe the whole configuration. Above 1,000\n' +
+        'changes, apply prints counts per kind and action instead of one line per resource.\n' +
+        EXIT_HELP,
+    )
+    .action(async (options: ApplyOptions, command: Command) => {
+      const declared = await loadConfigFiles(options.filename);
+      printWarnings(declared.warnings);
+      await withClient(command, async (client) => {
+        const response = await client.apply({
+          routes: declared.routes,
+          upstreams: declared.upstreams,
+          prune: options.prune,
+          dryRun: options.dryRun,
+          ifVersion: options.ifVersion ?? 0,
+          includeValues: false,
+        });
+        printApplied(response, options.dryRun);
+        if (options.wait && !options.dryRun) await waitAndReport(client, response, options.timeout);
+      });
+    });
+}
+
+/** Changes above which apply prints counts per kind and action instead of one line each. */
+const LISTED_CHANGES_LIMIT = 1_000;
+
+function printApplied(response: ApplyResponse, dryRun: boolean): void {
+  if (response.changes.length === 0) {
+    out(`no changes (version ${response.version})`);
+    return;
+  }
+  const suffix = dryRun ? ' (dry run)' : '';
+  if (response.changes.length <= LISTED_CHANGES_LIMIT) {
+    for (const change of response.changes) out(`${formatChange(change)}${suffix}`);
+  } else {
+    const counts = new Map<string, number>();
+    for (const change of response.changes) {
+      const key = `${change.kind}s ${PAST_TENSE[change.action] ?? change.action}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    for (const [key, count] of counts) out(`${count} ${key}${suffix}`);
+  }
+  if (response.committed) out(`version ${response.version}`);
+}
+
+function formatChange(change: Change): string {
+  return `${change.kind}/${change.name} ${PAST_TENSE[change.action] ?? change.action}`;
+}
+
+async function waitAndReport(
+  client: AdminClient,
+  response: ApplyResponse,
+  timeoutMs: number,
+): Promise<void> {
+  const tty = process.stderr.isTTY === true;
+  const result = await waitForVersion(client, {
+    epoch: response.epoch,
+    version: response.version,
+    committedAtMs: response.committedAtMs,
+    timeoutMs,
+    onProgress: tty
+      ? (applied, total) =>
+          process.stderr.write(
+            `\rwaiting for version ${response.version}: ${applied} of ${total} proxies applied`,
+          )
+      : undefined,
+  });
+  if (tty) process.stderr.write('\n');
+  reportWait(result, timeoutMs);
+}
+
+/** Prints the outcome of a wait and throws an ExitError unless every proxy applied the version. */
+export function reportWait(result: WaitResult, timeoutMs: number): void {
+  const applied = result.proxies.filter((proxy) => proxy.state === 'applied');
+  const total = result.proxies.length;
+  if (total === 0) {
+    out(`no proxies are connected; nothing to wait for (version ${result.version})`);
+    return;
+  }
+
+  const times = applied.flatMap((proxy) =>
+    proxy.state === 'applied' && proxy.convergenceMs !== undefined ? [proxy.convergenceMs] : [],
+  );
+  const timing =
+    times.length > 0
+      ? `; convergence p50 ${percentile(times, 50)} ms, p99 ${percentile(times, 99)} ms`
+      : '';
+  out(`version ${result.version} applied by ${applied.length} of ${total} proxies${timing}`);
+
+  let failed = false;
+  for (const proxy of result.proxies) {
+    if (proxy.state === 'nacked') {
+      failed = true;
+      err(`proxy ${proxy.id} nacked version ${proxy.nackedVersion}: ${proxy.error}`);
+    } else if (proxy.state === 'pending') {
+      failed = true;
+      const serves =
+        proxy.servedEpoch === result.epoch ? `version ${proxy.servedVersion}` : 'another epoch';
+      err(`proxy ${proxy.id} has not applied version ${result.version}; it serves ${serves}`);
+    }
+  }
+  if (!failed) return;
+  const why = result.settled
+    ? 'a proxy rejected it'
+    : `not every proxy applied it within ${timeoutMs} ms`;
+  throw new ExitError(EXIT.notConverged, `version ${result.version} was committed, but ${why}`);
+}

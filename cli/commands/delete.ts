@@ -1,0 +1,28 @@
+import { Argument, type Command } from 'commander';
+
+import { EXIT_HELP, parsePositiveInteger, withClient } from '../context.js';
+import { out } from '../output.js';
+
+/** Registers `loomctl delete`. */
+export function registerDelete(program: Command): void {
+  program
+    .command('delete')
+    .description('Delete one route or upstream. An upstream that a route uses is not deleted.')
+    .addArgument(new Argument('<kind>', 'route or upstream').choices(['route', 'upstream']))
+    .argument('<name>', 'name of the resource')
+    .option(
+      '--if-version <n>',
+      'fail unless the configuration is still at version n (from "loomctl get")',
+      parsePositiveInteger('--if-version'),
+    )
+    .addHelpText('after', EXIT_HELP)
+    .action(
+      async (kind: string, name: string, options: { ifVersion?: number }, command: Command) => {
+        const response = await withClient(command, (client) =>
+          client.delete({ kind, name, ifVersion: options.ifVersion ?? 0 }),
+        );
+        for (const change of response.changes) out(`${change.kind}/${change.name} deleted`);
+        out(`version ${response.version}`);
+      },
+    );
+}

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+
+import { loadConfigFiles } from '../../config/load.js';
+import type { Change } from '../../proto/gen/loom/v1/admin.js';
+import { EXIT, EXIT_HELP, ExitError, withClient } from '../context.js';
+import { diffFields } from '../field-diff.js';
+import { out, printWarnings } from '../output.js';
+
+const MARKS: Record<string, string> = { create: '+', update: '~', delete: '-' };
+
+/** Registers `loomctl diff`. */
+export function registerDiff(program: Command): void {
+  program
+    .command('diff')
+    .description(
+      'Show what "apply" would change, per resource and per field (old -> new), without writing.',
+    )
+    .requiredOption('-f, --filename <file...>', 'YAML or JSON config file(s), merged')
+    .option('--prune', 'also show stored resources the files do not declare as deleted', false)
+    .addHelpText(
+      'after',
+      '\nThe control plane plans the change against the stored configuration exactly as apply\n' +
+        'would (same validation, same --prune rule), so an empty diff means apply writes nothing.\n' +
+        'diff exits 0 when nothing would change and 2 when something would.\n' +
+        EXIT_HELP,
+    )
+    .action(async (options: { filename: string[]; prune: boolean }, command: Command) => {
+      const declared = await loadConfigFiles(options.filename);
+      printWarnings(declared.warnings);
+      const response = await withClient(command, (client) =>
+        client.apply({
+          routes: declared.routes,
+          upstreams: declared.upstreams,
+          prune: options.prune,
+          dryRun: true,
+          ifVersion: 0,
+          includeValues: true,
+        }),
+      );
+      if (response.changes.length === 0) {
+        out(`no changes (version ${response.version})`);
+        return;
+      }
+      for (const change of response.changes) printChange(change);
+      out(summarize(response.changes, response.version));
+      throw new ExitError(EXIT.changes, '');
+    });
+}
+
+function printChange(change: Change): void {
+  out(`${MARKS[change.action] ?? '?'} ${change.kind}/${change.name}`);
+  const before = change.beforeJson ? (JSON.parse(change.beforeJson) as unknown) : {};
+  const after = change.afterJson ? (JSON.parse(change.afterJson) as unknown) : {};
+  for (const field of diffFields(before, after)) {
+    if (field.field === 'name') continue;
+    if (change.action === 'create') out(`    ${field.field}: ${field.after}`);
+    else if (change.action === 'delete') out(`    ${field.field}: ${field.before}`);
+    else out(`    ${field.field}: ${field.before ?? '(unset)'} -> ${field.after ?? '(unset)'}`);
+  }
+}
+
+function summarize(changes: Change[], version: number): string {
+  const count = (action: string) => changes.filter((change) => change.action === action).length;
+  return (
+    `${count('create')} to create, ${count('update')} to update, ${count('delete')} to delete ` +
+    `(against version ${version})`
+  );
+}

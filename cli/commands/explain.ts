@@ -1,0 +1,107 @@
+import type { Command } from 'commander';
+
+import { LoomError } from '../../common/errors.js';
+import { loadConfigFiles } from '../../config/load.js';
+import type { Route } from '../../proto/gen/loom/v1/config.js';
+import { EXIT_HELP, withClient } from '../context.js';
+import { out } from '../output.js';
+import { explainRequest, type Explanation } from '../route-explainer.js';
+
+const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^?#]*)/i;
+
+/** Registers `loomctl explain`. */
+export function registerExplain(program: Command): void {
+  program
+    .command('explain')
+    .description(
+      "Show which route a request matches and by which rule, using the proxies' router on " +
+        'the stored configuration (or on files with -f).',
+    )
+    .argument('<method>', 'request method, such as GET')
+    .argument('<url>', 'full URL (http://api.example.com/users/1) or a path (/users/1)')
+    .option('--host <host>', 'Host header; overrides the host of a full URL')
+    .option('-f, --filename <file...>', 'explain against config files instead of the store')
+    .addHelpText(
+      'after',
+      '\nThe router tries the routes of the exact host first, then the wildcard host, then\n' +
+        'routes without hosts; within one, a static segment beats a param, and a param beats\n' +
+        'a catch-all, read left to right. Other routes that match the same request are listed\n' +
+        'with the rule that makes them lose.\n' +
+        EXIT_HELP,
+    )
+    .action(
+      async (
+        method: string,
+        url: string,
+        options: { host?: string; filename?: string[] },
+        command: Command,
+      ) => {
+        const { host, path } = splitTarget(url, options.host);
+        const routes = options.filename
+          ? (await loadConfigFiles(options.filename)).routes
+          : (await withClient(command, (client) => client.getConfig())).routes;
+        printExplanation(explainRequest(routes, method.toUpperCase(), host, path), routes);
+      },
+    );
+}
+
+function splitTarget(url: string, hostOption: string | undefined): { host?: string; path: string } {
+  const full = URL_WITH_AUTHORITY.exec(url);
+  if (full) {
+    const authority = full[1].slice(full[1].lastIndexOf('@') + 1);
+    return { host: hostOption ?? authority, path: full[2] === '' ? '/' : full[2] };
+  }
+  if (!url.startsWith('/')) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid URL "${url}"; give a full URL such as http://api.example.com/users/1 or a path such as /users/1`,
+    );
+  }
+  return { host: hostOption, path: url.split(/[?#]/, 1)[0] };
+}
+
+function printExplanation(explanation: Explanation, routes: Route[]): void {
+  if (explanation.kind === 'bad-request') {
+    out(`bad request: ${explanation.reason}; proxies answer 400`);
+    return;
+  }
+  if (explanation.kind === 'not-found') {
+    out(`no route matches; proxies answer 404 route_not_found (${routes.length} routes checked)`);
+    return;
+  }
+  if (explanation.kind === 'method-not-allowed') {
+    out(
+      `no route matches this method; proxies answer 405 with Allow: ${explanation.allow.join(', ')}`,
+    );
+    return;
+  }
+
+  const upstream = routes.find((route) => route.name === explanation.route)?.upstream ?? '?';
+  out(`route ${explanation.route} (upstream ${upstream}) matches by path ${explanation.path}`);
+  const hostRule =
+    explanation.hostClass === 'any'
+      ? 'any host (the route lists no hosts)'
+      : `host ${explanation.host}`;
+  out(`  host class: ${explanation.hostClass}, ${hostRule}`);
+  explanation.segments.forEach((segment, index) => {
+    out(
+      `  segment ${index + 1}: ${segment.kind} ${segment.pattern} = ${JSON.stringify(segment.value)}`,
+    );
+  });
+  const params = Object.entries(explanation.params);
+  if (params.length > 0) {
+    out(
+      `  params: ${params.map(([name, value]) => `${name}=${JSON.stringify(value)}`).join(', ')}`,
+    );
+  }
+  if (explanation.losers.length === 0) {
+    out('no other route matches this request');
+    return;
+  }
+  out('also match, but lose to it:');
+  for (const loser of explanation.losers) {
+    out(
+      `  route ${loser.route} path ${loser.path} (host class ${loser.hostClass}): ${loser.reason}`,
+    );
+  }
+}

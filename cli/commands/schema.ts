@@ -1,0 +1,21 @@
+import type { Command } from 'commander';
+
+import { formatConfigJsonSchema, JSON_SCHEMA_PATH } from '../../config/json-schema.js';
+import { EXIT_HELP } from '../context.js';
+
+/** Registers `loomctl schema`. */
+export function registerSchema(program: Command): void {
+  program
+    .command('schema')
+    .description('Print the JSON Schema of config files, for editors and other tools.')
+    .addHelpText(
+      'after',
+      `\nThe same schema is committed as ${JSON_SCHEMA_PATH}. In a YAML file, the first line\n` +
+        '  # yaml-language-server: $schema=./loom.schema.json\n' +
+        'lets editors that use yaml-language-server complete and check fields.\n' +
+        EXIT_HELP,
+    )
+    .action(() => {
+      process.stdout.write(formatConfigJsonSchema());
+    });
+}

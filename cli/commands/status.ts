@@ -1,0 +1,57 @@
+import { Option, type Command } from 'commander';
+
+import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
+import { EXIT_HELP, withClient } from '../context.js';
+import { formatTable, out } from '../output.js';
+
+/** Registers `loomctl status`. */
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description(
+      'Show every proxy the control plane knows: version applied, last nack with its error, ' +
+        'snapshots sent, connection.',
+    )
+    .addOption(
+      new Option('-o, --output <format>', 'output format')
+        .choices(['table', 'json'])
+        .default('table'),
+    )
+    .addHelpText('after', EXIT_HELP)
+    .action(async (options: { output: 'table' | 'json' }, command: Command) => {
+      const status = await withClient(command, (client) => client.status());
+      if (options.output === 'json') {
+        out(JSON.stringify(status, null, 2));
+        return;
+      }
+      out(`control plane version ${status.version} (epoch ${status.epoch})`);
+      process.stdout.write(formatStatusTable(status));
+    });
+}
+
+/** Formats proxies as an aligned table, one row per proxy. */
+export function formatStatusTable(status: StatusResponse): string {
+  const header = [
+    'PROXY',
+    'ADDRESS',
+    'CONNECTED',
+    'VERSION',
+    'SENT',
+    'CONNECTED SINCE',
+    'LAST SEEN',
+    'NACKED',
+  ];
+  const rows = status.proxies.map((proxy) => [
+    proxy.id,
+    proxy.address,
+    proxy.connected ? 'yes' : 'no',
+    proxy.ackedEpoch === status.epoch
+      ? String(proxy.ackedVersion)
+      : `${proxy.ackedVersion} (other epoch)`,
+    String(proxy.snapshotsSent),
+    new Date(proxy.connectedAtMs).toISOString(),
+    new Date(proxy.lastSeenMs).toISOString(),
+    proxy.nackedVersion > 0 ? `${proxy.nackedVersion}: ${proxy.nackError}` : '-',
+  ]);
+  return formatTable(header, rows);
+}

@@ -1,0 +1,33 @@
+import type { Command } from 'commander';
+
+import { loadConfigFiles } from '../../config/load.js';
+import { EXIT_HELP } from '../context.js';
+import { out, printWarnings } from '../output.js';
+
+/** Registers `loomctl validate`. */
+export function registerValidate(program: Command): void {
+  program
+    .command('validate')
+    .description(
+      'Check config files offline, with the checks apply runs before sending anything; ' +
+        'needs no control plane.',
+    )
+    .requiredOption('-f, --filename <file...>', 'YAML or JSON config file(s), merged')
+    .addHelpText(
+      'after',
+      '\nErrors go to standard error with file, line, resource, field and value; warnings\n' +
+        '(such as routes that can never match) are printed too but do not fail the check.\n' +
+        'The control plane still checks the result against the stored configuration on apply.\n' +
+        EXIT_HELP,
+    )
+    .action(async (options: { filename: string[] }) => {
+      const declared = await loadConfigFiles(options.filename);
+      printWarnings(declared.warnings);
+      const warnings = declared.warnings.length;
+      out(
+        `configuration is valid: ${declared.routes.length} routes, ` +
+          `${declared.upstreams.length} upstreams` +
+          (warnings > 0 ? `, ${warnings} warning${warnings === 1 ? '' : 's'}` : ''),
+      );
+    });
+}

@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+
+import type { Command } from 'commander';
+import { parse } from 'yaml';
+import { z } from 'zod';
+
+import { LoomError } from '../common/errors.js';
+import type { ClientTlsFiles } from '../common/tls.js';
+import { setDefaultAdminConnection } from './admin-client.js';
+
+const ConfigSchema = z
+  .object({
+    controlPlane: z.string().min(1).optional(),
+    token: z.string().min(1).optional(),
+    tls: z
+      .object({
+        ca: z.string().min(1).optional(),
+        cert: z.string().min(1).optional(),
+        key: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** Contents of a loomctl config file. */
+export type LoomctlConfig = z.infer<typeof ConfigSchema>;
+
+/** Global flags of loomctl that choose the control plane and the credentials. */
+export interface ConnectionFlags {
+  controlPlane?: string;
+  config?: string;
+  token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/**
+ * Returns the default config file: `$XDG_CONFIG_HOME/loom/loomctl.yaml`, else
+ * `~/.config/loom/loomctl.yaml`.
+ */
+export function defaultConfigPath(): string {
+  const base = process.env.XDG_CONFIG_HOME || join(homedir(), '.config');
+  return join(base, 'loom', 'loomctl.yaml');
+}
+
+/**
+ * Reads a loomctl config file. A missing default file is an empty config; a
+ * missing file named by `--config` or `LOOMCTL_CONFIG` is an error. Relative
+ * TLS paths are resolved against the file's folder.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the file and the problem.
+ */
+export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConfig {
+  const path = explicitPath ?? defaultConfigPath();
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    if (missing && explicitPath === undefined) return {};
+    throw new LoomError('LOOM_INVALID_ARGUMENT', `cannot read loomctl config ${path}: ${error}`);
+  }
+
+  const result = ConfigSchema.safeParse(parse(text) ?? {});
+  if (!result.success) {
+    const problems = result.error.issues.map(
+      (issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`,
+    );
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid loomctl config ${path}: ${problems.join('; ')}; ` +
+        'allowed keys are controlPlane, token and tls (ca, cert, key)',
+    );
+  }
+  const config = result.data;
+  const relativeTo = (file: string | undefined) =>
+    file === undefined || isAbsolute(file) ? file : resolve(dirname(path), file);
+  if (config.tls !== undefined) {
+    config.tls = {
+      ca: relativeTo(config.tls.ca),
+      cert: relativeTo(config.tls.cert),
+      key: relativeTo(config.tls.key),
+    };
+  }
+  return config;
+}
+
+/** Adds loomctl's global connection flags. */
+export function addConnectionOptions(program: Command): Command {
+  return program
+    .option(
+      '--config <file>',
+      'loomctl config file (env LOOMCTL_CONFIG, default ~/.config/loom/loomctl.yaml)',
+    )
+    .option('--token <token>', 'bearer token for the control plane (env LOOM_TOKEN)')
+    .option('--tls-ca <file>', 'PEM CA that verifies the control plane; turns on TLS')
+    .option('--tls-cert <file>', 'PEM client certificate for mutual TLS')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert');
+}
+
+/**
+ * Resolves the connection before a command runs. Each setting comes from its
+ * flag, then its environment variable, then the config file. The token comes
+ * from `--token`, `LOOM_TOKEN` or `token`, and TLS from `--tls-*` or `tls`.
+ * The control plane comes from `--control-plane`, `LOOM_CONTROL_PLANE` or
+ * `controlPlane`.
+ */
+export function applyConnectionSettings(program: Command): void {
+  const flags = program.opts<ConnectionFlags>();
+  const config = loadLoomctlConfig(flags.config ?? (process.env.LOOMCTL_CONFIG || undefined));
+  if (
+    flags.controlPlane === undefined &&
+    !process.env.LOOM_CONTROL_PLANE &&
+    config.controlPlane !== undefined
+  ) {
+    program.setOptionValueWithSource('controlPlane', config.controlPlane, 'config');
+  }
+
+  const tlsFlags: ClientTlsFiles = { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey };
+  const tlsFromFlags = Object.values(tlsFlags).some((value) => value !== undefined);
+  setDefaultAdminConnection({
+    token: flags.token ?? (process.env.LOOM_TOKEN || undefined) ?? config.token,
+    tls: tlsFromFlags ? tlsFlags : config.tls,
+  });
+}

@@ -1,0 +1,59 @@
+import { stringify } from 'yaml';
+
+import { formatConfigIssue, type ConfigIssue } from '../common/errors.js';
+import { API_VERSION } from '../config/schema.js';
+import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
+
+/** Writes a line to standard output. */
+export function out(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** Writes a line to standard error. */
+export function err(line = ''): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** Prints warnings about the configuration to standard error, one per line. */
+export function printWarnings(warnings: readonly ConfigIssue[]): void {
+  for (const warning of warnings) err(`warning: ${formatConfigIssue(warning)}`);
+}
+
+/**
+ * Returns a config document that `loomctl apply -f` accepts again, with
+ * optional fields that are not set left out.
+ */
+export function configDocument(routes: Route[], upstreams: Upstream[]): Record<string, unknown> {
+  return withoutUndefined({ apiVersion: API_VERSION, upstreams, routes }) as Record<
+    string,
+    unknown
+  >;
+}
+
+/** Formats a value as YAML or indented JSON, ending with a newline. */
+export function formatDocument(value: unknown, format: 'yaml' | 'json'): string {
+  return format === 'json' ? `${JSON.stringify(value, null, 2)}\n` : stringify(value);
+}
+
+/** Formats rows as an aligned table with a header row; the last column is not padded. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length)),
+  );
+  const format = (row: string[]) =>
+    row
+      .map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column])))
+      .join('  ');
+  return [header, ...rows].map(format).join('\n') + '\n';
+}
+
+/** Returns a deep copy without undefined object fields. */
+export function withoutUndefined(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutUndefined);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([, field]) => field !== undefined)
+      .map(([key, field]) => [key, withoutUndefined(field)]),
+  );
+}

@@ -1,0 +1,192 @@
+import type { Command } from 'commander';
+
+import { parseCertificateRoles } from '../common/auth.js';
+import { LoomError } from '../common/errors.js';
+import type { ClientTlsFiles, ServerTlsFiles } from '../common/tls.js';
+import type { ControlPlaneOptions } from '../control-plane/control-plane.js';
+import { DEFAULT_ADMISSION_RATE, DEFAULT_MAX_STREAMS } from '../control-plane/stream/admission.js';
+import type { DataPlaneOptions } from '../data-plane/data-plane.js';
+
+/** Control-plane flags for TLS, credentials, stream limits and etcd security. */
+export interface ControlPlaneSecurityFlags {
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  adminTokensFile?: string;
+  adminCertRoles?: string;
+  maxStreams: string;
+  streamAdmissionRate: string;
+  maxMessageBytes?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPassword?: string;
+}
+
+/** Data-plane flags for TLS, credentials, shutdown and the snapshot cache. */
+export interface DataPlaneLifecycleFlags {
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  token?: string;
+  drainTimeout: string;
+  snapshotCache?: string;
+  snapshotCacheMaxAge: string;
+}
+
+/** Adds the control plane's security and limit flags to `command`. */
+export function addControlPlaneSecurityOptions(command: Command): Command {
+  return command
+    .option('--tls-cert <file>', 'PEM server certificate; turns on TLS for proxies and loomctl')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--tls-client-ca <file>', 'PEM CA that must sign client certificates (mutual TLS)')
+    .option('--admin-tokens-file <file>', 'file of role:token lines (roles read, write, proxy)')
+    .option(
+      '--admin-cert-roles <list>',
+      'client certificate subjects that grant roles, such as CN=ops:write,OU=viewers:read',
+    )
+    .option('--max-streams <n>', 'maximum open snapshot streams', String(DEFAULT_MAX_STREAMS))
+    .option(
+      '--stream-admission-rate <n>',
+      'new snapshot streams admitted per second',
+      String(DEFAULT_ADMISSION_RATE),
+    )
+    .option(
+      '--max-message-bytes <n>',
+      'largest request message accepted, in bytes (default 256 MiB)',
+    )
+    .option('--etcd-ca <file>', 'PEM CA that verifies etcd')
+    .option('--etcd-cert <file>', 'PEM client certificate for etcd')
+    .option('--etcd-key <file>', 'PEM private key of --etcd-cert')
+    .option('--etcd-user <name>', 'etcd user, when etcd has authentication enabled')
+    .option(
+      '--etcd-password <password>',
+      'password of --etcd-user (prefer env LOOM_ETCD_PASSWORD)',
+    );
+}
+
+/** Adds the proxy's TLS, token, drain and snapshot-cache flags to `command`. */
+export function addDataPlaneLifecycleOptions(command: Command): Command {
+  return command
+    .option('--tls-ca <file>', 'PEM CA that verifies the control plane; turns on TLS')
+    .option('--tls-cert <file>', 'PEM client certificate for mutual TLS')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--token <token>', 'proxy token for the control plane (prefer env LOOM_PROXY_TOKEN)')
+    .option(
+      '--drain-timeout <duration>',
+      'time in-flight requests get on SIGTERM, such as 30s',
+      '30s',
+    )
+    .option('--snapshot-cache <file>', 'keep the last applied snapshot here and serve it at start')
+    .option(
+      '--snapshot-cache-max-age <duration>',
+      'oldest cached snapshot served at start, such as 24h',
+      '24h',
+    );
+}
+
+/**
+ * Converts control-plane flags into options.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag with an invalid value.
+ */
+export function controlPlaneSecurity(
+  flags: ControlPlaneSecurityFlags,
+): Partial<ControlPlaneOptions> {
+  const password = flags.etcdPassword ?? process.env.LOOM_ETCD_PASSWORD;
+  if (flags.etcdUser !== undefined && password === undefined) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      '--etcd-user needs a password: set LOOM_ETCD_PASSWORD or --etcd-password',
+    );
+  }
+  const etcdTlsSet = [flags.etcdCa, flags.etcdCert, flags.etcdKey].some((f) => f !== undefined);
+  return {
+    tls: serverTls(flags),
+    tokensFile: flags.adminTokensFile,
+    certificateRoles:
+      flags.adminCertRoles === undefined ? undefined : parseCertificateRoles(flags.adminCertRoles),
+    maxStreams: parsePositive(flags.maxStreams, '--max-streams'),
+    streamAdmissionRate: parsePositive(flags.streamAdmissionRate, '--stream-admission-rate'),
+    maxReceiveMessageBytes:
+      flags.maxMessageBytes === undefined
+        ? undefined
+        : parsePositive(flags.maxMessageBytes, '--max-message-bytes'),
+    etcdTls: etcdTlsSet
+      ? { ca: flags.etcdCa, cert: flags.etcdCert, key: flags.etcdKey }
+      : undefined,
+    etcdAuth:
+      flags.etcdUser === undefined ? undefined : { username: flags.etcdUser, password: password! },
+  };
+}
+
+/**
+ * Converts data-plane flags into options.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag with an invalid value.
+ */
+export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
+  options: Partial<DataPlaneOptions>;
+  drainTimeoutMs: number;
+} {
+  const tlsSet = [flags.tlsCa, flags.tlsCert, flags.tlsKey].some((f) => f !== undefined);
+  const tls: ClientTlsFiles | undefined = tlsSet
+    ? { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey }
+    : undefined;
+  return {
+    options: {
+      tls,
+      token: flags.token ?? process.env.LOOM_PROXY_TOKEN,
+      snapshotCache: flags.snapshotCache,
+      snapshotCacheMaxAgeMs: parseDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age'),
+    },
+    drainTimeoutMs: parseDuration(flags.drainTimeout, '--drain-timeout'),
+  };
+}
+
+function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined {
+  if (flags.tlsCert === undefined && flags.tlsKey === undefined) {
+    if (flags.tlsClientCa !== undefined) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        '--tls-client-ca needs --tls-cert and --tls-key: mutual TLS runs on top of TLS',
+      );
+    }
+    return undefined;
+  }
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
+    throw new LoomError('LOOM_INVALID_ARGUMENT', 'TLS needs both --tls-cert and --tls-key');
+  }
+  return { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa };
+}
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Parses a duration such as `500ms`, `30s`, `15m` or `24h`; a bare number is
+ * seconds. Returns milliseconds.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and the value.
+ */
+export function parseDuration(value: string, option: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!match) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} "${value}"; expected a duration such as 500ms, 30s, 15m or 24h`,
+    );
+  }
+  return Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2] ?? 's']);
+}
+
+function parsePositive(value: string, option: string): number {
+  const number = Number(value);
+  if (!Number.isFinite(number) || number <= 0) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} "${value}"; expected a positive number`,
+    );
+  }
+  return number;
+}

@@ -1,0 +1,218 @@
+import { readFileSync, statSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
+
+import {
+  credentials,
+  experimental,
+  ServerCredentials,
+  type ChannelCredentials,
+} from '@grpc/grpc-js';
+
+import { LoomError } from './errors.js';
+import type { Logger } from './logger.js';
+
+type CertificateProvider = experimental.CertificateProvider;
+type CaListener = experimental.CaCertificateUpdateListener;
+type IdentityListener = experimental.IdentityCertificateUpdateListener;
+
+/** How often certificate files are checked for changes, in milliseconds. */
+export const DEFAULT_TLS_RELOAD_MS = 5_000;
+
+/** TLS files of a gRPC server, all PEM. */
+export interface ServerTlsFiles {
+  cert: string;
+  key: string;
+  /** CA bundle that verifies client certificates; setting it turns on mutual TLS. */
+  clientCa?: string;
+}
+
+/** TLS files of a gRPC client, all PEM. */
+export interface ClientTlsFiles {
+  /** CA bundle that verifies the server; without it the system roots are used. */
+  ca?: string;
+  /** Client certificate and key, for mutual TLS; both or neither. */
+  cert?: string;
+  key?: string;
+}
+
+interface LoadedFiles {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer | undefined;
+  /** mtime and size of every file, to notice a change without reading it. */
+  stamp: string;
+}
+
+/**
+ * A certificate provider for grpc-js servers that re-reads its files when their
+ * modification time or size changes. A new set is put in service only after
+ * `tls.createSecureContext` accepts it, so a half-written file during rotation
+ * keeps the previous certificates in service instead of dropping connections.
+ * Connections already open keep the certificates of their handshake.
+ */
+export class CertificateReloader implements CertificateProvider {
+  #current: LoadedFiles;
+  readonly #files: ServerTlsFiles;
+  readonly #logger: Logger;
+  readonly #caListeners = new Set<CaListener>();
+  readonly #identityListeners = new Set<IdentityListener>();
+  readonly #timer: NodeJS.Timeout;
+
+  /**
+   * Reads and checks the files once, then checks them every `intervalMs`.
+   *
+   * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the files when one is
+   *   missing, unreadable, or not a matching PEM certificate and key.
+   */
+  constructor(files: ServerTlsFiles, logger: Logger, intervalMs = DEFAULT_TLS_RELOAD_MS) {
+    this.#files = files;
+    this.#logger = logger.child({ component: 'tls' });
+    this.#current = loadServerFiles(files);
+    this.#timer = setInterval(() => this.#reloadIfChanged(), intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Stops checking the files. */
+  close(): void {
+    clearInterval(this.#timer);
+  }
+
+  addCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.add(listener);
+    // grpc-js registers its own watcher after adding this listener, so an update
+    // sent synchronously here would never reach the server.
+    setImmediate(() => listener(this.#caUpdate()));
+  }
+
+  removeCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.delete(listener);
+  }
+
+  addIdentityCertificateListener(listener: IdentityListener): void {
+    this.#identityListeners.add(listener);
+    setImmediate(() => listener(this.#identityUpdate()));
+  }
+
+  removeIdentityCertificateListener(listener: IdentityListener): void {
+    this.#identityListeners.delete(listener);
+  }
+
+  #caUpdate(): experimental.CaCertificateUpdate | null {
+    return this.#current.ca ? { caCertificate: this.#current.ca } : null;
+  }
+
+  #identityUpdate(): experimental.IdentityCertificateUpdate {
+    return { certificate: this.#current.cert, privateKey: this.#current.key };
+  }
+
+  #reloadIfChanged(): void {
+    let next: LoadedFiles;
+    try {
+      if (fileStamp(this.#files) === this.#current.stamp) return;
+      next = loadServerFiles(this.#files);
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'tls certificate reload failed');
+      return;
+    }
+
+    this.#current = next;
+    this.#logger.info({ cert: this.#files.cert }, 'tls certificates reloaded');
+    for (const listener of this.#identityListeners) listener(this.#identityUpdate());
+    for (const listener of this.#caListeners) listener(this.#caUpdate());
+  }
+}
+
+/** Server credentials and the reloader behind them; call `close()` when the server stops. */
+export interface ReloadingServerCredentials {
+  credentials: ServerCredentials;
+  close(): void;
+}
+
+/**
+ * Creates server credentials whose certificates follow their files. With
+ * `clientCa`, every client must present a certificate signed by it (mutual
+ * TLS); the handshake fails otherwise.
+ */
+export function createServerTlsCredentials(
+  files: ServerTlsFiles,
+  logger: Logger,
+  intervalMs = DEFAULT_TLS_RELOAD_MS,
+): ReloadingServerCredentials {
+  const reloader = new CertificateReloader(files, logger, intervalMs);
+  // NOTE: grpc-js 1.14 passes this function's first argument to the
+  // credentials as the identity provider and its second as the CA provider,
+  // the reverse of the declared parameter names. The reloader serves both, and
+  // the second argument is null only when there is no client CA.
+  const mutual = files.clientCa !== undefined;
+  const serverCredentials = experimental.createCertificateProviderServerCredentials(
+    reloader,
+    mutual ? reloader : null,
+    mutual,
+  );
+  return { credentials: serverCredentials, close: () => reloader.close() };
+}
+
+/**
+ * Creates channel credentials from files read now. Clients call it for every
+ * new connection, so renewed files are picked up at the next reconnect.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the file that cannot be read.
+ */
+export function createClientTlsCredentials(files: ClientTlsFiles): ChannelCredentials {
+  if ((files.cert === undefined) !== (files.key === undefined)) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      'a TLS client certificate needs both --tls-cert and --tls-key; set both or neither',
+    );
+  }
+
+  const ca = files.ca === undefined ? null : readPem(files.ca, '--tls-ca');
+  const key = files.key === undefined ? null : readPem(files.key, '--tls-key');
+  const cert = files.cert === undefined ? null : readPem(files.cert, '--tls-cert');
+  return credentials.createSsl(ca, key, cert);
+}
+
+/** Returns channel credentials for `files`, or insecure ones when TLS is off. */
+export function clientCredentials(files: ClientTlsFiles | undefined): ChannelCredentials {
+  return files === undefined ? credentials.createInsecure() : createClientTlsCredentials(files);
+}
+
+function loadServerFiles(files: ServerTlsFiles): LoadedFiles {
+  const stamp = fileStamp(files);
+  const cert = readPem(files.cert, '--tls-cert');
+  const key = readPem(files.key, '--tls-key');
+  const ca = files.clientCa === undefined ? undefined : readPem(files.clientCa, '--tls-client-ca');
+  try {
+    createSecureContext({ cert, key, ca });
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid TLS files (cert ${files.cert}, key ${files.key}): ${detail}; ` +
+        'use a PEM certificate and its matching private key',
+      { cause: error },
+    );
+  }
+  return { cert, key, ca, stamp };
+}
+
+function fileStamp(files: ServerTlsFiles): string {
+  return [files.cert, files.key, files.clientCa]
+    .filter((file): file is string => file !== undefined)
+    .map((file) => {
+      const stats = statSync(file);
+      return `${stats.mtimeMs}:${stats.size}`;
+    })
+    .join('|');
+}
+
+function readPem(file: string, option: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : error;
+    throw new LoomError('LOOM_INVALID_ARGUMENT', `cannot read ${option} file ${file}: ${reason}`, {
+      cause: error,
+    });
+  }
+}

@@ -1,0 +1,43 @@
+/** Where the table in service came from. */
+export type TableSource = 'control-plane' | 'snapshot-cache';
+
+/** What the readiness answer depends on. */
+export interface ReadinessState {
+  table: { epoch: string; version: number } | undefined;
+  source: TableSource;
+  draining: boolean;
+  controlPlaneConnected: boolean;
+}
+
+/** HTTP status and JSON body of `GET /readyz`. */
+export interface Readiness {
+  status: 200 | 503;
+  body: Record<string, unknown>;
+}
+
+/**
+ * Decides readiness: not ready while draining or before any table is in
+ * service, ready otherwise. The body names the table's source; a table read
+ * from the snapshot cache counts as the control plane's once the stream is up,
+ * because the control plane then sends any newer version.
+ */
+export function readiness(state: ReadinessState): Readiness {
+  if (state.draining) {
+    return { status: 503, body: { status: 'draining', reason: 'the proxy is shutting down' } };
+  }
+  if (state.table === undefined) {
+    return { status: 503, body: { status: 'not_ready', reason: 'no snapshot applied yet' } };
+  }
+
+  const fromCache = state.source === 'snapshot-cache' && !state.controlPlaneConnected;
+  return {
+    status: 200,
+    body: {
+      status: 'ready',
+      epoch: state.table.epoch,
+      version: state.table.version,
+      source: fromCache ? 'snapshot-cache' : 'control-plane',
+      controlPlane: state.controlPlaneConnected ? 'connected' : 'disconnected',
+    },
+  };
+}

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { diffFields } from '../../cli/field-diff.js';
+import { explainRequest } from '../../cli/route-explainer.js';
+import { percentile } from '../../cli/wait.js';
+import type { Route } from '../../proto/gen/loom/v1/config.js';
+
+const route = (
+  name: string,
+  paths: string[],
+  hosts: string[] = [],
+  methods: string[] = [],
+): Route => ({
+  name,
+  hosts,
+  paths,
+  methods,
+  upstream: 'u',
+});
+
+const routes = [
+  route('any-files', ['/files/*rest']),
+  route('file', ['/files/:name']),
+  route('wild-file', ['/files/:name'], ['*.example.com']),
+  route('exact-admin', ['/files/admin'], ['api.example.com']),
+  route('json', ['/files/:name.json']),
+  route('post', ['/upload'], [], ['POST']),
+];
+
+describe('route explainer', () => {
+  test('exact host wins with reasons', () => {
+    const explanation = explainRequest(routes, 'GET', 'API.example.com:8080', '/files/admin');
+    assert.equal(explanation.kind, 'found');
+    if (explanation.kind !== 'found') return;
+    assert.equal(explanation.route, 'exact-admin');
+    assert.equal(explanation.hostClass, 'exact');
+    assert.equal(explanation.host, 'api.example.com');
+    assert.deepEqual(
+      explanation.segments.map((segment) => `${segment.kind} ${segment.pattern}=${segment.value}`),
+      ['static files=files', 'static admin=admin'],
+    );
+    const losers = new Map(explanation.losers.map((loser) => [loser.route, loser.reason]));
+    assert.equal(losers.get('wild-file'), 'host class exact is tried before wildcard');
+    assert.equal(losers.get('any-files'), 'host class exact is tried before any');
+    assert.equal(losers.get('file'), 'host class exact is tried before any');
+  });
+
+  test('wildcard host class', () => {
+    const explanation = explainRequest(routes, 'GET', 'web.example.com', '/files/a');
+    assert.equal(explanation.kind, 'found');
+    if (explanation.kind !== 'found') return;
+    assert.equal(explanation.route, 'wild-file');
+    assert.equal(explanation.host, '*.example.com');
+    assert.deepEqual(explanation.params, { name: 'a' });
+  });
+
+  test('segment kinds decide within a class', () => {
+    const explanation = explainRequest(routes, 'GET', undefined, '/files/report.json');
+    assert.equal(explanation.kind, 'found');
+    if (explanation.kind !== 'found') return;
+    assert.equal(explanation.route, 'json');
+    assert.equal(explanation.segments[1].kind, 'mixed');
+    const losers = new Map(explanation.losers.map((loser) => [loser.route, loser.reason]));
+    assert.equal(losers.get('file'), 'segment 2: mixed ":name.json" beats param ":name"');
+    assert.equal(losers.get('any-files'), 'segment 2: mixed ":name.json" beats catch-all "*rest"');
+  });
+
+  test('unmatched results pass through', () => {
+    assert.deepEqual(explainRequest(routes, 'GET', undefined, '/nothing'), { kind: 'not-found' });
+    const wrongMethod = explainRequest(routes, 'GET', undefined, '/upload');
+    assert.deepEqual(wrongMethod, { kind: 'method-not-allowed', allow: ['POST'] });
+    assert.equal(explainRequest(routes, 'GET', undefined, 'relative').kind, 'bad-request');
+  });
+});
+
+describe('field diff', () => {
+  test('nested fields and whole lists', () => {
+    const before = {
+      name: 'u',
+      hosts: ['a.com'],
+      targets: [{ url: 'http://a', weight: 1 }],
+    };
+    const after = {
+      name: 'u',
+      hosts: ['a.com', 'b.com'],
+      targets: [
+        { url: 'http://a', weight: 2 },
+        { url: 'http://b', weight: 1 },
+      ],
+      retries: 2,
+    };
+    assert.deepEqual(diffFields(before, after), [
+      { field: 'hosts', before: '["a.com"]', after: '["a.com","b.com"]' },
+      { field: 'targets[0].weight', before: '1', after: '2' },
+      { field: 'targets[1]', before: undefined, after: '{"url":"http://b","weight":1}' },
+      { field: 'retries', before: undefined, after: '2' },
+    ]);
+  });
+
+  test('equal resources have no changes', () => {
+    assert.deepEqual(diffFields({ a: [1, 2], b: { c: 'd' } }, { a: [1, 2], b: { c: 'd' } }), []);
+  });
+});
+
+describe('wait percentiles', () => {
+  test('nearest rank', () => {
+    assert.equal(percentile([], 50), undefined);
+    assert.equal(percentile([5], 99), 5);
+    assert.equal(percentile([4, 1, 3, 2], 50), 2);
+    assert.equal(percentile([4, 1, 3, 2], 99), 4);
+  });
+});
