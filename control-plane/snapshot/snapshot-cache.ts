@@ -24,6 +24,7 @@ export class SnapshotCache {
   #epoch = '';
   #watch: Watch | undefined;
   #buildScheduled = false;
+  #probing = false;
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #config: ConfigState;
   readonly #listeners = new Set<Listener>();
@@ -87,9 +88,12 @@ export class SnapshotCache {
     this.#watch = undefined;
 
     try {
-      const epoch = await this.#store.epoch();
+      let epoch = await this.#store.epoch();
       const range = await this.#store.range(this.#prefix);
       if (this.#isStopped()) return;
+      if (epoch === this.#epoch && range.revision < this.#config.revision) {
+        epoch = await this.#renewEpoch(epoch, this.#config.revision, range.revision);
+      }
 
       this.#epoch = epoch;
       this.#config.reset(range);
@@ -103,6 +107,46 @@ export class SnapshotCache {
     } catch (error) {
       this.#scheduleResync(error);
     }
+  }
+
+  /**
+   * Checks the store when a proxy holds a newer version of the current epoch
+   * than this control plane published. A replica that only lags catches up
+   * through its watch; but when the store itself is below that version, its
+   * history went backwards (a restore from backup), so the epoch is renewed and
+   * the store read again, and proxies accept the restored state.
+   */
+  noteHeldVersion(epoch: string, version: number): void {
+    const published = this.#current?.snapshot;
+    if (!published || epoch !== published.epoch || version <= published.version) return;
+    if (this.#probing || this.#state !== 'watching') return;
+
+    this.#probing = true;
+    void this.#probeHistory(epoch, version).finally(() => {
+      this.#probing = false;
+    });
+  }
+
+  async #probeHistory(epoch: string, version: number): Promise<void> {
+    try {
+      // A range over a folder that holds no keys returns just the store's current revision.
+      const probe = await this.#store.range(`${this.#prefix}__revision-probe/`);
+      if (probe.revision >= version || this.#isStopped()) return;
+
+      await this.#renewEpoch(epoch, version, probe.revision);
+      void this.#sync();
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'store history check failed');
+    }
+  }
+
+  async #renewEpoch(stale: string, seenRevision: number, storeRevision: number): Promise<string> {
+    const epoch = await this.#store.renewEpoch(stale);
+    this.#logger.warn(
+      { stale, epoch, seenRevision, storeRevision },
+      'store history went backwards, epoch renewed',
+    );
+    return epoch;
   }
 
   #onBatch(batch: WatchBatch): void {

@@ -76,7 +76,7 @@ interface StoredValue {
  */
 export class EmbeddedStore implements Store {
   readonly #dataDir: string;
-  readonly #epoch: string;
+  #epoch: string;
   readonly #lock: DataDirLock;
   readonly #log: TransactionLog;
   readonly #hub: WatchHub;
@@ -178,6 +178,17 @@ export class EmbeddedStore implements Store {
   async epoch(): Promise<string> {
     this.#assertOpen();
     return this.#epoch;
+  }
+
+  async renewEpoch(stale: string): Promise<string> {
+    this.#assertOpen();
+    if (stale !== this.#epoch) return this.#epoch;
+
+    const epoch = randomUUID();
+    await writeFileAtomic(join(this.#dataDir, IDENTITY_FILE), encodeRecord({ format: 1, epoch }));
+    this.#epoch = epoch;
+    this.#logger.warn({ stale, epoch }, 'embedded store epoch renewed');
+    return epoch;
   }
 
   async range(prefix: string): Promise<RangeResult> {

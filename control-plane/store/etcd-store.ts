@@ -186,6 +186,24 @@ export class EtcdStore implements Store {
     return formatEpoch(response.header.cluster_id, stored);
   }
 
+  async renewEpoch(stale: string): Promise<string> {
+    const key = Buffer.from(this.#metaKey(this.#root, GENERATION));
+    const staleGeneration = stale.slice(stale.indexOf('-') + 1);
+    const generation = randomUUID();
+    // Only the first control plane to notice replaces the generation; the rest adopt it.
+    const response = await this.#request('renew epoch', () =>
+      this.#client.kv.txn({
+        compare: [{ key, target: 'Value', result: 'Equal', value: Buffer.from(staleGeneration) }],
+        success: [{ request_put: { key, value: Buffer.from(generation) } }],
+        failure: [],
+      }),
+    );
+    if (response.succeeded) {
+      this.#logger.warn({ stale, generation }, 'etcd generation renewed');
+    }
+    return this.epoch();
+  }
+
   async range(prefix: string): Promise<RangeResult> {
     const range = Range.prefix(prefix);
     // One range request is served from one revision, which the header names.

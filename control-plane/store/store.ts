@@ -72,6 +72,13 @@ export interface Store {
    * (a wiped or restored store) so that revisions compare only within one epoch.
    */
   epoch(): Promise<string>;
+  /**
+   * Starts a new epoch after the store's history went backwards: a restore
+   * from a backup can keep the old epoch while revisions drop below ones that
+   * proxies already hold. `stale` is the epoch that saw the higher revision;
+   * when another control plane renewed it first, the current epoch is returned.
+   */
+  renewEpoch(stale: string): Promise<string>;
   /** Reads every key under `prefix` at one revision. */
   range(prefix: string): Promise<RangeResult>;
   /** Delivers every change under `prefix` from `fromRevision` (inclusive) on. */

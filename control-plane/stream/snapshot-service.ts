@@ -97,6 +97,7 @@ class ProxySession {
       },
       'proxy connected',
     );
+    this.#cache.noteHeldVersion(hello.epoch, hello.version);
     this.#offer();
   }
 

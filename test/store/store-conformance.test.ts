@@ -334,6 +334,23 @@ function defineStoreConformance(name: string, createFixture: () => Promise<Store
       assert.equal((await reopened.range(opened.root)).items.length, 1);
     });
 
+    it('renewed epoch replaces a stale one once', async (t) => {
+      const opened = await fixture.open(t);
+      await opened.store.commit([{ type: 'put', key: `${opened.root}a`, value: '1' }]);
+      const stale = await opened.store.epoch();
+
+      const renewed = await opened.store.renewEpoch(stale);
+      const again = await opened.store.renewEpoch(stale);
+      const current = await opened.store.epoch();
+      const reopened = await opened.reopen();
+
+      assert.notEqual(renewed, stale);
+      assert.equal(again, renewed);
+      assert.equal(current, renewed);
+      assert.equal(await reopened.epoch(), renewed);
+      assert.equal((await reopened.range(opened.root)).items.length, 1);
+    });
+
     it('watch handlers run asynchronously', async (t) => {
       const { store, root } = await fixture.open(t);
       const read = await store.commit([{ type: 'put', key: `${root}a`, value: '1' }]);
