@@ -208,6 +208,21 @@ describe('snapshot stream faults', { timeout: 150_000 }, () => {
     }
   });
 
+  test('oversized apply is rejected', async () => {
+    const { controlPlane, address } = await startControlPlane('message-limit', {
+      maxReceiveMessageBytes: 4_096,
+    });
+    try {
+      await assert.rejects(applyConfig(address, fixtureConfig(upstream.port, 200)), (error) => {
+        assert.match(String(error), /larger than max/);
+        return true;
+      });
+      assert.ok((await applyConfig(address, fixtureConfig(upstream.port, 1))) > 0);
+    } finally {
+      await controlPlane.stop();
+    }
+  });
+
   // LOOM_STORM_COMPARE=1 also runs the storm without pacing, for the comparison in
   // docs/reliability.md; LOOM_STORM_ROUTES sets the size of the snapshot.
   const stormRates = process.env.LOOM_STORM_COMPARE === '1' ? [25, 100_000] : [25];
