@@ -27,6 +27,16 @@ export function toStoreError(error: unknown, endpoints: string[], operation: str
       retryable: true,
     });
   }
+  const limitHint = describeLimitHint(detail);
+  if (limitHint) {
+    return new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `${where} rejected the ${operation}: ${detail}; ${limitHint}`,
+      {
+        cause: error,
+      },
+    );
+  }
   const retryable = error instanceof Error && isRecoverableError(error);
   const verb = retryable ? 'failed' : 'rejected';
   return new LoomError(
@@ -37,6 +47,20 @@ export function toStoreError(error: unknown, endpoints: string[], operation: str
       retryable,
     },
   );
+}
+
+/**
+ * Returns advice for etcd's size limits on one transaction. etcd reports both
+ * as INVALID_ARGUMENT and tells them apart only by the message text.
+ */
+function describeLimitHint(detail: string): string | undefined {
+  if (detail.includes('too many operations in txn request')) {
+    return 'the apply changes more resources than etcd --max-txn-ops allows (default 128); raise it on every etcd member or apply in smaller files';
+  }
+  if (detail.includes('request is too large')) {
+    return 'the apply is larger than etcd --max-request-bytes allows (default 1.5 MiB); raise it on every etcd member or apply in smaller files';
+  }
+  return undefined;
 }
 
 /**
