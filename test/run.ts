@@ -27,7 +27,17 @@ if (files.length === 0) {
 
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-concurrency=2',
+    // A test that leaves a timer or socket open must not keep its file running forever.
+    '--test-force-exit',
+    '--test-timeout=300000',
+    '--test-reporter=spec',
+    ...files,
+  ],
   { cwd: ROOT, stdio: 'inherit' },
 );
 child.on('exit', (code, signal) => process.exit(signal ? 1 : (code ?? 1)));
