@@ -56,9 +56,25 @@ class ParsedFile {
  * Throws a ConfigError listing every problem with its file and line. The
  * resources of all files are merged and validated together.
  */
-export async function loadConfigFiles(files: string[]): Promise<DeclaredConfig> {
+export async function loadConfigFiles(
+  files: string[],
+  options: LoadOptions = {},
+): Promise<DeclaredConfig> {
   const texts = await Promise.all(files.map((file) => readConfigText(file)));
-  return parseConfigTexts(files.map((file, index) => ({ file, text: texts[index] })));
+  return parseConfigTexts(
+    files.map((file, index) => ({ file, text: texts[index] })),
+    options,
+  );
+}
+
+/** Settings of `loadConfigFiles` and `parseConfigTexts`. */
+export interface LoadOptions {
+  /**
+   * The files may be part of a larger configuration: a route may name an
+   * upstream they do not declare, which becomes a warning instead of an error
+   * because the store may hold it. Off when the files must be complete (--prune).
+   */
+  partial?: boolean;
 }
 
 async function readConfigText(file: string): Promise<string> {
@@ -72,7 +88,10 @@ async function readConfigText(file: string): Promise<string> {
 }
 
 /** Parses config texts already in memory; `file` names each one in errors. */
-export function parseConfigTexts(sources: { file: string; text: string }[]): DeclaredConfig {
+export function parseConfigTexts(
+  sources: { file: string; text: string }[],
+  options: LoadOptions = {},
+): DeclaredConfig {
   const issues: ConfigIssue[] = [];
   const routes: Route[] = [];
   const upstreams: Upstream[] = [];
@@ -125,9 +144,36 @@ export function parseConfigTexts(sources: { file: string; text: string }[]): Dec
     if (!parsed) return {};
     return { file: parsed.file, line: lineOf(parsed, [list, localIndex, ...rest]) };
   };
-  const semantic = validateConfig(checkedRoutes, checkedUpstreams, locate);
+  const semantic = validateConfig(checkedRoutes, checkedUpstreams, locate, {
+    allowUndeclaredUpstreams: options.partial,
+  });
   if (semantic.length > 0) throw new ConfigError(semantic);
-  return { routes, upstreams, warnings: findConfigWarnings(checkedRoutes, locate) };
+  const warnings = findConfigWarnings(checkedRoutes, locate);
+  if (options.partial)
+    warnings.push(...undeclaredUpstreamWarnings(checkedRoutes, checkedUpstreams, locate));
+  return { routes, upstreams, warnings };
+}
+
+function undeclaredUpstreamWarnings(
+  routes: Route[],
+  upstreams: Upstream[],
+  locate: Locator,
+): ConfigIssue[] {
+  const declared = new Set(upstreams.map((upstream) => upstream.name));
+  const warnings: ConfigIssue[] = [];
+  routes.forEach((route, index) => {
+    if (declared.has(route.upstream)) return;
+    warnings.push({
+      ...locate(['routes', index, 'upstream']),
+      kind: 'route',
+      name: route.name,
+      field: 'upstream',
+      value: route.upstream,
+      message:
+        'upstream is not declared in these files; the apply succeeds only if the store already has it',
+    });
+  });
+  return warnings;
 }
 
 /** Normalises a route but keeps hosts, paths and methods in the order the file lists them. */

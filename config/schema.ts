@@ -142,6 +142,17 @@ export const ConfigFileSchema = z
       .describe(`Format version; "${API_VERSION}" is the only one so far`),
     upstreams: z.array(UpstreamSchema).default([]),
     routes: z.array(RouteSchema).default([]),
+    // Written by "loomctl get" so that its output can be applied back; apply ignores them.
+    version: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe('Store version the document was read at; informational, apply ignores it'),
+    epoch: z
+      .string()
+      .optional()
+      .describe('Store epoch the document was read at; informational, apply ignores it'),
   })
   .strict();
 

@@ -43,6 +43,7 @@ export function validateConfig(
   routes: readonly Route[],
   upstreams: readonly Upstream[],
   locate: Locator = () => ({}),
+  options: ValidateOptions = {},
 ): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const report = (path: ConfigPath, issue: Omit<ConfigIssue, 'file' | 'line'>) => {
@@ -57,12 +58,22 @@ export function validateConfig(
   const validRoutes: Route[] = [];
   routes.forEach((route, index) => {
     const before = issues.length;
-    checkRoute(route, index, upstreamNames, report);
+    checkRoute(route, index, options.allowUndeclaredUpstreams ? undefined : upstreamNames, report);
     if (issues.length === before) validRoutes.push(route);
   });
   checkConflicts(routes, report, locate);
   if (issues.length === 0) checkRouterBuild(validRoutes, routes, report);
   return issues;
+}
+
+/** Settings of `validateConfig`. */
+export interface ValidateOptions {
+  /**
+   * Accept routes whose upstream is not among `upstreams`. A file applied
+   * without --prune may use upstreams already stored; the control plane checks
+   * those references against the merged configuration.
+   */
+  allowUndeclaredUpstreams?: boolean;
 }
 
 type Report = (path: ConfigPath, issue: Omit<ConfigIssue, 'file' | 'line'>) => void;
@@ -168,11 +179,16 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   return undefined;
 }
 
-function checkRoute(route: Route, index: number, upstreams: Set<string>, report: Report): void {
+function checkRoute(
+  route: Route,
+  index: number,
+  upstreams: Set<string> | undefined,
+  report: Report,
+): void {
   const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
     report(['routes', index, ...path], { kind: 'route', name: route.name, field, value, message });
 
-  if (!upstreams.has(route.upstream)) {
+  if (upstreams && !upstreams.has(route.upstream)) {
     const known = [...upstreams].sort().join(', ') || 'none declared';
     at('upstream', route.upstream, `unknown upstream; declared upstreams: ${known}`, ['upstream']);
   }

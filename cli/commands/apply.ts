@@ -62,7 +62,7 @@ export function registerApply(program: Command): void {
         EXIT_HELP,
     )
     .action(async (options: ApplyOptions, command: Command) => {
-      const declared = await loadConfigFiles(options.filename);
+      const declared = await loadConfigFiles(options.filename, { partial: !options.prune });
       printWarnings(declared.warnings);
       await withClient(command, async (client) => {
         const response = await client.apply({

@@ -25,7 +25,7 @@ export function registerDiff(program: Command): void {
         EXIT_HELP,
     )
     .action(async (options: { filename: string[]; prune: boolean }, command: Command) => {
-      const declared = await loadConfigFiles(options.filename);
+      const declared = await loadConfigFiles(options.filename, { partial: !options.prune });
       printWarnings(declared.warnings);
       const response = await withClient(command, (client) =>
         client.apply({

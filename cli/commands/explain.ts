@@ -38,7 +38,7 @@ export function registerExplain(program: Command): void {
       ) => {
         const { host, path } = splitTarget(url, options.host);
         const routes = options.filename
-          ? (await loadConfigFiles(options.filename)).routes
+          ? (await loadConfigFiles(options.filename, { partial: true })).routes
           : (await withClient(command, (client) => client.getConfig())).routes;
         printExplanation(explainRequest(routes, method.toUpperCase(), host, path), routes);
       },

@@ -21,7 +21,7 @@ export function registerValidate(program: Command): void {
         EXIT_HELP,
     )
     .action(async (options: { filename: string[] }) => {
-      const declared = await loadConfigFiles(options.filename);
+      const declared = await loadConfigFiles(options.filename, { partial: true });
       printWarnings(declared.warnings);
       const warnings = declared.warnings.length;
       out(

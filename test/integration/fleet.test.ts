@@ -14,7 +14,11 @@ import { findFreePort } from '../helpers/ports.js';
 import { startLoom, waitFor, waitForPort } from '../../scripts/processes.js';
 import { Etcd3 } from 'etcd3';
 
-function configYaml(options: { usersUpstream: string; extraRoute?: boolean; ports: Record<string, number> }): string {
+function configYaml(options: {
+  usersUpstream: string;
+  extraRoute?: boolean;
+  ports: Record<string, number>;
+}): string {
   return `
 apiVersion: loom/v1
 upstreams:
@@ -75,16 +79,24 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
     });
 
     test('proxy without a control plane is not ready', async () => {
-      const [port, adminPort, deadPort] = [await findFreePort(), await findFreePort(), await findFreePort()];
-      const proxy = startLoom('lonely', [
-        'data-plane',
-        '--control-plane',
-        `127.0.0.1:${deadPort}`,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin-listen',
-        `127.0.0.1:${adminPort}`,
-      ], join(fleet.dir, 'lonely.log'));
+      const [port, adminPort, deadPort] = [
+        await findFreePort(),
+        await findFreePort(),
+        await findFreePort(),
+      ];
+      const proxy = startLoom(
+        'lonely',
+        [
+          'data-plane',
+          '--control-plane',
+          `127.0.0.1:${deadPort}`,
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--admin-listen',
+          `127.0.0.1:${adminPort}`,
+        ],
+        join(fleet.dir, 'lonely.log'),
+      );
       try {
         await waitForPort('127.0.0.1', adminPort);
         const ready = await httpGet(`http://127.0.0.1:${adminPort}/readyz`);
@@ -112,7 +124,11 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
       for (const proxy of fleet.proxies) {
         const response = await httpGet(proxy.url('/users/42?full=1'), { host: 'api.example.com' });
         assert.equal(response.status, 200, fleet.logs());
-        const echoed = JSON.parse(response.body) as { upstream: string; url: string; headers: Record<string, string> };
+        const echoed = JSON.parse(response.body) as {
+          upstream: string;
+          url: string;
+          headers: Record<string, string>;
+        };
         assert.equal(echoed.upstream, 'alpha');
         assert.equal(echoed.url, '/users/42?full=1');
         assert.equal(echoed.headers['x-forwarded-host'], 'api.example.com');
@@ -141,18 +157,61 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
       assert.match(result.stdout, /no changes/);
     });
 
+    test('partial file uses a stored upstream', async () => {
+      const partial = join(fleet.dir, 'partial.yaml');
+      writeFileSync(
+        partial,
+        'routes:\n  - name: partial\n    paths: [/partial]\n    upstream: alpha\n',
+      );
+      const applied = await loomctl(fleet.controlPlane, ['apply', '-f', partial]);
+      assert.equal(applied.code, 0, applied.stderr);
+      assert.match(applied.stdout, /route\/partial created/);
+      assert.match(applied.stderr, /not declared in these files/);
+
+      const pruned = await loomctl(fleet.controlPlane, [
+        'apply',
+        '-f',
+        partial,
+        '--prune',
+        '--dry-run',
+      ]);
+      assert.equal(pruned.code, 1);
+      assert.match(pruned.stderr, /partial\.yaml:4: route "partial" upstream: unknown upstream/);
+
+      const missing = join(fleet.dir, 'missing.yaml');
+      writeFileSync(
+        missing,
+        'routes:\n  - name: lost\n    paths: [/lost]\n    upstream: nowhere\n',
+      );
+      const rejected = await loomctl(fleet.controlPlane, ['apply', '-f', missing]);
+      assert.equal(rejected.code, 1);
+      assert.match(rejected.stderr, /route "lost" upstream: unknown upstream/);
+
+      const deleted = await loomctl(fleet.controlPlane, ['delete', 'route', 'partial']);
+      assert.equal(deleted.code, 0, deleted.stderr);
+    });
+
+    test('get output applies back unchanged', async () => {
+      const got = await loomctl(fleet.controlPlane, ['get']);
+      const file = join(fleet.dir, 'exported.yaml');
+      writeFileSync(file, got.stdout);
+      const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
+      assert.equal(applied.code, 0, applied.stderr);
+      assert.match(applied.stdout, /no changes/);
+    });
+
     test('invalid config is rejected and nothing is written', async () => {
       const before = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
       const badFile = join(fleet.dir, 'bad.yaml');
       writeFileSync(
         badFile,
-        'upstreams:\n  - name: gamma\n    targets:\n      - url: ftp://nowhere\nroutes:\n  - name: broken\n    paths: [/x]\n    upstream: missing\n',
+        'upstreams:\n  - name: gamma\n    targets:\n      - url: ftp://nowhere\nroutes:\n  - name: broken\n    paths: [users/:id]\n    upstream: gamma\n',
       );
       const result = await loomctl(fleet.controlPlane, ['apply', '-f', badFile]);
       assert.equal(result.code, 1);
       assert.match(result.stderr, /bad\.yaml:4: upstream "gamma" targets\[0\]\.url/);
       assert.match(result.stderr, /ftp:\/\/nowhere/);
-      assert.match(result.stderr, /bad\.yaml:8: route "broken" upstream: unknown upstream/);
+      assert.match(result.stderr, /bad\.yaml:7: route "broken" paths\[0\]: .*"users\/:id"/);
       const afterGet = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
       assert.equal(afterGet.stdout, before.stdout);
     });

@@ -27,8 +27,10 @@ describe('config JSON Schema', () => {
     assert.deepEqual(Object.keys(schema.properties).sort(), [
       '$schema',
       'apiVersion',
+      'epoch',
       'routes',
       'upstreams',
+      'version',
     ]);
     assert.equal(schema.additionalProperties, false);
   });
