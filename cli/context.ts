@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 
+import { parseHostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
 
@@ -30,7 +31,10 @@ export class ExitError extends Error {
 /** Returns the control-plane address: `--control-plane`, then LOOM_CONTROL_PLANE, then the default. */
 export function controlPlaneAddress(command: Command): string {
   const options = command.optsWithGlobals<{ controlPlane?: string }>();
-  return options.controlPlane ?? process.env.LOOM_CONTROL_PLANE ?? DEFAULT_CONTROL_PLANE;
+  const address = options.controlPlane ?? process.env.LOOM_CONTROL_PLANE ?? DEFAULT_CONTROL_PLANE;
+  // Checked before dialing: a bare "7400" would otherwise be looked up as a host name.
+  parseHostPort(address, 'control-plane address');
+  return address;
 }
 
 /** Opens an admin client for one command and closes it afterwards; explains an unreachable address. */
@@ -46,7 +50,8 @@ export async function withClient<T>(
       throw new LoomError(
         'LOOM_UNAVAILABLE',
         `cannot reach the control plane at ${client.address}: ${error.message}\n` +
-          'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its address.',
+          'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its gRPC\n' +
+          'address (its --listen, default 127.0.0.1:7400), not its HTTP --admin-listen port.',
       );
     }
     throw error;
