@@ -9,8 +9,8 @@ import { createTable, LOOKUP_KINDS, type LookupKind } from './tables.js';
 
 /** Lookups per timed batch, and batches measured after warm-up. */
 const BATCH = 50_000;
-const BATCHES = 15;
-const WARMUP_BATCHES = 5;
+const BATCHES = 12;
+const WARMUP_BATCHES = 4;
 /** Routes built in all timed builds together, so small tables repeat more. */
 const BUILD_WORK = 300_000;
 
@@ -70,7 +70,7 @@ function measureLookup(lookupKind: LookupKind): number {
  * heap used after dropping it, each after full collections.
  */
 function measureBuild(): Record<string, number> {
-  const rounds = Math.min(50, Math.max(3, Math.round(BUILD_WORK / table.routes.length)));
+  const rounds = Math.min(50, Math.max(2, Math.round(BUILD_WORK / table.routes.length)));
   const times: number[] = [];
   let first = 0;
   for (let round = 0; round <= rounds; round++) {

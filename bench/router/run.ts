@@ -4,7 +4,7 @@
 // on the machine hits them alike. A cell reports the lowest of its rounds,
 // since noise only ever adds time.
 //
-// Usage: npm run bench:router [-- --json] [--rounds N] [--tables github,10,...]
+// Usage: npm run bench:router [-- --json] [--rounds N (default 1)] [--tables github,10,...]
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +35,7 @@ const MEASURE = fileURLToPath(new URL('./measure.ts', import.meta.url));
 const MEASURE_TIMEOUT_MS = 120_000;
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = { json: false, rounds: 2, tables: [...TABLE_NAMES] };
+  const options: Options = { json: false, rounds: 1, tables: [...TABLE_NAMES] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--json') options.json = true;

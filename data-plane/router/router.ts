@@ -72,6 +72,9 @@ export async function buildRouterAsync<T>(
     );
   }
 
+  // NOTE: slices bound the router's own work, not garbage collection. The tree
+  // is one object per node, and the scavenges that copy it as it grows paused a
+  // 100,000-route build for 11 to 189 ms at a time on a loaded 2-core machine.
   const steps = buildSteps(routes);
   let deadline = performance.now() + sliceMs;
   let step = steps.next();
