@@ -25,7 +25,8 @@ export function normalizeRoute(route: Route): Route {
     requestHeaders: normalizeHeaderActions(route.requestHeaders),
     responseHeaders: normalizeHeaderActions(route.responseHeaders),
     timeouts: normalizeTimeouts(route.timeouts),
-    retries: route.retries,
+    // 0 is the default, so an explicit 0 stores the same bytes as an omitted value.
+    retries: route.retries === 0 ? undefined : route.retries,
     maxRequestBodyBytes: route.maxRequestBodyBytes,
   });
 }

@@ -27,6 +27,15 @@ export const TargetSchema = z
   .strict();
 
 const milliseconds = z.number().int().min(1).max(86_400_000);
+// 0 and omitted both mean "the proxy's default", which is how the stored form and `get` write it.
+const defaultableMilliseconds = z
+  .number()
+  .int()
+  .min(0)
+  .max(86_400_000)
+  .optional()
+  .transform((value) => value ?? 0)
+  .describe('Milliseconds; 0 or omitted uses the proxy default');
 
 export const HealthCheckSchema = z
   .object({
@@ -94,9 +103,9 @@ export const HeaderActionsSchema = z
 
 export const RouteTimeoutsSchema = z
   .object({
-    connectMs: milliseconds.optional().transform((value) => value ?? 0),
-    responseHeaderMs: milliseconds.optional().transform((value) => value ?? 0),
-    idleBodyMs: milliseconds.optional().transform((value) => value ?? 0),
+    connectMs: defaultableMilliseconds,
+    responseHeaderMs: defaultableMilliseconds,
+    idleBodyMs: defaultableMilliseconds,
   })
   .strict();
 

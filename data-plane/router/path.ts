@@ -30,6 +30,10 @@ const BACKSLASH: BadRequest = Object.freeze({
   kind: 'bad-request',
   reason: 'backslash ("\\" or "%5C") in path',
 });
+const FRAGMENT: BadRequest = Object.freeze({
+  kind: 'bad-request',
+  reason: 'fragment ("#") in request target',
+});
 const NUL: BadRequest = Object.freeze({
   kind: 'bad-request',
   reason: 'NUL byte ("%00") in path',
@@ -45,7 +49,7 @@ const DOT_SEGMENT_PARAMETER: BadRequest = Object.freeze({
  * dot segments removed as RFC 3986 section 5.2.4 describes. Empty segments and
  * case are kept. Returns a `bad-request` result for a path that is too long or
  * does not start with `/`. So does a path with an invalid escape, invalid
- * UTF-8, a backslash (raw or `%5C`), `%00`, a dot segment with a path
+ * UTF-8, a raw `#`, a backslash (raw or `%5C`), `%00`, a dot segment with a path
  * parameter (`..;x`, `.;x`), or a `..` that climbs above the root.
  */
 export function normalizeRequestPath(path: string): string | BadRequest {
@@ -54,6 +58,9 @@ export function normalizeRequestPath(path: string): string | BadRequest {
   // Some servers read a backslash as "/", so an upstream could split a segment
   // that the router matched as one.
   if (path.indexOf('\\') !== -1) return BACKSLASH;
+  // A request target has no fragment (RFC 9112 section 3.2); an upstream would cut the path at
+  // "#" and see another path than the one matched.
+  if (path.indexOf('#') !== -1) return FRAGMENT;
 
   // Most paths have neither escapes nor dot segments, so native one-character
   // scans let them through without copying.

@@ -126,4 +126,30 @@ routes:
     assert.match(issues[0].message, /first/);
     assert.match(issues[0].message, /second/);
   });
+  test('defaults store the same form', () => {
+    const text = (extra: string) => `
+upstreams:
+  - name: u
+    targets: [{url: "http://127.0.0.1:1"}]
+routes:
+  - name: r
+    paths: [/a]
+    upstream: u
+${extra}`;
+    const plain = parseConfigTexts([{ file: 'a.yaml', text: text('') }]).routes[0];
+    const explicit = parseConfigTexts([{ file: 'b.yaml', text: text('    retries: 0\n') }])
+      .routes[0];
+    assert.deepEqual(explicit, plain);
+
+    const partial = parseConfigTexts([
+      { file: 'c.yaml', text: text('    timeouts: {connectMs: 5000}\n') },
+    ]).routes[0];
+    const asPrinted = parseConfigTexts([
+      {
+        file: 'd.yaml',
+        text: text('    timeouts: {connectMs: 5000, responseHeaderMs: 0, idleBodyMs: 0}\n'),
+      },
+    ]).routes[0];
+    assert.deepEqual(asPrinted, partial);
+  });
 });

@@ -686,6 +686,8 @@ const scenarios: Scenario[] = [
       { path: '/files/..\\x', expected: 'bad-request' },
       { path: '/files/a%00b', expected: 'bad-request' },
       { path: '/files/a%2500', expected: { route: 'file', params: { name: 'a%00' } } },
+      { path: '/files/a#frag', expected: 'bad-request' },
+      { path: '/files/#', expected: 'bad-request' },
     ],
   },
   {
