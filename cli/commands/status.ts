@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 
-import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
+import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { EXIT_HELP, withClient } from '../context.js';
 import { formatTable, out } from '../output.js';
 
@@ -51,7 +51,15 @@ export function formatStatusTable(status: StatusResponse): string {
     String(proxy.snapshotsSent),
     new Date(proxy.connectedAtMs).toISOString(),
     new Date(proxy.lastSeenMs).toISOString(),
-    proxy.nackedVersion > 0 ? `${proxy.nackedVersion}: ${proxy.nackError}` : '-',
+    describeNack(proxy),
   ]);
   return formatTable(header, rows);
+}
+
+/** Returns the nack cell; a nack older than the version the proxy acked since is history. */
+function describeNack(proxy: ProxyStatus): string {
+  if (proxy.nackedVersion === 0) return '-';
+  const superseded =
+    proxy.nackedEpoch === proxy.ackedEpoch && proxy.nackedVersion < proxy.ackedVersion;
+  return `${proxy.nackedVersion}: ${proxy.nackError}${superseded ? ' (since superseded)' : ''}`;
 }
