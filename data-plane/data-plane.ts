@@ -84,7 +84,11 @@ export class DataPlane {
       options.faultRejectRoute ?? (process.env.LOOM_FAULT_REJECT_ROUTE || undefined);
     this.#logger = options.logger;
     this.accessLog = AccessLog.open(options.accessLog, options.logger);
-    this.#upstreams = new UpstreamRegistry({ ...options.upstreams, logger: options.logger });
+    this.#upstreams = new UpstreamRegistry({
+      ...options.upstreams,
+      logger: options.logger,
+      healthListener: this.metrics,
+    });
     this.#traffic = createProxyServer({
       ...options.proxy,
       getTable: () => this.#table,

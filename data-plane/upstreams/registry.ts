@@ -14,13 +14,15 @@ import { HashBalancer } from './hash-balancer.js';
 import { createHashKey } from './hash-key.js';
 import { HealthChecker } from './health-checker.js';
 import { LeastRequestBalancer } from './least-request-balancer.js';
-import { TargetState } from './target-state.js';
+import { TargetState, type TargetHealthListener } from './target-state.js';
 import { parseTargetUrl, type ParsedTargetUrl } from './target-url.js';
 
 /** Connection settings shared by every upstream pool. Times are in milliseconds. */
 export interface UpstreamRegistryOptions {
   /** Parent logger; default a root logger named `loom`. */
   logger?: Logger;
+  /** Told when a target is ejected, restored, or changes health; the proxy's metrics. */
+  healthListener?: TargetHealthListener;
   /**
    * Idle time after which a keep-alive connection is closed; default 4000. It stays below the
    * 5 s default of Node.js `http.Server`, so the proxy closes an idle connection before the
@@ -62,6 +64,7 @@ interface ResolvedUpstream {
  */
 export class UpstreamRegistry {
   readonly #logger: Logger;
+  readonly #healthListener: TargetHealthListener | undefined;
   readonly #poolOptions: Pool.Options;
   #pools = new Map<string, Pool>();
   #states = new Map<string, TargetState>();
@@ -94,6 +97,7 @@ export class UpstreamRegistry {
 
     const logger = options.logger ?? createLogger({ name: 'loom' });
     this.#logger = logger.child({ component: 'upstreams' });
+    this.#healthListener = options.healthListener;
     this.#poolOptions = {
       keepAliveTimeout,
       connectTimeout,
@@ -148,7 +152,7 @@ export class UpstreamRegistry {
         const state =
           states.get(stateKey) ??
           previousStates.get(stateKey) ??
-          new TargetState(upstream.name, target.url, this.#logger);
+          new TargetState(upstream.name, target.url, this.#logger, this.#healthListener);
         state.configureEjection(upstream.passiveHealth);
         states.set(stateKey, state);
 
@@ -200,6 +204,15 @@ export class UpstreamRegistry {
       );
     }
     return balancers;
+  }
+
+  /**
+   * Runs the checks of `update` without changing anything: throws the same
+   * `LOOM_SNAPSHOT_REJECTED` error that `update` would throw for `upstreams`. A snapshot that
+   * passes can still fail `update` if a `tls.caFile` becomes unreadable in between.
+   */
+  validate(upstreams: readonly Upstream[]): void {
+    resolveUpstreams(upstreams);
   }
 
   /** Stops health checks and closes every pool after its in-flight requests finish. */

@@ -4,6 +4,12 @@ import type { PassiveHealth } from '../../proto/gen/loom/v1/config.js';
 /** Passive ejection settings with defaults filled. */
 export type EjectionSettings = Readonly<PassiveHealth>;
 
+/** Receives changes of a target's availability, for metrics. `target` is the target's origin. */
+export interface TargetHealthListener {
+  setTargetHealthy(upstream: string, target: string, healthy: boolean): void;
+  targetEjected(upstream: string, target: string): void;
+}
+
 /**
  * Live state of one target of one upstream: requests in flight, active health and passive
  * ejection. The registry keeps one object per upstream name and target URL across snapshots,
@@ -29,11 +35,15 @@ export class TargetState {
   #consecutiveFailures = 0;
   #ejection: EjectionSettings | undefined;
   readonly #logger: Logger;
+  readonly #listener: TargetHealthListener | undefined;
+  readonly #origin: string;
 
-  constructor(upstream: string, url: string, logger: Logger) {
+  constructor(upstream: string, url: string, logger: Logger, listener?: TargetHealthListener) {
     this.upstream = upstream;
     this.url = url;
     this.#logger = logger;
+    this.#listener = listener;
+    this.#origin = new URL(url).origin;
   }
 
   /** True when the target may receive requests: healthy and not ejected. */
@@ -71,6 +81,7 @@ export class TargetState {
       { upstream: this.upstream, target: this.url, from: !healthy, to: healthy, reason },
       healthy ? 'target healthy' : 'target unhealthy',
     );
+    this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.available);
   }
 
   /** Records a request that got a response below 500. */
@@ -114,13 +125,18 @@ export class TargetState {
       },
       'target ejected',
     );
+    this.#listener?.targetEjected(this.upstream, this.#origin);
   }
 
   #ejectionExpired(): boolean {
     if (performance.now() < this.#ejectedUntil) {
       return false;
     }
-    this.#ejectedUntil = 0;
+    if (this.#ejectedUntil !== 0) {
+      this.#ejectedUntil = 0;
+      this.#logger.info({ upstream: this.upstream, target: this.url }, 'target restored');
+      this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.#healthy);
+    }
     return true;
   }
 }

@@ -3,7 +3,10 @@ import { test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
+import { pino } from 'pino';
+
 import { ProxyMetrics } from '../../data-plane/observability/proxy-metrics.js';
+import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import { UNMATCHED_ROUTE } from '../../data-plane/observability/request-metrics.js';
 import { parseExposition, sampleValue } from './exposition.js';
 
@@ -140,4 +143,26 @@ test('table tracker counts collected tables', async () => {
   assert.equal(metrics.tables.alive, 1);
   assert.equal(metrics.tables.built, 6);
   assert.ok(kept.kept);
+});
+
+test('target ejection moves health metrics', async () => {
+  const metrics = new ProxyMetrics();
+  const silent = pino({ level: 'silent' });
+  const state = new TargetState('api', 'http://127.0.0.1:9001/base', silent, metrics);
+  state.configureEjection({ consecutiveFailures: 1, baseEjectionMs: 50, maxEjectionMs: 1_000 });
+  const target = { upstream: 'api', target: 'http://127.0.0.1:9001' };
+
+  state.recordFailure();
+  const ejected = await expose(metrics);
+  assert.equal(sampleValue(ejected, 'loom_proxy_target_ejections_total', target), 1);
+  assert.equal(sampleValue(ejected, 'loom_proxy_target_healthy', target), 0);
+
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  assert.equal(state.available, true);
+  const restored = await expose(metrics);
+  assert.equal(sampleValue(restored, 'loom_proxy_target_healthy', target), 1);
+
+  state.setHealthy(false, 'health check failed');
+  const unhealthy = await expose(metrics);
+  assert.equal(sampleValue(unhealthy, 'loom_proxy_target_healthy', target), 0);
 });
