@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { hostname } from 'node:os';
 
 import { Command } from 'commander';
@@ -6,6 +7,7 @@ import { LoomError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { ControlPlane } from '../control-plane/control-plane.js';
 import { DataPlane } from '../data-plane/data-plane.js';
+import { startClusterProcess } from '../data-plane/workers/cluster.js';
 import {
   addControlPlaneSecurityOptions,
   addDataPlaneLifecycleOptions,
@@ -14,7 +16,7 @@ import {
   type ControlPlaneSecurityFlags,
   type DataPlaneLifecycleFlags,
 } from './security-options.js';
-import { addProxyOptions, proxyOptions, type ProxyFlags } from './proxy-options.js';
+import { addProxyOptions, proxyOptions, workerCount, type ProxyFlags } from './proxy-options.js';
 
 interface LogOptions {
   logLevel?: string;
@@ -141,7 +143,7 @@ export function createProgram(): Command {
         pretty: options.logPretty,
       });
       const lifecycle = dataPlaneLifecycle(options);
-      const dataPlane = new DataPlane({
+      const dataPlaneOptions = {
         controlPlanes: splitList(options.controlPlane),
         listen: options.listen,
         adminListen: options.adminListen,
@@ -150,7 +152,15 @@ export function createProgram(): Command {
         accessLog: options.accessLog,
         ...lifecycle.options,
         ...proxyOptions(options),
-      });
+      };
+      const workers = workerCount(options.workers);
+      if (workers > 1 || cluster.isWorker) {
+        const role = await startClusterProcess({ ...dataPlaneOptions, workers });
+        stopOnSignal(logger, () => role.drain(lifecycle.drainTimeoutMs));
+        process.on('SIGHUP', () => role.reopenAccessLog());
+        return;
+      }
+      const dataPlane = new DataPlane(dataPlaneOptions);
       await dataPlane.start();
       stopOnSignal(logger, () => dataPlane.drain(lifecycle.drainTimeoutMs));
       // Log rotation tools move the file, then send SIGHUP so the proxy opens a new one.

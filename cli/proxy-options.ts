@@ -1,3 +1,5 @@
+import { availableParallelism } from 'node:os';
+
 import type { Command } from 'commander';
 
 import { LoomError } from '../common/errors.js';
@@ -17,6 +19,7 @@ export interface ProxyFlags {
   upstreamBodyTimeout: string;
   upstreamKeepAlive: string;
   maxResponseHeaderBytes: string;
+  workers: string;
 }
 
 /** Adds the request-path flags to the `data-plane` command. */
@@ -60,7 +63,32 @@ export function addProxyOptions(command: Command): Command {
       '--max-response-header-bytes <bytes>',
       'largest upstream response head; larger gets 502',
       '16384',
+    )
+    .option(
+      '--workers <n>',
+      'processes that serve traffic on the one listener; 0 or auto means one per core',
+      '1',
     );
+}
+
+/**
+ * Converts `--workers` into a process count: a whole number, with `0` and `auto` meaning the
+ * number of cores (`os.availableParallelism()`).
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the value.
+ */
+export function workerCount(value: string): number {
+  const text = value.trim();
+  if (text === 'auto' || text === '0') {
+    return availableParallelism();
+  }
+  if (!/^\d+$/.test(text)) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --workers ${JSON.stringify(value)}: expected a whole number, or 0 or auto for one worker per core`,
+    );
+  }
+  return Number(text);
 }
 
 /** Converts the request-path flags into data-plane options; throws on a value that is not a number. */

@@ -17,6 +17,8 @@ export async function buildTable(
   snapshot: Snapshot,
   upstreams: UpstreamRegistry,
 ): Promise<RoutingTable> {
+  // NOTE: this loop does not yield. For 100,000 routes it blocked the event
+  // loop for 34 to 250 ms on a loaded 2-core machine, outside the sliced build.
   const bindings = snapshot.routes.map((route): RouteBinding => ({
     route,
     actions: compileRouteActions(route),

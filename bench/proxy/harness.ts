@@ -104,6 +104,8 @@ export async function startNginxUpstream(
 /** Settings of {@link startLoomProxy}. */
 export interface LoomProxySettings {
   dir: string;
+  /** Checkout whose `bin/loom.js` runs; default this one. */
+  root?: string;
   /** Upstream targets the `bench` route balances over. */
   upstreamPorts: number[];
   /** Core of the data plane; the control plane runs on `controlPlaneCore`. */
@@ -136,7 +138,8 @@ export async function startLoomProxy(
   const [port, adminPort, cp, cpAdmin] = await Promise.all(
     Array.from({ length: 4 }, () => findFreePort()),
   );
-  const loomJs = join(ROOT, 'bin', 'loom.js');
+  const root = settings.root ?? ROOT;
+  const loomJs = join(root, 'bin', 'loom.js');
   processes.start(
     'control plane',
     'node',
@@ -177,8 +180,8 @@ export async function startLoomProxy(
   writeFileSync(config, benchConfig(settings.upstreamPorts));
   const applied = spawnSync(
     'node',
-    [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', `127.0.0.1:${cp}`, 'apply', '-f', config],
-    { cwd: ROOT, encoding: 'utf8' },
+    [join(root, 'bin', 'loomctl.js'), '--control-plane', `127.0.0.1:${cp}`, 'apply', '-f', config],
+    { cwd: root, encoding: 'utf8' },
   );
   if (applied.status !== 0) throw new Error(`loomctl apply failed: ${applied.stderr}`);
   await waitFor('loom to apply the configuration', 30_000, async () => {
@@ -256,14 +259,21 @@ function parseLatencyMs(text: string): number {
 }
 
 /**
- * Runs `wrk -t1 -c50 --latency` pinned to `wrkCore` against `url` for `length` (such as `10s`)
- * and returns its rates and latencies with the CPU time and RSS of `pids` during the run.
+ * Runs `wrk -t1 -c50 --latency` (or `connections` connections) pinned to core 0 against `url`
+ * for `length` (such as `10s`) and returns its rates and latencies with the CPU time and RSS of
+ * `pids` during the run.
  */
-export function runWrk(name: string, url: string, pids: number[], length: string, wrkCore = 0) {
+export function runWrk(
+  name: string,
+  url: string,
+  pids: number[],
+  length: string,
+  connections = 50,
+) {
   const before = pids.map(cpuTicks);
   const result = spawnSync(
     'taskset',
-    ['-c', String(wrkCore), 'wrk', '-t1', '-c50', `-d${length}`, '--latency', url],
+    ['-c', '0', 'wrk', '-t1', `-c${connections}`, `-d${length}`, '--latency', url],
     { encoding: 'utf8' },
   );
   const after = pids.map(cpuTicks);

@@ -27,17 +27,28 @@ export interface AccessLogEntry {
 
 type Destination = ReturnType<typeof pino.destination>;
 
+/** Characters collected before a batch is written; sonic-boom's largest single write is 16 KiB. */
+export const BATCH_CHARS = 16 * 1024;
+/** Longest time a line waits in memory before its batch is written, in milliseconds. */
+export const BATCH_DELAY_MS = 100;
+/** Quoted route, upstream and target names kept for reuse. */
+const QUOTE_CACHE_SIZE = 4096;
+
 /**
  * The per-request access log: one JSON line per request on stdout or in a file, off by default.
  *
- * Lines are built by string concatenation in a fixed field order and written through
- * sonic-boom (`pino.destination`, asynchronous mode), which batches them into few write calls:
+ * Lines are built by string concatenation in a fixed field order and collected in memory; a
+ * batch goes to sonic-boom (`pino.destination`, asynchronous mode) once it reaches
+ * {@link BATCH_CHARS} characters or {@link BATCH_DELAY_MS} after its first line, so a busy proxy
+ * makes a few write calls per second instead of one per request:
  *
  * `{"time":1733330000000,"route":"get-user","method":"GET","path":"/users/42","status":200,`
  * `"upstream":"users","target":"http://127.0.0.1:9001","bytesSent":120,"durationMs":1.234}`
  *
  * Query strings are never written because they often carry tokens. A failed write (disk full,
  * file removed) is logged once as a warning and later lines are dropped until {@link reopen}.
+ * A process that crashes loses the lines of the batch in memory, at most {@link BATCH_DELAY_MS}
+ * worth of requests.
  */
 export class AccessLog {
   readonly #destination: Destination | undefined;
@@ -46,6 +57,10 @@ export class AccessLog {
   readonly #file: string | undefined;
   #failed = false;
   #closed = false;
+  /** Lines not yet handed to the destination. */
+  #batch = '';
+  #flushTimer: NodeJS.Timeout | undefined;
+  readonly #quoted = new Map<string, string>();
 
   private constructor(
     destination: Destination | undefined,
@@ -105,27 +120,55 @@ export class AccessLog {
 
     const query = entry.path.indexOf('?');
     const path = query === -1 ? entry.path : entry.path.slice(0, query);
-    destination.write(
+    this.#batch +=
       '{"time":' +
-        Date.now() +
-        ',"route":' +
-        JSON.stringify(entry.route) +
-        ',"method":' +
-        JSON.stringify(entry.method) +
-        ',"path":' +
-        JSON.stringify(path) +
-        ',"status":' +
-        entry.status +
-        ',"upstream":' +
-        JSON.stringify(entry.upstream) +
-        ',"target":' +
-        JSON.stringify(entry.target) +
-        ',"bytesSent":' +
-        entry.bytesSent +
-        ',"durationMs":' +
-        Math.round(entry.durationSeconds * 1e6) / 1e3 +
-        '}\n',
-    );
+      Date.now() +
+      ',"route":' +
+      this.#quote(entry.route) +
+      ',"method":' +
+      quoteMethod(entry.method) +
+      ',"path":' +
+      JSON.stringify(path) +
+      ',"status":' +
+      entry.status +
+      ',"upstream":' +
+      this.#quote(entry.upstream) +
+      ',"target":' +
+      this.#quote(entry.target) +
+      ',"bytesSent":' +
+      entry.bytesSent +
+      ',"durationMs":' +
+      Math.round(entry.durationSeconds * 1e6) / 1e3 +
+      '}\n';
+    if (this.#batch.length >= BATCH_CHARS) {
+      this.flush();
+    } else if (this.#flushTimer === undefined) {
+      this.#flushTimer = setTimeout(flushLater, BATCH_DELAY_MS, this);
+      this.#flushTimer.unref();
+    }
+  }
+
+  /**
+   * Returns `value` as a JSON string. Route, upstream and target names repeat on every line, so
+   * their quoted forms are kept; the cache starts over when it passes {@link QUOTE_CACHE_SIZE}.
+   */
+  #quote(value: string): string {
+    let quoted = this.#quoted.get(value);
+    if (quoted === undefined) {
+      if (this.#quoted.size >= QUOTE_CACHE_SIZE) this.#quoted.clear();
+      quoted = JSON.stringify(value);
+      this.#quoted.set(value, quoted);
+    }
+    return quoted;
+  }
+
+  /** Hands the lines collected so far to the destination; the batch timer calls it. */
+  flush(): void {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    const batch = this.#batch;
+    this.#batch = '';
+    if (batch !== '' && !this.#failed && !this.#closed) this.#destination?.write(batch);
   }
 
   /** Reopens the file after log rotation moved it (send SIGHUP to the proxy); resumes writing. */
@@ -133,6 +176,7 @@ export class AccessLog {
     if (this.#destination === undefined || this.#file === undefined || this.#closed) {
       return;
     }
+    this.flush();
     this.#failed = false;
     this.#destination.reopen();
   }
@@ -143,6 +187,7 @@ export class AccessLog {
     if (destination === undefined || this.#closed) {
       return;
     }
+    this.flush();
     this.#closed = true;
     const closed = once(destination, 'close');
     destination.end();
@@ -155,5 +200,32 @@ export class AccessLog {
     }
     this.#failed = true;
     this.#logger?.warn({ err }, 'access log write failed, lines dropped until reopened');
+  }
+}
+
+function flushLater(log: AccessLog): void {
+  log.flush();
+}
+
+/** Quotes a request method; the standard ones without building a string. */
+function quoteMethod(method: string): string {
+  switch (method) {
+    case 'GET':
+      return '"GET"';
+    case 'HEAD':
+      return '"HEAD"';
+    case 'POST':
+      return '"POST"';
+    case 'PUT':
+      return '"PUT"';
+    case 'DELETE':
+      return '"DELETE"';
+    case 'PATCH':
+      return '"PATCH"';
+    case 'OPTIONS':
+      return '"OPTIONS"';
+    default:
+      // Any other method is client input, so it is never cached.
+      return JSON.stringify(method);
   }
 }

@@ -69,6 +69,9 @@ const CLIENT_CLOSED = new Error('client closed the connection');
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 
+/** Scratch result of `buildClientResponseHeaders`, read right after each call. */
+const RESPONSE_HEAD: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+
 /** Methods whose requests may be sent again (RFC 9110 section 9.2.2); POST and PATCH are not. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -132,9 +135,10 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     this.#request = request;
 
     // The listeners are shared module functions that find the exchange through this property,
-    // so a request allocates no closures.
+    // so a request allocates no closures. A response emits 'close' once, so `on` does what
+    // `once` would without its wrapper.
     this.#res[kExchange] = this;
-    res.once('close', onClientClose);
+    res.on('close', onClientClose);
   }
 
   /** Sends the request to `target`; later attempts go to other targets. */
@@ -205,7 +209,9 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     const req = this.#req;
     const res = this.#res;
     const request = this.#request;
-    const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+    const head = RESPONSE_HEAD;
+    head.contentLength = undefined;
+    head.trailerIndex = -1;
     const headers = buildClientResponseHeaders(raw, request.actions, head);
     // Trailers need chunked encoding toward the client, which Node.js uses only for HTTP/1.1
     // responses with a body and without Content-Length. In every other case the Trailer header

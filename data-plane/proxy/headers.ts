@@ -257,6 +257,12 @@ export function splitConnectionTokens(
   value: string,
   tokens: string[] | undefined,
 ): string[] | undefined {
+  // Nearly every upstream response says `Connection: keep-alive` or `close`, which name no
+  // header, so the split is skipped for them.
+  if (value.length === 10 || value.length === 5) {
+    const lower = value.toLowerCase();
+    if (lower === 'keep-alive' || lower === 'close') return tokens;
+  }
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
     if (name !== '' && name !== 'close' && !HOP_BY_HOP.has(name)) {

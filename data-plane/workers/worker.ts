@@ -1,0 +1,267 @@
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+import { parseHostPort } from '../../common/address.js';
+import { LoomError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { describeBuildFailure } from '../build-table.js';
+import { HttpDrainer } from '../lifecycle/drain.js';
+import { AccessLog } from '../observability/access-log.js';
+import { MetricsObserver } from '../observability/metrics-observer.js';
+import { ProxyMetrics, type TargetRef } from '../observability/proxy-metrics.js';
+import { createProxyServer, type ProxyServerOptions } from '../proxy/proxy-server.js';
+import type { RoutingTable } from '../table.js';
+import { UpstreamRegistry, type UpstreamRegistryOptions } from '../upstreams/registry.js';
+import {
+  isPrimaryMessage,
+  type PrimaryMessage,
+  type PrimaryRequest,
+  type ReplyResults,
+  type WorkerMessage,
+} from './messages.js';
+import { stageTable, type StagedTable } from './staged-table.js';
+
+/** Test-only switches of one worker, read from the environment by {@link workerFaults}. */
+export interface WorkerFaults {
+  /** Fail every snapshot that contains a route of this name. */
+  rejectRoute?: string;
+  /** Finish staging a snapshot only once this file exists. */
+  stageGate?: string;
+  /** Add `x-loom-worker: INDEX-PID` to every routed response. */
+  workerHeader?: boolean;
+}
+
+/** Settings of one worker process. */
+export interface ProxyWorkerOptions {
+  /** Slot of the worker, 1 to the worker count; a restarted worker keeps its slot. */
+  index: number;
+  /** Traffic listener, host:port, shared by every worker through the primary. */
+  listen: string;
+  logger: Logger;
+  /** Access log destination: `stdout` or a file path; undefined turns it off. */
+  accessLog?: string;
+  proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
+  upstreams?: Omit<UpstreamRegistryOptions, 'logger'>;
+  faults?: WorkerFaults;
+}
+
+/**
+ * Reads the test-only fault switches of worker `index`. `LOOM_FAULT_REJECT_ROUTE` and
+ * `LOOM_FAULT_STAGE_GATE` apply to every worker, or only to the worker whose slot
+ * `LOOM_FAULT_WORKER` names; `LOOM_TEST_WORKER_HEADER=1` applies to all.
+ */
+export function workerFaults(index: number, env: NodeJS.ProcessEnv = process.env): WorkerFaults {
+  const target = env.LOOM_FAULT_WORKER;
+  const applies = target === undefined || target === '' || Number(target) === index;
+  return {
+    rejectRoute: applies ? env.LOOM_FAULT_REJECT_ROUTE || undefined : undefined,
+    stageGate: applies ? env.LOOM_FAULT_STAGE_GATE || undefined : undefined,
+    workerHeader: env.LOOM_TEST_WORKER_HEADER === '1',
+  };
+}
+
+interface Staged {
+  table: StagedTable;
+  snapshot: Snapshot;
+}
+
+/**
+ * One worker process of a multi-process proxy: the traffic listener, the upstream pools, the
+ * request metrics and the access log, without a control-plane stream or an admin listener.
+ * The primary sends it snapshots over IPC in two steps, stage and commit, and tells it when to
+ * listen; see `WorkerPrimary`.
+ */
+export class ProxyWorker {
+  readonly #options: ProxyWorkerOptions;
+  readonly #logger: Logger;
+  readonly #upstreams: UpstreamRegistry;
+  readonly #server: Server;
+  readonly #drainer: HttpDrainer;
+  readonly #metrics = new ProxyMetrics();
+  readonly #accessLog: AccessLog;
+  readonly #faults: WorkerFaults;
+  #table: RoutingTable | undefined;
+  #staged: Staged | undefined;
+  #draining = false;
+
+  /** @throws LoomError `LOOM_INVALID_ARGUMENT` when the access log file cannot be opened. */
+  constructor(options: ProxyWorkerOptions) {
+    this.#options = options;
+    this.#logger = options.logger;
+    this.#faults = options.faults ?? {};
+    this.#accessLog = AccessLog.open(options.accessLog, options.logger);
+    this.#upstreams = new UpstreamRegistry({ ...options.upstreams, logger: options.logger });
+    this.#server = createProxyServer({
+      ...options.proxy,
+      getTable: () => this.#table,
+      logger: options.logger,
+      observer: new MetricsObserver(this.#metrics, this.#accessLog),
+    }).server;
+    this.#drainer = new HttpDrainer(this.#server, options.logger);
+    this.#server.on('connection', (socket: Socket) => {
+      this.#metrics.connectionOpened();
+      socket.once('close', () => this.#metrics.connectionClosed());
+    });
+  }
+
+  /** Starts taking messages from the primary and tells it that the worker is ready. */
+  start(): void {
+    process.on('message', (message: unknown) => {
+      if (isPrimaryMessage(message)) this.#onMessage(message);
+    });
+    send({ type: 'ready' });
+  }
+
+  /**
+   * Shuts down gracefully as `DataPlane.drain` does, then exits the process with 0. Only the
+   * first call has an effect.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+
+    if (this.#server.listening) {
+      await this.#drainer.drain(timeoutMs);
+    }
+    await this.#upstreams.close();
+    await this.#accessLog.close();
+    this.#logger.info('worker stopped');
+    process.exit(0);
+  }
+
+  /** Reopens the access log file after log rotation. */
+  reopenAccessLog(): void {
+    this.#accessLog.reopen();
+  }
+
+  #onMessage(message: PrimaryMessage): void {
+    switch (message.type) {
+      case 'drain':
+        void this.drain(message.timeoutMs);
+        return;
+      case 'reopen-access-log':
+        this.reopenAccessLog();
+        return;
+      case 'stage':
+      case 'commit':
+      case 'discard':
+      case 'listen':
+      case 'metrics':
+        void this.#answer(message);
+        return;
+    }
+  }
+
+  async #answer(request: PrimaryRequest): Promise<void> {
+    try {
+      const result = await this.#handle(request);
+      send({ type: 'reply', id: request.id, ok: true, result });
+    } catch (error) {
+      send({ type: 'reply', id: request.id, ok: false, error: describeBuildFailure(error) });
+    }
+  }
+
+  async #handle(request: PrimaryRequest): Promise<unknown> {
+    switch (request.type) {
+      case 'stage':
+        return this.#stage(request.snapshot);
+      case 'commit':
+        return this.#commit(request.version);
+      case 'discard':
+        this.#staged = undefined;
+        return {};
+      case 'listen':
+        return this.#listen();
+      case 'metrics':
+        return this.#metrics.registry.getMetricsAsJSON();
+    }
+  }
+
+  async #stage(bytes: Uint8Array): Promise<ReplyResults['stage']> {
+    const start = performance.now();
+    this.#staged = undefined;
+    const snapshot = Snapshot.decode(bytes);
+    rejectFaultRoute(snapshot, this.#faults.rejectRoute);
+    const header = this.#faults.workerHeader
+      ? ['x-loom-worker', `${this.#options.index}-${process.pid}`]
+      : [];
+    const table = await stageTable(snapshot, this.#upstreams, header);
+    await waitForGate(this.#faults.stageGate);
+
+    this.#staged = { table, snapshot };
+    const buildMs = performance.now() - start;
+    this.#logger.debug(
+      { version: table.version, buildMs: Number(buildMs.toFixed(2)) },
+      'snapshot staged',
+    );
+    return { buildMs, routes: table.routes };
+  }
+
+  #commit(version: number): ReplyResults['commit'] {
+    const staged = this.#staged;
+    if (staged === undefined || staged.table.version !== version) {
+      throw new LoomError(
+        'LOOM_INTERNAL',
+        `worker ${this.#options.index} has no staged snapshot of version ${version}`,
+      );
+    }
+
+    this.#staged = undefined;
+    const table = staged.table.commit();
+    this.#table = table;
+    this.#metrics.tables.track(table);
+    this.#metrics.retain(
+      staged.snapshot.routes.map((route) => route.name),
+      targetRefs(staged.snapshot),
+    );
+    this.#logger.debug({ epoch: table.epoch, version: table.version }, 'snapshot committed');
+    return {};
+  }
+
+  async #listen(): Promise<ReplyResults['listen']> {
+    if (!this.#server.listening) {
+      const address = parseHostPort(this.#options.listen, '--listen');
+      this.#server.listen(address.port, address.host);
+      await once(this.#server, 'listening');
+      this.#logger.info({ version: this.#table?.version ?? 0 }, 'worker listening');
+    }
+    return { port: (this.#server.address() as AddressInfo).port };
+  }
+}
+
+function send(message: WorkerMessage): void {
+  // The channel is gone once the primary exited; cluster then exits this process too.
+  if (process.connected) process.send?.(message);
+}
+
+/** Lists the upstream and origin of every target; a URL that does not parse is skipped. */
+function targetRefs(snapshot: Snapshot): TargetRef[] {
+  const refs: TargetRef[] = [];
+  for (const upstream of snapshot.upstreams) {
+    for (const target of upstream.targets) {
+      if (URL.canParse(target.url)) {
+        refs.push({ upstream: upstream.name, target: new URL(target.url).origin });
+      }
+    }
+  }
+  return refs;
+}
+
+/** Throws when the test-only fault switch names a route of the snapshot. */
+function rejectFaultRoute(snapshot: Snapshot, route: string | undefined): void {
+  if (route === undefined || !snapshot.routes.some((candidate) => candidate.name === route)) return;
+  throw new LoomError(
+    'LOOM_SNAPSHOT_REJECTED',
+    `route ${JSON.stringify(route)} rejected by the test-only fault switch LOOM_FAULT_REJECT_ROUTE`,
+  );
+}
+
+/** Resolves once `file` exists, checking every 50 ms; at once when `file` is undefined. */
+async function waitForGate(file: string | undefined): Promise<void> {
+  while (file !== undefined && !existsSync(file)) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
