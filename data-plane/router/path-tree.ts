@@ -462,7 +462,11 @@ function sealNode<T>(node: PathNode<T>, pending: PathNode<T>[]): void {
  * of one bucket measured faster than slicing the segment for a Map lookup.
  */
 function bucketEdges<T>(node: PathNode<T>): void {
-  const codes = node.edgeTexts.map((text) => (text.length === 0 ? 0 : text.charCodeAt(0)));
+  // An edge that starts with an empty segment ("" or "/x" after chain merging) matches where
+  // the path has "/" or ends, which `findEdge` looks up in bucket 0.
+  const codes = node.edgeTexts.map((text) =>
+    text.length === 0 || text.charCodeAt(0) === SLASH ? 0 : text.charCodeAt(0),
+  );
   const counts = new Int32Array(ASCII_LIMIT + 1);
   for (const code of codes) counts[code]++;
   if (counts.some((count) => count > LINEAR_SCAN_LIMIT)) return;

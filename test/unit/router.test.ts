@@ -673,6 +673,22 @@ const scenarios: Scenario[] = [
     ],
   },
   {
+    name: 'empty segment on a wide node',
+    routes: [
+      ...['a', 'c', 'f', 'h', 'i', 'j', 'k', 'l'].map((letter) => ({
+        name: letter,
+        paths: [`/${letter}`],
+      })),
+      { name: 'double', paths: ['//'], methods: ['POST'] },
+    ],
+    cases: [
+      { path: '//', method: 'POST', expected: 'double' },
+      { path: '//', method: 'GET', expected: { allow: ['POST'] } },
+      { path: '//.', method: 'GET', expected: { allow: ['POST'] } },
+      { path: '/a', expected: 'a' },
+    ],
+  },
+  {
     name: 'encoded reserved characters',
     routes: [{ name: 'file', paths: ['/files/:name'] }],
     cases: [
