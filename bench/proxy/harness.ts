@@ -84,8 +84,8 @@ export function nginxConfig(dir: string, listen: string, body: string): string {
 }
 
 /**
- * Starts one nginx process on `core` that answers every request on both ports with a 12-byte
- * body, and waits until it listens.
+ * Starts one nginx process on `core` that returns a 12-byte body to every request on both
+ * ports, and waits until it listens.
  */
 export async function startNginxUpstream(
   processes: BenchProcesses,
@@ -192,7 +192,7 @@ export async function startLoomProxy(
   return { url: `http://127.0.0.1:${port}/bench/hello`, child, adminPort };
 }
 
-/** The Loom configuration every benchmark run serves. */
+/** Returns the Loom configuration that every benchmark run serves. */
 function benchConfig(upstreamPorts: number[]): string {
   return [
     'upstreams:',
@@ -255,7 +255,9 @@ function parseLatencyMs(text: string): number {
   const match = /([\d.]+)(us|ms|s)$/.exec(text.trim());
   if (!match) return Number.NaN;
   const value = Number(match[1]);
-  return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value;
+  if (match[2] === 'us') return value / 1000;
+  if (match[2] === 's') return value * 1000;
+  return value;
 }
 
 /**
@@ -293,7 +295,7 @@ export function runWrk(
   return sample;
 }
 
-/** The middle value of a list; the upper one of the two middle values of an even list. */
+/** Returns the middle value of a list, or the upper of the two middle values of an even list. */
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];

@@ -44,8 +44,8 @@ interface Peer {
 }
 
 async function startPeers(): Promise<Peer[]> {
-  const [upA, upB, nginxPort, minimal, httpProxyPort, fastify] = await Promise.all(
-    Array.from({ length: 6 }, () => findFreePort()),
+  const [upA, upB, nginxPort, minimal, dispatch, httpProxyPort, fastify] = await Promise.all(
+    Array.from({ length: 7 }, () => findFreePort()),
   );
   const upstream = await startNginxUpstream(processes, dir, [upA, upB], 0);
   const upstreamUrl = `http://127.0.0.1:${upA}`;
@@ -74,6 +74,7 @@ async function startPeers(): Promise<Peer[]> {
   });
   for (const [name, file, port] of [
     ['minimal node:http + undici.Pool', 'minimal-proxy.ts', minimal],
+    ['bare node:http + undici dispatch', 'dispatch-proxy.ts', dispatch],
     ['http-proxy (keep-alive agent)', 'http-proxy.ts', httpProxyPort],
     ['@fastify/http-proxy', 'fastify-proxy.ts', fastify],
   ] as const) {

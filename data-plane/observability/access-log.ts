@@ -29,7 +29,7 @@ type Destination = ReturnType<typeof pino.destination>;
 
 /** Characters collected before a batch is written; sonic-boom's largest single write is 16 KiB. */
 export const BATCH_CHARS = 16 * 1024;
-/** Longest time a line waits in memory before its batch is written, in milliseconds. */
+/** Maximum time a line waits in memory before its batch is written, in milliseconds. */
 export const BATCH_DELAY_MS = 100;
 /** Quoted route, upstream and target names kept for reuse. */
 const QUOTE_CACHE_SIZE = 4096;

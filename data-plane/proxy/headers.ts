@@ -257,7 +257,7 @@ export function splitConnectionTokens(
   value: string,
   tokens: string[] | undefined,
 ): string[] | undefined {
-  // Nearly every upstream response says `Connection: keep-alive` or `close`, which name no
+  // Nearly every upstream response carries `Connection: keep-alive` or `close`, which name no
   // header, so the split is skipped for them.
   if (value.length === 10 || value.length === 5) {
     const lower = value.toLowerCase();

@@ -31,9 +31,9 @@ const AGGREGATORS: Record<string, string> = {
 
 /**
  * Merges the metrics of the primary and its workers into one registry for `GET /metrics`.
- * Request, connection and upstream metrics come from the workers and are summed; snapshot
- * metrics come from the primary alone; process metrics (`process_*`, `nodejs_*`) of every
- * process are merged with prom-client's own rules, which sum most of them.
+ * Request, connection and upstream metrics come from the workers and are summed. Snapshot
+ * metrics come from the primary alone. Process metrics (`process_*`, `nodejs_*`) of every
+ * process are merged by prom-client's own rules, which sum most of them.
  */
 export function aggregateClusterMetrics(primary: MetricsJson, workers: MetricsJson[]): Registry {
   const own = primary.filter(

@@ -46,7 +46,7 @@ interface Committed {
   bytes: Uint8Array;
 }
 
-/** Longest wait for one worker's metrics on a scrape, in milliseconds. */
+/** Maximum wait for one worker's metrics on a scrape, in milliseconds. */
 const METRICS_TIMEOUT_MS = 2_000;
 
 /**
@@ -57,10 +57,10 @@ const METRICS_TIMEOUT_MS = 2_000;
  *
  * Every snapshot is encoded once and applied in two steps: each listening worker stages it
  * (builds and checks its table), then, once all of them staged it, each commits it (swaps the
- * table in). The primary acks after the commits, and nacks with the first worker's error when
- * any worker failed to stage it; the others then discard it, so all workers keep serving the
- * same version. A worker that exits during a step drops out of it. A worker that starts, the
- * first ones and replacements alike, gets the current snapshot before it is told to listen.
+ * table in). The primary acks after the commits. When any worker fails to stage it, the others
+ * discard it, so all workers keep serving the same version, and the primary nacks with the
+ * first worker's error. A worker that exits during a step drops out of it. Every new worker,
+ * first ones and replacements alike, applies the current snapshot before its `listen` request.
  * Snapshots and worker starts run one at a time.
  */
 export class WorkerPrimary {
@@ -176,7 +176,7 @@ export class WorkerPrimary {
     return result;
   }
 
-  /** Gives a new worker the current snapshot, then tells it to listen. */
+  /** Applies the current snapshot on a new worker, then sends it the `listen` request. */
   async #startServing(slot: WorkerSlot): Promise<void> {
     const worker = slot.worker;
     const committed = this.#committed;
@@ -355,7 +355,7 @@ export class WorkerPrimary {
     }
   }
 
-  /** Asks every running worker for its metrics; a worker that does not answer in time is left out. */
+  /** Requests every running worker's metrics; a worker that has not replied in time is left out. */
   async #collectWorkerMetrics(): Promise<MetricsJson[]> {
     const running = this.#pool.slots.filter(
       (slot) => slot.state === 'listening' || slot.state === 'syncing',
@@ -384,7 +384,7 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new LoomError('LOOM_UNAVAILABLE', `no answer within ${timeoutMs} ms`)),
+      () => reject(new LoomError('LOOM_UNAVAILABLE', `no reply within ${timeoutMs} ms`)),
       timeoutMs,
     );
   });

@@ -16,7 +16,7 @@ export const WORKER_INDEX_ENV = 'LOOM_WORKER_INDEX';
 /** A worker that stays up this long has its restart backoff reset, in milliseconds. */
 const STABLE_AFTER_MS = 10_000;
 
-/** Where a worker process stands. */
+/** Lifecycle state of a worker process. */
 export type WorkerState = 'starting' | 'syncing' | 'listening' | 'exited';
 
 interface Pending {
@@ -130,8 +130,8 @@ export class WorkerPool {
   }
 
   /**
-   * Stops restarting workers, asks each to drain within `timeoutMs`, and kills those still
-   * running 5 s after that. Resolves once every worker exited.
+   * Stops restarting workers, sends each a drain request with `timeoutMs`, and kills those
+   * still running 5 s after that. Resolves once every worker exited.
    */
   async stop(timeoutMs: number): Promise<void> {
     this.#stopping = true;
@@ -186,6 +186,8 @@ export class WorkerPool {
     }
   }
 
+  // NOTE: node:cluster does not take back a connection it handed to a worker that died before
+  // accepting it (seen on Node.js 20.20), so that one client waits until its own timeout.
   #onExit(slot: WorkerSlot, worker: Worker, code: number | null, signal: string | null): void {
     if (slot.worker !== worker) return;
 

@@ -71,8 +71,8 @@ interface Staged {
 /**
  * One worker process of a multi-process proxy: the traffic listener, the upstream pools, the
  * request metrics and the access log, without a control-plane stream or an admin listener.
- * The primary sends it snapshots over IPC in two steps, stage and commit, and tells it when to
- * listen; see `WorkerPrimary`.
+ * The primary sends it snapshots over IPC in two steps, stage and commit, and then the `listen`
+ * request; see `WorkerPrimary`.
  */
 export class ProxyWorker {
   readonly #options: ProxyWorkerOptions;
@@ -93,7 +93,11 @@ export class ProxyWorker {
     this.#logger = options.logger;
     this.#faults = options.faults ?? {};
     this.#accessLog = AccessLog.open(options.accessLog, options.logger);
-    this.#upstreams = new UpstreamRegistry({ ...options.upstreams, logger: options.logger });
+    this.#upstreams = new UpstreamRegistry({
+      ...options.upstreams,
+      logger: options.logger,
+      healthListener: this.#metrics,
+    });
     this.#server = createProxyServer({
       ...options.proxy,
       getTable: () => this.#table,
@@ -107,7 +111,7 @@ export class ProxyWorker {
     });
   }
 
-  /** Starts taking messages from the primary and tells it that the worker is ready. */
+  /** Starts handling the primary's messages and sends it `ready`. */
   start(): void {
     process.on('message', (message: unknown) => {
       if (isPrimaryMessage(message)) this.#onMessage(message);

@@ -15,17 +15,17 @@ import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
 import { applyConfig, countLogLines, readyz, Workspace, type Member } from '../faults/harness.js';
 
-/** An upstream that answers paths with `/hold/{ms}` after that many milliseconds. */
-async function startUpstream(): Promise<{ server: Server; port: number; held: () => number }> {
-  let held = 0;
+/** An upstream that responds to paths with `/hold/{ms}` after that many milliseconds. */
+async function startUpstream(): Promise<{ server: Server; port: number; delayed: () => number }> {
+  let delayed = 0;
   const server = createServer((req, res) => {
     const delay = Number(/\/hold\/(\d+)/.exec(req.url ?? '')?.[1] ?? 0);
-    if (delay > 0) held++;
+    if (delay > 0) delayed++;
     setTimeout(() => res.end('ok'), delay);
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return { server, port: (server.address() as AddressInfo).port, held: () => held };
+  return { server, port: (server.address() as AddressInfo).port, delayed: () => delayed };
 }
 
 /** Routes `/{name}/*rest` for each name, all to one upstream. */
@@ -41,7 +41,7 @@ function config(upstreamPort: number, routes: string[]): DeclaredConfig {
 
 interface Answer {
   status: number;
-  /** `x-loom-worker`: slot and PID of the worker that answered, such as `2-4242`. */
+  /** `x-loom-worker`: slot and PID of the worker that responded, such as `2-4242`. */
   worker: string;
 }
 
@@ -59,7 +59,7 @@ async function get(port: number, path: string, timeoutMs = 10_000): Promise<Answ
 }
 
 /**
- * Sends requests on new connections until every worker slot in `slots` answered, at most 60;
+ * Sends requests on new connections until a worker of every slot in `slots` responded, at most 60;
  * returns the answers keyed by slot. Routed requests carry the worker header; 404s do not, so
  * `path` must match a route.
  */
@@ -67,7 +67,7 @@ async function answersBySlot(port: number, path: string, slots = 2): Promise<Map
   const bySlot = new Map<string, Answer>();
   for (let i = 0; i < 60 && bySlot.size < slots; i++) {
     const answer = await get(port, path);
-    assert.equal(answer.status, 200, `GET ${path} answered ${answer.status}`);
+    assert.equal(answer.status, 200, `GET ${path} returned ${answer.status}`);
     bySlot.set(answer.worker.split('-')[0], answer);
   }
   return bySlot;
@@ -140,7 +140,7 @@ describe('proxy workers', { timeout: 120_000 }, () => {
     assert.deepEqual([...bySlot.keys()].sort(), ['1', '2'], ws.logs());
     const pids = [...bySlot.values()].map((answer) => Number(answer.worker.split('-')[1]));
     assert.notEqual(pids[0], pids[1]);
-    assert.ok(!pids.includes(proxy.process.child.pid ?? 0), 'the primary answered a request');
+    assert.ok(!pids.includes(proxy.process.child.pid ?? 0), 'the primary served a request');
   });
 
   test('metrics sum every worker', async () => {
@@ -164,8 +164,8 @@ describe('proxy workers', { timeout: 120_000 }, () => {
     assert.ok(victim !== undefined);
     process.kill(Number(victim.worker.split('-')[1]), 'SIGKILL');
 
-    // A connection that node:cluster handed to the killed worker just before it died is never
-    // answered, so these requests give up early.
+    // A connection that node:cluster handed to the killed worker just before it died never
+    // gets a response, so these requests give up early.
     await waitFor('a new worker in slot 2', 20_000, async () => {
       const attempts = [1, 2, 3, 4].map(() => get(proxy.port, '/a/x', 1_000).catch(() => NONE));
       const answers = await Promise.all(attempts);
@@ -181,16 +181,16 @@ describe('proxy workers', { timeout: 120_000 }, () => {
   });
 
   test('SIGTERM drains every worker', async () => {
-    const heldBefore = upstream.held();
-    const held = get(proxy.port, '/a/hold/1500').catch((error: Error) => error);
-    await waitFor('the upstream to receive the held request', 10_000, () => {
-      return upstream.held() > heldBefore;
+    const delayedBefore = upstream.delayed();
+    const slowRequest = get(proxy.port, '/a/hold/1500').catch((error: Error) => error);
+    await waitFor('the upstream to receive the slow request', 10_000, () => {
+      return upstream.delayed() > delayedBefore;
     });
     const exited = once(proxy.process.child, 'exit');
     proxy.process.child.kill('SIGTERM');
 
-    const answer = await held;
-    assert.ok(!(answer instanceof Error), `held request failed: ${String(answer)}`);
+    const answer = await slowRequest;
+    assert.ok(!(answer instanceof Error), `slow request failed: ${String(answer)}`);
     assert.equal(answer.status, 200);
     const [code] = (await exited) as [number | null];
     assert.equal(code, 0);
