@@ -31,7 +31,7 @@ export const SNAPSHOT_SERVICE_DEFINITION: ServiceDefinition = {
 
 type Call = ServerDuplexStream<StreamRequest, Buffer>;
 
-/** Version a proxy holds or was sent, within its epoch. */
+/** Version a proxy serves or was sent, within its epoch. */
 interface VersionMark {
   epoch: string;
   version: number;
@@ -86,7 +86,7 @@ class ProxySession {
     this.#held = { epoch: hello.epoch, version: hello.version };
     if (hello.version > 0) this.#nacked = this.#registry.lastNack(hello.proxyId);
     this.#registry.connect(hello.proxyId, hello.address, hello.epoch, hello.version);
-    // Headers go out now so the proxy knows the stream is up even when it needs no snapshot.
+    // Headers go out now, so the proxy sees the stream is up even when it needs no snapshot.
     this.#call.sendMetadata(new Metadata());
     this.#logger.info(
       {
@@ -134,7 +134,7 @@ class ProxySession {
     this.#sent = { epoch, version };
     this.#registry.sent(this.#proxyId);
     this.#logger.debug({ proxyId: this.#proxyId, epoch, version }, 'snapshot sent');
-    // The stream's own buffer holds 16 messages before write() returns false, so it
+    // The stream's own buffer takes 16 messages before write() returns false, so it
     // cannot keep a slow proxy to one snapshot; the write callback can.
     this.#writing = true;
     this.#call.write(published.encoded, () => this.#onWritten());

@@ -1,4 +1,4 @@
-/** One route as the router sees it: patterns plus the value returned on a match. */
+/** Route input of the router: patterns plus the value returned on a match. */
 export interface RouterRoute<T> {
   /** Route name, used in conflict errors. */
   name: string;
