@@ -30,14 +30,22 @@ function splitList(value: string): string[] {
     .filter((item) => item.length > 0);
 }
 
-/** Stops the server on SIGTERM or SIGINT and exits 0 once it has stopped. */
-function stopOnSignal(logger: Logger, stop: () => Promise<void>): void {
+/**
+ * Stops the server on SIGTERM or SIGINT and exits 0 once it has stopped. The handlers go in
+ * before the server starts: a signal that arrives while it binds its ports waits for the start,
+ * then stops it, instead of killing the process with the default action.
+ */
+function stopOnSignal<T>(
+  logger: Logger,
+  started: Promise<T>,
+  stop: (server: T) => Promise<void>,
+): void {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    stop().then(
+    started.then(stop).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
@@ -96,7 +104,7 @@ export function createProgram(): Command {
         level: options.logLevel,
         pretty: options.logPretty,
       });
-      const controlPlane = await ControlPlane.start({
+      const started = ControlPlane.start({
         listen: options.listen,
         adminListen: options.adminListen,
         etcdEndpoints: options.etcd ? splitList(options.etcd) : [],
@@ -105,7 +113,8 @@ export function createProgram(): Command {
         logger,
         ...controlPlaneSecurity(options),
       });
-      stopOnSignal(logger, () => controlPlane.stop());
+      stopOnSignal(logger, started, (controlPlane) => controlPlane.stop());
+      await started;
     },
   );
 
@@ -155,14 +164,16 @@ export function createProgram(): Command {
       };
       const workers = workerCount(options.workers);
       if (workers > 1 || cluster.isWorker) {
-        const role = await startClusterProcess({ ...dataPlaneOptions, workers });
-        stopOnSignal(logger, () => role.drain(lifecycle.drainTimeoutMs));
-        process.on('SIGHUP', () => role.reopenAccessLog());
+        const role = startClusterProcess({ ...dataPlaneOptions, workers });
+        stopOnSignal(logger, role, (started) => started.drain(lifecycle.drainTimeoutMs));
+        process.on('SIGHUP', () => void role.then((started) => started.reopenAccessLog()));
+        await role;
         return;
       }
       const dataPlane = new DataPlane(dataPlaneOptions);
-      await dataPlane.start();
-      stopOnSignal(logger, () => dataPlane.drain(lifecycle.drainTimeoutMs));
+      const started = dataPlane.start();
+      stopOnSignal(logger, started, () => dataPlane.drain(lifecycle.drainTimeoutMs));
+      await started;
       // Log rotation tools move the file, then send SIGHUP so the proxy opens a new one.
       process.on('SIGHUP', () => dataPlane.accessLog.reopen());
     },
