@@ -1,6 +1,6 @@
-// The cheapest Node.js reverse proxy this benchmark knows: node:http in front of one undici Pool,
-// driven through `dispatch` with raw header lists, as Loom's request path is, but without
-// routing, header actions, metrics or logs. It shows what node:http and undici alone cost.
+// The leanest Node.js reverse proxy in this benchmark: node:http in front of one undici Pool,
+// driven through `dispatch` with raw header lists as Loom's request path is. It has no routing,
+// header actions, metrics or logs, so it shows what node:http and undici alone cost.
 // Usage: tsx bench/proxy/dispatch-proxy.ts LISTEN_PORT UPSTREAM_URL
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';

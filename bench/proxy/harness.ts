@@ -295,10 +295,13 @@ export function runWrk(
   return sample;
 }
 
-/** Returns the middle value of a list, or the upper of the two middle values of an even list. */
+/**
+ * Returns the middle value of a list, or the upper of the two middle values of an even list.
+ * NaN entries (a wrk run that printed no such line) are left out; NaN when none is left.
+ */
 export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
+  const sorted = values.filter((value) => !Number.isNaN(value)).sort((a, b) => a - b);
+  return sorted.length === 0 ? Number.NaN : sorted[Math.floor(sorted.length / 2)];
 }
 
 /** Reads the load averages of the last 1, 5 and 15 minutes from /proc/loadavg. */

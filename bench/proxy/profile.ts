@@ -1,8 +1,9 @@
 // Profiles one Loom data plane under wrk load: an nginx upstream and wrk on core 0, Loom alone
-// on core 1 under `node --cpu-prof`. Prints the CPU time per request and the functions and
-// files with the most self time; the .cpuprofile files stay in --out for Chrome DevTools.
+// on core 1 (both cores with --workers above 1) under `node --cpu-prof`. Prints the CPU time
+// per request and, for each process, the functions and files with the most self time. With
+// --out DIR the .cpuprofile files are kept there for Chrome DevTools.
 // Usage: tsx bench/proxy/profile.ts [--duration 10s] [--out DIR] [--no-access-log] [--no-profile]
-//                                   [--workers N]
+//                                   [--workers N] [--top 30]
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,7 +93,8 @@ async function main(): Promise<void> {
   const loom = await startLoomProxy(processes, {
     dir,
     upstreamPorts: [upA, upB],
-    core: 1,
+    // Several workers get both cores, as in production; one process gets core 1 to itself.
+    core: values.workers === '1' ? 1 : '0-1',
     controlPlaneCore: 0,
     nodeArgs: values['no-profile'] ? [] : ['--cpu-prof', '--cpu-prof-dir', out],
     accessLog: values['no-access-log'] ? undefined : join(dir, 'access.log'),

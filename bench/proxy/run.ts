@@ -173,8 +173,9 @@ async function main(): Promise<void> {
   );
   for (const r of results) {
     const p50 = Number.isNaN(r.p50Ms) ? 'n/a' : r.p50Ms.toFixed(2);
+    const p99 = Number.isNaN(r.p99Ms) ? 'n/a' : r.p99Ms.toFixed(2);
     process.stdout.write(
-      `| ${r.name} | ${r.rps} | ${p50} | ${r.p99Ms.toFixed(2)} | ${r.cpuUsPerRequest} | ${r.rssMb} |\n`,
+      `| ${r.name} | ${r.rps} | ${p50} | ${p99} | ${r.cpuUsPerRequest} | ${r.rssMb} |\n`,
     );
   }
 }

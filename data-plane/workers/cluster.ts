@@ -5,7 +5,7 @@ import { WorkerPrimary } from './primary.js';
 import { ProxyWorker, workerFaults } from './worker.js';
 import { WORKER_INDEX_ENV } from './worker-pool.js';
 
-/** What the command line needs of a process of a multi-process proxy, primary or worker. */
+/** Handle on this process's part of a multi-process proxy, primary or worker, for the CLI. */
 export interface ClusterProcess {
   /** Drains gracefully within `timeoutMs`; a worker exits the process when done. */
   drain(timeoutMs: number): Promise<void>;

@@ -4,8 +4,8 @@ import type { MetricObjectWithValues, MetricValue } from 'prom-client';
  * Messages between the primary and its workers over the cluster IPC channel, which uses the
  * `advanced` serialization so snapshot bytes travel as one binary copy, not JSON.
  *
- * Every request from the primary carries an `id`; the worker answers it with one `reply` of the
- * same id. `drain` and `reopen-access-log` get no reply: the worker's exit ends a drain.
+ * Every request from the primary carries an `id`, and the worker replies to it with one `reply`
+ * of the same id. `drain` and `reopen-access-log` get no reply: the worker's exit ends a drain.
  */
 export type PrimaryMessage =
   | { type: 'stage'; id: number; snapshot: Uint8Array }
@@ -16,7 +16,7 @@ export type PrimaryMessage =
   | { type: 'drain'; timeoutMs: number }
   | { type: 'reopen-access-log' };
 
-/** What a worker answers to each request of the primary. */
+/** Result that a worker replies with, by request type. */
 export interface ReplyResults {
   /** The snapshot is staged: built and checked, not yet serving. */
   stage: { buildMs: number; routes: number };

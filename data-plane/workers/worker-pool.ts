@@ -65,9 +65,9 @@ export interface WorkerPoolOptions {
 /**
  * The worker processes of a multi-process proxy, forked with node:cluster from the same
  * command line as the primary. A worker that exits is forked again in its slot after a
- * backoff (200 ms doubling up to 10 s, reset once a worker stayed up 10 s), unless the pool
- * is stopping. Requests to a worker are matched to its replies by id and fail with
- * {@link WorkerExitedError} when it exits first.
+ * backoff with jitter (100 to 200 ms, doubling up to 5 to 10 s, reset once a worker stayed up
+ * 10 s), unless the pool is stopping. Requests to a worker are matched to its replies by id
+ * and fail with {@link WorkerExitedError} when it exits first.
  */
 export class WorkerPool {
   readonly slots: WorkerSlot[];
@@ -112,14 +112,18 @@ export class WorkerPool {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       slot.pending.set(id, { resolve: resolve as (result: unknown) => void, reject });
-      worker.send({ ...request, id } as PrimaryMessage);
+      worker.send({ ...request, id } as PrimaryMessage, undefined, undefined, (error) => {
+        // The channel closed under the message; the worker's exit rejects the request.
+        if (error !== null)
+          this.#logger.debug({ worker: slot.index, err: error }, 'worker message not sent');
+      });
     });
   }
 
   /** Sends a message that gets no reply to every running worker. */
   broadcast(message: Extract<PrimaryMessage, { type: 'drain' | 'reopen-access-log' }>): void {
     for (const slot of this.slots) {
-      if (slot.worker?.isConnected()) slot.worker.send(message);
+      if (slot.worker?.isConnected()) slot.worker.send(message, undefined, undefined, ignore);
     }
   }
 
@@ -141,7 +145,9 @@ export class WorkerPool {
     for (const slot of running) {
       // A worker still starting may not take messages yet, and it serves nothing to drain.
       if (slot.state === 'starting') slot.worker?.process.kill('SIGTERM');
-      else if (slot.worker?.isConnected()) slot.worker.send({ type: 'drain', timeoutMs });
+      else if (slot.worker?.isConnected()) {
+        slot.worker.send({ type: 'drain', timeoutMs }, undefined, undefined, ignore);
+      }
     }
 
     const killTimer = setTimeout(() => {
@@ -166,6 +172,10 @@ export class WorkerPool {
     slot.version = 0;
     slot.startedAt = performance.now();
     worker.on('message', (message: unknown) => this.#onMessage(slot, worker, message));
+    // Without a listener, a failed IPC write would throw in the primary.
+    worker.on('error', (err: Error) => {
+      this.#logger.warn({ worker: slot.index, err }, 'worker channel failed');
+    });
     worker.once('exit', (code, signal) => this.#onExit(slot, worker, code, signal));
   }
 
@@ -212,3 +222,6 @@ export class WorkerPool {
     slot.restartTimer = setTimeout(() => this.#fork(slot), delayMs);
   }
 }
+
+/** Send callback for messages whose delivery does not matter once the worker is gone. */
+function ignore(): void {}

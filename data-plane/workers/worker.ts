@@ -85,7 +85,7 @@ export class ProxyWorker {
   readonly #faults: WorkerFaults;
   #table: RoutingTable | undefined;
   #staged: Staged | undefined;
-  #draining = false;
+  #draining: Promise<void> | undefined;
 
   /** @throws LoomError `LOOM_INVALID_ARGUMENT` when the access log file cannot be opened. */
   constructor(options: ProxyWorkerOptions) {
@@ -120,13 +120,16 @@ export class ProxyWorker {
   }
 
   /**
-   * Shuts down gracefully as `DataPlane.drain` does, then exits the process with 0. Only the
-   * first call has an effect.
+   * Shuts down gracefully as `DataPlane.drain` does, then exits the process with 0. A worker
+   * can get both a signal and the primary's drain request; later calls return the first
+   * call's promise, so none of them exits early.
    */
-  async drain(timeoutMs: number): Promise<void> {
-    if (this.#draining) return;
-    this.#draining = true;
+  drain(timeoutMs: number): Promise<void> {
+    this.#draining ??= this.#drain(timeoutMs);
+    return this.#draining;
+  }
 
+  async #drain(timeoutMs: number): Promise<void> {
     if (this.#server.listening) {
       await this.#drainer.drain(timeoutMs);
     }
@@ -237,9 +240,12 @@ export class ProxyWorker {
 }
 
 function send(message: WorkerMessage): void {
-  // The channel is gone once the primary exited; cluster then exits this process too.
-  if (process.connected) process.send?.(message);
+  // The channel is gone once the primary exited; cluster then exits this process too. The
+  // callback keeps a failed write from becoming an 'error' event that would crash the worker.
+  if (process.connected) process.send?.(message, undefined, undefined, ignore);
 }
+
+function ignore(): void {}
 
 /** Lists the upstream and origin of every target; a URL that does not parse is skipped. */
 function targetRefs(snapshot: Snapshot): TargetRef[] {
