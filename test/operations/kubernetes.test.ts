@@ -15,6 +15,7 @@ import { createTestPki, type TestPki } from '../faults/certs.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { httpGet } from '../helpers/net.js';
 import { LocalPorts, rewriteAddresses } from './local-addresses.js';
+import { StrictFieldCheck } from './strict-fields.js';
 
 const MANIFEST_DIR = join(ROOT, 'deploy', 'kubernetes');
 const NAMESPACE = 'loom';
@@ -71,24 +72,42 @@ const VALIDATORS: Record<string, Validator> = {
   'policy/v1/PodDisruptionBudget': (data) => new PodDisruptionBudget(data).validate(),
 };
 
-function loadManifests(): Manifest[] {
+const strictFields = new StrictFieldCheck();
+
+/** Parses every YAML document of `text`. Duplicate keys are parse errors, as in strict kubectl. */
+function parseManifests(text: string, file: string): Manifest[] {
   const manifests: Manifest[] = [];
-  for (const file of readdirSync(MANIFEST_DIR).filter((name) => name.endsWith('.yaml'))) {
-    for (const document of parseAllDocuments(readFileSync(join(MANIFEST_DIR, file), 'utf8'))) {
-      assert.deepEqual(document.errors, [], `${file} does not parse`);
-      const value = document.toJS() as Omit<Manifest, 'file'> | null;
-      if (value !== null) manifests.push({ ...value, file });
-    }
+  for (const document of parseAllDocuments(text)) {
+    assert.deepEqual(document.errors, [], `${file} does not parse`);
+    const value = document.toJS() as Omit<Manifest, 'file'> | null;
+    if (value !== null) manifests.push({ ...value, file });
   }
   return manifests;
 }
 
+function loadManifests(): Manifest[] {
+  return readdirSync(MANIFEST_DIR)
+    .filter((name) => name.endsWith('.yaml'))
+    .flatMap((file) => parseManifests(readFileSync(join(MANIFEST_DIR, file), 'utf8'), file));
+}
+
+/**
+ * Checks one object against its Kubernetes schema and, like `kubectl apply --validate=strict`,
+ * rejects fields the API does not define. The error names the schema violation or the fields.
+ */
 function validate(manifest: Manifest): void {
-  const validator = VALIDATORS[`${manifest.apiVersion}/${manifest.kind}`];
+  const kind = `${manifest.apiVersion}/${manifest.kind}`;
+  const validator = VALIDATORS[kind];
   assert.ok(validator, `${manifest.file}: no schema for ${manifest.apiVersion} ${manifest.kind}`);
   const data: Record<string, unknown> = { ...manifest };
   delete data.file;
   validator(data);
+
+  const unknown = strictFields.unknownFields(kind, data);
+  if (unknown.length > 0) {
+    const name = `${manifest.kind} ${manifest.metadata.name}`;
+    throw new Error(`${manifest.file}: ${name} has unknown fields: ${unknown.join(', ')}`);
+  }
 }
 
 function template(manifest: Manifest): PodTemplate {
@@ -145,6 +164,31 @@ describe('kubernetes manifests', () => {
     delete (template(missingImage).spec.containers[0] as { image?: string }).image;
     delete (template(missingImage).spec.containers[0] as { name?: string }).name;
     assert.throws(() => validate(missingImage), /name/);
+  });
+
+  test('strict check rejects unknown fields', () => {
+    const text = readFileSync(join(MANIFEST_DIR, 'proxy.yaml'), 'utf8');
+    assert.match(text, /readinessProbe:\n\s+httpGet:/);
+    const misspelled = text.replace(/(readinessProbe:\n\s+)httpGet:/, '$1httpGett:');
+    const proxy = find(parseManifests(misspelled, 'proxy.yaml'), 'Deployment', 'loom-proxy');
+    assert.throws(
+      () => validate(proxy),
+      /proxy\.yaml: Deployment loom-proxy has unknown fields: spec\.template\.spec\.containers\[0\]\.readinessProbe\.httpGett$/,
+    );
+
+    const extraTopLevel = structuredClone(find(manifests, 'Service', 'loom-proxy'));
+    (extraTopLevel as unknown as Record<string, unknown>).specs = {};
+    (extraTopLevel.metadata as Record<string, unknown>).label = { app: 'loom' };
+    assert.throws(() => validate(extraTopLevel), /unknown fields: metadata\.label, specs$/);
+  });
+
+  test('strict check accepts map keys', () => {
+    const proxy = structuredClone(find(manifests, 'Deployment', 'loom-proxy'));
+    template(proxy).metadata.labels['example.com/any-key'] = 'x';
+    const secret = structuredClone(find(manifests, 'Secret', 'loom-proxy-tls'));
+    (secret as unknown as { stringData: Record<string, string> }).stringData = { 'any.key': 'x' };
+    assert.doesNotThrow(() => validate(proxy));
+    assert.doesNotThrow(() => validate(secret));
   });
 
   test('services and selectors line up', () => {
