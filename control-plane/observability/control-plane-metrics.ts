@@ -21,6 +21,9 @@ export interface ControlPlaneMetricsSources {
 
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+/** Deliveries kept while they wait for the commit response of the same revision. */
+const UNMATCHED_DELIVERIES_LIMIT = 1024;
+
 /**
  * Every metric of one control-plane process, in its own prom-client registry that the admin
  * HTTP listener serves at `GET /metrics`. Version labels are bounded: only the
@@ -35,6 +38,8 @@ export class ControlPlaneMetrics {
   readonly #applies: Counter<'result'>;
   readonly #applyErrors: Counter<'code'>;
   readonly #watchLag: Histogram;
+  /** Delivery times of revisions whose commit time was unknown, by revision. */
+  readonly #unmatchedDeliveries = new Map<number, { epoch: string; atMs: number }>();
   readonly #watchReconnects: Counter;
   readonly #resyncs: Counter;
   readonly #published: Counter;
@@ -97,7 +102,9 @@ export class ControlPlaneMetrics {
     });
     this.#watchLag = new Histogram({
       name: 'loom_control_plane_watch_lag_seconds',
-      help: 'Seconds from a commit by this control plane to its delivery by the store watch.',
+      help:
+        'Seconds from a commit by this control plane to its delivery by the store watch; ' +
+        '0 when the watch delivered it before the commit response arrived.',
       buckets: SECONDS_BUCKETS,
       registers,
     });
@@ -155,13 +162,37 @@ export class ControlPlaneMetrics {
 
   /**
    * Records the watch delivering `revision`. When this control plane committed that revision
-   * and noted the time before the watch delivered it, the difference is the watch lag.
+   * and noted the time already, the difference is the watch lag. Otherwise the delivery waits
+   * for {@link commitConfirmed}, because the watch often delivers before the commit response
+   * arrives on the other connection.
    */
   watchDelivered(epoch: string, revision: number): void {
+    const atMs = Date.now();
     const committedAtMs = this.#sources.commitTimes?.get(epoch, revision) ?? 0;
     if (committedAtMs > 0) {
-      this.#watchLag.observe(Math.max(0, Date.now() - committedAtMs) / 1e3);
+      this.#watchLag.observe(Math.max(0, atMs - committedAtMs) / 1e3);
+      return;
     }
+
+    this.#unmatchedDeliveries.set(revision, { epoch, atMs });
+    if (this.#unmatchedDeliveries.size > UNMATCHED_DELIVERIES_LIMIT) {
+      const oldest = this.#unmatchedDeliveries.keys().next().value as number;
+      this.#unmatchedDeliveries.delete(oldest);
+    }
+  }
+
+  /**
+   * Records that this control plane's commit of `revision` was confirmed by the store at
+   * `committedAtMs`. When the watch delivered the revision earlier, the lag is the time from
+   * confirmation to delivery, 0 when the delivery came first. `epoch`, when known, must match
+   * the delivery's.
+   */
+  commitConfirmed(epoch: string | undefined, revision: number, committedAtMs: number): void {
+    const delivery = this.#unmatchedDeliveries.get(revision);
+    if (delivery === undefined || (epoch !== undefined && epoch !== delivery.epoch)) return;
+
+    this.#unmatchedDeliveries.delete(revision);
+    this.#watchLag.observe(Math.max(0, delivery.atMs - committedAtMs) / 1e3);
   }
 
   /** Counts a reconnect of the etcd watch stream. */

@@ -34,9 +34,18 @@ export interface EtcdWatchContext {
   logger: Logger;
   /** Interval of the delivery check, in milliseconds. */
   checkIntervalMs: number;
+  /**
+   * Time a change under the prefix may stay undelivered, with the watch making no progress,
+   * before the watch counts as stalled, in milliseconds. Defaults to `checkIntervalMs`.
+   */
+  stallGraceMs?: number;
   /** Maximum wait for etcd to confirm a cancellation, in milliseconds. */
   cancelTimeoutMs: number;
-  /** Reads the revision of the last commit under a directory (a prefix ending with `/`). */
+  /**
+   * Reads the revision of the last commit under a directory (a prefix ending with `/`). The
+   * delivery check calls it first, because it is one key read and also updates the store's
+   * record of whether etcd is reachable.
+   */
   lastWriteRevision(directory: string): Promise<number>;
   /** Called when this watch stopped delivering on `watchClient`'s connection. */
   onStall(watchClient: Etcd3): void;
@@ -59,20 +68,17 @@ export interface EtcdWatchContext {
  * when etcd's history restarts under it, because a lower revision or another
  * cluster id after a reconnect means that etcd was wiped or restored.
  *
- * A periodic check catches a stream that stays open but stops delivering. It
- * reads the directory's last-write marker (see `EtcdStore`). When the marker
- * names a revision the watch has not delivered and two checks in a row find
- * the watch no further, the store replaces the watch connection and the watch
- * fails with a retryable error.
+ * A periodic delivery check catches a stream that stays open but stops
+ * delivering. It finds the last change under the prefix from any writer: a
+ * commit through any `EtcdStore`, or a put or delete by etcdctl or another
+ * client. When that change is past the last revision delivered and the watch
+ * makes no progress for `stallGraceMs`, the watch logs `etcd watch stalled`
+ * once, the store replaces the watch connection, and the watch fails with a
+ * retryable error, so that its caller reads the prefix again.
  *
  * NOTE: a wiped etcd whose revision has already passed the watch's by the time
  * the watch reconnects looks like the same history. Only a changed epoch
  * reveals it, so callers compare epochs when they read the prefix again.
- *
- * NOTE: the delivery check sees only commits that write the marker, that is
- * commits through `EtcdStore`, and only for prefixes that end with `/`. A
- * stall during writes by other etcd clients goes unnoticed until the next
- * Loom commit.
  */
 export class EtcdWatch implements Watch {
   readonly #context: EtcdWatchContext;
@@ -87,8 +93,9 @@ export class EtcdWatch implements Watch {
   #highestRevision = 0;
   #clusterId: string | undefined;
   #detached: Promise<void> | undefined;
-  /** `#nextRevision` at the last check that found an undelivered commit. */
-  #behindAt: number | undefined;
+  /** `#nextRevision` and the time when a check first found an undelivered change at it. */
+  #behind: { nextRevision: number; sinceMs: number } | undefined;
+  #stallReported = false;
   #checking = false;
   readonly #checkTimer: NodeJS.Timeout;
 
@@ -129,6 +136,8 @@ export class EtcdWatch implements Watch {
    * Fails the watch because its connection stopped delivering; the caller
    * replaces the connection.
    */
+  // TODO: resume on the new connection from `#nextRevision` instead of failing. That would
+  // spare the caller a full read of the prefix, but the store owns the new connection.
   failStalled(): void {
     this.#fail(
       `etcd at ${this.#endpoints()} has commits from revision ${this.#nextRevision} on ` +
@@ -235,29 +244,109 @@ export class EtcdWatch implements Watch {
     }
   }
 
-  /** Compares the last commit under the prefix with what the watch delivered. */
+  /** Compares the last change under the prefix with what the watch delivered. */
   async #checkDelivery(): Promise<void> {
-    const directory = this.#prefix.endsWith('/') ? this.#prefix : undefined;
-    if (directory === undefined || this.#checking || this.#isFinal()) return;
+    if (this.#checking || this.#isFinal() || this.#stallReported) return;
 
     this.#checking = true;
     try {
-      const lastWrite = await this.#context.lastWriteRevision(directory);
-      if (this.#isFinal() || this.#state === 'disconnected' || lastWrite < this.#nextRevision) {
-        this.#behindAt = undefined;
+      const lastChange = await this.#lastChangeRevision();
+      if (this.#isFinal() || this.#state === 'disconnected' || lastChange < this.#nextRevision) {
+        this.#behind = undefined;
         return;
       }
-      // One check may race with events in flight; two checks without progress cannot.
-      if (this.#behindAt !== this.#nextRevision) {
-        this.#behindAt = this.#nextRevision;
+      // A check may race with events in flight, so the watch gets a grace period to progress.
+      const now = Date.now();
+      if (this.#behind?.nextRevision !== this.#nextRevision) {
+        this.#behind = { nextRevision: this.#nextRevision, sinceMs: now };
         return;
       }
-      this.#logger.warn({ nextRevision: this.#nextRevision, lastWrite }, 'etcd watch stalled');
+      const graceMs = this.#context.stallGraceMs ?? this.#context.checkIntervalMs;
+      if (now - this.#behind.sinceMs < graceMs) return;
+
+      this.#stallReported = true;
+      const fields = { nextRevision: this.#nextRevision, lastChange, graceMs };
+      this.#logger.warn(fields, 'etcd watch stalled');
       this.#context.onStall(this.#context.watchClient);
     } catch {
       // etcd is unreachable; the store logs that, and the watch reconnects by itself.
     } finally {
       this.#checking = false;
+    }
+  }
+
+  /**
+   * Returns the revision of a change under the prefix at or after `#nextRevision`, or a lower
+   * revision when the watch has delivered every change. Each step runs only when the cheaper
+   * one before it found nothing undelivered.
+   */
+  async #lastChangeRevision(): Promise<number> {
+    const delivered = this.#nextRevision - 1;
+    // Commits through EtcdStore move the directory's marker, so one key read finds them.
+    if (this.#prefix.endsWith('/')) {
+      const lastWrite = await this.#context.lastWriteRevision(this.#prefix);
+      if (lastWrite > delivered) return lastWrite;
+    }
+
+    // The header of any read carries etcd's current revision. When it is not past the
+    // delivered one, nothing in etcd changed since.
+    const client = this.#context.client;
+    const head = await client.kv.range({ key: Buffer.from(this.#prefix), count_only: true });
+    if (Number(head.header.revision) <= delivered) return 0;
+
+    return this.#lastForeignChange(delivered);
+  }
+
+  /**
+   * Finds a put or delete under the prefix after `delivered` by any etcd client. The newest
+   * mod revision shows puts. A key count that differs from the one at `delivered` shows
+   * deletes, whose revision is then only bounded by the current one.
+   *
+   * NOTE: etcd serves a range sorted by mod revision by reading every key under the prefix,
+   * values included, before it keeps one. This step runs only when etcd's revision passed
+   * the delivered one. Its cost therefore matters when other clients write the same etcd
+   * often. A key created and deleted again after `delivered` leaves no trace here.
+   */
+  async #lastForeignChange(delivered: number): Promise<number> {
+    const range = Range.prefix(this.#prefix);
+    const kv = this.#context.client.kv;
+    const [latest, before] = await Promise.all([
+      kv.range({
+        key: range.start,
+        range_end: range.end,
+        keys_only: true,
+        sort_target: 'Mod',
+        sort_order: 'Descend',
+        limit: 1,
+      }),
+      this.#countAt(delivered),
+    ]);
+
+    const lastPut = Number(latest.kvs[0]?.mod_revision ?? 0);
+    if (lastPut > delivered) return lastPut;
+    if (before !== undefined && before !== Number(latest.count)) {
+      return Number(latest.header.revision);
+    }
+    return 0;
+  }
+
+  /** Counts the keys under the prefix at `revision`, or returns undefined when it was compacted. */
+  async #countAt(revision: number): Promise<number | undefined> {
+    // Revision 0 would read the current state.
+    if (revision < 1) return undefined;
+
+    const range = Range.prefix(this.#prefix);
+    try {
+      const response = await this.#context.client.kv.range({
+        key: range.start,
+        range_end: range.end,
+        revision,
+        count_only: true,
+      });
+      return Number(response.count);
+    } catch (error) {
+      if (isRevisionOutOfRange(error)) return undefined;
+      throw error;
     }
   }
 
