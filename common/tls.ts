@@ -1,5 +1,6 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { createSecureContext } from 'node:tls';
+import { createSecureContext, type PeerCertificate } from 'node:tls';
 
 import {
   credentials,
@@ -156,9 +157,29 @@ export function createServerTlsCredentials(
  * Creates channel credentials from files read now. Clients call it for every
  * new connection, so renewed files are picked up at the next reconnect.
  *
- * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the file that cannot be read.
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the file that cannot be read,
+ *   or both files when the key does not match the certificate.
  */
 export function createClientTlsCredentials(files: ClientTlsFiles): ChannelCredentials {
+  return loadClientTls(files).credentials;
+}
+
+/** Channel credentials and the client certificate they present. */
+export interface ClientTls {
+  credentials: ChannelCredentials;
+  /** The client certificate, when the files include one. */
+  certificate: CertificateSummary | undefined;
+}
+
+/**
+ * Reads the files once and returns the channel credentials with a summary of
+ * the client certificate, so that a caller can log which certificate a new
+ * connection presents.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the file that cannot be read,
+ *   or both files when the key does not match the certificate.
+ */
+export function loadClientTls(files: ClientTlsFiles): ClientTls {
   if ((files.cert === undefined) !== (files.key === undefined)) {
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
@@ -169,7 +190,66 @@ export function createClientTlsCredentials(files: ClientTlsFiles): ChannelCreden
   const ca = files.ca === undefined ? null : readPem(files.ca, '--tls-ca');
   const key = files.key === undefined ? null : readPem(files.key, '--tls-key');
   const cert = files.cert === undefined ? null : readPem(files.cert, '--tls-cert');
-  return credentials.createSsl(ca, key, cert);
+  try {
+    // grpc-js builds the secure context here, so a key that does not match the
+    // certificate (one file renamed, the other not yet) fails now, not at connect.
+    const channel = credentials.createSsl(ca, key, cert);
+    return { credentials: channel, certificate: cert === null ? undefined : summarizePem(cert) };
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid TLS client files (ca ${files.ca ?? '-'}, cert ${files.cert ?? '-'}, ` +
+        `key ${files.key ?? '-'}): ${detail}; use PEM files and a key that matches the certificate`,
+      { cause: error },
+    );
+  }
+}
+
+/** Subject, issuer and SHA-256 fingerprint of a certificate, for log lines. */
+export interface CertificateSummary {
+  /** Subject attributes in `CN=proxy-1,OU=proxies` form. */
+  subject: string;
+  /** Issuer attributes in the same form as `subject`. */
+  issuer: string;
+  fingerprint: string;
+  /** End of validity, as OpenSSL prints it. */
+  validTo: string;
+}
+
+/**
+ * Summarises the certificate a peer presented, or returns undefined when it
+ * presented none; grpc-js sets `sslPeerCertificate` only on verified TLS.
+ */
+export function summarizeCertificate(
+  certificate: PeerCertificate | undefined,
+): CertificateSummary | undefined {
+  if (certificate?.subject === undefined) return undefined;
+
+  return {
+    subject: formatName(certificate.subject),
+    issuer: formatName(certificate.issuer),
+    fingerprint: certificate.fingerprint256,
+    validTo: certificate.valid_to,
+  };
+}
+
+function formatName(name: PeerCertificate['subject'] | undefined): string {
+  return Object.entries(name ?? {})
+    .map(([field, value]) => `${field}=${Array.isArray(value) ? value.join('+') : value}`)
+    .join(',');
+}
+
+/** Summarises the first certificate of a PEM chain. */
+function summarizePem(pem: Buffer): CertificateSummary {
+  const certificate = new X509Certificate(pem);
+  // X509Certificate separates attributes with newlines, in the same order as PeerCertificate.
+  return {
+    subject: certificate.subject.split('\n').join(','),
+    issuer: certificate.issuer.split('\n').join(','),
+    fingerprint: certificate.fingerprint256,
+    validTo: certificate.validTo,
+  };
 }
 
 /** Returns channel credentials for `files`, or insecure ones when TLS is off. */

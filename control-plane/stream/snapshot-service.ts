@@ -6,6 +6,7 @@ import {
 } from '@grpc/grpc-js';
 
 import type { Logger } from '../../common/logger.js';
+import { summarizeCertificate } from '../../common/tls.js';
 import {
   SnapshotServiceService,
   StreamRequest,
@@ -94,6 +95,7 @@ class ProxySession {
         address: hello.address,
         epoch: hello.epoch,
         version: hello.version,
+        certificate: summarizeCertificate(this.#call.getAuthContext().sslPeerCertificate),
       },
       'proxy connected',
     );

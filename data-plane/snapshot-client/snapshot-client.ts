@@ -1,14 +1,20 @@
-import { Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
+import {
+  credentials,
+  Metadata,
+  type ChannelCredentials,
+  type ClientDuplexStream,
+} from '@grpc/grpc-js';
 
 import { Backoff } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
-import { clientCredentials, type ClientTlsFiles } from '../../common/tls.js';
+import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
 import {
   SnapshotServiceClient,
   type StreamRequest,
   type StreamResponse,
 } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { probeClientCertificate } from './handshake-probe.js';
 
 /** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
 export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
@@ -66,6 +72,10 @@ export class SnapshotClient {
   #retryTimer: NodeJS.Timeout | undefined;
   #pending: Snapshot | undefined;
   #applying = false;
+  /** The client certificate of the newest connection attempt. */
+  #certificate: CertificateSummary | undefined;
+  /** `address|fingerprint` pairs whose rejection was logged since the last stream. */
+  readonly #reportedRejections = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
   readonly #options: SnapshotClientOptions;
   readonly #logger: Logger;
@@ -99,7 +109,7 @@ export class SnapshotClient {
     this.#transition('connecting', { address });
     let client: SnapshotServiceClient;
     try {
-      client = new SnapshotServiceClient(address, clientCredentials(this.#options.tls), {
+      client = new SnapshotServiceClient(address, this.#loadCredentials(), {
         ...CHANNEL_OPTIONS,
         'grpc.keepalive_time_ms':
           this.#options.keepaliveTimeMs ?? CHANNEL_OPTIONS['grpc.keepalive_time_ms'],
@@ -130,6 +140,7 @@ export class SnapshotClient {
     });
     call.on('metadata', () => {
       this.#backoff.reset();
+      this.#reportedRejections.clear();
       this.#transition('streaming', { address });
     });
     call.on('data', (response: StreamResponse) => {
@@ -146,10 +157,56 @@ export class SnapshotClient {
   ): void {
     if (call !== this.#call || this.#state === 'stopped') return;
 
+    const neverStreamed = this.#state === 'connecting';
     this.#call = undefined;
     this.#client?.close();
     this.#client = undefined;
     this.#scheduleReconnect(address, reason);
+    if (neverStreamed && this.#options.tls?.cert !== undefined) void this.#diagnose(address);
+  }
+
+  /** Reads the TLS files again, and logs when the client certificate changed since the last read. */
+  #loadCredentials(): ChannelCredentials {
+    if (this.#options.tls === undefined) return credentials.createInsecure();
+
+    const loaded = loadClientTls(this.#options.tls);
+    const certificate = loaded.certificate;
+    if (certificate !== undefined && certificate.fingerprint !== this.#certificate?.fingerprint) {
+      this.#logger.info(
+        { cert: this.#options.tls.cert, ...certificate },
+        'tls client certificate loaded',
+      );
+    }
+    this.#certificate = certificate;
+    return loaded.credentials;
+  }
+
+  /**
+   * Finds out whether the control plane rejected the client certificate, which
+   * grpc-js reports only as a reset, and logs it once per address and certificate.
+   */
+  async #diagnose(address: string): Promise<void> {
+    const certificate = this.#certificate;
+    const tls = this.#options.tls;
+    if (certificate === undefined || tls === undefined) return;
+    const key = `${address}|${certificate.fingerprint}`;
+    if (this.#reportedRejections.has(key)) return;
+
+    const outcome = await probeClientCertificate(address, tls);
+    if (outcome !== 'rejected' || this.#state === 'stopped') return;
+    // Probes overlap when the backoff is shorter than a probe.
+    if (this.#reportedRejections.has(key)) return;
+
+    this.#reportedRejections.add(key);
+    this.#logger.error(
+      {
+        address,
+        cert: tls.cert,
+        ...certificate,
+        fix: "use a --tls-cert issued by a CA in the control plane's --tls-client-ca",
+      },
+      'control plane rejected the client certificate',
+    );
   }
 
   #scheduleReconnect(address: string, reason: string): void {
