@@ -36,6 +36,8 @@ export interface EtcdProcess {
 export interface StartEtcdOptions {
   /** Time to wait for etcd to report healthy, in milliseconds. Defaults to 5000. */
   startTimeoutMs?: number;
+  /** Extra etcd flags, such as `--max-txn-ops=200000`; appended after the harness's own. */
+  extraArgs?: string[];
 }
 
 const STOP_TIMEOUT_MS = 3000;
@@ -65,7 +67,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdPro
   let lastError: unknown;
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     const ports = { client: await findFreePort(), peer: await findFreePort() };
-    const etcd = new EtcdHarness(binary, rootDir, ports, options.startTimeoutMs ?? 5000);
+    const etcd = new EtcdHarness(binary, rootDir, ports, options);
     try {
       await etcd.start();
       return etcd;
@@ -91,18 +93,20 @@ class EtcdHarness implements EtcdProcess {
   readonly #rootDir: string;
   readonly #peerPort: number;
   readonly #startTimeoutMs: number;
+  readonly #extraArgs: string[];
   #child: ChildProcess | undefined;
 
   constructor(
     binary: string,
     rootDir: string,
     ports: { client: number; peer: number },
-    startTimeoutMs: number,
+    options: StartEtcdOptions,
   ) {
     this.#binary = binary;
     this.#rootDir = rootDir;
     this.#peerPort = ports.peer;
-    this.#startTimeoutMs = startTimeoutMs;
+    this.#startTimeoutMs = options.startTimeoutMs ?? 5000;
+    this.#extraArgs = options.extraArgs ?? [];
     this.clientPort = ports.client;
     this.endpoint = `http://127.0.0.1:${ports.client}`;
     this.dataDir = join(rootDir, 'data');
@@ -125,6 +129,7 @@ class EtcdHarness implements EtcdProcess {
       '--election-timeout=100',
       '--logger=zap',
       '--log-outputs=stderr',
+      ...this.#extraArgs,
     ];
     const logFd = openSync(this.logFile, 'a');
     try {
