@@ -4,6 +4,25 @@ import type { HealthCheck } from '../../proto/gen/loom/v1/config.js';
 import type { TargetState } from './target-state.js';
 
 /**
+ * Health from elsewhere, in place of a checker's own requests: `attach` is called by `start()`,
+ * keeps the target's health up to date, and returns the function that `stop()` calls.
+ */
+export interface HealthSource {
+  attach(state: TargetState): () => void;
+}
+
+let healthSource: HealthSource | undefined;
+
+/**
+ * Makes every checker started after the call take its target's health from `source` and send no
+ * requests; undefined restores the requests. Each worker of a multi-process proxy sets it,
+ * because the primary checks the targets once for all workers.
+ */
+export function setHealthSource(source: HealthSource | undefined): void {
+  healthSource = source;
+}
+
+/**
  * Active health check of one target: every `intervalMs` it sends `GET path` through the
  * target's pool and reads the status. 2xx and 3xx pass; any other status, a connection error
  * or no response headers within `timeoutMs` fail. `unhealthyThreshold` failures in a row mark
@@ -20,6 +39,7 @@ export class HealthChecker {
   #passes = 0;
   #failures = 0;
   #stopped = false;
+  #detach: (() => void) | undefined;
 
   constructor(
     pool: Pool,
@@ -36,6 +56,10 @@ export class HealthChecker {
   }
 
   start(): void {
+    if (healthSource !== undefined) {
+      this.#detach = healthSource.attach(this.#state);
+      return;
+    }
     this.#schedule(0);
   }
 
@@ -43,6 +67,7 @@ export class HealthChecker {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#detach?.();
   }
 
   #schedule(delay: number): void {

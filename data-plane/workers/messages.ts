@@ -5,7 +5,8 @@ import type { MetricObjectWithValues, MetricValue } from 'prom-client';
  * `advanced` serialization so snapshot bytes travel as one binary copy, not JSON.
  *
  * Every request from the primary carries an `id`, and the worker replies to it with one `reply`
- * of the same id. `drain` and `reopen-access-log` get no reply: the worker's exit ends a drain.
+ * of the same id. `drain`, `reopen-access-log` and `target-health` get no reply: the worker's
+ * exit ends a drain.
  */
 export type PrimaryMessage =
   | { type: 'stage'; id: number; snapshot: Uint8Array }
@@ -14,7 +15,18 @@ export type PrimaryMessage =
   | { type: 'listen'; id: number }
   | { type: 'metrics'; id: number }
   | { type: 'drain'; timeoutMs: number }
-  | { type: 'reopen-access-log' };
+  | { type: 'reopen-access-log' }
+  | { type: 'target-health'; unhealthy: UnhealthyTarget[] };
+
+/**
+ * A target that the primary's active health checks took out of rotation. `target` is the
+ * target's origin, because a check requests the origin without the target's base path. A
+ * `target-health` message lists every such target, so the latest one replaces all before it.
+ */
+export interface UnhealthyTarget {
+  upstream: string;
+  target: string;
+}
 
 /** Result that a worker replies with, by request type. */
 export interface ReplyResults {
@@ -65,4 +77,5 @@ const PRIMARY_TYPES = new Set([
   'metrics',
   'drain',
   'reopen-access-log',
+  'target-health',
 ]);

@@ -14,7 +14,8 @@ import {
   DEFAULT_SNAPSHOT_CACHE_MAX_AGE_MS,
   SnapshotFile,
 } from '../snapshot-client/snapshot-file.js';
-import { aggregateClusterMetrics, type MetricsJson } from './cluster-metrics.js';
+import { collectClusterMetrics, registerWorkerPoolMetrics } from './cluster-metrics.js';
+import { HealthProber } from './health-prober.js';
 import { WorkerExitedError, WorkerPool, type WorkerSlot } from './worker-pool.js';
 
 /** Settings of the primary of a multi-process proxy. */
@@ -30,6 +31,7 @@ export interface WorkerPrimaryOptions extends Pick<
   | 'tls'
   | 'token'
   | 'keepaliveTimeMs'
+  | 'upstreams'
 > {
   /** Number of worker processes, at least 1. */
   workers: number;
@@ -46,9 +48,6 @@ interface Committed {
   bytes: Uint8Array;
 }
 
-/** Maximum wait for one worker's metrics on a scrape, in milliseconds. */
-const METRICS_TIMEOUT_MS = 2_000;
-
 /**
  * The primary process of a proxy that runs `--workers N` processes on one port. The workers
  * accept the connections (node:cluster hands each new connection to one of the workers that
@@ -60,8 +59,11 @@ const METRICS_TIMEOUT_MS = 2_000;
  * table in). The primary acks after the commits. When any worker fails to stage it, the others
  * discard it, so all workers keep serving the same version, and the primary nacks with the
  * first worker's error. A worker that exits during a step drops out of it. Every new worker,
- * first ones and replacements alike, applies the current snapshot before its `listen` request.
- * Snapshots and worker starts run one at a time.
+ * first ones and replacements alike, gets the current target health and applies the current
+ * snapshot before its `listen` request. Snapshots and worker starts run one at a time.
+ *
+ * The primary also runs the active health checks, once for all workers, and sends every change
+ * of target health to every worker; see {@link HealthProber}.
  */
 export class WorkerPrimary {
   readonly #options: WorkerPrimaryOptions;
@@ -71,6 +73,7 @@ export class WorkerPrimary {
   readonly #admin: Server;
   readonly #metrics = new ProxyMetrics();
   readonly #snapshotFile: SnapshotFile | undefined;
+  readonly #prober: HealthProber;
   #committed: Committed | undefined;
   #source: TableSource = 'control-plane';
   #queue: Promise<unknown> = Promise.resolve();
@@ -90,6 +93,12 @@ export class WorkerPrimary {
       size: options.workers,
       logger: options.logger,
       onReady: (slot) => void this.#enqueue(() => this.#startServing(slot)),
+    });
+    registerWorkerPoolMetrics(this.#metrics.registry, this.#pool.slots);
+    this.#prober = new HealthProber({
+      logger: options.logger,
+      upstreams: options.upstreams,
+      onChange: (unhealthy) => this.#pool.broadcast({ type: 'target-health', unhealthy }),
     });
     this.#snapshotFile =
       options.snapshotCache === undefined
@@ -127,14 +136,23 @@ export class WorkerPrimary {
    * Starts the admin listener and the workers, waits until every worker listens, serves the
    * snapshot cache, then opens the snapshot stream.
    *
-   * @throws LoomError `LOOM_UNAVAILABLE` when the workers do not all listen in time.
+   * @throws LoomError `LOOM_UNAVAILABLE` when the workers do not all listen in time, such as
+   *   when one keeps dying at start. It stops the workers and closes the admin listener first,
+   *   so the process can exit.
    */
   async start(): Promise<void> {
     const adminAddress = parseHostPort(this.#options.adminListen, '--admin-listen');
     this.#admin.listen(adminAddress.port, adminAddress.host);
     await once(this.#admin, 'listening');
     this.#pool.start();
-    await this.#waitForWorkers(this.#options.startTimeoutMs ?? 60_000);
+    try {
+      await this.#waitForWorkers(this.#options.startTimeoutMs ?? 60_000);
+    } catch (error) {
+      await this.#pool.stop(0);
+      this.#admin.closeAllConnections();
+      await new Promise((resolve) => this.#admin.close(resolve));
+      throw error;
+    }
     await this.#serveSnapshotCache();
     this.#client.start();
 
@@ -159,6 +177,7 @@ export class WorkerPrimary {
     this.#draining = true;
     this.#client.stop();
     await this.#pool.stop(timeoutMs);
+    await this.#prober.close();
     this.#admin.closeAllConnections();
     await new Promise((resolve) => this.#admin.close(resolve));
     this.#logger.info({ id: this.#options.id }, 'proxy stopped');
@@ -176,13 +195,14 @@ export class WorkerPrimary {
     return result;
   }
 
-  /** Applies the current snapshot on a new worker, then sends it the `listen` request. */
+  /** Sends a new worker the target health and the current snapshot, then the `listen` request. */
   async #startServing(slot: WorkerSlot): Promise<void> {
     const worker = slot.worker;
     const committed = this.#committed;
     if (worker === undefined || slot.state !== 'starting' || this.#draining) return;
 
     slot.state = 'syncing';
+    this.#pool.send(slot, { type: 'target-health', unhealthy: this.#prober.unhealthy });
     try {
       if (committed !== undefined) {
         await this.#pool.request(slot, { type: 'stage', snapshot: committed.bytes });
@@ -233,6 +253,7 @@ export class WorkerPrimary {
     }
 
     await this.#commit(staged, version);
+    this.#prober.update(snapshot.upstreams);
     this.#committed = { epoch, version, routes: snapshot.routes.length, bytes };
     this.#source = fromCache ? 'snapshot-cache' : 'control-plane';
     if (!fromCache) void this.#snapshotFile?.save(snapshot);
@@ -324,7 +345,10 @@ export class WorkerPrimary {
     res.end('{"error":"not_found","message":"admin paths: /healthz, /readyz, /metrics"}');
   }
 
-  /** Readiness of a single proxy, plus the worker counts; not ready while no worker listens. */
+  /**
+   * Readiness of a single proxy, plus the worker counts and restarts; not ready while no worker
+   * listens. A slot that keeps crashing lowers `listening` but leaves the proxy ready.
+   */
   #readiness(): { status: number; body: Record<string, unknown> } {
     const committed = this.#committed;
     const answer = readiness({
@@ -333,7 +357,11 @@ export class WorkerPrimary {
       draining: this.#draining,
       controlPlaneConnected: this.#client.state === 'streaming',
     });
-    const workers = { listening: this.#pool.listening, configured: this.#options.workers };
+    const workers = {
+      listening: this.#pool.listening,
+      configured: this.#options.workers,
+      restarts: this.#pool.restarts,
+    };
     if (answer.status === 200 && workers.listening === 0) {
       return { status: 503, body: { status: 'not_ready', reason: 'no worker listens', workers } };
     }
@@ -342,9 +370,11 @@ export class WorkerPrimary {
 
   async #serveMetrics(res: ServerResponse): Promise<void> {
     try {
-      const workers = await this.#collectWorkerMetrics();
-      const own = await this.#metrics.registry.getMetricsAsJSON();
-      const registry = aggregateClusterMetrics(own as MetricsJson, workers);
+      const registry = await collectClusterMetrics(
+        this.#pool,
+        this.#metrics.registry,
+        this.#logger,
+      );
       const body = await registry.metrics();
       res.writeHead(200, { 'content-type': registry.contentType });
       res.end(body);
@@ -354,39 +384,4 @@ export class WorkerPrimary {
       res.end('{"error":"internal_error","message":"metrics collection failed"}');
     }
   }
-
-  /** Requests every running worker's metrics; a worker that has not replied in time is left out. */
-  async #collectWorkerMetrics(): Promise<MetricsJson[]> {
-    const running = this.#pool.slots.filter(
-      (slot) => slot.state === 'listening' || slot.state === 'syncing',
-    );
-    const results = await Promise.allSettled(
-      running.map((slot) =>
-        withTimeout(this.#pool.request(slot, { type: 'metrics' }), METRICS_TIMEOUT_MS),
-      ),
-    );
-    const metrics: MetricsJson[] = [];
-    results.forEach((result, i) => {
-      if (result.status === 'fulfilled') {
-        metrics.push(result.value);
-      } else {
-        this.#logger.warn(
-          { worker: running[i].index, err: result.reason as Error },
-          'worker metrics left out of a scrape',
-        );
-      }
-    });
-    return metrics;
-  }
-}
-
-function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new LoomError('LOOM_UNAVAILABLE', `no reply within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -13,7 +13,7 @@ import {
 /** Environment variable that gives a worker its slot, 1 to the worker count. */
 export const WORKER_INDEX_ENV = 'LOOM_WORKER_INDEX';
 
-/** A worker that stays up this long has its restart backoff reset, in milliseconds. */
+/** A worker that listened and stayed up this long has its restart backoff reset, in milliseconds. */
 const STABLE_AFTER_MS = 10_000;
 
 /** Lifecycle state of a worker process. */
@@ -33,6 +33,8 @@ export class WorkerSlot {
   version = 0;
   readonly pending = new Map<number, Pending>();
   readonly backoff = new Backoff({ initialMs: 200, maxMs: 10_000 });
+  /** Workers forked again in this slot after one exited unexpectedly. */
+  restarts = 0;
   startedAt = 0;
   restartTimer: NodeJS.Timeout | undefined;
 
@@ -65,8 +67,9 @@ export interface WorkerPoolOptions {
 /**
  * The worker processes of a multi-process proxy, forked with node:cluster from the same
  * command line as the primary. A worker that exits is forked again in its slot after a
- * backoff with jitter (100 to 200 ms, doubling up to 5 to 10 s, reset once a worker stayed up
- * 10 s), unless the pool is stopping. Requests to a worker are matched to its replies by id
+ * backoff with jitter (100 to 200 ms, doubling up to 5 to 10 s, reset once a worker that
+ * listened stayed up 10 s), unless the pool is stopping. A worker that keeps dying at start
+ * therefore costs one fork every 5 to 10 s, while the other slots go on serving. Requests to a worker are matched to its replies by id
  * and fail with {@link WorkerExitedError} when it exits first.
  */
 export class WorkerPool {
@@ -85,6 +88,11 @@ export class WorkerPool {
   /** Workers that accept connections. */
   get listening(): number {
     return this.slots.filter((slot) => slot.state === 'listening').length;
+  }
+
+  /** Restarts of every slot since the pool started. */
+  get restarts(): number {
+    return this.slots.reduce((sum, slot) => sum + slot.restarts, 0);
   }
 
   /** Forks every worker. */
@@ -121,10 +129,13 @@ export class WorkerPool {
   }
 
   /** Sends a message that gets no reply to every running worker. */
-  broadcast(message: Extract<PrimaryMessage, { type: 'drain' | 'reopen-access-log' }>): void {
-    for (const slot of this.slots) {
-      if (slot.worker?.isConnected()) slot.worker.send(message, undefined, undefined, ignore);
-    }
+  broadcast(message: OneWayMessage): void {
+    for (const slot of this.slots) this.send(slot, message);
+  }
+
+  /** Sends a message that gets no reply to the worker of `slot`, if one runs. */
+  send(slot: WorkerSlot, message: OneWayMessage): void {
+    if (slot.worker?.isConnected()) slot.worker.send(message, undefined, undefined, ignore);
   }
 
   /** Kills the worker of `slot` with SIGKILL; the pool forks a new one in its place. */
@@ -196,11 +207,16 @@ export class WorkerPool {
     }
   }
 
-  // NOTE: node:cluster does not take back a connection it handed to a worker that died before
-  // accepting it (seen on Node.js 20.20), so that one client waits until its own timeout.
+  // NOTE: a connection that node:cluster's round robin handed to a worker that dies before
+  // accepting it is lost. The primary closes or re-sends a handed connection only when the
+  // worker replies, and neither the exit nor the cluster API reveals it. So the primary keeps it
+  // open, and that client waits for its own timeout (seen on Node.js 20.20).
+  // NODE_CLUSTER_SCHED_POLICY=none avoids it at the cost of a less even spread.
   #onExit(slot: WorkerSlot, worker: Worker, code: number | null, signal: string | null): void {
     if (slot.worker !== worker) return;
 
+    // A worker that never listened, such as one that dies at start, keeps its backoff growing.
+    const listened = slot.state === 'listening';
     slot.state = 'exited';
     const failure = new WorkerExitedError(slot);
     for (const pending of slot.pending.values()) pending.reject(failure);
@@ -213,15 +229,29 @@ export class WorkerPool {
       return;
     }
 
-    if (performance.now() - slot.startedAt >= STABLE_AFTER_MS) slot.backoff.reset();
+    if (listened && performance.now() - slot.startedAt >= STABLE_AFTER_MS) slot.backoff.reset();
     const delayMs = Math.round(slot.backoff.next());
+    slot.restarts++;
     this.#logger.warn(
-      { worker: slot.index, workerPid: worker.process.pid, code, signal, restartInMs: delayMs },
+      {
+        worker: slot.index,
+        workerPid: worker.process.pid,
+        code,
+        signal,
+        restartInMs: delayMs,
+        restarts: slot.restarts,
+      },
       'worker exited unexpectedly, restarting',
     );
     slot.restartTimer = setTimeout(() => this.#fork(slot), delayMs);
   }
 }
+
+/** A message to a worker that gets no reply. */
+type OneWayMessage = Extract<
+  PrimaryMessage,
+  { type: 'drain' | 'reopen-access-log' | 'target-health' }
+>;
 
 /** Send callback for messages whose delivery does not matter once the worker is gone. */
 function ignore(): void {}

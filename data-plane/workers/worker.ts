@@ -14,7 +14,9 @@ import { MetricsObserver } from '../observability/metrics-observer.js';
 import { ProxyMetrics, type TargetRef } from '../observability/proxy-metrics.js';
 import { createProxyServer, type ProxyServerOptions } from '../proxy/proxy-server.js';
 import type { RoutingTable } from '../table.js';
+import { setHealthSource } from '../upstreams/health-checker.js';
 import { UpstreamRegistry, type UpstreamRegistryOptions } from '../upstreams/registry.js';
+import { HealthReplica } from './health-replica.js';
 import {
   isPrimaryMessage,
   type PrimaryMessage,
@@ -32,6 +34,8 @@ export interface WorkerFaults {
   stageGate?: string;
   /** Add `x-loom-worker: INDEX-PID` to every routed response. */
   workerHeader?: boolean;
+  /** Exit with code 1 at start, before the `ready` message, while this file exists. */
+  crashFile?: string;
 }
 
 /** Settings of one worker process. */
@@ -49,9 +53,9 @@ export interface ProxyWorkerOptions {
 }
 
 /**
- * Reads the test-only fault switches of worker `index`. `LOOM_FAULT_REJECT_ROUTE` and
- * `LOOM_FAULT_STAGE_GATE` apply to every worker, or only to the worker whose slot
- * `LOOM_FAULT_WORKER` names; `LOOM_TEST_WORKER_HEADER=1` applies to all.
+ * Reads the test-only fault switches of worker `index`. `LOOM_FAULT_REJECT_ROUTE`,
+ * `LOOM_FAULT_STAGE_GATE` and `LOOM_FAULT_CRASH_FILE` apply to every worker, or only to the
+ * worker whose slot `LOOM_FAULT_WORKER` names; `LOOM_TEST_WORKER_HEADER=1` applies to all.
  */
 export function workerFaults(index: number, env: NodeJS.ProcessEnv = process.env): WorkerFaults {
   const target = env.LOOM_FAULT_WORKER;
@@ -60,6 +64,7 @@ export function workerFaults(index: number, env: NodeJS.ProcessEnv = process.env
     rejectRoute: applies ? env.LOOM_FAULT_REJECT_ROUTE || undefined : undefined,
     stageGate: applies ? env.LOOM_FAULT_STAGE_GATE || undefined : undefined,
     workerHeader: env.LOOM_TEST_WORKER_HEADER === '1',
+    crashFile: applies ? env.LOOM_FAULT_CRASH_FILE || undefined : undefined,
   };
 }
 
@@ -72,7 +77,8 @@ interface Staged {
  * One worker process of a multi-process proxy: the traffic listener, the upstream pools, the
  * request metrics and the access log, without a control-plane stream or an admin listener.
  * The primary sends it snapshots over IPC in two steps, stage and commit, and then the `listen`
- * request; see `WorkerPrimary`.
+ * request; see `WorkerPrimary`. It sends no active health checks: the primary runs them and
+ * sends the results, which a {@link HealthReplica} applies.
  */
 export class ProxyWorker {
   readonly #options: ProxyWorkerOptions;
@@ -83,6 +89,7 @@ export class ProxyWorker {
   readonly #metrics = new ProxyMetrics();
   readonly #accessLog: AccessLog;
   readonly #faults: WorkerFaults;
+  readonly #health = new HealthReplica();
   #table: RoutingTable | undefined;
   #staged: Staged | undefined;
   #draining: Promise<void> | undefined;
@@ -93,6 +100,8 @@ export class ProxyWorker {
     this.#logger = options.logger;
     this.#faults = options.faults ?? {};
     this.#accessLog = AccessLog.open(options.accessLog, options.logger);
+    // Set before the registry starts any checker; one worker process has one registry.
+    setHealthSource(this.#health);
     this.#upstreams = new UpstreamRegistry({
       ...options.upstreams,
       logger: options.logger,
@@ -113,6 +122,9 @@ export class ProxyWorker {
 
   /** Starts handling the primary's messages and sends it `ready`. */
   start(): void {
+    if (this.#faults.crashFile !== undefined && existsSync(this.#faults.crashFile)) {
+      process.exit(1);
+    }
     process.on('message', (message: unknown) => {
       if (isPrimaryMessage(message)) this.#onMessage(message);
     });
@@ -151,6 +163,9 @@ export class ProxyWorker {
         return;
       case 'reopen-access-log':
         this.reopenAccessLog();
+        return;
+      case 'target-health':
+        this.#health.update(message.unhealthy);
         return;
       case 'stage':
       case 'commit':

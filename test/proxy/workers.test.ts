@@ -6,14 +6,19 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { request } from 'undici';
-
-import { AdminClient } from '../../cli/admin-client.js';
 import { workerCount } from '../../cli/proxy-options.js';
 import { parseConfigTexts, type DeclaredConfig } from '../../config/load.js';
-import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
 import { applyConfig, countLogLines, readyz, Workspace, type Member } from '../faults/harness.js';
+import {
+  answersBySlot,
+  get,
+  NONE,
+  proxyStatus,
+  startProxy,
+  statuses,
+  waitForAck,
+} from './workers-harness.js';
 
 /** An upstream that responds to paths with `/hold/{ms}` after that many milliseconds. */
 async function startUpstream(): Promise<{ server: Server; port: number; delayed: () => number }> {
@@ -37,80 +42,6 @@ function config(upstreamPort: number, routes: string[]): DeclaredConfig {
     ...routes.map((name) => `  - {name: ${name}, paths: ['/${name}/*rest'], upstream: up}`),
   ].join('\n');
   return parseConfigTexts([{ file: 'workers.yaml', text }]);
-}
-
-interface Answer {
-  status: number;
-  /** `x-loom-worker`: slot and PID of the worker that responded, such as `2-4242`. */
-  worker: string;
-}
-
-const NONE: Answer = { status: 0, worker: '' };
-
-/** Sends one GET on a new connection, so node:cluster hands it to the next worker. */
-async function get(port: number, path: string, timeoutMs = 10_000): Promise<Answer> {
-  const response = await request(`http://127.0.0.1:${port}${path}`, {
-    headers: { connection: 'close' },
-    headersTimeout: timeoutMs,
-  });
-  await response.body.text();
-  const worker = response.headers['x-loom-worker'];
-  return { status: response.statusCode, worker: typeof worker === 'string' ? worker : '' };
-}
-
-/**
- * Sends requests on new connections until a worker of every slot in `slots` responded, at most 60;
- * returns the answers keyed by slot. Routed requests carry the worker header; 404s do not, so
- * `path` must match a route.
- */
-async function answersBySlot(port: number, path: string, slots = 2): Promise<Map<string, Answer>> {
-  const bySlot = new Map<string, Answer>();
-  for (let i = 0; i < 60 && bySlot.size < slots; i++) {
-    const answer = await get(port, path);
-    assert.equal(answer.status, 200, `GET ${path} returned ${answer.status}`);
-    bySlot.set(answer.worker.split('-')[0], answer);
-  }
-  return bySlot;
-}
-
-/** Statuses of `count` requests on new connections; round robin spreads them over the workers. */
-async function statuses(port: number, path: string, count = 6): Promise<number[]> {
-  const result: number[] = [];
-  for (let i = 0; i < count; i++) result.push((await get(port, path)).status);
-  return result;
-}
-
-async function proxyStatus(controlPlane: string, id: string): Promise<ProxyStatus | undefined> {
-  const client = new AdminClient(controlPlane);
-  try {
-    return (await client.status()).proxies.find((proxy) => proxy.id === id);
-  } finally {
-    client.close();
-  }
-}
-
-async function waitForAck(controlPlane: string, id: string, version: number): Promise<void> {
-  await waitFor(`${id} to ack version ${version}`, 20_000, async () => {
-    return ((await proxyStatus(controlPlane, id))?.ackedVersion ?? 0) >= version;
-  });
-}
-
-/** Starts a proxy with two workers and the worker header, with extra environment variables. */
-async function startProxy(
-  ws: Workspace,
-  cp: Member,
-  name: string,
-  env: Record<string, string>,
-): Promise<Member> {
-  const saved = { ...process.env };
-  Object.assign(process.env, { LOOM_TEST_WORKER_HEADER: '1', ...env });
-  try {
-    return await ws.proxy(name, [cp.address], ['--workers', '2', '--drain-timeout', '10s']);
-  } finally {
-    for (const key of Object.keys(process.env)) {
-      if (!(key in saved)) delete process.env[key];
-    }
-  }
 }
 
 describe('proxy workers', { timeout: 120_000 }, () => {
@@ -156,6 +87,7 @@ describe('proxy workers', { timeout: 120_000 }, () => {
     assert.deepEqual((ready.body as { workers?: unknown }).workers, {
       listening: 2,
       configured: 2,
+      restarts: 0,
     });
   });
 
