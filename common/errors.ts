@@ -62,8 +62,10 @@ export function formatConfigIssue(issue: ConfigIssue): string {
 /** A configuration that failed validation; nothing of it was written. */
 export class ConfigError extends LoomError {
   readonly issues: ConfigIssue[];
+  /** Problems found alongside the errors that alone would not stop an apply. */
+  readonly warnings: ConfigIssue[];
 
-  constructor(issues: ConfigIssue[]) {
+  constructor(issues: ConfigIssue[], warnings: ConfigIssue[] = []) {
     const lines = issues.map((issue) => `  - ${formatConfigIssue(issue)}`);
     super(
       'LOOM_INVALID_CONFIG',
@@ -71,5 +73,6 @@ export class ConfigError extends LoomError {
     );
     this.name = 'ConfigError';
     this.issues = issues;
+    this.warnings = warnings;
   }
 }

@@ -1,11 +1,19 @@
 import { readFile } from 'node:fs/promises';
 
-import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 import { normalizeHostPattern, normalizeRoute, normalizeUpstream } from './normalize.js';
-import { ConfigFileSchema } from './schema.js';
+import { FailedFields, salvage } from './salvage.js';
+import { suggestName } from './suggest.js';
+import {
+  describeSchemaIssues,
+  parseWithSchema,
+  valueAt,
+  type SchemaProblem,
+} from './schema-issues.js';
+import { ConfigFileSchema, type ConfigFile } from './schema.js';
 import { findConfigWarnings, validateConfig, type ConfigPath, type Locator } from './validate.js';
 
 /** A declared configuration in stored (normalised) form. */
@@ -25,6 +33,8 @@ class ParsedFile {
   readonly file: string;
   readonly text: string;
   data: unknown;
+  /** Fields that failed the schema, or undefined when the file passed it. */
+  failed: FailedFields | undefined;
   #yaml: { document: Document; lines: LineCounter } | undefined;
 
   constructor(file: string, text: string, data?: unknown) {
@@ -106,25 +116,21 @@ export function parseConfigTexts(
     routeIndex: number[];
     upstreamIndex: number[];
   } = { route: [], upstream: [], routeIndex: [], upstreamIndex: [] };
+  let anyFailed = false;
 
   for (const source of sources) {
     const parsed = parseOne(source.file, source.text, issues);
     if (!parsed) continue;
 
-    const result = ConfigFileSchema.safeParse(parsed.data ?? {});
-    if (!result.success) {
-      for (const zodIssue of result.error.issues) {
-        issues.push(issueFromSchema(parsed, zodIssue.path as ConfigPath, zodIssue.message));
-      }
-      continue;
-    }
-    result.data.routes.forEach((route, index) => {
+    const config = checkSchema(parsed, issues);
+    anyFailed ||= parsed.failed !== undefined;
+    config.routes.forEach((route, index) => {
       routes.push(normalizeRoute(route));
       checkedRoutes.push(inFileOrder(route));
       origins.route.push(parsed);
       origins.routeIndex.push(index);
     });
-    result.data.upstreams.forEach((upstream, index) => {
+    config.upstreams.forEach((upstream, index) => {
       upstreams.push(normalizeUpstream(upstream));
       checkedUpstreams.push({
         ...normalizeUpstream(upstream),
@@ -134,35 +140,98 @@ export function parseConfigTexts(
       origins.upstreamIndex.push(index);
     });
   }
-  if (issues.length > 0) throw new ConfigError(issues);
 
-  const locate: Locator = (path) => {
+  // Maps a path in the merged lists to its file and the path in that file.
+  const origin = (path: ConfigPath): [ParsedFile | undefined, ConfigPath] => {
     const [list, index, ...rest] = path;
     const isRoute = list === 'routes';
     const parsed = (isRoute ? origins.route : origins.upstream)[index as number];
     const localIndex = (isRoute ? origins.routeIndex : origins.upstreamIndex)[index as number];
-    if (!parsed) return {};
-    return { file: parsed.file, line: lineOf(parsed, [list, localIndex, ...rest]) };
+    return [parsed, [list, localIndex, ...rest]];
   };
-  const semantic = validateConfig(checkedRoutes, checkedUpstreams, locate, {
-    allowUndeclaredUpstreams: options.partial,
-  });
-  if (semantic.length > 0) throw new ConfigError(semantic);
-  const warnings = findConfigWarnings(checkedRoutes, locate);
-  if (options.partial)
-    warnings.push(...undeclaredUpstreamWarnings(checkedRoutes, checkedUpstreams, locate));
+  const locate: Locator = (path) => {
+    const [parsed, local] = origin(path);
+    if (!parsed) return {};
+    return { file: parsed.file, line: lineOf(parsed, local) };
+  };
+  const schemaFailures = anyFailed
+    ? (path: ConfigPath) => {
+        const [parsed, local] = origin(path);
+        return parsed?.failed?.touches(local) ?? false;
+      }
+    : undefined;
+  issues.push(
+    ...validateConfig(checkedRoutes, checkedUpstreams, locate, {
+      allowUndeclaredUpstreams: options.partial,
+      schemaFailures,
+    }),
+  );
+  const warnings = findConfigWarnings(checkedRoutes, locate, schemaFailures);
+  if (options.partial) {
+    warnings.push(
+      ...undeclaredUpstreamWarnings(checkedRoutes, checkedUpstreams, locate, schemaFailures),
+    );
+  }
+  if (issues.length > 0) {
+    throw new ConfigError(sortByPlace(issues, sources), sortByPlace(warnings, sources));
+  }
   return { routes, upstreams, warnings };
+}
+
+/**
+ * Checks one file against the schema, adds an issue per problem, and returns
+ * the resources as far as they passed. Fields that failed hold placeholders,
+ * which `parsed.failed` records, so that the semantic checks still run over
+ * every other field and the operator sees all problems in one run.
+ */
+function checkSchema(parsed: ParsedFile, issues: ConfigIssue[]): ConfigFile {
+  const data = parsed.data ?? {};
+  const result = parseWithSchema(ConfigFileSchema, data);
+  if (result.success) return result.data;
+
+  for (const problem of describeSchemaIssues(result.error.issues, data)) {
+    issues.push(issueFromSchema(parsed, problem));
+  }
+  parsed.failed = FailedFields.fromIssues(result.error.issues);
+  const config = salvage(ConfigFileSchema, data, parsed.failed);
+  // Messages name a resource whose name failed by what the file has, or by its position.
+  for (const list of ['routes', 'upstreams'] as const) {
+    config[list].forEach((resource, index) => {
+      if (parsed.failed?.touches([list, index, 'name'])) {
+        resource.name = displayName(data, list, index);
+      }
+    });
+  }
+  return config;
+}
+
+/** Orders issues by file, then by line. Issues without a line follow, in their own order. */
+function sortByPlace(issues: ConfigIssue[], sources: { file: string }[]): ConfigIssue[] {
+  const order = new Map(sources.map((source, index) => [source.file, index]));
+  const rank = (issue: ConfigIssue) => order.get(issue.file ?? '') ?? sources.length;
+  return issues
+    .map((issue, index) => ({ issue, index }))
+    .sort(
+      (a, b) =>
+        rank(a.issue) - rank(b.issue) ||
+        (a.issue.line ?? Infinity) - (b.issue.line ?? Infinity) ||
+        a.index - b.index,
+    )
+    .map(({ issue }) => issue);
 }
 
 function undeclaredUpstreamWarnings(
   routes: Route[],
   upstreams: Upstream[],
   locate: Locator,
+  schemaFailures: (path: ConfigPath) => boolean = () => false,
 ): ConfigIssue[] {
+  // As for errors, an upstream without a usable name may be the one a route names.
+  if (upstreams.some((_, index) => schemaFailures(['upstreams', index, 'name']))) return [];
   const declared = new Set(upstreams.map((upstream) => upstream.name));
   const warnings: ConfigIssue[] = [];
   routes.forEach((route, index) => {
-    if (declared.has(route.upstream)) return;
+    if (declared.has(route.upstream) || schemaFailures(['routes', index, 'upstream'])) return;
     warnings.push({
       ...locate(['routes', index, 'upstream']),
       kind: 'route',
@@ -170,10 +239,16 @@ function undeclaredUpstreamWarnings(
       field: 'upstream',
       value: route.upstream,
       message:
-        'upstream is not declared in these files; the apply succeeds only if the store already has it',
+        'upstream is not declared in these files; the apply succeeds only if the store already has it' +
+        suggestionFor(route.upstream, declared),
     });
   });
   return warnings;
+}
+
+function suggestionFor(name: string, declared: Set<string>): string {
+  const suggestion = suggestName(name, declared);
+  return suggestion === undefined ? '' : ` (did you mean "${suggestion}"?)`;
 }
 
 /** Normalises a route but keeps hosts, paths and methods in the order the file lists them. */
@@ -213,31 +288,35 @@ function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile
   return undefined;
 }
 
-function issueFromSchema(parsed: ParsedFile, path: ConfigPath, message: string): ConfigIssue {
-  const [list, index, ...rest] = path;
+function issueFromSchema(parsed: ParsedFile, problem: SchemaProblem): ConfigIssue {
+  const [list, index, ...rest] = problem.path;
   const kind = list === 'routes' ? 'route' : list === 'upstreams' ? 'upstream' : undefined;
-  const value = parsed.document.getIn(path);
-  let name: string | undefined;
-  if (kind && typeof index === 'number') {
-    const raw = parsed.document.getIn([list, index, 'name']);
-    name = typeof raw === 'string' ? raw : `#${index + 1}`;
-  }
-  const field = kind ? formatField(rest) || '(resource)' : formatField(path) || '(document)';
+  const isResource = kind !== undefined && typeof index === 'number';
+  const field = isResource
+    ? formatField(rest) || '(resource)'
+    : formatField(problem.path) || '(document)';
   return {
     file: parsed.file,
-    line: lineOf(parsed, path),
-    kind,
-    name,
+    line: lineOf(parsed, problem.path),
+    kind: isResource ? kind : undefined,
+    name: isResource ? displayName(parsed.data, list as string, index) : undefined,
     field,
-    value: isMap(value) || isSeq(value) ? undefined : toPlain(value),
-    message,
+    value: shownValue(problem.value),
+    message: problem.message,
   };
 }
 
-function toPlain(value: unknown): unknown {
-  return value && typeof value === 'object' && 'toJSON' in value
-    ? (value as { toJSON(): unknown }).toJSON()
-    : value;
+/** Returns a resource's name as the file writes it, or `#N` (1-based) when it has none. */
+function displayName(data: unknown, list: string, index: number): string {
+  const raw = valueAt(data, [list, index, 'name']);
+  return typeof raw === 'string' ? raw : `#${index + 1}`;
+}
+
+/** Returns a value to quote in a message: scalars, and lists or mappings of up to 60 characters. */
+function shownValue(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  const text = JSON.stringify(value);
+  return text.length <= 60 ? value : undefined;
 }
 
 function formatField(path: ConfigPath): string {
@@ -248,12 +327,27 @@ function formatField(path: ConfigPath): string {
     .join('');
 }
 
-/** Returns the 1-based line of the deepest node along `path` that exists. */
+/**
+ * Returns the 1-based line of the deepest node along `path` that exists. For
+ * a field of a mapping, that is the line of its key, which is where an
+ * unknown field starts even when its value begins on the next line.
+ */
 function lineOf(parsed: ParsedFile, path: ConfigPath): number | undefined {
   for (let depth = path.length; depth >= 0; depth--) {
-    const node = parsed.document.getIn(path.slice(0, depth), true) as Node | undefined;
-    const offset = node?.range?.[0];
+    const offset = offsetOf(parsed.document, path.slice(0, depth));
     if (offset !== undefined) return parsed.lines.linePos(offset).line;
   }
   return undefined;
+}
+
+function offsetOf(document: Document, path: ConfigPath): number | undefined {
+  const last = path.at(-1);
+  if (typeof last === 'string') {
+    const parent = document.getIn(path.slice(0, -1), true);
+    if (isMap(parent)) {
+      const pair = parent.items.find((item) => isScalar(item.key) && item.key.value === last);
+      return (pair?.key as Node | undefined)?.range?.[0];
+    }
+  }
+  return (document.getIn(path, true) as Node | undefined)?.range?.[0];
 }

@@ -4,6 +4,7 @@ import { LoomError, type ConfigIssue } from '../common/errors.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
+import { suggestName } from './suggest.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 
 /** Path inside a config document, such as `['routes', 2, 'paths', 0]`. */
@@ -49,19 +50,26 @@ export function validateConfig(
   const report = (path: ConfigPath, issue: Omit<ConfigIssue, 'file' | 'line'>) => {
     issues.push({ ...locate(path), ...issue });
   };
+  const skip = options.schemaFailures ?? NO_FAILURES;
 
-  checkDuplicates(upstreams, 'upstream', 'upstreams', report);
-  checkDuplicates(routes, 'route', 'routes', report);
-  upstreams.forEach((upstream, index) => checkUpstream(upstream, index, report));
+  checkDuplicates(upstreams, 'upstream', 'upstreams', report, skip);
+  checkDuplicates(routes, 'route', 'routes', report, skip);
+  upstreams.forEach((upstream, index) => checkUpstream(upstream, index, report, skip));
 
-  const upstreamNames = new Set(upstreams.map((upstream) => upstream.name));
+  // An upstream whose name failed the schema may be the one a route names, so an unknown
+  // reference is not reported until that name is fixed.
+  const nameless = upstreams.some((_, index) => skip(['upstreams', index, 'name']));
+  const upstreamNames =
+    options.allowUndeclaredUpstreams || nameless
+      ? undefined
+      : new Set(upstreams.map((upstream) => upstream.name));
   const validRoutes: Route[] = [];
   routes.forEach((route, index) => {
     const before = issues.length;
-    checkRoute(route, index, options.allowUndeclaredUpstreams ? undefined : upstreamNames, report);
-    if (issues.length === before) validRoutes.push(route);
+    checkRoute(route, index, upstreamNames, report, skip);
+    if (issues.length === before && !hasFailedMatch(index, skip)) validRoutes.push(route);
   });
-  checkConflicts(routes, report, locate);
+  checkConflicts(withoutFailedMatches(routes, skip), report, locate);
   if (issues.length === 0) checkRouterBuild(validRoutes, routes, report);
   return issues;
 }
@@ -74,18 +82,54 @@ export interface ValidateOptions {
    * those references against the merged configuration.
    */
   allowUndeclaredUpstreams?: boolean;
+  /**
+   * Returns true for a field that failed the schema, or that contains or is
+   * inside one. Such fields hold placeholders, so the checks skip them instead
+   * of reporting problems that only follow from the schema error.
+   */
+  schemaFailures?: SkipField;
 }
 
 type Report = (path: ConfigPath, issue: Omit<ConfigIssue, 'file' | 'line'>) => void;
+type SkipField = (path: ConfigPath) => boolean;
+
+/** Skip function of a configuration that passed the schema, which lets checks skip the lookups. */
+const NO_FAILURES: SkipField = () => false;
+
+/** Returns `skip` for paths inside one resource, such as `['upstreams', 3]`. */
+function skipWithin(skip: SkipField, ...prefix: ConfigPath): (...path: ConfigPath) => boolean {
+  if (skip === NO_FAILURES) return () => false;
+  return (...path) => skip([...prefix, ...path]);
+}
+
+/** Returns whether a field that decides which requests a route matches failed the schema. */
+function hasFailedMatch(index: number, skip: SkipField): boolean {
+  if (skip === NO_FAILURES) return false;
+  return (['hosts', 'paths', 'methods'] as const).some((field) => skip(['routes', index, field]));
+}
+
+/**
+ * Returns the routes with no paths in place of those with a failed hosts,
+ * paths or methods field, because once fixed they would match other requests.
+ * A route without paths takes part in no conflict and shadows nothing.
+ */
+function withoutFailedMatches(routes: readonly Route[], skip: SkipField): readonly Route[] {
+  if (skip === NO_FAILURES) return routes;
+  return routes.map((route, index) =>
+    hasFailedMatch(index, skip) ? { ...route, paths: [] } : route,
+  );
+}
 
 function checkDuplicates(
   resources: readonly { name: string }[],
   kind: 'route' | 'upstream',
   list: string,
   report: Report,
+  skip: SkipField,
 ): void {
   const seen = new Set<string>();
   resources.forEach((resource, index) => {
+    if (skip([list, index, 'name'])) return;
     if (seen.has(resource.name)) {
       report([list, index, 'name'], {
         kind,
@@ -99,7 +143,7 @@ function checkDuplicates(
   });
 }
 
-function checkUpstream(upstream: Upstream, index: number, report: Report): void {
+function checkUpstream(upstream: Upstream, index: number, report: Report, skip: SkipField): void {
   const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
     report(['upstreams', index, ...path], {
       kind: 'upstream',
@@ -109,17 +153,22 @@ function checkUpstream(upstream: Upstream, index: number, report: Report): void 
       message,
     });
 
-  const hashOnProblem = describeHashOnProblem(upstream.balancer, upstream.hashOn);
+  const skipped = skipWithin(skip, 'upstreams', index);
+
+  const hashOnProblem =
+    skipped('balancer') || skipped('hashOn')
+      ? undefined
+      : describeHashOnProblem(upstream.balancer, upstream.hashOn);
   if (hashOnProblem) at('hashOn', upstream.hashOn, hashOnProblem, ['hashOn']);
   const check = upstream.healthCheck;
-  if (check && !/^\/[\x21-\x7e]*$/.test(check.path)) {
+  if (check && !skipped('healthCheck', 'path') && !/^\/[\x21-\x7e]*$/.test(check.path)) {
     at('healthCheck.path', check.path, 'invalid path; use a path such as /healthz', [
       'healthCheck',
       'path',
     ]);
   }
   const passive = upstream.passiveHealth;
-  if (passive && passive.maxEjectionMs < passive.baseEjectionMs) {
+  if (passive && !skipped('passiveHealth') && passive.maxEjectionMs < passive.baseEjectionMs) {
     at(
       'passiveHealth.maxEjectionMs',
       passive.maxEjectionMs,
@@ -128,6 +177,7 @@ function checkUpstream(upstream: Upstream, index: number, report: Report): void 
     );
   }
   upstream.targets.forEach((target, targetIndex) => {
+    if (skipped('targets', targetIndex, 'url')) return;
     const problem = describeTargetUrlProblem(target.url);
     if (problem) {
       report(['upstreams', index, 'targets', targetIndex, 'url'], {
@@ -184,20 +234,23 @@ function checkRoute(
   index: number,
   upstreams: Set<string> | undefined,
   report: Report,
+  skip: SkipField,
 ): void {
   const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
     report(['routes', index, ...path], { kind: 'route', name: route.name, field, value, message });
+  const skipped = skipWithin(skip, 'routes', index);
 
-  if (upstreams && !upstreams.has(route.upstream)) {
-    const known = [...upstreams].sort().join(', ') || 'none declared';
-    at('upstream', route.upstream, `unknown upstream; declared upstreams: ${known}`, ['upstream']);
+  if (upstreams && !skipped('upstream') && !upstreams.has(route.upstream)) {
+    at('upstream', route.upstream, describeUnknownUpstream(route.upstream, upstreams), [
+      'upstream',
+    ]);
   }
   route.hosts.forEach((host, hostIndex) => {
-    const problem = describeHostProblem(host);
+    const problem = skipped('hosts', hostIndex) ? undefined : describeHostProblem(host);
     if (problem) at(`hosts[${hostIndex}]`, host, problem, ['hosts', hostIndex]);
   });
   route.methods.forEach((method, methodIndex) => {
-    if (!METHOD_PATTERN.test(method)) {
+    if (!skipped('methods', methodIndex) && !METHOD_PATTERN.test(method)) {
       at(`methods[${methodIndex}]`, method, 'invalid method; use a token such as GET or POST', [
         'methods',
         methodIndex,
@@ -205,28 +258,29 @@ function checkRoute(
     }
   });
   route.paths.forEach((path, pathIndex) => {
-    const problem = describePathProblem(route, path);
+    const problem = skipped('paths', pathIndex) ? undefined : describePathProblem(route, path);
     if (problem) at(`paths[${pathIndex}]`, path, problem, ['paths', pathIndex]);
   });
   for (const field of ['stripPrefix', 'addPrefix'] as const) {
     const prefix = route[field];
-    if (prefix !== undefined && !isPathPrefix(prefix)) {
+    if (prefix !== undefined && !skipped(field) && !isPathPrefix(prefix)) {
       at(field, prefix, 'invalid path prefix; use segments such as /api/v1, without "." or ".."', [
         field,
       ]);
     }
   }
-  if (route.hostRewrite !== undefined && describeHostPortProblem(route.hostRewrite)) {
+  const hostRewrite = skipped('hostRewrite') ? undefined : route.hostRewrite;
+  if (hostRewrite !== undefined && describeHostPortProblem(hostRewrite)) {
     at(
       'hostRewrite',
-      route.hostRewrite,
+      hostRewrite,
       'invalid host; use a name such as api.internal or api.internal:8080',
       ['hostRewrite'],
     );
   }
   for (const field of ['requestHeaders', 'responseHeaders'] as const) {
     const actions = route[field];
-    if (actions === undefined) continue;
+    if (actions === undefined || skipped(field)) continue;
     const names = new Set<string>();
     actions.set.forEach((header, headerIndex) => {
       const problem =
@@ -245,6 +299,15 @@ function checkRoute(
       if (problem) at(`${field}.remove[${nameIndex}]`, name, problem, [field, 'remove', nameIndex]);
     });
   }
+}
+
+/** Returns the message for a route's unknown upstream, with the closest declared name. */
+function describeUnknownUpstream(name: string, declared: Set<string>): string {
+  const known = [...declared].sort();
+  if (known.length === 0) return 'unknown upstream; no upstream is declared';
+  const suggestion = suggestName(name, known);
+  const hint = suggestion === undefined ? '' : `did you mean "${suggestion}"? `;
+  return `unknown upstream; ${hint}declared upstreams: ${known.join(', ')}`;
 }
 
 function isPathPrefix(prefix: string): boolean {
@@ -289,8 +352,12 @@ function describePathProblem(route: Route, path: string): string | undefined {
     parsePattern(route.name, path);
     return undefined;
   } catch (error) {
-    if (error instanceof LoomError) return error.message;
-    throw error;
+    if (!(error instanceof LoomError)) throw error;
+    // The issue already names the route and the value, which the router's message repeats.
+    const prefix = `route ${JSON.stringify(route.name)}: invalid path pattern ${JSON.stringify(path)}: `;
+    return error.message.startsWith(prefix)
+      ? `invalid path pattern: ${error.message.slice(prefix.length)}`
+      : error.message;
   }
 }
 
@@ -343,13 +410,15 @@ function checkRouterBuild(valid: Route[], all: readonly Route[], report: Report)
 /**
  * Returns warnings about a configuration that is valid but likely wrong:
  * routes that can never match because other routes take all their requests
- * (see `findShadowedRoutes` for the rule). Inputs must be normalised.
+ * (see `findShadowedRoutes` for the rule). Inputs must be normalised. Routes
+ * whose hosts, paths or methods failed the schema (`schemaFailures`) are left out.
  */
 export function findConfigWarnings(
   routes: readonly Route[],
   locate: Locator = () => ({}),
+  schemaFailures: SkipField = NO_FAILURES,
 ): ConfigIssue[] {
-  return findShadowedRoutes(routes).map(({ index, by }) => ({
+  return findShadowedRoutes(withoutFailedMatches(routes, schemaFailures)).map(({ index, by }) => ({
     ...locate(['routes', index, 'name']),
     kind: 'route',
     name: routes[index].name,

@@ -1,0 +1,247 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { loomctl, type CliResult } from '../helpers/cli.js';
+import { startFleet, type Fleet } from '../helpers/fleet.js';
+
+// `loomctl validate` and `schema` never connect; the address only satisfies the helper.
+const OFFLINE = '127.0.0.1:1';
+
+const BASELINE = `upstreams:
+  - name: users
+    targets: [{url: "http://127.0.0.1:9001"}]
+routes:
+  - name: get-user
+    paths: [/users/:id]
+    methods: [GET]
+    upstream: users
+`;
+
+/** One file with every kind of problem; each line of EXPECTED names one of them. */
+const EVERY_KIND = `apiVersion: loom/v2
+upstream: []
+upstreams:
+  - name: users
+    balancer: round_robin
+    targets:
+      - url: http://127.0.0.1:9001
+        wieght: 2
+  - name: orders
+    targets:
+      - url: ftp://nowhere
+  - name: users
+    targets: []
+routes:
+  - name: r1
+    pathz: [/a]
+    upstream: users
+  - name: r2
+    paths: [users/:id]
+    hosts: ["bad host"]
+    upstream: user
+    retries: "3"
+  - name: "bad name!"
+    paths: [/c]
+    upstream: users
+  - name: r5
+    paths: [/e/:id]
+    upstream: users
+  - name: r6
+    paths: [/e/:name]
+    upstream: users
+  - name: r7
+    paths: [/f]
+    methods: GET
+    upstream: users
+  - name: catch
+    paths: ["/g/*rest"]
+    upstream: users
+  - name: cover
+    paths: [/g/:id, "/g/:id/*rest", "/g//*rest", /g/]
+    upstream: users
+  - name: r8
+    upstream: users
+    retries: 9
+`;
+
+const EXPECTED = [
+  /:1: apiVersion: invalid value; expected "loom\/v1" \(got "loom\/v2"\)$/,
+  /:2: upstream: unknown field; did you mean "upstreams"\? \(got \[\]\)$/,
+  /:5: upstream "users" balancer: invalid value; did you mean "round-robin"\? Expected one of "round-robin", "least-request", "hash" \(got "round_robin"\)$/,
+  /:8: upstream "users" targets\[0\]\.wieght: unknown field; did you mean "weight"\? \(got 2\)$/,
+  /:11: upstream "orders" targets\[0\]\.url: unsupported scheme "ftp"; use http or https \(got "ftp:\/\/nowhere"\)$/,
+  /:12: upstream "users" name: duplicate upstream name; every upstream needs a unique name \(got "users"\)$/,
+  /:13: upstream "users" targets: an upstream needs at least one target \(got \[\]\)$/,
+  /:16: route "r1" pathz: unknown field; did you mean "paths", which is required and missing\? \(got \["\/a"\]\)$/,
+  /:19: route "r2" paths\[0\]: invalid path pattern: a pattern must start with "\/" \(got "users\/:id"\)$/,
+  /:20: route "r2" hosts\[0\]: invalid host; use a DNS name such as api\.example\.com.* \(got "bad host"\)$/,
+  /:22: route "r2" retries: invalid type: expected an integer from 0 to 5, got a string \(got "3"\)$/,
+  /:23: route "bad name!" name: must be 1-128 letters, digits, .* \(got "bad name!"\)$/,
+  /:30: route "r6" paths\[0\]: path "\/e\/:name" of route "r6" conflicts with path "\/e\/:id" of route "r5" .*:26\): both match any host, any method and the same paths; .*$/,
+  /:34: route "r7" methods: invalid type: expected a list of strings, got a string \(got "GET"\)$/,
+  /:42: route "r8" paths: missing required field; expected a non-empty list of strings \(path patterns: .*\)$/,
+  /:44: route "r8" retries: out of range; expected an integer from 0 to 5 \(got 9\)$/,
+];
+
+/** Returns the issue lines of a failed run: the indented lines after the `error:` header. */
+function issueLines(result: CliResult): string[] {
+  const lines = result.stderr.trimEnd().split('\n');
+  const header = lines.indexOf('error: invalid configuration, nothing was written:');
+  assert.ok(header >= 0, result.stderr);
+  return lines.slice(header + 1);
+}
+
+function assertIssues(result: CliResult, file: string, expected: RegExp[]): void {
+  assert.equal(result.code, 1, result.stderr);
+  const lines = issueLines(result);
+  for (const line of lines) {
+    assert.ok(line.startsWith(`  ${file}:`), `issue without file and line: ${line}`);
+    assert.doesNotMatch(line, /Unrecognized|Required|Invalid input|\u0000/);
+  }
+  for (const pattern of expected) {
+    assert.ok(
+      lines.some((line) => pattern.test(line)),
+      `no issue matches ${pattern}:\n${lines.join('\n')}`,
+    );
+  }
+  assert.equal(lines.length, expected.length, lines.join('\n'));
+}
+
+describe('loomctl validate messages', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-validate-'));
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function write(name: string, text: string): string {
+    const file = join(dir, name);
+    writeFileSync(file, text);
+    return file;
+  }
+
+  test('every kind in one run', async () => {
+    const file = write('every-kind.yaml', EVERY_KIND);
+    const result = await loomctl(OFFLINE, ['validate', '-f', file]);
+    assertIssues(result, file, EXPECTED);
+    const warnings = result.stderr.split('\n').filter((line) => line.startsWith('warning: '));
+    assert.deepEqual(
+      warnings.map((line) => line.split(': ').slice(1, 3).join(': ')),
+      [`${file}:21: route "r2" upstream`, `${file}:36: route "catch" paths`],
+    );
+    assert.match(
+      warnings[0],
+      /not declared in these files; .* \(did you mean "users"\?\) \(got "user"\)$/,
+    );
+    assert.match(warnings[1], /can never match: .*"cover"/);
+    assert.equal(result.stdout, '');
+  });
+
+  test('valid file passes', async () => {
+    const file = write('valid.yaml', BASELINE);
+    const result = await loomctl(OFFLINE, ['validate', '-f', file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^configuration is valid: 1 routes, 1 upstreams$/m);
+  });
+
+  test('each file is named', async () => {
+    const first = write('first.yaml', `${BASELINE}    colour: blue\n`);
+    const second = write(
+      'second.json',
+      JSON.stringify({ routes: [{ name: 'r', paths: ['/a'], upstream: 'users', retries: 9 }] }),
+    );
+    const result = await loomctl(OFFLINE, ['validate', '-f', first, second]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.deepEqual(issueLines(result), [
+      `  ${first}:9: route "get-user" colour: unknown field; valid fields are name, hosts, paths, ` +
+        'methods, upstream, stripPrefix, addPrefix, hostRewrite, requestHeaders, responseHeaders, ' +
+        'timeouts, retries, maxRequestBodyBytes (got "blue")',
+      `  ${second}:1: route "r" retries: out of range; expected an integer from 0 to 5 (got 9)`,
+    ]);
+  });
+});
+
+describe('loomctl apply on invalid files', () => {
+  let fleet: Fleet;
+  let stored: string;
+
+  before(async () => {
+    fleet = await startFleet({ proxies: 0 });
+    const file = join(fleet.dir, 'baseline.yaml');
+    writeFileSync(file, BASELINE);
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
+    assert.equal(applied.code, 0, applied.stderr);
+    stored = await storedConfig();
+  });
+
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  async function storedConfig(): Promise<string> {
+    const got = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
+    assert.equal(got.code, 0, got.stderr);
+    return got.stdout;
+  }
+
+  async function assertNothingWritten(): Promise<void> {
+    assert.equal(await storedConfig(), stored);
+  }
+
+  test('every kind writes nothing', async () => {
+    const file = join(fleet.dir, 'every-kind.yaml');
+    writeFileSync(file, EVERY_KIND);
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
+    assertIssues(result, file, EXPECTED);
+    assert.equal(result.stdout, '');
+    await assertNothingWritten();
+  });
+
+  test('prune keeps failed upstream declared', async () => {
+    const file = join(fleet.dir, 'prune.yaml');
+    writeFileSync(
+      file,
+      `upstreams:
+  - name: users
+    balancer: random
+    targets: [{url: "http://127.0.0.1:9001"}]
+routes:
+  - name: kept
+    paths: [/kept]
+    upstream: users
+  - name: lost
+    paths: [/lost]
+    upstream: orders
+`,
+    );
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', file, '--prune']);
+    assertIssues(result, file, [
+      /:3: upstream "users" balancer: invalid value; expected one of .* \(got "random"\)$/,
+      /:11: route "lost" upstream: unknown upstream; declared upstreams: users \(got "orders"\)$/,
+    ]);
+    await assertNothingWritten();
+  });
+
+  test('control plane rejection writes nothing', async () => {
+    const file = join(fleet.dir, 'partial.yaml');
+    writeFileSync(file, 'routes:\n  - name: lost\n    paths: [/lost]\n    upstream: user\n');
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: .*partial\.yaml:4: route "lost" upstream: upstream is not declared/m,
+    );
+    assert.match(
+      result.stderr,
+      /route "lost" upstream: unknown upstream; did you mean "users"\? declared upstreams: users \(got "user"\)$/m,
+    );
+    await assertNothingWritten();
+  });
+});
