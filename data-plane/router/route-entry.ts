@@ -1,5 +1,9 @@
 import { decodeParam } from './path.js';
 import type { PathPattern } from './pattern.js';
+import type { RouterMatch } from './types.js';
+
+/** The `found` variant of a lookup result. */
+export type FoundMatch<T> = Extract<RouterMatch<T>, { kind: 'found' }>;
 
 /** One path of one route as stored in a tree: the match result and the names of its params. */
 export interface RouteEntry<T> {
@@ -16,6 +20,11 @@ export interface RouteEntry<T> {
   emptyCatchAll: boolean;
   /** Builds the params object of a match; see `compileParamsReader`. */
   readParams: ParamsReader;
+  /**
+   * The frozen result that every lookup of an entry without params returns, so
+   * such lookups allocate nothing. Null when the entry has params.
+   */
+  match: FoundMatch<T> | null;
 }
 
 /** Returns the params of a match from the normalized path and the bounds the lookup recorded. */
@@ -51,7 +60,11 @@ export function createRouteEntry<T>(
   emptyCatchAll = false,
   reader: ParamsReader = compileParamsReader(names, emptyCatchAll),
 ): RouteEntry<T> {
-  return { route, value, pattern: pattern.source, names, emptyCatchAll, readParams: reader };
+  const match =
+    names.length === 0
+      ? Object.freeze({ kind: 'found' as const, value, route, params: NO_PARAMS })
+      : null;
+  return { route, value, pattern: pattern.source, names, emptyCatchAll, readParams: reader, match };
 }
 
 /**
@@ -65,6 +78,9 @@ class Params {
 delete (Params.prototype as { constructor?: unknown }).constructor;
 Object.setPrototypeOf(Params.prototype, null);
 Object.freeze(Params.prototype);
+
+/** Params of every match without params: frozen, so sharing it is safe. */
+const NO_PARAMS: Record<string, string> = Object.freeze(new Params());
 
 /**
  * Compiles the params reader for one list of names. The generated function

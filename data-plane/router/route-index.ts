@@ -23,6 +23,8 @@ export class RouteIndex<T> {
   readonly state = new SearchState();
   /** Shared names and params readers per distinct list of names; most routes repeat a few. */
   readonly #namesByKey = new Map<string, NamesInfo>();
+  /** One shared list per single method, so that most routes add no array of their own. */
+  readonly #singleMethods = new Map<string, readonly string[]>();
   /** The one-tree list of every route without hosts. */
   #anyHostTrees: PathTree<T>[] | null = null;
 
@@ -40,7 +42,7 @@ export class RouteIndex<T> {
       );
     }
 
-    const methods = uniqueMethods(route);
+    const methods = this.#methodsOf(route);
     const trees = this.#treesFor(route);
     // Most routes list one path, which needs no deduplication.
     const patterns =
@@ -66,6 +68,22 @@ export class RouteIndex<T> {
     for (const tree of this.exactHosts.values()) yield* tree.sealSteps();
     for (const tree of this.wildcardHosts.values()) yield* tree.sealSteps();
     if (this.anyHost !== null) yield* this.anyHost.sealSteps();
+  }
+
+  /**
+   * Returns the route's methods deduplicated and sorted, in a list the trees may keep;
+   * empty means any method.
+   */
+  #methodsOf(route: RouterRoute<T>): readonly string[] {
+    const methods = uniqueMethods(route);
+    if (methods.length !== 1) return methods;
+
+    let shared = this.#singleMethods.get(methods[0]);
+    if (shared === undefined) {
+      shared = Object.freeze([methods[0]]);
+      this.#singleMethods.set(methods[0], shared);
+    }
+    return shared;
   }
 
   /** Returns the trees a route belongs to, each once, creating them on first use. */
@@ -94,8 +112,9 @@ export class RouteIndex<T> {
 
   /** Returns one shared names list and params readers per distinct list of names. */
   #namesOf(names: readonly string[]): NamesInfo {
-    // Names never contain "/", so the joined key is unambiguous.
-    const key = names.join('/');
+    // Names never contain "/", so the joined key is unambiguous. Most patterns have one name
+    // or none, which need no joined string.
+    const key = names.length === 1 ? names[0] : names.join('/');
     let info = this.#namesByKey.get(key);
     if (info === undefined) {
       // A copy of the exact length: the parsed list may have room to spare.

@@ -1,7 +1,7 @@
 import { LoomError } from '../../common/errors.js';
 import { normalizeRequestHost, wildcardSuffix } from './host.js';
 import { normalizeRequestPath } from './path.js';
-import type { PathTree } from './path-tree.js';
+import { slotEntry, type PathTree, type Slot } from './path-tree.js';
 import { extractParams, type RouteEntry, type SearchState } from './route-entry.js';
 import { compareStrings, RouteIndex } from './route-index.js';
 import { sortSteps } from './sort-steps.js';
@@ -65,12 +65,7 @@ export async function buildRouterAsync<T>(
   options: BuildRouterOptions = {},
 ): Promise<Router<T>> {
   const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
-  if (!(sliceMs > 0) || !Number.isFinite(sliceMs)) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `sliceMs must be a positive number of milliseconds, such as ${DEFAULT_SLICE_MS} (got ${String(sliceMs)})`,
-    );
-  }
+  checkSliceMs(sliceMs);
 
   // NOTE: slices bound the router's own work, not garbage collection. The tree
   // is one object per node, and the scavenges that copy it as it grows paused a
@@ -88,13 +83,41 @@ export async function buildRouterAsync<T>(
   return step.value;
 }
 
-/** Sorts, adds and seals the routes, yielding after each small chunk of work. */
+/**
+ * Checks a slice length for `buildRouterAsync` and the table builds.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` when `sliceMs` is not a positive finite number.
+ */
+export function checkSliceMs(sliceMs: number): void {
+  if (!(sliceMs > 0) || !Number.isFinite(sliceMs)) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `sliceMs must be a positive number of milliseconds, such as ${DEFAULT_SLICE_MS} (got ${String(sliceMs)})`,
+    );
+  }
+}
+
+/**
+ * Adds and seals the routes, yielding after each small chunk of work. A route set that fails
+ * is added again in name order, so the error reported is the same in every input order. A
+ * route set that builds needs no sort, because the router it builds does not depend on the order.
+ */
 function* buildSteps<T>(routes: readonly RouterRoute<T>[]): Generator<void, Router<T>, void> {
-  // Sorting by name makes the reported conflict the same in every input order.
-  const sorted = yield* sortSteps(routes, (a, b) => compareStrings(a.name, b.name));
+  try {
+    return yield* addSteps(routes);
+  } catch (error) {
+    if (!(error instanceof LoomError)) throw error;
+    const sorted = yield* sortSteps(routes, (a, b) => compareStrings(a.name, b.name));
+    yield* addSteps(sorted);
+    // Whether a route set fails does not depend on the order, so this is not reached.
+    throw error;
+  }
+}
+
+function* addSteps<T>(routes: readonly RouterRoute<T>[]): Generator<void, Router<T>, void> {
   const index = new RouteIndex<T>();
-  for (let i = 0; i < sorted.length; i++) {
-    index.add(sorted[i]);
+  for (let i = 0; i < routes.length; i++) {
+    index.add(routes[i]);
     if (i % ADD_STEP_ROUTES === ADD_STEP_ROUTES - 1) yield;
   }
   yield* index.sealSteps();
@@ -106,33 +129,65 @@ class TreeRouter<T> implements Router<T> {
   readonly #exactHosts: Map<string, PathTree<T>>;
   readonly #wildcardHosts: Map<string, PathTree<T>>;
   readonly #anyHost: PathTree<T> | null;
+  /** True when some route names a host, so the Host header takes part in matching. */
+  readonly #hosted: boolean;
+  /** Static slots of the any-host tree by path when no route names a host, else null. */
+  readonly #hostlessStatic: Readonly<Record<string, Slot<T> | undefined>> | null;
   readonly #state: SearchState;
 
   constructor(index: RouteIndex<T>, size: number) {
     this.#exactHosts = index.exactHosts;
     this.#wildcardHosts = index.wildcardHosts;
     this.#anyHost = index.anyHost;
+    this.#hosted = this.#exactHosts.size > 0 || this.#wildcardHosts.size > 0;
+    this.#hostlessStatic =
+      this.#hosted || this.#anyHost === null ? null : this.#anyHost.staticSlots;
     this.#state = index.state;
     this.size = size;
   }
 
   find(method: string, host: string | undefined, path: string): RouterMatch<T> {
+    const statics = this.#hostlessStatic;
+    if (statics !== null) {
+      // A fully static route is the best match a path can have, so a hit on a path that is
+      // already in normalized form is the result, without normalizing or walking the tree.
+      const slot = statics[path];
+      if (slot !== undefined && slot.requestForm) {
+        const entry = slotEntry(slot, method);
+        if (entry !== null && entry.match !== null) return entry.match;
+      }
+    }
+    return this.#find(method, host, path);
+  }
+
+  /** Finds the route for a request that missed the static fast path. */
+  #find(method: string, host: string | undefined, path: string): RouterMatch<T> {
+    const hostName = host !== undefined && this.#hosted ? normalizeRequestHost(host) : '';
+    // The exact host comes first, so its static hit is the result as well.
+    const exact = hostName === '' ? undefined : this.#exactHosts.get(hostName);
+    if (exact !== undefined) {
+      const entry = exact.findStatic(method, path);
+      if (entry !== null && entry.match !== null) return entry.match;
+    }
+
     const normalized = normalizeRequestPath(path);
     if (typeof normalized !== 'string') return path === '*' ? NOT_FOUND : normalized;
 
     const state = this.#state;
     state.pathMatched = false;
-    let hostName = '';
     let entry: RouteEntry<T> | null = null;
-    if (host !== undefined && (this.#exactHosts.size > 0 || this.#wildcardHosts.size > 0)) {
-      hostName = normalizeRequestHost(host);
-      entry = this.#findByHost(method, hostName, normalized);
-    }
-    if (entry === null && this.#anyHost !== null) {
-      entry = this.#anyHost.find(method, normalized, state);
+    if (hostName !== '') entry = this.#findByHost(method, hostName, normalized);
+    const anyHost = this.#anyHost;
+    if (entry === null && anyHost !== null) {
+      // `find` above already tried the static paths when the request path was in normalized form.
+      entry =
+        this.#hostlessStatic !== null && normalized === path
+          ? anyHost.search(method, normalized, state)
+          : anyHost.find(method, normalized, state);
     }
 
     if (entry !== null) {
+      if (entry.match !== null) return entry.match;
       const params = extractParams(entry, normalized, state.bounds);
       return { kind: 'found', value: entry.value, route: entry.route, params };
     }

@@ -14,7 +14,10 @@ export interface RouterRoute<T> {
   value: T;
 }
 
-/** Result of a lookup. The router never throws on a request. */
+/**
+ * Result of a lookup. The router never throws on a request. A `found` result with params
+ * is a fresh object; one without params is frozen and shared by every lookup of that route.
+ */
 export type RouterMatch<T> =
   | { kind: 'found'; value: T; route: string; params: Record<string, string> }
   | { kind: 'method-not-allowed'; allow: string[] }

@@ -411,6 +411,8 @@ function withoutConflicts(routes: Route[]): Route[] {
 
 const SMALL_ALPHABET = ['a', 'b', 'ab', ''];
 const WIDE_ALPHABET = [...'abcdefghijkl', 'ab', ''];
+/** More than eight texts start with "s", so a node looks them up by hash, not by bucket. */
+const CROWDED_ALPHABET = [...'abcdefghijk'].map((letter) => 's' + letter).concat(['s', 'x', '']);
 
 /**
  * Mixed segments built from a few short texts, so that shapes collide, tie on
@@ -570,6 +572,10 @@ describe('router properties', () => {
 
   test('lookups agree on wide nodes', () => {
     assertLookupsAgree(WIDE_ALPHABET, [20, 40], 200);
+  });
+
+  test('lookups agree on crowded nodes', () => {
+    assertLookupsAgree(CROWDED_ALPHABET, [20, 40], 200);
   });
 
   test('build conflicts agree with reference', () => {

@@ -719,6 +719,57 @@ const scenarios: Scenario[] = [
       { path: '/files/%F0%9F%98%80', expected: { route: 'file', params: { name: '😀' } } },
     ],
   },
+  {
+    name: 'static paths a request cannot have',
+    routes: [
+      { name: 'backslash', paths: ['/a%5Cb'] },
+      { name: 'nul', paths: ['/a%00'] },
+      { name: 'dot-param', paths: ['/x/..;y'] },
+      { name: 'tilde', paths: ['/%7Euser'] },
+      { name: 'slash', paths: ['/s%2fb'] },
+    ],
+    cases: [
+      { path: '/a%5Cb', expected: 'bad-request' },
+      { path: '/a%00', expected: 'bad-request' },
+      { path: '/x/..;y', expected: 'bad-request' },
+      { path: '/~user', expected: 'tilde' },
+      { path: '/%7Euser', expected: 'tilde' },
+      { path: '/%7euser', expected: 'tilde' },
+      { path: '/s%2Fb', expected: 'slash' },
+      { path: '/s%2fb', expected: 'slash' },
+      { path: '/s/b', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'static paths by host class',
+    routes: [
+      { name: 'exact', paths: ['/s'], hosts: ['a.com'], methods: ['POST'] },
+      { name: 'wild', paths: ['/s'], hosts: ['*.a.com'] },
+      { name: 'any', paths: ['/s'], methods: ['GET'] },
+      { name: 'any-param', paths: ['/:p'], methods: ['PUT'] },
+    ],
+    cases: [
+      { path: '/s', method: 'POST', host: 'A.com:80', expected: 'exact' },
+      { path: '/s', host: 'a.com', expected: 'any' },
+      { path: '/s', method: 'HEAD', host: 'a.com', expected: 'any' },
+      {
+        path: '/s',
+        method: 'PUT',
+        host: 'a.com',
+        expected: { route: 'any-param', params: { p: 's' } },
+      },
+      {
+        path: '/s',
+        method: 'DELETE',
+        host: 'a.com',
+        expected: { allow: ['GET', 'HEAD', 'POST', 'PUT'] },
+      },
+      { path: '/s', method: 'PUT', host: 'x.a.com', expected: 'wild' },
+      { path: '/s', host: 'b.com', expected: 'any' },
+      { path: '/s', method: 'POST', expected: { allow: ['GET', 'HEAD', 'PUT'] } },
+      { path: '/%73', method: 'POST', host: 'a.com', expected: 'exact' },
+    ],
+  },
 ];
 
 describe('router conformance', () => {
@@ -754,6 +805,19 @@ describe('router params', () => {
     assert.throws(() => {
       Object.getPrototypeOf(match.params).polluted = 'yes';
     }, TypeError);
+  });
+
+  test('static match shares frozen result', () => {
+    const router = buildRouter(toRoutes([{ name: 's', paths: ['/s'] }]));
+    const first = router.find('GET', undefined, '/s');
+    const second = router.find('GET', undefined, '/%73');
+    assert.equal(first.kind, 'found');
+    assert.equal(first, second);
+    assert.ok(Object.isFrozen(first));
+    if (first.kind !== 'found') return;
+    assert.ok(Object.isFrozen(first.params));
+    assert.deepEqual(Object.keys(first.params), []);
+    assert.equal('toString' in first.params, false);
   });
 
   test('params decoded exactly once', () => {

@@ -3,7 +3,9 @@ import { describe, test } from 'node:test';
 
 import { pino } from 'pino';
 
+import { buildTable, prepareTable } from '../../data-plane/build-table.js';
 import { DataPlane } from '../../data-plane/data-plane.js';
+import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 
 const logger = pino({ level: 'silent' });
@@ -80,5 +82,46 @@ describe('table swap', () => {
     );
     assert.equal(dataPlane.table, before);
     assert.equal(before?.router.find('GET', undefined, '/a').kind, 'found');
+  });
+
+  test('large build yields to event loop', async () => {
+    const routes = Array.from({ length: 20_000 }, (_, i) => route(`r${i}`, `/s${i}/:id`));
+    let turns = 0;
+    let building = true;
+    const tick = (): void => {
+      turns++;
+      if (building) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const prepared = await prepareTable(snapshot(1, routes), { sliceMs: 1 });
+    building = false;
+    // A build that never yielded would let the chain run once at most.
+    assert.ok(turns > 1, `the event loop turned ${turns} times`);
+    assert.equal(prepared.router.size, 20_000);
+  });
+
+  test('route actions kept per route', async () => {
+    const upstreams = new UpstreamRegistry();
+    const table = await buildTable(
+      snapshot(1, [
+        route('plain-a', '/a'),
+        route('plain-b', '/b'),
+        { ...route('strip', '/c/**'), stripPrefix: '/c' },
+      ]),
+      upstreams,
+      { extraResponseHeaders: ['x-extra', '1'] },
+    );
+    const bindings = ['/a', '/b', '/c/x'].map((path) => {
+      const match = table.router.find('GET', undefined, path);
+      assert.equal(match.kind, 'found', path);
+      return match.kind === 'found' ? match.value : assert.fail(path);
+    });
+    assert.equal(bindings[0].actions.stripPrefix, '');
+    assert.equal(bindings[2].actions.stripPrefix, '/c');
+    for (const binding of bindings) {
+      assert.deepEqual(binding.actions.responseSet, ['x-extra', '1']);
+      assert.notEqual(binding.balancer, undefined, binding.route.name);
+    }
+    await upstreams.close();
   });
 });
