@@ -2,6 +2,9 @@
 // core 0, each single-process proxy alone on core 1. Prints a Markdown table, or one JSON
 // object with --json.
 // Usage: tsx bench/proxy/run.ts [--json] [--duration 10s] [--runs 3] [--no-workers]
+//                               [--only minimal,loom,...]
+// --only runs the listed peers alone: direct, nginx, minimal, dispatch, http-proxy, fastify,
+// loom, loom-quiet (access log off) and workers.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,8 +30,33 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10s' },
     runs: { type: 'string', default: '3' },
     'no-workers': { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
+const PEER_KEYS = [
+  'direct',
+  'nginx',
+  'minimal',
+  'dispatch',
+  'http-proxy',
+  'fastify',
+  'loom',
+  'loom-quiet',
+  'workers',
+];
+const only =
+  values.only === undefined ? PEER_KEYS : values.only.split(',').map((key) => key.trim());
+for (const key of only) {
+  if (!PEER_KEYS.includes(key)) {
+    process.stderr.write(
+      `unknown peer ${JSON.stringify(key)} in --only; use ${PEER_KEYS.join(', ')}\n`,
+    );
+    process.exit(2);
+  }
+}
+/** True when the peer named `key` takes part in this run. */
+const selected = (key: string): boolean =>
+  only.includes(key) && !(key === 'workers' && values['no-workers']);
 const duration = values.duration ?? '10s';
 const runs = Number(values.runs);
 const dir = mkdtempSync(join(tmpdir(), 'loom-bench-'));
@@ -49,35 +77,39 @@ async function startPeers(): Promise<Peer[]> {
   );
   const upstream = await startNginxUpstream(processes, dir, [upA, upB], 0);
   const upstreamUrl = `http://127.0.0.1:${upA}`;
-  const peers: Peer[] = [
-    {
+  const peers: Peer[] = [];
+  if (selected('direct')) {
+    peers.push({
       name: 'direct (nginx upstream)',
       url: `${upstreamUrl}/bench/hello`,
       pids: [upstream.pid ?? 0],
-    },
-  ];
+    });
+  }
 
-  const proxyConf = join(dir, 'proxy.conf');
-  writeFileSync(
-    proxyConf,
-    nginxConfig(
-      dir,
-      `  upstream backend { server 127.0.0.1:${upA}; keepalive 64; }`,
-      `  server { listen 127.0.0.1:${nginxPort}; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
-    ),
-  );
-  const nginx = processes.start('nginx proxy', 'nginx', ['-c', proxyConf, '-p', dir], 1);
-  peers.push({
-    name: 'nginx proxy_pass',
-    url: `http://127.0.0.1:${nginxPort}/bench/hello`,
-    pids: [nginx.pid ?? 0],
-  });
-  for (const [name, file, port] of [
-    ['minimal node:http + undici.Pool', 'minimal-proxy.ts', minimal],
-    ['bare node:http + undici dispatch', 'dispatch-proxy.ts', dispatch],
-    ['http-proxy (keep-alive agent)', 'http-proxy.ts', httpProxyPort],
-    ['@fastify/http-proxy', 'fastify-proxy.ts', fastify],
+  if (selected('nginx')) {
+    const proxyConf = join(dir, 'proxy.conf');
+    writeFileSync(
+      proxyConf,
+      nginxConfig(
+        dir,
+        `  upstream backend { server 127.0.0.1:${upA}; keepalive 64; }`,
+        `  server { listen 127.0.0.1:${nginxPort}; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+      ),
+    );
+    const nginx = processes.start('nginx proxy', 'nginx', ['-c', proxyConf, '-p', dir], 1);
+    peers.push({
+      name: 'nginx proxy_pass',
+      url: `http://127.0.0.1:${nginxPort}/bench/hello`,
+      pids: [nginx.pid ?? 0],
+    });
+  }
+  for (const [key, name, file, port] of [
+    ['minimal', 'minimal node:http + undici.Pool', 'minimal-proxy.ts', minimal],
+    ['dispatch', 'bare node:http + undici dispatch', 'dispatch-proxy.ts', dispatch],
+    ['http-proxy', 'http-proxy (keep-alive agent)', 'http-proxy.ts', httpProxyPort],
+    ['fastify', '@fastify/http-proxy', 'fastify-proxy.ts', fastify],
   ] as const) {
+    if (!selected(key)) continue;
     const script = join(ROOT, 'bench', 'proxy', file);
     const args = [...TSX_IMPORT, script, String(port), upstreamUrl];
     const child = processes.start(name, 'node', args, 1);
@@ -85,30 +117,26 @@ async function startPeers(): Promise<Peer[]> {
   }
 
   // Loom: a real data plane fed by a real control plane (on core 0).
-  const loom = await startLoomProxy(processes, {
-    dir,
-    upstreamPorts: [upA, upB],
-    core: 1,
-    controlPlaneCore: 0,
-    accessLog: join(dir, 'access.log'),
-  });
-  peers.push({
-    name: 'Loom, all features on',
-    url: loom.url,
-    pids: [loom.child.pid ?? 0],
-  });
-  const quiet = await startLoomProxy(processes, {
-    dir,
-    upstreamPorts: [upA, upB],
-    core: 1,
-    controlPlaneCore: 0,
-  });
-  peers.push({
-    name: 'Loom, access log off',
-    url: quiet.url,
-    pids: [quiet.child.pid ?? 0],
-  });
-  if (!values['no-workers']) {
+  if (selected('loom')) {
+    const loom = await startLoomProxy(processes, {
+      dir,
+      upstreamPorts: [upA, upB],
+      core: 1,
+      controlPlaneCore: 0,
+      accessLog: join(dir, 'access.log'),
+    });
+    peers.push({ name: 'Loom, all features on', url: loom.url, pids: [loom.child.pid ?? 0] });
+  }
+  if (selected('loom-quiet')) {
+    const quiet = await startLoomProxy(processes, {
+      dir,
+      upstreamPorts: [upA, upB],
+      core: 1,
+      controlPlaneCore: 0,
+    });
+    peers.push({ name: 'Loom, access log off', url: quiet.url, pids: [quiet.child.pid ?? 0] });
+  }
+  if (selected('workers')) {
     // Not pinned: the primary and both workers may run on either core, next to wrk and the
     // upstream, so this row is not comparable to the pinned ones.
     const workers = await startLoomProxy(processes, {

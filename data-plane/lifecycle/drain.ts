@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 import type { Logger } from '../../common/logger.js';
 
@@ -14,32 +15,51 @@ export interface DrainResult {
 }
 
 /**
- * Counts the requests in flight on an HTTP server and shuts it down
- * gracefully: the listener stops accepting, idle keep-alive connections close
- * at once, busy ones close as soon as their response ends (responses started
- * during the drain carry `Connection: close`), and whatever still runs at the
- * deadline is cut.
+ * A client connection of a `node:http` server. `_httpMessage` is the response that owns the
+ * socket until it finishes, the field that Node.js's own `closeIdleConnections` reads.
+ */
+// NOTE: `_httpMessage` is not a documented API. Node.js 20 to 24 set it in
+// `ServerResponse.assignSocket` and clear it when the response finishes.
+interface HttpSocket extends Socket {
+  _httpMessage?: ServerResponse | null;
+}
+
+/**
+ * Shuts a `node:http` server down gracefully: the listener stops accepting, idle keep-alive
+ * connections close at once, busy ones close as soon as their response ends (responses not
+ * yet started carry `Connection: close`), and whatever still runs at the deadline is cut.
  *
- * NOTE: sockets taken over by an Upgrade (WebSocket tunnels) leave the HTTP
- * server's bookkeeping; the drain does not wait for them or close them.
+ * Until a drain starts it costs nothing per request: it keeps a set of client connections
+ * and finds the requests in flight through the response that each connection serves.
+ *
+ * NOTE: sockets taken over by an Upgrade (WebSocket tunnels) leave the HTTP server's
+ * bookkeeping; the drain does not wait for them or close them.
  */
 export class HttpDrainer {
   #draining = false;
-  readonly #responses = new Set<ServerResponse>();
+  readonly #sockets = new Set<HttpSocket>();
+  /** Responses that close their connection when they end. */
+  readonly #closing = new WeakSet<ServerResponse>();
   readonly #server: Server;
   readonly #logger: Logger;
 
-  /** Starts counting requests; create it before the server listens. */
+  /** Starts tracking connections; create it before the server listens. */
   constructor(server: Server, logger: Logger) {
     this.#server = server;
     this.#logger = logger.child({ component: 'drain' });
-    // Runs before the proxy handler, which may send the whole response within the same call.
-    server.prependListener('request', (req, res) => this.#onRequest(req, res));
+    server.on('connection', (socket: HttpSocket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
   }
 
-  /** Requests whose response has not ended yet. */
+  /** Requests whose response has not finished yet. */
   get inFlight(): number {
-    return this.#responses.size;
+    let count = 0;
+    for (const socket of this.#sockets) {
+      if (isBusy(socket)) count++;
+    }
+    return count;
   }
 
   get draining(): boolean {
@@ -53,9 +73,19 @@ export class HttpDrainer {
   async drain(timeoutMs: number): Promise<DrainResult> {
     this.#draining = true;
     const start = performance.now();
-    this.#logger.info({ inFlight: this.#responses.size, timeoutMs }, 'drain started');
-    for (const res of this.#responses) {
-      if (!res.headersSent) res.setHeader('connection', 'close');
+    this.#logger.info({ inFlight: this.inFlight, timeoutMs }, 'drain started');
+    const onRequest = (_req: IncomingMessage, res: ServerResponse) => this.#closeAfter(res);
+    // Requests that arrive on busy connections from now on; they run before the proxy
+    // handler, which may send the whole response within the same call.
+    this.#server.prependListener('request', onRequest);
+    // A 'checkContinue' listener changes how Node.js handles `Expect: 100-continue`, so one is
+    // added only next to an existing one.
+    if (this.#server.listenerCount('checkContinue') > 0) {
+      this.#server.prependListener('checkContinue', onRequest);
+    }
+    for (const socket of this.#sockets) {
+      const res = socket._httpMessage;
+      if (res) this.#closeAfter(res);
     }
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeIdleConnections();
@@ -67,7 +97,7 @@ export class HttpDrainer {
     const outcome = await Promise.race([closed, deadline]);
     clearTimeout(timer);
 
-    const abandoned = outcome === 'timeout' ? this.#responses.size : 0;
+    const abandoned = outcome === 'timeout' ? this.inFlight : 0;
     if (outcome === 'timeout') {
       this.#server.closeAllConnections();
       await closed;
@@ -78,13 +108,26 @@ export class HttpDrainer {
     return { completed: outcome !== 'timeout', abandoned };
   }
 
-  #onRequest(_req: IncomingMessage, res: ServerResponse): void {
-    this.#responses.add(res);
-    if (this.#draining) res.setHeader('connection', 'close');
+  /**
+   * Asks for the connection of `res` to close after it: `Connection: close` when its headers
+   * are not sent yet, and a close of every idle connection once it ends.
+   */
+  #closeAfter(res: ServerResponse): void {
+    if (this.#closing.has(res)) return;
+    this.#closing.add(res);
+    if (!res.headersSent) res.setHeader('connection', 'close');
+    const socket = res.socket as HttpSocket | null;
     res.once('close', () => {
-      this.#responses.delete(res);
+      // A pipelined request's response takes over the socket when this one finishes.
+      const next = socket?._httpMessage;
+      if (next) this.#closeAfter(next);
       // The connection counts as idle only after the response is detached from it.
-      if (this.#draining) setImmediate(() => this.#server.closeIdleConnections());
+      setImmediate(() => this.#server.closeIdleConnections());
     });
   }
+}
+
+function isBusy(socket: HttpSocket): boolean {
+  const res = socket._httpMessage;
+  return res !== undefined && res !== null && !res.writableFinished;
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 
-import type { ProxyObserver } from '../proxy/observer.js';
+import type { ProxyObserver, UpstreamFailure } from '../proxy/observer.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import type { AccessLog } from './access-log.js';
 import type { ProxyMetrics } from './proxy-metrics.js';
@@ -8,19 +8,21 @@ import type { TargetRequestMetrics } from './upstream-metrics.js';
 
 /**
  * The proxy's request hooks, recording into {@link ProxyMetrics} and the {@link AccessLog}.
- * Per request it reads the clock once, updates typed-array counters through two map lookups
- * (route name, and a WeakMap keyed by the target object) and, only when the access log is on,
- * formats one line.
+ * It reads the clock at the end of each request and of each attempt, finds the route's and the
+ * target's counters through one map lookup each, and appends one access log line when the log
+ * is on.
  */
 export class MetricsObserver implements ProxyObserver {
   readonly enabled = true;
   readonly #metrics: ProxyMetrics;
   readonly #accessLog: AccessLog;
+  readonly #logRequests: boolean;
   readonly #targets = new WeakMap<UpstreamTarget, TargetRequestMetrics>();
 
   constructor(metrics: ProxyMetrics, accessLog: AccessLog) {
     this.#metrics = metrics;
     this.#accessLog = accessLog;
+    this.#logRequests = accessLog.enabled;
   }
 
   requestFinished(
@@ -34,19 +36,34 @@ export class MetricsObserver implements ProxyObserver {
     const seconds = (performance.now() - startTime) / 1e3;
     const method = req.method ?? 'GET';
     this.#metrics.requests.observe(route, method, status, seconds);
-    if (target !== undefined) this.#observeUpstream(target, status, bytesSent, seconds);
 
-    if (this.#accessLog.enabled) {
-      this.#accessLog.write({
+    if (this.#logRequests) {
+      this.#accessLog.writeRequest(
         route,
         method,
-        path: req.url ?? '',
+        req.url ?? '',
         status,
-        upstream: target?.upstream ?? '',
-        target: target?.origin ?? '',
+        target,
         bytesSent,
-        durationSeconds: seconds,
-      });
+        seconds,
+      );
+    }
+  }
+
+  attemptFinished(
+    target: UpstreamTarget,
+    failure: UpstreamFailure | undefined,
+    startTime: number,
+  ): void {
+    let metrics = this.#targets.get(target);
+    if (metrics === undefined) {
+      metrics = this.#metrics.upstreams.forTarget(target.upstream, target.origin);
+      this.#targets.set(target, metrics);
+    }
+    if (failure === undefined) {
+      metrics.observe((performance.now() - startTime) / 1e3);
+    } else {
+      metrics.error(failure);
     }
   }
 
@@ -60,31 +77,5 @@ export class MetricsObserver implements ProxyObserver {
 
   tunnelClosed(): void {
     this.#metrics.tunnelClosed();
-  }
-
-  /**
-   * Records the upstream side of a forwarded request. The hook reports only the final status,
-   * so 502 and 504 count as upstream errors and the request's duration is used as the
-   * upstream's.
-   */
-  #observeUpstream(
-    target: UpstreamTarget,
-    status: number,
-    bytesSent: number,
-    seconds: number,
-  ): void {
-    let metrics = this.#targets.get(target);
-    if (metrics === undefined) {
-      metrics = this.#metrics.upstreams.forTarget(target.upstream, target.origin);
-      this.#targets.set(target, metrics);
-    }
-    // NOTE: a 502 or 504 that the upstream itself sent also counts as an error here, because
-    // the hook does not say whether the proxy or the upstream produced the status.
-    if (status === 504) metrics.error('timeout');
-    else if (status === 502) metrics.error('unreachable');
-    else if (status === 0) {
-      // Status 0: the client left. With bytes already sent, the response was cut short.
-      if (bytesSent > 0) metrics.error('aborted');
-    } else metrics.observe(seconds);
   }
 }

@@ -36,8 +36,8 @@ export class ProxyMetrics {
   #snapshotVersion = 0;
   #snapshotRoutes = 0;
   #controlPlaneConnected: () => boolean = () => false;
-  readonly #retries: Counter<'route'>;
-  readonly #retriedRoutes = new Set<string>();
+  /** Retries by route name. */
+  readonly #retries = new Map<string, number>();
   readonly #targetHealthy: Gauge<'upstream' | 'target'>;
   readonly #ejections: Counter<'upstream' | 'target'>;
   readonly #healthTargets = new Map<string, TargetRef>();
@@ -52,11 +52,11 @@ export class ProxyMetrics {
     this.upstreams = new UpstreamMetrics(this.registry);
     this.#registerGauges();
 
-    this.#retries = new Counter({
+    registerCollectedMetric(this.registry, {
       name: 'loom_proxy_retries_total',
       help: 'Requests sent again to another target after a failed attempt, by route.',
-      labelNames: ['route'],
-      registers,
+      type: 'counter',
+      collect: () => [...this.#retries].map(([route, value]) => ({ labels: { route }, value })),
     });
     this.#targetHealthy = new Gauge({
       name: 'loom_proxy_target_healthy',
@@ -116,8 +116,7 @@ export class ProxyMetrics {
 
   /** Counts one retry of a request of `route`. */
   retry(route: string): void {
-    this.#retriedRoutes.add(route);
-    this.#retries.inc({ route });
+    this.#retries.set(route, (this.#retries.get(route) ?? 0) + 1);
   }
 
   /** Sets whether a target is in rotation (1) or ejected (0). */
@@ -159,11 +158,8 @@ export class ProxyMetrics {
     this.upstreams.retainTargets(targets.map((ref) => [ref.upstream, ref.target] as const));
 
     const routeSet = new Set(routes);
-    for (const route of this.#retriedRoutes) {
-      if (!routeSet.has(route)) {
-        this.#retries.remove({ route });
-        this.#retriedRoutes.delete(route);
-      }
+    for (const route of this.#retries.keys()) {
+      if (!routeSet.has(route)) this.#retries.delete(route);
     }
 
     const current = new Map(targets.map((ref) => [`${ref.upstream}\n${ref.target}`, ref]));

@@ -14,6 +14,7 @@ import { HashBalancer } from './hash-balancer.js';
 import { createHashKey } from './hash-key.js';
 import { HealthChecker } from './health-checker.js';
 import { LeastRequestBalancer } from './least-request-balancer.js';
+import { buildResetSafeConnector } from './reset-guard.js';
 import { TargetState, type TargetHealthListener } from './target-state.js';
 import { parseTargetUrl, type ParsedTargetUrl } from './target-url.js';
 
@@ -66,6 +67,7 @@ export class UpstreamRegistry {
   readonly #logger: Logger;
   readonly #healthListener: TargetHealthListener | undefined;
   readonly #poolOptions: Pool.Options;
+  readonly #connectTimeout: number;
   #pools = new Map<string, Pool>();
   #states = new Map<string, TargetState>();
   #checkers = new Map<string, HealthChecker>();
@@ -98,9 +100,9 @@ export class UpstreamRegistry {
     const logger = options.logger ?? createLogger({ name: 'loom' });
     this.#logger = logger.child({ component: 'upstreams' });
     this.#healthListener = options.healthListener;
+    this.#connectTimeout = connectTimeout;
     this.#poolOptions = {
       keepAliveTimeout,
-      connectTimeout,
       headersTimeout,
       bodyTimeout,
       connections,
@@ -143,7 +145,11 @@ export class UpstreamRegistry {
       const targets = resolvedTargets.map((target): UpstreamTarget => {
         let pool = pools.get(target.poolKey) ?? previousPools.get(target.poolKey);
         if (pool === undefined) {
-          pool = new Pool(target.origin, { ...this.#poolOptions, connect: tlsOptions(target) });
+          const connect = buildResetSafeConnector({
+            ...tlsOptions(target),
+            timeout: this.#connectTimeout,
+          });
+          pool = new Pool(target.origin, { ...this.#poolOptions, connect });
           created++;
         }
         pools.set(target.poolKey, pool);
@@ -280,9 +286,13 @@ function sameHealthCheck(a: Readonly<HealthCheck>, b: Readonly<HealthCheck>): bo
   );
 }
 
-function tlsOptions(target: ResolvedTarget): Pool.Options['connect'] {
+function tlsOptions(target: ResolvedTarget): {
+  ca?: string;
+  servername?: string;
+  rejectUnauthorized?: boolean;
+} {
   if (!target.secure) {
-    return undefined;
+    return {};
   }
   const { ca, servername, rejectUnauthorized } = target.connect;
   return { ca, servername, rejectUnauthorized };

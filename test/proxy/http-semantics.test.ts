@@ -448,7 +448,75 @@ describe('proxy upload handling', () => {
       await early.close();
     }
   });
+  it('relays an early response before a reset', async () => {
+    // The upstream answers as soon as the head arrives and closes without reading the body,
+    // so its kernel resets the connection while the proxy still uploads.
+    const upstream = createNetServer((socket) => {
+      socket.once('data', () => {
+        socket.write(
+          'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big',
+        );
+        socket.destroy();
+      });
+    });
+    const port = await listenNet(upstream);
+    const proxy = await startProxy({}, { maxRequestBodyBytes: 0 });
+    try {
+      proxy.publish(
+        [{ name: 'early', path: '/early', upstream: 'early' }],
+        [upstreamAt('early', port)],
+      );
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const response = await uploadUntilAnswered(proxy.port, '/early', 'too big');
+        assert.match(response, /^HTTP\/1\.1 413 /, `attempt ${attempt}: ${response.slice(0, 80)}`);
+        assert.match(response, /\r\nconnection: close\r\n/i, `attempt ${attempt}`);
+      }
+    } finally {
+      await proxy.close();
+      upstream.close();
+    }
+  });
 });
+
+/**
+ * Sends a 64 MiB upload on a raw connection and keeps writing until the response contains
+ * `until` or the connection closes; returns the bytes received.
+ */
+async function uploadUntilAnswered(port: number, path: string, until: string): Promise<string> {
+  const client = connect(port, '127.0.0.1');
+  client.on('error', () => {
+    // The proxy closes the connection while the upload runs.
+  });
+  let received = '';
+  let done = false;
+  const answered = new Promise<void>((resolve) => {
+    client.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes(until)) resolve();
+    });
+    client.once('close', () => resolve());
+  });
+  client.write(`POST ${path} HTTP/1.1\r\nHost: a\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`);
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  let sent = 0;
+  const pump = (): void => {
+    while (!done && sent < 1024) {
+      sent++;
+      if (!client.write(chunk)) {
+        client.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+  try {
+    await within(answered, 'the early response');
+  } finally {
+    done = true;
+    client.destroy();
+  }
+  return received;
+}
 
 describe('proxy client limits', () => {
   let proxy: ProxyFixture;

@@ -1,0 +1,77 @@
+import type { Socket } from 'node:net';
+import { buildConnector } from 'undici';
+
+/** Maximum wait, in milliseconds, for the read side after a write to the upstream failed. */
+const WRITE_FAILURE_GRACE_MS = 1_000;
+
+/** Error codes of a connection that the upstream reset or closed under a write. */
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
+
+/** The part of a socket's readable state that a failed write sets. */
+interface ReadableState {
+  errored: Error | null;
+}
+
+/**
+ * Builds an undici connector whose sockets keep an upstream response that arrives right before
+ * a connection reset; see {@link keepResponseOnReset}. `options` are those of undici's
+ * `buildConnector`: TLS settings and the connect `timeout`.
+ */
+export function buildResetSafeConnector(
+  options: buildConnector.BuildOptions,
+): buildConnector.connector {
+  const connect = buildConnector(options);
+  return (connectOptions, callback) => {
+    connect(connectOptions, (err, socket) => {
+      if (err !== null) {
+        callback(err, null);
+        return;
+      }
+      keepResponseOnReset(socket as Socket);
+      callback(null, socket as Socket);
+    });
+  };
+}
+
+/**
+ * Makes `socket` hand the bytes it received to its reader before a reset destroys it.
+ *
+ * An upstream that responds to an upload early (a 413 or 401) and closes without reading the rest
+ * of the body makes its kernel reset the connection. The response is then in the proxy's
+ * receive buffer, but Node.js drops it: a failed write marks the readable side as failed too,
+ * which discards everything read afterwards, and destroys the socket before the response is
+ * read. A read error destroys the socket before the 'readable' event that would hand the
+ * buffered bytes to undici.
+ *
+ * So a reset that a write reports leaves the read side working and waits until it has seen
+ * the response and the reset, at most {@link WRITE_FAILURE_GRACE_MS}. A reset that a read
+ * reports first emits 'readable' for the bytes already buffered. Every other destroy passes
+ * straight through.
+ */
+// NOTE: this replaces the socket's own `destroy` method and clears `_readableState.errored`,
+// which is not a documented API; Node.js 20 to 24 set it on a failed write of a duplex stream.
+// `ErrnoException.syscall` distinguishes write errors from read errors.
+export function keepResponseOnReset(socket: Socket): void {
+  const destroy = socket.destroy;
+  let deferred: NodeJS.Timeout | undefined;
+  socket.destroy = function destroyAfterResponse(this: Socket, err?: Error): Socket {
+    const failure = err as NodeJS.ErrnoException | undefined;
+    if (this.destroyed || failure?.code === undefined || !RESET_CODES.has(failure.code)) {
+      clearTimeout(deferred);
+      return destroy.call(this, err);
+    }
+    if (failure.syscall === 'write' && !this.readableEnded) {
+      const readable = (this as unknown as { _readableState: ReadableState })._readableState;
+      if (readable.errored === err) readable.errored = null;
+      if (deferred === undefined) {
+        deferred = setTimeout(() => destroy.call(this, err), WRITE_FAILURE_GRACE_MS);
+        deferred.unref();
+      }
+      return this;
+    }
+
+    clearTimeout(deferred);
+    if (this.readableLength > 0) this.emit('readable');
+    return destroy.call(this, err);
+  };
+}
