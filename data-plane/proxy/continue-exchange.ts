@@ -8,7 +8,8 @@ import {
   type ProxyError,
 } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
-import { buildClientResponseHeaders, toTrailerPairs, type ResponseHead } from './headers.js';
+import { upstreamFailureOf, type UpstreamFailure } from './observer.js';
+import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
 
@@ -38,6 +39,9 @@ export class ContinueExchange {
   #headersTimer: NodeJS.Timeout | undefined;
   #bodySent = false;
   #done = false;
+  #reported = false;
+  #bytesSent = 0;
+  #attemptStart = 0;
 
   constructor(
     context: ProxyContext,
@@ -55,6 +59,7 @@ export class ContinueExchange {
     const request = this.#request;
     this.#target = target;
     target.state.active++;
+    if (this.#context.observer.enabled) this.#attemptStart = performance.now();
 
     const headers = [...request.headers, 'expect', '100-continue'];
     const upstream = openUpstreamRequest(
@@ -76,6 +81,7 @@ export class ContinueExchange {
         this.#done = true;
         upstream.destroy();
       }
+      this.#report(this.#res.writableFinished ? this.#res.statusCode : 0);
     });
     upstream.flushHeaders();
 
@@ -133,6 +139,7 @@ export class ContinueExchange {
     }
 
     response.on('data', (chunk: Buffer) => {
+      this.#bytesSent += chunk.length;
       if (!res.write(chunk)) {
         response.pause();
         res.once('drain', () => response.resume());
@@ -141,12 +148,16 @@ export class ContinueExchange {
     response.on('end', () => {
       if (response.rawTrailers.length > 0 && res.chunkedEncoding) {
         try {
-          res.addTrailers(toTrailerPairs(response.rawTrailers));
+          const { actions } = this.#request;
+          res.addTrailers(
+            buildClientTrailers(response.rawTrailers, actions, head.connectionTokens),
+          );
         } catch {
           // Invalid trailer fields are dropped; the body is complete.
         }
       }
       this.#finish();
+      this.#reportAttempt(undefined);
       res.end();
       if (!this.#bodySent) this.#upstream?.destroy();
     });
@@ -166,8 +177,9 @@ export class ContinueExchange {
     let error: ProxyError = classifyUpstreamError(err);
     if (code === BODY_TOO_LARGE_CODE) {
       error = PROXY_ERRORS.payloadTooLarge;
-    } else if (error.status >= 502) {
-      this.#target.state.recordFailure();
+    } else {
+      if (error.status >= 502) this.#target.state.recordFailure();
+      this.#reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
     }
     const suppressed = this.#context.upstreamFailureLog.take();
     if (suppressed !== undefined) {
@@ -176,7 +188,37 @@ export class ContinueExchange {
         'upstream request failed',
       );
     }
-    sendErrorResponse(this.#res, error, this.#request.route, undefined, undefined, true);
+    this.#bytesSent += sendErrorResponse(
+      this.#res,
+      error,
+      this.#request.route,
+      undefined,
+      undefined,
+      true,
+    );
+  }
+
+  #reportAttempt(failure: UpstreamFailure | undefined): void {
+    const observer = this.#context.observer;
+    if (observer.enabled) observer.attemptFinished(this.#target, failure, this.#attemptStart);
+  }
+
+  /** Reports the request once, when its response closes; status 0 when it did not finish. */
+  #report(status: number): void {
+    const observer = this.#context.observer;
+    if (this.#reported || !observer.enabled) {
+      return;
+    }
+    this.#reported = true;
+    const request = this.#request;
+    observer.requestFinished(
+      this.#req,
+      request.route,
+      status,
+      this.#target,
+      this.#bytesSent,
+      request.startTime,
+    );
   }
 
   #finish(): void {

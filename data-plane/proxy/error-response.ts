@@ -1,4 +1,5 @@
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 /** Stable values of the `error` field in the JSON bodies the proxy sends. */
 export type ProxyErrorCode =
@@ -36,10 +37,21 @@ export const PROXY_ERRORS = {
     message: 'the route does not allow this method',
   },
   badRequest: { status: 400, error: 'bad_request', message: 'the request is invalid' },
-  originFormRequired: {
+  invalidRequestTarget: {
     status: 400,
     error: 'bad_request',
-    message: 'the request target must be a path starting with "/"',
+    message:
+      'the request target must be a path starting with "/", an absolute http or https URL, or "*" for OPTIONS',
+  },
+  invalidHost: {
+    status: 400,
+    error: 'bad_request',
+    message: 'the Host header is not a valid host name or address with an optional port',
+  },
+  connectNotSupported: {
+    status: 501,
+    error: 'not_implemented',
+    message: 'the proxy does not support CONNECT; send requests with a path or an absolute URL',
   },
   multipleHosts: {
     status: 400,
@@ -85,6 +97,16 @@ export const PROXY_ERRORS = {
     status: 502,
     error: 'upstream_unavailable',
     message: 'the upstream has no target with a weight above 0',
+  },
+  upstreamClosed: {
+    status: 502,
+    error: 'upstream_unavailable',
+    message: 'the connection pool of the upstream target closed before the request was sent',
+  },
+  upstreamNotConfigured: {
+    status: 502,
+    error: 'upstream_unavailable',
+    message: "the route's upstream is not in the routing configuration",
   },
   upstreamUnreachable: {
     status: 502,
@@ -132,7 +154,7 @@ export function classifyUpstreamError(err: unknown): ProxyError {
       return PROXY_ERRORS.upstreamTimeout;
     case 'UND_ERR_CLOSED':
     case 'UND_ERR_DESTROYED':
-      return PROXY_ERRORS.upstreamUnavailable;
+      return PROXY_ERRORS.upstreamClosed;
     case 'UND_ERR_HEADERS_OVERFLOW':
       return PROXY_ERRORS.upstreamHeadersTooLarge;
     case 'UND_ERR_INVALID_ARG':
@@ -148,7 +170,8 @@ export function classifyUpstreamError(err: unknown): ProxyError {
  * Sends `error` as a small JSON body, naming `route` when it is known and listing `allow` in
  * an `Allow` header; `close` adds `Connection: close` so Node.js closes the connection after
  * the response. When the response headers were already sent, it destroys the socket instead,
- * so the client sees a truncated response and never a clean short one.
+ * so the client sees a truncated response and never a clean short one. Returns the body bytes
+ * written, which is 0 for a destroyed response and for a response to HEAD, for the access log.
  */
 export function sendErrorResponse(
   res: ServerResponse,
@@ -157,24 +180,18 @@ export function sendErrorResponse(
   message: string = error.message,
   allow?: readonly string[],
   close = false,
-): void {
+): number {
   if (res.headersSent) {
     res.destroy();
-    return;
+    return 0;
   }
   if (res.destroyed) {
-    return;
+    return 0;
   }
 
-  const body = JSON.stringify(
-    route === undefined ? { error: error.error, message } : { error: error.error, message, route },
-  );
-  const headers = [
-    'content-type',
-    'application/json',
-    'content-length',
-    String(Buffer.byteLength(body)),
-  ];
+  const body = errorBody(error, route, message);
+  const length = Buffer.byteLength(body);
+  const headers = ['content-type', 'application/json', 'content-length', String(length)];
   if (allow !== undefined) {
     headers.push('allow', allow.join(', '));
   }
@@ -183,4 +200,40 @@ export function sendErrorResponse(
   }
   res.writeHead(error.status, headers);
   res.end(body);
+  // Node.js sends no body in a response to HEAD, whatever `end` gets.
+  return res.req?.method === 'HEAD' ? 0 : length;
+}
+
+/**
+ * Writes `error` as a complete HTTP/1.1 response with a JSON body straight to a client socket
+ * that Node.js handed over (CONNECT and upgrade requests), then ends the socket. Returns the
+ * body bytes written; 0 when the socket was no longer writable and was destroyed instead.
+ */
+export function writeRawErrorResponse(
+  socket: Socket,
+  error: ProxyError,
+  route?: string,
+  message: string = error.message,
+): number {
+  if (!socket.writable) {
+    socket.destroy();
+    return 0;
+  }
+
+  const body = errorBody(error, route, message);
+  const length = Buffer.byteLength(body);
+  socket.end(
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\n` +
+      'content-type: application/json\r\n' +
+      `content-length: ${length}\r\n` +
+      'connection: close\r\n\r\n' +
+      body,
+  );
+  return length;
+}
+
+function errorBody(error: ProxyError, route: string | undefined, message: string): string {
+  return JSON.stringify(
+    route === undefined ? { error: error.error, message } : { error: error.error, message, route },
+  );
 }

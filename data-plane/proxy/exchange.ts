@@ -3,14 +3,14 @@ import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
-import type { ProxyObserver } from './observer.js';
+import { upstreamFailureOf, type ProxyObserver, type UpstreamFailure } from './observer.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import { buildClientResponseHeaders, toTrailerPairs, type ResponseHead } from './headers.js';
+import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { rewritePath, type RouteActions } from './route-actions.js';
@@ -118,9 +118,17 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
   #clientClosed = false;
   #responseStarted = false;
   #attemptDone = true;
+  /** `performance.now()` when the current attempt was dispatched; 0 with metrics off. */
+  #attemptStart = 0;
+  /** True once the current attempt's outcome went to the observer. */
+  #attemptReported = true;
   #answered = false;
   #awaitingDrain = false;
   #bytesSent = 0;
+  /** True when the client response has neither Content-Length nor chunked framing. */
+  #closeDelimited = false;
+  /** Fields that the upstream response's `Connection` header named, dropped from trailers. */
+  #connectionTokens: string[] | undefined;
 
   constructor(
     context: ProxyContext,
@@ -148,8 +156,10 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     this.#target = target;
     this.#attempts++;
     this.#attemptDone = false;
+    this.#attemptReported = false;
     this.#abort = null;
     target.state.active++;
+    if (this.#context.observer.enabled) this.#attemptStart = performance.now();
 
     const path =
       target.basePath === '' && !actions.rewritesPath
@@ -227,10 +237,9 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       headers.splice(head.trailerIndex, 2);
     }
     // An upstream that answers before the whole request body arrived (an early 413 or 401)
-    // leaves the rest of the body unread on the client connection, so it cannot be reused.
-    // NOTE: when such an upstream also closes its connection without reading the rest, its
-    // kernel resets the connection; if the reset fails the proxy's next body write before undici
-    // has read the response, Node.js discards the response and the client gets 502.
+    // leaves the rest of the body unread on the client connection, so it cannot be reused. An
+    // upstream that also resets its connection still gets its response through, because the
+    // pool's sockets keep what they read before a reset (see `keepResponseOnReset`).
     if (request.body !== null && !req.complete) {
       headers.push('connection', 'close');
     }
@@ -248,6 +257,8 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     }
     this.#status = statusCode;
     this.#responseStarted = true;
+    this.#closeDelimited = !res.chunkedEncoding && head.contentLength === undefined;
+    this.#connectionTokens = head.connectionTokens;
     this.#resume = resume;
 
     const logger = this.#context.logger;
@@ -282,11 +293,16 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return;
     }
 
+    this.#reportAttempt(undefined);
+
     this.#answered = true;
     const res = this.#res;
     if (rawTrailers !== null && rawTrailers.length > 0 && res.chunkedEncoding) {
       try {
-        res.addTrailers(toTrailerPairs(rawTrailers as Buffer[]));
+        const trailers = rawTrailers as Buffer[];
+        res.addTrailers(
+          buildClientTrailers(trailers, this.#request.actions, this.#connectionTokens),
+        );
       } catch {
         // Node.js rejects trailer fields that undici accepted; the body is still complete.
       }
@@ -341,6 +357,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       code: 'UND_ERR_CONNECT_TIMEOUT',
     });
     this.#target.state.recordFailure();
+    this.#reportAttempt('timeout');
     this.#logUpstreamFailure(error, PROXY_ERRORS.upstreamTimeout.status);
     this.#answer(PROXY_ERRORS.upstreamTimeout);
   }
@@ -358,6 +375,15 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
         request.startTime,
       );
     }
+  }
+
+  #reportAttempt(failure: UpstreamFailure | undefined): void {
+    const observer = this.#context.observer;
+    if (this.#attemptReported || !observer.enabled) {
+      return;
+    }
+    this.#attemptReported = true;
+    observer.attemptFinished(this.#target, failure, this.#attemptStart);
   }
 
   #finishAttempt(): void {
@@ -381,6 +407,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return;
     }
     if (this.#responseStarted && isBodylessLengthMismatch(this.#status, err)) {
+      this.#reportAttempt(undefined);
       this.#answered = true;
       this.#res.end();
       this.#reportFinished(this.#status);
@@ -395,6 +422,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     if (error !== undefined && error.status >= 502) {
       this.#target.state.recordFailure();
     }
+    this.#reportAttempt(upstreamFailureOf(error));
     if (error !== undefined && this.#canRetry(err)) {
       const next = this.#request.balancer.pick(this.#req, this.#target);
       if (next !== undefined) {
@@ -408,11 +436,20 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     this.#logUpstreamFailure(err, error?.status);
     if (error === undefined) {
       this.#answered = true;
-      this.#res.destroy();
+      // A close-delimited body ends with the connection, so only a reset shows the truncation.
+      // NOTE: undici 7 ends a close-delimited upstream body at a reset as if it were complete
+      // (`onHttpSocketError` in client-h1.js), so that cut never arrives here.
+      if (this.#closeDelimited) {
+        resetConnection(this.#socket);
+      } else {
+        this.#res.destroy();
+      }
       this.#reportFinished(this.#status);
       return;
     }
-    this.#answer(error);
+    // The rest of an upload that the upstream did not take stays unread on the client
+    // connection, so the connection cannot carry another request.
+    this.#answer(error, this.#request.body !== null && !this.#req.complete);
   }
 
   #canRetry(err: Error): boolean {
@@ -430,7 +467,14 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
   #answer(error: ProxyError, close = false): void {
     this.#answered = true;
     this.#status = error.status;
-    sendErrorResponse(this.#res, error, this.#request.route, undefined, undefined, close);
+    this.#bytesSent += sendErrorResponse(
+      this.#res,
+      error,
+      this.#request.route,
+      undefined,
+      undefined,
+      close,
+    );
     this.#reportFinished(error.status);
   }
 
@@ -537,6 +581,20 @@ function onClientClose(this: ExchangeResponse): void {
 
 function onClientDrain(this: ExchangeResponse): void {
   this[kExchange]?.handleClientDrain();
+}
+
+/**
+ * Ends a client connection with a TCP reset instead of a FIN, so that a client reading a body
+ * delimited by the connection close detects the truncation.
+ */
+// NOTE: Node.js 20 cannot reset a TLS socket (`resetAndDestroy` throws ERR_INVALID_HANDLE_TYPE),
+// so on an https listener the connection is only destroyed, which some clients take as a clean end.
+export function resetConnection(socket: Socket): void {
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
 }
 
 function onConnectTimeout(exchange: ProxyExchange): void {

@@ -2,7 +2,10 @@ import type { RouteActions } from './route-actions.js';
 
 /** What the first pass over the client's raw headers found. */
 export interface RequestHead {
-  /** First Host value; undefined when absent. */
+  /**
+   * Host the request is for: the first Host value, replaced by the authority of an absolute-form
+   * request target; undefined when absent.
+   */
   host: string | undefined;
   /** Number of Host lines; more than one is a bad request. */
   hostCount: number;
@@ -100,7 +103,9 @@ export interface ClientInfo {
  *   sent when the client accepts trailers, because the proxy forwards them.
  * - `Expect` is dropped: the 100-continue exchange is handled by the proxy (see
  *   `ContinueExchange`), and undici rejects the header.
- * - `Host` keeps its place and value, or takes `actions.hostRewrite`.
+ * - `Host` comes first, set to `actions.hostRewrite` or else to `head.host`, so a `Connection`
+ *   token cannot remove it. Without either (HTTP/1.0 without Host), undici sends the target's
+ *   host.
  * - From a trusted client, `X-Forwarded-For` gets the client address appended and the other
  *   `X-Forwarded-*` and `Forwarded` headers are kept, with `X-Forwarded-Proto`, `-Host` and
  *   `-Port` added from the listener when missing. From any other client, every `X-Forwarded-*`
@@ -118,6 +123,8 @@ export function buildUpstreamRequestHeaders(
   const drop = actions.requestDrop;
   const trusted = client.trusted;
   const headers: string[] = [];
+  const host = actions.hostRewrite ?? head.host;
+  if (host !== undefined) headers.push('host', host);
   let forwardedFor: string | undefined;
   let forwardedProto = false;
   let forwardedHost = false;
@@ -125,7 +132,7 @@ export function buildUpstreamRequestHeaders(
 
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
-    let value = raw[i + 1];
+    const value = raw[i + 1];
     const lower = name.toLowerCase();
     switch (lower) {
       case 'connection':
@@ -140,8 +147,7 @@ export function buildUpstreamRequestHeaders(
       case 'expect':
         continue;
       case 'host':
-        if (actions.hostRewrite !== undefined) value = actions.hostRewrite;
-        break;
+        continue;
       case 'x-forwarded-for':
         if (trusted) {
           forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
@@ -230,6 +236,7 @@ export function buildClientResponseHeaders(
     if (drop !== null && drop.has(lower)) continue;
     headers.push(name, toText(raw[i + 1]));
   }
+  head.connectionTokens = connectionTokens;
   const set = actions.responseSet;
   for (let i = 0; i < set.length; i++) headers.push(set[i]);
   return headers;
@@ -241,13 +248,69 @@ export interface ResponseHead {
   contentLength: string | undefined;
   /** Index of the `Trailer` name in the built list; -1 when absent. */
   trailerIndex: number;
+  /** Lower-case names that the response's `Connection` header lists; undefined for none. */
+  connectionTokens?: string[] | undefined;
 }
 
-/** Converts raw trailers into `[name, value]` pairs for `res.addTrailers`. */
-export function toTrailerPairs(raw: readonly (Buffer | string)[]): [string, string][] {
+/**
+ * Fields that never reach the client as trailers: the hop-by-hop ones, and those that RFC 9110
+ * section 6.5.1 keeps out of trailers because a recipient must see them before the content.
+ * These cover framing, routing, authentication, request modifiers and response controls
+ * (Set-Cookie included). Content format fields are matched by their `content-` prefix.
+ */
+const TRAILER_DENYLIST = new Set([
+  ...HOP_BY_HOP,
+  'host',
+  'authorization',
+  'www-authenticate',
+  'cookie',
+  'set-cookie',
+  'cache-control',
+  'expect',
+  'max-forwards',
+  'pragma',
+  'range',
+  'if-match',
+  'if-none-match',
+  'if-modified-since',
+  'if-unmodified-since',
+  'if-range',
+  'age',
+  'date',
+  'expires',
+  'location',
+  'retry-after',
+  'vary',
+  'warning',
+]);
+
+/**
+ * Builds the client trailers from the upstream's raw trailers as `[name, value]` pairs for
+ * `res.addTrailers`. Drops the fields in `TRAILER_DENYLIST`, every `Content-*` field, the
+ * fields named in `connectionTokens` (from the response head) or in a `Connection` trailer,
+ * and the route's removed response headers.
+ */
+export function buildClientTrailers(
+  raw: readonly (Buffer | string)[],
+  actions: RouteActions,
+  connectionTokens: readonly string[] | undefined,
+): [string, string][] {
+  let trailerTokens: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (toText(raw[i]).toLowerCase() === 'connection') {
+      trailerTokens = splitConnectionTokens(toText(raw[i + 1]), trailerTokens);
+    }
+  }
+
+  const drop = actions.responseDrop;
   const pairs: [string, string][] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    pairs.push([toText(raw[i]), toText(raw[i + 1])]);
+    const name = toText(raw[i]);
+    const lower = name.toLowerCase();
+    if (TRAILER_DENYLIST.has(lower) || lower.startsWith('content-')) continue;
+    if (connectionTokens?.includes(lower) || trailerTokens?.includes(lower)) continue;
+    if (drop !== null && drop.has(lower)) continue;
+    pairs.push([name, toText(raw[i + 1])]);
   }
   return pairs;
 }

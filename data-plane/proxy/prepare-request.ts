@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIPv6, type Socket } from 'node:net';
 import { normalizeRequestPath } from '../router/path.js';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
@@ -13,6 +13,11 @@ import {
 } from './headers.js';
 
 const SLASH = 0x2f;
+const COLON = 0x3a;
+const PERCENT = 0x25;
+const QUESTION_MARK = 0x3f;
+const NUMBER_SIGN = 0x23;
+const OPEN_BRACKET = 0x5b;
 const kClient = Symbol('loom.clientInfo');
 
 interface ProxySocket extends Socket {
@@ -44,11 +49,6 @@ export function prepareRequest(
   if (table === undefined) {
     return fail(PROXY_ERRORS.noConfiguration);
   }
-  // Absolute-form (`http://host/path`) and asterisk-form (`*`) targets are not routed.
-  const url = req.url ?? '';
-  if (url.charCodeAt(0) !== SLASH) {
-    return fail(PROXY_ERRORS.originFormRequired);
-  }
   const raw = req.rawHeaders;
   if (raw.length > 2 * context.maxHeaderCount) {
     return fail(PROXY_ERRORS.tooManyHeaders, true);
@@ -58,10 +58,24 @@ export function prepareRequest(
   if (framingError !== undefined) {
     return fail(framingError, true);
   }
+  const method = req.method ?? 'GET';
+  let url = req.url ?? '';
+  if (url.charCodeAt(0) !== SLASH) {
+    const target = parseRequestTarget(method, url);
+    if (target === undefined) {
+      return fail(PROXY_ERRORS.invalidRequestTarget);
+    }
+    if (target === ASTERISK_FORM) {
+      return fail(PROXY_ERRORS.routeNotFound);
+    }
+    // RFC 9112 section 3.2.2: the authority of an absolute-form target replaces the Host
+    // header, for routing and for the request sent upstream.
+    head.host = target.authority;
+    url = target.pathAndQuery;
+  }
 
   const queryStart = url.indexOf('?');
   const path = queryStart === -1 ? url : url.slice(0, queryStart);
-  const method = req.method ?? 'GET';
   const match = table.router.find(method, head.host, path);
   switch (match.kind) {
     case 'not-found':
@@ -89,8 +103,12 @@ export function prepareRequest(
     }
   }
   const balancer = binding.balancer;
-  const target = balancer?.pick(req);
-  if (balancer === undefined || target === undefined) {
+  if (balancer === undefined) {
+    reportMissingUpstream(context, table, binding.route.upstream, route);
+    return { ok: false, error: PROXY_ERRORS.upstreamNotConfigured, route, close: false };
+  }
+  const target = balancer.pick(req);
+  if (target === undefined) {
     return { ok: false, error: PROXY_ERRORS.upstreamUnavailable, route, close: false };
   }
 
@@ -118,9 +136,9 @@ function fail(error: ProxyError, close = false): PreparedRequest {
 }
 
 /**
- * Checks the framing headers Node.js lets through (RFC 9112 sections 3.2 and 6.1): one Host at
- * most, no Transfer-Encoding in HTTP/1.0, and chunked as the only transfer coding. A coding the
- * proxy does not implement gets 501; the others get 400.
+ * Checks the framing headers Node.js lets through (RFC 9112 sections 3.2 and 6.1): one valid
+ * Host at most, no Transfer-Encoding in HTTP/1.0, and chunked as the only transfer coding. A
+ * coding the proxy does not implement gets 501; the others get 400.
  */
 function checkFraming(req: IncomingMessage, head: RequestHead): ProxyError | undefined {
   if (head.hostCount > 1) {
@@ -128,6 +146,9 @@ function checkFraming(req: IncomingMessage, head: RequestHead): ProxyError | und
   }
   if (head.hostCount === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
     return PROXY_ERRORS.missingHost;
+  }
+  if (head.host !== undefined && !isValidHost(head.host)) {
+    return PROXY_ERRORS.invalidHost;
   }
   const codings = head.transferEncoding;
   if (codings === undefined) {
@@ -142,6 +163,143 @@ function checkFraming(req: IncomingMessage, head: RequestHead): ProxyError | und
   return /(^|,)\s*chunked\s*$/i.test(codings)
     ? PROXY_ERRORS.unsupportedTransferCoding
     : PROXY_ERRORS.chunkedNotFinal;
+}
+
+/** The result of `parseRequestTarget` for `OPTIONS *`. */
+const ASTERISK_FORM = Symbol('loom.asteriskForm');
+
+/** The parts of an absolute-form request target that the proxy uses. */
+interface AbsoluteTarget {
+  /** Host and optional port, which replace the Host header. */
+  authority: string;
+  /** Path, `/` when the target has none, and the query as received. */
+  pathAndQuery: string;
+}
+
+/**
+ * Parses a request target that is not in origin form (RFC 9112 section 3.2). Returns the parts
+ * of an absolute `http` or `https` URL, `ASTERISK_FORM` for `OPTIONS *`, and undefined for
+ * anything else: other schemes, an empty or invalid authority, userinfo, and `*` with any
+ * method but OPTIONS.
+ */
+function parseRequestTarget(
+  method: string,
+  url: string,
+): AbsoluteTarget | typeof ASTERISK_FORM | undefined {
+  if (url === '*') {
+    return method === 'OPTIONS' ? ASTERISK_FORM : undefined;
+  }
+  const scheme = url.slice(0, 8).toLowerCase();
+  let start: number;
+  if (scheme.startsWith('http://')) {
+    start = 7;
+  } else if (scheme === 'https://') {
+    start = 8;
+  } else {
+    return undefined;
+  }
+
+  let end = start;
+  while (end < url.length) {
+    const code = url.charCodeAt(end);
+    if (code === SLASH || code === QUESTION_MARK || code === NUMBER_SIGN) break;
+    end++;
+  }
+  const authority = url.slice(start, end);
+  // An http URI with an empty host is invalid (RFC 9110 section 4.2.1), and `isValidHost`
+  // rejects the "@" of userinfo.
+  if (authority === '' || authority.charCodeAt(0) === COLON || !isValidHost(authority)) {
+    return undefined;
+  }
+  const rest = url.slice(end);
+  return { authority, pathAndQuery: rest.charCodeAt(0) === SLASH ? rest : '/' + rest };
+}
+
+/** 1 for the characters of a reg-name besides percent-encoding: unreserved and sub-delims. */
+const REG_NAME_CHARS = new Uint8Array(128);
+for (const char of "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=") {
+  REG_NAME_CHARS[char.charCodeAt(0)] = 1;
+}
+
+/**
+ * Tells whether a Host value is `uri-host [":" port]` (RFC 9112 section 3.2, RFC 3986 section
+ * 3.2.2): a reg-name (which includes IPv4 addresses) or a bracketed IPv6 or IPvFuture literal,
+ * then an optional port of at most 65535. An empty value and an empty port are valid, as the
+ * grammar allows. One pass over the characters, because it runs on every request.
+ */
+export function isValidHost(host: string): boolean {
+  if (host.charCodeAt(0) === OPEN_BRACKET) {
+    const close = host.indexOf(']');
+    if (close === -1 || !isValidIpLiteral(host.slice(1, close))) return false;
+    if (close === host.length - 1) return true;
+    return host.charCodeAt(close + 1) === COLON && isValidPort(host, close + 2);
+  }
+  for (let i = 0; i < host.length; i++) {
+    const code = host.charCodeAt(i);
+    if (code === COLON) return isValidPort(host, i + 1);
+    if (code === PERCENT) {
+      if (!isHexDigit(host.charCodeAt(i + 1)) || !isHexDigit(host.charCodeAt(i + 2))) return false;
+      i += 2;
+    } else if (code >= 128 || REG_NAME_CHARS[code] === 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Tells whether the text between brackets is an IPv6 address without zone or an IPvFuture. */
+function isValidIpLiteral(literal: string): boolean {
+  if (literal.charCodeAt(0) === 0x76 || literal.charCodeAt(0) === 0x56) {
+    return /^v[0-9a-f]+\.[\w\-.~!$&'()*+,;=:]+$/i.test(literal);
+  }
+  // Node.js accepts a zone (`fe80::1%eth0`), which a Host value cannot carry.
+  return literal.indexOf('%') === -1 && isIPv6(literal);
+}
+
+/** Tells whether `host` from `start` on is a port: decimal digits with a value up to 65535. */
+function isValidPort(host: string, start: number): boolean {
+  let value = 0;
+  for (let i = start; i < host.length; i++) {
+    const digit = host.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return false;
+    value = value * 10 + digit;
+    if (value > 65535) return false;
+  }
+  return true;
+}
+
+function isHexDigit(code: number): boolean {
+  return (
+    (code >= 0x30 && code <= 0x39) ||
+    (code >= 0x41 && code <= 0x46) ||
+    (code >= 0x61 && code <= 0x66)
+  );
+}
+
+/** Upstream names already logged as missing, per routing table, so each is logged once. */
+const missingUpstreamsLogged = new WeakMap<RoutingTable, Set<string>>();
+
+/** Logs, once per table and upstream, a route whose upstream the snapshot does not contain. */
+function reportMissingUpstream(
+  context: ProxyContext,
+  table: RoutingTable,
+  upstream: string,
+  route: string,
+): void {
+  let logged = missingUpstreamsLogged.get(table);
+  if (logged === undefined) {
+    logged = new Set();
+    missingUpstreamsLogged.set(table, logged);
+  }
+  if (logged.has(upstream)) {
+    return;
+  }
+
+  logged.add(upstream);
+  context.logger.error(
+    { route, upstream, version: table.version },
+    'route upstream missing from routing configuration',
+  );
 }
 
 /** Error code of the failure raised when a chunked body passes its route's limit. */

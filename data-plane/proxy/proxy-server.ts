@@ -24,10 +24,10 @@ export type ProxyServerOptions = ProxyHandlerOptions & ClientLimits;
 
 /**
  * Creates the `node:http` server of a proxy listener with the client limits applied and the
- * proxy's 'request', 'checkContinue' and 'upgrade' listeners attached. Node.js itself answers
- * 431 to an oversized head, 408 to a head or request that arrives too slowly (checked every
- * second, so a client sending one byte per second is cut off within a second of the limit),
- * and 400 to requests its parser rejects, then closes the connection.
+ * proxy's 'request', 'checkContinue', 'upgrade' and 'connect' listeners attached. Node.js
+ * itself answers 431 to an oversized head, 408 to a head or request that arrives too slowly
+ * (checked every second, so a client sending one byte per second is cut off within a second of
+ * the limit), and 400 to requests its parser rejects, then closes the connection.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` on a limit out of range.
  */
@@ -72,6 +72,7 @@ export function createProxyServer(options: ProxyServerOptions): {
   server.maxHeadersCount = maxHeaderCount + 1;
   server.on('checkContinue', handlers.checkContinue);
   server.on('upgrade', handlers.upgrade);
+  server.on('connect', handlers.connect);
   return { server, handlers };
 }
 

@@ -3,13 +3,13 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.js';
 import type { RoutingTable } from '../table.js';
 import { ContinueExchange } from './continue-exchange.js';
-import { PROXY_ERRORS, sendErrorResponse } from './error-response.js';
+import { PROXY_ERRORS, sendErrorResponse, writeRawErrorResponse } from './error-response.js';
 import { ProxyExchange, type ProxyContext } from './exchange.js';
 import { LogLimiter } from './log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
 import { prepareRequest, type PreparedRequest } from './prepare-request.js';
 import { TrustedProxies } from './trusted-proxies.js';
-import { proxyUpgrade } from './upgrade.js';
+import { DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS, proxyUpgrade, TunnelRegistry } from './upgrade.js';
 
 /** Settings of one proxy handler. */
 export interface ProxyHandlerOptions {
@@ -26,6 +26,11 @@ export interface ProxyHandlerOptions {
   maxHeaderCount?: number;
   /** Idle time after which an upgraded connection is closed, in milliseconds; default 300000. */
   tunnelIdleTimeoutMs?: number;
+  /**
+   * Time a tunnel stays open after a table swap left its handshake without its route, in
+   * milliseconds; default 30000.
+   */
+  tunnelDrainTimeoutMs?: number;
   /** Connect and response-header timeouts of upgrade and 100-continue requests; default 5000 and 30000. */
   upstreamConnectTimeoutMs?: number;
   upstreamHeadersTimeoutMs?: number;
@@ -41,6 +46,8 @@ export interface ProxyHandlers {
   checkContinue(req: IncomingMessage, res: ServerResponse): void;
   /** The 'upgrade' listener. */
   upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void;
+  /** The 'connect' listener: CONNECT requests, which get 501 and a closed connection. */
+  connect(req: IncomingMessage, socket: Socket): void;
   readonly context: ProxyContext;
 }
 
@@ -88,6 +95,9 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * 413 `payload_too_large`, 431 `request_header_fields_too_large`, 501 `not_implemented`,
  * 502 `upstream_unavailable`, 502 `upstream_unreachable`, 504 `upstream_timeout`,
  * 502 `upstream_error` and 500 `internal_error`. The listeners never throw.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` when `tunnelDrainTimeoutMs` is not an integer of 0
+ *   or more.
  */
 export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers {
   const getTable = options.getTable;
@@ -104,6 +114,11 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     upstreamFailureLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
     internalErrorLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
   };
+  const tunnels = new TunnelRegistry(
+    getTable,
+    options.tunnelDrainTimeoutMs ?? DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS,
+    context.logger,
+  );
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void => {
     const socket = req.socket as RejectingSocket;
@@ -118,8 +133,8 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
       const prepared = prepareRequest(context, getTable(), req, startTime);
       if (!prepared.ok) {
         if (prepared.close) socket[kRejected] = true;
-        sendPreparedError(res, prepared);
-        reportUnforwarded(context, req, prepared, startTime);
+        const bytesSent = sendPreparedError(res, prepared);
+        reportUnforwarded(context, req, prepared, bytesSent, startTime);
         return;
       }
       if (expectContinue) {
@@ -136,9 +151,10 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     context,
     request: (req, res) => handle(req, res, false),
     checkContinue: (req, res) => handle(req, res, true),
+    connect: (req, socket) => rejectConnect(context, req, socket),
     upgrade: (req, socket, head) => {
       try {
-        proxyUpgrade(context, getTable(), req, socket, head);
+        proxyUpgrade(context, tunnels, getTable(), req, socket, head);
       } catch (err) {
         context.logger.error({ err }, 'proxy request failed unexpectedly');
         socket.destroy();
@@ -147,12 +163,12 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
   };
 }
 
-/** Sends the error response of a request that was not forwarded. */
+/** Sends the error response of a request that was not forwarded; returns its body bytes. */
 export function sendPreparedError(
   res: ServerResponse,
   prepared: Extract<PreparedRequest, { ok: false }>,
-): void {
-  sendErrorResponse(
+): number {
+  return sendErrorResponse(
     res,
     prepared.error,
     prepared.route,
@@ -166,13 +182,38 @@ function reportUnforwarded(
   context: ProxyContext,
   req: IncomingMessage,
   prepared: Extract<PreparedRequest, { ok: false }>,
+  bytesSent: number,
   startTime: number,
 ): void {
   const observer = context.observer;
   if (observer.enabled) {
     const route = prepared.route ?? UNMATCHED;
-    observer.requestFinished(req, route, prepared.error.status, undefined, 0, startTime);
+    observer.requestFinished(req, route, prepared.error.status, undefined, bytesSent, startTime);
   }
+}
+
+/** Idle time after which a rejected CONNECT connection is destroyed, in milliseconds. */
+const CONNECT_LINGER_MS = 5_000;
+
+/**
+ * Rejects CONNECT with 501, because the proxy routes requests for paths and opens no tunnels to
+ * authorities that clients name.
+ */
+function rejectConnect(context: ProxyContext, req: IncomingMessage, socket: Socket): void {
+  socket.on('error', ignoreSocketError);
+  const startTime = context.observer.enabled ? performance.now() : 0;
+  const error = PROXY_ERRORS.connectNotSupported;
+  const bytesSent = writeRawErrorResponse(socket, error);
+  // Node.js no longer times this socket out, and a client that keeps its half open would hold
+  // it forever.
+  socket.setTimeout(CONNECT_LINGER_MS, () => socket.destroy());
+  if (context.observer.enabled) {
+    context.observer.requestFinished(req, UNMATCHED, error.status, undefined, bytesSent, startTime);
+  }
+}
+
+function ignoreSocketError(): void {
+  // The socket closes after the error, and nothing else is waiting on it.
 }
 
 function handleInternalError(context: ProxyContext, res: ServerResponse, err: unknown): void {

@@ -9,7 +9,7 @@ export interface RouteActions {
   readonly stripPrefix: string;
   /** Prefix added after stripping; empty for none. */
   readonly addPrefix: string;
-  /** Host header sent upstream in place of the client's; undefined keeps the client's. */
+  /** Host header sent upstream, also when the client sent none; undefined keeps the client's. */
   readonly hostRewrite: string | undefined;
   /** True when the forwarded path can differ from the normalised request path beyond the base path. */
   readonly rewritesPath: boolean;

@@ -42,6 +42,10 @@ const DOT_SEGMENT_PARAMETER: BadRequest = Object.freeze({
   kind: 'bad-request',
   reason: 'dot segment with a path parameter (such as "..;") in path',
 });
+const ENCODED_DOT_SEGMENT: BadRequest = Object.freeze({
+  kind: 'bad-request',
+  reason: 'dot segment next to an encoded slash (such as "..%2F") in path',
+});
 
 /**
  * Puts a raw request path (no query string) in the form the router matches:
@@ -50,7 +54,8 @@ const DOT_SEGMENT_PARAMETER: BadRequest = Object.freeze({
  * case are kept. Returns a `bad-request` result for a path that is too long or
  * does not start with `/`. So does a path with an invalid escape, invalid
  * UTF-8, a raw `#`, a backslash (raw or `%5C`), `%00`, a dot segment with a path
- * parameter (`..;x`, `.;x`), or a `..` that climbs above the root.
+ * parameter (`..;x`, `.;x`), a segment that contains a dot segment once `%2F` is
+ * decoded (`..%2Fx`, `x%2F..`), or a `..` that climbs above the root.
  */
 export function normalizeRequestPath(path: string): string | BadRequest {
   if (path.length > MAX_PATH_LENGTH) return PATH_TOO_LONG;
@@ -71,6 +76,9 @@ export function normalizeRequestPath(path: string): string | BadRequest {
     // Escapes are upper-cased above, so one spelling of each is enough.
     if (decoded.indexOf('%5C') !== -1) return BACKSLASH;
     if (decoded.indexOf('%00') !== -1) return NUL;
+    if (decoded.indexOf('%2F') !== -1 && hasEncodedDotSegment(decoded)) {
+      return ENCODED_DOT_SEGMENT;
+    }
     normalized = decoded;
   }
   return hasDotSegmentStart(normalized) ? removeDotSegments(normalized) : normalized;
@@ -165,6 +173,21 @@ function isDotSegmentWithParameter(segment: string): boolean {
   if (segment.charCodeAt(0) !== DOT) return false;
   const dots = segment.charCodeAt(1) === DOT ? 2 : 1;
   return segment.startsWith(';', dots) || segment.startsWith('%3B', dots);
+}
+
+/**
+ * Returns whether a segment with `%2F` contains a `.` or `..` segment, bare or with a path
+ * parameter, once `%2F` is read as `/`. An upstream that decodes `%2F` before it resolves dot
+ * segments would otherwise climb out of the prefix the router matched (`/info/..%2Fprivate`).
+ */
+function hasEncodedDotSegment(path: string): boolean {
+  for (const segment of path.split('/')) {
+    if (segment.indexOf('%2F') === -1) continue;
+    for (const part of segment.split('%2F')) {
+      if (part === '.' || part === '..' || isDotSegmentWithParameter(part)) return true;
+    }
+  }
+  return false;
 }
 
 /** Returns whether some segment starts with ".", which every dot segment does. */

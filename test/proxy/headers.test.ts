@@ -77,7 +77,7 @@ describe('buildUpstreamRequestHeaders', () => {
     const headers = build(raw);
 
     assert.deepEqual(pairs(headers), [
-      ['Host', 'api.test'],
+      ['host', 'api.test'],
       ['X-Kept', 'yes'],
       ['x-forwarded-for', '127.0.0.1'],
       ['x-forwarded-proto', 'http'],
@@ -90,7 +90,7 @@ describe('buildUpstreamRequestHeaders', () => {
     const headers = build(['Host', 'h', 'TE', 'trailers, deflate;q=0.5']);
 
     assert.deepEqual(pairs(headers).slice(0, 2), [
-      ['Host', 'h'],
+      ['host', 'h'],
       ['te', 'trailers'],
     ]);
   });
@@ -126,7 +126,7 @@ describe('buildUpstreamRequestHeaders', () => {
     const headers = build(raw, client({ address: '::1' }));
 
     assert.deepEqual(pairs(headers), [
-      ['Host', 'api.test:8080'],
+      ['host', 'api.test:8080'],
       ['x-forwarded-for', '::1'],
       ['x-forwarded-proto', 'http'],
       ['x-forwarded-host', 'api.test:8080'],
@@ -148,10 +148,10 @@ describe('buildUpstreamRequestHeaders', () => {
     const headers = build(raw, client({ address: '10.0.0.2', trusted: true }));
 
     assert.deepEqual(pairs(headers), [
+      ['host', 'api.test:8080'],
       ['X-Forwarded-Proto', 'https'],
       ['X-Forwarded-Host', 'www.example.test'],
       ['Forwarded', 'for=203.0.113.7'],
-      ['Host', 'api.test:8080'],
       ['x-forwarded-for', '203.0.113.7, 198.51.100.2, 10.0.0.1, 10.0.0.2'],
       ['x-forwarded-port', '8080'],
     ]);
@@ -172,7 +172,7 @@ describe('buildUpstreamRequestHeaders', () => {
     const headers = build(raw, client(), actions);
 
     assert.deepEqual(pairs(headers), [
-      ['Host', 'internal.test'],
+      ['host', 'internal.test'],
       ['Accept', '*/*'],
       ['x-forwarded-for', '127.0.0.1'],
       ['x-forwarded-proto', 'http'],
@@ -180,6 +180,42 @@ describe('buildUpstreamRequestHeaders', () => {
       ['x-forwarded-port', '8080'],
       ['x-env', 'prod'],
     ]);
+  });
+
+  it('keeps Host named in Connection', () => {
+    const raw = ['Connection', 'Host, x-a', 'Host', 'api.test', 'X-A', '1'];
+
+    const headers = build(raw);
+
+    assert.deepEqual(pairs(headers)[0], ['host', 'api.test']);
+    assert.equal(pairs(headers).length, 5);
+  });
+
+  it('rewrites Host the client omitted', () => {
+    const actions = compileRouteActions({
+      name: 'r',
+      hosts: [],
+      paths: ['/'],
+      methods: [],
+      upstream: 'u',
+      hostRewrite: 'internal.test',
+    });
+
+    const headers = build(['Connection', 'host', 'Accept', '*/*'], client(), actions);
+
+    assert.deepEqual(pairs(headers).slice(0, 2), [
+      ['host', 'internal.test'],
+      ['Accept', '*/*'],
+    ]);
+  });
+
+  it('sends no Host without one', () => {
+    const headers = build(['Accept', '*/*']);
+
+    assert.equal(
+      headers.some((name) => name.toLowerCase() === 'host'),
+      false,
+    );
   });
 
   it('does not change its input', () => {

@@ -157,10 +157,10 @@ describe('proxy error responses', () => {
     assert.equal(json(response).message, 'stub router rejected the path');
   });
 
-  it('returns 400 for an absolute-form target', async () => {
+  it('returns 400 for an ftp target', async () => {
     const response = await sendRaw(
       proxy.port,
-      'GET http://app.test/app/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n',
+      'GET ftp://app.test/app/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n',
     );
 
     assert.match(response, /^HTTP\/1\.1 400 /);

@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  listenNet,
+  sendRaw,
+  startProxy,
+  upstreamAt,
+  within,
+  type ProxyFixture,
+  type StubRoute,
+} from './harness.js';
+
+function handshake(path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
+}
+
+/** A raw TCP client that keeps every byte it receives and the error that ended it. */
+interface RawClient {
+  socket: Socket;
+  text(): string;
+  error(): NodeJS.ErrnoException | undefined;
+  closed: Promise<unknown>;
+}
+
+function openClient(port: number, request: string): RawClient {
+  const socket = connect(port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  let failure: NodeJS.ErrnoException | undefined;
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    failure = err;
+  });
+  // `once` would reject on 'error'; a reset is an outcome these tests check.
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  socket.write(request);
+  return {
+    socket,
+    text: () => Buffer.concat(chunks).toString('latin1'),
+    error: () => failure,
+    closed,
+  };
+}
+
+async function waitFor(read: () => string, pattern: RegExp): Promise<void> {
+  for (let i = 0; i < 250 && !pattern.test(read()); i++) await sleep(20);
+  assert.match(read(), pattern);
+}
+
+/**
+ * Raw upstream: `/ws/hang` reads the request and never responds, `/ws/echo` switches protocols
+ * and echoes, `/ws/refused` responds 403 with a body delimited by the connection close and
+ * then waits for the test to cut it.
+ */
+class RawUpstream {
+  readonly server: Server;
+  readonly sockets: Socket[] = [];
+  readonly closed: Promise<unknown>[] = [];
+  port = 0;
+
+  constructor() {
+    this.server = createServer((socket) => this.#accept(socket));
+  }
+
+  async start(): Promise<void> {
+    this.port = await listenNet(this.server);
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Waits until `count` connections have sent their request head. */
+  async waitForRequests(count: number): Promise<void> {
+    for (let i = 0; i < 250 && this.#requests < count; i++) await sleep(20);
+    assert.ok(this.#requests >= count, `${this.#requests} of ${count} upstream requests arrived`);
+  }
+
+  #requests = 0;
+
+  #accept(socket: Socket): void {
+    this.sockets.push(socket);
+    this.closed.push(new Promise((resolve) => socket.once('close', resolve)));
+    socket.on('error', () => {
+      // Resets are part of these tests.
+    });
+    let head = '';
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      socket.off('data', onData);
+      this.#requests++;
+      this.#answer(socket, head.slice(0, end), head.slice(end + 4));
+    };
+    socket.on('data', onData);
+  }
+
+  #answer(socket: Socket, head: string, rest: string): void {
+    const path = head.split(' ')[1];
+    if (path.endsWith('/echo')) {
+      socket.write(
+        'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      );
+      if (rest !== '') socket.write(rest);
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    } else if (path.endsWith('/refused')) {
+      socket.write('HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\npartial');
+    }
+    // Anything else hangs: the request was read and gets no response.
+  }
+}
+
+describe('upgrade lifecycle', () => {
+  const upstream = new RawUpstream();
+  let proxy: ProxyFixture;
+  let strictProxy: ProxyFixture;
+  let drainProxy: ProxyFixture;
+
+  const routes: StubRoute[] = [
+    { name: 'ws', path: '/ws/*', upstream: 'ws' },
+    {
+      name: 'slow',
+      path: '/slow/*',
+      upstream: 'ws',
+      timeouts: { connectMs: 0, responseHeaderMs: 200, idleBodyMs: 0 },
+    },
+  ];
+
+  before(async () => {
+    await upstream.start();
+    proxy = await startProxy();
+    proxy.publish(routes, [upstreamAt('ws', upstream.port)]);
+    strictProxy = await startProxy({}, { upstreamHeadersTimeoutMs: 200 });
+    strictProxy.publish(routes, [upstreamAt('ws', upstream.port)]);
+    drainProxy = await startProxy({}, { tunnelDrainTimeoutMs: 100 });
+  });
+
+  after(async () => {
+    await proxy.close();
+    await strictProxy.close();
+    await drainProxy.close();
+    await upstream.close();
+  });
+
+  it('closes both sides on client FIN before 101', async () => {
+    const first = upstream.sockets.length;
+    const clients: RawClient[] = [];
+    for (let i = 0; i < 20; i++) clients.push(openClient(proxy.port, handshake('/ws/hang')));
+    await upstream.waitForRequests(first + clients.length);
+    for (const client of clients) client.socket.end();
+
+    await within(Promise.all(clients.map((client) => client.closed)), 'the proxy to close clients');
+    await within(
+      Promise.all(upstream.closed.slice(first)),
+      'the proxy to close its upstream connections',
+    );
+    for (const client of clients) assert.equal(client.text(), '');
+  });
+
+  it('answers 504 when the upstream stays silent', async () => {
+    const response = await sendRaw(strictProxy.port, handshake('/ws/hang'));
+
+    assert.match(response, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+    assert.match(response, /"error":"upstream_timeout"/);
+  });
+
+  it("applies the route's response header timeout", async () => {
+    const first = upstream.sockets.length;
+    const response = await sendRaw(proxy.port, handshake('/slow/hang'));
+
+    assert.match(response, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+    assert.match(response, /"route":"slow"/);
+    await within(Promise.all(upstream.closed.slice(first)), 'the upstream connection to close');
+  });
+
+  it('resets the client when a refused upgrade is cut', async () => {
+    const first = upstream.sockets.length;
+    const client = openClient(proxy.port, handshake('/ws/refused'));
+    await waitFor(client.text, /partial$/);
+    upstream.sockets[first].resetAndDestroy();
+
+    await within(client.closed, 'the client connection to close');
+    assert.match(client.text(), /^HTTP\/1\.1 403 Forbidden\r\n/);
+    assert.doesNotMatch(client.text(), /content-length/i);
+    assert.equal(client.error()?.code, 'ECONNRESET');
+  });
+
+  it('drains tunnels whose route a swap removed', async () => {
+    drainProxy.publish(
+      [
+        { name: 'kept', path: '/kept/*', upstream: 'ws' },
+        { name: 'removed', path: '/removed/*', upstream: 'ws' },
+      ],
+      [upstreamAt('ws', upstream.port)],
+    );
+    const kept = openClient(drainProxy.port, handshake('/kept/echo'));
+    const removed = openClient(drainProxy.port, handshake('/removed/echo'));
+    await waitFor(kept.text, /\r\n\r\n$/);
+    await waitFor(removed.text, /\r\n\r\n$/);
+
+    drainProxy.publish(
+      [
+        { name: 'kept', path: '/kept/*', upstream: 'ws' },
+        { name: 'added', path: '/added/*', upstream: 'ws' },
+      ],
+      [upstreamAt('ws', upstream.port)],
+    );
+    await within(removed.closed, 'the tunnel of the removed route to close');
+    kept.socket.write('still-open');
+    await waitFor(kept.text, /still-open$/);
+
+    assert.equal(removed.error(), undefined);
+    assert.equal(kept.socket.destroyed, false);
+    kept.socket.destroy();
+  });
+});
