@@ -78,8 +78,9 @@ function evaluate(status: StatusResponse, options: WaitOptions): WaitResult {
   if (status.epoch !== '' && status.epoch !== options.epoch) {
     throw new LoomError(
       'LOOM_VERSION_CONFLICT',
-      `the control plane moved from epoch ${options.epoch} to ${status.epoch} (the store was ` +
-        `wiped or restored), so version ${options.version} is gone; run "loomctl diff" and apply again`,
+      `version ${options.version} was committed in epoch ${options.epoch}, but the control ` +
+        `plane serves epoch ${status.epoch} (the store was wiped or restored); run ` +
+        '"loomctl diff" and apply again',
     );
   }
   const committedAtMs = options.committedAtMs || status.versionCommittedAtMs;

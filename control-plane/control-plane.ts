@@ -188,6 +188,7 @@ export class ControlPlane {
             auth: options.etcdAuth,
             watchCheckIntervalMs: options.etcdWatchCheckIntervalMs,
             onWatchReconnect: () => late.metrics?.watchReconnected(),
+            onWatchStall: () => late.metrics?.watchStalled(),
           })
         : await EmbeddedStore.open({ dataDir: options.dataDir, logger: options.logger });
     const controlPlane = new ControlPlane(store, options);

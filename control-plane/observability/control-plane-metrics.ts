@@ -41,6 +41,7 @@ export class ControlPlaneMetrics {
   /** Delivery times of revisions whose commit time was unknown, by revision. */
   readonly #unmatchedDeliveries = new Map<number, { epoch: string; atMs: number }>();
   readonly #watchReconnects: Counter;
+  readonly #watchStalls: Counter;
   readonly #resyncs: Counter;
   readonly #published: Counter;
   readonly #buildSeconds: Histogram;
@@ -113,9 +114,16 @@ export class ControlPlaneMetrics {
       help: 'Times the etcd watch stream broke and was re-established by the etcd client.',
       registers,
     });
+    this.#watchStalls = new Counter({
+      name: 'loom_control_plane_etcd_watch_stalls_total',
+      help: 'Times the delivery check found an etcd watch stream that stopped delivering.',
+      registers,
+    });
     this.#resyncs = new Counter({
       name: 'loom_control_plane_store_resyncs_total',
-      help: 'Times the snapshot cache lost its watch or read and scheduled a full read again.',
+      help:
+        'Times the snapshot cache lost or resumed its watch, or failed a read, and ' +
+        'scheduled a full read again.',
       registers,
     });
     this.#published = new Counter({
@@ -200,7 +208,12 @@ export class ControlPlaneMetrics {
     this.#watchReconnects.inc();
   }
 
-  /** Counts a full read of the store scheduled after a failed watch or read. */
+  /** Counts a stalled etcd watch found by the delivery check. */
+  watchStalled(): void {
+    this.#watchStalls.inc();
+  }
+
+  /** Counts a full read of the store scheduled after a lost or resumed watch, or a failed read. */
   resyncScheduled(): void {
     this.#resyncs.inc();
   }

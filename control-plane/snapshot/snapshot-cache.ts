@@ -1,7 +1,7 @@
 import { Backoff } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
 import type { ControlPlaneMetrics } from '../observability/control-plane-metrics.js';
-import type { Store, Watch, WatchBatch } from '../store/store.js';
+import type { RangeResult, Store, Watch, WatchBatch } from '../store/store.js';
 import { encodeContent, publishContent, type PublishedSnapshot } from './build-snapshot.js';
 import type { CommitTimes } from './commit-times.js';
 import { ConfigState } from './config-state.js';
@@ -16,7 +16,8 @@ export type SyncState = 'idle' | 'syncing' | 'watching' | 'stopped';
  * one revision, watches from the next, coalesces batches that arrive together
  * into one build, and publishes a snapshot only when the content hash or the
  * epoch changes. When the watch fails (etcd down, revision compacted) it reads
- * everything again with backoff, so its snapshot always equals a fresh read.
+ * everything again with backoff, and when the watch resumes a broken stream it
+ * reads everything again at once, so its snapshot always equals a fresh read.
  */
 export class SnapshotCache {
   #state: SyncState = 'idle';
@@ -88,25 +89,44 @@ export class SnapshotCache {
     this.#watch = undefined;
 
     try {
-      let epoch = await this.#store.epoch();
       const range = await this.#store.range(this.#prefix);
+      // The epoch read with the keys belongs to their revision. A separate read could return
+      // the epoch from before another replica renewed it.
+      let epoch = range.epoch ?? (await this.#store.epoch());
       if (this.#isStopped()) return;
-      if (epoch === this.#epoch && range.revision < this.#config.revision) {
+      if (epoch === this.#epoch && this.#historyDiverged(range)) {
         epoch = await this.#renewEpoch(epoch, this.#config.revision, range.revision);
       }
 
       this.#epoch = epoch;
       this.#config.reset(range);
       this.#publish();
-      this.#watch = this.#store.watch(this.#prefix, range.revision + 1, {
+      const watch = this.#store.watch(this.#prefix, range.revision + 1, {
         onBatch: (batch) => this.#onBatch(batch),
         onError: (error) => this.#onWatchError(error),
+        onResumed: () => this.#onWatchResumed(watch),
       });
+      this.#watch = watch;
       this.#backoff.reset();
       this.#transition('watching');
     } catch (error) {
       this.#scheduleResync(error);
     }
+  }
+
+  /**
+   * Returns true when a read in the current epoch cannot continue the history
+   * this cache followed: its revision is lower, or it is the same revision with
+   * other content. Either means that the store was restored from a backup.
+   */
+  #historyDiverged(range: RangeResult): boolean {
+    const seen = this.#config.revision;
+    if (range.revision !== seen) return range.revision < seen;
+
+    const before = encodeContent(this.#config.routes(), this.#config.upstreams());
+    const check = new ConfigState(this.#prefix, this.#logger);
+    check.reset(range);
+    return encodeContent(check.routes(), check.upstreams()).hash !== before.hash;
   }
 
   /**
@@ -163,6 +183,22 @@ export class SnapshotCache {
       this.#buildScheduled = false;
       this.#publish();
     });
+  }
+
+  /**
+   * Reads the store again after the watch re-established its stream. While the
+   * stream was down, etcd may have been wiped or restored and written past the
+   * watch's revision, so neither the resumed stream nor the epoch read before is
+   * trusted. The read publishes nothing when the content and epoch are unchanged.
+   */
+  #onWatchResumed(watch: Watch): void {
+    if (this.#watch !== watch || this.#state !== 'watching') return;
+
+    this.#metrics?.resyncScheduled();
+    this.#logger.info({ revision: this.#config.revision }, 'watch resumed, reading store again');
+    // `#sync` cancels the watch before it returns to the event loop, so no batch of the
+    // resumed stream reaches the old state.
+    void this.#sync();
   }
 
   #onWatchError(error: Error): void {

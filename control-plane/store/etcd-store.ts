@@ -66,6 +66,8 @@ export interface EtcdStoreOptions {
   auth?: { username: string; password: string };
   /** Called each time a broken watch stream is re-established; for metrics. */
   onWatchReconnect?: () => void;
+  /** Called each time the delivery check finds a stalled watch; for metrics. */
+  onWatchStall?: () => void;
   /** Maximum number of keys one range request returns. Defaults to 10,000. */
   rangePageSize?: number;
 }
@@ -107,7 +109,9 @@ type Reachability = 'unknown' | 'reachable' | 'unreachable';
  * Epoch: the cluster id from the response header, in hex, and a random UUID
  * kept at `<prefix>__meta/generation`. The first `epoch()` call on an empty
  * etcd creates the UUID with a put that only succeeds while the key has never
- * existed, so a wiped or freshly restored etcd gets a new epoch.
+ * existed, so a wiped etcd gets a new epoch. A restored etcd keeps the key of
+ * its backup until `renewEpoch` replaces it. `range` reads the key at its own
+ * revision and returns the epoch with the keys.
  *
  * Marker writes take revisions like any write; `range` and `watch` hide the
  * `__meta` keys.
@@ -119,6 +123,7 @@ export class EtcdStore implements Store {
   readonly #clientOptions: IOptions;
   readonly #watchCheckIntervalMs: number;
   readonly #onWatchReconnect: (() => void) | undefined;
+  readonly #onWatchStall: (() => void) | undefined;
   readonly #endpoints: string[];
   readonly #root: string;
   readonly #logger: Logger;
@@ -159,6 +164,7 @@ export class EtcdStore implements Store {
     this.#logger = (options.logger ?? pino({ enabled: false })).child({ component: 'etcd' });
     this.#watchCheckIntervalMs = options.watchCheckIntervalMs ?? 10_000;
     this.#onWatchReconnect = options.onWatchReconnect;
+    this.#onWatchStall = options.onWatchStall;
     this.#clientOptions = etcdClientOptions({
       endpoints: this.#endpoints,
       requestTimeoutMs: this.#requestTimeoutMs,
@@ -230,8 +236,9 @@ export class EtcdStore implements Store {
 
   /**
    * Reads every key under `prefix` in pages of at most `rangePageSize` keys.
-   * Every page after the first is read at the first page's revision, so the
-   * result is one consistent revision however many pages it takes.
+   * The first page is read with the generation key that sets `epoch`, and every
+   * later page at the first page's revision, so the result is one consistent
+   * revision however many pages it takes.
    *
    * @throws LoomError `LOOM_STORE_UNAVAILABLE`, retryable, when etcd compacts
    *   that revision before the last page is read.
@@ -239,12 +246,22 @@ export class EtcdStore implements Store {
   async range(prefix: string): Promise<RangeResult> {
     const range = Range.prefix(prefix);
     const limit = this.#rangePageSize;
+    const generationKey = Buffer.from(this.#metaKey(this.#root, GENERATION));
+    // One transaction reads the first page and the generation key at the same revision.
     const first = await this.#request('range', () =>
-      this.#client.kv.range({ key: range.start, range_end: range.end, limit }),
+      this.#client.kv.txn({
+        compare: [],
+        success: [
+          { request_range: { key: range.start, range_end: range.end, limit } },
+          { request_range: { key: generationKey } },
+        ],
+        failure: [],
+      }),
     );
     const revision = first.header.revision;
-    const kvs = [...first.kvs];
-    let more = first.more;
+    const firstPage = first.responses[0].response_range;
+    const kvs = [...firstPage.kvs];
+    let more = firstPage.more;
     let pages = 1;
     while (more) {
       // The next page starts at the smallest key after the last one read.
@@ -255,11 +272,14 @@ export class EtcdStore implements Store {
       pages += 1;
     }
 
+    const stored = first.responses[1].response_range.kvs[0]?.value.toString();
+    const epoch = stored === undefined ? undefined : formatEpoch(first.header.cluster_id, stored);
+
     const items = kvs.filter((kv) => !isMetaKey(kv.key.toString(), this.#root)).map(toKeyValue);
     if (pages > 1) {
       this.#logger.debug({ prefix, revision, pages, keys: kvs.length }, 'range read in pages');
     }
-    return { revision: Number(revision), items };
+    return { revision: Number(revision), items, epoch };
   }
 
   /** Reads one page after the first at `revision`. */
@@ -297,7 +317,10 @@ export class EtcdStore implements Store {
       checkIntervalMs: this.#watchCheckIntervalMs,
       cancelTimeoutMs: this.#requestTimeoutMs,
       lastWriteRevision: (directory) => this.#lastWriteRevision(directory),
-      onStall: (client) => this.#replaceWatchClient(client),
+      onStall: (client) => {
+        this.#onWatchStall?.();
+        this.#replaceWatchClient(client);
+      },
       onReconnect: this.#onWatchReconnect,
     };
     const watch = new EtcdWatch(context, prefix, fromRevision, handlers);

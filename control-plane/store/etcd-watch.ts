@@ -76,9 +76,10 @@ export interface EtcdWatchContext {
  * once, the store replaces the watch connection, and the watch fails with a
  * retryable error, so that its caller reads the prefix again.
  *
- * NOTE: a wiped etcd whose revision has already passed the watch's by the time
- * the watch reconnects looks like the same history. Only a changed epoch
- * reveals it, so callers compare epochs when they read the prefix again.
+ * A wiped or restored etcd whose revision has already passed the watch's by the
+ * time the watch reconnects looks like the same history. The watch therefore
+ * calls `onResumed` after every reconnect, and callers that must not serve stale
+ * data read the prefix and the epoch again.
  */
 export class EtcdWatch implements Watch {
   readonly #context: EtcdWatchContext;
@@ -136,8 +137,8 @@ export class EtcdWatch implements Watch {
    * Fails the watch because its connection stopped delivering; the caller
    * replaces the connection.
    */
-  // TODO: resume on the new connection from `#nextRevision` instead of failing. That would
-  // spare the caller a full read of the prefix, but the store owns the new connection.
+  // Failing instead of resuming on the new connection costs the snapshot cache nothing: it
+  // reads the prefix again after a resumed stream too (`onResumed`).
   failStalled(): void {
     this.#fail(
       `etcd at ${this.#endpoints()} has commits from revision ${this.#nextRevision} on ` +
@@ -172,7 +173,9 @@ export class EtcdWatch implements Watch {
       this.#detach();
       return;
     }
+    const resumed = this.#state === 'disconnected';
     this.#transition('watching');
+    if (resumed) this.#handlers.onResumed?.();
   }
 
   #onData(response: IWatchResponse): void {

@@ -18,6 +18,12 @@ export interface KeyValue {
 export interface RangeResult {
   revision: number;
   items: KeyValue[];
+  /**
+   * The store's epoch at `revision`, when the store reads it in the same view as the keys
+   * (etcd does). Undefined when the store does not, or when etcd has no generation key at
+   * `revision` (a wiped etcd); `epoch()` then returns or creates it.
+   */
+  epoch?: string;
 }
 
 /** One change seen by a watch. A delete carries an empty value. */
@@ -44,6 +50,14 @@ export interface WatchHandlers {
    * asked for may have been compacted.
    */
   onError(error: Error): void;
+  /**
+   * Called when a watch re-established a broken stream and resumes from the revision after
+   * the last batch, before any later batch. While the stream was down, etcd may have been
+   * wiped or restored and then written past that revision. The resumed stream cannot tell
+   * that apart from the same history, so a caller that must not serve a stale copy reads
+   * the prefix again. Stores without connections never call it.
+   */
+  onResumed?(): void;
 }
 
 /** A running watch. */

@@ -78,9 +78,14 @@ describe('etcd faults', { timeout: 150_000 }, () => {
       } finally {
         client.close();
       }
-      const admin = new AdminClient(cp.address);
-      const final = await admin.getConfig().finally(() => admin.close());
-      await waitForVersion(proxy.adminPort, final.version, 20_000);
+      // A read may still go to the killed member once, so it is retried like the applies.
+      let finalVersion = 0;
+      await waitFor('a read through the control plane', 10_000, async () => {
+        const admin = new AdminClient(cp.address);
+        finalVersion = (await admin.getConfig().finally(() => admin.close())).version;
+        return true;
+      });
+      await waitForVersion(proxy.adminPort, finalVersion, 20_000);
       process.stdout.write(
         `# leader kill: writes resumed after ${Math.round(resumedAfterMs ?? 0)} ms, ` +
           `${failures} failed attempts, ${acknowledged.length} applies acknowledged\n`,
@@ -141,11 +146,13 @@ describe('etcd faults', { timeout: 150_000 }, () => {
   test('stalled watch is restarted', async () => {
     const etcd = await startEtcd();
     const relay = await TcpRelay.start(etcd.clientPort);
+    let stalls = 0;
     const store = new EtcdStore({
       endpoints: [`http://${relay.address}`],
       logger: silent,
       watchCheckIntervalMs: 200,
       requestTimeoutMs: 2_000,
+      onWatchStall: () => stalls++,
     });
     const writer = new EtcdStore({ endpoints: [etcd.endpoint], logger: silent });
     try {
@@ -168,6 +175,7 @@ describe('etcd faults', { timeout: 150_000 }, () => {
       assert.equal(errors[0].retryable, true);
       assert.match(errors[0].message, /delivered none/);
       assert.equal(batches.length, 1);
+      assert.equal(stalls, 1);
       await watch.cancel();
 
       // A new watch runs on a new connection and catches up.
@@ -179,6 +187,40 @@ describe('etcd faults', { timeout: 150_000 }, () => {
       await waitFor('resumed watch to deliver c', 10_000, () => resumed.length === 1);
       assert.equal(resumed[0].events[0].key, '/loom/routes/c');
       await next.cancel();
+    } finally {
+      await store.close();
+      await writer.close();
+      await relay.close();
+      await etcd.stop();
+    }
+  });
+
+  test('resumed watch calls onResumed', async () => {
+    const etcd = await startEtcd();
+    const relay = await TcpRelay.start(etcd.clientPort);
+    const store = new EtcdStore({ endpoints: [`http://${relay.address}`], logger: silent });
+    const writer = new EtcdStore({ endpoints: [etcd.endpoint], logger: silent });
+    try {
+      const start = await writer.commit([{ type: 'put', key: '/loom/routes/a', value: '{}' }]);
+      let resumed = 0;
+      const batches: WatchBatch[] = [];
+      const watch = store.watch('/loom/', start + 1, {
+        onBatch: (batch) => batches.push(batch),
+        onError: (error) => assert.fail(error),
+        onResumed: () => resumed++,
+      });
+      await writer.commit([{ type: 'put', key: '/loom/routes/b', value: '{}' }]);
+      await waitFor('first batch', 10_000, () => batches.length === 1);
+      assert.equal(resumed, 0);
+
+      relay.reset();
+      await waitFor('watch to resume', 15_000, () => resumed === 1);
+      // The resumed stream still delivers, so callers that trust it lose nothing.
+      await writer.commit([{ type: 'put', key: '/loom/routes/c', value: '{}' }]);
+      await waitFor('batch after the resume', 10_000, () => batches.length === 2);
+      assert.equal(batches[1].events[0].key, '/loom/routes/c');
+      assert.equal(resumed, 1);
+      await watch.cancel();
     } finally {
       await store.close();
       await writer.close();
@@ -202,6 +244,10 @@ describe('etcd faults', { timeout: 150_000 }, () => {
     try {
       const version = await applyConfig(address, fixtureConfig(upstream.port, 2));
       assert.equal(controlPlane.storeReachable, true);
+      // The apply returns at commit; the watch may deliver it a moment later.
+      await waitFor('control plane to publish the apply', 10_000, () => {
+        return (controlPlane.cache.current?.snapshot.version ?? 0) >= version;
+      });
 
       relay.cut();
       await waitFor('store to read as unreachable', 15_000, () => !controlPlane.storeReachable);
