@@ -40,6 +40,8 @@ export interface ConfigIssue {
   file?: string;
   /** 1-based line in that file, when known. */
   line?: number;
+  /** 1-based column on that line, when known (syntax errors). */
+  column?: number;
   /** "route" or "upstream", with the resource name when it has one. */
   kind?: 'route' | 'upstream';
   name?: string;
@@ -51,9 +53,10 @@ export interface ConfigIssue {
   message: string;
 }
 
-/** Formats an issue as one line: `file:line: route "x" field: message (got value)`. */
+/** Formats an issue as one line: `file:line[:column]: route "x" field: message (got value)`. */
 export function formatConfigIssue(issue: ConfigIssue): string {
-  const where = issue.file ? `${issue.file}${issue.line ? `:${issue.line}` : ''}: ` : '';
+  const line = issue.line ? `:${issue.line}${issue.column ? `:${issue.column}` : ''}` : '';
+  const where = issue.file ? `${issue.file}${line}: ` : '';
   const resource = issue.kind ? `${issue.kind} ${JSON.stringify(issue.name ?? '')} ` : '';
   const got = issue.value === undefined ? '' : ` (got ${JSON.stringify(issue.value)})`;
   return `${where}${resource}${issue.field}: ${issue.message}${got}`;

@@ -1,6 +1,15 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { extname, join, resolve } from 'node:path';
 
-import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import {
+  isMap,
+  isScalar,
+  LineCounter,
+  parseAllDocuments,
+  parseDocument,
+  type Document,
+  type Node,
+} from 'yaml';
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
@@ -37,10 +46,16 @@ class ParsedFile {
   failed: FailedFields | undefined;
   #yaml: { document: Document; lines: LineCounter } | undefined;
 
-  constructor(file: string, text: string, data?: unknown) {
+  constructor(
+    file: string,
+    text: string,
+    data?: unknown,
+    yaml?: { document: Document; lines: LineCounter },
+  ) {
     this.file = file;
     this.text = text;
     this.data = data;
+    this.#yaml = yaml;
   }
 
   get document(): Document {
@@ -64,12 +79,16 @@ class ParsedFile {
 /**
  * Reads, checks and normalises config files (YAML or JSON; JSON is YAML).
  * Throws a ConfigError listing every problem with its file and line. The
- * resources of all files are merged and validated together.
+ * resources of all files are merged and validated together. A directory
+ * is read as the `.yaml`, `.yml` and `.json` files directly in it, in name
+ * order (subdirectories are not read), and a file named twice is read once.
+ * A YAML file may hold several documents separated by `---`, each one config.
  */
 export async function loadConfigFiles(
-  files: string[],
+  paths: string[],
   options: LoadOptions = {},
 ): Promise<DeclaredConfig> {
+  const files = await expandConfigPaths(paths);
   const texts = await Promise.all(files.map((file) => readConfigText(file)));
   return parseConfigTexts(
     files.map((file, index) => ({ file, text: texts[index] })),
@@ -87,12 +106,66 @@ export interface LoadOptions {
   partial?: boolean;
 }
 
+/** File name endings read from a directory. */
+const CONFIG_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+
+/** Replaces each directory by its config files and drops repeated files, keeping the first. */
+async function expandConfigPaths(paths: string[]): Promise<string[]> {
+  const expanded = await Promise.all(paths.map((path) => listConfigFiles(path)));
+  const seen = new Set<string>();
+  return expanded.flat().filter((file) => {
+    const key = resolve(file);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** Returns `[path]` for a file (or a path that cannot be read) and the config files of a directory. */
+async function listConfigFiles(path: string): Promise<string[]> {
+  const isDirectory = await stat(path).then(
+    (info) => info.isDirectory(),
+    () => false, // readConfigText reports the error with the file's name.
+  );
+  if (!isDirectory) return [path];
+
+  const entries = await readdir(path, { withFileTypes: true }).catch((error: unknown) => {
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : String(error);
+    throw new ConfigError([
+      { file: path, field: '(file)', message: `cannot read directory: ${reason}` },
+    ]);
+  });
+  const files = entries
+    .filter((entry) => !entry.isDirectory() && CONFIG_EXTENSIONS.has(extname(entry.name)))
+    .map((entry) => join(path, entry.name))
+    .sort();
+  if (files.length === 0) {
+    throw new ConfigError([
+      {
+        file: path,
+        field: '(file)',
+        message:
+          'directory contains no .yaml, .yml or .json files; name a config file or a directory with some',
+      },
+    ]);
+  }
+  return files;
+}
+
 async function readConfigText(file: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
     const reason =
-      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : String(error);
+      code === 'ENOENT'
+        ? 'file not found'
+        : code === 'EISDIR'
+          ? 'is a directory'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : String(error);
     throw new ConfigError([{ file, field: '(file)', message: `cannot read config: ${reason}` }]);
   }
 }
@@ -118,10 +191,7 @@ export function parseConfigTexts(
   } = { route: [], upstream: [], routeIndex: [], upstreamIndex: [] };
   let anyFailed = false;
 
-  for (const source of sources) {
-    const parsed = parseOne(source.file, source.text, issues);
-    if (!parsed) continue;
-
+  for (const parsed of sources.flatMap((source) => parseOne(source.file, source.text, issues))) {
     const config = checkSchema(parsed, issues);
     anyFailed ||= parsed.failed !== undefined;
     config.routes.forEach((route, index) => {
@@ -185,7 +255,8 @@ export function parseConfigTexts(
  * every other field and the operator sees all problems in one run.
  */
 function checkSchema(parsed: ParsedFile, issues: ConfigIssue[]): ConfigFile {
-  const data = parsed.data ?? {};
+  const data = withEmptyLists(parsed.data ?? {});
+  parsed.data = data;
   const result = parseWithSchema(ConfigFileSchema, data);
   if (result.success) return result.data;
 
@@ -203,6 +274,21 @@ function checkSchema(parsed: ParsedFile, issues: ConfigIssue[]): ConfigFile {
     });
   }
   return config;
+}
+
+/**
+ * Returns the document with `routes:` or `upstreams:` written without a value
+ * (null in YAML) read as an empty list.
+ */
+function withEmptyLists(data: unknown): unknown {
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) return data;
+  const record = data as Record<string, unknown>;
+  if (record.routes !== null && record.upstreams !== null) return data;
+  return {
+    ...record,
+    ...(record.routes === null ? { routes: [] } : {}),
+    ...(record.upstreams === null ? { upstreams: [] } : {}),
+  };
 }
 
 /** Orders issues by file, then by line. Issues without a line follow, in their own order. */
@@ -258,34 +344,55 @@ function inFileOrder(route: Route): Route {
     hosts: route.hosts.map(normalizeHostPattern),
     paths: [...route.paths],
     methods: route.methods.map((method) => method.toUpperCase()),
+    // As written, so that messages quote them as the file does; the checks normalise them.
+    ...(route.stripPrefix === undefined ? {} : { stripPrefix: route.stripPrefix }),
+    ...(route.addPrefix === undefined ? {} : { addPrefix: route.addPrefix }),
   };
 }
 
-function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile | undefined {
+/**
+ * YAML error codes that an unquoted `{`, `}`, `[`, `]` or `,` in a value
+ * causes, as in `paths: [/users/{id}]`.
+ */
+const QUOTING_ERRORS = new Set<string>(['MISSING_CHAR', 'UNEXPECTED_TOKEN']);
+
+/**
+ * Parses one file into one ParsedFile per document. Empty documents (only
+ * comments, or nothing after a final `---`) are skipped. On a syntax error,
+ * adds an issue per error with its line and column and returns no documents.
+ */
+function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile[] {
   if (text.trimStart().startsWith('{')) {
     try {
-      return new ParsedFile(file, text, JSON.parse(text));
+      return [new ParsedFile(file, text, JSON.parse(text))];
     } catch {
       // Not strict JSON (comments, trailing commas): the YAML parser reports where.
     }
   }
-  const parsed = new ParsedFile(file, text);
-  const { document, lines } = parsed.yaml();
-  if (document.errors.length === 0) {
-    parsed.data = document.toJS() ?? {};
-    return parsed;
+  const lines = new LineCounter();
+  const documents = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false });
+  const errors = documents.flatMap((document) => document.errors);
+  if (errors.length === 0) {
+    // An empty document (only comments, or nothing after `---`) declares nothing.
+    return documents
+      .map((document) => new ParsedFile(file, text, document.toJS(), { document, lines }))
+      .filter((parsed) => parsed.data !== null && parsed.data !== undefined);
   }
 
-  for (const error of document.errors) {
-    const line = lines.linePos(error.pos[0]).line;
+  for (const error of errors) {
+    const { line, col } = lines.linePos(error.pos[0]);
+    const hint = QUOTING_ERRORS.has(error.code)
+      ? '; quote a value that contains "{", "}", "[", "]" or ","'
+      : '';
     issues.push({
       file,
       line,
+      column: col,
       field: '(syntax)',
-      message: `invalid YAML or JSON: ${error.message}`,
+      message: `invalid YAML or JSON: ${error.message}${hint}`,
     });
   }
-  return undefined;
+  return [];
 }
 
 function issueFromSchema(parsed: ParsedFile, problem: SchemaProblem): ConfigIssue {

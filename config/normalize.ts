@@ -1,3 +1,4 @@
+import { isUnreserved } from '../data-plane/router/path.js';
 import type {
   HeaderActions,
   Route,
@@ -8,19 +9,21 @@ import type {
 
 /**
  * Puts a route in its stored form: defaults filled, hosts lower-cased without
- * one trailing dot, methods upper-cased, and every order-insensitive list
- * sorted and deduplicated. Applying the same declaration twice therefore
- * stores the same bytes and creates no new version.
+ * one trailing dot, methods upper-cased, percent-encoding of paths and
+ * prefixes normalised (`normalizePathPattern`, `normalizePathPrefix`), and
+ * every order-insensitive list sorted and deduplicated. Applying the same
+ * declaration twice, or an equivalent spelling of it, therefore stores the
+ * same bytes and creates no new version.
  */
 export function normalizeRoute(route: Route): Route {
   return dropUndefined({
     name: route.name,
     hosts: sortedUnique(route.hosts.map(normalizeHostPattern)),
-    paths: sortedUnique(route.paths),
+    paths: sortedUnique(route.paths.map(normalizePathPattern)),
     methods: sortedUnique(route.methods.map((method) => method.toUpperCase())),
     upstream: route.upstream,
-    stripPrefix: normalizePrefix(route.stripPrefix),
-    addPrefix: normalizePrefix(route.addPrefix),
+    stripPrefix: normalizePathPrefix(route.stripPrefix),
+    addPrefix: normalizePathPrefix(route.addPrefix),
     hostRewrite: route.hostRewrite === undefined ? undefined : route.hostRewrite.toLowerCase(),
     requestHeaders: normalizeHeaderActions(route.requestHeaders),
     responseHeaders: normalizeHeaderActions(route.responseHeaders),
@@ -58,11 +61,82 @@ function dropUndefined<T extends object>(value: T): T {
   return value;
 }
 
-/** Drops trailing slashes of a path prefix; `/` and the empty string mean no prefix. */
-function normalizePrefix(prefix: string | undefined): string | undefined {
+/**
+ * Puts a path prefix in stored form: percent-encoding normalised as the proxy
+ * normalises request paths, then trailing slashes dropped. `/` and the empty
+ * string mean no prefix. A prefix with an invalid escape keeps its escapes as
+ * written, for validation to reject.
+ */
+export function normalizePathPrefix(prefix: string | undefined): string | undefined {
   if (prefix === undefined) return undefined;
-  const trimmed = prefix.replace(/\/+$/, '');
+  const decoded = INVALID_ESCAPE.test(prefix) ? prefix : normalizePercentEscapes(prefix, false);
+  const trimmed = decoded.replace(/\/+$/, '');
   return trimmed === '' ? undefined : trimmed;
+}
+
+/**
+ * Puts a path pattern in stored form: in static text, escapes of unreserved
+ * characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`) are decoded and the hex digits
+ * of every other escape upper-cased, which is how the router compares static
+ * text, so `/%7Eu` and `/~u` store the same pattern. An escape right after a
+ * param name stays escaped when it decodes to a name character, because
+ * decoding `:id%41` would make the param `idA`. Catch-all segments stay as
+ * written, and so does a pattern with an invalid escape, for validation to reject.
+ */
+export function normalizePathPattern(pattern: string): string {
+  if (pattern.indexOf('%') === -1 || INVALID_ESCAPE.test(pattern)) return pattern;
+  return pattern
+    .split('/')
+    .map((segment) => (segment.startsWith('*') ? segment : normalizePercentEscapes(segment, true)))
+    .join('/');
+}
+
+/** A `%` not followed by two hex digits. */
+const INVALID_ESCAPE = /%(?![0-9A-Fa-f]{2})/;
+
+/**
+ * Decodes escapes of unreserved characters and upper-cases the others. With
+ * `params`, `:name` starts a param name (and `::` is a literal colon), so an
+ * escape that would extend a name is kept. Every escape in `text` must be `%`
+ * and two hex digits.
+ */
+function normalizePercentEscapes(text: string, params: boolean): string {
+  if (text.indexOf('%') === -1) return text;
+
+  let output = '';
+  let inName = false;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    if (params && char === ':') {
+      const literal = text[i + 1] === ':';
+      output += literal ? '::' : ':';
+      if (literal) i++;
+      inName = !literal;
+      continue;
+    }
+    if (char !== '%') {
+      output += char;
+      inName &&= isNameCharacter(char.charCodeAt(0));
+      continue;
+    }
+    const hex = text.slice(i + 1, i + 3);
+    const byte = Number.parseInt(hex, 16);
+    const decode = isUnreserved(byte) && !(inName && isNameCharacter(byte));
+    output += decode ? String.fromCharCode(byte) : `%${hex.toUpperCase()}`;
+    inName = false;
+    i += 2;
+  }
+  return output;
+}
+
+/** Returns whether a character code may appear in a param name: letters, digits and `_`. */
+function isNameCharacter(code: number): boolean {
+  return (
+    (code >= 0x61 && code <= 0x7a) ||
+    (code >= 0x41 && code <= 0x5a) ||
+    (code >= 0x30 && code <= 0x39) ||
+    code === 0x5f
+  );
 }
 
 /** Lower-cases header names, sorts both lists and drops an action that changes nothing. */

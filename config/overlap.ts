@@ -2,6 +2,7 @@ import { LoomError } from '../common/errors.js';
 import { parseHostPattern } from '../data-plane/router/host.js';
 import { parsePattern, type PatternSegment } from '../data-plane/router/pattern.js';
 import type { Route } from '../proto/gen/loom/v1/config.js';
+import { describePatternLimit } from './limits.js';
 
 /** Two routes that match the same requests, as the router would reject them. */
 export interface RouteConflict {
@@ -155,29 +156,13 @@ class TrieNode {
 
   /** Adds a pattern and returns the node its catch-all (if any) hangs from. */
   insert(segments: PatternSegment[], route: string, methods: readonly string[]): TrieNode {
-    return this.#insertFrom(0, segments, route, methods);
-  }
-
-  #insertFrom(
-    index: number,
-    segments: PatternSegment[],
-    route: string,
-    methods: readonly string[],
-  ): TrieNode {
-    const segment = segments[index];
-    if (segment === undefined) {
-      this.end.add(route, methods);
-      return this;
-    }
-    if (segment.kind === 'catch-all') {
-      this.catchAll.add(route, methods);
-      return this;
-    }
-    const next =
-      segment.kind === 'param'
-        ? (this.param ??= new TrieNode())
-        : this.#child(segment.kind === 'mixed' ? `~${segment.mixed.shape}` : segment.text);
-    return next.#insertFrom(index + 1, segments, route, methods);
+    // A loop, not recursion, because the depth is the pattern's segment count.
+    // A catch-all can only be the last segment.
+    const last = segments.at(-1);
+    const walked = last?.kind === 'catch-all' ? segments.slice(0, -1) : segments;
+    const node = walked.reduce<TrieNode>((parent, segment) => parent.#childFor(segment), this);
+    (last?.kind === 'catch-all' ? node.catchAll : node.end).add(route, methods);
+    return node;
   }
 
   /**
@@ -189,6 +174,13 @@ class TrieNode {
    */
   coversAllBelow(method: string, by: Set<string>): boolean {
     return coversThrough(this.param, method, by) && coversThrough(this.statics.get(''), method, by);
+  }
+
+  #childFor(segment: PatternSegment): TrieNode {
+    if (segment.kind === 'static') return this.#child(segment.text);
+    if (segment.kind === 'mixed') return this.#child(`~${segment.mixed.shape}`);
+    // A param: `insert` stops before a catch-all, so none arrives here.
+    return (this.param ??= new TrieNode());
   }
 
   #child(text: string): TrieNode {
@@ -228,10 +220,15 @@ function hostClasses(route: Route): [string, string][] {
   return [...classes];
 }
 
-/** Returns each valid path of a route as its segments, one per distinct pattern. */
+/**
+ * Returns each valid path of a route as its segments, one per distinct
+ * pattern. Paths over the limits are skipped, which bounds the recursion of
+ * `coversAllBelow` by `MAX_PATTERN_SEGMENTS`.
+ */
 function parsedPaths(route: Route): PatternSegment[][] {
   const byKey = new Map<string, PatternSegment[]>();
   for (const source of route.paths) {
+    if (describePatternLimit(source)) continue;
     try {
       const pattern = parsePattern(route.name, source);
       if (!byKey.has(pattern.key)) byKey.set(pattern.key, pattern.segments);

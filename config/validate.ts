@@ -1,9 +1,14 @@
 import { isIP } from 'node:net';
+import { domainToASCII } from 'node:url';
 
 import { LoomError, type ConfigIssue } from '../common/errors.js';
+import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
+import { describePatternLimit } from './limits.js';
+import { normalizePathPrefix } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
+import { findUnusedStripPrefix } from './strip-prefix.js';
 import { suggestName } from './suggest.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 
@@ -184,7 +189,7 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
         kind: 'upstream',
         name: upstream.name,
         field: `targets[${targetIndex}].url`,
-        value: target.url,
+        value: redactTargetUrl(target.url),
         message: problem,
       });
     }
@@ -211,6 +216,12 @@ export function describeHashOnProblem(
   return 'invalid hashOn; use header:NAME, cookie:NAME or client-address';
 }
 
+/** Returns a target URL with its password replaced by `***`, for messages. */
+export function redactTargetUrl(raw: string): string {
+  // A regular expression, not URL, because a URL that does not parse may still carry a password.
+  return raw.replace(/^([^:/?#]*:\/\/[^/?#@:]*):[^/?#]*@/, '$1:***@');
+}
+
 /** Returns why a target URL is unusable, or undefined when it is valid. */
 export function describeTargetUrlProblem(raw: string): string | undefined {
   let url: URL;
@@ -222,7 +233,9 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     return `unsupported scheme "${url.protocol.slice(0, -1)}"; use http or https`;
   }
-  if (url.username || url.password) return 'credentials in a target URL are not supported';
+  if (url.username || url.password) {
+    return 'credentials in a target URL are not supported; remove user:password@ from the URL';
+  }
   if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
     return 'a target URL cannot carry a query or fragment';
   }
@@ -259,15 +272,13 @@ function checkRoute(
   });
   route.paths.forEach((path, pathIndex) => {
     const problem = skipped('paths', pathIndex) ? undefined : describePathProblem(route, path);
-    if (problem) at(`paths[${pathIndex}]`, path, problem, ['paths', pathIndex]);
+    if (problem) at(`paths[${pathIndex}]`, shortened(path), problem, ['paths', pathIndex]);
   });
   for (const field of ['stripPrefix', 'addPrefix'] as const) {
     const prefix = route[field];
-    if (prefix !== undefined && !skipped(field) && !isPathPrefix(prefix)) {
-      at(field, prefix, 'invalid path prefix; use segments such as /api/v1, without "." or ".."', [
-        field,
-      ]);
-    }
+    const problem =
+      prefix === undefined || skipped(field) ? undefined : describePrefixProblem(prefix);
+    if (problem) at(field, shortened(prefix ?? ''), problem, [field]);
   }
   const hostRewrite = skipped('hostRewrite') ? undefined : route.hostRewrite;
   if (hostRewrite !== undefined && describeHostPortProblem(hostRewrite)) {
@@ -301,6 +312,11 @@ function checkRoute(
   }
 }
 
+/** Returns a value to quote in a message, cut to its first 100 characters when longer. */
+function shortened(value: string): string {
+  return value.length <= 100 ? value : `${value.slice(0, 100)}... (${value.length} characters)`;
+}
+
 /** Returns the message for a route's unknown upstream, with the closest declared name. */
 function describeUnknownUpstream(name: string, declared: Set<string>): string {
   const known = [...declared].sort();
@@ -310,11 +326,29 @@ function describeUnknownUpstream(name: string, declared: Set<string>): string {
   return `unknown upstream; ${hint}declared upstreams: ${known.join(', ')}`;
 }
 
-function isPathPrefix(prefix: string): boolean {
-  return (
-    PATH_PREFIX.test(prefix) &&
-    !prefix.split('/').some((segment) => segment === '.' || segment === '..')
-  );
+/**
+ * Returns why a stripPrefix or addPrefix is invalid, or undefined when it is
+ * valid. Dot segments are rejected in every spelling (`..`, `%2e%2E`, `..;x`)
+ * because an upstream would resolve them and serve a path outside the route's prefix.
+ */
+function describePrefixProblem(prefix: string): string | undefined {
+  const limit = describePatternLimit(prefix);
+  if (limit) return `invalid path prefix: ${limit}`;
+  const normalized = normalizePathPrefix(prefix);
+  if (normalized === undefined) return undefined;
+  const decoded = normalizePercentEncoding(normalized);
+  if (decoded === null || !PATH_PREFIX.test(normalized)) {
+    return 'invalid path prefix; use segments such as /api/v1 of RFC 3986 path characters, percent-encoding others';
+  }
+  if (decoded.split('/').some(isDotSegment)) {
+    return 'invalid path prefix: it contains a dot segment ("." or "..", also percent-encoded or followed by ";"); use segments such as /api/v1';
+  }
+  return undefined;
+}
+
+/** Returns whether a decoded segment is `.` or `..`, alone or with a path parameter (`..;x`). */
+function isDotSegment(segment: string): boolean {
+  return /^\.\.?(;|%3B|$)/.test(segment);
 }
 
 function describeHeaderProblem(name: string, seen: Set<string>): string | undefined {
@@ -338,15 +372,33 @@ function describeHostPortProblem(value: string): string | undefined {
 /** Returns why a host pattern is invalid, or undefined when it is valid. */
 export function describeHostProblem(host: string): string | undefined {
   if (host.startsWith('[') && host.endsWith(']') && isIP(host.slice(1, -1)) === 6) return undefined;
+  if (host === '*') {
+    return 'invalid host "*"; omit hosts (or leave the list empty) to match any host';
+  }
   const name = host.startsWith('*.') ? host.slice(2) : host;
   const labels = name.split('.');
   if (name.length === 0 || name.length > 253 || !labels.every((label) => HOST_LABEL.test(label))) {
-    return 'invalid host; use a DNS name such as api.example.com, a wildcard such as *.example.com, or [IPv6], without a port';
+    return (
+      'invalid host; use a DNS name such as api.example.com, a wildcard such as *.example.com, or [IPv6], without a port' +
+      punycodeHint(host)
+    );
   }
   return undefined;
 }
 
+/** Returns a hint with the ASCII (punycode) form of an internationalised host name, or ''. */
+function punycodeHint(host: string): string {
+  if (/^[\x00-\x7f]*$/.test(host)) return '';
+  const wildcard = host.startsWith('*.');
+  const ascii = domainToASCII(wildcard ? host.slice(2) : host);
+  if (ascii === '') return '';
+  return `; write an internationalised name in its ASCII form: "${wildcard ? '*.' : ''}${ascii}"`;
+}
+
 function describePathProblem(route: Route, path: string): string | undefined {
+  const limit = describePatternLimit(path);
+  if (limit) return `invalid path pattern: ${limit}`;
+  const hint = /\{\w+\}/.test(path) ? '; write a param as :name, not {name}' : '';
   try {
     // The router's own parser; the whole-config build at the end catches anything else.
     parsePattern(route.name, path);
@@ -355,9 +407,10 @@ function describePathProblem(route: Route, path: string): string | undefined {
     if (!(error instanceof LoomError)) throw error;
     // The issue already names the route and the value, which the router's message repeats.
     const prefix = `route ${JSON.stringify(route.name)}: invalid path pattern ${JSON.stringify(path)}: `;
-    return error.message.startsWith(prefix)
+    const reason = error.message.startsWith(prefix)
       ? `invalid path pattern: ${error.message.slice(prefix.length)}`
       : error.message;
+    return reason + hint;
   }
 }
 
@@ -410,13 +463,54 @@ function checkRouterBuild(valid: Route[], all: readonly Route[], report: Report)
 /**
  * Returns warnings about a configuration that is valid but likely wrong:
  * routes that can never match because other routes take all their requests
- * (see `findShadowedRoutes` for the rule). Inputs must be normalised. Routes
- * whose hosts, paths or methods failed the schema (`schemaFailures`) are left out.
+ * (see `findShadowedRoutes` for the rule), and strip prefixes that never
+ * apply (see `findUnusedStripPrefix`). Inputs must be normalised, except
+ * stripPrefix, which may be as written. Routes whose hosts, paths or methods
+ * failed the schema (`schemaFailures`) are left out.
  */
 export function findConfigWarnings(
   routes: readonly Route[],
   locate: Locator = () => ({}),
   schemaFailures: SkipField = NO_FAILURES,
+): ConfigIssue[] {
+  return [
+    ...findShadowedRouteWarnings(routes, locate, schemaFailures),
+    ...findStripPrefixWarnings(routes, locate, schemaFailures),
+  ];
+}
+
+/**
+ * Returns a warning for each route whose stripPrefix never applies to a
+ * request its paths match, or applies only when a param has one value.
+ */
+function findStripPrefixWarnings(
+  routes: readonly Route[],
+  locate: Locator,
+  skip: SkipField,
+): ConfigIssue[] {
+  const warnings: ConfigIssue[] = [];
+  routes.forEach((route, index) => {
+    if (route.stripPrefix === undefined || skip(['routes', index, 'stripPrefix'])) return;
+    if (hasFailedMatch(index, skip) || describePrefixProblem(route.stripPrefix)) return;
+
+    const message = findUnusedStripPrefix(route);
+    if (message === undefined) return;
+    warnings.push({
+      ...locate(['routes', index, 'stripPrefix']),
+      kind: 'route',
+      name: route.name,
+      field: 'stripPrefix',
+      value: route.stripPrefix,
+      message,
+    });
+  });
+  return warnings;
+}
+
+function findShadowedRouteWarnings(
+  routes: readonly Route[],
+  locate: Locator,
+  schemaFailures: SkipField,
 ): ConfigIssue[] {
   return findShadowedRoutes(withoutFailedMatches(routes, schemaFailures)).map(({ index, by }) => ({
     ...locate(['routes', index, 'name']),

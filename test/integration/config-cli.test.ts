@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -168,6 +168,87 @@ describe('loomctl validate messages', () => {
   });
 });
 
+describe('loomctl validate file handling', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-validate-files-'));
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('directory, documents and repeats', async () => {
+    const conf = join(dir, 'conf');
+    mkdirSync(conf);
+    writeFileSync(join(conf, 'upstreams.yaml'), BASELINE.slice(0, BASELINE.indexOf('routes:')));
+    writeFileSync(
+      join(conf, 'routes.yaml'),
+      'routes:\n  - {name: a, paths: [/a], upstream: users}\n---\nroutes:\n  - {name: b, paths: [/b], upstream: users}\n',
+    );
+    const file = join(conf, 'routes.yaml');
+    const result = await loomctl(OFFLINE, ['validate', '-f', conf, file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^configuration is valid: 2 routes, 1 upstreams$/m);
+  });
+
+  test('operator-facing loader messages', async () => {
+    const file = join(dir, 'messages.yaml');
+    writeFileSync(
+      file,
+      `upstreams:
+  - name: users
+    targets: [{url: "http://admin:s3cret@127.0.0.1:9001"}]
+routes:
+  - name: a
+    paths: ["/t3/**"]
+    stripPrefix: /T3
+    hosts: ["*"]
+    upstream: users
+  - name: b
+    paths: [/b]
+    addPrefix: /%2e%2e/admin
+    hosts: [bücher.example]
+    upstream: users
+`,
+    );
+    const result = await loomctl(OFFLINE, ['validate', '-f', file]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.doesNotMatch(result.stderr, /s3cret/);
+    assert.match(result.stderr, /^warning: .*:7: route "a" stripPrefix: never applies: /m);
+    assert.deepEqual(
+      issueLines(result).map((line) => line.replace(/ \(got .*$/, '')),
+      [
+        `  ${file}:3: upstream "users" targets[0].url: credentials in a target URL are not supported; remove user:password@ from the URL`,
+        `  ${file}:8: route "a" hosts[0]: invalid host "*"; omit hosts (or leave the list empty) to match any host`,
+        `  ${file}:12: route "b" addPrefix: invalid path prefix: it contains a dot segment ("." or "..", also percent-encoded or followed by ";"); use segments such as /api/v1`,
+        `  ${file}:13: route "b" hosts[0]: invalid host; use a DNS name such as api.example.com, a wildcard such as *.example.com, or [IPv6], without a port; write an internationalised name in its ASCII form: "xn--bcher-kva.example"`,
+      ],
+    );
+  });
+
+  test('syntax error and deep pattern', async () => {
+    const syntax = join(dir, 'syntax.yaml');
+    writeFileSync(syntax, 'routes:\n  - name: r\n    paths: [/users/{id}]\n');
+    const deep = join(dir, 'deep.yaml');
+    writeFileSync(
+      deep,
+      `${BASELINE}  - name: deep\n    paths: ["${'/s'.repeat(6000)}/**"]\n    upstream: users\n`,
+    );
+    const result = await loomctl(OFFLINE, ['validate', '-f', syntax, deep]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.doesNotMatch(result.stderr, /RangeError|Maximum call stack/);
+    const lines = issueLines(result);
+    assert.equal(lines.length, 2, result.stderr);
+    assert.match(lines[0], /syntax\.yaml:3:20: \(syntax\): invalid YAML or JSON: /);
+    assert.match(
+      lines[1],
+      /deep\.yaml:10: route "deep" paths\[0\]: invalid path pattern: too long: /,
+    );
+  });
+});
+
 describe('loomctl apply on invalid files', () => {
   let fleet: Fleet;
   let stored: string;
@@ -229,6 +310,25 @@ routes:
     await assertNothingWritten();
   });
 
+  test('warnings precede the errors', async () => {
+    const file = join(fleet.dir, 'warned.yaml');
+    writeFileSync(
+      file,
+      'routes:\n  - name: lost\n    paths: [/lost]\n    upstream: user\n    retries: 9\n',
+    );
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
+    assert.equal(result.code, 1, result.stderr);
+    const lines = result.stderr.trimEnd().split('\n');
+    assert.match(
+      lines[0],
+      /^warning: .*warned\.yaml:4: route "lost" upstream: upstream is not declared/,
+    );
+    assert.deepEqual(issueLines(result), [
+      `  ${file}:5: route "lost" retries: out of range; expected an integer from 0 to 5 (got 9)`,
+    ]);
+    await assertNothingWritten();
+  });
+
   test('control plane rejection writes nothing', async () => {
     const file = join(fleet.dir, 'partial.yaml');
     writeFileSync(file, 'routes:\n  - name: lost\n    paths: [/lost]\n    upstream: user\n');
@@ -243,5 +343,55 @@ routes:
       /route "lost" upstream: unknown upstream; did you mean "users"\? declared upstreams: users \(got "user"\)$/m,
     );
     await assertNothingWritten();
+  });
+});
+
+describe('loomctl apply of equivalent spellings', () => {
+  let fleet: Fleet;
+
+  before(async () => {
+    fleet = await startFleet({ proxies: 0 });
+  });
+
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  function write(name: string, path: string, prefix: string): string {
+    const file = join(fleet.dir, name);
+    writeFileSync(
+      file,
+      `${BASELINE}  - name: tilde\n    paths: ["${path}"]\n    stripPrefix: "${prefix}"\n    upstream: users\n`,
+    );
+    return file;
+  }
+
+  test('escaped and plain store once', async () => {
+    const escaped = write('escaped.yaml', '/%7Eu/**', '/%7eu/');
+    const plain = write('plain.yaml', '/~u/**', '/~u');
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', escaped]);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.equal(applied.stderr, '');
+    assert.match(applied.stdout, /^version 1$/m);
+
+    const diff = await loomctl(fleet.controlPlane, ['diff', '-f', plain]);
+    assert.equal(diff.code, 0, diff.stdout + diff.stderr);
+    assert.match(diff.stdout, /^no changes \(version 1\)$/m);
+    const again = await loomctl(fleet.controlPlane, ['apply', '-f', plain]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /^no changes \(version 1\)$/m);
+
+    const got = await loomctl(fleet.controlPlane, ['get', '-o', 'json']);
+    const route = (JSON.parse(got.stdout) as { routes: { name: string }[] }).routes.find(
+      (stored) => stored.name === 'tilde',
+    );
+    assert.deepEqual(route, {
+      name: 'tilde',
+      hosts: [],
+      paths: ['/~u/**'],
+      methods: [],
+      upstream: 'users',
+      stripPrefix: '/~u',
+    });
   });
 });

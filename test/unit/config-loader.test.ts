@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { ConfigError, formatConfigIssue, type ConfigIssue } from '../../common/errors.js';
+import { loadConfigFiles, parseConfigTexts } from '../../config/load.js';
+
+const UPSTREAM = 'upstreams:\n  - name: u\n    targets: [{url: "http://127.0.0.1:9001"}]\n';
+
+function issuesOf(text: string): ConfigIssue[] {
+  try {
+    parseConfigTexts([{ file: 'loom.yaml', text }]);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error.issues;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+async function loadIssues(files: string[]): Promise<ConfigIssue[]> {
+  const error = await loadConfigFiles(files).then(
+    () => assert.fail('expected a ConfigError'),
+    (caught: unknown) => caught,
+  );
+  assert.ok(error instanceof ConfigError, String(error));
+  return error.issues;
+}
+
+describe('config file reading', () => {
+  test('documents are separate configs', () => {
+    const text = `${UPSTREAM}---\n# routes\nroutes:\n  - {name: a, paths: [/a], upstream: u}\n---\n---\n`;
+    const config = parseConfigTexts([{ file: 'loom.yaml', text }]);
+    assert.deepEqual(
+      config.routes.map((route) => route.name),
+      ['a'],
+    );
+    assert.equal(config.upstreams.length, 1);
+  });
+
+  test('issues in a later document', () => {
+    const text = `${UPSTREAM}---\nroutes:\n  - name: a\n    paths: [/a]\n    upstream: u\n    retries: 9\n`;
+    const issues = issuesOf(text);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].line, 9);
+    assert.equal(issues[0].field, 'retries');
+  });
+
+  test('duplicates across documents', () => {
+    const issues = issuesOf(`${UPSTREAM}---\n${UPSTREAM}`);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].line, 6);
+    assert.match(issues[0].message, /duplicate upstream name/);
+  });
+
+  test('syntax error has line and column', () => {
+    const issues = issuesOf(`${UPSTREAM}routes:\n  - name: r\n    paths: [/users/{id}]\n`);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].line, 6);
+    assert.equal(issues[0].column, 20);
+    assert.match(issues[0].message, /quote a value that contains "\{"/);
+    assert.match(formatConfigIssue(issues[0]), /^loom\.yaml:6:20: \(syntax\): invalid YAML/);
+  });
+
+  test('null lists are empty', () => {
+    const config = parseConfigTexts([{ file: 'loom.yaml', text: 'routes:\nupstreams:\n' }]);
+    assert.deepEqual(config, { routes: [], upstreams: [], warnings: [] });
+  });
+
+  test('brace param gets a hint', () => {
+    const issues = issuesOf(`${UPSTREAM}routes:\n  - {name: r, paths: ["/u/{id}"], upstream: u}\n`);
+    assert.match(issues[0].message, /write a param as :name, not \{name\}$/);
+  });
+});
+
+describe('host and target messages', () => {
+  function routeIssues(hosts: string): ConfigIssue[] {
+    return issuesOf(
+      `${UPSTREAM}routes:\n  - {name: r, paths: [/a], upstream: u, hosts: ${hosts}}\n`,
+    );
+  }
+
+  test('star host suggests omitting hosts', () => {
+    const issues = routeIssues('["*"]');
+    assert.equal(issues.length, 1);
+    assert.match(issues[0].message, /omit hosts .* to match any host/);
+  });
+
+  test('unicode host shows punycode', () => {
+    const issues = routeIssues('["bücher.example", "*.Bücher.example"]');
+    assert.match(issues[0].message, /ASCII form: "xn--bcher-kva\.example"$/);
+    assert.match(issues[1].message, /ASCII form: "\*\.xn--bcher-kva\.example"$/);
+  });
+
+  test('target password is redacted', () => {
+    for (const url of ['http://admin:s3cret@127.0.0.1:9', 'http://admin:s3cret@bad host:x']) {
+      const text = `upstreams:\n  - name: u\n    targets: [{url: "${url}"}]\n`;
+      const issues = issuesOf(text);
+      assert.equal(issues.length, 1, url);
+      assert.doesNotMatch(formatConfigIssue(issues[0]), /s3cret/);
+      assert.match(String(issues[0].value), /^http:\/\/admin:\*\*\*@/);
+    }
+  });
+});
+
+describe('config paths', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-loader-'));
+    mkdirSync(join(dir, 'conf', 'nested'), { recursive: true });
+    mkdirSync(join(dir, 'none'));
+    writeFileSync(join(dir, 'conf', 'a-upstreams.yaml'), UPSTREAM);
+    writeFileSync(
+      join(dir, 'conf', 'b-routes.json'),
+      JSON.stringify({ routes: [{ name: 'r', paths: ['/r'], upstream: 'u' }] }),
+    );
+    writeFileSync(join(dir, 'conf', 'notes.txt'), 'not a config');
+    writeFileSync(join(dir, 'conf', 'nested', 'c.yaml'), 'routes: nonsense\n');
+    writeFileSync(join(dir, 'none', 'readme.md'), '# nothing\n');
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('directory loads its config files', async () => {
+    const config = await loadConfigFiles([join(dir, 'conf')]);
+    assert.equal(config.routes.length, 1);
+    assert.equal(config.upstreams.length, 1);
+  });
+
+  test('directory without configs is named', async () => {
+    const issues = await loadIssues([join(dir, 'none')]);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].file, join(dir, 'none'));
+    assert.match(issues[0].message, /directory contains no \.yaml, \.yml or \.json files/);
+  });
+
+  test('same file is read once', async () => {
+    const file = join(dir, 'conf', 'a-upstreams.yaml');
+    const config = await loadConfigFiles([
+      file,
+      join(dir, 'conf', '..', 'conf', 'a-upstreams.yaml'),
+      join(dir, 'conf'),
+    ]);
+    assert.equal(config.upstreams.length, 1);
+  });
+
+  test('missing file is named', async () => {
+    const issues = await loadIssues([join(dir, 'missing.yaml')]);
+    assert.match(issues[0].message, /cannot read config: file not found/);
+  });
+});
