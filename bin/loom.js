@@ -5,4 +5,5 @@ import { register } from 'tsx/esm/api';
 register();
 const { main } = await import('../cli/loom.ts');
 const code = await main(process.argv.slice(2));
-if (code !== undefined) process.exitCode = code;
+// A failed start may leave timers or sockets of a half-started server behind; exit anyway.
+if (code !== undefined) process.exit(code);

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 
 import { parseHostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
@@ -49,7 +49,7 @@ export async function withClient<T>(
     if (error instanceof LoomError && error.code === 'LOOM_UNAVAILABLE') {
       throw new LoomError(
         'LOOM_UNAVAILABLE',
-        `cannot reach the control plane at ${client.address}: ${error.message}\n` +
+        `cannot reach the control plane at ${client.address}: ${tidyGrpcDetails(error.message)}\n` +
           'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its gRPC\n' +
           'address (its --listen, default 127.0.0.1:7400), not its HTTP --admin-listen port.',
       );
@@ -60,32 +60,55 @@ export async function withClient<T>(
   }
 }
 
-/** Parses a positive integer option such as `--if-version`. */
+/**
+ * Drops what grpc-js 1.14 appends to connection errors without content: an empty
+ * "Resolution note:" and the "Error: " of the wrapped error.
+ */
+function tidyGrpcDetails(details: string): string {
+  return details
+    .replace(/\s*Resolution note:\s*$/, '')
+    .replace(/Last error: Error: /, 'last error: ')
+    .replace(/\.$/, '');
+}
+
+/**
+ * Parses a positive integer option such as `--if-version`. Throws commander's
+ * InvalidArgumentError, so a bad value is a usage error (exit 2).
+ */
 export function parsePositiveInteger(flag: string) {
   return (value: string): number => {
-    const number = Number(value);
+    const number = /^\d+$/.test(value.trim()) ? Number(value) : NaN;
     if (!Number.isSafeInteger(number) || number < 1) {
-      throw new LoomError(
-        'LOOM_INVALID_ARGUMENT',
-        `invalid ${flag} "${value}"; expected a positive integer`,
+      throw new InvalidArgumentError(
+        `${flag} expects a positive integer such as 12 (a version that "loomctl get" printed).`,
       );
     }
     return number;
   };
 }
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m)?$/;
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000 };
+const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+const DURATION = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/;
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
-/** Parses a duration such as `30s`, `500ms`, `2m` or `10` (seconds) into milliseconds. */
+/**
+ * Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1m30s` or `10` (seconds) into
+ * milliseconds. Throws commander's InvalidArgumentError, so a bad value is a usage error.
+ */
 export function parseDuration(flag: string) {
   return (value: string): number => {
-    const match = DURATION.exec(value.trim());
-    const ms = match ? Number(match[1]) * DURATION_UNITS[match[2] ?? 's'] : NaN;
+    const text = value.trim();
+    let ms = NaN;
+    if (/^\d+(?:\.\d+)?$/.test(text)) ms = Number(text) * 1_000;
+    else if (DURATION.test(text)) {
+      ms = 0;
+      for (const [, amount, unit] of text.matchAll(DURATION_PART)) {
+        ms += Number(amount) * DURATION_UNITS[unit];
+      }
+    }
     if (!Number.isFinite(ms) || ms <= 0) {
-      throw new LoomError(
-        'LOOM_INVALID_ARGUMENT',
-        `invalid ${flag} "${value}"; expected a duration such as 30s, 500ms or 2m`,
+      throw new InvalidArgumentError(
+        `${flag} expects a duration above 0 such as 30s, 500ms, 2m, 1h or 1m30s.`,
       );
     }
     return Math.round(ms);

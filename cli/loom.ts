@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 
 import { Command } from 'commander';
 
+import { parseDialAddress, parseHostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { ControlPlane } from '../control-plane/control-plane.js';
@@ -13,14 +14,29 @@ import {
   addDataPlaneLifecycleOptions,
   controlPlaneSecurity,
   dataPlaneLifecycle,
+  parseDuration,
   type ControlPlaneSecurityFlags,
   type DataPlaneLifecycleFlags,
 } from './security-options.js';
+import { describeListenError, type ListenerFlag } from './listen-error.js';
 import { addProxyOptions, proxyOptions, workerCount, type ProxyFlags } from './proxy-options.js';
+import { LOOM_VERSION } from './version.js';
 
 interface LogOptions {
   logLevel?: string;
   logPretty: boolean;
+}
+
+/** Parses `--etcd-watch-check-interval`, which must be at least 1ms. */
+function watchCheckInterval(value: string): number {
+  const ms = parseDuration(value, '--etcd-watch-check-interval');
+  if (ms < 1) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --etcd-watch-check-interval "${value}"; expected at least 1ms, such as 10s`,
+    );
+  }
+  return ms;
 }
 
 function splitList(value: string): string[] {
@@ -28,6 +44,46 @@ function splitList(value: string): string[] {
     .split(',')
     .map((item) => item.trim())
     .filter((item) => item.length > 0);
+}
+
+/**
+ * Checks every listen address before anything opens, so a typo fails at once with the flag
+ * and the value instead of as a bind error of the library underneath.
+ */
+function checkListeners(listeners: ListenerFlag[]): ListenerFlag[] {
+  for (const listener of listeners) parseHostPort(listener.address, listener.flag);
+  return listeners;
+}
+
+/** Splits and checks `--control-plane`; a URL is rejected because the stream dials HOST:PORT. */
+function controlPlaneAddresses(value: string): string[] {
+  const addresses = splitList(value);
+  if (addresses.length === 0) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --control-plane ${JSON.stringify(value)}; expected HOST:PORT such as 127.0.0.1:7400`,
+    );
+  }
+  for (const address of addresses) {
+    if (address.includes('://')) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `invalid --control-plane ${JSON.stringify(address)}; expected HOST:PORT such as ` +
+          '127.0.0.1:7400, without a scheme (TLS is set with --tls-ca)',
+      );
+    }
+    parseDialAddress(address, '--control-plane');
+  }
+  return addresses;
+}
+
+/** Waits for a server to start; a failed bind is reworded to name the address and the flag. */
+async function awaitStart<T>(start: Promise<T>, listeners: ListenerFlag[]): Promise<T> {
+  try {
+    return await start;
+  } catch (error) {
+    throw describeListenError(error, listeners);
+  }
 }
 
 /**
@@ -68,7 +124,10 @@ function addLogOptions(command: Command): Command {
 
 /** Builds the `loom` command tree. */
 export function createProgram(): Command {
-  const program = new Command('loom').description('Loom API gateway servers.').exitOverride();
+  const program = new Command('loom')
+    .description('Loom API gateway servers.')
+    .version(LOOM_VERSION, '--version', 'print the version of Loom')
+    .exitOverride();
 
   addLogOptions(
     program
@@ -87,7 +146,12 @@ export function createProgram(): Command {
         'comma-separated etcd endpoints; without it the embedded store is used',
       )
       .option('--data-dir <dir>', 'directory of the embedded store', './loom-data')
-      .option('--prefix <prefix>', 'key prefix of Loom resources in etcd', '/loom/'),
+      .option('--prefix <prefix>', 'key prefix of Loom resources in etcd', '/loom/')
+      .option(
+        '--etcd-watch-check-interval <duration>',
+        'how often to check that the etcd watch still delivers changes, such as 500ms or 10s',
+        '10s',
+      ),
   ).action(
     async (
       options: LogOptions &
@@ -97,24 +161,32 @@ export function createProgram(): Command {
           etcd?: string;
           dataDir: string;
           prefix: string;
+          etcdWatchCheckInterval: string;
         },
     ) => {
+      const listeners = checkListeners([
+        { flag: '--listen', address: options.listen },
+        { flag: '--admin-listen', address: options.adminListen },
+      ]);
+      const security = controlPlaneSecurity(options);
+      const etcdWatchCheckIntervalMs = watchCheckInterval(options.etcdWatchCheckInterval);
       const logger = createLogger({
         name: 'control-plane',
         level: options.logLevel,
         pretty: options.logPretty,
       });
-      const started = ControlPlane.start({
+      const starting = ControlPlane.start({
         listen: options.listen,
         adminListen: options.adminListen,
         etcdEndpoints: options.etcd ? splitList(options.etcd) : [],
         dataDir: options.dataDir,
         prefix: options.prefix,
         logger,
-        ...controlPlaneSecurity(options),
+        etcdWatchCheckIntervalMs,
+        ...security,
       });
-      stopOnSignal(logger, started, (controlPlane) => controlPlane.stop());
-      await started;
+      stopOnSignal(logger, starting, (controlPlane) => controlPlane.stop());
+      await awaitStart(starting, listeners);
     },
   );
 
@@ -146,6 +218,11 @@ export function createProgram(): Command {
           accessLog?: string;
         },
     ) => {
+      const listeners = checkListeners([
+        { flag: '--listen', address: options.listen },
+        { flag: '--admin-listen', address: options.adminListen },
+      ]);
+      const controlPlanes = controlPlaneAddresses(options.controlPlane);
       const logger = createLogger({
         name: 'data-plane',
         level: options.logLevel,
@@ -153,7 +230,7 @@ export function createProgram(): Command {
       });
       const lifecycle = dataPlaneLifecycle(options);
       const dataPlaneOptions = {
-        controlPlanes: splitList(options.controlPlane),
+        controlPlanes,
         listen: options.listen,
         adminListen: options.adminListen,
         id: options.id ?? `${hostname()}-${process.pid}`,
@@ -167,13 +244,13 @@ export function createProgram(): Command {
         const role = startClusterProcess({ ...dataPlaneOptions, workers });
         stopOnSignal(logger, role, (started) => started.drain(lifecycle.drainTimeoutMs));
         process.on('SIGHUP', () => void role.then((started) => started.reopenAccessLog()));
-        await role;
+        await awaitStart(role, listeners);
         return;
       }
       const dataPlane = new DataPlane(dataPlaneOptions);
-      const started = dataPlane.start();
-      stopOnSignal(logger, started, () => dataPlane.drain(lifecycle.drainTimeoutMs));
-      await started;
+      const starting = dataPlane.start();
+      stopOnSignal(logger, starting, () => dataPlane.drain(lifecycle.drainTimeoutMs));
+      await awaitStart(starting, listeners);
       // Log rotation tools move the file, then send SIGHUP so the proxy opens a new one.
       process.on('SIGHUP', () => dataPlane.accessLog.reopen());
     },
@@ -199,6 +276,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
   } catch (error) {
     const code = (error as { code?: string }).code;
     if (code === 'commander.helpDisplayed' || code === 'commander.help') return 0;
+    if (code === 'commander.version') return 0;
     if (typeof code === 'string' && code.startsWith('commander.')) return 2;
     const message =
       error instanceof LoomError

@@ -111,7 +111,8 @@ export function addConnectionOptions(program: Command): Command {
  */
 export function applyConnectionSettings(program: Command): void {
   const flags = program.opts<ConnectionFlags>();
-  const config = loadLoomctlConfig(flags.config ?? (process.env.LOOMCTL_CONFIG || undefined));
+  const explicitPath = flags.config ?? (process.env.LOOMCTL_CONFIG || undefined);
+  const config = loadLoomctlConfig(explicitPath);
   if (
     flags.controlPlane === undefined &&
     !process.env.LOOM_CONTROL_PLANE &&
@@ -122,8 +123,32 @@ export function applyConnectionSettings(program: Command): void {
 
   const tlsFlags: ClientTlsFiles = { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey };
   const tlsFromFlags = Object.values(tlsFlags).some((value) => value !== undefined);
+  if (!tlsFromFlags) checkTlsFiles(config.tls, explicitPath ?? defaultConfigPath());
   setDefaultAdminConnection({
     token: flags.token ?? (process.env.LOOM_TOKEN || undefined) ?? config.token,
     tls: tlsFromFlags ? tlsFlags : config.tls,
   });
+}
+
+/**
+ * Reads each TLS file of a loomctl config once, so that a wrong path names the config key and
+ * the config file rather than a --tls-* flag the user never passed.
+ */
+function checkTlsFiles(tls: LoomctlConfig['tls'], configPath: string): void {
+  for (const key of ['ca', 'cert', 'key'] as const) {
+    const file = tls?.[key];
+    if (file === undefined) continue;
+    try {
+      readFileSync(file);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const reason = code === 'ENOENT' ? 'file not found' : (error as Error).message;
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `cannot read tls.${key} file ${file} of loomctl config ${configPath}: ${reason}; ` +
+          'fix the path there (relative paths start at the config file) or pass --tls-*',
+        { cause: error },
+      );
+    }
+  }
 }

@@ -12,6 +12,7 @@ import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { EXIT, EXIT_HELP, ExitError } from './context.js';
 import { addConnectionOptions, applyConnectionSettings } from './loomctl-config.js';
+import { LOOM_VERSION } from './version.js';
 
 export { EXIT } from './context.js';
 export { formatStatusTable } from './commands/status.js';
@@ -20,6 +21,7 @@ export { formatStatusTable } from './commands/status.js';
 export function createProgram(): Command {
   const program = new Command('loomctl')
     .description('Operate a Loom fleet: apply, inspect and delete routes and upstreams.')
+    .version(LOOM_VERSION, '--version', 'print the version of loomctl')
     .option(
       '--control-plane <host:port>',
       `control-plane admin address (env LOOM_CONTROL_PLANE, default ${DEFAULT_CONTROL_PLANE})`,

@@ -14,6 +14,11 @@ export function err(line = ''): void {
   process.stderr.write(`${line}\n`);
 }
 
+/** Formats a count with a noun, adding "s" unless the count is 1: `1 route`, `3 routes`. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 /** Prints warnings about the configuration to standard error, one per line. */
 export function printWarnings(warnings: readonly ConfigIssue[]): void {
   for (const warning of warnings) err(`warning: ${formatConfigIssue(warning)}`);

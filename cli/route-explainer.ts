@@ -28,6 +28,13 @@ export interface LosingRoute {
   reason: string;
 }
 
+/** A route whose path and method match the request, but none of whose hosts does. */
+export interface HostMiss {
+  route: string;
+  path: string;
+  hosts: string[];
+}
+
 /** What the router does with one request, and why. */
 export type Explanation =
   | {
@@ -42,7 +49,7 @@ export type Explanation =
       losers: LosingRoute[];
     }
   | { kind: 'method-not-allowed'; allow: string[] }
-  | { kind: 'not-found' }
+  | { kind: 'not-found'; hostMisses: HostMiss[] }
   | { kind: 'bad-request'; reason: string };
 
 interface Candidate {
@@ -65,6 +72,10 @@ export function explainRequest(
   path: string,
 ): Explanation {
   const match = buildRouter(routes.map(toRouterRoute)).find(method, host, path);
+  if (match.kind === 'not-found') {
+    const requestPath = normalizeRequestPath(path) as string;
+    return { kind: 'not-found', hostMisses: hostMisses(routes, method, host, requestPath) };
+  }
   if (match.kind !== 'found') return match;
 
   const normalizedPath = normalizeRequestPath(path) as string;
@@ -129,6 +140,29 @@ function matchingCandidates(
     }
   }
   return candidates;
+}
+
+/** Lists the routes that would match the request with another Host header. */
+function hostMisses(
+  routes: readonly Route[],
+  method: string,
+  host: string | undefined,
+  path: string,
+): HostMiss[] {
+  const requestHost = normalizeRequestHost(host);
+  const misses: HostMiss[] = [];
+  for (const route of routes) {
+    if (route.hosts.length === 0 || bestHostClass(route, requestHost) !== undefined) continue;
+    if (route.methods.length > 0 && !route.methods.includes(method)) continue;
+
+    const matching = route.paths.find((source) => {
+      const single = buildRouter([{ ...toRouterRoute(route), hosts: [], paths: [source] }]);
+      return single.find(method, undefined, path).kind === 'found';
+    });
+    if (matching !== undefined)
+      misses.push({ route: route.name, path: matching, hosts: route.hosts });
+  }
+  return misses;
 }
 
 /** Returns the candidate the router chose: the best host class, then the best segment kinds. */

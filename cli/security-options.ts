@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+
 import type { Command } from 'commander';
 
 import { parseCertificateRoles } from '../common/auth.js';
@@ -104,7 +106,7 @@ export function controlPlaneSecurity(
   const etcdTlsSet = [flags.etcdCa, flags.etcdCert, flags.etcdKey].some((f) => f !== undefined);
   return {
     tls: serverTls(flags),
-    tokensFile: flags.adminTokensFile,
+    tokensFile: checkReadable(flags.adminTokensFile, '--admin-tokens-file'),
     certificateRoles:
       flags.adminCertRoles === undefined ? undefined : parseCertificateRoles(flags.adminCertRoles),
     maxStreams: parsePositive(flags.maxStreams, '--max-streams'),
@@ -143,6 +145,26 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
     },
     drainTimeoutMs: parseDuration(flags.drainTimeout, '--drain-timeout'),
   };
+}
+
+/** Reads a file once at start, so a wrong path fails naming the flag instead of as a stack trace. */
+function checkReadable(file: string | undefined, option: string): string | undefined {
+  if (file === undefined) return undefined;
+  try {
+    readFileSync(file);
+  } catch (error) {
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'no such file'
+        : (error as Error).message;
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `cannot read ${option} ${JSON.stringify(file)}: ${reason}; pass a readable file of ` +
+        'role:token lines',
+      { cause: error },
+    );
+  }
+  return file;
 }
 
 function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined {

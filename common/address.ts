@@ -6,20 +6,40 @@ export interface HostPort {
   port: number;
 }
 
+const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9_.-]+)):(\d{1,5})$/;
+
 /**
- * Parses `host:port`, `[ipv6]:port` or `:port` (all interfaces). Throws a
- * LoomError naming the option and the value when it is malformed.
+ * Parses `host:port` or `[ipv6]:port`; use `0.0.0.0:PORT` or `[::]:PORT` for
+ * every interface. Port 0 is accepted, so a listener can pick a free port.
+ * Throws a LoomError naming the option and the value when it is malformed.
  */
 export function parseHostPort(value: string, option: string): HostPort {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
+  const match = HOST_PORT.exec(value.trim());
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) {
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
-      `invalid ${option} "${value}"; expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080`,
+      `invalid ${option} ${JSON.stringify(value)}; expected HOST:PORT such as 127.0.0.1:7400 ` +
+        'or [::1]:7400, with a port from 0 to 65535',
     );
   }
-  return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
+  return { host: match[1] ?? match[2], port };
+}
+
+/**
+ * Parses an address to dial, which needs a port above 0. Throws a LoomError
+ * naming the option and the value when it is malformed.
+ */
+export function parseDialAddress(value: string, option: string): HostPort {
+  const address = parseHostPort(value, option);
+  if (address.port === 0) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} ${JSON.stringify(value)}; port 0 cannot be dialed, expected HOST:PORT ` +
+        'such as 127.0.0.1:7400',
+    );
+  }
+  return address;
 }
 
 /** Formats a host and port for display and dialing, bracketing IPv6 hosts. */

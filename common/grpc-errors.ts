@@ -1,9 +1,25 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 
-import { ConfigError, LoomError, type ConfigIssue, type LoomErrorCode } from './errors.js';
+import {
+  ConfigError,
+  formatConfigIssue,
+  LoomError,
+  type ConfigIssue,
+  type LoomErrorCode,
+} from './errors.js';
 
 const CODE_KEY = 'loom-error-code';
 const ISSUES_KEY = 'loom-config-issues';
+const OMITTED_KEY = 'loom-config-issues-omitted';
+
+/**
+ * Bounds of the issues sent with an invalid configuration. They travel in trailing metadata,
+ * which HTTP/2 peers cap (Node's http2 default maxHeaderListSize is 65,535 bytes), so an apply with
+ * thousands of errors sends the first ones and the count of the rest.
+ */
+const MAX_SENT_ISSUES = 100;
+const MAX_ISSUES_JSON_BYTES = 16 * 1024;
+const MAX_ISSUE_TEXT = 300;
 
 const GRPC_STATUS: Record<LoomErrorCode, status> = {
   LOOM_INVALID_CONFIG: status.INVALID_ARGUMENT,
@@ -38,8 +54,53 @@ export function toServiceError(error: unknown): Partial<ServiceError> {
   }
 
   metadata.set(CODE_KEY, error.code);
-  if (error instanceof ConfigError) metadata.set(ISSUES_KEY, JSON.stringify(error.issues));
-  return { code: GRPC_STATUS[error.code], details: error.message, metadata };
+  if (!(error instanceof ConfigError)) {
+    return { code: GRPC_STATUS[error.code], details: error.message, metadata };
+  }
+
+  const { json, sent } = boundedIssues(error.issues);
+  metadata.set(ISSUES_KEY, json);
+  if (sent < error.issues.length) metadata.set(OMITTED_KEY, String(error.issues.length - sent));
+  // The details repeat only the first issue: the list is in the metadata, and both share a limit.
+  const first = error.issues[0]
+    ? `; the first: ${formatConfigIssue(shorten(error.issues[0]))}`
+    : '';
+  const count = error.issues.length === 1 ? '1 error' : `${error.issues.length} errors`;
+  const details = `invalid configuration, nothing was written: ${count}${first}`;
+  return { code: GRPC_STATUS[error.code], details, metadata };
+}
+
+/** Serializes as many issues as fit both bounds, as ASCII-only JSON. */
+function boundedIssues(issues: ConfigIssue[]): { json: string; sent: number } {
+  const parts: string[] = [];
+  let bytes = 2;
+  for (const issue of issues.slice(0, MAX_SENT_ISSUES)) {
+    const part = asciiOnly(JSON.stringify(shorten(issue)));
+    if (bytes + part.length + 1 > MAX_ISSUES_JSON_BYTES) break;
+    parts.push(part);
+    bytes += part.length + 1;
+  }
+  return { json: `[${parts.join(',')}]`, sent: parts.length };
+}
+
+/** Cuts the message and the value of an issue to `MAX_ISSUE_TEXT` characters. */
+function shorten(issue: ConfigIssue): ConfigIssue {
+  const value = issue.value === undefined ? undefined : JSON.stringify(issue.value);
+  const cut = (text: string) =>
+    text.length > MAX_ISSUE_TEXT ? `${text.slice(0, MAX_ISSUE_TEXT)}...` : text;
+  return {
+    ...issue,
+    message: cut(issue.message),
+    value: value !== undefined && value.length > MAX_ISSUE_TEXT ? cut(value) : issue.value,
+  };
+}
+
+/** Escapes non-ASCII characters, which grpc-js rejects in text metadata, as JSON `\uXXXX`. */
+function asciiOnly(text: string): string {
+  return text.replace(
+    /[^\x20-\x7e]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 /** Converts an error from a gRPC call back into a LoomError where the server sent one. */
@@ -47,7 +108,15 @@ export function fromServiceError(error: ServiceError): LoomError {
   const code = error.metadata?.get(CODE_KEY)[0];
   const issues = error.metadata?.get(ISSUES_KEY)[0];
   if (code === 'LOOM_INVALID_CONFIG' && typeof issues === 'string') {
-    return new ConfigError(JSON.parse(issues) as ConfigIssue[]);
+    const list = JSON.parse(issues) as ConfigIssue[];
+    const omitted = Number(error.metadata.get(OMITTED_KEY)[0] ?? 0);
+    if (omitted > 0) {
+      list.push({
+        field: '(more)',
+        message: `${omitted} more errors not shown; the control plane sends the first ${list.length}`,
+      });
+    }
+    return new ConfigError(list);
   }
   if (typeof code === 'string' && code in GRPC_STATUS) {
     return new LoomError(code as LoomErrorCode, error.details, { cause: error });

@@ -136,8 +136,15 @@ export class DataPlane {
 
   /** Starts both listeners, then the snapshot stream. */
   async start(): Promise<void> {
+    const adminAddress = parseHostPort(this.#options.adminListen, '--admin-listen');
     await listen(this.#traffic, parseHostPort(this.#options.listen, '--listen'));
-    await listen(this.#admin, parseHostPort(this.#options.adminListen, '--admin-listen'));
+    try {
+      await listen(this.#admin, adminAddress);
+    } catch (error) {
+      // Without this close, a failed start keeps the traffic port open with no stream behind it.
+      await closeServer(this.#traffic);
+      throw error;
+    }
     await this.#serveSnapshotCache();
     this.#client.start();
     this.#logger.info(

@@ -1,91 +1,225 @@
 // Runs a local fleet: one control plane on the embedded store in ./loom-data
-// (kept between runs), two proxies on 8080 and 8081, and the example upstream
-// on 9001. Ctrl-C stops everything. Usage: npm start
+// (kept between runs), two proxies and the example upstream. SIGINT (Ctrl-C) or
+// SIGTERM stops everything.
+// Usage: npm start [-- --base-port N] [--data-dir DIR]
+// Default ports: control plane 7400 (admin 7401), proxies 8080 and 8081 (admin
+// 9901 and 9902), upstream 9001. With --base-port N (or LOOM_FLEET_BASE_PORT=N)
+// they are N and N+1, N+2 and N+3 (admin N+4 and N+5), and N+6.
+import type { Server } from 'node:http';
+import { createServer } from 'node:net';
+import { parseArgs } from 'node:util';
+
 import { startEchoUpstream } from '../examples/echo-upstream.js';
 import { startLoom, waitForPort, type LoomProcess } from './processes.js';
 
-const CONTROL_PLANE = '127.0.0.1:7400';
-const CONTROL_PLANE_ADMIN = '127.0.0.1:7401';
-const PROXIES = [
-  { id: 'proxy-1', listen: '127.0.0.1:8080', admin: '127.0.0.1:9901' },
-  { id: 'proxy-2', listen: '127.0.0.1:8081', admin: '127.0.0.1:9902' },
-];
+const HOST = '127.0.0.1';
 
-const upstream = await startEchoUpstream(9001, 'users').catch((error: NodeJS.ErrnoException) => {
-  if (error.code !== 'EADDRINUSE') throw error;
-  process.stderr.write(
-    'port 9001 on 127.0.0.1 is in use; is another fleet running? Stop it (Ctrl-C) and try again.\n',
-  );
+/** Every port of the fleet, each with the part that listens on it. */
+interface FleetPorts {
+  controlPlane: number;
+  controlPlaneAdmin: number;
+  upstream: number;
+  proxies: { id: string; port: number; adminPort: number }[];
+}
+
+function fleetPorts(base: number | undefined): FleetPorts {
+  if (base === undefined) {
+    return {
+      controlPlane: 7400,
+      controlPlaneAdmin: 7401,
+      upstream: 9001,
+      proxies: [
+        { id: 'proxy-1', port: 8080, adminPort: 9901 },
+        { id: 'proxy-2', port: 8081, adminPort: 9902 },
+      ],
+    };
+  }
+  return {
+    controlPlane: base,
+    controlPlaneAdmin: base + 1,
+    upstream: base + 6,
+    proxies: [
+      { id: 'proxy-1', port: base + 2, adminPort: base + 4 },
+      { id: 'proxy-2', port: base + 3, adminPort: base + 5 },
+    ],
+  };
+}
+
+function parseBasePort(value: string | undefined, source: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const base = Number(value);
+  if (!Number.isInteger(base) || base < 1024 || base > 65535 - 6) {
+    fail(`invalid ${source} "${value}"; expected a port from 1024 to 65529 (the fleet uses 7)`);
+  }
+  return base;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`${message}\n`);
   process.exit(1);
+}
+
+/** Returns the first fleet port that another process listens on, named with its part. */
+async function findBusyPort(ports: FleetPorts): Promise<string | undefined> {
+  const named: [number, string][] = [
+    [ports.controlPlane, 'control plane'],
+    [ports.controlPlaneAdmin, 'control-plane admin'],
+    [ports.upstream, 'example upstream'],
+    ...ports.proxies.flatMap((proxy): [number, string][] => [
+      [proxy.port, proxy.id],
+      [proxy.adminPort, `${proxy.id} admin`],
+    ]),
+  ];
+  for (const [port, part] of named) {
+    if (!(await isFree(port))) return `port ${port} on ${HOST} (${part})`;
+  }
+  return undefined;
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, HOST, () => server.close(() => resolve(true)));
+  });
+}
+
+const { values: flags } = parseArgs({
+  options: {
+    'base-port': { type: 'string' },
+    'data-dir': { type: 'string', default: './loom-data' },
+  },
 });
-const processes: LoomProcess[] = [
-  startLoom('control-plane', [
+const base =
+  parseBasePort(flags['base-port'], '--base-port') ??
+  parseBasePort(process.env.LOOM_FLEET_BASE_PORT, 'LOOM_FLEET_BASE_PORT');
+const ports = fleetPorts(base);
+const dataDir = flags['data-dir'];
+const controlPlane = `${HOST}:${ports.controlPlane}`;
+
+const children: LoomProcess[] = [];
+let upstream: Server | undefined;
+let running = false;
+let stopping = false;
+
+const stopAll = async (code: number) => {
+  if (stopping) return;
+  stopping = true;
+  await Promise.all(children.map((child) => child.stop()));
+  upstream?.close();
+  process.exit(code);
+};
+// Installed before any child starts, so a signal during the start stops what already runs.
+process.on('SIGINT', () => void stopAll(0));
+process.on('SIGTERM', () => void stopAll(0));
+
+/** Starts a Loom process whose exit stops the fleet, during the start or later. */
+function startChild(name: string, args: string[], listens: number[]): LoomProcess {
+  // A signal during the start must not leave a process behind that stopAll did not see.
+  if (stopping) throw new Error(`not starting ${name}: the fleet is stopping`);
+  const child = startLoom(name, [...args, '--log-pretty']);
+  children.push(child);
+  child.child.once('exit', (code, signal) => {
+    if (stopping) return;
+    const outcome = signal === null ? `exited with code ${code}` : `was killed by ${signal}`;
+    const when = running ? '' : ` during start (ports ${listens.join(', ')}; see its error above)`;
+    process.stderr.write(`${name} ${outcome}${when}; stopping the fleet\n`);
+    void stopAll(1);
+  });
+  return child;
+}
+
+const busy = await findBusyPort(ports);
+if (busy !== undefined) {
+  fail(
+    `${busy} is in use; is another fleet running? Stop it (Ctrl-C), or run the fleet on other ` +
+      'ports with "npm start -- --base-port 17400" or LOOM_FLEET_BASE_PORT=17400.',
+  );
+}
+
+async function start(): Promise<void> {
+  upstream = await startEchoUpstream(ports.upstream, 'users');
+  startChild(
     'control-plane',
-    '--listen',
-    CONTROL_PLANE,
-    '--admin-listen',
-    CONTROL_PLANE_ADMIN,
-    '--data-dir',
-    './loom-data',
-    '--log-pretty',
-  ]),
-];
-await waitForPort('127.0.0.1', 7400);
-for (const proxy of PROXIES) {
-  processes.push(
-    startLoom(proxy.id, [
-      'data-plane',
-      '--control-plane',
-      CONTROL_PLANE,
+    [
+      'control-plane',
       '--listen',
-      proxy.listen,
+      controlPlane,
       '--admin-listen',
-      proxy.admin,
-      '--id',
+      `${HOST}:${ports.controlPlaneAdmin}`,
+      '--data-dir',
+      dataDir,
+    ],
+    [ports.controlPlane, ports.controlPlaneAdmin],
+  );
+  await waitForPort(HOST, ports.controlPlane);
+  await waitForPort(HOST, ports.controlPlaneAdmin);
+  for (const proxy of ports.proxies) {
+    startChild(
       proxy.id,
-      '--log-pretty',
+      [
+        'data-plane',
+        '--control-plane',
+        controlPlane,
+        '--listen',
+        `${HOST}:${proxy.port}`,
+        '--admin-listen',
+        `${HOST}:${proxy.adminPort}`,
+        '--id',
+        proxy.id,
+      ],
+      [proxy.port, proxy.adminPort],
+    );
+  }
+  await Promise.all(
+    ports.proxies.flatMap((proxy) => [
+      waitForPort(HOST, proxy.port),
+      waitForPort(HOST, proxy.adminPort),
     ]),
   );
 }
-await Promise.all(
-  PROXIES.map((proxy) => waitForPort('127.0.0.1', Number(proxy.listen.split(':')[1]))),
+
+start().then(
+  () => {
+    if (stopping) return;
+    running = true;
+    process.stdout.write(banner());
+  },
+  (error: unknown) => {
+    if (stopping) return;
+    process.stderr.write(`the fleet failed to start: ${(error as Error).message}\n`);
+    void stopAll(1);
+  },
 );
 
-process.stdout.write(
-  [
+function banner(): string {
+  const loomctl =
+    ports.controlPlane === 7400 ? 'npx loomctl' : `npx loomctl --control-plane ${controlPlane}`;
+  const upstreamNote =
+    ports.upstream === 9001
+      ? []
+      : [
+          `  (examples/quickstart.yaml points at port 9001; copy it and change the upstream URL`,
+          `   to http://${HOST}:${ports.upstream})`,
+        ];
+  return [
     '',
     'Loom fleet is running:',
-    `  control plane   ${CONTROL_PLANE}  (gRPC: proxies and loomctl; store: ./loom-data)`,
-    `                  http://${CONTROL_PLANE_ADMIN}/readyz  (admin: health and metrics)`,
-    ...PROXIES.map(
+    `  control plane   ${controlPlane}  (gRPC: proxies and loomctl; store: ${dataDir})`,
+    `                  http://${HOST}:${ports.controlPlaneAdmin}/readyz  (admin: health and metrics)`,
+    ...ports.proxies.map(
       (proxy) =>
-        `  ${proxy.id}         http://${proxy.listen}  (admin http://${proxy.admin}/readyz)`,
+        `  ${proxy.id}         http://${HOST}:${proxy.port}  ` +
+        `(admin http://${HOST}:${proxy.adminPort}/readyz)`,
     ),
-    '  upstream        http://127.0.0.1:9001  (example echo server)',
+    `  upstream        http://${HOST}:${ports.upstream}  (example echo server)`,
     '',
     'In another terminal:',
-    '  npx loomctl apply -f examples/quickstart.yaml',
-    '  curl http://127.0.0.1:8080/users/42',
+    `  ${loomctl} apply -f examples/quickstart.yaml`,
+    ...upstreamNote,
+    `  curl http://${HOST}:${ports.proxies[0].port}/users/42`,
     '',
     'Press Ctrl-C to stop.',
     '',
-  ].join('\n'),
-);
-
-let stopping = false;
-const stopAll = async () => {
-  if (stopping) return;
-  stopping = true;
-  await Promise.all(processes.map((child) => child.stop()));
-  upstream.close();
-  process.exit(0);
-};
-process.on('SIGINT', () => void stopAll());
-process.on('SIGTERM', () => void stopAll());
-for (const child of processes) {
-  child.child.once('exit', (code) => {
-    if (stopping) return;
-    process.stderr.write(`${child.name} exited with code ${code}; stopping the fleet\n`);
-    void stopAll();
-  });
+  ].join('\n');
 }

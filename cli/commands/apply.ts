@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 
+import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import type { ApplyResponse, Change } from '../../proto/gen/loom/v1/admin.js';
 import type { AdminClient } from '../admin-client.js';
@@ -11,7 +12,7 @@ import {
   parsePositiveInteger,
   withClient,
 } from '../context.js';
-import { err, out, printWarnings } from '../output.js';
+import { err, out, plural, printWarnings } from '../output.js';
 import { percentile, waitForVersion, type WaitResult } from '../wait.js';
 
 interface ApplyOptions {
@@ -21,6 +22,7 @@ interface ApplyOptions {
   ifVersion?: number;
   wait: boolean;
   timeout: number;
+  allowEmpty: boolean;
 }
 
 const PAST_TENSE: Record<string, string> = {
@@ -48,9 +50,14 @@ export function registerApply(program: Command): void {
       'fail unless the configuration is still at version n (from "loomctl get")',
       parsePositiveInteger('--if-version'),
     )
+    .option(
+      '--allow-empty',
+      'with --prune, allow files that declare nothing, which deletes every stored resource',
+      false,
+    )
     .option('--wait', 'wait until every connected proxy applied the new version', false)
     .addOption(
-      new Option('--timeout <duration>', 'how long --wait waits, such as 30s, 500ms or 2m')
+      new Option('--timeout <duration>', 'how long --wait waits, such as 30s, 500ms, 2m or 1h')
         .argParser(parseDuration('--timeout'))
         .default(30_000, '30s'),
     )
@@ -62,9 +69,24 @@ export function registerApply(program: Command): void {
         EXIT_HELP,
     )
     .action(async (options: ApplyOptions, command: Command) => {
-      const declared = await loadConfigFiles(options.filename, { partial: !options.prune });
+      if (command.getOptionValueSource('timeout') === 'cli' && !options.wait) {
+        throw new ExitError(
+          EXIT.usage,
+          '--timeout sets how long --wait waits; add --wait or drop it',
+        );
+      }
+      const declared = await loadConfigFiles(options.filename, {
+        partial: !options.prune,
+      }).catch((error: unknown) => {
+        // As in validate: warnings first, so that the errors end the output.
+        if (error instanceof ConfigError) printWarnings(error.warnings);
+        throw error;
+      });
       printWarnings(declared.warnings);
       await withClient(command, async (client) => {
+        const pruneAll =
+          options.prune && declared.routes.length === 0 && declared.upstreams.length === 0;
+        if (pruneAll && !options.allowEmpty) await rejectEmptyPrune(client, options.filename);
         const response = await client.apply({
           routes: declared.routes,
           upstreams: declared.upstreams,
@@ -79,6 +101,24 @@ export function registerApply(program: Command): void {
     });
 }
 
+/**
+ * Throws unless the store is empty too: a prune with files that declare nothing deletes every
+ * stored resource, which is more often a wrong file than the intent.
+ */
+async function rejectEmptyPrune(client: AdminClient, files: string[]): Promise<void> {
+  const stored = await client.getConfig();
+  const total = stored.routes.length + stored.upstreams.length;
+  if (total === 0) return;
+
+  throw new ExitError(
+    EXIT.error,
+    `${files.join(', ')} declare no routes or upstreams, so --prune would delete all ${total} ` +
+      `stored resources (${plural(stored.routes.length, 'route')}, ` +
+      `${plural(stored.upstreams.length, 'upstream')}); nothing was written. ` +
+      'Check the files, or add --allow-empty to delete them all.',
+  );
+}
+
 /** Changes above which apply prints counts per kind and action instead of one line each. */
 const LISTED_CHANGES_LIMIT = 1_000;
 
@@ -91,12 +131,17 @@ function printApplied(response: ApplyResponse, dryRun: boolean): void {
   if (response.changes.length <= LISTED_CHANGES_LIMIT) {
     for (const change of response.changes) out(`${formatChange(change)}${suffix}`);
   } else {
-    const counts = new Map<string, number>();
+    const counts = new Map<string, { kind: string; action: string; count: number }>();
     for (const change of response.changes) {
-      const key = `${change.kind}s ${PAST_TENSE[change.action] ?? change.action}`;
-      counts.set(key, (counts.get(key) ?? 0) + 1);
+      const action = PAST_TENSE[change.action] ?? change.action;
+      const key = `${change.kind} ${action}`;
+      const entry = counts.get(key) ?? { kind: change.kind, action, count: 0 };
+      entry.count++;
+      counts.set(key, entry);
     }
-    for (const [key, count] of counts) out(`${count} ${key}${suffix}`);
+    for (const { kind, action, count } of counts.values()) {
+      out(`${plural(count, kind)} ${action}${suffix}`);
+    }
   }
   if (response.committed) out(`version ${response.version}`);
 }

@@ -3,12 +3,22 @@ import { Argument, type Command } from 'commander';
 import { EXIT_HELP, parsePositiveInteger, withClient } from '../context.js';
 import { out } from '../output.js';
 
+/** Returns the singular kind the admin API takes; `get` spells kinds in the plural. */
+function singularKind(kind: string): string {
+  return kind.endsWith('s') ? kind.slice(0, -1) : kind;
+}
+
 /** Registers `loomctl delete`. */
 export function registerDelete(program: Command): void {
   program
     .command('delete')
     .description('Delete one route or upstream. An upstream that a route uses is not deleted.')
-    .addArgument(new Argument('<kind>', 'route or upstream').choices(['route', 'upstream']))
+    .addArgument(
+      new Argument(
+        '<kind>',
+        'route or upstream (routes and upstreams work too, as in "get")',
+      ).choices(['route', 'upstream', 'routes', 'upstreams']),
+    )
     .argument('<name>', 'name of the resource')
     .option(
       '--if-version <n>',
@@ -19,7 +29,7 @@ export function registerDelete(program: Command): void {
     .action(
       async (kind: string, name: string, options: { ifVersion?: number }, command: Command) => {
         const response = await withClient(command, (client) =>
-          client.delete({ kind, name, ifVersion: options.ifVersion ?? 0 }),
+          client.delete({ kind: singularKind(kind), name, ifVersion: options.ifVersion ?? 0 }),
         );
         for (const change of response.changes) out(`${change.kind}/${change.name} deleted`);
         out(`version ${response.version}`);

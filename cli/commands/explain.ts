@@ -4,8 +4,8 @@ import { LoomError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import { EXIT_HELP, withClient } from '../context.js';
-import { out } from '../output.js';
-import { explainRequest, type Explanation } from '../route-explainer.js';
+import { out, plural } from '../output.js';
+import { explainRequest, type Explanation, type HostMiss } from '../route-explainer.js';
 
 const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^?#]*)/i;
 
@@ -20,7 +20,12 @@ export function registerExplain(program: Command): void {
     .argument('<method>', 'request method, such as GET')
     .argument('<url>', 'full URL (http://api.example.com/users/1) or a path (/users/1)')
     .option('--host <host>', 'Host header; overrides the host of a full URL')
-    .option('-f, --filename <file...>', 'explain against config files instead of the store')
+    .option(
+      '-f, --filename <file>',
+      'explain against a config file instead of the store; repeat -f for several files',
+      (file: string, files: string[]) => [...files, file],
+      [],
+    )
     .addHelpText(
       'after',
       '\nThe router tries the routes of the exact host first, then the wildcard host, then\n' +
@@ -33,14 +38,16 @@ export function registerExplain(program: Command): void {
       async (
         method: string,
         url: string,
-        options: { host?: string; filename?: string[] },
+        options: { host?: string; filename: string[] },
         command: Command,
       ) => {
         const { host, path } = splitTarget(url, options.host);
-        const routes = options.filename
-          ? (await loadConfigFiles(options.filename, { partial: true })).routes
-          : (await withClient(command, (client) => client.getConfig())).routes;
-        printExplanation(explainRequest(routes, method.toUpperCase(), host, path), routes);
+        const routes =
+          options.filename.length > 0
+            ? (await loadConfigFiles(options.filename, { partial: true })).routes
+            : (await withClient(command, (client) => client.getConfig())).routes;
+        const explanation = explainRequest(routes, method.toUpperCase(), host, path);
+        printExplanation(explanation, routes, host);
       },
     );
 }
@@ -60,13 +67,16 @@ function splitTarget(url: string, hostOption: string | undefined): { host?: stri
   return { host: hostOption, path: url.split(/[?#]/, 1)[0] };
 }
 
-function printExplanation(explanation: Explanation, routes: Route[]): void {
+function printExplanation(explanation: Explanation, routes: Route[], host?: string): void {
   if (explanation.kind === 'bad-request') {
     out(`bad request: ${explanation.reason}; proxies answer 400`);
     return;
   }
   if (explanation.kind === 'not-found') {
-    out(`no route matches; proxies answer 404 route_not_found (${routes.length} routes checked)`);
+    out(
+      `no route matches; proxies answer 404 route_not_found (${plural(routes.length, 'route')} checked)`,
+    );
+    printHostMisses(explanation.hostMisses, host);
     return;
   }
   if (explanation.kind === 'method-not-allowed') {
@@ -104,4 +114,15 @@ function printExplanation(explanation: Explanation, routes: Route[]): void {
       `  route ${loser.route} path ${loser.path} (host class ${loser.hostClass}): ${loser.reason}`,
     );
   }
+}
+
+function printHostMisses(misses: HostMiss[], host: string | undefined): void {
+  if (misses.length === 0) return;
+
+  const sent = host === undefined ? 'no Host header' : `Host ${host}`;
+  out(`routes that match this path and method on other hosts (the request has ${sent}):`);
+  for (const miss of misses) {
+    out(`  route ${miss.route} path ${miss.path} with Host ${miss.hosts.join(' or ')}`);
+  }
+  out(`pass --host ${misses[0].hosts[0]}, or a full URL with that host, to explain such a request`);
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
+import { parseDuration } from '../../cli/context.js';
 import { diffFields } from '../../cli/field-diff.js';
 import { explainRequest } from '../../cli/route-explainer.js';
 import { percentile } from '../../cli/wait.js';
@@ -66,8 +67,23 @@ describe('route explainer', () => {
     assert.equal(losers.get('any-files'), 'segment 2: mixed ":name.json" beats catch-all "*rest"');
   });
 
+  test('not found lists host misses', () => {
+    const hosted: Route[] = [
+      route('echo', ['/echo/*rest'], ['localhost']),
+      route('posts', ['/echo/*rest'], ['example.org'], ['POST']),
+    ];
+    const explanation = explainRequest(hosted, 'GET', 'example.com', '/echo/x');
+    assert.deepEqual(explanation, {
+      kind: 'not-found',
+      hostMisses: [{ route: 'echo', path: '/echo/*rest', hosts: ['localhost'] }],
+    });
+  });
+
   test('unmatched results pass through', () => {
-    assert.deepEqual(explainRequest(routes, 'GET', undefined, '/nothing'), { kind: 'not-found' });
+    assert.deepEqual(explainRequest(routes, 'GET', undefined, '/nothing'), {
+      kind: 'not-found',
+      hostMisses: [],
+    });
     const wrongMethod = explainRequest(routes, 'GET', undefined, '/upload');
     assert.deepEqual(wrongMethod, { kind: 'method-not-allowed', allow: ['POST'] });
     assert.equal(explainRequest(routes, 'GET', undefined, 'relative').kind, 'bad-request');
@@ -109,5 +125,25 @@ describe('wait percentiles', () => {
     assert.equal(percentile([5], 99), 5);
     assert.equal(percentile([4, 1, 3, 2], 50), 2);
     assert.equal(percentile([4, 1, 3, 2], 99), 4);
+  });
+});
+
+describe('loomctl duration parser', () => {
+  test('units and combinations', () => {
+    const parse = parseDuration('--timeout');
+    assert.equal(parse('500ms'), 500);
+    assert.equal(parse('30s'), 30_000);
+    assert.equal(parse('2m'), 120_000);
+    assert.equal(parse('1h'), 3_600_000);
+    assert.equal(parse('1m30s'), 90_000);
+    assert.equal(parse('10'), 10_000);
+    assert.equal(parse('1.5s'), 1_500);
+  });
+
+  test('invalid values throw', () => {
+    const parse = parseDuration('--timeout');
+    for (const value of ['abc', '0', '0s', '1d', 's', '-1s', '1h 2m']) {
+      assert.throws(() => parse(value), /--timeout expects a duration/, value);
+    }
   });
 });

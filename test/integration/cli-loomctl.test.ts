@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { startLoom, waitForPort, type LoomProcess } from '../../scripts/processes.js';
+import { loomctl } from '../helpers/cli.js';
+import { findFreePort } from '../helpers/ports.js';
+
+const QUICKSTART = `
+upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:9
+routes:
+  - name: get-user
+    paths: [/users/:id]
+    methods: [GET]
+    upstream: users
+  - name: echo
+    hosts: [localhost, 127.0.0.1]
+    paths: [/echo/*rest]
+    upstream: users
+`;
+
+function manyBadRoutes(count: number): string {
+  const routes = Array.from(
+    { length: count },
+    (_, index) => `  - name: r${index}\n    paths: [/r${index}]\n    upstream: missing\n`,
+  );
+  return `routes:\n${routes.join('')}`;
+}
+
+describe('loomctl against a control plane', { timeout: 240_000 }, () => {
+  let dir: string;
+  let controlPlane: string;
+  let cp: LoomProcess;
+  const file = (name: string, text: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-cli-loomctl-'));
+    const port = await findFreePort();
+    controlPlane = `127.0.0.1:${port}`;
+    cp = startLoom(
+      'control-plane',
+      [
+        'control-plane',
+        '--listen',
+        controlPlane,
+        '--admin-listen',
+        '127.0.0.1:0',
+        '--data-dir',
+        join(dir, 'store'),
+      ],
+      join(dir, 'control-plane.log'),
+    );
+    await waitForPort('127.0.0.1', port);
+  });
+  after(async () => {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('usage errors exit 2', async () => {
+    const config = file('usage.yaml', QUICKSTART);
+    const cases = [
+      ['apply', '-f', config, '--wait', '--timeout', 'abc'],
+      ['apply', '-f', config, '--if-version', '0'],
+      ['apply', '-f', config, '--if-version', 'abc'],
+      ['delete', 'route', 'x', '--if-version', '1.5'],
+      ['apply', '-f', config, '--timeout', '5s'],
+    ];
+    for (const args of cases) {
+      const result = await loomctl(controlPlane, args);
+      assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+    }
+  });
+
+  test('timeout accepts hours', async () => {
+    const config = file('timeout.yaml', QUICKSTART);
+    for (const timeout of ['1h', '100000s']) {
+      const result = await loomctl(controlPlane, [
+        'apply',
+        '-f',
+        config,
+        '--wait',
+        '--timeout',
+        timeout,
+      ]);
+      assert.equal(result.code, 0, `--timeout ${timeout}: ${result.stderr}`);
+    }
+  });
+
+  test('prune of everything needs flag', async () => {
+    const config = file('prune-full.yaml', QUICKSTART);
+    const empty = file('prune-empty.yaml', 'routes: []\nupstreams: []\n');
+    assert.equal((await loomctl(controlPlane, ['apply', '-f', config])).code, 0);
+
+    const refused = await loomctl(controlPlane, ['apply', '--prune', '-f', empty]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /would delete all 3 stored resources \(2 routes, 1 upstream\)/);
+    assert.match(refused.stderr, /--allow-empty/);
+    const stored = await loomctl(controlPlane, ['get', 'routes', '-o', 'json']);
+    assert.match(stored.stdout, /get-user/);
+
+    const allowed = await loomctl(controlPlane, ['apply', '--prune', '--allow-empty', '-f', empty]);
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.match(allowed.stdout, /route\/get-user deleted/);
+    assert.equal((await loomctl(controlPlane, ['apply', '-f', config])).code, 0);
+  });
+
+  test('delete accepts plural kind', async () => {
+    const config = file(
+      'plural.yaml',
+      'routes:\n  - name: doomed\n    paths: [/doomed]\n    upstream: users\n',
+    );
+    const applied = await loomctl(controlPlane, ['apply', '-f', config]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const result = await loomctl(controlPlane, ['delete', 'routes', 'doomed']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /route\/doomed deleted/);
+  });
+
+  test('thousand errors stay bounded', async () => {
+    const config = file('bad.yaml', manyBadRoutes(1_000));
+    const result = await loomctl(controlPlane, ['apply', '-f', config]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.doesNotMatch(result.stderr, /cannot reach|Deadline/);
+    assert.match(result.stderr, /invalid configuration, nothing was written/);
+    assert.match(result.stderr, /route "r0" upstream: unknown upstream/);
+    const more = /(\d+) more errors not shown; the control plane sends the first (\d+)/.exec(
+      result.stderr,
+    );
+    assert.ok(more, result.stderr.slice(-500));
+    assert.equal(Number(more[1]) + Number(more[2]), 1_000);
+    assert.ok(Number(more[2]) <= 100, `sent ${more[2]} issues`);
+  });
+
+  test('explain lists host near misses', async () => {
+    const config = file('explain.yaml', QUICKSTART);
+    assert.equal((await loomctl(controlPlane, ['apply', '-f', config])).code, 0);
+    const result = await loomctl(controlPlane, ['explain', 'GET', '/echo/x']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /no route matches/);
+    assert.match(
+      result.stdout,
+      /route echo path \/echo\/\*rest with Host 127\.0\.0\.1 or localhost/,
+    );
+  });
+
+  test('explain takes URL after file', async () => {
+    const config = file('explain-file.yaml', QUICKSTART);
+    const result = await loomctl(controlPlane, ['explain', 'GET', '-f', config, '/users/1']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /route get-user \(upstream users\) matches by path \/users\/:id/);
+  });
+
+  test('unreachable error has no dangling note', async () => {
+    const port = await findFreePort();
+    const result = await loomctl(`127.0.0.1:${port}`, ['status']);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /cannot reach the control plane/);
+    assert.doesNotMatch(result.stderr, /Resolution note/);
+  });
+
+  test('config tls file named', async () => {
+    const missing = join(dir, 'missing-ca.pem');
+    const config = file('loomctl.yaml', `tls:\n  ca: ${missing}\n`);
+    const result = await loomctl(controlPlane, ['--config', config, 'status']);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /tls\.ca file/);
+    assert.ok(result.stderr.includes(config), result.stderr);
+    assert.doesNotMatch(result.stderr, /--tls-ca file/);
+  });
+
+  test('version flag prints version', async () => {
+    const result = await loomctl(controlPlane, ['--version']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^\d+\.\d+\.\d+\n$/);
+  });
+});

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { ROOT } from '../../scripts/processes.js';
+import type { CliResult } from '../helpers/cli.js';
+import { findFreePort } from '../helpers/ports.js';
+
+/** Runs `loom ARGS`; a server that keeps running past 60 s is killed and reported as code -1. */
+function loom(args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, 'bin', 'loom.js'), ...args],
+      { cwd: ROOT, timeout: 60_000, killSignal: 'SIGKILL' },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+function holdPort(port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+async function isFree(port: number): Promise<boolean> {
+  const server = await holdPort(port).catch(() => undefined);
+  if (server === undefined) return false;
+  await new Promise((resolve) => server.close(resolve));
+  return true;
+}
+
+function assertNoStack(result: CliResult): void {
+  assert.doesNotMatch(result.stderr, /^\s+at /m, `stack trace printed:\n${result.stderr}`);
+}
+
+describe('loom start errors', { timeout: 240_000 }, () => {
+  let dir: string;
+  let busyPort: number;
+  let busy: Server;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-cli-start-'));
+    busyPort = await findFreePort();
+    busy = await holdPort(busyPort);
+  });
+  after(async () => {
+    await new Promise((resolve) => busy.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('data plane busy admin port', async () => {
+    const trafficPort = await findFreePort();
+    const result = await loom([
+      'data-plane',
+      '--control-plane',
+      '127.0.0.1:7400',
+      '--listen',
+      `127.0.0.1:${trafficPort}`,
+      '--admin-listen',
+      `127.0.0.1:${busyPort}`,
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      new RegExp(
+        `error: cannot listen on 127\\.0\\.0\\.1:${busyPort} \\(--admin-listen\\): address already in use`,
+      ),
+    );
+    assertNoStack(result);
+    assert.ok(await isFree(trafficPort), 'the traffic port stayed open after the failed start');
+  });
+
+  test('control plane busy ports', async () => {
+    const free = await findFreePort();
+    const cases = [
+      { flag: '--admin-listen', args: ['--listen', `127.0.0.1:${free}`] },
+      { flag: '--listen', args: ['--admin-listen', `127.0.0.1:${free}`] },
+    ];
+    for (const { flag, args } of cases) {
+      const result = await loom([
+        'control-plane',
+        ...args,
+        flag,
+        `127.0.0.1:${busyPort}`,
+        '--data-dir',
+        join(dir, `store-${flag}`),
+      ]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(`cannot listen on 127\\.0\\.0\\.1:${busyPort} \\(${flag}\\): address already`),
+      );
+      assertNoStack(result);
+    }
+  });
+
+  test('invalid addresses rejected up front', async () => {
+    const cases: { args: string[]; value: string }[] = [
+      ...['7402', ':7402', '127.0.0.1:99999', 'localhost:abc'].map((value) => ({
+        args: ['control-plane', '--listen', value, '--data-dir', join(dir, 'store-invalid')],
+        value,
+      })),
+      {
+        args: ['data-plane', '--control-plane', 'http://127.0.0.1:7400'],
+        value: 'http://127.0.0.1:7400',
+      },
+    ];
+    for (const { args, value } of cases) {
+      const result = await loom(args);
+      assert.equal(result.code, 1, `${value}: ${result.stderr}`);
+      assert.ok(result.stderr.includes(`"${value}"`), `${value} not named: ${result.stderr}`);
+      assert.match(result.stderr, /expected HOST:PORT such as 127\.0\.0\.1:7400/);
+      assert.doesNotMatch(result.stderr, /0\.0\.28\.234/);
+      assertNoStack(result);
+    }
+  });
+
+  test('missing tokens file named', async () => {
+    const missing = join(dir, 'no-such-tokens');
+    const result = await loom([
+      'control-plane',
+      '--listen',
+      '127.0.0.1:0',
+      '--admin-listen',
+      '127.0.0.1:0',
+      '--data-dir',
+      join(dir, 'store-tokens'),
+      '--admin-tokens-file',
+      missing,
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.ok(result.stderr.includes(`--admin-tokens-file "${missing}"`), result.stderr);
+    assertNoStack(result);
+  });
+
+  test('version flag prints version', async () => {
+    const result = await loom(['--version']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^\d+\.\d+\.\d+\n$/);
+  });
+});

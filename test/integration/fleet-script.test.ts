@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+
+import { ROOT, waitFor } from '../../scripts/processes.js';
+import { loomctl } from '../helpers/cli.js';
+import { httpGet } from '../helpers/net.js';
+
+/** Ports the fleet script uses from a base port: base to base + 6. */
+const FLEET_PORTS = 7;
+
+function listen(port: number): Promise<Server | undefined> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(undefined));
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+async function isListening(port: number): Promise<boolean> {
+  const server = await listen(port);
+  if (server === undefined) return true;
+  await new Promise((resolve) => server.close(resolve));
+  return false;
+}
+
+/** Finds a base port whose seven ports were all free a moment ago. */
+async function findFreeBase(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const ports = Array.from({ length: FLEET_PORTS }, (_, index) => base + index);
+    const busy = await Promise.all(ports.map(isListening));
+    if (!busy.includes(true)) return base;
+  }
+  throw new Error('no run of 7 free ports found on 127.0.0.1');
+}
+
+interface FleetScript {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Runs `scripts/fleet.ts` through the tsx CLI, as `npm start` does. */
+function runFleetScript(base: number, dataDir: string): FleetScript {
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'),
+      'scripts/fleet.ts',
+      '--base-port',
+      String(base),
+      '--data-dir',
+      dataDir,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = once(child, 'exit').then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+  }));
+  return { child, output: () => output, exited };
+}
+
+/** Waits up to `ms` for the process to exit; kills it and fails when it does not. */
+async function exitWithin(fleet: FleetScript, ms: number) {
+  const timer = setTimeout(() => fleet.child.kill('SIGKILL'), ms);
+  const result = await fleet.exited;
+  clearTimeout(timer);
+  return result;
+}
+
+describe('fleet script', { timeout: 120_000 }, () => {
+  const dirs: string[] = [];
+  after(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('serves both proxies, stops on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
+    dirs.push(dir);
+    const base = await findFreeBase();
+    const fleet = runFleetScript(base, join(dir, 'store'));
+    try {
+      await Promise.race([
+        waitFor('the fleet banner', 60_000, () => fleet.output().includes('Loom fleet is running')),
+        fleet.exited.then(() => assert.fail(`fleet exited during start:\n${fleet.output()}`)),
+      ]);
+      assert.match(fleet.output(), new RegExp(`http://127\\.0\\.0\\.1:${base + 2}`));
+
+      const config = join(dir, 'fleet.yaml');
+      writeFileSync(
+        config,
+        [
+          'upstreams:',
+          '  - name: users',
+          '    targets:',
+          `      - url: http://127.0.0.1:${base + 6}`,
+          'routes:',
+          '  - name: get-user',
+          '    paths: [/users/:id]',
+          '    upstream: users',
+          '',
+        ].join('\n'),
+      );
+      const applied = await loomctl(`127.0.0.1:${base}`, [
+        'apply',
+        '-f',
+        config,
+        '--wait',
+        '--timeout',
+        '30s',
+      ]);
+      assert.equal(applied.code, 0, applied.stderr);
+      for (const port of [base + 2, base + 3]) {
+        const response = await httpGet(`http://127.0.0.1:${port}/users/42`);
+        assert.equal(response.status, 200, `proxy on ${port}: ${response.body}`);
+        assert.equal((JSON.parse(response.body) as { upstream: string }).upstream, 'users');
+      }
+    } finally {
+      fleet.child.kill('SIGTERM');
+    }
+
+    const { code, signal } = await exitWithin(fleet, 30_000);
+    assert.equal(signal, null, `fleet was killed:\n${fleet.output()}`);
+    assert.equal(code, 0, fleet.output());
+    for (let port = base; port < base + FLEET_PORTS; port++) {
+      assert.equal(await isListening(port), false, `port ${port} still listens after SIGTERM`);
+    }
+  });
+
+  test('child exit during start fails', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
+    dirs.push(dir);
+    const base = await findFreeBase();
+    // A data directory that is a file makes the control plane exit 1 while it starts.
+    const notADirectory = join(dir, 'file');
+    writeFileSync(notADirectory, '');
+    const fleet = runFleetScript(base, notADirectory);
+    const { code } = await exitWithin(fleet, 30_000);
+    assert.equal(code, 1, fleet.output());
+    assert.match(fleet.output(), /control-plane exited with code 1 during start/);
+    assert.match(fleet.output(), new RegExp(`ports ${base}, ${base + 1}`));
+    assert.doesNotMatch(fleet.output(), /Loom fleet is running/);
+    assert.equal(await isListening(base + 6), false, 'the example upstream was left open');
+  });
+
+  test('busy port fails naming it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
+    dirs.push(dir);
+    const base = await findFreeBase();
+    const holder = await listen(base + 1);
+    assert.ok(holder, `port ${base + 1} was taken before the test held it`);
+    try {
+      const fleet = runFleetScript(base, join(dir, 'store'));
+      const { code } = await exitWithin(fleet, 30_000);
+      assert.equal(code, 1, fleet.output());
+      assert.match(fleet.output(), new RegExp(`port ${base + 1} on 127\\.0\\.0\\.1`));
+      assert.doesNotMatch(fleet.output(), /Loom fleet is running/);
+      assert.equal(await isListening(base), false, 'the control plane port was left open');
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
+  });
+});
