@@ -4,8 +4,11 @@ import { LoomError } from '../common/errors.js';
 import type { ProxyStatus, StatusResponse } from '../proto/gen/loom/v1/admin.js';
 import type { AdminClient } from './admin-client.js';
 
-/** How often `apply --wait` reads the status. */
+/** How often `apply --wait` reads the status, in milliseconds. */
 const POLL_MS = 50;
+
+/** How long the control plane may serve another epoch before a wait fails, in milliseconds. */
+const EPOCH_GRACE_MS = 10_000;
 
 /** Where one proxy stands with the awaited version. */
 export type ProxyOutcome =
@@ -30,6 +33,8 @@ export interface WaitOptions {
   /** When the version was committed, in ms since the Unix epoch; 0 uses the control plane's record. */
   committedAtMs: number;
   timeoutMs: number;
+  /** How long another epoch may be served before the wait fails; default {@link EPOCH_GRACE_MS}. */
+  epochGraceMs?: number;
   /** Called after every status read with how many proxies applied the version, of how many. */
   onProgress?: (applied: number, total: number) => void;
 }
@@ -40,9 +45,9 @@ export interface WaitOptions {
  * never waits longer than `timeoutMs`: each status call gets the remaining
  * time as its deadline, and a failed call is retried until then.
  *
- * @throws LoomError `LOOM_VERSION_CONFLICT` when the control plane moved to
- *   another epoch (a wiped or restored store), because the version then
- *   means something else.
+ * @throws LoomError `LOOM_VERSION_CONFLICT` when the control plane serves
+ *   another epoch (a wiped or restored store) for longer than
+ *   {@link EPOCH_GRACE_MS}, because the version then means something else.
  */
 export async function waitForVersion(
   client: AdminClient,
@@ -55,6 +60,7 @@ export async function waitForVersion(
     proxies: [],
     settled: false,
   };
+  let mismatchSince: number | undefined;
 
   for (;;) {
     const remaining = deadline - Date.now();
@@ -64,7 +70,14 @@ export async function waitForVersion(
       if (error instanceof LoomError && error.code === 'LOOM_UNAVAILABLE') return undefined;
       throw error;
     });
-    if (status) {
+    if (status && status.epoch !== '' && status.epoch !== options.epoch) {
+      // A control plane that has not yet re-read a restored store still serves the old epoch
+      // for up to its watch reconnect backoff, so a mismatch counts only once it persists.
+      mismatchSince ??= Date.now();
+      const graceMs = options.epochGraceMs ?? EPOCH_GRACE_MS;
+      if (Date.now() - mismatchSince >= graceMs) throw epochConflict(options, status.epoch);
+    } else if (status) {
+      mismatchSince = undefined;
       last = evaluate(status, options);
       const applied = last.proxies.filter((proxy) => proxy.state === 'applied').length;
       options.onProgress?.(applied, last.proxies.length);
@@ -74,15 +87,16 @@ export async function waitForVersion(
   }
 }
 
+function epochConflict(options: WaitOptions, served: string): LoomError {
+  return new LoomError(
+    'LOOM_VERSION_CONFLICT',
+    `version ${options.version} was committed in epoch ${options.epoch}, but the control ` +
+      `plane serves epoch ${served} (the store was wiped or restored); run ` +
+      '"loomctl diff" and apply again',
+  );
+}
+
 function evaluate(status: StatusResponse, options: WaitOptions): WaitResult {
-  if (status.epoch !== '' && status.epoch !== options.epoch) {
-    throw new LoomError(
-      'LOOM_VERSION_CONFLICT',
-      `version ${options.version} was committed in epoch ${options.epoch}, but the control ` +
-        `plane serves epoch ${status.epoch} (the store was wiped or restored); run ` +
-        '"loomctl diff" and apply again',
-    );
-  }
   const committedAtMs = options.committedAtMs || status.versionCommittedAtMs;
   const proxies = status.proxies
     .filter((proxy) => proxy.connected)

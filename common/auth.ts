@@ -127,7 +127,10 @@ export class Authenticator {
     if (roles.size === 0) {
       return new LoomError(
         'LOOM_UNAUTHENTICATED',
-        'credentials required: pass a token (--token or LOOM_TOKEN) or a client certificate',
+        permission === 'stream'
+          ? 'credentials required: start the proxy with a proxy token ' +
+              '(--token or LOOM_PROXY_TOKEN) or a client certificate'
+          : 'credentials required: pass a token (--token or LOOM_TOKEN) or a client certificate',
       );
     }
     if (!allows(roles, permission)) {

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import { EXIT_HELP } from '../context.js';
-import { out, printWarnings } from '../output.js';
+import { out, plural, printWarnings } from '../output.js';
 
 /** Registers `loomctl validate`. */
 export function registerValidate(program: Command): void {
@@ -33,9 +33,9 @@ export function registerValidate(program: Command): void {
       printWarnings(declared.warnings);
       const warnings = declared.warnings.length;
       out(
-        `configuration is valid: ${declared.routes.length} routes, ` +
-          `${declared.upstreams.length} upstreams` +
-          (warnings > 0 ? `, ${warnings} warning${warnings === 1 ? '' : 's'}` : ''),
+        `configuration is valid: ${plural(declared.routes.length, 'route')}, ` +
+          plural(declared.upstreams.length, 'upstream') +
+          (warnings > 0 ? `, ${plural(warnings, 'warning')}` : ''),
       );
     });
 }

@@ -62,12 +62,14 @@ export class ContinueExchange {
     if (this.#context.observer.enabled) this.#attemptStart = performance.now();
 
     const headers = [...request.headers, 'expect', '100-continue'];
+    const actions = request.actions;
+    const context = this.#context;
     const upstream = openUpstreamRequest(
       target,
       request.method,
       forwardedPath(target, request),
       headers,
-      this.#context.upstreamConnectTimeoutMs,
+      actions.connectTimeoutMs > 0 ? actions.connectTimeoutMs : context.upstreamConnectTimeoutMs,
     );
     this.#upstream = upstream;
     upstream.on('continue', () => this.#sendBody());
@@ -86,7 +88,8 @@ export class ContinueExchange {
     upstream.flushHeaders();
 
     this.#continueTimer = setTimeout(() => this.#sendBody(), CONTINUE_WAIT_MS);
-    const headersTimeout = this.#context.upstreamHeadersTimeoutMs;
+    const headersTimeout =
+      actions.headersTimeoutMs > 0 ? actions.headersTimeoutMs : context.upstreamHeadersTimeoutMs;
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => {
         upstream.destroy(

@@ -9,7 +9,8 @@ import { LogLimiter } from './log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
 import { prepareRequest, type PreparedRequest } from './prepare-request.js';
 import { TrustedProxies } from './trusted-proxies.js';
-import { DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS, proxyUpgrade, TunnelRegistry } from './upgrade.js';
+import { DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS, TunnelRegistry } from './tunnel.js';
+import { proxyUpgrade } from './upgrade.js';
 
 /** Settings of one proxy handler. */
 export interface ProxyHandlerOptions {

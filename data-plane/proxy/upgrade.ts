@@ -1,21 +1,14 @@
 import { STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { LoomError } from '../../common/errors.js';
-import type { Logger } from '../../common/logger.js';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { classifyUpstreamError, type ProxyError } from './error-response.js';
 import { resetConnection, type ForwardedRequest, type ProxyContext } from './exchange.js';
 import { buildClientResponseHeaders, type ResponseHead } from './headers.js';
-import { UNMATCHED } from './observer.js';
+import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
+import { Tunnel, type TunnelRegistry } from './tunnel.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
-
-/** Default time a tunnel stays open after a table swap removed its route: 30 seconds. */
-export const DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS = 30_000;
-
-/** Maximum time between two checks of the table in service while tunnels are open. */
-const TABLE_CHECK_INTERVAL_MS = 1_000;
 
 /**
  * Maximum bytes read from the client before the upstream responds to the handshake. Past it the
@@ -26,12 +19,12 @@ const MAX_EARLY_CLIENT_BYTES = 64 * 1024;
 /**
  * Proxies a request with `Upgrade` (a WebSocket handshake) that the server's 'upgrade' event
  * delivered with the raw client socket. The request is routed like any other and sent on a
- * connection of its own with its `Connection: upgrade` and `Upgrade` headers. A 101 answer
+ * connection of its own with its `Connection: upgrade` and `Upgrade` headers. A 101 response
  * turns both connections into one tunnel that copies bytes both ways with backpressure; any
- * other answer is relayed as an ordinary response and the client connection closes after it.
+ * other response is relayed as an ordinary response and the client connection closes after it.
  *
  * Until the upstream responds, the client's bytes are held back, and the client ending or
- * closing its side destroys both connections. Without an answer within the route's
+ * closing its side destroys both connections. Without a response within the route's
  * `responseHeaderMs` (or the proxy's upstream headers timeout) the client gets 504. In a
  * tunnel, either side closing or failing destroys the other, a tunnel without traffic in
  * either direction for `tunnelIdleTimeoutMs` is closed, and `tunnels` closes tunnels whose
@@ -46,14 +39,22 @@ export function proxyUpgrade(
   head: Buffer,
 ): void {
   socket.on('error', ignoreError);
+  const startTime = context.observer.enabled ? performance.now() : 0;
   const prepared = prepareRequest(context, table, req, 0);
   if (!prepared.ok) {
     writeRawError(socket, prepared.error, prepared.route, prepared.message);
-    reportTunnel(context, req, prepared.route ?? UNMATCHED, prepared.error.status, undefined);
+    reportTunnel(
+      context,
+      req,
+      prepared.route ?? UNMATCHED,
+      prepared.error.status,
+      undefined,
+      startTime,
+    );
     return;
   }
 
-  const handshake = new PendingUpgrade(context, tunnels, req, socket, prepared.request);
+  const handshake = new PendingUpgrade(context, tunnels, req, socket, prepared.request, startTime);
   handshake.start(prepared.target, prepared.head.host, head, table);
 }
 
@@ -64,16 +65,18 @@ class PendingUpgrade {
   readonly #req: IncomingMessage;
   readonly #client: Socket;
   readonly #request: ForwardedRequest;
+  /** `performance.now()` at the request's arrival; 0 when the observer is off. */
+  readonly #startTime: number;
   #target!: UpstreamTarget;
   #upstream!: ClientRequest;
   #table: RoutingTable | undefined;
   #host: string | undefined;
-  /** Client bytes that arrived before the answer; written upstream after a 101. */
+  /** Client bytes that arrived before the response; written upstream after a 101. */
   readonly #early: Buffer[] = [];
   #earlyBytes = 0;
   #headersTimer: NodeJS.Timeout | undefined;
   #settled = false;
-  /** Cuts the client connection while a non-101 answer is relayed; undefined before that. */
+  /** Cuts the client connection while a non-101 response is relayed; undefined before that. */
   #cutRelay: (() => void) | undefined;
   readonly #onClientData = (chunk: Buffer): void => this.#holdClientBytes(chunk);
   readonly #onClientGone = (): void => this.#abandon();
@@ -84,12 +87,14 @@ class PendingUpgrade {
     req: IncomingMessage,
     client: Socket,
     request: ForwardedRequest,
+    startTime: number,
   ) {
     this.#context = context;
     this.#tunnels = tunnels;
     this.#req = req;
     this.#client = client;
     this.#request = request;
+    this.#startTime = startTime;
   }
 
   /** Sends the handshake to `target`; `host` and `table` are what the request was routed on. */
@@ -169,7 +174,22 @@ class PendingUpgrade {
     if (!this.#settle()) return;
     this.#upstream.destroy();
     this.#client.destroy();
-    reportTunnel(this.#context, this.#req, this.#request.route, 0, this.#target);
+    this.#report(0);
+  }
+
+  /** Reports the request with `status`, and the attempt unless the client left (status 0). */
+  #report(status: number, failure?: ReturnType<typeof upstreamFailureOf>): void {
+    const observer = this.#context.observer;
+    if (!observer.enabled) return;
+    if (status !== 0) observer.attemptFinished(this.#target, failure, this.#startTime);
+    observer.requestFinished(
+      this.#req,
+      this.#request.route,
+      status,
+      this.#target,
+      0,
+      this.#startTime,
+    );
   }
 
   #timeOut(timeoutMs: number): void {
@@ -191,7 +211,7 @@ class PendingUpgrade {
     const tunnel = new Tunnel(this.#context, this.#client, upstream, this.#request, this.#host);
     tunnel.open(response, this.#early, upstreamHead);
     this.#tunnels.add(tunnel, table);
-    reportTunnel(this.#context, this.#req, this.#request.route, 101, this.#target);
+    this.#report(101);
   }
 
   #relay(response: IncomingMessage): void {
@@ -204,13 +224,7 @@ class PendingUpgrade {
     // the client's FIN arrive, which closes the socket once the response is written.
     this.#client.resume();
     this.#cutRelay = relayResponse(this.#request, response, this.#client);
-    reportTunnel(
-      this.#context,
-      this.#req,
-      this.#request.route,
-      response.statusCode ?? 0,
-      this.#target,
-    );
+    this.#report(response.statusCode ?? 0);
   }
 
   #fail(err: Error): void {
@@ -240,189 +254,12 @@ class PendingUpgrade {
       );
     }
     writeRawError(this.#client, error, request.route);
-    reportTunnel(this.#context, this.#req, request.route, error.status, target);
-  }
-}
-
-/** An open tunnel: two sockets that copy bytes to each other after a 101 answer. */
-class Tunnel {
-  readonly #context: ProxyContext;
-  readonly #client: Socket;
-  readonly #upstream: Socket;
-  readonly #actions: ForwardedRequest['actions'];
-  /** The route the handshake matched, and what the router needs to match it again. */
-  readonly route: string;
-  readonly method: string;
-  readonly host: string | undefined;
-  readonly path: string;
-  /** Closes the tunnel when a swap removed its route; undefined while the route exists. */
-  drainTimer: NodeJS.Timeout | undefined;
-  /** Called once when the tunnel closes. */
-  onClose: (() => void) | undefined;
-
-  constructor(
-    context: ProxyContext,
-    client: Socket,
-    upstream: Socket,
-    request: ForwardedRequest,
-    host: string | undefined,
-  ) {
-    this.#context = context;
-    this.#client = client;
-    this.#upstream = upstream;
-    this.#actions = request.actions;
-    this.route = request.route;
-    this.method = request.method;
-    this.host = host;
-    // The normalised path matches the same routes as the path it came from.
-    this.path = request.path;
-  }
-
-  /** Sends the 101 to the client, then the bytes each side sent early, then copies both ways. */
-  open(response: IncomingMessage, clientEarly: readonly Buffer[], upstreamHead: Buffer): void {
-    const client = this.#client;
-    const upstream = this.#upstream;
-    // A 101 keeps its Connection and Upgrade headers, which tell the client what it switched to.
-    const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
-    const headers = buildClientResponseHeaders(response.rawHeaders, this.#actions, head);
-    let text = `HTTP/1.1 101 ${response.statusMessage || 'Switching Protocols'}\r\n`;
-    for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    text += `Connection: Upgrade\r\nUpgrade: ${response.headers.upgrade ?? ''}\r\n\r\n`;
-
-    upstream.on('error', ignoreError);
-    const close = (): void => this.close();
-    client.once('close', close);
-    upstream.once('close', close);
-    client.setTimeout(this.#context.tunnelIdleTimeoutMs, close);
-    upstream.setTimeout(this.#context.tunnelIdleTimeoutMs, close);
-    this.#context.observer.tunnelOpened();
-    client.once('close', () => this.#context.observer.tunnelClosed());
-
-    client.write(text, 'latin1');
-    if (upstreamHead.length > 0) client.write(upstreamHead);
-    for (const chunk of clientEarly) upstream.write(chunk);
-    // A FIN from either side is passed on; the tunnel ends when either side closes.
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-
-  /** Destroys both sockets; safe to call more than once. */
-  close(): void {
-    clearTimeout(this.drainTimer);
-    this.#client.destroy();
-    this.#upstream.destroy();
-    const onClose = this.onClose;
-    this.onClose = undefined;
-    onClose?.();
+    this.#report(error.status, upstreamFailureOf(error));
   }
 }
 
 /**
- * The open tunnels of one proxy handler. The proxy is not notified of table swaps, so while
- * tunnels are open the registry reads the table in service once per check interval. After a
- * swap it matches each tunnel's handshake (method, Host, path) again: a tunnel that no longer
- * reaches its route is closed `drainTimeoutMs` later, unless a later swap brings the route
- * back before then. Tunnels whose route still matches stay open across swaps.
- */
-export class TunnelRegistry {
-  readonly #tunnels = new Set<Tunnel>();
-  readonly #getTable: () => RoutingTable | undefined;
-  readonly #drainTimeoutMs: number;
-  readonly #checkIntervalMs: number;
-  readonly #logger: Logger;
-  /** The table the tunnels were last matched against; weak, so an old table is not kept. */
-  #checked: WeakRef<RoutingTable> | undefined;
-  #timer: NodeJS.Timeout | undefined;
-
-  /** @throws LoomError `LOOM_INVALID_ARGUMENT` when `drainTimeoutMs` is not an integer of 0 or more. */
-  constructor(getTable: () => RoutingTable | undefined, drainTimeoutMs: number, logger: Logger) {
-    if (!Number.isInteger(drainTimeoutMs) || drainTimeoutMs < 0) {
-      throw new LoomError(
-        'LOOM_INVALID_ARGUMENT',
-        `invalid tunnelDrainTimeoutMs ${drainTimeoutMs}: expected an integer of 0 or more`,
-      );
-    }
-
-    this.#getTable = getTable;
-    this.#drainTimeoutMs = drainTimeoutMs;
-    // A short drain timeout gets checks as frequent, so the deadline is not mostly check delay.
-    this.#checkIntervalMs = Math.max(10, Math.min(TABLE_CHECK_INTERVAL_MS, drainTimeoutMs));
-    this.#logger = logger;
-  }
-
-  /** Number of open tunnels. */
-  get size(): number {
-    return this.#tunnels.size;
-  }
-
-  /** Tracks an open tunnel whose handshake was routed on `table`. */
-  add(tunnel: Tunnel, table: RoutingTable | undefined): void {
-    this.#tunnels.add(tunnel);
-    tunnel.onClose = () => this.#remove(tunnel);
-    if (this.#timer === undefined) {
-      this.#checked = table === undefined ? undefined : new WeakRef(table);
-      this.#timer = setInterval(() => this.#check(), this.#checkIntervalMs);
-      this.#timer.unref();
-    }
-
-    // A swap during the handshake is not seen by the next check when it already saw the new table.
-    const current = this.#getTable();
-    if (current !== table && this.#review(tunnel, current)) this.#logDrain(current, 1);
-  }
-
-  #remove(tunnel: Tunnel): void {
-    this.#tunnels.delete(tunnel);
-    if (this.#tunnels.size === 0) {
-      clearInterval(this.#timer);
-      this.#timer = undefined;
-      this.#checked = undefined;
-    }
-  }
-
-  #check(): void {
-    const table = this.#getTable();
-    if (table !== undefined && this.#checked?.deref() === table) return;
-
-    this.#checked = table === undefined ? undefined : new WeakRef(table);
-    let draining = 0;
-    for (const tunnel of this.#tunnels) {
-      if (this.#review(tunnel, table)) draining++;
-    }
-    if (draining > 0) this.#logDrain(table, draining);
-  }
-
-  /** Starts or cancels the drain of `tunnel` on `table`; returns true when it started one. */
-  #review(tunnel: Tunnel, table: RoutingTable | undefined): boolean {
-    const match = table?.router.find(tunnel.method, tunnel.host, tunnel.path);
-    if (match?.kind === 'found' && match.route === tunnel.route) {
-      clearTimeout(tunnel.drainTimer);
-      tunnel.drainTimer = undefined;
-      return false;
-    }
-    if (tunnel.drainTimer !== undefined) return false;
-
-    tunnel.drainTimer = setTimeout(() => this.#closeDrained(tunnel), this.#drainTimeoutMs);
-    return true;
-  }
-
-  #closeDrained(tunnel: Tunnel): void {
-    const logger = this.#logger;
-    if (logger.isLevelEnabled('debug')) {
-      logger.debug({ route: tunnel.route }, 'tunnel closed after its route was removed');
-    }
-    tunnel.close();
-  }
-
-  #logDrain(table: RoutingTable | undefined, tunnels: number): void {
-    this.#logger.info(
-      { version: table?.version, tunnels, drainTimeoutMs: this.#drainTimeoutMs },
-      'tunnels draining after their routes were removed',
-    );
-  }
-}
-
-/**
- * Writes a non-101 answer to an upgrade request as an ordinary response, then closes. Returns
+ * Writes a non-101 response to an upgrade request as an ordinary response, then closes. Returns
  * a function that cuts the client connection when the upstream fails during the body.
  */
 function relayResponse(
@@ -492,9 +329,10 @@ function reportTunnel(
   route: string,
   status: number,
   target: UpstreamTarget | undefined,
+  startTime: number,
 ): void {
   if (context.observer.enabled) {
-    context.observer.requestFinished(req, route, status, target, 0, 0);
+    context.observer.requestFinished(req, route, status, target, 0, startTime);
   }
 }
 

@@ -148,7 +148,7 @@ describe('loomctl validate messages', () => {
     const file = write('valid.yaml', BASELINE);
     const result = await loomctl(OFFLINE, ['validate', '-f', file]);
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, /^configuration is valid: 1 routes, 1 upstreams$/m);
+    assert.match(result.stdout, /^configuration is valid: 1 route, 1 upstream$/m);
   });
 
   test('each file is named', async () => {
@@ -190,7 +190,7 @@ describe('loomctl validate file handling', () => {
     const file = join(conf, 'routes.yaml');
     const result = await loomctl(OFFLINE, ['validate', '-f', conf, file]);
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, /^configuration is valid: 2 routes, 1 upstreams$/m);
+    assert.match(result.stdout, /^configuration is valid: 2 routes, 1 upstream$/m);
   });
 
   test('operator-facing loader messages', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { AccessLog } from '../../data-plane/observability/access-log.js';
@@ -23,12 +24,19 @@ describe('proxy upstream metrics', () => {
   let metrics: ProxyMetrics;
   let good: string;
   let dead: string;
+  let suiteStart: number;
 
   before(async () => {
+    suiteStart = performance.now();
     upstream = await startHttpServer((req, res) => {
       req.resume();
       res.writeHead(req.url?.endsWith('/bad') ? 502 : 200);
       res.end('answer');
+    });
+    upstream.server.on('upgrade', (_req: IncomingMessage, socket: Socket) => {
+      socket.end(
+        'HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: test\r\n\r\n',
+      );
     });
     good = `http://127.0.0.1:${upstream.port}`;
     // A free port that nothing listens on refuses connections.
@@ -112,5 +120,23 @@ describe('proxy upstream metrics', () => {
     assert.equal(await sample('loom_proxy_requests_total', requests), 1);
     const durations = 'loom_proxy_upstream_request_duration_seconds_count';
     assert.equal(await sample(durations, { upstream: 'single', target: good }), 2);
+  });
+
+  it('records upgrade attempts and duration', async () => {
+    const client = connect(proxy.port, '127.0.0.1');
+    client.write(
+      'GET /single/ws HTTP/1.1\r\nhost: example.test\r\nconnection: upgrade\r\nupgrade: test\r\n\r\n',
+    );
+    let received = '';
+    client.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    await within(once(client, 'close'), 'the tunnel close');
+
+    assert.match(received, /^HTTP\/1\.1 101 /);
+    const durations = 'loom_proxy_upstream_request_duration_seconds_count';
+    assert.equal(await sample(durations, { upstream: 'single', target: good }), 3);
+    // Every request of the route ran inside this suite, so their durations add up to less
+    // than the suite's elapsed time; a duration counted from process start would not.
+    const total = await sample('loom_proxy_request_duration_seconds_sum', { route: 'single' });
+    assert.ok(total !== undefined && total < (performance.now() - suiteStart) / 1000, `${total}`);
   });
 });

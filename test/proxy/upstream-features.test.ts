@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -329,6 +330,23 @@ describe('proxy upstream features', () => {
 
       assert.equal(head.status, 504);
       assert.notEqual(await within(body, 'the cut body'), 'complete');
+
+      // A request with Expect: 100-continue takes another path through the proxy.
+      const upload = httpRequest({
+        host: '127.0.0.1',
+        port: proxy.port,
+        path: '/slow-head',
+        method: 'POST',
+        headers: { expect: '100-continue', 'content-length': '2' },
+        agent: false,
+      });
+      upload.on('continue', () => upload.end('hi'));
+      upload.flushHeaders();
+      const [response] = (await within(once(upload, 'response'), 'the 100-continue answer')) as [
+        IncomingMessage,
+      ];
+      response.resume();
+      assert.equal(response.statusCode, 504);
     } finally {
       await proxy.close();
       await slow.close();

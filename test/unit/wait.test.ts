@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import type { AdminClient } from '../../cli/admin-client.js';
+import { waitForVersion } from '../../cli/wait.js';
+import { LoomError } from '../../common/errors.js';
+import { ProxyStatus, type StatusResponse } from '../../proto/gen/loom/v1/admin.js';
+
+/** A client whose status calls return `responses` in order, repeating the last one. */
+function scriptedClient(responses: StatusResponse[]): AdminClient {
+  let calls = 0;
+  const status = async () => responses[Math.min(calls++, responses.length - 1)];
+  return { status } as unknown as AdminClient;
+}
+
+function statusOf(epoch: string, ackedVersion: number): StatusResponse {
+  const proxy = {
+    ...ProxyStatus.fromPartial({ id: 'p1', connected: true }),
+    ackedEpoch: epoch,
+    ackedVersion,
+  };
+  return { version: ackedVersion, epoch, proxies: [proxy], versionCommittedAtMs: 0 };
+}
+
+describe('apply wait epochs', () => {
+  test('brief epoch mismatch keeps waiting', async () => {
+    const client = scriptedClient([statusOf('old', 4), statusOf('old', 4), statusOf('new', 7)]);
+
+    const result = await waitForVersion(client, {
+      epoch: 'new',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 5_000,
+      epochGraceMs: 5_000,
+    });
+
+    assert.equal(result.settled, true);
+    assert.equal(result.proxies[0].state, 'applied');
+  });
+
+  test('lasting epoch mismatch fails', async () => {
+    const client = scriptedClient([statusOf('other', 9)]);
+
+    const waiting = waitForVersion(client, {
+      epoch: 'new',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 5_000,
+      epochGraceMs: 100,
+    });
+
+    await assert.rejects(waiting, (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_VERSION_CONFLICT');
+      assert.match(error.message, /serves epoch other/);
+      return true;
+    });
+  });
+});
