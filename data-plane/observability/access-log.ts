@@ -61,6 +61,8 @@ export class AccessLog {
   readonly #file: string | undefined;
   #failed = false;
   #closed = false;
+  /** Settles once the file that {@link reopen} asked for is open; undefined before a reopen. */
+  #reopened: Promise<unknown> | undefined;
   /** Lines not yet handed to the destination. */
   #batch = '';
   #flushTimer: NodeJS.Timeout | undefined;
@@ -254,8 +256,8 @@ export class AccessLog {
     this.#flushTimer = undefined;
     const batch = this.#batch;
     this.#batch = '';
-    // A Buffer is encoded once. sonic-boom encodes a string again after every write to find
-    // what is left of it.
+    // The destination takes Buffers (contentMode 'buffer'), so a batch is encoded once. In string
+    // mode sonic-boom encodes its pending string again after every write to find what is left.
     if (batch !== '' && !this.#failed && !this.#closed) {
       this.#destination?.write(Buffer.from(batch) as unknown as string);
     }
@@ -268,6 +270,8 @@ export class AccessLog {
     }
     this.flush();
     this.#failed = false;
+    // 'error' rejects the wait, and #onError logs it.
+    this.#reopened = once(this.#destination, 'ready').catch(() => undefined);
     this.#destination.reopen();
   }
 
@@ -279,6 +283,9 @@ export class AccessLog {
     }
     this.flush();
     this.#closed = true;
+    // sonic-boom 4.2 drops a reopen that waits for a write when end() comes first, and then
+    // never closes, so the end waits for the reopened file.
+    await this.#reopened;
     const closed = once(destination, 'close');
     destination.end();
     await closed;

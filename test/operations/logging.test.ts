@@ -10,6 +10,7 @@ import { createLogger } from '../../common/logger.js';
 import { AccessLog } from '../../data-plane/observability/access-log.js';
 import { ROOT, waitFor, waitForPort } from '../../scripts/processes.js';
 import { findFreePort } from '../helpers/ports.js';
+import { within } from '../proxy/harness.js';
 
 /** Collects the lines a logger writes. */
 function memoryDestination(): { lines: string[]; write(line: string): void } {
@@ -139,6 +140,33 @@ describe('access log', () => {
     const rotated = readFileSync(file, 'utf8').trimEnd().split('\n');
     assert.equal(rotated.length, 1);
     assert.equal((JSON.parse(rotated[0]) as { status: number }).status, 201);
+  });
+
+  test('access log closes during reopen', async () => {
+    // The reopen comes right after the first line reached the file, usually while sonic-boom
+    // still waits for that write's callback; a few rounds make that case near certain.
+    for (let round = 0; round < 5; round++) {
+      const file = join(dir, `reopening-${round}.log`);
+      const log = AccessLog.open(
+        file,
+        createLogger({ name: 'test', destination: memoryDestination() }),
+      );
+      log.write(entry);
+      log.flush();
+      const deadline = Date.now() + 5_000;
+      while (readFileSync(file, 'utf8').length === 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      renameSync(file, `${file}.1`);
+      log.reopen();
+      log.write({ ...entry, status: 201 });
+      await within(log.close(), 'the access log close');
+
+      const first = readFileSync(`${file}.1`, 'utf8').trimEnd().split('\n');
+      assert.equal((JSON.parse(first[0]) as { status: number }).status, 200);
+      const reopened = readFileSync(file, 'utf8').trimEnd().split('\n');
+      assert.equal((JSON.parse(reopened[0]) as { status: number }).status, 201);
+    }
   });
 
   test('access log off by default', async () => {
