@@ -2,7 +2,8 @@
 // control plane's commit to the ack of the last proxy, both as the control
 // plane records them. Fleets of real proxy processes and of lightweight
 // subscribers in one process, at several configuration sizes.
-// Usage: npm run bench:propagation [-- --json] [-- --quick]
+// Usage: npm run bench:propagation -- [--json] [--quick] [--fleets 1,10,50]
+//   [--routes 100,1000] [--subscribers N]  (lists replace the defaults; --subscribers 0 skips)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -21,11 +22,27 @@ import {
 import { findFreePort } from '../../test/helpers/ports.js';
 import { availableMiB, cpuMs, rssMiB } from './process-stats.js';
 
-const args = new Set(process.argv.slice(2));
+const argv = process.argv.slice(2);
+const args = new Set(argv);
 const QUICK = args.has('--quick');
-const ROUTE_COUNTS = QUICK ? [100, 1_000] : [100, 1_000, 10_000, 100_000];
-const FLEET_SIZES = QUICK ? [1, 10] : [1, 10, 50];
-const SUBSCRIBERS = QUICK ? 200 : 1_000;
+const ROUTE_COUNTS =
+  listOption('--routes') ?? (QUICK ? [100, 1_000] : [100, 1_000, 10_000, 100_000]);
+const FLEET_SIZES = listOption('--fleets') ?? (QUICK ? [1, 10] : [1, 10, 50]);
+const SUBSCRIBERS = listOption('--subscribers')?.[0] ?? (QUICK ? 200 : 1_000);
+
+/** Reads `name LIST` from the command line: comma-separated whole numbers, or undefined. */
+function listOption(name: string): number[] | undefined {
+  const index = argv.indexOf(name);
+  if (index === -1) return undefined;
+  const text = argv[index + 1] ?? '';
+  const values = text.split(',').map(Number);
+  if (text === '' || values.some((value) => !Number.isInteger(value) || value < 0)) {
+    throw new Error(
+      `invalid ${name} ${JSON.stringify(text)}: expected whole numbers separated by commas, such as 10,50`,
+    );
+  }
+  return values;
+}
 /** One-route changes per combination: up to MAX_CHANGES, but no more once TIME_BUDGET_MS passed. */
 const MAX_CHANGES = 20;
 const MIN_CHANGES = 3;
@@ -234,30 +251,37 @@ async function main(): Promise<void> {
     }
     await bench.stopProxies();
 
-    await bench.applyAndWait(makeRoutes(100));
-    const subscribers = await startSubscribers(bench.address, SUBSCRIBERS);
-    try {
-      for (const routes of ROUTE_COUNTS) {
-        if (routes * SUBSCRIBERS > 10_000_000) {
-          rows.push({
-            fleet: `${SUBSCRIBERS} subscribers`,
-            routes,
-            changes: 0,
-            skipped:
-              'one process would decode 1,000 copies of every 100,000-route snapshot, minutes per change',
-          });
-          continue;
-        }
-        log(`measuring ${SUBSCRIBERS} subscribers at ${routes} routes`);
-        rows.push(await bench.measure(`${SUBSCRIBERS} subscribers`, routes));
-      }
-    } finally {
-      subscribers.kill('SIGTERM');
-    }
+    if (SUBSCRIBERS > 0) rows.push(...(await measureSubscribers(bench, log)));
   } finally {
     await bench.stop();
   }
   report(rows);
+}
+
+/** Measures the lightweight subscribers at every route count. */
+async function measureSubscribers(bench: Bench, log: (text: string) => void): Promise<Row[]> {
+  const rows: Row[] = [];
+  await bench.applyAndWait(makeRoutes(100));
+  const subscribers = await startSubscribers(bench.address, SUBSCRIBERS);
+  try {
+    for (const routes of ROUTE_COUNTS) {
+      if (routes * SUBSCRIBERS > 10_000_000) {
+        rows.push({
+          fleet: `${SUBSCRIBERS} subscribers`,
+          routes,
+          changes: 0,
+          skipped:
+            'one process would decode 1,000 copies of every 100,000-route snapshot, minutes per change',
+        });
+        continue;
+      }
+      log(`measuring ${SUBSCRIBERS} subscribers at ${routes} routes`);
+      rows.push(await bench.measure(`${SUBSCRIBERS} subscribers`, routes));
+    }
+  } finally {
+    subscribers.kill('SIGTERM');
+  }
+  return rows;
 }
 
 function report(rows: Row[]): void {
@@ -267,7 +291,7 @@ function report(rows: Row[]): void {
     node: process.version,
     /** 1-minute load average at the end: other work on the machine skews every number. */
     loadAverage: Number(loadavg()[0].toFixed(1)),
-    command: `npm run bench:propagation${QUICK ? ' -- --quick' : ''}`,
+    command: `npm run bench:propagation${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
   };
   if (args.has('--json')) {
     process.stdout.write(`${JSON.stringify({ machine, rows }, null, 2)}\n`);
