@@ -15,7 +15,7 @@ const REASONS: Record<string, string> = {
 
 /**
  * Converts a failed bind into `cannot listen on HOST:PORT (--flag): reason`.
- * Returns the error unchanged when it is not a bind failure of one of `listeners`
+ * Returns the error unchanged when it is not a bind failure of one of `listeners`.
  * When two flags name the same port, the later one is named, because its bind failed.
  */
 export function describeListenError(error: unknown, listeners: ListenerFlag[]): unknown {
