@@ -1,6 +1,6 @@
 // Runs a local fleet: one control plane on the embedded store in ./loom-data
 // (kept between runs), two proxies and the example upstream. SIGINT (Ctrl-C) or
-// SIGTERM stops everything.
+// SIGTERM to this process stops everything.
 // Usage: npm start [-- --base-port N] [--data-dir DIR]
 // Default ports: control plane 7400 (admin 7401), proxies 8080 and 8081 (admin
 // 9901 and 9902), upstream 9001. With --base-port N (or LOOM_FLEET_BASE_PORT=N)
@@ -45,11 +45,33 @@ function fleetPorts(base: number | undefined): FleetPorts {
   };
 }
 
+/** Parses the command line; prints the usage and exits for --help or a bad flag. */
+function readFlags(): { 'base-port'?: string; 'data-dir': string } {
+  try {
+    const { values } = parseArgs({
+      options: {
+        'base-port': { type: 'string' },
+        'data-dir': { type: 'string', default: './loom-data' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    return { 'base-port': values['base-port'], 'data-dir': values['data-dir'] };
+  } catch (error) {
+    fail(`error: ${(error as Error).message}\n${USAGE}`);
+  }
+}
+
 function parseBasePort(value: string | undefined, source: string): number | undefined {
   if (value === undefined || value === '') return undefined;
   const base = Number(value);
   if (!Number.isInteger(base) || base < 1024 || base > 65535 - 6) {
-    fail(`invalid ${source} "${value}"; expected a port from 1024 to 65529 (the fleet uses 7)`);
+    fail(
+      `invalid ${source} "${value}"; expected a port from 1024 to 65529 (the fleet uses 7 ports)`,
+    );
   }
   return base;
 }
@@ -84,12 +106,13 @@ function isFree(port: number): Promise<boolean> {
   });
 }
 
-const { values: flags } = parseArgs({
-  options: {
-    'base-port': { type: 'string' },
-    'data-dir': { type: 'string', default: './loom-data' },
-  },
-});
+const USAGE = `usage: npm start [-- --base-port N] [--data-dir DIR]
+
+  --base-port N   use ports N to N+6 (env LOOM_FLEET_BASE_PORT); default 7400, 8080, 9001, ...
+  --data-dir DIR  directory of the embedded store (default ./loom-data)
+`;
+
+const flags = readFlags();
 const base =
   parseBasePort(flags['base-port'], '--base-port') ??
   parseBasePort(process.env.LOOM_FLEET_BASE_PORT, 'LOOM_FLEET_BASE_PORT');

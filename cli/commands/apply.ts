@@ -41,7 +41,7 @@ export function registerApply(program: Command): void {
     .requiredOption('-f, --filename <file...>', 'YAML or JSON config file(s), merged')
     .option(
       '--prune',
-      'also delete stored routes and upstreams that the files do not declare (default: keep them)',
+      'also delete stored routes and upstreams that the files do not declare',
       false,
     )
     .option('--dry-run', 'validate and print what would change without writing', false)
@@ -112,7 +112,8 @@ async function rejectEmptyPrune(client: AdminClient, files: string[]): Promise<v
 
   throw new ExitError(
     EXIT.error,
-    `${files.join(', ')} declare no routes or upstreams, so --prune would delete all ${total} ` +
+    `${files.join(', ')} ${files.length === 1 ? 'declares' : 'declare'} no routes or upstreams, ` +
+      `so --prune would delete all ${total} ` +
       `stored resources (${plural(stored.routes.length, 'route')}, ` +
       `${plural(stored.upstreams.length, 'upstream')}); nothing was written. ` +
       'Check the files, or add --allow-empty to delete them all.',

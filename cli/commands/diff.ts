@@ -4,7 +4,7 @@ import { loadConfigFiles } from '../../config/load.js';
 import type { Change } from '../../proto/gen/loom/v1/admin.js';
 import { EXIT, EXIT_HELP, ExitError, withClient } from '../context.js';
 import { diffFields } from '../field-diff.js';
-import { out, printWarnings } from '../output.js';
+import { err, out, printWarnings } from '../output.js';
 
 const MARKS: Record<string, string> = { create: '+', update: '~', delete: '-' };
 
@@ -27,6 +27,12 @@ export function registerDiff(program: Command): void {
     .action(async (options: { filename: string[]; prune: boolean }, command: Command) => {
       const declared = await loadConfigFiles(options.filename, { partial: !options.prune });
       printWarnings(declared.warnings);
+      if (options.prune && declared.routes.length === 0 && declared.upstreams.length === 0) {
+        err(
+          'warning: the files declare no routes or upstreams; apply --prune refuses such files ' +
+            'unless --allow-empty is given',
+        );
+      }
       const response = await withClient(command, (client) =>
         client.apply({
           routes: declared.routes,
