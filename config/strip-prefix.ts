@@ -5,7 +5,7 @@ import type { Route } from '../proto/gen/loom/v1/config.js';
 import { describePatternLimit } from './limits.js';
 import { normalizePathPrefix } from './normalize.js';
 
-/** How a stripPrefix applies to the requests one path pattern matches. */
+/** Reach of a stripPrefix over the requests that one path pattern matches. */
 type StripReach =
   /** To no request: some prefix segment never equals the pattern's segment there. */
   | { kind: 'never' }

@@ -6,7 +6,7 @@ import { PROXY_ERRORS, type ProxyError } from './error-response.js';
 export const UNMATCHED = '(unmatched)';
 
 /**
- * How an attempt to send a request to an upstream target failed. `unreachable`: refused, reset
+ * Kind of failure of an attempt to send a request to an upstream target. `unreachable`: refused, reset
  * or closed before the response headers. `timeout`: connect, headers or body timeout.
  * `aborted`: the upstream failed after the response headers reached the client. `error`: any
  * other failure.

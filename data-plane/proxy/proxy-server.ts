@@ -25,7 +25,7 @@ export type ProxyServerOptions = ProxyHandlerOptions & ClientLimits;
 /**
  * Creates the `node:http` server of a proxy listener with the client limits applied and the
  * proxy's 'request', 'checkContinue', 'upgrade' and 'connect' listeners attached. Node.js
- * itself answers 431 to an oversized head, 408 to a head or request that arrives too slowly
+ * itself responds with 431 to an oversized head, 408 to a head or request that arrives too slowly
  * (checked every second, so a client sending one byte per second is cut off within a second of
  * the limit), and 400 to requests its parser rejects, then closes the connection.
  *

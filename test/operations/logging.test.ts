@@ -144,7 +144,7 @@ describe('access log', () => {
 
   test('access log closes during reopen', async () => {
     // The reopen comes right after the first line reached the file, usually while sonic-boom
-    // still waits for that write's callback; a few rounds make that case near certain.
+    // still waits for that write's callback. A few rounds make that case near certain.
     for (let round = 0; round < 5; round++) {
       const file = join(dir, `reopening-${round}.log`);
       const log = AccessLog.open(

@@ -11,10 +11,10 @@ import { listenHttp, within } from './harness.js';
 
 const silent = pino({ level: 'silent' });
 
-/** Starts a server that answers `/hold/MS` after MS milliseconds, with its drainer. */
+/** Starts a server that responds to `/hold/MS` after MS milliseconds, with its drainer. */
 async function startHeldServer() {
   const server = createServer((req, res) => {
-    // `/hold/0` never gets an answer.
+    // `/hold/0` never gets a response.
     const ms = Number((req.url ?? '').split('/')[2] ?? 0);
     if (ms > 0) setTimeout(() => res.end('done'), ms);
   });

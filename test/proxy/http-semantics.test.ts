@@ -449,7 +449,7 @@ describe('proxy upload handling', () => {
     }
   });
   it('relays an early response before a reset', async () => {
-    // The upstream answers as soon as the head arrives and closes without reading the body,
+    // The upstream responds as soon as the head arrives and closes without reading the body,
     // so its kernel resets the connection while the proxy still uploads.
     const upstream = createNetServer((socket) => {
       socket.once('data', () => {

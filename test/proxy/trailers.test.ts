@@ -47,7 +47,7 @@ const RESPONSES: Record<string, string> = {
     'Cache-Control: no-store\r\nX-Removed: r\r\n\r\n',
 };
 
-/** Raw upstream that answers each request from `RESPONSES` and keeps the connection open. */
+/** Raw upstream that responds to each request from `RESPONSES` and keeps the connection open. */
 class RawUpstream {
   readonly server: Server;
   /** The connection of each path's latest request. */

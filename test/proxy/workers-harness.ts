@@ -31,7 +31,7 @@ export async function get(port: number, path: string, timeoutMs = 10_000): Promi
 
 /**
  * Sends requests on new connections until a worker of every slot in `slots` responded, at most 60;
- * returns the answers keyed by slot. Routed requests carry the worker header; 404s do not, so
+ * returns the responses keyed by slot. Routed requests carry the worker header; 404s do not, so
  * `path` must match a route.
  */
 export async function answersBySlot(
