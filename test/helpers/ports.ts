@@ -1,21 +1,37 @@
 import { createServer } from 'node:net';
 
 /**
- * Returns a TCP port on 127.0.0.1 that was free a moment ago: the OS picks it
- * for a listener on port 0, which is then closed. Another process may take the
- * port before the caller binds it, so callers that can retry should.
+ * Ports handed out from, below Linux's default ephemeral range (32768 to 60999): the OS gives
+ * those to outgoing connections, and a test's many client connections could take a port
+ * between the check here and the server's bind.
+ */
+const FIRST_PORT = 20_000;
+const LAST_PORT = 32_000;
+
+/** Ports this process handed out, so one test process never gets the same port twice. */
+const handedOut = new Set<number>();
+
+/**
+ * Returns a TCP port on 127.0.0.1 that was free a moment ago. It picks a random port outside
+ * the ephemeral range, so neither outgoing connections nor another test process binding port 0
+ * is likely to take it before the caller binds it. Callers that can retry should.
  */
 export async function findFreePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-
-  if (address === null || typeof address === 'string') {
-    throw new Error('listener on port 0 returned no TCP address');
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = FIRST_PORT + Math.floor(Math.random() * (LAST_PORT - FIRST_PORT));
+    if (handedOut.has(port)) continue;
+    if (await isFree(port)) {
+      handedOut.add(port);
+      return port;
+    }
   }
-  return address.port;
+  throw new Error(`no free port found between ${FIRST_PORT} and ${LAST_PORT} in 200 tries`);
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
 }
