@@ -75,10 +75,10 @@ export function normalizePathPrefix(prefix: string | undefined): string | undefi
 }
 
 /**
- * Puts a path pattern in stored form: in static text, escapes of unreserved
+ * Puts a path pattern in stored form. In static text, escapes of unreserved
  * characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`) are decoded and the hex digits
- * of every other escape upper-cased, which is how the router compares static
- * text, so `/%7Eu` and `/~u` store the same pattern. An escape right after a
+ * of every other escape upper-cased. The router compares static text that way,
+ * so `/%7Eu` and `/~u` store the same pattern. An escape right after a
  * param name stays escaped when it decodes to a name character, because
  * decoding `:id%41` would make the param `idA`. Catch-all segments stay as
  * written, and so does a pattern with an invalid escape, for validation to reject.

@@ -71,10 +71,11 @@ export interface EtcdWatchContext {
  * A periodic delivery check catches a stream that stays open but stops
  * delivering. It finds the last change under the prefix from any writer: a
  * commit through any `EtcdStore`, or a put or delete by etcdctl or another
- * client. When that change is past the last revision delivered and the watch
- * makes no progress for `stallGraceMs`, the watch logs `etcd watch stalled`
- * once, the store replaces the watch connection, and the watch fails with a
- * retryable error, so that its caller reads the prefix again.
+ * client. The watch counts as stalled when that change is past the last
+ * revision delivered and the watch makes no progress for `stallGraceMs`. It then
+ * logs `etcd watch stalled` once and the store replaces the watch connection.
+ * The watch then fails with a retryable error, so the caller reads the prefix
+ * again.
  *
  * A wiped or restored etcd whose revision has already passed the watch's by the
  * time the watch reconnects looks like the same history. The watch therefore

@@ -25,9 +25,10 @@ export type ProxyServerOptions = ProxyHandlerOptions & ClientLimits;
 /**
  * Creates the `node:http` server of a proxy listener with the client limits applied and the
  * proxy's 'request', 'checkContinue', 'upgrade' and 'connect' listeners attached. Node.js
- * itself responds with 431 to an oversized head, 408 to a head or request that arrives too slowly
- * (checked every second, so a client sending one byte per second is cut off within a second of
- * the limit), and 400 to requests its parser rejects, then closes the connection.
+ * itself responds with 431 to an oversized head and with 400 to requests its parser rejects,
+ * then closes the connection. It responds with 408 to a head or request that arrives too
+ * slowly, checked every second, so a client sending one byte per second is cut off within a
+ * second of the limit.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` on a limit out of range.
  */

@@ -5,10 +5,10 @@ import { connect, type TLSSocket } from 'node:tls';
 import type { ClientTlsFiles } from '../../common/tls.js';
 
 /**
- * Result of a client-certificate probe: `accepted` when the server sent HTTP/2
- * data after the handshake, `rejected` when it closed the connection after the
- * handshake without sending any, `unknown` otherwise (no TCP connection, a
- * handshake error, or no data within the timeout).
+ * Result of a client-certificate probe. `accepted`: the server sent HTTP/2 data
+ * after the handshake. `rejected`: it closed the connection after the handshake
+ * without sending any. `unknown`: no TCP connection, a handshake error, or no
+ * data within the timeout.
  */
 export type ProbeOutcome = 'accepted' | 'rejected' | 'unknown';
 

@@ -18,7 +18,8 @@ function loom(args: string[]): Promise<CliResult> {
       [join(ROOT, 'bin', 'loom.js'), ...args],
       { cwd: ROOT, timeout: 60_000, killSignal: 'SIGKILL' },
       (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+        let code = 0;
+        if (error) code = typeof error.code === 'number' ? error.code : -1;
         resolve({ code, stdout, stderr });
       },
     );
