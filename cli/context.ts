@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 
-import { parseHostPort } from '../common/address.js';
+import { parseDialAddress } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
 
@@ -11,11 +11,30 @@ import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
  */
 export const EXIT = { ok: 0, error: 1, usage: 2, changes: 2, notConverged: 3 } as const;
 
-/** Exit-code text shared by the help of every command. */
+/** Exit-code text of `loomctl --help`, which covers every command. */
 export const EXIT_HELP =
-  '\nExit codes: 0 success; 1 error (invalid config, unreachable control plane, version conflict);\n' +
-  '2 usage error, or "diff" found changes; 3 "apply --wait": committed, but a proxy nacked\n' +
-  'the version or did not apply it before the timeout.\n';
+  '\nExit codes:\n' +
+  '  0  success; for "diff", nothing would change\n' +
+  '  1  error: invalid configuration, unreachable control plane, version conflict,\n' +
+  '     resource not found\n' +
+  '  2  usage error (unknown flag, missing argument, invalid value); for "diff",\n' +
+  '     something would change\n' +
+  '  3  "apply --wait": the write was committed, but a proxy nacked the version or\n' +
+  '     did not apply it before the timeout\n';
+
+/**
+ * Formats the exit codes of one command for its help: 0, then 1 for `errors` (the failures of
+ * that command, none when undefined), then 2 for a usage error, then `extra` lines.
+ */
+export function exitHelp(success: string, errors?: string, extra: string[] = []): string {
+  return (
+    '\nExit codes:\n' +
+    `  0  ${success}\n` +
+    (errors === undefined ? '' : `  1  error: ${errors}\n`) +
+    '  2  usage error (unknown flag, missing argument, invalid value)\n' +
+    extra.map((line) => `${line}\n`).join('')
+  );
+}
 
 /** An error that ends loomctl with a given exit code after its message. */
 export class ExitError extends Error {
@@ -28,12 +47,30 @@ export class ExitError extends Error {
   }
 }
 
-/** Returns the control-plane address: `--control-plane`, then LOOM_CONTROL_PLANE, then the default. */
+/**
+ * Returns the control-plane address: `--control-plane`, then LOOM_CONTROL_PLANE, then the default.
+ * Throws an ExitError with the usage exit code (2) when the address is not HOST:PORT.
+ */
 export function controlPlaneAddress(command: Command): string {
   const options = command.optsWithGlobals<{ controlPlane?: string }>();
   const address = options.controlPlane ?? process.env.LOOM_CONTROL_PLANE ?? DEFAULT_CONTROL_PLANE;
+  const source = command.parent?.getOptionValueSource('controlPlane');
+  let option = options.controlPlane !== undefined ? '--control-plane' : 'LOOM_CONTROL_PLANE';
+  if (source === 'config') option = 'controlPlane of the loomctl config';
+  if (address.includes('://')) {
+    throw new ExitError(
+      EXIT.usage,
+      `invalid ${option} ${JSON.stringify(address)}; expected HOST:PORT such as ` +
+        '127.0.0.1:7400, without a scheme (TLS is set with --tls-ca)',
+    );
+  }
   // Checked before dialing: a bare "7400" would otherwise be looked up as a host name.
-  parseHostPort(address, 'control-plane address');
+  try {
+    parseDialAddress(address, option);
+  } catch (error) {
+    if (error instanceof LoomError) throw new ExitError(EXIT.usage, error.message);
+    throw error;
+  }
   return address;
 }
 

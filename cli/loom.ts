@@ -5,22 +5,69 @@ import { Command } from 'commander';
 
 import { parseDialAddress, parseHostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
-import { createLogger, type Logger } from '../common/logger.js';
+import { createLogger, LOG_LEVELS, type Logger } from '../common/logger.js';
 import { ControlPlane } from '../control-plane/control-plane.js';
 import { DataPlane } from '../data-plane/data-plane.js';
 import { startClusterProcess } from '../data-plane/workers/cluster.js';
 import {
   addControlPlaneSecurityOptions,
   addDataPlaneLifecycleOptions,
+  checkReadable,
   controlPlaneSecurity,
   dataPlaneLifecycle,
   parseDuration,
   type ControlPlaneSecurityFlags,
   type DataPlaneLifecycleFlags,
 } from './security-options.js';
+import { installGrpcLogger } from './grpc-logging.js';
 import { describeListenError, type ListenerFlag } from './listen-error.js';
 import { addProxyOptions, proxyOptions, workerCount, type ProxyFlags } from './proxy-options.js';
 import { LOOM_VERSION } from './version.js';
+
+/** Exit codes of `loom`: 1 when the server fails to start or stops on an error, 2 for usage errors. */
+export const LOOM_EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+/**
+ * A command line that is wrong in itself: invalid flag values or flags that contradict each
+ * other. It carries one message per invalid flag.
+ */
+class UsageError extends Error {
+  readonly messages: string[];
+
+  constructor(messages: string[], options: { cause: unknown }) {
+    super(messages.join('\n'), options);
+    this.name = 'UsageError';
+    this.messages = messages;
+  }
+}
+
+/**
+ * Runs each check of the flags, which read nothing but the command line and the environment,
+ * and returns their results by name. A LoomError that a check throws is a usage error. Every
+ * check runs, so one UsageError names every invalid flag.
+ */
+function checkFlags<T extends Record<string, unknown>>(checks: {
+  [K in keyof T]: () => T[K];
+}): T {
+  const results: Partial<T> = {};
+  const failures: LoomError[] = [];
+  for (const key of Object.keys(checks) as (keyof T)[]) {
+    try {
+      results[key] = checks[key]();
+    } catch (error) {
+      if (!(error instanceof LoomError)) throw error;
+      failures.push(error);
+    }
+  }
+
+  if (failures.length > 0) {
+    throw new UsageError(
+      failures.map((failure) => failure.message),
+      { cause: failures[0] },
+    );
+  }
+  return results as T;
+}
 
 interface LogOptions {
   logLevel?: string;
@@ -47,12 +94,16 @@ function splitList(value: string): string[] {
 }
 
 /**
- * Checks every listen address before anything opens, so a typo fails at once with the flag
- * and the value instead of as a bind error of the library underneath.
+ * Returns a check per listen address, run before anything opens, so a typo fails at once with
+ * the flag and the value instead of as a bind error of the library underneath.
  */
-function checkListeners(listeners: ListenerFlag[]): ListenerFlag[] {
-  for (const listener of listeners) parseHostPort(listener.address, listener.flag);
-  return listeners;
+function listenerChecks(listeners: ListenerFlag[]): Record<string, () => unknown> {
+  return Object.fromEntries(
+    listeners.map((listener) => [
+      listener.flag,
+      () => parseHostPort(listener.address, listener.flag),
+    ]),
+  );
 }
 
 /** Splits and checks `--control-plane`; a URL is rejected because the stream dials HOST:PORT. */
@@ -117,7 +168,8 @@ function addLogOptions(command: Command): Command {
   return command
     .option(
       '--log-level <level>',
-      'trace, debug, info, warn or error (env LOOM_LOG_LEVEL, default info)',
+      `${LOG_LEVELS.slice(0, -1).join(', ')} or ${LOG_LEVELS.at(-1)} ` +
+        '(env LOOM_LOG_LEVEL, default info)',
     )
     .option('--log-pretty', 'human-readable logs instead of JSON lines', false);
 }
@@ -127,6 +179,9 @@ export function createProgram(): Command {
   const program = new Command('loom')
     .description('Loom API gateway servers.')
     .version(LOOM_VERSION, '--version', 'print the version of Loom')
+    // Commander 14 leaves descriptions unwrapped when their column is under 40 characters, as
+    // the long flags of control-plane make it. At 30, every command's help wraps at 80.
+    .configureHelp({ minWidthToWrap: 30 })
     .exitOverride();
 
   addLogOptions(
@@ -164,17 +219,22 @@ export function createProgram(): Command {
           etcdWatchCheckInterval: string;
         },
     ) => {
-      const listeners = checkListeners([
+      const listeners: ListenerFlag[] = [
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
-      ]);
-      const security = controlPlaneSecurity(options);
-      const etcdWatchCheckIntervalMs = watchCheckInterval(options.etcdWatchCheckInterval);
-      const logger = createLogger({
-        name: 'control-plane',
-        level: options.logLevel,
-        pretty: options.logPretty,
+      ];
+      const { security, etcdWatchCheckIntervalMs, logger } = checkFlags({
+        ...listenerChecks(listeners),
+        security: () => controlPlaneSecurity(options),
+        etcdWatchCheckIntervalMs: () => watchCheckInterval(options.etcdWatchCheckInterval),
+        logger: () =>
+          createLogger({
+            name: 'control-plane',
+            level: options.logLevel,
+            pretty: options.logPretty,
+          }),
       });
+      checkReadable(security.tokensFile, '--admin-tokens-file');
       const starting = ControlPlane.start({
         listen: options.listen,
         adminListen: options.adminListen,
@@ -218,17 +278,19 @@ export function createProgram(): Command {
           accessLog?: string;
         },
     ) => {
-      const listeners = checkListeners([
+      const listeners: ListenerFlag[] = [
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
-      ]);
-      const controlPlanes = controlPlaneAddresses(options.controlPlane);
-      const logger = createLogger({
-        name: 'data-plane',
-        level: options.logLevel,
-        pretty: options.logPretty,
+      ];
+      const { controlPlanes, logger, lifecycle, proxy, workers } = checkFlags({
+        controlPlanes: () => controlPlaneAddresses(options.controlPlane),
+        ...listenerChecks(listeners),
+        logger: () =>
+          createLogger({ name: 'data-plane', level: options.logLevel, pretty: options.logPretty }),
+        lifecycle: () => dataPlaneLifecycle(options),
+        proxy: () => proxyOptions(options),
+        workers: () => workerCount(options.workers),
       });
-      const lifecycle = dataPlaneLifecycle(options);
       const dataPlaneOptions = {
         controlPlanes,
         listen: options.listen,
@@ -237,9 +299,8 @@ export function createProgram(): Command {
         logger,
         accessLog: options.accessLog,
         ...lifecycle.options,
-        ...proxyOptions(options),
+        ...proxy,
       };
-      const workers = workerCount(options.workers);
       if (workers > 1 || cluster.isWorker) {
         const role = startClusterProcess({ ...dataPlaneOptions, workers });
         stopOnSignal(logger, role, (started) => started.drain(lifecycle.drainTimeoutMs));
@@ -268,16 +329,25 @@ function subcommand(program: Command, name: string): Command {
   return command;
 }
 
-/** Runs `loom` with argv; resolves once the server started, or with an exit code on failure. */
+/**
+ * Runs `loom` with argv and resolves once the server started. It resolves with an exit code
+ * (`LOOM_EXIT`) instead when the command line is wrong or the server fails to start.
+ */
 export async function main(argv: string[]): Promise<number | undefined> {
+  installGrpcLogger();
   try {
     await createProgram().parseAsync(argv, { from: 'user' });
     return undefined;
   } catch (error) {
     const code = (error as { code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.help') return 0;
-    if (code === 'commander.version') return 0;
-    if (typeof code === 'string' && code.startsWith('commander.')) return 2;
+    if (code === 'commander.helpDisplayed' || code === 'commander.help') return LOOM_EXIT.ok;
+    if (code === 'commander.version') return LOOM_EXIT.ok;
+    // Commander has already printed its message (unknown flag, missing value).
+    if (typeof code === 'string' && code.startsWith('commander.')) return LOOM_EXIT.usage;
+    if (error instanceof UsageError) {
+      for (const message of error.messages) process.stderr.write(`error: ${message}\n`);
+      return LOOM_EXIT.usage;
+    }
     const message =
       error instanceof LoomError
         ? error.message
@@ -285,6 +355,6 @@ export async function main(argv: string[]): Promise<number | undefined> {
           ? error.stack
           : String(error);
     process.stderr.write(`error: ${message}\n`);
-    return 1;
+    return LOOM_EXIT.failure;
   }
 }

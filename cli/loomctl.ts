@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 
-import { ConfigError, formatConfigIssue, LoomError } from '../common/errors.js';
+import { ConfigError, LoomError } from '../common/errors.js';
 import { DEFAULT_CONTROL_PLANE } from './admin-client.js';
 import { registerApply } from './commands/apply.js';
 import { registerDelete } from './commands/delete.js';
@@ -12,6 +12,7 @@ import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { EXIT, EXIT_HELP, ExitError } from './context.js';
 import { addConnectionOptions, applyConnectionSettings } from './loomctl-config.js';
+import { printConfigIssues } from './output.js';
 import { LOOM_VERSION } from './version.js';
 
 export { EXIT } from './context.js';
@@ -24,7 +25,8 @@ export function createProgram(): Command {
     .version(LOOM_VERSION, '--version', 'print the version of loomctl')
     .option(
       '--control-plane <host:port>',
-      `control-plane admin address (env LOOM_CONTROL_PLANE, default ${DEFAULT_CONTROL_PLANE})`,
+      'gRPC address of the control plane, its "loom control-plane --listen" ' +
+        `(env LOOM_CONTROL_PLANE, default ${DEFAULT_CONTROL_PLANE})`,
     )
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError()
@@ -45,8 +47,13 @@ export function createProgram(): Command {
   return program;
 }
 
-/** Runs loomctl with argv and returns the exit code. */
+/**
+ * Runs loomctl with argv and returns the exit code. A reader that closes the output early,
+ * such as `loomctl apply 2>&1 | head -1`, does not change the exit code.
+ */
 export async function main(argv: string[]): Promise<number> {
+  ignoreClosedOutput(process.stdout);
+  ignoreClosedOutput(process.stderr);
   try {
     await createProgram().parseAsync(argv, { from: 'user' });
     return EXIT.ok;
@@ -68,8 +75,7 @@ function reportError(error: unknown): number {
     return error.exitCode;
   }
   if (error instanceof ConfigError) {
-    process.stderr.write(`error: invalid configuration, nothing was written:\n`);
-    for (const issue of error.issues) process.stderr.write(`  ${formatConfigIssue(issue)}\n`);
+    printConfigIssues('invalid configuration, nothing was written', error.issues);
     return EXIT.error;
   }
   if (error instanceof LoomError) {
@@ -78,4 +84,14 @@ function reportError(error: unknown): number {
   }
   process.stderr.write(`error: ${error instanceof Error ? error.stack : String(error)}\n`);
   return EXIT.error;
+}
+
+/**
+ * Drops output once the reader is gone. Without a listener, EPIPE on a closed pipe is an
+ * uncaught error that ends loomctl with exit 1 instead of the code of the command.
+ */
+function ignoreClosedOutput(stream: NodeJS.WriteStream): void {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
 }

@@ -1,6 +1,6 @@
 import { stringify } from 'yaml';
 
-import { formatConfigIssue, type ConfigIssue } from '../common/errors.js';
+import { formatConfigIssue, type ConfigError, type ConfigIssue } from '../common/errors.js';
 import { API_VERSION } from '../config/schema.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 
@@ -22,6 +22,17 @@ export function plural(count: number, noun: string): string {
 /** Prints warnings about the configuration to standard error, one per line. */
 export function printWarnings(warnings: readonly ConfigIssue[]): void {
   for (const warning of warnings) err(`warning: ${formatConfigIssue(warning)}`);
+}
+
+/** Prints `error: HEADER:` and then one indented line per configuration problem, to standard error. */
+export function printConfigIssues(header: string, issues: readonly ConfigIssue[]): void {
+  err(`error: ${header}:`);
+  for (const issue of issues) err(`  ${formatConfigIssue(issue)}`);
+}
+
+/** Returns the error header of checks that ran offline and wrote nothing (validate, diff). */
+export function offlineHeader(error: ConfigError): string {
+  return `invalid configuration: checked offline, found ${plural(error.issues.length, 'error')}`;
 }
 
 /**

@@ -106,7 +106,8 @@ export function controlPlaneSecurity(
   const etcdTlsSet = [flags.etcdCa, flags.etcdCert, flags.etcdKey].some((f) => f !== undefined);
   return {
     tls: serverTls(flags),
-    tokensFile: checkReadable(flags.adminTokensFile, '--admin-tokens-file'),
+    // Read at start by `checkReadable`: a missing file is a failure to start, not a usage error.
+    tokensFile: flags.adminTokensFile,
     certificateRoles:
       flags.adminCertRoles === undefined ? undefined : parseCertificateRoles(flags.adminCertRoles),
     maxStreams: parsePositive(flags.maxStreams, '--max-streams'),
@@ -147,8 +148,12 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
   };
 }
 
-/** Reads a file once at start, so a wrong path fails naming the flag instead of as a stack trace. */
-function checkReadable(file: string | undefined, option: string): string | undefined {
+/**
+ * Reads a file once at start, so a wrong path fails naming the flag instead of as a stack trace.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag, the file and the reason.
+ */
+export function checkReadable(file: string | undefined, option: string): string | undefined {
   if (file === undefined) return undefined;
   try {
     readFileSync(file);

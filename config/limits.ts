@@ -13,6 +13,33 @@ export const MAX_PATTERN_LENGTH = MAX_PATH_LENGTH;
  */
 export const MAX_PATTERN_SEGMENTS = 1024;
 
+/**
+ * Matches a string with at most `MAX_PATTERN_SEGMENTS` slashes, which is how
+ * segments are counted. It is the segment limit in a form that JSON Schema's
+ * `pattern` can carry; `[^/]` and `/` never overlap, so matching is linear.
+ */
+export const PATTERN_SEGMENTS_REGEX = new RegExp(`^[^/]*(?:/[^/]*){0,${MAX_PATTERN_SEGMENTS}}$`);
+
+/** Maximum length of a host name in characters, without `*.` and a trailing dot (RFC 1035). */
+export const MAX_HOST_LENGTH = 253;
+
+/**
+ * Matches a route host as written whose name is at most `MAX_HOST_LENGTH`
+ * characters: an optional `*.`, the name and an optional trailing dot, or an
+ * IPv6 address in brackets, which has no length limit because of its zone.
+ */
+export const HOST_LENGTH_REGEX = new RegExp(
+  `^(?:\\[[\\s\\S]*\\]|(?:\\*\\.)?[\\s\\S]{1,${MAX_HOST_LENGTH}}\\.?)$`,
+);
+
+/**
+ * Matches a `hostRewrite` whose host is at most `MAX_HOST_LENGTH` characters,
+ * with an optional port of up to five digits.
+ */
+export const HOST_PORT_LENGTH_REGEX = new RegExp(
+  `^(?:\\[[^\\]]+\\]|[^:]{1,${MAX_HOST_LENGTH}})(?::\\d{1,5})?$`,
+);
+
 /** Returns why a path pattern or prefix exceeds the limits above, or undefined when it does not. */
 export function describePatternLimit(path: string): string | undefined {
   if (path.length > MAX_PATTERN_LENGTH) {

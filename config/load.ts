@@ -23,7 +23,13 @@ import {
   type SchemaProblem,
 } from './schema-issues.js';
 import { ConfigFileSchema, type ConfigFile } from './schema.js';
-import { findConfigWarnings, validateConfig, type ConfigPath, type Locator } from './validate.js';
+import {
+  findConfigWarnings,
+  shortened,
+  validateConfig,
+  type ConfigPath,
+  type Locator,
+} from './validate.js';
 
 /** A declared configuration in stored (normalised) form. */
 export interface DeclaredConfig {
@@ -419,8 +425,12 @@ function displayName(data: unknown, list: string, index: number): string {
   return typeof raw === 'string' ? raw : `#${index + 1}`;
 }
 
-/** Returns a value to quote in a message: scalars, and lists or mappings of up to 60 characters. */
+/**
+ * Returns a value to quote in a message: scalars, strings cut to 100 characters, and lists or
+ * mappings of up to 60 characters.
+ */
 function shownValue(value: unknown): unknown {
+  if (typeof value === 'string') return shortened(value);
   if (value === null || typeof value !== 'object') return value;
   const text = JSON.stringify(value);
   return text.length <= 60 ? value : undefined;

@@ -1,5 +1,14 @@
 import { z } from 'zod';
 
+import {
+  describePatternLimit,
+  HOST_LENGTH_REGEX,
+  HOST_PORT_LENGTH_REGEX,
+  MAX_HOST_LENGTH,
+  MAX_PATTERN_LENGTH,
+  PATTERN_SEGMENTS_REGEX,
+} from './limits.js';
+
 /** The only configuration format version this release reads and writes. */
 export const API_VERSION = 'loom/v1';
 
@@ -12,6 +21,28 @@ const name = z
     NAME_PATTERN,
     'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit',
   );
+
+/**
+ * Returns the schema of a path pattern, stripPrefix or addPrefix within the
+ * length and segment limits (`config/limits.ts`), checked as written. Normalising never makes a
+ * value longer or adds a slash, so the stored form is within them too. The
+ * messages are those of the validator, which checks the same limits on
+ * values that do not come from a file.
+ */
+function limitedPath(kind: 'path pattern' | 'path prefix') {
+  const error = (issue: { input?: unknown }) =>
+    `invalid ${kind}: ${describePatternLimit(String(issue.input)) ?? 'exceeds the limits'}`;
+  return z
+    .string()
+    .max(MAX_PATTERN_LENGTH, { error, abort: true })
+    .regex(PATTERN_SEGMENTS_REGEX, { error });
+}
+
+/** Describes a host name over `MAX_HOST_LENGTH` characters. */
+function describeLongHost(issue: { input?: unknown }): string {
+  const name = String(issue.input).replace(/^\*\./, '').replace(/\.$/, '');
+  return `invalid host: the name has ${name.length} characters, at most ${MAX_HOST_LENGTH} are allowed`;
+}
 
 export const TargetSchema = z
   .object({
@@ -113,11 +144,11 @@ export const RouteSchema = z
   .object({
     name,
     hosts: z
-      .array(z.string())
+      .array(z.string().regex(HOST_LENGTH_REGEX, { error: describeLongHost }))
       .default([])
       .describe('Host names or *.wildcards; omitted or empty means any host'),
     paths: z
-      .array(z.string())
+      .array(limitedPath('path pattern'))
       .min(1, 'a route needs at least one path')
       .describe('Path patterns: static segments, :param and a trailing *name catch-all'),
     methods: z
@@ -125,9 +156,19 @@ export const RouteSchema = z
       .default([])
       .describe('HTTP methods; omitted or empty means any method'),
     upstream: name.describe('Name of the upstream that receives matching requests'),
-    stripPrefix: z.string().optional().describe('Path prefix removed before forwarding'),
-    addPrefix: z.string().optional().describe('Path prefix added after stripPrefix'),
-    hostRewrite: z.string().optional().describe('Host header sent to the upstream'),
+    stripPrefix: limitedPath('path prefix')
+      .optional()
+      .describe('Path prefix removed before forwarding'),
+    addPrefix: limitedPath('path prefix')
+      .optional()
+      .describe('Path prefix added after stripPrefix'),
+    hostRewrite: z
+      .string()
+      .regex(HOST_PORT_LENGTH_REGEX, {
+        error: 'invalid host; use a name such as api.internal or api.internal:8080',
+      })
+      .optional()
+      .describe('Host header sent to the upstream'),
     requestHeaders: HeaderActionsSchema.optional(),
     responseHeaders: HeaderActionsSchema.optional(),
     timeouts: RouteTimeoutsSchema.optional(),

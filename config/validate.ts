@@ -313,7 +313,7 @@ function checkRoute(
 }
 
 /** Returns a value to quote in a message, cut to its first 100 characters when longer. */
-function shortened(value: string): string {
+export function shortened(value: string): string {
   return value.length <= 100 ? value : `${value.slice(0, 100)}... (${value.length} characters)`;
 }
 

@@ -20,11 +20,17 @@ export interface LoomProcess {
 
 /**
  * Starts `node bin/loom.js ...args`. Output goes to `logFile` when given,
- * otherwise it is inherited.
+ * otherwise it is inherited. `env` adds variables to this process's environment.
  */
-export function startLoom(name: string, args: string[], logFile?: string): LoomProcess {
+export function startLoom(
+  name: string,
+  args: string[],
+  logFile?: string,
+  env?: Record<string, string>,
+): LoomProcess {
   const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
     cwd: ROOT,
+    env: env === undefined ? process.env : { ...process.env, ...env },
     stdio: ['ignore', logFile ? 'pipe' : 'inherit', logFile ? 'pipe' : 'inherit'],
   });
   if (logFile) {

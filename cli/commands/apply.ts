@@ -6,17 +6,19 @@ import type { ApplyResponse, Change } from '../../proto/gen/loom/v1/admin.js';
 import type { AdminClient } from '../admin-client.js';
 import {
   EXIT,
-  EXIT_HELP,
   ExitError,
+  exitHelp,
   parseDuration,
   parsePositiveInteger,
   withClient,
 } from '../context.js';
+import { addFilenameOption, configFiles } from '../file-option.js';
+import { locateControlPlaneIssues } from '../issue-locations.js';
 import { err, out, plural, printWarnings } from '../output.js';
 import { percentile, waitForVersion, type WaitResult } from '../wait.js';
 
 interface ApplyOptions {
-  filename: string[];
+  filename?: string[];
   prune: boolean;
   dryRun: boolean;
   ifVersion?: number;
@@ -33,12 +35,12 @@ const PAST_TENSE: Record<string, string> = {
 
 /** Registers `loomctl apply`. */
 export function registerApply(program: Command): void {
-  program
+  const apply = program
     .command('apply')
     .description(
       'Validate config files and write the declared routes and upstreams in one transaction.',
-    )
-    .requiredOption('-f, --filename <file...>', 'YAML or JSON config file(s), merged')
+    );
+  addFilenameOption(apply)
     .option(
       '--prune',
       'also delete stored routes and upstreams that the files do not declare',
@@ -63,19 +65,31 @@ export function registerApply(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nWithout --prune, apply only creates and updates: resources stored by other files or\n' +
-        'teams stay. With --prune the files describe the whole configuration. Above 1,000\n' +
-        'changes, apply prints counts per kind and action instead of one line per resource.\n' +
-        EXIT_HELP,
+      '\nWithout --prune, apply only creates and updates: resources stored by other\n' +
+        'files or teams stay. With --prune the files describe the whole configuration.\n' +
+        'Above 1,000 changes, apply prints counts per kind and action instead of one\n' +
+        'line per resource.\n' +
+        exitHelp('success', 'invalid configuration, unreachable control plane, version conflict', [
+          '  3  --wait: the write was committed, but a proxy nacked the version or did not',
+          '     apply it before the timeout',
+        ]),
     )
     .action(async (options: ApplyOptions, command: Command) => {
+      const files = configFiles(command, options.filename);
       if (command.getOptionValueSource('timeout') === 'cli' && !options.wait) {
         throw new ExitError(
           EXIT.usage,
           '--timeout sets how long --wait waits; add --wait or drop it',
         );
       }
-      const declared = await loadConfigFiles(options.filename, {
+      if (options.allowEmpty && !options.prune) {
+        // Without --prune an apply never deletes, so the flag would be silently ignored.
+        throw new ExitError(
+          EXIT.usage,
+          '--allow-empty only lets --prune delete every stored resource; add --prune or drop it',
+        );
+      }
+      const declared = await loadConfigFiles(files, {
         partial: !options.prune,
       }).catch((error: unknown) => {
         // As in validate: warnings first, so that the errors end the output.
@@ -86,15 +100,19 @@ export function registerApply(program: Command): void {
       await withClient(command, async (client) => {
         const pruneAll =
           options.prune && declared.routes.length === 0 && declared.upstreams.length === 0;
-        if (pruneAll && !options.allowEmpty) await rejectEmptyPrune(client, options.filename);
-        const response = await client.apply({
-          routes: declared.routes,
-          upstreams: declared.upstreams,
-          prune: options.prune,
-          dryRun: options.dryRun,
-          ifVersion: options.ifVersion ?? 0,
-          includeValues: false,
-        });
+        if (pruneAll && !options.allowEmpty) await rejectEmptyPrune(client, files);
+        const response = await client
+          .apply({
+            routes: declared.routes,
+            upstreams: declared.upstreams,
+            prune: options.prune,
+            dryRun: options.dryRun,
+            ifVersion: options.ifVersion ?? 0,
+            includeValues: false,
+          })
+          .catch((error: unknown) => {
+            throw locateControlPlaneIssues(error, files);
+          });
         printApplied(response, options.dryRun);
         if (options.wait && !options.dryRun) await waitAndReport(client, response, options.timeout);
       });

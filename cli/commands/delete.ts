@@ -1,6 +1,6 @@
 import { Argument, type Command } from 'commander';
 
-import { EXIT_HELP, parsePositiveInteger, withClient } from '../context.js';
+import { exitHelp, parsePositiveInteger, withClient } from '../context.js';
 import { out } from '../output.js';
 
 /** Returns the singular kind the admin API takes; `get` spells kinds in the plural. */
@@ -25,7 +25,10 @@ export function registerDelete(program: Command): void {
       'fail unless the configuration is still at version n (from "loomctl get")',
       parsePositiveInteger('--if-version'),
     )
-    .addHelpText('after', EXIT_HELP)
+    .addHelpText(
+      'after',
+      exitHelp('success', 'unreachable control plane, version conflict, resource not found'),
+    )
     .action(
       async (kind: string, name: string, options: { ifVersion?: number }, command: Command) => {
         const response = await withClient(command, (client) =>

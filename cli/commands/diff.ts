@@ -1,31 +1,44 @@
 import type { Command } from 'commander';
 
+import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import type { Change } from '../../proto/gen/loom/v1/admin.js';
-import { EXIT, EXIT_HELP, ExitError, withClient } from '../context.js';
+import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
 import { diffFields } from '../field-diff.js';
-import { err, out, printWarnings } from '../output.js';
+import { addFilenameOption, configFiles } from '../file-option.js';
+import { locateControlPlaneIssues } from '../issue-locations.js';
+import { err, offlineHeader, out, plural, printConfigIssues, printWarnings } from '../output.js';
 
 const MARKS: Record<string, string> = { create: '+', update: '~', delete: '-' };
 
 /** Registers `loomctl diff`. */
 export function registerDiff(program: Command): void {
-  program
+  const diff = program
     .command('diff')
     .description(
       'Show what "apply" would change, per resource and per field (old -> new), without writing.',
-    )
-    .requiredOption('-f, --filename <file...>', 'YAML or JSON config file(s), merged')
+    );
+  addFilenameOption(diff)
     .option('--prune', 'also show stored resources the files do not declare as deleted', false)
     .addHelpText(
       'after',
-      '\nThe control plane plans the change against the stored configuration exactly as apply\n' +
-        'would (same validation, same --prune rule), so an empty diff means apply writes nothing.\n' +
-        'diff exits 0 when nothing would change and 2 when something would.\n' +
-        EXIT_HELP,
+      '\nThe control plane plans the change against the stored configuration exactly as\n' +
+        'apply would (same validation, same --prune rule), so an empty diff means apply\n' +
+        'writes nothing.\n' +
+        exitHelp('nothing would change', 'invalid configuration, unreachable control plane', [
+          '  2  also when something would change; the changes are on standard output',
+        ]),
     )
-    .action(async (options: { filename: string[]; prune: boolean }, command: Command) => {
-      const declared = await loadConfigFiles(options.filename, { partial: !options.prune });
+    .action(async (options: { filename?: string[]; prune: boolean }, command: Command) => {
+      const files = configFiles(command, options.filename);
+      const declared = await loadConfigFiles(files, { partial: !options.prune }).catch(
+        (error: unknown) => {
+          if (!(error instanceof ConfigError)) throw error;
+          printWarnings(error.warnings);
+          printConfigIssues(offlineHeader(error), error.issues);
+          throw new ExitError(EXIT.error, '');
+        },
+      );
       printWarnings(declared.warnings);
       if (options.prune && declared.routes.length === 0 && declared.upstreams.length === 0) {
         err(
@@ -42,7 +55,16 @@ export function registerDiff(program: Command): void {
           ifVersion: 0,
           includeValues: true,
         }),
-      );
+      ).catch((error: unknown) => {
+        const located = locateControlPlaneIssues(error, files);
+        if (!(located instanceof ConfigError)) throw located;
+        // diff never writes, so the header names who found the errors instead.
+        printConfigIssues(
+          `invalid configuration: the control plane found ${plural(located.issues.length, 'error')}`,
+          located.issues,
+        );
+        throw new ExitError(EXIT.error, '');
+      });
       if (response.changes.length === 0) {
         out(`no changes (version ${response.version})`);
         return;

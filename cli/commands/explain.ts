@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { LoomError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
-import { EXIT_HELP, withClient } from '../context.js';
+import { exitHelp, withClient } from '../context.js';
 import { out, plural } from '../output.js';
 import { explainRequest, type Explanation, type HostMiss } from '../route-explainer.js';
 
@@ -28,11 +28,11 @@ export function registerExplain(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nThe router tries the routes of the exact host first, then the wildcard host, then\n' +
-        'routes without hosts; within one, a static segment beats a param, and a param beats\n' +
-        'a catch-all, read left to right. Other routes that match the same request are listed\n' +
-        'with the rule that makes them lose.\n' +
-        EXIT_HELP,
+      '\nThe router tries the routes of the exact host first, then the wildcard host,\n' +
+        'then routes without hosts; within one, a static segment beats a param, and a\n' +
+        'param beats a catch-all, read left to right. Other routes that match the same\n' +
+        'request are listed with the rule that makes them lose.\n' +
+        exitHelp('success', 'invalid configuration, unreachable control plane'),
     )
     .action(
       async (

@@ -3,7 +3,7 @@ import { Argument, Option, type Command } from 'commander';
 import { LoomError } from '../../common/errors.js';
 import type { GetConfigResponse } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import { EXIT_HELP, withClient } from '../context.js';
+import { exitHelp, withClient } from '../context.js';
 import { configDocument, formatDocument, formatTable } from '../output.js';
 
 type Format = 'yaml' | 'json' | 'table';
@@ -38,7 +38,7 @@ export function registerGet(program: Command): void {
     .addHelpText(
       'after',
       '\nThe yaml and json output of a kind is a config document that "apply -f" accepts.\n' +
-        EXIT_HELP,
+        exitHelp('success', 'unreachable control plane, resource not found'),
     )
     .action(
       async (

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 
 import { formatConfigJsonSchema, JSON_SCHEMA_PATH } from '../../config/json-schema.js';
-import { EXIT_HELP } from '../context.js';
+import { exitHelp } from '../context.js';
 
 /** Registers `loomctl schema`. */
 export function registerSchema(program: Command): void {
@@ -10,10 +10,11 @@ export function registerSchema(program: Command): void {
     .description('Print the JSON Schema of config files, for editors and other tools.')
     .addHelpText(
       'after',
-      `\nThe same schema is committed as ${JSON_SCHEMA_PATH}. In a YAML file, the first line\n` +
+      `\nThe same schema is committed as ${JSON_SCHEMA_PATH}. In a YAML file,\n` +
+        'the first line\n' +
         '  # yaml-language-server: $schema=./loom.schema.json\n' +
         'lets editors that use yaml-language-server complete and check fields.\n' +
-        EXIT_HELP,
+        exitHelp('success'),
     )
     .action(() => {
       process.stdout.write(formatConfigJsonSchema());

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 
 import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
-import { EXIT_HELP, withClient } from '../context.js';
+import { exitHelp, withClient } from '../context.js';
 import { formatTable, out } from '../output.js';
 
 /** Registers `loomctl status`. */
@@ -17,7 +17,7 @@ export function registerStatus(program: Command): void {
         .choices(['table', 'json'])
         .default('table'),
     )
-    .addHelpText('after', EXIT_HELP)
+    .addHelpText('after', exitHelp('success', 'unreachable control plane'))
     .action(async (options: { output: 'table' | 'json' }, command: Command) => {
       const status = await withClient(command, (client) => client.status());
       if (options.output === 'json') {
@@ -61,5 +61,8 @@ function describeNack(proxy: ProxyStatus): string {
   if (proxy.nackedVersion === 0) return '-';
   const superseded =
     proxy.nackedEpoch === proxy.ackedEpoch && proxy.nackedVersion < proxy.ackedVersion;
-  return `${proxy.nackedVersion}: ${proxy.nackError}${superseded ? ' (since superseded)' : ''}`;
+  const nack = `${proxy.nackedVersion}: ${proxy.nackError}`;
+  if (superseded) return `${nack} (since superseded)`;
+  if (proxy.fallbackVersion === 0) return nack;
+  return `${nack} (sent last accepted version ${proxy.fallbackVersion})`;
 }

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { pino } from 'pino';
 
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { createDataDir } from './data-dir.js';
 import { DataDirLock } from './data-dir-lock.js';
 import {
   encodeRecord,
@@ -122,6 +123,8 @@ export class EmbeddedStore implements Store {
    *
    * @throws LoomError `LOOM_STORE_UNAVAILABLE` when another running process has
    *   the directory open.
+   * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the path when the directory
+   *   cannot be created, such as when a file exists at that path.
    * @throws LoomError `LOOM_STORE_CORRUPT` naming the file, and the line for the
    *   log, when a file is damaged anywhere but in the log's last line.
    */
@@ -141,7 +144,7 @@ export class EmbeddedStore implements Store {
       component: 'embedded-store',
       dataDir,
     });
-    await mkdir(dataDir, { recursive: true });
+    await createDataDir(dataDir);
     const lock = await DataDirLock.acquire(dataDir, logger);
 
     try {

@@ -48,6 +48,8 @@ export class ProxyRegistry {
       connectedAtMs: now,
       lastSeenMs: now,
       snapshotsSent: 0,
+      fallbackVersion: 0,
+      fallbackEpoch: '',
       streams: 0,
       acks: [],
     };
@@ -86,6 +88,10 @@ export class ProxyRegistry {
     record.ackedEpoch = epoch;
     record.ackedVersion = version;
     record.lastSeenMs = now;
+    if (record.fallbackEpoch !== epoch || record.fallbackVersion < version) {
+      record.fallbackVersion = 0;
+      record.fallbackEpoch = '';
+    }
     record.acks.push({ epoch, version, atMs: now });
     if (record.acks.length > ACK_HISTORY_LIMIT) record.acks.shift();
   }
@@ -98,6 +104,15 @@ export class ProxyRegistry {
     record.nackedVersion = version;
     record.nackError = error;
     record.lastSeenMs = Date.now();
+  }
+
+  /** Records that the proxy was sent the accepted `version` after it nacked a newer one. */
+  fallback(id: string, epoch: string, version: number): void {
+    const record = this.#proxies.get(id);
+    if (!record) return;
+
+    record.fallbackEpoch = epoch;
+    record.fallbackVersion = version;
   }
 
   /** The last version the proxy nacked, or undefined when it never nacked one. */

@@ -16,7 +16,9 @@ import {
 } from '../../proto/gen/loom/v1/data_plane.js';
 import type { PublishedSnapshot } from '../snapshot/build-snapshot.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
+import { AcceptedSnapshot } from './accepted-snapshot.js';
 import type { StreamAdmission } from './admission.js';
+import { chooseFallback, type VersionMark } from './fallback.js';
 import type { ProxyRegistry } from './proxy-registry.js';
 
 /**
@@ -32,12 +34,6 @@ export const SNAPSHOT_SERVICE_DEFINITION: ServiceDefinition = {
 
 type Call = ServerDuplexStream<StreamRequest, Buffer>;
 
-/** Version a proxy serves or was sent, within its epoch. */
-interface VersionMark {
-  epoch: string;
-  version: number;
-}
-
 /**
  * One proxy's stream. It sends the newest snapshot the proxy lacks, never one
  * older than the proxy holds in the same epoch, and never again a version the
@@ -45,7 +41,9 @@ interface VersionMark {
  * serves a snapshot is not sent the version it nacked on an earlier stream
  * either; a proxy that starts empty is, because it may run a fixed build. A
  * proxy that reads slowly gets only the newest snapshot once its stream
- * drains, not a queue of old ones.
+ * drains, not a queue of old ones. A proxy that nacked a version is sent the
+ * newest version some proxy acked instead, unless it serves that version or a
+ * newer one (see `chooseFallback`).
  */
 class ProxySession {
   #proxyId = '';
@@ -58,15 +56,25 @@ class ProxySession {
   readonly #call: Call;
   readonly #cache: SnapshotCache;
   readonly #registry: ProxyRegistry;
+  readonly #accepted: AcceptedSnapshot;
   readonly #logger: Logger;
   readonly #unsubscribe: () => void;
+  readonly #unsubscribeAccepted: () => void;
 
-  constructor(call: Call, cache: SnapshotCache, registry: ProxyRegistry, logger: Logger) {
+  constructor(
+    call: Call,
+    cache: SnapshotCache,
+    registry: ProxyRegistry,
+    accepted: AcceptedSnapshot,
+    logger: Logger,
+  ) {
     this.#call = call;
     this.#cache = cache;
     this.#registry = registry;
+    this.#accepted = accepted;
     this.#logger = logger;
     this.#unsubscribe = cache.subscribe(() => this.#offer());
+    this.#unsubscribeAccepted = accepted.subscribe(() => this.#offer());
     call.on('data', (request: StreamRequest) => this.#onRequest(request));
     call.on('end', () => this.#close('stream ended'));
     call.on('error', (error: Error) => this.#close(error.message));
@@ -108,6 +116,7 @@ class ProxySession {
 
     this.#held = { epoch: ack.epoch, version: ack.version };
     this.#registry.ack(this.#proxyId, ack.epoch, ack.version);
+    this.#accepted.noteAck(ack.epoch, ack.version);
     // Per proxy and version, so debug: a fleet of 1,000 proxies would log 1,000 lines per apply.
     this.#logger.debug(
       { proxyId: this.#proxyId, epoch: ack.epoch, version: ack.version },
@@ -118,19 +127,23 @@ class ProxySession {
   #onNack(nack: Nack): void {
     if (!this.#proxyId) return;
 
-    this.#nacked = { epoch: nack.epoch, version: nack.version };
+    // A nack of an older version (a fallback) keeps the newer nacked one, which must not be resent.
+    const newer = this.#nacked?.epoch === nack.epoch && this.#nacked.version > nack.version;
+    if (!newer) this.#nacked = { epoch: nack.epoch, version: nack.version };
     this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
     this.#logger.warn(
       { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
       'version nacked',
     );
+    this.#offer();
   }
 
   #offer(): void {
     if (this.#closed || !this.#proxyId || this.#writing) return;
 
-    const published = this.#cache.current;
-    if (!published || !this.#needs(published)) return;
+    const current = this.#cache.current;
+    const published = current && this.#needs(current) ? current : this.#fallback();
+    if (!published) return;
 
     const { epoch, version } = published.snapshot;
     this.#sent = { epoch, version };
@@ -149,6 +162,27 @@ class ProxySession {
     return !covers(this.#held) && !covers(this.#sent) && !covers(this.#nacked);
   }
 
+  /** Returns the accepted snapshot when this proxy should get it after a nack, and records it. */
+  #fallback(): PublishedSnapshot | undefined {
+    const marks = { held: this.#held, sent: this.#sent, nacked: this.#nacked };
+    const fallback = chooseFallback(marks, this.#accepted.current);
+    if (!fallback || !this.#nacked) return undefined;
+
+    const { epoch, version } = fallback.snapshot;
+    this.#registry.fallback(this.#proxyId, epoch, version);
+    this.#logger.warn(
+      {
+        proxyId: this.#proxyId,
+        epoch,
+        version,
+        nackedEpoch: this.#nacked.epoch,
+        nackedVersion: this.#nacked.version,
+      },
+      'sending last accepted version',
+    );
+    return fallback;
+  }
+
   #onWritten(): void {
     this.#writing = false;
     this.#offer();
@@ -159,6 +193,7 @@ class ProxySession {
 
     this.#closed = true;
     this.#unsubscribe();
+    this.#unsubscribeAccepted();
     if (!this.#proxyId) return;
     this.#registry.disconnect(this.#proxyId);
     this.#logger.info({ proxyId: this.#proxyId, reason }, 'proxy disconnected');
@@ -174,10 +209,11 @@ export function createSnapshotService(options: {
   admission?: StreamAdmission;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
+  const accepted = new AcceptedSnapshot(options.cache);
   return {
     Stream(call: Call) {
       if (options.admission && !options.admission.admit(call)) return;
-      new ProxySession(call, options.cache, options.registry, logger);
+      new ProxySession(call, options.cache, options.registry, accepted, logger);
     },
   };
 }

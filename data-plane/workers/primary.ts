@@ -1,4 +1,4 @@
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 
@@ -8,6 +8,7 @@ import type { Logger } from '../../common/logger.js';
 import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import type { DataPlaneOptions } from '../data-plane.js';
 import { readiness, type TableSource } from '../lifecycle/readiness.js';
+import { createAdminServer } from '../observability/admin-server.js';
 import { ProxyMetrics } from '../observability/proxy-metrics.js';
 import { SnapshotClient } from '../snapshot-client/snapshot-client.js';
 import {
@@ -104,7 +105,11 @@ export class WorkerPrimary {
       options.snapshotCache === undefined
         ? undefined
         : new SnapshotFile(options.snapshotCache, options.logger);
-    this.#admin = createServer((req, res) => this.#serveAdmin(req.url ?? '/', res));
+    this.#admin = createAdminServer({
+      readiness: () => this.#readiness(),
+      metrics: () => collectClusterMetrics(this.#pool, this.#metrics.registry, this.#logger),
+      logger: this.#logger,
+    });
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
       proxyId: options.id,
@@ -324,27 +329,6 @@ export class WorkerPrimary {
     );
   }
 
-  #serveAdmin(url: string, res: ServerResponse): void {
-    const path = url.split('?', 1)[0];
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"status":"ok"}');
-      return;
-    }
-    if (path === '/readyz') {
-      const answer = this.#readiness();
-      res.writeHead(answer.status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(answer.body));
-      return;
-    }
-    if (path === '/metrics') {
-      void this.#serveMetrics(res);
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'application/json' });
-    res.end('{"error":"not_found","message":"admin paths: /healthz, /readyz, /metrics"}');
-  }
-
   /**
    * Readiness of a single proxy, plus the worker counts and restarts; not ready while no worker
    * listens. A slot that keeps crashing lowers `listening` but leaves the proxy ready.
@@ -366,22 +350,5 @@ export class WorkerPrimary {
       return { status: 503, body: { status: 'not_ready', reason: 'no worker listens', workers } };
     }
     return { status: answer.status, body: { ...answer.body, workers } };
-  }
-
-  async #serveMetrics(res: ServerResponse): Promise<void> {
-    try {
-      const registry = await collectClusterMetrics(
-        this.#pool,
-        this.#metrics.registry,
-        this.#logger,
-      );
-      const body = await registry.metrics();
-      res.writeHead(200, { 'content-type': registry.contentType });
-      res.end(body);
-    } catch (err) {
-      this.#logger.error({ err }, 'metrics scrape failed');
-      res.writeHead(500, { 'content-type': 'application/json' });
-      res.end('{"error":"internal_error","message":"metrics collection failed"}');
-    }
   }
 }

@@ -69,33 +69,8 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const proxies: FleetProxy[] = [];
   for (let index = 1; index <= options.proxies; index++) {
     const id = `proxy-${index}`;
-    const [port, adminPort] = [await findFreePort(), await findFreePort()];
-    const logFile = join(dir, `${id}.log`);
-    logFiles.push(logFile);
-    const process = startLoom(
-      id,
-      [
-        'data-plane',
-        '--control-plane',
-        controlPlane,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin-listen',
-        `127.0.0.1:${adminPort}`,
-        '--id',
-        id,
-        '--log-level',
-        'debug',
-      ],
-      logFile,
-    );
-    proxies.push({
-      id,
-      port,
-      adminPort,
-      process,
-      url: (path) => `http://127.0.0.1:${port}${path}`,
-    });
+    logFiles.push(join(dir, `${id}.log`));
+    proxies.push(await startProxy(controlPlane, dir, id));
   }
   await Promise.all(proxies.map((proxy) => waitForPort('127.0.0.1', proxy.adminPort)));
 
@@ -138,4 +113,46 @@ export async function waitForEveryProxy(
   for (const proxy of fleet.proxies) {
     await waitFor(`${proxy.id}: ${what}`, timeoutMs, () => check(proxy));
   }
+}
+
+/** Settings of `startProxy`. */
+export interface ProxyOptions {
+  /** Makes the proxy nack every snapshot that holds a route of this name. */
+  rejectRoute?: string;
+}
+
+/**
+ * Starts one more proxy against `controlPlane`, logging to `DIR/ID.log` at debug level. It does
+ * not wait for the proxy to listen.
+ */
+export async function startProxy(
+  controlPlane: string,
+  dir: string,
+  id: string,
+  options: ProxyOptions = {},
+): Promise<FleetProxy> {
+  const [port, adminPort] = [await findFreePort(), await findFreePort()];
+  const env =
+    options.rejectRoute === undefined
+      ? undefined
+      : { LOOM_FAULT_REJECT_ROUTE: options.rejectRoute };
+  const process = startLoom(
+    id,
+    [
+      'data-plane',
+      '--control-plane',
+      controlPlane,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin-listen',
+      `127.0.0.1:${adminPort}`,
+      '--id',
+      id,
+      '--log-level',
+      'debug',
+    ],
+    join(dir, `${id}.log`),
+    env,
+  );
+  return { id, port, adminPort, process, url: (path) => `http://127.0.0.1:${port}${path}` };
 }

@@ -69,6 +69,7 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
   test('usage errors exit 2', async () => {
     const config = file('usage.yaml', QUICKSTART);
     const cases = [
+      ['apply', '-f', config, '--allow-empty'],
       ['apply', '-f', config, '--wait', '--timeout', 'abc'],
       ['apply', '-f', config, '--if-version', '0'],
       ['apply', '-f', config, '--if-version', 'abc'],
@@ -79,6 +80,14 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
       const result = await loomctl(controlPlane, args);
       assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
     }
+  });
+
+  test('allow-empty without prune rejected', async () => {
+    const empty = file('allow-empty.yaml', 'routes: []\nupstreams: []\n');
+    const result = await loomctl(controlPlane, ['apply', '--allow-empty', '-f', empty]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: --allow-empty .*; add --prune or drop it$/m);
+    assert.equal(result.stdout, '');
   });
 
   test('timeout accepts hours', async () => {

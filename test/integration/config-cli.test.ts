@@ -89,7 +89,12 @@ const EXPECTED = [
 /** Returns the issue lines of a failed run: the indented lines after the `error:` header. */
 function issueLines(result: CliResult): string[] {
   const lines = result.stderr.trimEnd().split('\n');
-  const header = lines.indexOf('error: invalid configuration, nothing was written:');
+  // apply writes nothing; validate only checks offline, and its header says so.
+  const header = lines.findIndex((line) =>
+    /^error: invalid configuration(, nothing was written|: (checked offline,|the control plane) found \d+ errors?):$/.test(
+      line,
+    ),
+  );
   assert.ok(header >= 0, result.stderr);
   return lines.slice(header + 1);
 }
@@ -159,6 +164,11 @@ describe('loomctl validate messages', () => {
     );
     const result = await loomctl(OFFLINE, ['validate', '-f', first, second]);
     assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: invalid configuration: checked offline, found 2 errors:$/m,
+    );
+    assert.doesNotMatch(result.stderr, /nothing was written/);
     assert.deepEqual(issueLines(result), [
       `  ${first}:9: route "get-user" colour: unknown field; valid fields are name, hosts, paths, ` +
         'methods, upstream, stripPrefix, addPrefix, hostRewrite, requestHeaders, responseHeaders, ' +
@@ -338,11 +348,48 @@ routes:
       result.stderr,
       /^warning: .*partial\.yaml:4: route "lost" upstream: upstream is not declared/m,
     );
+    assert.deepEqual(issueLines(result), [
+      `  ${file}:4: route "lost" upstream: unknown upstream; did you mean "users"? ` +
+        'upstreams in the files or the store: users (got "user")',
+    ]);
+    await assertNothingWritten();
+  });
+
+  test('diff locates control plane errors', async () => {
+    const dir = join(fleet.dir, 'diff-dir');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'a.yaml'),
+      'routes:\n  - name: kept\n    paths: [/kept]\n    upstream: users\n',
+    );
+    const second = join(dir, 'b.yaml');
+    writeFileSync(
+      second,
+      '# orphan\nroutes:\n  - name: orphan\n    paths: [/orphan]\n    upstream: nope\n',
+    );
+    const result = await loomctl(fleet.controlPlane, ['diff', '-f', dir]);
+    assert.equal(result.code, 1, result.stderr);
     assert.match(
       result.stderr,
-      /route "lost" upstream: unknown upstream; did you mean "users"\? declared upstreams: users \(got "user"\)$/m,
+      /^error: invalid configuration: the control plane found 1 error:$/m,
     );
-    await assertNothingWritten();
+    assert.doesNotMatch(result.stderr, /nothing was written/);
+    assert.deepEqual(issueLines(result), [
+      `  ${second}:5: route "orphan" upstream: unknown upstream; ` +
+        'upstreams in the files or the store: users (got "nope")',
+    ]);
+  });
+
+  test('diff of invalid files says offline', async () => {
+    const file = join(fleet.dir, 'diff-bad.yaml');
+    writeFileSync(
+      file,
+      'routes:\n  - name: bad\n    paths: [/bad]\n    upstream: users\n    retries: 9\n',
+    );
+    const result = await loomctl(fleet.controlPlane, ['diff', '-f', file]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^error: invalid configuration: checked offline, found 1 error:$/m);
+    assert.doesNotMatch(result.stderr, /nothing was written/);
   });
 });
 

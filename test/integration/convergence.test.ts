@@ -8,12 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import { AdminClient } from '../../cli/admin-client.js';
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
-import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
+import { waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
-import { startFleet, type Fleet } from '../helpers/fleet.js';
+import { startFleet, startProxy, type Fleet } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
-import { findFreePort } from '../helpers/ports.js';
 
 /** Route name that the faulty proxy's test-only fault switch rejects. */
 const POISON = 'poison';
@@ -123,30 +122,11 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
       if (storeKind === 'etcd') etcd = await startEtcd();
       fleet = await startFleet({ etcd: etcd?.endpoint, proxies: 2 });
 
-      [faultyPort] = [await findFreePort()];
-      const adminPort = await findFreePort();
-      // The child reads the variable once at start; this process does not use it.
-      process.env.LOOM_FAULT_REJECT_ROUTE = POISON;
-      try {
-        faulty = startLoom(
-          'proxy-faulty',
-          [
-            'data-plane',
-            '--control-plane',
-            fleet.controlPlane,
-            '--listen',
-            `127.0.0.1:${faultyPort}`,
-            '--admin-listen',
-            `127.0.0.1:${adminPort}`,
-            '--id',
-            'proxy-faulty',
-          ],
-          join(fleet.dir, 'proxy-faulty.log'),
-        );
-      } finally {
-        delete process.env.LOOM_FAULT_REJECT_ROUTE;
-      }
-      await waitForPort('127.0.0.1', adminPort);
+      const proxy = await startProxy(fleet.controlPlane, fleet.dir, 'proxy-faulty', {
+        rejectRoute: POISON,
+      });
+      [faulty, faultyPort] = [proxy.process, proxy.port];
+      await waitForPort('127.0.0.1', proxy.adminPort);
       await waitFor('three connected proxies', 15_000, async () => {
         const current = await status(fleet);
         return current.proxies.filter((proxy) => proxy.connected).length === 3;

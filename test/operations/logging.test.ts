@@ -228,12 +228,12 @@ describe('server log options', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'loom-log-options-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  test('invalid log level exits 1', async () => {
+  test('invalid log level exits 2', async () => {
     const result = await runLoom(
       ['control-plane', '--log-level', 'loud', '--data-dir', join(dir, 'a')],
       {},
     );
-    assert.equal(result.code, 1);
+    assert.equal(result.code, 2);
     assert.match(result.stderr, /invalid --log-level "loud"/);
   });
 

@@ -5,13 +5,18 @@ import { describe, test } from 'node:test';
 
 import { parse } from 'yaml';
 
+import { ConfigError } from '../../common/errors.js';
 import { configJsonSchema, JSON_SCHEMA_PATH } from '../../config/json-schema.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERN_SEGMENTS } from '../../config/limits.js';
+import { parseConfigTexts } from '../../config/load.js';
 import { ConfigFileSchema } from '../../config/schema.js';
 import { ROOT } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 
 interface SchemaNode {
   type?: string;
+  maxLength?: number;
+  pattern?: string;
   properties?: Record<string, SchemaNode>;
   additionalProperties?: SchemaNode | boolean;
   items?: SchemaNode;
@@ -84,6 +89,68 @@ describe('config JSON Schema', () => {
     const routeFields = printed.properties?.routes?.items?.properties ?? {};
     assert.ok('paths' in routeFields);
     assert.ok(!('pathz' in routeFields));
+  });
+
+  test('printed schema carries the limits', async () => {
+    const result = await loomctl('127.0.0.1:1', ['schema']);
+    assert.equal(result.code, 0, result.stderr);
+    const route = (JSON.parse(result.stdout) as SchemaNode).properties?.routes?.items;
+    const fields = route?.properties ?? {};
+    for (const node of [fields.paths?.items, fields.stripPrefix, fields.addPrefix]) {
+      assert.equal(node?.maxLength, MAX_PATTERN_LENGTH);
+      // Editors compile JSON Schema patterns as ECMAScript regular expressions, often with "u".
+      const pattern = new RegExp(node?.pattern ?? '', 'u');
+      assert.equal(pattern.test('/s'.repeat(MAX_PATTERN_SEGMENTS)), true);
+      assert.equal(pattern.test('/s'.repeat(MAX_PATTERN_SEGMENTS + 1)), false);
+    }
+    const host = new RegExp(fields.hosts?.items?.pattern ?? '', 'u');
+    const longest = `${'a'.repeat(63)}.`.repeat(3) + 'a'.repeat(61);
+    assert.equal(longest.length, 253);
+    for (const value of [longest, `*.${longest}`, `${longest}.`, '[fe80::1%eth0]']) {
+      assert.equal(host.test(value), true, value);
+    }
+    assert.equal(host.test(`a${longest}`), false);
+    const hostRewrite = new RegExp(fields.hostRewrite?.pattern ?? '', 'u');
+    assert.equal(hostRewrite.test(`${longest}:8080`), true);
+    assert.equal(hostRewrite.test(`a${longest}`), false);
+  });
+
+  test('schema and validator agree on limits', () => {
+    const issues = (route: Record<string, unknown>) => {
+      try {
+        parseConfigTexts([
+          { file: 'limits.yaml', text: JSON.stringify({ routes: [{ upstream: 'u', ...route }] }) },
+        ]);
+        return [];
+      } catch (error) {
+        if (!(error instanceof ConfigError)) throw error;
+        return error.issues.filter((issue) => issue.field !== 'upstream');
+      }
+    };
+    const atLimit = '/s'.repeat(MAX_PATTERN_SEGMENTS);
+    assert.deepEqual(issues({ name: 'a', paths: [atLimit], stripPrefix: atLimit }), []);
+    const over = issues({
+      name: 'b',
+      paths: [`/${'a'.repeat(MAX_PATTERN_LENGTH)}`],
+      stripPrefix: `${atLimit}/s`,
+      hosts: [`${'a'.repeat(254)}.`],
+    });
+    assert.deepEqual(
+      over.map((issue) => [issue.field, issue.message]),
+      [
+        ['hosts[0]', 'invalid host: the name has 254 characters, at most 253 are allowed'],
+        [
+          'paths[0]',
+          'invalid path pattern: too long: 8193 characters, at most 8192 are allowed because the ' +
+            'proxy rejects longer request paths',
+        ],
+        [
+          'stripPrefix',
+          'invalid path prefix: too many segments: 1025, at most 1024 are allowed; shorten the ' +
+            'path or end it with a catch-all such as /**',
+        ],
+      ],
+    );
   });
 
   test('example config passes the zod schema', () => {

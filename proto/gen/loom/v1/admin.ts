@@ -120,6 +120,13 @@ export interface ProxyStatus {
    * it has not, or when the control plane no longer remembers.
    */
   versionAckedAtMs: number;
+  /**
+   * After the proxy nacked nacked_version, the control plane sent it the newest
+   * version some proxy acked instead: that version and its epoch. 0 and empty
+   * when no such version was sent, and again once the proxy acks a newer one.
+   */
+  fallbackVersion: number;
+  fallbackEpoch: string;
 }
 
 export interface StatusResponse {
@@ -1017,6 +1024,8 @@ function createBaseProxyStatus(): ProxyStatus {
     nackedEpoch: "",
     snapshotsSent: 0,
     versionAckedAtMs: 0,
+    fallbackVersion: 0,
+    fallbackEpoch: "",
   };
 }
 
@@ -1057,6 +1066,12 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     }
     if (message.versionAckedAtMs !== 0) {
       writer.uint32(96).int64(message.versionAckedAtMs);
+    }
+    if (message.fallbackVersion !== 0) {
+      writer.uint32(104).uint64(message.fallbackVersion);
+    }
+    if (message.fallbackEpoch !== "") {
+      writer.uint32(114).string(message.fallbackEpoch);
     }
     return writer;
   },
@@ -1170,6 +1185,22 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
             message.versionAckedAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.fallbackVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.fallbackEpoch = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1232,6 +1263,16 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
         : isSet(object.version_acked_at_ms)
         ? globalThis.Number(object.version_acked_at_ms)
         : 0,
+      fallbackVersion: isSet(object.fallbackVersion)
+        ? globalThis.Number(object.fallbackVersion)
+        : isSet(object.fallback_version)
+        ? globalThis.Number(object.fallback_version)
+        : 0,
+      fallbackEpoch: isSet(object.fallbackEpoch)
+        ? globalThis.String(object.fallbackEpoch)
+        : isSet(object.fallback_epoch)
+        ? globalThis.String(object.fallback_epoch)
+        : "",
     };
   },
 
@@ -1273,6 +1314,12 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     if (message.versionAckedAtMs !== 0) {
       obj.versionAckedAtMs = Math.round(message.versionAckedAtMs);
     }
+    if (message.fallbackVersion !== 0) {
+      obj.fallbackVersion = Math.round(message.fallbackVersion);
+    }
+    if (message.fallbackEpoch !== "") {
+      obj.fallbackEpoch = message.fallbackEpoch;
+    }
     return obj;
   },
 
@@ -1293,6 +1340,8 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     message.nackedEpoch = object.nackedEpoch ?? "";
     message.snapshotsSent = object.snapshotsSent ?? 0;
     message.versionAckedAtMs = object.versionAckedAtMs ?? 0;
+    message.fallbackVersion = object.fallbackVersion ?? 0;
+    message.fallbackEpoch = object.fallbackEpoch ?? "";
     return message;
   },
 };
