@@ -1,9 +1,10 @@
 import { LoomError } from '../common/errors.js';
-import type { Route } from '../proto/gen/loom/v1/config.js';
+import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 import type { Snapshot } from '../proto/gen/loom/v1/snapshot.js';
 import { compileRouteActions, type RouteActions } from './proxy/route-actions.js';
 import { buildRouterAsync, checkSliceMs, DEFAULT_SLICE_MS } from './router/router.js';
 import type { Router, RouterRoute } from './router/types.js';
+import { OrderedMatcher } from './snapshot-client/ordered-matcher.js';
 import type { RouteBinding, RoutingTable } from './table.js';
 import type { Balancer } from './upstreams/balancer.js';
 import type { UpstreamRegistry } from './upstreams/registry.js';
@@ -17,7 +18,25 @@ export interface BuildTableOptions {
    * `DEFAULT_SLICE_MS`.
    */
   sliceMs?: number;
+  /**
+   * The table in service, built by `buildTable` with the same registry. Routes whose objects
+   * are the ones its snapshot contained reuse their compiled actions. When the upstream objects
+   * are all the same too, their bindings and the upstream pools stay as they are. The snapshot
+   * decoder keeps the objects of unchanged routes and upstreams (see `SnapshotDecoder`).
+   */
+  previous?: RoutingTable;
 }
+
+/** Compiled work of one build that the next build may reuse. */
+interface BuildState {
+  readonly bindings: readonly Binding[];
+  readonly upstreams: readonly Upstream[];
+  readonly balancers: ReadonlyMap<string, Balancer>;
+  readonly extraResponseHeaders: readonly string[];
+}
+
+/** Build state by table. An entry is dropped when the collector reclaims its table. */
+const buildStates = new WeakMap<RoutingTable, BuildState>();
 
 /**
  * A table whose routes are compiled and whose router is built, but whose routes have no
@@ -85,8 +104,12 @@ export async function buildTable(
   upstreams: UpstreamRegistry,
   options: BuildTableOptions = {},
 ): Promise<RoutingTable> {
-  const prepared = await prepareTable(snapshot, options);
-  return prepared.finish(upstreams.update(snapshot.upstreams));
+  const previous = options.previous === undefined ? undefined : buildStates.get(options.previous);
+  // NOTE: unchanged upstreams skip `update`, so a `tls.caFile` that became unreadable since is
+  // noticed only by the next snapshot that changes an upstream. Pools keep their old CA either way.
+  const keepPools = previous !== undefined && sameItems(previous.upstreams, snapshot.upstreams);
+  const prepared = await prepare(snapshot, options, previous, keepPools);
+  return prepared.finish(keepPools ? previous.balancers : upstreams.update(snapshot.upstreams));
 }
 
 /**
@@ -102,29 +125,94 @@ export async function prepareTable(
   snapshot: Snapshot,
   options: BuildTableOptions = {},
 ): Promise<PreparedTable> {
+  const previous = options.previous === undefined ? undefined : buildStates.get(options.previous);
+  return prepare(snapshot, options, previous, false);
+}
+
+/** Runs `prepareTable` with the previous table's build state and whether to keep its bindings. */
+async function prepare(
+  snapshot: Snapshot,
+  options: BuildTableOptions,
+  previous: BuildState | undefined,
+  keepBindings: boolean,
+): Promise<PreparedTable> {
   const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
   checkSliceMs(sliceMs);
-  const { epoch, version, hash, routes } = snapshot;
-  const compile = actionsCompiler(options.extraResponseHeaders ?? []);
-  const bindings = new Array<Binding>(routes.length);
+  const { epoch, version, hash, routes, upstreams } = snapshot;
+  const extraResponseHeaders = options.extraResponseHeaders ?? [];
+  const reusable =
+    previous !== undefined && sameItems(previous.extraResponseHeaders, extraResponseHeaders);
+  const bindings = await compileBindings(
+    routes,
+    actionsCompiler(extraResponseHeaders),
+    sliceMs,
+    reusable ? previous.bindings : [],
+    keepBindings,
+  );
+  const router = await buildRouterAsync(bindings.all, { sliceMs });
+
+  return {
+    router,
+    finish(balancers) {
+      for (const binding of bindings.created) {
+        binding.balancer = balancers.get(binding.route.upstream);
+      }
+      const table: RoutingTable = Object.freeze({ epoch, version, hash, router });
+      buildStates.set(table, {
+        bindings: bindings.all,
+        upstreams,
+        balancers,
+        extraResponseHeaders,
+      });
+      return table;
+    },
+  };
+}
+
+/**
+ * Makes a binding per route, yielding to the event loop every `sliceMs`. A route whose object
+ * is in `previous` reuses that binding's actions, or with `keepBindings` the binding itself,
+ * which is only safe while every balancer stays the same. `created` lists the new bindings.
+ */
+async function compileBindings(
+  routes: readonly Route[],
+  compile: (route: Route) => RouteActions,
+  sliceMs: number,
+  previous: readonly Binding[],
+  keepBindings: boolean,
+): Promise<{ all: Binding[]; created: Binding[] }> {
+  const all = new Array<Binding>(routes.length);
+  const created: Binding[] = [];
+  const matcher = new OrderedMatcher(previous.length, (index) => previous[index].route.name);
+  let route: Route;
+  const isSameRoute = (index: number) => previous[index].route === route;
 
   let deadline = performance.now() + sliceMs;
   for (let i = 0; i < routes.length; i++) {
-    bindings[i] = new Binding(routes[i], compile(routes[i]));
+    route = routes[i];
+    const index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
+    if (index >= 0 && keepBindings) {
+      all[i] = previous[index];
+    } else {
+      all[i] = new Binding(route, index >= 0 ? previous[index].actions : compile(route));
+      created.push(all[i]);
+      if (index < 0) matcher.resync(route.name);
+    }
     if (i % CLOCK_STRIDE === CLOCK_STRIDE - 1 && performance.now() >= deadline) {
       await new Promise<void>((resolve) => setImmediate(resolve));
       deadline = performance.now() + sliceMs;
     }
   }
-  const router = await buildRouterAsync(bindings, { sliceMs });
+  return { all, created };
+}
 
-  return {
-    router,
-    finish(balancers) {
-      for (const binding of bindings) binding.balancer = balancers.get(binding.route.upstream);
-      return Object.freeze({ epoch, version, hash, router });
-    },
-  };
+/** Returns whether two lists contain the same items, by identity, in the same order. */
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) return false;
+  }
+  return true;
 }
 
 /**

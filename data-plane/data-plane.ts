@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 
@@ -9,6 +9,7 @@ import type { ClientTlsFiles } from '../common/tls.js';
 import type { Snapshot } from '../proto/gen/loom/v1/snapshot.js';
 import { buildTable, describeBuildFailure } from './build-table.js';
 import { AccessLog } from './observability/access-log.js';
+import { createAdminServer } from './observability/admin-server.js';
 import { MetricsObserver } from './observability/metrics-observer.js';
 import { ProxyMetrics, type TargetRef } from './observability/proxy-metrics.js';
 import { createProxyServer, type ProxyServerOptions } from './proxy/proxy-server.js';
@@ -72,6 +73,8 @@ export class DataPlane {
   readonly #drainer: HttpDrainer;
   readonly #snapshotFile: SnapshotFile | undefined;
   #tableSource: TableSource = 'control-plane';
+  /** Routes and upstreams of the snapshot in service, to tell which metrics to drop. */
+  #applied: Pick<Snapshot, 'routes' | 'upstreams'> = { routes: [], upstreams: [] };
   /** Metrics served at `GET /metrics` on the admin listener. */
   readonly metrics = new ProxyMetrics();
   /** The per-request access log; disabled unless `accessLog` was given. */
@@ -104,7 +107,17 @@ export class DataPlane {
       this.metrics.connectionOpened();
       socket.once('close', () => this.metrics.connectionClosed());
     });
-    this.#admin = createServer((req, res) => this.#serveAdmin(req.url ?? '/', res));
+    this.#admin = createAdminServer({
+      readiness: () =>
+        readiness({
+          table: this.#table,
+          source: this.#tableSource,
+          draining: this.#drainer.draining,
+          controlPlaneConnected: this.#client.state === 'streaming',
+        }),
+      metrics: () => this.metrics.registry,
+      logger: this.#logger,
+    });
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
       proxyId: options.id,
@@ -167,7 +180,7 @@ export class DataPlane {
     let table: RoutingTable;
     try {
       rejectFaultRoute(snapshot, this.#faultRejectRoute);
-      table = await buildTable(snapshot, this.#upstreams);
+      table = await buildTable(snapshot, this.#upstreams, { previous: this.#table });
     } catch (error) {
       const reason = describeBuildFailure(error);
       this.metrics.snapshotRejected();
@@ -183,10 +196,7 @@ export class DataPlane {
     this.#tableSource = options.fromCache ? 'snapshot-cache' : 'control-plane';
     if (!options.fromCache) void this.#snapshotFile?.save(snapshot);
     this.metrics.tables.track(table);
-    this.metrics.retain(
-      snapshot.routes.map((route) => route.name),
-      targetRefs(snapshot),
-    );
+    this.#retainMetrics(snapshot);
     const applyMs = performance.now() - start;
     this.metrics.snapshotApplied(table.version, table.router.size, applyMs / 1e3, buildMs / 1e3);
     this.#logger.info(
@@ -197,6 +207,28 @@ export class DataPlane {
         buildMs: Number(buildMs.toFixed(2)),
       },
       'snapshot applied',
+    );
+  }
+
+  /**
+   * Drops the metrics of routes and targets that left the configuration. Skipped when the route
+   * names and the upstream objects are those of the previous snapshot, because `retain` builds
+   * a set of every route name, synchronously, in the middle of the swap.
+   */
+  #retainMetrics(snapshot: Snapshot): void {
+    const previous = this.#applied;
+    this.#applied = { routes: snapshot.routes, upstreams: snapshot.upstreams };
+    if (
+      sameNames(previous.routes, snapshot.routes) &&
+      sameItems(previous.upstreams, snapshot.upstreams)
+    ) {
+      return;
+    }
+
+    // NOTE: a change of route names still costs a pass over every route with a set of names.
+    this.metrics.retain(
+      snapshot.routes.map((route) => route.name),
+      targetRefs(snapshot),
     );
   }
 
@@ -223,32 +255,6 @@ export class DataPlane {
     this.#logger.info({ id: this.#options.id }, 'proxy stopped');
   }
 
-  #serveAdmin(url: string, res: import('node:http').ServerResponse): void {
-    const path = url.split('?', 1)[0];
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"status":"ok"}');
-      return;
-    }
-    if (path === '/readyz') {
-      const answer = readiness({
-        table: this.#table,
-        source: this.#tableSource,
-        draining: this.#drainer.draining,
-        controlPlaneConnected: this.#client.state === 'streaming',
-      });
-      res.writeHead(answer.status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(answer.body));
-      return;
-    }
-    if (path === '/metrics') {
-      void this.#serveMetrics(res);
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'application/json' });
-    res.end('{"error":"not_found","message":"admin paths: /healthz, /readyz, /metrics"}');
-  }
-
   /** Serves the cached snapshot, if young enough, until the control plane sends one. */
   async #serveSnapshotCache(): Promise<void> {
     if (this.#snapshotFile === undefined) return;
@@ -271,18 +277,24 @@ export class DataPlane {
       'serving cached snapshot',
     );
   }
+}
 
-  async #serveMetrics(res: import('node:http').ServerResponse): Promise<void> {
-    try {
-      const body = await this.metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
-      res.end(body);
-    } catch (err) {
-      this.#logger.error({ err }, 'metrics scrape failed');
-      res.writeHead(500, { 'content-type': 'application/json' });
-      res.end('{"error":"internal_error","message":"metrics collection failed"}');
-    }
+/** Returns whether two route lists hold the same names in the same order. */
+function sameNames(a: readonly { name: string }[], b: readonly { name: string }[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i].name !== b[i].name) return false;
   }
+  return true;
+}
+
+/** Returns whether two lists hold the same objects in the same order. */
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) return false;
+  }
+  return true;
 }
 
 /** Lists the upstream and origin of every target; a URL that does not parse is skipped. */

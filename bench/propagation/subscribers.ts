@@ -1,9 +1,12 @@
 // Lightweight snapshot subscribers for the propagation benchmark: COUNT
 // streams in one process that each receive, decode and ack every snapshot,
 // without building a router. Prints "ready" once every stream got a snapshot.
+// NOTE: streams decode with the generated decoder, not the proxy's `SnapshotDecoder`, because
+// 1,000 decoders in one process would keep 1,000 decoded copies of the last snapshot.
 // Usage: tsx bench/propagation/subscribers.ts CONTROL_PLANE COUNT
 import { credentials } from '@grpc/grpc-js';
 
+import { SNAPSHOT_FLOW_CONTROL_WINDOW } from '../../data-plane/snapshot-client/snapshot-client.js';
 import {
   SnapshotServiceClient,
   type StreamRequest,
@@ -22,6 +25,8 @@ for (let index = 0; index < count; index++) {
     channels.push(
       new SnapshotServiceClient(address, credentials.createInsecure(), {
         'grpc.max_receive_message_length': 256 * 1024 * 1024,
+        // The window of `loom data-plane`'s snapshot client.
+        'grpc-node.flow_control_window': SNAPSHOT_FLOW_CONTROL_WINDOW,
         // Without this, grpc-js shares one connection among clients with equal options.
         'grpc.use_local_subchannel_pool': 1,
       }),

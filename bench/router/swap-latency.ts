@@ -3,12 +3,13 @@
 // wrk (Debian package `wrk`) sends the load: one thread, a few connections,
 // for a fixed time, to a route of the table whose upstream echoes a small body.
 //
-// Usage: npm run bench:router:swap [-- --json] [--seconds N] [--rounds N]
+// Usage: npm run bench:router:swap [-- --json] [--seconds N] [--rounds N] [--semi-space MB]
+// --semi-space sets V8's --max-semi-space-size (MiB) for the proxy process.
 import { execFile, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -38,6 +39,7 @@ const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const seconds = numberOption('--seconds', 8);
 const rounds = numberOption('--rounds', 2);
+const semiSpaceMiB = argv.includes('--semi-space') ? numberOption('--semi-space', 0) : undefined;
 const CONNECTIONS = 8;
 
 function numberOption(name: string, fallback: number): number {
@@ -95,7 +97,14 @@ const upstreamPort = (upstream.address() as AddressInfo).port;
 const server = fork(
   fileURLToPath(new URL('./swap-server.ts', import.meta.url)),
   [`http://127.0.0.1:${upstreamPort}`],
-  { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+  {
+    execArgv: [
+      ...(semiSpaceMiB === undefined ? [] : [`--max-semi-space-size=${semiSpaceMiB}`]),
+      '--import',
+      'tsx',
+    ],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  },
 );
 try {
   const [ready] = (await once(server, 'message')) as [{ port: number; path: string }];
@@ -134,13 +143,18 @@ try {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
     node: process.version,
+    loadAverage: Number(loadavg()[0].toFixed(1)),
+    semiSpaceMiB: semiSpaceMiB ?? 'default',
   };
   if (json) {
     process.stdout.write(
       JSON.stringify({ machine, seconds, connections: CONNECTIONS, results }) + '\n',
     );
   } else {
-    process.stdout.write(`${machine.cpus} x ${machine.cpuModel}, Node ${machine.node}\n`);
+    process.stdout.write(
+      `${machine.cpus} x ${machine.cpuModel}, Node ${machine.node}, load average ` +
+        `${machine.loadAverage} at the end, semi-space ${machine.semiSpaceMiB} MiB\n`,
+    );
     process.stdout.write(`wrk -t1 -c${CONNECTIONS} -d${seconds}s per phase\n\n`);
     const header = ['phase', 'requests', 'p50 ms', 'p99 ms', 'max ms', 'swaps', 'mean swap ms'];
     header.push('loop delay p99 / max ms');

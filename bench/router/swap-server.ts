@@ -31,9 +31,15 @@ const snapshot = Snapshot.fromPartial({
   upstreams: [{ name: 'echo', targets: [{ url: upstreamUrl, weight: 1 }] }],
 });
 
+/**
+ * Returns the next version. One route gets a new object each time, as after a one-route change
+ * that the proxy's decoder hands over: every other route keeps its object (see `SnapshotDecoder`).
+ */
 function nextSnapshot(): Snapshot {
   snapshot.version += 1;
   snapshot.hash = `v${snapshot.version}`;
+  const changed = snapshot.version % snapshot.routes.length;
+  snapshot.routes[changed] = { ...snapshot.routes[changed] };
   return snapshot;
 }
 

@@ -1,5 +1,6 @@
 import {
   credentials,
+  makeGenericClientConstructor,
   Metadata,
   type ChannelCredentials,
   type ClientDuplexStream,
@@ -10,14 +11,18 @@ import type { Logger } from '../../common/logger.js';
 import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
 import {
   SnapshotServiceClient,
+  SnapshotServiceService,
   type StreamRequest,
   type StreamResponse,
 } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { probeClientCertificate } from './handshake-probe.js';
+import { SnapshotDecoder } from './snapshot-decoder.js';
 
 /** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
 export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+/** HTTP/2 flow-control window of the snapshot stream, in bytes. */
+export const SNAPSHOT_FLOW_CONTROL_WINDOW = 4 * 1024 * 1024;
 
 const CHANNEL_OPTIONS = {
   'grpc.max_receive_message_length': MAX_SNAPSHOT_BYTES,
@@ -28,6 +33,10 @@ const CHANNEL_OPTIONS = {
   'grpc.keepalive_permit_without_calls': 1,
   // Each stream gets its own connection, so a reset connection is never reused.
   'grpc.use_local_subchannel_pool': 1,
+  // HTTP/2 window of the stream and the connection. With the default 64 KiB, a 10,000-route
+  // snapshot (about 330 KB) waits for five window updates, and each is sent only after this
+  // process's event loop reads the data. The window bounds what the control plane sends unread.
+  'grpc-node.flow_control_window': SNAPSHOT_FLOW_CONTROL_WINDOW,
 };
 
 /** Epoch and version of the snapshot a proxy serves. */
@@ -59,6 +68,23 @@ export interface SnapshotClientOptions {
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
 /**
+ * Returns a client class for the snapshot service whose responses `decoder` decodes, so routes
+ * and upstreams unchanged since the previous snapshot keep their objects.
+ */
+function snapshotServiceClient(decoder: SnapshotDecoder): typeof SnapshotServiceClient {
+  const service = {
+    stream: {
+      ...SnapshotServiceService.stream,
+      responseDeserialize: (value: Buffer): StreamResponse => decoder.decode(value),
+    },
+  };
+  return makeGenericClientConstructor(
+    service,
+    'loom.v1.SnapshotService',
+  ) as unknown as typeof SnapshotServiceClient;
+}
+
+/**
  * Keeps one snapshot stream open to one of the control planes. Any end or
  * error of the stream, `INTERNAL` from a reset included, leads to a new
  * stream on the next address after a backoff with jitter. Snapshots are
@@ -76,9 +102,13 @@ export class SnapshotClient {
   #certificate: CertificateSummary | undefined;
   /** `address|fingerprint` pairs whose rejection was logged since the last stream. */
   readonly #reportedRejections = new Set<string>();
+  /** Addresses whose reconnect log already carried the wrong-port hint. */
+  readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
   readonly #options: SnapshotClientOptions;
   readonly #logger: Logger;
+  /** One decoder for every stream, so a reconnect still reuses the last snapshot's routes. */
+  readonly #Client = snapshotServiceClient(new SnapshotDecoder());
 
   constructor(options: SnapshotClientOptions) {
     if (options.addresses.length === 0)
@@ -109,7 +139,7 @@ export class SnapshotClient {
     this.#transition('connecting', { address });
     let client: SnapshotServiceClient;
     try {
-      client = new SnapshotServiceClient(address, this.#loadCredentials(), {
+      client = new this.#Client(address, this.#loadCredentials(), {
         ...CHANNEL_OPTIONS,
         'grpc.keepalive_time_ms':
           this.#options.keepaliveTimeMs ?? CHANNEL_OPTIONS['grpc.keepalive_time_ms'],
@@ -212,7 +242,8 @@ export class SnapshotClient {
   #scheduleReconnect(address: string, reason: string): void {
     this.#addressIndex += 1;
     const delayMs = Math.round(this.#backoff.next());
-    this.#logger.warn({ address, reason, delayMs }, 'control plane lost, reconnecting');
+    const hint = wrongPortHint(address, reason, this.#hintedAddresses);
+    this.#logger.warn({ address, reason, delayMs, ...hint }, 'control plane lost, reconnecting');
     this.#transition('waiting');
     this.#retryTimer = setTimeout(() => this.#connect(), delayMs);
   }
@@ -261,4 +292,20 @@ export class SnapshotClient {
     );
     this.#state = next;
   }
+}
+
+/**
+ * grpc-js reports an HTTP/1 server, such as the control plane's --admin-listen port, only in the
+ * text of the error: "Protocol error" or the HTTP status it received.
+ */
+const HTTP1_RESPONSE = /Protocol error|Received HTTP status code|HTTP\/1/i;
+
+/** Returns a `hint` field the first time the server at an address responds as HTTP/1. */
+function wrongPortHint(address: string, reason: string, hinted: Set<string>): { hint?: string } {
+  if (hinted.has(address) || !HTTP1_RESPONSE.test(reason)) return {};
+
+  hinted.add(address);
+  return {
+    hint: `is ${address} the control plane's gRPC port (--listen), not its --admin-listen port?`,
+  };
 }

@@ -1,0 +1,217 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { ROOT, startLoom, waitFor } from '../../scripts/processes.js';
+import type { CliResult } from '../helpers/cli.js';
+import { findFreePort } from '../helpers/ports.js';
+
+/** Runs `bin/NAME.js ARGS` without a control plane; a run past 60 s is killed (code -1). */
+function run(name: 'loom' | 'loomctl', args: string[], env = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, 'bin', `${name}.js`), ...args],
+      { cwd: ROOT, timeout: 60_000, killSignal: 'SIGKILL', env: { ...process.env, ...env } },
+      (error, stdout, stderr) => {
+        let code = 0;
+        if (error) code = typeof error.code === 'number' ? error.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+function longLines(text: string, width: number): string[] {
+  return text.split('\n').filter((line) => line.length > width);
+}
+
+describe('loomctl usage errors', { timeout: 120_000 }, () => {
+  test('control-plane address without port', async () => {
+    const result = await run('loomctl', ['--control-plane', '7400', 'status']);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: invalid --control-plane "7400"; expected HOST:PORT/m);
+  });
+
+  test('control-plane address with scheme', async () => {
+    const result = await run('loomctl', ['--control-plane', 'http://127.0.0.1:7400', 'status']);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: invalid --control-plane "http:\/\/127\.0\.0\.1:7400"; .*without a scheme \(TLS is set with --tls-ca\)$/m,
+    );
+  });
+
+  test('control-plane from environment checked', async () => {
+    const result = await run('loomctl', ['get'], { LOOM_CONTROL_PLANE: 'grpc://127.0.0.1:7400' });
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: invalid LOOM_CONTROL_PLANE "grpc:\/\/127\.0\.0\.1:7400"/m);
+  });
+
+  test('file without -f names fix', async () => {
+    for (const verb of ['apply', 'diff', 'validate']) {
+      const result = await run('loomctl', [verb, 'examples/quickstart.yaml']);
+      assert.equal(result.code, 2, `${verb}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^error: unexpected argument "examples/quickstart\\.yaml"; files are given with -f, ` +
+            `such as: loomctl ${verb} -f examples/quickstart\\.yaml$`,
+          'm',
+        ),
+      );
+      assert.doesNotMatch(result.stderr, /required option/);
+    }
+  });
+
+  test('stray word and missing -f', async () => {
+    const stray = await run('loomctl', ['validate', 'everything']);
+    assert.equal(stray.code, 2, stray.stderr);
+    assert.match(stray.stderr, /^error: too many arguments for 'validate'/m);
+    const missing = await run('loomctl', ['apply']);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /^error: required option '-f, --filename <file\.\.\.>'/m);
+  });
+
+  test('help names gRPC address', async () => {
+    const result = await run('loomctl', ['--help']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stdout, /admin address/);
+    assert.match(result.stdout, /--control-plane <host:port>\s+gRPC address of the control plane/);
+    assert.match(result.stdout, /resource not found/);
+    assert.deepEqual(longLines(result.stdout, 80), []);
+  });
+
+  test('each verb lists its exit codes', async () => {
+    const expected: Record<string, { has: RegExp[]; lacks: RegExp[] }> = {
+      apply: { has: [/^ {2}3 {2}--wait/m, /version conflict/], lacks: [/diff/] },
+      diff: {
+        has: [/^ {2}0 {2}nothing would change/m, /something would change/],
+        lacks: [/--wait/],
+      },
+      get: { has: [/resource not found/], lacks: [/diff|--wait|^ {2}3/m] },
+      delete: { has: [/resource not found/, /version conflict/], lacks: [/diff|--wait/] },
+      validate: { has: [/invalid configuration/], lacks: [/diff|--wait|control plane/] },
+      explain: { has: [/invalid configuration/], lacks: [/diff|--wait/] },
+      status: { has: [/unreachable control plane/], lacks: [/diff|--wait|not found/] },
+      schema: { has: [/^ {2}2 {2}usage error/m], lacks: [/diff|--wait|^ {2}1 /m] },
+    };
+    for (const [verb, { has, lacks }] of Object.entries(expected)) {
+      const result = await run('loomctl', [verb, '--help']);
+      assert.equal(result.code, 0, result.stderr);
+      const codes = result.stdout.slice(result.stdout.indexOf('Exit codes:'));
+      for (const pattern of has) assert.match(codes, pattern, `${verb} --help`);
+      for (const pattern of lacks) assert.doesNotMatch(codes, pattern, `${verb} --help`);
+      assert.deepEqual(longLines(result.stdout, 80), [], `${verb} --help`);
+    }
+  });
+
+  test('closed output keeps exit code', async () => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'loomctl.js'), 'apply'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // The reader goes away before loomctl writes, as `| head -1` does after its line.
+    child.stdout.destroy();
+    child.stderr.destroy();
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 2);
+  });
+});
+
+describe('loom flag checks', { timeout: 120_000 }, () => {
+  test('help wraps at 80 columns', async () => {
+    for (const command of ['control-plane', 'data-plane']) {
+      const result = await run('loom', [command, '--help']);
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(longLines(result.stdout, 80), [], `${command} --help`);
+    }
+  });
+
+  test('log levels in help accepted', async () => {
+    const help = await run('loom', ['control-plane', '--help']);
+    const listed = /--log-level <level>\s+([\s\S]*?)\(env/.exec(help.stdout)?.[1];
+    assert.ok(listed, help.stdout);
+    const levels = listed.replace(/\s+/g, ' ').trim().replace(' or ', ', ').split(', ');
+    assert.deepEqual(levels, ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']);
+    const rejected = await run('loom', ['control-plane', '--log-level', 'loud']);
+    assert.equal(rejected.code, 2, rejected.stderr);
+    assert.match(rejected.stderr, /use one of trace, debug, info, warn, error, fatal, silent$/m);
+  });
+
+  test('every invalid flag reported', async () => {
+    const result = await run('loom', [
+      'data-plane',
+      '--control-plane',
+      '127.0.0.1',
+      '--listen',
+      ':8082',
+      '--workers',
+      'many',
+    ]);
+    assert.equal(result.code, 2, result.stderr);
+    const errors = result.stderr.split('\n').filter((line) => line.startsWith('error: '));
+    assert.equal(errors.length, 3, result.stderr);
+    assert.match(errors[0], /^error: invalid --control-plane "127\.0\.0\.1"/);
+    assert.match(errors[1], /^error: invalid --listen ":8082"/);
+    assert.match(errors[2], /^error: invalid --workers "many"/);
+  });
+});
+
+describe('data plane at an HTTP port', { timeout: 120_000 }, () => {
+  let dir: string;
+  let http: Server;
+  let address: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-cli-usage-'));
+    // An HTTP/1 server stands in for the control plane's --admin-listen port.
+    http = createServer((_, response) => response.end('ok\n'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const port = (http.address() as { port: number }).port;
+    address = `127.0.0.1:${port}`;
+  });
+  after(async () => {
+    http.closeAllConnections();
+    await new Promise((resolve) => http.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('reconnect log hints at port', async () => {
+    const log = join(dir, 'data-plane.log');
+    writeFileSync(log, '');
+    const proxy = startLoom(
+      'data-plane',
+      [
+        'data-plane',
+        '--control-plane',
+        address,
+        '--listen',
+        `127.0.0.1:${await findFreePort()}`,
+        '--admin-listen',
+        `127.0.0.1:${await findFreePort()}`,
+      ],
+      log,
+    );
+    const lost = () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((line) => line.includes('"control plane lost, reconnecting"'))
+        .map((line) => JSON.parse(line) as { address: string; hint?: string });
+    try {
+      await waitFor('three reconnect log lines', 30_000, () => lost().length >= 3);
+    } finally {
+      await proxy.stop();
+    }
+    const lines = lost();
+    assert.equal(
+      lines[0].hint,
+      `is ${address} the control plane's gRPC port (--listen), not its --admin-listen port?`,
+    );
+    assert.equal(lines.filter((line) => line.hint !== undefined).length, 1);
+  });
+});

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { buildTable } from '../../data-plane/build-table.js';
+import type { RoutingTable, RouteBinding } from '../../data-plane/table.js';
+import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
+import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+
+function upstream(url: string): Upstream {
+  return { name: 'u', targets: [{ url, weight: 1 }] };
+}
+
+function route(name: string, path: string, retries?: number): Route {
+  return { name, hosts: [], paths: [path], methods: [], upstream: 'u', retries };
+}
+
+function snapshot(version: number, routes: Route[], upstreams: Upstream[]): Snapshot {
+  return { epoch: 'e', version, hash: `h${version}`, routes, upstreams };
+}
+
+function binding(table: RoutingTable, path: string): RouteBinding {
+  const match = table.router.find('GET', undefined, path);
+  assert.equal(match.kind, 'found', `${path} not found`);
+  return (match as { value: RouteBinding }).value;
+}
+
+describe('table reuse', () => {
+  test('unchanged routes keep their bindings', async () => {
+    const upstreams = new UpstreamRegistry();
+    const pool = [upstream('http://127.0.0.1:9')];
+    const [a, b] = [route('a', '/a'), route('b', '/b')];
+    const first = await buildTable(snapshot(1, [a, b], pool), upstreams);
+    const changedB = route('b', '/b', 2);
+    const second = await buildTable(snapshot(2, [a, changedB], pool), upstreams, {
+      previous: first,
+    });
+
+    assert.equal(binding(second, '/a'), binding(first, '/a'));
+    assert.notEqual(binding(second, '/b'), binding(first, '/b'));
+    assert.equal(binding(second, '/b').actions.retries, 2);
+    assert.equal(binding(first, '/b').actions.retries, 0);
+    assert.equal(binding(second, '/b').balancer, binding(first, '/a').balancer);
+    await upstreams.close();
+  });
+
+  test('changed upstream leaves old table intact', async () => {
+    const upstreams = new UpstreamRegistry();
+    const a = route('a', '/a');
+    const first = await buildTable(snapshot(1, [a], [upstream('http://127.0.0.1:9')]), upstreams);
+    const oldBinding = binding(first, '/a');
+    const oldBalancer = oldBinding.balancer;
+    const second = await buildTable(
+      snapshot(2, [a], [upstream('http://127.0.0.1:10')]),
+      upstreams,
+      { previous: first },
+    );
+
+    const newBinding = binding(second, '/a');
+    assert.notEqual(newBinding, oldBinding);
+    assert.notEqual(newBinding.balancer, oldBalancer);
+    // Requests that started on the first table keep its balancer.
+    assert.equal(binding(first, '/a').balancer, oldBalancer);
+    assert.equal(newBinding.actions, oldBinding.actions);
+    await upstreams.close();
+  });
+
+  test('new route objects are compiled again', async () => {
+    const upstreams = new UpstreamRegistry();
+    const pool = [upstream('http://127.0.0.1:9')];
+    const first = await buildTable(snapshot(1, [route('a', '/a', 1)], pool), upstreams);
+    // Equal content in a new object, as from a snapshot cache file: no reuse, same result.
+    const second = await buildTable(snapshot(2, [route('a', '/a', 1)], pool), upstreams, {
+      previous: first,
+    });
+
+    assert.notEqual(binding(second, '/a'), binding(first, '/a'));
+    assert.deepEqual(binding(second, '/a').actions, binding(first, '/a').actions);
+    await upstreams.close();
+  });
+});
