@@ -1,12 +1,13 @@
-// Compares the CPU time per request of this checkout's data plane with another checkout's, in
-// one run: an nginx upstream and wrk on core 0, both proxies on core 1, measured in turns.
-// Usage: tsx bench/proxy/compare.ts --baseline DIR [--duration 5s] [--runs 5] [--no-access-log]
-//                                   [--connections 50]
+// Compares the CPU time per request of this checkout's data plane with other checkouts', in
+// one run: an nginx upstream and wrk on core 0, every proxy on core 1, measured in turns.
+// Usage: tsx bench/proxy/compare.ts --baseline DIR [--baseline DIR2 ...] [--duration 5s]
+//                                   [--runs 5] [--no-access-log] [--connections 50]
+// Each checkout is named after its folder; this one is `current`.
 // With --connections 1 each request runs alone, so the CPU time per request does not depend on
 // how many requests share an event-loop turn, which other load on the machine changes.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { ROOT } from '../../scripts/processes.js';
@@ -24,14 +25,14 @@ import {
 
 const { values } = parseArgs({
   options: {
-    baseline: { type: 'string' },
+    baseline: { type: 'string', multiple: true },
     duration: { type: 'string', default: '5s' },
     runs: { type: 'string', default: '5' },
     'no-access-log': { type: 'boolean', default: false },
     connections: { type: 'string', default: '50' },
   },
 });
-if (values.baseline === undefined) {
+if (values.baseline === undefined || values.baseline.length === 0) {
   process.stderr.write('usage: tsx bench/proxy/compare.ts --baseline DIR [--duration 5s]\n');
   process.exit(2);
 }
@@ -39,14 +40,12 @@ if (values.baseline === undefined) {
 const dir = mkdtempSync(join(tmpdir(), 'loom-compare-'));
 const processes = new BenchProcesses();
 
-async function main(baseline: string): Promise<void> {
+async function main(baselines: string[]): Promise<void> {
   const [upA, upB] = [await findFreePort(), await findFreePort()];
   await startNginxUpstream(processes, dir, [upA, upB], 0);
   const contenders = [];
-  for (const [name, root] of [
-    ['baseline', baseline],
-    ['current', ROOT],
-  ] as const) {
+  const checkouts = baselines.map((root, index) => [checkoutName(root, index), root]);
+  for (const [name, root] of [...checkouts, ['current', ROOT]]) {
     const proxy = await startLoomProxy(processes, {
       dir,
       root,
@@ -69,7 +68,7 @@ async function main(baseline: string): Promise<void> {
     runWrk(contender.name, contender.proxy.url, contender.pids, '3s', connections);
   }
   for (let round = 0; round < Number(values.runs); round++) {
-    // Alternating the order keeps a load change during the run from favouring one side.
+    // Alternating the order keeps a load change during the run from favouring one checkout.
     const order = round % 2 === 0 ? contenders : [...contenders].reverse();
     for (const contender of order) {
       const sample = runWrk(
@@ -96,6 +95,26 @@ async function main(baseline: string): Promise<void> {
         `${Math.round(rps)} req/s, p99 ${p99} ms\n`,
     );
   }
+  // Samples of one round ran back to back, so their difference is less exposed to load changes
+  // than the difference of two medians.
+  const current = contenders[contenders.length - 1];
+  for (const contender of contenders.slice(0, -1)) {
+    const differences = current.samples.map(
+      (sample, round) => sample.cpuUsPerRequest - contender.samples[round].cpuUsPerRequest,
+    );
+    const faster = differences.filter((difference) => difference < 0).length;
+    process.stdout.write(
+      `current minus ${contender.name}, median of rounds: ${median(differences).toFixed(1)} µs ` +
+        `(current lower in ${faster} of ${differences.length} rounds)\n`,
+    );
+  }
+}
+
+/** Names a baseline after its folder, or `baseline` and its position when folders repeat. */
+function checkoutName(root: string, index: number): string {
+  const name = basename(resolve(root));
+  const unique = values.baseline?.filter((other) => basename(resolve(other)) === name).length === 1;
+  return unique && name !== 'current' ? name : `baseline${index + 1}`;
 }
 
 main(values.baseline)

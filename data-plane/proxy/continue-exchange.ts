@@ -8,7 +8,8 @@ import {
   type ProxyError,
 } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
-import { upstreamFailureOf, type UpstreamFailure } from './observer.js';
+import { ObservedExchange } from './observed-exchange.js';
+import { upstreamFailureOf } from './observer.js';
 import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
@@ -28,20 +29,13 @@ const CONTINUE_WAIT_MS = 1_000;
  * the body, with `Connection: close`, because the unread body makes the connection unusable.
  * When the upstream stays silent for a second, the proxy answers 100 itself.
  */
-export class ContinueExchange {
-  readonly #context: ProxyContext;
-  readonly #req: IncomingMessage;
+export class ContinueExchange extends ObservedExchange {
   readonly #res: ServerResponse;
-  readonly #request: ForwardedRequest;
-  #target!: UpstreamTarget;
   #upstream: ClientRequest | undefined;
   #continueTimer: NodeJS.Timeout | undefined;
   #headersTimer: NodeJS.Timeout | undefined;
   #bodySent = false;
   #done = false;
-  #reported = false;
-  #bytesSent = 0;
-  #attemptStart = 0;
 
   constructor(
     context: ProxyContext,
@@ -49,21 +43,17 @@ export class ContinueExchange {
     res: ServerResponse,
     request: ForwardedRequest,
   ) {
-    this.#context = context;
-    this.#req = req;
+    super(context, req, request);
     this.#res = res;
-    this.#request = request;
   }
 
   start(target: UpstreamTarget): void {
-    const request = this.#request;
-    this.#target = target;
-    target.state.active++;
-    if (this.#context.observer.enabled) this.#attemptStart = performance.now();
+    const request = this.request;
+    this.beginAttempt(target);
 
     const headers = [...request.headers, 'expect', '100-continue'];
     const actions = request.actions;
-    const context = this.#context;
+    const context = this.context;
     const upstream = openUpstreamRequest(
       target,
       request.method,
@@ -83,7 +73,7 @@ export class ContinueExchange {
         this.#done = true;
         upstream.destroy();
       }
-      this.#report(this.#res.writableFinished ? this.#res.statusCode : 0);
+      this.reportRequest(this.#res.writableFinished ? this.#res.statusCode : 0);
     });
     upstream.flushHeaders();
 
@@ -108,12 +98,12 @@ export class ContinueExchange {
 
     this.#bodySent = true;
     if (!this.#res.headersSent) this.#res.writeContinue();
-    const body = this.#request.body;
+    const body = this.request.body;
     if (body === null) {
       upstream.end();
       return;
     }
-    const source = body === this.#req ? this.#req : Readable.from(body);
+    const source = body === this.req ? this.req : Readable.from(body);
     source.on('error', (err: Error) => upstream.destroy(err));
     source.pipe(upstream);
   }
@@ -124,15 +114,15 @@ export class ContinueExchange {
     const res = this.#res;
     const status = response.statusCode ?? 502;
     if (status >= 500) {
-      this.#target.state.recordFailure();
+      this.target.state.recordFailure();
     } else {
-      this.#target.state.recordSuccess();
+      this.target.state.recordSuccess();
     }
 
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
-    const headers = buildClientResponseHeaders(response.rawHeaders, this.#request.actions, head);
+    const headers = buildClientResponseHeaders(response.rawHeaders, this.request.actions, head);
     if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
-    if (!this.#bodySent || !this.#req.complete) headers.push('connection', 'close');
+    if (!this.#bodySent || !this.req.complete) headers.push('connection', 'close');
     try {
       res.writeHead(status, response.statusMessage ?? '', headers);
     } catch (err) {
@@ -142,7 +132,7 @@ export class ContinueExchange {
     }
 
     response.on('data', (chunk: Buffer) => {
-      this.#bytesSent += chunk.length;
+      this.bytesSent += chunk.length;
       if (!res.write(chunk)) {
         response.pause();
         res.once('drain', () => response.resume());
@@ -151,7 +141,7 @@ export class ContinueExchange {
     response.on('end', () => {
       if (response.rawTrailers.length > 0 && res.chunkedEncoding) {
         try {
-          const { actions } = this.#request;
+          const { actions } = this.request;
           res.addTrailers(
             buildClientTrailers(response.rawTrailers, actions, head.connectionTokens),
           );
@@ -160,7 +150,7 @@ export class ContinueExchange {
         }
       }
       this.#finish();
-      this.#reportAttempt(undefined);
+      this.reportAttempt(undefined);
       res.end();
       if (!this.#bodySent) this.#upstream?.destroy();
     });
@@ -181,46 +171,17 @@ export class ContinueExchange {
     if (code === BODY_TOO_LARGE_CODE) {
       error = PROXY_ERRORS.payloadTooLarge;
     } else {
-      if (error.status >= 502) this.#target.state.recordFailure();
-      this.#reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
+      if (error.status >= 502) this.target.state.recordFailure();
+      this.reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
     }
-    const suppressed = this.#context.upstreamFailureLog.take();
-    if (suppressed !== undefined) {
-      this.#context.logger.warn(
-        { route: this.#request.route, target: this.#target.origin, code, suppressed, err },
-        'upstream request failed',
-      );
-    }
-    this.#bytesSent += sendErrorResponse(
+    this.logUpstreamFailure(err, error.status);
+    this.bytesSent += sendErrorResponse(
       this.#res,
       error,
-      this.#request.route,
+      this.request.route,
       undefined,
       undefined,
       true,
-    );
-  }
-
-  #reportAttempt(failure: UpstreamFailure | undefined): void {
-    const observer = this.#context.observer;
-    if (observer.enabled) observer.attemptFinished(this.#target, failure, this.#attemptStart);
-  }
-
-  /** Reports the request once, when its response closes; status 0 when it did not finish. */
-  #report(status: number): void {
-    const observer = this.#context.observer;
-    if (this.#reported || !observer.enabled) {
-      return;
-    }
-    this.#reported = true;
-    const request = this.#request;
-    observer.requestFinished(
-      this.#req,
-      request.route,
-      status,
-      this.#target,
-      this.#bytesSent,
-      request.startTime,
     );
   }
 
@@ -229,6 +190,6 @@ export class ContinueExchange {
       return;
     }
     this.#done = true;
-    this.#target.state.active--;
+    this.target.state.active--;
   }
 }

@@ -3,7 +3,8 @@ import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
-import { upstreamFailureOf, type ProxyObserver, type UpstreamFailure } from './observer.js';
+import { ObservedExchange } from './observed-exchange.js';
+import { upstreamFailureOf, type ProxyObserver } from './observer.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
@@ -13,8 +14,9 @@ import {
 import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
-import { rewritePath, type RouteActions } from './route-actions.js';
+import type { RouteActions } from './route-actions.js';
 import type { TrustedProxies } from './trusted-proxies.js';
+import { forwardedPath } from './upstream-request.js';
 
 /** State shared by every request of one proxy handler. */
 export interface ProxyContext {
@@ -103,14 +105,9 @@ const RETRYABLE_CODES = new Set([
  */
 // NOTE: undici 7 supports this handler interface next to the controller one; moving to undici 8
 // means porting the callbacks to `onRequestStart` and friends.
-export class ProxyExchange implements Dispatcher.DispatchHandler {
-  readonly #context: ProxyContext;
-  readonly #req: IncomingMessage;
+export class ProxyExchange extends ObservedExchange implements Dispatcher.DispatchHandler {
   readonly #res: ExchangeResponse;
   readonly #socket: Socket;
-  readonly #request: ForwardedRequest;
-  #target!: UpstreamTarget;
-  #attempts = 0;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   #connectTimer: NodeJS.Timeout | undefined;
@@ -118,13 +115,8 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
   #clientClosed = false;
   #responseStarted = false;
   #attemptDone = true;
-  /** `performance.now()` when the current attempt was dispatched; 0 with metrics off. */
-  #attemptStart = 0;
-  /** True once the current attempt's outcome went to the observer. */
-  #attemptReported = true;
   #answered = false;
   #awaitingDrain = false;
-  #bytesSent = 0;
   /** True when the client response has neither Content-Length nor chunked framing. */
   #closeDelimited = false;
   /** Fields that the upstream response's `Connection` header named, dropped from trailers. */
@@ -136,11 +128,9 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     res: ServerResponse,
     request: ForwardedRequest,
   ) {
-    this.#context = context;
-    this.#req = req;
+    super(context, req, request);
     this.#res = res;
     this.#socket = req.socket;
-    this.#request = request;
 
     // The listeners are shared module functions that find the exchange through this property,
     // so a request allocates no closures. A response emits 'close' once, so `on` does what
@@ -151,20 +141,13 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
 
   /** Sends the request to `target`; later attempts go to other targets. */
   start(target: UpstreamTarget): void {
-    const request = this.#request;
+    const request = this.request;
     const actions = request.actions;
-    this.#target = target;
-    this.#attempts++;
+    this.beginAttempt(target);
     this.#attemptDone = false;
-    this.#attemptReported = false;
     this.#abort = null;
-    target.state.active++;
-    if (this.#context.observer.enabled) this.#attemptStart = performance.now();
 
-    const path =
-      target.basePath === '' && !actions.rewritesPath
-        ? request.pathAndQuery
-        : rewritePath(target.basePath, actions, request.path) + request.query;
+    const path = forwardedPath(target, request);
     if (actions.connectTimeoutMs > 0) {
       this.#connectTimer = setTimeout(onConnectTimeout, actions.connectTimeoutMs, this);
     }
@@ -209,16 +192,16 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return true;
     }
 
-    const target = this.#target;
+    const target = this.target;
     if (statusCode >= 500) {
       target.state.recordFailure();
     } else {
       target.state.recordSuccess();
     }
 
-    const req = this.#req;
+    const req = this.req;
     const res = this.#res;
-    const request = this.#request;
+    const request = this.request;
     const head = RESPONSE_HEAD;
     head.contentLength = undefined;
     head.trailerIndex = -1;
@@ -261,7 +244,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     this.#connectionTokens = head.connectionTokens;
     this.#resume = resume;
 
-    const logger = this.#context.logger;
+    const logger = this.context.logger;
     if (logger.isLevelEnabled('debug')) {
       logger.debug(
         { route: request.route, target: target.origin, status: statusCode },
@@ -276,7 +259,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return true;
     }
 
-    this.#bytesSent += chunk.length;
+    this.bytesSent += chunk.length;
     if (!this.#res.write(chunk)) {
       if (!this.#awaitingDrain) {
         this.#awaitingDrain = true;
@@ -293,7 +276,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return;
     }
 
-    this.#reportAttempt(undefined);
+    this.reportAttempt(undefined);
 
     this.#answered = true;
     const res = this.#res;
@@ -301,14 +284,14 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       try {
         const trailers = rawTrailers as Buffer[];
         res.addTrailers(
-          buildClientTrailers(trailers, this.#request.actions, this.#connectionTokens),
+          buildClientTrailers(trailers, this.request.actions, this.#connectionTokens),
         );
       } catch {
         // Node.js rejects trailer fields that undici accepted; the body is still complete.
       }
     }
     res.end();
-    this.#reportFinished(this.#status);
+    this.reportRequest(this.#status);
   }
 
   onError(err: Error): void {
@@ -316,7 +299,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     try {
       this.#handleUpstreamError(err);
     } catch (failure) {
-      this.#context.logger.error({ err: failure }, 'proxy error handling failed');
+      this.context.logger.error({ err: failure }, 'proxy error handling failed');
       this.#res.destroy();
     }
   }
@@ -336,7 +319,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     this.#abort?.(CLIENT_CLOSED);
     if (!this.#answered) {
       this.#answered = true;
-      this.#reportFinished(0);
+      this.reportRequest(0);
     }
   }
 
@@ -356,34 +339,10 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     const error = Object.assign(new Error('connect timeout of the route expired'), {
       code: 'UND_ERR_CONNECT_TIMEOUT',
     });
-    this.#target.state.recordFailure();
-    this.#reportAttempt('timeout');
-    this.#logUpstreamFailure(error, PROXY_ERRORS.upstreamTimeout.status);
+    this.target.state.recordFailure();
+    this.reportAttempt('timeout');
+    this.logUpstreamFailure(error, PROXY_ERRORS.upstreamTimeout.status);
     this.#answer(PROXY_ERRORS.upstreamTimeout);
-  }
-
-  #reportFinished(status: number): void {
-    const observer = this.#context.observer;
-    if (observer.enabled) {
-      const request = this.#request;
-      observer.requestFinished(
-        this.#req,
-        request.route,
-        status,
-        this.#target,
-        this.#bytesSent,
-        request.startTime,
-      );
-    }
-  }
-
-  #reportAttempt(failure: UpstreamFailure | undefined): void {
-    const observer = this.#context.observer;
-    if (this.#attemptReported || !observer.enabled) {
-      return;
-    }
-    this.#attemptReported = true;
-    observer.attemptFinished(this.#target, failure, this.#attemptStart);
   }
 
   #finishAttempt(): void {
@@ -391,7 +350,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return;
     }
     this.#attemptDone = true;
-    this.#target.state.active--;
+    this.target.state.active--;
     clearTimeout(this.#connectTimer);
   }
 
@@ -407,10 +366,10 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       return;
     }
     if (this.#responseStarted && isBodylessLengthMismatch(this.#status, err)) {
-      this.#reportAttempt(undefined);
+      this.reportAttempt(undefined);
       this.#answered = true;
       this.#res.end();
-      this.#reportFinished(this.#status);
+      this.reportRequest(this.#status);
       return;
     }
     if ((err as { code?: unknown }).code === BODY_TOO_LARGE_CODE && !this.#responseStarted) {
@@ -420,20 +379,20 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
 
     const error = this.#responseStarted ? undefined : classifyUpstreamError(err);
     if (error !== undefined && error.status >= 502) {
-      this.#target.state.recordFailure();
+      this.target.state.recordFailure();
     }
-    this.#reportAttempt(upstreamFailureOf(error));
+    this.reportAttempt(upstreamFailureOf(error));
     if (error !== undefined && this.#canRetry(err)) {
-      const next = this.#request.balancer.pick(this.#req, this.#target);
+      const next = this.request.balancer.pick(this.req, this.target);
       if (next !== undefined) {
         this.#logRetry(err, next);
-        this.#context.observer.retried(this.#request.route);
+        this.context.observer.retried(this.request.route);
         this.start(next);
         return;
       }
     }
 
-    this.#logUpstreamFailure(err, error?.status);
+    this.logUpstreamFailure(err, error?.status);
     if (error === undefined) {
       this.#answered = true;
       // A close-delimited body ends with the connection, so only a reset shows the truncation.
@@ -444,19 +403,19 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       } else {
         this.#res.destroy();
       }
-      this.#reportFinished(this.#status);
+      this.reportRequest(this.#status);
       return;
     }
     // The rest of an upload that the upstream did not take stays unread on the client
     // connection, so the connection cannot carry another request.
-    this.#answer(error, this.#request.body !== null && !this.#req.complete);
+    this.#answer(error, this.request.body !== null && !this.req.complete);
   }
 
   #canRetry(err: Error): boolean {
-    const request = this.#request;
+    const request = this.request;
     const code = (err as { code?: unknown }).code;
     return (
-      this.#attempts <= request.actions.retries &&
+      this.attempts <= request.actions.retries &&
       request.body === null &&
       IDEMPOTENT_METHODS.has(request.method) &&
       typeof code === 'string' &&
@@ -467,26 +426,26 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
   #answer(error: ProxyError, close = false): void {
     this.#answered = true;
     this.#status = error.status;
-    this.#bytesSent += sendErrorResponse(
+    this.bytesSent += sendErrorResponse(
       this.#res,
       error,
-      this.#request.route,
+      this.request.route,
       undefined,
       undefined,
       close,
     );
-    this.#reportFinished(error.status);
+    this.reportRequest(error.status);
   }
 
   #logRetry(err: Error, next: UpstreamTarget): void {
-    const logger = this.#context.logger;
+    const logger = this.context.logger;
     if (logger.isLevelEnabled('debug')) {
       logger.debug(
         {
-          route: this.#request.route,
-          target: this.#target.origin,
+          route: this.request.route,
+          target: this.target.origin,
           next: next.origin,
-          attempt: this.#attempts,
+          attempt: this.attempts,
           code: (err as { code?: unknown }).code,
         },
         'upstream request retried',
@@ -494,34 +453,11 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     }
   }
 
-  #logUpstreamFailure(err: Error, status: number | undefined): void {
-    const suppressed = this.#context.upstreamFailureLog.take();
-    if (suppressed === undefined) {
-      return;
-    }
-
-    const fields = {
-      route: this.#request.route,
-      upstream: this.#target.upstream,
-      target: this.#target.origin,
-      code: (err as { code?: unknown }).code,
-      status,
-      attempts: this.#attempts,
-      suppressed,
-      err,
-    };
-    if (status === undefined) {
-      this.#context.logger.warn(fields, 'upstream response aborted after headers were sent');
-    } else {
-      this.#context.logger.warn(fields, 'upstream request failed');
-    }
-  }
-
   #logClientClose(): void {
-    const logger = this.#context.logger;
+    const logger = this.context.logger;
     if (logger.isLevelEnabled('debug')) {
       logger.debug(
-        { route: this.#request.route, target: this.#target.origin },
+        { route: this.request.route, target: this.target.origin },
         'client closed the connection before the response completed',
       );
     }

@@ -1,3 +1,4 @@
+import { HeaderNameCache } from './header-names.js';
 import type { RouteActions } from './route-actions.js';
 
 /** What the first pass over the client's raw headers found. */
@@ -204,7 +205,11 @@ export function buildClientResponseHeaders(
 ): string[] {
   let connectionTokens: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === 10 && toText(raw[i]).toLowerCase() === 'connection') {
+    const field = raw[i];
+    if (field.length !== 10) continue;
+    const lower =
+      typeof field === 'string' ? field.toLowerCase() : RESPONSE_NAMES.lookup(field).lower;
+    if (lower === 'connection') {
       connectionTokens = splitConnectionTokens(toText(raw[i + 1]), connectionTokens);
     }
   }
@@ -212,8 +217,17 @@ export function buildClientResponseHeaders(
   const drop = actions.responseDrop;
   const headers: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    const name = toText(raw[i]);
-    const lower = name.toLowerCase();
+    const field = raw[i];
+    let name: string;
+    let lower: string;
+    if (typeof field === 'string') {
+      name = field;
+      lower = field.toLowerCase();
+    } else {
+      const cached = RESPONSE_NAMES.lookup(field);
+      name = cached.text;
+      lower = cached.lower;
+    }
     switch (lower) {
       case 'connection':
       case 'keep-alive':
@@ -241,6 +255,9 @@ export function buildClientResponseHeaders(
   for (let i = 0; i < set.length; i++) headers.push(set[i]);
   return headers;
 }
+
+/** Names of upstream response headers, which repeat on every response. */
+const RESPONSE_NAMES = new HeaderNameCache();
 
 /** Facts about the upstream response head collected while its headers are copied. */
 export interface ResponseHead {

@@ -8,6 +8,7 @@ import {
   type ClientInfo,
   type ResponseHead,
 } from '../../data-plane/proxy/headers.js';
+import { HeaderNameCache } from '../../data-plane/proxy/header-names.js';
 import { LogLimiter } from '../../data-plane/proxy/log-limiter.js';
 import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
 import { TrustedProxies } from '../../data-plane/proxy/trusted-proxies.js';
@@ -311,6 +312,56 @@ describe('buildClientResponseHeaders', () => {
       ['ETag', '"1"'],
       ['x-served-by', 'loom'],
     ]);
+  });
+});
+
+describe('HeaderNameCache', () => {
+  it('returns the same entry on a hit', () => {
+    const cache = new HeaderNameCache();
+    const first = cache.lookup(Buffer.from('Content-Type'));
+    const second = cache.lookup(Buffer.from('xContent-Type').subarray(1));
+
+    assert.equal(first.text, 'Content-Type');
+    assert.equal(first.lower, 'content-type');
+    assert.equal(second, first);
+  });
+
+  it('keeps names that differ in case apart', () => {
+    const cache = new HeaderNameCache();
+    const upper = cache.lookup(Buffer.from('X-Trace'));
+    const lower = cache.lookup(Buffer.from('x-trace'));
+    const upperAgain = cache.lookup(Buffer.from('X-Trace'));
+
+    assert.equal(upper.text, 'X-Trace');
+    assert.equal(lower.text, 'x-trace');
+    assert.equal(upperAgain.text, 'X-Trace');
+    assert.equal(upperAgain.lower, 'x-trace');
+  });
+
+  it('converts every name correctly', () => {
+    const cache = new HeaderNameCache();
+    // Many names share one length, so they share and replace slots, and a long name skips the cache.
+    const names = Array.from({ length: 600 }, (_, i) => `X-H${String(i).padStart(4, '0')}`);
+    names.push('X-' + 'Long'.repeat(20), '\xe9t\xe9');
+    for (let round = 0; round < 2; round++) {
+      for (const name of names) {
+        const entry = cache.lookup(Buffer.from(name, 'latin1'));
+        assert.equal(entry.text, name);
+        assert.equal(entry.lower, name.toLowerCase());
+      }
+    }
+  });
+
+  it('gives equal headers on cache hits', () => {
+    const raw = ['Connection', 'X-Hop', 'X-Hop', '1', 'Content-Length', '12', 'ETag', '"1"'];
+    const first = responseHeaders(raw);
+    const second = responseHeaders(raw);
+
+    assert.deepEqual(pairs(first), [
+      ['Content-Length', '12'],
+      ['ETag', '"1"'],
+    ]);
+    assert.deepEqual(second, first);
   });
 });
 

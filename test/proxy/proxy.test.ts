@@ -302,55 +302,69 @@ describe('proxy forwarding', () => {
     }
   });
 
-  it('streams a large response with backpressure', async () => {
-    const chunkSize = 64 * 1024;
-    const total = 64 * 1024 * 1024;
-    let written = 0;
-    const big = await startHttpServer((_req, res) => {
-      const chunk = Buffer.alloc(chunkSize, 0x61);
-      res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      const pump = (): void => {
-        while (written < total) {
-          written += chunkSize;
-          if (!res.write(chunk)) {
-            res.once('drain', pump);
-            return;
+  for (const sized of [false, true]) {
+    const name = sized
+      ? 'streams a sized response with backpressure'
+      : 'streams a large response with backpressure';
+    it(name, async () => {
+      const chunkSize = 64 * 1024;
+      const total = 64 * 1024 * 1024;
+      let written = 0;
+      const big = await startHttpServer((_req, res) => {
+        const chunk = Buffer.alloc(chunkSize, 0x61);
+        res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          ...(sized ? { 'content-length': String(total) } : {}),
+        });
+        const pump = (): void => {
+          while (written < total) {
+            written += chunkSize;
+            if (!res.write(chunk)) {
+              res.once('drain', pump);
+              return;
+            }
           }
-        }
-        res.end();
-      };
-      pump();
-    });
-    try {
-      proxy.publish(
-        [{ name: 'big', path: '/big', upstream: 'big' }],
-        [upstreamAt('big', big.port)],
-      );
-      const req = httpRequest({ host: '127.0.0.1', port: proxy.port, path: '/big', agent: false });
-      req.end();
-      const [res] = (await within(once(req, 'response'), 'the large response')) as [
-        IncomingMessage,
-      ];
-
-      // The client reads nothing for a while; the upstream must stall far short of the total.
-      res.pause();
-      await sleep(500);
-      const writtenWhilePaused = written;
-      let received = 0;
-      res.on('data', (chunk: Buffer) => {
-        received += chunk.length;
+          res.end();
+        };
+        pump();
       });
-      res.resume();
-      await within(once(res, 'end'), 'the end of the large response', 20_000);
+      try {
+        proxy.publish(
+          [{ name: 'big', path: '/big', upstream: 'big' }],
+          [upstreamAt('big', big.port)],
+        );
+        const req = httpRequest({
+          host: '127.0.0.1',
+          port: proxy.port,
+          path: '/big',
+          agent: false,
+        });
+        req.end();
+        const [res] = (await within(once(req, 'response'), 'the large response')) as [
+          IncomingMessage,
+        ];
 
-      assert.equal(res.statusCode, 200);
-      assert.ok(
-        writtenWhilePaused < total / 2,
-        `upstream wrote ${writtenWhilePaused} of ${total} bytes while the client was paused`,
-      );
-      assert.equal(received, total);
-    } finally {
-      await big.close();
-    }
-  });
+        // The client reads nothing for a while, so the upstream must stall far short of the total.
+        res.pause();
+        await sleep(500);
+        const writtenWhilePaused = written;
+        let received = 0;
+        res.on('data', (chunk: Buffer) => {
+          received += chunk.length;
+        });
+        res.resume();
+        await within(once(res, 'end'), 'the end of the large response', 20_000);
+
+        assert.equal(res.statusCode, 200);
+        assert.equal(res.headers['content-length'], sized ? String(total) : undefined);
+        assert.ok(
+          writtenWhilePaused < total / 2,
+          `upstream wrote ${writtenWhilePaused} of ${total} bytes while the client was paused`,
+        );
+        assert.equal(received, total);
+      } finally {
+        await big.close();
+      }
+    });
+  }
 });
