@@ -5,6 +5,7 @@
 // since noise only ever adds time.
 //
 // Usage: npm run bench:router [-- --json] [--rounds N (default 1)] [--tables github,10,...]
+//   (--help prints the options)
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -34,14 +35,31 @@ const MEASURE = fileURLToPath(new URL('./measure.ts', import.meta.url));
 /** Upper bound for one measurement process. */
 const MEASURE_TIMEOUT_MS = 120_000;
 
+const USAGE = `Usage: npx tsx bench/router/run.ts [--json] [--rounds N] [--tables A,B]
+
+Compares Loom's router with find-my-way, rou3 and memoirist. Every number comes
+from a fresh process running bench/router/measure.ts.
+
+  --json        print one JSON object instead of a Markdown table
+  --rounds N    repeat every measurement N times and keep the lowest (default 1)
+  --tables A,B  tables to measure, from ${TABLE_NAMES.join(', ')} (default all)
+  --help        print this message
+
+Run it under the benchmark lock on a shared machine:
+  flock /tmp/loom-bench.lock npx tsx bench/router/run.ts --json --tables 10,github,10000
+`;
+
 function parseOptions(argv: string[]): Options {
   const options: Options = { json: false, rounds: 1, tables: [...TABLE_NAMES] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    if (arg === '--json') options.json = true;
+    if (arg === '--help') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else if (arg === '--json') options.json = true;
     else if (arg === '--rounds') options.rounds = Number(argv[++i]);
     else if (arg === '--tables') options.tables = argv[++i].split(',');
-    else throw new Error(`unknown option "${arg}"; use --json, --rounds N or --tables A,B`);
+    else throw new Error(`unknown option "${arg}"; use --json, --rounds N, --tables A,B or --help`);
   }
   if (!Number.isInteger(options.rounds) || options.rounds < 1) {
     throw new Error(`--rounds must be a positive integer (got ${options.rounds})`);

@@ -58,6 +58,16 @@ const ENCODED_DOT_SEGMENT: BadRequest = Object.freeze({
  * decoded (`..%2Fx`, `x%2F..`), or a `..` that climbs above the root.
  */
 export function normalizeRequestPath(path: string): string | BadRequest {
+  return normalizeCheckedPath(path, path.indexOf('%') !== -1);
+}
+
+/**
+ * Normalizes a path like `normalizeRequestPath`, for a caller that has already
+ * searched the path for `%`: `escaped` must be true exactly when the path
+ * contains one. A caller that needs to know later whether param values need
+ * decoding can then skip a second search.
+ */
+export function normalizeCheckedPath(path: string, escaped: boolean): string | BadRequest {
   if (path.length > MAX_PATH_LENGTH) return PATH_TOO_LONG;
   if (path.charCodeAt(0) !== SLASH) return PATH_NOT_ABSOLUTE;
   // Some servers read a backslash as "/", so an upstream could split a segment
@@ -70,7 +80,7 @@ export function normalizeRequestPath(path: string): string | BadRequest {
   // Most paths have neither escapes nor dot segments, so native one-character
   // scans let them through without copying.
   let normalized = path;
-  if (path.indexOf('%') !== -1) {
+  if (escaped) {
     const decoded = normalizePercentEncoding(path);
     if (decoded === null) return INVALID_ENCODING;
     // Escapes are upper-cased above, so one spelling of each is enough.

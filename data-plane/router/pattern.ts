@@ -71,6 +71,16 @@ for (let code = 0; code < 128; code++) {
 }
 
 /**
+ * A static segment of unreserved and sub-delimiter characters only, which needs
+ * neither normalization nor a check per character. One native regular
+ * expression test per segment measured faster on Node 20 than the loop over
+ * `STATIC_CHARACTERS` that other segments go through.
+ */
+const PLAIN_STATIC_SEGMENT = /^[A-Za-z0-9\-._~@!$&'()+,;=]*$/;
+/** A segment that is one whole param, `:name`. */
+const PARAM_SEGMENT = /^:[A-Za-z0-9_]+$/;
+
+/**
  * Parses and validates one path pattern. A pattern starts with `/`. Each
  * segment is static text, a param `:name`, or static text and params mixed
  * (`:name.json`, `v:version`, `:base.:ext`), where `::` is a literal `:`. The
@@ -90,35 +100,39 @@ export function parsePattern(routeName: string, source: string): PathPattern {
     );
   }
 
-  const parts = source.slice(1).split('/');
-  // Holey but exactly sized: an empty array that is pushed to reserves 17 slots.
-  const segments = new Array<PatternSegment>(parts.length);
+  // The segments come from indexOf and slice: on Node 20, split took about twice as long, and
+  // a large build parses every pattern. The list is not kept after the build.
+  const segments: PatternSegment[] = [];
   let names: string[] | null = null;
-  for (let i = 0; i < parts.length; i++) {
-    const segment = parseSegment(routeName, source, parts[i], i === parts.length - 1);
-    if (segment.kind !== 'static') {
-      names ??= [];
-      for (const name of segmentNames(segment)) {
-        if (names.includes(name))
-          reject(routeName, source, `parameter name "${name}" appears twice`);
-        names.push(name);
-      }
+  for (let start = 1; ;) {
+    const end = source.indexOf('/', start);
+    const last = end === -1;
+    const part = last ? source.slice(start) : source.slice(start, end);
+    const segment = parseSegment(routeName, source, part, last);
+    // Most segments are static or one param, which need no list of their names.
+    if (segment.kind === 'mixed') {
+      for (const name of segment.mixed.names) names = addName(routeName, source, names, name);
+    } else if (segment.kind !== 'static') {
+      names = addName(routeName, source, names, segment.name);
     }
-    segments[i] = segment;
+    segments.push(segment);
+    if (last) break;
+    start = end + 1;
   }
   return new ParsedPattern(source, segments, names === null ? NO_NAMES : names);
 }
 
-/** Returns the param names a segment captures, in path order. */
-export function segmentNames(segment: PatternSegment): string[] {
-  switch (segment.kind) {
-    case 'static':
-      return [];
-    case 'mixed':
-      return segment.mixed.names;
-    default:
-      return [segment.name];
-  }
+/** Appends a param name to a pattern's names, rejecting a name that is already there. */
+function addName(
+  routeName: string,
+  source: string,
+  names: string[] | null,
+  name: string,
+): string[] {
+  if (names === null) return [name];
+  if (names.includes(name)) reject(routeName, source, `parameter name "${name}" appears twice`);
+  names.push(name);
+  return names;
 }
 
 function reject(routeName: string, source: string, reason: string): never {
@@ -157,11 +171,12 @@ function parseSegment(
   part: string,
   last: boolean,
 ): PatternSegment {
+  if (PLAIN_STATIC_SEGMENT.test(part)) return plainStatic(routeName, source, part);
   const first = part.charCodeAt(0);
   if (first === STAR) return parseCatchAll(routeName, source, part, last);
   // Most segments are plain text or one whole param; they skip the general parser below.
   if (first !== COLON && part.indexOf(':') === -1) return parseStatic(routeName, source, part);
-  if (first === COLON && isParamName(part, 1)) return { kind: 'param', name: part.slice(1) };
+  if (first === COLON && PARAM_SEGMENT.test(part)) return { kind: 'param', name: part.slice(1) };
 
   // Static texts between params: the prefix, each separator, then the suffix.
   const texts: string[] = [];
@@ -212,7 +227,16 @@ function parseSegment(
 
 function parseStatic(routeName: string, source: string, part: string): PatternSegment {
   for (let i = 0; i < part.length; i++) checkStaticCharacter(routeName, source, part, i);
-  const text = normalizeStaticText(routeName, source, part, part);
+  return plainStatic(routeName, source, normalizeStaticText(routeName, source, part, part), part);
+}
+
+/** Returns a static segment for text in normalized form, rejecting a dot segment. */
+function plainStatic(
+  routeName: string,
+  source: string,
+  text: string,
+  part: string = text,
+): PatternSegment {
   if (text === '.' || text === '..') {
     reject(
       routeName,
@@ -239,15 +263,6 @@ function checkStaticCharacter(routeName: string, source: string, part: string, i
       `character ${JSON.stringify(part[i])} in segment "${part}" must be percent-encoded`,
     );
   }
-}
-
-/** Returns whether `part` from `start` to its end is a non-empty param name. */
-function isParamName(part: string, start: number): boolean {
-  if (start >= part.length) return false;
-  for (let i = start; i < part.length; i++) {
-    if (!isNameCharacter(part.charCodeAt(i))) return false;
-  }
-  return true;
 }
 
 function parseCatchAll(

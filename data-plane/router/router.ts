@@ -1,6 +1,6 @@
 import { LoomError } from '../../common/errors.js';
 import { normalizeRequestHost, wildcardSuffix } from './host.js';
-import { normalizeRequestPath } from './path.js';
+import { normalizeCheckedPath } from './path.js';
 import { slotEntry, type PathTree, type Slot } from './path-tree.js';
 import { extractParams, type RouteEntry, type SearchState } from './route-entry.js';
 import { compareStrings, RouteIndex } from './route-index.js';
@@ -170,7 +170,9 @@ class TreeRouter<T> implements Router<T> {
       if (entry !== null && entry.match !== null) return entry.match;
     }
 
-    const normalized = normalizeRequestPath(path);
+    // Normalizing never adds a `%`, so the params of a path without one need no decoding.
+    const escaped = path.indexOf('%') !== -1;
+    const normalized = normalizeCheckedPath(path, escaped);
     if (typeof normalized !== 'string') return path === '*' ? NOT_FOUND : normalized;
 
     const state = this.#state;
@@ -188,7 +190,7 @@ class TreeRouter<T> implements Router<T> {
 
     if (entry !== null) {
       if (entry.match !== null) return entry.match;
-      const params = extractParams(entry, normalized, state.bounds);
+      const params = extractParams(entry, normalized, state.bounds, escaped);
       return { kind: 'found', value: entry.value, route: entry.route, params };
     }
     // Without a route for the path under another method, there is no allow list to collect.

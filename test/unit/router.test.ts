@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { LoomError } from '../../common/errors.js';
 import { MAX_PATH_LENGTH } from '../../data-plane/router/path.js';
 import { buildRouter } from '../../data-plane/router/router.js';
-import type { RouterMatch, RouterRoute } from '../../data-plane/router/types.js';
+import type { Router, RouterMatch, RouterRoute } from '../../data-plane/router/types.js';
 
 interface RouteSpec {
   name: string;
@@ -772,6 +772,62 @@ const scenarios: Scenario[] = [
       { path: '/%73', method: 'POST', host: 'a.com', expected: 'exact' },
     ],
   },
+  {
+    name: 'single-kind nodes without backtracking',
+    routes: [
+      { name: 'deep', paths: ['/a/b/c/d'], methods: ['GET'] },
+      { name: 'post-any', paths: ['/a/:x'], methods: ['POST'] },
+      { name: 'repo', paths: ['/users/:user/repos/:repo'], methods: ['GET'] },
+      { name: 'settings', paths: ['/users/:user/settings'], methods: ['PUT'] },
+    ],
+    cases: [
+      { path: '/a/b/c/d', method: 'PUT', expected: { allow: ['GET', 'HEAD'] } },
+      { path: '/a/b/c/d', method: 'HEAD', expected: 'deep' },
+      { path: '/a/b/c', expected: 'not-found' },
+      { path: '/a/b/c/d/e', expected: 'not-found' },
+      { path: '/a/b', method: 'POST', expected: { route: 'post-any', params: { x: 'b' } } },
+      {
+        path: '/users/alice/repos/loom',
+        expected: { route: 'repo', params: { user: 'alice', repo: 'loom' } },
+      },
+      { path: '/users//repos/loom', expected: 'not-found' },
+      { path: '/users/alice/repos/', expected: 'not-found' },
+      {
+        path: '/users/al%69ce/repos/lo%2fom',
+        expected: { route: 'repo', params: { user: 'alice', repo: 'lo/om' } },
+      },
+      {
+        path: '/users/a%2Fb/repos/%2520',
+        expected: { route: 'repo', params: { user: 'a/b', repo: '%20' } },
+      },
+      { path: '/users/alice/settings', expected: { allow: ['PUT'] } },
+      { path: '/users/alice/repos/loom', method: 'DELETE', expected: { allow: ['GET', 'HEAD'] } },
+      { path: '/users/alice/repos/loom/x', expected: 'not-found' },
+    ],
+  },
+  {
+    name: 'hashed edges with params',
+    routes: [
+      ...Array.from({ length: 20 }, (_, i) => ({
+        name: `svc${i}`,
+        paths: [`/api/svc${i}/items/:id`],
+        methods: ['GET'],
+      })),
+      { name: 'health', paths: ['/api/:service/health'], methods: ['GET'] },
+    ],
+    cases: [
+      { path: '/api/svc7/items/42', expected: { route: 'svc7', params: { id: '42' } } },
+      { path: '/api/%73vc7/items/4%32', expected: { route: 'svc7', params: { id: '42' } } },
+      { path: '/api/svc7/items/4%2F2', expected: { route: 'svc7', params: { id: '4/2' } } },
+      { path: '/api/svc7/health', expected: { route: 'health', params: { service: 'svc7' } } },
+      { path: '/api/svc70/health', expected: { route: 'health', params: { service: 'svc70' } } },
+      { path: '/api/svc7/items/42', method: 'POST', expected: { allow: ['GET', 'HEAD'] } },
+      { path: '/api/svc70/items/1', expected: 'not-found' },
+      { path: '/api/svc/items/1', expected: 'not-found' },
+      { path: '/api/svc7', expected: 'not-found' },
+      { path: '/api/svc7/items/', expected: 'not-found' },
+    ],
+  },
 ];
 
 describe('router conformance', () => {
@@ -791,6 +847,36 @@ describe('router conformance', () => {
       }
     });
   }
+});
+
+describe('router hashed edges', () => {
+  test('finds every edge of 2,000', () => {
+    const names = Array.from({ length: 2000 }, (_, i) => `svc${i}`);
+    const router = buildRouter(toRoutes(names.map((name) => ({ name, paths: [`/api/${name}`] }))));
+    for (const name of names) {
+      const outcome = toOutcome(router.find('GET', undefined, `/api/${name}`));
+      assert.deepEqual(outcome, { route: name, params: {} }, name);
+    }
+    for (const path of ['/api/svc2000', '/api/svc', '/api/svc1x', '/api/svc01', '/api/']) {
+      assert.equal(router.find('GET', undefined, path).kind, 'not-found', path);
+    }
+  });
+
+  test('segments with equal hashes', () => {
+    // "xAa" and "xBB" have the same 31-polynomial hash, so they probe the same slots.
+    const names = ['xAa', 'xBB', ...Array.from({ length: 10 }, (_, i) => `x${i}`)];
+    const router = buildRouter(toRoutes(names.map((name) => ({ name, paths: [`/${name}/:id`] }))));
+    assert.deepEqual(toOutcome(router.find('GET', undefined, '/xAa/1')), {
+      route: 'xAa',
+      params: { id: '1' },
+    });
+    assert.deepEqual(toOutcome(router.find('GET', undefined, '/xBB/2')), {
+      route: 'xBB',
+      params: { id: '2' },
+    });
+    assert.equal(router.find('GET', undefined, '/xAB/1').kind, 'not-found');
+    assert.equal(router.find('GET', undefined, '/xBa/1').kind, 'not-found');
+  });
 });
 
 describe('router params', () => {
@@ -820,6 +906,24 @@ describe('router params', () => {
     assert.ok(Object.isFrozen(first.params));
     assert.deepEqual(Object.keys(first.params), []);
     assert.equal('toString' in first.params, false);
+  });
+
+  test('params readers shared across routers', () => {
+    const first = buildRouter(toRoutes([{ name: 'prefix', paths: ['/a/**', '/b/*'] }]));
+    const second = buildRouter(toRoutes([{ name: 'rest', paths: ['/c/*'] }]));
+    const cases: [Router<string>, string, Record<string, string>][] = [
+      [first, '/a', { '*': '' }],
+      [first, '/a/x', { '*': 'x' }],
+      [first, '/b/x', { '*': 'x' }],
+      [second, '/c/y/z', { '*': 'y/z' }],
+      [second, '/c/y%2Fz', { '*': 'y/z' }],
+    ];
+    for (const [router, path, params] of cases) {
+      const match = router.find('GET', undefined, path);
+      assert.equal(match.kind, 'found', path);
+      if (match.kind !== 'found') continue;
+      assert.deepEqual({ ...match.params }, params, path);
+    }
   });
 
   test('params decoded exactly once', () => {
@@ -880,6 +984,11 @@ describe('router build rejects invalid patterns', () => {
     ['/%C3', /invalid percent-encoding/],
     ['/a/./b', /dot segment/],
     ['/a/%2E%2e', /dot segment/],
+    ['/a/..', /dot segment/],
+    ['/.', /dot segment/],
+    ['/a\\b', /must be percent-encoded/],
+    ['/:a/:b/:a', /"a" appears twice/],
+    ['/:a/x:b.:a', /"a" appears twice/],
   ];
   for (const [pattern, message] of invalid) {
     test(`pattern ${JSON.stringify(pattern)}`, () => {
