@@ -17,8 +17,10 @@ type Listener = (accepted: PublishedSnapshot) => void;
  * `PENDING_SNAPSHOT_LIMIT`), and the first ack of a candidate makes it the
  * accepted snapshot.
  *
- * NOTE: it starts empty, so after a control-plane restart there is no
- * accepted snapshot until some proxy acks a version published since.
+ * NOTE: it lives in this process's memory. After a restart, and on a replica
+ * that no proxy acked through, there is no accepted snapshot until some proxy
+ * acks a version there, so a proxy that joins such a replica after a nack
+ * gets no fallback.
  */
 export class AcceptedSnapshot {
   #accepted: PublishedSnapshot | undefined;

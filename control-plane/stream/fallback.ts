@@ -18,7 +18,8 @@ export interface ProxyMarks {
  * it instead, or undefined. The proxy gets it when it nacked a newer version
  * of the accepted snapshot's epoch, or a version of another epoch. It does not
  * get it when it serves that version or a newer one of the same epoch, or
- * when this stream already sent it. The nacked version is never returned.
+ * when this stream already sent it, or sent a newer version that is not acked or nacked yet.
+ * The nacked version is never returned.
  */
 export function chooseFallback(
   marks: ProxyMarks,
@@ -27,6 +28,11 @@ export function chooseFallback(
   const { held, sent, nacked } = marks;
   if (nacked === undefined || accepted === undefined) return undefined;
 
+  // A version sent after the nack is still in flight, so its ack or nack decides. Falling back now
+  // would make the next offer send the newer version again, and so on, back and forth.
+  if (sent !== undefined && (sent.epoch !== nacked.epoch || sent.version !== nacked.version)) {
+    return undefined;
+  }
   const { epoch, version } = accepted.snapshot;
   // Not older than the nacked version: the normal send decides, and it never repeats a nack.
   if (nacked.epoch === epoch && nacked.version <= version) return undefined;

@@ -35,6 +35,16 @@ export const SNAPSHOT_SERVICE_DEFINITION: ServiceDefinition = {
 type Call = ServerDuplexStream<StreamRequest, Buffer>;
 
 /**
+ * Number of nacked versions one stream remembers. Past it the oldest is forgotten, so a proxy
+ * that nacked more versions in a row may get that one again as a fallback, and nack it again.
+ */
+const NACKED_KEY_LIMIT = 16;
+
+function versionKey(epoch: string, version: number): string {
+  return `${epoch}\n${version}`;
+}
+
+/**
  * One proxy's stream. It sends the newest snapshot the proxy lacks, never one
  * older than the proxy holds in the same epoch, and never again a version the
  * proxy nacked, until a newer version exists. A proxy that reconnects while it
@@ -50,6 +60,8 @@ class ProxySession {
   #held: VersionMark = { epoch: '', version: 0 };
   #sent: VersionMark | undefined;
   #nacked: VersionMark | undefined;
+  /** Versions the proxy nacked on this stream, newest last, so that no fallback repeats one. */
+  readonly #nackedKeys = new Set<string>();
   /** True from a write until gRPC reports the snapshot handed to HTTP/2; one is in flight at most. */
   #writing = false;
   #closed = false;
@@ -130,6 +142,10 @@ class ProxySession {
     // A nack of an older version (a fallback) keeps the newer nacked one, which must not be resent.
     const newer = this.#nacked?.epoch === nack.epoch && this.#nacked.version > nack.version;
     if (!newer) this.#nacked = { epoch: nack.epoch, version: nack.version };
+    this.#nackedKeys.add(versionKey(nack.epoch, nack.version));
+    if (this.#nackedKeys.size > NACKED_KEY_LIMIT) {
+      this.#nackedKeys.delete(this.#nackedKeys.values().next().value!);
+    }
     this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
     this.#logger.warn(
       { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
@@ -169,6 +185,7 @@ class ProxySession {
     if (!fallback || !this.#nacked) return undefined;
 
     const { epoch, version } = fallback.snapshot;
+    if (this.#nackedKeys.has(versionKey(epoch, version))) return undefined;
     this.#registry.fallback(this.#proxyId, epoch, version);
     this.#logger.warn(
       {

@@ -101,6 +101,15 @@ describe('chooseFallback', () => {
       expected: false,
     },
     {
+      name: 'newer version in flight',
+      marks: {
+        held: { epoch: '', version: 0 },
+        sent: { epoch: 'e', version: 8 },
+        nacked: { epoch: 'e', version: 7 },
+      },
+      expected: false,
+    },
+    {
       name: 'nack in another epoch',
       marks: {
         held: { epoch: '', version: 0 },
