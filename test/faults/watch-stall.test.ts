@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -11,7 +10,7 @@ import { ControlPlane } from '../../control-plane/control-plane.js';
 import { EtcdStore } from '../../control-plane/store/etcd-store.js';
 import type { Watch, WatchBatch } from '../../control-plane/store/store.js';
 import { waitFor } from '../../scripts/processes.js';
-import { findEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { applyConfig, fixtureConfig } from './harness.js';
 import { TcpRelay } from './relay.js';
 
@@ -21,20 +20,8 @@ const UNUSED_UPSTREAM_PORT = 9;
 const CHECK_INTERVAL_MS = 200;
 
 /** Writes `key` the way an operator would, with etcdctl (API v3). */
-async function etcdctlPut(endpoint: string, key: string, value: string): Promise<void> {
-  const binary = await findEtcdctl();
-  await new Promise<void>((resolve, reject) => {
-    const env = { ...process.env, ETCDCTL_API: '3' };
-    execFile(
-      binary,
-      [`--endpoints=${endpoint}`, 'put', key, value],
-      { env },
-      (error, _, stderr) => {
-        if (error) reject(new Error(`etcdctl put ${key} failed: ${stderr}`));
-        else resolve();
-      },
-    );
-  });
+function etcdctlPut(endpoint: string, key: string, value: string): Promise<void> {
+  return runEtcdctl([`--endpoints=${endpoint}`, 'put', key, value]);
 }
 
 /** A watch of `prefix` through a relay, whose connection the test can freeze. */

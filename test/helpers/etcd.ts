@@ -248,7 +248,7 @@ function readLogTail(logFile: string): string {
 }
 
 /** Runs etcdctl (API v3) and rejects with its output when it fails. */
-async function runEtcdctl(args: string[]): Promise<void> {
+export async function runEtcdctl(args: string[]): Promise<void> {
   const binary = await findEtcdctl();
   await new Promise<void>((resolve, reject) => {
     const env = { ...process.env, ETCDCTL_API: '3' };

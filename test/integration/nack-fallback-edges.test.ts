@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,23 +9,14 @@ import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
-import { findEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, startProxy, type Fleet } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
 import { findFreePort } from '../helpers/ports.js';
 
-/** Runs etcdctl (API v3) against `endpoint`, bypassing loomctl and its validation. */
+/** Runs etcdctl (API v3) against `endpoint`, as an operator would, bypassing loomctl. */
 function etcdctl(endpoint: string, args: string[]): Promise<void> {
-  return findEtcdctl().then(
-    (binary) =>
-      new Promise<void>((resolve, reject) => {
-        const env = { ...process.env, ETCDCTL_API: '3' };
-        execFile(binary, [`--endpoints=${endpoint}`, ...args], { env }, (error, _, stderr) => {
-          if (error) reject(new Error(`etcdctl ${args.join(' ')} failed: ${stderr}`));
-          else resolve();
-        });
-      }),
-  );
+  return runEtcdctl([`--endpoints=${endpoint}`, ...args]);
 }
 
 async function status(controlPlane: string): Promise<StatusResponse> {
