@@ -24,12 +24,16 @@ function sampleVersions(adminPort: number): { stop(): Promise<number[]> } {
   let running = true;
   // Bounded, and stopped by a failed read, so a failing test cannot leave it polling forever.
   const deadline = Date.now() + 120_000;
+  const sample = async (): Promise<boolean> => {
+    const state = await readyz(adminPort).catch(() => undefined);
+    if (state === undefined) return false;
+    const version = state.body.version;
+    if (version !== undefined && version !== seen.at(-1)) seen.push(version);
+    return true;
+  };
   const loop = (async () => {
     while (running && Date.now() < deadline) {
-      const state = await readyz(adminPort).catch(() => undefined);
-      if (state === undefined) break;
-      const version = state.body.version;
-      if (version !== undefined && version !== seen.at(-1)) seen.push(version);
+      if (!(await sample())) break;
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
   })();
@@ -37,6 +41,8 @@ function sampleVersions(adminPort: number): { stop(): Promise<number[]> } {
     async stop() {
       running = false;
       await loop;
+      // The loop may have slept through the newest version; one more read records it.
+      await sample();
       return seen;
     },
   };
