@@ -11,7 +11,7 @@ const FILENAME_FLAGS = '-f, --filename <file...>';
  */
 export function addFilenameOption(command: Command): Command {
   return command
-    .option(FILENAME_FLAGS, 'YAML or JSON config file(s), merged')
+    .option(FILENAME_FLAGS, 'config files (YAML or JSON) or folders, merged; "-" is stdin')
     .allowExcessArguments(true);
 }
 

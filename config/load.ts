@@ -89,6 +89,7 @@ class ParsedFile {
  * is read as the `.yaml`, `.yml` and `.json` files directly in it, in name
  * order (subdirectories are not read), and a file named twice is read once.
  * A YAML file may hold several documents separated by `---`, each one config.
+ * The path `-` reads standard input.
  */
 export async function loadConfigFiles(
   paths: string[],
@@ -97,7 +98,10 @@ export async function loadConfigFiles(
   const files = await expandConfigPaths(paths);
   const texts = await Promise.all(files.map((file) => readConfigText(file)));
   return parseConfigTexts(
-    files.map((file, index) => ({ file, text: texts[index] })),
+    files.map((file, index) => ({
+      file: file === STDIN_PATH ? STDIN_NAME : file,
+      text: texts[index],
+    })),
     options,
   );
 }
@@ -129,6 +133,7 @@ async function expandConfigPaths(paths: string[]): Promise<string[]> {
 
 /** Returns `[path]` for a file (or a path that cannot be read) and the config files of a directory. */
 async function listConfigFiles(path: string): Promise<string[]> {
+  if (path === STDIN_PATH) return [path];
   const isDirectory = await stat(path).then(
     (info) => info.isDirectory(),
     () => false, // readConfigText reports the error with the file's name.
@@ -159,7 +164,13 @@ async function listConfigFiles(path: string): Promise<string[]> {
   return files;
 }
 
+/** The `-f` value that reads the config from standard input, as kubectl does. */
+export const STDIN_PATH = '-';
+/** Name of standard input in messages. */
+const STDIN_NAME = '(stdin)';
+
 async function readConfigText(file: string): Promise<string> {
+  if (file === STDIN_PATH) return readStdin();
   try {
     return await readFile(file, 'utf8');
   } catch (error) {
@@ -467,4 +478,21 @@ function offsetOf(document: Document, path: ConfigPath): number | undefined {
     }
   }
   return (document.getIn(path, true) as Node | undefined)?.range?.[0];
+}
+
+/** Reads standard input to its end. A terminal is refused, because nothing would end the read. */
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) {
+    throw new ConfigError([
+      {
+        file: STDIN_NAME,
+        field: '(file)',
+        message:
+          'cannot read config: -f - reads standard input, which is a terminal; pipe a file in, such as: loomctl apply -f - < config.yaml',
+      },
+    ]);
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -10,10 +10,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `loomctl` as a user would, against the control plane at `controlPlane`. */
-export function loomctl(controlPlane: string, args: string[]): Promise<CliResult> {
+/**
+ * Runs `loomctl` as a user would, against the control plane at `controlPlane`. `stdin` is
+ * written to its standard input, which is otherwise closed empty.
+ */
+export function loomctl(controlPlane: string, args: string[], stdin?: string): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
       { cwd: ROOT, timeout: 60_000 },
@@ -22,5 +25,6 @@ export function loomctl(controlPlane: string, args: string[]): Promise<CliResult
         resolve({ code, stdout, stderr });
       },
     );
+    child.stdin?.end(stdin ?? '');
   });
 }

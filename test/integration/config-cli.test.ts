@@ -203,6 +203,16 @@ describe('loomctl validate file handling', () => {
     assert.match(result.stdout, /^configuration is valid: 2 routes, 1 upstream$/m);
   });
 
+  test('standard input as a file', async () => {
+    const result = await loomctl(
+      OFFLINE,
+      ['validate', '-f', '-'],
+      'routes:\n  - {name: a, paths: [a], upstream: users}\n',
+    );
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^ {2}\(stdin\):2: route "a" paths\[0\]: invalid path pattern/m);
+  });
+
   test('operator-facing loader messages', async () => {
     const file = join(dir, 'messages.yaml');
     writeFileSync(
@@ -390,6 +400,16 @@ routes:
     assert.equal(result.code, 1, result.stderr);
     assert.match(result.stderr, /^error: invalid configuration: checked offline, found 1 error:$/m);
     assert.doesNotMatch(result.stderr, /nothing was written/);
+  });
+
+  test('diff reads standard input', async () => {
+    const same = await loomctl(fleet.controlPlane, ['diff', '-f', '-'], BASELINE);
+    assert.equal(same.code, 0, same.stderr);
+    const changed = BASELINE + '  - {name: from-stdin, paths: [/from-stdin], upstream: users}\n';
+    const result = await loomctl(fleet.controlPlane, ['diff', '-f', '-'], changed);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stdout, /route\/from-stdin/);
+    await assertNothingWritten();
   });
 });
 
