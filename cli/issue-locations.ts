@@ -1,9 +1,9 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { extname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 
 import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Node } from 'yaml';
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
+import { expandConfigPaths } from '../config/load.js';
 
 /** A route or upstream as it appears in one config file. */
 interface Declaration {
@@ -17,11 +17,11 @@ interface Declaration {
  * `files` declare, and words the upstream list of an unknown upstream for a check that saw both
  * the files and the store. Returns other errors unchanged.
  */
-export function locateControlPlaneIssues(error: unknown, files: string[]): unknown {
+export async function locateControlPlaneIssues(error: unknown, files: string[]): Promise<unknown> {
   if (!(error instanceof ConfigError)) return error;
   if (error.issues.every((issue) => issue.file !== undefined)) return error;
 
-  const declarations = readDeclarations(files);
+  const declarations = await readDeclarations(files);
   return new ConfigError(
     error.issues.map((issue) => (issue.file === undefined ? locate(issue, declarations) : issue)),
     error.warnings,
@@ -76,9 +76,11 @@ function fieldOffset(node: Node, path: (string | number)[]): number {
 }
 
 /** Maps `route/NAME` and `upstream/NAME` to where the files declare them; the first file wins. */
-function readDeclarations(paths: string[]): Map<string, Declaration> {
+async function readDeclarations(paths: string[]): Promise<Map<string, Declaration>> {
   const declarations = new Map<string, Declaration>();
-  for (const file of paths.flatMap(listFiles)) {
+  // The same files as the offline checks read; a directory that became unreadable adds none.
+  const files = await expandConfigPaths(paths).catch(() => []);
+  for (const file of files) {
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
@@ -105,19 +107,4 @@ function readDeclarations(paths: string[]): Map<string, Declaration> {
     }
   }
   return declarations;
-}
-
-/** Returns the file itself, or the config files of a directory in name order, as apply reads them. */
-function listFiles(path: string): string[] {
-  try {
-    if (!statSync(path).isDirectory()) return [path];
-    return readdirSync(path, { withFileTypes: true })
-      .filter(
-        (entry) => !entry.isDirectory() && ['.yaml', '.yml', '.json'].includes(extname(entry.name)),
-      )
-      .map((entry) => join(path, entry.name))
-      .sort();
-  } catch {
-    return [];
-  }
 }

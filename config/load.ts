@@ -120,7 +120,7 @@ export interface LoadOptions {
 const CONFIG_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
 /** Replaces each directory by its config files and drops repeated files, keeping the first. */
-async function expandConfigPaths(paths: string[]): Promise<string[]> {
+export async function expandConfigPaths(paths: string[]): Promise<string[]> {
   const expanded = await Promise.all(paths.map((path) => listConfigFiles(path)));
   const seen = new Set<string>();
   return expanded.flat().filter((file) => {

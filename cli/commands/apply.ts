@@ -110,8 +110,8 @@ export function registerApply(program: Command): void {
             ifVersion: options.ifVersion ?? 0,
             includeValues: false,
           })
-          .catch((error: unknown) => {
-            throw locateControlPlaneIssues(error, files);
+          .catch(async (error: unknown) => {
+            throw await locateControlPlaneIssues(error, files);
           });
         printApplied(response, options.dryRun);
         if (options.wait && !options.dryRun) await waitAndReport(client, response, options.timeout);

@@ -55,8 +55,8 @@ export function registerDiff(program: Command): void {
           ifVersion: 0,
           includeValues: true,
         }),
-      ).catch((error: unknown) => {
-        const located = locateControlPlaneIssues(error, files);
+      ).catch(async (error: unknown) => {
+        const located = await locateControlPlaneIssues(error, files);
         if (!(located instanceof ConfigError)) throw located;
         // diff never writes, so the header names who found the errors instead.
         printConfigIssues(

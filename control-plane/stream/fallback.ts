@@ -8,7 +8,8 @@ export interface VersionMark {
 
 /** Versions one stream has recorded for its proxy. */
 export interface ProxyMarks {
-  held: VersionMark;
+  /** Version the proxy serves: the one in its hello, then its newest ack. */
+  serving: VersionMark;
   sent: VersionMark | undefined;
   nacked: VersionMark | undefined;
 }
@@ -25,7 +26,7 @@ export function chooseFallback(
   marks: ProxyMarks,
   accepted: PublishedSnapshot | undefined,
 ): PublishedSnapshot | undefined {
-  const { held, sent, nacked } = marks;
+  const { serving, sent, nacked } = marks;
   if (nacked === undefined || accepted === undefined) return undefined;
 
   // A version sent after the nack is still in flight, so its ack or nack decides. Falling back now
@@ -36,7 +37,7 @@ export function chooseFallback(
   const { epoch, version } = accepted.snapshot;
   // Not older than the nacked version: the normal send decides, and it never repeats a nack.
   if (nacked.epoch === epoch && nacked.version <= version) return undefined;
-  if (held.epoch === epoch && held.version >= version) return undefined;
+  if (serving.epoch === epoch && serving.version >= version) return undefined;
   if (sent !== undefined && sent.epoch === epoch && sent.version === version) return undefined;
   return accepted;
 }

@@ -180,7 +180,7 @@ class ProxySession {
 
   /** Returns the accepted snapshot when this proxy should get it after a nack, and records it. */
   #fallback(): PublishedSnapshot | undefined {
-    const marks = { held: this.#held, sent: this.#sent, nacked: this.#nacked };
+    const marks = { serving: this.#held, sent: this.#sent, nacked: this.#nacked };
     const fallback = chooseFallback(marks, this.#accepted.current);
     if (!fallback || !this.#nacked) return undefined;
 

@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 
 import type { Logger } from '../../common/logger.js';
 
-/** Sources of the answers of a proxy's admin listener, read on each request. */
+/** Sources of the responses of a proxy's admin listener, read on each request. */
 export interface AdminSources {
   /** HTTP status and JSON body of `GET /readyz`. */
   readiness(): { status: number; body: Record<string, unknown> };

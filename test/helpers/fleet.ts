@@ -117,7 +117,7 @@ export async function waitForEveryProxy(
 
 /** Settings of `startProxy`. */
 export interface ProxyOptions {
-  /** Makes the proxy nack every snapshot that holds a route of this name. */
+  /** Makes the proxy nack every snapshot that contains a route of this name. */
   rejectRoute?: string;
 }
 

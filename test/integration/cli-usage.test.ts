@@ -169,7 +169,7 @@ describe('data plane at an HTTP port', { timeout: 120_000 }, () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'loom-cli-usage-'));
-    // An HTTP/1 server stands in for the control plane's --admin-listen port.
+    // An HTTP/1 server plays the control plane's --admin-listen port.
     http = createServer((_, response) => response.end('ok\n'));
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     const port = (http.address() as { port: number }).port;

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
+import { writeUsersConfig } from '../helpers/config-file.js';
 import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, startProxy, type Fleet } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
@@ -51,24 +51,10 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
 
   test('nacked fallback not resent later', async () => {
     const port = (upstream.address() as AddressInfo).port;
-    const file = join(fleet.dir, 'poisoned.yaml');
-    writeFileSync(
-      file,
-      [
-        'upstreams:',
-        '  - name: users',
-        '    targets:',
-        `      - url: http://127.0.0.1:${port}`,
-        'routes:',
-        '  - name: get-user',
-        '    paths: [/users/:id]',
-        '    upstream: users',
-        '  - name: poison',
-        '    paths: [/poison]',
-        '    upstream: users',
-        '',
-      ].join('\n'),
-    );
+    const file = writeUsersConfig(fleet.dir, 'poisoned.yaml', port, {
+      'get-user': '/users/:id',
+      poison: '/poison',
+    });
     const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file, '--wait']);
     assert.equal(applied.code, 0, applied.stdout + applied.stderr);
     const accepted = (await status(fleet.controlPlane)).version;

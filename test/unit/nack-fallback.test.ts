@@ -40,7 +40,7 @@ describe('chooseFallback', () => {
     {
       name: 'empty proxy after a nack',
       marks: {
-        held: { epoch: '', version: 0 },
+        serving: { epoch: '', version: 0 },
         sent: { epoch: 'e', version: 7 },
         nacked: { epoch: 'e', version: 7 },
       },
@@ -49,7 +49,7 @@ describe('chooseFallback', () => {
     {
       name: 'proxy holding an older version',
       marks: {
-        held: { epoch: 'e', version: 3 },
+        serving: { epoch: 'e', version: 3 },
         sent: { epoch: 'e', version: 7 },
         nacked: { epoch: 'e', version: 7 },
       },
@@ -58,7 +58,7 @@ describe('chooseFallback', () => {
     {
       name: 'proxy holding it already',
       marks: {
-        held: { epoch: 'e', version: 5 },
+        serving: { epoch: 'e', version: 5 },
         sent: undefined,
         nacked: { epoch: 'e', version: 7 },
       },
@@ -67,7 +67,7 @@ describe('chooseFallback', () => {
     {
       name: 'proxy holding a newer version',
       marks: {
-        held: { epoch: 'e', version: 6 },
+        serving: { epoch: 'e', version: 6 },
         sent: undefined,
         nacked: { epoch: 'e', version: 7 },
       },
@@ -76,7 +76,7 @@ describe('chooseFallback', () => {
     {
       name: 'no nack',
       marks: {
-        held: { epoch: '', version: 0 },
+        serving: { epoch: '', version: 0 },
         sent: { epoch: 'e', version: 7 },
         nacked: undefined,
       },
@@ -85,7 +85,7 @@ describe('chooseFallback', () => {
     {
       name: 'accepted version was nacked',
       marks: {
-        held: { epoch: '', version: 0 },
+        serving: { epoch: '', version: 0 },
         sent: { epoch: 'e', version: 5 },
         nacked: { epoch: 'e', version: 5 },
       },
@@ -94,7 +94,7 @@ describe('chooseFallback', () => {
     {
       name: 'already sent on this stream',
       marks: {
-        held: { epoch: '', version: 0 },
+        serving: { epoch: '', version: 0 },
         sent: { epoch: 'e', version: 5 },
         nacked: { epoch: 'e', version: 7 },
       },
@@ -103,7 +103,7 @@ describe('chooseFallback', () => {
     {
       name: 'newer version in flight',
       marks: {
-        held: { epoch: '', version: 0 },
+        serving: { epoch: '', version: 0 },
         sent: { epoch: 'e', version: 8 },
         nacked: { epoch: 'e', version: 7 },
       },
@@ -112,7 +112,7 @@ describe('chooseFallback', () => {
     {
       name: 'nack in another epoch',
       marks: {
-        held: { epoch: '', version: 0 },
+        serving: { epoch: '', version: 0 },
         sent: { epoch: 'f', version: 2 },
         nacked: { epoch: 'f', version: 2 },
       },
@@ -127,7 +127,7 @@ describe('chooseFallback', () => {
 
   test('nothing accepted yet', () => {
     const marks: ProxyMarks = {
-      held: { epoch: '', version: 0 },
+      serving: { epoch: '', version: 0 },
       sent: { epoch: 'e', version: 7 },
       nacked: { epoch: 'e', version: 7 },
     };
