@@ -2,7 +2,12 @@ import { LoomError } from '../common/errors.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 import type { Snapshot } from '../proto/gen/loom/v1/snapshot.js';
 import { compileRouteActions, type RouteActions } from './proxy/route-actions.js';
-import { buildRouterAsync, checkSliceMs, DEFAULT_SLICE_MS } from './router/router.js';
+import {
+  buildRouterAsync,
+  checkSliceMs,
+  DEFAULT_SLICE_MS,
+  updateRouterAsync,
+} from './router/router.js';
 import type { Router, RouterRoute } from './router/types.js';
 import { OrderedMatcher } from './snapshot-client/ordered-matcher.js';
 import type { RouteBinding, RoutingTable } from './table.js';
@@ -22,13 +27,22 @@ export interface BuildTableOptions {
    * The table in service, built by `buildTable` with the same registry. Routes whose objects
    * are the ones its snapshot contained reuse their compiled actions. When the upstream objects
    * are all the same too, their bindings and the upstream pools stay as they are. The snapshot
-   * decoder keeps the objects of unchanged routes and upstreams (see `SnapshotDecoder`).
+   * decoder keeps the objects of unchanged routes and upstreams (see `SnapshotDecoder`). The
+   * previous snapshot's route list must not have changed since its build, as a decoder that
+   * makes a new list per version ensures. Passing the same list again, changed in place,
+   * gives a correct but slower build.
    */
   previous?: RoutingTable;
 }
 
 /** Compiled work of one build that the next build may reuse. */
 interface BuildState {
+  readonly router: Router<RouteBinding>;
+  /**
+   * The snapshot's routes, in the order of `bindings`. The array is the snapshot's own, so a
+   * caller that changes it in place for the next version also changes this one.
+   */
+  readonly routes: readonly Route[];
   readonly bindings: readonly Binding[];
   readonly upstreams: readonly Upstream[];
   readonly balancers: ReadonlyMap<string, Balancer>;
@@ -85,6 +99,13 @@ class Binding implements RouteBinding, RouterRoute<RouteBinding> {
     return this;
   }
 }
+
+/**
+ * Largest share of changed routes, removed plus added, for which a build updates the previous
+ * router instead of building a new one. At 10,000 routes on a 2-core machine, a 10 % change
+ * took 7.1 ms as an update against 9.6 ms as a new build, and a 25 % change 14.1 against 8.3.
+ */
+const UPDATE_LIMIT = 0.1;
 
 /** Routes handled between two reads of the clock. */
 const CLOCK_STRIDE = 64;
@@ -146,10 +167,10 @@ async function prepare(
     routes,
     actionsCompiler(extraResponseHeaders),
     sliceMs,
-    reusable ? previous.bindings : [],
+    reusable ? previous : undefined,
     keepBindings,
   );
-  const router = await buildRouterAsync(bindings.all, { sliceMs });
+  const router = await routerOf(bindings, keepBindings ? previous?.router : undefined, sliceMs);
 
   return {
     router,
@@ -159,6 +180,8 @@ async function prepare(
       }
       const table: RoutingTable = Object.freeze({ epoch, version, hash, router });
       buildStates.set(table, {
+        router,
+        routes,
         bindings: bindings.all,
         upstreams,
         balancers,
@@ -169,41 +192,102 @@ async function prepare(
   };
 }
 
+/** The bindings of a build, with how they differ from the previous build's. */
+interface CompiledBindings {
+  /** One binding per route of the snapshot, in its order. */
+  all: Binding[];
+  /** The bindings that are not the previous build's. */
+  created: Binding[];
+  /** With `keepBindings`, the previous build's bindings that `all` no longer contains. */
+  removed: Binding[];
+}
+
 /**
  * Makes a binding per route, yielding to the event loop every `sliceMs`. A route whose object
  * is in `previous` reuses that binding's actions, or with `keepBindings` the binding itself,
- * which is only safe while every balancer stays the same. `created` lists the new bindings.
+ * which is only safe while every balancer stays the same.
  */
 async function compileBindings(
   routes: readonly Route[],
   compile: (route: Route) => RouteActions,
   sliceMs: number,
-  previous: readonly Binding[],
+  previousState: BuildState | undefined,
   keepBindings: boolean,
-): Promise<{ all: Binding[]; created: Binding[] }> {
+): Promise<CompiledBindings> {
+  const previous = previousState?.bindings ?? [];
+  // An array changed in place since the previous build no longer says what it contained.
+  const previousRoutes =
+    previousState === undefined || previousState.routes === routes ? [] : previousState.routes;
   const all = new Array<Binding>(routes.length);
   const created: Binding[] = [];
+  const kept = new Uint8Array(keepBindings ? previous.length : 0);
   const matcher = new OrderedMatcher(previous.length, (index) => previous[index].route.name);
   let route: Route;
   const isSameRoute = (index: number) => previous[index].route === route;
+  // The previous index that the matcher's cursor is at, or -1 after a resync moved it to a
+  // place this loop does not track. While the route there is the same object, the loop
+  // matches it itself and tells the matcher later with `advance`: comparing two arrays of
+  // routes costs less than a call per route.
+  let cursor = 0;
+  let unreported = 0;
 
   let deadline = performance.now() + sliceMs;
   for (let i = 0; i < routes.length; i++) {
     route = routes[i];
-    const index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
+    let index: number;
+    if (cursor >= 0 && cursor < previousRoutes.length && previousRoutes[cursor] === route) {
+      index = cursor++;
+      unreported++;
+    } else {
+      if (unreported > 0) matcher.advance(unreported);
+      unreported = 0;
+      index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
+      if (index >= 0) cursor = index + 1;
+    }
     if (index >= 0 && keepBindings) {
       all[i] = previous[index];
+      kept[index] = 1;
     } else {
       all[i] = new Binding(route, index >= 0 ? previous[index].actions : compile(route));
       created.push(all[i]);
-      if (index < 0) matcher.resync(route.name);
+      if (index < 0) {
+        matcher.resync(route.name);
+        cursor = -1;
+      }
     }
     if (i % CLOCK_STRIDE === CLOCK_STRIDE - 1 && performance.now() >= deadline) {
       await new Promise<void>((resolve) => setImmediate(resolve));
       deadline = performance.now() + sliceMs;
     }
   }
-  return { all, created };
+  const removed: Binding[] = [];
+  if (keepBindings) {
+    for (let index = 0; index < previous.length; index++) {
+      if (kept[index] === 0) removed.push(previous[index]);
+    }
+  }
+  return { all, created, removed };
+}
+
+/**
+ * Returns the router for `bindings`: the previous router updated with the changed routes when
+ * it kept every other binding and the change is at most `UPDATE_LIMIT` of the routes, else a
+ * new build. An update that cannot be applied (a conflict, say) falls back to a new build,
+ * which reports the same error whatever order the routes came in.
+ */
+async function routerOf(
+  bindings: CompiledBindings,
+  previous: Router<RouteBinding> | undefined,
+  sliceMs: number,
+): Promise<Router<RouteBinding>> {
+  const changes = bindings.created.length + bindings.removed.length;
+  if (previous !== undefined && changes <= bindings.all.length * UPDATE_LIMIT) {
+    const updated = await updateRouterAsync(previous, bindings.removed, bindings.created, {
+      sliceMs,
+    });
+    if (updated !== null) return updated;
+  }
+  return buildRouterAsync(bindings.all, { sliceMs });
 }
 
 /** Returns whether two lists contain the same items, by identity, in the same order. */

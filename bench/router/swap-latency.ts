@@ -4,7 +4,12 @@
 // for a fixed time, to a route of the table whose upstream echoes a small body.
 //
 // Usage: npm run bench:router:swap [-- --json] [--seconds N] [--rounds N] [--semi-space MB]
-// --semi-space sets V8's --max-semi-space-size (MiB) for the proxy process.
+//   [--change one|all] [--interval-ms N]
+// --semi-space sets V8's --max-semi-space-size (MiB) for the proxy process. --change one
+// (the default) changes one route per version, which the proxy applies as an update of its
+// router; --change all gives every route a new object, so each version is built anew.
+// --interval-ms waits that long after each swap before the next; 0 (the default) swaps back
+// to back, so every request of the phase overlaps a swap.
 import { execFile, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
@@ -40,6 +45,11 @@ const json = argv.includes('--json');
 const seconds = numberOption('--seconds', 8);
 const rounds = numberOption('--rounds', 2);
 const semiSpaceMiB = argv.includes('--semi-space') ? numberOption('--semi-space', 0) : undefined;
+const change = argv.includes('--change') ? argv[argv.indexOf('--change') + 1] : 'one';
+const intervalMs = argv.includes('--interval-ms') ? numberOption('--interval-ms', 0) : 0;
+if (change !== 'one' && change !== 'all') {
+  throw new Error(`--change must be one or all (got ${String(change)})`);
+}
 const CONNECTIONS = 8;
 
 function numberOption(name: string, fallback: number): number {
@@ -96,7 +106,7 @@ const upstreamPort = (upstream.address() as AddressInfo).port;
 
 const server = fork(
   fileURLToPath(new URL('./swap-server.ts', import.meta.url)),
-  [`http://127.0.0.1:${upstreamPort}`],
+  [`http://127.0.0.1:${upstreamPort}`, change, String(intervalMs)],
   {
     execArgv: [
       ...(semiSpaceMiB === undefined ? [] : [`--max-semi-space-size=${semiSpaceMiB}`]),
@@ -145,6 +155,8 @@ try {
     node: process.version,
     loadAverage: Number(loadavg()[0].toFixed(1)),
     semiSpaceMiB: semiSpaceMiB ?? 'default',
+    change,
+    intervalMs,
   };
   if (json) {
     process.stdout.write(
@@ -153,7 +165,8 @@ try {
   } else {
     process.stdout.write(
       `${machine.cpus} x ${machine.cpuModel}, Node ${machine.node}, load average ` +
-        `${machine.loadAverage} at the end, semi-space ${machine.semiSpaceMiB} MiB\n`,
+        `${machine.loadAverage} at the end, semi-space ${machine.semiSpaceMiB} MiB, ` +
+        `change ${change}, interval ${intervalMs} ms\n`,
     );
     process.stdout.write(`wrk -t1 -c${CONNECTIONS} -d${seconds}s per phase\n\n`);
     const header = ['phase', 'requests', 'p50 ms', 'p99 ms', 'max ms', 'swaps', 'mean swap ms'];

@@ -17,6 +17,10 @@ import { createTable } from './tables.js';
 export const SWAP_TABLE = '100000';
 
 const upstreamUrl = process.argv[2];
+/** `one`: each version changes one route; `all`: each version has new objects for every route. */
+const change = process.argv[3] === 'all' ? 'all' : 'one';
+/** Milliseconds between the end of one swap and the start of the next; 0 for back to back. */
+const intervalMs = Number(process.argv[4] ?? 0);
 const table = createTable(SWAP_TABLE);
 // One snapshot, built once: a real proxy receives each one decoded from the
 // stream, and decoding is not the router's cost. Each swap gets a new version.
@@ -32,13 +36,21 @@ const snapshot = Snapshot.fromPartial({
 });
 
 /**
- * Returns the next version. One route gets a new object each time, as after a one-route change
- * that the proxy's decoder hands over: every other route keeps its object (see `SnapshotDecoder`).
+ * Returns the next version. With `change` one, one route gets a new object each time, as after
+ * a one-route change that the proxy's decoder hands over: every other route keeps its object
+ * (see `SnapshotDecoder`). With `all`, every route gets a new object, as from a proxy that
+ * decodes a whole new table, so the router is built anew.
  */
 function nextSnapshot(): Snapshot {
   snapshot.version += 1;
   snapshot.hash = `v${snapshot.version}`;
+  if (change === 'all') {
+    snapshot.routes = snapshot.routes.map((route) => ({ ...route }));
+    return snapshot;
+  }
+  // A new list per version, as the proxy's decoder makes.
   const changed = snapshot.version % snapshot.routes.length;
+  snapshot.routes = snapshot.routes.slice();
   snapshot.routes[changed] = { ...snapshot.routes[changed] };
   return snapshot;
 }
@@ -76,6 +88,11 @@ async function runPhase(message: PhaseMessage): Promise<Record<string, unknown>>
   if (message.swapForMs !== undefined) {
     const until = performance.now() + message.swapForMs;
     while (performance.now() < until) {
+      // A proxy receives each snapshot in its own turn of the event loop. Without this, swaps
+      // that finish inside one slice would chain as microtasks and starve every request.
+      await new Promise((resolve) =>
+        intervalMs > 0 ? setTimeout(resolve, intervalMs) : setImmediate(resolve),
+      );
       const started = performance.now();
       await dataPlane.applySnapshot(nextSnapshot());
       buildMs.push(Math.round(performance.now() - started));

@@ -1,97 +1,37 @@
-import { LoomError } from '../../common/errors.js';
-import { compareMixedSegments, matchMixedSegment, type MixedSegment } from './mixed-segment.js';
+import { matchMixedSegment, type MixedSegment } from './mixed-segment.js';
 import { normalizeRequestPath } from './path.js';
-import type { PathPattern, PatternSegment } from './pattern.js';
+import {
+  addToSlot,
+  ASCII_LIMIT,
+  createSlot,
+  EMPTY_EDGE,
+  LINEAR_SCAN_LIMIT,
+  NO_TEXTS,
+  PARAM_ONLY,
+  PathNode,
+  sealNode,
+  segmentHash,
+  SLASH,
+  STATIC_ONLY,
+  staticPathOf,
+  tableSlot,
+  type Slot,
+} from './path-node.js';
+import type { PathPattern } from './pattern.js';
 import type { RouteEntry, SearchState } from './route-entry.js';
+import { isEmptyNode, TreeEditor, type StaticChanges } from './tree-editor.js';
 
-/**
- * Routes that end at one place in the tree. At most one matches any method.
- * `methods` and `entries` are parallel: a route list is short, and scanning
- * it measured faster than a Map lookup and takes less memory.
- */
-export interface Slot<T> {
-  any: RouteEntry<T> | null;
-  methods: readonly string[];
-  entries: RouteEntry<T>[];
-  /**
-   * True on the slot of a fully static path that `normalizeRequestPath` returns
-   * unchanged, so a raw request path equal to it can skip normalization.
-   */
-  requestForm: boolean;
-}
+export type { Slot };
 
-/** A mixed segment and the node it leads to. */
-interface MixedEdge<T> {
-  segment: MixedSegment;
-  node: PathNode<T>;
-}
-
-/** Lookup dispatch of a node with static edges only (or no children). */
-const STATIC_ONLY = 0;
-/** Lookup dispatch of a node whose only child is a param. */
-const PARAM_ONLY = 1;
-/** Lookup dispatch of any other node, and of every node before sealing. */
-const BRANCHES = 2;
-
-const NO_TEXTS: string[] = [];
-const NO_NODES: PathNode<never>[] = [];
-const NO_ENTRIES: RouteEntry<never>[] = [];
-const NO_CODES: number[] = [];
-/** First-character code of an empty edge text, which matches an empty segment. */
-const EMPTY_EDGE = -1;
-
-class PathNode<T> {
-  // Static children are edges in parallel arrays. While building, each edge
-  // text is one segment. Sealing merges a chain of nodes that have nothing but
-  // one static child into one edge whose text is the segments joined by "/",
-  // so `/api/v1/users` costs one comparison instead of three.
-  edgeTexts: string[] = NO_TEXTS;
-  edgeNodes: PathNode<T>[] = NO_NODES;
-  /** First character of each edge text after sealing, `EMPTY_EDGE` for an empty text. */
-  edgeFirstCodes: number[] = NO_CODES;
-  /**
-   * On a node with too many edges to scan, edges sorted by first character
-   * and, for each character code below 128, where its edges start: the edges
-   * of code `c` are `edgeBuckets[c]` up to `edgeBuckets[c + 1]`. Empty edge
-   * texts sit under code 0.
-   */
-  edgeBuckets: Int32Array | null = null;
-  /**
-   * Open-addressing table of edge index + 1 (0 is empty) by `segmentHash` of
-   * the edge's first segment, on a node where one first character starts too
-   * many edges for buckets. Hashing the request segment in place creates no
-   * string, which a Map lookup needed.
-   */
-  edgeTable: Int32Array | null = null;
-  /** `segmentHash` of each edge's first segment, beside `edgeTable`. */
-  edgeHashes: Int32Array | null = null;
-  /** 32 minus log2 of the `edgeTable` size, for `tableSlot`. */
-  edgeTableShift = 32;
-  /** Mixed children; sorted into the order they are tried when sealing. */
-  mixed: MixedEdge<T>[] | null = null;
-  param: PathNode<T> | null = null;
-  /** Routes whose pattern ends at this node. */
-  end: Slot<T> | null = null;
-  /** Routes whose pattern ends with a catch-all right after this node. */
-  catchAll: Slot<T> | null = null;
-  /**
-   * Lookup dispatch by the kinds of child, set when sealing: `STATIC_ONLY`, `PARAM_ONLY` or
-   * `BRANCHES`.
-   */
-  dispatch = BRANCHES;
-}
-
-const SLASH = 0x2f;
-/** Pattern text is ASCII, so no edge starts with a character code at or above this. */
-const ASCII_LIMIT = 128;
-
-/**
- * Edges beyond which a node looks the first segment up instead of scanning: in a Map while
- * building, in buckets or a hash table after sealing.
- */
-const LINEAR_SCAN_LIMIT = 8;
 /** Nodes sealed between two yields of `sealSteps`. */
 const SEAL_STEP_NODES = 256;
+/**
+ * Static paths that edits may change before a sealed fork folds its changes into a new map
+ * of static paths. Each fork copies its base's changes, so this bounds that copy.
+ */
+const STATIC_CHANGES_LIMIT = 512;
+/** Static paths copied between two yields while folding changes. */
+const FOLD_STEP_PATHS = 4096;
 
 /**
  * The routes of one host (or of any host) as a tree of path segments. At each
@@ -103,7 +43,7 @@ const SEAL_STEP_NODES = 256;
  */
 export class PathTree<T> {
   readonly #hostLabel: string;
-  readonly #root = new PathNode<T>();
+  #root: PathNode<T>;
   /** Edge index by text of each wide node while building (see `staticChild`). */
   readonly #wideIndexes = new Map<PathNode<T>, Map<string, number>>();
   /**
@@ -112,11 +52,57 @@ export class PathTree<T> {
    * keys internalized while a Map keeps the caller's strings. On Node 20, a Map
    * lookup that compared a sliced string key took 50 ns against 8 ns for a flat one.
    */
-  readonly #staticPaths: Record<string, Slot<T> | undefined> = Object.create(null);
+  #staticPaths: Record<string, Slot<T> | undefined>;
+  /**
+   * Static slots that edits changed since `#staticPaths` was filled, read before it; null on
+   * a tree that no edit changed. Copying all of `#staticPaths` for a one-route change would
+   * cost as much as a build.
+   */
+  #staticChanges: StaticChanges<T> | null;
+  /** The editor of a tree made by `fork`, until it is sealed. */
+  #editor: TreeEditor<T> | null = null;
 
-  /** `hostLabel` names the host in conflict messages, such as `host "a.com"` or `any host`. */
-  constructor(hostLabel: string) {
+  /**
+   * Creates an empty tree, or with `base` a fork of a sealed tree: it shares the base's nodes,
+   * and `insert` and `remove` copy the nodes they change (see `TreeEditor`). `hostLabel`
+   * names the host in conflict messages, such as `host "a.com"` or `any host`.
+   */
+  constructor(hostLabel: string, base?: PathTree<T>) {
     this.#hostLabel = hostLabel;
+    if (base === undefined) {
+      this.#root = new PathNode();
+      this.#staticPaths = Object.create(null) as Record<string, Slot<T> | undefined>;
+      this.#staticChanges = null;
+      return;
+    }
+    this.#staticPaths = base.#staticPaths;
+    // Each fork gets its own copy, so the base tree keeps serving with its own changes.
+    this.#staticChanges = Object.assign(
+      Object.create(null),
+      base.#staticChanges,
+    ) as StaticChanges<T>;
+    this.#editor = new TreeEditor(base.#root, this.#staticChanges, hostLabel);
+    this.#root = this.#editor.root;
+  }
+
+  /** Returns a tree that starts as a copy of this sealed one and can be changed (see the constructor). */
+  fork(): PathTree<T> {
+    return new PathTree(this.#hostLabel, this);
+  }
+
+  /** Returns whether the tree has no routes. */
+  isEmpty(): boolean {
+    return this.#editor === null ? isEmptyNode(this.#root) : this.#editor.isEmpty();
+  }
+
+  /**
+   * Removes one path of one route from a fork.
+   *
+   * @throws MissingRouteError when the tree has no entry of `route` at `pattern`.
+   */
+  remove(pattern: PathPattern, route: string): void {
+    if (this.#editor === null) throw new Error('PathTree.remove needs a fork that is not sealed');
+    this.#editor.remove(pattern, route);
   }
 
   /**
@@ -133,6 +119,10 @@ export class PathTree<T> {
     entry: RouteEntry<T>,
     parentEntry?: RouteEntry<T>,
   ): void {
+    if (this.#editor !== null) {
+      this.#editor.insert(pattern, methods, entry, parentEntry);
+      return;
+    }
     let node = this.#root;
     const segments = pattern.segments;
     for (let i = 0; i < segments.length; i++) {
@@ -146,7 +136,7 @@ export class PathTree<T> {
           this.#addEnd(node, staticPathOf(segments, i), methods, parentEntry as RouteEntry<T>);
         }
         node.catchAll ??= createSlot();
-        this.#addToSlot(node.catchAll, methods, entry);
+        addToSlot(node.catchAll, methods, entry, this.#hostLabel);
         return;
       }
     }
@@ -165,6 +155,14 @@ export class PathTree<T> {
    * The tree serves lookups only after the generator has finished.
    */
   *sealSteps(): Generator<void, void, void> {
+    const editor = this.#editor;
+    if (editor !== null) {
+      yield* editor.sealSteps();
+      this.#root = editor.root;
+      this.#editor = null;
+      yield* this.#foldStaticChanges();
+      return;
+    }
     const pending: PathNode<T>[] = [this.#root];
     let sealed = 0;
     while (pending.length > 0) {
@@ -172,6 +170,31 @@ export class PathTree<T> {
       if (++sealed % SEAL_STEP_NODES === 0) yield;
     }
     this.#wideIndexes.clear();
+  }
+
+  /**
+   * Folds `#staticChanges` into a new `#staticPaths` when edits have changed more than
+   * `STATIC_CHANGES_LIMIT` paths, so the changes a fork copies stay small. Yields after
+   * every few thousand paths; the tree serves neither object until sealing ends.
+   */
+  *#foldStaticChanges(): Generator<void, void, void> {
+    const changes = this.#staticChanges;
+    if (changes === null) return;
+    const changed = Object.keys(changes);
+    if (changed.length <= STATIC_CHANGES_LIMIT) return;
+
+    const paths = Object.create(null) as Record<string, Slot<T> | undefined>;
+    let copied = 0;
+    for (const path in this.#staticPaths) {
+      if (changes[path] === undefined) paths[path] = this.#staticPaths[path];
+      if (++copied % FOLD_STEP_PATHS === 0) yield;
+    }
+    for (const path of changed) {
+      const slot = changes[path];
+      if (slot !== null && slot !== undefined) paths[path] = slot;
+    }
+    this.#staticPaths = paths;
+    this.#staticChanges = null;
   }
 
   /** Seals the tree in one go, as `sealSteps` does in steps. */
@@ -189,7 +212,7 @@ export class PathTree<T> {
     // A fully static pattern is the best match a path can have, so a hit here
     // is what the tree walk would return. A method miss falls through to the
     // walk, which may find a param route for the method.
-    const slot = this.#staticPaths[path];
+    const slot = this.staticSlot(path);
     if (slot !== undefined) {
       const entry = methodEntry(slot, method, state);
       if (entry !== null) return entry;
@@ -203,14 +226,32 @@ export class PathTree<T> {
    * same path, so a caller may skip normalizing it.
    */
   findStatic(method: string, rawPath: string): RouteEntry<T> | null {
-    const slot = this.#staticPaths[rawPath];
+    const slot = this.staticSlot(rawPath);
     if (slot === undefined || !slot.requestForm) return null;
     return slotEntry(slot, method);
   }
 
-  /** Slots of fully static patterns by normalized path; the router reads them on its fast path. */
+  /** Returns the slot of a fully static pattern by its normalized path. */
+  staticSlot(path: string): Slot<T> | undefined {
+    const changes = this.#staticChanges;
+    if (changes !== null) {
+      const changed = changes[path];
+      if (changed !== undefined) return changed ?? undefined;
+    }
+    return this.#staticPaths[path];
+  }
+
+  /**
+   * Slots of fully static patterns by normalized path, which the router reads on its fast
+   * path. Slots in `staticChanges` take precedence.
+   */
   get staticSlots(): Readonly<Record<string, Slot<T> | undefined>> {
     return this.#staticPaths;
+  }
+
+  /** Static slots changed by edits (see `#staticChanges`), or null. */
+  get staticChanges(): Readonly<StaticChanges<T>> | null {
+    return this.#staticChanges;
   }
 
   /**
@@ -237,45 +278,11 @@ export class PathTree<T> {
     entry: RouteEntry<T>,
   ): void {
     node.end ??= createSlot();
-    this.#addToSlot(node.end, methods, entry);
+    addToSlot(node.end, methods, entry, this.#hostLabel);
     if (staticPath !== null && this.#staticPaths[staticPath] === undefined) {
       node.end.requestForm = normalizeRequestPath(staticPath) === staticPath;
       this.#staticPaths[staticPath] = node.end;
     }
-  }
-
-  #addToSlot(slot: Slot<T>, methods: readonly string[], entry: RouteEntry<T>): void {
-    if (methods.length === 0) {
-      if (slot.any !== null) this.#reject(slot.any, entry, 'any method');
-      if (slot.methods.length > 0)
-        this.#reject(slot.entries[0], entry, `method ${slot.methods[0]}`);
-      slot.any = entry;
-      return;
-    }
-
-    for (const method of methods) {
-      const existing = slot.any ?? slot.entries[slot.methods.indexOf(method)];
-      if (existing !== undefined) this.#reject(existing, entry, `method ${method}`);
-    }
-    // The first route of a slot shares its sorted method list, which the router never
-    // changes. concat makes arrays of the exact length; push would reserve room for 16 more.
-    if (slot.methods.length === 0 && methods.length === 1) {
-      slot.methods = methods;
-      slot.entries = [entry];
-    } else {
-      slot.methods = slot.methods.concat(methods);
-      slot.entries = slot.entries.concat(methods.map(() => entry));
-    }
-  }
-
-  #reject(existing: RouteEntry<T>, added: RouteEntry<T>, method: string): never {
-    throw new LoomError(
-      'LOOM_SNAPSHOT_REJECTED',
-      `route ${JSON.stringify(added.route)} path ${JSON.stringify(added.pattern)} conflicts with ` +
-        `route ${JSON.stringify(existing.route)} path ${JSON.stringify(existing.pattern)}: ` +
-        `both match ${this.#hostLabel}, ${method} and the same paths; ` +
-        'change a path, a host or the methods of one of them',
-    );
   }
 }
 
@@ -491,45 +498,9 @@ export function slotEntry<T>(slot: Slot<T>, method: string): RouteEntry<T> | nul
   return null;
 }
 
-/**
- * Returns a 32-bit hash of the segment of `text` that starts at `start` and ends
- * before the next "/" or at the end. An empty segment hashes to 0.
- */
-function segmentHash(text: string, start: number): number {
-  let hash = 0;
-  for (let i = start; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code === SLASH) break;
-    hash = (Math.imul(hash, 31) + code) | 0;
-  }
-  return hash;
-}
-
-/**
- * Returns the first `edgeTable` slot to probe for a `segmentHash`. Multiplying by 2^32 divided
- * by the golden ratio and keeping the top bits spreads segments that differ only in their
- * last characters (`svc0` to `svc999`). Masking the low bits of the hash instead kept their
- * hashes next to each other: 5.2 probes per hit on average and 21 at most for those 1,000 edges,
- * against 1.1 and 4 with this slot.
- */
-function tableSlot(hash: number, shift: number): number {
-  return Math.imul(hash, 0x9e3779b1) >>> shift;
-}
-
 function addMethods(slot: Slot<unknown> | null, allow: Set<string>): void {
   if (slot === null) return;
   for (const method of slot.methods) allow.add(method);
-}
-
-/** Returns the path the first `count` segments match when all are static, else null. */
-function staticPathOf(segments: readonly PatternSegment[], count: number): string | null {
-  let path = '';
-  for (let i = 0; i < count; i++) {
-    const segment = segments[i];
-    if (segment.kind !== 'static') return null;
-    path += '/' + segment.text;
-  }
-  return path;
 }
 
 /**
@@ -576,111 +547,4 @@ function mixedChild<T>(node: PathNode<T>, segment: MixedSegment): PathNode<T> {
   const edge = { segment, node: new PathNode<T>() };
   node.mixed.push(edge);
   return edge.node;
-}
-
-/** Seals one node and pushes the nodes below it onto `pending`. */
-function sealNode<T>(node: PathNode<T>, pending: PathNode<T>[]): void {
-  const texts = node.edgeTexts;
-  if (texts.length > 0) {
-    const nodes = node.edgeNodes;
-    for (let i = 0; i < texts.length; i++) {
-      while (isChainLink(nodes[i])) {
-        texts[i] += '/' + nodes[i].edgeTexts[0];
-        nodes[i] = nodes[i].edgeNodes[0];
-      }
-      pending.push(nodes[i]);
-    }
-    // Copies of the exact length: an array that was pushed to reserves spare room.
-    node.edgeTexts = texts.slice();
-    node.edgeNodes = nodes.slice();
-    if (texts.length <= LINEAR_SCAN_LIMIT) {
-      node.edgeFirstCodes = texts.map((text) =>
-        text.length === 0 ? EMPTY_EDGE : text.charCodeAt(0),
-      );
-    } else {
-      bucketEdges(node);
-    }
-  }
-  if (node.mixed !== null) {
-    node.mixed = node.mixed.sort((a, b) => compareMixedSegments(a.segment, b.segment)).slice();
-    for (const edge of node.mixed) pending.push(edge.node);
-  }
-  if (node.param !== null) pending.push(node.param);
-  node.dispatch = dispatchOf(node);
-}
-
-/** Returns the lookup dispatch of a sealed node (see `PathNode.dispatch`). */
-function dispatchOf(node: PathNode<unknown>): number {
-  if (node.mixed !== null || node.catchAll !== null) return BRANCHES;
-  if (node.param === null) return STATIC_ONLY;
-  return node.edgeTexts.length === 0 ? PARAM_ONLY : BRANCHES;
-}
-
-/**
- * Sorts the edges of a wide node into first-character buckets when no
- * character starts more than `LINEAR_SCAN_LIMIT` edges, else hashes them. Scanning a few edges
- * of one bucket measured faster than slicing the segment for a Map lookup.
- */
-function bucketEdges<T>(node: PathNode<T>): void {
-  // An edge that starts with an empty segment ("" or "/x" after chain merging) matches where
-  // the path has "/" or ends, which `findEdge` looks up in bucket 0.
-  const codes = node.edgeTexts.map((text) =>
-    text.length === 0 || text.charCodeAt(0) === SLASH ? 0 : text.charCodeAt(0),
-  );
-  const counts = new Int32Array(ASCII_LIMIT + 1);
-  for (const code of codes) counts[code]++;
-  if (counts.some((count) => count > LINEAR_SCAN_LIMIT)) {
-    hashEdges(node);
-    return;
-  }
-
-  const order = codes.map((_, i) => i).sort((a, b) => codes[a] - codes[b]);
-  node.edgeTexts = order.map((i) => node.edgeTexts[i]);
-  node.edgeNodes = order.map((i) => node.edgeNodes[i]);
-  const buckets = new Int32Array(ASCII_LIMIT + 1);
-  for (let code = 0, start = 0; code < ASCII_LIMIT; code++) {
-    buckets[code] = start;
-    start += counts[code];
-    buckets[code + 1] = start;
-  }
-  node.edgeBuckets = buckets;
-}
-
-/** Gives a wide node an edge table (see `PathNode.edgeTable`). */
-function hashEdges<T>(node: PathNode<T>): void {
-  const texts = node.edgeTexts;
-  // At most half full, so a probe ends after a few slots.
-  let size = 2;
-  let shift = 31;
-  while (size < texts.length * 2) {
-    size *= 2;
-    shift--;
-  }
-  const table = new Int32Array(size);
-  const hashes = new Int32Array(texts.length);
-  for (let i = 0; i < texts.length; i++) {
-    const hash = segmentHash(texts[i], 0);
-    hashes[i] = hash;
-    let slot = tableSlot(hash, shift);
-    while (table[slot] !== 0) slot = (slot + 1) & (size - 1);
-    table[slot] = i + 1;
-  }
-  node.edgeTable = table;
-  node.edgeHashes = hashes;
-  node.edgeTableShift = shift;
-}
-
-/** Returns whether a node has nothing but one static child, so it can sit inside a merged edge. */
-function isChainLink(node: PathNode<unknown>): boolean {
-  return (
-    node.edgeTexts.length === 1 &&
-    node.mixed === null &&
-    node.param === null &&
-    node.end === null &&
-    node.catchAll === null
-  );
-}
-
-function createSlot<T>(): Slot<T> {
-  return { any: null, methods: NO_TEXTS, entries: NO_ENTRIES, requestForm: false };
 }

@@ -16,17 +16,47 @@ import type { RouterRoute } from './types.js';
  * for routes without hosts. Filled by `add`, then sealed once.
  */
 export class RouteIndex<T> {
-  readonly exactHosts = new Map<string, PathTree<T>>();
-  readonly wildcardHosts = new Map<string, PathTree<T>>();
-  anyHost: PathTree<T> | null = null;
+  readonly exactHosts: Map<string, PathTree<T>>;
+  readonly wildcardHosts: Map<string, PathTree<T>>;
+  anyHost: PathTree<T> | null;
   /** Sized for the pattern with the most params. */
-  readonly state = new SearchState();
+  readonly state: SearchState;
   /** Shared names and params readers per distinct list of names; most routes repeat a few. */
-  readonly #namesByKey = new Map<string, NamesInfo>();
+  readonly #namesByKey: Map<string, NamesInfo>;
   /** One shared list per single method, so that most routes add no array of their own. */
-  readonly #singleMethods = new Map<string, readonly string[]>();
+  readonly #singleMethods: Map<string, readonly string[]>;
   /** The one-tree list of every route without hosts. */
   #anyHostTrees: PathTree<T>[] | null = null;
+  /** Trees that `add` or `remove` changed since the index was created, which `sealSteps` seals. */
+  readonly #changed = new Set<PathTree<T>>();
+
+  /**
+   * Creates an empty index, or with `base` a fork of a sealed one: it serves the same routes
+   * until `add` and `remove` change them, and they fork each tree they change instead of
+   * writing to it, so `base` keeps serving unchanged.
+   */
+  constructor(base?: RouteIndex<T>) {
+    this.exactHosts = new Map(base?.exactHosts);
+    this.wildcardHosts = new Map(base?.wildcardHosts);
+    this.anyHost = base?.anyHost ?? null;
+    this.state = base?.state ?? new SearchState();
+    this.#namesByKey = base === undefined ? new Map() : base.#namesByKey;
+    this.#singleMethods = base === undefined ? new Map() : base.#singleMethods;
+  }
+
+  /**
+   * Removes every path of a route from a fork, by the route's name. The route must be the
+   * one the base index was given, with the same hosts, paths and methods.
+   *
+   * @throws MissingRouteError when a path of the route is not in its trees.
+   * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on an invalid host or path pattern.
+   */
+  remove(route: RouterRoute<T>): void {
+    const trees = this.#treesFor(route);
+    for (const pattern of patternsOf(route)) {
+      for (const tree of trees) tree.remove(pattern, route.name);
+    }
+  }
 
   /**
    * Adds every path of a route to the trees of its hosts.
@@ -44,13 +74,7 @@ export class RouteIndex<T> {
 
     const methods = this.#methodsOf(route);
     const trees = this.#treesFor(route);
-    // Most routes list one path, which needs no deduplication.
-    const patterns =
-      route.paths.length === 1
-        ? [parsePattern(route.name, route.paths[0])]
-        : uniquePatterns(route.name, route.paths);
-
-    for (const pattern of patterns) {
+    for (const pattern of patternsOf(route)) {
       const { names, reader, parentReader } = this.#namesOf(pattern.names);
       this.state.reserve(names.length);
       const entry = createRouteEntry(route.name, route.value, pattern, names, false, reader);
@@ -63,11 +87,19 @@ export class RouteIndex<T> {
     }
   }
 
-  /** Seals every tree, yielding between chunks of work (see `PathTree.sealSteps`). */
+  /**
+   * Seals every tree that `add` or `remove` changed, yielding between chunks of work (see
+   * `PathTree.sealSteps`), and drops the trees left without routes.
+   */
   *sealSteps(): Generator<void, void, void> {
-    for (const tree of this.exactHosts.values()) yield* tree.sealSteps();
-    for (const tree of this.wildcardHosts.values()) yield* tree.sealSteps();
-    if (this.anyHost !== null) yield* this.anyHost.sealSteps();
+    for (const tree of this.#changed) yield* tree.sealSteps();
+    for (const tree of this.#changed) {
+      if (!tree.isEmpty()) continue;
+      deleteValue(this.exactHosts, tree);
+      deleteValue(this.wildcardHosts, tree);
+      if (this.anyHost === tree) this.anyHost = null;
+    }
+    this.#changed.clear();
   }
 
   /**
@@ -86,11 +118,17 @@ export class RouteIndex<T> {
     return shared;
   }
 
-  /** Returns the trees a route belongs to, each once, creating them on first use. */
+  /**
+   * Returns the trees a route belongs to, each once, creating them on first use. A tree of
+   * the base index is forked first.
+   */
   #treesFor(route: RouterRoute<T>): PathTree<T>[] {
     if (route.hosts.length === 0) {
-      this.anyHost ??= new PathTree('any host');
-      return (this.#anyHostTrees ??= [this.anyHost]);
+      if (this.#anyHostTrees === null) {
+        this.anyHost = this.#changedTree(this.anyHost, 'any host');
+        this.#anyHostTrees = [this.anyHost];
+      }
+      return this.#anyHostTrees;
     }
 
     const trees: PathTree<T>[] = [];
@@ -100,14 +138,20 @@ export class RouteIndex<T> {
         host.kind === 'exact'
           ? [this.exactHosts, host.name, host.name]
           : [this.wildcardHosts, host.suffix, '*.' + host.suffix];
-      let tree = index.get(key);
-      if (tree === undefined) {
-        tree = new PathTree(`host ${JSON.stringify(label)}`);
-        index.set(key, tree);
-      }
+      const known = index.get(key);
+      const tree = this.#changedTree(known ?? null, `host ${JSON.stringify(label)}`);
+      if (tree !== known) index.set(key, tree);
       if (!trees.includes(tree)) trees.push(tree);
     }
     return trees;
+  }
+
+  /** Returns `tree` when this index already changed it, else a fork of it or a new tree. */
+  #changedTree(tree: PathTree<T> | null, hostLabel: string): PathTree<T> {
+    if (tree !== null && this.#changed.has(tree)) return tree;
+    const changed = tree === null ? new PathTree<T>(hostLabel) : tree.fork();
+    this.#changed.add(changed);
+    return changed;
   }
 
   /** Returns one shared names list and params readers per distinct list of names. */
@@ -149,6 +193,20 @@ function uniqueMethods(route: RouterRoute<unknown>): readonly string[] {
   }
   if (route.methods.length <= 1) return route.methods;
   return [...new Set(route.methods)].sort(compareStrings);
+}
+
+/** Parses a route's paths, keeping one of each (see `uniquePatterns`). */
+function patternsOf(route: RouterRoute<unknown>): PathPattern[] {
+  // Most routes list one path, which needs no deduplication.
+  if (route.paths.length === 1) return [parsePattern(route.name, route.paths[0])];
+  return uniquePatterns(route.name, route.paths);
+}
+
+/** Deletes every key whose value is `value`. */
+function deleteValue<K, V>(map: Map<K, V>, value: V): void {
+  for (const [key, item] of map) {
+    if (item === value) map.delete(key);
+  }
 }
 
 /** Parses a route's paths, keeping one of each: the same path in any spelling is one path. */

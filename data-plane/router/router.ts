@@ -5,6 +5,7 @@ import { slotEntry, type PathTree, type Slot } from './path-tree.js';
 import { extractParams, type RouteEntry, type SearchState } from './route-entry.js';
 import { compareStrings, RouteIndex } from './route-index.js';
 import { sortSteps } from './sort-steps.js';
+import { MissingRouteError, type StaticChanges } from './tree-editor.js';
 import type { Router, RouterMatch, RouterRoute } from './types.js';
 
 const NOT_FOUND: RouterMatch<never> = Object.freeze({ kind: 'not-found' });
@@ -45,10 +46,7 @@ export interface BuildRouterOptions {
  *   both patterns.
  */
 export function buildRouter<T>(routes: readonly RouterRoute<T>[]): Router<T> {
-  const steps = buildSteps(routes);
-  let step = steps.next();
-  while (step.done !== true) step = steps.next();
-  return step.value;
+  return runAll(buildSteps(routes));
 }
 
 /**
@@ -70,7 +68,11 @@ export async function buildRouterAsync<T>(
   // NOTE: slices bound the router's own work, not garbage collection. The tree
   // is one object per node, and the scavenges that copy it as it grows paused a
   // 100,000-route build for 11 to 189 ms at a time on a loaded 2-core machine.
-  const steps = buildSteps(routes);
+  return runSliced(buildSteps(routes), sliceMs);
+}
+
+/** Runs a generator of build steps to its end, yielding to the event loop after each `sliceMs`. */
+async function runSliced<R>(steps: Generator<void, R, void>, sliceMs: number): Promise<R> {
   let deadline = performance.now() + sliceMs;
   let step = steps.next();
   while (step.done !== true) {
@@ -80,6 +82,13 @@ export async function buildRouterAsync<T>(
     }
     step = steps.next();
   }
+  return step.value;
+}
+
+/** Runs a generator of build steps to its end in one go. */
+function runAll<R>(steps: Generator<void, R, void>): R {
+  let step = steps.next();
+  while (step.done !== true) step = steps.next();
   return step.value;
 }
 
@@ -124,8 +133,68 @@ function* addSteps<T>(routes: readonly RouterRoute<T>[]): Generator<void, Router
   return new TreeRouter(index, routes.length);
 }
 
+/**
+ * Builds the router of a changed route set from the router of the previous set, which keeps
+ * serving unchanged: `removed` are routes of the previous set (the same objects or equal
+ * ones) and `added` the routes that replace them. A changed route is in both. The work is
+ * proportional to the changes, and the result matches requests as `buildRouter` over the
+ * whole new set would.
+ *
+ * Resolves to null when the change cannot be applied this way, and the caller then builds
+ * the router anew: when `previous` was not built by this module, when a route to remove is
+ * not in it, or on a conflict or invalid pattern. A new build reports the error in the same
+ * words whatever order routes arrive in.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` when `sliceMs` is not a positive number.
+ */
+export async function updateRouterAsync<T>(
+  previous: Router<T>,
+  removed: readonly RouterRoute<T>[],
+  added: readonly RouterRoute<T>[],
+  options: BuildRouterOptions = {},
+): Promise<Router<T> | null> {
+  const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
+  checkSliceMs(sliceMs);
+  return runSliced(updateSteps(previous, removed, added), sliceMs);
+}
+
+/** Runs `updateRouterAsync` in one go; tests compare its result with `buildRouter`. */
+export function updateRouter<T>(
+  previous: Router<T>,
+  removed: readonly RouterRoute<T>[],
+  added: readonly RouterRoute<T>[],
+): Router<T> | null {
+  return runAll(updateSteps(previous, removed, added));
+}
+
+function* updateSteps<T>(
+  previous: Router<T>,
+  removed: readonly RouterRoute<T>[],
+  added: readonly RouterRoute<T>[],
+): Generator<void, Router<T> | null, void> {
+  if (!(previous instanceof TreeRouter)) return null;
+  const index = new RouteIndex<T>(previous.index);
+  try {
+    for (let i = 0; i < removed.length; i++) {
+      index.remove(removed[i]);
+      if (i % ADD_STEP_ROUTES === ADD_STEP_ROUTES - 1) yield;
+    }
+    for (let i = 0; i < added.length; i++) {
+      index.add(added[i]);
+      if (i % ADD_STEP_ROUTES === ADD_STEP_ROUTES - 1) yield;
+    }
+  } catch (error) {
+    if (error instanceof LoomError || error instanceof MissingRouteError) return null;
+    throw error;
+  }
+  yield* index.sealSteps();
+  return new TreeRouter(index, previous.size - removed.length + added.length);
+}
+
 class TreeRouter<T> implements Router<T> {
   readonly size: number;
+  /** The index the router was made from, which `updateRouterAsync` forks. */
+  readonly index: RouteIndex<T>;
   readonly #exactHosts: Map<string, PathTree<T>>;
   readonly #wildcardHosts: Map<string, PathTree<T>>;
   readonly #anyHost: PathTree<T> | null;
@@ -133,6 +202,8 @@ class TreeRouter<T> implements Router<T> {
   readonly #hosted: boolean;
   /** Static slots of the any-host tree by path when no route names a host, else null. */
   readonly #hostlessStatic: Readonly<Record<string, Slot<T> | undefined>> | null;
+  /** Static slots that edits changed, read before `#hostlessStatic` (see `PathTree`). */
+  readonly #hostlessChanges: Readonly<StaticChanges<T>> | null;
   readonly #state: SearchState;
 
   constructor(index: RouteIndex<T>, size: number) {
@@ -140,9 +211,11 @@ class TreeRouter<T> implements Router<T> {
     this.#wildcardHosts = index.wildcardHosts;
     this.#anyHost = index.anyHost;
     this.#hosted = this.#exactHosts.size > 0 || this.#wildcardHosts.size > 0;
-    this.#hostlessStatic =
-      this.#hosted || this.#anyHost === null ? null : this.#anyHost.staticSlots;
+    const hostless = this.#hosted ? null : this.#anyHost;
+    this.#hostlessStatic = hostless === null ? null : hostless.staticSlots;
+    this.#hostlessChanges = hostless === null ? null : hostless.staticChanges;
     this.#state = index.state;
+    this.index = index;
     this.size = size;
   }
 
@@ -151,8 +224,10 @@ class TreeRouter<T> implements Router<T> {
     if (statics !== null) {
       // A fully static route is the best match a path can have, so a hit on a path that is
       // already in normalized form is the result, without normalizing or walking the tree.
-      const slot = statics[path];
-      if (slot !== undefined && slot.requestForm) {
+      const changes = this.#hostlessChanges;
+      let slot = changes === null ? undefined : changes[path];
+      if (slot === undefined) slot = statics[path];
+      if (slot !== undefined && slot !== null && slot.requestForm) {
         const entry = slotEntry(slot, method);
         if (entry !== null && entry.match !== null) return entry.match;
       }

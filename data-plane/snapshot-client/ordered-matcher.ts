@@ -31,6 +31,11 @@ export class OrderedMatcher {
     return -1;
   }
 
+  /** Moves the cursor past `count` more previous items, which the caller matched on its own. */
+  advance(count: number): void {
+    this.#cursor = Math.min(this.#cursor + count, this.#length);
+  }
+
   /** Moves the cursor past the previous item named `name`, when there is one. */
   resync(name: string): void {
     if (this.#cursor < this.#length && this.#nameAt(this.#cursor) === name) {

@@ -78,4 +78,48 @@ describe('table reuse', () => {
     assert.deepEqual(binding(second, '/a').actions, binding(first, '/a').actions);
     await upstreams.close();
   });
+  test('route change updates router in place', async () => {
+    const upstreams = new UpstreamRegistry();
+    const pool = [upstream('http://127.0.0.1:9')];
+    const hosted = (name: string, host: string, path: string): Route => ({
+      ...route(name, path),
+      hosts: [host],
+    });
+    // Enough routes that a two-route change is small enough to update the router.
+    const others = Array.from({ length: 30 }, (_, i) => route(`other-${i}`, `/other/${i}`));
+    const routes = [hosted('a', 'a.com', '/a'), hosted('b', 'b.com', '/b'), ...others];
+    const first = await buildTable(snapshot(1, routes, pool), upstreams);
+    const changedA = hosted('a', 'a.com', '/a2');
+    const second = await buildTable(snapshot(2, [changedA, ...routes.slice(1)], pool), upstreams, {
+      previous: first,
+    });
+
+    // An updated router shares the path trees that the change did not touch.
+    const trees = (table: RoutingTable) =>
+      (table.router as unknown as { index: { exactHosts: Map<string, unknown> } }).index.exactHosts;
+    assert.equal(trees(second).get('b.com'), trees(first).get('b.com'));
+    assert.notEqual(trees(second).get('a.com'), trees(first).get('a.com'));
+    assert.equal(second.router.find('GET', 'a.com', '/a').kind, 'not-found');
+    assert.equal(second.router.find('GET', 'a.com', '/a2').kind, 'found');
+    assert.equal(first.router.find('GET', 'a.com', '/a').kind, 'found');
+    assert.equal(second.router.size, 32);
+    await upstreams.close();
+  });
+
+  test('conflicting change is rejected by name', async () => {
+    const upstreams = new UpstreamRegistry();
+    const pool = [upstream('http://127.0.0.1:9')];
+    const names = ['a', 'b', ...Array.from({ length: 30 }, (_, i) => `other-${i}`)];
+    const routes = names.map((name) => route(name, `/${name}/:id`));
+    const first = await buildTable(snapshot(1, routes, pool), upstreams);
+    const bad = route('b', '/a/:name');
+    await assert.rejects(
+      buildTable(snapshot(2, [routes[0], bad, ...routes.slice(2)], pool), upstreams, {
+        previous: first,
+      }),
+      /route "b" path "\/a\/:name" conflicts with route "a"/,
+    );
+    assert.equal(first.router.find('GET', undefined, '/b/1').kind, 'found');
+    await upstreams.close();
+  });
 });

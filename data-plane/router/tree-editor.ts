@@ -1,0 +1,474 @@
+import { compareMixedSegments } from './mixed-segment.js';
+import { normalizeRequestPath } from './path.js';
+import {
+  addToSlot,
+  ASCII_LIMIT,
+  bucketEdges,
+  createSlot,
+  dispatchOf,
+  EMPTY_EDGE,
+  isChainLink,
+  LINEAR_SCAN_LIMIT,
+  NO_CODES,
+  NO_NODES,
+  NO_TEXTS,
+  PathNode,
+  segmentHash,
+  staticPathOf,
+  tableSlot,
+  type Slot,
+} from './path-node.js';
+import type { PathPattern, PatternSegment } from './pattern.js';
+import type { RouteEntry } from './route-entry.js';
+
+/** Owned nodes reindexed between two yields of `TreeEditor.sealSteps`. */
+const SEAL_STEP_NODES = 256;
+
+/**
+ * Thrown by `TreeEditor.remove` when the tree has no route of that name at a pattern, which
+ * means the caller's idea of the tree is out of date. The caller builds the tree anew.
+ */
+export class MissingRouteError extends Error {
+  constructor(route: string, pattern: string) {
+    super(`route ${JSON.stringify(route)} path ${JSON.stringify(pattern)} is not in the tree`);
+    this.name = 'MissingRouteError';
+  }
+}
+
+/**
+ * Slots of fully static paths that an edit changed, by normalized path. A slot replaces the
+ * one the tree had; null marks a path whose routes were all removed.
+ */
+export type StaticChanges<T> = Record<string, Slot<T> | null | undefined>;
+
+/**
+ * Changes a sealed path tree by copying the nodes on the way to each change, so the tree that
+ * is serving is never written to and shares every untouched subtree with the result. A node
+ * or slot is copied once per editor and then changed in place. After `sealSteps`, `root` is
+ * a sealed tree that matches as a tree built from the resulting route set would. Merged
+ * edges may be split where a new route branches off inside one, and edges are merged again
+ * only below the nodes the edit copied.
+ */
+export class TreeEditor<T> {
+  root: PathNode<T>;
+  readonly #staticChanges: StaticChanges<T>;
+  readonly #hostLabel: string;
+  readonly #owned = new Set<PathNode<T>>();
+  readonly #ownedSlots = new Set<Slot<T>>();
+  /**
+   * For each copied wide node, how many of its first edges the bucket or hash index it took
+   * from the sealed node still covers. Edges added since are after them. Removing an edge
+   * drops the node from here.
+   */
+  readonly #indexedEdges = new Map<PathNode<T>, number>();
+  /** Edge index by first segment of each wide owned node without a usable index, built on first use. */
+  readonly #wideIndexes = new Map<PathNode<T>, Map<string, number>>();
+
+  /** Writes the slots of static paths it changes to `staticChanges`. */
+  constructor(root: PathNode<T>, staticChanges: StaticChanges<T>, hostLabel: string) {
+    this.#staticChanges = staticChanges;
+    this.#hostLabel = hostLabel;
+    this.root = this.#own(root);
+  }
+
+  /**
+   * Adds one path of one route, as `PathTree.insert` does.
+   *
+   * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on a conflict with a route in the tree.
+   */
+  insert(
+    pattern: PathPattern,
+    methods: readonly string[],
+    entry: RouteEntry<T>,
+    parentEntry?: RouteEntry<T>,
+  ): void {
+    const segments = pattern.segments;
+    let node = this.root;
+    for (let i = 0; i < segments.length;) {
+      const segment = segments[i];
+      if (segment.kind === 'static') {
+        const index = this.#edgeIndex(node, segment.text);
+        if (index === -1) {
+          const child = this.#create();
+          this.#addEdge(node, segment.text, child);
+          node = child;
+          i++;
+          continue;
+        }
+        const parts = node.edgeTexts[index].split('/');
+        const shared = sharedSegments(parts, segments, i);
+        if (shared < parts.length) {
+          // The route leaves a merged edge part way: the edge ends at a new node where the
+          // rest of the old edge and the new route's branch start.
+          const middle = this.#create();
+          middle.edgeTexts = [parts.slice(shared).join('/')];
+          middle.edgeNodes = [node.edgeNodes[index]];
+          node.edgeTexts[index] = parts.slice(0, shared).join('/');
+          node.edgeNodes[index] = middle;
+          node = middle;
+        } else {
+          node = node.edgeNodes[index] = this.#own(node.edgeNodes[index]);
+        }
+        i += shared;
+      } else if (segment.kind === 'param') {
+        node = node.param = node.param === null ? this.#create() : this.#own(node.param);
+        i++;
+      } else if (segment.kind === 'mixed') {
+        const mixed = (node.mixed ??= []);
+        const index = mixed.findIndex((edge) => edge.segment.shape === segment.mixed.shape);
+        const child = index === -1 ? this.#create() : this.#own(mixed[index].node);
+        const edge = { segment: index === -1 ? segment.mixed : mixed[index].segment, node: child };
+        if (index === -1) mixed.push(edge);
+        else mixed[index] = edge;
+        node = child;
+        i++;
+      } else {
+        // At the root, `/**` has no parent path: `/` is already in the catch-all.
+        if (segment.includesParent && i > 0) {
+          this.#addEnd(node, staticPathOf(segments, i), methods, parentEntry as RouteEntry<T>);
+        }
+        node.catchAll = this.#ownSlot(node.catchAll);
+        addToSlot(node.catchAll, methods, entry, this.#hostLabel);
+        return;
+      }
+    }
+    this.#addEnd(node, staticPathOf(segments, segments.length), methods, entry);
+  }
+
+  /**
+   * Removes the entries of route `route` for one path pattern, and every node left with
+   * nothing below it.
+   *
+   * @throws MissingRouteError when the tree has no entry of that route for the pattern.
+   */
+  remove(pattern: PathPattern, route: string): void {
+    const segments = pattern.segments;
+    const trail: PathNode<T>[] = [];
+    let node = this.root;
+    for (let i = 0; i < segments.length;) {
+      const segment = segments[i];
+      let child: PathNode<T> | null = null;
+      if (segment.kind === 'static') {
+        const index = this.#edgeIndex(node, segment.text);
+        if (index !== -1) {
+          const parts = node.edgeTexts[index].split('/');
+          if (sharedSegments(parts, segments, i) === parts.length) {
+            child = node.edgeNodes[index] = this.#own(node.edgeNodes[index]);
+            i += parts.length - 1;
+          }
+        }
+      } else if (segment.kind === 'param') {
+        if (node.param !== null) child = node.param = this.#own(node.param);
+      } else if (segment.kind === 'mixed') {
+        const mixed = node.mixed ?? [];
+        const index = mixed.findIndex((edge) => edge.segment.shape === segment.mixed.shape);
+        if (index !== -1) {
+          child = this.#own(mixed[index].node);
+          mixed[index] = { segment: mixed[index].segment, node: child };
+        }
+      } else {
+        if (segment.includesParent && i > 0) {
+          this.#removeEnd(node, staticPathOf(segments, i), route, pattern);
+        }
+        node.catchAll = this.#withoutRoute(node.catchAll, route, pattern);
+        this.#prune(trail, node);
+        return;
+      }
+      if (child === null) throw new MissingRouteError(route, pattern.source);
+      trail.push(node);
+      node = child;
+      i++;
+    }
+    this.#removeEnd(node, staticPathOf(segments, segments.length), route, pattern);
+    this.#prune(trail, node);
+  }
+
+  /** Returns whether the edited tree has no routes left. */
+  isEmpty(): boolean {
+    return isEmptyNode(this.root);
+  }
+
+  /**
+   * Prepares every copied node for lookups, as sealing does for a new tree, yielding after
+   * every few hundred nodes. The editor must not be used afterwards.
+   */
+  *sealSteps(): Generator<void, void, void> {
+    let sealed = 0;
+    for (const node of this.#owned) {
+      reindexNode(node, this.#indexedEdges.get(node) ?? 0);
+      if (++sealed % SEAL_STEP_NODES === 0) yield;
+    }
+    this.#owned.clear();
+    this.#indexedEdges.clear();
+    this.#ownedSlots.clear();
+    this.#wideIndexes.clear();
+  }
+
+  #addEnd(
+    node: PathNode<T>,
+    staticPath: string | null,
+    methods: readonly string[],
+    entry: RouteEntry<T>,
+  ): void {
+    const slot = (node.end = this.#ownSlot(node.end));
+    addToSlot(slot, methods, entry, this.#hostLabel);
+    if (staticPath !== null) {
+      slot.requestForm = normalizeRequestPath(staticPath) === staticPath;
+      this.#staticChanges[staticPath] = slot;
+    }
+  }
+
+  #removeEnd(
+    node: PathNode<T>,
+    staticPath: string | null,
+    route: string,
+    pattern: PathPattern,
+  ): void {
+    node.end = this.#withoutRoute(node.end, route, pattern);
+    if (staticPath !== null) this.#staticChanges[staticPath] = node.end;
+  }
+
+  /** Returns an owned copy of `slot` without the entries of `route`, or null when none remain. */
+  #withoutRoute(slot: Slot<T> | null, route: string, pattern: PathPattern): Slot<T> | null {
+    if (slot === null) throw new MissingRouteError(route, pattern.source);
+    const any = slot.any !== null && slot.any.route === route ? null : slot.any;
+    const methods: string[] = [];
+    const entries: RouteEntry<T>[] = [];
+    for (let i = 0; i < slot.methods.length; i++) {
+      if (slot.entries[i].route === route) continue;
+      methods.push(slot.methods[i]);
+      entries.push(slot.entries[i]);
+    }
+    if (any === slot.any && methods.length === slot.methods.length) {
+      throw new MissingRouteError(route, pattern.source);
+    }
+    if (any === null && methods.length === 0) return null;
+
+    const copy = this.#ownSlot(slot);
+    copy.any = any;
+    copy.methods = methods.length === 0 ? NO_TEXTS : methods;
+    copy.entries = entries;
+    return copy;
+  }
+
+  /** Detaches `node` and then each ancestor on `trail` that is left with nothing below it. */
+  #prune(trail: PathNode<T>[], node: PathNode<T>): void {
+    while (trail.length > 0 && isEmptyNode(node)) {
+      const parent = trail.pop() as PathNode<T>;
+      if (parent.param === node) {
+        parent.param = null;
+      } else if (parent.mixed !== null && parent.mixed.some((edge) => edge.node === node)) {
+        parent.mixed = parent.mixed.filter((edge) => edge.node !== node);
+      } else {
+        const index = parent.edgeNodes.indexOf(node);
+        parent.edgeTexts.splice(index, 1);
+        parent.edgeNodes.splice(index, 1);
+        this.#wideIndexes.delete(parent);
+        this.#indexedEdges.delete(parent);
+      }
+      node = parent;
+    }
+  }
+
+  /** Returns the index of the edge of an owned node whose first segment is `segment`, or -1. */
+  #edgeIndex(node: PathNode<T>, segment: string): number {
+    const texts = node.edgeTexts;
+    if (texts.length <= LINEAR_SCAN_LIMIT) {
+      for (let i = 0; i < texts.length; i++) {
+        if (firstSegment(texts[i]) === segment) return i;
+      }
+      return -1;
+    }
+    const indexed = this.#indexedEdges.get(node);
+    if (indexed !== undefined) {
+      const index = indexedEdge(node, segment);
+      if (index !== -1) return index;
+      for (let i = indexed; i < texts.length; i++) {
+        if (firstSegment(texts[i]) === segment) return i;
+      }
+      return -1;
+    }
+    let wide = this.#wideIndexes.get(node);
+    if (wide === undefined) {
+      wide = new Map(texts.map((text, i) => [firstSegment(text), i]));
+      this.#wideIndexes.set(node, wide);
+    }
+    return wide.get(segment) ?? -1;
+  }
+
+  #addEdge(node: PathNode<T>, text: string, child: PathNode<T>): void {
+    node.edgeTexts.push(text);
+    node.edgeNodes.push(child);
+    this.#wideIndexes.get(node)?.set(text, node.edgeTexts.length - 1);
+  }
+
+  /** Returns `node` when this editor owns it, else an owned copy. */
+  #own(node: PathNode<T>): PathNode<T> {
+    if (this.#owned.has(node)) return node;
+    const copy = new PathNode<T>();
+    copy.edgeTexts = node.edgeTexts.slice();
+    copy.edgeNodes = node.edgeNodes.slice();
+    copy.mixed = node.mixed === null ? null : node.mixed.slice();
+    copy.param = node.param;
+    copy.end = node.end;
+    copy.catchAll = node.catchAll;
+    if (node.edgeBuckets !== null || node.edgeTable !== null) {
+      // Typed arrays that no one writes to, so the copy can share them until it is reindexed.
+      copy.edgeBuckets = node.edgeBuckets;
+      copy.edgeTable = node.edgeTable;
+      copy.edgeHashes = node.edgeHashes;
+      copy.edgeTableShift = node.edgeTableShift;
+      this.#indexedEdges.set(copy, node.edgeTexts.length);
+    }
+    this.#owned.add(copy);
+    return copy;
+  }
+
+  #create(): PathNode<T> {
+    const node = new PathNode<T>();
+    node.edgeTexts = [];
+    node.edgeNodes = [];
+    this.#owned.add(node);
+    return node;
+  }
+
+  /** Returns `slot` when this editor owns it, else an owned copy; a new slot for null. */
+  #ownSlot(slot: Slot<T> | null): Slot<T> {
+    if (slot !== null && this.#ownedSlots.has(slot)) return slot;
+    const copy = createSlot<T>();
+    if (slot !== null) {
+      copy.any = slot.any;
+      copy.methods = slot.methods;
+      copy.entries = slot.entries;
+      copy.requestForm = slot.requestForm;
+    }
+    this.#ownedSlots.add(copy);
+    return copy;
+  }
+}
+
+/**
+ * Returns how many of an edge's segments `parts`, from the first, equal the pattern's static
+ * segments from `start`. The first is known to be equal.
+ */
+function sharedSegments(
+  parts: readonly string[],
+  segments: readonly PatternSegment[],
+  start: number,
+): number {
+  let shared = 1;
+  while (shared < parts.length && start + shared < segments.length) {
+    const segment = segments[start + shared];
+    if (segment.kind !== 'static' || segment.text !== parts[shared]) break;
+    shared++;
+  }
+  return shared;
+}
+
+/**
+ * Returns the index of the edge whose first segment is `segment` by the bucket or hash index
+ * of a copied wide node, or -1. Splitting or merging an edge keeps its first segment, so the
+ * index stays right for the edges it covers.
+ */
+function indexedEdge(node: PathNode<unknown>, segment: string): number {
+  const texts = node.edgeTexts;
+  const buckets = node.edgeBuckets;
+  if (buckets !== null) {
+    const code = segment.length === 0 ? 0 : segment.charCodeAt(0);
+    if (code >= ASCII_LIMIT) return -1;
+    for (let i = buckets[code]; i < buckets[code + 1]; i++) {
+      if (firstSegment(texts[i]) === segment) return i;
+    }
+    return -1;
+  }
+  const table = node.edgeTable as Int32Array;
+  const hashes = node.edgeHashes as Int32Array;
+  const hash = segmentHash(segment, 0);
+  const mask = table.length - 1;
+  for (
+    let slot = tableSlot(hash, node.edgeTableShift);
+    table[slot] !== 0;
+    slot = (slot + 1) & mask
+  ) {
+    const index = table[slot] - 1;
+    if (hashes[index] === hash && firstSegment(texts[index]) === segment) return index;
+  }
+  return -1;
+}
+
+function firstSegment(text: string): string {
+  const slash = text.indexOf('/');
+  return slash === -1 ? text : text.slice(0, slash);
+}
+
+/** Returns whether a node has no route and no child. */
+export function isEmptyNode(node: PathNode<unknown>): boolean {
+  return (
+    node.edgeTexts.length === 0 &&
+    (node.mixed === null || node.mixed.length === 0) &&
+    node.param === null &&
+    node.end === null &&
+    node.catchAll === null
+  );
+}
+
+/**
+ * Rebuilds a copied node's lookup structures after an edit: merges chains below it, then
+ * sets the first-character codes, buckets or edge table, the mixed order and the dispatch.
+ * `indexed` is how many of its first edges the shared edge table still covers. When that
+ * table has room for the edges added after them, it is copied and extended, not rebuilt.
+ */
+function reindexNode<T>(node: PathNode<T>, indexed: number): void {
+  const texts = node.edgeTexts;
+  const nodes = node.edgeNodes;
+  for (let i = 0; i < texts.length; i++) {
+    while (isChainLink(nodes[i])) {
+      texts[i] += '/' + nodes[i].edgeTexts[0];
+      nodes[i] = nodes[i].edgeNodes[0];
+    }
+  }
+  const table = node.edgeTable;
+  node.edgeFirstCodes = NO_CODES;
+  node.edgeBuckets = null;
+  node.edgeTable = null;
+  if (texts.length === 0) {
+    node.edgeTexts = NO_TEXTS;
+    node.edgeNodes = NO_NODES;
+  } else if (texts.length <= LINEAR_SCAN_LIMIT) {
+    node.edgeFirstCodes = texts.map((text) =>
+      text.length === 0 ? EMPTY_EDGE : text.charCodeAt(0),
+    );
+  } else if (table !== null && indexed > 0 && texts.length * 2 <= table.length) {
+    extendEdgeTable(node, table, indexed);
+  } else {
+    node.edgeHashes = null;
+    node.edgeTableShift = 32;
+    bucketEdges(node);
+  }
+
+  if (node.mixed !== null) {
+    node.mixed =
+      node.mixed.length === 0
+        ? null
+        : node.mixed.sort((a, b) => compareMixedSegments(a.segment, b.segment));
+  }
+  node.dispatch = dispatchOf(node);
+}
+
+/** Gives a node a copy of `table` with the edges from `indexed` on added (see `hashEdges`). */
+function extendEdgeTable(node: PathNode<unknown>, table: Int32Array, indexed: number): void {
+  const texts = node.edgeTexts;
+  const extended = table.slice();
+  const hashes = new Int32Array(texts.length);
+  hashes.set((node.edgeHashes as Int32Array).subarray(0, indexed));
+  const mask = extended.length - 1;
+  for (let i = indexed; i < texts.length; i++) {
+    const hash = segmentHash(texts[i], 0);
+    hashes[i] = hash;
+    let slot = tableSlot(hash, node.edgeTableShift);
+    while (extended[slot] !== 0) slot = (slot + 1) & mask;
+    extended[slot] = i + 1;
+  }
+  node.edgeTable = extended;
+  node.edgeHashes = hashes;
+}
