@@ -10,6 +10,8 @@ export interface PublishedSnapshot {
   snapshot: Snapshot;
   /** The encoded StreamResponse that carries this snapshot. */
   encoded: Buffer;
+  /** The encoded routes and upstreams (`SnapshotContent.bytes`), a view into `encoded`. */
+  content: Uint8Array;
 }
 
 /** Routes and upstreams encoded once, with the hash of that encoding. */
@@ -55,7 +57,7 @@ export function publishContent(
     .uint32(header.length + content.bytes.length)
     .finish();
   const encoded = Buffer.concat([prefix, header, content.bytes]);
-  return { snapshot, encoded };
+  return { snapshot, encoded, content: encoded.subarray(prefix.length + header.length) };
 }
 
 /** Encodes, hashes and publishes in one step; see `encodeContent` and `publishContent`. */

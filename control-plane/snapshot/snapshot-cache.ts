@@ -64,6 +64,16 @@ export class SnapshotCache {
     return this.#state;
   }
 
+  /** The store this cache reads. */
+  get store(): Store {
+    return this.#store;
+  }
+
+  /** Key prefix of the resources this cache reads. */
+  get prefix(): string {
+    return this.#prefix;
+  }
+
   /** Starts syncing in the background; resolves after the first attempt, successful or not. */
   async start(): Promise<void> {
     await this.#sync();

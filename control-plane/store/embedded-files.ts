@@ -6,6 +6,7 @@ import { z } from 'zod';
 
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { AcceptedVersionSchema } from './accepted-record.js';
 
 /*
  * Every file of the embedded store contains records of one line each:
@@ -37,6 +38,17 @@ export const StateSchema = z.object({
   directories: z.array(z.tuple([z.string(), revision])),
 });
 export type State = z.infer<typeof StateSchema>;
+
+/**
+ * The newest snapshot a proxy acked: its epoch, version and content hash, and its encoded
+ * routes and upstreams in base64. The store has no history to rebuild it from, so it keeps
+ * the content itself.
+ */
+export const AcceptedFileSchema = AcceptedVersionSchema.extend({
+  format: z.literal(1),
+  content: z.base64(),
+});
+export type AcceptedFile = z.infer<typeof AcceptedFileSchema>;
 
 /** Identity of a data directory, written once when it is created. */
 export const IdentitySchema = z.object({ format: z.literal(1), epoch: z.string().min(1) });

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
@@ -6,9 +6,11 @@ import { pino } from 'pino';
 
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { movesAcceptedForward } from './accepted-record.js';
 import { createDataDir } from './data-dir.js';
 import { DataDirLock } from './data-dir-lock.js';
 import {
+  AcceptedFileSchema,
   encodeRecord,
   IdentitySchema,
   readRecordFile,
@@ -26,6 +28,8 @@ import {
   type CheckedCommit,
 } from './key-space.js';
 import type {
+  AcceptedContent,
+  AcceptedVersion,
   CommitOptions,
   KeyValue,
   RangeResult,
@@ -51,10 +55,17 @@ export interface EmbeddedStoreOptions {
 const IDENTITY_FILE = 'identity.json';
 const STATE_FILE = 'state.json';
 const LOG_FILE = 'log.jsonl';
+const ACCEPTED_FILE = 'accepted.json';
 
 interface StoredValue {
   value: string;
   modRevision: number;
+}
+
+/** The accepted version with the snapshot content it was recorded with. */
+interface StoredAccepted {
+  version: AcceptedVersion;
+  content: Buffer;
 }
 
 /**
@@ -69,6 +80,9 @@ interface StoredValue {
  *   resolves only after its line is synced to disk.
  * - `state.json`: every key at one revision. After `compactAfter` log entries
  *   the store writes it atomically and empties the log.
+ * - `accepted.json`: the accepted version and its snapshot's encoded routes and
+ *   upstreams, replaced atomically by `recordAccepted`. The store keeps no
+ *   history to rebuild a past snapshot from, so it keeps that one whole.
  *
  * Opening loads the state file and replays the log after it. Watches can start
  * from any of the last `historyLimit` revisions, including those replayed on
@@ -87,8 +101,11 @@ export class EmbeddedStore implements Store {
   /** Revision of the last commit that wrote a key under each `/`-terminated prefix. */
   readonly #directories: Map<string, number>;
   #revision: number;
+  #accepted: StoredAccepted | undefined;
   /** Tail of the commit queue; commits run one at a time in call order. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** Tail of the queue of accepted-version writes, apart from commits so neither waits. */
+  #acceptedQueue: Promise<unknown> = Promise.resolve();
   /** Set when a log write failed; the file may no longer match memory. */
   #writeFailure: Error | undefined;
   #closed = false;
@@ -99,10 +116,12 @@ export class EmbeddedStore implements Store {
     lock: DataDirLock;
     log: TransactionLog;
     state: State;
+    accepted: StoredAccepted | undefined;
     logger: Logger;
     compactAfter: number;
     historyLimit: number;
   }) {
+    this.#accepted = parts.accepted;
     this.#dataDir = parts.dataDir;
     this.#epoch = parts.epoch;
     this.#lock = parts.lock;
@@ -150,6 +169,7 @@ export class EmbeddedStore implements Store {
     try {
       const epoch = await loadOrCreateEpoch(dataDir, logger);
       const state = (await readRecordFile(join(dataDir, STATE_FILE), StateSchema)) ?? emptyState();
+      const accepted = await loadAccepted(join(dataDir, ACCEPTED_FILE), logger);
       const { log, entries } = await TransactionLog.open(
         join(dataDir, LOG_FILE),
         state.revision,
@@ -162,6 +182,7 @@ export class EmbeddedStore implements Store {
         lock,
         log,
         state,
+        accepted,
         logger,
         compactAfter,
         historyLimit,
@@ -223,6 +244,60 @@ export class EmbeddedStore implements Store {
     return this.#serialize(() => this.#commitNow(copied, checked));
   }
 
+  async acceptedVersion(): Promise<AcceptedVersion | undefined> {
+    this.#assertOpen();
+    return this.#accepted?.version;
+  }
+
+  /**
+   * Replaces `accepted.json` atomically when `accepted` moves the record forward. Writes
+   * run one at a time, so the file never moves back.
+   *
+   * @throws LoomError `LOOM_INVALID_ARGUMENT` when the SHA-256 of `content` is not
+   *   `accepted.hash`.
+   */
+  async recordAccepted(accepted: AcceptedVersion, content: Uint8Array): Promise<boolean> {
+    this.#assertOpen();
+    const contentHash = createHash('sha256').update(content).digest('hex');
+    if (contentHash !== accepted.hash) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `content of accepted version ${accepted.version} hashes to ${contentHash}, ` +
+          `not ${accepted.hash}`,
+      );
+    }
+    const copy = Buffer.from(content);
+
+    const write = async (): Promise<boolean> => {
+      if (accepted.epoch !== this.#epoch) return false;
+      if (!movesAcceptedForward(this.#accepted?.version, accepted)) return false;
+
+      const { epoch, version, hash } = accepted;
+      const file = { format: 1, epoch, version, hash, content: copy.toString('base64') };
+      await writeFileAtomic(join(this.#dataDir, ACCEPTED_FILE), encodeRecord(file));
+      this.#accepted = { version: { epoch, version, hash }, content: copy };
+      return true;
+    };
+    const result = this.#acceptedQueue.then(write);
+    this.#acceptedQueue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Returns the recorded content when `accepted` is the version recorded last. */
+  async readAcceptedContent(_prefix: string, accepted: AcceptedVersion): Promise<AcceptedContent> {
+    this.#assertOpen();
+    const stored = this.#accepted;
+    if (
+      stored === undefined ||
+      stored.version.epoch !== accepted.epoch ||
+      stored.version.version !== accepted.version ||
+      stored.version.hash !== accepted.hash
+    ) {
+      return { kind: 'missing' };
+    }
+    return { kind: 'recorded', bytes: stored.content };
+  }
+
   /** Waits for queued commits, stops every watch, closes the log and releases the lock. */
   async close(): Promise<void> {
     if (this.#closed) {
@@ -231,6 +306,7 @@ export class EmbeddedStore implements Store {
 
     this.#closed = true;
     await this.#queue;
+    await this.#acceptedQueue;
     this.#hub.close();
     await this.#log.close();
     await this.#lock.release();
@@ -384,6 +460,30 @@ async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<strin
   await writeFileAtomic(path, encodeRecord({ format: 1, epoch }));
   logger.info({ epoch }, 'data directory created');
   return epoch;
+}
+
+/**
+ * Reads the accepted snapshot file. A damaged file, or content that does not match its hash,
+ * is skipped with a warning: it only serves fallbacks, and the next recorded ack replaces it.
+ */
+async function loadAccepted(path: string, logger: Logger): Promise<StoredAccepted | undefined> {
+  let file;
+  try {
+    file = await readRecordFile(path, AcceptedFileSchema);
+  } catch (error) {
+    if (!(error instanceof LoomError) || error.code !== 'LOOM_STORE_CORRUPT') throw error;
+    logger.warn({ file: path, err: error }, 'accepted snapshot file skipped');
+    return undefined;
+  }
+  if (file === undefined) return undefined;
+
+  const content = Buffer.from(file.content, 'base64');
+  const hash = createHash('sha256').update(content).digest('hex');
+  if (hash !== file.hash) {
+    logger.warn({ file: path, hash, expected: file.hash }, 'accepted snapshot file skipped');
+    return undefined;
+  }
+  return { version: { epoch: file.epoch, version: file.version, hash: file.hash }, content };
 }
 
 async function hasContent(path: string): Promise<boolean> {

@@ -17,6 +17,11 @@ import { pino } from 'pino';
 
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import {
+  encodeAcceptedVersion,
+  movesAcceptedForward,
+  parseAcceptedVersion,
+} from './accepted-record.js';
 import { etcdClientOptions, type EtcdTlsFiles } from './etcd-client.js';
 import { isRevisionOutOfRange, toStoreError } from './etcd-errors.js';
 import { EtcdWatch, type EtcdWatchContext } from './etcd-watch.js';
@@ -28,6 +33,8 @@ import {
   validateWatchStart,
 } from './key-space.js';
 import type {
+  AcceptedContent,
+  AcceptedVersion,
   CommitOptions,
   KeyValue,
   RangeResult,
@@ -86,6 +93,20 @@ const DEFAULT_RANGE_PAGE_SIZE = 10_000;
  */
 const COMMIT_MS_PER_OPERATION = 0.1;
 const GENERATION = 'generation';
+const ACCEPTED = 'accepted';
+/**
+ * Maximum read-and-compare rounds of `recordAccepted`. A round is lost only when another
+ * control plane moved the record forward meanwhile. A writer stops once the record is at
+ * its version or newer, so it loses at most one round per concurrent writer of a lower
+ * version.
+ */
+const RECORD_ACCEPTED_ATTEMPTS = 16;
+/**
+ * Maximum accepted-version writes that `range` looks back over at the end of etcd's history.
+ * Each replica writes each version once, so a longer run needs that many versions acked in
+ * a row with no other write to etcd in between.
+ */
+const RECORD_WALK_LIMIT = 16;
 
 type Reachability = 'unknown' | 'reachable' | 'unreachable';
 
@@ -115,6 +136,12 @@ type Reachability = 'unknown' | 'reachable' | 'unreachable';
  *
  * Marker writes take revisions like any write; `range` and `watch` hide the
  * `__meta` keys.
+ *
+ * Accepted version: `<prefix>__meta/accepted` contains the epoch, version and content hash
+ * of the newest snapshot a proxy acked, as JSON. Its write takes a revision too, but
+ * conditional commits ignore the key, so an ack never makes an apply conflict. The
+ * snapshot itself is rebuilt from the keys at that revision, which etcd keeps until it
+ * compacts it.
  */
 export class EtcdStore implements Store {
   readonly #client: Etcd3;
@@ -240,6 +267,10 @@ export class EtcdStore implements Store {
    * later page at the first page's revision, so the result is one consistent
    * revision however many pages it takes.
    *
+   * The returned revision skips the writes of the accepted version at the end of
+   * etcd's history (see `#revisionBeforeRecords`), so a control plane that reads
+   * after proxies acked gets the version they acked, not the record's revision.
+   *
    * @throws LoomError `LOOM_STORE_UNAVAILABLE`, retryable, when etcd compacts
    *   that revision before the last page is read.
    */
@@ -254,32 +285,178 @@ export class EtcdStore implements Store {
         success: [
           { request_range: { key: range.start, range_end: range.end, limit } },
           { request_range: { key: generationKey } },
+          { request_range: { key: Buffer.from(this.#metaKey(this.#root, ACCEPTED)) } },
         ],
         failure: [],
       }),
     );
     const revision = first.header.revision;
-    const firstPage = first.responses[0].response_range;
-    const kvs = [...firstPage.kvs];
-    let more = firstPage.more;
+    const kvs = await this.#readLaterPages(prefix, first.responses[0].response_range, revision);
+
+    const stored = first.responses[1].response_range.kvs[0]?.value.toString();
+    const epoch = stored === undefined ? undefined : formatEpoch(first.header.cluster_id, stored);
+    const acceptedModRevision = Number(first.responses[2].response_range.kvs[0]?.mod_revision ?? 0);
+    const configRevision =
+      acceptedModRevision === Number(revision)
+        ? await this.#revisionBeforeRecords(Number(revision))
+        : Number(revision);
+
+    const items = kvs.filter((kv) => !isMetaKey(kv.key.toString(), this.#root)).map(toKeyValue);
+    return { revision: configRevision, items, epoch };
+  }
+
+  /**
+   * Returns the revision before the run of accepted-version writes that ends at `head`.
+   * Each of those writes is a transaction of that one key, so every other key is the same
+   * at the returned revision as at `head`. A revision whose accepted key has that
+   * revision as its mod revision is such a write. The walk stops after
+   * `RECORD_WALK_LIMIT` steps, or before a compacted revision, and returns the revision it
+   * reached, which is still correct but later than needed. The returned revision is never
+   * compacted, so a watch can start after it.
+   */
+  async #revisionBeforeRecords(head: number): Promise<number> {
+    const key = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    let revision = head - 1;
+    for (let step = 1; step < RECORD_WALK_LIMIT && revision > 0; step++) {
+      let response: IRangeResponse;
+      try {
+        response = await this.#request('range', () =>
+          this.#client.kv.range({ key, keys_only: true, revision: String(revision) }),
+        );
+      } catch (error) {
+        if (!isRevisionOutOfRange(error instanceof LoomError ? error.cause : error)) throw error;
+        // The revision after it was read, or is `head`, and it is a record write too.
+        return revision + 1;
+      }
+      if (Number(response.kvs[0]?.mod_revision ?? 0) !== revision) return revision;
+      revision -= 1;
+    }
+    return revision;
+  }
+
+  /**
+   * Reads the pages after `first` at `revision` and returns every key read, `first`'s
+   * included.
+   */
+  async #readLaterPages(
+    prefix: string,
+    first: IRangeResponse,
+    revision: string,
+  ): Promise<IKeyValue[]> {
+    const end = Range.prefix(prefix).end;
+    const kvs = [...first.kvs];
+    let more = first.more;
     let pages = 1;
     while (more) {
       // The next page starts at the smallest key after the last one read.
       const start = Buffer.concat([kvs[kvs.length - 1].key, Buffer.from([0])]);
-      const page = await this.#readPage(start, range.end, limit, revision);
+      const page = await this.#readPage(start, end, this.#rangePageSize, revision);
       kvs.push(...page.kvs);
       more = page.more;
       pages += 1;
     }
-
-    const stored = first.responses[1].response_range.kvs[0]?.value.toString();
-    const epoch = stored === undefined ? undefined : formatEpoch(first.header.cluster_id, stored);
-
-    const items = kvs.filter((kv) => !isMetaKey(kv.key.toString(), this.#root)).map(toKeyValue);
     if (pages > 1) {
       this.#logger.debug({ prefix, revision, pages, keys: kvs.length }, 'range read in pages');
     }
-    return { revision: Number(revision), items, epoch };
+    return kvs;
+  }
+
+  async acceptedVersion(): Promise<AcceptedVersion | undefined> {
+    const key = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    const read = await this.#request('accepted version read', () => this.#client.kv.range({ key }));
+    const value = read.kvs[0]?.value.toString();
+    return value === undefined ? undefined : this.#parseAccepted(value);
+  }
+
+  /**
+   * Writes the accepted version with a compare on the key's mod revision and on the
+   * generation, so that neither a concurrent write by another control plane nor a renewed
+   * epoch is overwritten. `content` is not stored: `readAcceptedContent` reads the keys at
+   * the version's revision instead.
+   */
+  async recordAccepted(accepted: AcceptedVersion, _content: Uint8Array): Promise<boolean> {
+    const key = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    const generationKey = Buffer.from(this.#metaKey(this.#root, GENERATION));
+    for (let attempt = 1; attempt <= RECORD_ACCEPTED_ATTEMPTS; attempt++) {
+      const read = await this.#request('accepted version read', () =>
+        this.#client.kv.txn({
+          compare: [],
+          success: [{ request_range: { key } }, { request_range: { key: generationKey } }],
+          failure: [],
+        }),
+      );
+      const generation = read.responses[1].response_range.kvs[0]?.value.toString();
+      if (generation === undefined) return false;
+      if (formatEpoch(read.header.cluster_id, generation) !== accepted.epoch) return false;
+      const storedKv = read.responses[0].response_range.kvs[0];
+      const stored = storedKv && this.#parseAccepted(storedKv.value.toString());
+      if (!movesAcceptedForward(stored, accepted)) return false;
+
+      const written = await this.#request('accepted version write', () =>
+        this.#client.kv.txn({
+          compare: [
+            { key, target: 'Mod', result: 'Equal', mod_revision: storedKv?.mod_revision ?? 0 },
+            {
+              key: generationKey,
+              target: 'Value',
+              result: 'Equal',
+              value: Buffer.from(generation),
+            },
+          ],
+          success: [{ request_put: { key, value: Buffer.from(encodeAcceptedVersion(accepted)) } }],
+          failure: [],
+        }),
+      );
+      if (written.succeeded) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Reads the keys under `prefix` at the accepted version's revision, in pages. Returns
+   * `compacted` when etcd no longer keeps that revision, including when it compacts it
+   * between two pages, and `missing` when the revision is past etcd's current one, as after
+   * a restore from an older backup.
+   */
+  async readAcceptedContent(prefix: string, accepted: AcceptedVersion): Promise<AcceptedContent> {
+    const range = Range.prefix(prefix);
+    const revision = String(accepted.version);
+    try {
+      const first = await this.#request('accepted version range', () =>
+        this.#client.kv.range({
+          key: range.start,
+          range_end: range.end,
+          limit: this.#rangePageSize,
+          revision,
+        }),
+      );
+      const kvs = await this.#readLaterPages(prefix, first, revision);
+      const items = kvs.filter((kv) => !isMetaKey(kv.key.toString(), this.#root)).map(toKeyValue);
+      return { kind: 'history', range: { revision: accepted.version, items } };
+    } catch (error) {
+      const cause = error instanceof LoomError ? error.cause : error;
+      const compaction = cause instanceof LoomError ? cause.cause : cause;
+      if (!isRevisionOutOfRange(cause) && !isRevisionOutOfRange(compaction)) throw error;
+    }
+
+    const head = await this.#request('accepted version range', () =>
+      this.#client.kv.range({ key: Buffer.from(this.#root), count_only: true }),
+    );
+    const storeRevision = Number(head.header.revision);
+    return accepted.version <= storeRevision
+      ? { kind: 'compacted', storeRevision }
+      : { kind: 'missing' };
+  }
+
+  #parseAccepted(value: string): AcceptedVersion | undefined {
+    const parsed = parseAcceptedVersion(value);
+    if (parsed === undefined) {
+      this.#logger.warn(
+        { key: this.#metaKey(this.#root, ACCEPTED), value: value.slice(0, 200) },
+        'stored accepted version skipped',
+      );
+    }
+    return parsed;
   }
 
   /** Reads one page after the first at `revision`. */
@@ -377,35 +554,49 @@ export class EtcdStore implements Store {
    * comparison catches puts by other etcd clients.
    */
   #unchangedSince(prefix: string, revision: number): ICompare[] {
-    const range = Range.prefix(prefix);
     const marker = Buffer.from(this.#metaKey(prefix, LAST_WRITE));
     return [
       { key: marker, target: 'Mod', result: 'Less', mod_revision: revision + 1 },
-      {
-        key: range.start,
-        range_end: range.end,
+      ...this.#comparedRanges(prefix).map(([start, end]): ICompare => ({
+        key: start,
+        range_end: end,
         target: 'Mod',
         result: 'Less',
         mod_revision: revision + 1,
-      },
+      })),
     ];
   }
 
   /** Reads, when a comparison fails, the marker and the last-modified key under `prefix`. */
   #lastWriteReads(prefix: string): IRequestOp[] {
-    const range = Range.prefix(prefix);
     return [
       { request_range: { key: Buffer.from(this.#metaKey(prefix, LAST_WRITE)), keys_only: true } },
-      {
+      ...this.#comparedRanges(prefix).map(([start, end]): IRequestOp => ({
         request_range: {
-          key: range.start,
-          range_end: range.end,
+          key: start,
+          range_end: end,
           sort_target: 'Mod',
           sort_order: 'Descend',
           limit: 1,
           keys_only: true,
         },
-      },
+      })),
+    ];
+  }
+
+  /**
+   * Returns the key ranges under `prefix` that a conditional commit compares: all of it
+   * except the accepted version's key, because acks move that key and it is no part of the
+   * configuration.
+   */
+  #comparedRanges(prefix: string): [Buffer, Buffer][] {
+    const range = Range.prefix(prefix);
+    const accepted = this.#metaKey(this.#root, ACCEPTED);
+    if (!accepted.startsWith(prefix)) return [[range.start, range.end]];
+
+    return [
+      [range.start, Buffer.from(accepted)],
+      [Buffer.concat([Buffer.from(accepted), Buffer.from([0])]), range.end],
     ];
   }
 

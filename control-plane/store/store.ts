@@ -26,6 +26,25 @@ export interface RangeResult {
   epoch?: string;
 }
 
+/** A snapshot version that a proxy acked, recorded so that every control plane can send it. */
+export interface AcceptedVersion {
+  epoch: string;
+  version: number;
+  /** Hex SHA-256 of the snapshot's encoded routes and upstreams. */
+  hash: string;
+}
+
+/** The data a store keeps to rebuild the snapshot of an accepted version. */
+export type AcceptedContent =
+  /** The keys under the prefix at the version's revision, read from the store's history. */
+  | { kind: 'history'; range: RangeResult }
+  /** The snapshot's encoded routes and upstreams, kept by a store without history. */
+  | { kind: 'recorded'; bytes: Uint8Array }
+  /** etcd compacted the version's revision; `storeRevision` is etcd's current one. */
+  | { kind: 'compacted'; storeRevision: number }
+  /** The store keeps nothing for this version, such as after a newer one was recorded. */
+  | { kind: 'missing' };
+
 /** One change seen by a watch. A delete carries an empty value. */
 export interface WatchEvent {
   type: 'put' | 'delete';
@@ -99,5 +118,18 @@ export interface Store {
   watch(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
   /** Applies all operations atomically and returns the new revision. */
   commit(operations: StoreOperation[], options?: CommitOptions): Promise<number>;
+  /** Returns the accepted version last recorded, of any epoch, or undefined when none is. */
+  acceptedVersion(): Promise<AcceptedVersion | undefined>;
+  /**
+   * Records `accepted` when it is newer than the recorded version of its epoch, or when the
+   * recorded one belongs to another epoch. A version of an epoch other than the store's
+   * current one is not recorded. `content` is the snapshot's encoded routes and upstreams,
+   * whose SHA-256 is `accepted.hash`; a store without history keeps it. Returns true when
+   * this call wrote the record. Several control planes may call it at once; the record
+   * never moves back within an epoch.
+   */
+  recordAccepted(accepted: AcceptedVersion, content: Uint8Array): Promise<boolean>;
+  /** Reads what the store keeps to rebuild the snapshot of `accepted` under `prefix`. */
+  readAcceptedContent(prefix: string, accepted: AcceptedVersion): Promise<AcceptedContent>;
   close(): Promise<void>;
 }

@@ -52,8 +52,9 @@ function versionKey(epoch: string, version: number): string {
  * either; a proxy that starts empty is, because it may run a fixed build. A
  * proxy that reads slowly gets only the newest snapshot once its stream
  * drains, not a queue of old ones. A proxy that nacked a version is sent the
- * newest version some proxy acked instead, unless it serves that version or a
- * newer one (see `chooseFallback`).
+ * newest version some proxy acked instead, through this or another control
+ * plane, unless it serves that version or a newer one (see `chooseFallback`
+ * and `AcceptedSnapshot`).
  */
 class ProxySession {
   #proxyId = '';
@@ -151,6 +152,9 @@ class ProxySession {
       { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
       'version nacked',
     );
+    // Another replica, or this one before a restart, may have recorded a newer accepted
+    // version. When the refresh finds one, its listener offers again.
+    void this.#accepted.refresh();
     this.#offer();
   }
 
@@ -226,7 +230,11 @@ export function createSnapshotService(options: {
   admission?: StreamAdmission;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
-  const accepted = new AcceptedSnapshot(options.cache);
+  const accepted = new AcceptedSnapshot(options.cache, {
+    store: options.cache.store,
+    prefix: options.cache.prefix,
+    logger,
+  });
   return {
     Stream(call: Call) {
       if (options.admission && !options.admission.admit(call)) return;
