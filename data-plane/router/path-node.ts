@@ -255,9 +255,11 @@ export function addToSlot<T>(
     return;
   }
 
+  if (slot.any !== null) rejectConflict(slot.any, entry, `method ${methods[0]}`, hostLabel);
   for (const method of methods) {
-    const existing = slot.any ?? slot.entries[slot.methods.indexOf(method)];
-    if (existing !== undefined) rejectConflict(existing, entry, `method ${method}`, hostLabel);
+    // Reading entries[-1] would be a slow property lookup, so the index is checked first.
+    const index = slot.methods.indexOf(method);
+    if (index !== -1) rejectConflict(slot.entries[index], entry, `method ${method}`, hostLabel);
   }
   // The first route of a slot shares its sorted method list, which the router never
   // changes. concat makes arrays of the exact length; push would reserve room for 16 more.
