@@ -59,10 +59,17 @@ const buildStates = new WeakMap<RoutingTable, BuildState>();
 export interface PreparedTable {
   readonly router: Router<RouteBinding>;
   /**
-   * Sets each route's balancer from `balancers`, by upstream name, and returns the frozen
-   * table. Routes whose upstream is missing get none, and the proxy returns 502 for them.
+   * False when the snapshot's upstreams are the previous table's objects, so the table keeps
+   * its pools and balancers and `finish` needs none.
    */
-  finish(balancers: ReadonlyMap<string, Balancer>): RoutingTable;
+  readonly upstreamsChanged: boolean;
+  /**
+   * Sets each new route's balancer from `balancers`, by upstream name, and returns the frozen
+   * table. Routes whose upstream is missing get none, and the proxy returns 502 for them.
+   *
+   * @throws LoomError `LOOM_INTERNAL` when `upstreamsChanged` is true and `balancers` is missing.
+   */
+  finish(balancers?: ReadonlyMap<string, Balancer>): RoutingTable;
 }
 
 /**
@@ -125,19 +132,17 @@ export async function buildTable(
   upstreams: UpstreamRegistry,
   options: BuildTableOptions = {},
 ): Promise<RoutingTable> {
-  const previous = options.previous === undefined ? undefined : buildStates.get(options.previous);
-  // NOTE: unchanged upstreams skip `update`, so a `tls.caFile` that became unreadable since is
-  // noticed only by the next snapshot that changes an upstream. Pools keep their old CA either way.
-  const keepPools = previous !== undefined && sameItems(previous.upstreams, snapshot.upstreams);
-  const prepared = await prepare(snapshot, options, previous, keepPools);
-  return prepared.finish(keepPools ? previous.balancers : upstreams.update(snapshot.upstreams));
+  const prepared = await prepareTable(snapshot, options);
+  return prepared.finish(
+    prepared.upstreamsChanged ? upstreams.update(snapshot.upstreams) : undefined,
+  );
 }
 
 /**
  * Runs the steps of `buildTable` that depend only on the snapshot: compiles each route's
- * actions and builds the router, yielding to the event loop whenever a slice has run for
- * `sliceMs`. It changes no shared state, so a prepared table that is never finished costs
- * nothing but memory.
+ * actions and builds or updates the router, yielding to the event loop whenever a slice has
+ * run for `sliceMs`. It changes no shared state, so a prepared table that is never finished
+ * costs nothing but memory.
  *
  * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on an invalid route, and
  *   `LOOM_INVALID_ARGUMENT` on an invalid `sliceMs`.
@@ -147,7 +152,10 @@ export async function prepareTable(
   options: BuildTableOptions = {},
 ): Promise<PreparedTable> {
   const previous = options.previous === undefined ? undefined : buildStates.get(options.previous);
-  return prepare(snapshot, options, previous, false);
+  // NOTE: unchanged upstreams skip `update`, so a `tls.caFile` that became unreadable since is
+  // noticed only by the next snapshot that changes an upstream. Pools keep their old CA either way.
+  const keepPools = previous !== undefined && sameItems(previous.upstreams, snapshot.upstreams);
+  return prepare(snapshot, options, previous, keepPools);
 }
 
 /** Runs `prepareTable` with the previous table's build state and whether to keep its bindings. */
@@ -174,7 +182,12 @@ async function prepare(
 
   return {
     router,
-    finish(balancers) {
+    upstreamsChanged: !keepBindings,
+    finish(given) {
+      const balancers = keepBindings ? previous?.balancers : given;
+      if (balancers === undefined) {
+        throw new LoomError('LOOM_INTERNAL', 'a table with new upstreams needs their balancers');
+      }
       for (const binding of bindings.created) {
         binding.balancer = balancers.get(binding.route.upstream);
       }

@@ -9,6 +9,7 @@ import type { MetricObjectWithValues, MetricValue } from 'prom-client';
  * exit ends a drain.
  */
 export type PrimaryMessage =
+  /** `snapshot` is an encoded StreamResponse message that contains the snapshot. */
   | { type: 'stage'; id: number; snapshot: Uint8Array }
   | { type: 'commit'; id: number; version: number }
   | { type: 'discard'; id: number }

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { formatHostPort, parseHostPort } from '../../common/address.js';
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import type { DataPlaneOptions } from '../data-plane.js';
 import { readiness, type TableSource } from '../lifecycle/readiness.js';
@@ -230,7 +231,8 @@ export class WorkerPrimary {
   async #apply(snapshot: Snapshot, fromCache: boolean): Promise<void> {
     const start = performance.now();
     const { epoch, version } = snapshot;
-    const bytes = Snapshot.encode(snapshot).finish();
+    // A StreamResponse, so each worker's SnapshotDecoder keeps the objects of unchanged routes.
+    const bytes = StreamResponse.encode({ snapshot }).finish();
     const participants = this.#pool.slots.filter((slot) => slot.state === 'listening');
 
     const results = await Promise.allSettled(

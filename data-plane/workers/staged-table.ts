@@ -28,20 +28,25 @@ export interface StagedTable {
  * that is never committed changes nothing.
  *
  * @param extraResponseHeaders names and values added to every route's response headers.
+ * @param previous the table the worker serves, whose unchanged routes and router the new table
+ *   reuses as `buildTable` does. Unchanged routes are recognized by object identity, so the
+ *   snapshot must come from the same `SnapshotDecoder` as the previous one.
  * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on an invalid route or upstream.
  */
 export async function stageTable(
   snapshot: Snapshot,
   upstreams: UpstreamRegistry,
   extraResponseHeaders: readonly string[] = [],
+  previous?: RoutingTable,
 ): Promise<StagedTable> {
-  const prepared = await prepareTable(snapshot, { extraResponseHeaders });
-  upstreams.validate(snapshot.upstreams);
+  const prepared = await prepareTable(snapshot, { extraResponseHeaders, previous });
+  if (prepared.upstreamsChanged) upstreams.validate(snapshot.upstreams);
 
   return {
     epoch: snapshot.epoch,
     version: snapshot.version,
     routes: prepared.router.size,
-    commit: () => prepared.finish(upstreams.update(snapshot.upstreams)),
+    commit: () =>
+      prepared.finish(prepared.upstreamsChanged ? upstreams.update(snapshot.upstreams) : undefined),
   };
 }

@@ -6,8 +6,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { parseHostPort } from '../../common/address.js';
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { describeBuildFailure } from '../build-table.js';
+import { SnapshotDecoder } from '../snapshot-client/snapshot-decoder.js';
 import { HttpDrainer } from '../lifecycle/drain.js';
 import { AccessLog } from '../observability/access-log.js';
 import { MetricsObserver } from '../observability/metrics-observer.js';
@@ -90,6 +91,11 @@ export class ProxyWorker {
   readonly #accessLog: AccessLog;
   readonly #faults: WorkerFaults;
   readonly #health = new HealthReplica();
+  /**
+   * Decodes the primary's StreamResponse messages, keeping the objects of unchanged routes and
+   * upstreams, so a staged table reuses the serving table's work for them.
+   */
+  readonly #decoder = new SnapshotDecoder();
   #table: RoutingTable | undefined;
   #staged: Staged | undefined;
   #draining: Promise<void> | undefined;
@@ -205,12 +211,15 @@ export class ProxyWorker {
   async #stage(bytes: Uint8Array): Promise<ReplyResults['stage']> {
     const start = performance.now();
     this.#staged = undefined;
-    const snapshot = Snapshot.decode(bytes);
+    const { snapshot } = this.#decoder.decode(bytes);
+    if (snapshot === undefined) {
+      throw new LoomError('LOOM_INTERNAL', 'the primary sent a stage request without a snapshot');
+    }
     rejectFaultRoute(snapshot, this.#faults.rejectRoute);
     const header = this.#faults.workerHeader
       ? ['x-loom-worker', `${this.#options.index}-${process.pid}`]
       : [];
-    const table = await stageTable(snapshot, this.#upstreams, header);
+    const table = await stageTable(snapshot, this.#upstreams, header, this.#table);
     await waitForGate(this.#faults.stageGate);
 
     this.#staged = { table, snapshot };

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { buildTable } from '../../data-plane/build-table.js';
+import { stageTable } from '../../data-plane/workers/staged-table.js';
 import type { RoutingTable, RouteBinding } from '../../data-plane/table.js';
 import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
@@ -120,6 +121,21 @@ describe('table reuse', () => {
       /route "b" path "\/a\/:name" conflicts with route "a"/,
     );
     assert.equal(first.router.find('GET', undefined, '/b/1').kind, 'found');
+    await upstreams.close();
+  });
+  test('staged table reuses serving table', async () => {
+    const upstreams = new UpstreamRegistry();
+    const pool = [upstream('http://127.0.0.1:9')];
+    const routes = Array.from({ length: 30 }, (_, i) => route(`r${i}`, `/r/${i}`));
+    const first = await buildTable(snapshot(1, routes, pool), upstreams);
+    const changed = [route('r0', '/r/0/v2'), ...routes.slice(1)];
+    const staged = await stageTable(snapshot(2, changed, pool), upstreams, [], first);
+    const second = staged.commit();
+
+    assert.equal(binding(second, '/r/1'), binding(first, '/r/1'));
+    assert.equal(binding(second, '/r/0/v2').balancer, binding(first, '/r/1').balancer);
+    assert.equal(second.router.find('GET', undefined, '/r/0').kind, 'not-found');
+    assert.equal(first.router.find('GET', undefined, '/r/0').kind, 'found');
     await upstreams.close();
   });
 });
