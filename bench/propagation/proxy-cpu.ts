@@ -4,19 +4,24 @@
 // then one-route changes. CPU time (`process.cpuUsage`) leaves out the time the process waits
 // for a core on a shared machine.
 // Usage: node [--expose-gc] --import tsx bench/propagation/proxy-cpu.ts [--routes 1000]
-//   [--changes 20] [--gap-ms 0] [--gcs 0] [--warmup] [--json]
+//   [--changes 20] [--gap-ms 0] [--gcs 0] [--warmup] [--json] [--windows FILE]
+//   [--snapshot-cache FILE]
 // --gap-ms idles between snapshots, as a proxy does between applies; --gcs runs that many full
 // collections in each gap (needs --expose-gc), which ages unused bytecode as traffic would;
-// --warmup runs `warmSnapshotPath` first.
+// --snapshot-cache saves each applied snapshot to FILE, as `loom data-plane --snapshot-cache`
+// does. --warmup runs `warmSnapshotPath` first. --windows writes the start and end of each change, in
+// microseconds of the monotonic clock that V8 CPU profiles use, for `profile-breakdown.ts`.
+import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 
 import { pino } from 'pino';
 
 import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
 import { DataPlane } from '../../data-plane/data-plane.js';
-import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
 import { warmSnapshotPath } from './warm-snapshot-path.js';
+import { benchUpstream, makeRoutes } from './bench-routes.js';
+import { mainThreadMs, ownCpuMs } from './process-stats.js';
 
 const argv = process.argv.slice(2);
 const ROUTES = numberOption('--routes', 1_000);
@@ -24,6 +29,12 @@ const CHANGES = numberOption('--changes', 20);
 const GAP_MS = numberOption('--gap-ms', 0);
 const GCS = numberOption('--gcs', 0);
 const WARMUP = argv.includes('--warmup');
+const WINDOWS_FILE = stringOption('--windows');
+const SNAPSHOT_CACHE = stringOption('--snapshot-cache');
+
+function stringOption(name: string): string | undefined {
+  return argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined;
+}
 
 function numberOption(name: string, fallback: number): number {
   const index = argv.indexOf(name);
@@ -35,22 +46,9 @@ function numberOption(name: string, fallback: number): number {
   return value;
 }
 
-const upstream: Upstream = { name: 'bench', targets: [{ url: 'http://127.0.0.1:9', weight: 1 }] };
-
-/** Makes the routes of `run.ts`; route `changed` gets a path that names the generation. */
-function makeRoutes(count: number, changed = -1, generation = 0): Route[] {
-  return Array.from({ length: count }, (_, index) => ({
-    name: `route-${index}`,
-    hosts: [],
-    paths: [index === changed ? `/r${index}/v${generation}/:id` : `/r${index}/:id`],
-    methods: [],
-    upstream: 'bench',
-  }));
-}
-
-function cpuMs(): number {
-  const usage = process.cpuUsage();
-  return (usage.user + usage.system) / 1e3;
+/** Microseconds of the monotonic clock, the clock of V8 CPU profile timestamps. */
+function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 function median(values: number[]): number {
@@ -61,7 +59,7 @@ function median(values: number[]): number {
 const encoded: Buffer[] = [];
 for (let change = 0; change <= CHANGES; change++) {
   const routes = makeRoutes(ROUTES, change === 0 ? -1 : change % ROUTES, change);
-  encoded.push(buildSnapshot('bench', change + 1, routes, [upstream]).encoded);
+  encoded.push(buildSnapshot('bench', change + 1, routes, [benchUpstream]).encoded);
 }
 
 const dataPlane = new DataPlane({
@@ -70,27 +68,37 @@ const dataPlane = new DataPlane({
   adminListen: '127.0.0.1:0',
   id: 'proxy-cpu',
   logger: pino({ level: 'silent' }),
+  snapshotCache: SNAPSHOT_CACHE,
 });
 
-const warmupStart = cpuMs();
+const warmupStart = ownCpuMs();
 if (WARMUP) await warmSnapshotPath(pino({ level: 'silent' }));
-const warmupMs = cpuMs() - warmupStart;
+const warmupMs = ownCpuMs() - warmupStart;
 
 // The decoder of `loom data-plane`'s snapshot client.
 const decoder = new SnapshotDecoder();
 const decodeMs: number[] = [];
 const applyMs: number[] = [];
+const windowsUs: [number, number][] = [];
+const mainMs: number[] = [];
 for (const bytes of encoded) {
   if (GAP_MS > 0) await new Promise((resolve) => setTimeout(resolve, GAP_MS));
   const collect = (globalThis as { gc?: () => void }).gc;
   for (let i = 0; i < GCS && collect !== undefined; i++) collect();
-  const start = cpuMs();
+  const startUs = monotonicUs();
+  const mainStart = mainThreadMs();
+  const start = ownCpuMs();
   const snapshot = decoder.decode(bytes).snapshot!;
-  const decoded = cpuMs();
+  const decoded = ownCpuMs();
   await dataPlane.applySnapshot(snapshot);
   decodeMs.push(decoded - start);
-  applyMs.push(cpuMs() - decoded);
+  applyMs.push(ownCpuMs() - decoded);
+  const mainEnd = mainThreadMs();
+  if (mainStart !== undefined && mainEnd !== undefined) mainMs.push(mainEnd - mainStart);
+  windowsUs.push([startUs, monotonicUs()]);
 }
+// The first window is the base snapshot, not a change.
+if (WINDOWS_FILE !== undefined) writeFileSync(WINDOWS_FILE, JSON.stringify(windowsUs.slice(1)));
 
 const result = {
   machine: {
@@ -104,6 +112,7 @@ const result = {
   changes: CHANGES,
   gapMs: GAP_MS,
   gcs: GCS,
+  snapshotCache: SNAPSHOT_CACHE !== undefined,
   warmupMs: Number(warmupMs.toFixed(1)),
   firstDecodeMs: Number(decodeMs[0].toFixed(1)),
   firstApplyMs: Number(applyMs[0].toFixed(1)),
@@ -114,6 +123,19 @@ const result = {
       decodeMs.slice(1).reduce((a, b) => a + b, 0) + applyMs.slice(1).reduce((a, b) => a + b, 0)
     ).toFixed(1),
   ),
+  // CPU time of the main thread per change, and of every other thread over all changes.
+  changeMainThreadMedianMs:
+    mainMs.length === 0 ? undefined : Number(median(mainMs.slice(1)).toFixed(1)),
+  changeOtherThreadsTotalMs:
+    mainMs.length === 0
+      ? undefined
+      : Number(
+          (
+            decodeMs.slice(1).reduce((a, b) => a + b, 0) +
+            applyMs.slice(1).reduce((a, b) => a + b, 0) -
+            mainMs.slice(1).reduce((a, b) => a + b, 0)
+          ).toFixed(1),
+        ),
   perChangeMs: decodeMs.slice(1).map((ms, index) => Number((ms + applyMs[index + 1]).toFixed(1))),
 };
 process.stdout.write(

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { AdminClient } from '../../cli/admin-client.js';
-import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+import type { Route } from '../../proto/gen/loom/v1/config.js';
 import {
   ROOT,
   startLoom,
@@ -22,6 +22,7 @@ import {
 } from '../../scripts/processes.js';
 import { findFreePort } from '../../test/helpers/ports.js';
 import { availableMiB, cpuMs, rssMiB } from './process-stats.js';
+import { benchUpstream, makeRoutes } from './bench-routes.js';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
@@ -81,18 +82,6 @@ interface Row {
   proxyCpuMsPerSnapshot?: number;
   cpRssMiB?: number;
   skipped?: string;
-}
-
-const upstream: Upstream = { name: 'bench', targets: [{ url: 'http://127.0.0.1:9', weight: 1 }] };
-
-function makeRoutes(count: number, changed = -1, generation = 0): Route[] {
-  return Array.from({ length: count }, (_, index) => ({
-    name: `route-${index}`,
-    hosts: [],
-    paths: [index === changed ? `/r${index}/v${generation}/:id` : `/r${index}/:id`],
-    methods: [],
-    upstream: 'bench',
-  }));
 }
 
 function percentile(values: number[], p: number): number {
@@ -164,7 +153,7 @@ class Bench {
   async applyAndWait(routes: Route[]): Promise<{ version: number; perProxyMs: number[] }> {
     const response = await this.client.apply({
       routes,
-      upstreams: [upstream],
+      upstreams: [benchUpstream],
       prune: true,
       dryRun: false,
       ifVersion: 0,

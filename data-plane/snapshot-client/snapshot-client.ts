@@ -71,7 +71,7 @@ export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'sto
  * Returns a client class for the snapshot service whose responses `decoder` decodes, so routes
  * and upstreams unchanged since the previous snapshot keep their objects.
  */
-function snapshotServiceClient(decoder: SnapshotDecoder): typeof SnapshotServiceClient {
+export function snapshotServiceClient(decoder: SnapshotDecoder): typeof SnapshotServiceClient {
   const service = {
     stream: {
       ...SnapshotServiceService.stream,

@@ -3,7 +3,7 @@ import { BinaryReader, type WireType } from '@bufbuild/protobuf/wire';
 import { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import type { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
-import { OrderedMatcher } from './ordered-matcher.js';
+import { ListDecoder, type DecodedList } from './list-decoder.js';
 
 /** Tags (field number and wire type) of the messages this decoder reads. */
 const RESPONSE_SNAPSHOT = (1 << 3) | 2;
@@ -14,18 +14,54 @@ const SNAPSHOT_ROUTE = (4 << 3) | 2;
 const SNAPSHOT_UPSTREAM = (5 << 3) | 2;
 const WIRE_TYPE_END_GROUP = 4;
 
-/** Decoded items of one repeated field, with where each item's bytes lie in the message. */
-interface DecodedList<T> {
-  items: T[];
-  starts: number[];
-  ends: number[];
+/** A buffer for the copy of one message at a time, with the count of messages copied in. */
+interface Storage {
+  buffer: Buffer;
+  generation: number;
 }
 
 /** The previous message and its decoded routes and upstreams. */
 interface PreviousSnapshot {
+  /** The storage that `bytes` lies in, reused for the message after the next one. */
+  storage: Storage;
   bytes: Buffer;
   routes: DecodedList<Route>;
   upstreams: DecodedList<Upstream>;
+}
+
+/** Location of the encoded bytes of each decoded snapshot, by snapshot. */
+const encodedSnapshots = new WeakMap<
+  Snapshot,
+  { storage: Storage; generation: number; bytes: Buffer }
+>();
+
+/** Routes of the snapshot that each snapshot was decoded after, and whether the names stayed. */
+const routeNameChecks = new WeakMap<
+  Snapshot,
+  { previousRoutes: readonly Route[]; sameNames: boolean }
+>();
+
+/**
+ * Returns true when a `SnapshotDecoder` decoded `snapshot` right after the snapshot whose routes
+ * are `previousRoutes`, and found that the route names are the same, in the same order. The
+ * decoder derives that from where it reused previous entries, without a pass over every route.
+ * False means the names differ or the decoder could not tell.
+ */
+export function hasSameRouteNames(snapshot: Snapshot, previousRoutes: readonly Route[]): boolean {
+  const check = routeNameChecks.get(snapshot);
+  return check !== undefined && check.previousRoutes === previousRoutes && check.sameNames;
+}
+
+/**
+ * Returns the bytes of the Snapshot message that a `SnapshotDecoder` decoded `snapshot` from, or
+ * undefined when no decoder did or a later message has overwritten them. The decoder's next
+ * `decode` call may overwrite them, so a caller that yields to the event loop copies them first.
+ * Encoding `snapshot` again gives the same content, but costs milliseconds at 10,000 routes.
+ */
+export function encodedSnapshotOf(snapshot: Snapshot): Uint8Array | undefined {
+  const entry = encodedSnapshots.get(snapshot);
+  if (entry === undefined || entry.storage.generation !== entry.generation) return undefined;
+  return entry.bytes;
 }
 
 /**
@@ -33,22 +69,30 @@ interface PreviousSnapshot {
  * previous message's Route and Upstream objects for entries whose encoded bytes are unchanged.
  * A one-route change then decodes one route instead of all of them. Because equal objects mean
  * equal bytes, the table build can tell unchanged routes by identity (see `buildTable`).
+ * Unchanged entries that follow each other are compared as one byte range, so a one-route
+ * change costs a few comparisons of long ranges instead of one comparison per route.
  *
  * Decoded objects are shared between snapshots, so nothing may modify them.
  */
 export class SnapshotDecoder {
   #previous: PreviousSnapshot | undefined;
+  /** Storage for the next message's copy; `#previous` never refers to it. */
+  #spare: Storage | undefined;
 
   /** Decodes one message. Throws on malformed input, as the generated decoder does. */
   decode(input: Uint8Array): StreamResponse {
     // A copy, because grpc-js owns `input` and the next message is compared with these bytes.
-    const bytes = Buffer.from(input);
+    // Decoded objects keep no reference to it: no message of the snapshot has a bytes field.
+    const storage = this.#storageFor(input.length);
+    storage.generation++;
+    storage.buffer.set(input);
+    const bytes = storage.buffer.subarray(0, input.length);
     const reader = new BinaryReader(bytes);
     let snapshot: Snapshot | undefined;
     while (reader.pos < reader.len) {
       const tag = reader.uint32();
       if (tag === RESPONSE_SNAPSHOT) {
-        snapshot = this.#decodeSnapshot(reader, bytes, reader.uint32());
+        snapshot = this.#decodeSnapshot(reader, storage, bytes, reader.uint32());
         continue;
       }
       if ((tag & 7) === WIRE_TYPE_END_GROUP || tag === 0) break;
@@ -57,13 +101,39 @@ export class SnapshotDecoder {
     return { snapshot };
   }
 
-  #decodeSnapshot(reader: BinaryReader, bytes: Buffer, length: number): Snapshot {
-    const end = reader.pos + length;
+  /**
+   * Returns storage of at least `length` bytes that the previous message does not use. Two
+   * buffers take turns, so a change costs a copy into memory already in use instead of a new
+   * allocation that the kernel maps page by page.
+   */
+  #storageFor(length: number): Storage {
+    const spare = this.#spare;
+    const size = spare?.buffer.length ?? 0;
+    if (spare !== undefined && size >= length && size <= 2 * length + 1024) return spare;
+
+    // Room for some growth, so that adding a route does not allocate again.
+    this.#spare = { buffer: Buffer.allocUnsafe(length + (length >>> 3)), generation: 0 };
+    return this.#spare;
+  }
+
+  #decodeSnapshot(reader: BinaryReader, storage: Storage, bytes: Buffer, length: number): Snapshot {
+    const start = reader.pos;
+    const end = start + length;
     const previous = this.#previous;
-    const routes = new ListDecoder(reader, bytes, Route.decode, previous?.bytes, previous?.routes);
+    // A length past the buffer is malformed input; the reads below throw on it.
+    const limit = Math.min(end, bytes.length);
+    const routes = new ListDecoder(
+      reader,
+      bytes,
+      limit,
+      Route.decode,
+      previous?.bytes,
+      previous?.routes,
+    );
     const upstreams = new ListDecoder(
       reader,
       bytes,
+      limit,
       Upstream.decode,
       previous?.bytes,
       previous?.upstreams,
@@ -71,76 +141,35 @@ export class SnapshotDecoder {
     const snapshot: Snapshot = { version: 0, epoch: '', hash: '', routes: [], upstreams: [] };
 
     while (reader.pos < end) {
+      const tagStart = reader.pos;
       const tag = reader.uint32();
       if (tag === SNAPSHOT_VERSION) snapshot.version = safeNumber(reader.uint64());
       else if (tag === SNAPSHOT_EPOCH) snapshot.epoch = reader.string();
       else if (tag === SNAPSHOT_HASH) snapshot.hash = reader.string();
-      else if (tag === SNAPSHOT_ROUTE) routes.next(reader.uint32());
-      else if (tag === SNAPSHOT_UPSTREAM) upstreams.next(reader.uint32());
+      else if (tag === SNAPSHOT_ROUTE) routes.next(tagStart, reader.uint32());
+      else if (tag === SNAPSHOT_UPSTREAM) upstreams.next(tagStart, reader.uint32());
       else if ((tag & 7) === WIRE_TYPE_END_GROUP || tag === 0) break;
       else reader.skip((tag & 7) as WireType, tag >>> 3);
     }
 
-    snapshot.routes = routes.decoded.items;
-    snapshot.upstreams = upstreams.decoded.items;
-    this.#previous = { bytes, routes: routes.decoded, upstreams: upstreams.decoded };
-    return snapshot;
-  }
-}
-
-/** Decodes the entries of one repeated message field, reusing unchanged previous entries. */
-class ListDecoder<T extends { name: string }> {
-  readonly decoded: DecodedList<T> = { items: [], starts: [], ends: [] };
-  readonly #reader: BinaryReader;
-  readonly #bytes: Buffer;
-  readonly #decodeItem: (reader: BinaryReader, length: number) => T;
-  readonly #previousBytes: Buffer | undefined;
-  readonly #previous: DecodedList<T> | undefined;
-  readonly #matcher: OrderedMatcher;
-  #start = 0;
-  #end = 0;
-  readonly #isEqual = (index: number): boolean => {
-    const previous = this.#previous!;
-    const start = previous.starts[index];
-    const end = previous.ends[index];
-    return (
-      end - start === this.#end - this.#start &&
-      this.#previousBytes!.compare(this.#bytes, this.#start, this.#end, start, end) === 0
-    );
-  };
-
-  constructor(
-    reader: BinaryReader,
-    bytes: Buffer,
-    decodeItem: (reader: BinaryReader, length: number) => T,
-    previousBytes: Buffer | undefined,
-    previous: DecodedList<T> | undefined,
-  ) {
-    this.#reader = reader;
-    this.#bytes = bytes;
-    this.#decodeItem = decodeItem;
-    this.#previousBytes = previousBytes;
-    this.#previous = previous;
-    const items = previous?.items ?? [];
-    this.#matcher = new OrderedMatcher(items.length, (index) => items[index].name);
-  }
-
-  /** Decodes the entry of `length` bytes at the reader's position, or reuses an equal one. */
-  next(length: number): void {
-    this.#start = this.#reader.pos;
-    this.#end = this.#start + length;
-    const index = this.#previous === undefined ? -1 : this.#matcher.match(this.#isEqual);
-    let item: T;
-    if (index >= 0) {
-      item = this.#previous!.items[index];
-      this.#reader.pos = this.#end;
-    } else {
-      item = this.#decodeItem(this.#reader, length);
-      this.#matcher.resync(item.name);
+    const decodedRoutes = routes.finish();
+    const decodedUpstreams = upstreams.finish();
+    snapshot.routes = decodedRoutes.items;
+    snapshot.upstreams = decodedUpstreams.items;
+    this.#spare = previous?.storage;
+    this.#previous = { storage, bytes, routes: decodedRoutes, upstreams: decodedUpstreams };
+    encodedSnapshots.set(snapshot, {
+      storage,
+      generation: storage.generation,
+      bytes: bytes.subarray(start, end),
+    });
+    if (previous !== undefined) {
+      routeNameChecks.set(snapshot, {
+        previousRoutes: previous.routes.items,
+        sameNames: decodedRoutes.sameNames,
+      });
     }
-    this.decoded.items.push(item);
-    this.decoded.starts.push(this.#start);
-    this.decoded.ends.push(this.#end);
+    return snapshot;
   }
 }
 

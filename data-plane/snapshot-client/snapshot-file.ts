@@ -39,7 +39,7 @@ export interface CachedSnapshot {
 export class SnapshotFile {
   readonly path: string;
   readonly #logger: Logger;
-  #pending: Snapshot | undefined;
+  #pending: { snapshot: Snapshot; encoded: Buffer | undefined } | undefined;
   #saving: Promise<void> | undefined;
 
   constructor(path: string, logger: Logger) {
@@ -47,9 +47,13 @@ export class SnapshotFile {
     this.#logger = logger.child({ component: 'snapshot-file' });
   }
 
-  /** Queues `snapshot` to be written; resolves when it (or a newer one) is on disk. */
-  save(snapshot: Snapshot): Promise<void> {
-    this.#pending = snapshot;
+  /**
+   * Queues `snapshot` to be written; resolves when it (or a newer one) is on disk. `encoded` is
+   * optional: `snapshot` as protobuf bytes, such as the bytes it was decoded from. It is copied
+   * before `save` returns and spares encoding the snapshot again.
+   */
+  save(snapshot: Snapshot, encoded?: Uint8Array): Promise<void> {
+    this.#pending = { snapshot, encoded: encoded === undefined ? undefined : Buffer.from(encoded) };
     this.#saving ??= this.#drain().finally(() => {
       this.#saving = undefined;
     });
@@ -90,10 +94,10 @@ export class SnapshotFile {
 
   async #drain(): Promise<void> {
     while (this.#pending !== undefined) {
-      const snapshot = this.#pending;
+      const { snapshot, encoded } = this.#pending;
       this.#pending = undefined;
       try {
-        await this.#write(snapshot);
+        await this.#write(snapshot, encoded);
       } catch (error) {
         // The proxy keeps serving; only a restart without a control plane needs the file.
         this.#logger.warn({ path: this.path, err: error }, 'snapshot cache write failed');
@@ -101,8 +105,8 @@ export class SnapshotFile {
     }
   }
 
-  async #write(snapshot: Snapshot): Promise<void> {
-    const bytes = Buffer.from(Snapshot.encode(snapshot).finish());
+  async #write(snapshot: Snapshot, encoded: Buffer | undefined): Promise<void> {
+    const bytes = encoded ?? Buffer.from(Snapshot.encode(snapshot).finish());
     const envelope: Envelope = {
       format: FORMAT,
       savedAtMs: Date.now(),

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 
 import { SnapshotFile } from '../../data-plane/snapshot-client/snapshot-file.js';
-import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { waitFor } from '../../scripts/processes.js';
 import { applyConfig, fixtureConfig, readyz, waitForVersion, Workspace } from './harness.js';
 
@@ -180,6 +180,25 @@ describe('proxy lifecycle', { timeout: 90_000 }, () => {
       await file.save(snapshot);
       assert.equal(await file.load(60_000, Date.now() + 120_000), undefined);
       assert.ok((await file.load(60_000)) !== undefined);
+    });
+
+    test('encoded bytes are saved as given', async () => {
+      const file = new SnapshotFile(join(dir, 'e.json'), pino({ enabled: false }));
+      const encoded = Snapshot.encode(snapshot).finish();
+      const encode = Snapshot.encode;
+      Snapshot.encode = () => {
+        throw new Error('the snapshot was encoded again');
+      };
+      let saved: Promise<void>;
+      try {
+        saved = file.save(snapshot, encoded);
+      } finally {
+        Snapshot.encode = encode;
+      }
+      // save() copies the bytes before it returns, so the caller may reuse its buffer.
+      encoded.fill(0);
+      await saved;
+      assert.deepEqual((await file.load(60_000))?.snapshot, snapshot);
     });
 
     test('newest pending save wins', async () => {
