@@ -21,6 +21,12 @@ import {
 import type { PathPattern, PatternSegment } from './pattern.js';
 import type { RouteEntry } from './route-entry.js';
 
+/**
+ * Number of edges of a sealed wide node that lead to an empty node, for the nodes that have
+ * any. A copy of the node starts from its count.
+ */
+const tombstoneCounts = new WeakMap<PathNode<unknown>, number>();
+
 /** Owned nodes reindexed between two yields of `TreeEditor.sealSteps`. */
 const SEAL_STEP_NODES = 256;
 
@@ -61,6 +67,11 @@ export class TreeEditor<T> {
    * drops the node from here.
    */
   readonly #indexedEdges = new Map<PathNode<T>, number>();
+  /**
+   * Number of edges of each copied wide node that lead to an empty node (see `#prune`). Sealing
+   * drops them once they are a quarter of the node's edges.
+   */
+  readonly #tombstones = new Map<PathNode<T>, number>();
   /** Edge index by first segment of each wide owned node without a usable index, built on first use. */
   readonly #wideIndexes = new Map<PathNode<T>, Map<string, number>>();
 
@@ -91,6 +102,16 @@ export class TreeEditor<T> {
         if (index === -1) {
           const child = this.#create();
           this.#addEdge(node, segment.text, child);
+          node = child;
+          i++;
+          continue;
+        }
+        if (isEmptyNode(node.edgeNodes[index])) {
+          // An edge that an earlier removal left to an empty node: it takes the new route.
+          const child = this.#create();
+          node.edgeTexts[index] = segment.text;
+          node.edgeNodes[index] = child;
+          this.#tombstones.set(node, (this.#tombstones.get(node) ?? 1) - 1);
           node = child;
           i++;
           continue;
@@ -195,11 +216,12 @@ export class TreeEditor<T> {
   *sealSteps(): Generator<void, void, void> {
     let sealed = 0;
     for (const node of this.#owned) {
-      reindexNode(node, this.#indexedEdges.get(node) ?? 0);
+      reindexNode(node, this.#indexedEdges.get(node) ?? 0, this.#tombstones.get(node) ?? 0);
       if (++sealed % SEAL_STEP_NODES === 0) yield;
     }
     this.#owned.clear();
     this.#indexedEdges.clear();
+    this.#tombstones.clear();
     this.#ownedSlots.clear();
     this.#wideIndexes.clear();
   }
@@ -259,12 +281,17 @@ export class TreeEditor<T> {
         parent.param = null;
       } else if (parent.mixed !== null && parent.mixed.some((edge) => edge.node === node)) {
         parent.mixed = parent.mixed.filter((edge) => edge.node !== node);
+      } else if (this.#indexedEdges.has(parent)) {
+        // Removing the edge would shift the edges after it out of the index the wide node
+        // shares, and rebuilding that costs as much as the whole edit. The edge stays and
+        // leads to this empty node, which lookups pass through as if the edge were gone.
+        this.#tombstones.set(parent, (this.#tombstones.get(parent) ?? 0) + 1);
+        return;
       } else {
         const index = parent.edgeNodes.indexOf(node);
         parent.edgeTexts.splice(index, 1);
         parent.edgeNodes.splice(index, 1);
         this.#wideIndexes.delete(parent);
-        this.#indexedEdges.delete(parent);
       }
       node = parent;
     }
@@ -319,6 +346,8 @@ export class TreeEditor<T> {
       copy.edgeHashes = node.edgeHashes;
       copy.edgeTableShift = node.edgeTableShift;
       this.#indexedEdges.set(copy, node.edgeTexts.length);
+      const tombstones = tombstoneCounts.get(node);
+      if (tombstones !== undefined) this.#tombstones.set(copy, tombstones);
     }
     this.#owned.add(copy);
     return copy;
@@ -418,7 +447,13 @@ export function isEmptyNode(node: PathNode<unknown>): boolean {
  * `indexed` is how many of its first edges the shared edge table still covers. When that
  * table has room for the edges added after them, it is copied and extended, not rebuilt.
  */
-function reindexNode<T>(node: PathNode<T>, indexed: number): void {
+function reindexNode<T>(node: PathNode<T>, indexed: number, tombstones: number): void {
+  if (tombstones * 4 > node.edgeTexts.length) {
+    dropEmptyEdges(node);
+    indexed = 0;
+  } else if (tombstones > 0) {
+    tombstoneCounts.set(node, tombstones);
+  }
   const texts = node.edgeTexts;
   const nodes = node.edgeNodes;
   for (let i = 0; i < texts.length; i++) {
@@ -453,6 +488,19 @@ function reindexNode<T>(node: PathNode<T>, indexed: number): void {
         : node.mixed.sort((a, b) => compareMixedSegments(a.segment, b.segment));
   }
   node.dispatch = dispatchOf(node);
+}
+
+/** Removes the edges that lead to an empty node. */
+function dropEmptyEdges(node: PathNode<unknown>): void {
+  const texts: string[] = [];
+  const nodes: PathNode<unknown>[] = [];
+  for (let i = 0; i < node.edgeTexts.length; i++) {
+    if (isEmptyNode(node.edgeNodes[i])) continue;
+    texts.push(node.edgeTexts[i]);
+    nodes.push(node.edgeNodes[i]);
+  }
+  node.edgeTexts = texts;
+  node.edgeNodes = nodes;
 }
 
 /** Gives a node a copy of `table` with the edges from `indexed` on added (see `hashEdges`). */
