@@ -178,7 +178,10 @@ async function prepare(
     reusable ? previous : undefined,
     keepBindings,
   );
-  const router = await routerOf(bindings, keepBindings ? previous?.router : undefined, sliceMs);
+  // Without reusable actions, `compileBindings` had no previous bindings to compare with, so
+  // `bindings.removed` is empty and only a new build gives the snapshot's routes.
+  const keepRouter = keepBindings && reusable;
+  const router = await routerOf(bindings, keepRouter ? previous?.router : undefined, sliceMs);
 
   return {
     router,
@@ -257,7 +260,9 @@ async function compileBindings(
       index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
       if (index >= 0) cursor = index + 1;
     }
-    if (index >= 0 && keepBindings) {
+    // A route object listed twice gets a new binding the second time, so the router sees both
+    // entries and rejects the pair as a full build does.
+    if (index >= 0 && keepBindings && kept[index] === 0) {
       all[i] = previous[index];
       kept[index] = 1;
     } else {

@@ -96,13 +96,14 @@ export class PathTree<T> {
   }
 
   /**
-   * Removes one path of one route from a fork.
+   * Removes one path of one route from a fork. `methods` are the route's methods as `insert`
+   * was given them.
    *
    * @throws MissingRouteError when the tree has no entry of `route` at `pattern`.
    */
-  remove(pattern: PathPattern, route: string): void {
+  remove(pattern: PathPattern, route: string, methods: readonly string[]): void {
     if (this.#editor === null) throw new Error('PathTree.remove needs a fork that is not sealed');
-    this.#editor.remove(pattern, route);
+    this.#editor.remove(pattern, route, methods);
   }
 
   /**

@@ -45,16 +45,18 @@ export class RouteIndex<T> {
   }
 
   /**
-   * Removes every path of a route from a fork, by the route's name. The route must be the
-   * one the base index was given, with the same hosts, paths and methods.
+   * Removes every path of a route from a fork, by the route's name and methods, so a route of
+   * the same name with other methods keeps its entries. The route must be the one the base
+   * index was given, with the same hosts, paths and methods.
    *
    * @throws MissingRouteError when a path of the route is not in its trees.
    * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on an invalid host or path pattern.
    */
   remove(route: RouterRoute<T>): void {
+    const methods = this.#methodsOf(route);
     const trees = this.#treesFor(route);
     for (const pattern of patternsOf(route)) {
-      for (const tree of trees) tree.remove(pattern, route.name);
+      for (const tree of trees) tree.remove(pattern, route.name, methods);
     }
   }
 

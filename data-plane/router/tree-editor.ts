@@ -157,12 +157,13 @@ export class TreeEditor<T> {
   }
 
   /**
-   * Removes the entries of route `route` for one path pattern, and every node left with
-   * nothing below it.
+   * Removes the entries of route `route` for one path pattern and `methods`, as `insert` was
+   * given them, and every node left with nothing below it. Routes of the same name keep their
+   * entries for other methods: a full build accepts such routes when their methods differ.
    *
    * @throws MissingRouteError when the tree has no entry of that route for the pattern.
    */
-  remove(pattern: PathPattern, route: string): void {
+  remove(pattern: PathPattern, route: string, methods: readonly string[]): void {
     const segments = pattern.segments;
     const trail: PathNode<T>[] = [];
     let node = this.root;
@@ -189,9 +190,9 @@ export class TreeEditor<T> {
         }
       } else {
         if (segment.includesParent && i > 0) {
-          this.#removeEnd(node, staticPathOf(segments, i), route, pattern);
+          this.#removeEnd(node, staticPathOf(segments, i), route, methods, pattern);
         }
-        node.catchAll = this.#withoutRoute(node.catchAll, route, pattern);
+        node.catchAll = this.#withoutRoute(node.catchAll, route, methods, pattern);
         this.#prune(trail, node);
         return;
       }
@@ -200,7 +201,7 @@ export class TreeEditor<T> {
       node = child;
       i++;
     }
-    this.#removeEnd(node, staticPathOf(segments, segments.length), route, pattern);
+    this.#removeEnd(node, staticPathOf(segments, segments.length), route, methods, pattern);
     this.#prune(trail, node);
   }
 
@@ -244,25 +245,44 @@ export class TreeEditor<T> {
     node: PathNode<T>,
     staticPath: string | null,
     route: string,
+    methods: readonly string[],
     pattern: PathPattern,
   ): void {
-    node.end = this.#withoutRoute(node.end, route, pattern);
+    node.end = this.#withoutRoute(node.end, route, methods, pattern);
     if (staticPath !== null) this.#staticChanges[staticPath] = node.end;
   }
 
-  /** Returns an owned copy of `slot` without the entries of `route`, or null when none remain. */
-  #withoutRoute(slot: Slot<T> | null, route: string, pattern: PathPattern): Slot<T> | null {
+  /**
+   * Returns an owned copy of `slot` without the entries of `route` for `removedMethods` (empty
+   * for any method), or null when none remain. Entries of one slot never share a method, so
+   * these are the removed route's own entries even when another route has the same name.
+   */
+  #withoutRoute(
+    slot: Slot<T> | null,
+    route: string,
+    removedMethods: readonly string[],
+    pattern: PathPattern,
+  ): Slot<T> | null {
     if (slot === null) throw new MissingRouteError(route, pattern.source);
-    const any = slot.any !== null && slot.any.route === route ? null : slot.any;
-    const methods: string[] = [];
-    const entries: RouteEntry<T>[] = [];
-    for (let i = 0; i < slot.methods.length; i++) {
-      if (slot.entries[i].route === route) continue;
-      methods.push(slot.methods[i]);
-      entries.push(slot.entries[i]);
-    }
-    if (any === slot.any && methods.length === slot.methods.length) {
-      throw new MissingRouteError(route, pattern.source);
+    let any = slot.any;
+    let methods = slot.methods;
+    let entries = slot.entries;
+    if (removedMethods.length === 0) {
+      if (any === null || any.route !== route) throw new MissingRouteError(route, pattern.source);
+      any = null;
+    } else {
+      const keptMethods: string[] = [];
+      const keptEntries: RouteEntry<T>[] = [];
+      for (let i = 0; i < methods.length; i++) {
+        if (entries[i].route === route && removedMethods.includes(methods[i])) continue;
+        keptMethods.push(methods[i]);
+        keptEntries.push(entries[i]);
+      }
+      if (methods.length - keptMethods.length !== removedMethods.length) {
+        throw new MissingRouteError(route, pattern.source);
+      }
+      methods = keptMethods;
+      entries = keptEntries;
     }
     if (any === null && methods.length === 0) return null;
 
