@@ -11,12 +11,13 @@ import { buildTable, describeBuildFailure } from './build-table.js';
 import { AccessLog } from './observability/access-log.js';
 import { createAdminServer } from './observability/admin-server.js';
 import { MetricsObserver } from './observability/metrics-observer.js';
-import { ProxyMetrics, type TargetRef } from './observability/proxy-metrics.js';
+import { MetricsRetention } from './observability/metrics-retention.js';
+import { ProxyMetrics } from './observability/proxy-metrics.js';
 import { createProxyServer, type ProxyServerOptions } from './proxy/proxy-server.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, HttpDrainer } from './lifecycle/drain.js';
 import { readiness, type TableSource } from './lifecycle/readiness.js';
 import { SnapshotClient } from './snapshot-client/snapshot-client.js';
-import { encodedSnapshotOf, hasSameRouteNames } from './snapshot-client/snapshot-decoder.js';
+import { encodedSnapshotOf } from './snapshot-client/snapshot-decoder.js';
 import {
   DEFAULT_SNAPSHOT_CACHE_MAX_AGE_MS,
   SnapshotFile,
@@ -75,9 +76,9 @@ export class DataPlane {
   readonly #snapshotFile: SnapshotFile | undefined;
   #tableSource: TableSource = 'control-plane';
   /** Routes and upstreams of the snapshot in service, to tell which metrics to drop. */
-  #applied: Pick<Snapshot, 'routes' | 'upstreams'> = { routes: [], upstreams: [] };
   /** Metrics served at `GET /metrics` on the admin listener. */
   readonly metrics = new ProxyMetrics();
+  readonly #retention = new MetricsRetention(this.metrics);
   /** The per-request access log; disabled unless `accessLog` was given. */
   readonly accessLog: AccessLog;
 
@@ -197,7 +198,7 @@ export class DataPlane {
     this.#tableSource = options.fromCache ? 'snapshot-cache' : 'control-plane';
     if (!options.fromCache) void this.#snapshotFile?.save(snapshot, encodedSnapshotOf(snapshot));
     this.metrics.tables.track(table);
-    this.#retainMetrics(snapshot);
+    this.#retention.retain(snapshot);
     const applyMs = performance.now() - start;
     this.metrics.snapshotApplied(table.version, table.router.size, applyMs / 1e3, buildMs / 1e3);
     this.#logger.info(
@@ -208,28 +209,6 @@ export class DataPlane {
         buildMs: Number(buildMs.toFixed(2)),
       },
       'snapshot applied',
-    );
-  }
-
-  /**
-   * Drops the metrics of routes and targets that left the configuration. Skipped when the route
-   * names and the upstream objects are those of the previous snapshot, because `retain` builds
-   * a set of every route name, synchronously, in the middle of the swap. The snapshot decoder
-   * usually records that the names stayed the same, which spares a pass over every route.
-   */
-  #retainMetrics(snapshot: Snapshot): void {
-    const previous = this.#applied;
-    this.#applied = { routes: snapshot.routes, upstreams: snapshot.upstreams };
-    const sameRouteNames =
-      hasSameRouteNames(snapshot, previous.routes) || sameNames(previous.routes, snapshot.routes);
-    if (sameRouteNames && sameItems(previous.upstreams, snapshot.upstreams)) {
-      return;
-    }
-
-    // NOTE: a change of route names still costs a pass over every route with a set of names.
-    this.metrics.retain(
-      snapshot.routes.map((route) => route.name),
-      targetRefs(snapshot),
     );
   }
 
@@ -278,41 +257,6 @@ export class DataPlane {
       'serving cached snapshot',
     );
   }
-}
-
-/**
- * Returns whether two route lists hold the same names in the same order. The snapshot decoder
- * keeps the objects of unchanged routes, so most items compare by identity and only changed
- * routes need their names read.
- */
-function sameNames(a: readonly { name: string }[], b: readonly { name: string }[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i] && a[i].name !== b[i].name) return false;
-  }
-  return true;
-}
-
-/** Returns whether two lists hold the same objects in the same order. */
-function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i]) return false;
-  }
-  return true;
-}
-
-/** Lists the upstream and origin of every target; a URL that does not parse is skipped. */
-function targetRefs(snapshot: Snapshot): TargetRef[] {
-  const refs: TargetRef[] = [];
-  for (const upstream of snapshot.upstreams) {
-    for (const target of upstream.targets) {
-      if (URL.canParse(target.url)) {
-        refs.push({ upstream: upstream.name, target: new URL(target.url).origin });
-      }
-    }
-  }
-  return refs;
 }
 
 async function listen(server: Server, address: { host: string; port: number }): Promise<void> {

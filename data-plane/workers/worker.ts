@@ -12,7 +12,8 @@ import { SnapshotDecoder } from '../snapshot-client/snapshot-decoder.js';
 import { HttpDrainer } from '../lifecycle/drain.js';
 import { AccessLog } from '../observability/access-log.js';
 import { MetricsObserver } from '../observability/metrics-observer.js';
-import { ProxyMetrics, type TargetRef } from '../observability/proxy-metrics.js';
+import { MetricsRetention } from '../observability/metrics-retention.js';
+import { ProxyMetrics } from '../observability/proxy-metrics.js';
 import { createProxyServer, type ProxyServerOptions } from '../proxy/proxy-server.js';
 import type { RoutingTable } from '../table.js';
 import { setHealthSource } from '../upstreams/health-checker.js';
@@ -88,6 +89,7 @@ export class ProxyWorker {
   readonly #server: Server;
   readonly #drainer: HttpDrainer;
   readonly #metrics = new ProxyMetrics();
+  readonly #retention = new MetricsRetention(this.#metrics);
   readonly #accessLog: AccessLog;
   readonly #faults: WorkerFaults;
   readonly #health = new HealthReplica();
@@ -244,10 +246,7 @@ export class ProxyWorker {
     const table = staged.table.commit();
     this.#table = table;
     this.#metrics.tables.track(table);
-    this.#metrics.retain(
-      staged.snapshot.routes.map((route) => route.name),
-      targetRefs(staged.snapshot),
-    );
+    this.#retention.retain(staged.snapshot);
     this.#logger.debug({ epoch: table.epoch, version: table.version }, 'snapshot committed');
     return {};
   }
@@ -270,19 +269,6 @@ function send(message: WorkerMessage): void {
 }
 
 function ignore(): void {}
-
-/** Lists the upstream and origin of every target; a URL that does not parse is skipped. */
-function targetRefs(snapshot: Snapshot): TargetRef[] {
-  const refs: TargetRef[] = [];
-  for (const upstream of snapshot.upstreams) {
-    for (const target of upstream.targets) {
-      if (URL.canParse(target.url)) {
-        refs.push({ upstream: upstream.name, target: new URL(target.url).origin });
-      }
-    }
-  }
-  return refs;
-}
 
 /** Throws when the test-only fault switch names a route of the snapshot. */
 function rejectFaultRoute(snapshot: Snapshot, route: string | undefined): void {
