@@ -1,9 +1,7 @@
-import { readFileSync } from 'node:fs';
-
 import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Node } from 'yaml';
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
-import { expandConfigPaths } from '../config/load.js';
+import type { ConfigSource } from '../config/load.js';
 
 /** A route or upstream as it appears in one config file. */
 interface Declaration {
@@ -14,14 +12,19 @@ interface Declaration {
 
 /**
  * Adds file and line to the issues that the control plane found, for the resources that
- * `files` declare, and words the upstream list of an unknown upstream for a check that saw both
- * the files and the store. Returns other errors unchanged.
+ * `sources` declare, and words the upstream list of an unknown upstream for a check that saw
+ * both the files and the store. Returns other errors unchanged. `sources` are the texts the
+ * offline checks read (`DeclaredConfig.sources`), so standard input gets lines too and a file
+ * changed since is not read again.
  */
-export async function locateControlPlaneIssues(error: unknown, files: string[]): Promise<unknown> {
+export function locateControlPlaneIssues(
+  error: unknown,
+  sources: readonly ConfigSource[],
+): unknown {
   if (!(error instanceof ConfigError)) return error;
   if (error.issues.every((issue) => issue.file !== undefined)) return error;
 
-  const declarations = await readDeclarations(files);
+  const declarations = findDeclarations(sources);
   return new ConfigError(
     error.issues.map((issue) => (issue.file === undefined ? locate(issue, declarations) : issue)),
     error.warnings,
@@ -76,17 +79,9 @@ function fieldOffset(node: Node, path: (string | number)[]): number {
 }
 
 /** Maps `route/NAME` and `upstream/NAME` to where the files declare them; the first file wins. */
-async function readDeclarations(paths: string[]): Promise<Map<string, Declaration>> {
+function findDeclarations(sources: readonly ConfigSource[]): Map<string, Declaration> {
   const declarations = new Map<string, Declaration>();
-  // The same files as the offline checks read; a directory that became unreadable adds none.
-  const files = await expandConfigPaths(paths).catch(() => []);
-  for (const file of files) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      continue; // Removed after the offline checks read it; its issues keep no line.
-    }
+  for (const { file, text } of sources) {
     const lines = new LineCounter();
     for (const document of parseAllDocuments(text, { lineCounter: lines })) {
       if (!('contents' in document) || !isMap(document.contents)) continue;

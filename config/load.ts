@@ -37,6 +37,17 @@ export interface DeclaredConfig {
   upstreams: Upstream[];
   /** Problems that do not stop an apply, such as routes that can never match. */
   warnings: ConfigIssue[];
+  /**
+   * The texts read, by the file name that messages use (`(stdin)` for standard input), so
+   * that issues found later, by the control plane, can name lines without reading again.
+   */
+  sources: readonly ConfigSource[];
+}
+
+/** The text of one config file and the name that messages give it. */
+export interface ConfigSource {
+  file: string;
+  text: string;
 }
 
 /**
@@ -189,7 +200,7 @@ async function readConfigText(file: string): Promise<string> {
 
 /** Parses config texts already in memory; `file` names each one in errors. */
 export function parseConfigTexts(
-  sources: { file: string; text: string }[],
+  sources: ConfigSource[],
   options: LoadOptions = {},
 ): DeclaredConfig {
   const issues: ConfigIssue[] = [];
@@ -262,7 +273,7 @@ export function parseConfigTexts(
   if (issues.length > 0) {
     throw new ConfigError(sortByPlace(issues, sources), sortByPlace(warnings, sources));
   }
-  return { routes, upstreams, warnings };
+  return { routes, upstreams, warnings, sources };
 }
 
 /**

@@ -111,7 +111,7 @@ export function registerApply(program: Command): void {
             includeValues: false,
           })
           .catch(async (error: unknown) => {
-            throw await locateControlPlaneIssues(error, files);
+            throw locateControlPlaneIssues(error, declared.sources);
           });
         printApplied(response, options.dryRun);
         if (options.wait && !options.dryRun) await waitAndReport(client, response, options.timeout);

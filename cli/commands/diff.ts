@@ -56,7 +56,7 @@ export function registerDiff(program: Command): void {
           includeValues: true,
         }),
       ).catch(async (error: unknown) => {
-        const located = await locateControlPlaneIssues(error, files);
+        const located = locateControlPlaneIssues(error, declared.sources);
         if (!(located instanceof ConfigError)) throw located;
         // diff never writes, so the header names who found the errors instead.
         printConfigIssues(

@@ -365,6 +365,17 @@ routes:
     await assertNothingWritten();
   });
 
+  test('control plane errors name stdin lines', async () => {
+    const text = 'routes:\n  - name: lost\n    paths: [/lost]\n    upstream: user\n';
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', '-'], text);
+    assert.equal(result.code, 1, result.stderr);
+    assert.deepEqual(issueLines(result), [
+      '  (stdin):4: route "lost" upstream: unknown upstream; did you mean "users"? ' +
+        'upstreams in the files or the store: users (got "user")',
+    ]);
+    await assertNothingWritten();
+  });
+
   test('diff locates control plane errors', async () => {
     const dir = join(fleet.dir, 'diff-dir');
     mkdirSync(dir, { recursive: true });
