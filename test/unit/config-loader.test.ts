@@ -64,8 +64,9 @@ describe('config file reading', () => {
   });
 
   test('null lists are empty', () => {
-    const config = parseConfigTexts([{ file: 'loom.yaml', text: 'routes:\nupstreams:\n' }]);
-    assert.deepEqual(config, { routes: [], upstreams: [], warnings: [] });
+    const sources = [{ file: 'loom.yaml', text: 'routes:\nupstreams:\n' }];
+    const config = parseConfigTexts(sources);
+    assert.deepEqual(config, { routes: [], upstreams: [], warnings: [], sources });
   });
 
   test('brace param gets a hint', () => {
