@@ -231,7 +231,7 @@ async function compileBindings(
   keepBindings: boolean,
 ): Promise<CompiledBindings> {
   const previous = previousState?.bindings ?? [];
-  // An array changed in place since the previous build no longer says what it contained.
+  // An array changed in place since the previous build no longer shows what it contained.
   const previousRoutes =
     previousState === undefined || previousState.routes === routes ? [] : previousState.routes;
   const all = new Array<Binding>(routes.length);
@@ -242,8 +242,8 @@ async function compileBindings(
   const isSameRoute = (index: number) => previous[index].route === route;
   // The previous index that the matcher's cursor is at, or -1 after a resync moved it to a
   // place this loop does not track. While the route there is the same object, the loop
-  // matches it itself and tells the matcher later with `advance`: comparing two arrays of
-  // routes costs less than a call per route.
+  // matches it itself and reports the matches to the matcher later with `advance`, because
+  // comparing two arrays of routes costs less than a call per route.
   let cursor = 0;
   let unreported = 0;
 
@@ -260,7 +260,7 @@ async function compileBindings(
       index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
       if (index >= 0) cursor = index + 1;
     }
-    // A route object listed twice gets a new binding the second time, so the router sees both
+    // A route object listed twice gets a new binding the second time, so the router gets both
     // entries and rejects the pair as a full build does.
     if (index >= 0 && keepBindings && kept[index] === 0) {
       all[i] = previous[index];
@@ -309,7 +309,7 @@ async function routerOf(
 }
 
 /** Returns whether two lists contain the same items, by identity, in the same order. */
-function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+export function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
     if (a[i] !== b[i]) return false;

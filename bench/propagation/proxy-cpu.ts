@@ -21,30 +21,17 @@ import { DataPlane } from '../../data-plane/data-plane.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
 import { warmSnapshotPath } from './warm-snapshot-path.js';
 import { benchUpstream, makeRoutes } from './bench-routes.js';
+import { numberOption, stringOption } from './options.js';
 import { mainThreadMs, ownCpuMs } from './process-stats.js';
 
 const argv = process.argv.slice(2);
-const ROUTES = numberOption('--routes', 1_000);
-const CHANGES = numberOption('--changes', 20);
-const GAP_MS = numberOption('--gap-ms', 0);
-const GCS = numberOption('--gcs', 0);
+const ROUTES = numberOption(argv, '--routes', 1_000);
+const CHANGES = numberOption(argv, '--changes', 20);
+const GAP_MS = numberOption(argv, '--gap-ms', 0);
+const GCS = numberOption(argv, '--gcs', 0);
 const WARMUP = argv.includes('--warmup');
-const WINDOWS_FILE = stringOption('--windows');
-const SNAPSHOT_CACHE = stringOption('--snapshot-cache');
-
-function stringOption(name: string): string | undefined {
-  return argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined;
-}
-
-function numberOption(name: string, fallback: number): number {
-  const index = argv.indexOf(name);
-  if (index === -1) return fallback;
-  const value = Number(argv[index + 1]);
-  if (!Number.isInteger(value) || value < 0) {
-    throw new Error(`invalid ${name} ${argv[index + 1]}: expected a whole number, such as 1000`);
-  }
-  return value;
-}
+const WINDOWS_FILE = stringOption(argv, '--windows');
+const SNAPSHOT_CACHE = stringOption(argv, '--snapshot-cache');
 
 /** Microseconds of the monotonic clock, the clock of V8 CPU profile timestamps. */
 function monotonicUs(): number {

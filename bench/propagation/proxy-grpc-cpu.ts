@@ -17,27 +17,18 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 
 import { DataPlane } from '../../data-plane/data-plane.js';
+import { numberOption, stringOption } from './options.js';
 import { mainThreadMs, ownCpuMs } from './process-stats.js';
 
 const argv = process.argv.slice(2);
-const ROUTES = numberOption('--routes', 1_000);
-const CHANGES = numberOption('--changes', 20);
-const GAP_MS = numberOption('--gap-ms', 20);
+const ROUTES = numberOption(argv, '--routes', 1_000);
+const CHANGES = numberOption(argv, '--changes', 20);
+const GAP_MS = numberOption(argv, '--gap-ms', 20);
 /** Wait after the base snapshot and after the last change, for deferred work to run. */
 const SETTLE_MS = 1_000;
 /** Time over which the CPU use of the idle proxy is measured. */
 const IDLE_MS = 1_000;
-const WINDOWS_FILE = argv.includes('--windows') ? argv[argv.indexOf('--windows') + 1] : undefined;
-
-function numberOption(name: string, fallback: number): number {
-  const index = argv.indexOf(name);
-  if (index === -1) return fallback;
-  const value = Number(argv[index + 1]);
-  if (!Number.isInteger(value) || value < 0) {
-    throw new Error(`invalid ${name} ${argv[index + 1]}: expected a whole number, such as 1000`);
-  }
-  return value;
-}
+const WINDOWS_FILE = stringOption(argv, '--windows');
 
 /** Returns `end - start`, or NaN when either is undefined. */
 function difference(end: number | undefined, start: number | undefined): number {
@@ -103,8 +94,10 @@ const startMain = mainThreadMs();
 const startUs = monotonicUs();
 sender.send({ go: true });
 for (let version = 2; version <= CHANGES + 1; version++) {
-  const answer = await nextMessage(isAck);
-  if ('nacked' in answer) throw new Error(`proxy nacked version ${answer.nacked}: ${answer.error}`);
+  const response = await nextMessage(isAck);
+  if ('nacked' in response) {
+    throw new Error(`proxy nacked version ${response.nacked}: ${response.error}`);
+  }
 }
 // Work that the changes left behind, such as collecting old tables, counts too.
 await sleep(SETTLE_MS);

@@ -9,34 +9,14 @@ import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf
 import { pino } from 'pino';
 
 import { DataPlane } from '../../data-plane/data-plane.js';
-import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
-import { createTable } from './tables.js';
+import { swapSnapshots } from './swap-snapshots.js';
 
 const argv = process.argv.slice(2);
 const swapsIndex = argv.indexOf('--swaps');
 const SWAPS = swapsIndex === -1 ? 8 : Number(argv[swapsIndex + 1]);
 
-// The table of `swap-server.ts`, which cannot be imported because it starts a proxy on import.
-const table = createTable('100000');
-const snapshot = Snapshot.fromPartial({
-  epoch: 'bench',
-  routes: table.routes.map((route, index) => ({
-    name: `r${index}`,
-    paths: [route.path],
-    methods: [route.method],
-    upstream: 'echo',
-  })),
-  upstreams: [{ name: 'echo', targets: [{ url: 'http://127.0.0.1:9', weight: 1 }] }],
-});
-
-/** Returns the next version, with a new object for one route (see `swap-server.ts`). */
-function nextSnapshot(): Snapshot {
-  snapshot.version += 1;
-  snapshot.hash = `v${snapshot.version}`;
-  const changed = snapshot.version % snapshot.routes.length;
-  snapshot.routes[changed] = { ...snapshot.routes[changed] };
-  return snapshot;
-}
+// The versions of `swap-server.ts` with one route changed each.
+const nextSnapshot = swapSnapshots('http://127.0.0.1:9', 'one');
 
 const KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',

@@ -10,50 +10,17 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { pino } from 'pino';
 
 import { DataPlane } from '../../data-plane/data-plane.js';
-import { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { swapSnapshots, SWAP_TABLE } from './swap-snapshots.js';
 import { createTable } from './tables.js';
-
-/** Routes of the snapshot swapped in. */
-export const SWAP_TABLE = '100000';
 
 const upstreamUrl = process.argv[2];
 /** `one`: each version changes one route; `all`: each version has new objects for every route. */
 const change = process.argv[3] === 'all' ? 'all' : 'one';
 /** Milliseconds between the end of one swap and the start of the next; 0 for back to back. */
 const intervalMs = Number(process.argv[4] ?? 0);
+const nextSnapshot = swapSnapshots(upstreamUrl, change);
+/** The swapped table, for the path of the route that the load requests. */
 const table = createTable(SWAP_TABLE);
-// One snapshot, built once: a real proxy receives each one decoded from the
-// stream, and decoding is not the router's cost. Each swap gets a new version.
-const snapshot = Snapshot.fromPartial({
-  epoch: 'bench',
-  routes: table.routes.map((route, index) => ({
-    name: `r${index}`,
-    paths: [route.path],
-    methods: [route.method],
-    upstream: 'echo',
-  })),
-  upstreams: [{ name: 'echo', targets: [{ url: upstreamUrl, weight: 1 }] }],
-});
-
-/**
- * Returns the next version. With `change` one, one route gets a new object each time, as after
- * a one-route change that the proxy's decoder hands over: every other route keeps its object
- * (see `SnapshotDecoder`). With `all`, every route gets a new object, as from a proxy that
- * decodes a whole new table, so the router is built anew.
- */
-function nextSnapshot(): Snapshot {
-  snapshot.version += 1;
-  snapshot.hash = `v${snapshot.version}`;
-  if (change === 'all') {
-    snapshot.routes = snapshot.routes.map((route) => ({ ...route }));
-    return snapshot;
-  }
-  // A new list per version, as the proxy's decoder makes.
-  const changed = snapshot.version % snapshot.routes.length;
-  snapshot.routes = snapshot.routes.slice();
-  snapshot.routes[changed] = { ...snapshot.routes[changed] };
-  return snapshot;
-}
 
 const dataPlane = new DataPlane({
   // Nothing listens on port 1; the snapshot client retries in the background.

@@ -1,4 +1,5 @@
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { sameItems } from '../build-table.js';
 import { hasSameRouteNames } from '../snapshot-client/snapshot-decoder.js';
 import type { ProxyMetrics, TargetRef } from './proxy-metrics.js';
 
@@ -44,15 +45,6 @@ function sameNames(a: readonly { name: string }[], b: readonly { name: string }[
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
     if (a[i] !== b[i] && a[i].name !== b[i].name) return false;
-  }
-  return true;
-}
-
-/** Returns whether two lists hold the same objects in the same order. */
-function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i]) return false;
   }
   return true;
 }

@@ -175,13 +175,19 @@ export class PathTree<T> {
 
   /**
    * Folds `#staticChanges` into a new `#staticPaths` when edits have changed more than
-   * `STATIC_CHANGES_LIMIT` paths, so the changes a fork copies stay small. Yields after
-   * every few thousand paths; the tree serves neither object until sealing ends.
+   * `STATIC_CHANGES_LIMIT` paths, so the changes a fork copies stay small, and drops an empty
+   * set of changes. Yields after every few thousand paths. The tree serves neither object
+   * until sealing ends.
    */
   *#foldStaticChanges(): Generator<void, void, void> {
     const changes = this.#staticChanges;
     if (changes === null) return;
     const changed = Object.keys(changes);
+    if (changed.length === 0) {
+      // Lookups then skip the extra read of an empty object.
+      this.#staticChanges = null;
+      return;
+    }
     if (changed.length <= STATIC_CHANGES_LIMIT) return;
 
     const paths = Object.create(null) as Record<string, Slot<T> | undefined>;

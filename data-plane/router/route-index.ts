@@ -31,8 +31,8 @@ export class RouteIndex<T> {
   readonly #changed = new Set<PathTree<T>>();
 
   /**
-   * Creates an empty index, or with `base` a fork of a sealed one: it serves the same routes
-   * until `add` and `remove` change them, and they fork each tree they change instead of
+   * Creates an empty index, or with `base` a fork of a sealed one. A fork serves the same
+   * routes until `add` and `remove` change them. They fork each tree they change instead of
    * writing to it, so `base` keeps serving unchanged.
    */
   constructor(base?: RouteIndex<T>) {

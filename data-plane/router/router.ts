@@ -140,15 +140,15 @@ function* addSteps<T>(routes: readonly RouterRoute<T>[]): Generator<void, Router
 
 /**
  * Builds the router of a changed route set from the router of the previous set, which keeps
- * serving unchanged: `removed` are routes of the previous set (the same objects or equal
- * ones) and `added` the routes that replace them. A changed route is in both. The work is
+ * serving unchanged. `removed` are routes of the previous set (the same objects or equal
+ * ones) and `added` the routes that replace them, so a changed route is in both. The work is
  * proportional to the changes, and the result matches requests as `buildRouter` over the
  * whole new set would.
  *
  * Resolves to null when the change cannot be applied this way, and the caller then builds
- * the router anew: when `previous` was not built by this module, when a route to remove is
- * not in it, or on a conflict or invalid pattern. A new build reports the error in the same
- * words whatever order routes arrive in.
+ * the router anew. That happens when `previous` was not built by this module, when a route
+ * to remove is not in it, and on a conflict or an invalid pattern. A new build reports the
+ * error in the same words whatever order routes arrive in.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` when `sliceMs` is not a positive number.
  */

@@ -291,7 +291,7 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
         assert.match(result.stdout, /route\/moving configured/);
         assert.match(result.stdout, /upstream\/beta deleted/);
         const afterApply = await status(fleet);
-        // One transaction, so one new version: no proxy ever sees the route without its
+        // One transaction, so one new version: no proxy ever gets the route without its
         // upstream. etcd's revision also moves when a control plane records the accepted
         // version, so the check counts the snapshots sent to each proxy instead.
         assert.equal(afterApply.version, Number(/^version (\d+)$/m.exec(result.stdout)?.[1]));

@@ -3,30 +3,16 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 
 import { Etcd3 } from 'etcd3';
 
 import { LoomError } from '../../common/errors.js';
 import { EmbeddedStore } from '../../control-plane/store/embedded-store.js';
 import { EtcdStore } from '../../control-plane/store/etcd-store.js';
-import type { AcceptedVersion, Store } from '../../control-plane/store/store.js';
+import type { AcceptedVersion } from '../../control-plane/store/store.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
-
-/** One store implementation, opened empty for each test. */
-interface Fixture {
-  open(t: TestContext): Promise<Opened>;
-  close(): Promise<void>;
-}
-
-interface Opened {
-  store: Store;
-  root: string;
-  /** Closes `store` and opens the same data again. */
-  reopen(): Promise<Store>;
-  /** Opens a second client of the same data, as another control plane would; etcd only. */
-  openAnother?(): Store;
-}
+import { embeddedStoreFixture, etcdStoreFixture, type StoreFixture } from './store-fixtures.js';
 
 function content(text: string): { bytes: Uint8Array; hash: string } {
   const bytes = Buffer.from(text);
@@ -37,9 +23,12 @@ function accepted(epoch: string, version: number, text: string): AcceptedVersion
   return { epoch, version, hash: content(text).hash };
 }
 
-function defineAcceptedVersionTests(name: string, createFixture: () => Promise<Fixture>): void {
+function defineAcceptedVersionTests(
+  name: string,
+  createFixture: () => Promise<StoreFixture>,
+): void {
   describe(`${name} accepted version`, () => {
-    let fixture: Fixture;
+    let fixture: StoreFixture;
 
     before(async () => {
       fixture = await createFixture();
@@ -134,57 +123,8 @@ function defineAcceptedVersionTests(name: string, createFixture: () => Promise<F
   });
 }
 
-defineAcceptedVersionTests('EtcdStore', async () => {
-  const etcd: EtcdProcess = await startEtcd();
-  let next = 0;
-
-  return {
-    async open(t) {
-      const root = `/loom-accepted-${++next}/`;
-      const create = () => new EtcdStore({ endpoints: [etcd.endpoint], prefix: root });
-      let store: Store = create();
-      t.after(() => store.close());
-      return {
-        store,
-        root,
-        async reopen() {
-          await store.close();
-          store = create();
-          return store;
-        },
-        openAnother: create,
-      };
-    },
-    async close() {
-      await etcd.stop();
-    },
-  };
-});
-
-defineAcceptedVersionTests('EmbeddedStore', async () => {
-  const parent = await mkdtemp(join(tmpdir(), 'loom-accepted-'));
-  let next = 0;
-
-  return {
-    async open(t) {
-      const dataDir = join(parent, `store-${++next}`);
-      let store: Store = await EmbeddedStore.open({ dataDir });
-      t.after(() => store.close());
-      return {
-        store,
-        root: '/loom/',
-        async reopen() {
-          await store.close();
-          store = await EmbeddedStore.open({ dataDir });
-          return store;
-        },
-      };
-    },
-    async close() {
-      await rm(parent, { recursive: true, force: true });
-    },
-  };
-});
+defineAcceptedVersionTests('EtcdStore', () => etcdStoreFixture());
+defineAcceptedVersionTests('EmbeddedStore', () => embeddedStoreFixture());
 
 describe('EtcdStore accepted content', () => {
   let etcd: EtcdProcess;

@@ -1,32 +1,20 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { Etcd3 } from 'etcd3';
 
 import { LoomError } from '../../common/errors.js';
-import { EmbeddedStore } from '../../control-plane/store/embedded-store.js';
-import { EtcdStore } from '../../control-plane/store/etcd-store.js';
 import type { Store } from '../../control-plane/store/store.js';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { embeddedStoreFixture, etcdStoreFixture, type OpenedStore } from './store-fixtures.js';
 import { recordWatch, waitFor } from './watch-recorder.js';
 
 /** One store implementation, as the shared suite uses it. */
-interface StoreFixture {
+interface ConformanceFixture {
   /** Opens an empty store; the test writes only under `root`. */
   open(t: TestContext): Promise<OpenedStore>;
   /** Makes every revision up to `revision` unavailable to new watches. */
   compact(store: Store, root: string, revision: number): Promise<void>;
   close(): Promise<void>;
-}
-
-interface OpenedStore {
-  store: Store;
-  root: string;
-  /** Closes `store` and opens the same data again. */
-  reopen(): Promise<Store>;
 }
 
 /** Embedded stores keep this many batches, so `compact` writes one more. */
@@ -41,9 +29,12 @@ function assertLoomError(error: unknown, code: LoomError['code'], retryable?: bo
   return true;
 }
 
-function defineStoreConformance(name: string, createFixture: () => Promise<StoreFixture>): void {
+function defineStoreConformance(
+  name: string,
+  createFixture: () => Promise<ConformanceFixture>,
+): void {
   describe(`${name} conformance`, () => {
-    let fixture: StoreFixture;
+    let fixture: ConformanceFixture;
 
     before(async () => {
       fixture = await createFixture();
@@ -406,64 +397,30 @@ function defineStoreConformance(name: string, createFixture: () => Promise<Store
 }
 
 defineStoreConformance('EtcdStore', async () => {
-  const etcd: EtcdProcess = await startEtcd();
-  const admin = new Etcd3({ hosts: etcd.endpoint });
-  let next = 0;
-
+  const fixture = await etcdStoreFixture();
+  const admin = new Etcd3({ hosts: fixture.etcd.endpoint });
   return {
-    async open(t) {
-      const root = `/loom-test-${++next}/`;
-      const open = () => new EtcdStore({ endpoints: [etcd.endpoint], prefix: root });
-      let store: Store = open();
-      t.after(() => store.close());
-      return {
-        store,
-        root,
-        async reopen() {
-          await store.close();
-          store = open();
-          return store;
-        },
-      };
-    },
+    open: (t) => fixture.open(t),
     async compact(_store, _root, revision) {
       await admin.kv.compact({ revision, physical: true });
     },
     async close() {
       admin.close();
-      await etcd.stop();
+      await fixture.close();
     },
   };
 });
 
 defineStoreConformance('EmbeddedStore', async () => {
-  const parent = await mkdtemp(join(tmpdir(), 'loom-embedded-'));
-  let next = 0;
-
+  const fixture = await embeddedStoreFixture(EMBEDDED_HISTORY);
   return {
-    async open(t) {
-      const dataDir = join(parent, `store-${++next}`);
-      const open = () => EmbeddedStore.open({ dataDir, historyLimit: EMBEDDED_HISTORY });
-      let store: Store = await open();
-      t.after(() => store.close());
-      return {
-        store,
-        root: '/loom/',
-        async reopen() {
-          await store.close();
-          store = await open();
-          return store;
-        },
-      };
-    },
+    open: (t) => fixture.open(t),
     async compact(store, root) {
       // The embedded store drops the oldest batches once its history is full.
       for (let index = 0; index <= EMBEDDED_HISTORY; index++) {
         await store.commit([{ type: 'put', key: `${root}filler/${index}`, value: '' }]);
       }
     },
-    async close() {
-      await rm(parent, { recursive: true, force: true });
-    },
+    close: () => fixture.close(),
   };
 });
