@@ -58,7 +58,13 @@ for (let index = 0; index < count; index++) {
   call.write({
     kind: {
       $case: 'hello',
-      hello: { proxyId: `subscriber-${index}`, epoch: '', version: 0, address: 'bench' },
+      hello: {
+        proxyId: `subscriber-${index}`,
+        epoch: '',
+        version: 0,
+        address: 'bench',
+        nacked: [],
+      },
     },
   });
 }

@@ -7,11 +7,16 @@ import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
 import type { AcceptedVersion, Store } from '../store/store.js';
 
 /**
- * Maximum number of published snapshots kept while no proxy has acked them.
- * A proxy acks within moments of receiving a snapshot, so a few cover the
- * snapshots still in flight. An ack of an older snapshot changes nothing.
+ * Published snapshots kept while no proxy has acked them: always the newest
+ * `PENDING_SNAPSHOT_LIMIT`, and older ones up to `PENDING_SNAPSHOT_MAX` while
+ * all of them together take at most `PENDING_BYTES_LIMIT` encoded. A proxy that
+ * was stopped or slow may ack a version after several newer ones were published
+ * (applies in a burst); small configs keep enough versions for that, and large
+ * ones bound the memory. An ack of a version no longer kept changes nothing.
  */
 export const PENDING_SNAPSHOT_LIMIT = 4;
+export const PENDING_SNAPSHOT_MAX = 32;
+export const PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
 
 type Listener = (accepted: PublishedSnapshot) => void;
 
@@ -30,7 +35,7 @@ export interface AcceptedSnapshotOptions {
 /**
  * The newest snapshot that some proxy acked, kept with its encoded bytes so
  * that it can be sent again to a proxy that rejected a newer one. It keeps
- * the snapshots published since as candidates (at most
+ * the snapshots published since as candidates (see
  * `PENDING_SNAPSHOT_LIMIT`), and the first ack of a candidate makes it the
  * accepted snapshot.
  *
@@ -126,11 +131,22 @@ export class AcceptedSnapshot {
 
   #onPublished(published: PublishedSnapshot): void {
     this.#pending.push(published);
-    if (this.#pending.length > PENDING_SNAPSHOT_LIMIT) this.#pending.shift();
+    this.#trimPending();
 
     if (published.snapshot.epoch === this.#publishedEpoch) return;
     this.#publishedEpoch = published.snapshot.epoch;
     void this.refresh();
+  }
+
+  #trimPending(): void {
+    let bytes = 0;
+    for (const { encoded } of this.#pending) bytes += encoded.length;
+    while (
+      this.#pending.length > PENDING_SNAPSHOT_LIMIT &&
+      (this.#pending.length > PENDING_SNAPSHOT_MAX || bytes > PENDING_BYTES_LIMIT)
+    ) {
+      bytes -= this.#pending.shift()!.encoded.length;
+    }
   }
 
   #record(accepted: PublishedSnapshot): void {

@@ -47,9 +47,10 @@ function versionKey(epoch: string, version: number): string {
 /**
  * One proxy's stream. It sends the newest snapshot the proxy lacks, never one
  * older than the proxy holds in the same epoch, and never again a version the
- * proxy nacked, until a newer version exists. A proxy that reconnects while it
- * serves a snapshot is not sent the version it nacked on an earlier stream
- * either; a proxy that starts empty is, because it may run a fixed build. A
+ * proxy nacked, until a newer version exists. The proxy's hello lists the
+ * versions its process nacked, so that holds across reconnects and restarts of
+ * the control plane; a restarted proxy lists none and may be sent them again,
+ * because it may run a fixed build. A
  * proxy that reads slowly gets only the newest snapshot once its stream
  * drains, not a queue of old ones. A proxy that nacked a version is sent the
  * newest version some proxy acked instead, through this or another control
@@ -61,7 +62,10 @@ class ProxySession {
   #held: VersionMark = { epoch: '', version: 0 };
   #sent: VersionMark | undefined;
   #nacked: VersionMark | undefined;
-  /** Versions the proxy nacked on this stream, newest last, so that no fallback repeats one. */
+  /**
+   * Versions the proxy nacked, on this stream or as its hello lists, newest last, so that no
+   * fallback repeats one.
+   */
   readonly #nackedKeys = new Set<string>();
   /** True from a write until gRPC reports the snapshot handed to HTTP/2; one is in flight at most. */
   #writing = false;
@@ -108,6 +112,16 @@ class ProxySession {
     this.#held = { epoch: hello.epoch, version: hello.version };
     if (hello.version > 0) this.#nacked = this.#registry.lastNack(hello.proxyId);
     this.#registry.connect(hello.proxyId, hello.address, hello.epoch, hello.version);
+    // The proxy's own list outlives this control plane's memory: a restart or another replica
+    // would otherwise send a version again that this proxy process already nacked.
+    for (const nack of hello.nacked) this.#rememberNack(nack.epoch, nack.version);
+    const newest = hello.nacked.at(-1);
+    if (newest !== undefined && this.#registry.lastNack(hello.proxyId) === undefined) {
+      this.#registry.nack(hello.proxyId, newest.epoch, newest.version, newest.error);
+    }
+    // A proxy builds a version before it serves it, so the hello counts as its ack. Otherwise
+    // an ack lost with the previous stream would leave the accepted version behind.
+    if (hello.version > 0) this.#accepted.noteAck(hello.epoch, hello.version);
     // Headers go out now, so the proxy sees the stream is up even when it needs no snapshot.
     this.#call.sendMetadata(new Metadata());
     this.#logger.info(
@@ -140,13 +154,7 @@ class ProxySession {
   #onNack(nack: Nack): void {
     if (!this.#proxyId) return;
 
-    // A nack of an older version (a fallback) keeps the newer nacked one, which must not be resent.
-    const newer = this.#nacked?.epoch === nack.epoch && this.#nacked.version > nack.version;
-    if (!newer) this.#nacked = { epoch: nack.epoch, version: nack.version };
-    this.#nackedKeys.add(versionKey(nack.epoch, nack.version));
-    if (this.#nackedKeys.size > NACKED_KEY_LIMIT) {
-      this.#nackedKeys.delete(this.#nackedKeys.values().next().value!);
-    }
+    this.#rememberNack(nack.epoch, nack.version);
     this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
     this.#logger.warn(
       { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
@@ -156,6 +164,16 @@ class ProxySession {
     // version. When the refresh finds one, its listener offers again.
     void this.#accepted.refresh();
     this.#offer();
+  }
+
+  #rememberNack(epoch: string, version: number): void {
+    // A nack of an older version (a fallback) keeps the newer nacked one, which must not be resent.
+    const newer = this.#nacked?.epoch === epoch && this.#nacked.version > version;
+    if (!newer) this.#nacked = { epoch, version };
+    this.#nackedKeys.add(versionKey(epoch, version));
+    if (this.#nackedKeys.size > NACKED_KEY_LIMIT) {
+      this.#nackedKeys.delete(this.#nackedKeys.values().next().value!);
+    }
   }
 
   #offer(): void {

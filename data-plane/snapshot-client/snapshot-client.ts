@@ -12,6 +12,7 @@ import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../
 import {
   SnapshotServiceClient,
   SnapshotServiceService,
+  type Nack,
   type StreamRequest,
   type StreamResponse,
 } from '../../proto/gen/loom/v1/data_plane.js';
@@ -21,6 +22,10 @@ import { SnapshotDecoder } from './snapshot-decoder.js';
 
 /** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
 export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+/** Number of nacked versions a proxy names in its Hello; older ones are forgotten. */
+export const HELLO_NACKED_LIMIT = 16;
+/** Characters of each nack's error that a Hello repeats. */
+export const HELLO_NACK_ERROR_LIMIT = 1024;
 /** HTTP/2 flow-control window of the snapshot stream, in bytes. */
 export const SNAPSHOT_FLOW_CONTROL_WINDOW = 4 * 1024 * 1024;
 
@@ -102,6 +107,11 @@ export class SnapshotClient {
   #certificate: CertificateSummary | undefined;
   /** `address|fingerprint` pairs whose rejection was logged since the last stream. */
   readonly #reportedRejections = new Set<string>();
+  /**
+   * Versions this process nacked, oldest first, named in every Hello so that no control plane
+   * sends one again after a reconnect or a restart of its own.
+   */
+  readonly #nacked: Nack[] = [];
   /** Addresses whose reconnect log already carried the wrong-port hint. */
   readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
@@ -165,6 +175,7 @@ export class SnapshotClient {
           epoch: held.epoch,
           version: held.version,
           address: this.#options.proxyAddress,
+          nacked: [...this.#nacked],
         },
       },
     });
@@ -277,6 +288,8 @@ export class SnapshotClient {
       this.#call?.write({ kind: { $case: 'ack', ack: { epoch, version, hash } } });
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
+      this.#nacked.push({ epoch, version, hash, error: message.slice(0, HELLO_NACK_ERROR_LIMIT) });
+      if (this.#nacked.length > HELLO_NACKED_LIMIT) this.#nacked.shift();
       this.#call?.write({
         kind: { $case: 'nack', nack: { epoch, version, hash, error: message } },
       });

@@ -8,7 +8,6 @@ import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
-import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { writeUsersConfig } from '../helpers/config-file.js';
@@ -16,21 +15,16 @@ import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, startProxy, type Fleet, type FleetProxy } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
 import { findFreePort } from '../helpers/ports.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
 
 /** Runs etcdctl (API v3) against `endpoint`, as an operator would, bypassing loomctl. */
 function etcdctl(endpoint: string, args: string[]): Promise<void> {
   return runEtcdctl([`--endpoints=${endpoint}`, ...args]);
 }
 
-async function status(controlPlane: string): Promise<StatusResponse> {
-  const result = await loomctl(controlPlane, ['status', '-o', 'json']);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusResponse;
-}
-
 /** Returns the proxy's record in the control plane's status, or undefined. */
 async function proxyRecord(controlPlane: string, id: string) {
-  return (await status(controlPlane)).proxies.find((proxy) => proxy.id === id);
+  return (await fleetStatus(controlPlane)).proxies.find((proxy) => proxy.id === id);
 }
 
 /** Waits until the proxy's /readyz returns 200, which it does once it serves a table. */
@@ -80,11 +74,11 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
   /** Waits until proxy-1 acks the current version and etcd records it; returns the version. */
   async function waitForRecordedAck(): Promise<number> {
     await waitFor('proxy-1 to ack the current version', 15_000, async () => {
-      const current = await status(fleet.controlPlane);
+      const current = await fleetStatus(fleet.controlPlane);
       const first = current.proxies.find((proxy) => proxy.id === 'proxy-1');
       return first?.ackedVersion === current.version;
     });
-    const accepted = (await status(fleet.controlPlane)).version;
+    const accepted = (await fleetStatus(fleet.controlPlane)).version;
     await waitFor('etcd to record the accepted version', 10_000, async () => {
       const stored = await client.get('/loom/__meta/accepted').string();
       return stored !== null && (JSON.parse(stored) as { version: number }).version === accepted;
@@ -96,10 +90,10 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
   async function putNackedRoute(name: string, accepted: number): Promise<number> {
     await putBadRoute(etcd.endpoint, name);
     await waitFor(`proxy-1 to nack the version with ${name}`, 15_000, async () => {
-      const current = await status(fleet.controlPlane);
+      const current = await fleetStatus(fleet.controlPlane);
       return current.version > accepted && current.proxies[0]?.nackedVersion === current.version;
     });
-    return (await status(fleet.controlPlane)).version;
+    return (await fleetStatus(fleet.controlPlane)).version;
   }
 
   /** Stops the first control plane and starts it again on the same etcd. */
@@ -107,7 +101,7 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
     await fleet.stopControlPlane();
     await fleet.startControlPlane();
     await waitFor('the restarted control plane to publish', 15_000, async () => {
-      return (await status(fleet.controlPlane)).version > 0;
+      return (await fleetStatus(fleet.controlPlane)).version > 0;
     });
   }
 
@@ -119,10 +113,10 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
     });
     const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file, '--wait']);
     assert.equal(applied.code, 0, applied.stdout + applied.stderr);
-    const accepted = (await status(fleet.controlPlane)).version;
+    const accepted = (await fleetStatus(fleet.controlPlane)).version;
     await putBadRoute(etcd.endpoint, 'bad-one');
     await waitFor('the fleet to nack the first bad version', 15_000, async () => {
-      const current = await status(fleet.controlPlane);
+      const current = await fleetStatus(fleet.controlPlane);
       return current.version > accepted && current.proxies[0]?.nackedVersion === current.version;
     });
 
@@ -132,7 +126,7 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
     });
     extra.push(faulty.process);
     const record = async () =>
-      (await status(fleet.controlPlane)).proxies.find((proxy) => proxy.id === 'proxy-faulty');
+      (await fleetStatus(fleet.controlPlane)).proxies.find((proxy) => proxy.id === 'proxy-faulty');
     await waitFor('proxy-faulty to nack the fallback', 15_000, async () => {
       return (await record())?.nackedVersion === accepted;
     });
@@ -143,7 +137,7 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
       // accepted version again, which it nacked on this same stream.
       await putBadRoute(etcd.endpoint, 'bad-two');
       await waitFor('proxy-1 to nack the second bad version', 15_000, async () => {
-        const current = await status(fleet.controlPlane);
+        const current = await fleetStatus(fleet.controlPlane);
         const first = current.proxies.find((proxy) => proxy.id === 'proxy-1');
         return first?.nackedVersion === current.version;
       });
@@ -151,7 +145,7 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
         return ((await record())?.snapshotsSent ?? 0) >= 3;
       });
       await new Promise((resolve) => setTimeout(resolve, 1_000));
-      const latest = (await status(fleet.controlPlane)).version;
+      const latest = (await fleetStatus(fleet.controlPlane)).version;
       const after = await record();
       assert.equal(
         after?.snapshotsSent,
@@ -191,7 +185,7 @@ describe('nack fallback edge cases', { timeout: 150_000, concurrency: 1 }, () =>
     // Recording the accepted version moved etcd's revision past it, but a range read skips
     // that write, so the replica publishes the version the proxies acked.
     await waitFor('the replica to publish the accepted version', 15_000, async () => {
-      return (await status(replica)).version === accepted;
+      return (await fleetStatus(replica)).version === accepted;
     });
 
     // proxy-1 streams from the first replica only, so only that replica receives its nack.
@@ -295,7 +289,7 @@ describe('nack fallback on the embedded store', { timeout: 90_000 }, () => {
       const good = writeUsersConfig(fleet.dir, 'good.yaml', port, { 'get-user': '/users/:id' });
       const applied = await loomctl(fleet.controlPlane, ['apply', '-f', good, '--wait']);
       assert.equal(applied.code, 0, applied.stdout + applied.stderr);
-      const accepted = (await status(fleet.controlPlane)).version;
+      const accepted = (await fleetStatus(fleet.controlPlane)).version;
       const acceptedFile = join(fleet.dir, 'store', 'accepted.json');
       await waitFor('the data dir to record the accepted version', 10_000, () => {
         try {
@@ -312,10 +306,10 @@ describe('nack fallback on the embedded store', { timeout: 90_000 }, () => {
       const rejected = await loomctl(fleet.controlPlane, ['apply', '-f', poisoned]);
       assert.equal(rejected.code, 0, rejected.stdout + rejected.stderr);
       await waitFor('proxy-1 to nack the poisoned version', 15_000, async () => {
-        const current = await status(fleet.controlPlane);
+        const current = await fleetStatus(fleet.controlPlane);
         return current.version > accepted && current.proxies[0]?.nackedVersion === current.version;
       });
-      const nacked = (await status(fleet.controlPlane)).version;
+      const nacked = (await fleetStatus(fleet.controlPlane)).version;
 
       await fleet.stopControlPlane();
       await fleet.startControlPlane();

@@ -6,7 +6,9 @@ import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
 import type { SnapshotCache } from '../../control-plane/snapshot/snapshot-cache.js';
 import {
   AcceptedSnapshot,
+  PENDING_BYTES_LIMIT,
   PENDING_SNAPSHOT_LIMIT,
+  PENDING_SNAPSHOT_MAX,
 } from '../../control-plane/stream/accepted-snapshot.js';
 import { chooseFallback, type ProxyMarks } from '../../control-plane/stream/fallback.js';
 
@@ -165,11 +167,11 @@ describe('AcceptedSnapshot', () => {
     assert.equal(accepted.current, second);
   });
 
-  test('pending snapshots are bounded', () => {
+  test('pending snapshots are bounded in number', () => {
     const { cache, publish } = fakeCache();
     const accepted = new AcceptedSnapshot(cache);
     const published: PublishedSnapshot[] = [];
-    for (let version = 1; version <= PENDING_SNAPSHOT_LIMIT + 1; version++) {
+    for (let version = 1; version <= PENDING_SNAPSHOT_MAX + 1; version++) {
       published.push(snapshot('e', version));
       publish(published[version - 1]);
     }
@@ -177,6 +179,37 @@ describe('AcceptedSnapshot', () => {
     assert.equal(accepted.current, undefined);
     accepted.noteAck('e', 2);
     assert.equal(accepted.current, published[1]);
+  });
+
+  test('late ack after burst counts', () => {
+    const { cache, publish } = fakeCache();
+    const accepted = new AcceptedSnapshot(cache);
+    const published: PublishedSnapshot[] = [];
+    for (let version = 1; version <= PENDING_SNAPSHOT_LIMIT + 2; version++) {
+      published.push(snapshot('e', version));
+      publish(published[version - 1]);
+    }
+    accepted.noteAck('e', 1);
+    assert.equal(accepted.current, published[0]);
+  });
+
+  test('pending snapshots are bounded in bytes', () => {
+    const { cache, publish } = fakeCache();
+    const accepted = new AcceptedSnapshot(cache);
+    const published: PublishedSnapshot[] = [];
+    // Five of these take more than the byte limit, so only the newest four stay.
+    const large = (version: number): PublishedSnapshot => ({
+      ...snapshot('e', version),
+      encoded: Buffer.allocUnsafe(PENDING_BYTES_LIMIT / 4 + 1),
+    });
+    for (let version = 1; version <= PENDING_SNAPSHOT_LIMIT + 2; version++) {
+      published.push(large(version));
+      publish(published[version - 1]);
+    }
+    accepted.noteAck('e', 2);
+    assert.equal(accepted.current, undefined);
+    accepted.noteAck('e', 3);
+    assert.equal(accepted.current, published[2]);
   });
 
   test('current snapshot at creation counts', () => {

@@ -13,6 +13,7 @@ import { ControlPlane } from '../../control-plane/control-plane.js';
 import { resourceKey } from '../../control-plane/resources.js';
 import {
   SnapshotServiceClient,
+  type Nack,
   StreamRequest,
   StreamResponse,
 } from '../../proto/gen/loom/v1/data_plane.js';
@@ -37,7 +38,12 @@ class RawProxy {
   readonly #call: ClientDuplexStream<StreamRequest, StreamResponse>;
   #waiters: (() => void)[] = [];
 
-  constructor(address: string, id: string, held: { epoch: string; version: number }) {
+  constructor(
+    address: string,
+    id: string,
+    held: { epoch: string; version: number },
+    nacked: Nack[] = [],
+  ) {
     this.#client = new SnapshotServiceClient(address, credentials.createInsecure(), {
       'grpc.max_receive_message_length': 256 * 1024 * 1024,
     });
@@ -48,7 +54,7 @@ class RawProxy {
     });
     this.#call.on('error', () => undefined);
     this.#call.write({
-      kind: { $case: 'hello', hello: { proxyId: id, address: 'test', ...held } },
+      kind: { $case: 'hello', hello: { proxyId: id, address: 'test', nacked, ...held } },
     });
   }
 
@@ -172,6 +178,28 @@ describe('snapshot stream', { concurrency: 1 }, () => {
     }
   });
 
+  test('nacked versions in hello not sent', async () => {
+    const v1 = await apply([route('n1')]);
+    const v2 = await apply([route('n1'), route('n2')]);
+    const epoch = controlPlane.cache.current?.snapshot.epoch ?? '';
+    const nack = { epoch, version: v2, hash: '', error: 'bad build before a restart' };
+    // The control plane has no record of this proxy: only its hello tells of the nack.
+    const proxy = new RawProxy(address, 'named-nacks', { epoch, version: v1 }, [nack]);
+    try {
+      await sleep(QUIET_MS);
+      assert.equal(proxy.received.length, 0);
+      const status = await admin.status({ version: v2 });
+      const record = status.proxies.find((entry) => entry.id === 'named-nacks');
+      assert.equal(record?.nackedVersion, v2);
+      assert.equal(record?.nackError, 'bad build before a restart');
+
+      const v3 = await apply([route('n1'), route('n3')]);
+      assert.equal((await proxy.snapshot(0)).version, v3);
+    } finally {
+      proxy.close();
+    }
+  });
+
   test('identical content is not republished', async () => {
     const version = await apply([route('e')]);
     const proxy = new RawProxy(address, 'watcher', { epoch: '', version: 0 });
@@ -270,7 +298,10 @@ class SlowProxy {
     });
     const proxy = new SlowProxy(session, stream);
     proxy.#send({
-      kind: { $case: 'hello', hello: { proxyId: id, address: 'test', epoch: '', version: 0 } },
+      kind: {
+        $case: 'hello',
+        hello: { proxyId: id, address: 'test', epoch: '', version: 0, nacked: [] },
+      },
     });
     return proxy;
   }

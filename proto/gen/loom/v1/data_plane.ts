@@ -35,6 +35,12 @@ export interface Hello {
   version: number;
   /** Address the proxy serves traffic on, for status output. */
   address: string;
+  /**
+   * Versions this proxy process nacked, oldest first, at most 16, each error
+   * cut to 1,024 characters. The control plane sends none of them again, as a
+   * new version or as a fallback, even after a reconnect or its own restart.
+   */
+  nacked: Nack[];
 }
 
 /** The proxy built and serves this snapshot. */
@@ -179,7 +185,7 @@ export const StreamRequest: MessageFns<StreamRequest> = {
 };
 
 function createBaseHello(): Hello {
-  return { proxyId: "", epoch: "", version: 0, address: "" };
+  return { proxyId: "", epoch: "", version: 0, address: "", nacked: [] };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -195,6 +201,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.address !== "") {
       writer.uint32(34).string(message.address);
+    }
+    for (const v of message.nacked) {
+      Nack.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -244,6 +253,14 @@ export const Hello: MessageFns<Hello> = {
             message.address = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.nacked.push(Nack.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -266,6 +283,7 @@ export const Hello: MessageFns<Hello> = {
       epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       address: isSet(object.address) ? globalThis.String(object.address) : "",
+      nacked: globalThis.Array.isArray(object?.nacked) ? object.nacked.map((e: any) => Nack.fromJSON(e)) : [],
     };
   },
 
@@ -283,6 +301,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.address !== "") {
       obj.address = message.address;
     }
+    if (message.nacked?.length) {
+      obj.nacked = message.nacked.map((e) => Nack.toJSON(e));
+    }
     return obj;
   },
 
@@ -295,6 +316,7 @@ export const Hello: MessageFns<Hello> = {
     message.epoch = object.epoch ?? "";
     message.version = object.version ?? 0;
     message.address = object.address ?? "";
+    message.nacked = object.nacked?.map((e) => Nack.fromPartial(e)) || [];
     return message;
   },
 };
