@@ -10,6 +10,8 @@ import {
 } from './router/router.js';
 import type { Router, RouterRoute } from './router/types.js';
 import { OrderedMatcher } from './snapshot-client/ordered-matcher.js';
+import { gapsOf, SplicedList, type ReuseRuns } from './snapshot-client/reuse-runs.js';
+import { reusedRoutesOf } from './snapshot-client/snapshot-decoder.js';
 import type { RouteBinding, RoutingTable } from './table.js';
 import type { Balancer } from './upstreams/balancer.js';
 import type { UpstreamRegistry } from './upstreams/registry.js';
@@ -43,7 +45,7 @@ interface BuildState {
    * caller that changes it in place for the next version also changes this one.
    */
   readonly routes: readonly Route[];
-  readonly bindings: readonly Binding[];
+  readonly bindings: SplicedList<Binding>;
   readonly upstreams: readonly Upstream[];
   readonly balancers: ReadonlyMap<string, Balancer>;
   readonly extraResponseHeaders: readonly string[];
@@ -177,6 +179,7 @@ async function prepare(
     sliceMs,
     reusable ? previous : undefined,
     keepBindings,
+    previous === undefined ? undefined : reusedRoutesOf(snapshot, previous.routes),
   );
   // Without reusable actions, `compileBindings` had no previous bindings to compare with, so
   // `bindings.removed` is empty and only a new build gives the snapshot's routes.
@@ -211,7 +214,7 @@ async function prepare(
 /** The bindings of a build, with how they differ from the previous build's. */
 interface CompiledBindings {
   /** One binding per route of the snapshot, in its order. */
-  all: Binding[];
+  all: SplicedList<Binding>;
   /** The bindings that are not the previous build's. */
   created: Binding[];
   /** With `keepBindings`, the previous build's bindings that `all` no longer contains. */
@@ -221,7 +224,9 @@ interface CompiledBindings {
 /**
  * Makes a binding per route, yielding to the event loop every `sliceMs`. A route whose object
  * is in `previous` reuses that binding's actions, or with `keepBindings` the binding itself,
- * which is only safe while every balancer stays the same.
+ * which is only safe while every balancer stays the same. `reused`, the runs of routes that
+ * the snapshot decoder reused from the previous build's routes, lets a change of a few routes
+ * skip the pass over every route.
  */
 async function compileBindings(
   routes: readonly Route[],
@@ -229,8 +234,18 @@ async function compileBindings(
   sliceMs: number,
   previousState: BuildState | undefined,
   keepBindings: boolean,
+  reused: ReuseRuns | undefined,
 ): Promise<CompiledBindings> {
-  const previous = previousState?.bindings ?? [];
+  if (
+    keepBindings &&
+    reused !== undefined &&
+    previousState !== undefined &&
+    previousState.routes !== routes
+  ) {
+    const spliced = spliceBindings(routes, compile, previousState.bindings, reused);
+    if (spliced !== undefined) return spliced;
+  }
+  const previous = previousState?.bindings.items ?? [];
   // An array changed in place since the previous build no longer shows what it contained.
   const previousRoutes =
     previousState === undefined || previousState.routes === routes ? [] : previousState.routes;
@@ -238,53 +253,153 @@ async function compileBindings(
   const created: Binding[] = [];
   const kept = new Uint8Array(keepBindings ? previous.length : 0);
   const matcher = new OrderedMatcher(previous.length, (index) => previous[index].route.name);
-  let route: Route;
-  const isSameRoute = (index: number) => previous[index].route === route;
+  const isSameRoute = (index: number) => previous[index].route === routes[current];
+  // The route that `isSameRoute` compares, read from `routes` so that no other variable of
+  // the loop lives in the closure's context, where every access costs a load.
+  let current = 0;
   // The previous index that the matcher's cursor is at, or -1 after a resync moved it to a
-  // place this loop does not track. While the route there is the same object, the loop
-  // matches it itself and reports the matches to the matcher later with `advance`, because
+  // place this loop does not track. While the routes there are the same objects, the loop
+  // matches them itself and reports the matches to the matcher later with `advance`, because
   // comparing two arrays of routes costs less than a call per route.
   let cursor = 0;
   let unreported = 0;
+  // One past the highest previous index kept so far, so a run that starts at or past it contains
+  // no binding that an earlier route already took.
+  let keptEnd = 0;
+  let sinceClock = 0;
 
   let deadline = performance.now() + sliceMs;
-  for (let i = 0; i < routes.length; i++) {
-    route = routes[i];
-    let index: number;
-    if (cursor >= 0 && cursor < previousRoutes.length && previousRoutes[cursor] === route) {
-      index = cursor++;
-      unreported++;
-    } else {
-      if (unreported > 0) matcher.advance(unreported);
-      unreported = 0;
-      index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
-      if (index >= 0) cursor = index + 1;
-    }
-    // A route object listed twice gets a new binding the second time, so the router gets both
-    // entries and rejects the pair as a full build does.
-    if (index >= 0 && keepBindings && kept[index] === 0) {
-      all[i] = previous[index];
-      kept[index] = 1;
-    } else {
-      all[i] = new Binding(route, index >= 0 ? previous[index].actions : compile(route));
-      created.push(all[i]);
-      if (index < 0) {
-        matcher.resync(route.name);
-        cursor = -1;
+  for (let i = 0; i < routes.length;) {
+    const run = cursor >= keptEnd ? sameRunLength(routes, i, previousRoutes, cursor, MAX_RUN) : 0;
+    if (run > 0) {
+      if (keepBindings) {
+        copyRun(all, i, previous, cursor, run);
+        kept.fill(1, cursor, cursor + run);
+        keptEnd = cursor + run;
+      } else {
+        for (let offset = 0; offset < run; offset++) {
+          const binding = new Binding(routes[i + offset], previous[cursor + offset].actions);
+          all[i + offset] = binding;
+          created.push(binding);
+        }
       }
+      i += run;
+      cursor += run;
+      unreported += run;
+      sinceClock += run;
+    } else {
+      const route = routes[i];
+      current = i;
+      let index: number;
+      if (cursor >= 0 && cursor < previousRoutes.length && previousRoutes[cursor] === route) {
+        index = cursor++;
+        unreported++;
+      } else {
+        if (unreported > 0) matcher.advance(unreported);
+        unreported = 0;
+        index = previous.length === 0 ? -1 : matcher.match(isSameRoute);
+        if (index >= 0) cursor = index + 1;
+      }
+      // A route object listed twice gets a new binding the second time, so the router gets
+      // both entries and rejects the pair as a full build does.
+      if (index >= 0 && keepBindings && kept[index] === 0) {
+        all[i] = previous[index];
+        kept[index] = 1;
+        if (index >= keptEnd) keptEnd = index + 1;
+      } else {
+        all[i] = new Binding(route, index >= 0 ? previous[index].actions : compile(route));
+        created.push(all[i]);
+        if (index < 0) {
+          matcher.resync(route.name);
+          cursor = -1;
+        }
+      }
+      i++;
+      sinceClock++;
     }
-    if (i % CLOCK_STRIDE === CLOCK_STRIDE - 1 && performance.now() >= deadline) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      deadline = performance.now() + sliceMs;
+    if (sinceClock >= CLOCK_STRIDE) {
+      sinceClock = 0;
+      if (performance.now() >= deadline) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        deadline = performance.now() + sliceMs;
+      }
     }
   }
   const removed: Binding[] = [];
   if (keepBindings) {
-    for (let index = 0; index < previous.length; index++) {
-      if (kept[index] === 0) removed.push(previous[index]);
+    // `indexOf` scans natively, so an unchanged table costs no JavaScript per route here.
+    for (let index = kept.indexOf(0); index >= 0; index = kept.indexOf(0, index + 1)) {
+      removed.push(previous[index]);
     }
   }
-  return { all, created, removed };
+  return { all: SplicedList.of(all), created, removed };
+}
+
+/**
+ * Returns the bindings of `routes` as `previous` with the bindings of the routes outside
+ * `reused` spliced in, or undefined when they are more than `CLOCK_STRIDE` or the runs
+ * are not in the previous order (see `gapsOf`). Those routes are new objects, so each gets a
+ * new binding, as in the pass of `compileBindings`, which does not compile more than
+ * `CLOCK_STRIDE` routes between two reads of the clock either.
+ */
+function spliceBindings(
+  routes: readonly Route[],
+  compile: (route: Route) => RouteActions,
+  previous: SplicedList<Binding>,
+  reused: ReuseRuns,
+): CompiledBindings | undefined {
+  const gaps = gapsOf(reused, routes.length, previous.length, CLOCK_STRIDE);
+  if (gaps === undefined) return undefined;
+  const created: Binding[] = [];
+  const removed: Binding[] = [];
+  const inserts: Binding[][] = [];
+  for (let gap = 0; gap < gaps.length; gap += 4) {
+    const insert: Binding[] = [];
+    for (let i = gaps[gap]; i < gaps[gap + 1]; i++) {
+      const binding = new Binding(routes[i], compile(routes[i]));
+      insert.push(binding);
+      created.push(binding);
+    }
+    inserts.push(insert);
+    for (let index = gaps[gap + 2]; index < gaps[gap + 3]; index++) {
+      removed.push(previous.at(index));
+    }
+  }
+  return { all: previous.splice(gaps, inserts, routes.length), created, removed };
+}
+
+/** Routes that `compileBindings` copies in one run, between two reads of the clock. */
+const MAX_RUN = 4096;
+
+/**
+ * Returns how many routes from `routes[start]` on, at most `max`, are the objects of
+ * `previousRoutes` from `previousStart` on, or 0 when `previousStart` is -1.
+ */
+function sameRunLength(
+  routes: readonly Route[],
+  start: number,
+  previousRoutes: readonly Route[],
+  previousStart: number,
+  max: number,
+): number {
+  if (previousStart < 0) return 0;
+  const length = Math.min(max, routes.length - start, previousRoutes.length - previousStart);
+  let run = 0;
+  while (run < length && routes[start + run] === previousRoutes[previousStart + run]) run++;
+  return run;
+}
+
+/** Copies `length` bindings from `source[sourceStart]` on into `target[targetStart]` on. */
+function copyRun(
+  target: Binding[],
+  targetStart: number,
+  source: readonly Binding[],
+  sourceStart: number,
+  length: number,
+): void {
+  for (let offset = 0; offset < length; offset++) {
+    target[targetStart + offset] = source[sourceStart + offset];
+  }
 }
 
 /**
@@ -305,7 +420,7 @@ async function routerOf(
     });
     if (updated !== null) return updated;
   }
-  return buildRouterAsync(bindings.all, { sliceMs });
+  return buildRouterAsync(bindings.all.items, { sliceMs });
 }
 
 /** Returns whether two lists contain the same items, by identity, in the same order. */

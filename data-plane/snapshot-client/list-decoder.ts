@@ -1,6 +1,7 @@
 import type { BinaryReader } from '@bufbuild/protobuf/wire';
 
 import { OrderedMatcher } from './ordered-matcher.js';
+import { gapsOf, spliceGaps, type ReuseRuns } from './reuse-runs.js';
 
 /**
  * Decoded items of one repeated field, with where each item's bytes lie in the message: the
@@ -21,6 +22,8 @@ export interface DecodedList<T> {
    * can tell without comparing every name: false also when it cannot tell.
    */
   sameNames: boolean;
+  /** The items reused from the previous list; empty without one. */
+  reused: ReuseRuns;
 }
 
 /**
@@ -28,7 +31,10 @@ export interface DecodedList<T> {
  * the previous objects of entries whose bytes are unchanged.
  */
 export class ListDecoder<T extends { name: string }> {
-  #items: T[] = [];
+  /** Items decoded so far; `finish` assembles the list from them and `#reused`. */
+  readonly #decoded: T[] = [];
+  readonly #reused: number[] = [];
+  #count = 0;
   #tagStarts: Int32Array;
   #ends: Int32Array;
   readonly #reader: BinaryReader;
@@ -62,6 +68,7 @@ export class ListDecoder<T extends { name: string }> {
     decodeItem: (reader: BinaryReader, length: number) => T,
     previousBytes: Buffer | undefined,
     previous: DecodedList<T> | undefined,
+    spare?: DecodedList<T>,
   ) {
     this.#reader = reader;
     this.#bytes = bytes;
@@ -74,8 +81,8 @@ export class ListDecoder<T extends { name: string }> {
     this.#matcher = new OrderedMatcher(items.length, (index) => items[index].name);
     // Sized for the previous count plus a few insertions; `#push` grows them when needed.
     const capacity = items.length + 16;
-    this.#tagStarts = new Int32Array(capacity);
-    this.#ends = new Int32Array(capacity);
+    this.#tagStarts = storageFor(capacity, spare?.tagStarts);
+    this.#ends = storageFor(capacity, spare?.ends);
   }
 
   /**
@@ -88,18 +95,20 @@ export class ListDecoder<T extends { name: string }> {
     this.#tagStart = tagStart;
     this.#end = this.#reader.pos + length;
     const index = this.#previous === undefined ? -1 : this.#matcher.match(this.#isEqual);
-    const count = this.#items.length;
+    const count = this.#count;
     if (index < 0) {
       const item = this.#decodeItem(this.#reader, length);
       this.#matcher.resync(item.name);
       this.#sameNames &&= this.#previous?.items[count]?.name === item.name;
-      this.#push(item, tagStart, this.#end);
+      this.#decoded.push(item);
+      this.#push(tagStart, this.#end);
       return;
     }
     // A reused item keeps its name, so the names stay the same when its index does. This also
     // covers the run that `#pushRun` adds after it, whose indexes move by the same amount.
     this.#sameNames &&= index === count;
-    this.#push(this.#previous!.items[index], tagStart, this.#end);
+    this.#noteReuse(count, index, 1);
+    this.#push(tagStart, this.#end);
     this.#reader.pos = this.#end;
     const last = this.#matchRun(index, this.#end);
     if (last > index) this.#pushRun(index + 1, last, this.#end - this.#previous!.ends[index]);
@@ -107,12 +116,13 @@ export class ListDecoder<T extends { name: string }> {
 
   /** Returns the decoded list; the decoder must not be used after. */
   finish(): DecodedList<T> {
-    const count = this.#items.length;
+    const count = this.#count;
+    const items = this.#assemble();
     const tagStarts = this.#tagStarts.subarray(0, count);
     const ends = this.#ends.subarray(0, count);
     const sameNames = this.#sameNames && count === this.#previous!.items.length;
     if (this.#contiguous) {
-      return { items: this.#items, tagStarts, ends, runEnds: undefined, sameNames };
+      return { items, tagStarts, ends, runEnds: undefined, sameNames, reused: this.#reused };
     }
 
     const runEnds = new Int32Array(count);
@@ -120,7 +130,41 @@ export class ListDecoder<T extends { name: string }> {
       const joined = index + 1 < count && tagStarts[index + 1] === ends[index];
       runEnds[index] = joined ? runEnds[index + 1] : index;
     }
-    return { items: this.#items, tagStarts, ends, runEnds, sameNames };
+    return { items, tagStarts, ends, runEnds, sameNames, reused: this.#reused };
+  }
+
+  /**
+   * Returns the decoded list: a spliced copy of the previous list when it differs in a few
+   * places, else one filled item by item.
+   */
+  #assemble(): T[] {
+    const previous = this.#previous?.items ?? [];
+    const reused = this.#reused;
+    const decoded = this.#decoded;
+    if (reused.length === 0) return decoded;
+    const gaps = gapsOf(reused, this.#count, previous.length, MAX_SPLICED_ITEMS);
+    if (gaps !== undefined) {
+      const inserts: T[][] = [];
+      let next = 0;
+      for (let gap = 0; gap < gaps.length; gap += 4) {
+        const length = gaps[gap + 1] - gaps[gap];
+        inserts.push(decoded.slice(next, next + length));
+        next += length;
+      }
+      return spliceGaps(previous, gaps, inserts);
+    }
+
+    const items = new Array<T>(this.#count);
+    let next = 0;
+    let position = 0;
+    for (let run = 0; run <= reused.length; run += 3) {
+      const start = run === reused.length ? this.#count : reused[run];
+      while (position < start) items[position++] = decoded[next++];
+      if (run === reused.length) break;
+      copyRun(items, start, previous, reused[run + 1], reused[run + 2]);
+      position = start + reused[run + 2];
+    }
+    return items;
   }
 
   /**
@@ -162,47 +206,49 @@ export class ListDecoder<T extends { name: string }> {
    */
   #pushRun(first: number, last: number, shift: number): void {
     const previous = this.#previous!;
-    const count = this.#items.length;
+    const count = this.#count;
     const runLength = last - first + 1;
     while (count + runLength > this.#tagStarts.length) {
       this.#tagStarts = grow(this.#tagStarts);
       this.#ends = grow(this.#ends);
     }
     this.#noteJoin(count, previous.tagStarts[first] + shift);
-    // Native copies where they do the work: they cost no per-item JavaScript, which runs
-    // interpreted in a proxy's first snapshots and then costs compilation on another thread.
-    const tagStarts = previous.tagStarts.subarray(first, last + 1);
-    const ends = previous.ends.subarray(first, last + 1);
-    this.#tagStarts.set(tagStarts, count);
-    this.#ends.set(ends, count);
+    this.#tagStarts.set(previous.tagStarts.subarray(first, last + 1), count);
+    this.#ends.set(previous.ends.subarray(first, last + 1), count);
     if (shift !== 0) {
-      for (let offset = count; offset < count + runLength; offset++) {
-        this.#tagStarts[offset] += shift;
-        this.#ends[offset] += shift;
-      }
+      addToRange(this.#tagStarts, count, runLength, shift);
+      addToRange(this.#ends, count, runLength, shift);
     }
-    const run = previous.items.slice(first, last + 1);
-    if (runLength >= count) {
-      // `concat` copies the items so far again, so only runs at least as long as those take
-      // it, which keeps the copying linear in the number of items.
-      this.#items = this.#items.concat(run);
-    } else {
-      for (let start = 0; start < runLength; start += PUSH_CHUNK) {
-        this.#items.push(...run.slice(start, start + PUSH_CHUNK));
-      }
-    }
+    this.#noteReuse(count, first, runLength);
+    this.#count = count + runLength;
     this.#matcher.advance(runLength);
     this.#reader.pos = previous.ends[last] + shift;
   }
 
-  #push(item: T, tagStart: number, end: number): void {
-    const count = this.#items.length;
+  /** Notes that the items from `start` on are the `length` previous items from `previousStart` on. */
+  #noteReuse(start: number, previousStart: number, length: number): void {
+    const reused = this.#reused;
+    const last = reused.length - 3;
+    if (
+      last >= 0 &&
+      reused[last] + reused[last + 2] === start &&
+      reused[last + 1] + reused[last + 2] === previousStart
+    ) {
+      reused[last + 2] += length;
+      return;
+    }
+    reused.push(start, previousStart, length);
+  }
+
+  /** Stores where the entry of the next item lies and counts the item. */
+  #push(tagStart: number, end: number): void {
+    const count = this.#count;
     if (count === this.#tagStarts.length) {
       this.#tagStarts = grow(this.#tagStarts);
       this.#ends = grow(this.#ends);
     }
     this.#noteJoin(count, tagStart);
-    this.#items.push(item);
+    this.#count = count + 1;
     this.#tagStarts[count] = tagStart;
     this.#ends[count] = end;
   }
@@ -213,8 +259,42 @@ export class ListDecoder<T extends { name: string }> {
   }
 }
 
-/** Items per `push` call; spreading far more arguments can overflow the stack. */
-const PUSH_CHUNK = 4096;
+/**
+ * Maximum number of new items that `#assemble` splices into a copy of the previous list. Each gap's items
+ * are spread into one `splice` call, so this also bounds the arguments of a call.
+ */
+const MAX_SPLICED_ITEMS = 1024;
+
+/** Copies `length` items from `source[sourceStart]` on into `target[targetStart]` on. */
+function copyRun<T>(
+  target: T[],
+  targetStart: number,
+  source: readonly T[],
+  sourceStart: number,
+  length: number,
+): void {
+  for (let offset = 0; offset < length; offset++) {
+    target[targetStart + offset] = source[sourceStart + offset];
+  }
+}
+
+/** Adds `amount` to the `length` values of `array` from `start` on. */
+function addToRange(array: Int32Array, start: number, length: number, amount: number): void {
+  for (let index = start; index < start + length; index++) array[index] += amount;
+}
+
+/**
+ * Returns the whole array that `view` is a view of, when it has room for `capacity` values and
+ * not far more, or else a new array of `capacity` values. The values of a reused array are
+ * stale, but `ListDecoder` writes each one before it reads it.
+ */
+function storageFor(capacity: number, view: Int32Array | undefined): Int32Array {
+  if (view !== undefined) {
+    const whole = new Int32Array(view.buffer);
+    if (whole.length >= capacity && whole.length <= 2 * capacity + 1024) return whole;
+  }
+  return new Int32Array(capacity);
+}
 
 /** Returns a copy of `array` with twice its length. */
 function grow(array: Int32Array): Int32Array {

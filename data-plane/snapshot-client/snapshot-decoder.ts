@@ -4,6 +4,7 @@ import { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import type { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { ListDecoder, type DecodedList } from './list-decoder.js';
+import type { ReuseRuns } from './reuse-runs.js';
 
 /** Tags (field number and wire type) of the messages this decoder reads. */
 const RESPONSE_SNAPSHOT = (1 << 3) | 2;
@@ -35,10 +36,13 @@ const encodedSnapshots = new WeakMap<
   { storage: Storage; generation: number; bytes: Buffer }
 >();
 
-/** Routes of the snapshot that each snapshot was decoded after, and whether the names stayed. */
+/**
+ * Routes of the snapshot that each snapshot was decoded after, whether the names stayed, and
+ * which routes were reused from it.
+ */
 const routeNameChecks = new WeakMap<
   Snapshot,
-  { previousRoutes: readonly Route[]; sameNames: boolean }
+  { previousRoutes: readonly Route[]; sameNames: boolean; reused: ReuseRuns }
 >();
 
 /**
@@ -50,6 +54,19 @@ const routeNameChecks = new WeakMap<
 export function hasSameRouteNames(snapshot: Snapshot, previousRoutes: readonly Route[]): boolean {
   const check = routeNameChecks.get(snapshot);
   return check !== undefined && check.previousRoutes === previousRoutes && check.sameNames;
+}
+
+/**
+ * Returns the runs of routes that a `SnapshotDecoder` reused for `snapshot` from
+ * `previousRoutes`, the routes of the snapshot it decoded right before, or undefined when no
+ * decoder did. Every route outside the runs is a new object.
+ */
+export function reusedRoutesOf(
+  snapshot: Snapshot,
+  previousRoutes: readonly Route[],
+): ReuseRuns | undefined {
+  const check = routeNameChecks.get(snapshot);
+  return check !== undefined && check.previousRoutes === previousRoutes ? check.reused : undefined;
 }
 
 /**
@@ -76,6 +93,11 @@ export function encodedSnapshotOf(snapshot: Snapshot): Uint8Array | undefined {
  */
 export class SnapshotDecoder {
   #previous: PreviousSnapshot | undefined;
+  /**
+   * The lists decoded before `#previous`'s, whose offset arrays the next decode reuses, because
+   * nothing reads them any more.
+   */
+  #spareLists: Pick<PreviousSnapshot, 'routes' | 'upstreams'> | undefined;
   /** Storage for the next message's copy; `#previous` never refers to it. */
   #spare: Storage | undefined;
 
@@ -129,6 +151,7 @@ export class SnapshotDecoder {
       Route.decode,
       previous?.bytes,
       previous?.routes,
+      this.#spareLists?.routes,
     );
     const upstreams = new ListDecoder(
       reader,
@@ -137,6 +160,7 @@ export class SnapshotDecoder {
       Upstream.decode,
       previous?.bytes,
       previous?.upstreams,
+      this.#spareLists?.upstreams,
     );
     const snapshot: Snapshot = { version: 0, epoch: '', hash: '', routes: [], upstreams: [] };
 
@@ -157,6 +181,7 @@ export class SnapshotDecoder {
     snapshot.routes = decodedRoutes.items;
     snapshot.upstreams = decodedUpstreams.items;
     this.#spare = previous?.storage;
+    this.#spareLists = previous;
     this.#previous = { storage, bytes, routes: decodedRoutes, upstreams: decodedUpstreams };
     encodedSnapshots.set(snapshot, {
       storage,
@@ -167,6 +192,7 @@ export class SnapshotDecoder {
       routeNameChecks.set(snapshot, {
         previousRoutes: previous.routes.items,
         sameNames: decodedRoutes.sameNames,
+        reused: decodedRoutes.reused,
       });
     }
     return snapshot;

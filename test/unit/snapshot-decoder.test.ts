@@ -8,6 +8,7 @@ import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
 import {
   encodedSnapshotOf,
   hasSameRouteNames,
+  reusedRoutesOf,
   SnapshotDecoder,
 } from '../../data-plane/snapshot-client/snapshot-decoder.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
@@ -135,6 +136,35 @@ describe('SnapshotDecoder', () => {
       if (unchanged) assert.equal(item, previousByName.get(item.name), item.name);
       else assert.notEqual(item, previousByName.get(item.name), item.name);
     }
+  });
+
+  test('many scattered changes keep unchanged objects', () => {
+    // Forty changed routes leave more gaps between reused runs than a spliced copy takes, so
+    // the decoder fills the list item by item.
+    const decoder = new SnapshotDecoder();
+    const base = Array.from({ length: 200 }, (_, index) => route(index));
+    const first = decodeChecked(decoder, encode(1, base));
+
+    const changed = base.map((item, index) => (index % 5 === 2 ? route(index, '/x/:id') : item));
+    const second = decodeChecked(decoder, encode(2, changed));
+    for (let index = 0; index < 200; index++) {
+      if (index % 5 === 2) assert.notEqual(second.routes[index], first.routes[index]);
+      else assert.equal(second.routes[index], first.routes[index], `route ${index}`);
+    }
+  });
+
+  test('reused routes listed as runs', () => {
+    const decoder = new SnapshotDecoder();
+    const base = Array.from({ length: 20 }, (_, index) => route(index));
+    const first = decodeChecked(decoder, encode(1, base));
+    assert.equal(reusedRoutesOf(first, []), undefined);
+
+    const next = base.filter((_, index) => index !== 4);
+    next[10] = route(11, '/changed/:id');
+    const second = decodeChecked(decoder, encode(2, next));
+    // Routes 0-3 and 5-10 are reused, route 11 is new, routes 12-19 are reused.
+    assert.deepEqual(reusedRoutesOf(second, first.routes), [0, 0, 4, 4, 5, 6, 11, 12, 8]);
+    assert.equal(reusedRoutesOf(second, second.routes), undefined);
   });
 
   test('changed upstream decodes anew', () => {
