@@ -14,6 +14,7 @@ import {
   NO_TEXTS,
   PathNode,
   segmentHash,
+  SLASH,
   staticPathOf,
   tableSlot,
   type Slot,
@@ -29,6 +30,8 @@ const tombstoneCounts = new WeakMap<PathNode<unknown>, number>();
 
 /** Owned nodes reindexed between two yields of `TreeEditor.sealSteps`. */
 const SEAL_STEP_NODES = 256;
+
+const NO_INDEXES: readonly number[] = [];
 
 /**
  * Thrown by `TreeEditor.remove` when the tree has no route of that name at a pattern, which
@@ -50,7 +53,9 @@ export type StaticChanges<T> = Record<string, Slot<T> | null | undefined>;
 /**
  * Changes a sealed path tree by copying the nodes on the way to each change, so the tree that
  * is serving is never written to and shares every untouched subtree with the result. A node
- * or slot is copied once per editor and then changed in place. After `sealSteps`, `root` is
+ * or slot is copied once per editor and then changed in place. The copy of a wide node shares
+ * its edge arrays and index with the sealed node until it writes to them, so a change under
+ * it costs a bulk copy of those arrays at most, not work per edge. After `sealSteps`, `root` is
  * a sealed tree that matches as a tree built from the resulting route set would. Merged
  * edges may be split where a new route branches off inside one, and edges are merged again
  * only below the nodes the edit copied.
@@ -63,8 +68,8 @@ export class TreeEditor<T> {
   readonly #ownedSlots = new Set<Slot<T>>();
   /**
    * For each copied wide node, how many of its first edges the bucket or hash index it took
-   * from the sealed node still covers. Edges added since are after them. Removing an edge
-   * drops the node from here.
+   * from the sealed node still covers. Edges added since are after them. A removed edge
+   * stays in place and leads to an empty node (see `#prune`).
    */
   readonly #indexedEdges = new Map<PathNode<T>, number>();
   /**
@@ -72,6 +77,16 @@ export class TreeEditor<T> {
    * drops them once they are a quarter of the node's edges.
    */
   readonly #tombstones = new Map<PathNode<T>, number>();
+  /**
+   * Edges of each node in `#indexedEdges` that this editor pointed at another node, which
+   * sealing checks for chains to merge. The other edges lead to nodes of the sealed tree,
+   * which are never chain links, so a wide node is sealed again without visiting them.
+   */
+  readonly #changedEdges = new Map<PathNode<T>, number[]>();
+  /** Copied wide nodes whose `edgeTexts` is still the sealed node's array (see `#writableTexts`). */
+  readonly #sharedTexts = new Set<PathNode<T>>();
+  /** Copied wide nodes whose `edgeNodes` is still the sealed node's array. */
+  readonly #sharedNodes = new Set<PathNode<T>>();
   /** Edge index by first segment of each wide owned node without a usable index, built on first use. */
   readonly #wideIndexes = new Map<PathNode<T>, Map<string, number>>();
 
@@ -109,8 +124,10 @@ export class TreeEditor<T> {
         if (isEmptyNode(node.edgeNodes[index])) {
           // An edge that an earlier removal left to an empty node: it takes the new route.
           const child = this.#create();
-          node.edgeTexts[index] = segment.text;
-          node.edgeNodes[index] = child;
+          if (node.edgeTexts[index] !== segment.text) {
+            this.#writableTexts(node)[index] = segment.text;
+          }
+          this.#setEdgeNode(node, index, child);
           this.#tombstones.set(node, (this.#tombstones.get(node) ?? 1) - 1);
           node = child;
           i++;
@@ -124,11 +141,13 @@ export class TreeEditor<T> {
           const middle = this.#create();
           middle.edgeTexts = [parts.slice(shared).join('/')];
           middle.edgeNodes = [node.edgeNodes[index]];
-          node.edgeTexts[index] = parts.slice(0, shared).join('/');
-          node.edgeNodes[index] = middle;
+          this.#writableTexts(node)[index] = parts.slice(0, shared).join('/');
+          this.#setEdgeNode(node, index, middle);
           node = middle;
         } else {
-          node = node.edgeNodes[index] = this.#own(node.edgeNodes[index]);
+          const child = this.#own(node.edgeNodes[index]);
+          this.#setEdgeNode(node, index, child);
+          node = child;
         }
         i += shared;
       } else if (segment.kind === 'param') {
@@ -175,7 +194,8 @@ export class TreeEditor<T> {
         if (index !== -1) {
           const parts = node.edgeTexts[index].split('/');
           if (sharedSegments(parts, segments, i) === parts.length) {
-            child = node.edgeNodes[index] = this.#own(node.edgeNodes[index]);
+            child = this.#own(node.edgeNodes[index]);
+            this.#setEdgeNode(node, index, child);
             i += parts.length - 1;
           }
         }
@@ -217,11 +237,17 @@ export class TreeEditor<T> {
   *sealSteps(): Generator<void, void, void> {
     let sealed = 0;
     for (const node of this.#owned) {
-      reindexNode(node, this.#indexedEdges.get(node) ?? 0, this.#tombstones.get(node) ?? 0);
+      const indexed = this.#indexedEdges.get(node) ?? 0;
+      const tombstones = this.#tombstones.get(node) ?? 0;
+      const changed = this.#changedEdges.get(node) ?? NO_INDEXES;
+      reindexNode(node, indexed, tombstones, changed, this.#sharedTexts.has(node));
       if (++sealed % SEAL_STEP_NODES === 0) yield;
     }
     this.#owned.clear();
     this.#indexedEdges.clear();
+    this.#changedEdges.clear();
+    this.#sharedTexts.clear();
+    this.#sharedNodes.clear();
     this.#tombstones.clear();
     this.#ownedSlots.clear();
     this.#wideIndexes.clear();
@@ -309,8 +335,8 @@ export class TreeEditor<T> {
         return;
       } else {
         const index = parent.edgeNodes.indexOf(node);
-        parent.edgeTexts.splice(index, 1);
-        parent.edgeNodes.splice(index, 1);
+        this.#writableTexts(parent).splice(index, 1);
+        this.#writableNodes(parent).splice(index, 1);
         this.#wideIndexes.delete(parent);
       }
       node = parent;
@@ -343,18 +369,41 @@ export class TreeEditor<T> {
     return wide.get(segment) ?? -1;
   }
 
+  /** Points edge `index` of an owned node at `child`. */
+  #setEdgeNode(node: PathNode<T>, index: number, child: PathNode<T>): void {
+    this.#writableNodes(node)[index] = child;
+    if (!this.#indexedEdges.has(node)) return;
+    const changed = this.#changedEdges.get(node);
+    if (changed === undefined) this.#changedEdges.set(node, [index]);
+    else changed.push(index);
+  }
+
   #addEdge(node: PathNode<T>, text: string, child: PathNode<T>): void {
-    node.edgeTexts.push(text);
-    node.edgeNodes.push(child);
+    // A shared array is copied with the new edge in one step, because pushing to a copy of
+    // the exact length would copy all the edges a second time to grow it.
+    if (this.#sharedTexts.delete(node)) node.edgeTexts = node.edgeTexts.concat([text]);
+    else node.edgeTexts.push(text);
+    if (this.#sharedNodes.delete(node)) node.edgeNodes = node.edgeNodes.concat([child]);
+    else node.edgeNodes.push(child);
     this.#wideIndexes.get(node)?.set(text, node.edgeTexts.length - 1);
+  }
+
+  /** Returns the edge nodes of an owned node, first copying them if it shares them. */
+  #writableNodes(node: PathNode<T>): PathNode<T>[] {
+    if (this.#sharedNodes.delete(node)) node.edgeNodes = node.edgeNodes.slice();
+    return node.edgeNodes;
+  }
+
+  /** Returns the edge texts of an owned node, first copying them if it shares them. */
+  #writableTexts(node: PathNode<T>): string[] {
+    if (this.#sharedTexts.delete(node)) node.edgeTexts = node.edgeTexts.slice();
+    return node.edgeTexts;
   }
 
   /** Returns `node` when this editor owns it, else an owned copy. */
   #own(node: PathNode<T>): PathNode<T> {
     if (this.#owned.has(node)) return node;
     const copy = new PathNode<T>();
-    copy.edgeTexts = node.edgeTexts.slice();
-    copy.edgeNodes = node.edgeNodes.slice();
     copy.mixed = node.mixed === null ? null : node.mixed.slice();
     copy.param = node.param;
     copy.end = node.end;
@@ -365,9 +414,18 @@ export class TreeEditor<T> {
       copy.edgeTable = node.edgeTable;
       copy.edgeHashes = node.edgeHashes;
       copy.edgeTableShift = node.edgeTableShift;
+      // The copy shares the edge arrays until it writes to them (see `#writableTexts`), and
+      // many edits never write to the texts of a wide node.
+      copy.edgeTexts = node.edgeTexts;
+      copy.edgeNodes = node.edgeNodes;
+      this.#sharedTexts.add(copy);
+      this.#sharedNodes.add(copy);
       this.#indexedEdges.set(copy, node.edgeTexts.length);
       const tombstones = tombstoneCounts.get(node);
       if (tombstones !== undefined) this.#tombstones.set(copy, tombstones);
+    } else {
+      copy.edgeTexts = node.edgeTexts.slice();
+      copy.edgeNodes = node.edgeNodes.slice();
     }
     this.#owned.add(copy);
     return copy;
@@ -464,42 +522,26 @@ export function isEmptyNode(node: PathNode<unknown>): boolean {
 /**
  * Rebuilds a copied node's lookup structures after an edit: merges chains below it, then
  * sets the first-character codes, buckets or edge table, the mixed order and the dispatch.
- * `indexed` is how many of its first edges the shared edge table still covers. When that
- * table has room for the edges added after them, it is copied and extended, not rebuilt.
+ * `indexed` is how many of its first edges the bucket or hash index shared with the sealed
+ * node still covers, and `changed` lists those of them that the edit pointed at another node.
+ * With `sharedTexts`, the node's `edgeTexts` is the sealed node's array, which is copied
+ * before a write.
  */
-function reindexNode<T>(node: PathNode<T>, indexed: number, tombstones: number): void {
+function reindexNode<T>(
+  node: PathNode<T>,
+  indexed: number,
+  tombstones: number,
+  changed: readonly number[],
+  sharedTexts: boolean,
+): void {
+  if (sharedTexts && mergesChains(node, changed)) node.edgeTexts = node.edgeTexts.slice();
   if (tombstones * 4 > node.edgeTexts.length) {
     dropEmptyEdges(node);
     indexed = 0;
   } else if (tombstones > 0) {
     tombstoneCounts.set(node, tombstones);
   }
-  const texts = node.edgeTexts;
-  const nodes = node.edgeNodes;
-  for (let i = 0; i < texts.length; i++) {
-    while (isChainLink(nodes[i])) {
-      texts[i] += '/' + nodes[i].edgeTexts[0];
-      nodes[i] = nodes[i].edgeNodes[0];
-    }
-  }
-  const table = node.edgeTable;
-  node.edgeFirstCodes = NO_CODES;
-  node.edgeBuckets = null;
-  node.edgeTable = null;
-  if (texts.length === 0) {
-    node.edgeTexts = NO_TEXTS;
-    node.edgeNodes = NO_NODES;
-  } else if (texts.length <= LINEAR_SCAN_LIMIT) {
-    node.edgeFirstCodes = texts.map((text) =>
-      text.length === 0 ? EMPTY_EDGE : text.charCodeAt(0),
-    );
-  } else if (table !== null && indexed > 0 && texts.length * 2 <= table.length) {
-    extendEdgeTable(node, table, indexed);
-  } else {
-    node.edgeHashes = null;
-    node.edgeTableShift = 32;
-    bucketEdges(node);
-  }
+  if (indexed === 0 || !extendEdgeIndex(node, indexed, changed)) reindexEdges(node);
 
   if (node.mixed !== null) {
     node.mixed =
@@ -508,6 +550,109 @@ function reindexNode<T>(node: PathNode<T>, indexed: number, tombstones: number):
         : node.mixed.sort((a, b) => compareMixedSegments(a.segment, b.segment));
   }
   node.dispatch = dispatchOf(node);
+}
+
+/** Merges the chains below every edge of a node and indexes its edges anew. */
+function reindexEdges(node: PathNode<unknown>): void {
+  const texts = node.edgeTexts;
+  for (let i = 0; i < texts.length; i++) mergeChain(node, i);
+  node.edgeFirstCodes = NO_CODES;
+  node.edgeBuckets = null;
+  node.edgeTable = null;
+  node.edgeHashes = null;
+  node.edgeTableShift = 32;
+  if (texts.length === 0) {
+    node.edgeTexts = NO_TEXTS;
+    node.edgeNodes = NO_NODES;
+  } else if (texts.length <= LINEAR_SCAN_LIMIT) {
+    node.edgeFirstCodes = texts.map((text) =>
+      text.length === 0 ? EMPTY_EDGE : text.charCodeAt(0),
+    );
+  } else {
+    bucketEdges(node);
+  }
+}
+
+/**
+ * Reseals a copied wide node in time proportional to its changed and added edges, plus a
+ * bulk copy of its index when edges were added, and returns false when the index it shares
+ * has no room for the added edges. Only the changed and added edges can lead to a chain link:
+ * the others lead to nodes of a sealed tree, where every chain below an edge is merged. The
+ * shared index stays right for the `indexed` edges it covers, because merging or splitting an
+ * edge keeps its first segment.
+ */
+function extendEdgeIndex(
+  node: PathNode<unknown>,
+  indexed: number,
+  changed: readonly number[],
+): boolean {
+  const texts = node.edgeTexts;
+  for (const index of changed) mergeChain(node, index);
+  for (let i = indexed; i < texts.length; i++) mergeChain(node, i);
+  // Without added edges, the node keeps the index it shares with the sealed node.
+  if (texts.length === indexed) return true;
+
+  const table = node.edgeTable;
+  if (table !== null) {
+    if (texts.length * 2 > table.length) return false;
+    extendEdgeTable(node, table, indexed);
+    return true;
+  }
+  return extendEdgeBuckets(node, indexed);
+}
+
+/**
+ * Returns whether one of the `changed` edges of a copied wide node leads to a chain link, so
+ * that sealing writes to the node's edge texts. Adding an edge copied the texts already.
+ */
+function mergesChains(node: PathNode<unknown>, changed: readonly number[]): boolean {
+  return changed.some((index) => isChainLink(node.edgeNodes[index]));
+}
+
+/** Merges the chain of nodes below edge `index` into that edge (see `sealNode`). */
+function mergeChain(node: PathNode<unknown>, index: number): void {
+  const texts = node.edgeTexts;
+  const nodes = node.edgeNodes;
+  while (isChainLink(nodes[index])) {
+    texts[index] += '/' + nodes[index].edgeTexts[0];
+    nodes[index] = nodes[index].edgeNodes[0];
+  }
+}
+
+/**
+ * Moves the edges from `indexed` on into their first-character buckets (see `bucketEdges`),
+ * in a copy of the shared bucket starts, and returns false without a change when a bucket
+ * would then hold more than `LINEAR_SCAN_LIMIT` edges.
+ */
+function extendEdgeBuckets(node: PathNode<unknown>, indexed: number): boolean {
+  const buckets = node.edgeBuckets as Int32Array;
+  const texts = node.edgeTexts;
+  const nodes = node.edgeNodes;
+  const codes = texts.slice(indexed).map(bucketCode);
+  const added = new Int32Array(ASCII_LIMIT);
+  for (const code of codes) {
+    if (code >= ASCII_LIMIT) return false;
+    if (buckets[code + 1] - buckets[code] + ++added[code] > LINEAR_SCAN_LIMIT) return false;
+  }
+
+  const extended = buckets.slice();
+  const addedTexts = texts.splice(indexed);
+  const addedNodes = nodes.splice(indexed);
+  for (let i = 0; i < codes.length; i++) {
+    // The edge goes to the end of its bucket, and the buckets after it start one edge later.
+    const code = codes[i];
+    const position = extended[code + 1];
+    texts.splice(position, 0, addedTexts[i]);
+    nodes.splice(position, 0, addedNodes[i]);
+    for (let next = code + 1; next <= ASCII_LIMIT; next++) extended[next]++;
+  }
+  node.edgeBuckets = extended;
+  return true;
+}
+
+/** Returns the bucket of an edge text, as `bucketEdges` sorts it: an empty first segment is 0. */
+function bucketCode(text: string): number {
+  return text.length === 0 || text.charCodeAt(0) === SLASH ? 0 : text.charCodeAt(0);
 }
 
 /** Removes the edges that lead to an empty node. */
