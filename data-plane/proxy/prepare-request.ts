@@ -5,6 +5,7 @@ import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
+import { remainderStartsWithDoubleSlash } from './route-actions.js';
 import {
   buildUpstreamRequestHeaders,
   scanRequestHead,
@@ -19,6 +20,10 @@ const QUESTION_MARK = 0x3f;
 const NUMBER_SIGN = 0x23;
 const OPEN_BRACKET = 0x5b;
 const kClient = Symbol('loom.clientInfo');
+
+/** Message of the 400 for a path whose remainder after the route's stripPrefix starts with `//`. */
+const DOUBLE_SLASH =
+  'the path starts with "//" once the route\'s stripPrefix is removed, and an upstream could read "//name" as a host name; remove the extra "/"';
 
 interface ProxySocket extends Socket {
   [kClient]?: ClientInfo;
@@ -89,6 +94,17 @@ export function prepareRequest(
   const binding = match.value;
   const route = binding.route.name;
   const actions = binding.actions;
+  // The router matched this path, so it normalises to a string.
+  const normalized = normalizeRequestPath(path) as string;
+  if (remainderStartsWithDoubleSlash(actions, normalized)) {
+    return {
+      ok: false,
+      error: PROXY_ERRORS.badRequest,
+      route,
+      message: DOUBLE_SLASH,
+      close: false,
+    };
+  }
   const hasBody =
     head.transferEncoding !== undefined ||
     (head.contentLength !== undefined && head.contentLength !== '0');
@@ -112,8 +128,6 @@ export function prepareRequest(
     return { ok: false, error: PROXY_ERRORS.upstreamUnavailable, route, close: false };
   }
 
-  // The router matched this path, so it normalises to a string.
-  const normalized = normalizeRequestPath(path) as string;
   const query = queryStart === -1 ? '' : url.slice(queryStart);
   const client = clientInfo(context, req.socket as ProxySocket);
   const request: ForwardedRequest = {

@@ -1,5 +1,7 @@
 import type { HeaderActions, Route } from '../../proto/gen/loom/v1/config.js';
 
+const SLASH = 0x2f;
+
 /**
  * What the proxy does to a matched request and its response, compiled from the route once per
  * snapshot so the request path only reads fields.
@@ -73,20 +75,42 @@ function compileHeaderActions(actions: HeaderActions | undefined): {
 /**
  * Returns the path sent upstream for a normalised request path (no query): strips the route's
  * prefix when the path starts with it at a segment boundary, adds the route's prefix, and joins
- * the result with the target's base path using `joinPath`.
+ * the result with the target's base path using `joinPath`. The caller must first reject a path
+ * for which `remainderStartsWithDoubleSlash` is true, because the result could then start with
+ * `//`.
  */
 export function rewritePath(basePath: string, actions: RouteActions, path: string): string {
-  let remainder = path;
+  const start = strippedLength(actions, path);
+  const remainder = start === 0 ? path : path.slice(start);
+  const base = actions.addPrefix === '' ? basePath : joinPath(basePath, actions.addPrefix);
+  return joinPath(base, remainder);
+}
+
+/**
+ * Tells whether the remainder of a normalised path (the path without the route's stripPrefix,
+ * or the whole path when the prefix does not apply) starts with `//`, an empty first segment.
+ * The proxy rejects such a request with 400. Joined to an empty base it would make a request
+ * target that starts with `//`, which an upstream that resolves it against a base URL reads as
+ * a host name (`new URL('//evil.example/x', base)` has host `evil.example`). The check does not
+ * depend on the target or on addPrefix, so every target of the route and every retry get the
+ * same result.
+ */
+export function remainderStartsWithDoubleSlash(actions: RouteActions, path: string): boolean {
+  const start = strippedLength(actions, path);
+  return path.charCodeAt(start) === SLASH && path.charCodeAt(start + 1) === SLASH;
+}
+
+/** Returns the length of the route's stripPrefix when it applies to `path`, else 0. */
+function strippedLength(actions: RouteActions, path: string): number {
   const strip = actions.stripPrefix;
   if (
     strip !== '' &&
     path.startsWith(strip) &&
-    (path.length === strip.length || path.charCodeAt(strip.length) === 0x2f)
+    (path.length === strip.length || path.charCodeAt(strip.length) === SLASH)
   ) {
-    remainder = path.slice(strip.length);
+    return strip.length;
   }
-  const base = actions.addPrefix === '' ? basePath : joinPath(basePath, actions.addPrefix);
-  return joinPath(base, remainder);
+  return 0;
 }
 
 /**
@@ -103,14 +127,15 @@ export function rewritePath(basePath: string, actions: RouteActions, path: strin
  * | `/v1/` | `/x`      | `/v1/x`  |
  * | `/v1`  | `-x`      | `/v1/-x` |
  *
- * An empty remainder keeps the base as written, so a trailing slash on the base survives.
+ * An empty remainder keeps the base as written, so a trailing slash on the base survives. The
+ * proxy never joins a remainder that starts with `//` (see `remainderStartsWithDoubleSlash`).
  */
 export function joinPath(base: string, remainder: string): string {
   if (remainder === '') {
     return base === '' ? '/' : base;
   }
-  const baseEndsWithSlash = base.charCodeAt(base.length - 1) === 0x2f;
-  if (remainder.charCodeAt(0) === 0x2f) {
+  const baseEndsWithSlash = base.charCodeAt(base.length - 1) === SLASH;
+  if (remainder.charCodeAt(0) === SLASH) {
     return baseEndsWithSlash ? base + remainder.slice(1) : base + remainder;
   }
   return baseEndsWithSlash ? base + remainder : `${base}/${remainder}`;
