@@ -15,15 +15,19 @@ export type SyncState = 'idle' | 'syncing' | 'watching' | 'stopped';
  * Keeps the newest snapshot of the store's resources. It reads the prefix at
  * one revision, watches from the next, coalesces batches that arrive together
  * into one build, and publishes a snapshot only when the content hash or the
- * epoch changes. When the watch fails (etcd down, revision compacted) it reads
- * everything again with backoff, and when the watch resumes a broken stream it
- * reads everything again at once, so its snapshot always equals a fresh read.
+ * epoch changes. When the watch fails (etcd down, revision compacted, or the
+ * epoch changed because the store's prefix was deleted or its epoch renewed)
+ * it reads everything again with backoff, and when the watch resumes a broken
+ * stream it reads everything again at once, so its snapshot always equals a
+ * fresh read.
  */
 export class SnapshotCache {
   #state: SyncState = 'idle';
   #current: PublishedSnapshot | undefined;
   #epoch = '';
   #watch: Watch | undefined;
+  /** Number of `#sync` calls so far. A sync that a later one superseded stops at its next step. */
+  #syncRuns = 0;
   #buildScheduled = false;
   #probing = false;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -92,22 +96,37 @@ export class SnapshotCache {
     this.#watch = undefined;
   }
 
+  /**
+   * Reads the prefix and its epoch, publishes them, and watches from the next revision. A
+   * watch failure, a resumed watch and a renewed epoch each start a new sync, so a sync
+   * that a later one superseded ends without touching the state.
+   */
   async #sync(): Promise<void> {
     if (this.#state === 'stopped') return;
+    const run = ++this.#syncRuns;
+    clearTimeout(this.#retryTimer);
     this.#transition('syncing');
-    await this.#watch?.cancel();
+    const previous = this.#watch;
     this.#watch = undefined;
+    await previous?.cancel();
 
     try {
-      const range = await this.#store.range(this.#prefix);
-      // The epoch read with the keys belongs to their revision. A separate read could return
-      // the epoch from before another replica renewed it.
-      let epoch = range.epoch ?? (await this.#store.epoch());
-      if (this.#isStopped()) return;
+      let { range, epoch } = await this.#readWithEpoch();
+      if (this.#isStopped() || run !== this.#syncRuns) return;
       if (epoch === this.#epoch && this.#historyDiverged(range)) {
-        epoch = await this.#renewEpoch(epoch, this.#config.revision, range.revision);
+        await this.#renewEpoch(epoch, this.#config.revision, range.revision);
+        // Read again, so that the watch starts after the renewal's write of the generation
+        // key. A watch that saw that write would fail as an epoch change.
+        ({ range, epoch } = await this.#readWithEpoch());
+        if (this.#isStopped() || run !== this.#syncRuns) return;
       }
 
+      if (this.#epoch !== '' && epoch !== this.#epoch) {
+        this.#logger.warn(
+          { from: this.#epoch, to: epoch, version: range.revision },
+          'store epoch changed',
+        );
+      }
       this.#epoch = epoch;
       this.#config.reset(range);
       this.#publish();
@@ -120,8 +139,20 @@ export class SnapshotCache {
       this.#backoff.reset();
       this.#transition('watching');
     } catch (error) {
-      this.#scheduleResync(error);
+      if (run === this.#syncRuns) this.#scheduleResync(error);
     }
+  }
+
+  /**
+   * Reads the prefix and the epoch of that read. etcd returns the epoch with the keys, at
+   * their revision, because a separate read could return the epoch from before another
+   * replica renewed it. When the store has no epoch yet (a new or wiped etcd, or one whose
+   * prefix was deleted), `epoch()` creates it, or returns the one another replica created
+   * first.
+   */
+  async #readWithEpoch(): Promise<{ range: RangeResult; epoch: string }> {
+    const range = await this.#store.range(this.#prefix);
+    return { range, epoch: range.epoch ?? (await this.#store.epoch()) };
   }
 
   /**

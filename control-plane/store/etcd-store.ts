@@ -128,11 +128,14 @@ type Reachability = 'unknown' | 'reachable' | 'unreachable';
  * revision fail once. The control plane reads the epoch before its first read.
  *
  * Epoch: the cluster id from the response header, in hex, and a random UUID
- * kept at `<prefix>__meta/generation`. The first `epoch()` call on an empty
- * etcd creates the UUID with a put that only succeeds while the key has never
- * existed, so a wiped etcd gets a new epoch. A restored etcd keeps the key of
- * its backup until `renewEpoch` replaces it. `range` reads the key at its own
- * revision and returns the epoch with the keys.
+ * kept at `<prefix>__meta/generation`. An `epoch()` call that finds no key
+ * creates the UUID with a put that only succeeds while the key does not exist,
+ * and otherwise reads back the key that another caller created first. So a
+ * wiped etcd, or one where `etcdctl del --prefix` deleted the whole prefix, gets
+ * one new epoch. A restored etcd keeps the key of its backup until `renewEpoch`
+ * replaces it. `range` reads the key at its own revision and returns the epoch
+ * with the keys, and a watch of the prefix fails when the key is deleted or
+ * replaced (see `EtcdWatch`).
  *
  * Marker writes take revisions like any write; `range` and `watch` hide the
  * `__meta` keys.
@@ -490,6 +493,7 @@ export class EtcdStore implements Store {
       watchClient: this.#watchClient,
       endpoints: this.#endpoints,
       root: this.#root,
+      generationKey: this.#metaKey(this.#root, GENERATION),
       logger: this.#logger,
       checkIntervalMs: this.#watchCheckIntervalMs,
       cancelTimeoutMs: this.#requestTimeoutMs,

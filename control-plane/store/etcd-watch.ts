@@ -31,6 +31,8 @@ export interface EtcdWatchContext {
   endpoints: string[];
   /** Store root; keys under it with a `__meta` segment are hidden. */
   root: string;
+  /** The key whose value sets the store's epoch; see {@link EtcdWatch} for its events. */
+  generationKey: string;
   logger: Logger;
   /** Interval of the delivery check, in milliseconds. */
   checkIntervalMs: number;
@@ -81,6 +83,14 @@ export interface EtcdWatchContext {
  * time the watch reconnects looks like the same history. The watch therefore
  * calls `onResumed` after every reconnect, and callers that must not serve stale
  * data read the prefix and the epoch again.
+ *
+ * The generation key is hidden like every `__meta` key. When the prefix contains
+ * it, the watch also fails with a retryable error, before it delivers that
+ * revision's batch, when a transaction deletes the key or replaces its value.
+ * `etcdctl del --prefix` on the store root deletes it, which starts a new epoch,
+ * and `renewEpoch` replaces it. The put that creates the key after a delete or on
+ * an empty etcd passes, because the reader that created it already reads in the
+ * new epoch.
  */
 export class EtcdWatch implements Watch {
   readonly #context: EtcdWatchContext;
@@ -185,7 +195,17 @@ export class EtcdWatch implements Watch {
     }
     this.#noteHeader(response);
 
+    const epochChange = this.#findEpochChange(response.events);
     for (const batch of groupByRevision(response.events)) {
+      if (batch.revision === epochChange?.revision) {
+        this.#fail(
+          `the generation key ${this.#context.generationKey} in etcd at ${this.#endpoints()} ` +
+            `was ${epochChange.change} at revision ${batch.revision}, so the store's epoch ` +
+            'changed',
+        );
+        this.#detach();
+        return;
+      }
       this.#nextRevision = batch.revision + 1;
       const events = batch.events.filter((event) => !isMetaKey(event.key, this.#context.root));
       if (events.length > 0) {
@@ -195,6 +215,25 @@ export class EtcdWatch implements Watch {
         return;
       }
     }
+  }
+
+  /**
+   * Finds the first event that deletes the generation key or replaces its value. A put
+   * with key version 1 creates the key and is no change of a known epoch.
+   */
+  #findEpochChange(
+    events: IEvent[],
+  ): { revision: number; change: 'deleted' | 'replaced' } | undefined {
+    for (const event of events) {
+      if (event.kv.key.toString() !== this.#context.generationKey) continue;
+      if (event.type === 'Delete') {
+        return { revision: Number(event.kv.mod_revision), change: 'deleted' };
+      }
+      if (Number(event.kv.version) > 1) {
+        return { revision: Number(event.kv.mod_revision), change: 'replaced' };
+      }
+    }
+    return undefined;
   }
 
   #onDisconnected(error: Error): void {
