@@ -1,10 +1,7 @@
 // Measures how long a committed apply takes to reach every proxy: from the
 // control plane's commit to the ack of the last proxy, both as the control
 // plane records them. Fleets of real proxy processes and of lightweight
-// subscribers in one process, at several configuration sizes.
-// Usage: npm run bench:propagation -- [--json] [--quick] [--fleets 1,10,50]
-//   [--routes 100,1000] [--subscribers N]  (lists replace the defaults; --subscribers 0 skips)
-//   [--cp-prof DIR]  (writes a V8 CPU profile of the control plane to DIR)
+// subscribers in one process, at several configuration sizes. `--help` prints the options.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -24,14 +21,44 @@ import { findFreePort } from '../../test/helpers/ports.js';
 import { availableMiB, cpuMs, rssMiB } from './process-stats.js';
 import { benchUpstream, makeRoutes } from './bench-routes.js';
 
+const USAGE = `Usage: npm run bench:propagation -- [--json] [--quick] [--fleets 1,10,50]
+  [--routes 100,1000] [--subscribers N] [--cp-prof DIR]
+Lists replace the defaults; --subscribers 0 skips the subscribers; --cp-prof writes a V8 CPU
+profile of the control plane to DIR.
+`;
+const FLAGS = new Set(['--json', '--quick', '--help']);
+const VALUED_OPTIONS = new Set(['--fleets', '--routes', '--subscribers', '--cp-prof']);
+
 const argv = process.argv.slice(2);
+checkArguments(argv);
 const args = new Set(argv);
+if (args.has('--help')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 const QUICK = args.has('--quick');
 const ROUTE_COUNTS =
   listOption('--routes') ?? (QUICK ? [100, 1_000] : [100, 1_000, 10_000, 100_000]);
 const FLEET_SIZES = listOption('--fleets') ?? (QUICK ? [1, 10] : [1, 10, 50]);
 const SUBSCRIBERS = listOption('--subscribers')?.[0] ?? (QUICK ? 200 : 1_000);
 const CP_PROFILE_DIR = argv.includes('--cp-prof') ? argv[argv.indexOf('--cp-prof') + 1] : undefined;
+
+/** Exits with the usage and status 2 on an unknown option or an option without its value. */
+function checkArguments(list: string[]): void {
+  for (let i = 0; i < list.length; i++) {
+    const arg = list[i];
+    if (FLAGS.has(arg)) continue;
+    if (VALUED_OPTIONS.has(arg) && i + 1 < list.length) {
+      i++;
+      continue;
+    }
+    const problem = VALUED_OPTIONS.has(arg)
+      ? `missing value after ${arg}`
+      : `unknown option ${arg}`;
+    process.stderr.write(`error: ${problem}\n${USAGE}`);
+    process.exit(2);
+  }
+}
 
 /** Reads `name LIST` from the command line: comma-separated whole numbers, or undefined. */
 function listOption(name: string): number[] | undefined {
