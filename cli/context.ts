@@ -7,9 +7,17 @@ import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
 /**
  * Exit codes of loomctl. `diff` exits `changes` (2) when the files differ
  * from the store. `apply --wait` exits `notConverged` (3) when the write was
- * committed but a proxy nacked it or did not apply it in time.
+ * committed but a proxy nacked it or did not apply it in time, and
+ * `interrupted` (130, as shells report SIGINT) when Ctrl-C stopped the wait.
  */
-export const EXIT = { ok: 0, error: 1, usage: 2, changes: 2, notConverged: 3 } as const;
+export const EXIT = {
+  ok: 0,
+  error: 1,
+  usage: 2,
+  changes: 2,
+  notConverged: 3,
+  interrupted: 130,
+} as const;
 
 /** Exit-code text of `loomctl --help`, which covers every command. */
 export const EXIT_HELP =
@@ -20,7 +28,9 @@ export const EXIT_HELP =
   '  2  usage error (unknown flag, missing argument, invalid value); for "diff",\n' +
   '     something would change\n' +
   '  3  "apply --wait": the write was committed, but a proxy nacked the version or\n' +
-  '     did not apply it before the timeout\n';
+  '     did not apply it before the timeout\n' +
+  '  130  "apply --wait" interrupted by Ctrl-C: the write was committed, only the\n' +
+  '       wait stopped\n';
 
 /**
  * Formats the exit codes of one command for its help: 0, then 1 for `errors` (the failures of
@@ -109,19 +119,18 @@ function tidyGrpcDetails(details: string): string {
 }
 
 /**
- * Parses a positive integer option such as `--if-version`. Throws commander's
+ * Parses the version of `--if-version`: an integer of 0 or more. Throws commander's
  * InvalidArgumentError, so a bad value is a usage error (exit 2).
  */
-export function parsePositiveInteger(flag: string) {
-  return (value: string): number => {
-    const number = /^\d+$/.test(value.trim()) ? Number(value) : NaN;
-    if (!Number.isSafeInteger(number) || number < 1) {
-      throw new InvalidArgumentError(
-        `${flag} expects a positive integer such as 12 (a version that "loomctl get" printed).`,
-      );
-    }
-    return number;
-  };
+export function parseIfVersion(value: string): number {
+  const number = /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(number)) {
+    throw new InvalidArgumentError(
+      '--if-version expects a version that "loomctl get" printed, such as 12, ' +
+        'or 0 to write only to a store without routes or upstreams.',
+    );
+  }
+  return number;
 }
 
 const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;

@@ -2,6 +2,7 @@ import { stringify } from 'yaml';
 
 import { formatConfigIssue, type ConfigError, type ConfigIssue } from '../common/errors.js';
 import { API_VERSION } from '../config/schema.js';
+import type { UnreadableKey } from '../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 
 /** Writes a line to standard output. */
@@ -22,6 +23,36 @@ export function plural(count: number, noun: string): string {
 /** Prints warnings about the configuration to standard error, one per line. */
 export function printWarnings(warnings: readonly ConfigIssue[]): void {
   for (const warning of warnings) err(`warning: ${formatConfigIssue(warning)}`);
+}
+
+/**
+ * Prints a warning per stored key that the control plane could not read, naming the key, why,
+ * and the commands that replace or remove it. `total` counts keys the list leaves out.
+ */
+export function printUnreadableKeys(unreadable: readonly UnreadableKey[], total: number): void {
+  for (const { kind, name, key, reason } of unreadable) {
+    err(
+      `warning: stored key ${JSON.stringify(key)} is not a valid ${kind} (${reason}), so proxies ` +
+        `skip it; replace it by applying a ${kind} named ${JSON.stringify(name)}, or remove it ` +
+        `with: loomctl delete ${kind} ${name}`,
+    );
+  }
+  const unlisted = total - unreadable.length;
+  if (unlisted > 0) {
+    err(
+      `warning: ${plural(unlisted, 'more unreadable key')} not listed; ` +
+        '"loomctl apply --prune" removes every unreadable key that the files do not declare',
+    );
+  }
+}
+
+/** Returns whether `unreadable` lists the key of `kind` and `name`. */
+export function isUnreadable(
+  unreadable: readonly UnreadableKey[],
+  kind: string,
+  name: string,
+): boolean {
+  return unreadable.some((key) => key.kind === kind && key.name === name);
 }
 
 /** Prints `error: HEADER:` and then one indented line per configuration problem, to standard error. */

@@ -32,16 +32,55 @@ export function configJsonSchema(): Record<string, unknown> {
   };
 }
 
-/** Returns the JSON Schema as the text that `loomctl schema` prints and the repository commits. */
+/**
+ * Returns the JSON Schema as the text that `loomctl schema` prints and the repository
+ * commits, byte for byte.
+ */
 export function formatConfigJsonSchema(): string {
-  return `${JSON.stringify(configJsonSchema(), null, 2)}\n`;
+  return `${formatJson(configJsonSchema(), '', '', '')}\n`;
 }
 
-// `tsx config/json-schema.ts` (part of `npm run generate`) rewrites the committed file,
-// formatted by Prettier like every other file of the repository.
+/** Line width of the repository's Prettier configuration (`.prettierrc`). */
+const PRINT_WIDTH = 100;
+
+/**
+ * Formats JSON as Prettier 3.10 formats the output of `JSON.stringify(value, null, 2)`.
+ * The committed file then passes `prettier --check`, and loomctl needs no Prettier at run
+ * time. Objects get one key per line. An array of scalars stays on one line when `head`,
+ * the array and `tail` fit in the print width. `head` is the text before the value on its
+ * line (`"key": `), and `tail` the text after it (`,` or nothing).
+ */
+function formatJson(value: unknown, indent: string, head: string, tail: string): string {
+  if (Array.isArray(value)) {
+    if (value.length === 0) return `${head}[]${tail}`;
+    const scalars = value.every((item) => item === null || typeof item !== 'object');
+    const flat = `${head}[${value.map((item) => JSON.stringify(item)).join(', ')}]${tail}`;
+    if (scalars && flat.length <= PRINT_WIDTH) return flat;
+    const inner = `${indent}  `;
+    const items = value.map((item, index) =>
+      formatJson(item, inner, inner, index < value.length - 1 ? ',' : ''),
+    );
+    return `${head}[\n${items.join('\n')}\n${indent}]${tail}`;
+  }
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, field]) => field !== undefined);
+    if (entries.length === 0) return `${head}{}${tail}`;
+    const inner = `${indent}  `;
+    const fields = entries.map(([key, field], index) =>
+      formatJson(
+        field,
+        inner,
+        `${inner}${JSON.stringify(key)}: `,
+        index < entries.length - 1 ? ',' : '',
+      ),
+    );
+    return `${head}{\n${fields.join('\n')}\n${indent}}${tail}`;
+  }
+  return `${head}${JSON.stringify(value)}${tail}`;
+}
+
+// `tsx config/json-schema.ts` (part of `npm run generate`) rewrites the committed file.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-  const { format } = await import('prettier');
-  const text = await format(formatConfigJsonSchema(), { parser: 'json' });
-  writeFileSync(join(root, JSON_SCHEMA_PATH), text);
+  writeFileSync(join(root, JSON_SCHEMA_PATH), formatConfigJsonSchema());
 }

@@ -1,5 +1,5 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 
 import {
   isMap,
@@ -94,7 +94,8 @@ class ParsedFile {
 }
 
 /**
- * Reads, checks and normalises config files (YAML or JSON; JSON is YAML).
+ * Reads, checks and normalises config files: `.json` files as strict JSON, others as YAML,
+ * which JSON text also is.
  * Throws a ConfigError listing every problem with its file and line. The
  * resources of all files are merged and validated together. A directory
  * is read as the `.yaml`, `.yml` and `.json` files directly in it, in name
@@ -188,7 +189,7 @@ async function readConfigText(file: string): Promise<string> {
     const code = (error as NodeJS.ErrnoException).code;
     const reason =
       code === 'ENOENT'
-        ? 'file not found'
+        ? `file not found${await suggestOtherExtension(file)}`
         : code === 'EISDIR'
           ? 'is a directory'
           : code === 'EACCES'
@@ -196,6 +197,21 @@ async function readConfigText(file: string): Promise<string> {
             : String(error);
     throw new ConfigError([{ file, field: '(file)', message: `cannot read config: ${reason}` }]);
   }
+}
+
+/**
+ * Returns `; did you mean FILE?` naming a config file in the same directory whose name
+ * differs from `file` only in its extension (`quickstart.yaml` for `quickstart.yml`), or ''.
+ */
+async function suggestOtherExtension(file: string): Promise<string> {
+  const directory = dirname(file);
+  const stem = basename(file, extname(file));
+  const entries = await readdir(directory).catch(() => [] as string[]);
+  const match = entries
+    .filter((entry) => CONFIG_EXTENSIONS.has(extname(entry)) && entry !== basename(file))
+    .sort()
+    .find((entry) => basename(entry, extname(entry)) === stem);
+  return match === undefined ? '' : `; did you mean ${join(directory, match)}?`;
 }
 
 /** Parses config texts already in memory; `file` names each one in errors. */
@@ -264,7 +280,7 @@ export function parseConfigTexts(
       schemaFailures,
     }),
   );
-  const warnings = findConfigWarnings(checkedRoutes, locate, schemaFailures);
+  const warnings = findConfigWarnings(checkedRoutes, checkedUpstreams, locate, schemaFailures);
   if (options.partial) {
     warnings.push(
       ...undeclaredUpstreamWarnings(checkedRoutes, checkedUpstreams, locate, schemaFailures),
@@ -390,6 +406,7 @@ const QUOTING_ERRORS = new Set<string>(['MISSING_CHAR', 'UNEXPECTED_TOKEN']);
  * adds an issue per error with its line and column and returns no documents.
  */
 function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile[] {
+  if (extname(file).toLowerCase() === '.json') return parseJsonFile(file, text, issues);
   if (text.trimStart().startsWith('{')) {
     try {
       return [new ParsedFile(file, text, JSON.parse(text))];
@@ -421,6 +438,38 @@ function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile
     });
   }
   return [];
+}
+
+/**
+ * Parses a `.json` file with JSON.parse, so that what YAML would also accept (comments,
+ * trailing commas, unquoted keys) is an error with its line and column. A file that contains
+ * only `null` declares nothing.
+ */
+function parseJsonFile(file: string, text: string, issues: ConfigIssue[]): ParsedFile[] {
+  // Editors on Windows may start a file with a byte order mark, which JSON.parse rejects.
+  const bom = text.startsWith('\uFEFF') ? 1 : 0;
+  let data: unknown;
+  try {
+    data = JSON.parse(text.slice(bom));
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    // Node.js 20 ends the message with "at position N", counted in UTF-16 code units.
+    const position = /at position (\d+)/.exec(message);
+    const offset = position === null ? text.length : Number(position[1]) + bom;
+    const before = text.slice(0, offset);
+    issues.push({
+      file,
+      line: before.split('\n').length,
+      column: offset - before.lastIndexOf('\n'),
+      field: '(syntax)',
+      message:
+        `invalid JSON: ${message.replace(/ at position \d+.*$/, '')}; ` +
+        'a .json file is read as strict JSON, without comments or trailing commas ' +
+        '(name it .yaml to read it as YAML)',
+    });
+    return [];
+  }
+  return data === null ? [] : [new ParsedFile(file, text, data)];
 }
 
 function issueFromSchema(parsed: ParsedFile, problem: SchemaProblem): ConfigIssue {

@@ -34,10 +34,13 @@ export function normalizeRoute(route: Route): Route {
   });
 }
 
-/** Puts an upstream in its stored form: targets sorted by URL, weights filled. */
+/**
+ * Puts an upstream in its stored form: target URLs normalised
+ * (`normalizeTargetUrl`), targets sorted by URL, weights filled.
+ */
 export function normalizeUpstream(upstream: Upstream): Upstream {
   const targets: Target[] = upstream.targets.map((target) => ({
-    url: target.url,
+    url: normalizeTargetUrl(target.url),
     weight: target.weight,
   }));
   targets.sort((a, b) => compare(a.url, b.url));
@@ -51,6 +54,30 @@ export function normalizeUpstream(upstream: Upstream): Upstream {
     passiveHealth: upstream.passiveHealth && { ...upstream.passiveHealth },
     tls: upstream.tls && { ...upstream.tls },
   });
+}
+
+/** Scheme, authority and the rest of an absolute URL written with `//`. */
+const URL_PARTS = /^([A-Za-z][A-Za-z0-9+.-]*:)\/\/([^/?#\\]*)(.*)$/s;
+
+/**
+ * Puts a target URL in stored form: scheme and host lower-cased, the default
+ * port of the scheme (and an empty port) dropped, and a path of only slashes
+ * dropped, because the proxy joins no base path for an empty path or `/`
+ * (`parseTargetUrl`). IPv6 addresses keep their brackets. Any other path is
+ * kept as written. Host and port are those of WHATWG URL parsing, which the
+ * proxy connects to, so `http://LocalHost:80/` is stored as
+ * `http://localhost`. A URL that validation rejects stays as written.
+ */
+export function normalizeTargetUrl(raw: string): string {
+  const parts = URL_PARTS.exec(raw);
+  if (parts === null || !URL.canParse(raw)) return raw;
+  const url = new URL(raw);
+  const isHttp = url.protocol === 'http:' || url.protocol === 'https:';
+  if (!isHttp || url.username || url.password || url.search || url.hash) return raw;
+  if (raw.includes('?') || raw.includes('#') || url.hostname === '') return raw;
+
+  const path = /^\/*$/.test(parts[3]) ? '' : parts[3];
+  return `${url.protocol}//${url.host}${path}`;
 }
 
 /** Removes the optional fields left undefined, so equal resources also compare deep-equal. */

@@ -6,7 +6,7 @@ import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
 import { describePatternLimit } from './limits.js';
-import { normalizePathPrefix } from './normalize.js';
+import { normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
 import { suggestName } from './suggest.js';
@@ -57,8 +57,8 @@ export function validateConfig(
   };
   const skip = options.schemaFailures ?? NO_FAILURES;
 
-  checkDuplicates(upstreams, 'upstream', 'upstreams', report, skip);
-  checkDuplicates(routes, 'route', 'routes', report, skip);
+  checkDuplicates(upstreams, 'upstream', 'upstreams', report, locate, skip);
+  checkDuplicates(routes, 'route', 'routes', report, locate, skip);
   upstreams.forEach((upstream, index) => checkUpstream(upstream, index, report, skip));
 
   // An upstream whose name failed the schema may be the one a route names, so an unknown
@@ -125,27 +125,39 @@ function withoutFailedMatches(routes: readonly Route[], skip: SkipField): readon
   );
 }
 
+/** Reports each resource whose name an earlier one has, naming where the first one is. */
 function checkDuplicates(
   resources: readonly { name: string }[],
   kind: 'route' | 'upstream',
   list: string,
   report: Report,
+  locate: Locator,
   skip: SkipField,
 ): void {
-  const seen = new Set<string>();
+  const first = new Map<string, number>();
   resources.forEach((resource, index) => {
     if (skip([list, index, 'name'])) return;
-    if (seen.has(resource.name)) {
-      report([list, index, 'name'], {
-        kind,
-        name: resource.name,
-        field: 'name',
-        value: resource.name,
-        message: `duplicate ${kind} name; every ${kind} needs a unique name`,
-      });
+    const firstIndex = first.get(resource.name);
+    if (firstIndex === undefined) {
+      first.set(resource.name, index);
+      return;
     }
-    seen.add(resource.name);
+    report([list, index, 'name'], {
+      kind,
+      name: resource.name,
+      field: 'name',
+      value: resource.name,
+      message:
+        `duplicate ${kind} name; every ${kind} needs a unique name` +
+        describePlace(locate([list, firstIndex, 'name']), `the first ${kind} of that name is`),
+    });
   });
+}
+
+/** Returns ` (LABEL FILE:LINE)` for a place in a file, or '' when the config has no files. */
+function describePlace(where: { file?: string; line?: number }, label: string): string {
+  if (where.file === undefined) return '';
+  return ` (${label} at ${where.file}${where.line ? `:${where.line}` : ''})`;
 }
 
 function checkUpstream(upstream: Upstream, index: number, report: Report, skip: SkipField): void {
@@ -181,16 +193,28 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
       ['passiveHealth', 'maxEjectionMs'],
     );
   }
+  // The proxy keeps one pool and one health state per target URL, so two spellings of one
+  // target would share them.
+  const firstByUrl = new Map<string, number>();
   upstream.targets.forEach((target, targetIndex) => {
     if (skipped('targets', targetIndex, 'url')) return;
     const problem = describeTargetUrlProblem(target.url);
-    if (problem) {
+    const stored = normalizeTargetUrl(target.url);
+    const first = problem === undefined ? firstByUrl.get(stored) : undefined;
+    if (problem === undefined && first === undefined) firstByUrl.set(stored, targetIndex);
+    const message =
+      problem ??
+      (first === undefined
+        ? undefined
+        : `duplicate target: targets[${first}] is the same URL (${redactTargetUrl(stored)}); ` +
+          'remove one, or merge their weights');
+    if (message) {
       report(['upstreams', index, 'targets', targetIndex, 'url'], {
         kind: 'upstream',
         name: upstream.name,
         field: `targets[${targetIndex}].url`,
         value: redactTargetUrl(target.url),
-        message: problem,
+        message,
       });
     }
   });
@@ -238,6 +262,11 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   }
   if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
     return 'a target URL cannot carry a query or fragment';
+  }
+  // The base path starts each request target sent to the target, and an upstream that resolves
+  // `//name/x` against a base URL reads `name` as a host.
+  if (/^\/\/+[^/]/.test(url.pathname)) {
+    return 'a target URL path cannot start with "//", which an upstream could read as a host name; use one "/"';
   }
   return undefined;
 }
@@ -463,20 +492,57 @@ function checkRouterBuild(valid: Route[], all: readonly Route[], report: Report)
 /**
  * Returns warnings about a configuration that is valid but likely wrong:
  * routes that can never match because other routes take all their requests
- * (see `findShadowedRoutes` for the rule), and strip prefixes that never
- * apply (see `findUnusedStripPrefix`). Inputs must be normalised, except
- * stripPrefix, which may be as written. Routes whose hosts, paths or methods
- * failed the schema (`schemaFailures`) are left out.
+ * (see `findShadowedRoutes` for the rule), strip prefixes that never apply
+ * (see `findUnusedStripPrefix`), and upstreams whose targets all have weight
+ * 0. Inputs must be normalised, except stripPrefix, which may be as written.
+ * Routes whose hosts, paths or methods failed the schema (`schemaFailures`)
+ * are left out, and so are upstreams whose targets failed it.
  */
 export function findConfigWarnings(
   routes: readonly Route[],
+  upstreams: readonly Upstream[],
   locate: Locator = () => ({}),
   schemaFailures: SkipField = NO_FAILURES,
 ): ConfigIssue[] {
   return [
+    ...findZeroWeightWarnings(upstreams, routes, locate, schemaFailures),
     ...findShadowedRouteWarnings(routes, locate, schemaFailures),
     ...findStripPrefixWarnings(routes, locate, schemaFailures),
   ];
+}
+
+/**
+ * Returns a warning for each upstream whose targets all have weight 0. The
+ * proxies then have no target to send its requests to and respond to each with
+ * 502 `upstream_unavailable`. It is a warning, not an error, because taking
+ * every target out of rotation can be deliberate, as when draining a backend.
+ */
+function findZeroWeightWarnings(
+  upstreams: readonly Upstream[],
+  routes: readonly Route[],
+  locate: Locator,
+  skip: SkipField,
+): ConfigIssue[] {
+  const warnings: ConfigIssue[] = [];
+  upstreams.forEach((upstream, index) => {
+    if (upstream.targets.length === 0 || skip(['upstreams', index, 'targets'])) return;
+    if (upstream.targets.some((target) => target.weight > 0)) return;
+
+    const users = routes.filter((route) => route.upstream === upstream.name);
+    const names = users.map((route) => JSON.stringify(route.name)).join(', ');
+    const affected = users.length > 0 ? `route(s) ${names}` : 'any route that uses it';
+    warnings.push({
+      ...locate(['upstreams', index, 'targets']),
+      kind: 'upstream',
+      name: upstream.name,
+      field: 'targets',
+      message:
+        'every target has weight 0, so proxies respond with 502 upstream_unavailable to every ' +
+        `request of ${affected}; give at least one target a weight above 0 ` +
+        '(omitted, weight is 1)',
+    });
+  });
+  return warnings;
 }
 
 /**

@@ -183,7 +183,6 @@ class Bench {
       upstreams: [benchUpstream],
       prune: true,
       dryRun: false,
-      ifVersion: 0,
       includeValues: false,
     });
     const version = response.version;

@@ -9,12 +9,12 @@ import {
   ExitError,
   exitHelp,
   parseDuration,
-  parsePositiveInteger,
+  parseIfVersion,
   withClient,
 } from '../context.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
 import { locateControlPlaneIssues } from '../issue-locations.js';
-import { err, out, plural, printWarnings } from '../output.js';
+import { err, isUnreadable, out, plural, printWarnings } from '../output.js';
 import { percentile, waitForVersion, type WaitResult } from '../wait.js';
 
 interface ApplyOptions {
@@ -50,7 +50,7 @@ export function registerApply(program: Command): void {
     .option(
       '--if-version <n>',
       'fail unless the configuration is still at version n (from "loomctl get")',
-      parsePositiveInteger('--if-version'),
+      parseIfVersion,
     )
     .option(
       '--allow-empty',
@@ -72,6 +72,7 @@ export function registerApply(program: Command): void {
         exitHelp('success', 'invalid configuration, unreachable control plane, version conflict', [
           '  3  --wait: the write was committed, but a proxy nacked the version or did not',
           '     apply it before the timeout',
+          '  130  --wait interrupted (Ctrl-C): the write was committed, the wait stopped',
         ]),
     )
     .action(async (options: ApplyOptions, command: Command) => {
@@ -107,7 +108,7 @@ export function registerApply(program: Command): void {
             upstreams: declared.upstreams,
             prune: options.prune,
             dryRun: options.dryRun,
-            ifVersion: options.ifVersion ?? 0,
+            ifVersion: options.ifVersion,
             includeValues: false,
           })
           .catch(async (error: unknown) => {
@@ -148,7 +149,12 @@ function printApplied(response: ApplyResponse, dryRun: boolean): void {
   }
   const suffix = dryRun ? ' (dry run)' : '';
   if (response.changes.length <= LISTED_CHANGES_LIMIT) {
-    for (const change of response.changes) out(`${formatChange(change)}${suffix}`);
+    for (const change of response.changes) {
+      const note = isUnreadable(response.unreadable, change.kind, change.name)
+        ? ` (its stored value was not a valid ${change.kind})`
+        : '';
+      out(`${formatChange(change)}${note}${suffix}`);
+    }
   } else {
     const counts = new Map<string, { kind: string; action: string; count: number }>();
     for (const change of response.changes) {
@@ -175,6 +181,17 @@ async function waitAndReport(
   timeoutMs: number,
 ): Promise<void> {
   const tty = process.stderr.isTTY === true;
+  // The write is committed at this point, so an interrupt stops only the wait, and the
+  // operator must learn that the version stays.
+  const onInterrupt = () => {
+    if (tty) process.stderr.write('\n');
+    err(
+      `interrupted: version ${response.version} was committed; only the wait for proxies ` +
+        'stopped. Run "loomctl status" to see which proxies applied it.',
+    );
+    process.exit(EXIT.interrupted);
+  };
+  process.once('SIGINT', onInterrupt);
   const result = await waitForVersion(client, {
     epoch: response.epoch,
     version: response.version,
@@ -186,7 +203,7 @@ async function waitAndReport(
             `\rwaiting for version ${response.version}: ${applied} of ${total} proxies applied`,
           )
       : undefined,
-  });
+  }).finally(() => process.off('SIGINT', onInterrupt));
   if (tty) process.stderr.write('\n');
   reportWait(result, timeoutMs);
 }

@@ -1,7 +1,7 @@
 import { Argument, type Command } from 'commander';
 
-import { exitHelp, parsePositiveInteger, withClient } from '../context.js';
-import { out } from '../output.js';
+import { exitHelp, parseIfVersion, withClient } from '../context.js';
+import { isUnreadable, out } from '../output.js';
 
 /** Returns the singular kind the admin API takes; `get` spells kinds in the plural. */
 function singularKind(kind: string): string {
@@ -23,7 +23,7 @@ export function registerDelete(program: Command): void {
     .option(
       '--if-version <n>',
       'fail unless the configuration is still at version n (from "loomctl get")',
-      parsePositiveInteger('--if-version'),
+      parseIfVersion,
     )
     .addHelpText(
       'after',
@@ -32,9 +32,14 @@ export function registerDelete(program: Command): void {
     .action(
       async (kind: string, name: string, options: { ifVersion?: number }, command: Command) => {
         const response = await withClient(command, (client) =>
-          client.delete({ kind: singularKind(kind), name, ifVersion: options.ifVersion ?? 0 }),
+          client.delete({ kind: singularKind(kind), name, ifVersion: options.ifVersion }),
         );
-        for (const change of response.changes) out(`${change.kind}/${change.name} deleted`);
+        for (const change of response.changes) {
+          const note = isUnreadable(response.unreadable, change.kind, change.name)
+            ? ' (its stored value was not a valid ' + change.kind + ')'
+            : '';
+          out(`${change.kind}/${change.name} deleted${note}`);
+        }
         out(`version ${response.version}`);
       },
     );

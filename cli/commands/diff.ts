@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import type { Change } from '../../proto/gen/loom/v1/admin.js';
+import type { UnreadableKey } from '../../proto/gen/loom/v1/admin.js';
 import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
 import { diffFields } from '../field-diff.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
@@ -52,7 +53,6 @@ export function registerDiff(program: Command): void {
           upstreams: declared.upstreams,
           prune: options.prune,
           dryRun: true,
-          ifVersion: 0,
           includeValues: true,
         }),
       ).catch(async (error: unknown) => {
@@ -69,14 +69,17 @@ export function registerDiff(program: Command): void {
         out(`no changes (version ${response.version})`);
         return;
       }
-      for (const change of response.changes) printChange(change);
+      for (const change of response.changes) printChange(change, response.unreadable);
       out(summarize(response.changes, response.version));
       throw new ExitError(EXIT.changes, '');
     });
 }
 
-function printChange(change: Change): void {
+function printChange(change: Change, unreadable: UnreadableKey[]): void {
   out(`${MARKS[change.action] ?? '?'} ${change.kind}/${change.name}`);
+  const stored = unreadable.find((key) => key.kind === change.kind && key.name === change.name);
+  if (stored !== undefined)
+    out(`    (stored value is not a valid ${change.kind}: ${stored.reason})`);
   const before = change.beforeJson ? (JSON.parse(change.beforeJson) as unknown) : {};
   const after = change.afterJson ? (JSON.parse(change.afterJson) as unknown) : {};
   for (const field of diffFields(before, after)) {

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 
-import { LoomError } from '../../common/errors.js';
+import { ConfigError, LoomError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
+import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
-import { exitHelp, withClient } from '../context.js';
-import { out, plural } from '../output.js';
+import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
+import { offlineHeader, out, plural, printConfigIssues } from '../output.js';
 import { explainRequest, type Explanation, type HostMiss } from '../route-explainer.js';
 
 const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^?#]*)/i;
@@ -44,12 +45,27 @@ export function registerExplain(program: Command): void {
         const { host, path } = splitTarget(url, options.host);
         const routes =
           options.filename.length > 0
-            ? (await loadConfigFiles(options.filename, { partial: true })).routes
+            ? (await loadFiles(options.filename)).routes
             : (await withClient(command, (client) => client.getConfig())).routes;
+        const normalized = normalizeRequestPath(path);
+        if (typeof normalized === 'string' && normalized !== path) {
+          out(`request path ${path} is normalised to ${normalized}, as proxies do before routing`);
+        }
         const explanation = explainRequest(routes, method.toUpperCase(), host, path);
         printExplanation(explanation, routes, host);
       },
     );
+}
+
+/** Loads the files of -f; explain never writes, so errors get the header of offline checks. */
+async function loadFiles(files: string[]): Promise<{ routes: Route[] }> {
+  try {
+    return await loadConfigFiles(files, { partial: true });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    printConfigIssues(offlineHeader(error), error.issues);
+    throw new ExitError(EXIT.error, '');
+  }
 }
 
 function splitTarget(url: string, hostOption: string | undefined): { host?: string; path: string } {

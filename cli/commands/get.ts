@@ -4,7 +4,7 @@ import { LoomError } from '../../common/errors.js';
 import type { GetConfigResponse } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { exitHelp, withClient } from '../context.js';
-import { configDocument, formatDocument, formatTable } from '../output.js';
+import { configDocument, formatDocument, formatTable, printUnreadableKeys } from '../output.js';
 
 type Format = 'yaml' | 'json' | 'table';
 
@@ -48,6 +48,7 @@ export function registerGet(program: Command): void {
         command: Command,
       ) => {
         const config = await withClient(command, (client) => client.getConfig());
+        printUnreadableKeys(config.unreadable, config.unreadableTotal);
         if (kind === undefined) {
           printWhole(config, options.output ?? 'yaml');
           return;

@@ -19,7 +19,8 @@ import { ConfigState } from '../snapshot/config-state.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
 import type { ProxyRegistry } from '../stream/proxy-registry.js';
 import type { Store } from '../store/store.js';
-import { planApply, planDelete, type Plan, type StoredConfig } from './plan.js';
+import { planApply, planDelete, type Plan, type StoredConfig, type UnreadableKey } from './plan.js';
+import { findUnreadableKeys, unreadableFields } from './unreadable-keys.js';
 
 /** How often an apply without `if_version` re-plans after a concurrent write. */
 const MAX_PLAN_ATTEMPTS = 3;
@@ -50,10 +51,14 @@ export class AdminApi {
 
   async apply(request: ApplyRequest): Promise<ApplyResponse> {
     const epoch = await this.#deps.store.epoch();
+    let unreadable: UnreadableKey[] = [];
     const { plan, revision, committedAtMs } = await this.#commitPlanned(
       request.ifVersion,
       request.dryRun,
-      (stored) => planApply(this.#deps.prefix, stored, request, request.prune),
+      (stored) => {
+        unreadable = stored.unreadable ?? [];
+        return planApply(this.#deps.prefix, stored, request, request.prune);
+      },
     );
     const committed = committedAtMs > 0;
     if (committed) {
@@ -69,6 +74,7 @@ export class AdminApi {
       changes: toChanges(plan, request.includeValues),
       committed,
       committedAtMs,
+      ...unreadableFields(unreadable),
     };
   }
 
@@ -81,19 +87,29 @@ export class AdminApi {
     }
     const kind = request.kind;
     const epoch = await this.#deps.store.epoch();
+    let unreadable: UnreadableKey[] = [];
     const { plan, revision, committedAtMs } = await this.#commitPlanned(
       request.ifVersion,
       false,
-      (stored) => planDelete(this.#deps.prefix, stored, kind, request.name),
+      (stored) => {
+        unreadable = stored.unreadable ?? [];
+        return planDelete(this.#deps.prefix, stored, kind, request.name);
+      },
     );
     this.#deps.commitTimes.record(epoch, revision, committedAtMs);
     this.#logger.info({ version: revision, kind, name: request.name }, 'delete committed');
-    return { version: revision, changes: toChanges(plan, false) };
+    return { version: revision, changes: toChanges(plan, false), ...unreadableFields(unreadable) };
   }
 
   async getConfig(): Promise<GetConfigResponse> {
     const [epoch, stored] = await Promise.all([this.#deps.store.epoch(), this.#readStored()]);
-    return { version: stored.revision, epoch, routes: stored.routes, upstreams: stored.upstreams };
+    return {
+      version: stored.revision,
+      epoch,
+      routes: stored.routes,
+      upstreams: stored.upstreams,
+      ...unreadableFields(stored.unreadable ?? []),
+    };
   }
 
   /**
@@ -115,17 +131,20 @@ export class AdminApi {
 
   /**
    * Plans against a fresh read and commits on the condition that nothing
-   * changed since that read (or since `ifVersion` when given). Returns
-   * `committedAtMs` 0 when nothing was written.
+   * changed since that read (or since `ifVersion` when given). `ifVersion` 0
+   * requires a read without routes or upstreams, as on a new store; like a
+   * key's mod revision 0 in etcd, it means "none exists now", so a store whose
+   * resources were all deleted passes too. Returns `committedAtMs` 0 when
+   * nothing was written.
    */
   async #commitPlanned(
-    ifVersion: number,
+    ifVersion: number | undefined,
     dryRun: boolean,
     makePlan: (stored: StoredConfig) => Plan,
   ): Promise<{ plan: Plan; revision: number; committedAtMs: number }> {
     for (let attempt = 1; ; attempt++) {
       const stored = await this.#readStored();
-      if (ifVersion > stored.revision) {
+      if (ifVersion !== undefined && ifVersion > stored.revision) {
         throw new LoomError(
           'LOOM_INVALID_ARGUMENT',
           `--if-version ${ifVersion} is ahead of the store, which is at version ${stored.revision}; ` +
@@ -133,7 +152,7 @@ export class AdminApi {
         );
       }
       const plan = makePlan(stored);
-      if (ifVersion > 0 && stored.lastModified > ifVersion) {
+      if (ifVersion !== undefined && stored.lastModified > ifVersion) {
         // Checked here too, so that an apply that would change nothing still reports the conflict.
         throw await this.#conflict(ifVersion);
       }
@@ -142,8 +161,10 @@ export class AdminApi {
       }
 
       try {
+        // Version 0 commits on the read, which held no resource, because the store's own
+        // check at revision 0 would also fail on keys that are no part of the configuration.
         const revision = await this.#deps.store.commit(plan.operations, {
-          ifRevision: ifVersion > 0 ? ifVersion : stored.revision,
+          ifRevision: ifVersion || stored.revision,
           prefix: this.#deps.prefix,
         });
         return { plan, revision, committedAtMs: Date.now() };
@@ -151,11 +172,11 @@ export class AdminApi {
         const retry =
           error instanceof LoomError &&
           error.code === 'LOOM_VERSION_CONFLICT' &&
-          ifVersion === 0 &&
+          ifVersion === undefined &&
           attempt < MAX_PLAN_ATTEMPTS;
         if (retry) continue;
         if (error instanceof LoomError && error.code === 'LOOM_VERSION_CONFLICT') {
-          throw await this.#conflict(ifVersion > 0 ? ifVersion : stored.revision, error);
+          throw await this.#conflict(ifVersion ?? stored.revision, error);
         }
         throw error;
       }
@@ -168,6 +189,15 @@ export class AdminApi {
       (range) => String(range.revision),
       () => 'unknown',
     );
+    if (expected === 0) {
+      return new LoomError(
+        'LOOM_VERSION_CONFLICT',
+        'version conflict: --if-version 0 expects a store without routes or upstreams, but ' +
+          `the store holds some (it is now at version ${current}); nothing was written. ` +
+          'Run "loomctl get" to see them, and pass the version it prints.',
+        { cause: error },
+      );
+    }
     return new LoomError(
       'LOOM_VERSION_CONFLICT',
       `version conflict: expected the configuration at version ${expected}, but it changed ` +
@@ -179,18 +209,24 @@ export class AdminApi {
 
   /**
    * Reads the stored configuration. `lastModified` is the newest modification
-   * revision of a stored resource; a delete leaves no key, so it does not count.
+   * revision of a stored resource, unreadable ones included; a delete leaves no
+   * key, so it does not count.
    */
-  async #readStored(): Promise<StoredConfig & { lastModified: number }> {
+  async #readStored(): Promise<
+    StoredConfig & { lastModified: number; unreadable: UnreadableKey[] }
+  > {
     const range = await this.#deps.store.range(this.#deps.prefix);
     const state = new ConfigState(this.#deps.prefix, this.#logger);
     state.reset(range);
     const lastModified = range.items.reduce((max, item) => Math.max(max, item.modRevision), 0);
+    const routes = state.routes();
+    const upstreams = state.upstreams();
     return {
       revision: range.revision,
       lastModified,
-      routes: state.routes(),
-      upstreams: state.upstreams(),
+      routes,
+      upstreams,
+      unreadable: findUnreadableKeys(this.#deps.prefix, range.items, { routes, upstreams }),
     };
   }
 }

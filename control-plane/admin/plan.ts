@@ -12,6 +12,17 @@ export interface StoredConfig {
   revision: number;
   routes: Route[];
   upstreams: Upstream[];
+  /** Keys of routes and upstreams whose values cannot be decoded; proxies skip them. */
+  unreadable?: UnreadableKey[];
+}
+
+/** A key under the prefix, named like a route or upstream, whose value cannot be decoded. */
+export interface UnreadableKey {
+  kind: ResourceKind;
+  name: string;
+  key: string;
+  /** Why decoding failed, such as the JSON.parse error. */
+  reason: string;
 }
 
 /** What an apply or delete would write. */
@@ -39,20 +50,42 @@ export function planApply(
   const upstreams = declared.upstreams.map(normalizeUpstream);
   rejectInvalidNames(routes, upstreams);
 
-  const desiredRoutes = merge(prune ? [] : stored.routes, routes);
-  const desiredUpstreams = merge(prune ? [] : stored.upstreams, upstreams);
+  // Stored values written by an older release, or straight into the store, may be in another
+  // spelling of the same stored form; comparing normalised values keeps them from showing as
+  // changes. A value is rewritten only when its resource changes.
+  const storedRoutes = stored.routes.map(normalizeRoute);
+  const storedUpstreams = stored.upstreams.map(normalizeUpstream);
+  const desiredRoutes = merge(prune ? [] : storedRoutes, routes);
+  const desiredUpstreams = merge(prune ? [] : storedUpstreams, upstreams);
   const issues = validateConfig(desiredRoutes, desiredUpstreams);
   // Duplicates inside the request are reported by validateConfig only when they survive the merge.
   issues.unshift(...duplicateIssues(routes, 'route'), ...duplicateIssues(upstreams, 'upstream'));
   if (issues.length > 0) throw new ConfigError(issues);
 
   const plan: Plan = { changes: [], values: new Map(), operations: [] };
-  diffInto(plan, prefix, 'route', stored.routes, desiredRoutes, encodeRoute);
-  diffInto(plan, prefix, 'upstream', stored.upstreams, desiredUpstreams, encodeUpstream);
+  diffInto(plan, prefix, 'route', storedRoutes, desiredRoutes, encodeRoute);
+  diffInto(plan, prefix, 'upstream', storedUpstreams, desiredUpstreams, encodeUpstream);
+  // A declared resource of the same name already replaces an unreadable value (as a create).
+  if (prune) pruneUnreadable(plan, stored.unreadable ?? []);
   return plan;
 }
 
-/** Plans the deletion of one resource; an upstream still used by a route is not deleted. */
+/** Adds the deletion of every unreadable key that the plan does not already write. */
+function pruneUnreadable(plan: Plan, unreadable: UnreadableKey[]): void {
+  const written = new Set(plan.operations.map((operation) => operation.key));
+  for (const { kind, name, key } of unreadable) {
+    if (written.has(key)) continue;
+    plan.changes.push({ kind, name, action: 'delete' });
+    plan.values.set(`${kind}/${name}`, { beforeJson: '', afterJson: '' });
+    plan.operations.push({ type: 'delete', key });
+  }
+  plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));
+}
+
+/**
+ * Plans the deletion of one resource; an upstream still used by a route is not deleted. A
+ * key of that kind and name whose value cannot be decoded is deleted too.
+ */
 export function planDelete(
   prefix: string,
   stored: StoredConfig,
@@ -60,6 +93,15 @@ export function planDelete(
   name: string,
 ): Plan {
   const list: { name: string }[] = kind === 'route' ? stored.routes : stored.upstreams;
+  const unreadable = stored.unreadable?.find((item) => item.kind === kind && item.name === name);
+  if (unreadable !== undefined) {
+    // Routes that name such an upstream already point at none, so they do not stop this.
+    return {
+      changes: [{ kind, name, action: 'delete' }],
+      values: new Map([[`${kind}/${name}`, { beforeJson: '', afterJson: '' }]]),
+      operations: [{ type: 'delete', key: unreadable.key }],
+    };
+  }
   if (!list.some((resource) => resource.name === name)) {
     throw new LoomError(
       'LOOM_NOT_FOUND',

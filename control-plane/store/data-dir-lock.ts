@@ -43,7 +43,7 @@ export class DataDirLock {
         throw new LoomError(
           'LOOM_STORE_UNAVAILABLE',
           `data directory ${dataDir} is in use by process ${owner} (lock file ${path}); ` +
-            'stop that process or choose another data directory',
+            'stop that process or choose another directory with --data-dir',
         );
       }
       logger.warn({ file: path, pid: owner ?? null }, 'stale data directory lock taken over');

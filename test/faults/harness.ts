@@ -178,7 +178,6 @@ export async function applyConfig(
       upstreams: config.upstreams,
       prune: true,
       dryRun: false,
-      ifVersion: 0,
       includeValues: false,
     });
     return response.version;

@@ -71,7 +71,7 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     const cases = [
       ['apply', '-f', config, '--allow-empty'],
       ['apply', '-f', config, '--wait', '--timeout', 'abc'],
-      ['apply', '-f', config, '--if-version', '0'],
+      ['apply', '-f', config, '--if-version', '-1'],
       ['apply', '-f', config, '--if-version', 'abc'],
       ['delete', 'route', 'x', '--if-version', '1.5'],
       ['apply', '-f', config, '--timeout', '5s'],

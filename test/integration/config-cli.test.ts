@@ -73,7 +73,7 @@ const EXPECTED = [
   /:5: upstream "users" balancer: invalid value; did you mean "round-robin"\? Expected one of "round-robin", "least-request", "hash" \(got "round_robin"\)$/,
   /:8: upstream "users" targets\[0\]\.wieght: unknown field; did you mean "weight"\? \(got 2\)$/,
   /:11: upstream "orders" targets\[0\]\.url: unsupported scheme "ftp"; use http or https \(got "ftp:\/\/nowhere"\)$/,
-  /:12: upstream "users" name: duplicate upstream name; every upstream needs a unique name \(got "users"\)$/,
+  /:12: upstream "users" name: duplicate upstream name; every upstream needs a unique name \(the first upstream of that name is at .*:4\) \(got "users"\)$/,
   /:13: upstream "users" targets: an upstream needs at least one target \(got \[\]\)$/,
   /:16: route "r1" pathz: unknown field; did you mean "paths", which is required and missing\? \(got \["\/a"\]\)$/,
   /:19: route "r2" paths\[0\]: invalid path pattern: a pattern must start with "\/" \(got "users\/:id"\)$/,

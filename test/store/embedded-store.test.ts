@@ -195,6 +195,7 @@ describe('EmbeddedStore', () => {
       assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
       assert.ok(error.message.includes(dataDir), error.message);
       assert.ok(error.message.includes(`process ${process.pid}`), error.message);
+      assert.match(error.message, /choose another directory with --data-dir$/);
       return true;
     });
     await first.close();

@@ -69,6 +69,50 @@ describe('config file reading', () => {
     assert.deepEqual(config, { routes: [], upstreams: [], warnings: [], sources });
   });
 
+  test('JSON file is parsed strictly', () => {
+    const text = '{"routes": [\n  {"name": "j", "paths": ["/j"], "upstream": "u",}\n]}\n';
+    let issues: ConfigIssue[] = [];
+    try {
+      parseConfigTexts([{ file: 'bad.json', text }]);
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      issues = error.issues;
+    }
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].line, 2);
+    assert.equal(issues[0].column, 50);
+    assert.equal(issues[0].field, '(syntax)');
+    assert.match(issues[0].message, /^invalid JSON: Expected double-quoted property name in JSON;/);
+    assert.match(issues[0].message, /name it \.yaml to read it as YAML/);
+  });
+
+  test('same text as YAML is accepted', () => {
+    const text = `${UPSTREAM}routes: [{"name": "j", "paths": ["/j"], "upstream": "u",}]\n`;
+    assert.equal(parseConfigTexts([{ file: 'ok.yaml', text }]).routes.length, 1);
+  });
+
+  test('JSON file with byte order mark', () => {
+    const text = '\uFEFF{"upstreams": [{"name": "u", "targets": [{"url": "http://a:1"}]}]}';
+    assert.equal(parseConfigTexts([{ file: 'bom.json', text }]).upstreams.length, 1);
+  });
+
+  test('duplicate across files names both', () => {
+    let issues: ConfigIssue[] = [];
+    try {
+      parseConfigTexts([
+        { file: 'a.yaml', text: `${UPSTREAM}routes:\n  - {name: dup, paths: [/a], upstream: u}\n` },
+        { file: 'b.yaml', text: 'routes:\n  - {name: dup, paths: [/b], upstream: u}\n' },
+      ]);
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      issues = error.issues;
+    }
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].file, 'b.yaml');
+    assert.equal(issues[0].line, 2);
+    assert.match(issues[0].message, /\(the first route of that name is at a\.yaml:5\)$/);
+  });
+
   test('brace param gets a hint', () => {
     const issues = issuesOf(`${UPSTREAM}routes:\n  - {name: r, paths: ["/u/{id}"], upstream: u}\n`);
     assert.match(issues[0].message, /write a param as :name, not \{name\}$/);
@@ -102,6 +146,35 @@ describe('host and target messages', () => {
       assert.doesNotMatch(formatConfigIssue(issues[0]), /s3cret/);
       assert.match(String(issues[0].value), /^http:\/\/admin:\*\*\*@/);
     }
+  });
+});
+
+describe('zero weight warning', () => {
+  const zero = (weights: number[]) =>
+    'upstreams:\n  - name: zero\n    targets:\n' +
+    weights
+      .map(
+        (weight, index) => `      - {url: "http://127.0.0.1:${9001 + index}", weight: ${weight}}\n`,
+      )
+      .join('') +
+    'routes:\n  - {name: z, paths: [/z], upstream: zero}\n';
+
+  test('all targets at weight 0 warns', () => {
+    const config = parseConfigTexts([{ file: 'zero.yaml', text: zero([0, 0]) }]);
+    assert.equal(config.warnings.length, 1);
+    const [warning] = config.warnings;
+    assert.equal(warning.kind, 'upstream');
+    assert.equal(warning.name, 'zero');
+    assert.equal(warning.field, 'targets');
+    assert.equal(warning.line, 3);
+    assert.match(warning.message, /every target has weight 0/);
+    assert.match(warning.message, /502 upstream_unavailable .* route\(s\) "z"/);
+    assert.match(warning.message, /give at least one target a weight above 0/);
+  });
+
+  test('one target in rotation is quiet', () => {
+    const config = parseConfigTexts([{ file: 'zero.yaml', text: zero([0, 1]) }]);
+    assert.deepEqual(config.warnings, []);
   });
 });
 
@@ -151,6 +224,15 @@ describe('config paths', () => {
 
   test('missing file is named', async () => {
     const issues = await loadIssues([join(dir, 'missing.yaml')]);
-    assert.match(issues[0].message, /cannot read config: file not found/);
+    assert.match(issues[0].message, /cannot read config: file not found$/);
+  });
+
+  test('other extension is suggested', async () => {
+    const issues = await loadIssues([join(dir, 'conf', 'a-upstreams.yml')]);
+    const expected = join(dir, 'conf', 'a-upstreams.yaml');
+    assert.equal(
+      issues[0].message,
+      `cannot read config: file not found; did you mean ${expected}?`,
+    );
   });
 });

@@ -4,10 +4,15 @@ import { describe, test } from 'node:test';
 import { ConfigError, type ConfigIssue } from '../../common/errors.js';
 import { MAX_PATTERN_LENGTH, MAX_PATTERN_SEGMENTS } from '../../config/limits.js';
 import { parseConfigTexts, type DeclaredConfig } from '../../config/load.js';
-import { normalizePathPattern, normalizeRoute } from '../../config/normalize.js';
+import {
+  normalizePathPattern,
+  normalizeRoute,
+  normalizeTargetUrl,
+} from '../../config/normalize.js';
 import { findShadowedRoutes } from '../../config/overlap.js';
 import { validateConfig } from '../../config/validate.js';
 import { parsePattern } from '../../data-plane/router/pattern.js';
+import { parseTargetUrl } from '../../data-plane/upstreams/target-url.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 
 const UPSTREAM = `upstreams:
@@ -189,5 +194,65 @@ describe('pattern limits', () => {
     // Called directly, the trie skips paths over the limit instead of recursing through them.
     const routes = [storedRoute([`${deep}/**`]), storedRoute([`/${'s/'.repeat(6000)}:id`])];
     assert.deepEqual(findShadowedRoutes(routes), []);
+  });
+});
+
+describe('target URL normalisation', () => {
+  test('equivalent spellings store one URL', () => {
+    const spellings = [
+      'http://LocalHost:17411',
+      'HTTP://localhost:17411',
+      'http://localhost:17411',
+      'http://localhost:17411/',
+      'http://localhost:17411//',
+    ];
+    for (const spelling of spellings) {
+      assert.equal(normalizeTargetUrl(spelling), 'http://localhost:17411', spelling);
+    }
+  });
+
+  test('default ports are dropped', () => {
+    assert.equal(normalizeTargetUrl('http://localhost:80'), 'http://localhost');
+    assert.equal(normalizeTargetUrl('http://localhost'), 'http://localhost');
+    assert.equal(normalizeTargetUrl('http://localhost:/'), 'http://localhost');
+    assert.equal(normalizeTargetUrl('https://api.example:443/v1'), 'https://api.example/v1');
+    assert.equal(normalizeTargetUrl('https://api.example:80'), 'https://api.example:80');
+    assert.equal(normalizeTargetUrl('http://api.example:443'), 'http://api.example:443');
+  });
+
+  test('IPv6 keeps its brackets', () => {
+    assert.equal(normalizeTargetUrl('http://[::1]:80/'), 'http://[::1]');
+    assert.equal(normalizeTargetUrl('http://[::1]:9001'), 'http://[::1]:9001');
+  });
+
+  test('non-root paths stay as written', () => {
+    assert.equal(normalizeTargetUrl('http://A:9001/Api/'), 'http://a:9001/Api/');
+    assert.equal(normalizeTargetUrl('http://a:9001/v1/%7Ex'), 'http://a:9001/v1/%7Ex');
+  });
+
+  test('invalid URLs stay as written', () => {
+    for (const raw of ['ftp://Host/', 'http://u:p@Host/', 'http://Host/?q', 'not a url']) {
+      assert.equal(normalizeTargetUrl(raw), raw);
+    }
+  });
+
+  test('proxy sees the same target', () => {
+    const spellings = [
+      'http://LocalHost:80/',
+      'http://localhost',
+      'https://H:443/a/',
+      'http://[::1]/',
+    ];
+    for (const spelling of spellings) {
+      assert.deepEqual(parseTargetUrl(normalizeTargetUrl(spelling)), parseTargetUrl(spelling));
+    }
+  });
+
+  test('equivalent files store equal upstreams', () => {
+    const text = (url: string) => `upstreams:\n  - name: u\n    targets: [{url: "${url}"}]\n`;
+    const first = parseConfigTexts([{ file: 'a.yaml', text: text('http://LocalHost:80/') }]);
+    const second = parseConfigTexts([{ file: 'b.yaml', text: text('http://localhost') }]);
+    assert.deepEqual(first.upstreams, second.upstreams);
+    assert.equal(first.upstreams[0].targets[0].url, 'http://localhost');
   });
 });

@@ -6,7 +6,11 @@ import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 
 import { ConfigError } from '../../common/errors.js';
-import { configJsonSchema, JSON_SCHEMA_PATH } from '../../config/json-schema.js';
+import {
+  configJsonSchema,
+  formatConfigJsonSchema,
+  JSON_SCHEMA_PATH,
+} from '../../config/json-schema.js';
 import { MAX_PATTERN_LENGTH, MAX_PATTERN_SEGMENTS } from '../../config/limits.js';
 import { parseConfigTexts } from '../../config/load.js';
 import { ConfigFileSchema } from '../../config/schema.js';
@@ -59,6 +63,14 @@ describe('config JSON Schema', () => {
       configJsonSchema(),
       `${JSON_SCHEMA_PATH} is stale; run "npm run generate"`,
     );
+  });
+
+  test('schema command prints committed bytes', async () => {
+    const committed = readFileSync(join(ROOT, JSON_SCHEMA_PATH), 'utf8');
+    assert.equal(formatConfigJsonSchema(), committed);
+    const { format } = await import('prettier');
+    const options = { parser: 'json', printWidth: 100 };
+    assert.equal(await format(committed, options), committed, 'Prettier keeps the file as is');
   });
 
   test('schema lists the top-level fields', () => {

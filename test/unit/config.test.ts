@@ -89,6 +89,43 @@ routes:
     for (const issue of issues) assert.equal(issue.file, 'loom.yaml');
   });
 
+  test('target URL path starting with // rejected', () => {
+    const issues = issuesOf(`upstreams:
+  - name: users
+    targets:
+      - url: http://10.0.0.5//evil.example/x
+routes:
+  - name: r
+    paths: [/x]
+    upstream: users
+`);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].field, 'targets[0].url');
+    assert.equal(issues[0].line, 4);
+    assert.match(issues[0].message, /cannot start with "\/\/"/);
+  });
+
+  test('two spellings of one target rejected', () => {
+    const issues = issuesOf(`upstreams:
+  - name: users
+    targets:
+      - url: http://LocalHost:80/
+      - url: http://127.0.0.1:1
+      - url: http://localhost
+routes:
+  - name: r
+    paths: [/x]
+    upstream: users
+`);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].field, 'targets[2].url');
+    assert.equal(issues[0].line, 6);
+    assert.match(
+      issues[0].message,
+      /duplicate target: targets\[0\] is the same URL \(http:\/\/localhost\)/,
+    );
+  });
+
   test('schema errors name field and line', () => {
     const issues = issuesOf(`routes:
   - name: r

@@ -33,6 +33,20 @@ describe('apply planning', () => {
     assert.deepEqual(plan.operations, []);
   });
 
+  test('old target spelling plans nothing', () => {
+    const old: StoredConfig = {
+      revision: 10,
+      routes: [],
+      upstreams: [{ name: 'u1', targets: [{ url: 'http://LocalHost:80/', weight: 1 }] }],
+    };
+    const declared = {
+      routes: [],
+      upstreams: [{ name: 'u1', targets: [{ url: 'http://localhost', weight: 1 }] }],
+    };
+    assert.deepEqual(planApply('/loom/', old, declared, false).operations, []);
+    assert.deepEqual(planApply('/loom/', old, declared, true).operations, []);
+  });
+
   test('declared resources merge without prune', () => {
     const plan = planApply('/loom/', stored, { routes: [route('r2', 'u1')], upstreams: [] }, false);
     assert.deepEqual(plan.changes, [{ kind: 'route', name: 'r2', action: 'create' }]);

@@ -101,7 +101,6 @@ describe('snapshot stream', { concurrency: 1 }, () => {
       upstreams: [upstream],
       prune: true,
       dryRun: false,
-      ifVersion: 0,
       includeValues: false,
     });
     return response.version;

@@ -31,8 +31,13 @@ export interface ApplyRequest {
   prune: boolean;
   /** Validate and compute the changes without writing them. */
   dryRun: boolean;
-  /** When non-zero, fail unless the store is still at this revision. */
-  ifVersion: number;
+  /**
+   * When set, fail unless the store is still at this version. 0 means a store
+   * that holds no route or upstream.
+   */
+  ifVersion?:
+    | number
+    | undefined;
   /** Fill before_json and after_json of every change, for a field-level diff. */
   includeValues: boolean;
 }
@@ -64,6 +69,23 @@ export interface ApplyResponse {
    * when nothing was committed.
    */
   committedAtMs: number;
+  /** Stored keys that the apply planned against and could not read. */
+  unreadable: UnreadableKey[];
+  /** Number of such keys, listed or not. */
+  unreadableTotal: number;
+}
+
+/**
+ * A key under the prefix, named like a route or upstream, whose value does not
+ * decode as one. Proxies skip it. `loomctl delete` and `apply --prune` remove it.
+ */
+export interface UnreadableKey {
+  /** "route" or "upstream". */
+  kind: string;
+  name: string;
+  key: string;
+  /** Why decoding failed, such as the JSON parse error. */
+  reason: string;
 }
 
 export interface GetConfigRequest {
@@ -74,18 +96,26 @@ export interface GetConfigResponse {
   epoch: string;
   routes: Route[];
   upstreams: Upstream[];
+  /** Stored keys that could not be read, at most 20. */
+  unreadable: UnreadableKey[];
+  /** Number of such keys, listed or not. */
+  unreadableTotal: number;
 }
 
 export interface DeleteRequest {
   /** "route" or "upstream". */
   kind: string;
   name: string;
-  ifVersion: number;
+  /** As in ApplyRequest. */
+  ifVersion?: number | undefined;
 }
 
 export interface DeleteResponse {
   version: number;
   changes: Change[];
+  /** As in ApplyResponse. */
+  unreadable: UnreadableKey[];
+  unreadableTotal: number;
 }
 
 export interface StatusRequest {
@@ -142,7 +172,7 @@ export interface StatusResponse {
 }
 
 function createBaseApplyRequest(): ApplyRequest {
-  return { routes: [], upstreams: [], prune: false, dryRun: false, ifVersion: 0, includeValues: false };
+  return { routes: [], upstreams: [], prune: false, dryRun: false, ifVersion: undefined, includeValues: false };
 }
 
 export const ApplyRequest: MessageFns<ApplyRequest> = {
@@ -159,7 +189,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     if (message.dryRun !== false) {
       writer.uint32(32).bool(message.dryRun);
     }
-    if (message.ifVersion !== 0) {
+    if (message.ifVersion !== undefined) {
       writer.uint32(40).uint64(message.ifVersion);
     }
     if (message.includeValues !== false) {
@@ -257,7 +287,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
         ? globalThis.Number(object.ifVersion)
         : isSet(object.if_version)
         ? globalThis.Number(object.if_version)
-        : 0,
+        : undefined,
       includeValues: isSet(object.includeValues)
         ? globalThis.Boolean(object.includeValues)
         : isSet(object.include_values)
@@ -280,7 +310,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     if (message.dryRun !== false) {
       obj.dryRun = message.dryRun;
     }
-    if (message.ifVersion !== 0) {
+    if (message.ifVersion !== undefined) {
       obj.ifVersion = Math.round(message.ifVersion);
     }
     if (message.includeValues !== false) {
@@ -298,7 +328,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     message.upstreams = object.upstreams?.map((e) => Upstream.fromPartial(e)) || [];
     message.prune = object.prune ?? false;
     message.dryRun = object.dryRun ?? false;
-    message.ifVersion = object.ifVersion ?? 0;
+    message.ifVersion = object.ifVersion ?? undefined;
     message.includeValues = object.includeValues ?? false;
     return message;
   },
@@ -446,7 +476,7 @@ export const Change: MessageFns<Change> = {
 };
 
 function createBaseApplyResponse(): ApplyResponse {
-  return { version: 0, epoch: "", changes: [], committed: false, committedAtMs: 0 };
+  return { version: 0, epoch: "", changes: [], committed: false, committedAtMs: 0, unreadable: [], unreadableTotal: 0 };
 }
 
 export const ApplyResponse: MessageFns<ApplyResponse> = {
@@ -465,6 +495,12 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     }
     if (message.committedAtMs !== 0) {
       writer.uint32(40).int64(message.committedAtMs);
+    }
+    for (const v of message.unreadable) {
+      UnreadableKey.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.unreadableTotal !== 0) {
+      writer.uint32(56).uint32(message.unreadableTotal);
     }
     return writer;
   },
@@ -522,6 +558,22 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
             message.committedAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.unreadable.push(UnreadableKey.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.unreadableTotal = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -545,6 +597,14 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
         : isSet(object.committed_at_ms)
         ? globalThis.Number(object.committed_at_ms)
         : 0,
+      unreadable: globalThis.Array.isArray(object?.unreadable)
+        ? object.unreadable.map((e: any) => UnreadableKey.fromJSON(e))
+        : [],
+      unreadableTotal: isSet(object.unreadableTotal)
+        ? globalThis.Number(object.unreadableTotal)
+        : isSet(object.unreadable_total)
+        ? globalThis.Number(object.unreadable_total)
+        : 0,
     };
   },
 
@@ -565,6 +625,12 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     if (message.committedAtMs !== 0) {
       obj.committedAtMs = Math.round(message.committedAtMs);
     }
+    if (message.unreadable?.length) {
+      obj.unreadable = message.unreadable.map((e) => UnreadableKey.toJSON(e));
+    }
+    if (message.unreadableTotal !== 0) {
+      obj.unreadableTotal = Math.round(message.unreadableTotal);
+    }
     return obj;
   },
 
@@ -578,6 +644,125 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     message.changes = object.changes?.map((e) => Change.fromPartial(e)) || [];
     message.committed = object.committed ?? false;
     message.committedAtMs = object.committedAtMs ?? 0;
+    message.unreadable = object.unreadable?.map((e) => UnreadableKey.fromPartial(e)) || [];
+    message.unreadableTotal = object.unreadableTotal ?? 0;
+    return message;
+  },
+};
+
+function createBaseUnreadableKey(): UnreadableKey {
+  return { kind: "", name: "", key: "", reason: "" };
+}
+
+export const UnreadableKey: MessageFns<UnreadableKey> = {
+  encode(message: UnreadableKey, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.key !== "") {
+      writer.uint32(26).string(message.key);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnreadableKey {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnreadableKey();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnreadableKey {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: UnreadableKey): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UnreadableKey>): UnreadableKey {
+    return UnreadableKey.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UnreadableKey>): UnreadableKey {
+    const message = createBaseUnreadableKey();
+    message.kind = object.kind ?? "";
+    message.name = object.name ?? "";
+    message.key = object.key ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -635,7 +820,7 @@ export const GetConfigRequest: MessageFns<GetConfigRequest> = {
 };
 
 function createBaseGetConfigResponse(): GetConfigResponse {
-  return { version: 0, epoch: "", routes: [], upstreams: [] };
+  return { version: 0, epoch: "", routes: [], upstreams: [], unreadable: [], unreadableTotal: 0 };
 }
 
 export const GetConfigResponse: MessageFns<GetConfigResponse> = {
@@ -651,6 +836,12 @@ export const GetConfigResponse: MessageFns<GetConfigResponse> = {
     }
     for (const v of message.upstreams) {
       Upstream.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.unreadable) {
+      UnreadableKey.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.unreadableTotal !== 0) {
+      writer.uint32(48).uint32(message.unreadableTotal);
     }
     return writer;
   },
@@ -700,6 +891,22 @@ export const GetConfigResponse: MessageFns<GetConfigResponse> = {
             message.upstreams.push(Upstream.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.unreadable.push(UnreadableKey.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.unreadableTotal = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -720,6 +927,14 @@ export const GetConfigResponse: MessageFns<GetConfigResponse> = {
       upstreams: globalThis.Array.isArray(object?.upstreams)
         ? object.upstreams.map((e: any) => Upstream.fromJSON(e))
         : [],
+      unreadable: globalThis.Array.isArray(object?.unreadable)
+        ? object.unreadable.map((e: any) => UnreadableKey.fromJSON(e))
+        : [],
+      unreadableTotal: isSet(object.unreadableTotal)
+        ? globalThis.Number(object.unreadableTotal)
+        : isSet(object.unreadable_total)
+        ? globalThis.Number(object.unreadable_total)
+        : 0,
     };
   },
 
@@ -737,6 +952,12 @@ export const GetConfigResponse: MessageFns<GetConfigResponse> = {
     if (message.upstreams?.length) {
       obj.upstreams = message.upstreams.map((e) => Upstream.toJSON(e));
     }
+    if (message.unreadable?.length) {
+      obj.unreadable = message.unreadable.map((e) => UnreadableKey.toJSON(e));
+    }
+    if (message.unreadableTotal !== 0) {
+      obj.unreadableTotal = Math.round(message.unreadableTotal);
+    }
     return obj;
   },
 
@@ -749,12 +970,14 @@ export const GetConfigResponse: MessageFns<GetConfigResponse> = {
     message.epoch = object.epoch ?? "";
     message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
     message.upstreams = object.upstreams?.map((e) => Upstream.fromPartial(e)) || [];
+    message.unreadable = object.unreadable?.map((e) => UnreadableKey.fromPartial(e)) || [];
+    message.unreadableTotal = object.unreadableTotal ?? 0;
     return message;
   },
 };
 
 function createBaseDeleteRequest(): DeleteRequest {
-  return { kind: "", name: "", ifVersion: 0 };
+  return { kind: "", name: "", ifVersion: undefined };
 }
 
 export const DeleteRequest: MessageFns<DeleteRequest> = {
@@ -765,7 +988,7 @@ export const DeleteRequest: MessageFns<DeleteRequest> = {
     if (message.name !== "") {
       writer.uint32(18).string(message.name);
     }
-    if (message.ifVersion !== 0) {
+    if (message.ifVersion !== undefined) {
       writer.uint32(24).uint64(message.ifVersion);
     }
     return writer;
@@ -828,7 +1051,7 @@ export const DeleteRequest: MessageFns<DeleteRequest> = {
         ? globalThis.Number(object.ifVersion)
         : isSet(object.if_version)
         ? globalThis.Number(object.if_version)
-        : 0,
+        : undefined,
     };
   },
 
@@ -840,7 +1063,7 @@ export const DeleteRequest: MessageFns<DeleteRequest> = {
     if (message.name !== "") {
       obj.name = message.name;
     }
-    if (message.ifVersion !== 0) {
+    if (message.ifVersion !== undefined) {
       obj.ifVersion = Math.round(message.ifVersion);
     }
     return obj;
@@ -853,13 +1076,13 @@ export const DeleteRequest: MessageFns<DeleteRequest> = {
     const message = createBaseDeleteRequest();
     message.kind = object.kind ?? "";
     message.name = object.name ?? "";
-    message.ifVersion = object.ifVersion ?? 0;
+    message.ifVersion = object.ifVersion ?? undefined;
     return message;
   },
 };
 
 function createBaseDeleteResponse(): DeleteResponse {
-  return { version: 0, changes: [] };
+  return { version: 0, changes: [], unreadable: [], unreadableTotal: 0 };
 }
 
 export const DeleteResponse: MessageFns<DeleteResponse> = {
@@ -869,6 +1092,12 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
     }
     for (const v of message.changes) {
       Change.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.unreadable) {
+      UnreadableKey.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.unreadableTotal !== 0) {
+      writer.uint32(32).uint32(message.unreadableTotal);
     }
     return writer;
   },
@@ -902,6 +1131,22 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
             message.changes.push(Change.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.unreadable.push(UnreadableKey.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.unreadableTotal = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -918,6 +1163,14 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
     return {
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => Change.fromJSON(e)) : [],
+      unreadable: globalThis.Array.isArray(object?.unreadable)
+        ? object.unreadable.map((e: any) => UnreadableKey.fromJSON(e))
+        : [],
+      unreadableTotal: isSet(object.unreadableTotal)
+        ? globalThis.Number(object.unreadableTotal)
+        : isSet(object.unreadable_total)
+        ? globalThis.Number(object.unreadable_total)
+        : 0,
     };
   },
 
@@ -929,6 +1182,12 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
     if (message.changes?.length) {
       obj.changes = message.changes.map((e) => Change.toJSON(e));
     }
+    if (message.unreadable?.length) {
+      obj.unreadable = message.unreadable.map((e) => UnreadableKey.toJSON(e));
+    }
+    if (message.unreadableTotal !== 0) {
+      obj.unreadableTotal = Math.round(message.unreadableTotal);
+    }
     return obj;
   },
 
@@ -939,6 +1198,8 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
     const message = createBaseDeleteResponse();
     message.version = object.version ?? 0;
     message.changes = object.changes?.map((e) => Change.fromPartial(e)) || [];
+    message.unreadable = object.unreadable?.map((e) => UnreadableKey.fromPartial(e)) || [];
+    message.unreadableTotal = object.unreadableTotal ?? 0;
     return message;
   },
 };

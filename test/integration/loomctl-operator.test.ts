@@ -1,0 +1,267 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { ROOT, waitFor } from '../../scripts/processes.js';
+import { loomctl } from '../helpers/cli.js';
+import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { startFleet, type Fleet } from '../helpers/fleet.js';
+
+/** Returns a config with one upstream `users` at `url` and one route `r` to it. */
+function usersConfig(url: string, routeName = 'r'): string {
+  return (
+    `upstreams:\n  - name: users\n    targets:\n      - url: "${url}"\n` +
+    `routes:\n  - {name: ${routeName}, paths: [/${routeName}], upstream: users}\n`
+  );
+}
+
+/** Returns the version that `loomctl get` prints. */
+async function storedVersion(controlPlane: string): Promise<number> {
+  const result = await loomctl(controlPlane, ['get', '-o', 'json']);
+  assert.equal(result.code, 0, result.stderr);
+  return (JSON.parse(result.stdout) as { version: number }).version;
+}
+
+describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
+  let fleet: Fleet;
+  const file = (name: string, text: string) => {
+    const path = join(fleet.dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  before(async () => {
+    fleet = await startFleet({ proxies: 1 });
+  });
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  // Runs first: `--if-version 0` needs a store without routes or upstreams.
+  test('if-version 0 needs empty store', async () => {
+    assert.equal(await storedVersion(fleet.controlPlane), 0);
+    const first = file('first.yaml', usersConfig('http://127.0.0.1:9'));
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', first, '--if-version', '0']);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /route\/r created/);
+
+    const second = file('second.yaml', usersConfig('http://127.0.0.1:9', 'r2'));
+    const refused = await loomctl(fleet.controlPlane, ['apply', '-f', second, '--if-version', '0']);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /--if-version 0 expects a store without routes or upstreams/);
+    assert.match(refused.stderr, /nothing was written/);
+    const deleted = await loomctl(fleet.controlPlane, [
+      'delete',
+      'route',
+      'r',
+      '--if-version',
+      '0',
+    ]);
+    assert.equal(deleted.code, 1, deleted.stderr);
+    assert.match(deleted.stderr, /--if-version 0 expects a store without routes or upstreams/);
+  });
+
+  test('if-version rejects negative', async () => {
+    const config = file('negative.yaml', usersConfig('http://127.0.0.1:9'));
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', config, '--if-version', '-1']);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /or 0 to write only to a store without routes or upstreams/);
+  });
+
+  test('target URL spellings make no version', async () => {
+    const spellings = [
+      'http://LocalHost:17411',
+      'http://localhost:17411',
+      'http://localhost:17411/',
+      'HTTP://localhost:17411',
+    ];
+    const first = await loomctl(fleet.controlPlane, [
+      'apply',
+      '-f',
+      file('spelling-0.yaml', usersConfig(spellings[0])),
+    ]);
+    assert.equal(first.code, 0, first.stderr);
+    const version = await storedVersion(fleet.controlPlane);
+    for (const [index, spelling] of spellings.entries()) {
+      const config = file(`spelling-${index}.yaml`, usersConfig(spelling));
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, `no changes (version ${version})\n`, spelling);
+    }
+    const stored = await loomctl(fleet.controlPlane, ['get', 'upstreams', '-o', 'json']);
+    assert.match(stored.stdout, /"url": "http:\/\/localhost:17411"/);
+
+    const defaultPorts = ['http://localhost:80', 'http://localhost', 'http://LOCALHOST:80/'];
+    const applied = await loomctl(fleet.controlPlane, [
+      'apply',
+      '-f',
+      file('port-0.yaml', usersConfig(defaultPorts[0])),
+    ]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const portVersion = await storedVersion(fleet.controlPlane);
+    for (const [index, spelling] of defaultPorts.entries()) {
+      const config = file(`port-${index}.yaml`, usersConfig(spelling));
+      const diff = await loomctl(fleet.controlPlane, ['diff', '-f', config]);
+      assert.equal(diff.code, 0, `${spelling}: ${diff.stdout}`);
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+      assert.equal(result.stdout, `no changes (version ${portVersion})\n`, spelling);
+    }
+  });
+
+  test('zero weights warn on validate', async () => {
+    const config = file(
+      'zero.yaml',
+      'upstreams:\n  - name: zero\n    targets: [{url: "http://127.0.0.1:9", weight: 0}]\n' +
+        'routes:\n  - {name: z, paths: [/z], upstream: zero}\n',
+    );
+    const result = await loomctl(fleet.controlPlane, ['validate', '-f', config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: .*zero\.yaml:3: upstream "zero" targets: every target has weight 0.*route\(s\) "z"/m,
+    );
+  });
+
+  test('explain shows normalised path', async () => {
+    const config = file('explain.yaml', usersConfig('http://127.0.0.1:9', 'private'));
+    const result = await loomctl(fleet.controlPlane, [
+      'explain',
+      'GET',
+      '/info/../private',
+      '-f',
+      config,
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /^request path \/info\/\.\.\/private is normalised to \/private, as proxies do before routing\nroute private /,
+    );
+  });
+
+  test('explain missing file writes nothing', async () => {
+    const missing = join(fleet.dir, 'missing.yaml');
+    const result = await loomctl(fleet.controlPlane, ['explain', 'GET', '/a', '-f', missing]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^error: invalid configuration: checked offline, found 1 error:\n/);
+    assert.doesNotMatch(result.stderr, /nothing was written/);
+  });
+
+  test('interrupted wait names committed version', async () => {
+    const proxy = fleet.proxies[0].process.child;
+    // A stopped proxy keeps its stream open but never acks, so the wait stays pending.
+    proxy.kill('SIGSTOP');
+    try {
+      const config = file('interrupt.yaml', usersConfig('http://127.0.0.1:9', 'interrupt'));
+      const child = spawn(
+        process.execPath,
+        [
+          join(ROOT, 'bin', 'loomctl.js'),
+          '--control-plane',
+          fleet.controlPlane,
+          'apply',
+          '-f',
+          config,
+          '--wait',
+          '--timeout',
+          '60s',
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+
+      await waitFor('apply to print its version', 30_000, async () =>
+        /^version \d+$/m.test(stdout),
+      );
+      // Polling is under way once the version is printed; give it one poll to start.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      child.kill('SIGINT');
+      const code = await exited;
+
+      const version = /^version (\d+)$/m.exec(stdout)?.[1];
+      assert.equal(code, 130, stderr);
+      assert.equal(
+        stderr,
+        `interrupted: version ${version} was committed; only the wait for proxies stopped. ` +
+          'Run "loomctl status" to see which proxies applied it.\n',
+      );
+    } finally {
+      proxy.kill('SIGCONT');
+    }
+  });
+});
+
+describe('loomctl with unreadable etcd keys', { timeout: 120_000 }, () => {
+  let etcd: EtcdProcess;
+  let fleet: Fleet;
+  let config: string;
+  const put = (key: string, value: string) =>
+    runEtcdctl([`--endpoints=${etcd.endpoint}`, 'put', key, value]);
+
+  before(async () => {
+    etcd = await startEtcd();
+    fleet = await startFleet({ etcd: etcd.endpoint, proxies: 0 });
+    config = join(fleet.dir, 'users.yaml');
+    writeFileSync(config, usersConfig('http://127.0.0.1:9'));
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+    assert.equal(applied.code, 0, applied.stderr);
+  });
+  after(async () => {
+    await fleet?.stop();
+    await etcd?.stop();
+  });
+
+  test('get warns about unreadable key', async () => {
+    await put('/loom/routes/badjson', '{not json');
+    const result = await loomctl(fleet.controlPlane, ['get', 'routes']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: stored key "\/loom\/routes\/badjson" is not a valid route \(.*JSON.*\), so proxies skip it; .* loomctl delete route badjson$/m,
+    );
+    assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    assert.doesNotMatch(result.stdout, /badjson/);
+  });
+
+  test('delete removes unreadable key', async () => {
+    await put('/loom/routes/badjson', '{not json');
+    const result = await loomctl(fleet.controlPlane, ['delete', 'route', 'badjson']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /^route\/badjson deleted \(its stored value was not a valid route\)$/m,
+    );
+    const after = await loomctl(fleet.controlPlane, ['get']);
+    assert.equal(after.stderr, '');
+    const again = await loomctl(fleet.controlPlane, ['delete', 'route', 'badjson']);
+    assert.equal(again.code, 1, again.stderr);
+    assert.match(again.stderr, /route "badjson" not found/);
+  });
+
+  test('prune removes unreadable keys', async () => {
+    await put('/loom/routes/badjson', '{not json');
+    await put('/loom/upstreams/badup', '{"name": 1}');
+    const diff = await loomctl(fleet.controlPlane, ['diff', '--prune', '-f', config]);
+    assert.equal(diff.code, 2, diff.stderr);
+    assert.match(diff.stdout, /^- route\/badjson\n {4}\(stored value is not a valid route: /m);
+
+    const result = await loomctl(fleet.controlPlane, ['apply', '--prune', '-f', config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /^route\/badjson deleted \(its stored value was not a valid route\)$/m,
+    );
+    assert.match(
+      result.stdout,
+      /^upstream\/badup deleted \(its stored value was not a valid upstream\)$/m,
+    );
+    const after = await loomctl(fleet.controlPlane, ['get']);
+    assert.equal(after.stderr, '');
+    assert.match(after.stdout, /name: r\n/);
+  });
+});
