@@ -2,6 +2,7 @@ import { matchMixedSegment, type MixedSegment } from './mixed-segment.js';
 import { normalizeRequestPath } from './path.js';
 import {
   addToSlot,
+  appendCopy,
   ASCII_LIMIT,
   createSlot,
   EMPTY_EDGE,
@@ -520,20 +521,23 @@ function staticChild<T>(
   text: string,
   wideIndexes: Map<PathNode<T>, Map<string, number>>,
 ): PathNode<T> {
-  const wide = wideIndexes.get(node);
-  const index = wide === undefined ? node.edgeTexts.indexOf(text) : (wide.get(text) ?? -1);
+  const texts = node.edgeTexts;
+  // Only a node with more than `LINEAR_SCAN_LIMIT` edges has an index, so a narrow node skips
+  // the Map lookup.
+  const wide = texts.length > LINEAR_SCAN_LIMIT ? wideIndexes.get(node) : undefined;
+  const index = wide === undefined ? texts.indexOf(text) : (wide.get(text) ?? -1);
   if (index !== -1) return node.edgeNodes[index];
 
   const child = new PathNode<T>();
-  if (node.edgeTexts === NO_TEXTS) {
+  if (texts === NO_TEXTS) {
     // Literals of one element: most nodes keep a single edge.
     node.edgeTexts = [text];
     node.edgeNodes = [child];
-  } else if (node.edgeTexts.length < LINEAR_SCAN_LIMIT) {
+  } else if (texts.length < LINEAR_SCAN_LIMIT) {
     // Exact-length copies while a node is narrow: the first push would reserve 16 more slots,
     // which every scavenge during the build copies.
-    node.edgeTexts = node.edgeTexts.concat(text);
-    node.edgeNodes = node.edgeNodes.concat(child);
+    node.edgeTexts = appendCopy(texts, text);
+    node.edgeNodes = appendCopy(node.edgeNodes, child);
   } else {
     node.edgeTexts.push(text);
     node.edgeNodes.push(child);

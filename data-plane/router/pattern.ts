@@ -171,12 +171,17 @@ function parseSegment(
   part: string,
   last: boolean,
 ): PatternSegment {
-  if (PLAIN_STATIC_SEGMENT.test(part)) return plainStatic(routeName, source, part);
-  const first = part.charCodeAt(0);
-  if (first === STAR) return parseCatchAll(routeName, source, part, last);
   // Most segments are plain text or one whole param; they skip the general parser below.
-  if (first !== COLON && part.indexOf(':') === -1) return parseStatic(routeName, source, part);
-  if (first === COLON && PARAM_SEGMENT.test(part)) return { kind: 'param', name: part.slice(1) };
+  // Plain text never starts with `:` or `*`, so those skip its regular expression.
+  const first = part.charCodeAt(0);
+  if (first === COLON) {
+    if (PARAM_SEGMENT.test(part)) return { kind: 'param', name: part.slice(1) };
+  } else if (first === STAR) {
+    return parseCatchAll(routeName, source, part, last);
+  } else {
+    if (PLAIN_STATIC_SEGMENT.test(part)) return plainStatic(routeName, source, part);
+    if (part.indexOf(':') === -1) return parseStatic(routeName, source, part);
+  }
 
   // Static texts between params: the prefix, each separator, then the suffix.
   const texts: string[] = [];

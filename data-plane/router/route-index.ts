@@ -3,10 +3,12 @@ import { parseHostPattern } from './host.js';
 import { PathTree } from './path-tree.js';
 import { parsePattern, type PathPattern } from './pattern.js';
 import {
-  compileParamsReader,
+  cachedParamsReader,
+  compileParamsReaders,
   createRouteEntry,
   SearchState,
   type ParamsReader,
+  type RouteEntry,
 } from './route-entry.js';
 import type { RouterRoute } from './types.js';
 
@@ -21,14 +23,18 @@ export class RouteIndex<T> {
   anyHost: PathTree<T> | null;
   /** Sized for the pattern with the most params. */
   readonly state: SearchState;
-  /** Shared names and params readers per distinct list of names; most routes repeat a few. */
-  readonly #namesByKey: Map<string, NamesInfo>;
   /** One shared list per single method, so that most routes add no array of their own. */
   readonly #singleMethods: Map<string, readonly string[]>;
   /** The one-tree list of every route without hosts. */
   #anyHostTrees: PathTree<T>[] | null = null;
   /** Trees that `add` or `remove` changed since the index was created, which `sealSteps` seals. */
   readonly #changed = new Set<PathTree<T>>();
+  /**
+   * Entries added without a compiled params reader, and the names info of each, which
+   * `sealSteps` compiles in one go (see `compileParamsReaders`).
+   */
+  readonly #unreadEntries: RouteEntry<T>[] = [];
+  readonly #unreadInfos: NamesInfo[] = [];
 
   /**
    * Creates an empty index, or with `base` a fork of a sealed one. A fork serves the same
@@ -40,7 +46,6 @@ export class RouteIndex<T> {
     this.wildcardHosts = new Map(base?.wildcardHosts);
     this.anyHost = base?.anyHost ?? null;
     this.state = base?.state ?? new SearchState();
-    this.#namesByKey = base === undefined ? new Map() : base.#namesByKey;
     this.#singleMethods = base === undefined ? new Map() : base.#singleMethods;
   }
 
@@ -77,14 +82,26 @@ export class RouteIndex<T> {
     const methods = this.#methodsOf(route);
     const trees = this.#treesFor(route);
     for (const pattern of patternsOf(route)) {
-      const { names, reader, parentReader } = this.#namesOf(pattern.names);
+      const info = namesInfoOf(pattern.names);
+      const names = info.names;
       this.state.reserve(names.length);
-      const entry = createRouteEntry(route.name, route.value, pattern, names, false, reader);
+      const entry = createRouteEntry(
+        route.name,
+        route.value,
+        pattern,
+        names,
+        false,
+        info.reader ?? UNCOMPILED_READER,
+      );
+      if (info.reader === null) this.#deferReader(entry, info);
       const last = pattern.segments[pattern.segments.length - 1];
-      const parentEntry =
-        last.kind === 'catch-all' && last.includesParent
-          ? createRouteEntry(route.name, route.value, pattern, names, true, parentReader())
-          : undefined;
+      let parentEntry: RouteEntry<T> | undefined;
+      if (last.kind === 'catch-all' && last.includesParent) {
+        info.parentReader ??= cachedParamsReader(names, true) ?? null;
+        const reader = info.parentReader ?? UNCOMPILED_READER;
+        parentEntry = createRouteEntry(route.name, route.value, pattern, names, true, reader);
+        if (info.parentReader === null) this.#deferReader(parentEntry, info);
+      }
       for (const tree of trees) tree.insert(pattern, methods, entry, parentEntry);
     }
   }
@@ -94,6 +111,7 @@ export class RouteIndex<T> {
    * `PathTree.sealSteps`), and drops the trees left without routes.
    */
   *sealSteps(): Generator<void, void, void> {
+    this.#compileReaders();
     for (const tree of this.#changed) yield* tree.sealSteps();
     for (const tree of this.#changed) {
       if (!tree.isEmpty()) continue;
@@ -148,6 +166,49 @@ export class RouteIndex<T> {
     return trees;
   }
 
+  #deferReader(entry: RouteEntry<T>, info: NamesInfo): void {
+    this.#unreadEntries.push(entry);
+    this.#unreadInfos.push(info);
+  }
+
+  /**
+   * Compiles the params readers that added entries lack, one `new Function` call for the
+   * readers of whole paths and one for the parent paths of `**` patterns, and sets them.
+   */
+  #compileReaders(): void {
+    const entries = this.#unreadEntries;
+    if (entries.length === 0) return;
+    const infos = this.#unreadInfos;
+    for (const emptyCatchAll of [false, true]) {
+      const missing = new Set<NamesInfo>();
+      for (let i = 0; i < entries.length; i++) {
+        const info = infos[i];
+        if (entries[i].emptyCatchAll !== emptyCatchAll) continue;
+        // Another build may have compiled it since.
+        const known = emptyCatchAll ? info.parentReader : info.reader;
+        if (known === null) missing.add(info);
+      }
+      if (missing.size === 0) continue;
+      const lists = [...missing];
+      const readers = compileParamsReaders(
+        lists.map((info) => info.names),
+        emptyCatchAll,
+      );
+      for (let i = 0; i < lists.length; i++) {
+        if (emptyCatchAll) lists[i].parentReader = readers[i];
+        else lists[i].reader = readers[i];
+      }
+    }
+    for (let i = 0; i < entries.length; i++) {
+      const info = infos[i];
+      entries[i].readParams = (
+        entries[i].emptyCatchAll ? info.parentReader : info.reader
+      ) as ParamsReader;
+    }
+    entries.length = 0;
+    infos.length = 0;
+  }
+
   /** Returns `tree` when this index already changed it, else a fork of it or a new tree. */
   #changedTree(tree: PathTree<T> | null, hostLabel: string): PathTree<T> {
     if (tree !== null && this.#changed.has(tree)) return tree;
@@ -155,34 +216,62 @@ export class RouteIndex<T> {
     this.#changed.add(changed);
     return changed;
   }
-
-  /** Returns one shared names list and params readers per distinct list of names. */
-  #namesOf(names: readonly string[]): NamesInfo {
-    // Names never contain "/", so the joined key is unambiguous. Most patterns have one name
-    // or none, which need no joined string.
-    const key = names.length === 1 ? names[0] : names.join('/');
-    let info = this.#namesByKey.get(key);
-    if (info === undefined) {
-      // A copy of the exact length: the parsed list may have room to spare.
-      const shared = names.slice();
-      let parent: ParamsReader | undefined;
-      info = {
-        names: shared,
-        reader: compileParamsReader(shared, false),
-        parentReader: () => (parent ??= compileParamsReader(shared, true)),
-      };
-      this.#namesByKey.set(key, info);
-    }
-    return info;
-  }
 }
+
+/**
+ * Shared names lists and params readers by param names, for every router in the process. Most
+ * routes repeat a few lists, and every build of a table would otherwise copy each list and look
+ * up its readers again.
+ */
+const namesInfoByKey = new Map<string, NamesInfo>();
+/** Maximum size of `namesInfoByKey`, so that ever new param names cannot grow it forever. */
+const MAX_CACHED_NAMES = 4096;
 
 /** A list of param names shared by routes, with the params readers compiled for it. */
 interface NamesInfo {
   names: readonly string[];
-  reader: ParamsReader;
-  /** The reader for the parent path of a `**` pattern, compiled on first use. */
-  parentReader: () => ParamsReader;
+  /** The reader of `names`, or null until a `RouteIndex` compiles it when sealing. */
+  reader: ParamsReader | null;
+  /** The reader for the parent path of a `**` pattern, or null until it is compiled. */
+  parentReader: ParamsReader | null;
+}
+
+/** The entry `namesInfoOf` returned last. */
+let lastNamesInfo: NamesInfo = { names: [], reader: null, parentReader: null };
+namesInfoByKey.set('', lastNamesInfo);
+
+/** The params reader of an entry until sealing sets the compiled one; never called. */
+const UNCOMPILED_READER: ParamsReader = () => {
+  throw new Error('the params reader of a route entry is compiled when its index is sealed');
+};
+
+/** Returns one shared names list and params readers per distinct list of names. */
+function namesInfoOf(names: readonly string[]): NamesInfo {
+  // Routes next to each other in a table often have the same names, which this compares
+  // without building a key.
+  if (sameNames(lastNamesInfo.names, names)) return lastNamesInfo;
+  // Names never contain "/", so the joined key is unambiguous. Most patterns have one name
+  // or none, which need no joined string.
+  let key = '';
+  if (names.length === 1) key = names[0];
+  else if (names.length > 1) key = names.join('/');
+  let info = namesInfoByKey.get(key);
+  if (info === undefined) {
+    // A copy of the exact length: the parsed list may have room to spare.
+    const shared = names.slice();
+    info = { names: shared, reader: cachedParamsReader(shared, false) ?? null, parentReader: null };
+    if (namesInfoByKey.size < MAX_CACHED_NAMES) namesInfoByKey.set(key, info);
+  }
+  lastNamesInfo = info;
+  return info;
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) return false;
+  }
+  return true;
 }
 
 /** Returns the route's methods deduplicated and sorted; empty means any method. */
