@@ -70,7 +70,9 @@ const URL_PARTS = /^([A-Za-z][A-Za-z0-9+.-]*:)\/\/([^/?#\\]*)(.*)$/s;
  */
 export function normalizeTargetUrl(raw: string): string {
   const parts = URL_PARTS.exec(raw);
-  if (parts === null || !URL.canParse(raw)) return raw;
+  // WHATWG parsing skips extra slashes and reads backslashes as slashes before the host, so
+  // for such spellings the path after the written authority is not the parsed path.
+  if (parts === null || parts[2] === '' || raw.includes('\\') || !URL.canParse(raw)) return raw;
   const url = new URL(raw);
   const isHttp = url.protocol === 'http:' || url.protocol === 'https:';
   if (!isHttp || url.username || url.password || url.search || url.hash) return raw;

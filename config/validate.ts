@@ -260,6 +260,9 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   if (url.username || url.password) {
     return 'credentials in a target URL are not supported; remove user:password@ from the URL';
   }
+  if (url.port === '0') {
+    return 'port 0 cannot be connected to; use the port the upstream listens on';
+  }
   if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
     return 'a target URL cannot carry a query or fragment';
   }

@@ -49,8 +49,10 @@ function versionKey(epoch: string, version: number): string {
  * older than the proxy holds in the same epoch, and never again a version the
  * proxy nacked, until a newer version exists. The proxy's hello lists the
  * versions its process nacked, so that holds across reconnects and restarts of
- * the control plane; a restarted proxy lists none and may be sent them again,
- * because it may run a fixed build. A
+ * the control plane. A restarted proxy lists none. When it serves a version
+ * (from its snapshot cache), this control plane's own record of its last nack
+ * still holds; when it starts empty, it is sent that version again, because it
+ * may run a fixed build. A
  * proxy that reads slowly gets only the newest snapshot once its stream
  * drains, not a queue of old ones. A proxy that nacked a version is sent the
  * newest version some proxy acked instead, through this or another control

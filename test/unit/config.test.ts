@@ -105,6 +105,21 @@ routes:
     assert.match(issues[0].message, /cannot start with "\/\/"/);
   });
 
+  test('target port 0 rejected', () => {
+    const issues = issuesOf(`upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:0
+routes:
+  - name: r
+    paths: [/x]
+    upstream: users
+`);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].field, 'targets[0].url');
+    assert.match(issues[0].message, /port 0 cannot be connected to/);
+  });
+
   test('two spellings of one target rejected', () => {
     const issues = issuesOf(`upstreams:
   - name: users
