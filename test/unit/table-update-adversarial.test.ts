@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { createLogger } from '../../common/logger.js';
 import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
 import { buildTable, describeBuildFailure } from '../../data-plane/build-table.js';
-import { compareStrings } from '../../data-plane/router/route-index.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
 import type { RoutingTable } from '../../data-plane/table.js';
-import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
+import { lookup, registry, upstream, type TableRequest } from './table-fixtures.js';
 
 /**
  * Adversarial version sequences for the incremental table build: each version goes through one
@@ -17,46 +15,14 @@ import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
  * fresh decode, while the previous table keeps its results.
  */
 
-interface Request {
-  method: string;
-  host: string | undefined;
-  path: string;
-}
-
-const logger = createLogger({ name: 'test', level: 'silent' });
-const registries: UpstreamRegistry[] = [];
-function registry(): UpstreamRegistry {
-  const created = new UpstreamRegistry({ logger });
-  registries.push(created);
-  return created;
-}
-after(async () => {
-  for (const item of registries) await item.close();
-});
-
-function upstream(name: string, port: number): Upstream {
-  return { name, targets: [{ url: `http://127.0.0.1:${port}`, weight: 1 }] };
-}
 const UPSTREAMS: Upstream[] = [upstream('u1', 9), upstream('u2', 10)];
 
 function route(name: string, paths: string[], methods: string[] = [], target = 'u1'): Route {
   return { name, hosts: [], paths, methods, upstream: target };
 }
 
-function lookup(table: RoutingTable, request: Request): unknown {
-  const match = table.router.find(request.method, request.host, request.path);
-  if (match.kind !== 'found') return structuredClone(match);
-  return {
-    kind: 'found',
-    route: match.route,
-    params: Object.entries(match.params).sort(([a], [b]) => compareStrings(a, b)),
-    bindingRoute: JSON.stringify(match.value.route),
-    hasBalancer: match.value.balancer !== undefined,
-  };
-}
-
-function requestsOf(routes: readonly Route[]): Request[] {
-  const requests: Request[] = [];
+function requestsOf(routes: readonly Route[]): TableRequest[] {
+  const requests: TableRequest[] = [];
   for (const item of routes) {
     for (const path of item.paths) {
       const concrete = path.replace(/\*\*?\w+/, 'x/y').replace(/:\w+/g, 'v1');

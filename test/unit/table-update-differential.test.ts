@@ -1,18 +1,23 @@
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import fc from 'fast-check';
 
-import { createLogger } from '../../common/logger.js';
 import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
 import { buildTable, describeBuildFailure } from '../../data-plane/build-table.js';
 import { compareStrings } from '../../data-plane/router/route-index.js';
 import { buildRouter } from '../../data-plane/router/router.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
-import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
-import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
+import type { RoutingTable } from '../../data-plane/table.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
+import {
+  lookup,
+  registry,
+  upstream,
+  type LookupResult,
+  type TableRequest,
+} from './table-fixtures.js';
 
 /**
  * Differential tests of the incremental table build: every version goes through one long-lived
@@ -21,44 +26,7 @@ import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
  * as before the update.
  */
 
-interface Request {
-  method: string;
-  host: string | undefined;
-  path: string;
-}
-
-/** A lookup result reduced to what a full build and an update must agree on. */
-type LookupResult =
-  | {
-      kind: 'found';
-      route: string;
-      params: [string, string][];
-      /** The bound route as JSON, so a stale binding of a changed route shows. */
-      bindingRoute: string;
-      hasBalancer: boolean;
-    }
-  | { kind: 'method-not-allowed'; allow: string[] }
-  | { kind: 'not-found' }
-  | { kind: 'bad-request'; reason: string };
-
 type Outcome = { ok: true; table: RoutingTable } | { ok: false; error: string };
-
-const logger = createLogger({ name: 'test', level: 'silent' });
-const registries: UpstreamRegistry[] = [];
-
-function registry(): UpstreamRegistry {
-  const created = new UpstreamRegistry({ logger });
-  registries.push(created);
-  return created;
-}
-
-after(async () => {
-  for (const registry of registries) await registry.close();
-});
-
-function upstream(name: string, port: number): Upstream {
-  return { name, targets: [{ url: `http://127.0.0.1:${port}`, weight: 1 }] };
-}
 
 const BASE_UPSTREAMS: Upstream[] = [upstream('u1', 9), upstream('u2', 10)];
 
@@ -72,20 +40,7 @@ function route(
   return { name, hosts, paths, methods, upstream: target };
 }
 
-function lookup(table: RoutingTable, request: Request): LookupResult {
-  const match = table.router.find(request.method, request.host, request.path);
-  if (match.kind !== 'found') return structuredClone(match) as LookupResult;
-  const binding: RouteBinding = match.value;
-  return {
-    kind: 'found',
-    route: match.route,
-    params: Object.entries(match.params).sort(([a], [b]) => compareStrings(a, b)),
-    bindingRoute: JSON.stringify(binding.route),
-    hasBalancer: binding.balancer !== undefined,
-  };
-}
-
-function lookupAll(table: RoutingTable, requests: readonly Request[]): LookupResult[] {
+function lookupAll(table: RoutingTable, requests: readonly TableRequest[]): LookupResult[] {
   return requests.map((request) => lookup(table, request));
 }
 
@@ -164,10 +119,10 @@ function instantiate(pattern: string, random: () => number): string {
 }
 
 /** Builds requests for the paths of every route seen so far, plus fixed ones. */
-function requestsFor(routeSets: readonly Route[][], seed: number, count: number): Request[] {
+function requestsFor(routeSets: readonly Route[][], seed: number, count: number): TableRequest[] {
   const random = prng(seed);
   const patterns = [...new Set(routeSets.flat().flatMap((item) => item.paths))];
-  const requests: Request[] = [
+  const requests: TableRequest[] = [
     { method: 'GET', host: undefined, path: '/' },
     { method: 'GET', host: undefined, path: '*' },
     { method: 'GET', host: undefined, path: '/%zz' },
@@ -193,12 +148,12 @@ class DifferentialChain {
   readonly #fresh = registry();
   #table: RoutingTable | undefined;
   #version = 0;
-  readonly requests: Request[];
+  readonly requests: TableRequest[];
   /** Versions that both builds accepted, and that both rejected. */
   accepted = 0;
   rejected = 0;
 
-  constructor(requests: Request[]) {
+  constructor(requests: TableRequest[]) {
     this.requests = requests;
   }
 
@@ -791,7 +746,7 @@ describe('table update differential', () => {
       const rounds = 1200;
       const pathOf = (round: number) =>
         round % 10 === 9 ? `/s/${round % 20}` : `/s/${round % 20}/v${round}`;
-      const requests: Request[] = [];
+      const requests: TableRequest[] = [];
       for (const host of [undefined, 'a.com']) {
         for (let i = 0; i < 20; i++) requests.push({ method: 'GET', host, path: `/s/${i}` });
         for (let round = 0; round < rounds; round += round >= rounds - 40 ? 1 : 7) {

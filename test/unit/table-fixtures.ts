@@ -1,0 +1,61 @@
+import { after } from 'node:test';
+
+import { createLogger } from '../../common/logger.js';
+import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
+import { compareStrings } from '../../data-plane/router/route-index.js';
+import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
+import type { Upstream } from '../../proto/gen/loom/v1/config.js';
+
+/** A request that a table is asked to route. */
+export interface TableRequest {
+  method: string;
+  host: string | undefined;
+  path: string;
+}
+
+/** A lookup result reduced to what a full build and an update must agree on. */
+export type LookupResult =
+  | {
+      kind: 'found';
+      route: string;
+      params: [string, string][];
+      /** The bound route as JSON, so a stale binding of a changed route shows. */
+      bindingRoute: string;
+      hasBalancer: boolean;
+    }
+  | { kind: 'method-not-allowed'; allow: string[] }
+  | { kind: 'not-found' }
+  | { kind: 'bad-request'; reason: string };
+
+const logger = createLogger({ name: 'test', level: 'silent' });
+const registries: UpstreamRegistry[] = [];
+
+after(async () => {
+  for (const registry of registries) await registry.close();
+});
+
+/** Returns a new upstream registry, closed after the test file's tests. */
+export function registry(): UpstreamRegistry {
+  const created = new UpstreamRegistry({ logger });
+  registries.push(created);
+  return created;
+}
+
+/** Returns an upstream with one target on 127.0.0.1 at `port`. */
+export function upstream(name: string, port: number): Upstream {
+  return { name, targets: [{ url: `http://127.0.0.1:${port}`, weight: 1 }] };
+}
+
+/** Routes `request` through `table`. */
+export function lookup(table: RoutingTable, request: TableRequest): LookupResult {
+  const match = table.router.find(request.method, request.host, request.path);
+  if (match.kind !== 'found') return structuredClone(match) as LookupResult;
+  const binding: RouteBinding = match.value;
+  return {
+    kind: 'found',
+    route: match.route,
+    params: Object.entries(match.params).sort(([a], [b]) => compareStrings(a, b)),
+    bindingRoute: JSON.stringify(binding.route),
+    hasBalancer: binding.balancer !== undefined,
+  };
+}
