@@ -51,18 +51,24 @@ export function formatStatusTable(status: StatusResponse): string {
     String(proxy.snapshotsSent),
     new Date(proxy.connectedAtMs).toISOString(),
     new Date(proxy.lastSeenMs).toISOString(),
-    describeNack(proxy),
+    describeNack(proxy, status.epoch),
   ]);
   return formatTable(header, rows);
 }
 
-/** Returns the nack cell; a nack older than the version the proxy acked since is history. */
-function describeNack(proxy: ProxyStatus): string {
+/**
+ * Returns the nack cell. A nack older than the version the proxy acked since is history, and
+ * so is a nack of another epoch once the proxy acked in the served one (after a wipe or restore).
+ */
+function describeNack(proxy: ProxyStatus, servedEpoch: string): string {
   if (proxy.nackedVersion === 0) return '-';
   const superseded =
     proxy.nackedEpoch === proxy.ackedEpoch && proxy.nackedVersion < proxy.ackedVersion;
   const nack = `${proxy.nackedVersion}: ${proxy.nackError}`;
   if (superseded) return `${nack} (since superseded)`;
+  if (proxy.nackedEpoch !== servedEpoch && proxy.ackedEpoch === servedEpoch) {
+    return `${nack} (other epoch)`;
+  }
   if (proxy.fallbackVersion === 0) return nack;
   return `${nack} (sent last accepted version ${proxy.fallbackVersion})`;
 }
