@@ -60,9 +60,9 @@ export function normalizeUpstream(upstream: Upstream): Upstream {
 const URL_PARTS = /^([A-Za-z][A-Za-z0-9+.-]*:)\/\/([^/?#\\]*)(.*)$/s;
 
 /**
- * Puts a target URL in stored form: scheme and host lower-cased, the default
- * port of the scheme (and an empty port) dropped, and a path of only slashes
- * dropped, because the proxy joins no base path for an empty path or `/`
+ * Puts a target URL in stored form: scheme and host lower-cased, and the
+ * default port of the scheme (or an empty port) dropped. A path of only slashes
+ * is dropped too, because the proxy joins no base path for an empty path or `/`
  * (`parseTargetUrl`). IPv6 addresses keep their brackets. Any other path is
  * kept as written. Host and port are those of WHATWG URL parsing, which the
  * proxy connects to, so `http://LocalHost:80/` is stored as

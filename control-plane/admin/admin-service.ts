@@ -132,7 +132,7 @@ export class AdminApi {
   /**
    * Plans against a fresh read and commits on the condition that nothing
    * changed since that read (or since `ifVersion` when given). `ifVersion` 0
-   * requires a read without routes or upstreams, as on a new store; like a
+   * requires a read without routes or upstreams, as on a new store. Like a
    * key's mod revision 0 in etcd, it means "none exists now", so a store whose
    * resources were all deleted passes too. Returns `committedAtMs` 0 when
    * nothing was written.

@@ -21,7 +21,7 @@ export interface UnreadableKey {
   kind: ResourceKind;
   name: string;
   key: string;
-  /** Why decoding failed, such as the JSON.parse error. */
+  /** The decoding error, such as the JSON.parse message. */
   reason: string;
 }
 
@@ -50,9 +50,9 @@ export function planApply(
   const upstreams = declared.upstreams.map(normalizeUpstream);
   rejectInvalidNames(routes, upstreams);
 
-  // Stored values written by an older release, or straight into the store, may be in another
-  // spelling of the same stored form; comparing normalised values keeps them from showing as
-  // changes. A value is rewritten only when its resource changes.
+  // Values written by an older release, or straight into the store, may spell the stored form
+  // differently. Normalised values are compared, so such a value is no change by itself and is
+  // rewritten only when its resource changes.
   const storedRoutes = stored.routes.map(normalizeRoute);
   const storedUpstreams = stored.upstreams.map(normalizeUpstream);
   const desiredRoutes = merge(prune ? [] : storedRoutes, routes);

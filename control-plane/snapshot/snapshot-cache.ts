@@ -16,9 +16,9 @@ export type SyncState = 'idle' | 'syncing' | 'watching' | 'stopped';
  * one revision, watches from the next, coalesces batches that arrive together
  * into one build, and publishes a snapshot only when the content hash or the
  * epoch changes. When the watch fails (etcd down, revision compacted, or the
- * epoch changed because the store's prefix was deleted or its epoch renewed)
- * it reads everything again with backoff, and when the watch resumes a broken
- * stream it reads everything again at once, so its snapshot always equals a
+ * epoch changed because the store's prefix was deleted or its epoch renewed),
+ * it reads everything again with backoff. When the watch resumes a broken
+ * stream, it reads everything again at once. So its snapshot always equals a
  * fresh read.
  */
 export class SnapshotCache {

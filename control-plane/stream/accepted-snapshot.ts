@@ -11,7 +11,7 @@ import type { AcceptedVersion, Store } from '../store/store.js';
  * `PENDING_SNAPSHOT_LIMIT`, and older ones up to `PENDING_SNAPSHOT_MAX` while
  * all of them together take at most `PENDING_BYTES_LIMIT` encoded. A proxy that
  * was stopped or slow may ack a version after several newer ones were published
- * (applies in a burst); small configs keep enough versions for that, and large
+ * (applies in a burst). Small configs keep enough versions for that, and large
  * ones bound the memory. An ack of a version no longer kept changes nothing.
  */
 export const PENDING_SNAPSHOT_LIMIT = 4;

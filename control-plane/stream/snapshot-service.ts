@@ -48,12 +48,11 @@ function versionKey(epoch: string, version: number): string {
  * One proxy's stream. It sends the newest snapshot the proxy lacks, never one
  * older than the proxy holds in the same epoch, and never again a version the
  * proxy nacked, until a newer version exists. The proxy's hello lists the
- * versions its process nacked, so that holds across reconnects and restarts of
- * the control plane. A restarted proxy lists none. When it serves a version
- * (from its snapshot cache), this control plane's own record of its last nack
- * still holds; when it starts empty, it is sent that version again, because it
- * may run a fixed build. A
- * proxy that reads slowly gets only the newest snapshot once its stream
+ * versions its process nacked, so that rule also applies across reconnects and
+ * restarts of the control plane. A restarted proxy lists none. When it serves a
+ * version from its snapshot cache, this control plane's own record of its last
+ * nack still applies. When it starts empty, it is sent that version again,
+ * because it may run a fixed build. A proxy that reads slowly gets only the newest snapshot once its stream
  * drains, not a queue of old ones. A proxy that nacked a version is sent the
  * newest version some proxy acked instead, through this or another control
  * plane, unless it serves that version or a newer one (see `chooseFallback`

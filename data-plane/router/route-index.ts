@@ -240,7 +240,7 @@ interface NamesInfo {
 let lastNamesInfo: NamesInfo = { names: [], reader: null, parentReader: null };
 namesInfoByKey.set('', lastNamesInfo);
 
-/** The params reader of an entry until sealing sets the compiled one; never called. */
+/** Placeholder params reader of an entry until sealing sets the compiled one; never called. */
 const UNCOMPILED_READER: ParamsReader = () => {
   throw new Error('the params reader of a route entry is compiled when its index is sealed');
 };

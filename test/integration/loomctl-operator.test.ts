@@ -48,10 +48,16 @@ describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
     assert.match(applied.stdout, /route\/r created/);
 
     const second = file('second.yaml', usersConfig('http://127.0.0.1:9', 'r2'));
-    const refused = await loomctl(fleet.controlPlane, ['apply', '-f', second, '--if-version', '0']);
-    assert.equal(refused.code, 1, refused.stderr);
-    assert.match(refused.stderr, /--if-version 0 expects a store without routes or upstreams/);
-    assert.match(refused.stderr, /nothing was written/);
+    const rejected = await loomctl(fleet.controlPlane, [
+      'apply',
+      '-f',
+      second,
+      '--if-version',
+      '0',
+    ]);
+    assert.equal(rejected.code, 1, rejected.stderr);
+    assert.match(rejected.stderr, /--if-version 0 expects a store without routes or upstreams/);
+    assert.match(rejected.stderr, /nothing was written/);
     const deleted = await loomctl(fleet.controlPlane, [
       'delete',
       'route',

@@ -182,7 +182,7 @@ describe('snapshot stream', { concurrency: 1 }, () => {
     const v2 = await apply([route('n1'), route('n2')]);
     const epoch = controlPlane.cache.current?.snapshot.epoch ?? '';
     const nack = { epoch, version: v2, hash: '', error: 'bad build before a restart' };
-    // The control plane has no record of this proxy: only its hello tells of the nack.
+    // The control plane has no record of this proxy, so only its hello reports the nack.
     const proxy = new RawProxy(address, 'named-nacks', { epoch, version: v1 }, [nack]);
     try {
       await sleep(QUIET_MS);

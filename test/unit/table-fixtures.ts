@@ -1,6 +1,7 @@
 import { after } from 'node:test';
 
 import { createLogger } from '../../common/logger.js';
+import { describeBuildFailure } from '../../data-plane/build-table.js';
 import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
 import { compareStrings } from '../../data-plane/router/route-index.js';
 import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
@@ -58,4 +59,16 @@ export function lookup(table: RoutingTable, request: TableRequest): LookupResult
     bindingRoute: JSON.stringify(binding.route),
     hasBalancer: binding.balancer !== undefined,
   };
+}
+
+/** A build's table, or its failure as the proxy would report it. */
+export type Outcome = { ok: true; table: RoutingTable } | { ok: false; error: string };
+
+/** Waits for `build` and returns its table or its failure. */
+export async function settle(build: Promise<RoutingTable>): Promise<Outcome> {
+  try {
+    return { ok: true, table: await build };
+  } catch (error) {
+    return { ok: false, error: describeBuildFailure(error) };
+  }
 }

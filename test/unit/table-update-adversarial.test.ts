@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
-import { buildTable, describeBuildFailure } from '../../data-plane/build-table.js';
+import { buildTable } from '../../data-plane/build-table.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
 import type { RoutingTable } from '../../data-plane/table.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
-import { lookup, registry, upstream, type TableRequest } from './table-fixtures.js';
+import { lookup, registry, settle, upstream, type TableRequest } from './table-fixtures.js';
 
 /**
  * Adversarial version sequences for the incremental table build: each version goes through one
@@ -63,40 +63,36 @@ class Chain {
     const previous = this.#table;
     const before =
       previous?.router === undefined ? undefined : requests.map((item) => lookup(previous, item));
-    let incremental: RoutingTable | string;
-    let full: RoutingTable | string;
-    try {
-      incremental = await buildTable(snapshot, this.#incremental, { previous });
-    } catch (error) {
-      incremental = describeBuildFailure(error);
-    }
-    try {
-      full = await buildTable(copy, this.#fresh, {});
-    } catch (error) {
-      full = describeBuildFailure(error);
-    }
-    const context = `version ${version}: ${routes.map((item) => `${item.name} ${item.methods.join(',') || '*'} ${item.paths.join(' ')} -> ${item.upstream}`).join('; ')}`;
-    if (typeof full === 'string') {
-      assert.equal(incremental, full, context);
+    const incremental = await settle(buildTable(snapshot, this.#incremental, { previous }));
+    const full = await settle(buildTable(copy, this.#fresh, {}));
+    const listed = routes.map(
+      (item) =>
+        `${item.name} ${item.methods.join(',') || '*'} ${item.paths.join(' ')} -> ${item.upstream}`,
+    );
+    const context = `version ${version}: ${listed.join('; ')}`;
+
+    if (!full.ok) {
+      assert.equal(incremental.ok ? 'accepted' : incremental.error, full.error, context);
     } else {
       assert.ok(
-        typeof incremental !== 'string',
-        `update rejected: ${String(incremental)}; ${context}`,
+        incremental.ok,
+        `update rejected: ${incremental.ok ? '' : incremental.error}; ${context}`,
       );
-      assert.equal(incremental.router.size, full.router.size, context);
+      const table = incremental.table;
+      assert.equal(table.router.size, full.table.router.size, context);
       for (const request of requests) {
         assert.deepEqual(
-          lookup(incremental, request),
-          lookup(full, request),
+          lookup(table, request),
+          lookup(full.table, request),
           `request ${JSON.stringify(request)}; ${context}`,
         );
       }
-      this.#table = incremental;
-      const tree = (
-        incremental.router as { index?: { anyHost: { staticChanges: unknown } | null } }
-      ).index?.anyHost;
+      this.#table = table;
+      const tree = (table.router as { index?: { anyHost: { staticChanges: unknown } | null } })
+        .index?.anyHost;
       if (tree !== undefined && tree !== null && tree.staticChanges !== null) this.updates++;
     }
+
     if (previous !== undefined && before !== undefined) {
       assert.deepEqual(
         requests.map((item) => lookup(previous, item)),
@@ -104,7 +100,7 @@ class Chain {
         `previous table changed; ${context}`,
       );
     }
-    return typeof full !== 'string';
+    return full.ok;
   }
 }
 

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 
 import { buildSnapshot } from '../../control-plane/snapshot/build-snapshot.js';
-import { buildTable, describeBuildFailure } from '../../data-plane/build-table.js';
+import { buildTable } from '../../data-plane/build-table.js';
 import { compareStrings } from '../../data-plane/router/route-index.js';
 import { buildRouter } from '../../data-plane/router/router.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
@@ -14,8 +14,10 @@ import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 import {
   lookup,
   registry,
+  settle,
   upstream,
   type LookupResult,
+  type Outcome,
   type TableRequest,
 } from './table-fixtures.js';
 
@@ -25,8 +27,6 @@ import {
  * build of a fresh decode of the same bytes. The previous table must return the same results
  * as before the update.
  */
-
-type Outcome = { ok: true; table: RoutingTable } | { ok: false; error: string };
 
 const BASE_UPSTREAMS: Upstream[] = [upstream('u1', 9), upstream('u2', 10)];
 
@@ -55,14 +55,6 @@ function describeRoutes(routes: readonly Route[]): string {
     });
   const fillers = routes.length - listed.length;
   return listed.join('; ') + (fillers === 0 ? '' : `; and ${fillers} filler routes`);
-}
-
-async function settle(build: Promise<RoutingTable>): Promise<Outcome> {
-  try {
-    return { ok: true, table: await build };
-  } catch (error) {
-    return { ok: false, error: describeBuildFailure(error) };
-  }
 }
 
 /** Small deterministic generator, so that requests follow from the fast-check seed. */

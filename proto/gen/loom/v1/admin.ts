@@ -33,7 +33,7 @@ export interface ApplyRequest {
   dryRun: boolean;
   /**
    * When set, fail unless the store is still at this version. 0 means a store
-   * that holds no route or upstream.
+   * that contains no route or upstream.
    */
   ifVersion?:
     | number
@@ -84,7 +84,7 @@ export interface UnreadableKey {
   kind: string;
   name: string;
   key: string;
-  /** Why decoding failed, such as the JSON parse error. */
+  /** The decoding error, such as the JSON parse message. */
   reason: string;
 }
 
