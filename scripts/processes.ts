@@ -1,7 +1,7 @@
 // Starts Loom servers as child processes, the way an operator runs them, for
 // the local fleet and the integration tests.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,8 @@ export interface LoomProcess {
 
 /**
  * Starts `node bin/loom.js ...args`. Output goes to `logFile` when given,
- * otherwise it is inherited. `env` adds variables to this process's environment.
+ * otherwise it is inherited. The child writes to the file itself, so a line is
+ * in the file as soon as the child has logged it. `env` adds variables to this process's environment.
  */
 export function startLoom(
   name: string,
@@ -28,15 +29,16 @@ export function startLoom(
   logFile?: string,
   env?: Record<string, string>,
 ): LoomProcess {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
-    cwd: ROOT,
-    env: env === undefined ? process.env : { ...process.env, ...env },
-    stdio: ['ignore', logFile ? 'pipe' : 'inherit', logFile ? 'pipe' : 'inherit'],
-  });
-  if (logFile) {
-    const log = createWriteStream(logFile, { flags: 'a' });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+  const logFd = logFile === undefined ? undefined : openSync(logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
+      cwd: ROOT,
+      env: env === undefined ? process.env : { ...process.env, ...env },
+      stdio: ['ignore', logFd ?? 'inherit', logFd ?? 'inherit'],
+    });
+  } finally {
+    if (logFd !== undefined) closeSync(logFd);
   }
   const exited = new Promise<number | null>((resolveExit) => {
     child.once('exit', (code, signal) => resolveExit(signal ? null : code));

@@ -266,3 +266,14 @@ export function countLogLines(file: string, message: string): number {
   }
   return count;
 }
+
+/** The `version` field of each log line with this message, in file order. */
+export function loggedVersions(file: string, message: string): number[] {
+  const versions: number[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.includes(`"msg":"${message}"`)) continue;
+    const version = (JSON.parse(line) as { version?: unknown }).version;
+    if (typeof version === 'number') versions.push(version);
+  }
+  return versions;
+}
