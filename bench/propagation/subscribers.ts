@@ -13,22 +13,20 @@ import { credentials } from '@grpc/grpc-js';
 import {
   SNAPSHOT_FLOW_CONTROL_WINDOW,
   snapshotServiceClient,
+  type SnapshotStreamClient,
 } from '../../data-plane/snapshot-client/snapshot-client.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
-import type {
-  SnapshotServiceClient,
-  StreamRequest,
-  StreamResponse,
-} from '../../proto/gen/loom/v1/data_plane.js';
+import type { StreamRequest, StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 
 const [address, countText] = process.argv.slice(2);
 const count = Number(countText);
 /** Streams per HTTP/2 connection; a proxy fleet would use one connection each. */
 const STREAMS_PER_CHANNEL = 50;
 
-const Client = snapshotServiceClient(new SnapshotDecoder());
+const decoder = new SnapshotDecoder();
+const Client = snapshotServiceClient((bytes) => decoder.decode(bytes));
 let ready = 0;
-const channels: SnapshotServiceClient[] = [];
+const channels: SnapshotStreamClient<StreamResponse>[] = [];
 for (let index = 0; index < count; index++) {
   if (index % STREAMS_PER_CHANNEL === 0) {
     channels.push(

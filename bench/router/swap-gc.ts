@@ -39,7 +39,7 @@ const dataPlane = new DataPlane({
   id: 'swap-gc',
   logger: pino({ level: 'silent' }),
 });
-await dataPlane.applySnapshot(nextSnapshot());
+await dataPlane.applySnapshot(await nextSnapshot());
 // Entries arrive after the collection, so let the first build's entries land before resetting.
 await new Promise((resolve) => setTimeout(resolve, 50));
 
@@ -47,7 +47,7 @@ const cpuMs: number[] = [];
 pauses = [];
 for (let swap = 0; swap < SWAPS; swap++) {
   const before = process.cpuUsage();
-  await dataPlane.applySnapshot(nextSnapshot());
+  await dataPlane.applySnapshot(await nextSnapshot());
   const used = process.cpuUsage(before);
   cpuMs.push((used.user + used.system) / 1e3);
 }

@@ -7,7 +7,8 @@
 //   [--change one|all] [--interval-ms N]
 // --semi-space sets V8's --max-semi-space-size (MiB) for the proxy process. --change one
 // (the default) changes one route per version, which the proxy applies as an update of its
-// router; --change all gives every route a new object, so each version is built anew.
+// router; --change all changes every route, so each version is built anew. The proxy decodes
+// each version from an encoded message, as it decodes what a control plane sends.
 // --interval-ms waits that long after each swap before the next; 0 (the default) swaps back
 // to back, so every request of the phase overlaps a swap.
 import { execFile, fork } from 'node:child_process';
@@ -40,7 +41,11 @@ interface ServerPhase {
   loopDelayMaxMs: number;
 }
 
+const USAGE =
+  'usage: npm run bench:router:swap [-- --json] [--seconds N] [--rounds N] [--semi-space MB]\n' +
+  '  [--change one|all] [--interval-ms N]';
 const argv = process.argv.slice(2);
+checkOptions(argv);
 const json = argv.includes('--json');
 const seconds = numberOption('--seconds', 8);
 const rounds = numberOption('--rounds', 2);
@@ -51,6 +56,26 @@ if (change !== 'one' && change !== 'all') {
   throw new Error(`--change must be one or all (got ${String(change)})`);
 }
 const CONNECTIONS = 8;
+
+/** Exits with the usage on `--help` and with an error on an option this benchmark does not take. */
+function checkOptions(args: readonly string[]): void {
+  const flags = new Set(['--json']);
+  const valued = new Set(['--seconds', '--rounds', '--semi-space', '--change', '--interval-ms']);
+  for (let index = 0; index < args.length; index++) {
+    const arg = args[index];
+    if (arg === '--help' || arg === '-h') {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    }
+    if (valued.has(arg) && index + 1 < args.length) {
+      index++;
+    } else if (!flags.has(arg)) {
+      const problem = valued.has(arg) ? `${arg} needs a value` : `unknown option ${arg}`;
+      process.stderr.write(`swap-latency: ${problem}\n${USAGE}\n`);
+      process.exit(2);
+    }
+  }
+}
 
 function numberOption(name: string, fallback: number): number {
   const index = argv.indexOf(name);
@@ -69,8 +94,10 @@ function parseWrk(output: string): {
   p99Ms: number;
   maxMs: number;
 } {
-  const toMs = (value: string, unit: string): number =>
-    Number(value) * ({ us: 0.001, ms: 1, s: 1000, m: 60_000 } as Record<string, number>)[unit];
+  const toMs = (value: string, unit: string): number => {
+    const scale = ({ us: 0.001, ms: 1, s: 1000, m: 60_000 } as Record<string, number>)[unit];
+    return Number((Number(value) * scale).toFixed(3));
+  };
   const percentile = (label: string): number => {
     const match = new RegExp(`^\\s*${label}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(output);
     if (match === null) throw new Error(`wrk printed no ${label}% latency:\n${output}`);
@@ -143,7 +170,7 @@ try {
       phase: 'swapping',
       ...load,
       swaps: phase.swaps,
-      meanSwapMs: Math.round(total / Math.max(phase.swaps, 1)),
+      meanSwapMs: Number((total / Math.max(phase.swaps, 1)).toFixed(2)),
       loopDelayP99Ms: phase.loopDelayP99Ms,
       loopDelayMaxMs: phase.loopDelayMaxMs,
     });

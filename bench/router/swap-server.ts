@@ -1,6 +1,6 @@
 // A proxy for swap-latency.ts: a DataPlane (the class behind `loom data-plane`)
-// whose snapshots come from its parent over IPC instead of a control plane, so
-// the parent can swap a 100,000-route table in while load runs.
+// that makes its own snapshot messages instead of receiving them from a control
+// plane, so that the parent can have a 100,000-route table swapped in while load runs.
 //
 // Messages from the parent: { swapForMs } applies new versions of the large
 // snapshot back to back for that long, then replies with { swaps, buildMs }
@@ -18,9 +18,11 @@ const upstreamUrl = process.argv[2];
 const change = process.argv[3] === 'all' ? 'all' : 'one';
 /** Milliseconds between the end of one swap and the start of the next; 0 for back to back. */
 const intervalMs = Number(process.argv[4] ?? 0);
-const nextSnapshot = swapSnapshots(upstreamUrl, change);
 /** The swapped table, for the path of the route that the load requests. */
 const table = createTable(SWAP_TABLE);
+/** The service of that route, `/api/svcK/`, whose routes no version changes. */
+const loadService = `${table.lookups.params.path.split('/').slice(0, 3).join('/')}/`;
+const nextSnapshot = swapSnapshots(upstreamUrl, change, loadService);
 
 const dataPlane = new DataPlane({
   // Nothing listens on port 1; the snapshot client retries in the background.
@@ -31,7 +33,7 @@ const dataPlane = new DataPlane({
   logger: pino({ level: 'silent' }),
 });
 await dataPlane.start();
-await dataPlane.applySnapshot(nextSnapshot());
+await dataPlane.applySnapshot(await nextSnapshot());
 process.send?.({ port: dataPlane.port, path: table.lookups.params.path });
 
 interface PhaseMessage {
@@ -61,8 +63,8 @@ async function runPhase(message: PhaseMessage): Promise<Record<string, unknown>>
         intervalMs > 0 ? setTimeout(resolve, intervalMs) : setImmediate(resolve),
       );
       const started = performance.now();
-      await dataPlane.applySnapshot(nextSnapshot());
-      buildMs.push(Math.round(performance.now() - started));
+      await dataPlane.applySnapshot(await nextSnapshot());
+      buildMs.push(performance.now() - started);
     }
   } else {
     await new Promise((resolve) => setTimeout(resolve, message.idleForMs ?? 0));

@@ -3,6 +3,7 @@ import {
   makeGenericClientConstructor,
   Metadata,
   type ChannelCredentials,
+  type ChannelOptions,
   type ClientDuplexStream,
 } from '@grpc/grpc-js';
 
@@ -10,13 +11,12 @@ import { Backoff } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
 import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
 import {
-  SnapshotServiceClient,
   SnapshotServiceService,
   type Nack,
   type StreamRequest,
-  type StreamResponse,
 } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { DEFAULT_SLICE_MS } from '../router/router.js';
 import { probeClientCertificate } from './handshake-probe.js';
 import { SnapshotDecoder } from './snapshot-decoder.js';
 
@@ -72,21 +72,41 @@ export interface SnapshotClientOptions {
 
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
+/** A client of the snapshot service whose stream delivers each response as a `T`. */
+export interface SnapshotStreamClient<T> {
+  stream(metadata?: Metadata): ClientDuplexStream<StreamRequest, T>;
+  close(): void;
+}
+
+/** The constructor of a `SnapshotStreamClient`. */
+export type SnapshotStreamClientClass<T> = new (
+  address: string,
+  credentials: ChannelCredentials,
+  options?: ChannelOptions,
+) => SnapshotStreamClient<T>;
+
 /**
- * Returns a client class for the snapshot service whose responses `decoder` decodes, so routes
- * and upstreams unchanged since the previous snapshot keep their objects.
+ * Returns a client class for the snapshot service whose responses `deserialize` turns into
+ * values. grpc-js calls it as each message arrives; the proxy keeps the bytes and decodes them
+ * later, in slices (see `SnapshotClient`). grpc-js gives each message a buffer of its own.
  */
-export function snapshotServiceClient(decoder: SnapshotDecoder): typeof SnapshotServiceClient {
+export function snapshotServiceClient<T>(
+  deserialize: (bytes: Buffer) => T,
+): SnapshotStreamClientClass<T> {
   const service = {
-    stream: {
-      ...SnapshotServiceService.stream,
-      responseDeserialize: (value: Buffer): StreamResponse => decoder.decode(value),
-    },
+    stream: { ...SnapshotServiceService.stream, responseDeserialize: deserialize },
   };
   return makeGenericClientConstructor(
     service,
     'loom.v1.SnapshotService',
-  ) as unknown as typeof SnapshotServiceClient;
+  ) as unknown as SnapshotStreamClientClass<T>;
+}
+
+/** A response of the snapshot stream, still encoded, and the stream it came on. */
+interface ReceivedMessage {
+  bytes: Buffer;
+  call: ClientDuplexStream<StreamRequest, Buffer>;
+  address: string;
 }
 
 /**
@@ -98,10 +118,11 @@ export function snapshotServiceClient(decoder: SnapshotDecoder): typeof Snapshot
 export class SnapshotClient {
   #state: ClientState = 'idle';
   #addressIndex = 0;
-  #client: SnapshotServiceClient | undefined;
-  #call: ClientDuplexStream<StreamRequest, StreamResponse> | undefined;
+  #client: SnapshotStreamClient<Buffer> | undefined;
+  #call: ClientDuplexStream<StreamRequest, Buffer> | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
-  #pending: Snapshot | undefined;
+  /** The newest message that arrived while another one was decoded or applied. */
+  #pending: ReceivedMessage | undefined;
   #applying = false;
   /** The client certificate of the newest connection attempt. */
   #certificate: CertificateSummary | undefined;
@@ -117,8 +138,9 @@ export class SnapshotClient {
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
   readonly #options: SnapshotClientOptions;
   readonly #logger: Logger;
+  readonly #Client = snapshotServiceClient((bytes) => bytes);
   /** One decoder for every stream, so a reconnect still reuses the last snapshot's routes. */
-  readonly #Client = snapshotServiceClient(new SnapshotDecoder());
+  readonly #decoder = new SnapshotDecoder();
 
   constructor(options: SnapshotClientOptions) {
     if (options.addresses.length === 0)
@@ -147,7 +169,7 @@ export class SnapshotClient {
 
     const address = this.#options.addresses[this.#addressIndex % this.#options.addresses.length];
     this.#transition('connecting', { address });
-    let client: SnapshotServiceClient;
+    let client: SnapshotStreamClient<Buffer>;
     try {
       client = new this.#Client(address, this.#loadCredentials(), {
         ...CHANNEL_OPTIONS,
@@ -184,18 +206,12 @@ export class SnapshotClient {
       this.#reportedRejections.clear();
       this.#transition('streaming', { address });
     });
-    call.on('data', (response: StreamResponse) => {
-      if (response.snapshot) this.#receive(response.snapshot);
-    });
+    call.on('data', (bytes: Buffer) => this.#receive({ bytes, call, address }));
     call.on('error', (error: Error) => this.#retry(call, address, error.message));
     call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
   }
 
-  #retry(
-    call: ClientDuplexStream<StreamRequest, StreamResponse>,
-    address: string,
-    reason: string,
-  ): void {
+  #retry(call: ClientDuplexStream<StreamRequest, Buffer>, address: string, reason: string): void {
     if (call !== this.#call || this.#state === 'stopped') return;
 
     const neverStreamed = this.#state === 'connecting';
@@ -259,19 +275,36 @@ export class SnapshotClient {
     this.#retryTimer = setTimeout(() => this.#connect(), delayMs);
   }
 
-  #receive(snapshot: Snapshot): void {
-    this.#pending = snapshot;
+  #receive(message: ReceivedMessage): void {
+    this.#pending = message;
     if (!this.#applying) void this.#drain();
   }
 
   async #drain(): Promise<void> {
     this.#applying = true;
     while (this.#pending) {
-      const snapshot = this.#pending;
+      const message = this.#pending;
       this.#pending = undefined;
-      await this.#applyOne(snapshot);
+      const snapshot = await this.#decode(message);
+      if (snapshot !== undefined) await this.#applyOne(snapshot);
     }
     this.#applying = false;
+  }
+
+  /**
+   * Decodes a message in slices that yield to the event loop, so a large table does not stall
+   * traffic while it decodes. A malformed message ends its stream, as grpc-js ends a stream whose
+   * message its deserializer fails to parse, and the client reconnects.
+   */
+  async #decode(message: ReceivedMessage): Promise<Snapshot | undefined> {
+    try {
+      return (await this.#decoder.decodeSliced(message.bytes, DEFAULT_SLICE_MS)).snapshot;
+    } catch (error) {
+      const reason = `malformed snapshot message: ${error instanceof Error ? error.message : String(error)}`;
+      this.#retry(message.call, message.address, reason);
+      message.call.cancel();
+      return undefined;
+    }
   }
 
   async #applyOne(snapshot: Snapshot): Promise<void> {

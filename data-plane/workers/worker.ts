@@ -8,6 +8,7 @@ import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { describeBuildFailure } from '../build-table.js';
+import { DEFAULT_SLICE_MS } from '../router/router.js';
 import { SnapshotDecoder } from '../snapshot-client/snapshot-decoder.js';
 import { HttpDrainer } from '../lifecycle/drain.js';
 import { AccessLog } from '../observability/access-log.js';
@@ -98,6 +99,8 @@ export class ProxyWorker {
    * upstreams, so a staged table reuses the serving table's work for them.
    */
   readonly #decoder = new SnapshotDecoder();
+  /** The decode in progress, which the next stage request waits for. */
+  #decodes: Promise<unknown> = Promise.resolve();
   #table: RoutingTable | undefined;
   #staged: Staged | undefined;
   #draining: Promise<void> | undefined;
@@ -213,7 +216,10 @@ export class ProxyWorker {
   async #stage(bytes: Uint8Array): Promise<ReplyResults['stage']> {
     const start = performance.now();
     this.#staged = undefined;
-    const { snapshot } = this.#decoder.decode(bytes);
+    // Decodes run one at a time on the shared decoder, each in slices that let traffic through.
+    const decoded = this.#decodes.then(() => this.#decoder.decodeSliced(bytes, DEFAULT_SLICE_MS));
+    this.#decodes = decoded.catch(() => undefined);
+    const { snapshot } = await decoded;
     if (snapshot === undefined) {
       throw new LoomError('LOOM_INTERNAL', 'the primary sent a stage request without a snapshot');
     }

@@ -186,6 +186,41 @@ describe('snapshot stream faults', { timeout: 150_000 }, () => {
     }
   });
 
+  test('malformed snapshot message reconnects', async () => {
+    // The first stream gets a message cut short, the next one a valid snapshot.
+    let streams = 0;
+    const server = new Server();
+    server.addService(SNAPSHOT_SERVICE_DEFINITION, {
+      Stream(call: ServerDuplexStream<unknown, Buffer>) {
+        const stream = ++streams;
+        call.once('data', () => {
+          const snapshot = { version: 7, epoch: 'e1', hash: 'h7', routes: [], upstreams: [] };
+          const bytes = Buffer.from(StreamResponse.encode({ snapshot }).finish());
+          call.write(stream === 1 ? bytes.subarray(0, bytes.length - 2) : bytes);
+        });
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      ),
+    );
+    const log = new CapturedLog();
+    const { client, applied } = testClient([`127.0.0.1:${port}`], 'p', log.logger);
+    try {
+      client.start();
+      await waitFor('version 7', 10_000, () => applied.at(-1)?.version === 7);
+      assert.equal(applied.length, 1);
+      assert.equal(streams, 2);
+      const lost = log.lines.filter((line) => line.msg === 'control plane lost, reconnecting');
+      assert.equal(lost.length, 1);
+      assert.match(String(lost[0].reason), /^malformed snapshot message: /);
+    } finally {
+      client.stop();
+      server.forceShutdown();
+    }
+  });
+
   test('admission bounds open streams', async () => {
     const { controlPlane, log, address } = await startControlPlane('limits', { maxStreams: 2 });
     const clients = ['a', 'b', 'c'].map((id) =>

@@ -361,3 +361,62 @@ describe('SnapshotDecoder', () => {
     assert.throws(() => decoder.decode(bytes.subarray(0, bytes.length - 3)));
   });
 });
+
+describe('sliced snapshot decoding', () => {
+  const table = Array.from({ length: 3_000 }, (_, index) => route(index));
+
+  test('matches the whole decode', async () => {
+    const sliced = new SnapshotDecoder();
+    const whole = new SnapshotDecoder();
+    const changed = table.map((item, index) => (index === 1_500 ? route(index, '/moved') : item));
+    for (const [version, routes] of [table, changed, changed.slice(7)].entries()) {
+      const bytes = encode(version + 1, routes);
+      const expected = whole.decode(bytes).snapshot!;
+      const actual = (await sliced.decodeSliced(bytes, 0)).snapshot!;
+      assert.deepEqual(actual, expected);
+      assert.deepEqual(actual, StreamResponse.decode(bytes).snapshot);
+    }
+  });
+
+  test('reuses unchanged routes', async () => {
+    const decoder = new SnapshotDecoder();
+    const first = (await decoder.decodeSliced(encode(1, table), 0)).snapshot!;
+    const changed = table.map((item, index) => (index === 10 ? route(index, '/moved') : item));
+    const second = (await decoder.decodeSliced(encode(2, changed), 0)).snapshot!;
+    assert.notEqual(second.routes[10], first.routes[10]);
+    assert.equal(second.routes[11], first.routes[11]);
+    assert.equal(second.routes.at(-1), first.routes.at(-1));
+    assert.equal(hasSameRouteNames(second, first.routes), true);
+  });
+
+  test('yields to the event loop', async () => {
+    const decoder = new SnapshotDecoder();
+    let turns = 0;
+    const counter = setInterval(() => turns++, 0);
+    try {
+      // A slice of 0 ms yields at every pause, after each group of entries.
+      await decoder.decodeSliced(encode(1, table), 0);
+    } finally {
+      clearInterval(counter);
+    }
+    assert.ok(turns > 1, `the timer ran ${turns} times during the decode`);
+  });
+
+  test('second decode during one throws', async () => {
+    const decoder = new SnapshotDecoder();
+    const running = decoder.decodeSliced(encode(1, table), 0);
+    assert.throws(() => decoder.decode(encode(2, table)), { code: 'LOOM_INTERNAL' });
+    await assert.rejects(decoder.decodeSliced(encode(2, table), 0), { code: 'LOOM_INTERNAL' });
+    assert.equal((await running).snapshot?.version, 1);
+    assert.equal(decoder.decode(encode(2, table)).snapshot?.version, 2);
+  });
+
+  test('malformed message rejects', async () => {
+    const decoder = new SnapshotDecoder();
+    const bytes = encode(1, table);
+    await assert.rejects(decoder.decodeSliced(bytes.subarray(0, bytes.length - 3), 0));
+    const next = encode(2, table);
+    const decoded = await decoder.decodeSliced(next, 0);
+    assert.deepEqual(decoded.snapshot, StreamResponse.decode(next).snapshot);
+  });
+});
