@@ -34,7 +34,8 @@ export function swapSnapshots(
   keepPrefix = '/api/svc5000/',
 ): () => Promise<Snapshot> {
   const messages = swapMessages(upstreamUrl, change, keepPrefix);
-  const decoder = new SnapshotDecoder();
+  // Each message is a new buffer, as grpc-js hands them to the proxy's decoder.
+  const decoder = new SnapshotDecoder({ ownsInput: true });
   return async () => {
     const { snapshot } = await decoder.decodeSliced(messages(), DEFAULT_SLICE_MS);
     if (snapshot === undefined) throw new Error('the swap message contains no snapshot');

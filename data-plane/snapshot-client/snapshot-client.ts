@@ -140,7 +140,7 @@ export class SnapshotClient {
   readonly #logger: Logger;
   readonly #Client = snapshotServiceClient((bytes) => bytes);
   /** One decoder for every stream, so a reconnect still reuses the last snapshot's routes. */
-  readonly #decoder = new SnapshotDecoder();
+  readonly #decoder = new SnapshotDecoder({ ownsInput: true });
 
   constructor(options: SnapshotClientOptions) {
     if (options.addresses.length === 0)
