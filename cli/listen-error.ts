@@ -1,4 +1,6 @@
-import { formatHostPort, parseHostPort } from '../common/address.js';
+import { isIP } from 'node:net';
+
+import { formatHostPort, parseHostPort, type HostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 
 /** A listener a server opens at start: the flag that set it and its `host:port`. */
@@ -46,4 +48,49 @@ function bindFailure(error: unknown): { code: string; port?: number } | undefine
   const match = /listen (EADDRINUSE|EACCES|EADDRNOTAVAIL)\b[^\]]*?:(\d+)\]/.exec(message);
   if (match === null) return undefined;
   return { code: match[1], port: Number(match[2]) };
+}
+
+/**
+ * Checks that no two listeners bind the same port: the same host and port, or a port that a
+ * wildcard host (`0.0.0.0`, or `::`, which takes IPv4 too) already covers. Port 0 never clashes,
+ * because each listener gets a free port of its own. Addresses that do not parse are skipped,
+ * because their own check reports them.
+ *
+ * NOTE: host names are not resolved, so `localhost:P` next to `127.0.0.1:P` or `0.0.0.0:P`
+ * passes here and fails when the second listener binds.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming both flags and their values.
+ */
+export function checkDistinctListeners(listeners: ListenerFlag[]): void {
+  const parsed = listeners.flatMap((listener) => {
+    try {
+      return [{ ...listener, ...parseHostPort(listener.address, listener.flag) }];
+    } catch {
+      return [];
+    }
+  });
+  for (const [index, later] of parsed.entries()) {
+    const earlier = parsed.slice(0, index).find((candidate) => sharePort(candidate, later));
+    if (earlier === undefined) continue;
+    const overlap =
+      earlier.host.toLowerCase() === later.host.toLowerCase()
+        ? 'names the same address'
+        : `binds port ${later.port} too`;
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${later.flag} ${JSON.stringify(later.address)}: ${earlier.flag} ` +
+        `${JSON.stringify(earlier.address)} ${overlap}; give each listener its own port`,
+    );
+  }
+}
+
+function sharePort(a: HostPort, b: HostPort): boolean {
+  if (a.port !== b.port || a.port === 0) return false;
+  const hostA = a.host.toLowerCase();
+  const hostB = b.host.toLowerCase();
+  if (hostA === hostB || hostA === '::' || hostB === '::') return true;
+  // `0.0.0.0` covers IPv4 addresses only, and a host name may resolve to IPv6.
+  if (hostA === '0.0.0.0') return isIP(hostB) === 4;
+  if (hostB === '0.0.0.0') return isIP(hostA) === 4;
+  return false;
 }

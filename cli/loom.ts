@@ -15,12 +15,12 @@ import {
   checkReadable,
   controlPlaneSecurity,
   dataPlaneLifecycle,
-  parseDuration,
+  parseTimerDuration,
   type ControlPlaneSecurityFlags,
   type DataPlaneLifecycleFlags,
 } from './security-options.js';
 import { installGrpcLogger } from './grpc-logging.js';
-import { describeListenError, type ListenerFlag } from './listen-error.js';
+import { checkDistinctListeners, describeListenError, type ListenerFlag } from './listen-error.js';
 import { addProxyOptions, proxyOptions, workerCount, type ProxyFlags } from './proxy-options.js';
 import { LOOM_VERSION } from './version.js';
 
@@ -43,8 +43,9 @@ class UsageError extends Error {
 
 /**
  * Runs each check of the flags, which read nothing but the command line and the environment,
- * and returns their results by name. A LoomError that a check throws is a usage error. Every
- * check runs, so one UsageError names every invalid flag.
+ * and returns their results by name. A LoomError that a check throws is a usage error, with
+ * one invalid flag per line of its message. Every check runs, so one UsageError names every
+ * invalid flag.
  */
 function checkFlags<T extends Record<string, unknown>>(checks: {
   [K in keyof T]: () => T[K];
@@ -62,7 +63,7 @@ function checkFlags<T extends Record<string, unknown>>(checks: {
 
   if (failures.length > 0) {
     throw new UsageError(
-      failures.map((failure) => failure.message),
+      failures.flatMap((failure) => failure.message.split('\n')),
       { cause: failures[0] },
     );
   }
@@ -76,7 +77,7 @@ interface LogOptions {
 
 /** Parses `--etcd-watch-check-interval`, which must be at least 1ms. */
 function watchCheckInterval(value: string): number {
-  const ms = parseDuration(value, '--etcd-watch-check-interval');
+  const ms = parseTimerDuration(value, '--etcd-watch-check-interval');
   if (ms < 1) {
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
@@ -94,16 +95,72 @@ function splitList(value: string): string[] {
 }
 
 /**
- * Returns a check per listen address, run before anything opens, so a typo fails at once with
- * the flag and the value instead of as a bind error of the library underneath.
+ * Returns a check per listen address and one that no two listeners bind the same port. They
+ * run before anything opens, so a typo or a clash fails at once with the flags and the values
+ * instead of as a bind error of the library underneath.
  */
 function listenerChecks(listeners: ListenerFlag[]): Record<string, () => unknown> {
-  return Object.fromEntries(
-    listeners.map((listener) => [
-      listener.flag,
-      () => parseHostPort(listener.address, listener.flag),
-    ]),
-  );
+  return {
+    ...Object.fromEntries(
+      listeners.map((listener) => [
+        listener.flag,
+        () => parseHostPort(listener.address, listener.flag),
+      ]),
+    ),
+    distinctListeners: () => checkDistinctListeners(listeners),
+  };
+}
+
+const ETCD_ENDPOINT_FORM =
+  'expected http://HOST:PORT or https://HOST:PORT, such as http://127.0.0.1:2379, with ' +
+  'several endpoints separated by commas';
+
+/**
+ * Splits and checks `--etcd`. etcd3 strips the scheme and dials HOST:PORT over gRPC, with TLS
+ * when every endpoint starts with https://, and it throws at start when only some do.
+ * Without the flag, the control plane uses the embedded store.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and every invalid endpoint.
+ */
+function etcdEndpoints(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  const endpoints = splitList(value);
+  if (endpoints.length === 0) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `missing endpoint in --etcd ${JSON.stringify(value)}: ${ETCD_ENDPOINT_FORM}; leave ` +
+        '--etcd out to use the embedded store',
+    );
+  }
+  const invalid = endpoints.filter((endpoint) => !isEtcdEndpoint(endpoint));
+  if (invalid.length > 0) {
+    const names = invalid.map((endpoint) => JSON.stringify(endpoint)).join(', ');
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --etcd endpoint ${names}: ${ETCD_ENDPOINT_FORM}`,
+    );
+  }
+  const secure = endpoints.filter((endpoint) => endpoint.startsWith('https://'));
+  if (secure.length > 0 && secure.length < endpoints.length) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --etcd ${JSON.stringify(value)}: it mixes http:// and https:// endpoints; use ` +
+        'https:// for every member of a TLS cluster, or http:// for every member',
+    );
+  }
+  return endpoints;
+}
+
+function isEtcdEndpoint(endpoint: string): boolean {
+  // etcd3 strips only the scheme, and grpc-js cannot parse a target with a trailing slash.
+  const match = /^https?:\/\/([^/?#@]+)$/.exec(endpoint);
+  if (match === null) return false;
+  try {
+    parseDialAddress(match[1], '--etcd');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Splits and checks `--control-plane`; a URL is rejected because the stream dials HOST:PORT. */
@@ -198,7 +255,8 @@ export function createProgram(): Command {
       )
       .option(
         '--etcd <urls>',
-        'comma-separated etcd endpoints; without it the embedded store is used',
+        'comma-separated etcd endpoints, each http://HOST:PORT or https://HOST:PORT; without ' +
+          'it the embedded store is used',
       )
       .option('--data-dir <dir>', 'directory of the embedded store', './loom-data')
       .option('--prefix <prefix>', 'key prefix of Loom resources in etcd', '/loom/')
@@ -223,8 +281,9 @@ export function createProgram(): Command {
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
       ];
-      const { security, etcdWatchCheckIntervalMs, logger } = checkFlags({
+      const { etcd, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
         ...listenerChecks(listeners),
+        etcd: () => etcdEndpoints(options.etcd),
         security: () => controlPlaneSecurity(options),
         etcdWatchCheckIntervalMs: () => watchCheckInterval(options.etcdWatchCheckInterval),
         logger: () =>
@@ -238,7 +297,7 @@ export function createProgram(): Command {
       const starting = ControlPlane.start({
         listen: options.listen,
         adminListen: options.adminListen,
-        etcdEndpoints: options.etcd ? splitList(options.etcd) : [],
+        etcdEndpoints: etcd,
         dataDir: options.dataDir,
         prefix: options.prefix,
         logger,

@@ -4,6 +4,9 @@ import type { Command } from 'commander';
 
 import { LoomError } from '../common/errors.js';
 import type { DataPlaneOptions } from '../data-plane/data-plane.js';
+import { TrustedProxies } from '../data-plane/proxy/trusted-proxies.js';
+
+import { MAX_TIMER_MS } from './security-options.js';
 
 /** Data-plane flags of the request path: trusted proxies, client limits, upstream timeouts. */
 export interface ProxyFlags {
@@ -35,25 +38,34 @@ export function addProxyOptions(command: Command): Command {
       '10485760',
     )
     .option('--max-header-bytes <bytes>', 'largest request head; larger gets 431', '16384')
-    .option('--max-header-count <n>', 'most request header fields; more get 431', '100')
+    .option('--max-header-count <n>', 'maximum request header fields; more get 431', '100')
     .option('--headers-timeout <ms>', 'time to receive a request head; slower gets 408', '10000')
     .option(
       '--request-timeout <ms>',
-      'time to receive a whole request, body included; 0 disables it',
+      'time to receive a whole request, body included; 0 disables it, other values must be ' +
+        'at least --headers-timeout',
       '300000',
     )
     .option(
       '--tunnel-idle-timeout <ms>',
-      'idle time after which an upgraded connection closes',
+      'idle time after which an upgraded connection closes; 0 means no limit',
       '300000',
     )
-    .option('--upstream-connect-timeout <ms>', 'time to connect to a target', '5000')
+    .option(
+      '--upstream-connect-timeout <ms>',
+      'time to connect to a target; 0 means no timeout',
+      '5000',
+    )
     .option(
       '--upstream-headers-timeout <ms>',
-      'time to receive the response head of a target',
+      'time to receive the response head of a target; 0 means no timeout',
       '30000',
     )
-    .option('--upstream-body-timeout <ms>', 'longest pause inside a response body', '30000')
+    .option(
+      '--upstream-body-timeout <ms>',
+      'longest pause inside a response body; 0 means no timeout',
+      '30000',
+    )
     .option(
       '--upstream-keep-alive <ms>',
       'idle time after which a pooled upstream connection closes',
@@ -91,40 +103,184 @@ export function workerCount(value: string): number {
   return Number(text);
 }
 
-/** Converts the request-path flags into data-plane options; throws on a value that is not a number. */
+/** Range of a whole-number flag and the words its error message uses. */
+interface WholeNumberRule {
+  /** 0 where 0 has a meaning (stated by `zero`), otherwise 1. */
+  min: 0 | 1;
+  max: number;
+  unit: 'milliseconds' | 'bytes' | 'header fields';
+  /** Meaning of 0, for flags with `min` 0. */
+  zero?: string;
+  /** Value suggested in the error message: the flag's default. */
+  example: number;
+}
+
+const TIMEOUT = { unit: 'milliseconds', max: MAX_TIMER_MS } as const;
+const SIZE = { unit: 'bytes', max: Number.MAX_SAFE_INTEGER } as const;
+
+/** The whole-number flags of the request path, keyed by their `ProxyFlags` field. */
+const WHOLE_NUMBER_FLAGS = {
+  maxRequestBody: {
+    flag: '--max-request-body',
+    rule: { ...SIZE, min: 0, zero: 'no limit', example: 10_485_760 },
+  },
+  maxHeaderBytes: { flag: '--max-header-bytes', rule: { ...SIZE, min: 1, example: 16_384 } },
+  maxHeaderCount: {
+    flag: '--max-header-count',
+    rule: { unit: 'header fields', min: 1, max: Number.MAX_SAFE_INTEGER, example: 100 },
+  },
+  headersTimeout: { flag: '--headers-timeout', rule: { ...TIMEOUT, min: 1, example: 10_000 } },
+  requestTimeout: {
+    flag: '--request-timeout',
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 300_000 },
+  },
+  tunnelIdleTimeout: {
+    flag: '--tunnel-idle-timeout',
+    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 300_000 },
+  },
+  upstreamConnectTimeout: {
+    flag: '--upstream-connect-timeout',
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 5_000 },
+  },
+  upstreamHeadersTimeout: {
+    flag: '--upstream-headers-timeout',
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000 },
+  },
+  upstreamBodyTimeout: {
+    flag: '--upstream-body-timeout',
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000 },
+  },
+  upstreamKeepAlive: {
+    flag: '--upstream-keep-alive',
+    rule: { ...TIMEOUT, min: 1, example: 4_000 },
+  },
+  maxResponseHeaderBytes: {
+    flag: '--max-response-header-bytes',
+    rule: { ...SIZE, min: 1, example: 16_384 },
+  },
+} satisfies Partial<Record<keyof ProxyFlags, { flag: string; rule: WholeNumberRule }>>;
+
+type WholeNumberFlag = keyof typeof WHOLE_NUMBER_FLAGS;
+
+/**
+ * Converts the request-path flags into data-plane options. The ranges are those that the proxy
+ * server and the upstream registry accept, plus the maximum delay of a Node.js timer.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` with one line per invalid flag.
+ */
 export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' | 'upstreams'> {
-  const trusted = flags.trustedProxies
-    ?.split(',')
-    .map((item) => item.trim())
-    .filter(Boolean);
+  const problems: string[] = [];
+  const values = {} as Record<WholeNumberFlag, number>;
+  for (const [key, { flag, rule }] of Object.entries(WHOLE_NUMBER_FLAGS)) {
+    try {
+      values[key as WholeNumberFlag] = wholeNumber(flag, flags[key as WholeNumberFlag], rule);
+    } catch (error) {
+      if (!(error instanceof LoomError)) throw error;
+      problems.push(error.message);
+    }
+  }
+
+  const requestTimeout = values.requestTimeout;
+  const headersTimeout = values.headersTimeout;
+  // Node.js `http.createServer` and the proxy server reject a nonzero request timeout that is
+  // shorter than the headers timeout.
+  if (
+    requestTimeout !== undefined &&
+    headersTimeout !== undefined &&
+    requestTimeout !== 0 &&
+    requestTimeout < headersTimeout
+  ) {
+    problems.push(
+      `invalid --request-timeout ${JSON.stringify(flags.requestTimeout)}: expected 0 or at ` +
+        `least --headers-timeout (${headersTimeout}); use 0 for no timeout, or raise it to ` +
+        `${headersTimeout} or more`,
+    );
+  }
+
+  let trustedProxies: string[] | undefined;
+  try {
+    trustedProxies = trustedProxyList(flags.trustedProxies);
+  } catch (error) {
+    if (!(error instanceof LoomError)) throw error;
+    problems.push(error.message);
+  }
+
+  if (problems.length > 0) {
+    throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
+  }
   return {
     proxy: {
-      trustedProxies: trusted,
-      maxRequestBodyBytes: integer('--max-request-body', flags.maxRequestBody),
-      maxHeaderBytes: integer('--max-header-bytes', flags.maxHeaderBytes),
-      maxHeaderCount: integer('--max-header-count', flags.maxHeaderCount),
-      headersTimeoutMs: integer('--headers-timeout', flags.headersTimeout),
-      requestTimeoutMs: integer('--request-timeout', flags.requestTimeout),
-      tunnelIdleTimeoutMs: integer('--tunnel-idle-timeout', flags.tunnelIdleTimeout),
-      upstreamConnectTimeoutMs: integer('--upstream-connect-timeout', flags.upstreamConnectTimeout),
-      upstreamHeadersTimeoutMs: integer('--upstream-headers-timeout', flags.upstreamHeadersTimeout),
+      trustedProxies,
+      maxRequestBodyBytes: values.maxRequestBody,
+      maxHeaderBytes: values.maxHeaderBytes,
+      maxHeaderCount: values.maxHeaderCount,
+      headersTimeoutMs: values.headersTimeout,
+      requestTimeoutMs: values.requestTimeout,
+      tunnelIdleTimeoutMs: values.tunnelIdleTimeout,
+      upstreamConnectTimeoutMs: values.upstreamConnectTimeout,
+      upstreamHeadersTimeoutMs: values.upstreamHeadersTimeout,
     },
     upstreams: {
-      connectTimeout: integer('--upstream-connect-timeout', flags.upstreamConnectTimeout),
-      headersTimeout: integer('--upstream-headers-timeout', flags.upstreamHeadersTimeout),
-      bodyTimeout: integer('--upstream-body-timeout', flags.upstreamBodyTimeout),
-      keepAliveTimeout: integer('--upstream-keep-alive', flags.upstreamKeepAlive),
-      maxResponseHeaderBytes: integer('--max-response-header-bytes', flags.maxResponseHeaderBytes),
+      connectTimeout: values.upstreamConnectTimeout,
+      headersTimeout: values.upstreamHeadersTimeout,
+      bodyTimeout: values.upstreamBodyTimeout,
+      keepAliveTimeout: values.upstreamKeepAlive,
+      maxResponseHeaderBytes: values.maxResponseHeaderBytes,
     },
   };
 }
 
-function integer(flag: string, value: string): number {
-  if (!/^\d+$/.test(value)) {
+/**
+ * Splits `--trusted-proxies` and checks each entry as the proxy does.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and every invalid entry.
+ */
+function trustedProxyList(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const entries = value
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+  const invalid = entries.filter((entry) => {
+    try {
+      new TrustedProxies([entry]);
+      return false;
+    } catch (error) {
+      if (!(error instanceof LoomError)) throw error;
+      return true;
+    }
+  });
+  if (invalid.length > 0) {
+    const names = invalid.map((entry) => JSON.stringify(entry)).join(', ');
+    const problem =
+      invalid.length === 1
+        ? 'is not an IPv4 or IPv6 address or CIDR range'
+        : 'are not IPv4 or IPv6 addresses or CIDR ranges';
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
-      `invalid ${flag} ${JSON.stringify(value)}: expected a whole number`,
+      `invalid --trusted-proxies ${JSON.stringify(value)}: ${names} ${problem}; use entries ` +
+        'such as 10.0.0.0/8, 127.0.0.1 or fd00::/8, separated by commas',
     );
   }
-  return Number(value);
+  return entries;
+}
+
+function wholeNumber(flag: string, value: string, rule: WholeNumberRule): number {
+  const text = value.trim();
+  const number = Number(text);
+  if (/^\d+$/.test(text) && number >= rule.min && number <= rule.max) {
+    return number;
+  }
+  const zero = rule.zero === undefined ? '' : ` (0 means ${rule.zero})`;
+  const range =
+    rule.max === Number.MAX_SAFE_INTEGER
+      ? rule.min === 0
+        ? '0 or more'
+        : 'at least 1'
+      : `from ${rule.min} to ${rule.max}`;
+  throw new LoomError(
+    'LOOM_INVALID_ARGUMENT',
+    `invalid ${flag} ${JSON.stringify(value)}: expected a whole number of ${rule.unit}, ` +
+      `${range}${zero}; use a value such as ${rule.example}`,
+  );
 }

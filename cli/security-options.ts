@@ -77,7 +77,7 @@ export function addDataPlaneLifecycleOptions(command: Command): Command {
     .option('--token <token>', 'proxy token for the control plane (prefer env LOOM_PROXY_TOKEN)')
     .option(
       '--drain-timeout <duration>',
-      'time in-flight requests get on SIGTERM, such as 30s',
+      'time in-flight requests get on SIGTERM, such as 30s; 0 closes their connections at once',
       '30s',
     )
     .option('--snapshot-cache <file>', 'keep the last applied snapshot here and serve it at start')
@@ -144,7 +144,7 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       snapshotCache: flags.snapshotCache,
       snapshotCacheMaxAgeMs: parseDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age'),
     },
-    drainTimeoutMs: parseDuration(flags.drainTimeout, '--drain-timeout'),
+    drainTimeoutMs: parseTimerDuration(flags.drainTimeout, '--drain-timeout'),
   };
 }
 
@@ -188,6 +188,12 @@ function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined
   return { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa };
 }
 
+/**
+ * Maximum delay of a Node.js timer: 2^31 - 1 ms, about 24.8 days. Node.js runs a timer with a
+ * longer delay after 1 ms instead, with a TimeoutOverflowWarning.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /**
@@ -205,6 +211,24 @@ export function parseDuration(value: string, option: string): number {
     );
   }
   return Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2] ?? 's']);
+}
+
+/**
+ * Parses a duration that sets a timer, as `parseDuration` does, and checks that it is at most
+ * `MAX_TIMER_MS`.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and the value.
+ */
+export function parseTimerDuration(value: string, option: string): number {
+  const ms = parseDuration(value, option);
+  if (ms > MAX_TIMER_MS) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} "${value}": expected at most ${MAX_TIMER_MS}ms (about 596h), the ` +
+        'maximum timer delay of Node.js; use a shorter duration such as 30s',
+    );
+  }
+  return ms;
 }
 
 function parsePositive(value: string, option: string): number {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 import { ROOT } from '../../scripts/processes.js';
 
-/** Exit code and output of one loomctl run. */
+/** Exit code and output of one loom or loomctl run. */
 export interface CliResult {
   code: number;
   stdout: string;
@@ -26,5 +26,24 @@ export function loomctl(controlPlane: string, args: string[], stdin?: string): P
       },
     );
     child.stdin?.end(stdin ?? '');
+  });
+}
+
+/**
+ * Runs `loom ARGS` to its exit. A server that keeps running past `timeoutMs` is killed and
+ * reported as code -1.
+ */
+export function loom(args: string[], timeoutMs: number): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, 'bin', 'loom.js'), ...args],
+      { cwd: ROOT, timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (error, stdout, stderr) => {
+        let code = 0;
+        if (error) code = typeof error.code === 'number' ? error.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }

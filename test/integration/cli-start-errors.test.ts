@@ -1,29 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ROOT } from '../../scripts/processes.js';
-import type { CliResult } from '../helpers/cli.js';
+import { loom as runLoom, type CliResult } from '../helpers/cli.js';
 import { findFreePort } from '../helpers/ports.js';
 
-/** Runs `loom ARGS`; a server that keeps running past 60 s is killed and reported as code -1. */
+/** Runs `loom ARGS` to its exit; a server that keeps running past 60,000 ms is killed (code -1). */
 function loom(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [join(ROOT, 'bin', 'loom.js'), ...args],
-      { cwd: ROOT, timeout: 60_000, killSignal: 'SIGKILL' },
-      (error, stdout, stderr) => {
-        let code = 0;
-        if (error) code = typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return runLoom(args, 60_000);
 }
 
 function holdPort(port: number): Promise<Server> {
