@@ -14,6 +14,7 @@ import {
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 import { normalizeHostPattern, normalizeRoute, normalizeUpstream } from './normalize.js';
+import { findJsonSyntaxError } from './json-syntax.js';
 import { FailedFields, salvage } from './salvage.js';
 import { suggestName } from './suggest.js';
 import {
@@ -391,6 +392,9 @@ function inFileOrder(route: Route): Route {
     // As written, so that messages quote them as the file does; the checks normalise them.
     ...(route.stripPrefix === undefined ? {} : { stripPrefix: route.stripPrefix }),
     ...(route.addPrefix === undefined ? {} : { addPrefix: route.addPrefix }),
+    // Header names as written and in file order, so that an issue's index is the file's own.
+    requestHeaders: route.requestHeaders,
+    responseHeaders: route.responseHeaders,
   };
 }
 
@@ -448,28 +452,53 @@ function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile
 function parseJsonFile(file: string, text: string, issues: ConfigIssue[]): ParsedFile[] {
   // Editors on Windows may start a file with a byte order mark, which JSON.parse rejects.
   const bom = text.startsWith('\uFEFF') ? 1 : 0;
+  const body = text.slice(bom);
   let data: unknown;
   try {
-    data = JSON.parse(text.slice(bom));
+    data = JSON.parse(body);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    // Node.js 20 ends the message with "at position N", counted in UTF-16 code units.
-    const position = /at position (\d+)/.exec(message);
-    const offset = position === null ? text.length : Number(position[1]) + bom;
-    const before = text.slice(0, offset);
+    // Editors show no column for the byte order mark, so the column is counted without it.
+    const offset = jsonErrorOffset(body, message);
+    const before = body.slice(0, offset);
     issues.push({
       file,
       line: before.split('\n').length,
       column: offset - before.lastIndexOf('\n'),
       field: '(syntax)',
       message:
-        `invalid JSON: ${message.replace(/ at position \d+.*$/, '')}; ` +
+        `invalid JSON: ${describeJsonError(message)}; ` +
         'a .json file is read as strict JSON, without comments or trailing commas ' +
         '(name it .yaml to read it as YAML)',
     });
     return [];
   }
   return data === null ? [] : [new ParsedFile(file, text, data)];
+}
+
+/**
+ * Returns the offset of a JSON syntax error in UTF-16 code units, where the scanner finds it.
+ * If the scanner finds none, the offset is the "at position N" of the JSON.parse message,
+ * which Node.js 20 leaves out of "Unexpected token" messages, or else the end of the text.
+ */
+function jsonErrorOffset(text: string, message: string): number {
+  const found = findJsonSyntaxError(text);
+  if (found !== undefined) return found;
+  const position = /at position (\d+)/.exec(message);
+  return position === null ? text.length : Number(position[1]);
+}
+
+/**
+ * Returns a JSON.parse message on one line and without its position, which the issue carries.
+ * Line breaks and tabs in the source excerpt that "Unexpected token" messages quote become
+ * \n, \r and \t.
+ */
+function describeJsonError(message: string): string {
+  return message
+    .replace(/ at position \d+.*$/, '')
+    .replace(/\n/g, '\\n')
+    .replace(/\r/g, '\\r')
+    .replace(/\t/g, '\\t');
 }
 
 function issueFromSchema(parsed: ParsedFile, problem: SchemaProblem): ConfigIssue {
@@ -530,12 +559,15 @@ function lineOf(parsed: ParsedFile, path: ConfigPath): number | undefined {
 
 function offsetOf(document: Document, path: ConfigPath): number | undefined {
   const last = path.at(-1);
-  if (typeof last === 'string') {
-    const parent = document.getIn(path.slice(0, -1), true);
-    if (isMap(parent)) {
-      const pair = parent.items.find((item) => isScalar(item.key) && item.key.value === last);
-      return (pair?.key as Node | undefined)?.range?.[0];
-    }
+  const parent = last === undefined ? undefined : document.getIn(path.slice(0, -1), true);
+  if (isMap(parent)) {
+    // A number names the pair at that index, as in the list that the schema makes of the
+    // mapping form of header `set`.
+    const pair =
+      typeof last === 'number'
+        ? parent.items[last]
+        : parent.items.find((item) => isScalar(item.key) && item.key.value === last);
+    return (pair?.key as Node | undefined)?.range?.[0];
   }
   return (document.getIn(path, true) as Node | undefined)?.range?.[0];
 }

@@ -324,21 +324,27 @@ function checkRoute(
   for (const field of ['requestHeaders', 'responseHeaders'] as const) {
     const actions = route[field];
     if (actions === undefined || skipped(field)) continue;
+    // Lower-cased names of the headers set so far, because header names are case-insensitive.
     const names = new Set<string>();
     actions.set.forEach((header, headerIndex) => {
-      const problem =
-        describeHeaderProblem(header.name, names) ??
-        (HEADER_VALUE.test(header.value)
-          ? undefined
-          : 'invalid header value; use visible characters without line breaks or edge whitespace');
-      if (problem)
-        at(`${field}.set.${header.name}`, header.value, problem, [field, 'set', headerIndex]);
-      names.add(header.name);
+      const path = [field, 'set', headerIndex];
+      const nameProblem = describeHeaderProblem(header.name, names);
+      if (nameProblem) {
+        at(`${field}.set.${header.name}`, header.name, nameProblem, path);
+      } else if (!HEADER_VALUE.test(header.value)) {
+        at(
+          `${field}.set.${header.name}`,
+          header.value,
+          'invalid header value; use visible characters without line breaks or edge whitespace',
+          path,
+        );
+      }
+      names.add(header.name.toLowerCase());
     });
     actions.remove.forEach((name, nameIndex) => {
       const problem =
         describeHeaderProblem(name, new Set()) ??
-        (names.has(name) ? 'header is both set and removed; keep one' : undefined);
+        (names.has(name.toLowerCase()) ? 'header is both set and removed; keep one' : undefined);
       if (problem) at(`${field}.remove[${nameIndex}]`, name, problem, [field, 'remove', nameIndex]);
     });
   }
@@ -383,12 +389,16 @@ function isDotSegment(segment: string): boolean {
   return /^\.\.?(;|%3B|$)/.test(segment);
 }
 
+/**
+ * Returns why a header name is invalid, or undefined. `seen` contains the lower-cased names
+ * set before.
+ */
 function describeHeaderProblem(name: string, seen: Set<string>): string | undefined {
   if (!TOKEN.test(name)) return 'invalid header name; use a token such as x-request-source';
   if (RESERVED_HEADERS.has(name.toLowerCase())) {
     return 'the proxy manages this header; it cannot be set or removed (use hostRewrite for Host)';
   }
-  return seen.has(name) ? 'header set twice; keep one value' : undefined;
+  return seen.has(name.toLowerCase()) ? 'header set twice; keep one value' : undefined;
 }
 
 /** Returns why `host[:port]` is invalid, or undefined when it is valid. */

@@ -57,7 +57,10 @@ export function planApply(
   const storedUpstreams = stored.upstreams.map(normalizeUpstream);
   const desiredRoutes = merge(prune ? [] : storedRoutes, routes);
   const desiredUpstreams = merge(prune ? [] : storedUpstreams, upstreams);
-  const issues = validateConfig(desiredRoutes, desiredUpstreams);
+  const issues = markStoredOrigins(validateConfig(desiredRoutes, desiredUpstreams), {
+    route: new Set(routes.map((route) => route.name)),
+    upstream: new Set(upstreams.map((upstream) => upstream.name)),
+  });
   // Duplicates inside the request are reported by validateConfig only when they survive the merge.
   issues.unshift(...duplicateIssues(routes, 'route'), ...duplicateIssues(upstreams, 'upstream'));
   if (issues.length > 0) throw new ConfigError(issues);
@@ -126,6 +129,36 @@ export function planDelete(
     changes: [{ kind, name, action: 'delete' }],
     values: new Map([[`${kind}/${name}`, { beforeJson, afterJson: '' }]]),
     operations: [{ type: 'delete', key: resourceKey(prefix, kind, name) }],
+  };
+}
+
+/**
+ * Marks each issue of a resource that only the store has (such as a route written straight
+ * into etcd) as such, and adds how to fix it. Unmarked, a broken stored resource reads as an
+ * error in the applied files, which do not contain it.
+ */
+function markStoredOrigins(
+  issues: ConfigIssue[],
+  declared: Record<ResourceKind, Set<string>>,
+): ConfigIssue[] {
+  return issues.map((issue) =>
+    issue.kind === undefined || issue.name === undefined || declared[issue.kind].has(issue.name)
+      ? issue
+      : markStoredOrigin(issue, issue.kind, issue.name),
+  );
+}
+
+function markStoredOrigin(issue: ConfigIssue, kind: ResourceKind, name: string): ConfigIssue {
+  const resource = `${kind} ${JSON.stringify(name)}`;
+  const remove = `run "loomctl delete ${kind} ${name}"`;
+  const fix =
+    kind === 'route' && issue.field === 'upstream' && typeof issue.value === 'string'
+      ? `${remove}, add upstream ${JSON.stringify(issue.value)}, or include ${resource} ` +
+        'with a declared upstream in the files'
+      : `${remove}, or include a fixed ${resource} in the files`;
+  return {
+    ...issue,
+    message: `this ${kind} is stored but not in the applied files: ${issue.message}. To fix it, ${fix}`,
   };
 }
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { ConfigError, formatConfigIssue, type ConfigIssue } from '../../common/errors.js';
+import { findJsonSyntaxError } from '../../config/json-syntax.js';
 import { loadConfigFiles, parseConfigTexts } from '../../config/load.js';
 
 const UPSTREAM = 'upstreams:\n  - name: u\n    targets: [{url: "http://127.0.0.1:9001"}]\n';
@@ -116,6 +117,107 @@ describe('config file reading', () => {
   test('brace param gets a hint', () => {
     const issues = issuesOf(`${UPSTREAM}routes:\n  - {name: r, paths: ["/u/{id}"], upstream: u}\n`);
     assert.match(issues[0].message, /write a param as :name, not \{name\}$/);
+  });
+});
+
+/** Cases of invalid .json text, each with the line and column of its first error. */
+const JSON_SYNTAX_CASES: { name: string; text: string; line: number; column: number }[] = [
+  {
+    name: 'trailing comma in list',
+    text: '{\n  "routes": [\n    {"name": "x", "paths": ["/x"], "upstream": "users"},\n  ]\n}\n',
+    line: 4,
+    column: 3,
+  },
+  { name: 'trailing comma in mapping', text: '{\n  "routes": [],\n}\n', line: 3, column: 1 },
+  { name: 'comment line', text: '// routes\n{"routes": []}\n', line: 1, column: 1 },
+  { name: 'comment after value', text: '{\n  "routes": [] // none\n}\n', line: 2, column: 16 },
+  {
+    name: 'string ended by line break',
+    text: '{"routes": [\n  {"name": "x\n]}\n',
+    line: 2,
+    column: 14,
+  },
+  { name: 'string ended by end of file', text: '{"routes": [{"name": "x', line: 1, column: 24 },
+  { name: 'missing colon', text: '{\n  "routes" []\n}\n', line: 2, column: 12 },
+  { name: 'text after the value', text: '{"routes": []}\nx\n', line: 2, column: 1 },
+  { name: 'unclosed list', text: '{"routes": [\n\n', line: 1, column: 13 },
+  { name: 'bad literal', text: '{"routes": nul}', line: 1, column: 15 },
+  { name: 'leading zero', text: '{"n": 01}', line: 1, column: 8 },
+  { name: 'single quotes', text: "{'routes': []}", line: 1, column: 2 },
+  { name: 'empty file', text: '', line: 1, column: 1 },
+  { name: 'only line breaks', text: '\n\n', line: 1, column: 1 },
+  { name: 'byte order mark', text: '\uFEFF{\n "a" 1}', line: 2, column: 6 },
+];
+
+describe('JSON syntax error positions', () => {
+  function jsonIssues(text: string): ConfigIssue[] {
+    try {
+      parseConfigTexts([{ file: 'c.json', text }]);
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      return error.issues;
+    }
+    assert.fail('expected a ConfigError');
+  }
+
+  for (const { name, text, line, column } of JSON_SYNTAX_CASES) {
+    test(name, () => {
+      const issues = jsonIssues(text);
+      assert.equal(issues.length, 1, issues.map(formatConfigIssue).join('\n'));
+      assert.equal(`${issues[0].line}:${issues[0].column}`, `${line}:${column}`);
+      assert.equal(issues[0].field, '(syntax)');
+      assert.match(issues[0].message, /^invalid JSON: /);
+      assert.doesNotMatch(formatConfigIssue(issues[0]), /[\n\r]/);
+    });
+  }
+
+  test('source excerpt stays on one line', () => {
+    // Node.js 20 quotes the text around the error in "Unexpected token" messages.
+    const text = '{"routes": [\n\t1,\r\n  ]\n}\n';
+    const [issue] = jsonIssues(text);
+    assert.equal(`${issue.line}:${issue.column}`, '3:3');
+    assert.doesNotMatch(issue.message, /[\n\r\t]/);
+    if (issue.message.includes('not valid JSON')) assert.match(issue.message, /\\t1,\\r\\n/);
+  });
+});
+
+describe('JSON syntax scanner', () => {
+  test('valid texts have no error', () => {
+    const texts = [
+      '{"a": [1, -2.5e+3, 0, 0.0, 1E-2, true, false, null, "\\u00e9\\n\\"\\/"], "b": {}}',
+      ' [ ] ',
+      '"\uD800"',
+      `${'['.repeat(100_000)}${']'.repeat(100_000)}`,
+    ];
+    for (const text of texts) {
+      JSON.parse(text);
+      assert.equal(findJsonSyntaxError(text), undefined, text.slice(0, 40));
+    }
+  });
+
+  test('agrees with JSON.parse on edits', () => {
+    const valid =
+      '{"routes": [{"name": "r-1", "paths": ["/a\\tb"], "n": -10.5e2, "x": [true, null]}]}';
+    const inserts = ['', ',', '}', ']', '"', ':', '/', ' ', '0', '-', '.', 'e', '\\', '\n', 't'];
+    let checked = 0;
+    for (let at = 0; at <= valid.length; at++) {
+      for (const insert of inserts) {
+        for (const removed of [0, 1]) {
+          const text = valid.slice(0, at) + insert + valid.slice(at + removed);
+          let parses = true;
+          try {
+            JSON.parse(text);
+          } catch {
+            parses = false;
+          }
+          const offset = findJsonSyntaxError(text);
+          assert.equal(offset === undefined, parses, JSON.stringify(text));
+          if (offset !== undefined) assert.ok(offset >= 0 && offset <= text.length);
+          checked++;
+        }
+      }
+    }
+    assert.ok(checked > 2000);
   });
 });
 

@@ -152,6 +152,40 @@ describe('schema messages', () => {
     ]);
   });
 
+  test('bad header name shows the name', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/a]
+    upstream: users
+    requestHeaders: {set: {"bad header": x}}
+    responseHeaders:
+      set:
+        X-Ok: "1"
+        Bad Name: y
+        x-val: " lead"
+        Host: h
+      remove: [x-z, "bad one", X-OK]
+  - name: q
+    paths: [/b]
+    upstream: users
+    requestHeaders:
+      set:
+        - {name: X-A, value: a}
+        - {name: x-a, value: b}
+      remove: [te]
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:8: route "r" requestHeaders.set.bad header: invalid header name; use a token such as x-request-source (got "bad header")',
+      'loom.yaml:12: route "r" responseHeaders.set.Bad Name: invalid header name; use a token such as x-request-source (got "Bad Name")',
+      'loom.yaml:13: route "r" responseHeaders.set.x-val: invalid header value; use visible characters without line breaks or edge whitespace (got " lead")',
+      'loom.yaml:14: route "r" responseHeaders.set.Host: the proxy manages this header; it cannot be set or removed (use hostRewrite for Host) (got "Host")',
+      'loom.yaml:15: route "r" responseHeaders.remove[1]: invalid header name; use a token such as x-request-source (got "bad one")',
+      'loom.yaml:15: route "r" responseHeaders.remove[2]: header is both set and removed; keep one (got "X-OK")',
+      'loom.yaml:22: route "q" requestHeaders.set.x-a: header set twice; keep one value (got "x-a")',
+      'loom.yaml:23: route "q" requestHeaders.remove[0]: the proxy manages this header; it cannot be set or removed (use hostRewrite for Host) (got "te")',
+    ]);
+  });
+
   test('document fields are checked too', () => {
     const lines = linesOf(`apiVersion: loom/v2\nroute: []\n`);
     assert.deepEqual(lines, [

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { ConfigError, LoomError } from '../../common/errors.js';
+import {
+  ConfigError,
+  formatConfigIssue,
+  LoomError,
+  type ConfigIssue,
+} from '../../common/errors.js';
 import { planApply, planDelete, type StoredConfig } from '../../control-plane/admin/plan.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 
@@ -21,6 +26,20 @@ const stored: StoredConfig = {
   routes: [route('r1', 'u1')],
   upstreams: [upstream('u1')],
 };
+
+/** Returns the issues of an apply without prune that `planApply` rejects. */
+function applyIssues(
+  config: StoredConfig,
+  declared: { routes: Route[]; upstreams: Upstream[] },
+): ConfigIssue[] {
+  try {
+    planApply('/loom/', config, declared, false);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error.issues;
+  }
+  assert.fail('expected a ConfigError');
+}
 
 describe('apply planning', () => {
   test('identical apply plans nothing', () => {
@@ -71,6 +90,37 @@ describe('apply planning', () => {
       () => planApply('/loom/', stored, { routes: [route('r1', 'u1')], upstreams: [] }, true),
       (error: unknown) =>
         error instanceof ConfigError && error.issues.some((issue) => issue.name === 'r1'),
+    );
+  });
+
+  test('stored route issue names its origin', () => {
+    const broken: StoredConfig = { ...stored, routes: [...stored.routes, route('orphan', 'gone')] };
+    const issues = applyIssues(broken, { routes: [route('r2', 'u1')], upstreams: [] });
+    assert.deepEqual(issues.map(formatConfigIssue), [
+      'route "orphan" upstream: this route is stored but not in the applied files: ' +
+        'unknown upstream; declared upstreams: u1. To fix it, run "loomctl delete route orphan", ' +
+        'add upstream "gone", or include route "orphan" with a declared upstream in the files ' +
+        '(got "gone")',
+    ]);
+  });
+
+  test('declared route issue stays unmarked', () => {
+    const issues = applyIssues(stored, { routes: [route('r2', 'gone')], upstreams: [] });
+    assert.deepEqual(issues.map(formatConfigIssue), [
+      'route "r2" upstream: unknown upstream; declared upstreams: u1 (got "gone")',
+    ]);
+  });
+
+  test('stored conflict names its origin', () => {
+    const both: StoredConfig = { ...stored, routes: [...stored.routes, route('r2', 'u1', '/b')] };
+    const issues = applyIssues(both, { routes: [route('r1', 'u1', '/b')], upstreams: [] });
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].name, 'r2');
+    assert.match(issues[0].message, /^this route is stored but not in the applied files: /);
+    assert.match(issues[0].message, / conflicts with path "\/b" of route "r1"/);
+    assert.match(
+      issues[0].message,
+      /To fix it, run "loomctl delete route r2", or include a fixed route "r2" in the files$/,
     );
   });
 
