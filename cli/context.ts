@@ -7,8 +7,10 @@ import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
 /**
  * Exit codes of loomctl. `diff` exits `changes` (2) when the files differ
  * from the store. `apply --wait` exits `notConverged` (3) when the write was
- * committed but a proxy nacked it or did not apply it in time, and
- * `interrupted` (130, as shells report SIGINT) when Ctrl-C stopped the wait.
+ * committed but a proxy nacked it or did not apply it in time. It exits
+ * `proxyDisconnected` (4) when every connected proxy applied it but a proxy
+ * disconnected during the wait before applying it. It exits `interrupted`
+ * (130, as shells report SIGINT) when Ctrl-C stopped the wait.
  */
 export const EXIT = {
   ok: 0,
@@ -16,6 +18,7 @@ export const EXIT = {
   usage: 2,
   changes: 2,
   notConverged: 3,
+  proxyDisconnected: 4,
   interrupted: 130,
 } as const;
 
@@ -29,6 +32,8 @@ export const EXIT_HELP =
   '     something would change\n' +
   '  3  "apply --wait": the write was committed, but a proxy nacked the version or\n' +
   '     did not apply it before the timeout\n' +
+  '  4  "apply --wait": every connected proxy applied the version, but a proxy\n' +
+  '     disconnected during the wait before applying it\n' +
   '  130  "apply --wait" interrupted by Ctrl-C: the write was committed, only the\n' +
   '       wait stopped\n';
 

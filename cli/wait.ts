@@ -22,6 +22,12 @@ export interface WaitResult {
   version: number;
   /** One entry per proxy connected at the last status read, sorted by id. */
   proxies: ProxyOutcome[];
+  /**
+   * One entry per proxy that was connected at an earlier status read of this wait but not at
+   * the last one, sorted by id, with its outcome at the last read that listed it. A proxy
+   * that reconnects before the wait ends is in `proxies` again.
+   */
+  disconnected: ProxyOutcome[];
   /** True when every connected proxy applied or nacked the version before the deadline. */
   settled: boolean;
 }
@@ -43,7 +49,9 @@ export interface WaitOptions {
  * Polls the control plane until every connected proxy applied `version` (or
  * a newer one of the same epoch) or nacked it, or until the timeout. It
  * never waits longer than `timeoutMs`: each status call gets the remaining
- * time as its deadline, and a failed call is retried until then.
+ * time as its deadline, and a failed call is retried until then. A proxy
+ * that disconnects during the wait is no longer waited for, but the result
+ * lists it in `disconnected`.
  *
  * @throws LoomError `LOOM_VERSION_CONFLICT` when the control plane serves
  *   another epoch (a wiped or restored store) for longer than
@@ -58,8 +66,10 @@ export async function waitForVersion(
     epoch: options.epoch,
     version: options.version,
     proxies: [],
+    disconnected: [],
     settled: false,
   };
+  const seen = new Map<string, ProxyOutcome>();
   let mismatchSince: number | undefined;
 
   for (;;) {
@@ -78,7 +88,7 @@ export async function waitForVersion(
       if (Date.now() - mismatchSince >= graceMs) throw epochConflict(options, status.epoch);
     } else if (status) {
       mismatchSince = undefined;
-      last = evaluate(status, options);
+      last = evaluate(status, options, seen);
       const applied = last.proxies.filter((proxy) => proxy.state === 'applied').length;
       options.onProgress?.(applied, last.proxies.length);
       if (last.settled) return last;
@@ -96,13 +106,45 @@ function epochConflict(options: WaitOptions, served: string): LoomError {
   );
 }
 
-function evaluate(status: StatusResponse, options: WaitOptions): WaitResult {
+/**
+ * Evaluates one status read and updates `seen`, which maps each proxy that was connected at
+ * some read of this wait to its latest outcome. A proxy that the control plane no longer
+ * lists, as after a control-plane restart, keeps its outcome from `seen`.
+ */
+function evaluate(
+  status: StatusResponse,
+  options: WaitOptions,
+  seen: Map<string, ProxyOutcome>,
+): WaitResult {
   const committedAtMs = options.committedAtMs || status.versionCommittedAtMs;
-  const proxies = status.proxies
-    .filter((proxy) => proxy.connected)
-    .map((proxy) => outcomeOf(proxy, options, committedAtMs));
+  const listed = new Map(status.proxies.map((proxy) => [proxy.id, proxy]));
+  const proxies: ProxyOutcome[] = [];
+  for (const proxy of status.proxies) {
+    if (!proxy.connected) continue;
+    const outcome = outcomeOf(proxy, options, committedAtMs);
+    proxies.push(outcome);
+    seen.set(proxy.id, outcome);
+  }
+
+  const disconnected: ProxyOutcome[] = [];
+  for (const [id, previous] of seen) {
+    const proxy = listed.get(id);
+    if (proxy?.connected) continue;
+    // NOTE: a restarted control plane lists no proxy until it reconnects, so a wait across a
+    // restart can end with every proxy counted as disconnected.
+    const outcome = proxy ? outcomeOf(proxy, options, committedAtMs) : previous;
+    seen.set(id, outcome);
+    disconnected.push(outcome);
+  }
+  disconnected.sort(compareIds);
+
   const settled = proxies.every((proxy) => proxy.state !== 'pending');
-  return { epoch: options.epoch, version: options.version, proxies, settled };
+  return { epoch: options.epoch, version: options.version, proxies, disconnected, settled };
+}
+
+function compareIds(a: ProxyOutcome, b: ProxyOutcome): number {
+  if (a.id === b.id) return 0;
+  return a.id < b.id ? -1 : 1;
 }
 
 function outcomeOf(proxy: ProxyStatus, options: WaitOptions, committedAtMs: number): ProxyOutcome {

@@ -15,7 +15,7 @@ import {
 import { addFilenameOption, configFiles } from '../file-option.js';
 import { locateControlPlaneIssues } from '../issue-locations.js';
 import { err, isUnreadable, out, plural, printWarnings } from '../output.js';
-import { percentile, waitForVersion, type WaitResult } from '../wait.js';
+import { percentile, waitForVersion, type ProxyOutcome, type WaitResult } from '../wait.js';
 
 interface ApplyOptions {
   filename?: string[];
@@ -72,6 +72,8 @@ export function registerApply(program: Command): void {
         exitHelp('success', 'invalid configuration, unreachable control plane, version conflict', [
           '  3  --wait: the write was committed, but a proxy nacked the version or did not',
           '     apply it before the timeout',
+          '  4  --wait: every connected proxy applied the version, but a proxy disconnected',
+          '     during the wait before applying it',
           '  130  --wait interrupted (Ctrl-C): the write was committed, the wait stopped',
         ]),
     )
@@ -81,6 +83,13 @@ export function registerApply(program: Command): void {
         throw new ExitError(
           EXIT.usage,
           '--timeout sets how long --wait waits; add --wait or drop it',
+        );
+      }
+      if (options.dryRun && options.wait) {
+        // A dry run commits no version, so there is nothing for proxies to apply.
+        throw new ExitError(
+          EXIT.usage,
+          '--dry-run writes nothing, so --wait has no version to wait for; drop one of them',
         );
       }
       if (options.allowEmpty && !options.prune) {
@@ -115,7 +124,7 @@ export function registerApply(program: Command): void {
             throw locateControlPlaneIssues(error, declared.sources);
           });
         printApplied(response, options.dryRun);
-        if (options.wait && !options.dryRun) await waitAndReport(client, response, options.timeout);
+        if (options.wait) await waitAndReport(client, response, options.timeout);
       });
     });
 }
@@ -208,11 +217,21 @@ async function waitAndReport(
   reportWait(result, timeoutMs);
 }
 
-/** Prints the outcome of a wait and throws an ExitError unless every proxy applied the version. */
+/** Proxies that `reportWait` names in its summary line before it gives a count of the rest. */
+const LISTED_PROXIES_LIMIT = 10;
+
+/**
+ * Prints the outcome of a wait. Throws an ExitError with {@link EXIT.notConverged} when a proxy
+ * nacked the version or did not apply it in time, and otherwise with
+ * {@link EXIT.proxyDisconnected} when a proxy disconnected before it applied the version.
+ */
 export function reportWait(result: WaitResult, timeoutMs: number): void {
   const applied = result.proxies.filter((proxy) => proxy.state === 'applied');
   const total = result.proxies.length;
-  if (total === 0) {
+  // A proxy that applied the version before it disconnected needs no report.
+  const nackedThenDisconnected = result.disconnected.filter((proxy) => proxy.state === 'nacked');
+  const unapplied = result.disconnected.filter((proxy) => proxy.state === 'pending');
+  if (total === 0 && unapplied.length === 0 && nackedThenDisconnected.length === 0) {
     out(`no proxies are connected; nothing to wait for (version ${result.version})`);
     return;
   }
@@ -224,10 +243,21 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
     times.length > 0
       ? `; convergence p50 ${percentile(times, 50)} ms, p99 ${percentile(times, 99)} ms`
       : '';
-  out(`version ${result.version} applied by ${applied.length} of ${total} proxies${timing}`);
+  if (result.disconnected.length === 0) {
+    out(`version ${result.version} applied by ${applied.length} of ${total} proxies${timing}`);
+  } else {
+    const disconnectedNote =
+      unapplied.length === 0
+        ? ''
+        : `; ${proxyCount(unapplied.length)} disconnected before applying it: ${listIds(unapplied)}`;
+    out(
+      `version ${result.version} applied by ${applied.length} of ${total} connected ` +
+        `proxies${timing}${disconnectedNote}`,
+    );
+  }
 
   let failed = false;
-  for (const proxy of result.proxies) {
+  for (const proxy of [...result.proxies, ...nackedThenDisconnected]) {
     if (proxy.state === 'nacked') {
       failed = true;
       err(`proxy ${proxy.id} nacked version ${proxy.nackedVersion}: ${proxy.error}`);
@@ -238,9 +268,38 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
       err(`proxy ${proxy.id} has not applied version ${result.version}; it serves ${serves}`);
     }
   }
-  if (!failed) return;
-  const why = result.settled
-    ? 'a proxy rejected it'
-    : `not every proxy applied it within ${timeoutMs} ms`;
-  throw new ExitError(EXIT.notConverged, `version ${result.version} was committed, but ${why}`);
+  for (const proxy of unapplied) {
+    if (proxy.state !== 'pending') continue;
+    const served =
+      proxy.servedEpoch === result.epoch ? `version ${proxy.servedVersion}` : 'another epoch';
+    err(
+      `proxy ${proxy.id} disconnected before applying version ${result.version}; ` +
+        `it last served ${served}`,
+    );
+  }
+  if (failed) {
+    const why = result.settled
+      ? 'a proxy rejected it'
+      : `not every proxy applied it within ${timeoutMs} ms`;
+    throw new ExitError(EXIT.notConverged, `version ${result.version} was committed, but ${why}`);
+  }
+  if (unapplied.length > 0) {
+    throw new ExitError(
+      EXIT.proxyDisconnected,
+      `version ${result.version} was committed and every connected proxy applied it, but ` +
+        `${proxyCount(unapplied.length)} disconnected before applying it; run "loomctl status" ` +
+        'to see which version each proxy serves',
+    );
+  }
+}
+
+function proxyCount(count: number): string {
+  return `${count} ${count === 1 ? 'proxy' : 'proxies'}`;
+}
+
+/** Joins the ids of `proxies`, naming at most LISTED_PROXIES_LIMIT and counting the rest. */
+function listIds(proxies: readonly ProxyOutcome[]): string {
+  const ids = proxies.slice(0, LISTED_PROXIES_LIMIT).map((proxy) => proxy.id);
+  const rest = proxies.length - ids.length;
+  return rest > 0 ? `${ids.join(', ')} and ${rest} more` : ids.join(', ');
 }

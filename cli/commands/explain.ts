@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 
-import { ConfigError, LoomError } from '../../common/errors.js';
+import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
@@ -42,7 +42,15 @@ export function registerExplain(program: Command): void {
         options: { host?: string; filename: string[] },
         command: Command,
       ) => {
-        const { host, path } = splitTarget(url, options.host);
+        const target = splitTarget(url, options.host);
+        if (target === undefined) {
+          command.error(
+            `error: invalid URL ${JSON.stringify(url)}; give a full URL such as ` +
+              'http://api.example.com/users/1 or a path that starts with /, such as /users/1',
+            { code: 'commander.invalidArgument' },
+          );
+        }
+        const { host, path } = target;
         const routes =
           options.filename.length > 0
             ? (await loadFiles(options.filename)).routes
@@ -68,18 +76,20 @@ async function loadFiles(files: string[]): Promise<{ routes: Route[] }> {
   }
 }
 
-function splitTarget(url: string, hostOption: string | undefined): { host?: string; path: string } {
+/**
+ * Splits the URL argument into the Host header and the path, or returns undefined when it is
+ * neither a URL with an authority nor a path.
+ */
+function splitTarget(
+  url: string,
+  hostOption: string | undefined,
+): { host?: string; path: string } | undefined {
   const full = URL_WITH_AUTHORITY.exec(url);
   if (full) {
     const authority = full[1].slice(full[1].lastIndexOf('@') + 1);
     return { host: hostOption ?? authority, path: full[2] === '' ? '/' : full[2] };
   }
-  if (!url.startsWith('/')) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid URL "${url}"; give a full URL such as http://api.example.com/users/1 or a path such as /users/1`,
-    );
-  }
+  if (!url.startsWith('/')) return undefined;
   return { host: hostOption, path: url.split(/[?#]/, 1)[0] };
 }
 

@@ -24,6 +24,30 @@ async function storedVersion(controlPlane: string): Promise<number> {
   return (JSON.parse(result.stdout) as { version: number }).version;
 }
 
+/** Starts `loomctl apply -f CONFIG --wait --timeout TIMEOUT` and collects its output. */
+function spawnApplyWait(controlPlane: string, config: string, timeout: string) {
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'bin', 'loomctl.js'),
+      '--control-plane',
+      controlPlane,
+      'apply',
+      '-f',
+      config,
+      '--wait',
+      '--timeout',
+      timeout,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const output = { stdout: '', stderr: '' };
+  child.stdout.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  return { child, output, exited };
+}
+
 describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
   let fleet: Fleet;
   const file = (name: string, text: string) => {
@@ -160,45 +184,165 @@ describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
     proxy.kill('SIGSTOP');
     try {
       const config = file('interrupt.yaml', usersConfig('http://127.0.0.1:9', 'interrupt'));
-      const child = spawn(
-        process.execPath,
-        [
-          join(ROOT, 'bin', 'loomctl.js'),
-          '--control-plane',
-          fleet.controlPlane,
-          'apply',
-          '-f',
-          config,
-          '--wait',
-          '--timeout',
-          '60s',
-        ],
-        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const run = spawnApplyWait(fleet.controlPlane, config, '60s');
 
       await waitFor('apply to print its version', 30_000, async () =>
-        /^version \d+$/m.test(stdout),
+        /^version \d+$/m.test(run.output.stdout),
       );
       // Polling is under way once the version is printed; give it one poll to start.
       await new Promise((resolve) => setTimeout(resolve, 300));
-      child.kill('SIGINT');
-      const code = await exited;
+      run.child.kill('SIGINT');
+      const code = await run.exited;
 
-      const version = /^version (\d+)$/m.exec(stdout)?.[1];
-      assert.equal(code, 130, stderr);
+      const version = /^version (\d+)$/m.exec(run.output.stdout)?.[1];
+      assert.equal(code, 130, run.output.stderr);
       assert.equal(
-        stderr,
+        run.output.stderr,
         `interrupted: version ${version} was committed; only the wait for proxies stopped. ` +
           'Run "loomctl status" to see which proxies applied it.\n',
       );
     } finally {
       proxy.kill('SIGCONT');
     }
+  });
+
+  test('explain rejects invalid URL', async () => {
+    const result = await loomctl(fleet.controlPlane, ['explain', 'GET', 'not a url']);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: invalid URL "not a url"; give a full URL such as http:\/\/api\.example\.com\/users\/1 or a path that starts with \/, such as \/users\/1$/m,
+    );
+    assert.match(result.stderr, /^Usage: loomctl explain /m);
+    assert.equal(result.stdout, '');
+  });
+
+  test('dry run rejects wait', async () => {
+    const before = await storedVersion(fleet.controlPlane);
+    const config = file('dry-wait.yaml', usersConfig('http://127.0.0.1:9', 'drywait'));
+    const result = await loomctl(fleet.controlPlane, [
+      'apply',
+      '-f',
+      config,
+      '--dry-run',
+      '--wait',
+    ]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(
+      result.stderr,
+      'error: --dry-run writes nothing, so --wait has no version to wait for; drop one of them\n',
+    );
+    assert.equal(result.stdout, '');
+    assert.equal(await storedVersion(fleet.controlPlane), before);
+  });
+
+  test('delete conflict advises delete', async () => {
+    const config = file('conflict.yaml', usersConfig('http://127.0.0.1:9', 'doomed'));
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const expected = await storedVersion(fleet.controlPlane);
+    const other = file('conflict-other.yaml', usersConfig('http://127.0.0.1:9', 'bystander'));
+    const changed = await loomctl(fleet.controlPlane, ['apply', '-f', other]);
+    assert.equal(changed.code, 0, changed.stderr);
+    const current = await storedVersion(fleet.controlPlane);
+
+    const result = await loomctl(fleet.controlPlane, [
+      'delete',
+      'route',
+      'doomed',
+      '--if-version',
+      String(expected),
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.equal(
+      result.stderr,
+      `error: version conflict: expected the configuration at version ${expected}, but it ` +
+        `changed since (the store is now at version ${current}); route/doomed was not deleted. ` +
+        'Run "loomctl get" to check that route/doomed should still be deleted, then delete it ' +
+        `again with --if-version ${current}.\n`,
+    );
+    const stored = await loomctl(fleet.controlPlane, ['get', 'routes', 'doomed']);
+    assert.equal(stored.code, 0, stored.stderr);
+
+    const again = await loomctl(fleet.controlPlane, [
+      'delete',
+      'route',
+      'doomed',
+      '--if-version',
+      String(current),
+    ]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /^route\/doomed deleted$/m);
+  });
+});
+
+describe('loomctl wait with a lost proxy', { timeout: 120_000 }, () => {
+  let fleet: Fleet;
+
+  before(async () => {
+    fleet = await startFleet({ proxies: 2 });
+    await waitFor('both proxies to connect', 30_000, async () => {
+      const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
+      const proxies = (JSON.parse(status.stdout) as { proxies: { connected: boolean }[] }).proxies;
+      return proxies.filter((proxy) => proxy.connected).length === 2;
+    });
+  });
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  test('wait reports disconnected proxy', async () => {
+    const lost = fleet.proxies[1];
+    // A stopped proxy keeps its stream open but never acks, so the wait counts it as pending.
+    lost.process.child.kill('SIGSTOP');
+    const config = join(fleet.dir, 'lost.yaml');
+    writeFileSync(config, usersConfig('http://127.0.0.1:9', 'lost'));
+    const run = spawnApplyWait(fleet.controlPlane, config, '25s');
+
+    await waitFor('apply to print its version', 30_000, () =>
+      /^version \d+$/m.test(run.output.stdout),
+    );
+    // The wait reads the status every 50 ms; this leaves it time to see the stopped proxy.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await lost.process.kill();
+    const code = await run.exited;
+
+    const version = Number(/^version (\d+)$/m.exec(run.output.stdout)?.[1]);
+    assert.equal(code, 4, `${run.output.stdout}\n${run.output.stderr}`);
+    assert.match(
+      run.output.stdout,
+      new RegExp(
+        `^version ${version} applied by 1 of 1 connected proxies; convergence p50 \\d+ ms, ` +
+          `p99 \\d+ ms; 1 proxy disconnected before applying it: ${lost.id}$`,
+        'm',
+      ),
+    );
+    assert.match(
+      run.output.stderr,
+      new RegExp(
+        `^proxy ${lost.id} disconnected before applying version ${version}; ` +
+          'it last served version \\d+$',
+        'm',
+      ),
+    );
+    assert.match(
+      run.output.stderr,
+      new RegExp(
+        `^error: version ${version} was committed and every connected proxy applied it, but ` +
+          '1 proxy disconnected before applying it; run "loomctl status"',
+        'm',
+      ),
+    );
+
+    const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
+    const proxies = (
+      JSON.parse(status.stdout) as {
+        proxies: { id: string; connected: boolean; ackedVersion: number }[];
+      }
+    ).proxies;
+    const dead = proxies.find((proxy) => proxy.id === lost.id);
+    assert.equal(dead?.connected, false);
+    assert.ok(dead.ackedVersion < version, `${lost.id} acked ${dead.ackedVersion}`);
   });
 });
 
