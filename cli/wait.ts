@@ -10,6 +10,14 @@ const POLL_MS = 50;
 /** How long the control plane may serve another epoch before a wait fails, in milliseconds. */
 const EPOCH_GRACE_MS = 10_000;
 
+/**
+ * How long a wait keeps waiting for a proxy that disconnected before applying the version, in
+ * milliseconds, counted from the first status read that no longer lists it as connected. A
+ * restarted control plane lists no proxy until it reconnects, and a proxy's reconnect backoff
+ * is at most 10 s.
+ */
+const RECONNECT_GRACE_MS = 12_000;
+
 /** Where one proxy stands with the awaited version. */
 export type ProxyOutcome =
   | { id: string; state: 'applied'; convergenceMs: number | undefined }
@@ -41,6 +49,11 @@ export interface WaitOptions {
   timeoutMs: number;
   /** How long another epoch may be served before the wait fails; default {@link EPOCH_GRACE_MS}. */
   epochGraceMs?: number;
+  /**
+   * How long a proxy that disconnected before applying the version may take to come back
+   * before the wait ends without it; default {@link RECONNECT_GRACE_MS}.
+   */
+  reconnectGraceMs?: number;
   /** Called after every status read with how many proxies applied the version, of how many. */
   onProgress?: (applied: number, total: number) => void;
 }
@@ -50,8 +63,8 @@ export interface WaitOptions {
  * a newer one of the same epoch) or nacked it, or until the timeout. It
  * never waits longer than `timeoutMs`: each status call gets the remaining
  * time as its deadline, and a failed call is retried until then. A proxy
- * that disconnects during the wait is no longer waited for, but the result
- * lists it in `disconnected`.
+ * that disconnects during the wait before applying the version is waited
+ * for {@link RECONNECT_GRACE_MS} more, and then listed in `disconnected`.
  *
  * @throws LoomError `LOOM_VERSION_CONFLICT` when the control plane serves
  *   another epoch (a wiped or restored store) for longer than
@@ -70,6 +83,9 @@ export async function waitForVersion(
     settled: false,
   };
   const seen = new Map<string, ProxyOutcome>();
+  /** When a status read first missed each disconnected proxy, in ms since the Unix epoch. */
+  const missingSince = new Map<string, number>();
+  const graceMs = options.reconnectGraceMs ?? RECONNECT_GRACE_MS;
   let mismatchSince: number | undefined;
 
   for (;;) {
@@ -89,9 +105,18 @@ export async function waitForVersion(
     } else if (status) {
       mismatchSince = undefined;
       last = evaluate(status, options, seen);
+      const now = Date.now();
+      for (const proxy of last.proxies) missingSince.delete(proxy.id);
+      for (const proxy of last.disconnected) {
+        if (!missingSince.has(proxy.id)) missingSince.set(proxy.id, now);
+      }
       const applied = last.proxies.filter((proxy) => proxy.state === 'applied').length;
       options.onProgress?.(applied, last.proxies.length);
-      if (last.settled) return last;
+      // A proxy that left without applying the version may be reconnecting.
+      const returning = last.disconnected.some(
+        (proxy) => proxy.state === 'pending' && now - missingSince.get(proxy.id)! < graceMs,
+      );
+      if (last.settled && !returning) return last;
     }
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
@@ -130,8 +155,6 @@ function evaluate(
   for (const [id, previous] of seen) {
     const proxy = listed.get(id);
     if (proxy?.connected) continue;
-    // NOTE: a restarted control plane lists no proxy until it reconnects, so a wait across a
-    // restart can end with every proxy counted as disconnected.
     const outcome = proxy ? outcomeOf(proxy, options, committedAtMs) : previous;
     seen.set(id, outcome);
     disconnected.push(outcome);

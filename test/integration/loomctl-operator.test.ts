@@ -291,6 +291,34 @@ describe('loomctl wait with a lost proxy', { timeout: 120_000 }, () => {
     await fleet?.stop();
   });
 
+  test('wait spans control plane restart', async () => {
+    // Stopped proxies keep the version pending while the control plane restarts.
+    for (const proxy of fleet.proxies) proxy.process.child.kill('SIGSTOP');
+    const config = join(fleet.dir, 'restart.yaml');
+    writeFileSync(config, usersConfig('http://127.0.0.1:9', 'restart'));
+    const run = spawnApplyWait(fleet.controlPlane, config, '60s');
+    try {
+      await waitFor('apply to print its version', 30_000, () =>
+        /^version \d+$/m.test(run.output.stdout),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await fleet.stopControlPlane();
+      await fleet.startControlPlane();
+      // The wait reads the restarted control plane's status before any proxy is back.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+    } finally {
+      for (const proxy of fleet.proxies) proxy.process.child.kill('SIGCONT');
+    }
+    const code = await run.exited;
+
+    const version = Number(/^version (\d+)$/m.exec(run.output.stdout)?.[1]);
+    assert.equal(code, 0, `${run.output.stdout}\n${run.output.stderr}`);
+    assert.match(
+      run.output.stdout,
+      new RegExp(`^version ${version} applied by 2 of 2 proxies(;|$)`, 'm'),
+    );
+  });
+
   test('wait reports disconnected proxy', async () => {
     const lost = fleet.proxies[1];
     // A stopped proxy keeps its stream open but never acks, so the wait counts it as pending.

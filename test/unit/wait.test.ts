@@ -57,3 +57,81 @@ describe('apply wait epochs', () => {
     });
   });
 });
+
+describe('apply wait reconnects', () => {
+  /** A status that lists proxy p1 as connected or not, serving `ackedVersion` of epoch e. */
+  function proxyStatus(connected: boolean, ackedVersion: number): StatusResponse {
+    const status = statusOf('e', ackedVersion);
+    status.proxies[0].connected = connected;
+    return status;
+  }
+
+  /** A status with no proxy listed, as from a control plane that has just restarted. */
+  const restarted: StatusResponse = {
+    version: 7,
+    epoch: 'e',
+    proxies: [],
+    versionCommittedAtMs: 0,
+  };
+
+  test('restarted control plane keeps waiting', async () => {
+    const client = scriptedClient([
+      proxyStatus(true, 6),
+      restarted,
+      restarted,
+      restarted,
+      proxyStatus(true, 7),
+    ]);
+
+    const result = await waitForVersion(client, {
+      epoch: 'e',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 5_000,
+      reconnectGraceMs: 2_000,
+    });
+
+    assert.equal(result.settled, true);
+    assert.deepEqual(
+      result.proxies.map((proxy) => [proxy.id, proxy.state]),
+      [['p1', 'applied']],
+    );
+    assert.deepEqual(result.disconnected, []);
+  });
+
+  test('proxy gone past grace is listed', async () => {
+    const client = scriptedClient([proxyStatus(true, 6), proxyStatus(false, 6)]);
+    const started = Date.now();
+
+    const result = await waitForVersion(client, {
+      epoch: 'e',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 5_000,
+      reconnectGraceMs: 300,
+    });
+
+    assert.equal(result.settled, true);
+    assert.deepEqual(result.proxies, []);
+    assert.deepEqual(
+      result.disconnected.map((proxy) => [proxy.id, proxy.state]),
+      [['p1', 'pending']],
+    );
+    assert.ok(Date.now() - started >= 300, 'the wait ended before the grace');
+  });
+
+  test('applied proxy that leaves ends wait', async () => {
+    const client = scriptedClient([proxyStatus(true, 7), proxyStatus(false, 7)]);
+
+    const result = await waitForVersion(client, {
+      epoch: 'e',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 5_000,
+      reconnectGraceMs: 60_000,
+    });
+
+    assert.equal(result.settled, true);
+    assert.equal(result.proxies[0].state, 'applied');
+  });
+});
