@@ -10,6 +10,7 @@ import {
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
+import { markConnectionClosing } from './pipelining.js';
 import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
@@ -122,7 +123,10 @@ export class ContinueExchange extends ObservedExchange {
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
     const headers = buildClientResponseHeaders(response.rawHeaders, this.request.actions, head);
     if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
-    if (!this.#bodySent || !this.req.complete) headers.push('connection', 'close');
+    if (!this.#bodySent || !this.req.complete) {
+      headers.push('connection', 'close');
+      markConnectionClosing(this.req.socket);
+    }
     try {
       res.writeHead(status, response.statusMessage ?? '', headers);
     } catch (err) {
@@ -175,6 +179,7 @@ export class ContinueExchange extends ObservedExchange {
       this.reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
     }
     this.logUpstreamFailure(err, error.status);
+    markConnectionClosing(this.req.socket);
     this.bytesSent += sendErrorResponse(
       this.#res,
       error,

@@ -5,6 +5,7 @@ import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
+import { markConnectionClosing } from './pipelining.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
@@ -225,6 +226,7 @@ export class ProxyExchange extends ObservedExchange implements Dispatcher.Dispat
     // pool's sockets keep what they read before a reset (see `keepResponseOnReset`).
     if (request.body !== null && !req.complete) {
       headers.push('connection', 'close');
+      markConnectionClosing(this.#socket);
     }
 
     try {
@@ -425,6 +427,7 @@ export class ProxyExchange extends ObservedExchange implements Dispatcher.Dispat
 
   #answer(error: ProxyError, close = false): void {
     this.#answered = true;
+    if (close) markConnectionClosing(this.#socket);
     this.#status = error.status;
     this.bytesSent += sendErrorResponse(
       this.#res,

@@ -24,11 +24,12 @@ export type ProxyServerOptions = ProxyHandlerOptions & ClientLimits;
 
 /**
  * Creates the `node:http` server of a proxy listener with the client limits applied and the
- * proxy's 'request', 'checkContinue', 'upgrade' and 'connect' listeners attached. Node.js
- * itself responds with 431 to an oversized head and with 400 to requests its parser rejects,
- * then closes the connection. It responds with 408 to a head or request that arrives too
- * slowly, checked every second, so a client sending one byte per second is cut off within a
- * second of the limit.
+ * proxy's 'request', 'checkContinue', 'checkExpectation', 'upgrade', 'connect' and
+ * 'clientError' listeners attached. A client gets 431 for an oversized head and 400 for a
+ * request that Node.js fails to parse, after the responses to its earlier pipelined requests,
+ * and then the connection closes. It gets 408 for a head or request that arrives too slowly,
+ * checked every second, so a client sending one byte per second is cut off within a second of
+ * the limit.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` on a limit out of range.
  */
@@ -72,6 +73,8 @@ export function createProxyServer(options: ProxyServerOptions): {
   // lets the handler see the overflow and answer 431.
   server.maxHeadersCount = maxHeaderCount + 1;
   server.on('checkContinue', handlers.checkContinue);
+  server.on('checkExpectation', handlers.checkExpectation);
+  server.on('clientError', handlers.clientError);
   server.on('upgrade', handlers.upgrade);
   server.on('connect', handlers.connect);
   return { server, handlers };

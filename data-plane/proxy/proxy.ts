@@ -7,6 +7,7 @@ import { PROXY_ERRORS, sendErrorResponse, writeRawErrorResponse } from './error-
 import { ProxyExchange, type ProxyContext } from './exchange.js';
 import { LogLimiter } from './log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
+import { PipelineGuard } from './pipelining.js';
 import { prepareRequest, type PreparedRequest } from './prepare-request.js';
 import { TrustedProxies } from './trusted-proxies.js';
 import { DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS, TunnelRegistry } from './tunnel.js';
@@ -49,6 +50,10 @@ export interface ProxyHandlers {
   upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void;
   /** The 'connect' listener: CONNECT requests, which get 501 and a closed connection. */
   connect(req: IncomingMessage, socket: Socket): void;
+  /** The 'checkExpectation' listener: requests with an `Expect` other than 100-continue. */
+  checkExpectation(req: IncomingMessage, res: ServerResponse): void;
+  /** The 'clientError' listener: requests that Node.js failed to parse or that timed out. */
+  clientError(err: Error, socket: Socket): void;
   readonly context: ProxyContext;
 }
 
@@ -59,12 +64,6 @@ export type ProxyHandler = (req: IncomingMessage, res: ServerResponse) => void;
 export const DEFAULT_MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024;
 /** Default largest number of request header fields. */
 export const DEFAULT_MAX_HEADER_COUNT = 100;
-
-const kRejected = Symbol('loom.rejected');
-
-interface RejectingSocket extends Socket {
-  [kRejected]?: boolean;
-}
 
 /** Warn or error lines allowed per second for each kind of request failure. */
 const FAILURE_LOG_LINES_PER_SECOND = 10;
@@ -121,19 +120,17 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     context.logger,
   );
 
+  const pipeline = new PipelineGuard(context.logger);
+
   const handle = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void => {
-    const socket = req.socket as RejectingSocket;
-    if (socket[kRejected] === true) {
-      // A request pipelined behind one that was rejected with `Connection: close`; its framing
-      // is not trusted, so it is not forwarded.
-      socket.destroy();
+    if (!pipeline.admit(req, res)) {
       return;
     }
     const startTime = context.observer.enabled ? performance.now() : 0;
     try {
       const prepared = prepareRequest(context, getTable(), req, startTime);
       if (!prepared.ok) {
-        if (prepared.close) socket[kRejected] = true;
+        if (prepared.close) pipeline.reject(req.socket);
         const bytesSent = sendPreparedError(res, prepared);
         reportUnforwarded(context, req, prepared, bytesSent, startTime);
         return;
@@ -152,8 +149,26 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     context,
     request: (req, res) => handle(req, res, false),
     checkContinue: (req, res) => handle(req, res, true),
-    connect: (req, socket) => rejectConnect(context, req, socket),
+    checkExpectation: (req, res) => {
+      // Node.js sends this 417 itself when no listener is attached. Sending it here lets the
+      // pipeline guard record the request.
+      if (!pipeline.admit(req, res)) {
+        return;
+      }
+      res.writeHead(417);
+      res.end();
+    },
+    clientError: pipeline.clientError,
+    connect: (req, socket) => {
+      if (!pipeline.admitUpgrade(socket)) {
+        return;
+      }
+      rejectConnect(context, req, socket);
+    },
     upgrade: (req, socket, head) => {
+      if (!pipeline.admitUpgrade(socket)) {
+        return;
+      }
       try {
         proxyUpgrade(context, tunnels, getTable(), req, socket, head);
       } catch (err) {

@@ -1,0 +1,210 @@
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '../../common/logger.js';
+import { LogLimiter } from './log-limiter.js';
+
+/**
+ * Maximum number of requests parsed behind a rejected one before the connection is destroyed.
+ * Reading stops after the chunk that contained the rejected request. Node.js 20 reads at most
+ * 64 KiB at a time, which is about 3,600 minimal requests, so only a connection whose reading
+ * resumed gets past this limit.
+ */
+export const MAX_REQUESTS_AFTER_REJECTION = 4_096;
+
+/**
+ * Time a connection may take to send its final error response after a parse error before it is
+ * destroyed, in milliseconds.
+ */
+const CLOSE_LINGER_MS = 5_000;
+
+/** Warn lines allowed per second about connections destroyed by the limit. */
+const LOG_LINES_PER_SECOND = 10;
+
+const kRejected = Symbol('loom.rejected');
+const kLastResponse = Symbol('loom.lastResponse');
+const kBodyIgnored = Symbol('loom.bodyIgnored');
+
+interface ClientSocket extends Socket {
+  /**
+   * Number of requests parsed after one that was rejected with `Connection: close` or that
+   * Node.js failed to parse; undefined while neither happened on the connection.
+   */
+  [kRejected]?: number;
+  /** Response to the latest request that reached the proxy's listeners. */
+  [kLastResponse]?: ServerResponse;
+  /** True when the latest request was rejected before its body was read. */
+  [kBodyIgnored]?: boolean;
+  /** Response that Node.js is writing to the socket; see `resumeResponse`. */
+  _httpMessage?: ServerResponse | null;
+}
+
+/** Error that Node.js passes to the 'clientError' listener. */
+type ClientError = Error & { code?: string };
+
+/**
+ * Keeps the responses on a pipelining client connection in order when a request on it is
+ * rejected or cannot be parsed. Node.js writes the responses to pipelined requests in request
+ * order, so destroying the socket at a rejection would drop responses still queued ahead of it.
+ * Instead the rejection is sent after them with `Connection: close`, and the requests parsed
+ * after it get no response and are not forwarded, because their framing is not trusted.
+ */
+export class PipelineGuard {
+  readonly #logger: Logger;
+  readonly #log = new LogLimiter(LOG_LINES_PER_SECOND, 1_000);
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  /**
+   * Records a request that Node.js parsed. Returns false when the request follows a rejected
+   * one, which means that it gets no response and must not be forwarded.
+   */
+  admit(req: IncomingMessage, res: ServerResponse): boolean {
+    const socket = req.socket as ClientSocket;
+    if (socket[kRejected] !== undefined) {
+      this.#holdAfterRejection(socket);
+      return false;
+    }
+    socket[kLastResponse] = res;
+    return true;
+  }
+
+  /**
+   * Records an upgrade or CONNECT request, which Node.js hands over with the raw socket. Returns
+   * false when it follows a rejected request. Node.js still writes the responses queued on the
+   * socket, and the rejection closes the connection.
+   */
+  admitUpgrade(socket: Socket): boolean {
+    if ((socket as ClientSocket)[kRejected] === undefined) {
+      return true;
+    }
+    socket.on('error', ignoreSocketError);
+    socket.pause();
+    // Node.js removed its own 'drain' listener, which resumes the response it is writing.
+    socket.on('drain', () => resumeResponse(socket));
+    return false;
+  }
+
+  /**
+   * Marks the connection of a request rejected with `Connection: close` before its body was
+   * read, and stops reading from it.
+   */
+  reject(socket: Socket): void {
+    markConnectionClosing(socket);
+    (socket as ClientSocket)[kBodyIgnored] = true;
+    process.nextTick(pauseSocket, socket);
+  }
+
+  /**
+   * The server's 'clientError' listener. It sends what Node.js sends by default (400, 408 for
+   * ERR_HTTP_REQUEST_TIMEOUT, 413 for HPE_CHUNK_EXTENSIONS_OVERFLOW and 431 for
+   * HPE_HEADER_OVERFLOW, each without a body and with `Connection: close`), but only after
+   * the responses still queued on the connection, and then closes it. On a connection that
+   * already carries a rejection it sends nothing. An error in the body of a request that is
+   * being forwarded destroys the connection, as Node.js does.
+   */
+  readonly clientError = (err: ClientError, socket: Socket): void => {
+    const client = socket as ClientSocket;
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const response = rawErrorResponse(err.code);
+    const last = client[kLastResponse];
+    if (last !== undefined && !last.req.complete && client[kBodyIgnored] !== true) {
+      // Like Node.js, it sends the error only in place of a response that has not started,
+      // and only when no other response is queued ahead of that one.
+      if (last.socket === socket && !last.headersSent) socket.write(response, 'latin1');
+      socket.destroy();
+      return;
+    }
+    socket.pause();
+    if (client[kRejected] !== undefined) {
+      return;
+    }
+    client[kRejected] = 0;
+
+    if (last === undefined || last.writableFinished) {
+      endWith(socket, response);
+      return;
+    }
+    last.once('finish', () => endWith(socket, response));
+    last.once('close', () => {
+      if (!last.writableFinished) socket.destroy();
+    });
+  };
+
+  #holdAfterRejection(socket: ClientSocket): void {
+    const count = (socket[kRejected] ?? 0) + 1;
+    socket[kRejected] = count;
+    if (count <= MAX_REQUESTS_AFTER_REJECTION) {
+      process.nextTick(pauseSocket, socket);
+      return;
+    }
+    if (count === MAX_REQUESTS_AFTER_REJECTION + 1) {
+      const suppressed = this.#log.take();
+      if (suppressed !== undefined) {
+        this.#logger.warn(
+          { remoteAddress: socket.remoteAddress, requests: count, suppressed },
+          'client connection destroyed: too many requests pipelined after a rejected request',
+        );
+      }
+    }
+    socket.destroy();
+  }
+}
+
+/**
+ * Marks the connection of a response sent with `Connection: close`, so that the requests parsed
+ * after it on the connection get no response and are not forwarded. Reading goes on, because the
+ * rest of the request body may still be streaming to the upstream.
+ */
+export function markConnectionClosing(socket: Socket): void {
+  const client = socket as ClientSocket;
+  client[kRejected] ??= 0;
+}
+
+// Node.js 20 resumes reading when it finishes parsing a request, which happens after the
+// 'request' listener ran, so the pause waits for the chunk in hand to be parsed.
+function pauseSocket(socket: Socket): void {
+  socket.pause();
+}
+
+/**
+ * Emits 'drain' on the response that Node.js is writing to `socket` when it waits for one.
+ */
+// NOTE: `_httpMessage` is not a documented API. Node.js 20 sets it in
+// `ServerResponse.assignSocket` and clears it when the response finishes.
+function resumeResponse(socket: ClientSocket): void {
+  const res = socket._httpMessage;
+  if (res?.writableNeedDrain === true) res.emit('drain');
+}
+
+function rawErrorResponse(code: string | undefined): string {
+  let status = 400;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    status = 408;
+  } else if (code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') {
+    status = 413;
+  } else if (code === 'HPE_HEADER_OVERFLOW') {
+    status = 431;
+  }
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`;
+}
+
+/**
+ * Writes `response` and closes the connection once it is sent, or after CLOSE_LINGER_MS. A
+ * connection that is already ending, after a response with `Connection: close`, only closes.
+ */
+function endWith(socket: Socket, response: string): void {
+  if (socket.writable) socket.end(response, 'latin1');
+  socket.destroySoon();
+  const timer = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
+function ignoreSocketError(): void {
+  // The socket closes after the error, and nothing else is waiting on it.
+}
