@@ -152,6 +152,8 @@ function evaluate(
   }
 
   const disconnected: ProxyOutcome[] = [];
+  // NOTE: a control plane lists only the proxies connected to it, so a proxy that moved to
+  // another replica during the wait is counted as disconnected.
   for (const [id, previous] of seen) {
     const proxy = listed.get(id);
     if (proxy?.connected) continue;

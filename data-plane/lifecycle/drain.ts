@@ -32,8 +32,9 @@ interface HttpSocket extends Socket {
  * Until a drain starts it costs nothing per request: it keeps a set of client connections
  * and finds the requests in flight through the response that each connection serves.
  *
- * NOTE: sockets taken over by an Upgrade (WebSocket tunnels) leave the HTTP server's
- * bookkeeping; the drain does not wait for them or close them.
+ * Connections taken over by an Upgrade (WebSocket tunnels) leave the HTTP server's bookkeeping
+ * but not its count of open connections, so the drain lets them run until the deadline and then
+ * destroys them.
  */
 export class HttpDrainer {
   #draining = false;
@@ -97,12 +98,21 @@ export class HttpDrainer {
     const outcome = await Promise.race([closed, deadline]);
     clearTimeout(timer);
 
-    const abandoned = outcome === 'timeout' ? this.inFlight : 0;
+    let abandoned = 0;
+    let tunnels = 0;
     if (outcome === 'timeout') {
+      abandoned = this.inFlight;
       this.#server.closeAllConnections();
+      // What is left open is upgraded connections, which the server no longer closes itself.
+      for (const socket of this.#sockets) {
+        if (socket.destroyed) continue;
+        tunnels++;
+        socket.destroy();
+      }
+      abandoned += tunnels;
       await closed;
     }
-    const fields = { abandoned, drainMs: Math.round(performance.now() - start) };
+    const fields = { abandoned, tunnels, drainMs: Math.round(performance.now() - start) };
     if (abandoned > 0) this.#logger.warn(fields, 'drain timed out');
     else this.#logger.info(fields, 'drain finished');
     return { completed: outcome !== 'timeout', abandoned };

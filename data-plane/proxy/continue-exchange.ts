@@ -7,7 +7,7 @@ import {
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import type { ForwardedRequest, ProxyContext } from './exchange.js';
+import { onQueuedClientClose, type ForwardedRequest, type ProxyContext } from './exchange.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
@@ -69,13 +69,18 @@ export class ContinueExchange extends ObservedExchange {
     });
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => this.#fail(err));
-    this.#res.once('close', () => {
+    let closed = false;
+    const onClientClose = (): void => {
+      if (closed) return;
+      closed = true;
       if (!this.#done) {
         this.#done = true;
         upstream.destroy();
       }
       this.reportRequest(this.#res.writableFinished ? this.#res.statusCode : 0);
-    });
+    };
+    this.#res.once('close', onClientClose);
+    if (this.#res.socket === null) onQueuedClientClose(this.req.socket, this.#res, onClientClose);
     upstream.flushHeaders();
 
     this.#continueTimer = setTimeout(() => this.#sendBody(), CONTINUE_WAIT_MS);

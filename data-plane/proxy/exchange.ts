@@ -138,6 +138,7 @@ export class ProxyExchange extends ObservedExchange implements Dispatcher.Dispat
     // `once` would without its wrapper.
     this.#res[kExchange] = this;
     res.on('close', onClientClose);
+    if (res.socket === null) onQueuedClientClose(req.socket, res, () => onClientClose.call(res));
   }
 
   /** Sends the request to `target`; later attempts go to other targets. */
@@ -516,6 +517,39 @@ function isBodylessLengthMismatch(status: number, err: Error): boolean {
 
 function onClientClose(this: ExchangeResponse): void {
   this[kExchange]?.handleClientClose();
+}
+
+const kQueuedCloses = Symbol('loom.queuedCloses');
+
+interface QueueingSocket extends Socket {
+  /** Callbacks of the responses queued on the connection that have not finished. */
+  [kQueuedCloses]?: Map<ServerResponse, () => void>;
+}
+
+/**
+ * Calls `onClose` when the client connection closes before `res` finishes. Node.js 20 emits
+ * 'close' only on the response it is writing, so a response queued behind other pipelined
+ * responses gets none, and its upstream request would run on. One 'close' listener on the
+ * socket serves every queued response.
+ */
+export function onQueuedClientClose(
+  socket: Socket,
+  res: ServerResponse,
+  onClose: () => void,
+): void {
+  const client = socket as QueueingSocket;
+  let queued = client[kQueuedCloses];
+  if (queued === undefined) {
+    const callbacks = new Map<ServerResponse, () => void>();
+    queued = callbacks;
+    client[kQueuedCloses] = callbacks;
+    socket.once('close', () => {
+      for (const callback of callbacks.values()) callback();
+      callbacks.clear();
+    });
+  }
+  queued.set(res, onClose);
+  res.once('finish', () => queued.delete(res));
 }
 
 function onClientDrain(this: ExchangeResponse): void {

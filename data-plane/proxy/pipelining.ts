@@ -87,6 +87,32 @@ export class PipelineGuard {
   }
 
   /**
+   * Runs `proceed` once the responses queued before an upgrade request are sent, so that the
+   * upgrade's response follows them. The connection is destroyed when one of them closes
+   * unfinished. Reading waits meanwhile.
+   */
+  afterQueuedResponses(socket: Socket, proceed: () => void): void {
+    const last = (socket as ClientSocket)[kLastResponse];
+    if (last === undefined || last.writableFinished) {
+      proceed();
+      return;
+    }
+    socket.pause();
+    // Node.js removed its own 'drain' listener, which resumes the response it is writing.
+    const onDrain = (): void => resumeResponse(socket);
+    socket.on('drain', onDrain);
+    last.once('finish', () => {
+      socket.removeListener('drain', onDrain);
+      // The upgrade handler reads with a 'data' listener, which does not undo a pause.
+      socket.resume();
+      proceed();
+    });
+    last.once('close', () => {
+      if (!last.writableFinished) socket.destroy();
+    });
+  }
+
+  /**
    * Marks the connection of a request rejected with `Connection: close` before its body was
    * read, and stops reading from it.
    */

@@ -169,12 +169,14 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
       if (!pipeline.admitUpgrade(socket)) {
         return;
       }
-      try {
-        proxyUpgrade(context, tunnels, getTable(), req, socket, head);
-      } catch (err) {
-        context.logger.error({ err }, 'proxy request failed unexpectedly');
-        socket.destroy();
-      }
+      pipeline.afterQueuedResponses(socket, () => {
+        try {
+          proxyUpgrade(context, tunnels, getTable(), req, socket, head);
+        } catch (err) {
+          context.logger.error({ err }, 'proxy request failed unexpectedly');
+          socket.destroy();
+        }
+      });
     },
   };
 }

@@ -20,6 +20,9 @@ import { DEFAULT_SLICE_MS } from '../router/router.js';
 import { probeClientCertificate } from './handshake-probe.js';
 import { SnapshotDecoder } from './snapshot-decoder.js';
 
+/** Time a stream ended after a malformed message has to deliver earlier acks, in ms. */
+const STREAM_CLOSE_GRACE_MS = 1_000;
+
 /** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
 export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
 /** Number of nacked versions a proxy names in its Hello; older ones are forgotten. */
@@ -302,7 +305,10 @@ export class SnapshotClient {
     } catch (error) {
       const reason = `malformed snapshot message: ${error instanceof Error ? error.message : String(error)}`;
       this.#retry(message.call, message.address, reason);
-      message.call.cancel();
+      // A half-close still sends the acks written before; the cancel ends the stream if the
+      // control plane keeps it open.
+      message.call.end();
+      setTimeout(() => message.call.cancel(), STREAM_CLOSE_GRACE_MS).unref();
       return undefined;
     }
   }

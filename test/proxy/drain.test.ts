@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Agent, createServer, request as httpRequest, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 
 import { pino } from 'pino';
@@ -73,6 +73,28 @@ describe('http drainer', () => {
       assert.deepEqual(result, { completed: true, abandoned: 0 });
     } finally {
       agent.destroy();
+      await fixture.close();
+    }
+  });
+
+  it('drain deadline closes upgraded connections', async () => {
+    const fixture = await startHeldServer();
+    // The upgraded connection stays open until someone closes it, as a WebSocket tunnel does.
+    fixture.server.on('upgrade', (_req, socket: Socket) => {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n');
+    });
+    const client = connect(fixture.port, '127.0.0.1');
+    try {
+      client.write('GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n');
+      await within(once(client, 'data'), 'the 101');
+      const closed = once(client, 'close');
+
+      const result = await within(fixture.drainer.drain(200), 'the drain');
+
+      assert.deepEqual(result, { completed: false, abandoned: 1 });
+      await within(closed, 'the upgraded connection to close');
+    } finally {
+      client.destroy();
       await fixture.close();
     }
   });
