@@ -34,8 +34,7 @@ export function swapSnapshots(
   keepPrefix = '/api/svc5000/',
 ): () => Promise<Snapshot> {
   const messages = swapMessages(upstreamUrl, change, keepPrefix);
-  // Each message is a new buffer, as grpc-js hands them to the proxy's decoder.
-  const decoder = new SnapshotDecoder({ ownsInput: true });
+  const decoder = new SnapshotDecoder();
   return async () => {
     const { snapshot } = await decoder.decodeSliced(messages(), DEFAULT_SLICE_MS);
     if (snapshot === undefined) throw new Error('the swap message contains no snapshot');

@@ -143,7 +143,7 @@ export class SnapshotClient {
   readonly #logger: Logger;
   readonly #Client = snapshotServiceClient((bytes) => bytes);
   /** One decoder for every stream, so a reconnect still reuses the last snapshot's routes. */
-  readonly #decoder = new SnapshotDecoder({ ownsInput: true });
+  readonly #decoder = new SnapshotDecoder();
 
   constructor(options: SnapshotClientOptions) {
     if (options.addresses.length === 0)

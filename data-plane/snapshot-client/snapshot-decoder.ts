@@ -109,15 +109,6 @@ export class SnapshotDecoder {
   #spareLists: Pick<PreviousSnapshot, 'routes' | 'upstreams'> | undefined;
   /** Storage for the next message's copy; `#previous` never refers to it. */
   #spare: Storage | undefined;
-  readonly #ownsInput: boolean;
-
-  /**
-   * With `ownsInput`, the caller hands each input over and never writes to it again, so the
-   * decoder keeps it instead of copying it. grpc-js gives each message a buffer of its own.
-   */
-  constructor(options: { ownsInput?: boolean } = {}) {
-    this.#ownsInput = options.ownsInput ?? false;
-  }
 
   /** Decodes one message. Throws on malformed input, as the generated decoder does. */
   decode(input: Uint8Array): StreamResponse {
@@ -168,9 +159,12 @@ export class SnapshotDecoder {
    * steps that are never finished leave the previous message in place.
    */
   *#decodeSteps(input: Uint8Array): Generator<void, StreamResponse> {
-    // Without `ownsInput`, a copy, because the next message is compared with these bytes.
-    // Decoded objects keep no reference to them: no message of the snapshot has a bytes field.
-    const { storage, bytes } = this.#ownsInput ? adopt(input) : this.#copy(input);
+    // A copy, because grpc-js owns `input` and the next message is compared with these bytes.
+    // Decoded objects keep no reference to it: no message of the snapshot has a bytes field.
+    const storage = this.#storageFor(input.length);
+    storage.generation++;
+    storage.buffer.set(input);
+    const bytes = storage.buffer.subarray(0, input.length);
     const reader = new BinaryReader(bytes);
     let snapshot: Snapshot | undefined;
     while (reader.pos < reader.len) {
@@ -183,14 +177,6 @@ export class SnapshotDecoder {
       reader.skip((tag & 7) as WireType, tag >>> 3);
     }
     return { snapshot };
-  }
-
-  /** Copies `input` into storage that the previous message does not use. */
-  #copy(input: Uint8Array): { storage: Storage; bytes: Buffer } {
-    const storage = this.#storageFor(input.length);
-    storage.generation++;
-    storage.buffer.set(input);
-    return { storage, bytes: storage.buffer.subarray(0, input.length) };
   }
 
   /**
@@ -277,14 +263,6 @@ export class SnapshotDecoder {
     }
     return snapshot;
   }
-}
-
-/** Returns storage that is `input` itself, as a Buffer over the same memory. */
-function adopt(input: Uint8Array): { storage: Storage; bytes: Buffer } {
-  const bytes = Buffer.isBuffer(input)
-    ? input
-    : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  return { storage: { buffer: bytes, generation: 1 }, bytes };
 }
 
 /** Converts a uint64 field to a number, rejecting values above `Number.MAX_SAFE_INTEGER`. */
