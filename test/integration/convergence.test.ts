@@ -127,9 +127,11 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
       });
       [faulty, faultyPort] = [proxy.process, proxy.port];
       await waitForPort('127.0.0.1', proxy.adminPort);
-      await waitFor('three connected proxies', 15_000, async () => {
+      await waitFor('three connected proxies', 30_000, async () => {
         const current = await status(fleet);
         return current.proxies.filter((proxy) => proxy.connected).length === 3;
+      }).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}\n${fleet.logs()}`);
       });
     });
 
