@@ -278,10 +278,13 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
     );
   }
   if (failed) {
-    const why = result.settled
+    const reason = result.settled
       ? 'a proxy rejected it'
       : `not every proxy applied it within ${timeoutMs} ms`;
-    throw new ExitError(EXIT.notConverged, `version ${result.version} was committed, but ${why}`);
+    throw new ExitError(
+      EXIT.notConverged,
+      `version ${result.version} was committed, but ${reason}`,
+    );
   }
   if (unapplied.length > 0) {
     throw new ExitError(

@@ -267,7 +267,7 @@ export function countLogLines(file: string, message: string): number {
   return count;
 }
 
-/** The `version` field of each log line with this message, in file order. */
+/** Returns the `version` field of each log line with this message, in file order. */
 export function loggedVersions(file: string, message: string): number[] {
   const versions: number[] = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {

@@ -48,16 +48,16 @@ describe('acks around a malformed snapshot', { timeout: 30_000 }, () => {
       ),
     );
     const applied: number[] = [];
-    let held = { epoch: '', version: 0 };
+    let served = { epoch: '', version: 0 };
     const client = new SnapshotClient({
       addresses: [`127.0.0.1:${port}`],
       proxyId: 'p',
       proxyAddress: '127.0.0.1:0',
       logger: pino({ enabled: false }),
-      held: () => held,
+      held: () => served,
       apply: async (snapshot) => {
         applied.push(snapshot.version);
-        held = { epoch: snapshot.epoch, version: snapshot.version };
+        served = { epoch: snapshot.epoch, version: snapshot.version };
       },
     });
     try {

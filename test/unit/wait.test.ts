@@ -59,7 +59,7 @@ describe('apply wait epochs', () => {
 });
 
 describe('apply wait reconnects', () => {
-  /** A status that lists proxy p1 as connected or not, serving `ackedVersion` of epoch e. */
+  /** Returns a status that lists proxy p1, connected or not, serving `ackedVersion` of epoch e. */
   function proxyStatus(connected: boolean, ackedVersion: number): StatusResponse {
     const status = statusOf('e', ackedVersion);
     status.proxies[0].connected = connected;
