@@ -38,6 +38,11 @@ export interface WaitResult {
   disconnected: ProxyOutcome[];
   /** True when every connected proxy applied or nacked the version before the deadline. */
   settled: boolean;
+  /**
+   * Why the last status read could not list the proxies of other control-plane replicas;
+   * undefined when it could. Such a read settles nothing.
+   */
+  fleetError?: string;
 }
 
 /** Settings of `waitForVersion`. */
@@ -102,6 +107,9 @@ export async function waitForVersion(
       mismatchSince ??= Date.now();
       const graceMs = options.epochGraceMs ?? EPOCH_GRACE_MS;
       if (Date.now() - mismatchSince >= graceMs) throw epochConflict(options, status.epoch);
+    } else if (status?.fleetError) {
+      // Proxies of other replicas are missing from this read, so it cannot show convergence.
+      last = { ...last, settled: false, fleetError: status.fleetError };
     } else if (status) {
       mismatchSince = undefined;
       last = evaluate(status, options, seen);
@@ -152,8 +160,6 @@ function evaluate(
   }
 
   const disconnected: ProxyOutcome[] = [];
-  // NOTE: a control plane lists only the proxies connected to it, so a proxy that moved to
-  // another replica during the wait is counted as disconnected.
   for (const [id, previous] of seen) {
     const proxy = listed.get(id);
     if (proxy?.connected) continue;

@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 
@@ -7,6 +10,7 @@ import type { Logger } from '../common/logger.js';
 import { createServerTlsCredentials, type ServerTlsFiles } from '../common/tls.js';
 import { AdminServiceService } from '../proto/gen/loom/v1/admin.js';
 import { AdminApi, createAdminService } from './admin/admin-service.js';
+import { FleetPublisher } from './fleet/fleet-publisher.js';
 import { ControlPlaneAdminServer } from './observability/admin-server.js';
 import { ControlPlaneMetrics } from './observability/control-plane-metrics.js';
 import {
@@ -81,6 +85,8 @@ export class ControlPlane {
   readonly cache: SnapshotCache;
   readonly registry = new ProxyRegistry();
   readonly commitTimes = new CommitTimes();
+  /** Identifier of this process among the control planes that share the store. */
+  readonly replica = randomUUID();
   /** Metrics served at `GET /metrics` on the admin listener. */
   readonly metrics: ControlPlaneMetrics;
   readonly #health = new HealthImplementation(
@@ -91,6 +97,7 @@ export class ControlPlane {
   readonly #server: Server;
   readonly #logger: Logger;
   readonly #admission: StreamAdmission;
+  #publisher: FleetPublisher | undefined;
   #closeTls: (() => void) | undefined;
   #port = 0;
   #adminPort = 0;
@@ -118,6 +125,8 @@ export class ControlPlane {
       registry: this.registry,
       commitTimes: this.commitTimes,
       logger: options.logger,
+      controlPlane: () => this.name,
+      fleet: store.fleet && { store: store.fleet, replica: this.replica },
     });
     const authenticator = new Authenticator({
       tokensFile: options.tokensFile,
@@ -196,6 +205,7 @@ export class ControlPlane {
     try {
       await controlPlane.cache.start();
       await controlPlane.#listen(options.listen, options);
+      controlPlane.#startFleet(options.logger);
       await controlPlane.#startAdmin(options.adminListen);
     } catch (error) {
       await controlPlane.stop();
@@ -207,6 +217,24 @@ export class ControlPlane {
   /** The port gRPC listens on. */
   get port(): number {
     return this.#port;
+  }
+
+  /** This control plane as `status` shows it: host name and gRPC port; empty before it listens. */
+  get name(): string {
+    return this.#port === 0 ? '' : `${hostname()}:${this.#port}`;
+  }
+
+  /** Shares the proxy records with the other replicas, when the store can. */
+  #startFleet(logger: Logger): void {
+    if (!this.store.fleet) return;
+    this.#publisher = new FleetPublisher({
+      registry: this.registry,
+      fleet: this.store.fleet,
+      replica: this.replica,
+      controlPlane: this.name,
+      logger,
+    });
+    this.#publisher.start();
   }
 
   /** The port of the HTTP admin listener; 0 when there is none. */
@@ -269,6 +297,7 @@ export class ControlPlane {
     });
     this.#admission.close();
     this.#closeTls?.();
+    await this.#publisher?.stop();
     await this.store.close();
     this.#logger.info('control plane stopped');
   }

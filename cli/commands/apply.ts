@@ -231,7 +231,8 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
   // A proxy that applied the version before it disconnected needs no report.
   const nackedThenDisconnected = result.disconnected.filter((proxy) => proxy.state === 'nacked');
   const unapplied = result.disconnected.filter((proxy) => proxy.state === 'pending');
-  if (total === 0 && unapplied.length === 0 && nackedThenDisconnected.length === 0) {
+  const alone = unapplied.length === 0 && nackedThenDisconnected.length === 0;
+  if (total === 0 && alone && result.fleetError === undefined) {
     out(`no proxies are connected; nothing to wait for (version ${result.version})`);
     return;
   }
@@ -276,6 +277,10 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
       `proxy ${proxy.id} disconnected before applying version ${result.version}; ` +
         `it last served ${served}`,
     );
+  }
+  if (result.fleetError !== undefined) {
+    err(`the proxies of other control planes could not be read: ${result.fleetError}`);
+    failed = true;
   }
   if (failed) {
     const reason = result.settled

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 
 import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { exitHelp, withClient } from '../context.js';
-import { formatTable, out } from '../output.js';
+import { err, formatTable, out } from '../output.js';
 
 /** Registers `loomctl status`. */
 export function registerStatus(program: Command): void {
@@ -26,6 +26,9 @@ export function registerStatus(program: Command): void {
       }
       out(`control plane version ${status.version} (epoch ${status.epoch})`);
       process.stdout.write(formatStatusTable(status));
+      if (status.fleetError !== '') {
+        err(`the proxies of other control planes are missing: ${status.fleetError}`);
+      }
     });
 }
 
@@ -34,6 +37,7 @@ export function formatStatusTable(status: StatusResponse): string {
   const header = [
     'PROXY',
     'ADDRESS',
+    'CONTROL PLANE',
     'CONNECTED',
     'VERSION',
     'SENT',
@@ -44,6 +48,7 @@ export function formatStatusTable(status: StatusResponse): string {
   const rows = status.proxies.map((proxy) => [
     proxy.id,
     proxy.address,
+    proxy.controlPlane || '-',
     proxy.connected ? 'yes' : 'no',
     proxy.ackedEpoch === status.epoch
       ? String(proxy.ackedVersion)

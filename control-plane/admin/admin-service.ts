@@ -11,14 +11,16 @@ import type {
   DeleteRequest,
   DeleteResponse,
   GetConfigResponse,
+  ProxyStatus,
   StatusRequest,
   StatusResponse,
 } from '../../proto/gen/loom/v1/admin.js';
+import { decodeSharedProxy, mergeFleet, sharedStatus } from '../fleet/fleet-records.js';
 import type { CommitTimes } from '../snapshot/commit-times.js';
 import { ConfigState } from '../snapshot/config-state.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
-import type { ProxyRegistry } from '../stream/proxy-registry.js';
-import type { Store } from '../store/store.js';
+import type { ProxyRegistry, VersionRef } from '../stream/proxy-registry.js';
+import type { FleetStore, Store } from '../store/store.js';
 import { planApply, planDelete, type Plan, type StoredConfig, type UnreadableKey } from './plan.js';
 import { findUnreadableKeys, unreadableFields } from './unreadable-keys.js';
 
@@ -32,6 +34,10 @@ interface AdminDependencies {
   registry: ProxyRegistry;
   commitTimes: CommitTimes;
   logger: Logger;
+  /** This control plane as host:port; empty until it listens. */
+  controlPlane: () => string;
+  /** The records other replicas share, and this process's replica id among them. */
+  fleet?: { store: FleetStore; replica: string };
 }
 
 /**
@@ -113,20 +119,46 @@ export class AdminApi {
   }
 
   /**
-   * Returns the served version and every known proxy. With `request.version`,
-   * it also returns when that version was committed and when each proxy first
-   * acked it or a newer version of the same epoch.
+   * Returns the served version and every known proxy: this control plane's, and those that
+   * other replicas on the store share. With `request.version`, it also returns when that
+   * version was committed and when each proxy first acked it or a newer version of the same
+   * epoch. The ack times of another replica's proxies come from that replica's clock.
    */
-  status(request: StatusRequest): StatusResponse {
+  async status(request: StatusRequest): Promise<StatusResponse> {
     const snapshot = this.#deps.cache.current?.snapshot;
     const epoch = snapshot?.epoch ?? '';
     const target = request.version > 0 ? { epoch, version: request.version } : undefined;
+    const controlPlane = this.#deps.controlPlane();
+    const local = this.#deps.registry.list(target, controlPlane);
+    const { proxies, fleetError } = await this.#sharedProxies(target);
     return {
       version: snapshot?.version ?? 0,
       epoch,
-      proxies: this.#deps.registry.list(target),
+      proxies: mergeFleet(local, proxies),
       versionCommittedAtMs: target ? this.#deps.commitTimes.get(epoch, request.version) : 0,
+      controlPlane,
+      fleetError,
     };
+  }
+
+  /** The proxies other replicas share; none, with the reason, when the store cannot be read. */
+  async #sharedProxies(
+    target: VersionRef | undefined,
+  ): Promise<{ proxies: ProxyStatus[]; fleetError: string }> {
+    const fleet = this.#deps.fleet;
+    if (!fleet) return { proxies: [], fleetError: '' };
+    try {
+      const records = await fleet.store.read();
+      const proxies = records.flatMap((record) => {
+        if (record.replica === fleet.replica) return [];
+        const shared = decodeSharedProxy(record.value);
+        if (!shared || shared.state.id !== record.proxy) return [];
+        return [sharedStatus(shared, target)];
+      });
+      return { proxies, fleetError: '' };
+    } catch (error) {
+      return { proxies: [], fleetError: error instanceof Error ? error.message : String(error) };
+    }
   }
 
   /**

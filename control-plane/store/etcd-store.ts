@@ -24,6 +24,7 @@ import {
 } from './accepted-record.js';
 import { etcdClientOptions, type EtcdTlsFiles } from './etcd-client.js';
 import { isRevisionOutOfRange, toStoreError } from './etcd-errors.js';
+import { EtcdFleet } from './etcd-fleet.js';
 import { EtcdWatch, type EtcdWatchContext } from './etcd-watch.js';
 import {
   directoryPrefixes,
@@ -77,6 +78,8 @@ export interface EtcdStoreOptions {
   onWatchStall?: () => void;
   /** Maximum number of keys one range request returns. Defaults to 10,000. */
   rangePageSize?: number;
+  /** Interval of the check that the fleet records' lease exists, in milliseconds; default 5,000. */
+  fleetLeaseCheckMs?: number;
 }
 
 const LAST_WRITE = 'last-write';
@@ -102,11 +105,12 @@ const ACCEPTED = 'accepted';
  */
 const RECORD_ACCEPTED_ATTEMPTS = 16;
 /**
- * Maximum accepted-version writes that `range` looks back over at the end of etcd's history.
- * Each replica writes each version once, so a longer run needs that many versions acked in
- * a row with no other write to etcd in between.
+ * Maximum bookkeeping writes (accepted versions and fleet records) that `range` looks back
+ * over at the end of etcd's history. Each replica writes the accepted record once per
+ * version and its fleet records about once per version and per proxy connect, so a longer
+ * run takes many proxies reconnecting with no configuration change.
  */
-const RECORD_WALK_LIMIT = 16;
+const RECORD_WALK_LIMIT = 64;
 
 type Reachability = 'unknown' | 'reachable' | 'unreachable';
 
@@ -160,6 +164,7 @@ export class EtcdStore implements Store {
   readonly #watches = new Set<EtcdWatch>();
   readonly #requestTimeoutMs: number;
   readonly #rangePageSize: number;
+  readonly fleet: EtcdFleet;
   #reachability: Reachability = 'unknown';
 
   /**
@@ -204,6 +209,13 @@ export class EtcdStore implements Store {
     });
     this.#client = new Etcd3(this.#clientOptions);
     this.#watchClient = new Etcd3(this.#clientOptions);
+    this.fleet = new EtcdFleet({
+      client: this.#client,
+      metaDirectory: this.#metaKey(this.#root, ''),
+      logger: this.#logger,
+      request: (operation, call) => this.#request(operation, call),
+      leaseCheckMs: options.fleetLeaseCheckMs,
+    });
   }
 
   /**
@@ -270,9 +282,10 @@ export class EtcdStore implements Store {
    * later page at the first page's revision, so the result is one consistent
    * revision however many pages it takes.
    *
-   * The returned revision skips the writes of the accepted version at the end of
-   * etcd's history (see `#revisionBeforeRecords`), so a control plane that reads
-   * after proxies acked gets the version they acked, not the record's revision.
+   * The returned revision skips the bookkeeping writes (accepted versions and fleet
+   * records) at the end of etcd's history (see `#revisionBeforeRecords`), so a control
+   * plane that reads after proxies acked gets the version they acked, not the revision of
+   * a record.
    *
    * @throws LoomError `LOOM_STORE_UNAVAILABLE`, retryable, when etcd compacts
    *   that revision before the last page is read.
@@ -289,6 +302,7 @@ export class EtcdStore implements Store {
           { request_range: { key: range.start, range_end: range.end, limit } },
           { request_range: { key: generationKey } },
           { request_range: { key: Buffer.from(this.#metaKey(this.#root, ACCEPTED)) } },
+          { request_range: { key: Buffer.from(this.fleet.markerKey), keys_only: true } },
         ],
         failure: [],
       }),
@@ -298,40 +312,58 @@ export class EtcdStore implements Store {
 
     const stored = first.responses[1].response_range.kvs[0]?.value.toString();
     const epoch = stored === undefined ? undefined : formatEpoch(first.header.cluster_id, stored);
-    const acceptedModRevision = Number(first.responses[2].response_range.kvs[0]?.mod_revision ?? 0);
-    const configRevision =
-      acceptedModRevision === Number(revision)
-        ? await this.#revisionBeforeRecords(Number(revision))
-        : Number(revision);
+    const bookkeeping =
+      lastModRevision(first.responses[2]) === Number(revision) ||
+      lastModRevision(first.responses[3]) === Number(revision);
+    const configRevision = bookkeeping
+      ? await this.#revisionBeforeRecords(Number(revision))
+      : Number(revision);
 
     const items = kvs.filter((kv) => !isMetaKey(kv.key.toString(), this.#root)).map(toKeyValue);
     return { revision: configRevision, items, epoch };
   }
 
   /**
-   * Returns the revision before the run of accepted-version writes that ends at `head`.
-   * Each of those writes is a transaction of that one key, so every other key is the same
-   * at the returned revision as at `head`. A revision whose accepted key has that
-   * revision as its mod revision is such a write. The walk stops after
-   * `RECORD_WALK_LIMIT` steps, or before a compacted revision, and returns the revision it
-   * reached, which is still correct but later than needed. The returned revision is never
-   * compacted, so a watch can start after it.
+   * Returns the revision before the run of bookkeeping writes that ends at `head`. Each of
+   * those writes is a transaction of the accepted key alone, or of fleet records and the
+   * fleet write marker, so every configuration key is the same at the returned revision as
+   * at `head`. A revision at which the accepted key or the marker has that revision as its
+   * mod revision is such a write. The walk stops after `RECORD_WALK_LIMIT` steps, or before
+   * a compacted revision, and returns the revision it reached, which is still correct but
+   * later than needed. The returned revision is never compacted, so a watch can start
+   * after it.
+   *
+   * NOTE: fleet records that etcd deletes when a replica's lease expires take a revision
+   * without the marker, so the walk stops there and a replica that reads afterwards
+   * numbers the same configuration with a later version. Proxies then apply it once more.
    */
   async #revisionBeforeRecords(head: number): Promise<number> {
-    const key = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    const marker = Buffer.from(this.fleet.markerKey);
     let revision = head - 1;
     for (let step = 1; step < RECORD_WALK_LIMIT && revision > 0; step++) {
-      let response: IRangeResponse;
+      const at = String(revision);
+      let response: ITxnResponse;
       try {
         response = await this.#request('range', () =>
-          this.#client.kv.range({ key, keys_only: true, revision: String(revision) }),
+          this.#client.kv.txn({
+            compare: [],
+            success: [
+              { request_range: { key: accepted, keys_only: true, revision: at } },
+              { request_range: { key: marker, keys_only: true, revision: at } },
+            ],
+            failure: [],
+          }),
         );
       } catch (error) {
         if (!isRevisionOutOfRange(error instanceof LoomError ? error.cause : error)) throw error;
         // The revision after it was read, or is `head`, and it is a record write too.
         return revision + 1;
       }
-      if (Number(response.kvs[0]?.mod_revision ?? 0) !== revision) return revision;
+      const bookkeeping =
+        lastModRevision(response.responses[0]) === revision ||
+        lastModRevision(response.responses[1]) === revision;
+      if (!bookkeeping) return revision;
       revision -= 1;
     }
     return revision;
@@ -590,18 +622,30 @@ export class EtcdStore implements Store {
 
   /**
    * Returns the key ranges under `prefix` that a conditional commit compares: all of it
-   * except the accepted version's key, because acks move that key and it is no part of the
+   * except the bookkeeping keys (the accepted version, the fleet records and their write
+   * marker), because acks and proxy connections move them and they are no part of the
    * configuration.
    */
   #comparedRanges(prefix: string): [Buffer, Buffer][] {
     const range = Range.prefix(prefix);
-    const accepted = this.#metaKey(this.#root, ACCEPTED);
-    if (!accepted.startsWith(prefix)) return [[range.start, range.end]];
-
-    return [
-      [range.start, Buffer.from(accepted)],
-      [Buffer.concat([Buffer.from(accepted), Buffer.from([0])]), range.end],
+    const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    const marker = Buffer.from(this.fleet.markerKey);
+    const records = Range.prefix(this.fleet.recordsDirectory);
+    // Sorted, as etcd orders keys: "accepted" < "fleet-write" < "fleet/".
+    const excluded: [Buffer, Buffer][] = [
+      [accepted, afterKey(accepted)],
+      [marker, afterKey(marker)],
+      [records.start, records.end],
     ];
+    const compared: [Buffer, Buffer][] = [];
+    let start = range.start;
+    for (const [from, to] of excluded) {
+      if (Buffer.compare(from, start) < 0 || Buffer.compare(to, range.end) > 0) continue;
+      if (Buffer.compare(start, from) < 0) compared.push([start, from]);
+      start = to;
+    }
+    if (Buffer.compare(start, range.end) < 0) compared.push([start, range.end]);
+    return compared;
   }
 
   /**
@@ -609,6 +653,7 @@ export class EtcdStore implements Store {
    * for etcd to confirm the cancellations.
    */
   async close(): Promise<void> {
+    await this.fleet.close();
     // A watch still attached when the client closes makes etcd3 retry its
     // stream forever, so every watch is detached first.
     const cancellations = Promise.all([...this.#watches].map((watch) => watch.cancel()));
@@ -717,6 +762,11 @@ function toKeyValue(kv: IKeyValue): KeyValue {
     value: kv.value.toString(),
     modRevision: Number(kv.mod_revision),
   };
+}
+
+/** The smallest key after `key`. */
+function afterKey(key: Buffer): Buffer {
+  return Buffer.concat([key, Buffer.from([0])]);
 }
 
 function firstValue(response: ITxnResponse): string | undefined {

@@ -98,8 +98,41 @@ export interface CommitOptions {
   prefix?: string;
 }
 
+/** One proxy's record as a control plane shared it with the other replicas. */
+export interface FleetRecord {
+  /** Identifier of the control-plane process that wrote the record. */
+  replica: string;
+  proxy: string;
+  value: string;
+}
+
+/**
+ * Proxy records that control-plane replicas on one store share, so that each can list every
+ * proxy. A replica's records live as long as the replica: they vanish when it stops, or
+ * soon after it loses the store or dies. Writing them changes no configuration, creates no
+ * snapshot version and never makes a conditional commit fail.
+ */
+export interface FleetStore {
+  /** Writes `records` of `replica` in one transaction, replacing what it wrote before for those proxies. */
+  publish(replica: string, records: { proxy: string; value: string }[]): Promise<void>;
+  /** Reads every replica's records. */
+  read(): Promise<FleetRecord[]>;
+  /**
+   * Calls `listener` when records written before were lost without `close`, such as after the
+   * store expired them while it was unreachable; everything must be written again.
+   */
+  onLost(listener: () => void): void;
+  /** Deletes the records this process wrote. */
+  close(): Promise<void>;
+}
+
 /** The storage interface both stores implement. */
 export interface Store {
+  /**
+   * Shared proxy records; undefined for a store that one control plane opens at a time,
+   * whose proxies all stream from that control plane.
+   */
+  readonly fleet?: FleetStore;
   /**
    * Identifier of the store's history. It changes when the history restarts
    * (a wiped or restored store) so that revisions compare only within one epoch.

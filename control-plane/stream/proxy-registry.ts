@@ -4,14 +4,17 @@ import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 export const ACK_HISTORY_LIMIT = 64;
 
 /** One ack as the control plane received it. */
-interface AckRecord {
+export interface AckRecord {
   epoch: string;
   version: number;
   atMs: number;
 }
 
+/** What a control plane knows of one proxy, apart from the fields filled per query. */
+export type ProxyState = Omit<ProxyStatus, 'versionAckedAtMs' | 'controlPlane'>;
+
 /** What the control plane records about one proxy. */
-interface ProxyRecord extends Omit<ProxyStatus, 'versionAckedAtMs'> {
+interface ProxyRecord extends ProxyState {
   /** Open streams of this proxy; a reconnect can overlap the old stream's close. */
   streams: number;
   /** Most recent acks, oldest first, at most ACK_HISTORY_LIMIT. */
@@ -32,6 +35,32 @@ export interface VersionRef {
  */
 export class ProxyRegistry {
   readonly #proxies = new Map<string, ProxyRecord>();
+  readonly #listeners = new Set<(id: string) => void>();
+
+  /**
+   * Calls `listener` with the proxy's id after each connect, disconnect, ack, nack and
+   * fallback; a snapshot sent changes only a counter and calls nothing.
+   */
+  onChange(listener: (id: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Ids of every known proxy. */
+  ids(): string[] {
+    return [...this.#proxies.keys()];
+  }
+
+  /** The proxy's state and its most recent acks, oldest first; undefined for an unknown id. */
+  entry(id: string): { state: ProxyState; acks: AckRecord[] } | undefined {
+    const record = this.#proxies.get(id);
+    if (!record) return undefined;
+    return toEntry(record);
+  }
+
+  #changed(id: string): void {
+    for (const listener of this.#listeners) listener(id);
+  }
 
   /** Records a stream opened by a proxy that serves `version` of `epoch` (0 for none). */
   connect(id: string, address: string, epoch: string, version: number): void {
@@ -63,6 +92,7 @@ export class ProxyRegistry {
       record.ackedVersion = version;
     }
     this.#proxies.set(id, record);
+    this.#changed(id);
   }
 
   disconnect(id: string): void {
@@ -72,6 +102,7 @@ export class ProxyRegistry {
     record.streams = Math.max(0, record.streams - 1);
     record.connected = record.streams > 0;
     record.lastSeenMs = Date.now();
+    this.#changed(id);
   }
 
   /** Counts one snapshot written to a stream of the proxy. */
@@ -94,6 +125,7 @@ export class ProxyRegistry {
     }
     record.acks.push({ epoch, version, atMs: now });
     if (record.acks.length > ACK_HISTORY_LIMIT) record.acks.shift();
+    this.#changed(id);
   }
 
   nack(id: string, epoch: string, version: number, error: string): void {
@@ -104,6 +136,7 @@ export class ProxyRegistry {
     record.nackedVersion = version;
     record.nackError = error;
     record.lastSeenMs = Date.now();
+    this.#changed(id);
   }
 
   /** Records that the proxy was sent the accepted `version` after it nacked a newer one. */
@@ -113,6 +146,7 @@ export class ProxyRegistry {
 
     record.fallbackEpoch = epoch;
     record.fallbackVersion = version;
+    this.#changed(id);
   }
 
   /** The last version the proxy nacked, or undefined when it never nacked one. */
@@ -126,17 +160,31 @@ export class ProxyRegistry {
    * Every known proxy, sorted by id. With `convergence`, each status carries
    * when the proxy first acked that version or a newer one of its epoch.
    */
-  list(convergence?: VersionRef): ProxyStatus[] {
+  list(convergence?: VersionRef, controlPlane = ''): ProxyStatus[] {
     return [...this.#proxies.values()]
       .map(({ streams: _streams, acks, ...status }) => ({
         ...status,
         versionAckedAtMs: convergence ? firstAckAt(acks, convergence) : 0,
+        controlPlane,
       }))
-      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      .sort(byId);
   }
 }
 
-function firstAckAt(acks: AckRecord[], target: VersionRef): number {
+function toEntry({ streams: _streams, acks, ...state }: ProxyRecord): {
+  state: ProxyState;
+  acks: AckRecord[];
+} {
+  return { state, acks: [...acks] };
+}
+
+/** Orders proxy statuses by id. */
+export function byId(a: { id: string }, b: { id: string }): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** When the first of `acks` at or past `target` in its epoch arrived; 0 when none did. */
+export function firstAckAt(acks: AckRecord[], target: VersionRef): number {
   for (const ack of acks) {
     if (ack.epoch === target.epoch && ack.version >= target.version) return ack.atMs;
   }

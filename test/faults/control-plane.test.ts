@@ -55,11 +55,15 @@ function assertNonDecreasing(versions: number[]): void {
   }
 }
 
+/** True when every proxy of `ids` streams from the control plane at `controlPlane` itself. */
 async function proxiesConnected(controlPlane: string, ids: string[]): Promise<boolean> {
   const client = new AdminClient(controlPlane);
   try {
     const status = await client.status();
-    return ids.every((id) => status.proxies.some((proxy) => proxy.id === id && proxy.connected));
+    // Other replicas' proxies are listed too, and a killed one's for a few seconds more.
+    const own = (proxy: { connected: boolean; controlPlane: string }) =>
+      proxy.connected && proxy.controlPlane === status.controlPlane;
+    return ids.every((id) => status.proxies.some((proxy) => proxy.id === id && own(proxy)));
   } finally {
     client.close();
   }

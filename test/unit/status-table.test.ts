@@ -20,6 +20,7 @@ function proxy(fields: Partial<ProxyStatus>): ProxyStatus {
     fallbackVersion: 0,
     fallbackEpoch: '',
     versionAckedAtMs: 0,
+    controlPlane: 'cp-a:7400',
     ...fields,
   };
 }
@@ -31,6 +32,8 @@ function nackCell(fields: Partial<ProxyStatus>): string {
     epoch: 'e2',
     proxies: [proxy(fields)],
     versionCommittedAtMs: 0,
+    controlPlane: 'cp-a:7400',
+    fleetError: '',
   };
   const row = formatStatusTable(status).trimEnd().split('\n')[1];
   return row.slice(row.indexOf('Z', row.lastIndexOf('1970')) + 1).trim();

@@ -19,7 +19,14 @@ function statusOf(epoch: string, ackedVersion: number): StatusResponse {
     ackedEpoch: epoch,
     ackedVersion,
   };
-  return { version: ackedVersion, epoch, proxies: [proxy], versionCommittedAtMs: 0 };
+  return {
+    version: ackedVersion,
+    epoch,
+    proxies: [proxy],
+    versionCommittedAtMs: 0,
+    controlPlane: 'cp',
+    fleetError: '',
+  };
 }
 
 describe('apply wait epochs', () => {
@@ -72,6 +79,8 @@ describe('apply wait reconnects', () => {
     epoch: 'e',
     proxies: [],
     versionCommittedAtMs: 0,
+    controlPlane: 'cp',
+    fleetError: '',
   };
 
   test('restarted control plane keeps waiting', async () => {
@@ -133,5 +142,40 @@ describe('apply wait reconnects', () => {
 
     assert.equal(result.settled, true);
     assert.equal(result.proxies[0].state, 'applied');
+  });
+});
+
+describe('apply wait with several control planes', () => {
+  const unreadable: StatusResponse = {
+    ...statusOf('e', 7),
+    fleetError: 'etcd at http://127.0.0.1:2379 is unreachable',
+  };
+
+  test('a read without the other replicas settles nothing', async () => {
+    const client = scriptedClient([unreadable, unreadable, statusOf('e', 7)]);
+
+    const result = await waitForVersion(client, {
+      epoch: 'e',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 5_000,
+    });
+
+    assert.equal(result.settled, true);
+    assert.equal(result.fleetError, undefined);
+  });
+
+  test('a wait that ends without the other replicas says why', async () => {
+    const client = scriptedClient([unreadable]);
+
+    const result = await waitForVersion(client, {
+      epoch: 'e',
+      version: 7,
+      committedAtMs: 0,
+      timeoutMs: 200,
+    });
+
+    assert.equal(result.settled, false);
+    assert.match(result.fleetError ?? '', /unreachable/);
   });
 });

@@ -157,6 +157,11 @@ export interface ProxyStatus {
    */
   fallbackVersion: number;
   fallbackEpoch: string;
+  /**
+   * The control plane the proxy streams from, as host:port. Control planes on
+   * one etcd share their proxies' records, so any of them lists every proxy.
+   */
+  controlPlane: string;
 }
 
 export interface StatusResponse {
@@ -169,6 +174,13 @@ export interface StatusResponse {
    * another control plane), in milliseconds since the Unix epoch; 0 when unknown.
    */
   versionCommittedAtMs: number;
+  /** The control plane that answered, as host:port. */
+  controlPlane: string;
+  /**
+   * Why the proxies of other control planes are missing from `proxies`, such
+   * as an unreachable etcd; empty when the list is complete.
+   */
+  fleetError: string;
 }
 
 function createBaseApplyRequest(): ApplyRequest {
@@ -1287,6 +1299,7 @@ function createBaseProxyStatus(): ProxyStatus {
     versionAckedAtMs: 0,
     fallbackVersion: 0,
     fallbackEpoch: "",
+    controlPlane: "",
   };
 }
 
@@ -1333,6 +1346,9 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     }
     if (message.fallbackEpoch !== "") {
       writer.uint32(114).string(message.fallbackEpoch);
+    }
+    if (message.controlPlane !== "") {
+      writer.uint32(122).string(message.controlPlane);
     }
     return writer;
   },
@@ -1462,6 +1478,14 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
             message.fallbackEpoch = reader.string();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.controlPlane = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1534,6 +1558,11 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
         : isSet(object.fallback_epoch)
         ? globalThis.String(object.fallback_epoch)
         : "",
+      controlPlane: isSet(object.controlPlane)
+        ? globalThis.String(object.controlPlane)
+        : isSet(object.control_plane)
+        ? globalThis.String(object.control_plane)
+        : "",
     };
   },
 
@@ -1581,6 +1610,9 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     if (message.fallbackEpoch !== "") {
       obj.fallbackEpoch = message.fallbackEpoch;
     }
+    if (message.controlPlane !== "") {
+      obj.controlPlane = message.controlPlane;
+    }
     return obj;
   },
 
@@ -1603,12 +1635,13 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     message.versionAckedAtMs = object.versionAckedAtMs ?? 0;
     message.fallbackVersion = object.fallbackVersion ?? 0;
     message.fallbackEpoch = object.fallbackEpoch ?? "";
+    message.controlPlane = object.controlPlane ?? "";
     return message;
   },
 };
 
 function createBaseStatusResponse(): StatusResponse {
-  return { version: 0, epoch: "", proxies: [], versionCommittedAtMs: 0 };
+  return { version: 0, epoch: "", proxies: [], versionCommittedAtMs: 0, controlPlane: "", fleetError: "" };
 }
 
 export const StatusResponse: MessageFns<StatusResponse> = {
@@ -1624,6 +1657,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     if (message.versionCommittedAtMs !== 0) {
       writer.uint32(32).int64(message.versionCommittedAtMs);
+    }
+    if (message.controlPlane !== "") {
+      writer.uint32(42).string(message.controlPlane);
+    }
+    if (message.fleetError !== "") {
+      writer.uint32(50).string(message.fleetError);
     }
     return writer;
   },
@@ -1673,6 +1712,22 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.versionCommittedAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.controlPlane = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.fleetError = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1695,6 +1750,16 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         : isSet(object.version_committed_at_ms)
         ? globalThis.Number(object.version_committed_at_ms)
         : 0,
+      controlPlane: isSet(object.controlPlane)
+        ? globalThis.String(object.controlPlane)
+        : isSet(object.control_plane)
+        ? globalThis.String(object.control_plane)
+        : "",
+      fleetError: isSet(object.fleetError)
+        ? globalThis.String(object.fleetError)
+        : isSet(object.fleet_error)
+        ? globalThis.String(object.fleet_error)
+        : "",
     };
   },
 
@@ -1712,6 +1777,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.versionCommittedAtMs !== 0) {
       obj.versionCommittedAtMs = Math.round(message.versionCommittedAtMs);
     }
+    if (message.controlPlane !== "") {
+      obj.controlPlane = message.controlPlane;
+    }
+    if (message.fleetError !== "") {
+      obj.fleetError = message.fleetError;
+    }
     return obj;
   },
 
@@ -1724,6 +1795,8 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.epoch = object.epoch ?? "";
     message.proxies = object.proxies?.map((e) => ProxyStatus.fromPartial(e)) || [];
     message.versionCommittedAtMs = object.versionCommittedAtMs ?? 0;
+    message.controlPlane = object.controlPlane ?? "";
+    message.fleetError = object.fleetError ?? "";
     return message;
   },
 };

@@ -1,0 +1,115 @@
+import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
+import {
+  byId,
+  firstAckAt,
+  type AckRecord,
+  type ProxyState,
+  type VersionRef,
+} from '../stream/proxy-registry.js';
+
+/**
+ * Acks a shared record carries, newest last. `apply --wait` reads the ack of the version it
+ * waits for, which is among the last few, so the record stays small.
+ */
+export const SHARED_ACKS = 16;
+
+/** Format version of a shared record's JSON. */
+const RECORD_FORMAT = 1;
+
+/** The record one control plane shares of one of its proxies. */
+export interface SharedProxy {
+  /** The control plane the proxy streams from, as host:port. */
+  controlPlane: string;
+  state: ProxyState;
+  acks: AckRecord[];
+}
+
+/** Encodes a proxy's state and recent acks as the JSON value of its shared record. */
+export function encodeSharedProxy(shared: SharedProxy): string {
+  return JSON.stringify({
+    format: RECORD_FORMAT,
+    controlPlane: shared.controlPlane,
+    state: shared.state,
+    acks: shared.acks.slice(-SHARED_ACKS),
+  });
+}
+
+const STRING_FIELDS = ['id', 'address', 'ackedEpoch', 'nackedEpoch', 'nackError', 'fallbackEpoch'];
+const NUMBER_FIELDS = [
+  'ackedVersion',
+  'nackedVersion',
+  'connectedAtMs',
+  'lastSeenMs',
+  'snapshotsSent',
+  'fallbackVersion',
+];
+
+/**
+ * Decodes a shared record. Returns undefined when the value is not a record of this
+ * format, such as one written by a newer control plane or by hand.
+ */
+export function decodeSharedProxy(value: string): SharedProxy | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  if (!isObject(parsed) || parsed.format !== RECORD_FORMAT) return undefined;
+  const { controlPlane, state, acks } = parsed;
+  if (typeof controlPlane !== 'string' || !isObject(state) || !Array.isArray(acks)) {
+    return undefined;
+  }
+  if (typeof state.connected !== 'boolean') return undefined;
+  if (!STRING_FIELDS.every((field) => typeof state[field] === 'string')) return undefined;
+  if (!NUMBER_FIELDS.every((field) => Number.isFinite(state[field]))) return undefined;
+  if (!acks.every(isAck)) return undefined;
+  return { controlPlane, state: state as unknown as ProxyState, acks };
+}
+
+/** Returns the status of a shared proxy, with its first ack of `convergence` when given. */
+export function sharedStatus(shared: SharedProxy, convergence?: VersionRef): ProxyStatus {
+  return {
+    ...shared.state,
+    controlPlane: shared.controlPlane,
+    versionAckedAtMs: convergence ? firstAckAt(shared.acks, convergence) : 0,
+  };
+}
+
+/**
+ * Merges the proxy lists of several control planes into one entry per proxy, sorted by id.
+ * A proxy that moved between control planes is in several lists. The entry of a connected
+ * stream wins over that of a closed one, then the later connection, then the later sign of
+ * life.
+ */
+export function mergeFleet(...lists: ProxyStatus[][]): ProxyStatus[] {
+  const merged = new Map<string, ProxyStatus>();
+  for (const list of lists) {
+    for (const status of list) {
+      const known = merged.get(status.id);
+      if (!known || isNewer(status, known)) merged.set(status.id, status);
+    }
+  }
+  return [...merged.values()].sort(byId);
+}
+
+function isNewer(candidate: ProxyStatus, known: ProxyStatus): boolean {
+  if (candidate.connected !== known.connected) return candidate.connected;
+  if (candidate.connectedAtMs !== known.connectedAtMs) {
+    return candidate.connectedAtMs > known.connectedAtMs;
+  }
+  return candidate.lastSeenMs > known.lastSeenMs;
+}
+
+function isAck(value: unknown): value is AckRecord {
+  return (
+    isObject(value) &&
+    typeof value.epoch === 'string' &&
+    Number.isFinite(value.version) &&
+    Number.isFinite(value.atMs)
+  );
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

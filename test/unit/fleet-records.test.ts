@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import {
+  decodeSharedProxy,
+  encodeSharedProxy,
+  mergeFleet,
+  SHARED_ACKS,
+  sharedStatus,
+  type SharedProxy,
+} from '../../control-plane/fleet/fleet-records.js';
+import { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
+
+function shared(acks: number): SharedProxy {
+  return {
+    controlPlane: 'cp-b:7400',
+    state: {
+      id: 'p1',
+      address: '10.0.0.7:8080',
+      connected: true,
+      ackedEpoch: 'e',
+      ackedVersion: 40 + acks,
+      nackedEpoch: '',
+      nackedVersion: 0,
+      nackError: '',
+      connectedAtMs: 1_000,
+      lastSeenMs: 2_000,
+      snapshotsSent: acks,
+      fallbackVersion: 0,
+      fallbackEpoch: '',
+    },
+    acks: Array.from({ length: acks }, (_, i) => ({ epoch: 'e', version: 41 + i, atMs: 100 + i })),
+  };
+}
+
+function status(fields: Partial<ProxyStatus>): ProxyStatus {
+  return ProxyStatus.fromPartial({ id: 'p1', ...fields });
+}
+
+describe('shared proxy records', () => {
+  test('a record keeps the newest acks', () => {
+    const decoded = decodeSharedProxy(encodeSharedProxy(shared(40)));
+    assert.ok(decoded);
+    assert.equal(decoded.acks.length, SHARED_ACKS);
+    assert.equal(decoded.acks.at(-1)?.version, 80);
+    assert.deepEqual(decoded.state, shared(40).state);
+  });
+
+  test('the status carries the first ack of the awaited version', () => {
+    const decoded = decodeSharedProxy(encodeSharedProxy(shared(3)))!;
+    const result = sharedStatus(decoded, { epoch: 'e', version: 42 });
+    assert.equal(result.versionAckedAtMs, 101);
+    assert.equal(result.controlPlane, 'cp-b:7400');
+    assert.equal(sharedStatus(decoded, { epoch: 'other', version: 42 }).versionAckedAtMs, 0);
+  });
+
+  test('values of another shape are skipped', () => {
+    const valid = JSON.parse(encodeSharedProxy(shared(1))) as Record<string, unknown>;
+    for (const value of [
+      'not json',
+      '[]',
+      JSON.stringify({ ...valid, format: 2 }),
+      JSON.stringify({ ...valid, state: { ...shared(1).state, connected: 'yes' } }),
+      JSON.stringify({ ...valid, state: { ...shared(1).state, ackedVersion: 'x' } }),
+      JSON.stringify({ ...valid, acks: [{ epoch: 'e' }] }),
+    ]) {
+      assert.equal(decodeSharedProxy(value), undefined, value);
+    }
+  });
+});
+
+describe('fleet merge', () => {
+  test('a connected stream wins over a closed one', () => {
+    const closed = status({ connected: false, connectedAtMs: 9, controlPlane: 'a' });
+    const open = status({ connected: true, connectedAtMs: 1, controlPlane: 'b' });
+    assert.equal(mergeFleet([closed], [open])[0].controlPlane, 'b');
+    assert.equal(mergeFleet([open], [closed])[0].controlPlane, 'b');
+  });
+
+  test('the later connection wins, then the later sign of life', () => {
+    const early = status({ connected: true, connectedAtMs: 1, controlPlane: 'a' });
+    const late = status({ connected: true, connectedAtMs: 2, controlPlane: 'b' });
+    assert.equal(mergeFleet([late], [early])[0].controlPlane, 'b');
+
+    const seen = status({ connectedAtMs: 1, lastSeenMs: 5, controlPlane: 'c' });
+    const older = status({ connectedAtMs: 1, lastSeenMs: 4, controlPlane: 'd' });
+    assert.equal(mergeFleet([older, seen])[0].controlPlane, 'c');
+  });
+
+  test('proxies come out sorted by id', () => {
+    const merged = mergeFleet([status({ id: 'p2' })], [status({ id: 'p1' }), status({ id: 'p3' })]);
+    assert.deepEqual(
+      merged.map((proxy) => proxy.id),
+      ['p1', 'p2', 'p3'],
+    );
+  });
+});
