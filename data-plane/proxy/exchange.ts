@@ -5,7 +5,7 @@ import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
-import { markConnectionClosing } from './pipelining.js';
+import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelining.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
@@ -61,7 +61,8 @@ export interface ForwardedRequest {
   readonly startTime: number;
 }
 
-const kExchange = Symbol('loom.proxyExchange');
+/** The pipeline guard finds the exchange of a response through the same property. */
+const kExchange: typeof kForwarder = kForwarder;
 
 interface ExchangeResponse extends ServerResponse {
   [kExchange]?: ProxyExchange;
@@ -69,6 +70,8 @@ interface ExchangeResponse extends ServerResponse {
 
 /** Abort reason given to undici when the client leaves; one shared instance, never logged. */
 const CLIENT_CLOSED = new Error('client closed the connection');
+/** Abort reason when the client's request body failed to parse; one shared instance. */
+const INVALID_CLIENT_BODY = new Error('the client request body failed to parse');
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 
@@ -106,7 +109,10 @@ const RETRYABLE_CODES = new Set([
  */
 // NOTE: undici 7 supports this handler interface next to the controller one; moving to undici 8
 // means porting the callbacks to `onRequestStart` and friends.
-export class ProxyExchange extends ObservedExchange implements Dispatcher.DispatchHandler {
+export class ProxyExchange
+  extends ObservedExchange
+  implements Dispatcher.DispatchHandler, BodyForwarder
+{
   readonly #res: ExchangeResponse;
   readonly #socket: Socket;
   #abort: ((err?: Error) => void) | null = null;
@@ -326,6 +332,30 @@ export class ProxyExchange extends ObservedExchange implements Dispatcher.Dispat
     }
   }
 
+  /**
+   * Aborts the upstream request after the client's request body failed to parse. The pipeline
+   * guard sends `status` in place of the response, or cuts the response when it had started.
+   */
+  abortInvalidBody(status: number): void {
+    this.#res[kExchange] = undefined;
+    // From here on the callbacks of the attempt write nothing to the client response.
+    this.#clientClosed = true;
+    if (!this.#attemptDone) {
+      const logger = this.context.logger;
+      if (logger.isLevelEnabled('debug')) {
+        logger.debug(
+          { route: this.request.route, target: this.target.origin, status },
+          'upstream request aborted: the client request body failed to parse',
+        );
+      }
+      this.#abort?.(INVALID_CLIENT_BODY);
+    }
+    if (!this.#answered) {
+      this.#answered = true;
+      this.reportRequest(this.#responseStarted ? this.#status : status);
+    }
+  }
+
   /** Resumes reading the upstream response once the client socket has drained. */
   handleClientDrain(): void {
     this.#awaitingDrain = false;
@@ -358,7 +388,7 @@ export class ProxyExchange extends ObservedExchange implements Dispatcher.Dispat
   }
 
   #handleUpstreamError(err: Error): void {
-    if (this.#answered && !this.#responseStarted) {
+    if ((this.#answered && !this.#responseStarted) || err === INVALID_CLIENT_BODY) {
       return;
     }
     // An upload cut short by the client also fails the upstream request, sometimes before the

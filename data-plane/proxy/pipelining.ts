@@ -20,6 +20,22 @@ const CLOSE_LINGER_MS = 5_000;
 /** Warn lines allowed per second about connections destroyed by the limit. */
 const LOG_LINES_PER_SECOND = 10;
 
+/**
+ * Key of the exchange that forwards a request, on the request's client response. The guard
+ * stops it when the request body fails to parse.
+ */
+export const kForwarder = Symbol('loom.forwarder');
+
+/** Part of an exchange that the guard calls when the request body fails to parse. */
+export interface BodyForwarder {
+  /**
+   * Aborts the upstream request because the client's request body failed to parse, and stops
+   * writing to the client response. `status` is the status code that the guard sends in place
+   * of the response when none of it was written.
+   */
+  abortInvalidBody(status: number): void;
+}
+
 const kRejected = Symbol('loom.rejected');
 const kLastResponse = Symbol('loom.lastResponse');
 const kBodyIgnored = Symbol('loom.bodyIgnored');
@@ -32,7 +48,10 @@ interface ClientSocket extends Socket {
   [kRejected]?: number;
   /** Response to the latest request that reached the proxy's listeners. */
   [kLastResponse]?: ServerResponse;
-  /** True when the latest request was rejected before its body was read. */
+  /**
+   * True when the body of the latest request is not forwarded, because the request was rejected
+   * before its body was read or because the body failed to parse.
+   */
   [kBodyIgnored]?: boolean;
   /** Response that Node.js is writing to the socket; see `resumeResponse`. */
   _httpMessage?: ServerResponse | null;
@@ -40,6 +59,11 @@ interface ClientSocket extends Socket {
 
 /** Error that Node.js passes to the 'clientError' listener. */
 type ClientError = Error & { code?: string };
+
+/** Client response that may carry the exchange forwarding its request. */
+interface ForwardedResponse extends ServerResponse {
+  [kForwarder]?: BodyForwarder;
+}
 
 /**
  * Keeps the responses on a pipelining client connection in order when a request on it is
@@ -127,8 +151,8 @@ export class PipelineGuard {
    * ERR_HTTP_REQUEST_TIMEOUT, 413 for HPE_CHUNK_EXTENSIONS_OVERFLOW and 431 for
    * HPE_HEADER_OVERFLOW, each without a body and with `Connection: close`), but only after
    * the responses still queued on the connection, and then closes it. On a connection that
-   * already carries a rejection it sends nothing. An error in the body of a request that is
-   * being forwarded destroys the connection, as Node.js does.
+   * already carries a rejection it sends nothing. A parse error or timeout in a request body
+   * that is being read also keeps the responses queued ahead of that request (see `#failBody`).
    */
   readonly clientError = (err: ClientError, socket: Socket): void => {
     const client = socket as ClientSocket;
@@ -136,13 +160,20 @@ export class PipelineGuard {
       socket.destroy();
       return;
     }
-    const response = rawErrorResponse(err.code);
+    const status = errorStatus(err.code);
     const last = client[kLastResponse];
     if (last !== undefined && !last.req.complete && client[kBodyIgnored] !== true) {
-      // Like Node.js, it sends the error only in place of a response that has not started,
-      // and only when no other response is queued ahead of that one.
-      if (last.socket === socket && !last.headersSent) socket.write(response, 'latin1');
-      socket.destroy();
+      if (err.code === 'HPE_INVALID_EOF_STATE') {
+        // The client closed its side of the connection in the middle of the body. Node.js 20
+        // ends the connection when a client does that between requests too, because the
+        // server's `httpAllowHalfOpen` is off.
+        if (last.socket === socket && !last.headersSent) {
+          socket.write(rawErrorResponse(status), 'latin1');
+        }
+        socket.destroy();
+        return;
+      }
+      this.#failBody(client, last, status);
       return;
     }
     socket.pause();
@@ -151,6 +182,7 @@ export class PipelineGuard {
     }
     client[kRejected] = 0;
 
+    const response = rawErrorResponse(status);
     if (last === undefined || last.writableFinished) {
       endWith(socket, response);
       return;
@@ -160,6 +192,56 @@ export class PipelineGuard {
       if (!last.writableFinished) socket.destroy();
     });
   };
+
+  /**
+   * Handles a parse error or timeout in the body of the latest request, `last`, whose body was
+   * being read. The upstream request is aborted, and the responses queued ahead of `last` are
+   * still sent. In place of `last` the client gets `status` when nothing of it was written, the
+   * rest of it when it was complete, and a cut connection otherwise. Then the connection closes.
+   */
+  #failBody(socket: ClientSocket, last: ServerResponse, status: number): void {
+    socket[kBodyIgnored] = true;
+    socket[kRejected] ??= 0;
+    socket.pause();
+    if (last.writableFinished) {
+      socket.destroy();
+      return;
+    }
+
+    const forwarder = (last as ForwardedResponse)[kForwarder];
+    forwarder?.abortInvalidBody(status);
+    if (last.writableEnded) {
+      // The response is complete but still queued or being written.
+      last.once('finish', () => endWith(socket));
+      last.once('close', () => {
+        if (!last.writableFinished) socket.destroy();
+      });
+      return;
+    }
+    if (last.headersSent) {
+      // Node.js destroys the socket once the response's turn comes, so earlier ones are sent.
+      last.destroy();
+      return;
+    }
+    if (forwarder === undefined) {
+      // NOTE: a response without a BodyForwarder, such as that of a request with
+      // `Expect: 100-continue`, may still be written to, so the connection is destroyed as
+      // Node.js does, with the responses queued ahead of it.
+      if (last.socket === socket) socket.write(rawErrorResponse(status), 'latin1');
+      socket.destroy();
+      return;
+    }
+
+    const response = rawErrorResponse(status);
+    if (last.socket === socket) {
+      endWith(socket, response);
+      return;
+    }
+    // Node.js assigns the socket to a queued response when the response before it finishes.
+    // NOTE: 'socket' is not a documented event of ServerResponse. Node.js 20 emits it in
+    // `ServerResponse.assignSocket`, before it writes what the response buffered.
+    last.once('socket', () => endWith(socket, response));
+  }
 
   #holdAfterRejection(socket: ClientSocket): void {
     const count = (socket[kRejected] ?? 0) + 1;
@@ -207,15 +289,15 @@ function resumeResponse(socket: ClientSocket): void {
   if (res?.writableNeedDrain === true) res.emit('drain');
 }
 
-function rawErrorResponse(code: string | undefined): string {
-  let status = 400;
-  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-    status = 408;
-  } else if (code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') {
-    status = 413;
-  } else if (code === 'HPE_HEADER_OVERFLOW') {
-    status = 431;
-  }
+/** Returns the status that Node.js 20 sends by default for a 'clientError' with `code`. */
+function errorStatus(code: string | undefined): number {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  if (code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return 413;
+  if (code === 'HPE_HEADER_OVERFLOW') return 431;
+  return 400;
+}
+
+function rawErrorResponse(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`;
 }
 
@@ -223,7 +305,7 @@ function rawErrorResponse(code: string | undefined): string {
  * Writes `response` and closes the connection once it is sent, or after CLOSE_LINGER_MS. A
  * connection that is already ending, after a response with `Connection: close`, only closes.
  */
-function endWith(socket: Socket, response: string): void {
+function endWith(socket: Socket, response = ''): void {
   if (socket.writable) socket.end(response, 'latin1');
   socket.destroySoon();
   const timer = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS);
