@@ -4,6 +4,9 @@ import type { PublishedSnapshot } from '../snapshot/build-snapshot.js';
 import type { CommitTimes } from '../snapshot/commit-times.js';
 import type { ProxyRegistry } from '../stream/proxy-registry.js';
 
+/** Interval of the event-loop delay samples behind `nodejs_eventloop_lag_*`, in ms. */
+const EVENT_LOOP_SAMPLE_MS = 100;
+
 /** Versions that keep their own ack and nack series; older versions' series are removed. */
 export const VERSION_SERIES_LIMIT = 10;
 
@@ -51,7 +54,12 @@ export class ControlPlaneMetrics {
   constructor(sources: ControlPlaneMetricsSources) {
     this.#sources = sources;
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    // prom-client samples event-loop delay every 10 ms by default. That cost an idle control
+    // plane about 4 ms of CPU per second here, and every 100 ms under 1 ms.
+    collectDefaultMetrics({
+      register: this.registry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+    });
 
     new Gauge({
       name: 'loom_control_plane_connected_proxies',
