@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { parseDialAddress, parseHostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../common/logger.js';
+import { proxyIdProblem } from '../common/proxy-id.js';
 import { ControlPlane } from '../control-plane/control-plane.js';
 import { DataPlane } from '../data-plane/data-plane.js';
 import { startClusterProcess } from '../data-plane/workers/cluster.js';
@@ -164,6 +165,20 @@ function isEtcdEndpoint(endpoint: string): boolean {
 }
 
 /** Splits and checks `--control-plane`; a URL is rejected because the stream dials HOST:PORT. */
+/** Returns `--id`, or the host name and pid when it is not given. */
+function proxyId(value: string | undefined): string {
+  if (value === undefined) return `${hostname()}-${process.pid}`;
+  const problem = proxyIdProblem(value);
+  if (problem !== undefined) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --id ${JSON.stringify(value.slice(0, 80))}: it ${problem}; use a name such as ` +
+        'the pod name',
+    );
+  }
+  return value;
+}
+
 function controlPlaneAddresses(value: string): string[] {
   const addresses = splitList(value);
   if (addresses.length === 0) {
@@ -341,7 +356,7 @@ export function createProgram(): Command {
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
       ];
-      const { controlPlanes, logger, lifecycle, proxy, workers } = checkFlags({
+      const { controlPlanes, logger, lifecycle, proxy, workers, id } = checkFlags({
         controlPlanes: () => controlPlaneAddresses(options.controlPlane),
         ...listenerChecks(listeners),
         logger: () =>
@@ -349,12 +364,13 @@ export function createProgram(): Command {
         lifecycle: () => dataPlaneLifecycle(options),
         proxy: () => proxyOptions(options),
         workers: () => workerCount(options.workers),
+        id: () => proxyId(options.id),
       });
       const dataPlaneOptions = {
         controlPlanes,
         listen: options.listen,
         adminListen: options.adminListen,
-        id: options.id ?? `${hostname()}-${process.pid}`,
+        id,
         logger,
         accessLog: options.accessLog,
         ...lifecycle.options,

@@ -15,7 +15,12 @@ import type {
   StatusRequest,
   StatusResponse,
 } from '../../proto/gen/loom/v1/admin.js';
-import { decodeSharedProxy, mergeFleet, sharedStatus } from '../fleet/fleet-records.js';
+import {
+  decodeSharedProxy,
+  mergeFleet,
+  sharedStatus,
+  type SharedProxy,
+} from '../fleet/fleet-records.js';
 import type { CommitTimes } from '../snapshot/commit-times.js';
 import { ConfigState } from '../snapshot/config-state.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
@@ -23,6 +28,21 @@ import type { ProxyRegistry, VersionRef } from '../stream/proxy-registry.js';
 import type { FleetStore, Store } from '../store/store.js';
 import { planApply, planDelete, type Plan, type StoredConfig, type UnreadableKey } from './plan.js';
 import { findUnreadableKeys, unreadableFields } from './unreadable-keys.js';
+
+/**
+ * How long one read of the other replicas' proxy records serves status calls, in milliseconds.
+ * `apply --wait` reads the status every 50 ms, so several waits at once share reads.
+ */
+const FLEET_READ_MAX_AGE_MS = 100;
+
+/** Unreadable records remembered as logged; past this many, each is logged once more. */
+const LOGGED_UNREADABLE_LIMIT = 1_000;
+
+/** The decoded records of the other replicas, and how many could not be decoded. */
+interface SharedRead {
+  proxies: SharedProxy[];
+  unreadable: number;
+}
 
 /** How often an apply without `if_version` re-plans after a concurrent write. */
 const MAX_PLAN_ATTEMPTS = 3;
@@ -49,6 +69,9 @@ interface AdminDependencies {
 export class AdminApi {
   readonly #deps: AdminDependencies;
   readonly #logger: Logger;
+  #fleetRead: { startedAtMs: number; shared: Promise<SharedRead> } | undefined;
+  /** Unreadable records already logged, as replica/proxy, so a poll logs each once. */
+  readonly #loggedUnreadable = new Set<string>();
 
   constructor(deps: AdminDependencies) {
     this.#deps = deps;
@@ -148,17 +171,56 @@ export class AdminApi {
     const fleet = this.#deps.fleet;
     if (!fleet) return { proxies: [], fleetError: '' };
     try {
-      const records = await fleet.store.read();
-      const proxies = records.flatMap((record) => {
-        if (record.replica === fleet.replica) return [];
-        const shared = decodeSharedProxy(record.value);
-        if (!shared || shared.state.id !== record.proxy) return [];
-        return [sharedStatus(shared, target)];
-      });
-      return { proxies, fleetError: '' };
+      const { proxies, unreadable } = await this.#readShared(fleet);
+      // A record this replica cannot decode hides a proxy, so the list is incomplete.
+      const fleetError =
+        unreadable === 0
+          ? ''
+          : `${unreadable} proxy record(s) of other control planes could not be decoded; ` +
+            'they may come from a newer Loom version, see the control plane log';
+      return { proxies: proxies.map((proxy) => sharedStatus(proxy, target)), fleetError };
     } catch (error) {
       return { proxies: [], fleetError: error instanceof Error ? error.message : String(error) };
     }
+  }
+
+  /** Reads and decodes the other replicas' records, or returns a read younger than the limit. */
+  #readShared(fleet: { store: FleetStore; replica: string }): Promise<SharedRead> {
+    const now = Date.now();
+    const previous = this.#fleetRead;
+    if (previous && now - previous.startedAtMs < FLEET_READ_MAX_AGE_MS) return previous.shared;
+
+    const shared = fleet.store.read().then((records) => {
+      const read: SharedRead = { proxies: [], unreadable: 0 };
+      for (const record of records) {
+        if (record.replica === fleet.replica) continue;
+        const decoded = decodeSharedProxy(record.value);
+        if (decoded && decoded.state.id === record.proxy) {
+          read.proxies.push(decoded);
+        } else {
+          read.unreadable += 1;
+          this.#logUnreadable(record.replica, record.proxy, record.value);
+        }
+      }
+      return read;
+    });
+    this.#fleetRead = { startedAtMs: now, shared };
+    // A failed read is not reused: the next call reads again.
+    shared.catch(() => {
+      if (this.#fleetRead?.shared === shared) this.#fleetRead = undefined;
+    });
+    return shared;
+  }
+
+  #logUnreadable(replica: string, proxy: string, value: string): void {
+    const key = `${replica}/${proxy}`;
+    if (this.#loggedUnreadable.has(key)) return;
+    if (this.#loggedUnreadable.size >= LOGGED_UNREADABLE_LIMIT) this.#loggedUnreadable.clear();
+    this.#loggedUnreadable.add(key);
+    this.#logger.warn(
+      { replica, proxyId: proxy, value: value.slice(0, 200) },
+      'shared proxy record not decoded',
+    );
   }
 
   /**

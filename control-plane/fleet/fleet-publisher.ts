@@ -47,7 +47,7 @@ export class FleetPublisher {
   /** Writes every known proxy, then each change. */
   start(): void {
     this.#unsubscribe = this.#options.registry.onChange((id) => this.#mark([id]));
-    this.#options.fleet.onLost(() => this.#mark(this.#options.registry.ids()));
+    this.#options.fleet.onLost((proxies) => this.#mark(proxies ?? this.#options.registry.ids()));
     this.#mark(this.#options.registry.ids());
   }
 

@@ -24,14 +24,25 @@ export interface SharedProxy {
   acks: AckRecord[];
 }
 
+/**
+ * Longest address and nack error a shared record carries, in characters; longer ones end in
+ * "...". The proxy id is at most 253 characters, so a record stays a few KiB.
+ */
+export const MAX_SHARED_TEXT = 1_024;
+
 /** Encodes a proxy's state and recent acks as the JSON value of its shared record. */
 export function encodeSharedProxy(shared: SharedProxy): string {
+  const { address, nackError } = shared.state;
   return JSON.stringify({
     format: RECORD_FORMAT,
     controlPlane: shared.controlPlane,
-    state: shared.state,
+    state: { ...shared.state, address: clip(address), nackError: clip(nackError) },
     acks: shared.acks.slice(-SHARED_ACKS),
   });
+}
+
+function clip(text: string): string {
+  return text.length <= MAX_SHARED_TEXT ? text : `${text.slice(0, MAX_SHARED_TEXT - 3)}...`;
 }
 
 const STRING_FIELDS = ['id', 'address', 'ackedEpoch', 'nackedEpoch', 'nackError', 'fallbackEpoch'];

@@ -27,7 +27,8 @@ export function toStoreError(error: unknown, endpoints: string[], operation: str
       retryable: true,
     });
   }
-  const limitHint = describeLimitHint(detail);
+  // The hints name the apply, the one request whose size the operator controls.
+  const limitHint = operation === 'commit' ? describeLimitHint(detail) : undefined;
   if (limitHint) {
     return new LoomError(
       'LOOM_INVALID_ARGUMENT',
@@ -69,4 +70,13 @@ function describeLimitHint(detail: string): string | undefined {
  */
 export function isRevisionOutOfRange(error: unknown): boolean {
   return error instanceof GRPCOutOfRangeError;
+}
+
+/** True for etcd's rejection of a transaction with too many operations or bytes. */
+export function isTransactionTooLarge(error: unknown): boolean {
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    if (describeLimitHint(cause.message) !== undefined) return true;
+    if (cause.message.includes('received message larger than max')) return true;
+  }
+  return false;
 }

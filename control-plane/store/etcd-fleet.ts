@@ -7,8 +7,11 @@ import {
   type Lease,
 } from 'etcd3';
 
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { isTransactionTooLarge } from './etcd-errors.js';
 import type { FleetRecord, FleetStore } from './store.js';
 
 /**
@@ -20,12 +23,15 @@ export const FLEET_LEASE_SECONDS = 10;
 /** Default interval of the check that the lease still exists, in milliseconds. */
 const DEFAULT_LEASE_CHECK_MS = 5_000;
 /**
- * Records per transaction. etcd rejects a transaction of more than 128 operations by
- * default (`--max-txn-ops`), and each transaction also puts the write marker.
+ * Records per transaction at first. etcd rejects a transaction of more than 128 operations
+ * by default (`--max-txn-ops`), and each transaction also puts the write marker. When etcd
+ * rejects a transaction for its size, later ones carry half as many records.
  */
 const RECORDS_PER_TXN = 100;
 /** Keys per range request when reading the records. */
 const READ_PAGE_SIZE = 1_000;
+/** Maximum wait of `close` for etcd, in milliseconds, so that a shutdown without etcd is quick. */
+const CLOSE_WAIT_MS = 2_000;
 
 /** Dependencies of `EtcdFleet` on its store. */
 export interface EtcdFleetContext {
@@ -59,17 +65,21 @@ interface FleetLease {
  */
 export class EtcdFleet implements FleetStore {
   readonly #context: EtcdFleetContext;
-  readonly #listeners = new Set<() => void>();
-  readonly #written = new Map<string, Set<string>>();
+  readonly #listeners = new Set<(proxies: string[] | undefined) => void>();
+  /** Revision of the last write of each record, by replica and proxy. */
+  readonly #written = new Map<string, Map<string, number>>();
+  /** Writes in progress; the record check waits for a moment without any. */
+  #publishing = 0;
   readonly #checkTimer: NodeJS.Timeout;
   #current: FleetLease | undefined;
+  #recordsPerTxn = RECORDS_PER_TXN;
   #granting: Promise<FleetLease> | undefined;
   #closed = false;
 
   constructor(context: EtcdFleetContext) {
     this.#context = context;
     this.#checkTimer = setInterval(
-      () => void this.#checkLease(),
+      () => void this.#check(),
       context.leaseCheckMs ?? DEFAULT_LEASE_CHECK_MS,
     );
     this.#checkTimer.unref();
@@ -89,9 +99,9 @@ export class EtcdFleet implements FleetStore {
     if (this.#closed) {
       throw new LoomError('LOOM_STORE_UNAVAILABLE', 'cannot write fleet records after close');
     }
-    for (let start = 0; start < records.length; start += RECORDS_PER_TXN) {
+    for (let start = 0; start < records.length;) {
       const granted = await this.#lease();
-      const chunk = records.slice(start, start + RECORDS_PER_TXN);
+      const chunk = records.slice(start, start + this.#recordsPerTxn);
       const operations: IRequestOp[] = chunk.map((record) => ({
         request_put: {
           key: Buffer.from(this.#key(replica, record.proxy)),
@@ -102,24 +112,47 @@ export class EtcdFleet implements FleetStore {
       operations.push({
         request_put: { key: Buffer.from(this.markerKey), value: Buffer.alloc(0) },
       });
+      let revision: number;
+      this.#publishing += 1;
       try {
-        await this.#context.request('fleet record write', () =>
+        const response = await this.#context.request('fleet record write', () =>
           this.#context.client.kv.txn({ compare: [], success: operations, failure: [] }),
         );
+        revision = Number(response.header.revision);
       } catch (error) {
         if (isLeaseInvalid(error)) this.#lost(granted, error);
+        if (isTransactionTooLarge(error) && this.#recordsPerTxn > 1) {
+          this.#recordsPerTxn = Math.ceil(this.#recordsPerTxn / 2);
+          this.#context.logger.warn(
+            { recordsPerTxn: this.#recordsPerTxn, err: error },
+            'fleet record transaction too large, splitting',
+          );
+          continue;
+        }
         throw error;
+      } finally {
+        this.#publishing -= 1;
       }
-      const proxies = this.#written.get(replica) ?? new Set<string>();
-      for (const record of chunk) proxies.add(record.proxy);
+      start += chunk.length;
+      const proxies = this.#written.get(replica) ?? new Map<string, number>();
+      for (const record of chunk) proxies.set(record.proxy, revision);
       this.#written.set(replica, proxies);
     }
   }
 
   async read(): Promise<FleetRecord[]> {
-    const directory = this.recordsDirectory;
-    const range = Range.prefix(directory);
     const records: FleetRecord[] = [];
+    for (const kv of await this.#readKeys(this.recordsDirectory, false)) {
+      const record = parseKey(kv, this.recordsDirectory);
+      if (record) records.push(record);
+    }
+    return records;
+  }
+
+  /** Reads the keys under `directory` in pages, with their values unless `keysOnly`. */
+  async #readKeys(directory: string, keysOnly = true): Promise<IKeyValue[]> {
+    const range = Range.prefix(directory);
+    const kvs: IKeyValue[] = [];
     let start = range.start;
     for (;;) {
       const page = await this.#context.request('fleet record read', () =>
@@ -127,53 +160,69 @@ export class EtcdFleet implements FleetStore {
           key: start,
           range_end: range.end,
           limit: READ_PAGE_SIZE,
+          keys_only: keysOnly,
         }),
       );
-      for (const kv of page.kvs) {
-        const record = parseKey(kv, directory);
-        if (record) records.push(record);
-      }
-      if (!page.more || page.kvs.length === 0) return records;
+      kvs.push(...page.kvs);
+      if (!page.more || page.kvs.length === 0) return kvs;
       start = Buffer.concat([page.kvs[page.kvs.length - 1].key, Buffer.from([0])]);
     }
   }
 
-  onLost(listener: () => void): void {
+  onLost(listener: (proxies: string[] | undefined) => void): void {
     this.#listeners.add(listener);
   }
 
   /**
    * Deletes the records this process wrote, then revokes the lease. Deleting first, with the
-   * write marker, keeps the revoke from taking a revision of its own. Gives up quietly when
-   * etcd cannot be reached: the lease then expires on its own.
+   * write marker, keeps the revoke from taking a revision of its own. Gives up after
+   * `CLOSE_WAIT_MS` when etcd does not respond: the lease then expires on its own.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#checkTimer);
-    const granted = this.#current ?? (await this.#granting?.catch(() => undefined));
+    const timeout = new AbortController();
+    const expired = sleep(CLOSE_WAIT_MS, undefined, { signal: timeout.signal }).then(
+      () => new Error(`etcd did not respond within ${CLOSE_WAIT_MS} ms`),
+      () => undefined,
+    );
+    const granted = await Promise.race([
+      this.#current ?? this.#granting?.catch(() => undefined),
+      expired.then(() => undefined),
+    ]);
     this.#current = undefined;
-    try {
-      const deletes: IRequestOp[] = [];
-      for (const [replica, proxies] of this.#written) {
-        for (const proxy of proxies) {
-          deletes.push({ request_delete_range: { key: Buffer.from(this.#key(replica, proxy)) } });
-        }
-      }
-      for (let start = 0; start < deletes.length; start += RECORDS_PER_TXN) {
-        const operations = deletes.slice(start, start + RECORDS_PER_TXN);
-        operations.push({
-          request_put: { key: Buffer.from(this.markerKey), value: Buffer.alloc(0) },
-        });
-        await this.#context.request('fleet record delete', () =>
-          this.#context.client.kv.txn({ compare: [], success: operations, failure: [] }),
-        );
-      }
-      if (granted) await this.#context.request('fleet lease revoke', () => granted.lease.revoke());
-    } catch (error) {
-      this.#context.logger.warn({ err: error }, 'fleet records left to expire');
+    const failure = await Promise.race([
+      this.#deleteAndRevoke(granted).then(
+        () => undefined,
+        (error: unknown) => error,
+      ),
+      expired,
+    ]);
+    timeout.abort();
+    if (failure !== undefined) {
+      this.#context.logger.warn({ err: failure }, 'fleet records left to expire');
       granted?.lease.release();
     }
+  }
+
+  async #deleteAndRevoke(granted: FleetLease | undefined): Promise<void> {
+    const deletes: IRequestOp[] = [];
+    for (const [replica, proxies] of this.#written) {
+      for (const proxy of proxies.keys()) {
+        deletes.push({ request_delete_range: { key: Buffer.from(this.#key(replica, proxy)) } });
+      }
+    }
+    for (let start = 0; start < deletes.length; start += this.#recordsPerTxn) {
+      const operations = deletes.slice(start, start + this.#recordsPerTxn);
+      operations.push({
+        request_put: { key: Buffer.from(this.markerKey), value: Buffer.alloc(0) },
+      });
+      await this.#context.request('fleet record delete', () =>
+        this.#context.client.kv.txn({ compare: [], success: operations, failure: [] }),
+      );
+    }
+    if (granted) await this.#context.request('fleet lease revoke', () => granted.lease.revoke());
   }
 
   #key(replica: string, proxy: string): string {
@@ -214,6 +263,38 @@ export class EtcdFleet implements FleetStore {
     return this.#granting;
   }
 
+  async #check(): Promise<void> {
+    await this.#checkLease();
+    if (this.#publishing === 0) await this.#checkRecords().catch(() => undefined);
+  }
+
+  /**
+   * Finds records that changed since this process wrote them: deleted by hand, or older ones
+   * back after a restore of etcd from a backup, which also restores the lease. Each differs in
+   * its mod revision from this process's last write, and `onLost` listeners write them again.
+   */
+  async #checkRecords(): Promise<void> {
+    for (const [replica, proxies] of this.#written) {
+      const stored = new Map<string, number>();
+      for (const kv of await this.#readKeys(`${this.recordsDirectory}${replica}/`)) {
+        const record = parseKey(kv, this.recordsDirectory);
+        if (record) stored.set(record.proxy, Number(kv.mod_revision));
+      }
+      // A write that started during the read may have changed a record this read missed.
+      if (this.#publishing > 0 || this.#written.get(replica) !== proxies) return;
+      const stale = [...proxies].flatMap(([proxy, revision]) =>
+        stored.get(proxy) === revision ? [] : [proxy],
+      );
+      if (stale.length === 0) continue;
+      for (const proxy of stale) proxies.delete(proxy);
+      this.#context.logger.warn(
+        { replica, records: stale.length },
+        'fleet records changed outside this control plane, writing them again',
+      );
+      for (const listener of this.#listeners) listener(stale);
+    }
+  }
+
   async #checkLease(): Promise<void> {
     const granted = this.#current;
     if (!granted) return;
@@ -235,7 +316,7 @@ export class EtcdFleet implements FleetStore {
     granted.lease.release();
     this.#written.clear();
     this.#context.logger.warn({ lease: granted.id, err: error }, 'fleet lease lost');
-    for (const listener of this.#listeners) listener();
+    for (const listener of this.#listeners) listener(undefined);
   }
 }
 

@@ -23,7 +23,7 @@ import {
   parseAcceptedVersion,
 } from './accepted-record.js';
 import { etcdClientOptions, type EtcdTlsFiles } from './etcd-client.js';
-import { isRevisionOutOfRange, toStoreError } from './etcd-errors.js';
+import { isRevisionOutOfRange, isTransactionTooLarge, toStoreError } from './etcd-errors.js';
 import { EtcdFleet } from './etcd-fleet.js';
 import { EtcdWatch, type EtcdWatchContext } from './etcd-watch.js';
 import {
@@ -107,10 +107,16 @@ const RECORD_ACCEPTED_ATTEMPTS = 16;
 /**
  * Maximum bookkeeping writes (accepted versions and fleet records) that `range` looks back
  * over at the end of etcd's history. Each replica writes the accepted record once per
- * version and its fleet records about once per version and per proxy connect, so a longer
- * run takes many proxies reconnecting with no configuration change.
+ * version and its fleet records about once per version and per proxy connect or disconnect,
+ * so a longer run takes thousands of proxy reconnects with no configuration change.
  */
-const RECORD_WALK_LIMIT = 64;
+const RECORD_WALK_LIMIT = 4_096;
+/**
+ * Revisions the walk checks per transaction at first, two reads each. etcd allows 128
+ * operations per transaction by default (`--max-txn-ops`); when it rejects a batch, later
+ * ones are half as large.
+ */
+const WALK_BATCH = 32;
 
 type Reachability = 'unknown' | 'reachable' | 'unreachable';
 
@@ -165,6 +171,7 @@ export class EtcdStore implements Store {
   readonly #requestTimeoutMs: number;
   readonly #rangePageSize: number;
   readonly fleet: EtcdFleet;
+  #walkBatch = WALK_BATCH;
   #reachability: Reachability = 'unknown';
 
   /**
@@ -328,45 +335,67 @@ export class EtcdStore implements Store {
    * those writes is a transaction of the accepted key alone, or of fleet records and the
    * fleet write marker, so every configuration key is the same at the returned revision as
    * at `head`. A revision at which the accepted key or the marker has that revision as its
-   * mod revision is such a write. The walk stops after `RECORD_WALK_LIMIT` steps, or before
-   * a compacted revision, and returns the revision it reached, which is still correct but
-   * later than needed. The returned revision is never compacted, so a watch can start
-   * after it.
+   * mod revision is such a write. Revisions are checked in batches of one transaction each.
+   * The walk stops after `RECORD_WALK_LIMIT` revisions, or before a compacted revision, and
+   * returns the revision it reached, which is still correct but later than needed. The
+   * returned revision is never compacted, so a watch can start after it.
    *
    * NOTE: fleet records that etcd deletes when a replica's lease expires take a revision
    * without the marker, so the walk stops there and a replica that reads afterwards
    * numbers the same configuration with a later version. Proxies then apply it once more.
    */
   async #revisionBeforeRecords(head: number): Promise<number> {
-    const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
-    const marker = Buffer.from(this.fleet.markerKey);
     let revision = head - 1;
-    for (let step = 1; step < RECORD_WALK_LIMIT && revision > 0; step++) {
-      const at = String(revision);
-      let response: ITxnResponse;
+    let checked = 1;
+    let batch = this.#walkBatch;
+    while (checked < RECORD_WALK_LIMIT && revision > 0) {
+      const revisions = Array.from(
+        { length: Math.min(batch, revision, RECORD_WALK_LIMIT - checked) },
+        (_, index) => revision - index,
+      );
+      let bookkeeping: boolean[];
       try {
-        response = await this.#request('range', () =>
-          this.#client.kv.txn({
-            compare: [],
-            success: [
-              { request_range: { key: accepted, keys_only: true, revision: at } },
-              { request_range: { key: marker, keys_only: true, revision: at } },
-            ],
-            failure: [],
-          }),
-        );
+        bookkeeping = await this.#bookkeepingAt(revisions);
       } catch (error) {
+        if (isTransactionTooLarge(error) && batch > 1) {
+          batch = Math.ceil(batch / 2);
+          this.#walkBatch = batch;
+          continue;
+        }
         if (!isRevisionOutOfRange(error instanceof LoomError ? error.cause : error)) throw error;
         // The revision after it was read, or is `head`, and it is a record write too.
-        return revision + 1;
+        if (revisions.length === 1) return revision + 1;
+        // Some revision of the batch is compacted: the rest of the walk goes one at a time.
+        batch = 1;
+        continue;
       }
-      const bookkeeping =
-        lastModRevision(response.responses[0]) === revision ||
-        lastModRevision(response.responses[1]) === revision;
-      if (!bookkeeping) return revision;
-      revision -= 1;
+      const other = bookkeeping.indexOf(false);
+      if (other !== -1) return revisions[other];
+      revision -= revisions.length;
+      checked += revisions.length;
     }
     return revision;
+  }
+
+  /** Tells for each of `revisions` whether it was a bookkeeping write, in one transaction. */
+  async #bookkeepingAt(revisions: number[]): Promise<boolean[]> {
+    const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
+    const marker = Buffer.from(this.fleet.markerKey);
+    const response = await this.#request('range', () =>
+      this.#client.kv.txn({
+        compare: [],
+        success: revisions.flatMap((revision): IRequestOp[] => [
+          { request_range: { key: accepted, keys_only: true, revision: String(revision) } },
+          { request_range: { key: marker, keys_only: true, revision: String(revision) } },
+        ]),
+        failure: [],
+      }),
+    );
+    return revisions.map(
+      (revision, index) =>
+        lastModRevision(response.responses[2 * index]) === revision ||
+        lastModRevision(response.responses[2 * index + 1]) === revision,
+    );
   }
 
   /**
@@ -764,7 +793,7 @@ function toKeyValue(kv: IKeyValue): KeyValue {
   };
 }
 
-/** The smallest key after `key`. */
+/** Returns the smallest key after `key`. */
 function afterKey(key: Buffer): Buffer {
   return Buffer.concat([key, Buffer.from([0])]);
 }

@@ -118,10 +118,12 @@ export interface FleetStore {
   /** Reads every replica's records. */
   read(): Promise<FleetRecord[]>;
   /**
-   * Calls `listener` when records written before were lost without `close`, such as after the
-   * store expired them while it was unreachable; everything must be written again.
+   * Calls `listener` when records written before were lost or changed without `close`: all of
+   * them (`proxies` undefined) after the store expired them while it was unreachable, or the
+   * listed ones after someone deleted them or etcd was restored from a backup. Those must be
+   * written again.
    */
-  onLost(listener: () => void): void;
+  onLost(listener: (proxies: string[] | undefined) => void): void;
   /** Deletes the records this process wrote. */
   close(): Promise<void>;
 }

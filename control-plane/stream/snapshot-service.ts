@@ -5,7 +5,10 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 
+import { LoomError } from '../../common/errors.js';
+import { toServiceError } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
+import { proxyIdProblem } from '../../common/proxy-id.js';
 import { summarizeCertificate } from '../../common/tls.js';
 import {
   SnapshotServiceService,
@@ -107,7 +110,21 @@ class ProxySession {
   }
 
   #onHello(hello: Hello): void {
-    if (this.#proxyId || !hello.proxyId) return;
+    if (this.#proxyId) return;
+    const problem = proxyIdProblem(hello.proxyId);
+    if (problem !== undefined) {
+      this.#logger.warn(
+        { proxyId: hello.proxyId.slice(0, 80), address: hello.address.slice(0, 80), problem },
+        'stream rejected: invalid proxy id',
+      );
+      const error = new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `invalid proxy id ${JSON.stringify(hello.proxyId.slice(0, 80))}: it ${problem}; ` +
+          'start the proxy with a shorter --id',
+      );
+      this.#call.emit('error', toServiceError(error));
+      return;
+    }
 
     this.#proxyId = hello.proxyId;
     this.#held = { epoch: hello.epoch, version: hello.version };

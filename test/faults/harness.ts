@@ -165,6 +165,17 @@ export function fixtureConfig(upstreamPort: number, routeCount: number, tag = ''
   return parseConfigTexts([{ file: 'fixture.yaml', text }]);
 }
 
+/** Returns a config file's text: upstream `echo` on `upstreamPort` and one route per name. */
+export function fixtureText(upstreamPort: number, routes: string[]): string {
+  return [
+    'apiVersion: loom/v1',
+    'upstreams:',
+    `  - {name: echo, targets: [{url: 'http://127.0.0.1:${upstreamPort}'}]}`,
+    'routes:',
+    ...routes.map((name) => `  - {name: ${name}, paths: ['/${name}/*rest'], upstream: echo}`),
+  ].join('\n');
+}
+
 /** Applies a config through the admin API, pruning the rest; returns the new version. */
 export async function applyConfig(
   controlPlane: string,

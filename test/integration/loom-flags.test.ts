@@ -99,6 +99,21 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     }
   });
 
+  test('invalid proxy ids rejected', async () => {
+    for (const [id, problem] of [
+      ['', 'is empty'],
+      ['p'.repeat(254), 'has 254 characters; at most 253 are allowed'],
+      ['proxy\n1', 'contains a control character'],
+    ]) {
+      const result = await loom([...proxyArgs, '--id', id]);
+      assertUsageError(result, '--id');
+      assert.deepEqual(errorLines(result), [
+        `error: invalid --id ${JSON.stringify(id.slice(0, 80))}: it ${problem}; use a name ` +
+          'such as the pod name',
+      ]);
+    }
+  });
+
   test('every invalid limit reported', async () => {
     const result = await loom([
       ...proxyArgs,

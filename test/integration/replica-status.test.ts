@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { AdminClient } from '../../cli/admin-client.js';
 import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
-import { startUpstream, Workspace, type Member } from '../faults/harness.js';
+import { fixtureText, startUpstream, Workspace, type Member } from '../faults/harness.js';
 import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 
@@ -25,16 +25,6 @@ async function connected(controlPlane: Member): Promise<string[]> {
   return status.proxies
     .filter((proxy) => proxy.connected)
     .map((proxy) => `${proxy.id}@${proxy.controlPlane.split(':').at(-1)}`);
-}
-
-function configText(upstreamPort: number, routes: string[]): string {
-  return [
-    'apiVersion: loom/v1',
-    'upstreams:',
-    `  - {name: echo, targets: [{url: 'http://127.0.0.1:${upstreamPort}'}]}`,
-    'routes:',
-    ...routes.map((name) => `  - {name: ${name}, paths: ['/${name}/*rest'], upstream: echo}`),
-  ].join('\n');
 }
 
 describe('status across control-plane replicas', { timeout: 120_000 }, () => {
@@ -76,7 +66,7 @@ describe('status across control-plane replicas', { timeout: 120_000 }, () => {
 
   test('apply --wait through one replica waits for the proxies of both', async () => {
     const file = join(ws.dir, 'loom.yaml');
-    writeFileSync(file, configText(upstream.port, ['a', 'b']));
+    writeFileSync(file, fixtureText(upstream.port, ['a', 'b']));
     const result = await loomctl(first.address, ['apply', '-f', file, '--prune', '--wait']);
     assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}\n${ws.logs()}`);
     assert.match(result.stdout, /applied by 2 of 2 proxies/);
@@ -92,7 +82,7 @@ describe('status across control-plane replicas', { timeout: 120_000 }, () => {
     assert.equal((await statusOf(third)).version, before.version);
 
     const file = join(ws.dir, 'loom.yaml');
-    writeFileSync(file, configText(upstream.port, ['a', 'b', 'c']));
+    writeFileSync(file, fixtureText(upstream.port, ['a', 'b', 'c']));
     const result = await loomctl(second.address, [
       'apply',
       '-f',
