@@ -424,37 +424,13 @@ function collectNode<T>(node: PathNode<T>, path: string, start: number, allow: S
 /** Returns the index of the edge that matches the path at `start`, or -1. At most one can match. */
 function findEdge<T>(node: PathNode<T>, path: string, start: number): number {
   const texts = node.edgeTexts;
-  const first = path.charCodeAt(start);
-  const buckets = node.edgeBuckets;
-  if (buckets !== null) {
-    // An empty edge matches an empty segment, which starts with "/" or ends the path.
-    const code = first === SLASH || first !== first ? 0 : first;
-    if (code >= ASCII_LIMIT) return -1;
-    for (let i = buckets[code]; i < buckets[code + 1]; i++) {
-      if (edgeMatches(texts[i], path, start)) return i;
-    }
-    return -1;
-  }
-  const table = node.edgeTable;
-  if (table !== null) {
-    const hashes = node.edgeHashes as Int32Array;
-    const hash = segmentHash(path, start);
-    const mask = table.length - 1;
-    // Probing stops at an empty slot. Edges never share a first segment, so an edge whose
-    // hash matches but whose text does not is another segment with the same hash.
-    for (
-      let slot = tableSlot(hash, node.edgeTableShift);
-      table[slot] !== 0;
-      slot = (slot + 1) & mask
-    ) {
-      const index = table[slot] - 1;
-      if (hashes[index] === hash && edgeMatches(texts[index], path, start)) return index;
-    }
-    return -1;
-  }
+  // Sealing gives buckets or a table to every node with more edges than this, and only to
+  // those, so a narrow node reads neither.
+  if (texts.length > LINEAR_SCAN_LIMIT) return findWideEdge(node, path, start);
 
   // Comparing first characters from a small integer array skips most edges
   // without touching their strings.
+  const first = path.charCodeAt(start);
   const codes = node.edgeFirstCodes;
   for (let i = 0; i < codes.length; i++) {
     const code = codes[i];
@@ -463,13 +439,46 @@ function findEdge<T>(node: PathNode<T>, path: string, start: number): number {
   return -1;
 }
 
-/** Returns whether `text` is the whole of one or more segments of `path` from `start`. */
+/** Finds the edge of a node with more than `LINEAR_SCAN_LIMIT` edges (see `findEdge`). */
+function findWideEdge<T>(node: PathNode<T>, path: string, start: number): number {
+  const texts = node.edgeTexts;
+  const buckets = node.edgeBuckets;
+  if (buckets !== null) {
+    // An empty edge matches an empty segment, which starts with "/" or ends the path.
+    const first = path.charCodeAt(start);
+    const code = first === SLASH || first !== first ? 0 : first;
+    if (code >= ASCII_LIMIT) return -1;
+    for (let i = buckets[code]; i < buckets[code + 1]; i++) {
+      if (edgeMatches(texts[i], path, start)) return i;
+    }
+    return -1;
+  }
+  const table = node.edgeTable as Int32Array;
+  const hashes = node.edgeHashes as Int32Array;
+  const hash = segmentHash(path, start);
+  const mask = table.length - 1;
+  // Probing stops at an empty slot. Edges never share a first segment, so an edge whose
+  // hash matches but whose text does not is another segment with the same hash.
+  for (
+    let slot = tableSlot(hash, node.edgeTableShift);
+    table[slot] !== 0;
+    slot = (slot + 1) & mask
+  ) {
+    const index = table[slot] - 1;
+    if (hashes[index] === hash && edgeMatches(texts[index], path, start)) return index;
+  }
+  return -1;
+}
+
+/**
+ * Returns whether `text` is the whole of one or more segments of `path` from `start`. The
+ * caller has matched its first character or the hash of its first segment.
+ */
 function edgeMatches(text: string, path: string, start: number): boolean {
   const after = start + text.length;
   if (after > path.length) return false;
   if (after < path.length && path.charCodeAt(after) !== SLASH) return false;
   if (text.length === 0) return true;
-  if (path.charCodeAt(start) !== text.charCodeAt(0)) return false;
 
   // In a micro-benchmark on Node 20, startsWith with a position cost about 4 ns
   // per character. Slicing was fastest for texts that V8 copies (under 13
