@@ -32,6 +32,10 @@ export interface VersionRef {
  * last version it acked, the last it nacked, how many snapshots it was sent,
  * and when it acked recent versions. Read by `loomctl status` and
  * `loomctl apply --wait`.
+ *
+ * NOTE: disconnected proxies are never forgotten, so proxies that come back under new ids
+ * (pods of each rollout) grow this map, the records shared through etcd and every status
+ * read until the control plane restarts.
  */
 export class ProxyRegistry {
   readonly #proxies = new Map<string, ProxyRecord>();
