@@ -33,6 +33,9 @@ import {
 import { ProxyRegistry } from './stream/proxy-registry.js';
 import { createSnapshotService, SNAPSHOT_SERVICE_DEFINITION } from './stream/snapshot-service.js';
 
+/** Interval of the check for proxies disconnected past their retention, in milliseconds. */
+const PRUNE_INTERVAL_MS = 60_000;
+
 /** Largest message either side of a stream accepts: snapshots of 100,000 routes fit with headroom. */
 export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 
@@ -98,6 +101,7 @@ export class ControlPlane {
   readonly #logger: Logger;
   readonly #admission: StreamAdmission;
   #publisher: FleetPublisher | undefined;
+  #pruneTimer: NodeJS.Timeout | undefined;
   #closeTls: (() => void) | undefined;
   #port = 0;
   #adminPort = 0;
@@ -206,6 +210,7 @@ export class ControlPlane {
       await controlPlane.cache.start();
       await controlPlane.#listen(options.listen, options);
       controlPlane.#startFleet(options.logger);
+      controlPlane.#startPruning();
       await controlPlane.#startAdmin(options.adminListen);
     } catch (error) {
       await controlPlane.stop();
@@ -235,6 +240,17 @@ export class ControlPlane {
       logger,
     });
     this.#publisher.start();
+  }
+
+  /** Forgets proxies disconnected for longer than the registry keeps them, once a minute. */
+  #startPruning(): void {
+    this.#pruneTimer = setInterval(() => {
+      const forgotten = this.registry.prune();
+      if (forgotten > 0) {
+        this.#logger.info({ proxies: forgotten }, 'disconnected proxies forgotten');
+      }
+    }, PRUNE_INTERVAL_MS);
+    this.#pruneTimer.unref();
   }
 
   /** The port of the HTTP admin listener; 0 when there is none. */
@@ -283,6 +299,7 @@ export class ControlPlane {
   /** Stops accepting streams, ends open ones and closes the store. */
   async stop(): Promise<void> {
     this.#readiness.stop();
+    clearInterval(this.#pruneTimer);
     await this.#adminHttp.close();
     await this.cache.stop();
     await new Promise<void>((resolve) => {

@@ -84,12 +84,16 @@ export class FleetPublisher {
     const { registry, fleet, replica, controlPlane } = this.#options;
     const ids = [...this.#dirty];
     this.#dirty.clear();
-    const records = ids.flatMap((id) => {
+    const records: { proxy: string; value: string }[] = [];
+    // A proxy missing from the registry was pruned, and its record is deleted too.
+    const removed: string[] = [];
+    for (const id of ids) {
       const entry = registry.entry(id);
-      return entry ? [{ proxy: id, value: encodeSharedProxy({ controlPlane, ...entry }) }] : [];
-    });
+      if (entry) records.push({ proxy: id, value: encodeSharedProxy({ controlPlane, ...entry }) });
+      else removed.push(id);
+    }
     try {
-      await fleet.publish(replica, records);
+      await fleet.publish(replica, records, removed);
       if (this.#failing) {
         this.#failing = false;
         this.#backoff.reset();

@@ -95,20 +95,28 @@ export class EtcdFleet implements FleetStore {
     return `${this.#context.metaDirectory}fleet/`;
   }
 
-  async publish(replica: string, records: { proxy: string; value: string }[]): Promise<void> {
+  async publish(
+    replica: string,
+    records: { proxy: string; value: string }[],
+    removed: string[] = [],
+  ): Promise<void> {
     if (this.#closed) {
       throw new LoomError('LOOM_STORE_UNAVAILABLE', 'cannot write fleet records after close');
     }
-    for (let start = 0; start < records.length;) {
+    // A record without a value is a delete.
+    const changes: { proxy: string; value?: string }[] = [
+      ...records,
+      ...removed.map((proxy) => ({ proxy })),
+    ];
+    for (let start = 0; start < changes.length;) {
       const granted = await this.#lease();
-      const chunk = records.slice(start, start + this.#recordsPerTxn);
-      const operations: IRequestOp[] = chunk.map((record) => ({
-        request_put: {
-          key: Buffer.from(this.#key(replica, record.proxy)),
-          value: Buffer.from(record.value),
-          lease: granted.id,
-        },
-      }));
+      const chunk = changes.slice(start, start + this.#recordsPerTxn);
+      const operations: IRequestOp[] = chunk.map(({ proxy, value }) => {
+        const key = Buffer.from(this.#key(replica, proxy));
+        return value === undefined
+          ? { request_delete_range: { key } }
+          : { request_put: { key, value: Buffer.from(value), lease: granted.id } };
+      });
       operations.push({
         request_put: { key: Buffer.from(this.markerKey), value: Buffer.alloc(0) },
       });
@@ -135,7 +143,10 @@ export class EtcdFleet implements FleetStore {
       }
       start += chunk.length;
       const proxies = this.#written.get(replica) ?? new Map<string, number>();
-      for (const record of chunk) proxies.set(record.proxy, revision);
+      for (const { proxy, value } of chunk) {
+        if (value === undefined) proxies.delete(proxy);
+        else proxies.set(proxy, revision);
+      }
       this.#written.set(replica, proxies);
     }
   }

@@ -113,8 +113,15 @@ export interface FleetRecord {
  * snapshot version and never makes a conditional commit fail.
  */
 export interface FleetStore {
-  /** Writes `records` of `replica` in one transaction, replacing what it wrote before for those proxies. */
-  publish(replica: string, records: { proxy: string; value: string }[]): Promise<void>;
+  /**
+   * Writes `records` of `replica`, replacing what it wrote before for those proxies, and
+   * deletes its records of the `removed` proxies.
+   */
+  publish(
+    replica: string,
+    records: { proxy: string; value: string }[],
+    removed?: string[],
+  ): Promise<void>;
   /** Reads every replica's records. */
   read(): Promise<FleetRecord[]>;
   /**

@@ -3,6 +3,12 @@ import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 /** Acks remembered per proxy for convergence queries; older ones are dropped. */
 export const ACK_HISTORY_LIMIT = 64;
 
+/**
+ * How long a proxy stays listed after its last stream closed, in milliseconds: a day, so that
+ * `status` still shows a proxy that died overnight.
+ */
+export const DISCONNECTED_RETENTION_MS = 24 * 60 * 60 * 1000;
+
 /** One ack as the control plane received it. */
 export interface AckRecord {
   epoch: string;
@@ -31,19 +37,17 @@ export interface VersionRef {
  * Every proxy that has connected since the control plane started, with the
  * last version it acked, the last it nacked, how many snapshots it was sent,
  * and when it acked recent versions. Read by `loomctl status` and
- * `loomctl apply --wait`.
- *
- * NOTE: disconnected proxies are never forgotten, so proxies that come back under new ids
- * (pods of each rollout) grow this map, the records shared through etcd and every status
- * read until the control plane restarts.
+ * `loomctl apply --wait`. `prune` forgets proxies disconnected for longer than
+ * {@link DISCONNECTED_RETENTION_MS}, so proxies that come back under new ids (the pods of
+ * each rollout) do not grow the list for ever.
  */
 export class ProxyRegistry {
   readonly #proxies = new Map<string, ProxyRecord>();
   readonly #listeners = new Set<(id: string) => void>();
 
   /**
-   * Calls `listener` with the proxy's id after each connect, disconnect, ack, nack and
-   * fallback; a snapshot sent changes only a counter and calls nothing.
+   * Calls `listener` with the proxy's id after each connect, disconnect, ack, nack, fallback
+   * and prune; a snapshot sent changes only a counter and calls nothing.
    */
   onChange(listener: (id: string) => void): () => void {
     this.#listeners.add(listener);
@@ -60,6 +64,21 @@ export class ProxyRegistry {
     const record = this.#proxies.get(id);
     if (!record) return undefined;
     return toEntry(record);
+  }
+
+  /**
+   * Forgets every proxy whose streams all closed more than `retentionMs` before `nowMs`, and
+   * returns how many it forgot.
+   */
+  prune(nowMs = Date.now(), retentionMs = DISCONNECTED_RETENTION_MS): number {
+    let forgotten = 0;
+    for (const [id, record] of this.#proxies) {
+      if (record.connected || nowMs - record.lastSeenMs <= retentionMs) continue;
+      this.#proxies.delete(id);
+      forgotten += 1;
+      this.#changed(id);
+    }
+    return forgotten;
   }
 
   #changed(id: string): void {

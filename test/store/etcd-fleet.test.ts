@@ -3,9 +3,20 @@ import { after, before, describe, it } from 'node:test';
 
 import { Etcd3 } from 'etcd3';
 
+import { FleetPublisher } from '../../control-plane/fleet/fleet-publisher.js';
 import { EtcdStore } from '../../control-plane/store/etcd-store.js';
+import { ProxyRegistry } from '../../control-plane/stream/proxy-registry.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { memoryLogger, waitFor } from './watch-recorder.js';
+
+/** Polls `ready` every 20 ms until it resolves true, for at most 5 s. */
+async function waitUntil(ready: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await ready())) {
+    if (Date.now() > deadline) throw new Error('timed out after 5000 ms');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 const ROUTE = {
   key: '/loom/routes/users',
@@ -61,6 +72,49 @@ describe('etcd fleet records', { timeout: 60_000 }, () => {
     } finally {
       await first.close();
       await second.close();
+    }
+  });
+
+  it('publish deletes removed proxies', async () => {
+    const { store } = openStore();
+    try {
+      await store.fleet.publish('a', [
+        { proxy: 'p1', value: 'one' },
+        { proxy: 'p2', value: 'two' },
+      ]);
+      await store.fleet.publish('a', [{ proxy: 'p3', value: 'three' }], ['p1']);
+      const proxies = (await store.fleet.read()).map((record) => record.proxy).sort();
+      assert.deepEqual(proxies, ['p2', 'p3']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a pruned proxy loses its record', async () => {
+    const { store } = openStore();
+    const registry = new ProxyRegistry();
+    const publisher = new FleetPublisher({
+      registry,
+      fleet: store.fleet,
+      replica: 'a',
+      controlPlane: 'cp-a:7400',
+      logger: memoryLogger().logger,
+      delayMs: 10,
+    });
+    publisher.start();
+    try {
+      registry.connect('p1', '10.0.0.1:8080', 'e', 1);
+      registry.connect('p2', '10.0.0.2:8080', 'e', 1);
+      registry.disconnect('p1');
+      const proxies = async () => (await store.fleet.read()).map((record) => record.proxy).sort();
+      await waitUntil(async () => (await proxies()).length === 2);
+
+      assert.equal(registry.prune(Date.now() + 10_000, 1_000), 1);
+      await waitUntil(async () => (await proxies()).length === 1);
+      assert.deepEqual(await proxies(), ['p2']);
+    } finally {
+      await publisher.stop();
+      await store.close();
     }
   });
 

@@ -9,6 +9,7 @@ import {
   sharedStatus,
   type SharedProxy,
 } from '../../control-plane/fleet/fleet-records.js';
+import { ProxyRegistry } from '../../control-plane/stream/proxy-registry.js';
 import { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 
 function shared(acks: number): SharedProxy {
@@ -93,5 +94,25 @@ describe('fleet merge', () => {
       merged.map((proxy) => proxy.id),
       ['p1', 'p2', 'p3'],
     );
+  });
+});
+
+describe('proxy registry prune', () => {
+  test('forgets only proxies disconnected past retention', () => {
+    const registry = new ProxyRegistry();
+    const changed: string[] = [];
+    registry.onChange((id) => changed.push(id));
+    registry.connect('gone', '10.0.0.1:8080', 'e', 1);
+    registry.connect('recent', '10.0.0.2:8080', 'e', 1);
+    registry.connect('live', '10.0.0.3:8080', 'e', 1);
+    registry.disconnect('gone');
+    registry.disconnect('recent');
+    changed.length = 0;
+
+    const now = Date.now();
+    assert.equal(registry.prune(now + 1_000, 500), 2);
+    assert.deepEqual(registry.ids(), ['live']);
+    assert.deepEqual(changed.sort(), ['gone', 'recent']);
+    assert.equal(registry.prune(now + 1_000_000, 500), 0);
   });
 });
