@@ -74,7 +74,8 @@ export class ContinueExchange extends ObservedExchange {
       if (closed) return;
       closed = true;
       if (!this.#done) {
-        this.#done = true;
+        // Releases the target's in-flight count, which the least-request balancer reads.
+        this.#finish();
         upstream.destroy();
       }
       this.reportRequest(this.#res.writableFinished ? this.#res.statusCode : 0);

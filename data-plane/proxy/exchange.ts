@@ -6,6 +6,7 @@ import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
 import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelining.js';
+import { resetConnection } from './socket-reset.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
@@ -336,7 +337,7 @@ export class ProxyExchange
    * Aborts the upstream request after the client's request body failed to parse. The pipeline
    * guard sends `status` in place of the response, or cuts the response when it had started.
    */
-  abortInvalidBody(status: number): void {
+  abortInvalidBody(status: number): boolean {
     this.#res[kExchange] = undefined;
     // From here on the callbacks of the attempt write nothing to the client response.
     this.#clientClosed = true;
@@ -354,6 +355,7 @@ export class ProxyExchange
       this.#answered = true;
       this.reportRequest(this.#responseStarted ? this.#status : status);
     }
+    return this.#responseStarted && this.#closeDelimited;
   }
 
   /** Resumes reading the upstream response once the client socket has drained. */
@@ -584,20 +586,6 @@ export function onQueuedClientClose(
 
 function onClientDrain(this: ExchangeResponse): void {
   this[kExchange]?.handleClientDrain();
-}
-
-/**
- * Ends a client connection with a TCP reset instead of a FIN, so that a client reading a body
- * delimited by the connection close detects the truncation.
- */
-// NOTE: Node.js 20 cannot reset a TLS socket (`resetAndDestroy` throws ERR_INVALID_HANDLE_TYPE),
-// so on an https listener the connection is only destroyed, which some clients take as a clean end.
-export function resetConnection(socket: Socket): void {
-  try {
-    socket.resetAndDestroy();
-  } catch {
-    socket.destroy();
-  }
 }
 
 function onConnectTimeout(exchange: ProxyExchange): void {

@@ -2,6 +2,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.js';
 import { LogLimiter } from './log-limiter.js';
+import { resetConnection } from './socket-reset.js';
 
 /**
  * Maximum number of requests parsed behind a rejected one before the connection is destroyed.
@@ -31,9 +32,10 @@ export interface BodyForwarder {
   /**
    * Aborts the upstream request because the client's request body failed to parse, and stops
    * writing to the client response. `status` is the status code that the guard sends in place
-   * of the response when none of it was written.
+   * of the response when none of it was written. Returns true when the response started and
+   * its body ends only with the connection, so that only a reset shows the cut.
    */
-  abortInvalidBody(status: number): void;
+  abortInvalidBody(status: number): boolean;
 }
 
 const kRejected = Symbol('loom.rejected');
@@ -209,7 +211,7 @@ export class PipelineGuard {
     }
 
     const forwarder = (last as ForwardedResponse)[kForwarder];
-    forwarder?.abortInvalidBody(status);
+    const closeDelimited = forwarder?.abortInvalidBody(status) === true;
     if (last.writableEnded) {
       // The response is complete but still queued or being written.
       last.once('finish', () => endWith(socket));
@@ -219,6 +221,12 @@ export class PipelineGuard {
       return;
     }
     if (last.headersSent) {
+      if (closeDelimited && last.socket === socket) {
+        resetConnection(socket);
+        return;
+      }
+      // NOTE: a close-delimited response still queued behind another (HTTP/1.0 keep-alive with
+      // pipelining) ends with a FIN, because a reset would drop the responses ahead of it.
       // Node.js destroys the socket once the response's turn comes, so earlier ones are sent.
       last.destroy();
       return;
