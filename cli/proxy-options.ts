@@ -6,7 +6,7 @@ import { LoomError } from '../common/errors.js';
 import type { DataPlaneOptions } from '../data-plane/data-plane.js';
 import { TrustedProxies } from '../data-plane/proxy/trusted-proxies.js';
 
-import { MAX_TIMER_MS } from './security-options.js';
+import { MAX_TIMER_MS } from '../common/timers.js';
 
 /** Data-plane flags of the request path: trusted proxies, client limits, upstream timeouts. */
 export interface ProxyFlags {
@@ -17,6 +17,7 @@ export interface ProxyFlags {
   headersTimeout: string;
   requestTimeout: string;
   tunnelIdleTimeout: string;
+  sendTimeout: string;
   upstreamConnectTimeout: string;
   upstreamHeadersTimeout: string;
   upstreamBodyTimeout: string;
@@ -45,6 +46,12 @@ export function addProxyOptions(command: Command): Command {
       'time to receive a whole request, body included; 0 disables it, other values must be ' +
         'at least --headers-timeout',
       '300000',
+    )
+    .option(
+      '--send-timeout <ms>',
+      'longest wait for a client to read any of a response; a client that reads nothing for ' +
+        'that long is cut off; 0 means no limit',
+      '60000',
     )
     .option(
       '--tunnel-idle-timeout <ms>',
@@ -134,6 +141,10 @@ const WHOLE_NUMBER_FLAGS = {
     flag: '--request-timeout',
     rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 300_000 },
   },
+  sendTimeout: {
+    flag: '--send-timeout',
+    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 60_000 },
+  },
   tunnelIdleTimeout: {
     flag: '--tunnel-idle-timeout',
     rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 300_000 },
@@ -217,6 +228,7 @@ export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' 
       headersTimeoutMs: values.headersTimeout,
       requestTimeoutMs: values.requestTimeout,
       tunnelIdleTimeoutMs: values.tunnelIdleTimeout,
+      sendTimeoutMs: values.sendTimeout,
       upstreamConnectTimeoutMs: values.upstreamConnectTimeout,
       upstreamHeadersTimeoutMs: values.upstreamHeadersTimeout,
     },

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 
 import { parseCertificateRoles } from '../common/auth.js';
 import { LoomError } from '../common/errors.js';
+import { MAX_TIMER_MS } from '../common/timers.js';
 import type { ClientTlsFiles, ServerTlsFiles } from '../common/tls.js';
 import type { ControlPlaneOptions } from '../control-plane/control-plane.js';
 import { DEFAULT_ADMISSION_RATE, DEFAULT_MAX_STREAMS } from '../control-plane/stream/admission.js';
@@ -187,12 +188,6 @@ function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined
   }
   return { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa };
 }
-
-/**
- * Maximum delay of a Node.js timer: 2^31 - 1 ms, about 24.8 days. Node.js runs a timer with a
- * longer delay after 1 ms instead, with a TimeoutOverflowWarning.
- */
-export const MAX_TIMER_MS = 2_147_483_647;
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 

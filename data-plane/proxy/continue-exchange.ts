@@ -7,10 +7,17 @@ import {
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import { onQueuedClientClose, type ForwardedRequest, type ProxyContext } from './exchange.js';
+import {
+  onQueuedClientClose,
+  watchClientReads,
+  type ForwardedRequest,
+  type ProxyContext,
+  type SendTimeoutHandler,
+} from './exchange.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
+import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
@@ -30,7 +37,7 @@ const CONTINUE_WAIT_MS = 1_000;
  * the body, with `Connection: close`, because the unread body makes the connection unusable.
  * When the upstream stays silent for a second, the proxy answers 100 itself.
  */
-export class ContinueExchange extends ObservedExchange {
+export class ContinueExchange extends ObservedExchange implements SendTimeoutHandler {
   readonly #res: ServerResponse;
   #upstream: ClientRequest | undefined;
   #continueTimer: NodeJS.Timeout | undefined;
@@ -141,11 +148,18 @@ export class ContinueExchange extends ObservedExchange {
       return;
     }
 
+    const ms = this.context.sendTimeoutMs;
     response.on('data', (chunk: Buffer) => {
       this.bytesSent += chunk.length;
       if (!res.write(chunk)) {
         response.pause();
-        res.once('drain', () => response.resume());
+        const socket = this.req.socket;
+        // A response queued behind another waits for the one ahead, not for this client.
+        const timer = res.socket === null ? undefined : watchClientReads(socket, ms, this);
+        res.once('drain', () => {
+          clearTimeout(timer);
+          response.resume();
+        });
       }
     });
     response.on('end', () => {
@@ -165,6 +179,19 @@ export class ContinueExchange extends ObservedExchange {
       if (!this.#bodySent) this.#upstream?.destroy();
     });
     response.on('error', (err: Error) => this.#fail(err));
+  }
+
+  /** Cuts off a client that read none of the response for the send timeout. */
+  handleSendTimeout(): void {
+    const socket = this.req.socket;
+    if (socket.destroyed) {
+      return;
+    }
+    this.context.logger.debug(
+      { route: this.request.route, target: this.target.origin, ms: this.context.sendTimeoutMs },
+      'client connection cut off: it read no response bytes within the send timeout',
+    );
+    resetConnection(socket);
   }
 
   #fail(err: Error): void {

@@ -33,6 +33,11 @@ export interface ProxyContext {
   readonly maxHeaderCount: number;
   /** Idle time after which an upgraded tunnel is closed, in milliseconds. */
   readonly tunnelIdleTimeoutMs: number;
+  /**
+   * Time a client may take no response bytes while its connection's buffer is full, in
+   * milliseconds; 0 means no limit. A client that takes none for that long is cut off.
+   */
+  readonly sendTimeoutMs: number;
   /** Time allowed to connect and get response headers on the proxy's own connections. */
   readonly upstreamConnectTimeoutMs: number;
   readonly upstreamHeadersTimeoutMs: number;
@@ -112,13 +117,14 @@ const RETRYABLE_CODES = new Set([
 // means porting the callbacks to `onRequestStart` and friends.
 export class ProxyExchange
   extends ObservedExchange
-  implements Dispatcher.DispatchHandler, BodyForwarder
+  implements Dispatcher.DispatchHandler, BodyForwarder, SendTimeoutHandler
 {
   readonly #res: ExchangeResponse;
   readonly #socket: Socket;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   #connectTimer: NodeJS.Timeout | undefined;
+  #sendTimer: NodeJS.Timeout | undefined;
   #status = 0;
   #clientClosed = false;
   #responseStarted = false;
@@ -270,10 +276,16 @@ export class ProxyExchange
     }
 
     this.bytesSent += chunk.length;
-    if (!this.#res.write(chunk)) {
+    const res = this.#res;
+    if (!res.write(chunk)) {
       if (!this.#awaitingDrain) {
         this.#awaitingDrain = true;
-        this.#res.once('drain', onClientDrain);
+        res.once('drain', onClientDrain);
+        // A response queued behind another waits for the one ahead, not for this client's
+        // reading, so its wait starts when it gets the connection and writes again.
+        if (res.socket !== null) {
+          this.#sendTimer = watchClientReads(this.#socket, this.context.sendTimeoutMs, this);
+        }
       }
       return false;
     }
@@ -321,6 +333,7 @@ export class ProxyExchange
   /** Aborts the upstream request when the client connection closes before the response ends. */
   handleClientClose(): void {
     this.#res[kExchange] = undefined;
+    clearTimeout(this.#sendTimer);
     if (this.#res.writableFinished) {
       return;
     }
@@ -361,9 +374,28 @@ export class ProxyExchange
   /** Resumes reading the upstream response once the client socket has drained. */
   handleClientDrain(): void {
     this.#awaitingDrain = false;
+    clearTimeout(this.#sendTimer);
     if (!this.#clientClosed) {
       this.#resume?.();
     }
+  }
+
+  /**
+   * Cuts off a client that took no response bytes for `sendTimeoutMs` while the proxy waited to
+   * write more, which also aborts the upstream request through the response's 'close' event.
+   */
+  handleSendTimeout(): void {
+    if (!this.#awaitingDrain || this.#clientClosed) {
+      return;
+    }
+    const logger = this.context.logger;
+    if (logger.isLevelEnabled('debug')) {
+      logger.debug(
+        { route: this.request.route, target: this.target.origin, ms: this.context.sendTimeoutMs },
+        'client connection cut off: it read no response bytes within the send timeout',
+      );
+    }
+    resetConnection(this.#socket);
   }
 
   /** Sends 504 when no connection was obtained within the route's connect timeout. */
@@ -590,4 +622,46 @@ function onClientDrain(this: ExchangeResponse): void {
 
 function onConnectTimeout(exchange: ProxyExchange): void {
   exchange.handleConnectTimeout();
+}
+
+/** Something that cuts off a client that reads nothing for too long. */
+export interface SendTimeoutHandler {
+  handleSendTimeout(): void;
+}
+
+/**
+ * Starts the send timeout of a response waiting for the client connection `socket` to drain,
+ * unless `ms` is 0. When the timer fires, a write buffer smaller than at the last check means
+ * the client is reading, and the timer starts over. Otherwise `handler.handleSendTimeout` runs.
+ * The caller clears the timer on 'drain' and on close.
+ */
+export function watchClientReads(
+  socket: Socket,
+  ms: number,
+  handler: SendTimeoutHandler,
+): NodeJS.Timeout | undefined {
+  if (ms <= 0) {
+    return undefined;
+  }
+  const watch: ReadWatch = { socket, handler, buffered: socket.writableLength };
+  const timer = setTimeout(checkClientReads, ms, watch);
+  watch.timer = timer;
+  return timer;
+}
+
+interface ReadWatch {
+  readonly socket: Socket;
+  readonly handler: SendTimeoutHandler;
+  buffered: number;
+  timer?: NodeJS.Timeout;
+}
+
+function checkClientReads(watch: ReadWatch): void {
+  const buffered = watch.socket.writableLength;
+  if (buffered < watch.buffered && !watch.socket.destroyed) {
+    watch.buffered = buffered;
+    watch.timer?.refresh();
+    return;
+  }
+  watch.handler.handleSendTimeout();
 }

@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { MAX_TIMER_MS } from '../../common/timers.js';
 import type { RoutingTable } from '../table.js';
 import { ContinueExchange } from './continue-exchange.js';
 import { PROXY_ERRORS, sendErrorResponse, writeRawErrorResponse } from './error-response.js';
@@ -28,6 +30,11 @@ export interface ProxyHandlerOptions {
   maxHeaderCount?: number;
   /** Idle time after which an upgraded connection is closed, in milliseconds; default 300000. */
   tunnelIdleTimeoutMs?: number;
+  /**
+   * Time a client may read none of a response while its connection's buffer is full,
+   * in milliseconds; the client is then cut off. 0 means no limit; default 60000.
+   */
+  sendTimeoutMs?: number;
   /**
    * Time a tunnel stays open after a table swap left its handshake without its route, in
    * milliseconds; default 30000.
@@ -64,6 +71,8 @@ export type ProxyHandler = (req: IncomingMessage, res: ServerResponse) => void;
 export const DEFAULT_MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024;
 /** Default largest number of request header fields. */
 export const DEFAULT_MAX_HEADER_COUNT = 100;
+/** Default send timeout: 60 s, as nginx's `send_timeout`. */
+export const DEFAULT_SEND_TIMEOUT_MS = 60_000;
 
 /** Warn or error lines allowed per second for each kind of request failure. */
 const FAILURE_LOG_LINES_PER_SECOND = 10;
@@ -97,10 +106,18 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * 502 `upstream_error` and 500 `internal_error`. The listeners never throw.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` when `tunnelDrainTimeoutMs` is not an integer of 0
- *   or more.
+ *   or more, or `sendTimeoutMs` not one from 0 to the longest Node.js timer.
  */
 export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers {
   const getTable = options.getTable;
+  const sendTimeoutMs = options.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS;
+  if (!Number.isInteger(sendTimeoutMs) || sendTimeoutMs < 0 || sendTimeoutMs > MAX_TIMER_MS) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid sendTimeoutMs ${sendTimeoutMs}: expected an integer from 0 to ${MAX_TIMER_MS}; ` +
+        `use 0 for no limit or a value such as ${DEFAULT_SEND_TIMEOUT_MS}`,
+    );
+  }
   const context: ProxyContext = {
     logger: options.logger.child({ component: 'proxy' }),
     protocol: options.listenerProtocol ?? 'http',
@@ -108,6 +125,7 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     maxRequestBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_REQUEST_BODY_BYTES,
     maxHeaderCount: options.maxHeaderCount ?? DEFAULT_MAX_HEADER_COUNT,
     tunnelIdleTimeoutMs: options.tunnelIdleTimeoutMs ?? 300_000,
+    sendTimeoutMs,
     upstreamConnectTimeoutMs: options.upstreamConnectTimeoutMs ?? 5_000,
     upstreamHeadersTimeoutMs: options.upstreamHeadersTimeoutMs ?? 30_000,
     observer: options.observer ?? NO_OBSERVER,

@@ -138,6 +138,15 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     assert.match(errors[3], /^error: invalid --upstream-headers-timeout "2147483648": /);
   });
 
+  test('invalid send timeout named', async () => {
+    const result = await loom([...proxyArgs, '--send-timeout', '60s']);
+    assertUsageError(result, '--send-timeout');
+    assert.deepEqual(errorLines(result), [
+      'error: invalid --send-timeout "60s": expected a whole number of milliseconds, from 0 to ' +
+        '2147483647 (0 means no limit); use a value such as 60000',
+    ]);
+  });
+
   test('request timeout below headers timeout', async () => {
     const result = await loom([
       ...proxyArgs,
@@ -184,6 +193,8 @@ describe('loom flag values', { timeout: 240_000 }, () => {
         '0',
         '--tunnel-idle-timeout',
         '0',
+        '--send-timeout',
+        '0',
         '--request-timeout',
         '0',
         '--max-request-body',
@@ -211,6 +222,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       assert.match(help, new RegExp(`${flag} <ms> [^-]*; 0 means no timeout`), flag);
     }
     assert.match(help, /--tunnel-idle-timeout <ms> [^-]*; 0 means no limit/);
+    assert.match(help, /--send-timeout <ms> [^-]*; 0 means no limit/);
     assert.match(help, /--drain-timeout <duration> .*; 0 closes their connections at once/);
   });
 

@@ -9,6 +9,7 @@ import {
 } from 'node:http';
 import { connect, type AddressInfo, type Server as NetServer } from 'node:net';
 import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { createProxyServer, type ProxyServerOptions } from '../../data-plane/proxy/proxy-server.js';
@@ -41,6 +42,13 @@ export async function within<T>(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Waits up to `ms` for `condition` to hold, checking every 10 ms, and returns whether it held. */
+export async function eventually(condition: () => boolean, ms = 2_000): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (!condition() && performance.now() < deadline) await sleep(10);
+  return condition();
 }
 
 /** A route of the stub router: one path, exact or a prefix ending in `/*`, and route actions. */

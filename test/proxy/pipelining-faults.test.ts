@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RoutingTable } from '../../data-plane/table.js';
 import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import {
+  eventually,
   startHttpServer,
   startProxy,
   upstreamAt,
@@ -186,13 +187,6 @@ function handleUpstream(req: IncomingMessage, res: ServerResponse): void {
     default:
       later(ms, () => res.end(`ok ${req.url}`));
   }
-}
-
-/** Waits up to `ms` for `condition` to hold, checking every 10 ms, and returns whether it held. */
-async function eventually(condition: () => boolean, ms = 2_000): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  while (!condition() && performance.now() < deadline) await sleep(10);
-  return condition();
 }
 
 /** Returns the number of connections that `server` has open. */
@@ -382,39 +376,44 @@ describe('body error behind pipelined requests', () => {
     assert.deepEqual(abortedResponses.sort(), ['/app/stream', '/app/upload']);
     await assertReleased(proxy, appTarget);
   });
+});
 
-  // NOTE: a client that pipelines behind a large response and never reads keeps the connection open
-  // just as long without a body error. The body error adds no bound, so the upstream stream
-  // ahead stays open until the client reads or leaves.
-  it(
-    'unread queue closes after body error',
-    { todo: 'a body error adds no time limit to the responses queued ahead of it' },
-    async () => {
-      const socket = connect(proxy.port, '127.0.0.1');
-      socket.on('error', () => {});
-      socket.pause();
-      await once(socket, 'connect');
-      let closed = false;
-      socket.once('close', () => {
-        closed = true;
-      });
-      try {
-        socket.write(get('/app/stream') + chunkedPost('/app/upload'));
-        await sleep(200);
-        socket.write(INVALID_CHUNK);
-        await sleep(CLOSE_BOUND_MS);
+describe('body error behind unread response', () => {
+  let sending: ProxyFixture;
 
-        assert.equal(
-          closed,
-          true,
-          `connection still open ${CLOSE_BOUND_MS} ms after the bad chunk`,
-        );
-        assert.deepEqual(abortedResponses.sort(), ['/app/stream', '/app/upload']);
-      } finally {
-        socket.destroy();
-      }
-    },
-  );
+  before(async () => {
+    sending = await startProxy({}, { sendTimeoutMs: 500 });
+    publishApp(sending);
+  });
+
+  after(async () => {
+    await sending.close();
+  });
+
+  // The send timeout bounds a connection whose client reads nothing, body error or not.
+  it('unread queue closes after body error', async () => {
+    const socket = connect(sending.port, '127.0.0.1');
+    socket.on('error', () => {});
+    socket.pause();
+    await once(socket, 'connect');
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    try {
+      socket.write(get('/app/stream') + chunkedPost('/app/upload'));
+      await sleep(200);
+      socket.write(INVALID_CHUNK);
+
+      assert.ok(
+        await eventually(() => abortedResponses.length === 2, CLOSE_BOUND_MS),
+        `stream still running ${CLOSE_BOUND_MS} ms after the bad chunk`,
+      );
+      assert.deepEqual(abortedResponses.sort(), ['/app/stream', '/app/upload']);
+      // A paused client notices the reset only once it reads again.
+      socket.resume();
+      await within(closed, 'the client to see the closed connection');
+    } finally {
+      socket.destroy();
+    }
+  });
 });
 
 describe('body error with one pool connection', () => {
@@ -474,37 +473,32 @@ describe('body timeout behind pipelined requests', () => {
     await assertReleased(timing, timingTarget);
   });
 
-  // NOTE: the guard calls `resetAndDestroy` on this connection, yet the client still sees a
-  // FIN; the cause is not found.
-  it(
-    'cut of close-delimited response resets',
-    { todo: 'a close-delimited response cut by a body timeout ends with a FIN' },
-    async () => {
-      // An HTTP/1.0 client gets the upstream's response without Content-Length as a body that
-      // ends with the connection. Only a reset shows that client that the body was cut, as the
-      // proxy does when the upstream fails mid-body (`resetConnection` in exchange.ts).
-      const socket = connect(timing.port, '127.0.0.1');
-      const chunks: Buffer[] = [];
-      let ending = 'none';
-      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-      socket.on('end', () => {
-        if (ending === 'none') ending = 'end';
-      });
-      socket.on('error', (err: Error & { code?: string }) => {
-        ending = `error ${err.code}`;
-      });
-      const closed = once(socket, 'close');
-      socket.write('POST /app/drip HTTP/1.0\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello');
-      await within(closed, 'the proxy to close the connection', CLOSE_BOUND_MS);
-      assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
+  it('cut of close-delimited response resets', async () => {
+    // An HTTP/1.0 client gets the upstream's response without Content-Length as a body that
+    // ends with the connection. Only a reset shows that client that the body was cut, as the
+    // proxy does when the upstream fails mid-body (`resetConnection` in exchange.ts).
+    const socket = connect(timing.port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let ending = 'none';
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('end', () => {
+      if (ending === 'none') ending = 'end';
+    });
+    socket.on('error', (err: Error & { code?: string }) => {
+      if (ending === 'none') ending = `error ${err.code}`;
+    });
+    // `once(socket, 'close')` would reject at the reset's 'error' event.
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.write('POST /app/drip HTTP/1.0\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello');
+    await within(closed, 'the proxy to close the connection', CLOSE_BOUND_MS);
+    assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
 
-      const text = Buffer.concat(chunks).toString('latin1');
-      assert.match(text, /^HTTP\/1\.1 200 /);
-      assert.doesNotMatch(text, /content-length:/i);
-      assert.deepEqual(abortedUploads, ['/app/drip']);
-      assert.equal(ending, 'error ECONNRESET', 'the cut body ended with FIN, like a complete one');
-    },
-  );
+    const text = Buffer.concat(chunks).toString('latin1');
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(text, /content-length:/i);
+    assert.deepEqual(abortedUploads, ['/app/drip']);
+    assert.equal(ending, 'error ECONNRESET', 'the cut body ended with FIN, like a complete one');
+  });
 });
 
 describe('body error with Expect: 100-continue', () => {
