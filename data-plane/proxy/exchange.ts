@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
+import { isReportingReset } from '../upstreams/reset-guard.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
 import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelining.js';
@@ -78,6 +79,11 @@ interface ExchangeResponse extends ServerResponse {
 const CLIENT_CLOSED = new Error('client closed the connection');
 /** Abort reason when the client's request body failed to parse; one shared instance. */
 const INVALID_CLIENT_BODY = new Error('the client request body failed to parse');
+/** Failure of an upstream body delimited by the connection close that ended with a reset. */
+const CLOSE_DELIMITED_RESET = Object.assign(
+  new Error('the upstream reset the connection before the end of the response body'),
+  { code: 'ECONNRESET' },
+);
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 
@@ -293,6 +299,11 @@ export class ProxyExchange
   }
 
   onComplete(rawTrailers: Buffer[] | string[] | null): void {
+    if (this.#responseStarted && isReportingReset()) {
+      // A body delimited by the connection close, cut by a reset: a failure, not the end.
+      this.onError(CLOSE_DELIMITED_RESET);
+      return;
+    }
     this.#finishAttempt();
     if (this.#clientClosed || this.#answered) {
       return;
@@ -463,8 +474,6 @@ export class ProxyExchange
     if (error === undefined) {
       this.#answered = true;
       // A close-delimited body ends with the connection, so only a reset shows the truncation.
-      // NOTE: undici 7 ends a close-delimited upstream body at a reset as if it were complete
-      // (`onHttpSocketError` in client-h1.js), so that cut never arrives here.
       if (this.#closeDelimited) {
         resetConnection(this.#socket);
       } else {

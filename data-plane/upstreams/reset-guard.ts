@@ -7,6 +7,30 @@ const WRITE_FAILURE_GRACE_MS = 1_000;
 /** Error codes of a connection that the upstream reset or closed under a write. */
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 
+/** True while a pool socket emits the 'error' event of a connection reset. */
+let reportingReset = false;
+
+/**
+ * Tells whether the undici callback running now runs inside the 'error' event of an upstream
+ * connection reset. undici 7 takes a reset under a response without keep-alive as the end of its
+ * body (`onHttpSocketError` in client-h1.js). A body delimited by the connection close that the
+ * upstream cut with a reset therefore reaches `onComplete` inside that event.
+ */
+export function isReportingReset(): boolean {
+  return reportingReset;
+}
+
+function clearReportingReset(): void {
+  reportingReset = false;
+}
+
+/** Marks the reset whose 'error' event runs; added before undici's own listener. */
+function markReset(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'ECONNRESET') return;
+  reportingReset = true;
+  queueMicrotask(clearReportingReset);
+}
+
 /** The part of a socket's readable state that a failed write sets. */
 interface ReadableState {
   errored: Error | null;
@@ -28,6 +52,8 @@ export function buildResetSafeConnector(
         return;
       }
       keepResponseOnReset(socket as Socket);
+      // undici adds its listeners in the callback, so this one runs ahead of them.
+      socket.on('error', markReset);
       callback(null, socket as Socket);
     });
   };
