@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import pretty from 'pino-pretty';
 
 import { LoomError } from './errors.js';
 
@@ -59,8 +60,9 @@ export function createLogger(settings: LoggerSettings): Logger {
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
   };
   if (settings.pretty) {
-    options.transport = { target: 'pino-pretty', options: { destination: 2, singleLine: true } };
-    return pino(options);
+    // Formatted on the main thread: a transport's worker thread delays the exit by up to 10 s
+    // when stderr is a pipe whose reader is gone.
+    return pino(options, pretty({ destination: 2, singleLine: true, sync: true }));
   }
   return pino(options, settings.destination ?? pino.destination({ dest: 2, sync: false }));
 }

@@ -258,6 +258,37 @@ describe('server log options', { timeout: 60_000 }, () => {
     assert.doesNotMatch(result.stderr.split('\n')[0], /^\{/);
   });
 
+  // A pino transport's worker thread delayed the exit by 10 s once the pipe had no reader.
+  test('pretty logs to a closed pipe', async () => {
+    const [port, adminPort] = [await findFreePort(), await findFreePort()];
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'loom.js'),
+        'control-plane',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--admin-listen',
+        `127.0.0.1:${adminPort}`,
+        '--data-dir',
+        join(dir, 'c'),
+        '--log-pretty',
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    const exited = new Promise<number | null>((resolve) =>
+      child.once('exit', (code) => resolve(code)),
+    );
+    try {
+      await waitForPort('127.0.0.1', adminPort);
+      child.stderr.destroy();
+      child.kill('SIGTERM');
+      assert.equal(await within(exited, 'the control plane to exit', 6_000), 0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   test('environment level for data plane', async () => {
     const [port, adminPort] = [await findFreePort(), await findFreePort()];
     const args = [
