@@ -1,3 +1,4 @@
+import { METHODS } from 'node:http';
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 
@@ -506,8 +507,8 @@ function checkRouterBuild(valid: Route[], all: readonly Route[], report: Report)
  * Returns warnings about a configuration that is valid but likely wrong:
  * routes that can never match because other routes take all their requests
  * (see `findShadowedRoutes` for the rule), strip prefixes that never apply
- * (see `findUnusedStripPrefix`), and upstreams whose targets all have weight
- * 0. Inputs must be normalised, except stripPrefix, which may be as written.
+ * (see `findUnusedStripPrefix`), upstreams whose targets all have weight
+ * 0, and methods that the proxy's HTTP parser rejects. Inputs must be normalised, except stripPrefix, which may be as written.
  * Routes whose hosts, paths or methods failed the schema (`schemaFailures`)
  * are left out, and so are upstreams whose targets failed it.
  */
@@ -521,7 +522,46 @@ export function findConfigWarnings(
     ...findZeroWeightWarnings(upstreams, routes, locate, schemaFailures),
     ...findShadowedRouteWarnings(routes, locate, schemaFailures),
     ...findStripPrefixWarnings(routes, locate, schemaFailures),
+    ...findUnknownMethodWarnings(routes, locate, schemaFailures),
   ];
+}
+
+/** Methods that the proxy's HTTP parser accepts; it answers 400 to any other. */
+const PARSED_METHODS = new Set(METHODS);
+
+/**
+ * Returns a warning for each route method that the proxy's HTTP parser (Node.js `http.METHODS`)
+ * does not accept, such as a misspelled `GETT`: no request with it reaches the router, so the
+ * route never matches it. Methods are compared upper-cased, as they are stored.
+ */
+function findUnknownMethodWarnings(
+  routes: readonly Route[],
+  locate: Locator,
+  skip: SkipField,
+): ConfigIssue[] {
+  const warnings: ConfigIssue[] = [];
+  routes.forEach((route, index) => {
+    route.methods.forEach((method, methodIndex) => {
+      const path = ['routes', index, 'methods', methodIndex];
+      if (skip(path) || PARSED_METHODS.has(method.toUpperCase())) return;
+      const suggestion = suggestName(method.toUpperCase(), PARSED_METHODS);
+      const hint =
+        suggestion === undefined
+          ? 'use a method such as GET or POST'
+          : `did you mean ${suggestion}?`;
+      warnings.push({
+        ...locate(path),
+        kind: 'route',
+        name: route.name,
+        field: `methods[${methodIndex}]`,
+        value: method,
+        message:
+          'the proxy rejects requests with this method (400) before routing, so the route ' +
+          `never matches it; ${hint}`,
+      });
+    });
+  });
+  return warnings;
 }
 
 /**

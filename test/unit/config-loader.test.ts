@@ -280,6 +280,35 @@ describe('zero weight warning', () => {
   });
 });
 
+describe('unknown method warning', () => {
+  const withMethods = (methods: string) =>
+    'upstreams:\n  - {name: u, targets: [{url: "http://127.0.0.1:9001"}]}\n' +
+    `routes:\n  - name: m\n    paths: [/m]\n    upstream: u\n    methods: ${methods}\n`;
+
+  test('misspelled method warns', () => {
+    const config = parseConfigTexts([{ file: 'm.yaml', text: withMethods('[GETT, get]') }]);
+    assert.equal(config.warnings.length, 1);
+    const [warning] = config.warnings;
+    assert.equal(warning.kind, 'route');
+    assert.equal(warning.name, 'm');
+    assert.equal(warning.field, 'methods[0]');
+    assert.equal(warning.value, 'GETT');
+    assert.equal(warning.line, 7);
+    assert.match(warning.message, /rejects requests with this method \(400\) before routing/);
+    assert.match(warning.message, /did you mean GET\?/);
+  });
+
+  test('registered methods are quiet', () => {
+    const text = withMethods('[PROPFIND, PATCH, QUERY, purge]');
+    assert.deepEqual(parseConfigTexts([{ file: 'm.yaml', text }]).warnings, []);
+  });
+
+  test('far-off method gets example', () => {
+    const config = parseConfigTexts([{ file: 'm.yaml', text: withMethods('[FROBNICATE]') }]);
+    assert.match(config.warnings[0]?.message ?? '', /use a method such as GET or POST$/);
+  });
+});
+
 describe('config paths', () => {
   let dir: string;
 
