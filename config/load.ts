@@ -127,6 +127,8 @@ export interface LoadOptions {
    * because the store may hold it. Off when the files must be complete (--prune).
    */
   partial?: boolean;
+  /** Appended to the message about a route's unknown upstream; see `ValidateOptions`. */
+  undeclaredUpstreamHint?: string;
 }
 
 /** File name endings read from a directory. */
@@ -278,6 +280,7 @@ export function parseConfigTexts(
   issues.push(
     ...validateConfig(checkedRoutes, checkedUpstreams, locate, {
       allowUndeclaredUpstreams: options.partial,
+      undeclaredUpstreamHint: options.undeclaredUpstreamHint,
       schemaFailures,
     }),
   );

@@ -72,7 +72,7 @@ export function validateConfig(
   const validRoutes: Route[] = [];
   routes.forEach((route, index) => {
     const before = issues.length;
-    checkRoute(route, index, upstreamNames, report, skip);
+    checkRoute(route, index, upstreamNames, report, skip, options.undeclaredUpstreamHint);
     if (issues.length === before && !hasFailedMatch(index, skip)) validRoutes.push(route);
   });
   checkConflicts(withoutFailedMatches(routes, skip), report, locate);
@@ -88,6 +88,8 @@ export interface ValidateOptions {
    * those references against the merged configuration.
    */
   allowUndeclaredUpstreams?: boolean;
+  /** Appended to the message about a route's unknown upstream, such as what --prune does. */
+  undeclaredUpstreamHint?: string;
   /**
    * Returns true for a field that failed the schema, or that contains or is
    * inside one. Such fields hold placeholders, so the checks skip them instead
@@ -281,15 +283,16 @@ function checkRoute(
   upstreams: Set<string> | undefined,
   report: Report,
   skip: SkipField,
+  undeclaredHint?: string,
 ): void {
   const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
     report(['routes', index, ...path], { kind: 'route', name: route.name, field, value, message });
   const skipped = skipWithin(skip, 'routes', index);
 
   if (upstreams && !skipped('upstream') && !upstreams.has(route.upstream)) {
-    at('upstream', route.upstream, describeUnknownUpstream(route.upstream, upstreams), [
-      'upstream',
-    ]);
+    const problem = describeUnknownUpstream(route.upstream, upstreams);
+    const message = undeclaredHint === undefined ? problem : `${problem}; ${undeclaredHint}`;
+    at('upstream', route.upstream, message, ['upstream']);
   }
   route.hosts.forEach((host, hostIndex) => {
     const problem = skipped('hosts', hostIndex) ? undefined : describeHostProblem(host);

@@ -17,6 +17,11 @@ import { locateControlPlaneIssues } from '../issue-locations.js';
 import { err, isUnreadable, out, plural, printWarnings } from '../output.js';
 import { percentile, waitForVersion, type ProxyOutcome, type WaitResult } from '../wait.js';
 
+/** Added to an unknown upstream's message under --prune, which deletes what the files omit. */
+export const PRUNE_UNDECLARED_HINT =
+  '--prune deletes the stored upstreams that these files do not declare, so declare it in the ' +
+  'files or run without --prune';
+
 interface ApplyOptions {
   filename?: string[];
   prune: boolean;
@@ -101,6 +106,7 @@ export function registerApply(program: Command): void {
       }
       const declared = await loadConfigFiles(files, {
         partial: !options.prune,
+        undeclaredUpstreamHint: options.prune ? PRUNE_UNDECLARED_HINT : undefined,
       }).catch((error: unknown) => {
         // As in validate: warnings first, so that the errors end the output.
         if (error instanceof ConfigError) printWarnings(error.warnings);

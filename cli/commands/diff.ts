@@ -9,6 +9,7 @@ import { diffFields } from '../field-diff.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
 import { locateControlPlaneIssues } from '../issue-locations.js';
 import { err, offlineHeader, out, plural, printConfigIssues, printWarnings } from '../output.js';
+import { PRUNE_UNDECLARED_HINT } from './apply.js';
 
 const MARKS: Record<string, string> = { create: '+', update: '~', delete: '-' };
 
@@ -32,14 +33,15 @@ export function registerDiff(program: Command): void {
     )
     .action(async (options: { filename?: string[]; prune: boolean }, command: Command) => {
       const files = configFiles(command, options.filename);
-      const declared = await loadConfigFiles(files, { partial: !options.prune }).catch(
-        (error: unknown) => {
-          if (!(error instanceof ConfigError)) throw error;
-          printWarnings(error.warnings);
-          printConfigIssues(offlineHeader(error), error.issues);
-          throw new ExitError(EXIT.error, '');
-        },
-      );
+      const declared = await loadConfigFiles(files, {
+        partial: !options.prune,
+        undeclaredUpstreamHint: options.prune ? PRUNE_UNDECLARED_HINT : undefined,
+      }).catch((error: unknown) => {
+        if (!(error instanceof ConfigError)) throw error;
+        printWarnings(error.warnings);
+        printConfigIssues(offlineHeader(error), error.issues);
+        throw new ExitError(EXIT.error, '');
+      });
       printWarnings(declared.warnings);
       if (options.prune && declared.routes.length === 0 && declared.upstreams.length === 0) {
         err(

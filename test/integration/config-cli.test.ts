@@ -325,8 +325,22 @@ routes:
     const result = await loomctl(fleet.controlPlane, ['apply', '-f', file, '--prune']);
     assertIssues(result, file, [
       /:3: upstream "users" balancer: invalid value; expected one of .* \(got "random"\)$/,
-      /:11: route "lost" upstream: unknown upstream; declared upstreams: users \(got "orders"\)$/,
+      /:11: route "lost" upstream: unknown upstream; declared upstreams: users; --prune deletes the stored upstreams that these files do not declare, so declare it in the files or run without --prune \(got "orders"\)$/,
     ]);
+    await assertNothingWritten();
+  });
+
+  test('prune with stored upstream only', async () => {
+    const file = join(fleet.dir, 'route-only.yaml');
+    writeFileSync(file, 'routes:\n  - {name: r, paths: [/r], upstream: users}\n');
+    const expected = [
+      /:2: route "r" upstream: unknown upstream; no upstream is declared; --prune deletes the stored upstreams that these files do not declare, so declare it in the files or run without --prune \(got "users"\)$/,
+    ];
+    for (const verb of ['apply', 'diff']) {
+      const result = await loomctl(fleet.controlPlane, [verb, '-f', file, '--prune']);
+      assert.doesNotMatch(result.stderr, /^warning:/m, verb);
+      assertIssues(result, file, expected);
+    }
     await assertNothingWritten();
   });
 
