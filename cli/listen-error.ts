@@ -30,11 +30,31 @@ export function describeListenError(error: unknown, listeners: ListenerFlag[]): 
   });
   if (listener === undefined) return error;
   const { host, port } = parseHostPort(listener.address, listener.flag);
+  // A sibling on the same port under another name (localhost next to 127.0.0.1) is the likely
+  // holder, which `checkDistinctListeners` cannot see without resolving names.
+  const sibling =
+    failure.code === 'EADDRINUSE'
+      ? listeners.find((other) => other !== listener && portOf(other) === port)
+      : undefined;
+  const reason =
+    sibling === undefined
+      ? REASONS[failure.code]
+      : `address already in use; ${sibling.flag} ${JSON.stringify(sibling.address)} of this ` +
+        `process binds port ${port} too, perhaps on the same address; give each listener its ` +
+        'own port';
   return new LoomError(
     'LOOM_INVALID_ARGUMENT',
-    `cannot listen on ${formatHostPort(host, port)} (${listener.flag}): ${REASONS[failure.code]}`,
+    `cannot listen on ${formatHostPort(host, port)} (${listener.flag}): ${reason}`,
     { cause: error },
   );
+}
+
+function portOf(listener: ListenerFlag): number | undefined {
+  try {
+    return parseHostPort(listener.address, listener.flag).port;
+  } catch {
+    return undefined;
+  }
 }
 
 function bindFailure(error: unknown): { code: string; port?: number } | undefined {
@@ -57,7 +77,7 @@ function bindFailure(error: unknown): { code: string; port?: number } | undefine
  * because their own check reports them.
  *
  * NOTE: host names are not resolved, so `localhost:P` next to `127.0.0.1:P` or `0.0.0.0:P`
- * passes here and fails when the second listener binds.
+ * passes here and fails when the second listener binds; `describeListenError` then names both.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` naming both flags and their values.
  */

@@ -95,6 +95,29 @@ describe('loom start errors', { timeout: 240_000 }, () => {
     }
   });
 
+  test('same port under another name', async () => {
+    const port = await findFreePort();
+    const result = await loom([
+      'control-plane',
+      '--listen',
+      `localhost:${port}`,
+      '--admin-listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      join(dir, 'store-localhost'),
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      new RegExp(
+        `error: cannot listen on 127\\.0\\.0\\.1:${port} \\(--admin-listen\\): address already in ` +
+          `use; --listen "localhost:${port}" of this process binds port ${port} too, perhaps on ` +
+          'the same address; give each listener its own port',
+      ),
+    );
+    assertNoStack(result);
+  });
+
   test('invalid addresses rejected up front', async () => {
     const cases: { args: string[]; value: string }[] = [
       ...['7402', ':7402', '127.0.0.1:99999', 'localhost:abc'].map((value) => ({
