@@ -116,7 +116,13 @@ export function registerApply(program: Command): void {
       await withClient(command, async (client) => {
         const pruneAll =
           options.prune && declared.routes.length === 0 && declared.upstreams.length === 0;
-        if (pruneAll && !options.allowEmpty) await rejectEmptyPrune(client, files);
+        if (pruneAll && !options.allowEmpty) {
+          // The names of `sources` call standard input `(stdin)`, as other messages do.
+          await rejectEmptyPrune(
+            client,
+            declared.sources.map((source) => source.file),
+          );
+        }
         const response = await client
           .apply({
             routes: declared.routes,

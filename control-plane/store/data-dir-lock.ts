@@ -43,7 +43,8 @@ export class DataDirLock {
         throw new LoomError(
           'LOOM_STORE_UNAVAILABLE',
           `data directory ${dataDir} is in use by process ${owner} (lock file ${path}); ` +
-            'stop that process or choose another directory with --data-dir',
+            'stop that process or choose another directory with --data-dir. If that process ' +
+            `uses another directory, this one is a copy that kept its lock file: remove ${path}`,
         );
       }
       logger.warn({ file: path, pid: owner ?? null }, 'stale data directory lock taken over');

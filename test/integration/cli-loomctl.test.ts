@@ -114,6 +114,9 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.equal(refused.code, 1, refused.stderr);
     assert.match(refused.stderr, /would delete all 3 stored resources \(2 routes, 1 upstream\)/);
     assert.match(refused.stderr, /--allow-empty/);
+    const piped = await loomctl(controlPlane, ['apply', '--prune', '-f', '-'], 'routes: []\n');
+    assert.equal(piped.code, 1, piped.stderr);
+    assert.match(piped.stderr, /^error: \(stdin\) declares no routes or upstreams, so --prune/m);
     const stored = await loomctl(controlPlane, ['get', 'routes', '-o', 'json']);
     assert.match(stored.stdout, /get-user/);
 

@@ -195,7 +195,8 @@ describe('EmbeddedStore', () => {
       assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
       assert.ok(error.message.includes(dataDir), error.message);
       assert.ok(error.message.includes(`process ${process.pid}`), error.message);
-      assert.match(error.message, /choose another directory with --data-dir$/);
+      assert.match(error.message, /choose another directory with --data-dir\. If that process/);
+      assert.ok(error.message.endsWith(`kept its lock file: remove ${join(dataDir, 'LOCK')}`));
       return true;
     });
     await first.close();
