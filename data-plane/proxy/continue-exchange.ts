@@ -149,15 +149,21 @@ export class ContinueExchange extends ObservedExchange implements SendTimeoutHan
     }
 
     const ms = this.context.sendTimeoutMs;
+    // The send timeout runs while the response waits for the client: from a write that filled
+    // the connection's buffer to 'drain', and after the end until 'finish'.
+    let sendTimer: NodeJS.Timeout | undefined;
+    const stopSendTimeout = (): void => {
+      clearTimeout(sendTimer);
+      sendTimer = undefined;
+    };
+    res.once('close', stopSendTimeout);
     response.on('data', (chunk: Buffer) => {
       this.bytesSent += chunk.length;
       if (!res.write(chunk)) {
         response.pause();
-        const socket = this.req.socket;
-        // A response queued behind another waits for the one ahead, not for this client.
-        const timer = res.socket === null ? undefined : watchClientReads(socket, ms, this);
+        sendTimer ??= watchClientReads(res, this.req.socket, ms, this);
         res.once('drain', () => {
-          clearTimeout(timer);
+          stopSendTimeout();
           response.resume();
         });
       }
@@ -177,6 +183,12 @@ export class ContinueExchange extends ObservedExchange implements SendTimeoutHan
       this.reportAttempt(undefined);
       res.end();
       if (!this.#bodySent) this.#upstream?.destroy();
+      if (res.writableFinished) {
+        stopSendTimeout();
+      } else {
+        sendTimer ??= watchClientReads(res, this.req.socket, ms, this);
+        res.once('finish', stopSendTimeout);
+      }
     });
     response.on('error', (err: Error) => this.#fail(err));
   }
@@ -184,7 +196,7 @@ export class ContinueExchange extends ObservedExchange implements SendTimeoutHan
   /** Cuts off a client that read none of the response for the send timeout. */
   handleSendTimeout(): void {
     const socket = this.req.socket;
-    if (socket.destroyed) {
+    if (socket.destroyed || this.#res.writableFinished) {
       return;
     }
     this.context.logger.debug(

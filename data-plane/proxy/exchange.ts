@@ -287,11 +287,7 @@ export class ProxyExchange
       if (!this.#awaitingDrain) {
         this.#awaitingDrain = true;
         res.once('drain', onClientDrain);
-        // A response queued behind another waits for the one ahead, not for this client's
-        // reading, so its wait starts when it gets the connection and writes again.
-        if (res.socket !== null) {
-          this.#sendTimer = watchClientReads(this.#socket, this.context.sendTimeoutMs, this);
-        }
+        this.#sendTimer ??= watchClientReads(res, this.#socket, this.context.sendTimeoutMs, this);
       }
       return false;
     }
@@ -324,6 +320,12 @@ export class ProxyExchange
       }
     }
     res.end();
+    // Bytes the client has not taken yet hold the connection, and any response queued behind
+    // this one, until they are sent, so the send timeout runs until the response finishes.
+    if (!res.writableFinished && this.context.sendTimeoutMs > 0) {
+      this.#sendTimer ??= watchClientReads(res, this.#socket, this.context.sendTimeoutMs, this);
+      res.once('finish', onResponseFinish);
+    }
     this.reportRequest(this.#status);
   }
 
@@ -344,7 +346,7 @@ export class ProxyExchange
   /** Aborts the upstream request when the client connection closes before the response ends. */
   handleClientClose(): void {
     this.#res[kExchange] = undefined;
-    clearTimeout(this.#sendTimer);
+    this.stopSendTimeout();
     if (this.#res.writableFinished) {
       return;
     }
@@ -385,7 +387,7 @@ export class ProxyExchange
   /** Resumes reading the upstream response once the client socket has drained. */
   handleClientDrain(): void {
     this.#awaitingDrain = false;
-    clearTimeout(this.#sendTimer);
+    this.stopSendTimeout();
     if (!this.#clientClosed) {
       this.#resume?.();
     }
@@ -396,7 +398,8 @@ export class ProxyExchange
    * write more, which also aborts the upstream request through the response's 'close' event.
    */
   handleSendTimeout(): void {
-    if (!this.#awaitingDrain || this.#clientClosed) {
+    this.#sendTimer = undefined;
+    if (this.#clientClosed || this.#res.writableFinished) {
       return;
     }
     const logger = this.context.logger;
@@ -407,6 +410,12 @@ export class ProxyExchange
       );
     }
     resetConnection(this.#socket);
+  }
+
+  /** Stops the send timeout once the client took what was waiting, or left. */
+  stopSendTimeout(): void {
+    clearTimeout(this.#sendTimer);
+    this.#sendTimer = undefined;
   }
 
   /** Sends 504 when no connection was obtained within the route's connect timeout. */
@@ -625,6 +634,10 @@ export function onQueuedClientClose(
   res.once('finish', () => queued.delete(res));
 }
 
+function onResponseFinish(this: ExchangeResponse): void {
+  this[kExchange]?.stopSendTimeout();
+}
+
 function onClientDrain(this: ExchangeResponse): void {
   this[kExchange]?.handleClientDrain();
 }
@@ -639,35 +652,54 @@ export interface SendTimeoutHandler {
 }
 
 /**
- * Starts the send timeout of a response waiting for the client connection `socket` to drain,
- * unless `ms` is 0. When the timer fires, a write buffer smaller than at the last check means
- * the client is reading, and the timer starts over. Otherwise `handler.handleSendTimeout` runs.
- * The caller clears the timer on 'drain' and on close.
+ * Starts the send timeout of `res`, which waits for its client connection `connection` to take
+ * bytes, unless `ms` is 0. The timer fires every `ms` and starts over while `res` waits behind a
+ * response queued ahead of it (that one has a timer of its own), or when the connection's write
+ * buffer shrank since the last check: the client is reading. Otherwise
+ * `handler.handleSendTimeout` runs. The caller clears the timer once the wait is over; a
+ * finished or destroyed response and a closed connection stop it too.
  */
 export function watchClientReads(
-  socket: Socket,
+  res: ServerResponse,
+  connection: Socket,
   ms: number,
   handler: SendTimeoutHandler,
 ): NodeJS.Timeout | undefined {
   if (ms <= 0) {
     return undefined;
   }
-  const watch: ReadWatch = { socket, handler, buffered: socket.writableLength };
+  const buffered = res.socket?.writableLength ?? Infinity;
+  const watch: ReadWatch = { res, connection, handler, buffered };
   const timer = setTimeout(checkClientReads, ms, watch);
+  // An open client connection keeps the process running; the timer needs not.
+  timer.unref();
   watch.timer = timer;
   return timer;
 }
 
 interface ReadWatch {
-  readonly socket: Socket;
+  readonly res: ServerResponse;
+  readonly connection: Socket;
   readonly handler: SendTimeoutHandler;
+  /** Bytes buffered on the connection at the last check; Infinity while `res` is queued. */
   buffered: number;
   timer?: NodeJS.Timeout;
 }
 
 function checkClientReads(watch: ReadWatch): void {
-  const buffered = watch.socket.writableLength;
-  if (buffered < watch.buffered && !watch.socket.destroyed) {
+  const res = watch.res;
+  const connection = watch.connection;
+  if (res.writableFinished || res.destroyed || connection.destroyed) {
+    return;
+  }
+  if (res.socket === null) {
+    // Queued behind another response: Node.js 20 assigns the connection when that one finishes.
+    watch.buffered = Infinity;
+    watch.timer?.refresh();
+    return;
+  }
+  const buffered = connection.writableLength;
+  if (buffered < watch.buffered) {
     watch.buffered = buffered;
     watch.timer?.refresh();
     return;

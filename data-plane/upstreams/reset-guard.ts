@@ -11,10 +11,12 @@ const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 let reportingReset = false;
 
 /**
- * Tells whether the undici callback running now runs inside the 'error' event of an upstream
- * connection reset. undici 7 takes a reset under a response without keep-alive as the end of its
- * body (`onHttpSocketError` in client-h1.js). A body delimited by the connection close that the
- * upstream cut with a reset therefore reaches `onComplete` inside that event.
+ * Tells whether the undici callback running now runs inside the 'error' or 'end' event of an
+ * upstream connection that was reset. undici 7 takes the end of the connection under a response
+ * without keep-alive as the end of its body: at a reset that a read reports
+ * (`onHttpSocketError` in client-h1.js), and at the end of input that follows a reset that a
+ * write reported (`onHttpSocketEnd`). A body delimited by the connection close that the upstream
+ * cut with a reset therefore reaches `onComplete` inside one of those events.
  */
 export function isReportingReset(): boolean {
   return reportingReset;
@@ -27,6 +29,20 @@ function clearReportingReset(): void {
 /** Marks the reset whose 'error' event runs; added before undici's own listener. */
 function markReset(err: NodeJS.ErrnoException): void {
   if (err.code !== 'ECONNRESET') return;
+  reportingReset = true;
+  queueMicrotask(clearReportingReset);
+}
+
+const kWriteReset = Symbol('loom.writeReset');
+
+interface GuardedSocket extends Socket {
+  /** Set when a write failed with a reset, after which the read side ends the connection. */
+  [kWriteReset]?: boolean;
+}
+
+/** Marks the end of input of a connection whose write was reset; added before undici's. */
+function markEndAfterReset(this: GuardedSocket): void {
+  if (this[kWriteReset] !== true) return;
   reportingReset = true;
   queueMicrotask(clearReportingReset);
 }
@@ -52,8 +68,9 @@ export function buildResetSafeConnector(
         return;
       }
       keepResponseOnReset(socket as Socket);
-      // undici adds its listeners in the callback, so this one runs ahead of them.
+      // undici adds its listeners in the callback, so these run ahead of them.
       socket.on('error', markReset);
+      socket.on('end', markEndAfterReset);
       callback(null, socket as Socket);
     });
   };
@@ -87,6 +104,7 @@ export function keepResponseOnReset(socket: Socket): void {
       return destroy.call(this, err);
     }
     if (failure.syscall === 'write' && !this.readableEnded) {
+      (this as GuardedSocket)[kWriteReset] = true;
       const readable = (this as unknown as { _readableState: ReadableState })._readableState;
       if (readable.errored === err) readable.errored = null;
       if (deferred === undefined) {

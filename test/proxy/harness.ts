@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import {
   createServer,
@@ -6,8 +7,9 @@ import {
   type IncomingMessage,
   type RequestListener,
   type Server,
+  type ServerResponse,
 } from 'node:http';
-import { connect, type AddressInfo, type Server as NetServer } from 'node:net';
+import { connect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
@@ -268,4 +270,71 @@ export function rawHeaderNames(response: string): string[] {
     .split('\r\n')
     .slice(1)
     .map((line) => line.slice(0, line.indexOf(':')).toLowerCase());
+}
+
+/** A raw TCP client that keeps every byte it receives and the error that ended it. */
+export interface RawClient {
+  socket: Socket;
+  text(): string;
+  error(): NodeJS.ErrnoException | undefined;
+  /** Resolves at 'close', also after a reset: `once` would reject on the 'error' before it. */
+  closed: Promise<unknown>;
+}
+
+/** Connects to `port` on 127.0.0.1 and writes `text`. */
+export function openRawClient(port: number, text: string): RawClient {
+  const socket = connect(port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  let failure: NodeJS.ErrnoException | undefined;
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    failure = err;
+  });
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  socket.write(text);
+  return {
+    socket,
+    text: () => Buffer.concat(chunks).toString('latin1'),
+    error: () => failure,
+    closed,
+  };
+}
+
+/** Waits up to 5 s for `read()` to match `pattern`, then asserts that it does. */
+export async function waitForText(read: () => string, pattern: RegExp): Promise<void> {
+  for (let i = 0; i < 250 && !pattern.test(read()); i++) await sleep(20);
+  assert.match(read(), pattern);
+}
+
+/**
+ * Opens a connection to `port` on 127.0.0.1 that reads nothing until the caller resumes its
+ * socket. `closed` resolves at 'close', after a reset too.
+ */
+export async function pausedClient(
+  port: number,
+): Promise<{ socket: Socket; closed: Promise<void> }> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {
+    // A proxy that cuts the connection resets it; callers wait for 'close'.
+  });
+  socket.pause();
+  await once(socket, 'connect');
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return { socket, closed };
+}
+
+const STREAM_CHUNK = Buffer.alloc(64 * 1024, 'a');
+
+/** Writes `bytes` bytes of `a` to `res` as fast as its reader takes them, then ends it. */
+export function streamBody(res: ServerResponse, bytes: number): void {
+  let sent = 0;
+  const write = (): void => {
+    while (sent < bytes && !res.destroyed) {
+      const piece = STREAM_CHUNK.subarray(0, Math.min(STREAM_CHUNK.length, bytes - sent));
+      sent += piece.length;
+      if (!res.write(piece)) return void res.once('drain', write);
+    }
+    if (!res.destroyed) res.end();
+  };
+  write();
 }

@@ -1,7 +1,4 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import type { ServerResponse } from 'node:http';
-import { connect, type Socket } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createProxyHandlers } from '../../data-plane/proxy/proxy.js';
@@ -9,8 +6,10 @@ import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import {
   captureLogger,
   eventually,
+  pausedClient,
   startHttpServer,
   startProxy,
+  streamBody,
   upstreamAt,
   WAIT_MS,
   within,
@@ -22,36 +21,9 @@ import {
 const BIG_BYTES = 32 * 1024 * 1024;
 /** Size of the upstream's `/medium` response, which a slow client reads to the end. */
 const MEDIUM_BYTES = 24 * 1024 * 1024;
-const CHUNK = Buffer.alloc(64 * 1024, 'a');
 
 /** Paths of the upstream responses that closed before they finished. */
 const cutResponses: string[] = [];
-
-/** Writes `bytes` bytes to `res` as fast as the proxy takes them. */
-function stream(res: ServerResponse, bytes: number): void {
-  let sent = 0;
-  const write = (): void => {
-    while (sent < bytes && !res.destroyed) {
-      sent += CHUNK.length;
-      if (!res.write(CHUNK)) return void res.once('drain', write);
-    }
-    if (!res.destroyed) res.end();
-  };
-  res.writeHead(200, { 'content-length': String(bytes) });
-  write();
-}
-
-/** Opens a raw connection that reads nothing until the test resumes it. */
-async function pausedClient(port: number): Promise<{ socket: Socket; closed: Promise<void> }> {
-  const socket = connect(port, '127.0.0.1');
-  socket.on('error', () => {
-    // The proxy resets the connection it cuts off; the close is what the tests wait for.
-  });
-  socket.pause();
-  await once(socket, 'connect');
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  return { socket, closed };
-}
 
 /** Returns the bytes of the response body in `text`, which holds one raw response. */
 function bodyLength(text: string): number {
@@ -71,7 +43,11 @@ describe('send timeout', () => {
         if (!res.writableFinished) cutResponses.push(path);
       });
       req.resume();
-      req.once('end', () => stream(res, path === '/medium' ? MEDIUM_BYTES : BIG_BYTES));
+      req.once('end', () => {
+        const bytes = path === '/medium' ? MEDIUM_BYTES : BIG_BYTES;
+        res.writeHead(200, { 'content-length': String(bytes) });
+        streamBody(res, bytes);
+      });
     });
     cutting = await startProxy({}, { sendTimeoutMs: 300 });
     const table = cutting.publish(

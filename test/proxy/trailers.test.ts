@@ -1,38 +1,16 @@
 import assert from 'node:assert/strict';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { listenNet, startProxy, upstreamAt, within, type ProxyFixture } from './harness.js';
-
-/** A raw TCP client that keeps every byte it receives and the error that ended it. */
-interface RawClient {
-  text(): string;
-  error(): NodeJS.ErrnoException | undefined;
-  closed: Promise<unknown>;
-}
-
-function request(port: number, text: string): RawClient {
-  const socket = connect(port, '127.0.0.1');
-  const chunks: Buffer[] = [];
-  let failure: NodeJS.ErrnoException | undefined;
-  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-  socket.on('error', (err: NodeJS.ErrnoException) => {
-    failure = err;
-  });
-  // `once` would reject on 'error'; a reset is an outcome these tests check.
-  const closed = new Promise((resolve) => socket.once('close', resolve));
-  socket.write(text);
-  return {
-    text: () => Buffer.concat(chunks).toString('latin1'),
-    error: () => failure,
-    closed,
-  };
-}
-
-async function waitFor(read: () => string, pattern: RegExp): Promise<void> {
-  for (let i = 0; i < 250 && !pattern.test(read()); i++) await sleep(20);
-  assert.match(read(), pattern);
-}
+import {
+  listenNet,
+  openRawClient,
+  startProxy,
+  upstreamAt,
+  waitForText,
+  within,
+  type ProxyFixture,
+  type RawClient,
+} from './harness.js';
 
 /** Raw upstream responses by path; the `/mid/*` ones stop after ten body bytes. */
 const RESPONSES: Record<string, string> = {
@@ -129,8 +107,8 @@ describe('response endings', () => {
   /** Sends `path`, waits for the ten body bytes, then resets the upstream connection. */
   async function cutMidBody(path: string, version: '1.0' | '1.1'): Promise<RawClient> {
     const host = version === '1.1' ? 'Host: t\r\nConnection: close\r\n' : '';
-    const client = request(proxy.port, `GET ${path} HTTP/${version}\r\n${host}\r\n`);
-    await waitFor(client.text, /0123456789(\r\n)?$/);
+    const client = openRawClient(proxy.port, `GET ${path} HTTP/${version}\r\n${host}\r\n`);
+    await waitForText(client.text, /0123456789(\r\n)?$/);
     upstream.byPath.get(path)?.resetAndDestroy();
     await within(client.closed, 'the proxy to close the client connection');
     return client;
@@ -183,7 +161,7 @@ describe('response endings', () => {
   });
 
   it('filters forwarded trailer fields', async () => {
-    const client = request(
+    const client = openRawClient(
       proxy.port,
       'GET /trailers HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nConnection: close\r\n\r\n',
     );

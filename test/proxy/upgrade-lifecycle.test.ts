@@ -1,51 +1,22 @@
 import assert from 'node:assert/strict';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   listenNet,
+  openRawClient,
   sendRaw,
   startProxy,
   upstreamAt,
+  waitForText,
   within,
   type ProxyFixture,
+  type RawClient,
   type StubRoute,
 } from './harness.js';
 
 function handshake(path: string): string {
   return `GET ${path} HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
-}
-
-/** A raw TCP client that keeps every byte it receives and the error that ended it. */
-interface RawClient {
-  socket: Socket;
-  text(): string;
-  error(): NodeJS.ErrnoException | undefined;
-  closed: Promise<unknown>;
-}
-
-function openClient(port: number, request: string): RawClient {
-  const socket = connect(port, '127.0.0.1');
-  const chunks: Buffer[] = [];
-  let failure: NodeJS.ErrnoException | undefined;
-  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-  socket.on('error', (err: NodeJS.ErrnoException) => {
-    failure = err;
-  });
-  // `once` would reject on 'error'; a reset is an outcome these tests check.
-  const closed = new Promise((resolve) => socket.once('close', resolve));
-  socket.write(request);
-  return {
-    socket,
-    text: () => Buffer.concat(chunks).toString('latin1'),
-    error: () => failure,
-    closed,
-  };
-}
-
-async function waitFor(read: () => string, pattern: RegExp): Promise<void> {
-  for (let i = 0; i < 250 && !pattern.test(read()); i++) await sleep(20);
-  assert.match(read(), pattern);
 }
 
 /**
@@ -148,7 +119,7 @@ describe('upgrade lifecycle', () => {
   it('closes both sides on client FIN before 101', async () => {
     const first = upstream.sockets.length;
     const clients: RawClient[] = [];
-    for (let i = 0; i < 20; i++) clients.push(openClient(proxy.port, handshake('/ws/hang')));
+    for (let i = 0; i < 20; i++) clients.push(openRawClient(proxy.port, handshake('/ws/hang')));
     await upstream.waitForRequests(first + clients.length);
     for (const client of clients) client.socket.end();
 
@@ -178,8 +149,8 @@ describe('upgrade lifecycle', () => {
 
   it('resets the client when a refused upgrade is cut', async () => {
     const first = upstream.sockets.length;
-    const client = openClient(proxy.port, handshake('/ws/refused'));
-    await waitFor(client.text, /partial$/);
+    const client = openRawClient(proxy.port, handshake('/ws/refused'));
+    await waitForText(client.text, /partial$/);
     upstream.sockets[first].resetAndDestroy();
 
     await within(client.closed, 'the client connection to close');
@@ -196,10 +167,10 @@ describe('upgrade lifecycle', () => {
       ],
       [upstreamAt('ws', upstream.port)],
     );
-    const kept = openClient(drainProxy.port, handshake('/kept/echo'));
-    const removed = openClient(drainProxy.port, handshake('/removed/echo'));
-    await waitFor(kept.text, /\r\n\r\n$/);
-    await waitFor(removed.text, /\r\n\r\n$/);
+    const kept = openRawClient(drainProxy.port, handshake('/kept/echo'));
+    const removed = openRawClient(drainProxy.port, handshake('/removed/echo'));
+    await waitForText(kept.text, /\r\n\r\n$/);
+    await waitForText(removed.text, /\r\n\r\n$/);
 
     drainProxy.publish(
       [
@@ -210,7 +181,7 @@ describe('upgrade lifecycle', () => {
     );
     await within(removed.closed, 'the tunnel of the removed route to close');
     kept.socket.write('still-open');
-    await waitFor(kept.text, /still-open$/);
+    await waitForText(kept.text, /still-open$/);
 
     assert.equal(removed.error(), undefined);
     assert.equal(kept.socket.destroyed, false);
