@@ -208,10 +208,12 @@ export class ControlPlane {
     late.metrics = controlPlane.metrics;
     try {
       await controlPlane.cache.start();
+      // The admin listener binds first, so that the control plane reports itself ready only
+      // once every listener is open.
+      await controlPlane.#startAdmin(options.adminListen);
       await controlPlane.#listen(options.listen, options);
       controlPlane.#startFleet(options.logger);
       controlPlane.#startPruning();
-      await controlPlane.#startAdmin(options.adminListen);
     } catch (error) {
       await controlPlane.stop();
       throw error;
