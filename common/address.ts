@@ -14,16 +14,7 @@ const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9_.-]+)):(\d{
  * Throws a LoomError naming the option and the value when it is malformed.
  */
 export function parseHostPort(value: string, option: string): HostPort {
-  const match = HOST_PORT.exec(value.trim());
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid ${option} ${JSON.stringify(value)}; expected HOST:PORT such as 127.0.0.1:7400 ` +
-        'or [::1]:7400, with a port from 0 to 65535',
-    );
-  }
-  return { host: match[1] ?? match[2], port };
+  return parseAddress(value, option, 0);
 }
 
 /**
@@ -31,7 +22,7 @@ export function parseHostPort(value: string, option: string): HostPort {
  * naming the option and the value when it is malformed.
  */
 export function parseDialAddress(value: string, option: string): HostPort {
-  const address = parseHostPort(value, option);
+  const address = parseAddress(value, option, 1);
   if (address.port === 0) {
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
@@ -40,6 +31,19 @@ export function parseDialAddress(value: string, option: string): HostPort {
     );
   }
   return address;
+}
+
+function parseAddress(value: string, option: string, lowestPort: 0 | 1): HostPort {
+  const match = HOST_PORT.exec(value.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} ${JSON.stringify(value)}; expected HOST:PORT such as 127.0.0.1:7400 ` +
+        `or [::1]:7400, with a port from ${lowestPort} to 65535`,
+    );
+  }
+  return { host: match[1] ?? match[2], port };
 }
 
 /** Formats a host and port for display and dialing, bracketing IPv6 hosts. */

@@ -255,6 +255,12 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   try {
     url = new URL(raw);
   } catch {
+    const port = /^[a-z][a-z0-9+.-]*:\/\/(?:\[[^\]]*\]|[^/?#:@]*)(?::(\d+))?(?:[/?#]|$)/i.exec(
+      raw,
+    )?.[1];
+    if (port !== undefined && Number(port) > 65_535) {
+      return `port ${port} is out of range; use a port from 1 to 65535`;
+    }
     return 'invalid URL; expected http://host:port or https://host:port with an optional base path';
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {

@@ -108,7 +108,7 @@ export function planDelete(
   if (!list.some((resource) => resource.name === name)) {
     throw new LoomError(
       'LOOM_NOT_FOUND',
-      `${kind} "${name}" not found; "loomctl get" lists what is stored`,
+      `${kind} "${name}" not found; "loomctl get ${kind}s" lists what is stored`,
     );
   }
   if (kind === 'upstream') {

@@ -98,7 +98,10 @@ export async function readRecordFile<T>(
 
   const record = content.endsWith('\n') ? decodeRecord(content.slice(0, -1), schema) : undefined;
   if (record === undefined) {
-    throw new LoomError('LOOM_STORE_CORRUPT', `${path} is corrupt: checksum or format mismatch`);
+    throw new LoomError(
+      'LOOM_STORE_CORRUPT',
+      `${path} is corrupt: checksum or format mismatch; ${recovery(path)}`,
+    );
   }
   return record;
 }
@@ -276,7 +279,23 @@ function parseLog(
 }
 
 function corrupt(path: string, line: number, detail: string): LoomError {
-  return new LoomError('LOOM_STORE_CORRUPT', `${path} line ${line} is corrupt: ${detail}`);
+  return new LoomError(
+    'LOOM_STORE_CORRUPT',
+    `${path} line ${line} is corrupt: ${detail}; ${recovery(path)}`,
+  );
+}
+
+/**
+ * Returns how to recover from a damaged file of the data directory. A new directory starts a new
+ * epoch, which proxies accept, so applying the configuration files again restores service. Cutting
+ * the log short instead would reuse versions the proxies already hold.
+ */
+function recovery(path: string): string {
+  const dataDir = dirname(path);
+  return (
+    `move ${dataDir} aside, start the control plane again and apply the configuration files ` +
+    `again with "loomctl apply --prune -f FILE..."; proxies keep serving their tables meanwhile`
+  );
 }
 
 async function readOptionalFile(path: string): Promise<string | undefined> {

@@ -119,21 +119,30 @@ describe('loom start errors', { timeout: 240_000 }, () => {
   });
 
   test('invalid addresses rejected up front', async () => {
-    const cases: { args: string[]; value: string }[] = [
+    const cases: { args: string[]; value: string; ports?: string }[] = [
       ...['7402', ':7402', '127.0.0.1:99999', 'localhost:abc'].map((value) => ({
         args: ['control-plane', '--listen', value, '--data-dir', join(dir, 'store-invalid')],
         value,
+        // A listener may take port 0 for a free port; an address to dial may not.
+        ports: 'from 0 to 65535',
       })),
       {
         args: ['data-plane', '--control-plane', 'http://127.0.0.1:7400'],
         value: 'http://127.0.0.1:7400',
       },
+      {
+        args: ['data-plane', '--control-plane', '7400'],
+        value: '7400',
+        ports: 'from 1 to 65535',
+      },
     ];
-    for (const { args, value } of cases) {
+    for (const { args, value, ports } of cases) {
       const result = await loom(args);
       assert.equal(result.code, 2, `${value}: ${result.stderr}`);
       assert.ok(result.stderr.includes(`"${value}"`), `${value} not named: ${result.stderr}`);
       assert.match(result.stderr, /expected HOST:PORT such as 127\.0\.0\.1:7400/);
+      if (ports !== undefined)
+        assert.ok(result.stderr.includes(`with a port ${ports}`), result.stderr);
       assert.doesNotMatch(result.stderr, /0\.0\.28\.234/);
       assertNoStack(result);
     }

@@ -149,6 +149,14 @@ describe('EmbeddedStore', () => {
       assert.ok(error instanceof LoomError);
       assert.equal(error.code, 'LOOM_STORE_CORRUPT');
       assert.match(error.message, new RegExp(`${logFile} line 2 `));
+      assert.ok(
+        error.message.endsWith(
+          `; move ${dataDir} aside, start the control plane again and apply the configuration ` +
+            'files again with "loomctl apply --prune -f FILE..."; proxies keep serving their ' +
+            'tables meanwhile',
+        ),
+        error.message,
+      );
       return true;
     });
     // The failed open released the lock, so a repaired directory opens.

@@ -120,6 +120,24 @@ routes:
     assert.match(issues[0].message, /port 0 cannot be connected to/);
   });
 
+  test('target port above 65535 named', () => {
+    const issues = issuesOf(`upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:99999
+      - url: http://[::1]:70000/base
+      - url: http://bad host:80
+`);
+    assert.deepEqual(
+      issues.map((issue) => issue.message),
+      [
+        'port 99999 is out of range; use a port from 1 to 65535',
+        'port 70000 is out of range; use a port from 1 to 65535',
+        'invalid URL; expected http://host:port or https://host:port with an optional base path',
+      ],
+    );
+  });
+
   test('two spellings of one target rejected', () => {
     const issues = issuesOf(`upstreams:
   - name: users

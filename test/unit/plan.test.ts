@@ -134,7 +134,10 @@ describe('apply planning', () => {
   test('deleting a missing route is not found', () => {
     assert.throws(
       () => planDelete('/loom/', stored, 'route', 'nope'),
-      (error: unknown) => error instanceof LoomError && error.code === 'LOOM_NOT_FOUND',
+      (error: unknown) =>
+        error instanceof LoomError &&
+        error.code === 'LOOM_NOT_FOUND' &&
+        error.message === 'route "nope" not found; "loomctl get routes" lists what is stored',
     );
   });
 
