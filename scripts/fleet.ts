@@ -5,8 +5,11 @@
 // Default ports: control plane 7400 (admin 7401), proxies 8080 and 8081 (admin
 // 9901 and 9902), upstream 9001. With --base-port N (or LOOM_FLEET_BASE_PORT=N)
 // they are N and N+1, N+2 and N+3 (admin N+4 and N+5), and N+6.
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { startEchoUpstream } from '../examples/echo-upstream.js';
@@ -215,16 +218,27 @@ start().then(
   },
 );
 
+/**
+ * Returns the quick-start file to apply: `examples/quickstart.yaml`, or a copy in the temporary
+ * folder whose upstream URL names the moved upstream port.
+ */
+function quickstartFile(): string {
+  const example = 'examples/quickstart.yaml';
+  if (ports.upstream === 9001) return example;
+  const copy = join(tmpdir(), `loom-quickstart-${ports.upstream}.yaml`);
+  const text = readFileSync(example, 'utf8').replace(/\b9001\b/g, String(ports.upstream));
+  writeFileSync(copy, text);
+  return copy;
+}
+
 function banner(): string {
   const loomctl =
     ports.controlPlane === 7400 ? 'npx loomctl' : `npx loomctl --control-plane ${controlPlane}`;
+  const quickstart = quickstartFile();
   const upstreamNote =
-    ports.upstream === 9001
+    quickstart === 'examples/quickstart.yaml'
       ? []
-      : [
-          `  (examples/quickstart.yaml points at port 9001; copy it and change the upstream URL`,
-          `   to http://${HOST}:${ports.upstream})`,
-        ];
+      : [`  (a copy of examples/quickstart.yaml with the upstream on port ${ports.upstream})`];
   return [
     '',
     'Loom fleet is running:',
@@ -238,7 +252,7 @@ function banner(): string {
     `  upstream        http://${HOST}:${ports.upstream}  (example echo server)`,
     '',
     'In another terminal:',
-    `  ${loomctl} apply -f examples/quickstart.yaml`,
+    `  ${loomctl} apply -f ${quickstart}`,
     ...upstreamNote,
     `  curl http://${HOST}:${ports.proxies[0].port}/users/42`,
     '',

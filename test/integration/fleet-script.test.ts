@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,20 +96,14 @@ describe('fleet script', { timeout: 120_000 }, () => {
       ]);
       assert.match(fleet.output(), new RegExp(`http://127\\.0\\.0\\.1:${base + 2}`));
 
-      const config = join(dir, 'fleet.yaml');
-      writeFileSync(
-        config,
-        [
-          'upstreams:',
-          '  - name: users',
-          '    targets:',
-          `      - url: http://127.0.0.1:${base + 6}`,
-          'routes:',
-          '  - name: get-user',
-          '    paths: [/users/:id]',
-          '    upstream: users',
-          '',
-        ].join('\n'),
+      // The banner's own command, with the copy of the quick-start file it names.
+      const printed = /npx loomctl --control-plane (\S+) apply -f (\S+)/.exec(fleet.output());
+      assert.ok(printed, `no apply command in the banner:\n${fleet.output()}`);
+      assert.equal(printed[1], `127.0.0.1:${base}`);
+      const config = printed[2];
+      assert.match(
+        readFileSync(config, 'utf8'),
+        new RegExp(`url: http://127\\.0\\.0\\.1:${base + 6}\\n`),
       );
       const applied = await loomctl(`127.0.0.1:${base}`, [
         'apply',
