@@ -35,8 +35,8 @@ export interface ProxyContext {
   /** Idle time after which an upgraded tunnel is closed, in milliseconds. */
   readonly tunnelIdleTimeoutMs: number;
   /**
-   * Time a client may take no response bytes while its connection's buffer is full, in
-   * milliseconds; 0 means no limit. A client that takes none for that long is cut off.
+   * Time a client may take no response bytes while a response waits for it, in milliseconds;
+   * 0 means no limit. A client that takes none for that long is cut off (see `watchClientReads`).
    */
   readonly sendTimeoutMs: number;
   /** Time allowed to connect and get response headers on the proxy's own connections. */

@@ -31,8 +31,8 @@ export interface ProxyHandlerOptions {
   /** Idle time after which an upgraded connection is closed, in milliseconds; default 300000. */
   tunnelIdleTimeoutMs?: number;
   /**
-   * Time a client may read none of a response while its connection's buffer is full,
-   * in milliseconds; the client is then cut off. 0 means no limit; default 60000.
+   * Time a client may read none of a response while the response waits for it, in
+   * milliseconds; the client is then cut off. 0 means no limit; default 60000.
    */
   sendTimeoutMs?: number;
   /**
