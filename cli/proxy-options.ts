@@ -49,8 +49,8 @@ export function addProxyOptions(command: Command): Command {
     )
     .option(
       '--send-timeout <ms>',
-      'longest wait for a client to read any of a response; a client that reads nothing for ' +
-        'that long is cut off; 0 means no limit',
+      'longest time a client may take no bytes while some wait to be sent to it; it is then ' +
+        'cut off; 0 means no limit',
       '60000',
     )
     .option(

@@ -7,17 +7,10 @@ import {
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import {
-  onQueuedClientClose,
-  watchClientReads,
-  type ForwardedRequest,
-  type ProxyContext,
-  type SendTimeoutHandler,
-} from './exchange.js';
+import { onQueuedClientClose, type ForwardedRequest, type ProxyContext } from './exchange.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
-import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
@@ -37,7 +30,7 @@ const CONTINUE_WAIT_MS = 1_000;
  * the body, with `Connection: close`, because the unread body makes the connection unusable.
  * When the upstream stays silent for a second, the proxy answers 100 itself.
  */
-export class ContinueExchange extends ObservedExchange implements SendTimeoutHandler {
+export class ContinueExchange extends ObservedExchange {
   readonly #res: ServerResponse;
   #upstream: ClientRequest | undefined;
   #continueTimer: NodeJS.Timeout | undefined;
@@ -71,8 +64,12 @@ export class ContinueExchange extends ObservedExchange implements SendTimeoutHan
     );
     this.#upstream = upstream;
     upstream.on('continue', () => this.#sendBody());
+    let processing = 0;
     upstream.on('information', (info: { statusCode: number }) => {
-      if (info.statusCode === 102 && !this.#res.headersSent) this.#res.writeProcessing();
+      // As for other requests, a few 102s reach the client and the rest are dropped.
+      const res = this.#res;
+      if (info.statusCode !== 102 || res.headersSent || ++processing > 8) return;
+      if (res.socket?.writableNeedDrain !== true) res.writeProcessing();
     });
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => this.#fail(err));
@@ -148,24 +145,11 @@ export class ContinueExchange extends ObservedExchange implements SendTimeoutHan
       return;
     }
 
-    const ms = this.context.sendTimeoutMs;
-    // The send timeout runs while the response waits for the client: from a write that filled
-    // the connection's buffer to 'drain', and after the end until 'finish'.
-    let sendTimer: NodeJS.Timeout | undefined;
-    const stopSendTimeout = (): void => {
-      clearTimeout(sendTimer);
-      sendTimer = undefined;
-    };
-    res.once('close', stopSendTimeout);
     response.on('data', (chunk: Buffer) => {
       this.bytesSent += chunk.length;
       if (!res.write(chunk)) {
         response.pause();
-        sendTimer ??= watchClientReads(res, this.req.socket, ms, this);
-        res.once('drain', () => {
-          stopSendTimeout();
-          response.resume();
-        });
+        res.once('drain', () => response.resume());
       }
     });
     response.on('end', () => {
@@ -183,27 +167,8 @@ export class ContinueExchange extends ObservedExchange implements SendTimeoutHan
       this.reportAttempt(undefined);
       res.end();
       if (!this.#bodySent) this.#upstream?.destroy();
-      if (res.writableFinished) {
-        stopSendTimeout();
-      } else {
-        sendTimer ??= watchClientReads(res, this.req.socket, ms, this);
-        res.once('finish', stopSendTimeout);
-      }
     });
     response.on('error', (err: Error) => this.#fail(err));
-  }
-
-  /** Cuts off a client that read none of the response for the send timeout. */
-  handleSendTimeout(): void {
-    const socket = this.req.socket;
-    if (socket.destroyed || this.#res.writableFinished) {
-      return;
-    }
-    this.context.logger.debug(
-      { route: this.request.route, target: this.target.origin, ms: this.context.sendTimeoutMs },
-      'client connection cut off: it read no response bytes within the send timeout',
-    );
-    resetConnection(socket);
   }
 
   #fail(err: Error): void {

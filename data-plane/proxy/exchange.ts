@@ -34,11 +34,6 @@ export interface ProxyContext {
   readonly maxHeaderCount: number;
   /** Idle time after which an upgraded tunnel is closed, in milliseconds. */
   readonly tunnelIdleTimeoutMs: number;
-  /**
-   * Time a client may take no response bytes while a response waits for it, in milliseconds;
-   * 0 means no limit. A client that takes none for that long is cut off (see `watchClientReads`).
-   */
-  readonly sendTimeoutMs: number;
   /** Time allowed to connect and get response headers on the proxy's own connections. */
   readonly upstreamConnectTimeoutMs: number;
   readonly upstreamHeadersTimeoutMs: number;
@@ -87,6 +82,12 @@ const CLOSE_DELIMITED_RESET = Object.assign(
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 
+/**
+ * 1xx responses forwarded per request; later ones are dropped. A 102 or 103 is advisory, and
+ * neither waits for the client, so an upstream that sends them without end would fill memory.
+ */
+const MAX_INFORMATIONAL_RESPONSES = 8;
+
 /** Scratch result of `buildClientResponseHeaders`, read right after each call. */
 const RESPONSE_HEAD: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
 
@@ -123,20 +124,21 @@ const RETRYABLE_CODES = new Set([
 // means porting the callbacks to `onRequestStart` and friends.
 export class ProxyExchange
   extends ObservedExchange
-  implements Dispatcher.DispatchHandler, BodyForwarder, SendTimeoutHandler
+  implements Dispatcher.DispatchHandler, BodyForwarder
 {
   readonly #res: ExchangeResponse;
   readonly #socket: Socket;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   #connectTimer: NodeJS.Timeout | undefined;
-  #sendTimer: NodeJS.Timeout | undefined;
   #status = 0;
   #clientClosed = false;
   #responseStarted = false;
   #attemptDone = true;
   #answered = false;
   #awaitingDrain = false;
+  /** 1xx responses the upstream sent for this request. */
+  #informational = 0;
   /** True when the client response has neither Content-Length nor chunked framing. */
   #closeDelimited = false;
   /** Fields that the upstream response's `Connection` header named, dropped from trailers. */
@@ -209,7 +211,9 @@ export class ProxyExchange
     }
     const raw = (rawHeaders ?? []) as Buffer[];
     if (statusCode < 200) {
-      forwardInformational(this.#res, statusCode, raw);
+      if (++this.#informational <= MAX_INFORMATIONAL_RESPONSES) {
+        forwardInformational(this.#res, statusCode, raw);
+      }
       return true;
     }
 
@@ -282,12 +286,10 @@ export class ProxyExchange
     }
 
     this.bytesSent += chunk.length;
-    const res = this.#res;
-    if (!res.write(chunk)) {
+    if (!this.#res.write(chunk)) {
       if (!this.#awaitingDrain) {
         this.#awaitingDrain = true;
-        res.once('drain', onClientDrain);
-        this.#sendTimer ??= watchClientReads(res, this.#socket, this.context.sendTimeoutMs, this);
+        this.#res.once('drain', onClientDrain);
       }
       return false;
     }
@@ -320,12 +322,6 @@ export class ProxyExchange
       }
     }
     res.end();
-    // Bytes the client has not taken yet hold the connection, and any response queued behind
-    // this one, until they are sent, so the send timeout runs until the response finishes.
-    if (!res.writableFinished && this.context.sendTimeoutMs > 0) {
-      this.#sendTimer ??= watchClientReads(res, this.#socket, this.context.sendTimeoutMs, this);
-      res.once('finish', onResponseFinish);
-    }
     this.reportRequest(this.#status);
   }
 
@@ -346,7 +342,6 @@ export class ProxyExchange
   /** Aborts the upstream request when the client connection closes before the response ends. */
   handleClientClose(): void {
     this.#res[kExchange] = undefined;
-    this.stopSendTimeout();
     if (this.#res.writableFinished) {
       return;
     }
@@ -387,35 +382,9 @@ export class ProxyExchange
   /** Resumes reading the upstream response once the client socket has drained. */
   handleClientDrain(): void {
     this.#awaitingDrain = false;
-    this.stopSendTimeout();
     if (!this.#clientClosed) {
       this.#resume?.();
     }
-  }
-
-  /**
-   * Cuts off a client that took no response bytes for `sendTimeoutMs` while the proxy waited to
-   * write more, which also aborts the upstream request through the response's 'close' event.
-   */
-  handleSendTimeout(): void {
-    this.#sendTimer = undefined;
-    if (this.#clientClosed || this.#res.writableFinished) {
-      return;
-    }
-    const logger = this.context.logger;
-    if (logger.isLevelEnabled('debug')) {
-      logger.debug(
-        { route: this.request.route, target: this.target.origin, ms: this.context.sendTimeoutMs },
-        'client connection cut off: it read no response bytes within the send timeout',
-      );
-    }
-    resetConnection(this.#socket);
-  }
-
-  /** Stops the send timeout once the client took what was waiting, or left. */
-  stopSendTimeout(): void {
-    clearTimeout(this.#sendTimer);
-    this.#sendTimer = undefined;
   }
 
   /** Sends 504 when no connection was obtained within the route's connect timeout. */
@@ -557,7 +526,8 @@ export class ProxyExchange
  */
 // NOTE: other 1xx codes (104 and unregistered ones) are dropped; Node.js has no API to write them.
 function forwardInformational(res: ServerResponse, status: number, raw: readonly Buffer[]): void {
-  if (res.headersSent || res.destroyed) {
+  // A client that has not taken what was sent before gets no more hints.
+  if (res.headersSent || res.destroyed || res.socket?.writableNeedDrain === true) {
     return;
   }
   if (status === 102) {
@@ -634,75 +604,10 @@ export function onQueuedClientClose(
   res.once('finish', () => queued.delete(res));
 }
 
-function onResponseFinish(this: ExchangeResponse): void {
-  this[kExchange]?.stopSendTimeout();
-}
-
 function onClientDrain(this: ExchangeResponse): void {
   this[kExchange]?.handleClientDrain();
 }
 
 function onConnectTimeout(exchange: ProxyExchange): void {
   exchange.handleConnectTimeout();
-}
-
-/** Something that cuts off a client that reads nothing for too long. */
-export interface SendTimeoutHandler {
-  handleSendTimeout(): void;
-}
-
-/**
- * Starts the send timeout of `res`, which waits for its client connection `connection` to take
- * bytes, unless `ms` is 0. The timer fires every `ms` and starts over while `res` waits behind a
- * response queued ahead of it (that one has a timer of its own), or when the connection's write
- * buffer shrank since the last check: the client is reading. Otherwise
- * `handler.handleSendTimeout` runs. The caller clears the timer once the wait is over; a
- * finished or destroyed response and a closed connection stop it too.
- */
-export function watchClientReads(
-  res: ServerResponse,
-  connection: Socket,
-  ms: number,
-  handler: SendTimeoutHandler,
-): NodeJS.Timeout | undefined {
-  if (ms <= 0) {
-    return undefined;
-  }
-  const buffered = res.socket?.writableLength ?? Infinity;
-  const watch: ReadWatch = { res, connection, handler, buffered };
-  const timer = setTimeout(checkClientReads, ms, watch);
-  // An open client connection keeps the process running; the timer needs not.
-  timer.unref();
-  watch.timer = timer;
-  return timer;
-}
-
-interface ReadWatch {
-  readonly res: ServerResponse;
-  readonly connection: Socket;
-  readonly handler: SendTimeoutHandler;
-  /** Bytes buffered on the connection at the last check; Infinity while `res` is queued. */
-  buffered: number;
-  timer?: NodeJS.Timeout;
-}
-
-function checkClientReads(watch: ReadWatch): void {
-  const res = watch.res;
-  const connection = watch.connection;
-  if (res.writableFinished || res.destroyed || connection.destroyed) {
-    return;
-  }
-  if (res.socket === null) {
-    // Queued behind another response: Node.js 20 assigns the connection when that one finishes.
-    watch.buffered = Infinity;
-    watch.timer?.refresh();
-    return;
-  }
-  const buffered = connection.writableLength;
-  if (buffered < watch.buffered) {
-    watch.buffered = buffered;
-    watch.timer?.refresh();
-    return;
-  }
-  watch.handler.handleSendTimeout();
 }

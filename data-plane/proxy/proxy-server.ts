@@ -29,7 +29,8 @@ export type ProxyServerOptions = ProxyHandlerOptions & ClientLimits;
  * request that Node.js fails to parse, after the responses to its earlier pipelined requests,
  * and then the connection closes. It gets 408 for a head or request that arrives too slowly,
  * checked every second, so a client sending one byte per second is cut off within a second of
- * the limit.
+ * the limit. A client that takes no bytes for `sendTimeoutMs` while some wait for it is cut off
+ * (see `SendWatchdog`).
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` on a limit out of range.
  */
@@ -75,6 +76,8 @@ export function createProxyServer(options: ProxyServerOptions): {
   server.on('checkContinue', handlers.checkContinue);
   server.on('checkExpectation', handlers.checkExpectation);
   server.on('clientError', handlers.clientError);
+  server.on('connection', handlers.sendWatchdog.track);
+  server.once('close', () => handlers.sendWatchdog.stop());
   server.on('upgrade', handlers.upgrade);
   server.on('connect', handlers.connect);
   return { server, handlers };

@@ -10,6 +10,7 @@ import { ProxyExchange, type ProxyContext } from './exchange.js';
 import { LogLimiter } from './log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
 import { PipelineGuard } from './pipelining.js';
+import { SendWatchdog } from './send-watchdog.js';
 import { prepareRequest, type PreparedRequest } from './prepare-request.js';
 import { TrustedProxies } from './trusted-proxies.js';
 import { DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS, TunnelRegistry } from './tunnel.js';
@@ -31,8 +32,8 @@ export interface ProxyHandlerOptions {
   /** Idle time after which an upgraded connection is closed, in milliseconds; default 300000. */
   tunnelIdleTimeoutMs?: number;
   /**
-   * Time a client may read none of a response while the response waits for it, in
-   * milliseconds; the client is then cut off. 0 means no limit; default 60000.
+   * Time a client connection may take no bytes while some wait to be sent to it, in
+   * milliseconds; it is then cut off (see `SendWatchdog`). 0 means no limit; default 60000.
    */
   sendTimeoutMs?: number;
   /**
@@ -61,6 +62,8 @@ export interface ProxyHandlers {
   checkExpectation(req: IncomingMessage, res: ServerResponse): void;
   /** The 'clientError' listener: requests that Node.js failed to parse or that timed out. */
   clientError(err: Error, socket: Socket): void;
+  /** Cuts off client connections that take no bytes; its `track` is the 'connection' listener. */
+  readonly sendWatchdog: SendWatchdog;
   readonly context: ProxyContext;
 }
 
@@ -125,7 +128,6 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     maxRequestBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_REQUEST_BODY_BYTES,
     maxHeaderCount: options.maxHeaderCount ?? DEFAULT_MAX_HEADER_COUNT,
     tunnelIdleTimeoutMs: options.tunnelIdleTimeoutMs ?? 300_000,
-    sendTimeoutMs,
     upstreamConnectTimeoutMs: options.upstreamConnectTimeoutMs ?? 5_000,
     upstreamHeadersTimeoutMs: options.upstreamHeadersTimeoutMs ?? 30_000,
     observer: options.observer ?? NO_OBSERVER,
@@ -177,6 +179,7 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
       res.end();
     },
     clientError: pipeline.clientError,
+    sendWatchdog: new SendWatchdog(sendTimeoutMs, context.logger),
     connect: (req, socket) => {
       if (!pipeline.admitUpgrade(socket)) {
         return;
