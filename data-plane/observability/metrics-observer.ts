@@ -78,4 +78,8 @@ export class MetricsObserver implements ProxyObserver {
   tunnelClosed(): void {
     this.#metrics.tunnelClosed();
   }
+
+  sendTimedOut(): void {
+    this.#metrics.sendTimedOut();
+  }
 }

@@ -36,6 +36,7 @@ export class ProxyMetrics {
   #connections = 0;
   #activeTunnels = 0;
   #tunnels = 0;
+  #sendTimeouts = 0;
   #snapshotVersion = 0;
   #snapshotRoutes = 0;
   #controlPlaneConnected: () => boolean = () => false;
@@ -121,6 +122,11 @@ export class ProxyMetrics {
   /** Counts a tunnel that closed. */
   tunnelClosed(): void {
     this.#activeTunnels--;
+  }
+
+  /** Counts a client connection cut off by the send timeout. */
+  sendTimedOut(): void {
+    this.#sendTimeouts++;
   }
 
   /** Counts one retry of a request of `route`. */
@@ -222,6 +228,11 @@ export class ProxyMetrics {
       'loom_proxy_tunnels_total',
       'WebSocket and other upgraded connections established.',
       () => this.#tunnels,
+    );
+    counter(
+      'loom_proxy_send_timeouts_total',
+      'Client connections cut off because they took no bytes for --send-timeout.',
+      () => this.#sendTimeouts,
     );
     gauge(
       'loom_proxy_snapshot_version',

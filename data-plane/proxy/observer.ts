@@ -59,6 +59,8 @@ export interface ProxyObserver {
   /** An upgraded connection (WebSocket) opened or closed. */
   tunnelOpened(): void;
   tunnelClosed(): void;
+  /** A client connection was cut off by the send timeout. */
+  sendTimedOut(): void;
 }
 
 /** An observer that records nothing. */
@@ -69,4 +71,5 @@ export const NO_OBSERVER: ProxyObserver = Object.freeze({
   retried() {},
   tunnelOpened() {},
   tunnelClosed() {},
+  sendTimedOut() {},
 });

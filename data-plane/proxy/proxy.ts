@@ -179,7 +179,9 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
       res.end();
     },
     clientError: pipeline.clientError,
-    sendWatchdog: new SendWatchdog(sendTimeoutMs, context.logger),
+    sendWatchdog: new SendWatchdog(sendTimeoutMs, context.logger, () =>
+      context.observer.sendTimedOut(),
+    ),
     connect: (req, socket) => {
       if (!pipeline.admitUpgrade(socket)) {
         return;

@@ -31,12 +31,15 @@ export type WatchedSocket = Pick<Socket, 'writableLength' | 'bytesWritten' | 'de
 export class SendWatchdog {
   readonly #timeoutMs: number;
   readonly #logger: Logger;
+  readonly #onCut: () => void;
   readonly #connections = new Map<WatchedSocket, SendState>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(timeoutMs: number, logger: Logger) {
+  /** `onCut` runs for each connection cut off, for the metrics. */
+  constructor(timeoutMs: number, logger: Logger, onCut: () => void = () => {}) {
     this.#timeoutMs = timeoutMs;
     this.#logger = logger;
+    this.#onCut = onCut;
   }
 
   /** Time between two checks, in milliseconds. */
@@ -91,6 +94,7 @@ export class SendWatchdog {
         );
       }
       resetConnection(socket as Socket);
+      this.#onCut();
     }
     return cut;
   }

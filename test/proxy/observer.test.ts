@@ -10,9 +10,12 @@ import { ProxyMetrics } from '../../data-plane/observability/proxy-metrics.js';
 import { findFreePort } from '../helpers/ports.js';
 import { parseExposition, sampleValue } from '../operations/exposition.js';
 import {
+  pausedClient,
   send,
   startHttpServer,
   startProxy,
+  streamBody,
+  upstreamAt,
   within,
   type ProxyFixture,
   type RunningServer,
@@ -139,5 +142,52 @@ describe('proxy upstream metrics', () => {
     const total = await sample('loom_proxy_request_duration_seconds_sum', { route: 'single' });
     assert.notEqual(total, undefined);
     assert.ok((total ?? Infinity) < (performance.now() - suiteStart) / 1000, `${total}`);
+  });
+});
+
+describe('send timeout metric', () => {
+  let upstream: RunningServer;
+  let proxy: ProxyFixture;
+  let metrics: ProxyMetrics;
+
+  before(async () => {
+    upstream = await startHttpServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-length': String(32 * 1024 * 1024) });
+      streamBody(res, 32 * 1024 * 1024);
+    });
+    metrics = new ProxyMetrics();
+    proxy = await startProxy(
+      {},
+      { sendTimeoutMs: 300, observer: new MetricsObserver(metrics, AccessLog.disabled()) },
+    );
+    proxy.publish(
+      [{ name: 'big', path: '/*', upstream: 'big' }],
+      [upstreamAt('big', upstream.port)],
+    );
+  });
+
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('counts a cut client', async () => {
+    const { socket, closed } = await pausedClient(proxy.port);
+    socket.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
+    const count = async () =>
+      sampleValue(
+        parseExposition(await metrics.registry.metrics()),
+        'loom_proxy_send_timeouts_total',
+        {},
+      );
+    let value: number | undefined;
+    for (let i = 0; i < 100 && value !== 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      value = await count();
+    }
+    socket.resume();
+    await within(closed, 'the client to see the closed connection');
+    assert.equal(value, 1);
   });
 });

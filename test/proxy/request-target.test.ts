@@ -117,6 +117,7 @@ describe('proxy request target and Host', () => {
     retried() {},
     tunnelOpened() {},
     tunnelClosed() {},
+    sendTimedOut() {},
   };
 
   const publish = async (): Promise<void> => {

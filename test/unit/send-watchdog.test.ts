@@ -51,8 +51,11 @@ describe('send watchdog', () => {
     for (const watchdog of watchdogs) watchdog.stop();
   });
 
+  /** Connections cut, as the metrics count them. */
+  let cuts = 0;
+
   function watchdog(timeoutMs: number, ...connections: FakeConnection[]): SendWatchdog {
-    const created = new SendWatchdog(timeoutMs, logger);
+    const created = new SendWatchdog(timeoutMs, logger, () => cuts++);
     watchdogs.push(created);
     for (const connection of connections) created.track(connection as unknown as Socket);
     return created;
@@ -65,8 +68,10 @@ describe('send watchdog', () => {
 
     assert.equal(checks.check(0), 0);
     assert.equal(checks.check(999), 0);
+    const before = cuts;
     assert.equal(checks.check(1_000), 1);
     assert.equal(connection.resets, 1);
+    assert.equal(cuts, before + 1);
     assert.equal(checks.size, 0);
   });
 
