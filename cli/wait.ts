@@ -39,7 +39,7 @@ export interface WaitResult {
   /** True when every connected proxy applied or nacked the version before the deadline. */
   settled: boolean;
   /**
-   * Why the last status read could not list the proxies of other control-plane replicas;
+   * Reason the last status read could not list the proxies of other control-plane replicas;
    * undefined when it could. Such a read settles nothing.
    */
   fleetError?: string;

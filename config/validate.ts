@@ -535,7 +535,7 @@ export function findConfigWarnings(
   ];
 }
 
-/** Methods that the proxy's HTTP parser accepts; it answers 400 to any other. */
+/** Methods that the proxy's HTTP parser accepts. Node.js rejects any other with 400. */
 const PARSED_METHODS = new Set(METHODS);
 
 /**

@@ -25,8 +25,9 @@ export interface SharedProxy {
 }
 
 /**
- * Longest address and nack error a shared record carries, in characters; longer ones end in
- * "...". The proxy id is at most 253 characters, so a record stays a few KiB.
+ * Maximum length in characters of the address and the nack error in a shared record. Longer
+ * ones are cut and end in "...". The proxy id has at most 253 characters, so a record stays
+ * within a few KiB.
  */
 export const MAX_SHARED_TEXT = 1_024;
 

@@ -125,10 +125,10 @@ export interface FleetStore {
   /** Reads every replica's records. */
   read(): Promise<FleetRecord[]>;
   /**
-   * Calls `listener` when records written before were lost or changed without `close`: all of
-   * them (`proxies` undefined) after the store expired them while it was unreachable, or the
-   * listed ones after someone deleted them or etcd was restored from a backup. Those must be
-   * written again.
+   * Calls `listener` when records written before were lost or changed without `close`. After
+   * the store expired them while it was unreachable, `proxies` is undefined: all are lost. After
+   * a delete by hand or a restore of etcd from a backup, `proxies` lists the changed ones. The
+   * caller writes those records again.
    */
   onLost(listener: (proxies: string[] | undefined) => void): void;
   /** Deletes the records this process wrote. */

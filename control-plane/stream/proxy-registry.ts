@@ -16,7 +16,7 @@ export interface AckRecord {
   atMs: number;
 }
 
-/** What a control plane knows of one proxy, apart from the fields filled per query. */
+/** State a control plane records for one proxy, without the fields filled per query. */
 export type ProxyState = Omit<ProxyStatus, 'versionAckedAtMs' | 'controlPlane'>;
 
 /** What the control plane records about one proxy. */
@@ -37,7 +37,7 @@ export interface VersionRef {
  * Every proxy that has connected since the control plane started, with the
  * last version it acked, the last it nacked, how many snapshots it was sent,
  * and when it acked recent versions. Read by `loomctl status` and
- * `loomctl apply --wait`. `prune` forgets proxies disconnected for longer than
+ * `loomctl apply --wait`. `prune` removes proxies disconnected for longer than
  * {@link DISCONNECTED_RETENTION_MS}, so proxies that come back under new ids (the pods of
  * each rollout) do not grow the list for ever.
  */
@@ -59,7 +59,7 @@ export class ProxyRegistry {
     return [...this.#proxies.keys()];
   }
 
-  /** The proxy's state and its most recent acks, oldest first; undefined for an unknown id. */
+  /** Returns the proxy's state and its most recent acks, oldest first; undefined for an unknown id. */
   entry(id: string): { state: ProxyState; acks: AckRecord[] } | undefined {
     const record = this.#proxies.get(id);
     if (!record) return undefined;
@@ -203,7 +203,9 @@ function toEntry({ streams: _streams, acks, ...state }: ProxyRecord): {
 
 /** Orders proxy statuses by id. */
 export function byId(a: { id: string }, b: { id: string }): number {
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  if (a.id < b.id) return -1;
+  if (a.id > b.id) return 1;
+  return 0;
 }
 
 /** When the first of `acks` at or past `target` in its epoch arrived; 0 when none did. */

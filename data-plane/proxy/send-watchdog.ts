@@ -16,11 +16,11 @@ export type WatchedSocket = Pick<Socket, 'writableLength' | 'bytesWritten' | 'de
 /**
  * Cuts off client connections that take no bytes for `timeoutMs` while bytes wait to be sent
  * to them, from any writer: a proxied response, an error response of the proxy, a
- * 103, or the rejection of a pipelined request. The proxy holds a response's body back while
- * its client reads nothing, and undici's body timeout does not run then, so without this
- * check a client that stops reading holds its upstream connection and every request pipelined
- * behind it for as long as it stays connected. A connection with nothing waiting is never cut,
- * so a response that waits for a slow upstream keeps its client.
+ * 103, or the rejection of a pipelined request. While a client reads nothing, the proxy stops
+ * reading the upstream body, and undici's body timeout does not run. Without this check, such
+ * a client keeps its upstream connection, and every request pipelined behind it, as long as it
+ * stays connected. A connection with nothing waiting is never cut, so a response that waits
+ * for a slow upstream keeps its client.
  *
  * One timer checks every connection every quarter of the timeout (at most once a second), so
  * a connection is cut between `timeoutMs` and `timeoutMs` plus one period after it last took
@@ -35,7 +35,7 @@ export class SendWatchdog {
   readonly #connections = new Map<WatchedSocket, SendState>();
   #timer: NodeJS.Timeout | undefined;
 
-  /** `onCut` runs for each connection cut off, for the metrics. */
+  /** Creates a watchdog; `onCut` runs for each connection cut off, for the metrics. */
   constructor(timeoutMs: number, logger: Logger, onCut: () => void = () => {}) {
     this.#timeoutMs = timeoutMs;
     this.#logger = logger;
@@ -54,12 +54,12 @@ export class SendWatchdog {
     socket.once('close', () => this.#connections.delete(socket));
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.check(performance.now()), this.periodMs);
-      // Open connections keep the process running; the check needs not.
+      // Open connections keep the process running, so the timer need not.
       this.#timer.unref();
     }
   };
 
-  /** Stops the checks, when the listener closes. */
+  /** Stops the checks once the listener closes. */
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;

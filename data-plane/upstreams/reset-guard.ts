@@ -7,16 +7,16 @@ const WRITE_FAILURE_GRACE_MS = 1_000;
 /** Error codes of a connection that the upstream reset or closed under a write. */
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 
-/** True while a pool socket emits the 'error' event of a connection reset. */
+/** True while a pool socket emits the 'error' or 'end' event of a reset connection. */
 let reportingReset = false;
 
 /**
  * Tells whether the undici callback running now runs inside the 'error' or 'end' event of an
- * upstream connection that was reset. undici 7 takes the end of the connection under a response
- * without keep-alive as the end of its body: at a reset that a read reports
- * (`onHttpSocketError` in client-h1.js), and at the end of input that follows a reset that a
- * write reported (`onHttpSocketEnd`). A body delimited by the connection close that the upstream
- * cut with a reset therefore reaches `onComplete` inside one of those events.
+ * upstream connection that was reset. undici 7 takes the end of a connection without keep-alive
+ * as the end of the response body. That happens at a reset reported by a read
+ * (`onHttpSocketError` in client-h1.js), and at the end of input after a reset reported by a
+ * write (`onHttpSocketEnd`). So a close-delimited body that the upstream cut with a reset
+ * reaches `onComplete` inside one of those events.
  */
 export function isReportingReset(): boolean {
   return reportingReset;

@@ -25,7 +25,7 @@ const MEDIUM_BYTES = 24 * 1024 * 1024;
 /** Paths of the upstream responses that closed before they finished. */
 const cutResponses: string[] = [];
 
-/** Returns the bytes of the response body in `text`, which holds one raw response. */
+/** Returns the body length of the one raw response in `text`. */
 function bodyLength(text: string): number {
   return text.length - (text.indexOf('\r\n\r\n') + 4);
 }

@@ -38,7 +38,7 @@ describe('etcd fleet records', { timeout: 60_000 }, () => {
     await etcd.stop();
   });
 
-  /** A store on its own prefix, so tests do not see each other's keys. */
+  /** Opens a store on its own prefix, so tests do not see each other's keys. */
   function openStore(leaseCheckMs = 5_000): { store: EtcdStore; prefix: string } {
     prefixNumber += 1;
     const prefix = `/fleet-${prefixNumber}/`;

@@ -174,11 +174,11 @@ export interface StatusResponse {
    * another control plane), in milliseconds since the Unix epoch; 0 when unknown.
    */
   versionCommittedAtMs: number;
-  /** The control plane that answered, as host:port. */
+  /** The control plane that served this response, as host:port. */
   controlPlane: string;
   /**
-   * Why the proxies of other control planes are missing from `proxies`, such
-   * as an unreachable etcd; empty when the list is complete.
+   * Reason the proxies of other control planes are missing from `proxies`,
+   * such as an unreachable etcd; empty when the list is complete.
    */
   fleetError: string;
 }
