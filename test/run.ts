@@ -30,6 +30,9 @@ const child = spawn(
   [
     '--import',
     'tsx',
+    // Keeps --test-force-exit from dropping a file's last results (see the file).
+    '--import',
+    './test/helpers/blocking-report.ts',
     '--test',
     '--test-concurrency=2',
     // A test that leaves a timer or socket open must not keep its file running forever.
