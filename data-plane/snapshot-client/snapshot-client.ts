@@ -25,6 +25,12 @@ const STREAM_CLOSE_GRACE_MS = 1_000;
 
 /** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
 export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+/**
+ * Default time a control plane gets to send the response headers of a new stream, in ms. It
+ * sends them as soon as it reads the Hello.
+ */
+export const DEFAULT_STREAM_OPEN_TIMEOUT_MS = 10_000;
+
 /** Number of nacked versions a proxy names in its Hello; older ones are forgotten. */
 export const HELLO_NACKED_LIMIT = 16;
 /** Characters of each nack's error that a Hello repeats. */
@@ -71,6 +77,11 @@ export interface SnapshotClientOptions {
   token?: string;
   /** Keepalive ping interval in milliseconds; default 20,000. */
   keepaliveTimeMs?: number;
+  /**
+   * Time a control plane gets to send the response headers of a new stream before the next
+   * address is tried, in milliseconds. 0 means no limit; default {@link DEFAULT_STREAM_OPEN_TIMEOUT_MS}.
+   */
+  openTimeoutMs?: number;
 }
 
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
@@ -139,6 +150,7 @@ export class SnapshotClient {
   /** Addresses whose reconnect log already carried the wrong-port hint. */
   readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
+  #openTimer: NodeJS.Timeout | undefined;
   readonly #options: SnapshotClientOptions;
   readonly #logger: Logger;
   readonly #Client = snapshotServiceClient((bytes) => bytes);
@@ -163,6 +175,7 @@ export class SnapshotClient {
   stop(): void {
     this.#transition('stopped');
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#openTimer);
     this.#call?.cancel();
     this.#client?.close();
   }
@@ -204,7 +217,9 @@ export class SnapshotClient {
         },
       },
     });
+    this.#limitOpenTime(call, address);
     call.on('metadata', () => {
+      clearTimeout(this.#openTimer);
       this.#backoff.reset();
       this.#reportedRejections.clear();
       this.#transition('streaming', { address });
@@ -214,10 +229,31 @@ export class SnapshotClient {
     call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
   }
 
+  /**
+   * Gives up on `call` when no response headers arrive in time. grpc-js waits without limit
+   * on a server that accepts the TCP connection and sends nothing, such as a stopped process.
+   */
+  #limitOpenTime(call: ClientDuplexStream<StreamRequest, Buffer>, address: string): void {
+    clearTimeout(this.#openTimer);
+    const timeoutMs = this.#options.openTimeoutMs ?? DEFAULT_STREAM_OPEN_TIMEOUT_MS;
+    if (timeoutMs <= 0) return;
+
+    this.#openTimer = setTimeout(() => {
+      this.#retry(
+        call,
+        address,
+        `no answer to the snapshot stream within ${timeoutMs} ms; check that the address is a ` +
+          'running Loom control plane (its --listen port)',
+      );
+      call.cancel();
+    }, timeoutMs);
+  }
+
   #retry(call: ClientDuplexStream<StreamRequest, Buffer>, address: string, reason: string): void {
     if (call !== this.#call || this.#state === 'stopped') return;
 
     const neverStreamed = this.#state === 'connecting';
+    clearTimeout(this.#openTimer);
     this.#call = undefined;
     this.#client?.close();
     this.#client = undefined;
