@@ -168,6 +168,39 @@ export async function closedPort(): Promise<number> {
   return port;
 }
 
+/**
+ * Raw TCP server on an ephemeral port of 127.0.0.1 that passes each connection to `accept`,
+ * ignores socket errors, and destroys every connection on close.
+ */
+export abstract class RawServer {
+  readonly server: NetServer;
+  /** Every connection the server accepted, in order. */
+  readonly sockets: Socket[] = [];
+  port = 0;
+
+  constructor() {
+    this.server = createNetServer((socket) => {
+      this.sockets.push(socket);
+      socket.on('error', () => {
+        // Resets are part of the tests that use raw servers.
+      });
+      this.accept(socket);
+    });
+  }
+
+  /** Handles a new connection. */
+  protected abstract accept(socket: Socket): void;
+
+  async start(): Promise<void> {
+    this.port = await listenNet(this.server);
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
 /** A proxy listener, the registry behind it, and a way to publish routes. */
 export interface ProxyFixture extends RunningServer {
   registry: UpstreamRegistry;
