@@ -19,12 +19,14 @@ import {
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
+import type { Pool } from 'undici';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { createProxyServer, type ProxyServerOptions } from '../../data-plane/proxy/proxy-server.js';
 import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
 import type { Router, RouterMatch } from '../../data-plane/router/types.js';
 import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
 import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
+import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import {
   UpstreamRegistry,
   type UpstreamRegistryOptions,
@@ -58,6 +60,31 @@ export async function eventually(condition: () => boolean, ms = 2_000): Promise<
   const deadline = performance.now() + ms;
   while (!condition() && performance.now() < deadline) await sleep(10);
   return condition();
+}
+
+/**
+ * Returns a target of the upstream `api` at `http://<name>.test` for balancer tests. Its pool is
+ * an empty object, because the balancers never touch it.
+ */
+export function fakeTarget(name: string, weight = 1): UpstreamTarget {
+  const url = `http://${name}.test`;
+  return {
+    url,
+    upstream: 'api',
+    origin: url,
+    basePath: '',
+    weight,
+    pool: {} as Pool,
+    state: new TargetState('api', url, pino({ level: 'silent' })),
+    connect: {
+      hostname: `${name}.test`,
+      port: 80,
+      secure: false,
+      ca: undefined,
+      servername: undefined,
+      rejectUnauthorized: true,
+    },
+  };
 }
 
 /** A route of the stub router: one path, exact or a prefix ending in `/*`, and route actions. */
