@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ROOT, waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
@@ -119,6 +120,13 @@ describe('fleet script', { timeout: 120_000 }, () => {
         assert.equal(response.status, 200, `proxy on ${port}: ${response.body}`);
         assert.equal((JSON.parse(response.body) as { upstream: string }).upstream, 'users');
       }
+      // A request whose body never ends keeps the first proxy draining until its drain timeout.
+      const stalled = connect(base + 2, '127.0.0.1');
+      stalled.on('error', () => {});
+      stalled.write(
+        'POST /echo/stalled HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nab',
+      );
+      await sleep(500);
     } finally {
       fleet.child.kill('SIGTERM');
     }
@@ -126,6 +134,8 @@ describe('fleet script', { timeout: 120_000 }, () => {
     const { code, signal } = await exitWithin(fleet, 30_000);
     assert.equal(signal, null, `fleet was killed:\n${fleet.output()}`);
     assert.equal(code, 0, fleet.output());
+    // The proxy ends its drain before the fleet's SIGKILL would cut it short.
+    assert.match(fleet.output(), /drain timed out/);
     for (let port = base; port < base + FLEET_PORTS; port++) {
       assert.equal(await isListening(port), false, `port ${port} still listens after SIGTERM`);
     }
