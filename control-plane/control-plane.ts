@@ -322,6 +322,9 @@ export class ControlPlane {
   }
 }
 
+// NOTE: no option here closes connections that never open a stream: grpc-js closes idle HTTP/2
+// sessions only gracefully, which a silent client ignores (see "Limits on the gRPC port" in
+// docs/security.md).
 function serverOptions(options: ControlPlaneOptions): Record<string, number> {
   return {
     ...GRPC_SERVER_OPTIONS,
