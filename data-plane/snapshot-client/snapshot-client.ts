@@ -5,9 +5,13 @@ import {
   type ChannelCredentials,
   type ChannelOptions,
   type ClientDuplexStream,
+  type ServiceError,
 } from '@grpc/grpc-js';
 
+import { randomUUID } from 'node:crypto';
+
 import { Backoff } from '../../common/backoff.js';
+import { fromServiceError } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
 import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
 import {
@@ -147,6 +151,13 @@ export class SnapshotClient {
    * sends one again after a reconnect or a restart of its own.
    */
   readonly #nacked: Nack[] = [];
+  /**
+   * Random id of this client, sent in every Hello. A control plane that still holds a stream
+   * with this id and proxy id replaces it, and rejects a stream of another instance.
+   */
+  readonly instanceId = randomUUID();
+  /** True after a rejection for a duplicate proxy id was logged, until a stream opens. */
+  #duplicateLogged = false;
   /** Addresses whose reconnect log already carried the wrong-port hint. */
   readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
@@ -214,6 +225,7 @@ export class SnapshotClient {
           version: held.version,
           address: this.#options.proxyAddress,
           nacked: [...this.#nacked],
+          instanceId: this.instanceId,
         },
       },
     });
@@ -222,10 +234,14 @@ export class SnapshotClient {
       clearTimeout(this.#openTimer);
       this.#backoff.reset();
       this.#reportedRejections.clear();
+      this.#duplicateLogged = false;
       this.#transition('streaming', { address });
     });
     call.on('data', (bytes: Buffer) => this.#receive({ bytes, call, address }));
-    call.on('error', (error: Error) => this.#retry(call, address, error.message));
+    call.on('error', (error: ServiceError) => {
+      if (call === this.#call) this.#reportDuplicate(address, error);
+      this.#retry(call, address, error.message);
+    });
     call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
   }
 
@@ -259,6 +275,22 @@ export class SnapshotClient {
     this.#client = undefined;
     this.#scheduleReconnect(address, reason);
     if (neverStreamed && this.#options.tls?.cert !== undefined) void this.#diagnose(address);
+  }
+
+  /**
+   * Logs the first rejection for a duplicate proxy id as an error with the fix. The retries
+   * log only the usual reconnect line.
+   */
+  #reportDuplicate(address: string, error: ServiceError): void {
+    if (this.#duplicateLogged) return;
+    const loomError = fromServiceError(error);
+    if (loomError.code !== 'LOOM_ALREADY_EXISTS') return;
+
+    this.#duplicateLogged = true;
+    this.#logger.error(
+      { address, proxyId: this.#options.proxyId, reason: loomError.message },
+      'control plane rejected the proxy id: another proxy uses it, retrying with backoff',
+    );
   }
 
   /** Reads the TLS files again, and logs when the client certificate changed since the last read. */
