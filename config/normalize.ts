@@ -5,6 +5,7 @@ import type {
   RouteTimeouts,
   Target,
   Upstream,
+  UpstreamTls,
 } from '../proto/gen/loom/v1/config.js';
 
 /**
@@ -36,7 +37,8 @@ export function normalizeRoute(route: Route): Route {
 
 /**
  * Puts an upstream in its stored form: target URLs normalised
- * (`normalizeTargetUrl`), targets sorted by URL, weights filled.
+ * (`normalizeTargetUrl`), targets sorted by URL, weights filled, and TLS
+ * settings that are all defaults dropped.
  */
 export function normalizeUpstream(upstream: Upstream): Upstream {
   const targets: Target[] = upstream.targets.map((target) => ({
@@ -52,8 +54,22 @@ export function normalizeUpstream(upstream: Upstream): Upstream {
     hashOn: normalizeHashOn(upstream.hashOn),
     healthCheck: upstream.healthCheck && { ...upstream.healthCheck },
     passiveHealth: upstream.passiveHealth && { ...upstream.passiveHealth },
-    tls: upstream.tls && { ...upstream.tls },
+    tls: normalizeTls(upstream.tls),
   });
+}
+
+/**
+ * Drops TLS settings that are all defaults: the proxy verifies with the system roots and the
+ * target host either way, so `tls: {}` stores the same bytes as no `tls`. The other optional
+ * objects of an upstream differ from leaving them out even when empty: `passiveHealth: {}`
+ * turns on ejection with default settings, and `healthCheck` needs a path.
+ */
+function normalizeTls(tls: UpstreamTls | undefined): UpstreamTls | undefined {
+  if (tls === undefined) return undefined;
+  const { caFile, serverName, insecureSkipVerify } = tls;
+  return caFile === '' && serverName === '' && !insecureSkipVerify
+    ? undefined
+    : { caFile, serverName, insecureSkipVerify };
 }
 
 /** Scheme, authority and the rest of an absolute URL written with `//`. */

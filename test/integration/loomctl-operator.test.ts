@@ -140,6 +140,27 @@ describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
     }
   });
 
+  test('empty tls makes no version', async () => {
+    const plain = usersConfig('http://127.0.0.1:17412', 'tls');
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file('tls-0.yaml', plain)]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const version = await storedVersion(fleet.controlPlane);
+
+    const spellings = [
+      '    tls: {}\n',
+      '    tls: {caFile: "", serverName: "", insecureSkipVerify: false}\n',
+    ];
+    for (const [index, tls] of spellings.entries()) {
+      const config = file(`tls-${index + 1}.yaml`, plain.replace('routes:\n', `${tls}routes:\n`));
+      const diff = await loomctl(fleet.controlPlane, ['diff', '-f', config]);
+      assert.equal(diff.code, 0, `${tls}: ${diff.stdout}`);
+      assert.doesNotMatch(diff.stdout, /tls/);
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, `no changes (version ${version})\n`, tls);
+    }
+  });
+
   test('zero weights warn on validate', async () => {
     const config = file(
       'zero.yaml',
