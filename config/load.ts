@@ -375,6 +375,7 @@ function undeclaredUpstreamWarnings(
       message:
         'upstream is not declared in these files; the apply succeeds only if the store already has it' +
         suggestionFor(route.upstream, declared),
+      summary: 'routes whose upstream is not declared in these files',
     });
   });
   return warnings;

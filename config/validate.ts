@@ -567,6 +567,7 @@ function findUnknownMethodWarnings(
         message:
           'the proxy rejects requests with this method (400) before routing, so the route ' +
           `never matches it; ${hint}`,
+        summary: 'route methods that the proxy rejects before routing',
       });
     });
   });
@@ -602,6 +603,7 @@ function findZeroWeightWarnings(
         'every target has weight 0, so proxies respond with 502 upstream_unavailable to every ' +
         `request of ${affected}; give at least one target a weight above 0 ` +
         '(omitted, weight is 1)',
+      summary: 'upstreams whose targets all have weight 0',
     });
   });
   return warnings;
@@ -630,6 +632,7 @@ function findStripPrefixWarnings(
       field: 'stripPrefix',
       value: route.stripPrefix,
       message,
+      summary: 'routes whose stripPrefix does not apply to every request they match',
     });
   });
   return warnings;
@@ -649,5 +652,6 @@ function findShadowedRouteWarnings(
       `can never match: every request its paths match is taken first by route(s) ` +
       `${by.map((name) => JSON.stringify(name)).join(', ')}, because a static or param ` +
       'segment wins over a catch-all; remove the route or change its paths',
+    summary: 'routes that can never match',
   }));
 }

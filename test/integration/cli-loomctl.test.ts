@@ -153,6 +153,35 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.ok(Number(more[2]) <= 100, `sent ${more[2]} issues`);
   });
 
+  test('repeated warnings are summarised', async () => {
+    const unknownMethods = Array.from(
+      { length: 12 },
+      (_, index) =>
+        `  - {name: m${index}, paths: [/m${index}], methods: [GETT], upstream: missing}\n`,
+    );
+    const config = file('warnings.yaml', manyBadRoutes(1_000) + unknownMethods.join(''));
+    const result = await loomctl(controlPlane, ['validate', '-f', config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /1012 routes, 0 upstreams, 1024 warnings/);
+
+    const lines = result.stderr.trimEnd().split('\n');
+    const undeclared = lines.filter((line) => / upstream: upstream is not declared/.test(line));
+    assert.equal(undeclared.length, 10);
+    assert.match(undeclared[0], /route "r0" upstream:/);
+    const methods = lines.filter((line) => / methods\[0\]: the proxy rejects/.test(line));
+    assert.equal(methods.length, 10);
+    const summaries = lines.slice(-2).sort();
+    assert.equal(
+      summaries[0],
+      'warning: ... and 1002 more routes whose upstream is not declared in these files',
+    );
+    assert.equal(
+      summaries[1],
+      'warning: ... and 2 more route methods that the proxy rejects before routing',
+    );
+    assert.equal(lines.length, 22);
+  });
+
   test('explain lists host near misses', async () => {
     const config = file('explain.yaml', QUICKSTART);
     assert.equal((await loomctl(controlPlane, ['apply', '-f', config])).code, 0);
