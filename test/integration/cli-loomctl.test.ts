@@ -219,6 +219,43 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.doesNotMatch(result.stderr, /--tls-ca file/);
   });
 
+  test('long error keeps its fix', async () => {
+    const name = `stored-${'z'.repeat(110)}`;
+    const path = `/cut/${'a'.repeat(270)}/:id`;
+    const stored = file(
+      'cut-stored.yaml',
+      'upstreams:\n  - {name: cut, targets: [{url: "http://127.0.0.1:9"}]}\n' +
+        `routes:\n  - {name: cut-first, paths: [/cut/first], upstream: cut}\n` +
+        `  - {name: ${name}, paths: ["${path}"], upstream: cut}\n`,
+    );
+    const applied = await loomctl(controlPlane, ['apply', '-f', stored]);
+    assert.equal(applied.code, 0, applied.stderr);
+
+    const conflicting = file(
+      'cut-conflict.yaml',
+      `routes:\n  - {name: cut-first, paths: ["${path.replace(':id', ':other')}"], upstream: cut}\n`,
+    );
+    const result = await loomctl(controlPlane, ['apply', '-f', conflicting]);
+    assert.equal(result.code, 1, result.stderr);
+    const issue = result.stderr.split('\n').find((line) => line.startsWith(`  route "${name}"`));
+    assert.ok(issue, result.stderr);
+    assert.ok(issue.length > 1_000, `${issue.length} characters`);
+    assert.ok(
+      issue.startsWith(
+        `  route "${name}" paths[0]: this route is stored but not in the applied files: path "${path}"`,
+      ),
+      issue,
+    );
+    assert.match(issue, / \.\.\. /);
+    assert.ok(
+      issue.endsWith(
+        `To fix it, run "loomctl delete route ${name}", or include a fixed route "${name}" ` +
+          `in the files (got "${path}")`,
+      ),
+      issue,
+    );
+  });
+
   test('version flag prints version', async () => {
     const result = await loomctl(controlPlane, ['--version']);
     assert.equal(result.code, 0, result.stderr);
