@@ -120,6 +120,18 @@ function asciiOnly(text: string): string {
   );
 }
 
+/**
+ * Drops what grpc-js 1.14 appends to connection errors without content: an empty
+ * "Resolution note:" and the "Error: " of the wrapped error. Both loomctl's calls and the
+ * etcd3 client's calls get such errors.
+ */
+export function tidyGrpcDetails(details: string): string {
+  return details
+    .replace(/\s*Resolution note:\s*$/, '')
+    .replace(/Last error: Error: /, 'last error: ')
+    .replace(/\.$/, '');
+}
+
 /** Converts an error from a gRPC call back into a LoomError where the server sent one. */
 export function fromServiceError(error: ServiceError): LoomError {
   const code = error.metadata?.get(CODE_KEY)[0];

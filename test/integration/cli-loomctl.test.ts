@@ -209,6 +209,38 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.doesNotMatch(result.stderr, /Resolution note/);
   });
 
+  test('etcd error has no dangling note', async () => {
+    const etcdPort = await findFreePort();
+    const port = await findFreePort();
+    const address = `127.0.0.1:${port}`;
+    const etcdPlane = startLoom(
+      'control-plane-etcd',
+      [
+        'control-plane',
+        '--listen',
+        address,
+        '--admin-listen',
+        '127.0.0.1:0',
+        '--etcd',
+        `http://127.0.0.1:${etcdPort}`,
+      ],
+      join(dir, 'control-plane-etcd.log'),
+    );
+    try {
+      await waitForPort('127.0.0.1', port);
+      const result = await loomctl(address, ['get']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(`etcd at http://127\\.0\\.0\\.1:${etcdPort} is unreachable`),
+      );
+      assert.match(result.stderr, /last error: connect ECONNREFUSED/);
+      assert.doesNotMatch(result.stderr, /Resolution note/);
+    } finally {
+      await etcdPlane.stop();
+    }
+  });
+
   test('config tls file named', async () => {
     const missing = join(dir, 'missing-ca.pem');
     const config = file('loomctl.yaml', `tls:\n  ca: ${missing}\n`);
