@@ -396,6 +396,7 @@ function inFileOrder(route: Route): Route {
     // As written, so that messages quote them as the file does; the checks normalise them.
     ...(route.stripPrefix === undefined ? {} : { stripPrefix: route.stripPrefix }),
     ...(route.addPrefix === undefined ? {} : { addPrefix: route.addPrefix }),
+    ...(route.hostRewrite === undefined ? {} : { hostRewrite: route.hostRewrite }),
     // Header names as written and in file order, so that an issue's index is the file's own.
     requestHeaders: route.requestHeaders,
     responseHeaders: route.responseHeaders,

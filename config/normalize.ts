@@ -9,8 +9,8 @@ import type {
 } from '../proto/gen/loom/v1/config.js';
 
 /**
- * Puts a route in its stored form: defaults filled, hosts lower-cased without
- * one trailing dot, methods upper-cased, percent-encoding of paths and
+ * Puts a route in its stored form: defaults filled, hosts and hostRewrite
+ * lower-cased without one trailing dot, methods upper-cased, percent-encoding of paths and
  * prefixes normalised (`normalizePathPattern`, `normalizePathPrefix`), and
  * every order-insensitive list sorted and deduplicated. Applying the same
  * declaration twice, or an equivalent spelling of it, therefore stores the
@@ -25,7 +25,8 @@ export function normalizeRoute(route: Route): Route {
     upstream: route.upstream,
     stripPrefix: normalizePathPrefix(route.stripPrefix),
     addPrefix: normalizePathPrefix(route.addPrefix),
-    hostRewrite: route.hostRewrite === undefined ? undefined : route.hostRewrite.toLowerCase(),
+    hostRewrite:
+      route.hostRewrite === undefined ? undefined : normalizeHostRewrite(route.hostRewrite),
     requestHeaders: normalizeHeaderActions(route.requestHeaders),
     responseHeaders: normalizeHeaderActions(route.responseHeaders),
     timeouts: normalizeTimeouts(route.timeouts),
@@ -208,6 +209,18 @@ function normalizeTimeouts(timeouts: RouteTimeouts | undefined): RouteTimeouts |
 function normalizeHashOn(hashOn: string | undefined): string | undefined {
   if (hashOn === undefined) return undefined;
   return hashOn.toLowerCase().startsWith('header:') ? hashOn.toLowerCase() : hashOn;
+}
+
+/**
+ * Lower-cases a hostRewrite and drops one trailing dot of its host, before any port, as
+ * `normalizeHostPattern` does for route hosts: `Users.Internal.:8080` is stored as
+ * `users.internal:8080`. NOTE: an upstream that tells `name.` and `name` apart receives `name`.
+ */
+export function normalizeHostRewrite(hostRewrite: string): string {
+  const lower = hostRewrite.toLowerCase();
+  const port = /:\d*$/.exec(lower)?.[0] ?? '';
+  const host = lower.slice(0, lower.length - port.length);
+  return host.endsWith('.') ? `${host.slice(0, -1)}${port}` : lower;
 }
 
 /** Lower-cases a host pattern and drops one trailing dot. */

@@ -7,7 +7,7 @@ import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
 import { describePatternLimit } from './limits.js';
-import { normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
+import { normalizeHostRewrite, normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
 import { suggestName } from './suggest.js';
@@ -43,8 +43,10 @@ const RESERVED_HEADERS = new Set([
 /**
  * Checks a complete configuration (every route and upstream that would be
  * stored) and returns every problem found, not only the first. Inputs must be
- * normalised. An empty result means the configuration can be stored and every
- * proxy can build a routing table from it.
+ * normalised, except stripPrefix, addPrefix, hostRewrite and header actions,
+ * which may be as written so that messages quote them as written. An empty
+ * result means the configuration can be stored and every proxy can build a
+ * routing table from it.
  */
 export function validateConfig(
   routes: readonly Route[],
@@ -323,7 +325,7 @@ function checkRoute(
     if (problem) at(field, shortened(prefix ?? ''), problem, [field]);
   }
   const hostRewrite = skipped('hostRewrite') ? undefined : route.hostRewrite;
-  if (hostRewrite !== undefined && describeHostPortProblem(hostRewrite)) {
+  if (hostRewrite !== undefined && describeHostPortProblem(normalizeHostRewrite(hostRewrite))) {
     at(
       'hostRewrite',
       hostRewrite,
