@@ -214,7 +214,7 @@ function normalizeHashOn(hashOn: string | undefined): string | undefined {
 /**
  * Lower-cases a hostRewrite and drops one trailing dot of its host, before any port, as
  * `normalizeHostPattern` does for route hosts: `Users.Internal.:8080` is stored as
- * `users.internal:8080`. NOTE: an upstream that tells `name.` and `name` apart receives `name`.
+ * `users.internal:8080`. NOTE: an upstream that distinguishes `name.` from `name` receives `name`.
  */
 export function normalizeHostRewrite(hostRewrite: string): string {
   const lower = hostRewrite.toLowerCase();

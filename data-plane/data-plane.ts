@@ -48,7 +48,7 @@ export interface DataPlaneOptions {
   token?: string;
   /** Keepalive ping interval of the snapshot stream, in milliseconds. */
   keepaliveTimeMs?: number;
-  /** Time a control plane gets to answer a new snapshot stream, in milliseconds; 0 means no limit. */
+  /** Time a control plane gets to open a new snapshot stream, in milliseconds; 0 means no limit. */
   controlPlaneTimeoutMs?: number;
   /** Client limits and request handling of the traffic listener; see `createProxyServer`. */
   proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;

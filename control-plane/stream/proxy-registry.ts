@@ -37,7 +37,7 @@ export type ConnectOutcome =
   /** The same proxy process had a stream the control plane still held; the caller ends it. */
   | { outcome: 'replaced'; previous: ProxyStream }
   /**
-   * Another process holds the id, and nothing was recorded. `attempt` counts the rejected
+   * Another process owns the id, and nothing was recorded. `attempt` counts the rejected
    * streams of this process since the holder connected, from 1.
    */
   | { outcome: 'rejected'; holder: ProxyStream; attempt: number };
@@ -133,7 +133,7 @@ export class ProxyRegistry {
 
   /**
    * Records `stream` as the stream of proxy `id`, which serves `version` of `epoch` (0 and
-   * empty for none), unless another process holds the id: then it records nothing and returns that
+   * empty for none), unless another process owns the id. Then it records nothing and returns that
    * stream as the holder. A stream of the same process replaces the one held, which that
    * process no longer uses but whose close has not arrived, as after a half-open TCP connection.
    */

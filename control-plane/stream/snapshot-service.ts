@@ -172,7 +172,7 @@ class ProxySession {
     });
   }
 
-  /** Records the stream as the proxy's, unless another process holds the id, and starts sending. */
+  /** Records the stream as the proxy's, unless another process owns the id, and starts sending. */
   #admit(hello: Hello, stream: ProxyStream): void {
     const connected = this.#registry.connect(hello.proxyId, stream, hello.epoch, hello.version);
     if (connected.outcome === 'rejected') {
@@ -221,7 +221,7 @@ class ProxySession {
   }
 
   /**
-   * Ends the stream with ALREADY_EXISTS because another process holds the proxy id. The first
+   * Ends the stream with ALREADY_EXISTS because another process owns the proxy id. The first
    * rejection of each process is a warning and its retries are debug lines, because a rejected
    * proxy retries every few seconds until one of the two stops.
    */

@@ -4,9 +4,10 @@ import type { EventEmitter } from 'node:events';
 /**
  * Destroys `response` with `UND_ERR_BODY_TIMEOUT` when its upstream sends no body bytes for
  * `timeoutMs` while the proxy reads, the rule that undici's `bodyTimeout` applies to pooled
- * requests. Requests on the proxy's own connections (100-continue, upgrades answered without
- * 101) need it from here. The clock stops while the body waits for a slow client, which the
- * send timeout covers, and restarts when `destination` drains. 0 means no limit.
+ * requests. Requests on the proxy's own connections (100-continue, upgrade requests whose
+ * response is not a 101) need it from here. The clock stops while the body waits for a slow
+ * client, which the send timeout covers, and restarts when `destination` drains. 0 means no
+ * limit.
  */
 export function limitBodyIdleTime(
   response: IncomingMessage,

@@ -152,7 +152,7 @@ export class SnapshotClient {
    */
   readonly #nacked: Nack[] = [];
   /**
-   * Random id of this client, sent in every Hello. A control plane that still holds a stream
+   * Random id of this client, sent in every Hello. A control plane that still has a stream
    * with this id and proxy id replaces it, and rejects a stream of another instance.
    */
   readonly instanceId = randomUUID();

@@ -20,7 +20,7 @@ import {
 
 const BIG_BODY_BYTES = 8 * 1024 * 1024;
 
-/** Sends a POST with `Expect: 100-continue` and a 2-byte body once the proxy says continue. */
+/** Sends a POST with `Expect: 100-continue` and a 2-byte body once the proxy sends 100 Continue. */
 async function continueRequest(port: number, path: string): Promise<IncomingMessage> {
   const upload = httpRequest({
     host: '127.0.0.1',

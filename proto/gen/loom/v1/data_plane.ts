@@ -43,7 +43,7 @@ export interface Hello {
   nacked: Nack[];
   /**
    * Random id of the proxy process, new at each start. A hello with the
-   * proxy_id and instance_id of a stream the control plane still holds comes
+   * proxy_id and instance_id of a stream the control plane still has comes
    * from the same process after it lost that stream, so the new stream
    * replaces the old one. Empty from proxies older than this field.
    */
