@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { httpGet } from '../helpers/net.js';
+import { FIRST_PORT, LAST_PORT } from '../helpers/ports.js';
 
 /** Ports the fleet script uses from a base port: base to base + 6. */
 const FLEET_PORTS = 7;
@@ -33,7 +34,8 @@ async function isListening(port: number): Promise<boolean> {
 /** Finds a base port whose seven ports were all free a moment ago. */
 async function findFreeBase(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    // The range of findFreePort, below the ports the OS hands to other tests' connections.
+    const base = FIRST_PORT + Math.floor(Math.random() * (LAST_PORT - FIRST_PORT - FLEET_PORTS));
     const ports = Array.from({ length: FLEET_PORTS }, (_, index) => base + index);
     const busy = await Promise.all(ports.map(isListening));
     if (!busy.includes(true)) return base;
