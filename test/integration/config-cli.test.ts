@@ -149,6 +149,56 @@ describe('loomctl validate messages', () => {
     assert.equal(result.stdout, '');
   });
 
+  test('thousands of errors are summarised', async () => {
+    const routes = Array.from(
+      { length: 5_000 },
+      (_, index) =>
+        `  - {name: r${index}, hosts: [bad_host${index}], paths: [/r${index}], ` +
+        'upstream: missing, retries: 9}\n',
+    );
+    const file = write('many-errors.yaml', `routes:\n${routes.join('')}`);
+    // apply and diff check the files before they connect, so the offline address serves all three.
+    for (const verb of ['validate', 'apply', 'diff']) {
+      const result = await loomctl(OFFLINE, [verb, '-f', file]);
+      assert.equal(result.code, 1, `${verb}: ${result.stderr.slice(-500)}`);
+      assert.equal(result.stdout, '', verb);
+      const lines = result.stderr.trimEnd().split('\n');
+      const header =
+        verb === 'apply' ? 'nothing was written' : 'checked offline, found 10000 errors';
+      assert.ok(
+        lines.some((line) => line.includes(header)),
+        `${verb}: ${lines.join('\n')}`,
+      );
+
+      const issues = issueLines(result);
+      const hosts = issues.filter((line) => / hosts\[0\]: invalid host/.test(line));
+      assert.deepEqual(
+        hosts.map((line) => /route "(r\d+)"/.exec(line)?.[1]),
+        Array.from({ length: 10 }, (_, index) => `r${index}`),
+        verb,
+      );
+      const retries = issues.filter((line) => / retries: out of range/.test(line));
+      assert.equal(retries.length, 10, verb);
+      assert.deepEqual(
+        issues.slice(-2).sort(),
+        [
+          '  ... and 4990 more errors in the field hosts[] of routes',
+          '  ... and 4990 more errors in the field retries of routes',
+        ],
+        verb,
+      );
+      assert.equal(issues.length, 22, verb);
+
+      const warnings = lines.filter((line) => line.startsWith('warning: '));
+      assert.equal(warnings.length, 11, verb);
+      assert.equal(
+        warnings.at(-1),
+        'warning: ... and 4990 more routes whose upstream is not declared in these files',
+        verb,
+      );
+    }
+  });
+
   test('valid file passes', async () => {
     const file = write('valid.yaml', BASELINE);
     const result = await loomctl(OFFLINE, ['validate', '-f', file]);
