@@ -229,6 +229,8 @@ export function parseConfigTexts(
   // element the file has at that index.
   const checkedRoutes: Route[] = [];
   const checkedUpstreams: Upstream[] = [];
+  // Hosts as the file spells them, because the checked ones are lower-cased.
+  const writtenHosts: string[][] = [];
   // Each resource remembers where it came from so that later checks can name the line.
   const origins: {
     route: ParsedFile[];
@@ -244,6 +246,7 @@ export function parseConfigTexts(
     config.routes.forEach((route, index) => {
       routes.push(normalizeRoute(route));
       checkedRoutes.push(inFileOrder(route));
+      writtenHosts.push(route.hosts);
       origins.route.push(parsed);
       origins.routeIndex.push(index);
     });
@@ -282,6 +285,7 @@ export function parseConfigTexts(
       allowUndeclaredUpstreams: options.partial,
       undeclaredUpstreamHint: options.undeclaredUpstreamHint,
       schemaFailures,
+      writtenHosts: (index) => writtenHosts[index],
     }),
   );
   const warnings = findConfigWarnings(checkedRoutes, checkedUpstreams, locate, schemaFailures);

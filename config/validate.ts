@@ -74,7 +74,10 @@ export function validateConfig(
   const validRoutes: Route[] = [];
   routes.forEach((route, index) => {
     const before = issues.length;
-    checkRoute(route, index, upstreamNames, report, skip, options.undeclaredUpstreamHint);
+    checkRoute(route, index, upstreamNames, report, skip, {
+      undeclaredHint: options.undeclaredUpstreamHint,
+      writtenHosts: options.writtenHosts?.(index),
+    });
     if (issues.length === before && !hasFailedMatch(index, skip)) validRoutes.push(route);
   });
   checkConflicts(withoutFailedMatches(routes, skip), report, locate);
@@ -92,6 +95,11 @@ export interface ValidateOptions {
   allowUndeclaredUpstreams?: boolean;
   /** Appended to the message about a route's unknown upstream, such as what --prune does. */
   undeclaredUpstreamHint?: string;
+  /**
+   * Returns the hosts of the route at `index` as the file spells them, in the order of its
+   * normalised hosts. Messages quote these, so that the user can find the value in the file.
+   */
+  writtenHosts?: (index: number) => readonly string[] | undefined;
   /**
    * Returns true for a field that failed the schema, or that contains or is
    * inside one. Such fields hold placeholders, so the checks skip them instead
@@ -291,8 +299,9 @@ function checkRoute(
   upstreams: Set<string> | undefined,
   report: Report,
   skip: SkipField,
-  undeclaredHint?: string,
+  messages: { undeclaredHint?: string; writtenHosts?: readonly string[] },
 ): void {
+  const { undeclaredHint, writtenHosts } = messages;
   const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
     report(['routes', index, ...path], { kind: 'route', name: route.name, field, value, message });
   const skipped = skipWithin(skip, 'routes', index);
@@ -304,7 +313,8 @@ function checkRoute(
   }
   route.hosts.forEach((host, hostIndex) => {
     const problem = skipped('hosts', hostIndex) ? undefined : describeHostProblem(host);
-    if (problem) at(`hosts[${hostIndex}]`, host, problem, ['hosts', hostIndex]);
+    const written = writtenHosts?.[hostIndex] ?? host;
+    if (problem) at(`hosts[${hostIndex}]`, written, problem, ['hosts', hostIndex]);
   });
   route.methods.forEach((method, methodIndex) => {
     if (!skipped('methods', methodIndex) && !METHOD_PATTERN.test(method)) {

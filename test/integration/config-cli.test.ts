@@ -199,6 +199,28 @@ describe('loomctl validate messages', () => {
     }
   });
 
+  test('invalid host quoted as written', async () => {
+    const file = write(
+      'host-case.yaml',
+      'routes:\n  - name: mixed\n' +
+        '    hosts: [Api.Example.COM., Bad_Host.Example.COM, "*.Ünï.Example"]\n' +
+        '    paths: [/x]\n    upstream: users\n',
+    );
+    const result = await loomctl(OFFLINE, ['validate', '-f', file]);
+    assert.equal(result.code, 1, result.stderr);
+    const issues = issueLines(result);
+    assert.equal(issues.length, 2, issues.join('\n'));
+    assert.match(
+      issues[0],
+      /:3: route "mixed" hosts\[1\]: invalid host; .*\(got "Bad_Host\.Example\.COM"\)$/,
+    );
+    assert.match(
+      issues[1],
+      /:3: route "mixed" hosts\[2\]: invalid host; .*\(got "\*\.Ünï\.Example"\)$/,
+    );
+    assert.match(issues[1], /ASCII form: "\*\.xn--/);
+  });
+
   test('valid file passes', async () => {
     const file = write('valid.yaml', BASELINE);
     const result = await loomctl(OFFLINE, ['validate', '-f', file]);
