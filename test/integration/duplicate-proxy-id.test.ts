@@ -1,34 +1,31 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
-import { fixtureText, readyz, startUpstream, Workspace, type Member } from '../faults/harness.js';
+import {
+  fixtureText,
+  logLines,
+  readyz,
+  startUpstream,
+  Workspace,
+  type Member,
+} from '../faults/harness.js';
 import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { fleetStatus, proxyRows } from '../helpers/fleet-status.js';
 
 const REJECTED = 'stream rejected: duplicate proxy id';
 const PROXY_REJECTED = 'control plane rejected the proxy id';
 
 async function statusOf(controlPlane: Member): Promise<StatusResponse> {
-  const result = await loomctl(controlPlane.address, ['status', '-o', 'json']);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusResponse;
+  return fleetStatus(controlPlane.address);
 }
 
 async function rowsOf(controlPlane: Member, id: string): Promise<ProxyStatus[]> {
-  return (await statusOf(controlPlane)).proxies.filter((proxy) => proxy.id === id);
-}
-
-/** Parsed pino lines of a log file whose message is `msg`. */
-function logLines(member: Member, msg: string): Record<string, unknown>[] {
-  return readFileSync(member.logFile, 'utf8')
-    .split('\n')
-    .filter((line) => line.includes(msg))
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((line) => line.msg === msg || String(line.msg).startsWith(msg));
+  return proxyRows(controlPlane.address, id);
 }
 
 describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => {
