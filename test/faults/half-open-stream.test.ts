@@ -8,6 +8,7 @@ import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { proxyRows } from '../helpers/fleet-status.js';
 import { startReplicas, type Replicas } from '../helpers/replicas.js';
+import { sampleValue, scrape } from '../operations/exposition.js';
 import { fixtureText, logLines, startUpstream, Workspace, type Member } from './harness.js';
 import { TcpRelay } from './relay.js';
 
@@ -79,6 +80,13 @@ for (const store of ['embedded', 'etcd'] as const) {
       assert.match(String(ended[0].reason), /replaced by a new stream of the same proxy process/);
       assert.equal(logLines(cp, REJECTED).length, 0, ws.logs());
       assert.equal(logLines(proxy, PROXY_REJECTED).length, 0, ws.logs());
+      const metrics = await scrape(`http://127.0.0.1:${cp.adminPort}/metrics`);
+      const rejections = sampleValue(
+        metrics,
+        'loom_control_plane_duplicate_proxy_id_rejections_total',
+        { holder: 'this_replica' },
+      );
+      assert.equal(rejections, 0);
 
       const rows = await proxyRows(cp.address, 'p1');
       assert.equal(rows.length, 1, JSON.stringify(rows));

@@ -16,9 +16,21 @@ import {
 import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { fleetStatus, proxyRows } from '../helpers/fleet-status.js';
+import { sampleValue, scrape } from '../operations/exposition.js';
 
 const REJECTED = 'stream rejected: duplicate proxy id';
 const PROXY_REJECTED = 'control plane rejected the proxy id';
+
+/** Returns the control plane's count of rejected duplicate-id streams, by holder label. */
+async function duplicateRejections(controlPlane: Member): Promise<Record<string, number>> {
+  const families = await scrape(`http://127.0.0.1:${controlPlane.adminPort}/metrics`);
+  const name = 'loom_control_plane_duplicate_proxy_id_rejections_total';
+  assert.equal(families.get(name)?.type, 'counter');
+  return {
+    this_replica: sampleValue(families, name, { holder: 'this_replica' }) ?? -1,
+    other_replica: sampleValue(families, name, { holder: 'other_replica' }) ?? -1,
+  };
+}
 
 async function statusOf(controlPlane: Member): Promise<StatusResponse> {
   return fleetStatus(controlPlane.address);
@@ -76,6 +88,11 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
     assert.equal(rows[0].address, original.address);
     assert.equal(rows[0].connected, true);
     assert.notEqual((await readyz(copy.adminPort)).status, 200);
+
+    // The copy retries, so the count is at least the two rejections waited for.
+    const rejections = await duplicateRejections(cp);
+    assert.ok(rejections.this_replica >= 2, JSON.stringify(rejections));
+    assert.equal(rejections.other_replica, 0);
   });
 
   test('apply --wait counts only the holder', async () => {
@@ -175,6 +192,10 @@ describe('duplicate proxy id across replicas', { timeout: 120_000 }, () => {
     });
     const warnings = logLines(second, REJECTED).filter((line) => line.level === 40);
     assert.equal(warnings.length, 1, ws.logs());
+    const rejections = await duplicateRejections(second);
+    assert.ok(rejections.other_replica >= 2, JSON.stringify(rejections));
+    assert.equal(rejections.this_replica, 0);
+    assert.deepEqual(await duplicateRejections(first), { this_replica: 0, other_replica: 0 });
 
     const file = join(ws.dir, 'dupt2.yaml');
     writeFileSync(file, fixtureText(upstream.port, ['dupt2']));
