@@ -14,8 +14,8 @@ import {
   type Member,
 } from '../faults/harness.js';
 import { loomctl } from '../helpers/cli.js';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { fleetStatus, proxyRows } from '../helpers/fleet-status.js';
+import { startReplicas, type Replicas } from '../helpers/replicas.js';
 import { sampleValue, scrape } from '../operations/exposition.js';
 
 const REJECTED = 'stream rejected: duplicate proxy id';
@@ -151,33 +151,24 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
 });
 
 describe('duplicate proxy id across replicas', { timeout: 120_000 }, () => {
-  let etcd: EtcdProcess;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
-  let ws: Workspace;
-  let first: Member;
-  let second: Member;
+  let replicas: Replicas;
   let original: Member;
 
   before(async () => {
-    etcd = await startEtcd();
-    upstream = await startUpstream('echo');
-    ws = new Workspace();
-    first = await ws.controlPlane('cp-a', ['--etcd', etcd.endpoint]);
-    second = await ws.controlPlane('cp-b', ['--etcd', etcd.endpoint]);
-    original = await ws.proxy('p1', [first.address]);
+    replicas = await startReplicas();
+    original = await replicas.ws.proxy('p1', [replicas.first.address]);
     await waitFor('p1 to be shared with cp-b', 20_000, async () => {
-      const rows = await rowsOf(second, 'p1');
+      const rows = await rowsOf(replicas.second, 'p1');
       return rows.length === 1 && rows[0].connected;
     });
   });
 
   after(async () => {
-    await ws.close();
-    upstream.server.close();
-    await etcd.stop();
+    await replicas.close();
   });
 
   test('second replica rejects the copy', async () => {
+    const { ws, first, second, upstream } = replicas;
     const copy = await ws.proxy('p1-copy', [second.address], ['--id', 'p1'], {
       LOOM_FAULT_REJECT_ROUTE: 'dupt2',
     });
