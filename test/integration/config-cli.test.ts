@@ -221,6 +221,26 @@ describe('loomctl validate messages', () => {
     assert.match(issues[1], /ASCII form: "\*\.xn--/);
   });
 
+  test('route methods quoted as written', async () => {
+    const invalid = write(
+      'method-case.yaml',
+      'routes:\n  - {name: m, methods: [get, "ge(t"], paths: [/m], upstream: users}\n',
+    );
+    const failed = await loomctl(OFFLINE, ['validate', '-f', invalid]);
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.deepEqual(issueLines(failed), [
+      `  ${invalid}:2: route "m" methods[1]: invalid method; use a token such as GET or POST (got "ge(t")`,
+    ]);
+
+    const unknown = write(
+      'unknown-method.yaml',
+      'routes:\n  - {name: m, methods: [gett], paths: [/m], upstream: users}\n',
+    );
+    const warned = await loomctl(OFFLINE, ['validate', '-f', unknown]);
+    assert.equal(warned.code, 0, warned.stderr);
+    assert.match(warned.stderr, /route "m" methods\[0\]: the proxy rejects .*\(got "gett"\)$/m);
+  });
+
   test('valid file passes', async () => {
     const file = write('valid.yaml', BASELINE);
     const result = await loomctl(OFFLINE, ['validate', '-f', file]);
