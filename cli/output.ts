@@ -20,28 +20,47 @@ export function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
-/** Warnings of one kind printed in full; the rest are counted in one line per kind. */
-const MAX_WARNINGS_PER_KIND = 10;
+/**
+ * Maximum number of warnings, and of errors found offline, printed in full per kind. One line
+ * per kind counts the rest, so a file with thousands of broken routes prints a short list.
+ */
+const MAX_ISSUES_PER_KIND = 10;
 
 /**
  * Prints warnings about the configuration to standard error, one per line, in the given order.
  * Of each kind (`ConfigIssue.summary`, or else the field and resource kind) the first
- * `MAX_WARNINGS_PER_KIND` are printed. One line per kind then counts the rest.
+ * `MAX_ISSUES_PER_KIND` are printed. One line per kind then counts the rest.
  */
 export function printWarnings(warnings: readonly ConfigIssue[]): void {
+  printByKind(
+    warnings,
+    (field, owner) => `warnings about the field ${field}${owner}`,
+    (line) => err(`warning: ${line}`),
+  );
+}
+
+/**
+ * Prints the first `MAX_ISSUES_PER_KIND` issues of each kind with `print`, in the given order,
+ * and then one `... and N more KIND` line per kind that had more. The kind is
+ * `ConfigIssue.summary`, or else what `describeKind` returns for the field without list
+ * indexes (`hosts[]`) and the resource kind (` of routes`, or empty).
+ */
+function printByKind(
+  issues: readonly ConfigIssue[],
+  describeKind: (field: string, owner: string) => string,
+  print: (line: string) => void,
+): void {
   const counts = new Map<string, number>();
-  for (const warning of warnings) {
-    const field = warning.field.replace(/\[\d+\]/g, '[]');
-    const owner = warning.kind === undefined ? '' : ` of ${warning.kind}s`;
-    const summary = warning.summary ?? `warnings about the field ${field}${owner}`;
-    const count = (counts.get(summary) ?? 0) + 1;
-    counts.set(summary, count);
-    if (count <= MAX_WARNINGS_PER_KIND) err(`warning: ${formatConfigIssue(warning)}`);
+  for (const issue of issues) {
+    const field = issue.field.replace(/\[\d+\]/g, '[]');
+    const owner = issue.kind === undefined ? '' : ` of ${issue.kind}s`;
+    const kind = issue.summary ?? describeKind(field, owner);
+    const count = (counts.get(kind) ?? 0) + 1;
+    counts.set(kind, count);
+    if (count <= MAX_ISSUES_PER_KIND) print(formatConfigIssue(issue));
   }
-  for (const [summary, count] of counts) {
-    if (count > MAX_WARNINGS_PER_KIND) {
-      err(`warning: ... and ${count - MAX_WARNINGS_PER_KIND} more ${summary}`);
-    }
+  for (const [kind, count] of counts) {
+    if (count > MAX_ISSUES_PER_KIND) print(`... and ${count - MAX_ISSUES_PER_KIND} more ${kind}`);
   }
 }
 
@@ -79,6 +98,21 @@ export function isUnreadable(
 export function printConfigIssues(header: string, issues: readonly ConfigIssue[]): void {
   err(`error: ${header}:`);
   for (const issue of issues) err(`  ${formatConfigIssue(issue)}`);
+}
+
+/**
+ * Prints `error: HEADER:` and the problems that loomctl found in the files, to standard error.
+ * Like warnings, only the first `MAX_ISSUES_PER_KIND` of each kind are printed, and one line per
+ * kind counts the rest. Errors from the control plane go through {@link printConfigIssues}
+ * instead, because it already sends at most 100 of them and a count of the rest.
+ */
+export function printOfflineIssues(header: string, issues: readonly ConfigIssue[]): void {
+  err(`error: ${header}:`);
+  printByKind(
+    issues,
+    (field, owner) => `errors in the field ${field}${owner}`,
+    (line) => err(`  ${line}`),
+  );
 }
 
 /** Returns the error header of checks that ran offline and wrote nothing (validate, diff). */

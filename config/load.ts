@@ -30,6 +30,7 @@ import {
   validateConfig,
   type ConfigPath,
   type Locator,
+  type WrittenMatch,
 } from './validate.js';
 
 /** A declared configuration in stored (normalised) form. */
@@ -229,6 +230,9 @@ export function parseConfigTexts(
   // element the file has at that index.
   const checkedRoutes: Route[] = [];
   const checkedUpstreams: Upstream[] = [];
+  // Hosts and methods as the file spells them, because the checked ones are normalised.
+  const written: WrittenMatch[] = [];
+  const writtenRoute = (index: number) => written[index];
   // Each resource remembers where it came from so that later checks can name the line.
   const origins: {
     route: ParsedFile[];
@@ -244,6 +248,7 @@ export function parseConfigTexts(
     config.routes.forEach((route, index) => {
       routes.push(normalizeRoute(route));
       checkedRoutes.push(inFileOrder(route));
+      written.push({ hosts: route.hosts, methods: route.methods });
       origins.route.push(parsed);
       origins.routeIndex.push(index);
     });
@@ -282,9 +287,16 @@ export function parseConfigTexts(
       allowUndeclaredUpstreams: options.partial,
       undeclaredUpstreamHint: options.undeclaredUpstreamHint,
       schemaFailures,
+      writtenRoute,
     }),
   );
-  const warnings = findConfigWarnings(checkedRoutes, checkedUpstreams, locate, schemaFailures);
+  const warnings = findConfigWarnings(
+    checkedRoutes,
+    checkedUpstreams,
+    locate,
+    schemaFailures,
+    writtenRoute,
+  );
   if (options.partial) {
     warnings.push(
       ...undeclaredUpstreamWarnings(checkedRoutes, checkedUpstreams, locate, schemaFailures),

@@ -74,7 +74,10 @@ export function validateConfig(
   const validRoutes: Route[] = [];
   routes.forEach((route, index) => {
     const before = issues.length;
-    checkRoute(route, index, upstreamNames, report, skip, options.undeclaredUpstreamHint);
+    checkRoute(route, index, upstreamNames, report, skip, {
+      undeclaredHint: options.undeclaredUpstreamHint,
+      written: options.writtenRoute?.(index),
+    });
     if (issues.length === before && !hasFailedMatch(index, skip)) validRoutes.push(route);
   });
   checkConflicts(withoutFailedMatches(routes, skip), report, locate);
@@ -93,12 +96,23 @@ export interface ValidateOptions {
   /** Appended to the message about a route's unknown upstream, such as what --prune does. */
   undeclaredUpstreamHint?: string;
   /**
+   * Source of each route's hosts and methods as its file spells them, in the order of the
+   * normalised ones. Messages quote these, so that the user can find the value in the file.
+   */
+  writtenRoute?: WrittenRoute;
+  /**
    * Returns true for a field that failed the schema, or that contains or is
    * inside one. Such fields hold placeholders, so the checks skip them instead
    * of reporting problems that only follow from the schema error.
    */
   schemaFailures?: SkipField;
 }
+
+/** Hosts and methods of a route as its file spells them, which the loader normalises. */
+export type WrittenMatch = Pick<Route, 'hosts' | 'methods'>;
+
+/** Returns the hosts and methods of the route at `index` as its file spells them. */
+export type WrittenRoute = (index: number) => WrittenMatch | undefined;
 
 type Report = (path: ConfigPath, issue: Omit<ConfigIssue, 'file' | 'line'>) => void;
 type SkipField = (path: ConfigPath) => boolean;
@@ -291,8 +305,9 @@ function checkRoute(
   upstreams: Set<string> | undefined,
   report: Report,
   skip: SkipField,
-  undeclaredHint?: string,
+  messages: { undeclaredHint?: string; written?: WrittenMatch },
 ): void {
+  const { undeclaredHint, written } = messages;
   const at = (field: string, value: unknown, message: string, path: ConfigPath) =>
     report(['routes', index, ...path], { kind: 'route', name: route.name, field, value, message });
   const skipped = skipWithin(skip, 'routes', index);
@@ -304,11 +319,13 @@ function checkRoute(
   }
   route.hosts.forEach((host, hostIndex) => {
     const problem = skipped('hosts', hostIndex) ? undefined : describeHostProblem(host);
-    if (problem) at(`hosts[${hostIndex}]`, host, problem, ['hosts', hostIndex]);
+    const value = written?.hosts[hostIndex] ?? host;
+    if (problem) at(`hosts[${hostIndex}]`, value, problem, ['hosts', hostIndex]);
   });
   route.methods.forEach((method, methodIndex) => {
     if (!skipped('methods', methodIndex) && !METHOD_PATTERN.test(method)) {
-      at(`methods[${methodIndex}]`, method, 'invalid method; use a token such as GET or POST', [
+      const value = written?.methods[methodIndex] ?? method;
+      at(`methods[${methodIndex}]`, value, 'invalid method; use a token such as GET or POST', [
         'methods',
         methodIndex,
       ]);
@@ -528,12 +545,13 @@ export function findConfigWarnings(
   upstreams: readonly Upstream[],
   locate: Locator = () => ({}),
   schemaFailures: SkipField = NO_FAILURES,
+  writtenRoute?: WrittenRoute,
 ): ConfigIssue[] {
   return [
     ...findZeroWeightWarnings(upstreams, routes, locate, schemaFailures),
     ...findShadowedRouteWarnings(routes, locate, schemaFailures),
     ...findStripPrefixWarnings(routes, locate, schemaFailures),
-    ...findUnknownMethodWarnings(routes, locate, schemaFailures),
+    ...findUnknownMethodWarnings(routes, locate, schemaFailures, writtenRoute),
   ];
 }
 
@@ -549,6 +567,7 @@ function findUnknownMethodWarnings(
   routes: readonly Route[],
   locate: Locator,
   skip: SkipField,
+  writtenRoute: WrittenRoute | undefined,
 ): ConfigIssue[] {
   const warnings: ConfigIssue[] = [];
   routes.forEach((route, index) => {
@@ -565,7 +584,7 @@ function findUnknownMethodWarnings(
         kind: 'route',
         name: route.name,
         field: `methods[${methodIndex}]`,
-        value: method,
+        value: writtenRoute?.(index)?.methods[methodIndex] ?? method,
         message:
           'the proxy rejects requests with this method (400) before routing, so the route ' +
           `never matches it; ${hint}`,

@@ -154,6 +154,7 @@ export class ControlPlane {
       logger: options.logger,
       admission: this.#admission,
       sharedHolder: sharedHolders && ((id, stream) => sharedHolders.find(id, stream)),
+      metrics: this.metrics,
     });
     this.#server.addService(
       SNAPSHOT_SERVICE_DEFINITION,

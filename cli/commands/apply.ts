@@ -14,7 +14,7 @@ import {
 } from '../context.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
 import { locateControlPlaneIssues } from '../issue-locations.js';
-import { err, isUnreadable, out, plural, printWarnings } from '../output.js';
+import { err, isUnreadable, out, plural, printOfflineIssues, printWarnings } from '../output.js';
 import { percentile, waitForVersion, type ProxyOutcome, type WaitResult } from '../wait.js';
 
 /** Added to an unknown upstream's message under --prune, which deletes what the files omit. */
@@ -108,9 +108,11 @@ export function registerApply(program: Command): void {
         partial: !options.prune,
         undeclaredUpstreamHint: options.prune ? PRUNE_UNDECLARED_HINT : undefined,
       }).catch((error: unknown) => {
+        if (!(error instanceof ConfigError)) throw error;
         // As in validate: warnings first, so that the errors end the output.
-        if (error instanceof ConfigError) printWarnings(error.warnings);
-        throw error;
+        printWarnings(error.warnings);
+        printOfflineIssues('invalid configuration, nothing was written', error.issues);
+        throw new ExitError(EXIT.error, '');
       });
       printWarnings(declared.warnings);
       await withClient(command, async (client) => {

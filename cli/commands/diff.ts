@@ -8,7 +8,15 @@ import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
 import { diffFields } from '../field-diff.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
 import { locateControlPlaneIssues } from '../issue-locations.js';
-import { err, offlineHeader, out, plural, printConfigIssues, printWarnings } from '../output.js';
+import {
+  err,
+  offlineHeader,
+  out,
+  plural,
+  printConfigIssues,
+  printOfflineIssues,
+  printWarnings,
+} from '../output.js';
 import { PRUNE_UNDECLARED_HINT } from './apply.js';
 
 const MARKS: Record<string, string> = { create: '+', update: '~', delete: '-' };
@@ -39,7 +47,7 @@ export function registerDiff(program: Command): void {
       }).catch((error: unknown) => {
         if (!(error instanceof ConfigError)) throw error;
         printWarnings(error.warnings);
-        printConfigIssues(offlineHeader(error), error.issues);
+        printOfflineIssues(offlineHeader(error), error.issues);
         throw new ExitError(EXIT.error, '');
       });
       printWarnings(declared.warnings);

@@ -6,7 +6,7 @@ import { describeInvalidHost } from '../../data-plane/proxy/prepare-request.js';
 import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
-import { offlineHeader, out, plural, printConfigIssues } from '../output.js';
+import { offlineHeader, out, plural, printOfflineIssues } from '../output.js';
 import { explainRequest, type Explanation, type HostMiss } from '../route-explainer.js';
 
 const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^?#]*)/i;
@@ -82,7 +82,7 @@ async function loadFiles(files: string[]): Promise<{ routes: Route[] }> {
     return await loadConfigFiles(files, { partial: true });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    printConfigIssues(offlineHeader(error), error.issues);
+    printOfflineIssues(offlineHeader(error), error.issues);
     throw new ExitError(EXIT.error, '');
   }
 }

@@ -4,7 +4,7 @@ import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
 import { EXIT, ExitError, exitHelp } from '../context.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
-import { offlineHeader, out, plural, printConfigIssues, printWarnings } from '../output.js';
+import { offlineHeader, out, plural, printOfflineIssues, printWarnings } from '../output.js';
 
 /** Registers `loomctl validate`. */
 export function registerValidate(program: Command): void {
@@ -30,7 +30,7 @@ export function registerValidate(program: Command): void {
         // Warnings go first so that the errors end the output, as on success the summary does.
         printWarnings(error.warnings);
         // validate never connects or writes, so the header says what it checked instead.
-        printConfigIssues(offlineHeader(error), error.issues);
+        printOfflineIssues(offlineHeader(error), error.issues);
         throw new ExitError(EXIT.error, '');
       });
       printWarnings(declared.warnings);

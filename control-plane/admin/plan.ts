@@ -57,6 +57,8 @@ export function planApply(
   const storedUpstreams = stored.upstreams.map(normalizeUpstream);
   const desiredRoutes = merge(prune ? [] : storedRoutes, routes);
   const desiredUpstreams = merge(prune ? [] : storedUpstreams, upstreams);
+  // NOTE: messages quote hosts lower-cased and methods upper-cased, as normalised. loomctl quotes
+  // them as the file spells them because it runs the same checks before it sends anything.
   const issues = markStoredOrigins(validateConfig(desiredRoutes, desiredUpstreams), {
     route: new Set(routes.map((route) => route.name)),
     upstream: new Set(upstreams.map((upstream) => upstream.name)),

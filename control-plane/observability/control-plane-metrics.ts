@@ -13,6 +13,12 @@ export const VERSION_SERIES_LIMIT = 10;
 /** Result label of `loom_control_plane_applies_total`. */
 export type ApplyResult = 'committed' | 'unchanged' | 'dry_run' | 'error';
 
+/**
+ * Label of `loom_control_plane_duplicate_proxy_id_rejections_total`: where the stream that
+ * holds the id is, on this replica or on another one that the shared records name.
+ */
+export type DuplicateIdHolder = 'this_replica' | 'other_replica';
+
 /** What the metrics read from the rest of the control plane when scraped. */
 export interface ControlPlaneMetricsSources {
   registry: ProxyRegistry;
@@ -50,6 +56,7 @@ export class ControlPlaneMetrics {
   readonly #buildSeconds: Histogram;
   readonly #encodedBytes: Gauge;
   readonly #storeUp: Gauge;
+  readonly #duplicateIds: Counter<'holder'>;
 
   constructor(sources: ControlPlaneMetricsSources) {
     this.#sources = sources;
@@ -155,8 +162,19 @@ export class ControlPlaneMetrics {
       help: '1 when the last readiness check read the store within its deadline, else 0.',
       registers,
     });
+    this.#duplicateIds = new Counter({
+      name: 'loom_control_plane_duplicate_proxy_id_rejections_total',
+      help:
+        'Proxy streams rejected with ALREADY_EXISTS because another proxy process holds the ' +
+        'proxy id, by where its stream is: this_replica, or other_replica (shared records).',
+      labelNames: ['holder'],
+      registers,
+    });
     for (const result of ['committed', 'unchanged', 'dry_run', 'error'] as const) {
       this.#applies.inc({ result }, 0);
+    }
+    for (const holder of ['this_replica', 'other_replica'] as const) {
+      this.#duplicateIds.inc({ holder }, 0);
     }
   }
 
@@ -231,6 +249,11 @@ export class ControlPlaneMetrics {
     this.#published.inc();
     this.#buildSeconds.observe(buildSeconds);
     this.#encodedBytes.set(published.encoded.length);
+  }
+
+  /** Counts a proxy stream rejected because another proxy process holds its id. */
+  duplicateProxyIdRejected(holder: DuplicateIdHolder): void {
+    this.#duplicateIds.inc({ holder });
   }
 
   /** Records the result of a readiness check of the store. */

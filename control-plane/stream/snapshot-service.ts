@@ -17,6 +17,7 @@ import {
   type Hello,
   type Nack,
 } from '../../proto/gen/loom/v1/data_plane.js';
+import type { ControlPlaneMetrics } from '../observability/control-plane-metrics.js';
 import type { PublishedSnapshot } from '../snapshot/build-snapshot.js';
 import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
 import { AcceptedSnapshot } from './accepted-snapshot.js';
@@ -103,6 +104,7 @@ class ProxySession {
   readonly #accepted: AcceptedSnapshot;
   readonly #logger: Logger;
   readonly #sharedHolder: SharedHolderLookup | undefined;
+  readonly #metrics: ControlPlaneMetrics | undefined;
   readonly #unsubscribe: () => void;
   readonly #unsubscribeAccepted: () => void;
 
@@ -113,6 +115,7 @@ class ProxySession {
     accepted: AcceptedSnapshot,
     logger: Logger,
     sharedHolder: SharedHolderLookup | undefined,
+    metrics: ControlPlaneMetrics | undefined,
   ) {
     this.#call = call;
     this.#cache = cache;
@@ -120,6 +123,7 @@ class ProxySession {
     this.#accepted = accepted;
     this.#logger = logger;
     this.#sharedHolder = sharedHolder;
+    this.#metrics = metrics;
     this.#unsubscribe = cache.subscribe(() => this.#offer());
     this.#unsubscribeAccepted = accepted.subscribe(() => this.#offer());
     call.on('data', (request: StreamRequest) => this.#onRequest(request));
@@ -241,6 +245,9 @@ class ProxySession {
       heldThrough: holder.controlPlane || undefined,
       attempt: holder.attempt,
     };
+    this.#metrics?.duplicateProxyIdRejected(
+      holder.controlPlane === '' ? 'this_replica' : 'other_replica',
+    );
     if (holder.attempt === 1) this.#logger.warn(fields, 'stream rejected: duplicate proxy id');
     else this.#logger.debug(fields, 'stream rejected: duplicate proxy id');
     this.#close('duplicate proxy id');
@@ -364,6 +371,8 @@ export function createSnapshotService(options: {
   admission?: StreamAdmission;
   /** Finds the streams of other replicas on a shared store, so that a duplicate id is rejected. */
   sharedHolder?: SharedHolderLookup;
+  /** Counts the streams rejected for a duplicate proxy id. */
+  metrics?: ControlPlaneMetrics;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
   const accepted = new AcceptedSnapshot(options.cache, {
@@ -381,6 +390,7 @@ export function createSnapshotService(options: {
         accepted,
         logger,
         options.sharedHolder,
+        options.metrics,
       );
     },
   };

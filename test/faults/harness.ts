@@ -115,6 +115,18 @@ export class Workspace {
   }
 }
 
+/**
+ * Returns the parsed pino lines of a member's log whose message is `message` or starts with it,
+ * oldest first.
+ */
+export function logLines(member: Member, message: string): Record<string, unknown>[] {
+  return readFileSync(member.logFile, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes(message))
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => line.msg === message || String(line.msg).startsWith(message));
+}
+
 /** Body of a proxy's `/readyz`, with its HTTP status. */
 export interface ReadyState {
   status: number;

@@ -28,6 +28,8 @@ export class TcpRelay {
   #mode: RelayMode = 'forward';
   #delayMs = 0;
   readonly #links = new Set<Link>();
+  /** Server sides that {@link orphanOpen} left open. */
+  readonly #orphans = new Set<Socket>();
   readonly #server: Server;
 
   private constructor(server: Server, port: number, targetPort: number) {
@@ -98,6 +100,30 @@ export class TcpRelay {
     newest.frozen = true;
   }
 
+  /**
+   * Closes the client side of every open connection with a FIN and leaves the server side open
+   * without forwarding. The server then keeps a half-open connection whose client is gone, as
+   * when a network partition ends a connection for the client only. Returns how many.
+   */
+  orphanOpen(): number {
+    const links = [...this.#links];
+    for (const link of links) {
+      link.frozen = true;
+      if (link.upstream !== undefined) this.#orphans.add(link.upstream);
+      this.#links.delete(link);
+      link.client.destroy();
+    }
+    return links.length;
+  }
+
+  /** Closes the server sides that {@link orphanOpen} left open; returns how many. */
+  closeOrphans(): number {
+    const count = this.#orphans.size;
+    for (const orphan of this.#orphans) orphan.destroy();
+    this.#orphans.clear();
+    return count;
+  }
+
   /** Restores forwarding in the default mode. */
   heal(): void {
     this.#mode = 'forward';
@@ -106,6 +132,7 @@ export class TcpRelay {
 
   async close(): Promise<void> {
     for (const link of this.#links) this.#close(link, false);
+    this.closeOrphans();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 

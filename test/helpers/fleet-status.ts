@@ -20,6 +20,14 @@ export async function proxyStatus(
   return (await fleetStatus(controlPlane)).proxies.find((proxy) => proxy.id === id);
 }
 
+/**
+ * Returns every status row of proxy `id`: one, or one per process while two processes hold the
+ * id through different replicas.
+ */
+export async function proxyRows(controlPlane: string, id: string): Promise<ProxyStatus[]> {
+  return (await fleetStatus(controlPlane)).proxies.filter((proxy) => proxy.id === id);
+}
+
 /** Returns the number of snapshots the proxy rejected, read from its metrics. */
 export async function rejectedSnapshots(proxy: FleetProxy): Promise<number> {
   const metrics = await httpGet(`http://127.0.0.1:${proxy.adminPort}/metrics`);

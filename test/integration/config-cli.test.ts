@@ -149,6 +149,98 @@ describe('loomctl validate messages', () => {
     assert.equal(result.stdout, '');
   });
 
+  test('thousands of errors are summarised', async () => {
+    const routes = Array.from(
+      { length: 5_000 },
+      (_, index) =>
+        `  - {name: r${index}, hosts: [bad_host${index}], paths: [/r${index}], ` +
+        'upstream: missing, retries: 9}\n',
+    );
+    const file = write('many-errors.yaml', `routes:\n${routes.join('')}`);
+    // apply and diff check the files before they connect, so the offline address serves all three.
+    for (const verb of ['validate', 'apply', 'diff']) {
+      const result = await loomctl(OFFLINE, [verb, '-f', file]);
+      assert.equal(result.code, 1, `${verb}: ${result.stderr.slice(-500)}`);
+      assert.equal(result.stdout, '', verb);
+      const lines = result.stderr.trimEnd().split('\n');
+      const header =
+        verb === 'apply' ? 'nothing was written' : 'checked offline, found 10000 errors';
+      assert.ok(
+        lines.some((line) => line.includes(header)),
+        `${verb}: ${lines.join('\n')}`,
+      );
+
+      const issues = issueLines(result);
+      const hosts = issues.filter((line) => / hosts\[0\]: invalid host/.test(line));
+      assert.deepEqual(
+        hosts.map((line) => /route "(r\d+)"/.exec(line)?.[1]),
+        Array.from({ length: 10 }, (_, index) => `r${index}`),
+        verb,
+      );
+      const retries = issues.filter((line) => / retries: out of range/.test(line));
+      assert.equal(retries.length, 10, verb);
+      assert.deepEqual(
+        issues.slice(-2).sort(),
+        [
+          '  ... and 4990 more errors in the field hosts[] of routes',
+          '  ... and 4990 more errors in the field retries of routes',
+        ],
+        verb,
+      );
+      assert.equal(issues.length, 22, verb);
+
+      const warnings = lines.filter((line) => line.startsWith('warning: '));
+      assert.equal(warnings.length, 11, verb);
+      assert.equal(
+        warnings.at(-1),
+        'warning: ... and 4990 more routes whose upstream is not declared in these files',
+        verb,
+      );
+    }
+  });
+
+  test('invalid host quoted as written', async () => {
+    const file = write(
+      'host-case.yaml',
+      'routes:\n  - name: mixed\n' +
+        '    hosts: [Api.Example.COM., Bad_Host.Example.COM, "*.Ünï.Example"]\n' +
+        '    paths: [/x]\n    upstream: users\n',
+    );
+    const result = await loomctl(OFFLINE, ['validate', '-f', file]);
+    assert.equal(result.code, 1, result.stderr);
+    const issues = issueLines(result);
+    assert.equal(issues.length, 2, issues.join('\n'));
+    assert.match(
+      issues[0],
+      /:3: route "mixed" hosts\[1\]: invalid host; .*\(got "Bad_Host\.Example\.COM"\)$/,
+    );
+    assert.match(
+      issues[1],
+      /:3: route "mixed" hosts\[2\]: invalid host; .*\(got "\*\.Ünï\.Example"\)$/,
+    );
+    assert.match(issues[1], /ASCII form: "\*\.xn--/);
+  });
+
+  test('route methods quoted as written', async () => {
+    const invalid = write(
+      'method-case.yaml',
+      'routes:\n  - {name: m, methods: [get, "ge(t"], paths: [/m], upstream: users}\n',
+    );
+    const failed = await loomctl(OFFLINE, ['validate', '-f', invalid]);
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.deepEqual(issueLines(failed), [
+      `  ${invalid}:2: route "m" methods[1]: invalid method; use a token such as GET or POST (got "ge(t")`,
+    ]);
+
+    const unknown = write(
+      'unknown-method.yaml',
+      'routes:\n  - {name: m, methods: [gett], paths: [/m], upstream: users}\n',
+    );
+    const warned = await loomctl(OFFLINE, ['validate', '-f', unknown]);
+    assert.equal(warned.code, 0, warned.stderr);
+    assert.match(warned.stderr, /route "m" methods\[0\]: the proxy rejects .*\(got "gett"\)$/m);
+  });
+
   test('valid file passes', async () => {
     const file = write('valid.yaml', BASELINE);
     const result = await loomctl(OFFLINE, ['validate', '-f', file]);

@@ -1,34 +1,43 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
-import { fixtureText, readyz, startUpstream, Workspace, type Member } from '../faults/harness.js';
+import {
+  fixtureText,
+  logLines,
+  readyz,
+  startUpstream,
+  Workspace,
+  type Member,
+} from '../faults/harness.js';
 import { loomctl } from '../helpers/cli.js';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { fleetStatus, proxyRows } from '../helpers/fleet-status.js';
+import { startReplicas, type Replicas } from '../helpers/replicas.js';
+import { sampleValue, scrape } from '../operations/exposition.js';
 
 const REJECTED = 'stream rejected: duplicate proxy id';
 const PROXY_REJECTED = 'control plane rejected the proxy id';
 
+/** Returns the control plane's count of rejected duplicate-id streams, by holder label. */
+async function duplicateRejections(controlPlane: Member): Promise<Record<string, number>> {
+  const families = await scrape(`http://127.0.0.1:${controlPlane.adminPort}/metrics`);
+  const name = 'loom_control_plane_duplicate_proxy_id_rejections_total';
+  assert.equal(families.get(name)?.type, 'counter');
+  return {
+    this_replica: sampleValue(families, name, { holder: 'this_replica' }) ?? -1,
+    other_replica: sampleValue(families, name, { holder: 'other_replica' }) ?? -1,
+  };
+}
+
 async function statusOf(controlPlane: Member): Promise<StatusResponse> {
-  const result = await loomctl(controlPlane.address, ['status', '-o', 'json']);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusResponse;
+  return fleetStatus(controlPlane.address);
 }
 
 async function rowsOf(controlPlane: Member, id: string): Promise<ProxyStatus[]> {
-  return (await statusOf(controlPlane)).proxies.filter((proxy) => proxy.id === id);
-}
-
-/** Parsed pino lines of a log file whose message is `msg`. */
-function logLines(member: Member, msg: string): Record<string, unknown>[] {
-  return readFileSync(member.logFile, 'utf8')
-    .split('\n')
-    .filter((line) => line.includes(msg))
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((line) => line.msg === msg || String(line.msg).startsWith(msg));
+  return proxyRows(controlPlane.address, id);
 }
 
 describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => {
@@ -79,6 +88,11 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
     assert.equal(rows[0].address, original.address);
     assert.equal(rows[0].connected, true);
     assert.notEqual((await readyz(copy.adminPort)).status, 200);
+
+    // The copy retries, so the count is at least the two rejections waited for.
+    const rejections = await duplicateRejections(cp);
+    assert.ok(rejections.this_replica >= 2, JSON.stringify(rejections));
+    assert.equal(rejections.other_replica, 0);
   });
 
   test('apply --wait counts only the holder', async () => {
@@ -137,33 +151,24 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
 });
 
 describe('duplicate proxy id across replicas', { timeout: 120_000 }, () => {
-  let etcd: EtcdProcess;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
-  let ws: Workspace;
-  let first: Member;
-  let second: Member;
+  let replicas: Replicas;
   let original: Member;
 
   before(async () => {
-    etcd = await startEtcd();
-    upstream = await startUpstream('echo');
-    ws = new Workspace();
-    first = await ws.controlPlane('cp-a', ['--etcd', etcd.endpoint]);
-    second = await ws.controlPlane('cp-b', ['--etcd', etcd.endpoint]);
-    original = await ws.proxy('p1', [first.address]);
+    replicas = await startReplicas();
+    original = await replicas.ws.proxy('p1', [replicas.first.address]);
     await waitFor('p1 to be shared with cp-b', 20_000, async () => {
-      const rows = await rowsOf(second, 'p1');
+      const rows = await rowsOf(replicas.second, 'p1');
       return rows.length === 1 && rows[0].connected;
     });
   });
 
   after(async () => {
-    await ws.close();
-    upstream.server.close();
-    await etcd.stop();
+    await replicas.close();
   });
 
   test('second replica rejects the copy', async () => {
+    const { ws, first, second, upstream } = replicas;
     const copy = await ws.proxy('p1-copy', [second.address], ['--id', 'p1'], {
       LOOM_FAULT_REJECT_ROUTE: 'dupt2',
     });
@@ -178,6 +183,10 @@ describe('duplicate proxy id across replicas', { timeout: 120_000 }, () => {
     });
     const warnings = logLines(second, REJECTED).filter((line) => line.level === 40);
     assert.equal(warnings.length, 1, ws.logs());
+    const rejections = await duplicateRejections(second);
+    assert.ok(rejections.other_replica >= 2, JSON.stringify(rejections));
+    assert.equal(rejections.this_replica, 0);
+    assert.deepEqual(await duplicateRejections(first), { this_replica: 0, other_replica: 0 });
 
     const file = join(ws.dir, 'dupt2.yaml');
     writeFileSync(file, fixtureText(upstream.port, ['dupt2']));

@@ -6,9 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import { AdminClient } from '../../cli/admin-client.js';
 import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
-import { fixtureText, startUpstream, Workspace, type Member } from '../faults/harness.js';
+import { fixtureText, type Member } from '../faults/harness.js';
 import { loomctl } from '../helpers/cli.js';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { startReplicas, type Replicas } from '../helpers/replicas.js';
 
 async function statusOf(controlPlane: Member): Promise<StatusResponse> {
   const client = new AdminClient(controlPlane.address);
@@ -28,29 +28,20 @@ async function connected(controlPlane: Member): Promise<string[]> {
 }
 
 describe('status across control-plane replicas', { timeout: 120_000 }, () => {
-  let etcd: EtcdProcess;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
-  let ws: Workspace;
-  let first: Member;
-  let second: Member;
+  let replicas: Replicas;
 
   before(async () => {
-    etcd = await startEtcd();
-    upstream = await startUpstream('echo');
-    ws = new Workspace();
-    first = await ws.controlPlane('cp-a', ['--etcd', etcd.endpoint]);
-    second = await ws.controlPlane('cp-b', ['--etcd', etcd.endpoint]);
-    await ws.proxy('p1', [first.address]);
-    await ws.proxy('p2', [second.address]);
+    replicas = await startReplicas();
+    await replicas.ws.proxy('p1', [replicas.first.address]);
+    await replicas.ws.proxy('p2', [replicas.second.address]);
   });
 
   after(async () => {
-    await ws.close();
-    upstream.server.close();
-    await etcd.stop();
+    await replicas.close();
   });
 
   test('each replica lists the proxies of both', async () => {
+    const { first, second } = replicas;
     const expected = [`p1@${first.port}`, `p2@${second.port}`];
     for (const controlPlane of [first, second]) {
       await waitFor(`both proxies on ${controlPlane.name}`, 20_000, async () => {
@@ -65,6 +56,7 @@ describe('status across control-plane replicas', { timeout: 120_000 }, () => {
   });
 
   test('apply --wait through one replica waits for the proxies of both', async () => {
+    const { ws, first, upstream } = replicas;
     const file = join(ws.dir, 'loom.yaml');
     writeFileSync(file, fixtureText(upstream.port, ['a', 'b']));
     const result = await loomctl(first.address, ['apply', '-f', file, '--prune', '--wait']);
@@ -73,6 +65,7 @@ describe('status across control-plane replicas', { timeout: 120_000 }, () => {
   });
 
   test('acks shared through etcd neither conflict with --if-version nor move the version', async () => {
+    const { etcd, ws, first, second, upstream } = replicas;
     const before = await statusOf(first);
     // A third replica reads etcd after the acks were shared, and numbers it the same.
     const third = await ws.controlPlane('cp-c', ['--etcd', etcd.endpoint]);
@@ -98,6 +91,7 @@ describe('status across control-plane replicas', { timeout: 120_000 }, () => {
   });
 
   test('a stopped replica takes its proxies off the others', async () => {
+    const { first, second } = replicas;
     await second.process.stop();
     await waitFor('p2 gone from cp-a', 10_000, async () => {
       return (await connected(first)).join() === `p1@${first.port}`;
