@@ -2,6 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 
 import { parseDialAddress } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
+import { tidyGrpcDetails } from '../common/grpc-errors.js';
 import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
 
 /**
@@ -110,17 +111,6 @@ export async function withClient<T>(
   } finally {
     client.close();
   }
-}
-
-/**
- * Drops what grpc-js 1.14 appends to connection errors without content: an empty
- * "Resolution note:" and the "Error: " of the wrapped error.
- */
-function tidyGrpcDetails(details: string): string {
-  return details
-    .replace(/\s*Resolution note:\s*$/, '')
-    .replace(/Last error: Error: /, 'last error: ')
-    .replace(/\.$/, '');
 }
 
 /**

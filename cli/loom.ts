@@ -335,7 +335,11 @@ export function createProgram(): Command {
         'admin address for /healthz, /readyz and /metrics',
         '127.0.0.1:9901',
       )
-      .option('--id <name>', 'proxy id reported to the control plane (default: host name and pid)')
+      .option(
+        '--id <name>',
+        'proxy id reported to the control plane, unique per proxy process; a second process ' +
+          'with the same id is rejected while the first is connected (default: host name and pid)',
+      )
       .option(
         '--access-log <stdout|path>',
         'write one JSON line per request to stdout or a file (default off)',

@@ -20,9 +20,29 @@ export function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
-/** Prints warnings about the configuration to standard error, one per line. */
+/** Warnings of one kind printed in full; the rest are counted in one line per kind. */
+const MAX_WARNINGS_PER_KIND = 10;
+
+/**
+ * Prints warnings about the configuration to standard error, one per line, in the given order.
+ * Of each kind (`ConfigIssue.summary`, or else the field and resource kind) the first
+ * `MAX_WARNINGS_PER_KIND` are printed. One line per kind then counts the rest.
+ */
 export function printWarnings(warnings: readonly ConfigIssue[]): void {
-  for (const warning of warnings) err(`warning: ${formatConfigIssue(warning)}`);
+  const counts = new Map<string, number>();
+  for (const warning of warnings) {
+    const field = warning.field.replace(/\[\d+\]/g, '[]');
+    const owner = warning.kind === undefined ? '' : ` of ${warning.kind}s`;
+    const summary = warning.summary ?? `warnings about the field ${field}${owner}`;
+    const count = (counts.get(summary) ?? 0) + 1;
+    counts.set(summary, count);
+    if (count <= MAX_WARNINGS_PER_KIND) err(`warning: ${formatConfigIssue(warning)}`);
+  }
+  for (const [summary, count] of counts) {
+    if (count > MAX_WARNINGS_PER_KIND) {
+      err(`warning: ... and ${count - MAX_WARNINGS_PER_KIND} more ${summary}`);
+    }
+  }
 }
 
 /**

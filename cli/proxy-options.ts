@@ -231,6 +231,7 @@ export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' 
       sendTimeoutMs: values.sendTimeout,
       upstreamConnectTimeoutMs: values.upstreamConnectTimeout,
       upstreamHeadersTimeoutMs: values.upstreamHeadersTimeout,
+      upstreamBodyTimeoutMs: values.upstreamBodyTimeout,
     },
     upstreams: {
       connectTimeout: values.upstreamConnectTimeout,

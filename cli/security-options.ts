@@ -36,6 +36,7 @@ export interface DataPlaneLifecycleFlags {
   drainTimeout: string;
   snapshotCache?: string;
   snapshotCacheMaxAge: string;
+  controlPlaneTimeout: string;
 }
 
 /** Adds the control plane's security and limit flags to `command`. */
@@ -86,6 +87,12 @@ export function addDataPlaneLifecycleOptions(command: Command): Command {
       '--snapshot-cache-max-age <duration>',
       'oldest cached snapshot served at start, such as 24h',
       '24h',
+    )
+    .option(
+      '--control-plane-timeout <duration>',
+      'time a control plane gets to open a snapshot stream before the next address is tried; ' +
+        '0 waits without limit',
+      '10s',
     );
 }
 
@@ -144,6 +151,10 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       token: flags.token ?? process.env.LOOM_PROXY_TOKEN,
       snapshotCache: flags.snapshotCache,
       snapshotCacheMaxAgeMs: parseDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age'),
+      controlPlaneTimeoutMs: parseTimerDuration(
+        flags.controlPlaneTimeout,
+        '--control-plane-timeout',
+      ),
     },
     drainTimeoutMs: parseTimerDuration(flags.drainTimeout, '--drain-timeout'),
   };

@@ -6,6 +6,7 @@ export type LoomErrorCode =
   | 'LOOM_INVALID_CONFIG'
   | 'LOOM_NOT_FOUND'
   | 'LOOM_VERSION_CONFLICT'
+  | 'LOOM_ALREADY_EXISTS'
   | 'LOOM_STORE_UNAVAILABLE'
   | 'LOOM_STORE_CORRUPT'
   | 'LOOM_SNAPSHOT_REJECTED'
@@ -51,6 +52,11 @@ export interface ConfigIssue {
   value?: unknown;
   /** What is wrong and what would be valid. */
   message: string;
+  /**
+   * Plural noun phrase for the warnings of this kind, such as `routes that can never match`.
+   * loomctl prints the first few warnings of a kind and counts the rest in one line with it.
+   */
+  summary?: string;
 }
 
 /** Formats an issue as one line: `file:line[:column]: route "x" field: message (got value)`. */

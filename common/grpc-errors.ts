@@ -19,13 +19,22 @@ const OMITTED_KEY = 'loom-config-issues-omitted';
  */
 const MAX_SENT_ISSUES = 100;
 const MAX_ISSUES_JSON_BYTES = 16 * 1024;
-const MAX_ISSUE_TEXT = 300;
+/**
+ * Maximum length of an issue message sent in full. A conflict of a stored route with short names and paths
+ * is about 350 characters. Longer names and paths can exceed the limit, and then the message
+ * loses its middle, so that the fix at its end stays.
+ */
+const MAX_ISSUE_MESSAGE = 1_000;
+/** Characters kept from the end of a longer message, where the fix is. */
+const KEPT_MESSAGE_END = 400;
+const MAX_ISSUE_VALUE = 300;
 
 const GRPC_STATUS: Record<LoomErrorCode, status> = {
   LOOM_INVALID_CONFIG: status.INVALID_ARGUMENT,
   LOOM_INVALID_ARGUMENT: status.INVALID_ARGUMENT,
   LOOM_NOT_FOUND: status.NOT_FOUND,
   LOOM_VERSION_CONFLICT: status.FAILED_PRECONDITION,
+  LOOM_ALREADY_EXISTS: status.ALREADY_EXISTS,
   LOOM_STORE_UNAVAILABLE: status.UNAVAILABLE,
   LOOM_UNAVAILABLE: status.UNAVAILABLE,
   LOOM_UNAUTHENTICATED: status.UNAUTHENTICATED,
@@ -83,15 +92,24 @@ function boundedIssues(issues: ConfigIssue[]): { json: string; sent: number } {
   return { json: `[${parts.join(',')}]`, sent: parts.length };
 }
 
-/** Cuts the message and the value of an issue to `MAX_ISSUE_TEXT` characters. */
+/**
+ * Cuts a message over `MAX_ISSUE_MESSAGE` characters by dropping its middle, because messages
+ * end with the fix, and the value of an issue to its first `MAX_ISSUE_VALUE` characters.
+ */
 function shorten(issue: ConfigIssue): ConfigIssue {
   const value = issue.value === undefined ? undefined : JSON.stringify(issue.value);
-  const cut = (text: string) =>
-    text.length > MAX_ISSUE_TEXT ? `${text.slice(0, MAX_ISSUE_TEXT)}...` : text;
+  const message =
+    issue.message.length > MAX_ISSUE_MESSAGE
+      ? `${issue.message.slice(0, MAX_ISSUE_MESSAGE - KEPT_MESSAGE_END)} ... ` +
+        issue.message.slice(-KEPT_MESSAGE_END)
+      : issue.message;
   return {
     ...issue,
-    message: cut(issue.message),
-    value: value !== undefined && value.length > MAX_ISSUE_TEXT ? cut(value) : issue.value,
+    message,
+    value:
+      value !== undefined && value.length > MAX_ISSUE_VALUE
+        ? `${value.slice(0, MAX_ISSUE_VALUE)}...`
+        : issue.value,
   };
 }
 
@@ -101,6 +119,18 @@ function asciiOnly(text: string): string {
     /[^\x20-\x7e]/g,
     (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
+}
+
+/**
+ * Drops what grpc-js 1.14 appends to connection errors without content: an empty
+ * "Resolution note:" and the "Error: " of the wrapped error. Both loomctl's calls and the
+ * etcd3 client's calls get such errors.
+ */
+export function tidyGrpcDetails(details: string): string {
+  return details
+    .replace(/\s*Resolution note:\s*$/, '')
+    .replace(/Last error: Error: /, 'last error: ')
+    .replace(/\.$/, '');
 }
 
 /** Converts an error from a gRPC call back into a LoomError where the server sent one. */

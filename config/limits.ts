@@ -34,10 +34,10 @@ export const HOST_LENGTH_REGEX = new RegExp(
 
 /**
  * Matches a `hostRewrite` whose host is at most `MAX_HOST_LENGTH` characters,
- * with an optional port of up to five digits.
+ * not counting a trailing dot, with an optional port of up to five digits.
  */
 export const HOST_PORT_LENGTH_REGEX = new RegExp(
-  `^(?:\\[[^\\]]+\\]|[^:]{1,${MAX_HOST_LENGTH}})(?::\\d{1,5})?$`,
+  `^(?:\\[[^\\]]+\\]|[^:]{1,${MAX_HOST_LENGTH}}\\.?)(?::\\d{1,5})?$`,
 );
 
 /** Returns why a path pattern or prefix exceeds the limits above, or undefined when it does not. */

@@ -375,6 +375,7 @@ function undeclaredUpstreamWarnings(
       message:
         'upstream is not declared in these files; the apply succeeds only if the store already has it' +
         suggestionFor(route.upstream, declared),
+      summary: 'routes whose upstream is not declared in these files',
     });
   });
   return warnings;
@@ -395,6 +396,7 @@ function inFileOrder(route: Route): Route {
     // As written, so that messages quote them as the file does; the checks normalise them.
     ...(route.stripPrefix === undefined ? {} : { stripPrefix: route.stripPrefix }),
     ...(route.addPrefix === undefined ? {} : { addPrefix: route.addPrefix }),
+    ...(route.hostRewrite === undefined ? {} : { hostRewrite: route.hostRewrite }),
     // Header names as written and in file order, so that an issue's index is the file's own.
     requestHeaders: route.requestHeaders,
     responseHeaders: route.responseHeaders,

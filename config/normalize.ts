@@ -5,11 +5,12 @@ import type {
   RouteTimeouts,
   Target,
   Upstream,
+  UpstreamTls,
 } from '../proto/gen/loom/v1/config.js';
 
 /**
- * Puts a route in its stored form: defaults filled, hosts lower-cased without
- * one trailing dot, methods upper-cased, percent-encoding of paths and
+ * Puts a route in its stored form: defaults filled, hosts and hostRewrite
+ * lower-cased without one trailing dot, methods upper-cased, percent-encoding of paths and
  * prefixes normalised (`normalizePathPattern`, `normalizePathPrefix`), and
  * every order-insensitive list sorted and deduplicated. Applying the same
  * declaration twice, or an equivalent spelling of it, therefore stores the
@@ -24,7 +25,8 @@ export function normalizeRoute(route: Route): Route {
     upstream: route.upstream,
     stripPrefix: normalizePathPrefix(route.stripPrefix),
     addPrefix: normalizePathPrefix(route.addPrefix),
-    hostRewrite: route.hostRewrite === undefined ? undefined : route.hostRewrite.toLowerCase(),
+    hostRewrite:
+      route.hostRewrite === undefined ? undefined : normalizeHostRewrite(route.hostRewrite),
     requestHeaders: normalizeHeaderActions(route.requestHeaders),
     responseHeaders: normalizeHeaderActions(route.responseHeaders),
     timeouts: normalizeTimeouts(route.timeouts),
@@ -36,7 +38,8 @@ export function normalizeRoute(route: Route): Route {
 
 /**
  * Puts an upstream in its stored form: target URLs normalised
- * (`normalizeTargetUrl`), targets sorted by URL, weights filled.
+ * (`normalizeTargetUrl`), targets sorted by URL, weights filled, and TLS
+ * settings that are all defaults dropped.
  */
 export function normalizeUpstream(upstream: Upstream): Upstream {
   const targets: Target[] = upstream.targets.map((target) => ({
@@ -52,8 +55,22 @@ export function normalizeUpstream(upstream: Upstream): Upstream {
     hashOn: normalizeHashOn(upstream.hashOn),
     healthCheck: upstream.healthCheck && { ...upstream.healthCheck },
     passiveHealth: upstream.passiveHealth && { ...upstream.passiveHealth },
-    tls: upstream.tls && { ...upstream.tls },
+    tls: normalizeTls(upstream.tls),
   });
+}
+
+/**
+ * Drops TLS settings that are all defaults: the proxy verifies with the system roots and the
+ * target host either way, so `tls: {}` stores the same bytes as no `tls`. The other optional
+ * objects of an upstream differ from leaving them out even when empty: `passiveHealth: {}`
+ * turns on ejection with default settings, and `healthCheck` needs a path.
+ */
+function normalizeTls(tls: UpstreamTls | undefined): UpstreamTls | undefined {
+  if (tls === undefined) return undefined;
+  const { caFile, serverName, insecureSkipVerify } = tls;
+  return caFile === '' && serverName === '' && !insecureSkipVerify
+    ? undefined
+    : { caFile, serverName, insecureSkipVerify };
 }
 
 /** Scheme, authority and the rest of an absolute URL written with `//`. */
@@ -192,6 +209,18 @@ function normalizeTimeouts(timeouts: RouteTimeouts | undefined): RouteTimeouts |
 function normalizeHashOn(hashOn: string | undefined): string | undefined {
   if (hashOn === undefined) return undefined;
   return hashOn.toLowerCase().startsWith('header:') ? hashOn.toLowerCase() : hashOn;
+}
+
+/**
+ * Lower-cases a hostRewrite and drops one trailing dot of its host, before any port, as
+ * `normalizeHostPattern` does for route hosts: `Users.Internal.:8080` is stored as
+ * `users.internal:8080`. NOTE: an upstream that distinguishes `name.` from `name` receives `name`.
+ */
+export function normalizeHostRewrite(hostRewrite: string): string {
+  const lower = hostRewrite.toLowerCase();
+  const port = /:\d*$/.exec(lower)?.[0] ?? '';
+  const host = lower.slice(0, lower.length - port.length);
+  return host.endsWith('.') ? `${host.slice(0, -1)}${port}` : lower;
 }
 
 /** Lower-cases a host pattern and drops one trailing dot. */

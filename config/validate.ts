@@ -7,7 +7,7 @@ import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
 import { describePatternLimit } from './limits.js';
-import { normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
+import { normalizeHostRewrite, normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
 import { suggestName } from './suggest.js';
@@ -43,8 +43,10 @@ const RESERVED_HEADERS = new Set([
 /**
  * Checks a complete configuration (every route and upstream that would be
  * stored) and returns every problem found, not only the first. Inputs must be
- * normalised. An empty result means the configuration can be stored and every
- * proxy can build a routing table from it.
+ * normalised, except stripPrefix, addPrefix, hostRewrite and header actions,
+ * which may be as written so that messages quote them as written. An empty
+ * result means the configuration can be stored and every proxy can build a
+ * routing table from it.
  */
 export function validateConfig(
   routes: readonly Route[],
@@ -323,7 +325,7 @@ function checkRoute(
     if (problem) at(field, shortened(prefix ?? ''), problem, [field]);
   }
   const hostRewrite = skipped('hostRewrite') ? undefined : route.hostRewrite;
-  if (hostRewrite !== undefined && describeHostPortProblem(hostRewrite)) {
+  if (hostRewrite !== undefined && describeHostPortProblem(normalizeHostRewrite(hostRewrite))) {
     at(
       'hostRewrite',
       hostRewrite,
@@ -567,6 +569,7 @@ function findUnknownMethodWarnings(
         message:
           'the proxy rejects requests with this method (400) before routing, so the route ' +
           `never matches it; ${hint}`,
+        summary: 'route methods that the proxy rejects before routing',
       });
     });
   });
@@ -602,6 +605,7 @@ function findZeroWeightWarnings(
         'every target has weight 0, so proxies respond with 502 upstream_unavailable to every ' +
         `request of ${affected}; give at least one target a weight above 0 ` +
         '(omitted, weight is 1)',
+      summary: 'upstreams whose targets all have weight 0',
     });
   });
   return warnings;
@@ -630,6 +634,7 @@ function findStripPrefixWarnings(
       field: 'stripPrefix',
       value: route.stripPrefix,
       message,
+      summary: 'routes whose stripPrefix does not apply to every request they match',
     });
   });
   return warnings;
@@ -649,5 +654,6 @@ function findShadowedRouteWarnings(
       `can never match: every request its paths match is taken first by route(s) ` +
       `${by.map((name) => JSON.stringify(name)).join(', ')}, because a static or param ` +
       'segment wins over a catch-all; remove the route or change its paths',
+    summary: 'routes that can never match',
   }));
 }

@@ -11,6 +11,7 @@ import { createServerTlsCredentials, type ServerTlsFiles } from '../common/tls.j
 import { AdminServiceService } from '../proto/gen/loom/v1/admin.js';
 import { AdminApi, createAdminService } from './admin/admin-service.js';
 import { FleetPublisher } from './fleet/fleet-publisher.js';
+import { SharedHolders } from './fleet/shared-holders.js';
 import { ControlPlaneAdminServer } from './observability/admin-server.js';
 import { ControlPlaneMetrics } from './observability/control-plane-metrics.js';
 import {
@@ -145,11 +146,14 @@ export class ControlPlane {
       logger: options.logger,
     });
     this.#server = new Server(serverOptions(options));
+    const sharedHolders =
+      store.fleet && new SharedHolders(store.fleet, this.replica, options.logger);
     const snapshotService = createSnapshotService({
       cache: this.cache,
       registry: this.registry,
       logger: options.logger,
       admission: this.#admission,
+      sharedHolder: sharedHolders && ((id, stream) => sharedHolders.find(id, stream)),
     });
     this.#server.addService(
       SNAPSHOT_SERVICE_DEFINITION,
@@ -322,6 +326,9 @@ export class ControlPlane {
   }
 }
 
+// NOTE: no option here closes connections that never open a stream: grpc-js closes idle HTTP/2
+// sessions only gracefully, which a silent client ignores (see "Limits on the gRPC port" in
+// docs/security.md).
 function serverOptions(options: ControlPlaneOptions): Record<string, number> {
   return {
     ...GRPC_SERVER_OPTIONS,

@@ -48,6 +48,8 @@ export interface DataPlaneOptions {
   token?: string;
   /** Keepalive ping interval of the snapshot stream, in milliseconds. */
   keepaliveTimeMs?: number;
+  /** Time a control plane gets to open a new snapshot stream, in milliseconds; 0 means no limit. */
+  controlPlaneTimeoutMs?: number;
   /** Client limits and request handling of the traffic listener; see `createProxyServer`. */
   proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
   /** Upstream connection settings; see `UpstreamRegistry`. */
@@ -130,6 +132,7 @@ export class DataPlane {
       tls: options.tls,
       token: options.token,
       keepaliveTimeMs: options.keepaliveTimeMs,
+      openTimeoutMs: options.controlPlaneTimeoutMs,
     });
     this.metrics.watchControlPlane(() => this.#client.state === 'streaming');
   }

@@ -123,6 +123,12 @@ const ports = fleetPorts(base);
 const dataDir = flags['data-dir'];
 const controlPlane = `${HOST}:${ports.controlPlane}`;
 
+/**
+ * Drain time of the fleet's proxies. A stop sends SIGKILL 5 s after SIGTERM (`LoomProcess.stop`),
+ * so a proxy with the 30 s default would be killed mid-drain, before it logs the drain's end.
+ */
+const PROXY_DRAIN_TIMEOUT = '3s';
+
 const children: LoomProcess[] = [];
 let upstream: Server | undefined;
 let running = false;
@@ -193,6 +199,8 @@ async function start(): Promise<void> {
         `${HOST}:${proxy.adminPort}`,
         '--id',
         proxy.id,
+        '--drain-timeout',
+        PROXY_DRAIN_TIMEOUT,
       ],
       [proxy.port, proxy.adminPort],
     );

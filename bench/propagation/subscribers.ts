@@ -62,6 +62,7 @@ for (let index = 0; index < count; index++) {
         version: 0,
         address: 'bench',
         nacked: [],
+        instanceId: `subscriber-${index}`,
       },
     },
   });

@@ -2,6 +2,9 @@
 // one run: an nginx upstream and wrk on core 0, every proxy on core 1, measured in turns.
 // Usage: tsx bench/proxy/compare.ts --baseline DIR [--baseline DIR2 ...] [--duration 5s]
 //                                   [--runs 5] [--no-access-log] [--connections 50]
+//                                   [--node-arg ARG ...]
+// --node-arg passes a flag to node for this checkout's data plane only, such as a V8 heap
+// setting. With `--baseline .`, the run compares the flag against the same code without it.
 // Each checkout is named after its folder; this one is `current`.
 // With --connections 1 each request runs alone, so the CPU time per request does not depend on
 // how many requests share an event-loop turn, which other load on the machine changes.
@@ -30,6 +33,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '5' },
     'no-access-log': { type: 'boolean', default: false },
     connections: { type: 'string', default: '50' },
+    'node-arg': { type: 'string', multiple: true },
   },
 });
 if (values.baseline === undefined || values.baseline.length === 0) {
@@ -53,6 +57,7 @@ async function main(baselines: string[]): Promise<void> {
       core: 1,
       controlPlaneCore: 0,
       accessLog: values['no-access-log'] ? undefined : join(dir, `${name}-access.log`),
+      nodeArgs: name === 'current' ? values['node-arg'] : undefined,
     });
     contenders.push({
       name,
@@ -90,9 +95,10 @@ async function main(baselines: string[]): Promise<void> {
     const cpu = median(cpuValues);
     const rps = median(contender.samples.map((sample) => sample.rps));
     const p99 = median(contender.samples.map((sample) => sample.p99Ms));
+    const rss = median(contender.samples.map((sample) => sample.rssMb));
     process.stdout.write(
       `${contender.name} median: ${cpu.toFixed(1)} µs CPU per request (lowest ${Math.min(...cpuValues).toFixed(1)}), ` +
-        `${Math.round(rps)} req/s, p99 ${p99} ms\n`,
+        `${Math.round(rps)} req/s, p99 ${p99} ms, RSS ${rss.toFixed(1)} MB\n`,
     );
   }
   // Samples of one round ran back to back, so their difference is less exposed to load changes

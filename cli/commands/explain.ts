@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 
 import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
+import { describeInvalidHost } from '../../data-plane/proxy/prepare-request.js';
 import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
@@ -51,6 +52,16 @@ export function registerExplain(program: Command): void {
           );
         }
         const { host, path } = target;
+        const hostProblem = host === undefined ? undefined : describeInvalidHost(host);
+        if (hostProblem !== undefined) {
+          command.error(
+            `error: invalid Host ${JSON.stringify(host)} ` +
+              `(${options.host !== undefined ? 'from --host' : 'from the URL'}): ${hostProblem}. ` +
+              'Proxies respond to such a request with 400 bad_request; give a host name or address ' +
+              'with an optional port, such as api.example.com or 127.0.0.1:8080',
+            { code: 'commander.invalidArgument' },
+          );
+        }
         const routes =
           options.filename.length > 0
             ? (await loadFiles(options.filename)).routes
@@ -78,7 +89,7 @@ async function loadFiles(files: string[]): Promise<{ routes: Route[] }> {
 
 /**
  * Splits the URL argument into the Host header and the path, or returns undefined when it is
- * neither a URL with an authority nor a path.
+ * neither a URL with a host nor a path.
  */
 function splitTarget(
   url: string,
@@ -87,6 +98,8 @@ function splitTarget(
   const full = URL_WITH_AUTHORITY.exec(url);
   if (full) {
     const authority = full[1].slice(full[1].lastIndexOf('@') + 1);
+    // As in an absolute-form request target, the URL needs a host before any port.
+    if (authority === '' || authority.startsWith(':')) return undefined;
     return { host: hostOption ?? authority, path: full[2] === '' ? '/' : full[2] };
   }
   if (!url.startsWith('/')) return undefined;

@@ -26,6 +26,7 @@ export function registerStatus(program: Command): void {
       }
       out(`control plane version ${status.version} (epoch ${status.epoch})`);
       process.stdout.write(formatStatusTable(status));
+      for (const warning of duplicateIdWarnings(status.proxies)) err(warning);
       if (status.fleetError !== '') {
         err(`the proxies of other control planes are missing: ${status.fleetError}`);
       }
@@ -62,13 +63,14 @@ export function formatStatusTable(status: StatusResponse): string {
 }
 
 /**
- * Returns the nack cell. A nack older than the version the proxy acked since is history, and
- * so is a nack of another epoch once the proxy acked in the served one (after a wipe or restore).
+ * Returns the nack cell. A nack of the version the proxy acked, or of an older one, is history:
+ * the same version acked after a nack comes from a restarted proxy process. So is a nack of
+ * another epoch once the proxy acked in the served one (after a wipe or restore).
  */
 function describeNack(proxy: ProxyStatus, servedEpoch: string): string {
   if (proxy.nackedVersion === 0) return '-';
   const superseded =
-    proxy.nackedEpoch === proxy.ackedEpoch && proxy.nackedVersion < proxy.ackedVersion;
+    proxy.nackedEpoch === proxy.ackedEpoch && proxy.nackedVersion <= proxy.ackedVersion;
   const nack = `${proxy.nackedVersion}: ${proxy.nackError}`;
   if (superseded) return `${nack} (since superseded)`;
   if (proxy.nackedEpoch !== servedEpoch && proxy.ackedEpoch === servedEpoch) {
@@ -76,4 +78,23 @@ function describeNack(proxy: ProxyStatus, servedEpoch: string): string {
   }
   if (proxy.fallbackVersion === 0) return nack;
   return `${nack} (sent last accepted version ${proxy.fallbackVersion})`;
+}
+
+/**
+ * Returns one warning per proxy id that several connected processes use, as when two proxies
+ * with one `--id` connected through two control planes at the same moment.
+ */
+export function duplicateIdWarnings(proxies: ProxyStatus[]): string[] {
+  const addresses = new Map<string, string[]>();
+  for (const proxy of proxies) {
+    if (!proxy.connected) continue;
+    addresses.set(proxy.id, [...(addresses.get(proxy.id) ?? []), proxy.address]);
+  }
+  return [...addresses]
+    .filter(([, list]) => list.length > 1)
+    .map(
+      ([id, list]) =>
+        `proxy id ${JSON.stringify(id)} is used by ${list.length} connected processes ` +
+        `(${list.join(', ')}); give each proxy a unique --id, or omit --id to use the default`,
+    );
 }

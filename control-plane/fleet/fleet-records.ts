@@ -76,7 +76,9 @@ export function decodeSharedProxy(value: string): SharedProxy | undefined {
   if (!STRING_FIELDS.every((field) => typeof state[field] === 'string')) return undefined;
   if (!NUMBER_FIELDS.every((field) => Number.isFinite(state[field]))) return undefined;
   if (!acks.every(isAck)) return undefined;
-  return { controlPlane, state: state as unknown as ProxyState, acks };
+  // Replicas older than the instance id write none.
+  const instanceId = typeof state.instanceId === 'string' ? state.instanceId : '';
+  return { controlPlane, state: { ...state, instanceId } as unknown as ProxyState, acks };
 }
 
 /** Returns the status of a shared proxy, with its first ack of `convergence` when given. */
@@ -92,17 +94,28 @@ export function sharedStatus(shared: SharedProxy, convergence?: VersionRef): Pro
  * Merges the proxy lists of several control planes into one entry per proxy, sorted by id.
  * A proxy that moved between control planes is in several lists. The entry of a connected
  * stream wins over that of a closed one, then the later connection, then the later sign of
- * life.
+ * life. Two connected streams of different proxy processes under one id (started at once
+ * through two replicas, before either saw the other's record) both stay, so that `status`
+ * shows the duplicate and `apply --wait` waits for both.
  */
 export function mergeFleet(...lists: ProxyStatus[][]): ProxyStatus[] {
-  const merged = new Map<string, ProxyStatus>();
+  const merged = new Map<string, ProxyStatus[]>();
   for (const list of lists) {
     for (const status of list) {
-      const known = merged.get(status.id);
-      if (!known || isNewer(status, known)) merged.set(status.id, status);
+      const entries = merged.get(status.id) ?? [];
+      const index = entries.findIndex((known) => !areDistinctStreams(known, status));
+      if (index === -1) entries.push(status);
+      else if (isNewer(status, entries[index])) entries[index] = status;
+      merged.set(status.id, entries);
     }
   }
-  return [...merged.values()].sort(byId);
+  return [...merged.values()].flat().sort(byId);
+}
+
+/** True for two connected entries of different proxy processes. */
+function areDistinctStreams(a: ProxyStatus, b: ProxyStatus): boolean {
+  if (!a.connected || !b.connected) return false;
+  return a.instanceId !== '' && b.instanceId !== '' && a.instanceId !== b.instanceId;
 }
 
 function isNewer(candidate: ProxyStatus, known: ProxyStatus): boolean {

@@ -1,22 +1,45 @@
+import { formatConfigIssue } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import { decodeRoute, decodeUpstream, parseResourceKey } from '../resources.js';
+import { parseResourceKey } from '../resources.js';
 import type { KeyValue, RangeResult, WatchBatch } from '../store/store.js';
+import {
+  checkStoredResource,
+  readStoredValue,
+  respelledFields,
+  type StoredResource,
+} from './stored-value.js';
+
+/** Options of {@link ConfigState}. */
+export interface ConfigStateOptions {
+  /**
+   * Log each value that is not in stored form, once per key and modification revision, and
+   * check it as `loomctl apply` would. Set it on the one long-lived state that follows the
+   * store, so that short-lived reads do not repeat the lines.
+   */
+  reportValues?: boolean;
+}
 
 /**
  * The control plane's in-memory copy of every resource under the prefix, kept
  * equal to the store at `revision` by a full read followed by watch batches.
+ * Every value is kept in stored form (see `readStoredValue`), whatever spelling
+ * the store holds.
  */
 export class ConfigState {
   #routes = new Map<string, Route>();
   #upstreams = new Map<string, Upstream>();
   #revision = 0;
+  /** Modification revision of each key logged as not in stored form, with `reportValues`. */
+  readonly #reported = new Map<string, number>();
   readonly #prefix: string;
   readonly #logger: Logger;
+  readonly #reportValues: boolean;
 
-  constructor(prefix: string, logger: Logger) {
+  constructor(prefix: string, logger: Logger, options: ConfigStateOptions = {}) {
     this.#prefix = prefix;
     this.#logger = logger;
+    this.#reportValues = options.reportValues ?? false;
   }
 
   /** Store revision this state equals. */
@@ -30,6 +53,9 @@ export class ConfigState {
     this.#upstreams = new Map();
     for (const item of range.items) this.#put(item);
     this.#revision = range.revision;
+    for (const key of this.#reported.keys()) {
+      if (!this.#has(key)) this.#reported.delete(key);
+    }
   }
 
   /** Applies one committed transaction; batches at or below the current revision are ignored. */
@@ -54,24 +80,76 @@ export class ConfigState {
     return [...this.#upstreams.values()].sort((a, b) => compare(a.name, b.name));
   }
 
-  #put(item: Pick<KeyValue, 'key' | 'value'>): void {
+  #put(item: KeyValue): void {
     const parsed = parseResourceKey(this.#prefix, item.key);
     if (!parsed) return;
 
+    let resource: StoredResource;
     try {
-      if (parsed.kind === 'route') {
-        this.#routes.set(parsed.name, { ...decodeRoute(item.value), name: parsed.name });
-      } else {
-        this.#upstreams.set(parsed.name, { ...decodeUpstream(item.value), name: parsed.name });
-      }
+      resource = readStoredValue(parsed.kind, parsed.name, item.value);
     } catch (error) {
       // A value written by another tool must not stop the rest of the config from serving.
       this.#logger.warn({ key: item.key, err: error }, 'stored value skipped');
       this.#delete(item.key);
+      return;
+    }
+    if (resource.kind === 'route') this.#routes.set(parsed.name, resource.value);
+    else this.#upstreams.set(parsed.name, resource.value);
+    if (this.#reportValues) this.#report(item, resource);
+  }
+
+  /**
+   * Logs a value that is not in stored form, with the fields spelled differently, or with the
+   * problems `loomctl apply` would report. It is served in stored form either way, and proxies
+   * reject a snapshot they cannot build.
+   *
+   * NOTE: a value already in stored form is not checked, because that takes a router build per
+   * value on every full read. `loomctl apply` checked every value it wrote, so only a value
+   * written straight into the store in stored form can be invalid and pass unlogged.
+   */
+  #report(item: KeyValue, resource: StoredResource): void {
+    if (this.#reported.get(item.key) === item.modRevision) return;
+
+    const { kind } = resource;
+    const { name } = resource.value;
+    const fields = { key: item.key, kind, name, modRevision: item.modRevision };
+    try {
+      const respelled = respelledFields(item.value, resource);
+      if (respelled.length === 0) {
+        this.#reported.delete(item.key);
+        return;
+      }
+      this.#reported.set(item.key, item.modRevision);
+      const issues = checkStoredResource(resource);
+      if (issues.length === 0) {
+        this.#logger.info({ ...fields, fields: respelled }, 'stored value served in stored form');
+        return;
+      }
+      this.#logger.warn(
+        {
+          ...fields,
+          fields: respelled,
+          issues: issues.map(formatConfigIssue),
+          fix: `apply a fixed ${kind} "${name}" with loomctl, or run "loomctl delete ${kind} ${name}"`,
+        },
+        'stored value invalid',
+      );
+    } catch (error) {
+      // The value is served already, so a failed check must not stop the control plane.
+      this.#logger.warn({ ...fields, err: error }, 'stored value check failed');
     }
   }
 
+  #has(key: string): boolean {
+    const parsed = parseResourceKey(this.#prefix, key);
+    if (parsed === undefined) return false;
+    return parsed.kind === 'route'
+      ? this.#routes.has(parsed.name)
+      : this.#upstreams.has(parsed.name);
+  }
+
   #delete(key: string): void {
+    this.#reported.delete(key);
     const parsed = parseResourceKey(this.#prefix, key);
     if (parsed?.kind === 'route') this.#routes.delete(parsed.name);
     if (parsed?.kind === 'upstream') this.#upstreams.delete(parsed.name);

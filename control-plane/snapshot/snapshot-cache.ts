@@ -56,7 +56,7 @@ export class SnapshotCache {
     this.#commitTimes = options.commitTimes;
     this.#metrics = options.metrics;
     this.#logger = options.logger.child({ component: 'snapshot-cache' });
-    this.#config = new ConfigState(options.prefix, this.#logger);
+    this.#config = new ConfigState(options.prefix, this.#logger, { reportValues: true });
   }
 
   /** The newest published snapshot, or undefined before the first read succeeded. */

@@ -6,6 +6,7 @@ import {
 } from 'etcd3';
 
 import { LoomError } from '../../common/errors.js';
+import { tidyGrpcDetails } from '../../common/grpc-errors.js';
 
 /**
  * Converts an error thrown by the etcd3 client into a `LoomError` with code
@@ -20,7 +21,7 @@ export function toStoreError(error: unknown, endpoints: string[], operation: str
   }
 
   const where = `etcd at ${endpoints.join(',')}`;
-  const detail = error instanceof Error ? error.message : String(error);
+  const detail = tidyGrpcDetails(error instanceof Error ? error.message : String(error));
   if (error instanceof GRPCUnavailableError || error instanceof GRPCDeadlineExceededError) {
     return new LoomError('LOOM_STORE_UNAVAILABLE', `${where} is unreachable: ${detail}`, {
       cause: error,

@@ -19,12 +19,53 @@ export interface AckRecord {
 /** State a control plane records for one proxy, without the fields filled per query. */
 export type ProxyState = Omit<ProxyStatus, 'versionAckedAtMs' | 'controlPlane'>;
 
+/** The stream a proxy id is connected through, as its hello and the TCP peer describe it. */
+export interface ProxyStream {
+  /** Hello.instance_id: random per proxy process; empty from older proxies. */
+  instanceId: string;
+  /** Traffic address the proxy reported. */
+  address: string;
+  /** Host of the stream's TCP peer as gRPC reports it, without the port. */
+  peerHost: string;
+  /** Ends the stream, when a newer stream of the same proxy process replaces it. */
+  end(reason: string): void;
+}
+
+/** Outcome of {@link ProxyRegistry.connect}. */
+export type ConnectOutcome =
+  | { outcome: 'connected' }
+  /** The same proxy process had a stream the control plane still held; the caller ends it. */
+  | { outcome: 'replaced'; previous: ProxyStream }
+  /**
+   * Another process owns the id, and nothing was recorded. `attempt` counts the rejected
+   * streams of this process since the holder connected, from 1.
+   */
+  | { outcome: 'rejected'; holder: ProxyStream; attempt: number };
+
 /** What the control plane records about one proxy. */
 interface ProxyRecord extends ProxyState {
-  /** Open streams of this proxy; a reconnect can overlap the old stream's close. */
-  streams: number;
+  /** The one stream this id is connected through; undefined while disconnected. */
+  stream: ProxyStream | undefined;
   /** Most recent acks, oldest first, at most ACK_HISTORY_LIMIT. */
   acks: AckRecord[];
+  /** Rejected streams since `stream` connected, by {@link processKey}. */
+  rejections: Map<string, number>;
+}
+
+/** Maximum number of rejected processes counted per record; past it the counts start again. */
+const REJECTION_KEY_LIMIT = 16;
+
+function processKey(stream: ProxyStream): string {
+  return `${stream.instanceId}\n${stream.address}\n${stream.peerHost}`;
+}
+
+/**
+ * Returns true when two streams come from the same proxy process: the same instance id, or for
+ * proxies that send none, the same reported address from the same peer host.
+ */
+export function sameProcess(a: ProxyStream, b: ProxyStream): boolean {
+  if (a.instanceId !== '' && b.instanceId !== '') return a.instanceId === b.instanceId;
+  return a.address === b.address && a.peerHost === b.peerHost;
 }
 
 /** A version within one epoch. */
@@ -40,6 +81,11 @@ export interface VersionRef {
  * `loomctl apply --wait`. `prune` removes proxies disconnected for longer than
  * {@link DISCONNECTED_RETENTION_MS}, so proxies that come back under new ids (the pods of
  * each rollout) do not grow the list for ever.
+ *
+ * An id is connected through one stream at a time. A stream of another process under an id
+ * that has a stream open is rejected, so two proxies started with the same `--id` never share
+ * one record. A stream closes when the proxy ends it, when its TCP connection closes, or when
+ * gRPC keepalive finds the peer gone.
  */
 export class ProxyRegistry {
   readonly #proxies = new Map<string, ProxyRecord>();
@@ -67,7 +113,7 @@ export class ProxyRegistry {
   }
 
   /**
-   * Forgets every proxy whose streams all closed more than `retentionMs` before `nowMs`, and
+   * Forgets every proxy whose stream closed more than `retentionMs` before `nowMs`, and
    * returns how many it forgot.
    */
   prune(nowMs = Date.now(), retentionMs = DISCONNECTED_RETENTION_MS): number {
@@ -85,12 +131,27 @@ export class ProxyRegistry {
     for (const listener of this.#listeners) listener(id);
   }
 
-  /** Records a stream opened by a proxy that serves `version` of `epoch` (0 for none). */
-  connect(id: string, address: string, epoch: string, version: number): void {
+  /**
+   * Records `stream` as the stream of proxy `id`, which serves `version` of `epoch` (0 and
+   * empty for none), unless another process owns the id. Then it records nothing and returns that
+   * stream as the holder. A stream of the same process replaces the one held, which that
+   * process no longer uses but whose close has not arrived, as after a half-open TCP connection.
+   */
+  connect(id: string, stream: ProxyStream, epoch: string, version: number): ConnectOutcome {
+    const known = this.#proxies.get(id);
+    const previous = known?.stream;
+    if (known !== undefined && previous !== undefined && !sameProcess(previous, stream)) {
+      const key = processKey(stream);
+      const attempt = (known.rejections.get(key) ?? 0) + 1;
+      if (known.rejections.size >= REJECTION_KEY_LIMIT) known.rejections.clear();
+      known.rejections.set(key, attempt);
+      return { outcome: 'rejected', holder: previous, attempt };
+    }
+
     const now = Date.now();
-    const record: ProxyRecord = this.#proxies.get(id) ?? {
+    const record: ProxyRecord = known ?? {
       id,
-      address,
+      address: stream.address,
       connected: true,
       ackedEpoch: epoch,
       ackedVersion: version,
@@ -102,28 +163,34 @@ export class ProxyRegistry {
       snapshotsSent: 0,
       fallbackVersion: 0,
       fallbackEpoch: '',
-      streams: 0,
+      instanceId: stream.instanceId,
+      stream: undefined,
       acks: [],
+      rejections: new Map(),
     };
-    record.address = address;
+    record.stream = stream;
+    record.rejections.clear();
+    record.address = stream.address;
+    record.instanceId = stream.instanceId;
     record.connected = true;
     record.connectedAtMs = now;
     record.lastSeenMs = now;
-    record.streams += 1;
-    if (version > 0) {
-      record.ackedEpoch = epoch;
-      record.ackedVersion = version;
-    }
+    // The hello states what the process serves now. A new process under the id serves none of
+    // the versions the previous one acked, so keeping them would report its nacks as applied.
+    record.ackedEpoch = epoch;
+    record.ackedVersion = version;
     this.#proxies.set(id, record);
     this.#changed(id);
+    return previous === undefined ? { outcome: 'connected' } : { outcome: 'replaced', previous };
   }
 
-  disconnect(id: string): void {
+  /** Records that `stream` of proxy `id` closed; a stream that was replaced changes nothing. */
+  disconnect(id: string, stream: ProxyStream): void {
     const record = this.#proxies.get(id);
-    if (!record) return;
+    if (!record || record.stream !== stream) return;
 
-    record.streams = Math.max(0, record.streams - 1);
-    record.connected = record.streams > 0;
+    record.stream = undefined;
+    record.connected = false;
     record.lastSeenMs = Date.now();
     this.#changed(id);
   }
@@ -185,7 +252,7 @@ export class ProxyRegistry {
    */
   list(convergence?: VersionRef, controlPlane = ''): ProxyStatus[] {
     return [...this.#proxies.values()]
-      .map(({ streams: _streams, acks, ...status }) => ({
+      .map(({ stream: _stream, rejections: _rejections, acks, ...status }) => ({
         ...status,
         versionAckedAtMs: convergence ? firstAckAt(acks, convergence) : 0,
         controlPlane,
@@ -194,7 +261,7 @@ export class ProxyRegistry {
   }
 }
 
-function toEntry({ streams: _streams, acks, ...state }: ProxyRecord): {
+function toEntry({ stream: _stream, rejections: _rejections, acks, ...state }: ProxyRecord): {
   state: ProxyState;
   acks: AckRecord[];
 } {

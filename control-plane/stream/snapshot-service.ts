@@ -22,7 +22,7 @@ import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
 import { AcceptedSnapshot } from './accepted-snapshot.js';
 import type { StreamAdmission } from './admission.js';
 import { chooseFallback, type VersionMark } from './fallback.js';
-import type { ProxyRegistry } from './proxy-registry.js';
+import type { ProxyRegistry, ProxyStream } from './proxy-registry.js';
 
 /**
  * The generated definition with one change: responses are written as
@@ -36,6 +36,25 @@ export const SNAPSHOT_SERVICE_DEFINITION: ServiceDefinition = {
 };
 
 type Call = ServerDuplexStream<StreamRequest, Buffer>;
+
+/** A connected stream of a proxy id that another control-plane replica shares. */
+export interface SharedHolder {
+  /** The replica's snapshot listener, as host:port. */
+  controlPlane: string;
+  /** Traffic address the proxy reported. */
+  address: string;
+  /** Rejected streams of the process asking, from 1, so that only the first is a warning. */
+  attempt: number;
+}
+
+/**
+ * Looks up a connected stream of proxy `id` on another replica that `stream` does not come
+ * from. Returns undefined when there is none or when the shared records cannot be read.
+ */
+export type SharedHolderLookup = (
+  id: string,
+  stream: ProxyStream,
+) => Promise<SharedHolder | undefined>;
 
 /**
  * Number of nacked versions one stream remembers. Past it the oldest is forgotten, so a proxy
@@ -63,6 +82,10 @@ function versionKey(epoch: string, version: number): string {
  */
 class ProxySession {
   #proxyId = '';
+  /** This stream as the registry records it, from the hello on. */
+  #stream: ProxyStream | undefined;
+  /** True from a hello until it is admitted or rejected. */
+  #helloSeen = false;
   #held: VersionMark = { epoch: '', version: 0 };
   #sent: VersionMark | undefined;
   #nacked: VersionMark | undefined;
@@ -79,6 +102,7 @@ class ProxySession {
   readonly #registry: ProxyRegistry;
   readonly #accepted: AcceptedSnapshot;
   readonly #logger: Logger;
+  readonly #sharedHolder: SharedHolderLookup | undefined;
   readonly #unsubscribe: () => void;
   readonly #unsubscribeAccepted: () => void;
 
@@ -88,12 +112,14 @@ class ProxySession {
     registry: ProxyRegistry,
     accepted: AcceptedSnapshot,
     logger: Logger,
+    sharedHolder: SharedHolderLookup | undefined,
   ) {
     this.#call = call;
     this.#cache = cache;
     this.#registry = registry;
     this.#accepted = accepted;
     this.#logger = logger;
+    this.#sharedHolder = sharedHolder;
     this.#unsubscribe = cache.subscribe(() => this.#offer());
     this.#unsubscribeAccepted = accepted.subscribe(() => this.#offer());
     call.on('data', (request: StreamRequest) => this.#onRequest(request));
@@ -103,6 +129,7 @@ class ProxySession {
   }
 
   #onRequest(request: StreamRequest): void {
+    if (this.#closed) return;
     const kind = request.kind;
     if (kind?.$case === 'hello') this.#onHello(kind.hello);
     else if (kind?.$case === 'ack') this.#onAck(kind.ack);
@@ -110,7 +137,8 @@ class ProxySession {
   }
 
   #onHello(hello: Hello): void {
-    if (this.#proxyId) return;
+    if (this.#helloSeen) return;
+    this.#helloSeen = true;
     const problem = proxyIdProblem(hello.proxyId);
     if (problem !== undefined) {
       this.#logger.warn(
@@ -126,10 +154,44 @@ class ProxySession {
       return;
     }
 
+    const stream: ProxyStream = {
+      instanceId: hello.instanceId,
+      address: hello.address,
+      peerHost: peerHost(this.#call.getPeer()),
+      end: (reason) => this.#end(reason),
+    };
+    if (this.#sharedHolder === undefined) {
+      this.#admit(hello, stream);
+      return;
+    }
+    // Messages that arrive meanwhile are dropped, but a proxy sends none before its first snapshot.
+    void this.#sharedHolder(hello.proxyId, stream).then((holder) => {
+      if (this.#closed) return;
+      if (holder === undefined) this.#admit(hello, stream);
+      else this.#reject(hello, stream, holder);
+    });
+  }
+
+  /** Records the stream as the proxy's, unless another process owns the id, and starts sending. */
+  #admit(hello: Hello, stream: ProxyStream): void {
+    const connected = this.#registry.connect(hello.proxyId, stream, hello.epoch, hello.version);
+    if (connected.outcome === 'rejected') {
+      const { holder, attempt } = connected;
+      this.#reject(hello, stream, { controlPlane: '', address: holder.address, attempt });
+      return;
+    }
+    if (connected.outcome === 'replaced') {
+      this.#logger.info(
+        { proxyId: hello.proxyId, address: hello.address, instanceId: hello.instanceId },
+        'proxy stream replaced by a new stream of the same process',
+      );
+      connected.previous.end('replaced by a new stream of the same proxy process');
+    }
+
     this.#proxyId = hello.proxyId;
+    this.#stream = stream;
     this.#held = { epoch: hello.epoch, version: hello.version };
     if (hello.version > 0) this.#nacked = this.#registry.lastNack(hello.proxyId);
-    this.#registry.connect(hello.proxyId, hello.address, hello.epoch, hello.version);
     // The proxy's own list outlives this control plane's memory: a restart or another replica
     // would otherwise send a version again that this proxy process already nacked.
     for (const nack of hello.nacked) this.#rememberNack(nack.epoch, nack.version);
@@ -146,6 +208,8 @@ class ProxySession {
       {
         proxyId: hello.proxyId,
         address: hello.address,
+        instanceId: hello.instanceId,
+        peer: this.#call.getPeer(),
         epoch: hello.epoch,
         version: hello.version,
         certificate: summarizeCertificate(this.#call.getAuthContext().sslPeerCertificate),
@@ -154,6 +218,33 @@ class ProxySession {
     );
     this.#cache.noteHeldVersion(hello.epoch, hello.version);
     this.#offer();
+  }
+
+  /**
+   * Ends the stream with ALREADY_EXISTS because another process owns the proxy id. The first
+   * rejection of each process is a warning and its retries are debug lines, because a rejected
+   * proxy retries every few seconds until one of the two stops.
+   */
+  #reject(hello: Hello, stream: ProxyStream, holder: SharedHolder): void {
+    const where = holder.controlPlane === '' ? '' : ` through control plane ${holder.controlPlane}`;
+    const message =
+      `proxy id ${JSON.stringify(hello.proxyId)} is already connected from ${holder.address}` +
+      `${where}, so this stream from ${stream.address} was rejected: two proxy processes use ` +
+      'the same --id; give each proxy a unique --id, or omit --id to use the default ' +
+      '(host name and process id)';
+    const fields = {
+      proxyId: hello.proxyId,
+      address: stream.address,
+      instanceId: stream.instanceId,
+      peer: this.#call.getPeer(),
+      heldBy: holder.address,
+      heldThrough: holder.controlPlane || undefined,
+      attempt: holder.attempt,
+    };
+    if (holder.attempt === 1) this.#logger.warn(fields, 'stream rejected: duplicate proxy id');
+    else this.#logger.debug(fields, 'stream rejected: duplicate proxy id');
+    this.#close('duplicate proxy id');
+    this.#call.emit('error', toServiceError(new LoomError('LOOM_ALREADY_EXISTS', message)));
   }
 
   #onAck(ack: Ack): void {
@@ -251,9 +342,16 @@ class ProxySession {
     this.#closed = true;
     this.#unsubscribe();
     this.#unsubscribeAccepted();
-    if (!this.#proxyId) return;
-    this.#registry.disconnect(this.#proxyId);
+    if (!this.#proxyId || !this.#stream) return;
+    this.#registry.disconnect(this.#proxyId, this.#stream);
     this.#logger.info({ proxyId: this.#proxyId, reason }, 'proxy disconnected');
+  }
+
+  /** Ends a stream that a newer stream of the same proxy process replaced. */
+  #end(reason: string): void {
+    this.#close(reason);
+    const error = new LoomError('LOOM_UNAVAILABLE', `snapshot stream ${reason}`);
+    this.#call.emit('error', toServiceError(error));
   }
 }
 
@@ -264,6 +362,8 @@ export function createSnapshotService(options: {
   logger: Logger;
   /** Checks credentials and paces new streams; a refused stream ends at once. */
   admission?: StreamAdmission;
+  /** Finds the streams of other replicas on a shared store, so that a duplicate id is rejected. */
+  sharedHolder?: SharedHolderLookup;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
   const accepted = new AcceptedSnapshot(options.cache, {
@@ -274,7 +374,21 @@ export function createSnapshotService(options: {
   return {
     Stream(call: Call) {
       if (options.admission && !options.admission.admit(call)) return;
-      new ProxySession(call, options.cache, options.registry, accepted, logger);
+      new ProxySession(
+        call,
+        options.cache,
+        options.registry,
+        accepted,
+        logger,
+        options.sharedHolder,
+      );
     },
   };
+}
+
+/** Returns the host of a gRPC peer string such as `127.0.0.1:5000` or `::1:5000`. */
+export function peerHost(peer: string): string {
+  const colon = peer.lastIndexOf(':');
+  if (colon <= 0 || !/^\d+$/.test(peer.slice(colon + 1))) return peer;
+  return peer.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
 }

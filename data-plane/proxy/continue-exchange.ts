@@ -13,6 +13,7 @@ import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
 import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
+import { limitBodyIdleTime } from './body-idle-timer.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
 
 /**
@@ -145,6 +146,12 @@ export class ContinueExchange extends ObservedExchange {
       return;
     }
 
+    const actions = this.request.actions;
+    limitBodyIdleTime(
+      response,
+      res,
+      actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : this.context.upstreamBodyTimeoutMs,
+    );
     response.on('data', (chunk: Buffer) => {
       this.bytesSent += chunk.length;
       if (!res.write(chunk)) {
@@ -155,7 +162,6 @@ export class ContinueExchange extends ObservedExchange {
     response.on('end', () => {
       if (response.rawTrailers.length > 0 && res.chunkedEncoding) {
         try {
-          const { actions } = this.request;
           res.addTrailers(
             buildClientTrailers(response.rawTrailers, actions, head.connectionTokens),
           );

@@ -37,6 +37,8 @@ export interface ProxyContext {
   /** Time allowed to connect and get response headers on the proxy's own connections. */
   readonly upstreamConnectTimeoutMs: number;
   readonly upstreamHeadersTimeoutMs: number;
+  /** Idle time between response body bytes on the proxy's own connections; 0 means none. */
+  readonly upstreamBodyTimeoutMs: number;
   /** Metrics and access log hooks. */
   readonly observer: ProxyObserver;
   /** Limits the warn lines about failed upstream requests. */

@@ -261,6 +261,55 @@ export function isValidHost(host: string): boolean {
   return true;
 }
 
+/**
+ * Returns why `isValidHost` rejects a Host value, or undefined when it accepts it. The proxy
+ * itself never calls it, because `loomctl explain` is the only reader of the reason.
+ */
+export function describeInvalidHost(host: string): string | undefined {
+  if (isValidHost(host)) return undefined;
+
+  let name = host;
+  let port: string | undefined;
+  if (host.charCodeAt(0) === OPEN_BRACKET) {
+    const close = host.indexOf(']');
+    if (close === -1) return 'the IP literal has no closing "]"';
+    name = host.slice(0, close + 1);
+    const rest = host.slice(close + 1);
+    if (rest !== '' && rest.charCodeAt(0) !== COLON) {
+      return `only ":" and a port may follow "]", not ${JSON.stringify(rest)}`;
+    }
+    if (!isValidIpLiteral(host.slice(1, close))) {
+      return `${name} is neither an IPv6 address without a zone nor an IPvFuture literal`;
+    }
+    port = rest === '' ? undefined : rest.slice(1);
+  } else {
+    const colon = host.indexOf(':');
+    if (colon !== -1) {
+      name = host.slice(0, colon);
+      port = host.slice(colon + 1);
+    }
+    const escape = /%(?![0-9A-Fa-f]{2})/.exec(name);
+    if (escape !== null) return `"%" at offset ${escape.index} is not followed by two hex digits`;
+    const invalid = [...name].find((char) => char.length > 1 || !isRegNameChar(char));
+    if (invalid !== undefined) {
+      const hint =
+        invalid.charCodeAt(0) >= 128 ? '; write the name in its ASCII (punycode) form' : '';
+      return `the character ${JSON.stringify(invalid)} is not allowed in a host name${hint}`;
+    }
+  }
+  if (port !== undefined && !isValidPort(port, 0)) {
+    if (/^\d+$/.test(port)) return `the port ${port} is above 65535`;
+    const colons = port.includes(':') ? '; a Host value has at most one ":" outside brackets' : '';
+    return `the port ${JSON.stringify(port)} is not a decimal number${colons}`;
+  }
+  return 'it is not a host name or IP address with an optional port';
+}
+
+function isRegNameChar(char: string): boolean {
+  const code = char.charCodeAt(0);
+  return code === PERCENT || (code < 128 && REG_NAME_CHARS[code] === 1);
+}
+
 /** Tells whether the text between brackets is an IPv6 address without zone or an IPvFuture. */
 function isValidIpLiteral(literal: string): boolean {
   if (literal.charCodeAt(0) === 0x76 || literal.charCodeAt(0) === 0x56) {

@@ -41,9 +41,13 @@ export interface ProxyHandlerOptions {
    * milliseconds; default 30000.
    */
   tunnelDrainTimeoutMs?: number;
-  /** Connect and response-header timeouts of upgrade and 100-continue requests; default 5000 and 30000. */
+  /**
+   * Connect, response-header and body idle timeouts of upgrade and 100-continue requests, in
+   * milliseconds; default 5000, 30000 and 30000.
+   */
   upstreamConnectTimeoutMs?: number;
   upstreamHeadersTimeoutMs?: number;
+  upstreamBodyTimeoutMs?: number;
   /** Metrics and access log hooks; default none. */
   observer?: ProxyObserver;
 }
@@ -130,6 +134,7 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     tunnelIdleTimeoutMs: options.tunnelIdleTimeoutMs ?? 300_000,
     upstreamConnectTimeoutMs: options.upstreamConnectTimeoutMs ?? 5_000,
     upstreamHeadersTimeoutMs: options.upstreamHeadersTimeoutMs ?? 30_000,
+    upstreamBodyTimeoutMs: options.upstreamBodyTimeoutMs ?? 30_000,
     observer: options.observer ?? NO_OBSERVER,
     upstreamFailureLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
     internalErrorLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),

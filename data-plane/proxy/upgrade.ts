@@ -6,6 +6,7 @@ import { classifyUpstreamError, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, type ResponseHead } from './headers.js';
+import { limitBodyIdleTime } from './body-idle-timer.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
 import { Tunnel, type TunnelRegistry } from './tunnel.js';
@@ -224,7 +225,10 @@ class PendingUpgrade {
     // Later client bytes belong to no request, so they are read and dropped. Reading them lets
     // the client's FIN arrive, which closes the socket once the response is written.
     this.#client.resume();
-    this.#cutRelay = relayResponse(this.#request, response, this.#client);
+    const actions = this.#request.actions;
+    const bodyTimeoutMs =
+      actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : this.#context.upstreamBodyTimeoutMs;
+    this.#cutRelay = relayResponse(this.#request, response, this.#client, bodyTimeoutMs);
     this.#report(response.statusCode ?? 0);
   }
 
@@ -267,6 +271,7 @@ function relayResponse(
   request: ForwardedRequest,
   response: IncomingMessage,
   client: Socket,
+  bodyTimeoutMs: number,
 ): () => void {
   const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
   const headers = buildClientResponseHeaders(response.rawHeaders, request.actions, head);
@@ -294,6 +299,7 @@ function relayResponse(
   });
   response.on('end', () => client.destroySoon());
   client.once('close', () => response.destroy());
+  limitBodyIdleTime(response, client, bodyTimeoutMs);
   response.pipe(client, { end: false });
   return cut;
 }

@@ -1,11 +1,13 @@
 import { matchMixedSegment, type MixedSegment } from './mixed-segment.js';
 import { normalizeRequestPath } from './path.js';
 import {
+  addStaticLength,
   addToSlot,
   appendCopy,
   ASCII_LIMIT,
   createSlot,
   EMPTY_EDGE,
+  hasStaticLength,
   LINEAR_SCAN_LIMIT,
   NO_TEXTS,
   PARAM_ONLY,
@@ -13,6 +15,7 @@ import {
   sealNode,
   segmentHash,
   SLASH,
+  STATIC_LENGTH_WORDS,
   STATIC_ONLY,
   staticPathOf,
   tableSlot,
@@ -60,6 +63,11 @@ export class PathTree<T> {
    * cost as much as a build.
    */
   #staticChanges: StaticChanges<T> | null;
+  /**
+   * Lengths of the paths in `#staticPaths` and `#staticChanges` (see `hasStaticLength`). A
+   * removed path keeps its length in the set, which only costs a lookup that misses.
+   */
+  readonly #staticLengths: Int32Array;
   /** The editor of a tree made by `fork`, until it is sealed. */
   #editor: TreeEditor<T> | null = null;
 
@@ -74,9 +82,11 @@ export class PathTree<T> {
       this.#root = new PathNode();
       this.#staticPaths = Object.create(null) as Record<string, Slot<T> | undefined>;
       this.#staticChanges = null;
+      this.#staticLengths = new Int32Array(STATIC_LENGTH_WORDS);
       return;
     }
     this.#staticPaths = base.#staticPaths;
+    this.#staticLengths = base.#staticLengths.slice();
     // Each fork gets its own copy, so the base tree keeps serving with its own changes.
     this.#staticChanges = Object.assign(
       Object.create(null),
@@ -162,6 +172,9 @@ export class PathTree<T> {
       yield* editor.sealSteps();
       this.#root = editor.root;
       this.#editor = null;
+      // The editor wrote every static path it added to the changes, which hold at most a few
+      // hundred paths before `#foldStaticChanges` folds them.
+      for (const path in this.#staticChanges) addStaticLength(this.#staticLengths, path.length);
       yield* this.#foldStaticChanges();
       return;
     }
@@ -241,6 +254,7 @@ export class PathTree<T> {
 
   /** Returns the slot of a fully static pattern by its normalized path. */
   staticSlot(path: string): Slot<T> | undefined {
+    if (!hasStaticLength(this.#staticLengths, path.length)) return undefined;
     const changes = this.#staticChanges;
     if (changes !== null) {
       const changed = changes[path];
@@ -255,6 +269,11 @@ export class PathTree<T> {
    */
   get staticSlots(): Readonly<Record<string, Slot<T> | undefined>> {
     return this.#staticPaths;
+  }
+
+  /** Lengths of the static paths, a superset after edits (see `hasStaticLength`). */
+  get staticLengths(): Int32Array {
+    return this.#staticLengths;
   }
 
   /** Static slots changed by edits (see `#staticChanges`), or null. */
@@ -290,6 +309,7 @@ export class PathTree<T> {
     if (staticPath !== null && this.#staticPaths[staticPath] === undefined) {
       node.end.requestForm = normalizeRequestPath(staticPath) === staticPath;
       this.#staticPaths[staticPath] = node.end;
+      addStaticLength(this.#staticLengths, staticPath.length);
     }
   }
 }

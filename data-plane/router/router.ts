@@ -1,6 +1,7 @@
 import { LoomError } from '../../common/errors.js';
 import { normalizeRequestHost, wildcardSuffix } from './host.js';
 import { normalizeCheckedPath } from './path.js';
+import { hasStaticLength } from './path-node.js';
 import { slotEntry, type PathTree, type Slot } from './path-tree.js';
 import { extractParams, type RouteEntry, type SearchState } from './route-entry.js';
 import { compareStrings, RouteIndex } from './route-index.js';
@@ -9,6 +10,8 @@ import { MissingRouteError, type StaticChanges } from './tree-editor.js';
 import type { Router, RouterMatch, RouterRoute } from './types.js';
 
 const NOT_FOUND: RouterMatch<never> = Object.freeze({ kind: 'not-found' });
+/** Static-length set of a router without a hostless static fast path; never read. */
+const NO_LENGTHS = new Int32Array(0);
 
 /** Routes added between two yields of a build. */
 const ADD_STEP_ROUTES = 32;
@@ -209,6 +212,8 @@ class TreeRouter<T> implements Router<T> {
   readonly #hostlessStatic: Readonly<Record<string, Slot<T> | undefined>> | null;
   /** Static slots that edits changed, read before `#hostlessStatic` (see `PathTree`). */
   readonly #hostlessChanges: Readonly<StaticChanges<T>> | null;
+  /** Lengths of the paths in `#hostlessStatic` (see `hasStaticLength`). */
+  readonly #hostlessLengths: Int32Array;
   readonly #state: SearchState;
 
   constructor(index: RouteIndex<T>, size: number) {
@@ -219,6 +224,7 @@ class TreeRouter<T> implements Router<T> {
     const hostless = this.#hosted ? null : this.#anyHost;
     this.#hostlessStatic = hostless === null ? null : hostless.staticSlots;
     this.#hostlessChanges = hostless === null ? null : hostless.staticChanges;
+    this.#hostlessLengths = hostless === null ? NO_LENGTHS : hostless.staticLengths;
     this.#state = index.state;
     this.index = index;
     this.size = size;
@@ -226,7 +232,7 @@ class TreeRouter<T> implements Router<T> {
 
   find(method: string, host: string | undefined, path: string): RouterMatch<T> {
     const statics = this.#hostlessStatic;
-    if (statics !== null) {
+    if (statics !== null && hasStaticLength(this.#hostlessLengths, path.length)) {
       // A fully static route is the best match a path can have, so a hit on a path that is
       // already in normalized form is the result, without normalizing or walking the tree.
       const changes = this.#hostlessChanges;

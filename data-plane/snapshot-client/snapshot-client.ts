@@ -5,9 +5,13 @@ import {
   type ChannelCredentials,
   type ChannelOptions,
   type ClientDuplexStream,
+  type ServiceError,
 } from '@grpc/grpc-js';
 
+import { randomUUID } from 'node:crypto';
+
 import { Backoff } from '../../common/backoff.js';
+import { fromServiceError } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
 import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
 import {
@@ -25,6 +29,12 @@ const STREAM_CLOSE_GRACE_MS = 1_000;
 
 /** Largest snapshot message a proxy accepts; equal to the control plane's send limit. */
 export const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+/**
+ * Default time a control plane gets to send the response headers of a new stream, in ms. It
+ * sends them as soon as it reads the Hello.
+ */
+export const DEFAULT_STREAM_OPEN_TIMEOUT_MS = 10_000;
+
 /** Number of nacked versions a proxy names in its Hello; older ones are forgotten. */
 export const HELLO_NACKED_LIMIT = 16;
 /** Characters of each nack's error that a Hello repeats. */
@@ -71,6 +81,11 @@ export interface SnapshotClientOptions {
   token?: string;
   /** Keepalive ping interval in milliseconds; default 20,000. */
   keepaliveTimeMs?: number;
+  /**
+   * Time a control plane gets to send the response headers of a new stream before the next
+   * address is tried, in milliseconds. 0 means no limit; default {@link DEFAULT_STREAM_OPEN_TIMEOUT_MS}.
+   */
+  openTimeoutMs?: number;
 }
 
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
@@ -136,9 +151,17 @@ export class SnapshotClient {
    * sends one again after a reconnect or a restart of its own.
    */
   readonly #nacked: Nack[] = [];
+  /**
+   * Random id of this client, sent in every Hello. A control plane that still has a stream
+   * with this id and proxy id replaces it, and rejects a stream of another instance.
+   */
+  readonly instanceId = randomUUID();
+  /** True after a rejection for a duplicate proxy id was logged, until a stream opens. */
+  #duplicateLogged = false;
   /** Addresses whose reconnect log already carried the wrong-port hint. */
   readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
+  #openTimer: NodeJS.Timeout | undefined;
   readonly #options: SnapshotClientOptions;
   readonly #logger: Logger;
   readonly #Client = snapshotServiceClient((bytes) => bytes);
@@ -163,6 +186,7 @@ export class SnapshotClient {
   stop(): void {
     this.#transition('stopped');
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#openTimer);
     this.#call?.cancel();
     this.#client?.close();
   }
@@ -201,28 +225,72 @@ export class SnapshotClient {
           version: held.version,
           address: this.#options.proxyAddress,
           nacked: [...this.#nacked],
+          instanceId: this.instanceId,
         },
       },
     });
+    this.#limitOpenTime(call, address);
     call.on('metadata', () => {
+      clearTimeout(this.#openTimer);
       this.#backoff.reset();
       this.#reportedRejections.clear();
+      this.#duplicateLogged = false;
       this.#transition('streaming', { address });
     });
     call.on('data', (bytes: Buffer) => this.#receive({ bytes, call, address }));
-    call.on('error', (error: Error) => this.#retry(call, address, error.message));
+    call.on('error', (error: ServiceError) => {
+      if (call === this.#call) this.#reportDuplicate(address, error);
+      this.#retry(call, address, error.message);
+    });
     call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
+  }
+
+  /**
+   * Gives up on `call` when no response headers arrive in time. grpc-js waits without limit
+   * on a server that accepts the TCP connection and sends nothing, such as a stopped process.
+   */
+  #limitOpenTime(call: ClientDuplexStream<StreamRequest, Buffer>, address: string): void {
+    clearTimeout(this.#openTimer);
+    const timeoutMs = this.#options.openTimeoutMs ?? DEFAULT_STREAM_OPEN_TIMEOUT_MS;
+    if (timeoutMs <= 0) return;
+
+    this.#openTimer = setTimeout(() => {
+      this.#retry(
+        call,
+        address,
+        `no answer to the snapshot stream within ${timeoutMs} ms; check that the address is a ` +
+          'running Loom control plane (its --listen port)',
+      );
+      call.cancel();
+    }, timeoutMs);
   }
 
   #retry(call: ClientDuplexStream<StreamRequest, Buffer>, address: string, reason: string): void {
     if (call !== this.#call || this.#state === 'stopped') return;
 
     const neverStreamed = this.#state === 'connecting';
+    clearTimeout(this.#openTimer);
     this.#call = undefined;
     this.#client?.close();
     this.#client = undefined;
     this.#scheduleReconnect(address, reason);
     if (neverStreamed && this.#options.tls?.cert !== undefined) void this.#diagnose(address);
+  }
+
+  /**
+   * Logs the first rejection for a duplicate proxy id as an error with the fix. The retries
+   * log only the usual reconnect line.
+   */
+  #reportDuplicate(address: string, error: ServiceError): void {
+    if (this.#duplicateLogged) return;
+    const loomError = fromServiceError(error);
+    if (loomError.code !== 'LOOM_ALREADY_EXISTS') return;
+
+    this.#duplicateLogged = true;
+    this.#logger.error(
+      { address, proxyId: this.#options.proxyId, reason: loomError.message },
+      'control plane rejected the proxy id: another proxy uses it, retrying with backoff',
+    );
   }
 
   /** Reads the TLS files again, and logs when the client certificate changed since the last read. */

@@ -125,16 +125,16 @@ describe('control plane faults', { timeout: 120_000 }, () => {
     try {
       const first = await ws.controlPlane('cp-a', ['--etcd', etcd.endpoint]);
       const second = await ws.controlPlane('cp-b', ['--etcd', etcd.endpoint]);
-      const proxy = await ws.proxy('proxy', [first.address, second.address]);
+      const proxy = await ws.proxy('proxy-takeover', [first.address, second.address]);
       const sampler = sampleVersions(proxy.adminPort);
       const v1 = await applyConfig(first.address, fixtureConfig(upstream.port, 2));
       await waitForVersion(proxy.adminPort, v1);
-      assert.equal(await proxiesConnected(first.address, ['proxy']), true);
+      assert.equal(await proxiesConnected(first.address, ['proxy-takeover']), true);
 
       const killedAt = performance.now();
       await first.process.kill();
       await waitFor('proxy on the second replica', 20_000, () =>
-        proxiesConnected(second.address, ['proxy']),
+        proxiesConnected(second.address, ['proxy-takeover']),
       );
       const failoverMs = performance.now() - killedAt;
       const v2 = await applyConfig(second.address, fixtureConfig(upstream.port, 3));
@@ -164,7 +164,7 @@ describe('control plane faults', { timeout: 120_000 }, () => {
       });
 
       relay.cut();
-      const proxy = await ws.proxy('proxy', [main.address, lagging.address]);
+      const proxy = await ws.proxy('proxy-lagging', [main.address, lagging.address]);
       const v3 = await applyConfig(main.address, fixtureConfig(upstream.port, 3));
       await waitForVersion(proxy.adminPort, v3);
       const sampler = sampleVersions(proxy.adminPort);
@@ -175,7 +175,7 @@ describe('control plane faults', { timeout: 120_000 }, () => {
 
       await main.process.kill();
       await waitFor('proxy on the lagging replica', 20_000, () =>
-        proxiesConnected(lagging.address, ['proxy']),
+        proxiesConnected(lagging.address, ['proxy-lagging']),
       );
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal((await readyz(proxy.adminPort)).body.version, v3);

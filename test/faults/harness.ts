@@ -60,7 +60,12 @@ export class Workspace {
   }
 
   /** Starts a proxy with `--id name` and waits until its admin port accepts connections. */
-  async proxy(name: string, controlPlanes: string[], args: string[] = []): Promise<Member> {
+  async proxy(
+    name: string,
+    controlPlanes: string[],
+    args: string[] = [],
+    env?: Record<string, string>,
+  ): Promise<Member> {
     const [port, adminPort] = [await findFreePort(), await findFreePort()];
     const logFile = join(this.dir, `${name}.log`);
     const process = startLoom(
@@ -80,6 +85,7 @@ export class Workspace {
         ...args,
       ],
       logFile,
+      env,
     );
     const member = { name, process, port, adminPort, address: `127.0.0.1:${port}`, logFile };
     this.members.push(member);

@@ -66,7 +66,14 @@ class BareStreams {
     call.write({
       kind: {
         $case: 'hello',
-        hello: { proxyId, epoch: '', version: 0, address: 'bare-stream', nacked: [] },
+        hello: {
+          proxyId,
+          epoch: '',
+          version: 0,
+          address: 'bare-stream',
+          nacked: [],
+          instanceId: '',
+        },
       },
     });
     this.#calls.set(proxyId, call);

@@ -131,19 +131,8 @@ class EtcdHarness implements EtcdProcess {
       '--log-outputs=stderr',
       ...this.#extraArgs,
     ];
-    const logFd = openSync(this.logFile, 'a');
-    try {
-      // ETCD_* variables would override the flags above.
-      const env = Object.fromEntries(
-        Object.entries(process.env).filter(([name]) => !name.startsWith('ETCD_')),
-      );
-      this.#child = spawn(this.#binary, args, { stdio: ['ignore', logFd, logFd], env });
-    } finally {
-      closeSync(logFd);
-    }
-    const child = this.#child;
-    runningChildren.add(child);
-    child.once('exit', () => runningChildren.delete(child));
+    const child = spawnEtcd(this.#binary, args, this.logFile);
+    this.#child = child;
 
     await this.#waitUntilHealthy(child);
   }
@@ -223,6 +212,27 @@ class EtcdHarness implements EtcdProcess {
       await exited;
     }
   }
+}
+
+/**
+ * Starts etcd with `args`, its output appended to `logFile`, and registers it for the exit hook
+ * that kills etcd processes left running.
+ */
+function spawnEtcd(binary: string, args: string[], logFile: string): ChildProcess {
+  const logFd = openSync(logFile, 'a');
+  let child: ChildProcess;
+  try {
+    // ETCD_* variables would override the flags.
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => !name.startsWith('ETCD_')),
+    );
+    child = spawn(binary, args, { stdio: ['ignore', logFd, logFd], env });
+  } finally {
+    closeSync(logFd);
+  }
+  runningChildren.add(child);
+  child.once('exit', () => runningChildren.delete(child));
+  return child;
 }
 
 function hasExited(child: ChildProcess): boolean {
@@ -429,18 +439,8 @@ class ClusterMember implements EtcdClusterMember {
     // A restarted member rejoins from its data directory; the cluster flags are ignored then.
     const args = [...this.#args, `--initial-cluster-state=${this.#started ? 'existing' : 'new'}`];
     this.#started = true;
-    const logFd = openSync(this.#logFile, 'a');
-    try {
-      const env = Object.fromEntries(
-        Object.entries(process.env).filter(([name]) => !name.startsWith('ETCD_')),
-      );
-      this.#child = spawn(this.#binary, args, { stdio: ['ignore', logFd, logFd], env });
-    } finally {
-      closeSync(logFd);
-    }
-    const child = this.#child;
-    runningChildren.add(child);
-    child.once('exit', () => runningChildren.delete(child));
+    const child = spawnEtcd(this.#binary, args, this.#logFile);
+    this.#child = child;
 
     const deadline = Date.now() + this.#startTimeoutMs;
     while (Date.now() < deadline) {

@@ -119,6 +119,8 @@ export async function waitForEveryProxy(
 export interface ProxyOptions {
   /** Makes the proxy nack every snapshot that contains a route of this name. */
   rejectRoute?: string;
+  /** More `loom data-plane` flags. */
+  extraArgs?: string[];
 }
 
 /**
@@ -150,6 +152,7 @@ export async function startProxy(
       id,
       '--log-level',
       'debug',
+      ...(options.extraArgs ?? []),
     ],
     join(dir, `${id}.log`),
     env,

@@ -5,8 +5,8 @@ import { createServer } from 'node:net';
  * those to outgoing connections, and a test's many client connections could take a port
  * between the check here and the server's bind.
  */
-const FIRST_PORT = 20_000;
-const LAST_PORT = 32_000;
+export const FIRST_PORT = 20_000;
+export const LAST_PORT = 32_000;
 
 /** Ports this process handed out, so one test process never gets the same port twice. */
 const handedOut = new Set<number>();

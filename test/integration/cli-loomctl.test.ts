@@ -153,6 +153,35 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.ok(Number(more[2]) <= 100, `sent ${more[2]} issues`);
   });
 
+  test('repeated warnings are summarised', async () => {
+    const unknownMethods = Array.from(
+      { length: 12 },
+      (_, index) =>
+        `  - {name: m${index}, paths: [/m${index}], methods: [GETT], upstream: missing}\n`,
+    );
+    const config = file('warnings.yaml', manyBadRoutes(1_000) + unknownMethods.join(''));
+    const result = await loomctl(controlPlane, ['validate', '-f', config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /1012 routes, 0 upstreams, 1024 warnings/);
+
+    const lines = result.stderr.trimEnd().split('\n');
+    const undeclared = lines.filter((line) => / upstream: upstream is not declared/.test(line));
+    assert.equal(undeclared.length, 10);
+    assert.match(undeclared[0], /route "r0" upstream:/);
+    const methods = lines.filter((line) => / methods\[0\]: the proxy rejects/.test(line));
+    assert.equal(methods.length, 10);
+    const summaries = lines.slice(-2).sort();
+    assert.equal(
+      summaries[0],
+      'warning: ... and 1002 more routes whose upstream is not declared in these files',
+    );
+    assert.equal(
+      summaries[1],
+      'warning: ... and 2 more route methods that the proxy rejects before routing',
+    );
+    assert.equal(lines.length, 22);
+  });
+
   test('explain lists host near misses', async () => {
     const config = file('explain.yaml', QUICKSTART);
     assert.equal((await loomctl(controlPlane, ['apply', '-f', config])).code, 0);
@@ -180,6 +209,38 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.doesNotMatch(result.stderr, /Resolution note/);
   });
 
+  test('etcd error has no dangling note', async () => {
+    const etcdPort = await findFreePort();
+    const port = await findFreePort();
+    const address = `127.0.0.1:${port}`;
+    const etcdPlane = startLoom(
+      'control-plane-etcd',
+      [
+        'control-plane',
+        '--listen',
+        address,
+        '--admin-listen',
+        '127.0.0.1:0',
+        '--etcd',
+        `http://127.0.0.1:${etcdPort}`,
+      ],
+      join(dir, 'control-plane-etcd.log'),
+    );
+    try {
+      await waitForPort('127.0.0.1', port);
+      const result = await loomctl(address, ['get']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(`etcd at http://127\\.0\\.0\\.1:${etcdPort} is unreachable`),
+      );
+      assert.match(result.stderr, /last error: connect ECONNREFUSED/);
+      assert.doesNotMatch(result.stderr, /Resolution note/);
+    } finally {
+      await etcdPlane.stop();
+    }
+  });
+
   test('config tls file named', async () => {
     const missing = join(dir, 'missing-ca.pem');
     const config = file('loomctl.yaml', `tls:\n  ca: ${missing}\n`);
@@ -188,6 +249,43 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     assert.match(result.stderr, /tls\.ca file/);
     assert.ok(result.stderr.includes(config), result.stderr);
     assert.doesNotMatch(result.stderr, /--tls-ca file/);
+  });
+
+  test('long error keeps its fix', async () => {
+    const name = `stored-${'z'.repeat(110)}`;
+    const path = `/cut/${'a'.repeat(270)}/:id`;
+    const stored = file(
+      'cut-stored.yaml',
+      'upstreams:\n  - {name: cut, targets: [{url: "http://127.0.0.1:9"}]}\n' +
+        `routes:\n  - {name: cut-first, paths: [/cut/first], upstream: cut}\n` +
+        `  - {name: ${name}, paths: ["${path}"], upstream: cut}\n`,
+    );
+    const applied = await loomctl(controlPlane, ['apply', '-f', stored]);
+    assert.equal(applied.code, 0, applied.stderr);
+
+    const conflicting = file(
+      'cut-conflict.yaml',
+      `routes:\n  - {name: cut-first, paths: ["${path.replace(':id', ':other')}"], upstream: cut}\n`,
+    );
+    const result = await loomctl(controlPlane, ['apply', '-f', conflicting]);
+    assert.equal(result.code, 1, result.stderr);
+    const issue = result.stderr.split('\n').find((line) => line.startsWith(`  route "${name}"`));
+    assert.ok(issue, result.stderr);
+    assert.ok(issue.length > 1_000, `${issue.length} characters`);
+    assert.ok(
+      issue.startsWith(
+        `  route "${name}" paths[0]: this route is stored but not in the applied files: path "${path}"`,
+      ),
+      issue,
+    );
+    assert.match(issue, / \.\.\. /);
+    assert.ok(
+      issue.endsWith(
+        `To fix it, run "loomctl delete route ${name}", or include a fixed route "${name}" ` +
+          `in the files (got "${path}")`,
+      ),
+      issue,
+    );
   });
 
   test('version flag prints version', async () => {

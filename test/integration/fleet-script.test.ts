@@ -2,14 +2,16 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ROOT, waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { httpGet } from '../helpers/net.js';
+import { FIRST_PORT, LAST_PORT } from '../helpers/ports.js';
 
 /** Ports the fleet script uses from a base port: base to base + 6. */
 const FLEET_PORTS = 7;
@@ -32,7 +34,8 @@ async function isListening(port: number): Promise<boolean> {
 /** Finds a base port whose seven ports were all free a moment ago. */
 async function findFreeBase(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    // The range of findFreePort, below the ports the OS hands to other tests' connections.
+    const base = FIRST_PORT + Math.floor(Math.random() * (LAST_PORT - FIRST_PORT - FLEET_PORTS));
     const ports = Array.from({ length: FLEET_PORTS }, (_, index) => base + index);
     const busy = await Promise.all(ports.map(isListening));
     if (!busy.includes(true)) return base;
@@ -119,6 +122,13 @@ describe('fleet script', { timeout: 120_000 }, () => {
         assert.equal(response.status, 200, `proxy on ${port}: ${response.body}`);
         assert.equal((JSON.parse(response.body) as { upstream: string }).upstream, 'users');
       }
+      // A request whose body never ends keeps the first proxy draining until its drain timeout.
+      const stalled = connect(base + 2, '127.0.0.1');
+      stalled.on('error', () => {});
+      stalled.write(
+        'POST /echo/stalled HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nab',
+      );
+      await sleep(500);
     } finally {
       fleet.child.kill('SIGTERM');
     }
@@ -126,6 +136,8 @@ describe('fleet script', { timeout: 120_000 }, () => {
     const { code, signal } = await exitWithin(fleet, 30_000);
     assert.equal(signal, null, `fleet was killed:\n${fleet.output()}`);
     assert.equal(code, 0, fleet.output());
+    // The proxy ends its drain before the fleet's SIGKILL would cut it short.
+    assert.match(fleet.output(), /drain timed out/);
     for (let port = base; port < base + FLEET_PORTS; port++) {
       assert.equal(await isListening(port), false, `port ${port} still listens after SIGTERM`);
     }

@@ -140,6 +140,27 @@ describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
     }
   });
 
+  test('empty tls makes no version', async () => {
+    const plain = usersConfig('http://127.0.0.1:17412', 'tls');
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file('tls-0.yaml', plain)]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const version = await storedVersion(fleet.controlPlane);
+
+    const spellings = [
+      '    tls: {}\n',
+      '    tls: {caFile: "", serverName: "", insecureSkipVerify: false}\n',
+    ];
+    for (const [index, tls] of spellings.entries()) {
+      const config = file(`tls-${index + 1}.yaml`, plain.replace('routes:\n', `${tls}routes:\n`));
+      const diff = await loomctl(fleet.controlPlane, ['diff', '-f', config]);
+      assert.equal(diff.code, 0, `${tls}: ${diff.stdout}`);
+      assert.doesNotMatch(diff.stdout, /tls/);
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, `no changes (version ${version})\n`, tls);
+    }
+  });
+
   test('zero weights warn on validate', async () => {
     const config = file(
       'zero.yaml',
@@ -215,6 +236,47 @@ describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
     );
     assert.match(result.stderr, /^Usage: loomctl explain /m);
     assert.equal(result.stdout, '');
+  });
+
+  test('explain rejects invalid Host', async () => {
+    const cases = [
+      {
+        args: ['/a', '--host', 'svc.local:@evil.example'],
+        message:
+          'error: invalid Host "svc.local:@evil.example" (from --host): the port ' +
+          '"@evil.example" is not a decimal number. ',
+      },
+      {
+        args: ['/a', '--host', 'svc.local:80:80'],
+        message:
+          'error: invalid Host "svc.local:80:80" (from --host): the port "80:80" is not a ' +
+          'decimal number; a Host value has at most one ":" outside brackets. ',
+      },
+      {
+        args: ['http://svc.local:80:80/a'],
+        message: 'error: invalid Host "svc.local:80:80" (from the URL): the port "80:80" ',
+      },
+    ];
+    for (const { args, message } of cases) {
+      const result = await loomctl(fleet.controlPlane, ['explain', 'GET', ...args]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.ok(result.stderr.startsWith(message), result.stderr);
+      assert.match(
+        result.stderr,
+        /Proxies respond to such a request with 400 bad_request; give a host/,
+      );
+      assert.match(result.stderr, /^Usage: loomctl explain /m);
+      assert.equal(result.stdout, '');
+    }
+
+    const valid = await loomctl(fleet.controlPlane, [
+      'explain',
+      'GET',
+      '/a',
+      '--host',
+      'A.test.:80',
+    ]);
+    assert.equal(valid.code, 0, valid.stderr);
   });
 
   test('dry run rejects wait', async () => {

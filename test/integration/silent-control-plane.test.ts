@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { waitFor } from '../../scripts/processes.js';
@@ -22,10 +24,10 @@ async function startSilentServer(): Promise<{ server: Server; port: number; sock
   return { server, port: (server.address() as AddressInfo).port, sockets };
 }
 
-describe('silent control-plane address', { timeout: 120_000, concurrency: 1 }, () => {
+describe('silent control-plane address', { timeout: 120_000 }, () => {
   let fleet: Fleet;
   let silent: Awaited<ReturnType<typeof startSilentServer>>;
-  let proxy: FleetProxy | undefined;
+  const proxies: FleetProxy[] = [];
 
   before(async () => {
     fleet = await startFleet({ proxies: 0 });
@@ -33,24 +35,43 @@ describe('silent control-plane address', { timeout: 120_000, concurrency: 1 }, (
   });
 
   after(async () => {
-    await proxy?.process.stop();
+    await Promise.all(proxies.map((proxy) => proxy.process.stop()));
     for (const socket of silent.sockets) socket.destroy();
     silent.server.close();
     await fleet.stop();
   });
 
-  test('proxy moves on to the next address', async () => {
-    // The first address accepts TCP and stays silent, and the second is a working control plane.
-    proxy = await startProxy(
+  /** Starts a proxy whose first address is the silent server and waits until it is ready. */
+  async function readyBehindSilentAddress(id: string, extraArgs: string[] = []): Promise<void> {
+    const proxy = await startProxy(
       `127.0.0.1:${silent.port},${fleet.controlPlane}`,
       fleet.dir,
-      'proxy-silent-first',
+      id,
+      {
+        extraArgs,
+      },
     );
+    proxies.push(proxy);
     const ready = waitFor(
-      'proxy-silent-first to become ready through the second address',
-      90_000,
-      async () => (await httpGet(`http://127.0.0.1:${proxy!.adminPort}/readyz`)).status === 200,
+      `${id} to become ready through the second address`,
+      60_000,
+      async () => (await httpGet(`http://127.0.0.1:${proxy.adminPort}/readyz`)).status === 200,
     );
     await assert.doesNotReject(ready, fleet.logs());
+  }
+
+  test('default timeout moves to next address', async () => {
+    await readyBehindSilentAddress('proxy-silent-default');
+
+    const log = readFileSync(join(fleet.dir, 'proxy-silent-default.log'), 'utf8');
+    assert.match(log, /no answer to the snapshot stream within 10000 ms/);
+    assert.match(log, new RegExp(`"address":"127\\.0\\.0\\.1:${silent.port}"`));
+  });
+
+  test('--control-plane-timeout sets the wait', async () => {
+    await readyBehindSilentAddress('proxy-silent-short', ['--control-plane-timeout', '500ms']);
+
+    const log = readFileSync(join(fleet.dir, 'proxy-silent-short.log'), 'utf8');
+    assert.match(log, /no answer to the snapshot stream within 500 ms/);
   });
 });

@@ -67,4 +67,24 @@ describe('route stored in another spelling', { timeout: 120_000, concurrency: 1 
       `diff exit ${diff.code} (${diff.stdout.trim()}), but GET /legacy returned ${served.status}`,
     );
   });
+
+  test('stored stripPrefix strips as declared', async () => {
+    const before = (await fleetStatus(fleet.controlPlane)).version;
+    // A file's `stripPrefix: /rawr/` is stored as "/rawr", but this value keeps the slash.
+    const rawr = { name: 'rawr', hosts: [], paths: ['/rawr/*rest'], methods: [] };
+    await runEtcdctl([
+      `--endpoints=${etcd.endpoint}`,
+      'put',
+      '/loom/routes/rawr',
+      JSON.stringify({ ...rawr, upstream: 'users', stripPrefix: '/rawr/' }),
+    ]);
+    await waitFor('proxy-1 to apply route rawr', 15_000, async () => {
+      const status = await fleetStatus(fleet.controlPlane);
+      return status.version > before && status.proxies[0]?.ackedVersion === status.version;
+    });
+
+    const served = await httpGet(fleet.proxies[0]!.url('/rawr/x'));
+    assert.equal(served.status, 200, served.body);
+    assert.equal((JSON.parse(served.body) as { url: string }).url, '/x');
+  });
 });

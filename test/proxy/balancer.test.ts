@@ -1,39 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Pool } from 'undici';
-import {
-  WeightedRoundRobinBalancer,
-  type UpstreamTarget,
-} from '../../data-plane/upstreams/balancer.js';
+import { WeightedRoundRobinBalancer } from '../../data-plane/upstreams/balancer.js';
 import { parseTargetUrl } from '../../data-plane/upstreams/target-url.js';
-import { TargetState } from '../../data-plane/upstreams/target-state.js';
-import { pino } from 'pino';
-
-// The balancer never touches the pool, so an empty object replaces it.
-const NO_POOL = {} as Pool;
-
-const silent = pino({ level: 'silent' });
-
-function target(name: string, weight: number): UpstreamTarget {
-  const url = `http://${name}.test`;
-  return {
-    url,
-    upstream: 'api',
-    origin: url,
-    basePath: '',
-    weight,
-    pool: NO_POOL,
-    state: new TargetState('api', url, silent),
-    connect: {
-      hostname: `${name}.test`,
-      port: 80,
-      secure: false,
-      ca: undefined,
-      servername: undefined,
-      rejectUnauthorized: true,
-    },
-  };
-}
+import { fakeTarget } from './harness.js';
 
 function pickNames(balancer: WeightedRoundRobinBalancer, count: number): string[] {
   const names: string[] = [];
@@ -46,9 +15,9 @@ function pickNames(balancer: WeightedRoundRobinBalancer, count: number): string[
 describe('WeightedRoundRobinBalancer', () => {
   it('spreads picks like nginx smooth round-robin', () => {
     const balancer = new WeightedRoundRobinBalancer('api', [
-      target('a', 5),
-      target('b', 1),
-      target('c', 1),
+      fakeTarget('a', 5),
+      fakeTarget('b', 1),
+      fakeTarget('c', 1),
     ]);
 
     assert.deepEqual(pickNames(balancer, 7), ['a', 'a', 'b', 'a', 'c', 'a', 'a']);
@@ -59,7 +28,7 @@ describe('WeightedRoundRobinBalancer', () => {
     const weights = { a: 3, b: 7, c: 2, d: 1 };
     const balancer = new WeightedRoundRobinBalancer(
       'api',
-      Object.entries(weights).map(([name, weight]) => target(name, weight)),
+      Object.entries(weights).map(([name, weight]) => fakeTarget(name, weight)),
     );
     const cycles = 50;
     const counts = new Map<string, number>();
@@ -75,10 +44,10 @@ describe('WeightedRoundRobinBalancer', () => {
 
   it('never picks a target of weight 0', () => {
     const balancer = new WeightedRoundRobinBalancer('api', [
-      target('a', 0),
-      target('b', 2),
-      target('c', 0),
-      target('d', 1),
+      fakeTarget('a', 0),
+      fakeTarget('b', 2),
+      fakeTarget('c', 0),
+      fakeTarget('d', 1),
     ]);
 
     const names = pickNames(balancer, 300);
@@ -92,14 +61,14 @@ describe('WeightedRoundRobinBalancer', () => {
   });
 
   it('returns undefined when every weight is 0', () => {
-    const balancer = new WeightedRoundRobinBalancer('api', [target('a', 0)]);
+    const balancer = new WeightedRoundRobinBalancer('api', [fakeTarget('a', 0)]);
 
     assert.equal(balancer.pick(), undefined);
     assert.equal(new WeightedRoundRobinBalancer('empty', []).pick(), undefined);
   });
 
   it('always returns a single target', () => {
-    const only = target('a', 4);
+    const only = fakeTarget('a', 4);
     const balancer = new WeightedRoundRobinBalancer('api', [only]);
 
     for (let i = 0; i < 5; i++) {

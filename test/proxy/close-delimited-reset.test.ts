@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import {
   eventually,
-  listenNet,
   openRawClient,
+  RawServer,
   startProxy,
-  upstreamAt,
   waitForText,
   within,
   type ProxyFixture,
@@ -32,24 +31,8 @@ function dechunk(text: string): { body: string; terminated: boolean } {
 }
 
 /** Raw upstream that hands each request's connection to the test, by request path. */
-class RawUpstream {
-  readonly server: Server;
+class RawUpstream extends RawServer {
   readonly #waiting = new Map<string, (socket: Socket) => void>();
-  readonly #sockets = new Set<Socket>();
-  port = 0;
-
-  constructor() {
-    this.server = createServer((socket) => this.#accept(socket));
-  }
-
-  async start(): Promise<void> {
-    this.port = await listenNet(this.server);
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.#sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
 
   /** Resolves with the connection of the next request for `path`, once its head arrived. */
   next(path: string): Promise<Socket> {
@@ -59,12 +42,7 @@ class RawUpstream {
     );
   }
 
-  #accept(socket: Socket): void {
-    this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
-    socket.on('error', () => {
-      // Resets are part of these tests.
-    });
+  protected accept(socket: Socket): void {
     let head = '';
     const onData = (chunk: Buffer): void => {
       head += chunk.toString('latin1');
@@ -93,13 +71,7 @@ describe('close-delimited upstream responses', () => {
   before(async () => {
     await upstream.start();
     proxy = await startProxy();
-    const table = proxy.publish(
-      [{ name: 'raw', path: '/*', upstream: 'raw' }],
-      [upstreamAt('raw', upstream.port)],
-    );
-    const match = table.router.find('GET', undefined, '/x');
-    assert.equal(match.kind, 'found');
-    target = match.value.balancer!.targets[0];
+    target = proxy.publishOne('raw', upstream.port);
   });
 
   after(async () => {
@@ -270,9 +242,6 @@ describe('close-delimited upstream responses', () => {
     await within(legacy.closed, 'the HTTP/1.0 client to close');
     assert.equal(legacy.error()?.code, 'ECONNRESET');
     assert.ok(await eventually(() => target.state.active === 0), 'target still busy');
-    const connections = await new Promise<number>((resolve, reject) =>
-      proxy.server.getConnections((err, count) => (err ? reject(err) : resolve(count))),
-    );
-    assert.equal(connections, 0);
+    assert.equal(await proxy.connectionCount(), 0);
   });
 });

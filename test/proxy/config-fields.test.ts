@@ -131,4 +131,34 @@ routes:
       },
     );
   });
+
+  it('hostRewrite accepts what hosts accept', () => {
+    const withRewrite = (hostRewrite: string) =>
+      `routes:\n  - {name: r, paths: [/x], upstream: u, hostRewrite: "${hostRewrite}"}\n`;
+    const stored = (hostRewrite: string) =>
+      parseConfigTexts([{ file: 'r.yaml', text: withRewrite(hostRewrite) }], { partial: true })
+        .routes[0].hostRewrite;
+    assert.equal(stored('Users.Internal.'), 'users.internal');
+    assert.equal(stored('Users.Internal.:8080'), 'users.internal:8080');
+    assert.equal(stored('Users.Internal:8080'), 'users.internal:8080');
+    assert.equal(stored('10.0.0.1.'), '10.0.0.1');
+    assert.equal(stored('[::1]:8080'), '[::1]:8080');
+    const longest = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+    assert.equal(stored(`${longest}.`), longest);
+
+    for (const invalid of ['Users..Internal.', 'Users.Internal..', 'Bad_Host.:8080', '.']) {
+      assert.throws(
+        () => parseConfigTexts([{ file: 'r.yaml', text: withRewrite(invalid) }], { partial: true }),
+        (err: Error) => {
+          assert.ok(
+            err.message.includes(`hostRewrite: invalid host; use a name such as api.internal`),
+            err.message,
+          );
+          assert.ok(err.message.includes(`(got ${JSON.stringify(invalid)})`), err.message);
+          return true;
+        },
+        invalid,
+      );
+    }
+  });
 });

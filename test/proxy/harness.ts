@@ -9,15 +9,24 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import { connect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import {
+  connect,
+  createServer as createNetServer,
+  type AddressInfo,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
+import type { Pool } from 'undici';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { createProxyServer, type ProxyServerOptions } from '../../data-plane/proxy/proxy-server.js';
 import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
 import type { Router, RouterMatch } from '../../data-plane/router/types.js';
 import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
+import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
+import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import {
   UpstreamRegistry,
   type UpstreamRegistryOptions,
@@ -51,6 +60,31 @@ export async function eventually(condition: () => boolean, ms = 2_000): Promise<
   const deadline = performance.now() + ms;
   while (!condition() && performance.now() < deadline) await sleep(10);
   return condition();
+}
+
+/**
+ * Returns a target of the upstream `api` at `http://<name>.test` for balancer tests. Its pool is
+ * an empty object, because the balancers never touch it.
+ */
+export function fakeTarget(name: string, weight = 1): UpstreamTarget {
+  const url = `http://${name}.test`;
+  return {
+    url,
+    upstream: 'api',
+    origin: url,
+    basePath: '',
+    weight,
+    pool: {} as Pool,
+    state: new TargetState('api', url, pino({ level: 'silent' })),
+    connect: {
+      hostname: `${name}.test`,
+      port: 80,
+      secure: false,
+      ca: undefined,
+      servername: undefined,
+      rejectUnauthorized: true,
+    },
+  };
 }
 
 /** A route of the stub router: one path, exact or a prefix ending in `/*`, and route actions. */
@@ -153,6 +187,47 @@ export async function listenNet(server: NetServer): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
+/** Returns a port of 127.0.0.1 with nothing listening: the OS picked it for a listener that then closed. */
+export async function closedPort(): Promise<number> {
+  const server = createNetServer();
+  const port = await listenNet(server);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/**
+ * Raw TCP server on an ephemeral port of 127.0.0.1 that passes each connection to `accept`,
+ * ignores socket errors, and destroys every connection on close.
+ */
+export abstract class RawServer {
+  readonly server: NetServer;
+  /** Every connection the server accepted, in order. */
+  readonly sockets: Socket[] = [];
+  port = 0;
+
+  constructor() {
+    this.server = createNetServer((socket) => {
+      this.sockets.push(socket);
+      socket.on('error', () => {
+        // Resets are part of the tests that use raw servers.
+      });
+      this.accept(socket);
+    });
+  }
+
+  /** Handles a new connection. */
+  protected abstract accept(socket: Socket): void;
+
+  async start(): Promise<void> {
+    this.port = await listenNet(this.server);
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
 /** A proxy listener, the registry behind it, and a way to publish routes. */
 export interface ProxyFixture extends RunningServer {
   registry: UpstreamRegistry;
@@ -160,8 +235,17 @@ export interface ProxyFixture extends RunningServer {
   logs: LogLine[];
   /** Builds a table from `routes` and `upstreams` through the registry and puts it in service. */
   publish(routes: readonly StubRoute[], upstreams: readonly Upstream[]): RoutingTable;
+  /**
+   * Publishes one route `/*`, named like the upstream `name`, to the server at `port` on
+   * 127.0.0.1 and returns the upstream's only target.
+   */
+  publishOne(name: string, port: number): UpstreamTarget;
   /** Replaces the table in service; undefined means no configuration yet. */
   setTable(table: RoutingTable | undefined): void;
+  /** Server side of the latest client connection, or undefined before the first one. */
+  latestConnection(): Socket | undefined;
+  /** Returns the number of client connections open on the proxy. */
+  connectionCount(): Promise<number>;
 }
 
 /** Starts a proxy on an ephemeral port with its own registry and a capturing logger. */
@@ -174,26 +258,44 @@ export async function startProxy(
   let table: RoutingTable | undefined;
   let version = 0;
   const { server } = createProxyServer({ ...serverOptions, getTable: () => table, logger });
+  let latest: Socket | undefined;
+  server.on('connection', (socket: Socket) => (latest = socket));
   const running = await listenHttp(server);
+
+  const publish = (routes: readonly StubRoute[], upstreams: readonly Upstream[]): RoutingTable => {
+    const balancers = registry.update([...upstreams]);
+    version++;
+    table = {
+      epoch: 'test',
+      version,
+      hash: `hash-${version}`,
+      router: stubRouter(routes, balancers),
+    };
+    return table;
+  };
 
   return {
     ...running,
     registry,
     logger,
     logs: lines,
-    publish(routes, upstreams) {
-      const balancers = registry.update([...upstreams]);
-      version++;
-      table = {
-        epoch: 'test',
-        version,
-        hash: `hash-${version}`,
-        router: stubRouter(routes, balancers),
-      };
-      return table;
+    publish,
+    publishOne(name, port) {
+      const published = publish([{ name, path: '/*', upstream: name }], [upstreamAt(name, port)]);
+      const match = published.router.find('GET', undefined, '/');
+      assert.equal(match.kind, 'found');
+      const balancer = match.value.balancer;
+      assert.ok(balancer !== undefined, `route ${name} without balancer`);
+      return balancer.targets[0];
     },
     setTable(next) {
       table = next;
+    },
+    latestConnection: () => latest,
+    connectionCount() {
+      return new Promise((resolve, reject) =>
+        server.getConnections((err, count) => (err ? reject(err) : resolve(count))),
+      );
     },
     async close() {
       await running.close();
@@ -272,6 +374,57 @@ export function rawHeaderNames(response: string): string[] {
     .map((line) => line.slice(0, line.indexOf(':')).toLowerCase());
 }
 
+/** Responses that {@link pipeline} collected on one connection. */
+export interface PipelineResult {
+  text: string;
+  /** Status codes of the responses, in order. */
+  statuses: number[];
+  /** True when the proxy closed the connection. */
+  closed: boolean;
+}
+
+/** Options of {@link pipeline}. */
+export interface PipelineOptions {
+  /** Time between two writes, in milliseconds. */
+  pauseMs?: number;
+  /**
+   * Maximum wait for the proxy to close the connection after the last write, in milliseconds.
+   * After it `pipeline` returns with `closed` false. Without it `pipeline` rejects when the close
+   * takes longer than `within` allows.
+   */
+  waitMs?: number;
+}
+
+/**
+ * Writes `parts` on a new connection and collects every byte until the proxy closes it. The
+ * client never half-closes, so only the proxy can end the connection.
+ */
+export async function pipeline(
+  port: number,
+  parts: readonly string[],
+  options: PipelineOptions = {},
+): Promise<PipelineResult> {
+  const client = openRawClient(port, parts[0] ?? '');
+  let closed = false;
+  // A reset also counts as a close, and the tests check what arrived.
+  const closing = client.closed.then(() => {
+    closed = true;
+  });
+  for (const part of parts.slice(1)) {
+    await sleep(options.pauseMs ?? 0);
+    client.socket.write(part);
+  }
+  if (options.waitMs === undefined) {
+    await within(closing, 'the proxy to close the connection');
+  } else {
+    await Promise.race([closing, sleep(options.waitMs)]);
+  }
+  client.socket.destroy();
+  const text = client.text();
+  const statuses = [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1]));
+  return { text, statuses, closed };
+}
+
 /** A raw TCP client that keeps every byte it receives and the error that ended it. */
 export interface RawClient {
   socket: Socket;
@@ -306,21 +459,32 @@ export async function waitForText(read: () => string, pattern: RegExp): Promise<
   assert.match(read(), pattern);
 }
 
-/**
- * Opens a connection to `port` on 127.0.0.1 that reads nothing until the caller resumes its
- * socket. `closed` resolves at 'close', after a reset too.
- */
-export async function pausedClient(
-  port: number,
-): Promise<{ socket: Socket; closed: Promise<void> }> {
+/** A raw client connection that reads only while the caller resumes its socket. */
+export interface PausedClient {
+  socket: Socket;
+  /** Every byte the socket read so far. */
+  received(): Buffer;
+  /** The error that ended the connection, if any. */
+  error(): NodeJS.ErrnoException | undefined;
+  /** Resolves at 'close', after a reset too. */
+  closed: Promise<void>;
+}
+
+/** Opens a connection to `port` on 127.0.0.1 that reads nothing until the caller resumes it. */
+export async function pausedClient(port: number): Promise<PausedClient> {
   const socket = connect(port, '127.0.0.1');
-  socket.on('error', () => {
+  let failure: NodeJS.ErrnoException | undefined;
+  socket.on('error', (err: NodeJS.ErrnoException) => {
     // A proxy that cuts the connection resets it; callers wait for 'close'.
+    failure = err;
   });
   socket.pause();
+  // A 'data' listener added to a paused socket leaves it paused.
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
   await once(socket, 'connect');
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  return { socket, closed };
+  return { socket, received: () => Buffer.concat(chunks), error: () => failure, closed };
 }
 
 const STREAM_CHUNK = Buffer.alloc(64 * 1024, 'a');
@@ -337,4 +501,109 @@ export function streamBody(res: ServerResponse, bytes: number): void {
     if (!res.destroyed) res.end();
   };
   write();
+}
+
+/** Paths (`req.url`) of a server's responses, by how they ended. */
+export class ResponseRecorder {
+  /** Responses that closed before they finished. */
+  readonly cut: string[] = [];
+  /** Responses that finished. */
+  readonly finished: string[] = [];
+
+  /** Returns `listener` with each of its responses recorded here when it closes. */
+  wrap(listener: RequestListener): RequestListener {
+    return (req, res) => {
+      const path = req.url ?? '';
+      res.once('close', () => (res.writableFinished ? this.finished : this.cut).push(path));
+      listener(req, res);
+    };
+  }
+
+  /** Empties both lists. */
+  clear(): void {
+    this.cut.length = 0;
+    this.finished.length = 0;
+  }
+}
+
+/** Paths of the request bodies a server read, by how they ended. */
+export class UploadRecorder {
+  /** Bodies that arrived in full. */
+  readonly complete: string[] = [];
+  /** Bodies whose request closed before they were complete. */
+  readonly aborted: string[] = [];
+
+  /** Reads the body of `req` and records under `path` whether it arrived in full. */
+  track(req: IncomingMessage, path: string): void {
+    req.once('end', () => this.complete.push(path));
+    req.once('close', () => {
+      if (!req.complete) this.aborted.push(path);
+    });
+    req.resume();
+  }
+
+  /** Empties both lists. */
+  clear(): void {
+    this.complete.length = 0;
+    this.aborted.length = 0;
+  }
+}
+
+/** Send timeout of the proxies in the send timeout tests, in milliseconds. */
+export const SEND_TIMEOUT_MS = 300;
+/** Maximum wait for a proxy with SEND_TIMEOUT_MS to cut a client: ten send timeouts. */
+export const CUT_BOUND_MS = 10 * SEND_TIMEOUT_MS;
+
+/** Piece size of `fillClientBuffer`, below the 16 KiB high-water mark of a client connection. */
+const FILL_PIECE = Buffer.alloc(12 * 1024, 'f');
+
+/**
+ * Writes 12 KiB pieces to `res` until `connection()`, the proxy's client connection, has unsent
+ * bytes, then ends the response without reading the request body. The proxy's last write to the
+ * client then returns true, so it never waits for 'drain', and its response ends with bytes the
+ * client has not taken.
+ */
+export async function fillClientBuffer(
+  res: ServerResponse,
+  connection: () => Socket | undefined,
+): Promise<void> {
+  res.writeHead(200, { 'content-type': 'text/plain' });
+  for (let i = 0; i < 20_000 && !res.destroyed; i++) {
+    res.write(FILL_PIECE);
+    await sleep(5);
+    if ((connection()?.writableLength ?? 0) > 0) break;
+  }
+  res.end();
+}
+
+/**
+ * Waits up to 20 s for the upstream response to `/fill` to finish, asserts that the latest client
+ * connection of `proxy` then has unsent bytes, and returns their count.
+ */
+export async function waitForFill(
+  proxy: ProxyFixture,
+  upstream: ResponseRecorder,
+): Promise<number> {
+  assert.ok(
+    await eventually(() => upstream.finished.includes('/fill'), 20_000),
+    'the upstream never finished /fill',
+  );
+  const unsent = proxy.latestConnection()?.writableLength ?? 0;
+  assert.ok(unsent > 0, 'the client connection has no unsent bytes');
+  return unsent;
+}
+
+/**
+ * Waits up to CUT_BOUND_MS for `proxy` to destroy its latest client connection, then closes
+ * `client`. Returns whether the proxy cut the connection and the bytes it had left unsent.
+ */
+export async function waitForCut(
+  proxy: ProxyFixture,
+  client: PausedClient,
+): Promise<{ cut: boolean; unsent: number | undefined }> {
+  const cut = await eventually(() => proxy.latestConnection()?.destroyed === true, CUT_BOUND_MS);
+  const unsent = proxy.latestConnection()?.writableLength;
+  client.socket.destroy();
+  await within(client.closed, 'the client to close');
+  return { cut, unsent };
 }

@@ -12,10 +12,10 @@ import { parseExposition, sampleValue } from '../operations/exposition.js';
 import {
   pausedClient,
   send,
+  SEND_TIMEOUT_MS,
   startHttpServer,
   startProxy,
   streamBody,
-  upstreamAt,
   within,
   type ProxyFixture,
   type RunningServer,
@@ -159,12 +159,12 @@ describe('send timeout metric', () => {
     metrics = new ProxyMetrics();
     proxy = await startProxy(
       {},
-      { sendTimeoutMs: 300, observer: new MetricsObserver(metrics, AccessLog.disabled()) },
+      {
+        sendTimeoutMs: SEND_TIMEOUT_MS,
+        observer: new MetricsObserver(metrics, AccessLog.disabled()),
+      },
     );
-    proxy.publish(
-      [{ name: 'big', path: '/*', upstream: 'big' }],
-      [upstreamAt('big', upstream.port)],
-    );
+    proxy.publishOne('big', upstream.port);
   });
 
   after(async () => {

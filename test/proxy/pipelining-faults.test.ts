@@ -1,17 +1,19 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RoutingTable } from '../../data-plane/table.js';
 import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import {
   eventually,
+  pausedClient,
+  pipeline,
   startHttpServer,
   startProxy,
-  upstreamAt,
+  streamBody,
+  UploadRecorder,
   within,
+  type PipelineResult,
   type ProxyFixture,
   type RunningServer,
 } from './harness.js';
@@ -20,7 +22,6 @@ import {
 const CLOSE_BOUND_MS = 6_000;
 /** Body size of the upstream's response to `/app/stream`, far larger than the socket buffers. */
 const STREAM_BYTES = 64 * 1024 * 1024;
-const STREAM_CHUNK = Buffer.alloc(64 * 1024, 'a');
 
 /** Chunk size line that Node.js fails to parse, with HPE_INVALID_CHUNK_SIZE. */
 const INVALID_CHUNK = 'ZZZ\r\n\r\n';
@@ -35,96 +36,18 @@ function chunkedPost(path: string, extra = ''): string {
   return `POST ${path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n${extra}\r\n5\r\nhello\r\n`;
 }
 
-/** What a raw client received on one connection. */
-interface Received {
-  text: string;
-  /** Status codes of the responses, in order. */
-  statuses: number[];
-  /** True when the proxy closed the connection. */
-  closed: boolean;
-  /** Milliseconds from the first write to the close, or to the end of the wait. */
-  elapsedMs: number;
-}
-
-/** Options of {@link pipeline}. */
-interface PipelineOptions {
-  /** Time between two writes, in milliseconds. */
-  pauseMs?: number;
-  /** Maximum wait for the proxy to close the connection after the last write. */
-  waitMs?: number;
-}
-
-/**
- * Writes `parts` on a new connection and collects every byte until the proxy closes it or
- * `waitMs` passes. The client never half-closes, so only the proxy can end the connection.
- */
-async function pipeline(
-  port: number,
-  parts: string[],
-  options: PipelineOptions = {},
-): Promise<Received> {
-  const socket = connect(port, '127.0.0.1');
-  const chunks: Buffer[] = [];
-  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-  socket.on('error', () => {
-    // A reset still counts as a close; the tests check what arrived.
-  });
-  let closed = false;
-  const closing = new Promise<void>((resolve) =>
-    socket.once('close', () => {
-      closed = true;
-      resolve();
-    }),
-  );
-  const start = performance.now();
-  for (const [index, part] of parts.entries()) {
-    if (index > 0) await sleep(options.pauseMs ?? 0);
-    socket.write(part);
-  }
-  await Promise.race([closing, sleep(options.waitMs ?? CLOSE_BOUND_MS)]);
-  const elapsedMs = performance.now() - start;
-  socket.destroy();
-  const text = Buffer.concat(chunks).toString('latin1');
-  const statuses = [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1]));
-  return { text, statuses, closed, elapsedMs };
-}
-
 let proxy: ProxyFixture;
 let upstream: RunningServer;
 /** The only target of the main proxy's upstream. */
 let appTarget: UpstreamTarget;
 /** Paths of the requests the upstream received, since the last test started. */
 const forwarded: string[] = [];
-/** Paths of the uploads whose body the upstream received in full. */
-const completeUploads: string[] = [];
-/** Paths of the uploads that closed before their body was complete. */
-const abortedUploads: string[] = [];
+/** Paths of the uploads the upstream read, by how their body ended. */
+const uploads = new UploadRecorder();
 /** Paths of the upstream responses that closed before they finished. */
 const abortedResponses: string[] = [];
 /** Pending delayed upstream responses, cleared when the suite ends. */
 const timers = new Set<NodeJS.Timeout>();
-
-/** Streams STREAM_BYTES to the client of `res`, as fast as it reads. */
-function pump(res: ServerResponse): void {
-  let sent = 0;
-  const write = (): void => {
-    while (sent < STREAM_BYTES && !res.destroyed) {
-      sent += STREAM_CHUNK.length;
-      if (!res.write(STREAM_CHUNK)) return void res.once('drain', write);
-    }
-    if (!res.destroyed) res.end();
-  };
-  write();
-}
-
-/** Records whether the body of an upload arrived in full. */
-function trackUpload(req: IncomingMessage, path: string): void {
-  req.once('end', () => completeUploads.push(path));
-  req.once('close', () => {
-    if (!req.complete) abortedUploads.push(path);
-  });
-  req.resume();
-}
 
 /** Runs `action` after `ms` milliseconds, unless the suite ends first. */
 function later(ms: number, action: () => void): void {
@@ -150,7 +73,7 @@ function handleUpstream(req: IncomingMessage, res: ServerResponse): void {
     if (!res.writableFinished) abortedResponses.push(path);
   });
   if (req.method === 'POST') {
-    trackUpload(req, path);
+    uploads.track(req, path);
   } else {
     req.resume();
   }
@@ -158,7 +81,7 @@ function handleUpstream(req: IncomingMessage, res: ServerResponse): void {
 
   switch (path) {
     case '/app/stream':
-      pump(res);
+      streamBody(res, STREAM_BYTES);
       return;
     case '/app/upload':
       req.once('end', () => res.end('uploaded'));
@@ -189,41 +112,15 @@ function handleUpstream(req: IncomingMessage, res: ServerResponse): void {
   }
 }
 
-/** Returns the number of connections that `server` has open. */
-async function connectionCount(server: Server): Promise<number> {
-  return new Promise((resolve, reject) =>
-    server.getConnections((err, count) => (err ? reject(err) : resolve(count))),
-  );
-}
-
-/** Waits up to `ms` for the open connections of `server` to drop to 0 and returns the count. */
-async function settledConnections(server: Server, ms = 2_000): Promise<number> {
+/** Waits up to `ms` for the client connections of `fixture` to drop to 0 and returns the count. */
+async function settledConnections(fixture: ProxyFixture, ms = 2_000): Promise<number> {
   const deadline = performance.now() + ms;
-  let count = await connectionCount(server);
+  let count = await fixture.connectionCount();
   while (count > 0 && performance.now() < deadline) {
     await sleep(50);
-    count = await connectionCount(server);
+    count = await fixture.connectionCount();
   }
   return count;
-}
-
-/** Returns the only target of the upstream `app` in `table`. */
-function targetOf(table: RoutingTable): UpstreamTarget {
-  const match = table.router.find('GET', undefined, '/app/x');
-  assert.equal(match.kind, 'found');
-  const balancer = match.value.balancer;
-  assert.ok(balancer !== undefined, 'route without balancer');
-  return balancer.targets[0];
-}
-
-/** Publishes the route `/app/*` to the upstream on `fixture` and returns its target. */
-function publishApp(fixture: ProxyFixture): UpstreamTarget {
-  return targetOf(
-    fixture.publish(
-      [{ name: 'app', path: '/app/*', upstream: 'app' }],
-      [upstreamAt('app', upstream.port)],
-    ),
-  );
 }
 
 /**
@@ -243,7 +140,7 @@ function errorLines(fixture: ProxyFixture): string[] {
 
 /** Asserts that `fixture` has no client connection or upstream request open and logged no error. */
 async function assertReleased(fixture: ProxyFixture, target: UpstreamTarget): Promise<void> {
-  assert.equal(await settledConnections(fixture.server), 0, 'client connections still open');
+  assert.equal(await settledConnections(fixture), 0, 'client connections still open');
   assert.equal(await settledActive(target), 0, 'upstream requests still counted in flight');
   assert.deepEqual(errorLines(fixture), []);
 }
@@ -251,13 +148,12 @@ async function assertReleased(fixture: ProxyFixture, target: UpstreamTarget): Pr
 before(async () => {
   upstream = await startHttpServer(handleUpstream);
   proxy = await startProxy();
-  appTarget = publishApp(proxy);
+  appTarget = proxy.publishOne('app', upstream.port);
 });
 
 beforeEach(() => {
   forwarded.length = 0;
-  completeUploads.length = 0;
-  abortedUploads.length = 0;
+  uploads.clear();
   abortedResponses.length = 0;
 });
 
@@ -275,39 +171,41 @@ describe('body error behind pipelined requests', () => {
       [queued + chunkedPost('/app/upload'), INVALID_CHUNK],
       {
         pauseMs: 50,
+        waitMs: CLOSE_BOUND_MS,
       },
     );
 
     assert.deepEqual(result.statuses, [200, 200, 200, 400]);
     assert.equal(result.closed, true);
-    assert.deepEqual(completeUploads, []);
+    assert.deepEqual(uploads.complete, []);
     await assertReleased(proxy, appTarget);
   });
 
   it('cuts chunked response in flight', async () => {
     const result = await pipeline(proxy.port, [chunkedPost('/app/drip'), INVALID_CHUNK], {
       pauseMs: 200,
+      waitMs: CLOSE_BOUND_MS,
     });
 
     assert.equal(result.closed, true);
     assert.ok(!result.text.endsWith('0\r\n\r\n'), 'the cut response ends like a complete one');
     await assertReleased(proxy, appTarget);
-    assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
-    assert.deepEqual(completeUploads, []);
-    assert.deepEqual(abortedUploads, ['/app/drip']);
+    assert.ok(await eventually(() => uploads.aborted.length > 0), 'upload not aborted upstream');
+    assert.deepEqual(uploads.complete, []);
+    assert.deepEqual(uploads.aborted, ['/app/drip']);
   });
 
   it('103 on queued response', async () => {
     const result = await pipeline(
       proxy.port,
       [get('/app/slow?ms=300') + chunkedPost('/app/hints'), INVALID_CHUNK],
-      { pauseMs: 100 },
+      { pauseMs: 100, waitMs: CLOSE_BOUND_MS },
     );
 
     assert.equal(result.statuses[0], 200);
     assert.equal(result.statuses.at(-1), 400);
     assert.equal(result.closed, true);
-    assert.deepEqual(completeUploads, []);
+    assert.deepEqual(uploads.complete, []);
     await assertReleased(proxy, appTarget);
   });
 
@@ -317,7 +215,7 @@ describe('body error behind pipelined requests', () => {
     const result = await pipeline(
       proxy.port,
       [head + conditional + chunkedPost('/app/upload'), INVALID_CHUNK],
-      { pauseMs: 50 },
+      { pauseMs: 50, waitMs: CLOSE_BOUND_MS },
     );
 
     assert.deepEqual(result.statuses, [200, 304, 400]);
@@ -340,15 +238,15 @@ describe('body error behind pipelined requests', () => {
     }
 
     await assertReleased(proxy, appTarget);
-    assert.deepEqual(completeUploads, []);
+    assert.deepEqual(uploads.complete, []);
   });
 
   it('forty concurrent connections', async () => {
-    const runs: Array<Promise<Received>> = [];
+    const runs: Array<Promise<PipelineResult>> = [];
     for (let i = 0; i < 40; i++) {
       const upload = chunkedPost(i % 2 === 0 ? '/app/drip' : '/app/upload');
       const parts = [get(`/app/a?ms=${(i * 7) % 50}`) + upload, INVALID_CHUNK];
-      runs.push(pipeline(proxy.port, parts, { pauseMs: i % 30 }));
+      runs.push(pipeline(proxy.port, parts, { pauseMs: i % 30, waitMs: CLOSE_BOUND_MS }));
     }
     const results = await Promise.all(runs);
 
@@ -356,21 +254,18 @@ describe('body error behind pipelined requests', () => {
       assert.equal(result.closed, true);
       assert.equal(result.statuses[0], 200);
     }
-    assert.deepEqual(completeUploads, []);
+    assert.deepEqual(uploads.complete, []);
     await assertReleased(proxy, appTarget);
   });
 
   it('unread stream ahead aborts upload', async () => {
-    const socket = connect(proxy.port, '127.0.0.1');
-    socket.on('error', () => {});
-    socket.pause();
-    await once(socket, 'connect');
+    const { socket } = await pausedClient(proxy.port);
     socket.write(get('/app/stream') + chunkedPost('/app/upload'));
     await sleep(200);
     socket.write(INVALID_CHUNK);
 
-    assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
-    assert.deepEqual(abortedUploads, ['/app/upload']);
+    assert.ok(await eventually(() => uploads.aborted.length > 0), 'upload not aborted upstream');
+    assert.deepEqual(uploads.aborted, ['/app/upload']);
     socket.destroy();
     assert.ok(await eventually(() => abortedResponses.length === 2), 'stream still running');
     assert.deepEqual(abortedResponses.sort(), ['/app/stream', '/app/upload']);
@@ -383,7 +278,7 @@ describe('body error behind unread response', () => {
 
   before(async () => {
     sending = await startProxy({}, { sendTimeoutMs: 500 });
-    publishApp(sending);
+    sending.publishOne('app', upstream.port);
   });
 
   after(async () => {
@@ -392,11 +287,7 @@ describe('body error behind unread response', () => {
 
   // The send timeout bounds a connection whose client reads nothing, body error or not.
   it('unread queue closes after body error', async () => {
-    const socket = connect(sending.port, '127.0.0.1');
-    socket.on('error', () => {});
-    socket.pause();
-    await once(socket, 'connect');
-    const closed = new Promise((resolve) => socket.once('close', resolve));
+    const { socket, closed } = await pausedClient(sending.port);
     try {
       socket.write(get('/app/stream') + chunkedPost('/app/upload'));
       await sleep(200);
@@ -422,7 +313,7 @@ describe('body error with one pool connection', () => {
 
   before(async () => {
     limited = await startProxy({ connections: 1 });
-    limitedTarget = publishApp(limited);
+    limitedTarget = limited.publishOne('app', upstream.port);
   });
 
   after(async () => {
@@ -433,13 +324,13 @@ describe('body error with one pool connection', () => {
     const result = await pipeline(
       limited.port,
       [get('/app/slow?ms=400') + chunkedPost('/app/upload'), INVALID_CHUNK],
-      { pauseMs: 100 },
+      { pauseMs: 100, waitMs: CLOSE_BOUND_MS },
     );
 
     assert.deepEqual(result.statuses, [200, 400]);
     assert.equal(result.closed, true);
     await sleep(300);
-    assert.deepEqual(completeUploads, []);
+    assert.deepEqual(uploads.complete, []);
     const next = await pipeline(limited.port, [get('/app/next', 'Connection: close\r\n')], {
       waitMs: 2_000,
     });
@@ -456,7 +347,7 @@ describe('body timeout behind pipelined requests', () => {
     // Node.js checks the request timeout every 500 ms here, so the 408 comes 1 to 1.5 s after
     // the request started.
     timing = await startProxy({}, { headersTimeoutMs: 500, requestTimeoutMs: 1_000 });
-    timingTarget = publishApp(timing);
+    timingTarget = timing.publishOne('app', upstream.port);
   });
 
   after(async () => {
@@ -464,12 +355,13 @@ describe('body timeout behind pipelined requests', () => {
   });
 
   it('cuts chunked response in flight', async () => {
-    const result = await pipeline(timing.port, [chunkedPost('/app/drip')]);
+    const result = await pipeline(timing.port, [chunkedPost('/app/drip')], {
+      waitMs: CLOSE_BOUND_MS,
+    });
 
-    assert.equal(result.closed, true);
-    assert.ok(result.elapsedMs < CLOSE_BOUND_MS, `closed after ${result.elapsedMs} ms`);
-    assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
-    assert.deepEqual(completeUploads, []);
+    assert.equal(result.closed, true, `connection open ${CLOSE_BOUND_MS} ms after the request`);
+    assert.ok(await eventually(() => uploads.aborted.length > 0), 'upload not aborted upstream');
+    assert.deepEqual(uploads.complete, []);
     await assertReleased(timing, timingTarget);
   });
 
@@ -491,12 +383,12 @@ describe('body timeout behind pipelined requests', () => {
     const closed = new Promise((resolve) => socket.once('close', resolve));
     socket.write('POST /app/drip HTTP/1.0\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello');
     await within(closed, 'the proxy to close the connection', CLOSE_BOUND_MS);
-    assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
+    assert.ok(await eventually(() => uploads.aborted.length > 0), 'upload not aborted upstream');
 
     const text = Buffer.concat(chunks).toString('latin1');
     assert.match(text, /^HTTP\/1\.1 200 /);
     assert.doesNotMatch(text, /content-length:/i);
-    assert.deepEqual(abortedUploads, ['/app/drip']);
+    assert.deepEqual(uploads.aborted, ['/app/drip']);
     assert.equal(ending, 'error ECONNRESET', 'the cut body ended with FIN, like a complete one');
   });
 });
@@ -507,7 +399,7 @@ describe('body error with Expect: 100-continue', () => {
 
   beforeEach(async () => {
     expecting = await startProxy();
-    expectingTarget = publishApp(expecting);
+    expectingTarget = expecting.publishOne('app', upstream.port);
   });
 
   afterEach(async () => {
@@ -516,12 +408,15 @@ describe('body error with Expect: 100-continue', () => {
 
   it('bad chunk releases the target', async () => {
     const upload = chunkedPost('/app/upload', 'Expect: 100-continue\r\n');
-    const result = await pipeline(expecting.port, [upload, INVALID_CHUNK], { pauseMs: 100 });
+    const result = await pipeline(expecting.port, [upload, INVALID_CHUNK], {
+      pauseMs: 100,
+      waitMs: CLOSE_BOUND_MS,
+    });
 
     assert.equal(result.closed, true);
-    assert.ok(await eventually(() => abortedUploads.length > 0), 'upload not aborted upstream');
-    assert.deepEqual(completeUploads, []);
-    assert.deepEqual(abortedUploads, ['/app/upload']);
+    assert.ok(await eventually(() => uploads.aborted.length > 0), 'upload not aborted upstream');
+    assert.deepEqual(uploads.complete, []);
+    assert.deepEqual(uploads.aborted, ['/app/upload']);
     // The exchange ends without taking its request off the target's in-flight count.
     assert.equal(await settledActive(expectingTarget), 0, 'upstream request still counted');
   });
@@ -531,12 +426,12 @@ describe('body error with Expect: 100-continue', () => {
     const result = await pipeline(
       expecting.port,
       [get('/app/slow?ms=300') + upload, INVALID_CHUNK],
-      { pauseMs: 100 },
+      { pauseMs: 100, waitMs: CLOSE_BOUND_MS },
     );
 
     // The documented exception: the connection closes at once, without the earlier response.
     assert.equal(result.closed, true);
-    assert.deepEqual(completeUploads, []);
+    assert.deepEqual(uploads.complete, []);
     assert.equal(await settledActive(expectingTarget), 0, 'upstream requests still counted');
   });
 });

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { once, type EventEmitter } from 'node:events';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RoutingTable } from '../../data-plane/table.js';
 import {
+  closedPort,
   json,
   send,
   sendRaw,
@@ -21,16 +21,6 @@ import {
 
 const LEVEL_WARN = 40;
 const LEVEL_ERROR = 50;
-
-/** Returns a port of 127.0.0.1 with nothing listening: the OS picked it for a listener that then closed. */
-async function closedPort(): Promise<number> {
-  const server = createNetServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Resolves on 'close'; unlike `once`, an 'error' event before it does not reject. */
 function closed(emitter: EventEmitter): Promise<void> {

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { buildTable } from '../../data-plane/build-table.js';
 import type { ProxyObserver } from '../../data-plane/proxy/observer.js';
-import { isValidHost } from '../../data-plane/proxy/prepare-request.js';
+import { describeInvalidHost, isValidHost } from '../../data-plane/proxy/prepare-request.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import {
@@ -385,4 +385,41 @@ describe('isValidHost', () => {
   for (const host of invalid) {
     it(`rejects ${JSON.stringify(host)}`, () => assert.equal(isValidHost(host), false));
   }
+
+  describe('describeInvalidHost', () => {
+    for (const host of valid) {
+      it(`has no reason for ${JSON.stringify(host)}`, () => {
+        assert.equal(describeInvalidHost(host), undefined);
+      });
+    }
+    for (const host of invalid) {
+      it(`has a reason for ${JSON.stringify(host)}`, () => {
+        assert.equal(typeof describeInvalidHost(host), 'string');
+      });
+    }
+    const reasons: [string, string][] = [
+      [
+        'svc.local:80:80',
+        'the port "80:80" is not a decimal number; a Host value has at most one ":" outside brackets',
+      ],
+      ['svc.local:@evil.example', 'the port "@evil.example" is not a decimal number'],
+      ['example.com:65536', 'the port 65536 is above 65535'],
+      ['a@b', 'the character "@" is not allowed in a host name'],
+      [
+        'é.example',
+        'the character "é" is not allowed in a host name; write the name in its ASCII (punycode) form',
+      ],
+      ['a%zz', '"%" at offset 1 is not followed by two hex digits'],
+      ['[::1', 'the IP literal has no closing "]"'],
+      ['[::1]x', 'only ":" and a port may follow "]", not "x"'],
+      [
+        '[fe80::1%eth0]',
+        '[fe80::1%eth0] is neither an IPv6 address without a zone nor an IPvFuture literal',
+      ],
+      ['[::1]:99999', 'the port 99999 is above 65535'],
+    ];
+    for (const [host, reason] of reasons) {
+      it(`explains ${JSON.stringify(host)}`, () => assert.equal(describeInvalidHost(host), reason));
+    }
+  });
 });

@@ -5,16 +5,14 @@ import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  SEND_TIMEOUT_MS,
   startHttpServer,
   startProxy,
-  upstreamAt,
   type LogLine,
   type ProxyFixture,
   type RunningServer,
 } from './harness.js';
 
-/** Send timeout of the proxy under test, in milliseconds. */
-const SEND_TIMEOUT_MS = 300;
 /** Body size of `/body`, read slowly by the client. */
 const BODY_BYTES = 6 * 1024 * 1024;
 /** Size of the last piece of `/body`, sent after a pause so that it reaches a paused proxy. */
@@ -115,10 +113,7 @@ describe('send timeout on keep-alive connections', () => {
       });
     });
     proxy = await startProxy({}, { sendTimeoutMs: SEND_TIMEOUT_MS });
-    proxy.publish(
-      [{ name: 'app', path: '/*', upstream: 'app' }],
-      [upstreamAt('app', upstream.port)],
-    );
+    proxy.publishOne('app', upstream.port);
   });
 
   after(async () => {

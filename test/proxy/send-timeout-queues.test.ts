@@ -1,34 +1,29 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import {
+  CUT_BOUND_MS,
   eventually,
+  fillClientBuffer,
   pausedClient,
+  ResponseRecorder,
+  SEND_TIMEOUT_MS,
   startHttpServer,
   startProxy,
   streamBody,
-  upstreamAt,
+  waitForCut,
+  waitForFill,
   within,
   type ProxyFixture,
   type RunningServer,
 } from './harness.js';
 
-/** Send timeout of the proxy under test, in milliseconds. */
-const SEND_TIMEOUT_MS = 300;
-/** Maximum wait for a cut, in milliseconds: ten send timeouts. */
-const CUT_BOUND_MS = 10 * SEND_TIMEOUT_MS;
 /** Body size of `/big`: far more than the socket buffers hold. */
 const BIG_BYTES = 32 * 1024 * 1024;
-/** Piece size of `/fill`, below the 16 KiB high-water mark of the client connection. */
-const FILL_PIECE = Buffer.alloc(12 * 1024, 'f');
-
-/** Paths of the upstream responses that closed before they finished. */
-const cutResponses: string[] = [];
-/** Paths of the upstream responses that finished. */
-const finishedResponses: string[] = [];
+/** Paths of the upstream's responses, by how they ended. */
+const responses = new ResponseRecorder();
 
 /** Writes 1 KiB every 100 ms for ten send timeouts, then ends the response. */
 async function trickle(res: ServerResponse): Promise<void> {
@@ -40,70 +35,35 @@ async function trickle(res: ServerResponse): Promise<void> {
   res.end();
 }
 
-/** Returns the number of connections open on the proxy's server. */
-async function proxyConnections(proxy: ProxyFixture): Promise<number> {
-  return new Promise((resolve, reject) =>
-    proxy.server.getConnections((err, count) => (err ? reject(err) : resolve(count))),
-  );
-}
-
 describe('send timeout with queued responses', () => {
   let upstream: RunningServer;
   let proxy: ProxyFixture;
   let target: UpstreamTarget;
-  /** Server side of the latest client connection of the proxy. */
-  let clientConnection: Socket | undefined;
 
   before(async () => {
-    upstream = await startHttpServer((req, res) => {
-      const path = req.url ?? '';
-      res.once('close', () => {
-        (res.writableFinished ? finishedResponses : cutResponses).push(path);
-      });
-      req.resume();
-      req.once('end', () => {
-        if (path === '/fill') {
-          void fillClientBuffer(res);
-          return;
-        }
-        if (path === '/trickle') {
-          void trickle(res);
-          return;
-        }
-        res.writeHead(200, { 'content-length': String(BIG_BYTES) });
-        streamBody(res, BIG_BYTES);
-      });
-    });
-    proxy = await startProxy({}, { sendTimeoutMs: SEND_TIMEOUT_MS });
-    proxy.server.on('connection', (socket: Socket) => (clientConnection = socket));
-    const table = proxy.publish(
-      [{ name: 'app', path: '/*', upstream: 'app' }],
-      [upstreamAt('app', upstream.port)],
+    upstream = await startHttpServer(
+      responses.wrap((req, res) => {
+        req.resume();
+        req.once('end', () => {
+          if (req.url === '/fill') {
+            void fillClientBuffer(res, () => proxy.latestConnection());
+            return;
+          }
+          if (req.url === '/trickle') {
+            void trickle(res);
+            return;
+          }
+          res.writeHead(200, { 'content-length': String(BIG_BYTES) });
+          streamBody(res, BIG_BYTES);
+        });
+      }),
     );
-    const match = table.router.find('GET', undefined, '/big');
-    assert.equal(match.kind, 'found');
-    target = match.value.balancer!.targets[0];
+    proxy = await startProxy({}, { sendTimeoutMs: SEND_TIMEOUT_MS });
+    target = proxy.publishOne('app', upstream.port);
   });
 
-  /**
-   * Writes 12 KiB pieces until the proxy's client connection has unsent bytes, then ends the
-   * response. The proxy's last write to the client then returns true, so it never waits for
-   * 'drain', and its response ends with bytes the client has not taken.
-   */
-  async function fillClientBuffer(res: ServerResponse): Promise<void> {
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    for (let i = 0; i < 20_000 && !res.destroyed; i++) {
-      res.write(FILL_PIECE);
-      await sleep(5);
-      if ((clientConnection?.writableLength ?? 0) > 0) break;
-    }
-    res.end();
-  }
-
   beforeEach(() => {
-    cutResponses.length = 0;
-    finishedResponses.length = 0;
-    clientConnection = undefined;
+    responses.clear();
   });
 
   after(async () => {
@@ -121,22 +81,17 @@ describe('send timeout with queued responses', () => {
     it(`cuts a queue behind unsent bytes, ${name}`, async () => {
       const { socket, closed } = await pausedClient(proxy.port);
       socket.write('GET /fill HTTP/1.1\r\nHost: a\r\n\r\n' + queued);
-      assert.ok(
-        await eventually(() => finishedResponses.includes('/fill'), 20_000),
-        'the upstream never finished /fill',
-      );
-      const unsent = clientConnection?.writableLength ?? 0;
-      assert.ok(unsent > 0, 'the client connection has no unsent bytes');
+      const unsent = await waitForFill(proxy, responses);
       assert.ok(unsent < 16 * 1024, `unsent bytes: ${unsent}`);
 
       // The client reads nothing, so the proxy must cut it off and abort /big upstream.
-      const cut = await eventually(() => cutResponses.includes('/big'), CUT_BOUND_MS);
+      const cut = await eventually(() => responses.cut.includes('/big'), CUT_BOUND_MS);
       const active = target.state.active;
-      const connections = await proxyConnections(proxy);
+      const connections = await proxy.connectionCount();
       socket.destroy();
       await within(closed, 'the client to close');
       // Lets the next test start clean when the proxy kept /big running.
-      await eventually(() => cutResponses.includes('/big') && target.state.active === 0);
+      await eventually(() => responses.cut.includes('/big') && target.state.active === 0);
       assert.ok(cut, `/big upstream still running after ${CUT_BOUND_MS} ms`);
       assert.equal(active, 0, 'requests in flight to the target after the wait');
       assert.equal(connections, 0, 'client connections open on the proxy after the wait');
@@ -144,27 +99,18 @@ describe('send timeout with queued responses', () => {
   }
 
   it('cuts a client leaving the last bytes', async () => {
-    const { socket, closed } = await pausedClient(proxy.port);
-    socket.write('GET /fill HTTP/1.1\r\nHost: a\r\n\r\n');
-    assert.ok(
-      await eventually(() => finishedResponses.includes('/fill'), 20_000),
-      'the upstream never finished /fill',
-    );
-    const unsent = clientConnection?.writableLength ?? 0;
-    assert.ok(unsent > 0, 'the client connection has no unsent bytes');
+    const client = await pausedClient(proxy.port);
+    client.socket.write('GET /fill HTTP/1.1\r\nHost: a\r\n\r\n');
+    const unsent = await waitForFill(proxy, responses);
     assert.ok(unsent < 16 * 1024, `unsent bytes: ${unsent}`);
 
     // The proxy still has bytes to send, and the client takes none of them.
-    const cut = await eventually(() => clientConnection?.destroyed === true, CUT_BOUND_MS);
-    socket.destroy();
-    await within(closed, 'the client to close');
+    const { cut } = await waitForCut(proxy, client);
     assert.ok(cut, `the proxy kept the connection open for ${CUT_BOUND_MS} ms`);
   });
 
   it('keeps responses queued behind a slow upstream', async () => {
-    const { socket, closed } = await pausedClient(proxy.port);
-    let received = 0;
-    socket.on('data', (chunk: Buffer) => (received += chunk.length));
+    const { socket, closed, received } = await pausedClient(proxy.port);
     socket.resume();
     socket.write(
       'GET /trickle HTTP/1.1\r\nHost: a\r\n\r\n' +
@@ -173,9 +119,9 @@ describe('send timeout with queued responses', () => {
     );
     await within(closed, 'the three responses', CUT_BOUND_MS + 10_000);
 
-    assert.deepEqual(cutResponses, []);
-    assert.deepEqual([...finishedResponses].sort(), ['/big', '/big2', '/trickle']);
-    assert.ok(received > 2 * BIG_BYTES, `got ${received} bytes`);
+    assert.deepEqual(responses.cut, []);
+    assert.deepEqual([...responses.finished].sort(), ['/big', '/big2', '/trickle']);
+    assert.ok(received().length > 2 * BIG_BYTES, `got ${received().length} bytes`);
   });
 
   it('aborts the queued request of a cut client', async () => {
@@ -185,16 +131,16 @@ describe('send timeout with queued responses', () => {
         'POST /big3 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n',
     );
     assert.ok(
-      await eventually(() => cutResponses.length === 3, CUT_BOUND_MS),
-      `upstream responses cut: ${cutResponses.join(', ')}`,
+      await eventually(() => responses.cut.length === 3, CUT_BOUND_MS),
+      `upstream responses cut: ${responses.cut.join(', ')}`,
     );
-    assert.deepEqual([...cutResponses].sort(), ['/big', '/big2', '/big3']);
+    assert.deepEqual([...responses.cut].sort(), ['/big', '/big2', '/big3']);
     assert.ok(await eventually(() => target.state.active === 0), 'target still busy');
     assert.ok(
-      await eventually(() => clientConnection?.destroyed === true),
+      await eventually(() => proxy.latestConnection()?.destroyed === true),
       'client connection open',
     );
-    assert.equal(await proxyConnections(proxy), 0);
+    assert.equal(await proxy.connectionCount(), 0);
     socket.resume();
     await within(closed, 'the client to see the closed connection');
   });
@@ -205,11 +151,11 @@ describe('send timeout with queued responses', () => {
       'POST /big HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello',
     );
     assert.ok(
-      await eventually(() => cutResponses.includes('/big'), CUT_BOUND_MS),
+      await eventually(() => responses.cut.includes('/big'), CUT_BOUND_MS),
       'upstream response still running',
     );
     assert.ok(await eventually(() => target.state.active === 0), 'target still busy');
-    assert.equal(await proxyConnections(proxy), 0);
+    assert.equal(await proxy.connectionCount(), 0);
     socket.resume();
     await within(closed, 'the client to see the closed connection');
   });

@@ -7,10 +7,11 @@ import {
   captureLogger,
   eventually,
   pausedClient,
+  ResponseRecorder,
+  SEND_TIMEOUT_MS,
   startHttpServer,
   startProxy,
   streamBody,
-  upstreamAt,
   WAIT_MS,
   within,
   type ProxyFixture,
@@ -22,8 +23,8 @@ const BIG_BYTES = 32 * 1024 * 1024;
 /** Size of the upstream's `/medium` response, which a slow client reads to the end. */
 const MEDIUM_BYTES = 24 * 1024 * 1024;
 
-/** Paths of the upstream responses that closed before they finished. */
-const cutResponses: string[] = [];
+/** Paths of the upstream's responses, by how they ended. */
+const responses = new ResponseRecorder();
 
 /** Returns the body length of the one raw response in `text`. */
 function bodyLength(text: string): number {
@@ -37,35 +38,24 @@ describe('send timeout', () => {
   let patient: ProxyFixture;
 
   before(async () => {
-    upstream = await startHttpServer((req, res) => {
-      const path = req.url ?? '';
-      res.once('close', () => {
-        if (!res.writableFinished) cutResponses.push(path);
-      });
-      req.resume();
-      req.once('end', () => {
-        const bytes = path === '/medium' ? MEDIUM_BYTES : BIG_BYTES;
-        res.writeHead(200, { 'content-length': String(bytes) });
-        streamBody(res, bytes);
-      });
-    });
-    cutting = await startProxy({}, { sendTimeoutMs: 300 });
-    const table = cutting.publish(
-      [{ name: 'app', path: '/*', upstream: 'app' }],
-      [upstreamAt('app', upstream.port)],
+    upstream = await startHttpServer(
+      responses.wrap((req, res) => {
+        req.resume();
+        req.once('end', () => {
+          const bytes = req.url === '/medium' ? MEDIUM_BYTES : BIG_BYTES;
+          res.writeHead(200, { 'content-length': String(bytes) });
+          streamBody(res, bytes);
+        });
+      }),
     );
-    const match = table.router.find('GET', undefined, '/big');
-    assert.equal(match.kind, 'found');
-    cuttingTarget = match.value.balancer!.targets[0];
+    cutting = await startProxy({}, { sendTimeoutMs: SEND_TIMEOUT_MS });
+    cuttingTarget = cutting.publishOne('app', upstream.port);
     patient = await startProxy({}, { sendTimeoutMs: 0 });
-    patient.publish(
-      [{ name: 'app', path: '/*', upstream: 'app' }],
-      [upstreamAt('app', upstream.port)],
-    );
+    patient.publishOne('app', upstream.port);
   });
 
   beforeEach(() => {
-    cutResponses.length = 0;
+    responses.clear();
   });
 
   after(async () => {
@@ -75,30 +65,27 @@ describe('send timeout', () => {
   });
 
   it('cuts off a client that reads nothing', async () => {
-    const { socket, closed } = await pausedClient(cutting.port);
+    const { socket, closed, received } = await pausedClient(cutting.port);
     socket.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
 
     assert.ok(
-      await eventually(() => cutResponses.length > 0, WAIT_MS),
+      await eventually(() => responses.cut.length > 0, WAIT_MS),
       'upstream response still running',
     );
-    assert.deepEqual(cutResponses, ['/big']);
+    assert.deepEqual(responses.cut, ['/big']);
     assert.ok(
       await eventually(() => cuttingTarget.state.active === 0, WAIT_MS),
       'target still busy',
     );
-    let received = '';
-    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
     socket.resume();
     await within(closed, 'the client to see the closed connection');
-    assert.match(received, /^HTTP\/1\.1 200 /);
-    assert.ok(bodyLength(received) < BIG_BYTES, 'the client got the whole body');
+    const response = received().toString('latin1');
+    assert.match(response, /^HTTP\/1\.1 200 /);
+    assert.ok(bodyLength(response) < BIG_BYTES, 'the client got the whole body');
   });
 
   it('keeps a client that reads in bursts', async () => {
-    const { socket, closed } = await pausedClient(cutting.port);
-    let received = '';
-    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const { socket, closed, received } = await pausedClient(cutting.port);
     socket.write('GET /medium HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
 
     // Reads for 5 ms out of every 150 ms, half the send timeout, for at most 30 s.
@@ -113,22 +100,20 @@ describe('send timeout', () => {
     socket.resume();
     await within(closed, 'the response to end');
 
-    assert.deepEqual(cutResponses, []);
-    assert.equal(bodyLength(received), MEDIUM_BYTES);
+    assert.deepEqual(responses.cut, []);
+    assert.equal(bodyLength(received().toString('latin1')), MEDIUM_BYTES);
   });
 
   it('waits for ever when set to 0', async () => {
-    const { socket, closed } = await pausedClient(patient.port);
-    let received = 0;
-    socket.on('data', (chunk: Buffer) => (received += chunk.length));
+    const { socket, closed, received } = await pausedClient(patient.port);
     socket.write('GET /medium HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
     await sleep(1_000);
-    assert.deepEqual(cutResponses, []);
+    assert.deepEqual(responses.cut, []);
 
     socket.resume();
     await within(closed, 'the response to end');
-    assert.ok(received > MEDIUM_BYTES, `got ${received} bytes`);
-    assert.deepEqual(cutResponses, []);
+    assert.ok(received().length > MEDIUM_BYTES, `got ${received().length} bytes`);
+    assert.deepEqual(responses.cut, []);
   });
 
   it('cuts off an unread 100-continue response', async () => {
@@ -140,10 +125,10 @@ describe('send timeout', () => {
     socket.write('hello');
 
     assert.ok(
-      await eventually(() => cutResponses.length > 0, WAIT_MS),
+      await eventually(() => responses.cut.length > 0, WAIT_MS),
       'upstream response still running',
     );
-    assert.deepEqual(cutResponses, ['/big']);
+    assert.deepEqual(responses.cut, ['/big']);
     socket.resume();
     await within(closed, 'the client to see the closed connection');
   });

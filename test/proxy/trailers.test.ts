@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import {
-  listenNet,
   openRawClient,
+  RawServer,
   startProxy,
   upstreamAt,
   waitForText,
@@ -26,29 +26,11 @@ const RESPONSES: Record<string, string> = {
 };
 
 /** Raw upstream that responds to each request from `RESPONSES` and keeps the connection open. */
-class RawUpstream {
-  readonly server: Server;
+class RawUpstream extends RawServer {
   /** The connection of each path's latest request. */
   readonly byPath = new Map<string, Socket>();
-  port = 0;
 
-  constructor() {
-    this.server = createServer((socket) => this.#accept(socket));
-  }
-
-  async start(): Promise<void> {
-    this.port = await listenNet(this.server);
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.byPath.values()) socket.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  #accept(socket: Socket): void {
-    socket.on('error', () => {
-      // Resets are part of these tests.
-    });
+  protected accept(socket: Socket): void {
     let head = '';
     socket.on('data', (chunk: Buffer) => {
       head += chunk.toString('latin1');

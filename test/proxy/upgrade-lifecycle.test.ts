@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  listenNet,
   openRawClient,
+  RawServer,
   sendRaw,
   startProxy,
   upstreamAt,
@@ -24,24 +24,9 @@ function handshake(path: string): string {
  * and echoes, `/ws/refused` responds 403 with a body delimited by the connection close and
  * then waits for the test to cut it.
  */
-class RawUpstream {
-  readonly server: Server;
-  readonly sockets: Socket[] = [];
+class RawUpstream extends RawServer {
+  /** One promise for each of `sockets` that resolves when it closes. */
   readonly closed: Promise<unknown>[] = [];
-  port = 0;
-
-  constructor() {
-    this.server = createServer((socket) => this.#accept(socket));
-  }
-
-  async start(): Promise<void> {
-    this.port = await listenNet(this.server);
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
 
   /** Waits until `count` connections have sent their request head. */
   async waitForRequests(count: number): Promise<void> {
@@ -51,12 +36,8 @@ class RawUpstream {
 
   #requests = 0;
 
-  #accept(socket: Socket): void {
-    this.sockets.push(socket);
+  protected accept(socket: Socket): void {
     this.closed.push(new Promise((resolve) => socket.once('close', resolve)));
-    socket.on('error', () => {
-      // Resets are part of these tests.
-    });
     let head = '';
     const onData = (chunk: Buffer): void => {
       head += chunk.toString('latin1');

@@ -10,36 +10,20 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import type { Pool } from 'undici';
-import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import { HashBalancer } from '../../data-plane/upstreams/hash-balancer.js';
 import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
 import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import type { Upstream } from '../../proto/gen/loom/v1/config.js';
-import { send, startHttpServer, startProxy, within, type RunningServer } from './harness.js';
+import {
+  fakeTarget,
+  send,
+  startHttpServer,
+  startProxy,
+  within,
+  type RunningServer,
+} from './harness.js';
 
 const silent = pino({ level: 'silent' });
-
-function target(name: string, weight = 1): UpstreamTarget {
-  const url = `http://${name}.test`;
-  return {
-    url,
-    upstream: 'api',
-    origin: url,
-    basePath: '',
-    weight,
-    pool: {} as Pool,
-    state: new TargetState('api', url, silent),
-    connect: {
-      hostname: `${name}.test`,
-      port: 80,
-      secure: false,
-      ca: undefined,
-      servername: undefined,
-      rejectUnauthorized: true,
-    },
-  };
-}
 
 async function named(name: string): Promise<RunningServer & { hits: number }> {
   const server = await startHttpServer((req, res) => {
@@ -61,8 +45,8 @@ function upstreamOf(name: string, ports: number[], fields: Partial<Upstream> = {
 
 describe('LeastRequestBalancer', () => {
   it('prefers the target with fewer requests', () => {
-    const busy = target('busy');
-    const idle = target('idle');
+    const busy = fakeTarget('busy');
+    const idle = fakeTarget('idle');
     busy.state.active = 10;
     const balancer = new LeastRequestBalancer('api', [busy, idle]);
 
@@ -72,10 +56,10 @@ describe('LeastRequestBalancer', () => {
   });
 
   it('skips unavailable targets', () => {
-    const down = target('down');
-    const up = target('up');
+    const down = fakeTarget('down');
+    const up = fakeTarget('up');
     down.state.setHealthy(false, 'test');
-    const balancer = new LeastRequestBalancer('api', [down, up, target('c', 0)]);
+    const balancer = new LeastRequestBalancer('api', [down, up, fakeTarget('c', 0)]);
 
     for (let i = 0; i < 20; i++) {
       assert.equal(balancer.pick(), up);
@@ -89,7 +73,7 @@ describe('HashBalancer', () => {
   it('maps a key to the same target', () => {
     const balancer = new HashBalancer(
       'api',
-      [target('a'), target('b'), target('c')],
+      [fakeTarget('a'), fakeTarget('b'), fakeTarget('c')],
       () => undefined,
     );
 
@@ -100,10 +84,10 @@ describe('HashBalancer', () => {
   });
 
   it('moves only keys to an added target', () => {
-    const a = target('a');
-    const b = target('b');
-    const c = target('c');
-    const d = target('d');
+    const a = fakeTarget('a');
+    const b = fakeTarget('b');
+    const c = fakeTarget('c');
+    const d = fakeTarget('d');
     const before = new HashBalancer('api', [a, b, c], () => undefined);
     const afterAdd = new HashBalancer('api', [a, b, c, d], () => undefined);
     let moved = 0;
@@ -122,8 +106,8 @@ describe('HashBalancer', () => {
   });
 
   it('walks past an unavailable owner', () => {
-    const a = target('a');
-    const b = target('b');
+    const a = fakeTarget('a');
+    const b = fakeTarget('b');
     const balancer = new HashBalancer('api', [a, b], () => undefined);
     const owner = balancer.pickByKey('session-1');
     owner?.state.setHealthy(false, 'test');

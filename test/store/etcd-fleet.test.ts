@@ -8,6 +8,7 @@ import { EtcdStore } from '../../control-plane/store/etcd-store.js';
 import { ProxyRegistry } from '../../control-plane/stream/proxy-registry.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { memoryLogger, waitFor } from './watch-recorder.js';
+import { testStream } from '../helpers/proxy-stream.js';
 
 /** Polls `ready` every 20 ms until it resolves true, for at most 5 s. */
 async function waitUntil(ready: () => Promise<boolean>): Promise<void> {
@@ -103,9 +104,10 @@ describe('etcd fleet records', { timeout: 60_000 }, () => {
     });
     publisher.start();
     try {
-      registry.connect('p1', '10.0.0.1:8080', 'e', 1);
-      registry.connect('p2', '10.0.0.2:8080', 'e', 1);
-      registry.disconnect('p1');
+      const first = testStream('10.0.0.1:8080');
+      registry.connect('p1', first, 'e', 1);
+      registry.connect('p2', testStream('10.0.0.2:8080'), 'e', 1);
+      registry.disconnect('p1', first);
       const proxies = async () => (await store.fleet.read()).map((record) => record.proxy).sort();
       await waitUntil(async () => (await proxies()).length === 2);
 

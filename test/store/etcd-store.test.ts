@@ -68,6 +68,8 @@ describe('EtcdStore', () => {
         assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
         assert.equal(error.retryable, true);
         assert.match(error.message, new RegExp(`etcd at ${etcd.endpoint} is unreachable`));
+        assert.doesNotMatch(error.message, /Resolution note/);
+        assert.doesNotMatch(error.message, /Error: /);
         return true;
       });
     } finally {

@@ -219,4 +219,46 @@ ${extra}`;
     ]).routes[0];
     assert.deepEqual(asPrinted, partial);
   });
+
+  test('empty optional objects store nothing', () => {
+    const upstreamWith = (extra: string) =>
+      parseConfigTexts([
+        {
+          file: 'u.yaml',
+          text: `upstreams:\n  - name: u\n    targets: [{url: "http://127.0.0.1:1"}]\n${extra}`,
+        },
+      ]).upstreams[0];
+    const plainUpstream = upstreamWith('');
+    assert.deepEqual(upstreamWith('    tls: {}\n'), plainUpstream);
+    assert.deepEqual(
+      upstreamWith('    tls: {caFile: "", serverName: "", insecureSkipVerify: false}\n'),
+      plainUpstream,
+    );
+    assert.deepEqual(upstreamWith('    tls: {insecureSkipVerify: true}\n').tls, {
+      caFile: '',
+      serverName: '',
+      insecureSkipVerify: true,
+    });
+    // Unlike no passiveHealth, an empty one turns on ejection with the default settings.
+    assert.deepEqual(upstreamWith('    passiveHealth: {}\n').passiveHealth, {
+      consecutiveFailures: 5,
+      baseEjectionMs: 10_000,
+      maxEjectionMs: 300_000,
+    });
+
+    const routeWith = (extra: string) =>
+      parseConfigTexts(
+        [
+          {
+            file: 'r.yaml',
+            text: `routes:\n  - name: r\n    paths: [/a]\n    upstream: u\n${extra}`,
+          },
+        ],
+        { partial: true },
+      ).routes[0];
+    const plainRoute = routeWith('');
+    for (const field of ['timeouts', 'requestHeaders', 'responseHeaders']) {
+      assert.deepEqual(routeWith(`    ${field}: {}\n`), plainRoute, field);
+    }
+  });
 });

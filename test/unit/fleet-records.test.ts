@@ -11,6 +11,7 @@ import {
 } from '../../control-plane/fleet/fleet-records.js';
 import { ProxyRegistry } from '../../control-plane/stream/proxy-registry.js';
 import { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
+import { testStream } from '../helpers/proxy-stream.js';
 
 function shared(acks: number): SharedProxy {
   return {
@@ -29,6 +30,7 @@ function shared(acks: number): SharedProxy {
       snapshotsSent: acks,
       fallbackVersion: 0,
       fallbackEpoch: '',
+      instanceId: 'instance-1',
     },
     acks: Array.from({ length: acks }, (_, i) => ({ epoch: 'e', version: 41 + i, atMs: 100 + i })),
   };
@@ -53,6 +55,13 @@ describe('shared proxy records', () => {
     assert.equal(result.versionAckedAtMs, 101);
     assert.equal(result.controlPlane, 'cp-b:7400');
     assert.equal(sharedStatus(decoded, { epoch: 'other', version: 42 }).versionAckedAtMs, 0);
+  });
+
+  test('a record without instance id decodes', () => {
+    const older: Partial<SharedProxy['state']> = { ...shared(1).state };
+    delete older.instanceId;
+    const value = JSON.stringify({ format: 1, controlPlane: 'cp-b:7400', state: older, acks: [] });
+    assert.equal(decodeSharedProxy(value)?.state.instanceId, '');
   });
 
   test('values of another shape are skipped', () => {
@@ -88,6 +97,16 @@ describe('fleet merge', () => {
     assert.equal(mergeFleet([older, seen])[0].controlPlane, 'c');
   });
 
+  test('two connected processes of one id both stay', () => {
+    const a = status({ connected: true, instanceId: 'i1', address: 'x:1', controlPlane: 'a' });
+    const b = status({ connected: true, instanceId: 'i2', address: 'y:1', controlPlane: 'b' });
+    const merged = mergeFleet([a], [b]);
+    assert.deepEqual(merged.map((proxy) => proxy.address).sort(), ['x:1', 'y:1']);
+
+    const closed = status({ connected: false, instanceId: 'i3', controlPlane: 'c' });
+    assert.equal(mergeFleet([a], [closed]).length, 1);
+  });
+
   test('proxies come out sorted by id', () => {
     const merged = mergeFleet([status({ id: 'p2' })], [status({ id: 'p1' }), status({ id: 'p3' })]);
     assert.deepEqual(
@@ -102,11 +121,13 @@ describe('proxy registry prune', () => {
     const registry = new ProxyRegistry();
     const changed: string[] = [];
     registry.onChange((id) => changed.push(id));
-    registry.connect('gone', '10.0.0.1:8080', 'e', 1);
-    registry.connect('recent', '10.0.0.2:8080', 'e', 1);
-    registry.connect('live', '10.0.0.3:8080', 'e', 1);
-    registry.disconnect('gone');
-    registry.disconnect('recent');
+    const gone = testStream('10.0.0.1:8080');
+    const recent = testStream('10.0.0.2:8080');
+    registry.connect('gone', gone, 'e', 1);
+    registry.connect('recent', recent, 'e', 1);
+    registry.connect('live', testStream('10.0.0.3:8080'), 'e', 1);
+    registry.disconnect('gone', gone);
+    registry.disconnect('recent', recent);
     changed.length = 0;
 
     const now = Date.now();
@@ -114,5 +135,64 @@ describe('proxy registry prune', () => {
     assert.deepEqual(registry.ids(), ['live']);
     assert.deepEqual(changed.sort(), ['gone', 'recent']);
     assert.equal(registry.prune(now + 1_000_000, 500), 0);
+  });
+});
+
+describe('proxy registry streams', () => {
+  test('another process under a held id is rejected', () => {
+    const registry = new ProxyRegistry();
+    const holder = testStream('10.0.0.1:8080');
+    assert.equal(registry.connect('p1', holder, 'e', 3).outcome, 'connected');
+
+    const copy = testStream('10.0.0.2:8080');
+    const first = registry.connect('p1', copy, 'e', 0);
+    assert.equal(first.outcome, 'rejected');
+    assert.equal(first.outcome === 'rejected' && first.holder, holder);
+    assert.equal(first.outcome === 'rejected' && first.attempt, 1);
+    const second = registry.connect('p1', copy, 'e', 0);
+    assert.equal(second.outcome === 'rejected' && second.attempt, 2);
+
+    const [row] = registry.list();
+    assert.equal(row.address, '10.0.0.1:8080');
+    assert.equal(row.ackedVersion, 3);
+    assert.equal(row.instanceId, holder.instanceId);
+  });
+
+  test('the same process replaces its held stream', () => {
+    const registry = new ProxyRegistry();
+    const old = testStream('10.0.0.1:8080', 'instance-1');
+    registry.connect('p1', old, 'e', 3);
+    const renewed = testStream('10.0.0.1:8080', 'instance-1', '10.0.0.9');
+    const outcome = registry.connect('p1', renewed, 'e', 3);
+    assert.equal(outcome.outcome === 'replaced' && outcome.previous, old);
+
+    registry.disconnect('p1', old);
+    assert.equal(registry.list()[0].connected, true);
+    registry.disconnect('p1', renewed);
+    assert.equal(registry.list()[0].connected, false);
+  });
+
+  test('proxies without instance id match by address and peer', () => {
+    const registry = new ProxyRegistry();
+    registry.connect('p1', testStream('10.0.0.1:8080', ''), 'e', 1);
+    const samePlace = registry.connect('p1', testStream('10.0.0.1:8080', ''), 'e', 1);
+    assert.equal(samePlace.outcome, 'replaced');
+    const otherPeer = testStream('10.0.0.1:8080', '', '10.0.0.7');
+    assert.equal(registry.connect('p1', otherPeer, 'e', 1).outcome, 'rejected');
+  });
+
+  test('a new process starts from its hello version', () => {
+    const registry = new ProxyRegistry();
+    const first = testStream('10.0.0.1:8080');
+    registry.connect('p1', first, 'e', 5);
+    registry.ack('p1', 'e', 6);
+    registry.disconnect('p1', first);
+
+    registry.connect('p1', testStream('10.0.0.2:8080'), '', 0);
+    registry.nack('p1', 'e', 6, 'build failed');
+    const [row] = registry.list();
+    assert.equal(row.address, '10.0.0.2:8080');
+    assert.equal(row.ackedVersion, 0);
+    assert.equal(row.nackedVersion, 6);
   });
 });

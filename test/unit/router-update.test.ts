@@ -162,6 +162,22 @@ describe('router updates', () => {
     assert.equal(base.find('GET', undefined, '/a').kind, 'found');
   });
 
+  test('added static paths of new lengths match', () => {
+    const base = buildRouter([route('a', ['/a'], ['GET']), route('p', ['/:x/:y'], ['GET'])]);
+    // 254 and 255 characters sit on both sides of the length shared by all longer paths.
+    const paths = ['/bb', '/' + 'c'.repeat(253), '/' + 'd'.repeat(254), '/' + 'e'.repeat(299)];
+    const added = paths.map((path, i) => route(`s${i}`, [path], ['GET']));
+    const updated = updateRouter(base, [], added);
+    assert.ok(updated !== null);
+    for (let i = 0; i < paths.length; i++) {
+      const match = updated.find('GET', undefined, paths[i]);
+      assert.equal(match.kind, 'found', paths[i]);
+      assert.equal((match as { route: string }).route, `s${i}`, paths[i]);
+      assert.equal(base.find('GET', undefined, paths[i]).kind, 'not-found', paths[i]);
+    }
+    assert.equal((updated.find('GET', undefined, '/u/v') as { route: string }).route, 'p');
+  });
+
   test('last route of a host removes its tree', () => {
     const base = buildRouter([route('a', ['/a'], [], ['a.com']), route('any', ['/a'])]);
     const updated = updateRouter(base, [route('a', ['/a'], [], ['a.com'])], []);

@@ -5,6 +5,7 @@ import { LoomError } from '../../common/errors.js';
 import { MAX_PATH_LENGTH } from '../../data-plane/router/path.js';
 import { buildRouter } from '../../data-plane/router/router.js';
 import type { Router, RouterMatch, RouterRoute } from '../../data-plane/router/types.js';
+import { shuffle } from './router-reference.js';
 
 interface RouteSpec {
   name: string;
@@ -50,17 +51,6 @@ function orders<T>(items: T[]): { label: string; items: T[] }[] {
     { label: 'reversed', items: [...items].reverse() },
     { label: 'shuffled', items: shuffle(items, 0x5eed) },
   ];
-}
-
-function shuffle<T>(items: T[], seed: number): T[] {
-  const copy = [...items];
-  let state = seed >>> 0;
-  for (let i = copy.length - 1; i > 0; i--) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    const j = state % (i + 1);
-    [copy[i], copy[j]] = [copy[j], copy[i]];
-  }
-  return copy;
 }
 
 function toOutcome(match: RouterMatch<string>): Outcome {

@@ -54,7 +54,10 @@ class RawProxy {
     });
     this.#call.on('error', () => undefined);
     this.#call.write({
-      kind: { $case: 'hello', hello: { proxyId: id, address: 'test', nacked, ...held } },
+      kind: {
+        $case: 'hello',
+        hello: { proxyId: id, address: 'test', nacked, instanceId: '', ...held },
+      },
     });
   }
 
@@ -299,7 +302,7 @@ class SlowProxy {
     proxy.#send({
       kind: {
         $case: 'hello',
-        hello: { proxyId: id, address: 'test', epoch: '', version: 0, nacked: [] },
+        hello: { proxyId: id, address: 'test', epoch: '', version: 0, nacked: [], instanceId: '' },
       },
     });
     return proxy;

@@ -21,6 +21,7 @@ function proxy(fields: Partial<ProxyStatus>): ProxyStatus {
     fallbackEpoch: '',
     versionAckedAtMs: 0,
     controlPlane: 'cp-a:7400',
+    instanceId: '',
     ...fields,
   };
 }

@@ -162,6 +162,11 @@ export interface ProxyStatus {
    * one etcd share their proxies' records, so any of them lists every proxy.
    */
   controlPlane: string;
+  /**
+   * Random id of the proxy process that opened the stream (Hello.instance_id);
+   * empty for proxies that do not send one.
+   */
+  instanceId: string;
 }
 
 export interface StatusResponse {
@@ -1300,6 +1305,7 @@ function createBaseProxyStatus(): ProxyStatus {
     fallbackVersion: 0,
     fallbackEpoch: "",
     controlPlane: "",
+    instanceId: "",
   };
 }
 
@@ -1349,6 +1355,9 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     }
     if (message.controlPlane !== "") {
       writer.uint32(122).string(message.controlPlane);
+    }
+    if (message.instanceId !== "") {
+      writer.uint32(130).string(message.instanceId);
     }
     return writer;
   },
@@ -1486,6 +1495,14 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
             message.controlPlane = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1563,6 +1580,11 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
         : isSet(object.control_plane)
         ? globalThis.String(object.control_plane)
         : "",
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
     };
   },
 
@@ -1613,6 +1635,9 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     if (message.controlPlane !== "") {
       obj.controlPlane = message.controlPlane;
     }
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
     return obj;
   },
 
@@ -1636,6 +1661,7 @@ export const ProxyStatus: MessageFns<ProxyStatus> = {
     message.fallbackVersion = object.fallbackVersion ?? 0;
     message.fallbackEpoch = object.fallbackEpoch ?? "";
     message.controlPlane = object.controlPlane ?? "";
+    message.instanceId = object.instanceId ?? "";
     return message;
   },
 };

@@ -41,6 +41,13 @@ export interface Hello {
    * new version or as a fallback, even after a reconnect or its own restart.
    */
   nacked: Nack[];
+  /**
+   * Random id of the proxy process, new at each start. A hello with the
+   * proxy_id and instance_id of a stream the control plane still has comes
+   * from the same process after it lost that stream, so the new stream
+   * replaces the old one. Empty from proxies older than this field.
+   */
+  instanceId: string;
 }
 
 /** The proxy built and serves this snapshot. */
@@ -185,7 +192,7 @@ export const StreamRequest: MessageFns<StreamRequest> = {
 };
 
 function createBaseHello(): Hello {
-  return { proxyId: "", epoch: "", version: 0, address: "", nacked: [] };
+  return { proxyId: "", epoch: "", version: 0, address: "", nacked: [], instanceId: "" };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -204,6 +211,9 @@ export const Hello: MessageFns<Hello> = {
     }
     for (const v of message.nacked) {
       Nack.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.instanceId !== "") {
+      writer.uint32(50).string(message.instanceId);
     }
     return writer;
   },
@@ -261,6 +271,14 @@ export const Hello: MessageFns<Hello> = {
             message.nacked.push(Nack.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -284,6 +302,11 @@ export const Hello: MessageFns<Hello> = {
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       address: isSet(object.address) ? globalThis.String(object.address) : "",
       nacked: globalThis.Array.isArray(object?.nacked) ? object.nacked.map((e: any) => Nack.fromJSON(e)) : [],
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
     };
   },
 
@@ -304,6 +327,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.nacked?.length) {
       obj.nacked = message.nacked.map((e) => Nack.toJSON(e));
     }
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
     return obj;
   },
 
@@ -317,6 +343,7 @@ export const Hello: MessageFns<Hello> = {
     message.version = object.version ?? 0;
     message.address = object.address ?? "";
     message.nacked = object.nacked?.map((e) => Nack.fromPartial(e)) || [];
+    message.instanceId = object.instanceId ?? "";
     return message;
   },
 };
