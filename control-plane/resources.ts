@@ -92,12 +92,18 @@ export function encodeUpstream(upstream: Upstream): string {
   });
 }
 
+/** Largest value of the protocol's uint32 fields (timeouts, weights, retries). */
+const MAX_UINT32 = 0xffff_ffff;
+
 /**
  * Decodes a stored route. Values written by another tool straight into the
- * store may be malformed; those throw, and the caller skips the key.
+ * store may be malformed; those throw with the field and the expected value,
+ * and the caller skips the key. `null` counts as a missing optional field.
+ * Numbers outside the range of their protocol field throw too, because no
+ * snapshot could carry them.
  */
 export function decodeRoute(value: string): Route {
-  const raw = JSON.parse(value) as Partial<Route>;
+  const raw = parseObject(value, 'a stored route') as Partial<Route>;
   if (
     typeof raw.name !== 'string' ||
     typeof raw.upstream !== 'string' ||
@@ -107,84 +113,98 @@ export function decodeRoute(value: string): Route {
   }
   const route: Route = {
     name: raw.name,
-    hosts: stringArray(raw.hosts),
-    paths: stringArray(raw.paths),
-    methods: stringArray(raw.methods),
+    hosts: stringArray(raw.hosts, 'hosts'),
+    paths: stringArray(raw.paths, 'paths'),
+    methods: stringArray(raw.methods, 'methods'),
     upstream: raw.upstream,
   };
-  setIfDefined(route, 'stripPrefix', optionalString(raw.stripPrefix));
-  setIfDefined(route, 'addPrefix', optionalString(raw.addPrefix));
-  setIfDefined(route, 'hostRewrite', optionalString(raw.hostRewrite));
-  setIfDefined(route, 'requestHeaders', decodeHeaderActions(raw.requestHeaders));
-  setIfDefined(route, 'responseHeaders', decodeHeaderActions(raw.responseHeaders));
-  if (raw.timeouts !== undefined) {
+  setIfDefined(route, 'stripPrefix', optionalString(raw.stripPrefix, 'stripPrefix'));
+  setIfDefined(route, 'addPrefix', optionalString(raw.addPrefix, 'addPrefix'));
+  setIfDefined(route, 'hostRewrite', optionalString(raw.hostRewrite, 'hostRewrite'));
+  setIfDefined(route, 'requestHeaders', decodeHeaderActions(raw.requestHeaders, 'requestHeaders'));
+  setIfDefined(
+    route,
+    'responseHeaders',
+    decodeHeaderActions(raw.responseHeaders, 'responseHeaders'),
+  );
+  const timeouts = optionalObject(raw.timeouts, 'timeouts');
+  if (timeouts !== undefined) {
     route.timeouts = {
-      connectMs: numberOr(raw.timeouts.connectMs, 0),
-      responseHeaderMs: numberOr(raw.timeouts.responseHeaderMs, 0),
-      idleBodyMs: numberOr(raw.timeouts.idleBodyMs, 0),
+      connectMs: uint32Or(timeouts.connectMs, 0, 'timeouts.connectMs'),
+      responseHeaderMs: uint32Or(timeouts.responseHeaderMs, 0, 'timeouts.responseHeaderMs'),
+      idleBodyMs: uint32Or(timeouts.idleBodyMs, 0, 'timeouts.idleBodyMs'),
     };
   }
-  setIfDefined(route, 'retries', optionalNumber(raw.retries));
-  setIfDefined(route, 'maxRequestBodyBytes', optionalNumber(raw.maxRequestBodyBytes));
+  setIfDefined(route, 'retries', optionalInteger(raw.retries, MAX_UINT32, 'retries'));
+  setIfDefined(
+    route,
+    'maxRequestBodyBytes',
+    optionalInteger(raw.maxRequestBodyBytes, Number.MAX_SAFE_INTEGER, 'maxRequestBodyBytes'),
+  );
   return route;
 }
 
-/** Decodes a stored upstream; throws on a malformed value. */
+/** Decodes a stored upstream; throws on a malformed value, as `decodeRoute` does. */
 export function decodeUpstream(value: string): Upstream {
-  const raw = JSON.parse(value) as Partial<Upstream>;
+  const raw = parseObject(value, 'a stored upstream') as Partial<Upstream>;
   if (typeof raw.name !== 'string' || !Array.isArray(raw.targets)) {
     throw new TypeError('a stored upstream needs string "name" and array "targets"');
   }
   const upstream: Upstream = {
     name: raw.name,
-    targets: raw.targets.map((target) => {
+    targets: raw.targets.map((target, index) => {
       if (typeof target?.url !== 'string') throw new TypeError('every target needs a string "url"');
-      return { url: target.url, weight: typeof target.weight === 'number' ? target.weight : 1 };
+      return { url: target.url, weight: uint32Or(target.weight, 1, `targets[${index}].weight`) };
     }),
   };
-  setIfDefined(upstream, 'balancer', optionalString(raw.balancer));
-  setIfDefined(upstream, 'hashOn', optionalString(raw.hashOn));
-  const check = raw.healthCheck;
+  setIfDefined(upstream, 'balancer', optionalString(raw.balancer, 'balancer'));
+  setIfDefined(upstream, 'hashOn', optionalString(raw.hashOn, 'hashOn'));
+  const check = optionalObject(raw.healthCheck, 'healthCheck');
   if (check !== undefined) {
     if (typeof check.path !== 'string') throw new TypeError('a health check needs a string "path"');
     upstream.healthCheck = {
       path: check.path,
-      intervalMs: numberOr(check.intervalMs, 5_000),
-      timeoutMs: numberOr(check.timeoutMs, 2_000),
-      healthyThreshold: numberOr(check.healthyThreshold, 2),
-      unhealthyThreshold: numberOr(check.unhealthyThreshold, 3),
+      intervalMs: uint32Or(check.intervalMs, 5_000, 'healthCheck.intervalMs'),
+      timeoutMs: uint32Or(check.timeoutMs, 2_000, 'healthCheck.timeoutMs'),
+      healthyThreshold: uint32Or(check.healthyThreshold, 2, 'healthCheck.healthyThreshold'),
+      unhealthyThreshold: uint32Or(check.unhealthyThreshold, 3, 'healthCheck.unhealthyThreshold'),
     };
   }
-  const passive = raw.passiveHealth;
+  const passive = optionalObject(raw.passiveHealth, 'passiveHealth');
   if (passive !== undefined) {
     upstream.passiveHealth = {
-      consecutiveFailures: numberOr(passive.consecutiveFailures, 5),
-      baseEjectionMs: numberOr(passive.baseEjectionMs, 10_000),
-      maxEjectionMs: numberOr(passive.maxEjectionMs, 300_000),
+      consecutiveFailures: uint32Or(
+        passive.consecutiveFailures,
+        5,
+        'passiveHealth.consecutiveFailures',
+      ),
+      baseEjectionMs: uint32Or(passive.baseEjectionMs, 10_000, 'passiveHealth.baseEjectionMs'),
+      maxEjectionMs: uint32Or(passive.maxEjectionMs, 300_000, 'passiveHealth.maxEjectionMs'),
     };
   }
-  if (raw.tls !== undefined) {
+  const tls = optionalObject(raw.tls, 'tls');
+  if (tls !== undefined) {
     upstream.tls = {
-      caFile: optionalString(raw.tls.caFile) ?? '',
-      serverName: optionalString(raw.tls.serverName) ?? '',
-      insecureSkipVerify: raw.tls.insecureSkipVerify === true,
+      caFile: optionalString(tls.caFile, 'tls.caFile') ?? '',
+      serverName: optionalString(tls.serverName, 'tls.serverName') ?? '',
+      insecureSkipVerify: tls.insecureSkipVerify === true,
     };
   }
   return upstream;
 }
 
-function decodeHeaderActions(value: unknown): HeaderActions | undefined {
-  if (value === undefined) return undefined;
-  const raw = value as Partial<HeaderActions>;
-  if (!Array.isArray(raw.set)) throw new TypeError('header actions need an array "set"');
+function decodeHeaderActions(value: unknown, field: string): HeaderActions | undefined {
+  const raw = optionalObject(value, field) as Partial<HeaderActions> | undefined;
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw.set)) throw new TypeError(`"${field}" needs an array "set"`);
   return {
     set: raw.set.map((header) => {
       if (typeof header?.name !== 'string' || typeof header.value !== 'string') {
-        throw new TypeError('every header in "set" needs a string "name" and "value"');
+        throw new TypeError(`every header in "${field}.set" needs a string "name" and "value"`);
       }
       return { name: header.name, value: header.value };
     }),
-    remove: stringArray(raw.remove),
+    remove: stringArray(raw.remove, `${field}.remove`),
   };
 }
 
@@ -192,26 +212,62 @@ function setIfDefined<T extends object, K extends keyof T>(target: T, key: K, va
   if (value !== undefined) target[key] = value;
 }
 
-function optionalString(value: unknown): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string') throw new TypeError(`expected a string, got ${typeof value}`);
+/** Parses `value` as JSON and returns it when it is an object; `description` starts the error. */
+function parseObject(value: string, description: string): Record<string, unknown> {
+  const raw: unknown = JSON.parse(value);
+  if (!isPlainObject(raw))
+    throw new TypeError(`${description} must be a JSON object (got ${typeName(raw)})`);
+  return raw;
+}
+
+function optionalObject(value: unknown, field: string): Record<string, unknown> | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!isPlainObject(value)) {
+    throw new TypeError(`"${field}" must be an object (got ${typeName(value)})`);
+  }
   return value;
 }
 
-function optionalNumber(value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number') throw new TypeError(`expected a number, got ${typeof value}`);
+function optionalString(value: unknown, field: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') {
+    throw new TypeError(`"${field}" must be a string (got ${typeName(value)})`);
+  }
   return value;
 }
 
-function numberOr(value: unknown, fallback: number): number {
-  return typeof value === 'number' ? value : fallback;
+/** Returns `value` when it is an integer from 0 to `max`, undefined when it is missing. */
+function optionalInteger(value: unknown, max: number, field: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+    throw new TypeError(
+      `"${field}" must be an integer from 0 to ${max} (got ${JSON.stringify(value)})`,
+    );
+  }
+  return value;
 }
 
-function stringArray(value: unknown): string[] {
-  if (value === undefined) return [];
+function uint32Or(value: unknown, fallback: number, field: string): number {
+  return optionalInteger(value, MAX_UINT32, field) ?? fallback;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  const text = JSON.stringify(value);
+  const clipped = text.length > 60 ? `${text.slice(0, 60)}...` : text;
+  return `${typeof value} ${clipped}`;
+}
+
+function stringArray(value: unknown, field: string): string[] {
+  if (value === undefined || value === null) return [];
   if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) {
-    throw new TypeError('expected an array of strings');
+    throw new TypeError(`"${field}" must be an array of strings`);
   }
   return value;
 }

@@ -222,7 +222,7 @@ export class SnapshotCache {
     this.#buildScheduled = true;
     setImmediate(() => {
       this.#buildScheduled = false;
-      this.#publish();
+      this.#publishWatched();
     });
   }
 
@@ -257,6 +257,22 @@ export class SnapshotCache {
     this.#transition('idle');
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => void this.#sync(), delayMs);
+  }
+
+  /**
+   * Publishes the state a watch batch changed. A value that cannot be encoded must not stop the
+   * process, because every replica reads the same store and would stop too. Proxies then keep
+   * the previous snapshot.
+   */
+  #publishWatched(): void {
+    try {
+      this.#publish();
+    } catch (error) {
+      this.#logger.error(
+        { err: error, epoch: this.#epoch, version: this.#config.revision },
+        'snapshot not published; proxies keep the previous version until the store changes',
+      );
+    }
   }
 
   #publish(): void {

@@ -28,6 +28,8 @@ const DEFAULT_LEASE_CHECK_MS = 5_000;
  * rejects a transaction for its size, later ones carry half as many records.
  */
 const RECORDS_PER_TXN = 100;
+/** Leaseless record keys remembered as logged; past it they are logged again. */
+const LEASELESS_LOG_LIMIT = 1_024;
 /** Keys per range request when reading the records. */
 const READ_PAGE_SIZE = 1_000;
 /** Maximum wait of `close` for etcd, in milliseconds, so that a shutdown without etcd is quick. */
@@ -68,6 +70,8 @@ export class EtcdFleet implements FleetStore {
   readonly #listeners = new Set<(proxies: string[] | undefined) => void>();
   /** Revision of the last write of each record, by replica and proxy. */
   readonly #written = new Map<string, Map<string, number>>();
+  /** Leaseless record keys already logged, so that each is logged once. */
+  readonly #leaselessLogged = new Set<string>();
   /** Writes in progress; the record check waits for a moment without any. */
   #publishing = 0;
   readonly #checkTimer: NodeJS.Timeout;
@@ -151,13 +155,33 @@ export class EtcdFleet implements FleetStore {
     }
   }
 
+  /**
+   * Reads the records of every replica. A record without a lease is skipped, because replicas
+   * write every record under their fleet lease. Such a key was written by hand or by another
+   * tool and would never expire. Listed, it would show a proxy as connected for good and
+   * reject every new stream of that proxy id as a duplicate.
+   */
   async read(): Promise<FleetRecord[]> {
     const records: FleetRecord[] = [];
     for (const kv of await this.#readKeys(this.recordsDirectory, false)) {
+      if (kv.lease === '0' || kv.lease === '') {
+        this.#logLeaseless(kv.key.toString());
+        continue;
+      }
       const record = parseKey(kv, this.recordsDirectory);
       if (record) records.push(record);
     }
     return records;
+  }
+
+  #logLeaseless(key: string): void {
+    if (this.#leaselessLogged.has(key)) return;
+    if (this.#leaselessLogged.size >= LEASELESS_LOG_LIMIT) this.#leaselessLogged.clear();
+    this.#leaselessLogged.add(key);
+    this.#context.logger.warn(
+      { key, fix: `etcdctl del ${key}` },
+      'fleet record without a lease ignored',
+    );
   }
 
   /** Reads the keys under `directory` in pages, with their values unless `keysOnly`. */

@@ -383,6 +383,10 @@ export function createSnapshotService(options: {
   return {
     Stream(call: Call) {
       if (options.admission && !options.admission.admit(call)) return;
+      if (options.cache.current === undefined) {
+        rejectWithoutSnapshot(call, logger);
+        return;
+      }
       new ProxySession(
         call,
         options.cache,
@@ -394,6 +398,22 @@ export function createSnapshotService(options: {
       );
     },
   };
+}
+
+/**
+ * Ends a stream with UNAVAILABLE while this control plane has published no snapshot, as when
+ * its first read of the store keeps failing. An accepted stream would send response headers
+ * and then nothing, and the proxy would wait on it instead of trying its next address.
+ */
+function rejectWithoutSnapshot(call: Call, logger: Logger): void {
+  logger.debug({ peer: call.getPeer() }, 'stream rejected: no snapshot published yet');
+  const error = new LoomError(
+    'LOOM_UNAVAILABLE',
+    'this control plane has no snapshot to send yet, because its first read of the store has ' +
+      'not succeeded; the proxy tries its next control-plane address. See the control ' +
+      'plane\'s log for "store sync failed, retrying"',
+  );
+  call.emit('error', toServiceError(error));
 }
 
 /** Returns the host of a gRPC peer string such as `127.0.0.1:5000` or `::1:5000`. */

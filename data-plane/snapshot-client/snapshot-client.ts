@@ -11,7 +11,7 @@ import {
 import { randomUUID } from 'node:crypto';
 
 import { Backoff } from '../../common/backoff.js';
-import { fromServiceError } from '../../common/grpc-errors.js';
+import { fromServiceError, tidyGrpcDetails } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
 import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
 import {
@@ -240,7 +240,7 @@ export class SnapshotClient {
     call.on('data', (bytes: Buffer) => this.#receive({ bytes, call, address }));
     call.on('error', (error: ServiceError) => {
       if (call === this.#call) this.#reportDuplicate(address, error);
-      this.#retry(call, address, error.message);
+      this.#retry(call, address, tidyGrpcDetails(error.message));
     });
     call.on('end', () => this.#retry(call, address, 'stream ended by the control plane'));
   }

@@ -204,12 +204,17 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
   test('unreadable record is not dropped silently', { timeout: 60_000 }, async () => {
     const { etcd, first } = await twoReplicas();
 
-    // A record of another format, as a newer control plane or a hand edit would leave.
+    // A record of another format, as a newer control plane would leave it, under the lease of
+    // the replica that wrote it. A record without a lease is ignored as a hand edit.
     const client = new Etcd3({ hosts: etcd.endpoint });
     cleanups.push(() => client.close());
     const keys = await client.getAll().prefix(FLEET_DIRECTORY).keys();
     assert.equal(keys.length, 1, keys.join());
-    await client.put(keys[0]).value('{"format":2}');
+    await client.kv.put({
+      key: Buffer.from(keys[0]!),
+      value: Buffer.from('{"format":2}'),
+      ignore_lease: true,
+    });
     await sleep(1_000);
 
     const status = await statusOf(first);

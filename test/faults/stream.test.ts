@@ -16,6 +16,7 @@ import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { waitFor, waitForPort } from '../../scripts/processes.js';
 import { applyConfig, fixtureConfig, peakRssKiB, startUpstream, Workspace } from './harness.js';
+import { findFreePort } from '../helpers/ports.js';
 import { TcpRelay } from './relay.js';
 
 /** Log lines of one or more components, parsed, kept in memory. */
@@ -117,6 +118,25 @@ describe('snapshot stream faults', { timeout: 150_000 }, () => {
     } finally {
       client.stop();
       await controlPlane.stop();
+    }
+  });
+
+  test('refused address logs a tidy reason', async () => {
+    const port = await findFreePort();
+    const log = new CapturedLog();
+    const { client } = testClient([`127.0.0.1:${port}`], 'refused-proxy', log.logger);
+    try {
+      client.start();
+      await waitFor(
+        'a reconnect line',
+        10_000,
+        () => log.count('control plane lost, reconnecting') > 0,
+      );
+      const lost = log.lines.find((line) => line.msg === 'control plane lost, reconnecting');
+      assert.match(String(lost?.reason), /last error: connect ECONNREFUSED/);
+      assert.doesNotMatch(String(lost?.reason), /Resolution note/);
+    } finally {
+      client.stop();
     }
   });
 

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { Etcd3 } from 'etcd3';
+
+import { waitFor } from '../../scripts/processes.js';
+import { loomctl } from '../helpers/cli.js';
+import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { startFleet, type Fleet } from '../helpers/fleet.js';
+
+interface StatusJson {
+  proxies: { id: string; connected: boolean; controlPlane: string }[];
+}
+
+async function status(fleet: Fleet): Promise<StatusJson> {
+  const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout) as StatusJson;
+}
+
+describe('fleet record written without a lease', { timeout: 90_000 }, () => {
+  let etcd: EtcdProcess;
+  let client: Etcd3;
+  let fleet: Fleet;
+
+  before(async () => {
+    etcd = await startEtcd();
+    client = new Etcd3({ hosts: etcd.endpoint });
+    fleet = await startFleet({ etcd: etcd.endpoint, proxies: 1 });
+    await waitFor('the proxy record', 15_000, async () => {
+      const keys = await client.getAll().prefix('/loom/__meta/fleet/').keys();
+      return keys.some((key) => key.endsWith('/proxy-1'));
+    });
+  });
+
+  after(async () => {
+    await fleet?.stop();
+    client?.close();
+    await etcd?.stop();
+  });
+
+  test('reconnecting proxy is not rejected', async () => {
+    // A copy of the proxy's record under a replica that does not exist, written without a
+    // lease as etcdctl would write it. It claims a connected stream of another process.
+    const records = await client.getAll().prefix('/loom/__meta/fleet/').strings();
+    const [, value] = Object.entries(records).find(([key]) => key.endsWith('/proxy-1'))!;
+    const ghost = JSON.parse(value) as {
+      controlPlane: string;
+      state: { instanceId: string };
+    };
+    ghost.controlPlane = 'ghost:7400';
+    ghost.state.instanceId = 'ghost-instance';
+    const ghostKey = '/loom/__meta/fleet/ghost-replica/proxy-1';
+    await client.put(ghostKey).value(JSON.stringify(ghost));
+
+    // The restarted control plane is a new replica, so the proxy's new stream is checked
+    // against the records of every other replica, the ghost's included.
+    await fleet.stopControlPlane();
+    await fleet.startControlPlane();
+    const reconnected = waitFor('proxy-1 to reconnect', 30_000, async () => {
+      const listed = (await status(fleet)).proxies.filter((proxy) => proxy.id === 'proxy-1');
+      return listed.length === 1 && listed[0]!.connected;
+    });
+    await assert.doesNotReject(reconnected, fleet.logs());
+
+    const listed = (await status(fleet)).proxies.filter((proxy) => proxy.id === 'proxy-1');
+    assert.notEqual(listed[0]?.controlPlane, 'ghost:7400');
+    const proxyLog = readFileSync(join(fleet.dir, 'proxy-1.log'), 'utf8');
+    assert.doesNotMatch(proxyLog, /ALREADY_EXISTS/);
+    const controlPlaneLog = readFileSync(join(fleet.dir, 'control-plane.log'), 'utf8');
+    assert.match(controlPlaneLog, /fleet record without a lease ignored/);
+    assert.ok(controlPlaneLog.includes(`etcdctl del ${ghostKey}`));
+  });
+});
