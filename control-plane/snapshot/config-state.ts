@@ -1,7 +1,7 @@
-import { formatConfigIssue } from '../../common/errors.js';
+import { formatConfigIssue, LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import { parseResourceKey } from '../resources.js';
+import { parseResourceKey, type ResourceKind } from '../resources.js';
 import type { KeyValue, RangeResult, WatchBatch } from '../store/store.js';
 import {
   checkStoredResource,
@@ -53,8 +53,12 @@ export class ConfigState {
     this.#upstreams = new Map();
     for (const item of range.items) this.#put(item);
     this.#revision = range.revision;
-    for (const key of this.#reported.keys()) {
-      if (!this.#has(key)) this.#reported.delete(key);
+    // A key deleted from the store is logged again if it returns. A skipped key that stays is not.
+    if (this.#reported.size > 0) {
+      const present = new Set(range.items.map((item) => item.key));
+      for (const key of this.#reported.keys()) {
+        if (!present.has(key)) this.#reported.delete(key);
+      }
     }
   }
 
@@ -89,13 +93,37 @@ export class ConfigState {
       resource = readStoredValue(parsed.kind, parsed.name, item.value);
     } catch (error) {
       // A value written by another tool must not stop the rest of the config from serving.
-      this.#logger.warn({ key: item.key, err: error }, 'stored value skipped');
+      const logged = this.#reported.get(item.key) === item.modRevision;
       this.#delete(item.key);
+      if (this.#reportValues && !logged) this.#reportSkipped(item, parsed, error);
       return;
     }
     if (resource.kind === 'route') this.#routes.set(parsed.name, resource.value);
     else this.#upstreams.set(parsed.name, resource.value);
     if (this.#reportValues) this.#report(item, resource);
+  }
+
+  /**
+   * Logs a value that cannot be read, once per key and modification revision. The log line
+   * carries the error's message, which names the field, without the stack.
+   */
+  #reportSkipped(
+    item: KeyValue,
+    resource: { kind: ResourceKind; name: string },
+    error: unknown,
+  ): void {
+    this.#reported.set(item.key, item.modRevision);
+    const { kind, name } = resource;
+    this.#logger.warn(
+      {
+        key: item.key,
+        modRevision: item.modRevision,
+        code: error instanceof LoomError ? error.code : undefined,
+        reason: error instanceof Error ? error.message : String(error),
+        fix: `apply ${kind} "${name}" with loomctl, or run "loomctl delete ${kind} ${name}"`,
+      },
+      'stored value skipped',
+    );
   }
 
   /**
@@ -138,14 +166,6 @@ export class ConfigState {
       // The value is served already, so a failed check must not stop the control plane.
       this.#logger.warn({ ...fields, err: error }, 'stored value check failed');
     }
-  }
-
-  #has(key: string): boolean {
-    const parsed = parseResourceKey(this.#prefix, key);
-    if (parsed === undefined) return false;
-    return parsed.kind === 'route'
-      ? this.#routes.has(parsed.name)
-      : this.#upstreams.has(parsed.name);
   }
 
   #delete(key: string): void {

@@ -293,6 +293,30 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
       assert.deepEqual(logLines(logs, 'stored value invalid', key), []);
     });
 
+    test('unreadable stored value is logged once', async () => {
+      const key = resourceKey('/loom/', 'route', 'unreadable');
+      await controlPlane.store.commit([{ type: 'put', key, value: '{"name": "unreadable",' }]);
+      try {
+        await waitFor('the skipped value to be logged', 15_000, () => {
+          return logLines(logs, 'stored value skipped', key).length > 0;
+        });
+        // Reads for loomctl report the key to their caller, so they add no log line.
+        await admin.getConfig();
+        await admin.getConfig();
+        const lines = logLines(logs, 'stored value skipped', key);
+        assert.equal(lines.length, 1, logs.join('\n'));
+        assert.equal(lines[0]?.level, 40);
+        assert.match(String(lines[0]?.reason), /JSON/);
+        assert.equal(
+          lines[0]?.fix,
+          'apply route "unreadable" with loomctl, or run "loomctl delete route unreadable"',
+        );
+        assert.equal(lines[0]?.err, undefined);
+      } finally {
+        await controlPlane.store.commit([{ type: 'delete', key }]);
+      }
+    });
+
     test('invalid stored route is logged', async () => {
       const key = resourceKey('/loom/', 'route', 'invalid');
       const value = JSON.stringify({
