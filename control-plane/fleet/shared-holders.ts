@@ -1,4 +1,5 @@
 import type { Logger } from '../../common/logger.js';
+import { withTimeout } from '../../common/timers.js';
 import type { FleetStore } from '../store/store.js';
 import type { ProxyStream } from '../stream/proxy-registry.js';
 import type { SharedHolder } from '../stream/snapshot-service.js';
@@ -9,6 +10,13 @@ import { decodeSharedProxy } from './fleet-records.js';
  * control-plane restart every proxy reconnects within a few seconds, and they share reads.
  */
 const READ_MAX_AGE_MS = 500;
+
+/**
+ * Maximum wait for the shared records, in milliseconds, before a new stream is checked on this
+ * replica alone. A frozen etcd fails a request only at its request timeout (5 s), and a proxy gives up
+ * on a stream without response headers after its --control-plane-timeout.
+ */
+const READ_TIMEOUT_MS = 1_000;
 
 /** Connected streams of other replicas, by proxy id. */
 type Holders = Map<string, { controlPlane: string; address: string; instanceId: string }[]>;
@@ -40,13 +48,13 @@ export class SharedHolders {
 
   /**
    * Returns the connected stream of `id` on another replica that comes from another process
-   * than `stream`, or undefined. When the store cannot be read it returns undefined, so an
-   * unreachable etcd never keeps proxies from connecting.
+   * than `stream`, or undefined. When the store cannot be read within `READ_TIMEOUT_MS` it
+   * returns undefined, so an unreachable or frozen etcd does not keep proxies from connecting.
    */
   async find(id: string, stream: ProxyStream): Promise<SharedHolder | undefined> {
     let holders: Holders;
     try {
-      holders = await this.#holders();
+      holders = await withTimeout(this.#holders(), READ_TIMEOUT_MS, 'proxy records read');
     } catch (error) {
       if (!this.#failureLogged) {
         this.#failureLogged = true;

@@ -5,7 +5,7 @@ import {
   Registry,
 } from 'prom-client';
 
-import { LoomError } from '../../common/errors.js';
+import { withTimeout } from '../../common/timers.js';
 import type { Logger } from '../../common/logger.js';
 import { registerCollectedMetric } from '../observability/collected-metric.js';
 import type { WorkerPool, WorkerSlot, WorkerState } from './worker-pool.js';
@@ -110,7 +110,9 @@ async function collectWorkerMetrics(pool: WorkerPool, logger: Logger): Promise<M
     (slot) => slot.state === 'listening' || slot.state === 'syncing',
   );
   const results = await Promise.allSettled(
-    running.map((slot) => withTimeout(pool.request(slot, { type: 'metrics' }), METRICS_TIMEOUT_MS)),
+    running.map((slot) =>
+      withTimeout(pool.request(slot, { type: 'metrics' }), METRICS_TIMEOUT_MS, 'worker metrics'),
+    ),
   );
   const metrics: MetricsJson[] = [];
   results.forEach((result, i) => {
@@ -124,15 +126,4 @@ async function collectWorkerMetrics(pool: WorkerPool, logger: Logger): Promise<M
     }
   });
   return metrics;
-}
-
-function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new LoomError('LOOM_UNAVAILABLE', `no reply within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

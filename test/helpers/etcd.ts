@@ -20,6 +20,10 @@ export interface EtcdProcess {
   stop(): Promise<void>;
   /** Kills etcd with SIGKILL and keeps its data, as a crash would. */
   kill(): Promise<void>;
+  /** Pauses etcd with SIGSTOP: its connections stay open and it replies to nothing until `thaw`. */
+  freeze(): void;
+  /** Resumes etcd after `freeze` with SIGCONT. */
+  thaw(): void;
   /** Stops etcd if it runs, then starts it again on the same ports and data directory. */
   restart(): Promise<void>;
   /** Writes a backup of the running etcd to `file` with `etcdctl snapshot save`. */
@@ -145,6 +149,14 @@ class EtcdHarness implements EtcdProcess {
 
   async kill(): Promise<void> {
     await this.#terminate('SIGKILL');
+  }
+
+  freeze(): void {
+    if (this.#child !== undefined && !hasExited(this.#child)) this.#child.kill('SIGSTOP');
+  }
+
+  thaw(): void {
+    if (this.#child !== undefined && !hasExited(this.#child)) this.#child.kill('SIGCONT');
   }
 
   async restart(): Promise<void> {

@@ -201,3 +201,37 @@ describe('duplicate proxy id across replicas', { timeout: 120_000 }, () => {
     }
   });
 });
+
+describe('duplicate proxy id with a frozen etcd', { timeout: 120_000 }, () => {
+  let replicas: Replicas;
+
+  before(async () => {
+    replicas = await startReplicas();
+  });
+
+  after(async () => {
+    replicas.etcd.thaw();
+    await replicas.close();
+  });
+
+  test('new proxy connects while etcd is frozen', async () => {
+    const { ws, first, etcd } = replicas;
+    await waitFor('cp-a to be ready', 20_000, async () => {
+      return (await readyz(first.adminPort)).status === 200;
+    });
+    // The check of the shared records waits at most 1 s, well within the proxy's 4 s limit.
+    etcd.freeze();
+    try {
+      const proxy = await ws.proxy('p-frozen', [first.address], ['--control-plane-timeout', '4s']);
+      await waitFor('p-frozen to apply a snapshot', 30_000, async () => {
+        return (await readyz(proxy.adminPort)).status === 200;
+      });
+      assert.deepEqual(logLines(proxy, 'control plane lost, reconnecting'), [], ws.logs());
+      const rows = await rowsOf(first, 'p-frozen');
+      assert.equal(rows.length, 1);
+      assert.equal(rows[0].connected, true);
+    } finally {
+      etcd.thaw();
+    }
+  });
+});
