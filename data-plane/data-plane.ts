@@ -227,12 +227,16 @@ export class DataPlane {
     await this.stop();
   }
 
-  /** Stops the stream and both listeners and closes upstream pools. */
+  /**
+   * Stops the stream and both listeners, writes a snapshot still waiting for the snapshot cache
+   * file, and closes upstream pools.
+   */
   async stop(): Promise<void> {
     this.#client.stop();
     this.#traffic.closeAllConnections();
     this.#admin.closeAllConnections();
     await Promise.all([closeServer(this.#traffic), closeServer(this.#admin)]);
+    await this.#snapshotFile?.flush();
     await this.#upstreams.close();
     await this.accessLog.close();
     this.#logger.info({ id: this.#options.id }, 'proxy stopped');

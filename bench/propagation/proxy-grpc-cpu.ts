@@ -6,7 +6,9 @@
 // minus what the process uses idle over as long, divided by the changes. Compare with
 // `proxy-cpu.ts --gap-ms`, which leaves out gRPC and the work that runs after an apply.
 // Usage: node --import tsx bench/propagation/proxy-grpc-cpu.ts [--routes 1000] [--changes 20]
-//   [--gap-ms 20] [--windows FILE] [--json]
+//   [--gap-ms 20] [--snapshot-cache FILE] [--windows FILE] [--json]
+// --snapshot-cache makes the proxy write each applied snapshot to FILE, as `loom data-plane
+// --snapshot-cache` does.
 // --windows writes the one window from the first change to 1 s after the last ack, in
 // microseconds of the monotonic clock, for `profile-breakdown.ts`.
 import { fork } from 'node:child_process';
@@ -29,6 +31,7 @@ const SETTLE_MS = 1_000;
 /** Time over which the CPU use of the idle proxy is measured. */
 const IDLE_MS = 1_000;
 const WINDOWS_FILE = stringOption(argv, '--windows');
+const SNAPSHOT_CACHE = stringOption(argv, '--snapshot-cache');
 
 /** Returns `end - start`, or NaN when either is undefined. */
 function difference(end: number | undefined, start: number | undefined): number {
@@ -76,6 +79,7 @@ const dataPlane = new DataPlane({
   adminListen: '127.0.0.1:0',
   id: 'proxy-grpc-cpu',
   logger: pino({ level: 'silent' }),
+  snapshotCache: SNAPSHOT_CACHE,
 });
 await dataPlane.start();
 
@@ -118,6 +122,7 @@ const result = {
   routes: ROUTES,
   changes: CHANGES,
   gapMs: GAP_MS,
+  snapshotCache: SNAPSHOT_CACHE !== undefined,
   changeCpuMeanMs: Number((totalMs / CHANGES).toFixed(2)),
   // The part of changeCpuMeanMs that the main thread used. V8's other threads used the rest.
   changeMainThreadMeanMs: Number.isNaN(mainMs) ? undefined : Number((mainMs / CHANGES).toFixed(2)),

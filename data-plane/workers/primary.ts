@@ -177,12 +177,14 @@ export class WorkerPrimary {
 
   /**
    * Shuts down gracefully: readiness turns false, the stream stops, every worker drains its
-   * requests for up to `timeoutMs` and exits, then the admin listener closes.
+   * requests for up to `timeoutMs` and exits, a snapshot still waiting for the snapshot cache
+   * file is written, then the admin listener closes.
    */
   async drain(timeoutMs: number): Promise<void> {
     this.#draining = true;
     this.#client.stop();
     await this.#pool.stop(timeoutMs);
+    await this.#snapshotFile?.flush();
     await this.#prober.close();
     this.#admin.closeAllConnections();
     await new Promise((resolve) => this.#admin.close(resolve));

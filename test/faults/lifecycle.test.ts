@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, Agent, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -199,6 +199,18 @@ describe('proxy lifecycle', { timeout: 90_000 }, () => {
       encoded.fill(0);
       await saved;
       assert.deepEqual((await file.load(60_000))?.snapshot, snapshot);
+    });
+
+    test('flush writes before the delay', async () => {
+      const path = join(dir, 'f.json');
+      const file = new SnapshotFile(path, pino({ enabled: false }), { writeDelayMs: 600_000 });
+      const saved = file.save({ ...snapshot, version: 7 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(existsSync(path), false, 'the save was written before its delay');
+      await file.flush();
+      await saved;
+      assert.equal((await file.load(60_000))?.snapshot.version, 7);
+      await file.flush();
     });
 
     test('newest pending save wins', async () => {
