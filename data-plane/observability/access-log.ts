@@ -33,8 +33,8 @@ type Destination = ReturnType<typeof pino.destination>;
  * write call, which costs tens of µs whatever its size, so larger batches cost less per line.
  */
 // Measured on the 2-core Intel Xeon VM with Node.js 20.20.2, pinned to one core: writing 64 KiB
-// to a file on ext4 took 14 µs of CPU time with `fs.writeSync` and 27 µs with `fs.write`, whose
-// call returned after 10 µs and left the rest to the libuv thread pool.
+// to a file on ext4 took 14 µs of CPU time with `fs.writeSync` and 27 µs with `fs.write`. The
+// `fs.write` call returned after 10 µs and left the rest to the libuv thread pool.
 export const BATCH_BYTES = 64 * 1024;
 /** Maximum bytes of UTF-8 that one UTF-16 code unit of a line encodes to. */
 const MAX_BYTES_PER_CHAR = 3;
@@ -285,6 +285,8 @@ export class AccessLog {
     // completes, so the next batch gets a new Buffer. In string mode sonic-boom would encode
     // its pending string again after every write to find what is left.
     const batch = this.#batch.subarray(0, this.#batchLength);
+    // NOTE: a new Buffer per batch lives until garbage collection frees it. A synchronous file
+    // destination is done with the Buffer when `write` returns, so it could be reused.
     this.#batch = Buffer.allocUnsafeSlow(BATCH_BYTES);
     this.#batchLength = 0;
     if (!this.#failed && !this.#closed) {
