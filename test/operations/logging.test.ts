@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -167,6 +167,30 @@ describe('access log', () => {
       const reopened = readFileSync(file, 'utf8').trimEnd().split('\n');
       assert.equal((JSON.parse(reopened[0]) as { status: number }).status, 201);
     }
+  });
+
+  test('access log survives failed reopen', async () => {
+    const folder = join(dir, 'moved-folder');
+    mkdirSync(folder);
+    const file = join(folder, 'access.log');
+    const destination = memoryDestination();
+    const log = AccessLog.open(file, createLogger({ name: 'test', destination }));
+    log.write(entry);
+    log.flush();
+    renameSync(folder, `${folder}.1`);
+    // The folder is gone, so the file cannot be opened again.
+    log.reopen();
+    await waitFor('the write failure warning', 5_000, () => destination.lines.length > 0);
+    log.write({ ...entry, status: 201 });
+    await within(log.close(), 'the access log close');
+
+    const lines = readFileSync(join(`${folder}.1`, 'access.log'), 'utf8')
+      .trimEnd()
+      .split('\n');
+    assert.equal(lines.length, 1);
+    assert.equal((JSON.parse(lines[0]) as { status: number }).status, 200);
+    assert.equal(destination.lines.length, 1);
+    assert.match(destination.lines[0], /access log write failed/);
   });
 
   test('access log off by default', async () => {
