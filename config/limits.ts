@@ -1,4 +1,7 @@
 import { MAX_PATH_LENGTH } from '../data-plane/router/path.js';
+import { MAX_PATTERN_SEGMENTS } from '../data-plane/router/pattern.js';
+
+export { MAX_PATTERN_SEGMENTS };
 
 /**
  * Maximum length of a path pattern, stripPrefix or addPrefix, in characters.
@@ -6,12 +9,6 @@ import { MAX_PATH_LENGTH } from '../data-plane/router/path.js';
  * longer pattern or strip prefix could never match a request.
  */
 export const MAX_PATTERN_LENGTH = MAX_PATH_LENGTH;
-
-/**
- * Maximum number of segments in a path pattern. Far above what real routes
- * use; it bounds the depth of the trees that validation and the router build.
- */
-export const MAX_PATTERN_SEGMENTS = 1024;
 
 /**
  * Matches a string with at most `MAX_PATTERN_SEGMENTS` slashes, which is how

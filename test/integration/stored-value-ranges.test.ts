@@ -6,6 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import { loomctl } from '../helpers/cli.js';
 import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
+import { httpGet } from '../helpers/net.js';
+import { waitFor } from '../../scripts/processes.js';
 
 const BASELINE = `upstreams:
   - name: users
@@ -127,5 +130,29 @@ describe('stored numbers out of protocol range', { timeout: 90_000 }, () => {
     assert.deepEqual(route?.paths, ['/null-timeouts']);
     assert.equal(route?.timeouts, undefined);
     assert.equal(route?.stripPrefix, undefined);
+  });
+
+  test('oversized stored pattern is nacked', async () => {
+    // Stored form, so the control plane serves it as written and the proxy must bound it.
+    const path = '/a'.repeat(20_000);
+    const value = JSON.stringify({ name: 'deep', hosts: [], paths: [path], upstream: 'users' });
+    await runEtcdctl([`--endpoints=${etcd.endpoint}`, 'put', '/loom/routes/deep', value]);
+    try {
+      let nackError = '';
+      await waitFor('the proxy to nack the deep route', 30_000, async () => {
+        const status = await fleetStatus(fleet.controlPlane);
+        const proxy = status.proxies[0];
+        if (proxy === undefined || proxy.nackedVersion !== status.version) return false;
+        nackError = proxy.nackError;
+        return true;
+      });
+      assert.match(nackError, /route "deep": invalid path pattern starting "\/a\/a/);
+      assert.match(nackError, /\(40000 characters\): at most 8192 characters are allowed/);
+      assert.ok(nackError.length < 1_000, nackError);
+      const served = await httpGet(fleet.proxies[0].url('/extra'));
+      assert.notEqual(served.status, 404);
+    } finally {
+      await runEtcdctl([`--endpoints=${etcd.endpoint}`, 'del', '/loom/routes/deep']);
+    }
   });
 });

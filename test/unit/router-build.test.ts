@@ -159,3 +159,37 @@ describe('router static shortcut', () => {
     assert.equal(tree.find('GET', '/e', state)?.route, '/e/**');
   });
 });
+
+describe('router pattern size limits', () => {
+  /** Returns the error message of parsing `source`, or '' when it parses. */
+  function parseError(source: string): string {
+    try {
+      parsePattern('big', source);
+      return '';
+    } catch (error) {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_SNAPSHOT_REJECTED');
+      return error.message;
+    }
+  }
+
+  test('pattern of 8192 characters parses', () => {
+    assert.equal(parseError('/' + 'a'.repeat(8191)), '');
+  });
+
+  test('longer pattern is rejected briefly', () => {
+    const message = parseError('/' + 'a'.repeat(100_000));
+    assert.match(message, /invalid path pattern starting "\/a{63}" \(100001 characters\)/);
+    assert.match(message, /at most 8192 characters are allowed/);
+    assert.ok(message.length < 300, message);
+  });
+
+  test('pattern of 1024 segments parses', () => {
+    assert.equal(parseError('/a'.repeat(1024)), '');
+  });
+
+  test('pattern of 1025 segments is rejected', () => {
+    const message = parseError('/a'.repeat(1025));
+    assert.match(message, /\(2050 characters\): at most 1024 segments are allowed/);
+  });
+});
