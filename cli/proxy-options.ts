@@ -7,6 +7,7 @@ import type { DataPlaneOptions } from '../data-plane/data-plane.js';
 import { TrustedProxies } from '../data-plane/proxy/trusted-proxies.js';
 
 import { MAX_TIMER_MS } from '../common/timers.js';
+import { parseDuration } from './security-options.js';
 
 /** Data-plane flags of the request path: trusted proxies, client limits, upstream timeouts. */
 export interface ProxyFlags {
@@ -59,18 +60,21 @@ export function addProxyOptions(command: Command): Command {
       '300000',
     )
     .option(
-      '--upstream-connect-timeout <ms>',
-      'time to connect to a target; 0 means no timeout',
+      '--upstream-connect-timeout <duration>',
+      'time to connect to a target, such as 5s or 700ms (a bare number is milliseconds); ' +
+        '0 means no timeout',
       '5000',
     )
     .option(
-      '--upstream-headers-timeout <ms>',
-      'time to receive the response head of a target; 0 means no timeout',
+      '--upstream-headers-timeout <duration>',
+      'time to receive the response head of a target, such as 30s (a bare number is ' +
+        'milliseconds); 0 means no timeout',
       '30000',
     )
     .option(
-      '--upstream-body-timeout <ms>',
-      'longest pause inside a response body; 0 means no timeout',
+      '--upstream-body-timeout <duration>',
+      'longest pause inside a response body, such as 30s (a bare number is milliseconds); ' +
+        '0 means no timeout',
       '30000',
     )
     .option(
@@ -120,6 +124,8 @@ interface WholeNumberRule {
   zero?: string;
   /** Value suggested in the error message: the flag's default. */
   example: number;
+  /** True when the flag also takes a duration with a unit, such as 700ms or 5s. */
+  durationUnits?: true;
 }
 
 const TIMEOUT = { unit: 'milliseconds', max: MAX_TIMER_MS } as const;
@@ -151,15 +157,15 @@ const WHOLE_NUMBER_FLAGS = {
   },
   upstreamConnectTimeout: {
     flag: '--upstream-connect-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 5_000 },
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 5_000, durationUnits: true },
   },
   upstreamHeadersTimeout: {
     flag: '--upstream-headers-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000 },
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000, durationUnits: true },
   },
   upstreamBodyTimeout: {
     flag: '--upstream-body-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000 },
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000, durationUnits: true },
   },
   upstreamKeepAlive: {
     flag: '--upstream-keep-alive',
@@ -280,11 +286,21 @@ function trustedProxyList(value: string | undefined): string[] | undefined {
 
 function wholeNumber(flag: string, value: string, rule: WholeNumberRule): number {
   const text = value.trim();
-  const number = Number(text);
-  if (/^\d+$/.test(text) && number >= rule.min && number <= rule.max) {
+  const withUnit = rule.durationUnits === true && /^\d+(?:\.\d+)?(ms|s|m|h)$/.test(text);
+  // parseDuration rejects a duration above 0 that rounds to 0ms, naming the flag.
+  const number = withUnit ? parseDuration(text, flag, 'ms') : Number(text);
+  if ((withUnit || /^\d+$/.test(text)) && number >= rule.min && number <= rule.max) {
     return number;
   }
   const zero = rule.zero === undefined ? '' : ` (0 means ${rule.zero})`;
+  if (rule.durationUnits === true) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${flag} ${JSON.stringify(value)}: expected a whole number of milliseconds, ` +
+        `from 0 to ${rule.max}${zero}, or a duration such as 700ms or 5s; use a value such as ` +
+        `${rule.example}`,
+    );
+  }
   const range =
     rule.max === Number.MAX_SAFE_INTEGER
       ? rule.min === 0

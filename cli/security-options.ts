@@ -145,18 +145,38 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
   const tls: ClientTlsFiles | undefined = tlsSet
     ? { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey }
     : undefined;
+  // Every duration is parsed before any error is raised, so one message names each invalid flag.
+  const problems: string[] = [];
+  const durationOf = (parse: () => number): number => {
+    try {
+      return parse();
+    } catch (error) {
+      if (!(error instanceof LoomError)) throw error;
+      problems.push(error.message);
+      return 0;
+    }
+  };
+  const snapshotCacheMaxAgeMs = durationOf(() =>
+    parseDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age'),
+  );
+  const controlPlaneTimeoutMs = durationOf(() =>
+    parseTimerDuration(flags.controlPlaneTimeout, '--control-plane-timeout'),
+  );
+  const drainTimeoutMs = durationOf(() =>
+    parseTimerDuration(flags.drainTimeout, '--drain-timeout'),
+  );
+  if (problems.length > 0) {
+    throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
+  }
   return {
     options: {
       tls,
       token: flags.token ?? process.env.LOOM_PROXY_TOKEN,
       snapshotCache: flags.snapshotCache,
-      snapshotCacheMaxAgeMs: parseDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age'),
-      controlPlaneTimeoutMs: parseTimerDuration(
-        flags.controlPlaneTimeout,
-        '--control-plane-timeout',
-      ),
+      snapshotCacheMaxAgeMs,
+      controlPlaneTimeoutMs,
     },
-    drainTimeoutMs: parseTimerDuration(flags.drainTimeout, '--drain-timeout'),
+    drainTimeoutMs,
   };
 }
 
@@ -203,12 +223,13 @@ function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /**
- * Parses a duration such as `500ms`, `30s`, `15m` or `24h`; a bare number is
- * seconds. Returns milliseconds.
+ * Parses a duration such as `500ms`, `30s`, `15m` or `24h`; a bare number is in `bareUnit`,
+ * seconds unless given. Returns whole milliseconds.
  *
- * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and the value.
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and the value, also for a duration
+ * above 0 that rounds to 0ms, because 0 turns the limit of most flags off.
  */
-export function parseDuration(value: string, option: string): number {
+export function parseDuration(value: string, option: string, bareUnit: 'ms' | 's' = 's'): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
   if (!match) {
     throw new LoomError(
@@ -216,7 +237,16 @@ export function parseDuration(value: string, option: string): number {
       `invalid ${option} "${value}"; expected a duration such as 500ms, 30s, 15m or 24h`,
     );
   }
-  return Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2] ?? 's']);
+  const amount = Number(match[1]);
+  const ms = Math.round(amount * DURATION_UNITS_MS[match[2] ?? bareUnit]);
+  if (ms === 0 && amount > 0) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} "${value}": it rounds to 0ms, which the flag reads as 0 (see ` +
+        '--help), not as a short duration; use 1ms or more',
+    );
+  }
+  return ms;
 }
 
 /**

@@ -64,5 +64,9 @@ export function createLogger(settings: LoggerSettings): Logger {
     // when stderr is a pipe whose reader is gone.
     return pino(options, pretty({ destination: 2, singleLine: true, sync: true }));
   }
-  return pino(options, settings.destination ?? pino.destination({ dest: 2, sync: false }));
+  // Synchronous writes, which is also pino's default. In asynchronous mode pino flushes at exit
+  // with sonic-boom's flushSync, and sonic-boom 4.2 retries a write that fails with EPIPE there
+  // forever, so a process whose stderr reader was gone never exited. A synchronous EPIPE reaches
+  // pino's handler at once, which stops logging. NOTE: a full pipe blocks the process instead.
+  return pino(options, settings.destination ?? pino.destination({ dest: 2, sync: true }));
 }

@@ -118,6 +118,7 @@ export class DataPlane {
           source: this.#tableSource,
           draining: this.#drainer.draining,
           controlPlaneConnected: this.#client.state === 'streaming',
+          idRejection: this.#client.idRejection,
         }),
       metrics: () => this.metrics.registry,
       logger: this.#logger,

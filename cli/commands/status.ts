@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 
 import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
+import type { AdminClient } from '../admin-client.js';
 import { exitHelp, withClient } from '../context.js';
 import { err, formatTable, out } from '../output.js';
 
@@ -19,7 +20,7 @@ export function registerStatus(program: Command): void {
     )
     .addHelpText('after', exitHelp('success', 'unreachable control plane'))
     .action(async (options: { output: 'table' | 'json' }, command: Command) => {
-      const status = await withClient(command, (client) => client.status());
+      const status = await withClient(command, readStatus);
       if (options.output === 'json') {
         out(JSON.stringify(status, null, 2));
         return;
@@ -31,6 +32,27 @@ export function registerStatus(program: Command): void {
         err(`the proxies of other control planes are missing: ${status.fleetError}`);
       }
     });
+}
+
+/** Maximum number of status requests in one {@link readStatus}. */
+const STATUS_READS = 3;
+
+/**
+ * Reads the status with each proxy's first ack of the served version (`versionAckedAtMs`). The
+ * control plane fills ack times only for a version named in the request, so the first read
+ * finds the served version and the next requests it. A commit between two reads moves the
+ * served version, so the reads repeat until the response reports the version it was asked for.
+ */
+async function readStatus(client: AdminClient): Promise<StatusResponse> {
+  let status = await client.status();
+  for (let read = 1; read < STATUS_READS && status.version > 0; read++) {
+    const requested = status.version;
+    status = await client.status({ version: requested });
+    if (status.version === requested) return status;
+  }
+  // NOTE: when every read meets a new commit, the ack times are those of the version requested
+  // last, which is older than `version`.
+  return status;
 }
 
 /** Formats proxies as an aligned table, one row per proxy. */

@@ -7,6 +7,8 @@ export interface ReadinessState {
   source: TableSource;
   draining: boolean;
   controlPlaneConnected: boolean;
+  /** Message of the control plane's rejection of the proxy id; undefined without one. */
+  idRejection?: string;
 }
 
 /** HTTP status and JSON body of `GET /readyz`. */
@@ -17,13 +19,23 @@ export interface Readiness {
 
 /**
  * Decides readiness: not ready while draining or before any table is in
- * service, ready otherwise. The body names the table's source; a table read
+ * service, with the control plane's rejection of the proxy id when there is
+ * one, ready otherwise. The body names the table's source; a table read
  * from the snapshot cache counts as the control plane's once the stream is up,
  * because the control plane then sends any newer version.
  */
 export function readiness(state: ReadinessState): Readiness {
   if (state.draining) {
     return { status: 503, body: { status: 'draining', reason: 'the proxy is shutting down' } };
+  }
+  if (state.table === undefined && state.idRejection !== undefined) {
+    return {
+      status: 503,
+      body: {
+        status: 'not_ready',
+        reason: `no snapshot applied yet, because the control plane rejected the stream. ${state.idRejection}`,
+      },
+    };
   }
   if (state.table === undefined) {
     return { status: 503, body: { status: 'not_ready', reason: 'no snapshot applied yet' } };

@@ -68,6 +68,8 @@ export class AccessLog {
   /** Path of the file; undefined for stdout and for a disabled log. */
   readonly #file: string | undefined;
   #failed = false;
+  /** Set once a write failed with EPIPE: pino's handler then turns `end` into a no-op. */
+  #brokenPipe = false;
   #closed = false;
   /** Settles once the file that {@link reopen} asked for is open; undefined before a reopen. */
   #reopened: Promise<unknown> | undefined;
@@ -94,7 +96,7 @@ export class AccessLog {
     this.#logger = logger;
     this.#file = file;
     this.#batch = Buffer.allocUnsafeSlow(destination === undefined ? 0 : BATCH_BYTES);
-    destination?.on('error', (err: Error) => this.#onError(err));
+    destination?.on('error', (err: NodeJS.ErrnoException) => this.#onError(err));
   }
 
   /** An access log that writes nothing; `enabled` is false. */
@@ -322,12 +324,20 @@ export class AccessLog {
     // sonic-boom 4.2 drops a reopen that waits for a write when end() comes first, and then
     // never closes, so the end waits for the reopened file.
     await this.#reopened;
-    const closed = once(destination, 'close');
+    if (this.#brokenPipe) {
+      return;
+    }
+    // An error while the last lines go out rejects the wait; #onError has logged it, and the
+    // shutdown goes on.
+    const closed = once(destination, 'close').catch(() => undefined);
     destination.end();
     await closed;
   }
 
-  #onError(err: Error): void {
+  #onError(err: NodeJS.ErrnoException): void {
+    if (err.code === 'EPIPE') {
+      this.#brokenPipe = true;
+    }
     if (this.#failed) {
       return;
     }

@@ -158,6 +158,8 @@ export class SnapshotClient {
   readonly instanceId = randomUUID();
   /** True after a rejection for a duplicate proxy id was logged, until a stream opens. */
   #duplicateLogged = false;
+  /** Message of the control plane's last rejection of the proxy id, until a stream opens. */
+  #idRejection: string | undefined;
   /** Addresses whose reconnect log already carried the wrong-port hint. */
   readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
@@ -177,6 +179,14 @@ export class SnapshotClient {
 
   get state(): ClientState {
     return this.#state;
+  }
+
+  /**
+   * Message of the control plane that rejected the last stream because another process uses
+   * the proxy id. It is undefined before any rejection and again once a stream opens.
+   */
+  get idRejection(): string | undefined {
+    return this.#idRejection;
   }
 
   start(): void {
@@ -235,6 +245,7 @@ export class SnapshotClient {
       this.#backoff.reset();
       this.#reportedRejections.clear();
       this.#duplicateLogged = false;
+      this.#idRejection = undefined;
       this.#transition('streaming', { address });
     });
     call.on('data', (bytes: Buffer) => this.#receive({ bytes, call, address }));
@@ -278,14 +289,15 @@ export class SnapshotClient {
   }
 
   /**
-   * Logs the first rejection for a duplicate proxy id as an error with the fix. The retries
-   * log only the usual reconnect line.
+   * Stores a rejection for a duplicate proxy id for readiness, and logs the first one as an
+   * error with the fix. The retries log only the usual reconnect line.
    */
   #reportDuplicate(address: string, error: ServiceError): void {
-    if (this.#duplicateLogged) return;
     const loomError = fromServiceError(error);
     if (loomError.code !== 'LOOM_ALREADY_EXISTS') return;
 
+    this.#idRejection = loomError.message;
+    if (this.#duplicateLogged) return;
     this.#duplicateLogged = true;
     this.#logger.error(
       { address, proxyId: this.#options.proxyId, reason: loomError.message },

@@ -344,6 +344,7 @@ export class WorkerPrimary {
       source: this.#source,
       draining: this.#draining,
       controlPlaneConnected: this.#client.state === 'streaming',
+      idRejection: this.#client.idRejection,
     });
     const workers = {
       listening: this.#pool.listening,

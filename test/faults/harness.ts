@@ -130,7 +130,7 @@ export function logLines(member: Member, message: string): Record<string, unknow
 /** Body of a proxy's `/readyz`, with its HTTP status. */
 export interface ReadyState {
   status: number;
-  body: { status?: string; version?: number; epoch?: string; source?: string };
+  body: { status?: string; reason?: string; version?: number; epoch?: string; source?: string };
 }
 
 /** Reads a proxy's `/readyz`; a connection error reads as status 0. */

@@ -87,7 +87,13 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
     assert.equal(rows.length, 1);
     assert.equal(rows[0].address, original.address);
     assert.equal(rows[0].connected, true);
-    assert.notEqual((await readyz(copy.adminPort)).status, 200);
+    const ready = await readyz(copy.adminPort);
+    assert.equal(ready.status, 503);
+    assert.equal(ready.body.status, 'not_ready');
+    const readyReason = String(ready.body.reason);
+    assert.match(readyReason, /the control plane rejected the stream/);
+    assert.match(readyReason, /proxy id "p1" is already connected from/);
+    assert.ok(readyReason.includes(original.address), readyReason);
 
     // The copy retries, so the count is at least the two rejections waited for.
     const rejections = await duplicateRejections(cp);
@@ -119,6 +125,10 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
     const [row] = await rowsOf(cp, 'p1');
     assert.equal(row.nackedVersion, version);
     assert.notEqual(row.ackedVersion, version);
+    // The copy streams now, so its readiness no longer names the rejection.
+    const ready = await readyz(copy.adminPort);
+    assert.equal(ready.status, 503);
+    assert.equal(ready.body.reason, 'no snapshot applied yet');
     const file = join(ws.dir, 'dupt2.yaml');
     const waited = await loomctl(cp.address, ['apply', '-f', file, '--wait']);
     assert.notEqual(waited.code, 0, waited.stdout + waited.stderr);

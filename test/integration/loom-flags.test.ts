@@ -181,6 +181,73 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     );
   });
 
+  test('sub-millisecond durations rejected', async () => {
+    const flags = [
+      '--control-plane-timeout',
+      '--drain-timeout',
+      '--snapshot-cache-max-age',
+      '--upstream-connect-timeout',
+      '--upstream-headers-timeout',
+      '--upstream-body-timeout',
+    ];
+    const result = await loom([...proxyArgs, ...flags.flatMap((flag) => [flag, '0.4ms'])]);
+    assertUsageError(result, 'data-plane durations');
+    const lines = errorLines(result);
+    for (const flag of flags) {
+      assert.ok(
+        lines.includes(
+          `error: invalid ${flag} "0.4ms": it rounds to 0ms, which the flag reads as 0 (see ` +
+            '--help), not as a short duration; use 1ms or more',
+        ),
+        `${flag}: ${result.stderr}`,
+      );
+    }
+    assert.equal(lines.length, flags.length, result.stderr);
+
+    const controlPlane = await loom([
+      'control-plane',
+      '--listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--admin-listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--data-dir',
+      join(dir, 'sub-millisecond'),
+      '--etcd-watch-check-interval',
+      '0.0001s',
+    ]);
+    assertUsageError(controlPlane, '--etcd-watch-check-interval');
+    assert.deepEqual(errorLines(controlPlane), [
+      'error: invalid --etcd-watch-check-interval "0.0001s": it rounds to 0ms, which the flag ' +
+        'reads as 0 (see --help), not as a short duration; use 1ms or more',
+    ]);
+  });
+
+  test('upstream timeout units rejected', async () => {
+    const result = await loom([...proxyArgs, '--upstream-body-timeout', '30 seconds']);
+    assertUsageError(result, '--upstream-body-timeout');
+    assert.deepEqual(errorLines(result), [
+      'error: invalid --upstream-body-timeout "30 seconds": expected a whole number of ' +
+        'milliseconds, from 0 to 2147483647 (0 means no timeout), or a duration such as 700ms ' +
+        'or 5s; use a value such as 30000',
+    ]);
+  });
+
+  test('upstream timeouts with units start proxy', async () => {
+    const result = await startThenStop(
+      [
+        ...proxyArgs,
+        '--upstream-connect-timeout',
+        '700ms',
+        '--upstream-headers-timeout',
+        '1.5s',
+        '--upstream-body-timeout',
+        '30000',
+      ],
+      'proxy listening',
+    );
+    assert.equal(result.code, 0, result.stderr);
+  });
+
   test('zero timeouts start proxy', async () => {
     const result = await startThenStop(
       [
@@ -219,7 +286,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       '--upstream-headers-timeout',
       '--upstream-body-timeout',
     ]) {
-      assert.match(help, new RegExp(`${flag} <ms> [^-]*; 0 means no timeout`), flag);
+      assert.match(help, new RegExp(`${flag} <duration> [^-]*; 0 means no timeout`), flag);
     }
     assert.match(help, /--tunnel-idle-timeout <ms> [^-]*; 0 means no limit/);
     assert.match(help, /--send-timeout <ms> [^-]*; 0 means no limit/);
