@@ -41,22 +41,26 @@ export function addProxyOptions(command: Command): Command {
     )
     .option('--max-header-bytes <bytes>', 'largest request head; larger gets 431', '16384')
     .option('--max-header-count <n>', 'maximum request header fields; more get 431', '100')
-    .option('--headers-timeout <ms>', 'time to receive a request head; slower gets 408', '10000')
     .option(
-      '--request-timeout <ms>',
-      'time to receive a whole request, body included; 0 disables it, other values must be ' +
-        'at least --headers-timeout',
+      '--headers-timeout <duration>',
+      'time to receive a request head, such as 10s; slower gets 408',
+      '10000',
+    )
+    .option(
+      '--request-timeout <duration>',
+      'time to receive a whole request, body included, such as 5m; 0 disables it, other ' +
+        'values must be at least --headers-timeout',
       '300000',
     )
     .option(
-      '--send-timeout <ms>',
-      'longest time a client may take no bytes while some wait to be sent to it; it is then ' +
-        'cut off; 0 means no limit',
+      '--send-timeout <duration>',
+      'longest time a client may take no bytes while some wait to be sent to it, such as ' +
+        '60s; it is then cut off; 0 means no limit',
       '60000',
     )
     .option(
-      '--tunnel-idle-timeout <ms>',
-      'idle time after which an upgraded connection closes; 0 means no limit',
+      '--tunnel-idle-timeout <duration>',
+      'idle time after which an upgraded connection closes, such as 5m; 0 means no limit',
       '300000',
     )
     .option(
@@ -78,8 +82,8 @@ export function addProxyOptions(command: Command): Command {
       '30000',
     )
     .option(
-      '--upstream-keep-alive <ms>',
-      'idle time after which a pooled upstream connection closes',
+      '--upstream-keep-alive <duration>',
+      'idle time after which a pooled upstream connection closes, such as 4s',
       '4000',
     )
     .option(
@@ -142,18 +146,21 @@ const WHOLE_NUMBER_FLAGS = {
     flag: '--max-header-count',
     rule: { unit: 'header fields', min: 1, max: Number.MAX_SAFE_INTEGER, example: 100 },
   },
-  headersTimeout: { flag: '--headers-timeout', rule: { ...TIMEOUT, min: 1, example: 10_000 } },
+  headersTimeout: {
+    flag: '--headers-timeout',
+    rule: { ...TIMEOUT, min: 1, example: 10_000, durationUnits: true },
+  },
   requestTimeout: {
     flag: '--request-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 300_000 },
+    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 300_000, durationUnits: true },
   },
   sendTimeout: {
     flag: '--send-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 60_000 },
+    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 60_000, durationUnits: true },
   },
   tunnelIdleTimeout: {
     flag: '--tunnel-idle-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 300_000 },
+    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 300_000, durationUnits: true },
   },
   upstreamConnectTimeout: {
     flag: '--upstream-connect-timeout',
@@ -169,7 +176,7 @@ const WHOLE_NUMBER_FLAGS = {
   },
   upstreamKeepAlive: {
     flag: '--upstream-keep-alive',
-    rule: { ...TIMEOUT, min: 1, example: 4_000 },
+    rule: { ...TIMEOUT, min: 1, example: 4_000, durationUnits: true },
   },
   maxResponseHeaderBytes: {
     flag: '--max-response-header-bytes',
@@ -297,7 +304,7 @@ function wholeNumber(flag: string, value: string, rule: WholeNumberRule): number
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
       `invalid ${flag} ${JSON.stringify(value)}: expected a whole number of milliseconds, ` +
-        `from 0 to ${rule.max}${zero}, or a duration such as 700ms or 5s; use a value such as ` +
+        `from ${rule.min} to ${rule.max}${zero}, or a duration such as 700ms or 5s; use a value such as ` +
         `${rule.example}`,
     );
   }

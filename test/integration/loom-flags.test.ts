@@ -79,12 +79,16 @@ describe('loom flag values', { timeout: 240_000 }, () => {
 
   test('zero proxy limits rejected', async () => {
     const cases = [
-      { flag: '--headers-timeout', expected: 'milliseconds, from 1 to 2147483647', example: 10000 },
+      {
+        flag: '--headers-timeout',
+        expected: 'milliseconds, from 1 to 2147483647, or a duration such as 700ms or 5s',
+        example: 10000,
+      },
       { flag: '--max-header-count', expected: 'header fields, at least 1', example: 100 },
       { flag: '--max-header-bytes', expected: 'bytes, at least 1', example: 16384 },
       {
         flag: '--upstream-keep-alive',
-        expected: 'milliseconds, from 1 to 2147483647',
+        expected: 'milliseconds, from 1 to 2147483647, or a duration such as 700ms or 5s',
         example: 4000,
       },
       { flag: '--max-response-header-bytes', expected: 'bytes, at least 1', example: 16384 },
@@ -138,13 +142,29 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     assert.match(errors[3], /^error: invalid --upstream-headers-timeout "2147483648": /);
   });
 
-  test('invalid send timeout named', async () => {
-    const result = await loom([...proxyArgs, '--send-timeout', '60s']);
-    assertUsageError(result, '--send-timeout');
-    assert.deepEqual(errorLines(result), [
-      'error: invalid --send-timeout "60s": expected a whole number of milliseconds, from 0 to ' +
-        '2147483647 (0 means no limit); use a value such as 60000',
-    ]);
+  test('invalid durations named', async () => {
+    const cases = [
+      {
+        flag: '--send-timeout',
+        value: '60sec',
+        expected: 'from 0 to 2147483647 (0 means no limit)',
+        example: 60000,
+      },
+      {
+        flag: '--upstream-keep-alive',
+        value: '0s',
+        expected: 'from 1 to 2147483647',
+        example: 4000,
+      },
+    ];
+    for (const { flag, value, expected, example } of cases) {
+      const result = await loom([...proxyArgs, flag, value]);
+      assertUsageError(result, flag);
+      assert.deepEqual(errorLines(result), [
+        `error: invalid ${flag} "${value}": expected a whole number of milliseconds, ` +
+          `${expected}, or a duration such as 700ms or 5s; use a value such as ${example}`,
+      ]);
+    }
   });
 
   test('request timeout below headers timeout', async () => {
@@ -232,7 +252,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     ]);
   });
 
-  test('upstream timeouts with units start proxy', async () => {
+  test('timeouts with units start proxy', async () => {
     const result = await startThenStop(
       [
         ...proxyArgs,
@@ -242,6 +262,16 @@ describe('loom flag values', { timeout: 240_000 }, () => {
         '1.5s',
         '--upstream-body-timeout',
         '30000',
+        '--headers-timeout',
+        '10s',
+        '--request-timeout',
+        '5m',
+        '--send-timeout',
+        '60s',
+        '--tunnel-idle-timeout',
+        '1h',
+        '--upstream-keep-alive',
+        '4s',
       ],
       'proxy listening',
     );
@@ -288,8 +318,8 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     ]) {
       assert.match(help, new RegExp(`${flag} <duration> [^-]*; 0 means no timeout`), flag);
     }
-    assert.match(help, /--tunnel-idle-timeout <ms> [^-]*; 0 means no limit/);
-    assert.match(help, /--send-timeout <ms> [^-]*; 0 means no limit/);
+    assert.match(help, /--tunnel-idle-timeout <duration> [^-]*; 0 means no limit/);
+    assert.match(help, /--send-timeout <duration> [^-]*; 0 means no limit/);
     assert.match(help, /--drain-timeout <duration> .*; 0 closes their connections at once/);
   });
 
