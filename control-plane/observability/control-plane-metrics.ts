@@ -14,8 +14,8 @@ export const VERSION_SERIES_LIMIT = 10;
 export type ApplyResult = 'committed' | 'unchanged' | 'dry_run' | 'error';
 
 /**
- * Label of `loom_control_plane_duplicate_proxy_id_rejections_total`: where the stream that
- * holds the id is, on this replica or on another one that the shared records name.
+ * Label of `loom_control_plane_duplicate_proxy_id_rejections_total`: the replica with the stream
+ * that has the id, this one or another one named in the shared records.
  */
 export type DuplicateIdHolder = 'this_replica' | 'other_replica';
 
@@ -251,7 +251,7 @@ export class ControlPlaneMetrics {
     this.#encodedBytes.set(published.encoded.length);
   }
 
-  /** Counts a proxy stream rejected because another proxy process holds its id. */
+  /** Counts a proxy stream rejected because another proxy process is connected under its id. */
   duplicateProxyIdRejected(holder: DuplicateIdHolder): void {
     this.#duplicateIds.inc({ holder });
   }
