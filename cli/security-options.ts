@@ -20,6 +20,7 @@ export interface ControlPlaneSecurityFlags {
   maxStreams: string;
   streamAdmissionRate: string;
   maxMessageBytes?: string;
+  connectionIdleTimeout: string;
   etcdCa?: string;
   etcdCert?: string;
   etcdKey?: string;
@@ -59,6 +60,11 @@ export function addControlPlaneSecurityOptions(command: Command): Command {
     .option(
       '--max-message-bytes <n>',
       'largest request message accepted, in bytes (default 256 MiB)',
+    )
+    .option(
+      '--connection-idle-timeout <duration>',
+      'time a gRPC connection with no open stream stays open, such as 60s; 0 keeps it open',
+      '60s',
     )
     .option('--etcd-ca <file>', 'PEM CA that verifies etcd')
     .option('--etcd-cert <file>', 'PEM client certificate for etcd')
@@ -124,6 +130,10 @@ export function controlPlaneSecurity(
       flags.maxMessageBytes === undefined
         ? undefined
         : parsePositive(flags.maxMessageBytes, '--max-message-bytes'),
+    connectionIdleTimeoutMs: parseTimerDuration(
+      flags.connectionIdleTimeout,
+      '--connection-idle-timeout',
+    ),
     etcdTls: etcdTlsSet
       ? { ca: flags.etcdCa, cert: flags.etcdCert, key: flags.etcdKey }
       : undefined,

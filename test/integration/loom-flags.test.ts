@@ -261,6 +261,33 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     ]);
   });
 
+  test('connection idle timeout checked', async () => {
+    const controlPlaneArgs = [
+      'control-plane',
+      '--listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--admin-listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--data-dir',
+      join(dir, 'connection-idle-timeout'),
+    ];
+    const cases = [
+      ['soon', 'expected a duration such as 500ms, 30s, 15m or 24h'],
+      ['1000h', 'expected at most 2147483647ms'],
+    ];
+    for (const [value, expected] of cases) {
+      const result = await loom([...controlPlaneArgs, '--connection-idle-timeout', value]);
+      assertUsageError(result, `--connection-idle-timeout ${value}`);
+      const lines = errorLines(result);
+      assert.equal(lines.length, 1, result.stderr);
+      assert.ok(lines[0].startsWith(`error: invalid --connection-idle-timeout "${value}"`));
+      assert.ok(lines[0].includes(expected), lines[0]);
+    }
+
+    const help = (await loom(['control-plane', '--help'])).stdout.replace(/\s+/g, ' ');
+    assert.match(help, /--connection-idle-timeout <duration> [^-]*; 0 keeps it open/);
+  });
+
   test('upstream timeout units rejected', async () => {
     const result = await loom([...proxyArgs, '--upstream-body-timeout', '30 seconds']);
     assertUsageError(result, '--upstream-body-timeout');
