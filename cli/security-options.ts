@@ -130,9 +130,10 @@ export function controlPlaneSecurity(
       flags.maxMessageBytes === undefined
         ? undefined
         : parsePositive(flags.maxMessageBytes, '--max-message-bytes'),
-    connectionIdleTimeoutMs: parseTimerDuration(
+    connectionIdleTimeoutMs: parseFlagDuration(
       flags.connectionIdleTimeout,
       '--connection-idle-timeout',
+      { zero: 'keep such connections open' },
     ),
     etcdTls: etcdTlsSet
       ? { ca: flags.etcdCa, cert: flags.etcdCert, key: flags.etcdKey }

@@ -818,7 +818,6 @@ export class EtcdStore implements Store {
   }
 }
 
-/** Formats an epoch as the cluster id in hex and the generation UUID. */
 /**
  * False for a generation value that is empty or only whitespace, as `etcdctl put KEY ""`
  * or a hand-edited backup leaves it.
@@ -827,6 +826,7 @@ function isUsableGeneration(value: string): boolean {
   return value.trim() !== '';
 }
 
+/** Formats an epoch as the cluster id in hex and the generation UUID. */
 function formatEpoch(clusterId: string, generation: string): string {
   return `${BigInt(clusterId).toString(16).padStart(16, '0')}-${generation}`;
 }

@@ -272,7 +272,8 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       join(dir, 'connection-idle-timeout'),
     ];
     const cases = [
-      ['soon', 'expected a duration such as 500ms, 30s, 15m or 24h'],
+      ['soon', 'expected a duration such as 700ms, 30s, 5m, 1h or 1m30s'],
+      ['60', 'a duration needs a unit; write 60ms or 60s'],
       ['1000h', 'expected at most 2147483647ms'],
     ];
     for (const [value, expected] of cases) {
