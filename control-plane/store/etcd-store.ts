@@ -118,7 +118,7 @@ const RECORD_ACCEPTED_ATTEMPTS = 16;
  */
 const RECORD_WALK_LIMIT = 4_096;
 /**
- * Revisions the walk checks per transaction at first, two reads each. etcd allows 128
+ * Revisions the walk checks per transaction at first, three reads each. etcd allows 128
  * operations per transaction by default (`--max-txn-ops`); when it rejects a batch, later
  * ones are half as large.
  */
@@ -332,10 +332,13 @@ export class EtcdStore implements Store {
    * later page at the first page's revision, so the result is one consistent
    * revision however many pages it takes.
    *
-   * The returned revision skips the bookkeeping writes (accepted versions and fleet
-   * records) at the end of etcd's history (see `#revisionBeforeRecords`), so a control
-   * plane that reads after proxies acked gets the version they acked, not the revision of
-   * a record.
+   * The returned revision skips the bookkeeping writes (accepted versions, fleet records
+   * and the creation of the generation key) at the end of etcd's history (see
+   * `#revisionBeforeRecords`). A control plane that reads after proxies acked thus gets the
+   * version they acked, not the revision of a record. Replicas that read an empty etcd
+   * before and after one of them created the generation key thus serve one version. A
+   * replaced generation value counts as a change: a watch that starts before it fails as
+   * an epoch change (see `EtcdWatch`).
    *
    * @throws LoomError `LOOM_STORE_UNAVAILABLE`, retryable, when etcd compacts
    *   that revision before the last page is read.
@@ -367,7 +370,8 @@ export class EtcdStore implements Store {
         : formatEpoch(first.header.cluster_id, stored);
     const bookkeeping =
       lastModRevision(first.responses[2]) === Number(revision) ||
-      lastModRevision(first.responses[3]) === Number(revision);
+      lastModRevision(first.responses[3]) === Number(revision) ||
+      createdAt(first.responses[1]) === Number(revision);
     const configRevision = bookkeeping
       ? await this.#revisionBeforeRecords(Number(revision))
       : Number(revision);
@@ -378,10 +382,11 @@ export class EtcdStore implements Store {
 
   /**
    * Returns the revision before the run of bookkeeping writes that ends at `head`. Each of
-   * those writes is a transaction of the accepted key alone, or of fleet records and the
-   * fleet write marker, so every configuration key is the same at the returned revision as
-   * at `head`. A revision at which the accepted key or the marker has that revision as its
-   * mod revision is such a write. Revisions are checked in batches of one transaction each.
+   * those writes is a transaction of the accepted key alone, of fleet records and the
+   * fleet write marker, or of the generation key's creation, so every configuration key is
+   * the same at the returned revision as at `head`. A revision at which the accepted key or
+   * the marker has that revision as its mod revision, or the generation key as its create
+   * revision, is such a write. Revisions are checked in batches of one transaction each.
    * The walk stops after `RECORD_WALK_LIMIT` revisions, or before a compacted revision, and
    * returns the revision it reached, which is still correct but later than needed. The
    * returned revision is never compacted, so a watch can start after it.
@@ -427,20 +432,23 @@ export class EtcdStore implements Store {
   async #bookkeepingAt(revisions: number[]): Promise<boolean[]> {
     const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
     const marker = Buffer.from(this.fleet.markerKey);
+    const generation = Buffer.from(this.#metaKey(this.#root, GENERATION));
     const response = await this.#request('range', () =>
       this.#client.kv.txn({
         compare: [],
         success: revisions.flatMap((revision): IRequestOp[] => [
           { request_range: { key: accepted, keys_only: true, revision: String(revision) } },
           { request_range: { key: marker, keys_only: true, revision: String(revision) } },
+          { request_range: { key: generation, keys_only: true, revision: String(revision) } },
         ]),
         failure: [],
       }),
     );
     return revisions.map(
       (revision, index) =>
-        lastModRevision(response.responses[2 * index]) === revision ||
-        lastModRevision(response.responses[2 * index + 1]) === revision,
+        lastModRevision(response.responses[3 * index]) === revision ||
+        lastModRevision(response.responses[3 * index + 1]) === revision ||
+        createdAt(response.responses[3 * index + 2]) === revision,
     );
   }
 
@@ -698,19 +706,22 @@ export class EtcdStore implements Store {
   /**
    * Returns the key ranges under `prefix` that a conditional commit compares: all of it
    * except the bookkeeping keys (the accepted version, the fleet records and their write
-   * marker), because acks and proxy connections move them and they are no part of the
-   * configuration.
+   * marker, the generation key), because acks, proxy connections and the first read of a
+   * store move them and they are no part of the configuration. `range` does not count their
+   * writes as versions either.
    */
   #comparedRanges(prefix: string): [Buffer, Buffer][] {
     const range = Range.prefix(prefix);
     const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
     const marker = Buffer.from(this.fleet.markerKey);
     const records = Range.prefix(this.fleet.recordsDirectory);
-    // Sorted, as etcd orders keys: "accepted" < "fleet-write" < "fleet/".
+    const generation = Buffer.from(this.#metaKey(this.#root, GENERATION));
+    // Sorted, as etcd orders keys: "accepted" < "fleet-write" < "fleet/" < "generation".
     const excluded: [Buffer, Buffer][] = [
       [accepted, afterKey(accepted)],
       [marker, afterKey(marker)],
       [records.start, records.end],
+      [generation, afterKey(generation)],
     ];
     const compared: [Buffer, Buffer][] = [];
     let start = range.start;
@@ -854,4 +865,13 @@ function afterKey(key: Buffer): Buffer {
 
 function lastModRevision(response: IResponseOp): number {
   return Number(response.response_range.kvs[0]?.mod_revision ?? 0);
+}
+
+/**
+ * Returns the revision at which the first key of a range was written in its first version,
+ * or 0 when the key is missing or a later write replaced its value.
+ */
+function createdAt(response: IResponseOp): number {
+  const kv = response.response_range.kvs[0];
+  return kv === undefined || Number(kv.version) !== 1 ? 0 : Number(kv.mod_revision);
 }
