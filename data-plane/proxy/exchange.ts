@@ -14,7 +14,12 @@ import {
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
+import {
+  buildClientResponseHeaders,
+  buildClientTrailers,
+  unsupportedResponseCoding,
+  type ResponseHead,
+} from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import type { RouteActions } from './route-actions.js';
@@ -91,7 +96,12 @@ const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 const MAX_INFORMATIONAL_RESPONSES = 8;
 
 /** Scratch result of `buildClientResponseHeaders`, read right after each call. */
-const RESPONSE_HEAD: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+const RESPONSE_HEAD: ResponseHead = {
+  contentLength: undefined,
+  trailerIndex: -1,
+  connectionTokens: undefined,
+  transferEncoding: undefined,
+};
 
 /** Methods whose requests may be sent again (RFC 9110 section 9.2.2); POST and PATCH are not. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -233,6 +243,12 @@ export class ProxyExchange
     head.contentLength = undefined;
     head.trailerIndex = -1;
     const headers = buildClientResponseHeaders(raw, request.actions, head);
+    const codingError = unsupportedResponseCoding(head);
+    if (codingError !== undefined) {
+      // The upstream connection is closed with the request, because its framing is unknown.
+      this.#abort?.(codingError);
+      return true;
+    }
     // Trailers need chunked encoding toward the client, which Node.js uses only for HTTP/1.1
     // responses with a body and without Content-Length. In every other case the Trailer header
     // is dropped, because it would make `writeHead` throw.
