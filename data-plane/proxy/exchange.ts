@@ -574,14 +574,16 @@ function forwardInformational(res: ServerResponse, status: number, raw: readonly
 }
 
 /**
- * Tells whether undici failed a 304 only because it carries the Content-Length its 200 would
- * have, which RFC 9110 section 8.6 allows. The response has no body, so it is complete.
+ * Tells whether undici failed a 204 or 304 only because of its Content-Length. A 304 may carry
+ * the Content-Length its 200 would have (RFC 9110 section 8.6), and a 204 that carries one
+ * anyway still ends at its headers (RFC 9112 section 6.3), so the response is complete.
  */
 // NOTE: undici 7.30 checks Content-Length against the body of every response except those to
-// HEAD, and closes the upstream connection after such a 304.
+// HEAD, and closes the upstream connection after such a 204 or 304.
 function isBodylessLengthMismatch(status: number, err: Error): boolean {
   return (
-    status === 304 && (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+    (status === 204 || status === 304) &&
+    (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
   );
 }
 

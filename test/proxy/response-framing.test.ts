@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { openRawClient, RawServer, startProxy, within, type ProxyFixture } from './harness.js';
 
-/** Canned upstream responses by request path; a response without framing ends with a FIN. */
+/** Canned upstream responses by request path. A response marked `end` is followed by a FIN. */
 const RESPONSES: Record<string, { text: string; end: boolean }> = {
   '/gzip-chunked': {
     text: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nCODED\r\n0\r\n\r\n',
@@ -19,6 +19,10 @@ const RESPONSES: Record<string, { text: string; end: boolean }> = {
   },
   '/upgrade-refused': {
     text: 'HTTP/1.1 426 Upgrade Required\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nCODED\r\n0\r\n\r\n',
+    end: false,
+  },
+  '/no-content-length': {
+    text: 'HTTP/1.1 204 No Content\r\nX-Kind: empty\r\nContent-Length: 5\r\n\r\n',
     end: false,
   },
   '/plain': { text: 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain', end: false },
@@ -105,4 +109,17 @@ describe('upstream response framing', () => {
       assert.doesNotMatch(text, /CODED/, 'the coded body reached the client');
     });
   }
+
+  it('completes 204 with a Content-Length', async () => {
+    const text = await exchange(
+      proxy.port,
+      `GET /no-content-length HTTP/1.1\r\nHost: a.test\r\n\r\n${NEXT_REQUEST}`,
+    );
+    const [first, second] = text.split(/(?=HTTP\/1\.1 )/);
+
+    assert.match(first, /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.match(first, /\r\nx-kind: empty\r\n/i);
+    assert.ok(first.endsWith('\r\n\r\n'), 'the 204 response carried a body');
+    assert.match(second, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nplain$/);
+  });
 });
