@@ -25,6 +25,14 @@ const RESPONSES: Record<string, { text: string; end: boolean }> = {
     text: 'HTTP/1.1 204 No Content\r\nX-Kind: empty\r\nContent-Length: 5\r\n\r\n',
     end: false,
   },
+  '/unrequested-continue': {
+    text: 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+    end: false,
+  },
+  '/unrequested-switch': {
+    text: 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    end: false,
+  },
   '/plain': { text: 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain', end: false },
 };
 
@@ -75,8 +83,15 @@ describe('upstream response framing', () => {
     await upstream.close();
   });
 
-  for (const path of ['/gzip-chunked', '/gzip-close', '/split-codings']) {
-    it(`rejects transfer coding of ${path}`, async () => {
+  const REJECTED = [
+    { path: '/gzip-chunked', message: /the upstream request failed/ },
+    { path: '/gzip-close', message: /the upstream request failed/ },
+    { path: '/split-codings', message: /the upstream request failed/ },
+    { path: '/unrequested-continue', message: /cannot read/ },
+    { path: '/unrequested-switch', message: /cannot read/ },
+  ];
+  for (const { path, message } of REJECTED) {
+    it(`answers 502 to ${path}`, async () => {
       const text = await exchange(
         proxy.port,
         `GET ${path} HTTP/1.1\r\nHost: a.test\r\n\r\n${NEXT_REQUEST}`,
@@ -85,6 +100,7 @@ describe('upstream response framing', () => {
 
       assert.match(first, /^HTTP\/1\.1 502 /);
       assert.match(first, /"error":"upstream_error"/);
+      assert.match(first, message);
       assert.doesNotMatch(text, /CODED/, 'the coded body reached the client');
       assert.match(second, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nplain$/);
     });
