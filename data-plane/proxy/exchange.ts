@@ -262,6 +262,11 @@ export class ProxyExchange
     ) {
       headers.splice(head.trailerIndex, 2);
     }
+    // RFC 9110 section 8.6 forbids Content-Length in a 204, and a client that trusted one would
+    // wait for a body that never comes.
+    if (statusCode === 204 && head.contentLength !== undefined) {
+      removeContentLength(headers);
+    }
     // An upstream that answers before the whole request body arrived (an early 413 or 401)
     // leaves the rest of the body unread on the client connection, so it cannot be reused. An
     // upstream that also resets its connection still gets its response through, because the
@@ -570,6 +575,15 @@ function forwardInformational(res: ServerResponse, status: number, raw: readonly
     res.writeEarlyHints(hints);
   } catch {
     // An invalid Link value makes Node.js throw; the hints are advisory, so they are dropped.
+  }
+}
+
+/** Removes every Content-Length field from a flat list of header names and values. */
+function removeContentLength(headers: string[]): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') {
+      headers.splice(i, 2);
+    }
   }
 }
 

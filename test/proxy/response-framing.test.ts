@@ -135,6 +135,7 @@ describe('upstream response framing', () => {
 
     assert.match(first, /^HTTP\/1\.1 204 No Content\r\n/);
     assert.match(first, /\r\nx-kind: empty\r\n/i);
+    assert.doesNotMatch(first, /content-length/i);
     assert.ok(first.endsWith('\r\n\r\n'), 'the 204 response carried a body');
     assert.match(second, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nplain$/);
   });
