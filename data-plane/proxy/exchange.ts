@@ -14,7 +14,12 @@ import {
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
+import {
+  buildClientResponseHeaders,
+  buildClientTrailers,
+  unsupportedResponseCoding,
+  type ResponseHead,
+} from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import type { RouteActions } from './route-actions.js';
@@ -91,7 +96,12 @@ const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 const MAX_INFORMATIONAL_RESPONSES = 8;
 
 /** Scratch result of `buildClientResponseHeaders`, read right after each call. */
-const RESPONSE_HEAD: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+const RESPONSE_HEAD: ResponseHead = {
+  contentLength: undefined,
+  trailerIndex: -1,
+  connectionTokens: undefined,
+  transferEncoding: undefined,
+};
 
 /** Methods whose requests may be sent again (RFC 9110 section 9.2.2); POST and PATCH are not. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -233,6 +243,12 @@ export class ProxyExchange
     head.contentLength = undefined;
     head.trailerIndex = -1;
     const headers = buildClientResponseHeaders(raw, request.actions, head);
+    const codingError = unsupportedResponseCoding(head);
+    if (codingError !== undefined) {
+      // The upstream connection is closed with the request, because its framing is unknown.
+      this.#abort?.(codingError);
+      return true;
+    }
     // Trailers need chunked encoding toward the client, which Node.js uses only for HTTP/1.1
     // responses with a body and without Content-Length. In every other case the Trailer header
     // is dropped, because it would make `writeHead` throw.
@@ -245,6 +261,11 @@ export class ProxyExchange
         statusCode === 304)
     ) {
       headers.splice(head.trailerIndex, 2);
+    }
+    // RFC 9110 section 8.6 forbids Content-Length in a 204, and a client that trusted one would
+    // wait for a body that never comes.
+    if (statusCode === 204 && head.contentLength !== undefined) {
+      removeContentLength(headers);
     }
     // An upstream that answers before the whole request body arrived (an early 413 or 401)
     // leaves the rest of the body unread on the client connection, so it cannot be reused. An
@@ -557,15 +578,26 @@ function forwardInformational(res: ServerResponse, status: number, raw: readonly
   }
 }
 
+/** Removes every Content-Length field from a flat list of header names and values. */
+function removeContentLength(headers: string[]): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') {
+      headers.splice(i, 2);
+    }
+  }
+}
+
 /**
- * Tells whether undici failed a 304 only because it carries the Content-Length its 200 would
- * have, which RFC 9110 section 8.6 allows. The response has no body, so it is complete.
+ * Tells whether undici failed a 204 or 304 only because of its Content-Length. A 304 may carry
+ * the Content-Length its 200 would have (RFC 9110 section 8.6), and a 204 that carries one
+ * anyway still ends at its headers (RFC 9112 section 6.3), so the response is complete.
  */
 // NOTE: undici 7.30 checks Content-Length against the body of every response except those to
-// HEAD, and closes the upstream connection after such a 304.
+// HEAD, and closes the upstream connection after such a 204 or 304.
 function isBodylessLengthMismatch(status: number, err: Error): boolean {
   return (
-    status === 304 && (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+    (status === 204 || status === 304) &&
+    (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
   );
 }
 
