@@ -51,7 +51,11 @@ export const AcceptedFileSchema = AcceptedVersionSchema.extend({
 export type AcceptedFile = z.infer<typeof AcceptedFileSchema>;
 
 /** Identity of a data directory, written once when it is created. */
-export const IdentitySchema = z.object({ format: z.literal(1), epoch: z.string().min(1) });
+/** The data directory's epoch; a blank one could not tell two histories apart. */
+export const IdentitySchema = z.object({
+  format: z.literal(1),
+  epoch: z.string().regex(/\S/, 'the epoch is blank'),
+});
 export type Identity = z.infer<typeof IdentitySchema>;
 
 /** Encodes `value` as one checksummed line, newline included. */

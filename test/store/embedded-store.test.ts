@@ -10,6 +10,7 @@ import {
   EmbeddedStore,
   type EmbeddedStoreOptions,
 } from '../../control-plane/store/embedded-store.js';
+import { encodeRecord } from '../../control-plane/store/embedded-files.js';
 import { memoryLogger, recordWatch } from './watch-recorder.js';
 
 describe('EmbeddedStore', () => {
@@ -191,6 +192,23 @@ describe('EmbeddedStore', () => {
     await assert.rejects(
       EmbeddedStore.open({ dataDir }),
       (error) => error instanceof LoomError && error.code === 'LOOM_STORE_CORRUPT',
+    );
+  });
+
+  it('blank epoch in identity file fails open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 1);
+    await first.close();
+    const identity = join(dataDir, 'identity.json');
+    await writeFile(identity, encodeRecord({ format: 1, epoch: '  ' }));
+
+    await assert.rejects(
+      EmbeddedStore.open({ dataDir }),
+      (error) =>
+        error instanceof LoomError &&
+        error.code === 'LOOM_STORE_CORRUPT' &&
+        error.message.includes(identity),
     );
   });
 
