@@ -165,6 +165,11 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
   const drainTimeoutMs = durationOf(() =>
     parseTimerDuration(flags.drainTimeout, '--drain-timeout'),
   );
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+    problems.push(
+      'a TLS client certificate needs both --tls-cert and --tls-key; set both or neither',
+    );
+  }
   if (problems.length > 0) {
     throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
   }
