@@ -182,9 +182,12 @@ function startChild(name: string, args: string[], listens: number[]): LoomProces
 
 const busy = await findBusyPort(ports);
 if (busy !== undefined) {
+  // Suggests a base port other than the one in use, which may have come from --base-port.
+  const next = (base ?? 7400) + 10_000;
+  const suggested = next <= 65_535 - 6 ? next : 17_400;
   fail(
     `${busy} is in use; is another fleet running? Stop it (Ctrl-C), or run the fleet on other ` +
-      'ports with "npm start -- --base-port 17400" or LOOM_FLEET_BASE_PORT=17400.',
+      `ports with "npm start -- --base-port ${suggested}" or LOOM_FLEET_BASE_PORT=${suggested}.`,
   );
 }
 

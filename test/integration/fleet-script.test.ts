@@ -203,6 +203,11 @@ describe('fleet script', { timeout: 120_000 }, () => {
       const { code } = await exitWithin(fleet, 30_000);
       assert.equal(code, 1, fleet.output());
       assert.match(fleet.output(), new RegExp(`port ${base + 1} on 127\\.0\\.0\\.1`));
+      assert.match(fleet.output(), /npm start -- --base-port \d+/);
+      assert.ok(
+        !fleet.output().includes(`--base-port ${base}"`),
+        `the fix names the busy base port again:\n${fleet.output()}`,
+      );
       assert.doesNotMatch(fleet.output(), /Loom fleet is running/);
       assert.equal(await isListening(base), false, 'the control plane port was left open');
     } finally {
