@@ -7,6 +7,7 @@ import { parseDialAddress, parseHostPort } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../common/logger.js';
 import { proxyIdProblem } from '../common/proxy-id.js';
+import { loadClientTls } from '../common/tls.js';
 import { ControlPlane } from '../control-plane/control-plane.js';
 import { DataPlane } from '../data-plane/data-plane.js';
 import { startClusterProcess } from '../data-plane/workers/cluster.js';
@@ -363,6 +364,12 @@ export function createProgram(): Command {
         workers: () => workerCount(options.workers),
         id: () => proxyId(options.id),
       });
+      // The snapshot client reads the TLS files again before every connect, so that renewed
+      // files take effect, and retries on a failed read. One read here makes a missing file or
+      // a key that does not match its certificate fail the start instead.
+      if (lifecycle.options.tls !== undefined && !cluster.isWorker) {
+        loadClientTls(lifecycle.options.tls);
+      }
       const dataPlaneOptions = {
         controlPlanes,
         listen: options.listen,

@@ -183,6 +183,11 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       zero: 'close their connections at once',
     }),
   );
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+    problems.push(
+      'a TLS client certificate needs both --tls-cert and --tls-key; set both or neither',
+    );
+  }
   if (problems.length > 0) {
     throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
   }

@@ -1,7 +1,7 @@
 // Runs a local fleet: one control plane on the embedded store in ./loom-data
 // (kept between runs), two proxies and the example upstream. SIGINT (Ctrl-C) or
 // SIGTERM to this process stops everything.
-// Usage: npm start [-- --base-port N] [--data-dir DIR]
+// Usage: npm start -- [--base-port N] [--data-dir DIR]
 // Default ports: control plane 7400 (admin 7401), proxies 8080 and 8081 (admin
 // 9901 and 9902), upstream 9001. With --base-port N (or LOOM_FLEET_BASE_PORT=N)
 // they are N and N+1, N+2 and N+3 (admin N+4 and N+5), and N+6.
@@ -50,6 +50,7 @@ function fleetPorts(base: number | undefined): FleetPorts {
 
 /** Parses the command line; prints the usage and exits for --help or a bad flag. */
 function readFlags(): { 'base-port'?: string; 'data-dir': string } {
+  rejectFlagsTakenByNpm();
   try {
     const { values } = parseArgs({
       options: {
@@ -65,6 +66,24 @@ function readFlags(): { 'base-port'?: string; 'data-dir': string } {
     return { 'base-port': values['base-port'], 'data-dir': values['data-dir'] };
   } catch (error) {
     fail(`error: ${(error as Error).message}\n${USAGE}`);
+  }
+}
+
+/**
+ * Exits when npm kept a fleet flag for itself. npm reads every flag before "--" as an option of
+ * its own and exports it as `npm_config_NAME`. So `npm start --base-port=17400` would start the
+ * fleet on the default ports, and `npm start --base-port 17400` passes only `17400` on.
+ */
+function rejectFlagsTakenByNpm(): void {
+  const positionals = process.argv.slice(2).filter((argument) => !argument.startsWith('-'));
+  for (const flag of ['base-port', 'data-dir']) {
+    const value = process.env[`npm_config_${flag.replace('-', '_')}`];
+    if (value === undefined) continue;
+    const example = value !== 'true' ? value : (positionals[0] ?? 'VALUE');
+    fail(
+      `error: npm read --${flag} as an option of its own, so the fleet did not get it; ` +
+        `give the fleet's flags after "--", such as: npm start -- --${flag} ${example}`,
+    );
   }
 }
 
@@ -109,7 +128,7 @@ function isFree(port: number): Promise<boolean> {
   });
 }
 
-const USAGE = `usage: npm start [-- --base-port N] [--data-dir DIR]
+const USAGE = `usage: npm start -- [--base-port N] [--data-dir DIR]
 
   --base-port N   use ports N to N+6 (env LOOM_FLEET_BASE_PORT); default 7400, 8080, 9001, ...
   --data-dir DIR  directory of the embedded store (default ./loom-data)
@@ -163,9 +182,12 @@ function startChild(name: string, args: string[], listens: number[]): LoomProces
 
 const busy = await findBusyPort(ports);
 if (busy !== undefined) {
+  // Suggests a base port other than the one in use, which may have come from --base-port.
+  const next = (base ?? 7400) + 10_000;
+  const suggested = next <= 65_535 - 6 ? next : 17_400;
   fail(
     `${busy} is in use; is another fleet running? Stop it (Ctrl-C), or run the fleet on other ` +
-      'ports with "npm start -- --base-port 17400" or LOOM_FLEET_BASE_PORT=17400.',
+      `ports with "npm start -- --base-port ${suggested}" or LOOM_FLEET_BASE_PORT=${suggested}.`,
   );
 }
 

@@ -166,6 +166,31 @@ describe('loom start errors', { timeout: 240_000 }, () => {
     assertNoStack(result);
   });
 
+  test('proxy TLS file missing', async () => {
+    const missing = join(dir, 'no-such-ca.pem');
+    const trafficPort = await findFreePort();
+    const adminPort = await findFreePort();
+    const result = await loom([
+      'data-plane',
+      '--control-plane',
+      '127.0.0.1:7400',
+      '--listen',
+      `127.0.0.1:${trafficPort}`,
+      '--admin-listen',
+      `127.0.0.1:${adminPort}`,
+      '--tls-ca',
+      missing,
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.ok(
+      result.stderr.includes(`error: cannot read --tls-ca file ${missing}: file not found`),
+      result.stderr,
+    );
+    assertNoStack(result);
+    assert.ok(await isFree(trafficPort), 'the traffic port stayed open after the failed start');
+    assert.ok(await isFree(adminPort), 'the admin port stayed open after the failed start');
+  });
+
   test('usage errors exit 2', async () => {
     const store = ['--data-dir', join(dir, 'store-usage')];
     const cases: { args: string[]; message: RegExp }[] = [
@@ -187,6 +212,14 @@ describe('loom start errors', { timeout: 240_000 }, () => {
       {
         args: ['data-plane', '--control-plane', '127.0.0.1:7400', '--drain-timeout', 'x'],
         message: /--drain-timeout/,
+      },
+      {
+        args: ['data-plane', '--control-plane', '127.0.0.1:7400', '--tls-cert', 'cert.pem'],
+        message: /needs both --tls-cert and --tls-key/,
+      },
+      {
+        args: ['data-plane', '--control-plane', '127.0.0.1:7400', '--tls-key', 'key.pem'],
+        message: /needs both --tls-cert and --tls-key/,
       },
     ];
     for (const { args, message } of cases) {

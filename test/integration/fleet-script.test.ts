@@ -159,6 +159,39 @@ describe('fleet script', { timeout: 120_000 }, () => {
     assert.equal(await isListening(base + 6), false, 'the example upstream was left open');
   });
 
+  test('flags npm took are named', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
+    dirs.push(dir);
+    const base = await findFreeBase();
+    // npm reads flags before "--" as its own options. A fleet that starts anyway listens on these
+    // ports (LOOM_FLEET_BASE_PORT), and the timer kills its detached process group.
+    const cases = [
+      { args: ['--base-port', String(base)], fix: `npm start -- --base-port ${base}` },
+      { args: [`--base-port=${base}`], fix: `npm start -- --base-port ${base}` },
+      {
+        args: ['--data-dir', join(dir, 'store')],
+        fix: `npm start -- --data-dir ${join(dir, 'store')}`,
+      },
+    ];
+    for (const { args, fix } of cases) {
+      const child = spawn('npm', ['start', ...args], {
+        cwd: ROOT,
+        detached: true,
+        env: { ...process.env, LOOM_FLEET_BASE_PORT: String(base) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 60_000);
+      const [code] = (await once(child, 'exit')) as [number | null];
+      clearTimeout(timer);
+      assert.equal(code, 1, `npm start ${args.join(' ')}:\n${output}`);
+      assert.ok(output.includes(fix), `npm start ${args.join(' ')}:\n${output}`);
+      assert.doesNotMatch(output, /Loom fleet is running/);
+    }
+  });
+
   test('busy port fails naming it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
@@ -170,6 +203,11 @@ describe('fleet script', { timeout: 120_000 }, () => {
       const { code } = await exitWithin(fleet, 30_000);
       assert.equal(code, 1, fleet.output());
       assert.match(fleet.output(), new RegExp(`port ${base + 1} on 127\\.0\\.0\\.1`));
+      assert.match(fleet.output(), /npm start -- --base-port \d+/);
+      assert.ok(
+        !fleet.output().includes(`--base-port ${base}"`),
+        `the fix names the busy base port again:\n${fleet.output()}`,
+      );
       assert.doesNotMatch(fleet.output(), /Loom fleet is running/);
       assert.equal(await isListening(base), false, 'the control plane port was left open');
     } finally {
