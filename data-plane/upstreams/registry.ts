@@ -10,7 +10,7 @@ import {
   type TargetConnectOptions,
   type UpstreamTarget,
 } from './balancer.js';
-import { HashBalancer } from './hash-balancer.js';
+import { HashBalancer, MAX_HASH_TARGETS } from './hash-balancer.js';
 import { createHashKey } from './hash-key.js';
 import { HealthChecker } from './health-checker.js';
 import { LeastRequestBalancer } from './least-request-balancer.js';
@@ -313,6 +313,11 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
     seen.add(upstream.name);
     if (upstream.balancer === 'hash' && upstream.hashOn === undefined) {
       problems.push(`upstream ${name}: balancer hash needs hashOn`);
+    }
+    if (upstream.balancer === 'hash' && upstream.targets.length > MAX_HASH_TARGETS) {
+      problems.push(
+        `upstream ${name}: ${upstream.targets.length} targets, at most ${MAX_HASH_TARGETS} are allowed with balancer hash; split the upstream or use another balancer`,
+      );
     }
 
     let ca: string | undefined;

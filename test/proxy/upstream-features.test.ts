@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { HashBalancer } from '../../data-plane/upstreams/hash-balancer.js';
+import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
+import { HashBalancer, MAX_RING_POINTS } from '../../data-plane/upstreams/hash-balancer.js';
 import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
 import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import type { Upstream } from '../../proto/gen/loom/v1/config.js';
@@ -116,6 +117,40 @@ describe('HashBalancer', () => {
     b.state.setHealthy(false, 'test');
     a.state.setHealthy(false, 'test');
     assert.ok(balancer.pickByKey('session-1') !== undefined, 'panic mode picked nothing');
+  });
+
+  it('bounds the ring of heavy weights', () => {
+    const targets = Array.from({ length: 12 }, (_, i) => fakeTarget(`t${i}`, 10_000));
+    targets.push(fakeTarget('light', 1));
+    const balancer = new HashBalancer('api', targets, () => undefined);
+    const counts = new Map<UpstreamTarget | undefined, number>();
+    const keys = 12_000;
+
+    assert.ok(balancer.ringSize <= MAX_RING_POINTS + targets.length, `${balancer.ringSize}`);
+    for (let i = 0; i < keys; i++) {
+      const target = balancer.pickByKey(`k${i}`);
+      counts.set(target, (counts.get(target) ?? 0) + 1);
+    }
+    for (const target of targets.slice(0, 12)) {
+      const share = counts.get(target) ?? 0;
+      // Each heavy target should get about 1000 keys.
+      assert.ok(share > 700 && share < 1300, `${target.url} got ${share} of ${keys}`);
+    }
+  });
+
+  it('moves only keys of a removed target', () => {
+    const a = fakeTarget('a');
+    const b = fakeTarget('b');
+    const c = fakeTarget('c');
+    const before = new HashBalancer('api', [a, b, c], () => undefined);
+    const afterRemove = new HashBalancer('api', [a, c], () => undefined);
+
+    for (let i = 0; i < 4000; i++) {
+      const was = before.pickByKey(`k${i}`);
+      if (was !== b) {
+        assert.equal(afterRemove.pickByKey(`k${i}`), was, `key k${i} left a remaining target`);
+      }
+    }
   });
 });
 
