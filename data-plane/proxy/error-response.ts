@@ -10,6 +10,7 @@ export type ProxyErrorCode =
   | 'payload_too_large'
   | 'request_header_fields_too_large'
   | 'not_implemented'
+  | 'http_version_not_supported'
   | 'upstream_unavailable'
   | 'upstream_unreachable'
   | 'upstream_timeout'
@@ -52,6 +53,11 @@ export const PROXY_ERRORS = {
     status: 501,
     error: 'not_implemented',
     message: 'the proxy does not support CONNECT; send requests with a path or an absolute URL',
+  },
+  httpVersionNotSupported: {
+    status: 505,
+    error: 'http_version_not_supported',
+    message: 'the proxy accepts HTTP/1.0 and HTTP/1.1 requests only; send the request as HTTP/1.1',
   },
   multipleHosts: {
     status: 400,
