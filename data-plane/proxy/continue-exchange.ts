@@ -11,7 +11,12 @@ import { onQueuedClientClose, type ForwardedRequest, type ProxyContext } from '.
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
-import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
+import {
+  buildClientResponseHeaders,
+  buildClientTrailers,
+  removeContentLength,
+  type ResponseHead,
+} from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
@@ -134,6 +139,7 @@ export class ContinueExchange extends ObservedExchange {
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
     const headers = buildClientResponseHeaders(response.rawHeaders, this.request.actions, head);
     if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
+    if (status === 204 && head.contentLength !== undefined) removeContentLength(headers);
     if (!this.#bodySent || !this.req.complete) {
       headers.push('connection', 'close');
       markConnectionClosing(this.req.socket);

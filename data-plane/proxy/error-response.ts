@@ -204,7 +204,10 @@ export function sendErrorResponse(
   if (close) {
     headers.push('connection', 'close');
   }
-  res.writeHead(error.status, headers);
+  // The reason phrase is explicit because a failed `writeHead` of the upstream response (an
+  // invalid reason phrase or header value) leaves its reason in `res.statusMessage`, which a
+  // call without one would reuse, or throw on again.
+  res.writeHead(error.status, STATUS_CODES[error.status] ?? '', headers);
   res.end(body);
   // Node.js sends no body in a response to HEAD, whatever `end` gets.
   return res.req?.method === 'HEAD' ? 0 : length;

@@ -14,7 +14,12 @@ import {
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import { buildClientResponseHeaders, buildClientTrailers, type ResponseHead } from './headers.js';
+import {
+  buildClientResponseHeaders,
+  buildClientTrailers,
+  removeContentLength,
+  type ResponseHead,
+} from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import type { RouteActions } from './route-actions.js';
@@ -246,6 +251,7 @@ export class ProxyExchange
     ) {
       headers.splice(head.trailerIndex, 2);
     }
+    if (statusCode === 204 && head.contentLength !== undefined) removeContentLength(headers);
     // An upstream that answers before the whole request body arrived (an early 413 or 401)
     // leaves the rest of the body unread on the client connection, so it cannot be reused. An
     // upstream that also resets its connection still gets its response through, because the
@@ -262,7 +268,8 @@ export class ProxyExchange
         res.writeHead(statusCode, headers);
       }
     } catch (err) {
-      // Node.js rejects header values that undici accepted; the client gets a 502.
+      // Node.js rejects reason phrases and header values that undici accepted, so the client
+      // gets a 502.
       this.#abort?.(err as Error);
       return true;
     }
@@ -558,14 +565,17 @@ function forwardInformational(res: ServerResponse, status: number, raw: readonly
 }
 
 /**
- * Tells whether undici failed a 304 only because it carries the Content-Length its 200 would
- * have, which RFC 9110 section 8.6 allows. The response has no body, so it is complete.
+ * Tells whether undici failed a 204 or 304 only because of its Content-Length. A 304 may carry
+ * the Content-Length its 200 would have (RFC 9110 section 8.6), and a 204 must carry none but
+ * ends at its head anyway (RFC 9112 section 6.3). Neither has a body, so the response is
+ * complete.
  */
 // NOTE: undici 7.30 checks Content-Length against the body of every response except those to
-// HEAD, and closes the upstream connection after such a 304.
+// HEAD, and closes the upstream connection after such a 204 or 304.
 function isBodylessLengthMismatch(status: number, err: Error): boolean {
   return (
-    status === 304 && (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+    (status === 204 || status === 304) &&
+    (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
   );
 }
 
