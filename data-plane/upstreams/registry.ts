@@ -39,7 +39,12 @@ export interface UpstreamRegistryOptions {
   bodyTimeout?: number;
   /** Maximum connections per origin; default null, meaning no limit. */
   connections?: number | null;
-  /** Largest upstream response head in bytes; a larger one fails the request with 502. Default 16384. */
+  /**
+   * Limit on the bytes of an upstream response's header names and values together, as undici
+   * 7 counts them. It counts no colons, spaces, line ends or status line, so the head on the
+   * wire can be several times larger. Reaching the limit fails the request with 502. Default
+   * 16384.
+   */
   maxResponseHeaderBytes?: number;
 }
 
