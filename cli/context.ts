@@ -4,6 +4,7 @@ import { parseDialAddress } from '../common/address.js';
 import { LoomError } from '../common/errors.js';
 import { tidyGrpcDetails } from '../common/grpc-errors.js';
 import { AdminClient, DEFAULT_CONTROL_PLANE } from './admin-client.js';
+import { parseFlagDuration } from './duration.js';
 
 /**
  * Exit codes of loomctl. `diff` exits `changes` (2) when the files differ
@@ -128,30 +129,19 @@ export function parseIfVersion(value: string): number {
   return number;
 }
 
-const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-const DURATION = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/;
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
-
 /**
- * Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1m30s` or `10` (seconds) into
- * milliseconds. Throws commander's InvalidArgumentError, so a bad value is a usage error.
+ * Returns a commander parser of a duration flag (see `parseFlagDuration`), whose error is a
+ * usage error. The duration must be above 0.
  */
 export function parseDuration(flag: string) {
   return (value: string): number => {
-    const text = value.trim();
-    let ms = NaN;
-    if (/^\d+(?:\.\d+)?$/.test(text)) ms = Number(text) * 1_000;
-    else if (DURATION.test(text)) {
-      ms = 0;
-      for (const [, amount, unit] of text.matchAll(DURATION_PART)) {
-        ms += Number(amount) * DURATION_UNITS[unit];
-      }
+    try {
+      return parseFlagDuration(value, flag);
+    } catch (error) {
+      if (!(error instanceof LoomError)) throw error;
+      // Commander's message already names the flag and the value.
+      const reason = error.message.slice(`invalid ${flag} ${JSON.stringify(value)}: `.length);
+      throw new InvalidArgumentError(`${reason.charAt(0).toUpperCase()}${reason.slice(1)}.`);
     }
-    if (!Number.isFinite(ms) || ms <= 0) {
-      throw new InvalidArgumentError(
-        `${flag} expects a duration above 0 such as 30s, 500ms, 2m, 1h or 1m30s.`,
-      );
-    }
-    return Math.round(ms);
   };
 }

@@ -16,10 +16,10 @@ import {
   checkReadable,
   controlPlaneSecurity,
   dataPlaneLifecycle,
-  parseTimerDuration,
   type ControlPlaneSecurityFlags,
   type DataPlaneLifecycleFlags,
 } from './security-options.js';
+import { parseFlagDuration } from './duration.js';
 import { installGrpcLogger } from './grpc-logging.js';
 import { checkDistinctListeners, describeListenError, type ListenerFlag } from './listen-error.js';
 import { addProxyOptions, proxyOptions, workerCount, type ProxyFlags } from './proxy-options.js';
@@ -78,14 +78,7 @@ interface LogOptions {
 
 /** Parses `--etcd-watch-check-interval`, which must be at least 1ms. */
 function watchCheckInterval(value: string): number {
-  const ms = parseTimerDuration(value, '--etcd-watch-check-interval');
-  if (ms < 1) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid --etcd-watch-check-interval "${value}"; expected at least 1ms, such as 10s`,
-    );
-  }
-  return ms;
+  return parseFlagDuration(value, '--etcd-watch-check-interval');
 }
 
 function splitList(value: string): string[] {

@@ -6,8 +6,7 @@ import { LoomError } from '../common/errors.js';
 import type { DataPlaneOptions } from '../data-plane/data-plane.js';
 import { TrustedProxies } from '../data-plane/proxy/trusted-proxies.js';
 
-import { MAX_TIMER_MS } from '../common/timers.js';
-import { parseDuration } from './security-options.js';
+import { formatDuration, parseFlagDuration, type DurationRule } from './duration.js';
 
 /** Data-plane flags of the request path: trusted proxies, client limits, upstream timeouts. */
 export interface ProxyFlags {
@@ -44,47 +43,44 @@ export function addProxyOptions(command: Command): Command {
     .option(
       '--headers-timeout <duration>',
       'time to receive a request head, such as 10s; slower gets 408',
-      '10000',
+      '10s',
     )
     .option(
       '--request-timeout <duration>',
       'time to receive a whole request, body included, such as 5m; 0 disables it, other ' +
         'values must be at least --headers-timeout',
-      '300000',
+      '5m',
     )
     .option(
       '--send-timeout <duration>',
       'longest time a client may take no bytes while some wait to be sent to it, such as ' +
         '60s; it is then cut off; 0 means no limit',
-      '60000',
+      '60s',
     )
     .option(
       '--tunnel-idle-timeout <duration>',
       'idle time after which an upgraded connection closes, such as 5m; 0 means no limit',
-      '300000',
+      '5m',
     )
     .option(
       '--upstream-connect-timeout <duration>',
-      'time to connect to a target, such as 5s or 700ms (a bare number is milliseconds); ' +
-        '0 means no timeout',
-      '5000',
+      'time to connect to a target, such as 5s or 700ms; 0 means no timeout',
+      '5s',
     )
     .option(
       '--upstream-headers-timeout <duration>',
-      'time to receive the response head of a target, such as 30s (a bare number is ' +
-        'milliseconds); 0 means no timeout',
-      '30000',
+      'time to receive the response head of a target, such as 30s; 0 means no timeout',
+      '30s',
     )
     .option(
       '--upstream-body-timeout <duration>',
-      'longest pause inside a response body, such as 30s (a bare number is milliseconds); ' +
-        '0 means no timeout',
-      '30000',
+      'longest pause inside a response body, such as 30s; 0 means no timeout',
+      '30s',
     )
     .option(
       '--upstream-keep-alive <duration>',
       'idle time after which a pooled upstream connection closes, such as 4s',
-      '4000',
+      '4s',
     )
     .option(
       '--max-response-header-bytes <bytes>',
@@ -122,69 +118,44 @@ export function workerCount(value: string): number {
 interface WholeNumberRule {
   /** 0 where 0 has a meaning (stated by `zero`), otherwise 1. */
   min: 0 | 1;
-  max: number;
-  unit: 'milliseconds' | 'bytes' | 'header fields';
+  unit: 'bytes' | 'header fields';
   /** Meaning of 0, for flags with `min` 0. */
   zero?: string;
   /** Value suggested in the error message: the flag's default. */
   example: number;
-  /** True when the flag also takes a duration with a unit, such as 700ms or 5s. */
-  durationUnits?: true;
 }
-
-const TIMEOUT = { unit: 'milliseconds', max: MAX_TIMER_MS } as const;
-const SIZE = { unit: 'bytes', max: Number.MAX_SAFE_INTEGER } as const;
 
 /** The whole-number flags of the request path, keyed by their `ProxyFlags` field. */
 const WHOLE_NUMBER_FLAGS = {
   maxRequestBody: {
     flag: '--max-request-body',
-    rule: { ...SIZE, min: 0, zero: 'no limit', example: 10_485_760 },
+    rule: { unit: 'bytes', min: 0, zero: 'no limit', example: 10_485_760 },
   },
-  maxHeaderBytes: { flag: '--max-header-bytes', rule: { ...SIZE, min: 1, example: 16_384 } },
+  maxHeaderBytes: { flag: '--max-header-bytes', rule: { unit: 'bytes', min: 1, example: 16_384 } },
   maxHeaderCount: {
     flag: '--max-header-count',
-    rule: { unit: 'header fields', min: 1, max: Number.MAX_SAFE_INTEGER, example: 100 },
-  },
-  headersTimeout: {
-    flag: '--headers-timeout',
-    rule: { ...TIMEOUT, min: 1, example: 10_000, durationUnits: true },
-  },
-  requestTimeout: {
-    flag: '--request-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 300_000, durationUnits: true },
-  },
-  sendTimeout: {
-    flag: '--send-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 60_000, durationUnits: true },
-  },
-  tunnelIdleTimeout: {
-    flag: '--tunnel-idle-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no limit', example: 300_000, durationUnits: true },
-  },
-  upstreamConnectTimeout: {
-    flag: '--upstream-connect-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 5_000, durationUnits: true },
-  },
-  upstreamHeadersTimeout: {
-    flag: '--upstream-headers-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000, durationUnits: true },
-  },
-  upstreamBodyTimeout: {
-    flag: '--upstream-body-timeout',
-    rule: { ...TIMEOUT, min: 0, zero: 'no timeout', example: 30_000, durationUnits: true },
-  },
-  upstreamKeepAlive: {
-    flag: '--upstream-keep-alive',
-    rule: { ...TIMEOUT, min: 1, example: 4_000, durationUnits: true },
+    rule: { unit: 'header fields', min: 1, example: 100 },
   },
   maxResponseHeaderBytes: {
     flag: '--max-response-header-bytes',
-    rule: { ...SIZE, min: 1, example: 16_384 },
+    rule: { unit: 'bytes', min: 1, example: 16_384 },
   },
 } satisfies Partial<Record<keyof ProxyFlags, { flag: string; rule: WholeNumberRule }>>;
 
+/** The duration flags of the request path and the meaning of 0 where they take it. */
+const DURATION_FLAGS = {
+  headersTimeout: { flag: '--headers-timeout', rule: {} },
+  requestTimeout: { flag: '--request-timeout', rule: { zero: 'no timeout' } },
+  sendTimeout: { flag: '--send-timeout', rule: { zero: 'no limit' } },
+  tunnelIdleTimeout: { flag: '--tunnel-idle-timeout', rule: { zero: 'no limit' } },
+  upstreamConnectTimeout: { flag: '--upstream-connect-timeout', rule: { zero: 'no timeout' } },
+  upstreamHeadersTimeout: { flag: '--upstream-headers-timeout', rule: { zero: 'no timeout' } },
+  upstreamBodyTimeout: { flag: '--upstream-body-timeout', rule: { zero: 'no timeout' } },
+  upstreamKeepAlive: { flag: '--upstream-keep-alive', rule: {} },
+} satisfies Partial<Record<keyof ProxyFlags, { flag: string; rule: DurationRule }>>;
+
 type WholeNumberFlag = keyof typeof WHOLE_NUMBER_FLAGS;
+type DurationFlag = keyof typeof DURATION_FLAGS;
 
 /**
  * Converts the request-path flags into data-plane options. The ranges are those that the proxy
@@ -194,14 +165,22 @@ type WholeNumberFlag = keyof typeof WHOLE_NUMBER_FLAGS;
  */
 export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' | 'upstreams'> {
   const problems: string[] = [];
-  const values = {} as Record<WholeNumberFlag, number>;
-  for (const [key, { flag, rule }] of Object.entries(WHOLE_NUMBER_FLAGS)) {
+  const values = {} as Record<WholeNumberFlag | DurationFlag, number>;
+  const parse = (key: WholeNumberFlag | DurationFlag, read: () => number): void => {
     try {
-      values[key as WholeNumberFlag] = wholeNumber(flag, flags[key as WholeNumberFlag], rule);
+      values[key] = read();
     } catch (error) {
       if (!(error instanceof LoomError)) throw error;
       problems.push(error.message);
     }
+  };
+  for (const [key, { flag, rule }] of Object.entries(WHOLE_NUMBER_FLAGS)) {
+    parse(key as WholeNumberFlag, () => wholeNumber(flag, flags[key as WholeNumberFlag], rule));
+  }
+  for (const [key, { flag, rule }] of Object.entries(DURATION_FLAGS)) {
+    parse(key as DurationFlag, () =>
+      parseFlagDuration(flags[key as DurationFlag], flag, rule as DurationRule),
+    );
   }
 
   const requestTimeout = values.requestTimeout;
@@ -214,10 +193,11 @@ export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' 
     requestTimeout !== 0 &&
     requestTimeout < headersTimeout
   ) {
+    const least = formatDuration(headersTimeout);
     problems.push(
       `invalid --request-timeout ${JSON.stringify(flags.requestTimeout)}: expected 0 or at ` +
-        `least --headers-timeout (${headersTimeout}); use 0 for no timeout, or raise it to ` +
-        `${headersTimeout} or more`,
+        `least --headers-timeout (${least}); use 0 for no timeout, or raise it to ${least} ` +
+        'or more',
     );
   }
 
@@ -293,27 +273,12 @@ function trustedProxyList(value: string | undefined): string[] | undefined {
 
 function wholeNumber(flag: string, value: string, rule: WholeNumberRule): number {
   const text = value.trim();
-  const withUnit = rule.durationUnits === true && /^\d+(?:\.\d+)?(ms|s|m|h)$/.test(text);
-  // parseDuration rejects a duration above 0 that rounds to 0ms, naming the flag.
-  const number = withUnit ? parseDuration(text, flag, 'ms') : Number(text);
-  if ((withUnit || /^\d+$/.test(text)) && number >= rule.min && number <= rule.max) {
+  const number = Number(text);
+  if (/^\d+$/.test(text) && number >= rule.min && number <= Number.MAX_SAFE_INTEGER) {
     return number;
   }
   const zero = rule.zero === undefined ? '' : ` (0 means ${rule.zero})`;
-  if (rule.durationUnits === true) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid ${flag} ${JSON.stringify(value)}: expected a whole number of milliseconds, ` +
-        `from ${rule.min} to ${rule.max}${zero}, or a duration such as 700ms or 5s; use a value such as ` +
-        `${rule.example}`,
-    );
-  }
-  const range =
-    rule.max === Number.MAX_SAFE_INTEGER
-      ? rule.min === 0
-        ? '0 or more'
-        : 'at least 1'
-      : `from ${rule.min} to ${rule.max}`;
+  const range = rule.min === 0 ? '0 or more' : 'at least 1';
   throw new LoomError(
     'LOOM_INVALID_ARGUMENT',
     `invalid ${flag} ${JSON.stringify(value)}: expected a whole number of ${rule.unit}, ` +

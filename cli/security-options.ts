@@ -4,11 +4,11 @@ import type { Command } from 'commander';
 
 import { parseCertificateRoles } from '../common/auth.js';
 import { LoomError } from '../common/errors.js';
-import { MAX_TIMER_MS } from '../common/timers.js';
 import type { ClientTlsFiles, ServerTlsFiles } from '../common/tls.js';
 import type { ControlPlaneOptions } from '../control-plane/control-plane.js';
 import { DEFAULT_ADMISSION_RATE, DEFAULT_MAX_STREAMS } from '../control-plane/stream/admission.js';
 import type { DataPlaneOptions } from '../data-plane/data-plane.js';
+import { parseFlagDuration } from './duration.js';
 
 /** Control-plane flags for TLS, credentials, stream limits and etcd security. */
 export interface ControlPlaneSecurityFlags {
@@ -20,6 +20,7 @@ export interface ControlPlaneSecurityFlags {
   maxStreams: string;
   streamAdmissionRate: string;
   maxMessageBytes?: string;
+  connectionIdleTimeout: string;
   etcdCa?: string;
   etcdCert?: string;
   etcdKey?: string;
@@ -59,6 +60,11 @@ export function addControlPlaneSecurityOptions(command: Command): Command {
     .option(
       '--max-message-bytes <n>',
       'largest request message accepted, in bytes (default 256 MiB)',
+    )
+    .option(
+      '--connection-idle-timeout <duration>',
+      'time a gRPC connection with no open stream stays open, such as 60s; 0 keeps it open',
+      '60s',
     )
     .option('--etcd-ca <file>', 'PEM CA that verifies etcd')
     .option('--etcd-cert <file>', 'PEM client certificate for etcd')
@@ -124,6 +130,11 @@ export function controlPlaneSecurity(
       flags.maxMessageBytes === undefined
         ? undefined
         : parsePositive(flags.maxMessageBytes, '--max-message-bytes'),
+    connectionIdleTimeoutMs: parseFlagDuration(
+      flags.connectionIdleTimeout,
+      '--connection-idle-timeout',
+      { zero: 'keep such connections open' },
+    ),
     etcdTls: etcdTlsSet
       ? { ca: flags.etcdCa, cert: flags.etcdCert, key: flags.etcdKey }
       : undefined,
@@ -157,13 +168,20 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
     }
   };
   const snapshotCacheMaxAgeMs = durationOf(() =>
-    parseDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age'),
+    parseFlagDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age', {
+      zero: 'never serve the cache',
+      maxMs: Number.MAX_SAFE_INTEGER,
+    }),
   );
   const controlPlaneTimeoutMs = durationOf(() =>
-    parseTimerDuration(flags.controlPlaneTimeout, '--control-plane-timeout'),
+    parseFlagDuration(flags.controlPlaneTimeout, '--control-plane-timeout', {
+      zero: 'wait without limit',
+    }),
   );
   const drainTimeoutMs = durationOf(() =>
-    parseTimerDuration(flags.drainTimeout, '--drain-timeout'),
+    parseFlagDuration(flags.drainTimeout, '--drain-timeout', {
+      zero: 'close their connections at once',
+    }),
   );
   if (problems.length > 0) {
     throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
@@ -218,53 +236,6 @@ function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined
     throw new LoomError('LOOM_INVALID_ARGUMENT', 'TLS needs both --tls-cert and --tls-key');
   }
   return { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa };
-}
-
-const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/**
- * Parses a duration such as `500ms`, `30s`, `15m` or `24h`; a bare number is in `bareUnit`,
- * seconds unless given. Returns whole milliseconds.
- *
- * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and the value, also for a duration
- * above 0 that rounds to 0ms, because 0 turns the limit of most flags off.
- */
-export function parseDuration(value: string, option: string, bareUnit: 'ms' | 's' = 's'): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
-  if (!match) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid ${option} "${value}"; expected a duration such as 500ms, 30s, 15m or 24h`,
-    );
-  }
-  const amount = Number(match[1]);
-  const ms = Math.round(amount * DURATION_UNITS_MS[match[2] ?? bareUnit]);
-  if (ms === 0 && amount > 0) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid ${option} "${value}": it rounds to 0ms, which the flag reads as 0 (see ` +
-        '--help), not as a short duration; use 1ms or more',
-    );
-  }
-  return ms;
-}
-
-/**
- * Parses a duration that sets a timer, as `parseDuration` does, and checks that it is at most
- * `MAX_TIMER_MS`.
- *
- * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag and the value.
- */
-export function parseTimerDuration(value: string, option: string): number {
-  const ms = parseDuration(value, option);
-  if (ms > MAX_TIMER_MS) {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `invalid ${option} "${value}": expected at most ${MAX_TIMER_MS}ms (about 596h), the ` +
-        'maximum timer delay of Node.js; use a shorter duration such as 30s',
-    );
-  }
-  return ms;
 }
 
 function parsePositive(value: string, option: string): number {

@@ -37,6 +37,14 @@ import { createSnapshotService, SNAPSHOT_SERVICE_DEFINITION } from './stream/sna
 /** Interval of the check for proxies disconnected past their retention, in milliseconds. */
 const PRUNE_INTERVAL_MS = 60_000;
 
+/**
+ * Default time a gRPC connection with no open stream stays open, in milliseconds. Every Loom
+ * client keeps a stream open or makes its calls and exits: a proxy keeps its snapshot stream open
+ * and retries a rejected one within 10 s, and loomctl makes a few calls. So only a client that
+ * connects and opens no stream reaches this limit.
+ */
+export const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS = 60_000;
+
 /** Largest message either side of a stream accepts: snapshots of 100,000 routes fit with headroom. */
 export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 
@@ -63,6 +71,11 @@ export interface ControlPlaneOptions {
   streamAdmissionRate?: number;
   /** Largest request message accepted, in bytes; default `MAX_MESSAGE_BYTES`. */
   maxReceiveMessageBytes?: number;
+  /**
+   * Time a gRPC connection with no open stream stays open, in milliseconds; default
+   * `DEFAULT_CONNECTION_IDLE_TIMEOUT_MS`. 0 keeps such connections open.
+   */
+  connectionIdleTimeoutMs?: number;
   /** Keepalive overrides, in milliseconds, for tests of idle streams. */
   keepalive?: { timeMs?: number; minPingIntervalMs?: number };
   /** TLS and password authentication to etcd. */
@@ -298,6 +311,8 @@ export class ControlPlane {
         port: this.#port,
         tls: options.tls !== undefined,
         mutualTls: !!options.tls?.clientCa,
+        connectionIdleTimeoutMs:
+          options.connectionIdleTimeoutMs ?? DEFAULT_CONNECTION_IDLE_TIMEOUT_MS,
       },
       'control plane listening',
     );
@@ -327,12 +342,24 @@ export class ControlPlane {
   }
 }
 
-// NOTE: no option here closes connections that never open a stream: grpc-js closes idle HTTP/2
-// sessions only gracefully, which a silent client ignores (see "Limits on the gRPC port" in
-// docs/security.md).
+/**
+ * Returns the options of the gRPC server. `grpc.max_connection_idle_ms` makes grpc-js 1.14
+ * close an HTTP/2 session once no stream has been open on it for that long, so a snapshot
+ * stream keeps its connection however quiet it is, and so does an admin call in progress.
+ * On a plaintext port, Node.js creates the session when the TCP connection opens, so the
+ * limit also closes a connection that never sends the HTTP/2 preface. On a TLS port, the
+ * session starts after the handshake, and Node.js's TLS handshake timeout (`handshakeTimeout`
+ * of `tls.createServer`, 120 s by default) closes a connection that never completes one.
+ *
+ * NOTE: grpc-js ends an idle session with the graceful `session.close()`, which Node.js 20.20
+ * follows with a destroy of the socket because no stream is open. The idle-connections test
+ * checks this on the Node.js version that runs it, and has run on 20.20 only.
+ */
 function serverOptions(options: ControlPlaneOptions): Record<string, number> {
+  const idleMs = options.connectionIdleTimeoutMs ?? DEFAULT_CONNECTION_IDLE_TIMEOUT_MS;
   return {
     ...GRPC_SERVER_OPTIONS,
+    ...(idleMs === 0 ? {} : { 'grpc.max_connection_idle_ms': idleMs }),
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? MAX_MESSAGE_BYTES,
     ...(options.keepalive?.timeMs === undefined
       ? {}

@@ -22,12 +22,21 @@ import { availableMiB, cpuMs, rssMiB } from './process-stats.js';
 import { benchUpstream, makeRoutes } from './bench-routes.js';
 
 const USAGE = `Usage: npm run bench:propagation -- [--json] [--quick] [--fleets 1,10,50]
-  [--routes 100,1000] [--subscribers N] [--cp-prof DIR]
-Lists replace the defaults; --subscribers 0 skips the subscribers; --cp-prof writes a V8 CPU
-profile of the control plane to DIR.
+  [--routes 100,1000] [--subscribers N] [--changes N] [--warmup N] [--cp-prof DIR]
+Lists replace the defaults; --subscribers 0 skips the subscribers; --changes sets the most
+changes measured per row (default 20, fewer once 8 s passed); --warmup sets the changes applied
+before them and reported apart (default 3); --cp-prof writes a V8 CPU profile of the control
+plane to DIR.
 `;
 const FLAGS = new Set(['--json', '--quick', '--help']);
-const VALUED_OPTIONS = new Set(['--fleets', '--routes', '--subscribers', '--cp-prof']);
+const VALUED_OPTIONS = new Set([
+  '--fleets',
+  '--routes',
+  '--subscribers',
+  '--changes',
+  '--warmup',
+  '--cp-prof',
+]);
 
 const argv = process.argv.slice(2);
 checkArguments(argv);
@@ -41,6 +50,14 @@ const ROUTE_COUNTS =
   listOption('--routes') ?? (QUICK ? [100, 1_000] : [100, 1_000, 10_000, 100_000]);
 const FLEET_SIZES = listOption('--fleets') ?? (QUICK ? [1, 10] : [1, 10, 50]);
 const SUBSCRIBERS = listOption('--subscribers')?.[0] ?? (QUICK ? 200 : 1_000);
+/** One-route changes per row: up to MAX_CHANGES, but no more once TIME_BUDGET_MS passed. */
+const MAX_CHANGES = listOption('--changes')?.[0] ?? 20;
+/**
+ * Changes applied before the measured ones in each row and reported apart. A fresh proxy
+ * compiles the code of a one-route change during its first few changes. A proxy that has run
+ * for a while did so long ago. In earlier runs those first changes took 2 to 3 times as long.
+ */
+const WARMUP_CHANGES = listOption('--warmup')?.[0] ?? 3;
 const CP_PROFILE_DIR = argv.includes('--cp-prof') ? argv[argv.indexOf('--cp-prof') + 1] : undefined;
 
 /** Exits with the usage and status 2 on an unknown option or an option without its value. */
@@ -73,8 +90,6 @@ function listOption(name: string): number[] | undefined {
   }
   return values;
 }
-/** One-route changes per combination: up to MAX_CHANGES, but no more once TIME_BUDGET_MS passed. */
-const MAX_CHANGES = 20;
 const MIN_CHANGES = 3;
 const TIME_BUDGET_MS = 8_000;
 /**
@@ -94,6 +109,8 @@ interface Row {
   fleet: string;
   routes: number;
   changes: number;
+  /** Time until the last proxy acked each warm-up change, in order. */
+  warmupAllAckedMs?: number[];
   /** Time until the last proxy acked, per change: p50 and p99 over the changes. */
   allAckedP50Ms?: number;
   allAckedP99Ms?: number;
@@ -202,6 +219,14 @@ class Bench {
 
   async measure(fleet: string, routeCount: number): Promise<Row> {
     await this.applyAndWait(makeRoutes(routeCount));
+    // Warm-up changes edit the routes from the end of the table, the measured ones from its
+    // start, so no measured change repeats a warm-up one.
+    const warmupAllAckedMs: number[] = [];
+    for (let change = 1; change <= WARMUP_CHANGES; change++) {
+      const index = routeCount - 1 - (change % routeCount);
+      const result = await this.applyAndWait(makeRoutes(routeCount, index, -change));
+      warmupAllAckedMs.push(Math.max(...result.perProxyMs));
+    }
     const allAcked: number[] = [];
     const perProxy: number[] = [];
     const idleStart = this.#proxyCpuMs();
@@ -226,6 +251,7 @@ class Bench {
       fleet,
       routes: routeCount,
       changes,
+      warmupAllAckedMs,
       allAckedP50Ms: percentile(allAcked, 50),
       allAckedP99Ms: percentile(allAcked, 99),
       perProxyP50Ms: percentile(perProxy, 50),
@@ -349,18 +375,19 @@ function report(rows: Row[]): void {
       `load average ${machine.loadAverage} at the end\n\n`,
   );
   process.stdout.write(
-    '| fleet | routes | changes | all acked p50 / p99 (ms) | per proxy p50 / p99 (ms) | CP CPU per snapshot (ms) | proxy CPU per snapshot (ms) | CP RSS (MiB) |\n',
+    '| fleet | routes | changes | warm-up all acked (ms) | all acked p50 / p99 (ms) | per proxy p50 / p99 (ms) | CP CPU per snapshot (ms) | proxy CPU per snapshot (ms) | CP RSS (MiB) |\n',
   );
-  process.stdout.write('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n');
+  process.stdout.write('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n');
   for (const row of rows) {
     if (row.skipped) {
       process.stdout.write(
-        `| ${row.fleet} | ${row.routes} | skipped: ${row.skipped} | | | | | |\n`,
+        `| ${row.fleet} | ${row.routes} | skipped: ${row.skipped} | | | | | | |\n`,
       );
       continue;
     }
     process.stdout.write(
-      `| ${row.fleet} | ${row.routes} | ${row.changes} | ${row.allAckedP50Ms} / ${row.allAckedP99Ms} | ` +
+      `| ${row.fleet} | ${row.routes} | ${row.changes} | ${row.warmupAllAckedMs?.join(', ') ?? ''} | ` +
+        `${row.allAckedP50Ms} / ${row.allAckedP99Ms} | ` +
         `${row.perProxyP50Ms} / ${row.perProxyP99Ms} | ${row.cpCpuMsPerSnapshot} | ` +
         `${row.proxyCpuMsPerSnapshot ?? '-'} | ${row.cpRssMiB} |\n`,
     );

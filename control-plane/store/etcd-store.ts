@@ -11,7 +11,6 @@ import {
   type IRequestOp,
   type IResponseOp,
   type ITxnRequest,
-  type ITxnResponse,
 } from 'etcd3';
 import { pino } from 'pino';
 
@@ -98,6 +97,13 @@ const COMMIT_MS_PER_OPERATION = 0.1;
 const GENERATION = 'generation';
 const ACCEPTED = 'accepted';
 /**
+ * Maximum conditional writes of the generation key in one `epoch()` call. A write fails
+ * only when another client wrote the key since the read, and a usable value from another
+ * control plane ends the loop, so only a client that keeps writing unusable values uses
+ * them up.
+ */
+const GENERATION_ATTEMPTS = 4;
+/**
  * Maximum read-and-compare rounds of `recordAccepted`. A round is lost only when another
  * control plane moved the record forward meanwhile. A writer stops once the record is at
  * its version or newer, so it loses at most one round per concurrent writer of a lower
@@ -112,7 +118,7 @@ const RECORD_ACCEPTED_ATTEMPTS = 16;
  */
 const RECORD_WALK_LIMIT = 4_096;
 /**
- * Revisions the walk checks per transaction at first, two reads each. etcd allows 128
+ * Revisions the walk checks per transaction at first, three reads each. etcd allows 128
  * operations per transaction by default (`--max-txn-ops`); when it rejects a batch, later
  * ones are half as large.
  */
@@ -146,6 +152,15 @@ type Reachability = 'unknown' | 'reachable' | 'unreachable';
  * replaces it. `range` reads the key at its own revision and returns the epoch
  * with the keys, and a watch of the prefix fails when the key is deleted or
  * replaced (see `EtcdWatch`).
+ *
+ * An empty or whitespace-only value counts as a missing key: `range` returns no
+ * epoch, and `epoch()` replaces the value with a new UUID, conditional on the
+ * key's mod revision, and logs a warning with the key. Such a value comes from
+ * a hand-written put or a hand-edited backup, never from Loom, and an epoch that
+ * ends in nothing cannot tell two histories apart. Rejecting it would keep every
+ * replica unready until an operator deleted the key, and that repair starts a new
+ * epoch anyway. Replacing the value has the same effect: the replicas agree on one
+ * new epoch, and proxies accept it as they do after a prefix delete.
  *
  * Marker writes take revisions like any write; `range` and `watch` hide the
  * `__meta` keys.
@@ -234,35 +249,63 @@ export class EtcdStore implements Store {
     return this.#reachability === 'reachable';
   }
 
+  /**
+   * Returns the epoch, creating the generation key when it is missing and replacing its
+   * value when it is unusable (see the class comment). Each write is conditional on the
+   * key's mod revision as read, so concurrent callers agree on one value, because a caller
+   * whose write fails reads back the value that won.
+   *
+   * @throws LoomError `LOOM_STORE_CORRUPT` when the key is still missing or unusable after
+   *   `GENERATION_ATTEMPTS` writes, because other clients keep writing unusable values.
+   */
   async epoch(): Promise<string> {
     const key = Buffer.from(this.#metaKey(this.#root, GENERATION));
     const read = await this.#request('epoch', () => this.#client.kv.range({ key }));
-    const existing = read.kvs[0]?.value.toString();
-    if (existing !== undefined) {
-      return formatEpoch(read.header.cluster_id, existing);
-    }
+    let clusterId = read.header.cluster_id;
+    let kv = read.kvs[0];
+    for (let writes = 0; ; writes++) {
+      const stored = kv?.value.toString();
+      if (stored !== undefined && isUsableGeneration(stored)) {
+        return formatEpoch(clusterId, stored);
+      }
+      if (writes === GENERATION_ATTEMPTS) break;
 
-    const generation = randomUUID();
-    const response = await this.#request('epoch', () =>
-      this.#client.kv.txn({
-        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
-        success: [{ request_put: { key, value: Buffer.from(generation) } }],
-        failure: [{ request_range: { key } }],
-      }),
-    );
-    if (response.succeeded) {
-      const revision = Number(response.header.revision);
-      this.#logger.info({ generation, revision }, 'etcd generation created');
-    }
-    // Another control plane may have created the generation since the read.
-    const stored = response.succeeded ? generation : firstValue(response);
-    if (stored === undefined) {
-      throw new LoomError(
-        'LOOM_STORE_CORRUPT',
-        `etcd at ${this.#endpoints.join(',')} returned no generation key`,
+      const generation = randomUUID();
+      // A missing key has mod revision 0 in an etcd comparison.
+      const modRevision = kv?.mod_revision ?? '0';
+      const response = await this.#request('epoch', () =>
+        this.#client.kv.txn({
+          compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: modRevision }],
+          success: [{ request_put: { key, value: Buffer.from(generation) } }],
+          failure: [{ request_range: { key } }],
+        }),
       );
+      if (response.succeeded) {
+        this.#logGenerationWrite(stored, generation, Number(response.header.revision));
+        return formatEpoch(response.header.cluster_id, generation);
+      }
+      // Another control plane, or another client, wrote the key since the read.
+      clusterId = response.header.cluster_id;
+      kv = response.responses[0]?.response_range.kvs[0];
     }
-    return formatEpoch(response.header.cluster_id, stored);
+    throw new LoomError(
+      'LOOM_STORE_CORRUPT',
+      `etcd at ${this.#endpoints.join(',')} has no usable generation key ` +
+        `${this.#metaKey(this.#root, GENERATION)} after ${GENERATION_ATTEMPTS} writes; ` +
+        'stop the client that writes it',
+    );
+  }
+
+  #logGenerationWrite(stored: string | undefined, generation: string, revision: number): void {
+    const key = this.#metaKey(this.#root, GENERATION);
+    if (stored === undefined) {
+      this.#logger.info({ key, generation, revision }, 'etcd generation created');
+      return;
+    }
+    this.#logger.warn(
+      { key, stored: stored.slice(0, 200), generation, revision },
+      'etcd generation replaced because the stored value is blank',
+    );
   }
 
   async renewEpoch(stale: string): Promise<string> {
@@ -289,10 +332,13 @@ export class EtcdStore implements Store {
    * later page at the first page's revision, so the result is one consistent
    * revision however many pages it takes.
    *
-   * The returned revision skips the bookkeeping writes (accepted versions and fleet
-   * records) at the end of etcd's history (see `#revisionBeforeRecords`), so a control
-   * plane that reads after proxies acked gets the version they acked, not the revision of
-   * a record.
+   * The returned revision skips the bookkeeping writes (accepted versions, fleet records
+   * and the creation of the generation key) at the end of etcd's history (see
+   * `#revisionBeforeRecords`). A control plane that reads after proxies acked thus gets the
+   * version they acked, not the revision of a record. Replicas that read an empty etcd
+   * before and after one of them created the generation key thus serve one version. A
+   * replaced generation value counts as a change: a watch that starts before it fails as
+   * an epoch change (see `EtcdWatch`).
    *
    * @throws LoomError `LOOM_STORE_UNAVAILABLE`, retryable, when etcd compacts
    *   that revision before the last page is read.
@@ -318,10 +364,14 @@ export class EtcdStore implements Store {
     const kvs = await this.#readLaterPages(prefix, first.responses[0].response_range, revision);
 
     const stored = first.responses[1].response_range.kvs[0]?.value.toString();
-    const epoch = stored === undefined ? undefined : formatEpoch(first.header.cluster_id, stored);
+    const epoch =
+      stored === undefined || !isUsableGeneration(stored)
+        ? undefined
+        : formatEpoch(first.header.cluster_id, stored);
     const bookkeeping =
       lastModRevision(first.responses[2]) === Number(revision) ||
-      lastModRevision(first.responses[3]) === Number(revision);
+      lastModRevision(first.responses[3]) === Number(revision) ||
+      createdAt(first.responses[1]) === Number(revision);
     const configRevision = bookkeeping
       ? await this.#revisionBeforeRecords(Number(revision))
       : Number(revision);
@@ -332,10 +382,11 @@ export class EtcdStore implements Store {
 
   /**
    * Returns the revision before the run of bookkeeping writes that ends at `head`. Each of
-   * those writes is a transaction of the accepted key alone, or of fleet records and the
-   * fleet write marker, so every configuration key is the same at the returned revision as
-   * at `head`. A revision at which the accepted key or the marker has that revision as its
-   * mod revision is such a write. Revisions are checked in batches of one transaction each.
+   * those writes is a transaction of the accepted key alone, of fleet records and the
+   * fleet write marker, or of the generation key's creation, so every configuration key is
+   * the same at the returned revision as at `head`. A revision at which the accepted key or
+   * the marker has that revision as its mod revision, or the generation key as its create
+   * revision, is such a write. Revisions are checked in batches of one transaction each.
    * The walk stops after `RECORD_WALK_LIMIT` revisions, or before a compacted revision, and
    * returns the revision it reached, which is still correct but later than needed. The
    * returned revision is never compacted, so a watch can start after it.
@@ -381,20 +432,23 @@ export class EtcdStore implements Store {
   async #bookkeepingAt(revisions: number[]): Promise<boolean[]> {
     const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
     const marker = Buffer.from(this.fleet.markerKey);
+    const generation = Buffer.from(this.#metaKey(this.#root, GENERATION));
     const response = await this.#request('range', () =>
       this.#client.kv.txn({
         compare: [],
         success: revisions.flatMap((revision): IRequestOp[] => [
           { request_range: { key: accepted, keys_only: true, revision: String(revision) } },
           { request_range: { key: marker, keys_only: true, revision: String(revision) } },
+          { request_range: { key: generation, keys_only: true, revision: String(revision) } },
         ]),
         failure: [],
       }),
     );
     return revisions.map(
       (revision, index) =>
-        lastModRevision(response.responses[2 * index]) === revision ||
-        lastModRevision(response.responses[2 * index + 1]) === revision,
+        lastModRevision(response.responses[3 * index]) === revision ||
+        lastModRevision(response.responses[3 * index + 1]) === revision ||
+        createdAt(response.responses[3 * index + 2]) === revision,
     );
   }
 
@@ -450,7 +504,7 @@ export class EtcdStore implements Store {
         }),
       );
       const generation = read.responses[1].response_range.kvs[0]?.value.toString();
-      if (generation === undefined) return false;
+      if (generation === undefined || !isUsableGeneration(generation)) return false;
       if (formatEpoch(read.header.cluster_id, generation) !== accepted.epoch) return false;
       const storedKv = read.responses[0].response_range.kvs[0];
       const stored = storedKv && this.#parseAccepted(storedKv.value.toString());
@@ -652,19 +706,22 @@ export class EtcdStore implements Store {
   /**
    * Returns the key ranges under `prefix` that a conditional commit compares: all of it
    * except the bookkeeping keys (the accepted version, the fleet records and their write
-   * marker), because acks and proxy connections move them and they are no part of the
-   * configuration.
+   * marker, the generation key), because acks, proxy connections and the first read of a
+   * store move them and they are no part of the configuration. `range` does not count their
+   * writes as versions either.
    */
   #comparedRanges(prefix: string): [Buffer, Buffer][] {
     const range = Range.prefix(prefix);
     const accepted = Buffer.from(this.#metaKey(this.#root, ACCEPTED));
     const marker = Buffer.from(this.fleet.markerKey);
     const records = Range.prefix(this.fleet.recordsDirectory);
-    // Sorted, as etcd orders keys: "accepted" < "fleet-write" < "fleet/".
+    const generation = Buffer.from(this.#metaKey(this.#root, GENERATION));
+    // Sorted, as etcd orders keys: "accepted" < "fleet-write" < "fleet/" < "generation".
     const excluded: [Buffer, Buffer][] = [
       [accepted, afterKey(accepted)],
       [marker, afterKey(marker)],
       [records.start, records.end],
+      [generation, afterKey(generation)],
     ];
     const compared: [Buffer, Buffer][] = [];
     let start = range.start;
@@ -772,6 +829,14 @@ export class EtcdStore implements Store {
   }
 }
 
+/**
+ * False for a generation value that is empty or only whitespace, as `etcdctl put KEY ""`
+ * or a hand-edited backup leaves it.
+ */
+function isUsableGeneration(value: string): boolean {
+  return value.trim() !== '';
+}
+
 /** Formats an epoch as the cluster id in hex and the generation UUID. */
 function formatEpoch(clusterId: string, generation: string): string {
   return `${BigInt(clusterId).toString(16).padStart(16, '0')}-${generation}`;
@@ -798,10 +863,15 @@ function afterKey(key: Buffer): Buffer {
   return Buffer.concat([key, Buffer.from([0])]);
 }
 
-function firstValue(response: ITxnResponse): string | undefined {
-  return response.responses[0]?.response_range.kvs[0]?.value.toString();
-}
-
 function lastModRevision(response: IResponseOp): number {
   return Number(response.response_range.kvs[0]?.mod_revision ?? 0);
+}
+
+/**
+ * Returns the revision at which the first key of a range was written in its first version,
+ * or 0 when the key is missing or a later write replaced its value.
+ */
+function createdAt(response: IResponseOp): number {
+  const kv = response.response_range.kvs[0];
+  return kv === undefined || Number(kv.version) !== 1 ? 0 : Number(kv.mod_revision);
 }

@@ -19,10 +19,12 @@ export interface Readiness {
 
 /**
  * Decides readiness: not ready while draining or before any table is in
- * service, with the control plane's rejection of the proxy id when there is
- * one, ready otherwise. The body names the table's source; a table read
+ * service, ready otherwise. The body names the table's source; a table read
  * from the snapshot cache counts as the control plane's once the stream is up,
- * because the control plane then sends any newer version.
+ * because the control plane then sends any newer version. While the control
+ * plane rejects the proxy id, the body's `reason` contains the rejection, which
+ * names the id and the address of the proxy that uses it. A proxy with a table stays ready
+ * then, because its table still serves traffic, but no newer version reaches it.
  */
 export function readiness(state: ReadinessState): Readiness {
   if (state.draining) {
@@ -42,14 +44,17 @@ export function readiness(state: ReadinessState): Readiness {
   }
 
   const fromCache = state.source === 'snapshot-cache' && !state.controlPlaneConnected;
-  return {
-    status: 200,
-    body: {
-      status: 'ready',
-      epoch: state.table.epoch,
-      version: state.table.version,
-      source: fromCache ? 'snapshot-cache' : 'control-plane',
-      controlPlane: state.controlPlaneConnected ? 'connected' : 'disconnected',
-    },
+  const body: Record<string, unknown> = {
+    status: 'ready',
+    epoch: state.table.epoch,
+    version: state.table.version,
+    source: fromCache ? 'snapshot-cache' : 'control-plane',
+    controlPlane: state.controlPlaneConnected ? 'connected' : 'disconnected',
   };
+  if (state.idRejection !== undefined) {
+    body.reason =
+      'the control plane rejected the stream, so this table gets no newer version. ' +
+      state.idRejection;
+  }
+  return { status: 200, body };
 }

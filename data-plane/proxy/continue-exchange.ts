@@ -15,6 +15,7 @@ import {
   buildClientResponseHeaders,
   buildClientTrailers,
   removeContentLength,
+  unsupportedResponseCoding,
   type ResponseHead,
 } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
@@ -138,6 +139,12 @@ export class ContinueExchange extends ObservedExchange {
 
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
     const headers = buildClientResponseHeaders(response.rawHeaders, this.request.actions, head);
+    const codingError = unsupportedResponseCoding(head);
+    if (codingError !== undefined) {
+      response.destroy();
+      this.#fail(codingError);
+      return;
+    }
     if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
     if (status === 204 && head.contentLength !== undefined) removeContentLength(headers);
     if (!this.#bodySent || !this.req.complete) {

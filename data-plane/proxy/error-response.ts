@@ -125,6 +125,12 @@ export const PROXY_ERRORS = {
     message: 'the upstream did not respond in time',
   },
   upstreamFailed: { status: 502, error: 'upstream_error', message: 'the upstream request failed' },
+  upstreamInvalidResponse: {
+    status: 502,
+    error: 'upstream_error',
+    message:
+      'the upstream sent a response the proxy cannot read, such as a 100 Continue or 101 it did not request',
+  },
   upstreamHeadersTooLarge: {
     status: 502,
     error: 'upstream_error',
@@ -139,7 +145,7 @@ export const PROXY_ERRORS = {
 
 /**
  * Maps an error from undici, raised before the response headers arrived, to the response the
- * client gets. Branches on the error code only.
+ * client gets. Branches on the error code, and for UND_ERR_SOCKET on the message.
  */
 export function classifyUpstreamError(err: unknown): ProxyError {
   const code = (err as { code?: unknown } | null)?.code;
@@ -151,8 +157,11 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     case 'ENETUNREACH':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-    case 'UND_ERR_SOCKET':
       return PROXY_ERRORS.upstreamUnreachable;
+    case 'UND_ERR_SOCKET':
+      return isUnexpectedResponse(err)
+        ? PROXY_ERRORS.upstreamInvalidResponse
+        : PROXY_ERRORS.upstreamUnreachable;
     case 'ETIMEDOUT':
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'UND_ERR_HEADERS_TIMEOUT':
@@ -170,6 +179,18 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     default:
       return PROXY_ERRORS.upstreamFailed;
   }
+}
+
+/**
+ * Tells whether undici closed the connection because of a response it does not handle, not a
+ * broken connection. Such a response is a 100 Continue to a request sent without `Expect`, a
+ * 101 to a request without `Upgrade`, or any response while no request was running.
+ */
+// NOTE: RFC 9110 section 15.2 requires clients to read 1xx responses they did not expect, but
+// undici 7.30 fails the request on an unrequested 100 and reports it only in this message.
+function isUnexpectedResponse(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null)?.message;
+  return message === 'bad response' || message === 'bad upgrade';
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   buildClientResponseHeaders,
   buildClientTrailers,
   removeContentLength,
+  unsupportedResponseCoding,
   type ResponseHead,
 } from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
@@ -96,7 +97,12 @@ const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 const MAX_INFORMATIONAL_RESPONSES = 8;
 
 /** Scratch result of `buildClientResponseHeaders`, read right after each call. */
-const RESPONSE_HEAD: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+const RESPONSE_HEAD: ResponseHead = {
+  contentLength: undefined,
+  trailerIndex: -1,
+  connectionTokens: undefined,
+  transferEncoding: undefined,
+};
 
 /** Methods whose requests may be sent again (RFC 9110 section 9.2.2); POST and PATCH are not. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -238,6 +244,12 @@ export class ProxyExchange
     head.contentLength = undefined;
     head.trailerIndex = -1;
     const headers = buildClientResponseHeaders(raw, request.actions, head);
+    const codingError = unsupportedResponseCoding(head);
+    if (codingError !== undefined) {
+      // The upstream connection is closed with the request, because its framing is unknown.
+      this.#abort?.(codingError);
+      return true;
+    }
     // Trailers need chunked encoding toward the client, which Node.js uses only for HTTP/1.1
     // responses with a body and without Content-Length. In every other case the Trailer header
     // is dropped, because it would make `writeHead` throw.
@@ -251,7 +263,11 @@ export class ProxyExchange
     ) {
       headers.splice(head.trailerIndex, 2);
     }
-    if (statusCode === 204 && head.contentLength !== undefined) removeContentLength(headers);
+    // RFC 9110 section 8.6 forbids Content-Length in a 204, and a client that trusted one would
+    // wait for a body that never comes.
+    if (statusCode === 204 && head.contentLength !== undefined) {
+      removeContentLength(headers);
+    }
     // An upstream that answers before the whole request body arrived (an early 413 or 401)
     // leaves the rest of the body unread on the client connection, so it cannot be reused. An
     // upstream that also resets its connection still gets its response through, because the
@@ -566,9 +582,8 @@ function forwardInformational(res: ServerResponse, status: number, raw: readonly
 
 /**
  * Tells whether undici failed a 204 or 304 only because of its Content-Length. A 304 may carry
- * the Content-Length its 200 would have (RFC 9110 section 8.6), and a 204 must carry none but
- * ends at its head anyway (RFC 9112 section 6.3). Neither has a body, so the response is
- * complete.
+ * the Content-Length its 200 would have (RFC 9110 section 8.6), and a 204 that carries one
+ * anyway still ends at its headers (RFC 9112 section 6.3), so the response is complete.
  */
 // NOTE: undici 7.30 checks Content-Length against the body of every response except those to
 // HEAD, and closes the upstream connection after such a 204 or 304.

@@ -196,7 +196,8 @@ export function buildUpstreamRequestHeaders(
  * Buffers). Drops hop-by-hop headers, except `Trailer`, and every header named in
  * `Connection`, applies the route's response header actions, and returns a flat list of names
  * and values for `res.writeHead`. `head` receives the upstream Content-Length and the index of
- * the `Trailer` name in the result, so the caller can drop it when trailers cannot be sent.
+ * the `Trailer` name in the result, so the caller can drop it when trailers cannot be sent, and
+ * the upstream Transfer-Encoding, which `unsupportedResponseCoding` checks.
  */
 export function buildClientResponseHeaders(
   raw: readonly (Buffer | string)[],
@@ -204,15 +205,20 @@ export function buildClientResponseHeaders(
   head: ResponseHead,
 ): string[] {
   let connectionTokens: string[] | undefined;
+  let transferEncoding: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const field = raw[i];
-    if (field.length !== 10) continue;
+    if (field.length !== 10 && field.length !== 17) continue;
     const lower =
       typeof field === 'string' ? field.toLowerCase() : RESPONSE_NAMES.lookup(field).lower;
     if (lower === 'connection') {
       connectionTokens = splitConnectionTokens(toText(raw[i + 1]), connectionTokens);
+    } else if (lower === 'transfer-encoding') {
+      const value = toText(raw[i + 1]);
+      transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
     }
   }
+  head.transferEncoding = transferEncoding;
 
   const drop = actions.responseDrop;
   const headers: string[] = [];
@@ -263,7 +269,9 @@ export function buildClientResponseHeaders(
  */
 export function removeContentLength(headers: string[]): void {
   for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (headers[i].toLowerCase() === 'content-length') headers.splice(i, 2);
+    if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') {
+      headers.splice(i, 2);
+    }
   }
 }
 
@@ -278,6 +286,27 @@ export interface ResponseHead {
   trailerIndex: number;
   /** Lower-case names that the response's `Connection` header lists; undefined for none. */
   connectionTokens?: string[] | undefined;
+  /** Transfer-Encoding values of the upstream response joined with commas; undefined when absent. */
+  transferEncoding?: string | undefined;
+}
+
+/**
+ * Returns an error when the upstream response uses a transfer coding other than chunked, such
+ * as `gzip, chunked`. undici removes only the chunked framing, and the proxy drops the
+ * Transfer-Encoding header as hop-by-hop, so relaying the body would hand the client
+ * gzip-coded bytes without saying so.
+ */
+export function unsupportedResponseCoding(head: ResponseHead): Error | undefined {
+  const codings = head.transferEncoding;
+  if (codings === undefined || /^\s*chunked\s*$/i.test(codings)) {
+    return undefined;
+  }
+  return Object.assign(
+    new Error(
+      `the upstream response has the unsupported transfer coding "${codings}", and the proxy decodes only chunked`,
+    ),
+    { code: 'LOOM_UPSTREAM_TRANSFER_CODING' },
+  );
 }
 
 /**

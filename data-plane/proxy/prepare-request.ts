@@ -22,6 +22,7 @@ const OPEN_BRACKET = 0x5b;
 const kClient = Symbol('loom.clientInfo');
 
 /** Message of the 400 for a path whose remainder after the route's stripPrefix starts with `//`. */
+const FRAGMENT = 'fragment ("#") in request target';
 const DOUBLE_SLASH =
   'the path starts with "//" once the route\'s stripPrefix is removed, and an upstream could read "//name" as a host name; remove the extra "/"';
 
@@ -80,6 +81,11 @@ export function prepareRequest(
   }
 
   const queryStart = url.indexOf('?');
+  // The router rejects a "#" in the path. One in the query is just as invalid (RFC 9112 section
+  // 3.2), and an upstream would cut the query there, so no fragment is forwarded.
+  if (queryStart !== -1 && url.indexOf('#', queryStart + 1) !== -1) {
+    return { ok: false, error: PROXY_ERRORS.badRequest, message: FRAGMENT, close: false };
+  }
   const path = queryStart === -1 ? url : url.slice(0, queryStart);
   const match = table.router.find(method, head.host, path);
   switch (match.kind) {

@@ -5,7 +5,11 @@ import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { classifyUpstreamError, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
-import { buildClientResponseHeaders, type ResponseHead } from './headers.js';
+import {
+  buildClientResponseHeaders,
+  unsupportedResponseCoding,
+  type ResponseHead,
+} from './headers.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
@@ -217,6 +221,14 @@ class PendingUpgrade {
   }
 
   #relay(response: IncomingMessage): void {
+    const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
+    const headers = buildClientResponseHeaders(response.rawHeaders, this.#request.actions, head);
+    const codingError = unsupportedResponseCoding(head);
+    if (codingError !== undefined) {
+      response.destroy();
+      this.#fail(codingError);
+      return;
+    }
     if (!this.#settle()) {
       response.destroy();
       return;
@@ -228,7 +240,7 @@ class PendingUpgrade {
     const actions = this.#request.actions;
     const bodyTimeoutMs =
       actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : this.#context.upstreamBodyTimeoutMs;
-    this.#cutRelay = relayResponse(this.#request, response, this.#client, bodyTimeoutMs);
+    this.#cutRelay = relayResponse(response, headers, head, this.#client, bodyTimeoutMs);
     this.#report(response.statusCode ?? 0);
   }
 
@@ -268,13 +280,12 @@ class PendingUpgrade {
  * a function that cuts the client connection when the upstream fails during the body.
  */
 function relayResponse(
-  request: ForwardedRequest,
   response: IncomingMessage,
+  headers: string[],
+  head: ResponseHead,
   client: Socket,
   bodyTimeoutMs: number,
 ): () => void {
-  const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
-  const headers = buildClientResponseHeaders(response.rawHeaders, request.actions, head);
   if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
   const status = response.statusCode ?? 502;
   let text = `HTTP/1.1 ${status} ${response.statusMessage ?? ''}\r\n`;

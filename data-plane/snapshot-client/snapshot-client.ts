@@ -432,12 +432,46 @@ export class SnapshotClient {
  */
 const HTTP1_RESPONSE = /Protocol error|Received HTTP status code|HTTP\/1/i;
 
-/** Returns a `hint` field the first time the server at an address responds as HTTP/1. */
+/**
+ * grpc-js 1.14 reads the first five bytes of an HTTP/2 response body as a gRPC message prefix
+ * even when the content type is not gRPC, and reports bytes 1 to 4 as the message length.
+ */
+const OVERSIZED_MESSAGE = /Received message larger than max \((\d+) vs \d+\)/;
+
+/**
+ * Returns the four bytes of an oversized message length as text, such as "html" for a body that
+ * starts with "<html". Returns undefined unless all four are printable ASCII.
+ */
+function lengthPrefixText(reason: string): string | undefined {
+  const match = OVERSIZED_MESSAGE.exec(reason);
+  if (match === null) return undefined;
+  const length = Number(match[1]);
+  if (!Number.isSafeInteger(length) || length > 0xffffffff) return undefined;
+
+  const bytes = [length >>> 24, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff];
+  if (!bytes.every((byte) => byte >= 0x20 && byte < 0x7f)) return undefined;
+  return String.fromCharCode(...bytes);
+}
+
+/**
+ * Returns a `hint` field the first time the server at an address responds as HTTP/1, or with an
+ * HTTP/2 body that is not gRPC, such as an HTML page from a load balancer. grpc-js reports the
+ * second as a message over the size limit, which no snapshot caused.
+ */
 function wrongPortHint(address: string, reason: string, hinted: Set<string>): { hint?: string } {
-  if (hinted.has(address) || !HTTP1_RESPONSE.test(reason)) return {};
+  if (hinted.has(address)) return {};
+
+  if (HTTP1_RESPONSE.test(reason)) {
+    hinted.add(address);
+    return {
+      hint: `is ${address} the control plane's gRPC port (--listen), not its --admin-listen port?`,
+    };
+  }
+  const text = lengthPrefixText(reason);
+  if (text === undefined) return {};
 
   hinted.add(address);
   return {
-    hint: `is ${address} the control plane's gRPC port (--listen), not its --admin-listen port?`,
+    hint: `the response from ${address} is not gRPC: the bytes read as a message length are the text ${JSON.stringify(text)}; is a server other than the control plane, such as a load balancer, answering at ${address}?`,
   };
 }

@@ -15,7 +15,6 @@ import {
   type CallCredentials,
 } from '../../common/auth.js';
 import { LoomError } from '../../common/errors.js';
-import { parseDuration } from '../../cli/security-options.js';
 import { loadLoomctlConfig } from '../../cli/loomctl-config.js';
 import { StreamAdmission } from '../../control-plane/stream/admission.js';
 
@@ -132,14 +131,6 @@ describe('credentials', () => {
       () => new StreamAdmission({ maxStreams: 1, ratePerSecond: -1, logger }),
       /invalid --stream-admission-rate -1/,
     );
-  });
-
-  test('durations parse with units', () => {
-    assert.equal(parseDuration('30s', '--drain-timeout'), 30_000);
-    assert.equal(parseDuration('250ms', '--drain-timeout'), 250);
-    assert.equal(parseDuration('24h', '--snapshot-cache-max-age'), 86_400_000);
-    assert.equal(parseDuration('2', '--drain-timeout'), 2_000);
-    assert.throws(() => parseDuration('soon', '--drain-timeout'), /invalid --drain-timeout "soon"/);
   });
 
   test('loomctl config file loads', () => {

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
 import { ROOT } from '../../scripts/processes.js';
@@ -46,4 +46,49 @@ export function loom(args: string[], timeoutMs: number): Promise<CliResult> {
       },
     );
   });
+}
+
+/** A `loom` process whose stdout and stderr are pipes that the caller reads. */
+export interface PipedLoom {
+  child: ChildProcess;
+  /** Resolves with the exit code, or null when a signal ended the process. */
+  exited: Promise<number | null>;
+  /** Returns stdout and stderr so far, interleaved as they arrived. */
+  output(): string;
+}
+
+/** Starts `loom ARGS` with its stdout and stderr piped to this process. */
+export function startPipedLoom(args: string[]): PipedLoom {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal === null ? code : null));
+  });
+  return { child, exited, output: () => output };
+}
+
+/**
+ * Waits up to `timeoutMs` for the exit and returns its code. A process still running then is
+ * killed, and the result is 'running'.
+ */
+export async function exitWithin(
+  loom: PipedLoom,
+  timeoutMs: number,
+): Promise<number | null | 'running'> {
+  let timer: NodeJS.Timeout | undefined;
+  const running = new Promise<'running'>((resolve) => {
+    timer = setTimeout(() => resolve('running'), timeoutMs);
+  });
+  const result = await Promise.race([loom.exited, running]);
+  clearTimeout(timer);
+  if (result === 'running') {
+    loom.child.kill('SIGKILL');
+    await loom.exited;
+  }
+  return result;
 }

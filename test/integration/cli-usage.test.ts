@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttp2Server, type Http2Server } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -162,56 +163,82 @@ describe('loom flag checks', { timeout: 120_000 }, () => {
   });
 });
 
+/** Starts a data plane at `address` and returns its reconnect log lines once there are three. */
+async function reconnectLines(
+  dir: string,
+  address: string,
+): Promise<{ address: string; hint?: string }[]> {
+  const log = join(dir, 'data-plane.log');
+  writeFileSync(log, '');
+  const proxy = startLoom(
+    'data-plane',
+    [
+      'data-plane',
+      '--control-plane',
+      address,
+      '--listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--admin-listen',
+      `127.0.0.1:${await findFreePort()}`,
+    ],
+    log,
+  );
+  const lost = () =>
+    readFileSync(log, 'utf8')
+      .split('\n')
+      .filter((line) => line.includes('"control plane lost, reconnecting"'))
+      .map((line) => JSON.parse(line) as { address: string; hint?: string });
+  try {
+    await waitFor('three reconnect log lines', 30_000, () => lost().length >= 3);
+  } finally {
+    await proxy.stop();
+  }
+  return lost();
+}
+
 describe('data plane at an HTTP port', { timeout: 120_000 }, () => {
   let dir: string;
   let http: Server;
   let address: string;
+  let http2: Http2Server;
+  let http2Address: string;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'loom-cli-usage-'));
     // An HTTP/1 server plays the control plane's --admin-listen port.
     http = createServer((_, response) => response.end('ok\n'));
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-    const port = (http.address() as { port: number }).port;
-    address = `127.0.0.1:${port}`;
+    address = `127.0.0.1:${(http.address() as { port: number }).port}`;
+    // An HTTP/2 server that responds to every stream with a web page plays a load balancer.
+    http2 = createHttp2Server((_, response) => {
+      response.writeHead(200, { 'content-type': 'text/html' });
+      response.end('<html><body>maintenance</body></html>\n');
+    });
+    await new Promise<void>((resolve) => http2.listen(0, '127.0.0.1', resolve));
+    http2Address = `127.0.0.1:${(http2.address() as { port: number }).port}`;
   });
   after(async () => {
     http.closeAllConnections();
     await new Promise((resolve) => http.close(resolve));
+    await new Promise((resolve) => http2.close(resolve));
     rmSync(dir, { recursive: true, force: true });
   });
 
   test('reconnect log hints at port', async () => {
-    const log = join(dir, 'data-plane.log');
-    writeFileSync(log, '');
-    const proxy = startLoom(
-      'data-plane',
-      [
-        'data-plane',
-        '--control-plane',
-        address,
-        '--listen',
-        `127.0.0.1:${await findFreePort()}`,
-        '--admin-listen',
-        `127.0.0.1:${await findFreePort()}`,
-      ],
-      log,
-    );
-    const lost = () =>
-      readFileSync(log, 'utf8')
-        .split('\n')
-        .filter((line) => line.includes('"control plane lost, reconnecting"'))
-        .map((line) => JSON.parse(line) as { address: string; hint?: string });
-    try {
-      await waitFor('three reconnect log lines', 30_000, () => lost().length >= 3);
-    } finally {
-      await proxy.stop();
-    }
-    const lines = lost();
+    const lines = await reconnectLines(dir, address);
+
     assert.equal(
       lines[0].hint,
       `is ${address} the control plane's gRPC port (--listen), not its --admin-listen port?`,
     );
+    assert.equal(lines.filter((line) => line.hint !== undefined).length, 1);
+  });
+
+  test('reconnect log names non-gRPC body', async () => {
+    const lines = await reconnectLines(dir, http2Address);
+
+    assert.match(lines[0].hint ?? '', /^the response from 127\.0\.0\.1:\d+ is not gRPC: /);
+    assert.match(lines[0].hint ?? '', /the text "html"/);
     assert.equal(lines.filter((line) => line.hint !== undefined).length, 1);
   });
 });

@@ -10,6 +10,7 @@ import {
   logLines,
   readyz,
   startUpstream,
+  waitForVersion,
   Workspace,
   type Member,
 } from '../faults/harness.js';
@@ -157,6 +158,57 @@ describe('duplicate proxy id on one control plane', { timeout: 120_000 }, () => 
     assert.equal(logLines(restarted, PROXY_REJECTED).length, 0);
     const table = await loomctl(cp.address, ['status']);
     assert.match(table.stdout, /since superseded/);
+  });
+});
+
+describe('duplicate proxy id with a snapshot cache', { timeout: 120_000 }, () => {
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let ws: Workspace;
+
+  before(async () => {
+    upstream = await startUpstream('echo');
+    ws = new Workspace();
+  });
+
+  after(async () => {
+    await ws.close();
+    upstream.server.close();
+  });
+
+  test('cached copy stays ready and names the holder', async () => {
+    const cp = await ws.controlPlane('cp', ['--data-dir', join(ws.dir, 'store')]);
+    const holder = await ws.proxy('p1', [cp.address]);
+    const cache = ['--snapshot-cache', join(ws.dir, 'cache.json')];
+    const seed = await ws.proxy('seed', [cp.address], cache);
+    const file = join(ws.dir, 'base.yaml');
+    writeFileSync(file, fixtureText(upstream.port, ['base']));
+    const applied = await loomctl(cp.address, ['apply', '-f', file, '--wait']);
+    assert.equal(applied.code, 0, applied.stdout + applied.stderr + ws.logs());
+    const version = (await statusOf(cp)).version;
+    // Stopping flushes the cache file, so the copy starts from this version.
+    assert.equal(await seed.process.stop(), 0);
+
+    const copy = await ws.proxy('p1-copy', [cp.address], ['--id', 'p1', ...cache]);
+    await waitFor('the copy to be rejected', 20_000, async () => {
+      return logLines(copy, PROXY_REJECTED).length === 1;
+    });
+    await waitForVersion(copy.adminPort, version);
+
+    const ready = await readyz(copy.adminPort);
+    assert.equal(ready.status, 200);
+    assert.equal(ready.body.status, 'ready');
+    assert.equal(ready.body.source, 'snapshot-cache');
+    assert.equal(ready.body.version, version);
+    const reason = String(ready.body.reason);
+    assert.match(reason, /the control plane rejected the stream/);
+    assert.match(reason, /proxy id "p1" is already connected from/);
+    assert.ok(reason.includes(holder.address), reason);
+    const served = await fetch(`http://${copy.address}/base/x`);
+    assert.equal(served.status, 200);
+
+    const [row] = await rowsOf(cp, 'p1');
+    assert.equal(row.address, holder.address);
+    assert.equal(row.connected, true);
   });
 });
 

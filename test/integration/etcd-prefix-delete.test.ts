@@ -125,6 +125,26 @@ describe('etcd prefix deleted under a running control plane', { timeout: 90_000 
     assert.equal((await fleetStatus(fleet.controlPlane)).epoch, after.epoch);
   });
 
+  test('empty generation starts one new epoch', async () => {
+    const before = await fleetStatus(fleet.controlPlane);
+
+    await etcdctl(etcd.endpoint, ['put', '/loom/__meta/generation', '']);
+    await waitFor('proxy-1 to ack a new epoch', CONVERGE_MS, async () => {
+      const current = await fleetStatus(fleet.controlPlane);
+      return current.epoch !== before.epoch && current.proxies[0]?.ackedEpoch === current.epoch;
+    }).catch((error: Error) => assert.fail(`${error.message}\n${fleet.logs()}`));
+
+    const after = await fleetStatus(fleet.controlPlane);
+    const generation = await client.get('/loom/__meta/generation').string();
+    assert.match(generation ?? '', /^[0-9a-f-]{36}$/);
+    assert.ok(after.epoch.endsWith(`-${generation}`), `${after.epoch} for ${generation}`);
+    assert.equal(await getEpoch(fleet.controlPlane), after.epoch);
+    assert.equal(await servedStatus('/c'), 200);
+    await applyAndWait('after-empty-generation.yaml', { a: '/a', c: '/c', e: '/e' });
+    assert.equal(await servedStatus('/e'), 200);
+    assert.equal((await fleetStatus(fleet.controlPlane)).epoch, after.epoch);
+  });
+
   test('second replica agrees and sends the fallback', async () => {
     const first = await fleetStatus(fleet.controlPlane);
     await waitFor('etcd to record the newest accepted version', CONVERGE_MS, async () => {

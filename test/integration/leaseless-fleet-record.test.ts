@@ -3,12 +3,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 
 import { waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
-import { startFleet, type Fleet } from '../helpers/fleet.js';
+import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
+import type { Fleet } from '../helpers/fleet.js';
 
 interface StatusJson {
   proxies: { id: string; connected: boolean; controlPlane: string }[];
@@ -21,14 +21,13 @@ async function status(fleet: Fleet): Promise<StatusJson> {
 }
 
 describe('fleet record written without a lease', { timeout: 90_000 }, () => {
-  let etcd: EtcdProcess;
+  let setup: EtcdBackedFleet;
   let client: Etcd3;
   let fleet: Fleet;
 
   before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoint });
-    fleet = await startFleet({ etcd: etcd.endpoint, proxies: 1 });
+    setup = await startEtcdFleet({ proxies: 1 });
+    ({ client, fleet } = setup);
     await waitFor('the proxy record', 15_000, async () => {
       const keys = await client.getAll().prefix('/loom/__meta/fleet/').keys();
       return keys.some((key) => key.endsWith('/proxy-1'));
@@ -36,9 +35,7 @@ describe('fleet record written without a lease', { timeout: 90_000 }, () => {
   });
 
   after(async () => {
-    await fleet?.stop();
-    client?.close();
-    await etcd?.stop();
+    await setup?.stop();
   });
 
   test('reconnecting proxy is not rejected', async () => {

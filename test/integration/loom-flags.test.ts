@@ -77,20 +77,25 @@ describe('loom flag values', { timeout: 240_000 }, () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  /** Starts a control plane with `--etcd-watch-check-interval`, in a data dir of its own. */
+  async function watchCheckInterval(dataDir: string, interval: string): Promise<CliResult> {
+    return loom([
+      'control-plane',
+      '--listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--admin-listen',
+      `127.0.0.1:${await findFreePort()}`,
+      '--data-dir',
+      join(dir, dataDir),
+      '--etcd-watch-check-interval',
+      interval,
+    ]);
+  }
+
   test('zero proxy limits rejected', async () => {
     const cases = [
-      {
-        flag: '--headers-timeout',
-        expected: 'milliseconds, from 1 to 2147483647, or a duration such as 700ms or 5s',
-        example: 10000,
-      },
       { flag: '--max-header-count', expected: 'header fields, at least 1', example: 100 },
       { flag: '--max-header-bytes', expected: 'bytes, at least 1', example: 16384 },
-      {
-        flag: '--upstream-keep-alive',
-        expected: 'milliseconds, from 1 to 2147483647, or a duration such as 700ms or 5s',
-        example: 4000,
-      },
       { flag: '--max-response-header-bytes', expected: 'bytes, at least 1', example: 16384 },
     ];
     for (const { flag, expected, example } of cases) {
@@ -99,6 +104,13 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       assert.deepEqual(errorLines(result), [
         `error: invalid ${flag} "0": expected a whole number of ${expected}; ` +
           `use a value such as ${example}`,
+      ]);
+    }
+    for (const flag of ['--headers-timeout', '--upstream-keep-alive']) {
+      const result = await loom([...proxyArgs, flag, '0']);
+      assertUsageError(result, flag);
+      assert.deepEqual(errorLines(result), [
+        `error: invalid ${flag} "0": expected a duration above 0, such as 700ms or 30s`,
       ]);
     }
   });
@@ -126,7 +138,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       '--upstream-connect-timeout',
       '-1',
       '--upstream-headers-timeout',
-      '2147483648',
+      '600h',
       '--max-request-body',
       '10MB',
     ]);
@@ -137,9 +149,12 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     assert.match(errors[1], /^error: invalid --headers-timeout "1e3": /);
     assert.match(
       errors[2],
-      /^error: invalid --upstream-connect-timeout "-1": .*from 0 to 2147483647 \(0 means no timeout\)/,
+      /^error: invalid --upstream-connect-timeout "-1": expected a duration .*, or 0 \(no timeout\)$/,
     );
-    assert.match(errors[3], /^error: invalid --upstream-headers-timeout "2147483648": /);
+    assert.match(
+      errors[3],
+      /^error: invalid --upstream-headers-timeout "600h": expected at most 2147483647ms /,
+    );
   });
 
   test('invalid durations named', async () => {
@@ -147,38 +162,53 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       {
         flag: '--send-timeout',
         value: '60sec',
-        expected: 'from 0 to 2147483647 (0 means no limit)',
-        example: 60000,
+        message: 'expected a duration such as 700ms, 30s, 5m, 1h or 1m30s, or 0 (no limit)',
       },
       {
         flag: '--upstream-keep-alive',
         value: '0s',
-        expected: 'from 1 to 2147483647',
-        example: 4000,
+        message: 'expected a duration above 0, such as 700ms or 30s',
       },
     ];
-    for (const { flag, value, expected, example } of cases) {
+    for (const { flag, value, message } of cases) {
       const result = await loom([...proxyArgs, flag, value]);
       assertUsageError(result, flag);
-      assert.deepEqual(errorLines(result), [
-        `error: invalid ${flag} "${value}": expected a whole number of milliseconds, ` +
-          `${expected}, or a duration such as 700ms or 5s; use a value such as ${example}`,
-      ]);
+      assert.deepEqual(errorLines(result), [`error: invalid ${flag} "${value}": ${message}`]);
     }
+  });
+
+  test('bare numbers in durations refused', async () => {
+    const flags = ['--headers-timeout', '--upstream-connect-timeout', '--drain-timeout'];
+    const result = await loom([...proxyArgs, ...flags.flatMap((flag) => [flag, '1500'])]);
+    assertUsageError(result, 'bare numbers');
+    assert.deepEqual(
+      errorLines(result).sort(),
+      flags
+        .map(
+          (flag) => `error: invalid ${flag} "1500": a duration needs a unit; write 1500ms or 1500s`,
+        )
+        .sort(),
+    );
+
+    const controlPlane = await watchCheckInterval('bare-number', '10');
+    assertUsageError(controlPlane, '--etcd-watch-check-interval');
+    assert.deepEqual(errorLines(controlPlane), [
+      'error: invalid --etcd-watch-check-interval "10": a duration needs a unit; write 10ms or 10s',
+    ]);
   });
 
   test('request timeout below headers timeout', async () => {
     const result = await loom([
       ...proxyArgs,
       '--headers-timeout',
-      '20000',
+      '20s',
       '--request-timeout',
-      '5000',
+      '5s',
     ]);
     assertUsageError(result, '--request-timeout');
     assert.deepEqual(errorLines(result), [
-      'error: invalid --request-timeout "5000": expected 0 or at least --headers-timeout ' +
-        '(20000); use 0 for no timeout, or raise it to 20000 or more',
+      'error: invalid --request-timeout "5s": expected 0 or at least --headers-timeout ' +
+        '(20s); use 0 for no timeout, or raise it to 20s or more',
     ]);
   });
 
@@ -224,31 +254,47 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     }
     assert.equal(lines.length, flags.length, result.stderr);
 
-    const controlPlane = await loom([
+    const controlPlane = await watchCheckInterval('sub-millisecond', '0.0001s');
+    assertUsageError(controlPlane, '--etcd-watch-check-interval');
+    assert.deepEqual(errorLines(controlPlane), [
+      'error: invalid --etcd-watch-check-interval "0.0001s": it rounds to 0ms; use 1ms or more',
+    ]);
+  });
+
+  test('connection idle timeout checked', async () => {
+    const controlPlaneArgs = [
       'control-plane',
       '--listen',
       `127.0.0.1:${await findFreePort()}`,
       '--admin-listen',
       `127.0.0.1:${await findFreePort()}`,
       '--data-dir',
-      join(dir, 'sub-millisecond'),
-      '--etcd-watch-check-interval',
-      '0.0001s',
-    ]);
-    assertUsageError(controlPlane, '--etcd-watch-check-interval');
-    assert.deepEqual(errorLines(controlPlane), [
-      'error: invalid --etcd-watch-check-interval "0.0001s": it rounds to 0ms, which the flag ' +
-        'reads as 0 (see --help), not as a short duration; use 1ms or more',
-    ]);
+      join(dir, 'connection-idle-timeout'),
+    ];
+    const cases = [
+      ['soon', 'expected a duration such as 700ms, 30s, 5m, 1h or 1m30s'],
+      ['60', 'a duration needs a unit; write 60ms or 60s'],
+      ['1000h', 'expected at most 2147483647ms'],
+    ];
+    for (const [value, expected] of cases) {
+      const result = await loom([...controlPlaneArgs, '--connection-idle-timeout', value]);
+      assertUsageError(result, `--connection-idle-timeout ${value}`);
+      const lines = errorLines(result);
+      assert.equal(lines.length, 1, result.stderr);
+      assert.ok(lines[0].startsWith(`error: invalid --connection-idle-timeout "${value}"`));
+      assert.ok(lines[0].includes(expected), lines[0]);
+    }
+
+    const help = (await loom(['control-plane', '--help'])).stdout.replace(/\s+/g, ' ');
+    assert.match(help, /--connection-idle-timeout <duration> [^-]*; 0 keeps it open/);
   });
 
   test('upstream timeout units rejected', async () => {
     const result = await loom([...proxyArgs, '--upstream-body-timeout', '30 seconds']);
     assertUsageError(result, '--upstream-body-timeout');
     assert.deepEqual(errorLines(result), [
-      'error: invalid --upstream-body-timeout "30 seconds": expected a whole number of ' +
-        'milliseconds, from 0 to 2147483647 (0 means no timeout), or a duration such as 700ms ' +
-        'or 5s; use a value such as 30000',
+      'error: invalid --upstream-body-timeout "30 seconds": expected a duration such as 700ms, ' +
+        '30s, 5m, 1h or 1m30s, or 0 (no timeout)',
     ]);
   });
 
@@ -261,7 +307,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
         '--upstream-headers-timeout',
         '1.5s',
         '--upstream-body-timeout',
-        '30000',
+        '1m30s',
         '--headers-timeout',
         '10s',
         '--request-timeout',

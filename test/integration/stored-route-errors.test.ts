@@ -3,11 +3,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 
 import { loomctl } from '../helpers/cli.js';
-import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
-import { startFleet, type Fleet } from '../helpers/fleet.js';
+import { runEtcdctl, type EtcdProcess } from '../helpers/etcd.js';
+import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
+import type { Fleet } from '../helpers/fleet.js';
 
 const BASELINE = `upstreams:
   - name: users
@@ -24,14 +25,14 @@ routes:
 const ORPHAN = '{"name":"orphan","hosts":[],"paths":["/orphan"],"methods":[],"upstream":"missing"}';
 
 describe('broken route written to etcd', { timeout: 60_000 }, () => {
+  let setup: EtcdBackedFleet;
   let etcd: EtcdProcess;
   let client: Etcd3;
   let fleet: Fleet;
 
   before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoint });
-    fleet = await startFleet({ etcd: etcd.endpoint, proxies: 0 });
+    setup = await startEtcdFleet({ proxies: 0 });
+    ({ etcd, client, fleet } = setup);
     const baseline = join(fleet.dir, 'baseline.yaml');
     writeFileSync(baseline, BASELINE);
     const applied = await loomctl(fleet.controlPlane, ['apply', '-f', baseline]);
@@ -40,9 +41,7 @@ describe('broken route written to etcd', { timeout: 60_000 }, () => {
   });
 
   after(async () => {
-    await fleet?.stop();
-    client?.close();
-    await etcd?.stop();
+    await setup?.stop();
   });
 
   async function storedConfig(): Promise<string> {

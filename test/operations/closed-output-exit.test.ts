@@ -1,57 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { ROOT, startLoom, waitForPort, type LoomProcess } from '../../scripts/processes.js';
+import { startLoom, waitForPort, type LoomProcess } from '../../scripts/processes.js';
+import { exitWithin, startPipedLoom, type PipedLoom } from '../helpers/cli.js';
 import { httpGet } from '../helpers/net.js';
 import { findFreePort } from '../helpers/ports.js';
-
-/** A `loom` process whose stdout and stderr are pipes that this test reads. */
-interface PipedLoom {
-  child: ChildProcess;
-  exited: Promise<number | null>;
-  output(): string;
-}
-
-function startPiped(args: string[]): PipedLoom {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code, signal) => resolve(signal === null ? code : null));
-  });
-  return { child, exited, output: () => output };
-}
 
 /** Closes the read ends of the child's stdout and stderr, as a reader that exits does. */
 function closeOutput(loom: PipedLoom): void {
   loom.child.stdout?.destroy();
   loom.child.stderr?.destroy();
-}
-
-/**
- * Waits up to `timeoutMs` for the exit and returns its code. A process still running then is
- * killed, and the result is 'running'.
- */
-async function exitWithin(loom: PipedLoom, timeoutMs: number): Promise<number | null | 'running'> {
-  let timer: NodeJS.Timeout | undefined;
-  const running = new Promise<'running'>((resolve) => {
-    timer = setTimeout(() => resolve('running'), timeoutMs);
-  });
-  const result = await Promise.race([loom.exited, running]);
-  clearTimeout(timer);
-  if (result === 'running') {
-    loom.child.kill('SIGKILL');
-    await loom.exited;
-  }
-  return result;
 }
 
 describe('SIGTERM with closed output pipes', () => {
@@ -86,7 +47,7 @@ describe('SIGTERM with closed output pipes', () => {
 
   async function startProxy(extraArgs: string[] = []): Promise<{ loom: PipedLoom; port: number }> {
     const [port, adminPort] = [await findFreePort(), await findFreePort()];
-    const loom = startPiped([
+    const loom = startPipedLoom([
       'data-plane',
       '--control-plane',
       controlPlaneAddress,
@@ -122,7 +83,7 @@ describe('SIGTERM with closed output pipes', () => {
 
     it(`control plane exits, attempt ${attempt}`, async () => {
       const [port, adminPort] = [await findFreePort(), await findFreePort()];
-      const loom = startPiped([
+      const loom = startPipedLoom([
         'control-plane',
         '--listen',
         `127.0.0.1:${port}`,

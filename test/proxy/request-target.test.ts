@@ -232,6 +232,27 @@ describe('proxy request target and Host', () => {
     });
   });
 
+  describe('fragment in request target', () => {
+    for (const target of [
+      '/info/a#frag',
+      '/info/a?x=1#frag',
+      '/info/a?#',
+      '/info/a?x=1?y#',
+      'http://127.0.0.1:9001/users/1?x=1#frag',
+    ]) {
+      it(`rejects ${target}`, async () => {
+        const response = await get(target, 'Host: a\r\n');
+        assert.equal(response.status, 400, response.body);
+        assert.match(JSON.parse(response.body).message, /fragment \("#"\)/);
+      });
+    }
+
+    it('forwards an encoded # in the query', async () => {
+      const response = await get('/info/a?x=%23frag', 'Host: a\r\n');
+      assert.equal(echoed(response).url, '/info/a?x=%23frag');
+    });
+  });
+
   describe('request target forms', () => {
     it('routes an absolute-form target', async () => {
       const response = await get('http://127.0.0.1:9001/users/1?x=1', 'Host: other.example\r\n');

@@ -3,11 +3,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { Etcd3 } from 'etcd3';
+import type { Logger } from 'pino';
 
 import { LoomError } from '../../common/errors.js';
 import { EtcdStore } from '../../control-plane/store/etcd-store.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
-import { recordWatch } from './watch-recorder.js';
+import { memoryLogger, recordWatch } from './watch-recorder.js';
 
 /** Time a watch gets to deliver a change it must not report, in milliseconds. */
 const QUIET_MS = 300;
@@ -26,8 +27,8 @@ describe('EtcdStore generation key under a watch', () => {
     await etcd?.stop();
   });
 
-  function openStore(t: TestContext, root = `/loom-generation-${++next}/`) {
-    const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix: root });
+  function openStore(t: TestContext, root = `/loom-generation-${++next}/`, logger?: Logger) {
+    const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix: root, logger });
     t.after(() => store.close());
     return { store, root };
   }
@@ -99,5 +100,57 @@ describe('EtcdStore generation key under a watch', () => {
     assert.notEqual(epochs[0], before);
     assert.deepEqual(new Set(epochs), new Set([epochs[0]]));
     assert.equal((await stores[1].range(root)).epoch, epochs[0]);
+  });
+
+  for (const [name, blank] of [
+    ['empty', ''],
+    ['whitespace', ' \n\t'],
+  ]) {
+    it(`${name} generation gets one new epoch`, async (t) => {
+      const root = `/loom-generation-${++next}/`;
+      const logs = [memoryLogger(), memoryLogger(), memoryLogger()];
+      const stores = logs.map((log) => openStore(t, root, log.logger).store);
+      const before = await stores[0].epoch();
+      const key = `${root}__meta/generation`;
+      await client.put(key).value(blank);
+      const start = await stores[0].commit([{ type: 'put', key: `${root}routes/a`, value: '1' }]);
+      assert.equal((await stores[0].range(root)).epoch, undefined);
+      const recorder = recordWatch(stores[0], root, start + 1);
+      t.after(() => recorder.watch.cancel());
+
+      const epochs = await Promise.all(stores.map((store) => store.epoch()));
+
+      assert.notEqual(epochs[0], before);
+      assert.deepEqual(new Set(epochs), new Set([epochs[0]]));
+      const generation = await client.get(key).string();
+      assert.match(generation ?? '', /^[0-9a-f-]{36}$/);
+      assert.ok(epochs[0].endsWith(`-${generation}`), `${epochs[0]} for ${generation}`);
+      assert.equal((await stores[1].range(root)).epoch, epochs[0]);
+      assert.equal(await stores[2].epoch(), epochs[0]);
+
+      const replaced = logs.flatMap((log) =>
+        log.lines.filter((line) => line.msg.startsWith('etcd generation replaced')),
+      );
+      assert.equal(replaced.length, 1);
+      assert.equal(replaced[0].key, key);
+      assert.equal(replaced[0].stored, blank);
+      assert.equal(replaced[0].generation, generation);
+
+      // A watch that started while the value was blank fails, so its reader reads again.
+      await recorder.waitFor('a watch error', () => recorder.errors.length >= 1);
+      assertEpochChangeError(recorder.errors[0], /was replaced at revision/);
+    });
+  }
+
+  it('blank generation records no accepted version', async (t) => {
+    const { store, root } = openStore(t);
+    const epoch = await store.epoch();
+    await client.put(`${root}__meta/generation`).value('');
+    // The epoch that an empty generation would format to.
+    const blankEpoch = epoch.slice(0, epoch.indexOf('-') + 1);
+    const accepted = { epoch: blankEpoch, version: 1, hash: 'a'.repeat(64) };
+
+    assert.equal(await store.recordAccepted(accepted, new Uint8Array()), false);
+    assert.equal(await store.acceptedVersion(), undefined);
   });
 });

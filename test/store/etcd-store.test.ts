@@ -141,4 +141,20 @@ describe('EtcdStore', () => {
     assert.equal(await store.epoch(), after);
     assert.deepEqual((await store.range(root)).items, []);
   });
+
+  it('generation write leaves the read revision alone', async (t) => {
+    const { store, root } = openStore(t);
+    await store.commit([{ type: 'put', key: `${root}routes/a`, value: '1' }]);
+    // A replica that read before the generation key existed, then created it.
+    const early = await store.range(root);
+    assert.equal(early.epoch, undefined);
+    const epoch = await store.epoch();
+
+    // A replica that reads after the generation write serves the same version.
+    const other = new EtcdStore({ endpoints: [etcd.endpoint], prefix: root });
+    t.after(() => other.close());
+    const late = await other.range(root);
+    assert.equal(late.epoch, epoch);
+    assert.equal(late.revision, early.revision);
+  });
 });
