@@ -84,7 +84,7 @@ export function addProxyOptions(command: Command): Command {
     )
     .option(
       '--max-response-header-bytes <bytes>',
-      'largest upstream response head; larger gets 502',
+      'limit on the total bytes of upstream response header names and values, without separators; reaching it gets 502',
       '16384',
     )
     .option(

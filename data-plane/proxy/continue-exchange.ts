@@ -14,6 +14,7 @@ import { markConnectionClosing } from './pipelining.js';
 import {
   buildClientResponseHeaders,
   buildClientTrailers,
+  removeContentLength,
   unsupportedResponseCoding,
   type ResponseHead,
 } from './headers.js';
@@ -145,6 +146,7 @@ export class ContinueExchange extends ObservedExchange {
       return;
     }
     if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
+    if (status === 204 && head.contentLength !== undefined) removeContentLength(headers);
     if (!this.#bodySent || !this.req.complete) {
       headers.push('connection', 'close');
       markConnectionClosing(this.req.socket);

@@ -10,6 +10,7 @@ export type ProxyErrorCode =
   | 'payload_too_large'
   | 'request_header_fields_too_large'
   | 'not_implemented'
+  | 'http_version_not_supported'
   | 'upstream_unavailable'
   | 'upstream_unreachable'
   | 'upstream_timeout'
@@ -52,6 +53,11 @@ export const PROXY_ERRORS = {
     status: 501,
     error: 'not_implemented',
     message: 'the proxy does not support CONNECT; send requests with a path or an absolute URL',
+  },
+  httpVersionNotSupported: {
+    status: 505,
+    error: 'http_version_not_supported',
+    message: 'the proxy accepts HTTP/1.0 and HTTP/1.1 requests only; send the request as HTTP/1.1',
   },
   multipleHosts: {
     status: 400,
@@ -219,7 +225,10 @@ export function sendErrorResponse(
   if (close) {
     headers.push('connection', 'close');
   }
-  res.writeHead(error.status, headers);
+  // The reason phrase is explicit because a failed `writeHead` of the upstream response (an
+  // invalid reason phrase or header value) leaves its reason in `res.statusMessage`, which a
+  // call without one would reuse, or throw on again.
+  res.writeHead(error.status, STATUS_CODES[error.status] ?? '', headers);
   res.end(body);
   // Node.js sends no body in a response to HEAD, whatever `end` gets.
   return res.req?.method === 'HEAD' ? 0 : length;

@@ -17,6 +17,7 @@ import {
 import {
   buildClientResponseHeaders,
   buildClientTrailers,
+  removeContentLength,
   unsupportedResponseCoding,
   type ResponseHead,
 } from './headers.js';
@@ -283,7 +284,8 @@ export class ProxyExchange
         res.writeHead(statusCode, headers);
       }
     } catch (err) {
-      // Node.js rejects header values that undici accepted; the client gets a 502.
+      // Node.js rejects reason phrases and header values that undici accepted, so the client
+      // gets a 502.
       this.#abort?.(err as Error);
       return true;
     }
@@ -575,15 +577,6 @@ function forwardInformational(res: ServerResponse, status: number, raw: readonly
     res.writeEarlyHints(hints);
   } catch {
     // An invalid Link value makes Node.js throw; the hints are advisory, so they are dropped.
-  }
-}
-
-/** Removes every Content-Length field from a flat list of header names and values. */
-function removeContentLength(headers: string[]): void {
-  for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') {
-      headers.splice(i, 2);
-    }
   }
 }
 

@@ -262,6 +262,19 @@ export function buildClientResponseHeaders(
   return headers;
 }
 
+/**
+ * Removes every Content-Length field from a flat list of header names and values. A 204 goes
+ * to the client without one: RFC 9110 section 8.6 forbids it there, and a client that believed
+ * it would read the start of the next response as the body of the 204.
+ */
+export function removeContentLength(headers: string[]): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') {
+      headers.splice(i, 2);
+    }
+  }
+}
+
 /** Names of upstream response headers, which repeat on every response. */
 const RESPONSE_NAMES = new HeaderNameCache();
 

@@ -156,11 +156,17 @@ function fail(error: ProxyError, close = false): PreparedRequest {
 }
 
 /**
- * Checks the framing headers Node.js lets through (RFC 9112 sections 3.2 and 6.1): one valid
- * Host at most, no Transfer-Encoding in HTTP/1.0, and chunked as the only transfer coding. A
- * coding the proxy does not implement gets 501; the others get 400.
+ * Checks the version and the framing headers Node.js lets through (RFC 9112 sections 2.3, 3.2
+ * and 6.1): HTTP/1.0 or HTTP/1.1, one valid Host at most, no Transfer-Encoding in HTTP/1.0, and
+ * chunked as the only transfer coding. Another version gets 505, and a coding the proxy does
+ * not implement 501. The others get 400.
  */
 function checkFraming(req: IncomingMessage, head: RequestHead): ProxyError | undefined {
+  // Node.js parses "HTTP/2.0" and HTTP/0.9 request lines, with headers, as requests of those
+  // versions. They would go upstream as HTTP/1.1, without the Host check of HTTP/1.1.
+  if (req.httpVersionMajor !== 1) {
+    return PROXY_ERRORS.httpVersionNotSupported;
+  }
   if (head.hostCount > 1) {
     return PROXY_ERRORS.multipleHosts;
   }

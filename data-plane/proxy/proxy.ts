@@ -109,8 +109,9 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * Failures become JSON bodies `{"error", "message", "route"?}`: 503 `no_configuration`,
  * 404 `route_not_found`, 405 `method_not_allowed` with `Allow`, 400 `bad_request`,
  * 413 `payload_too_large`, 431 `request_header_fields_too_large`, 501 `not_implemented`,
- * 502 `upstream_unavailable`, 502 `upstream_unreachable`, 504 `upstream_timeout`,
- * 502 `upstream_error` and 500 `internal_error`. The listeners never throw.
+ * 505 `http_version_not_supported`, 502 `upstream_unavailable`, 502 `upstream_unreachable`,
+ * 504 `upstream_timeout`, 502 `upstream_error` and 500 `internal_error`. The listeners never
+ * throw.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` when `tunnelDrainTimeoutMs` is not an integer of 0
  *   or more, or `sendTimeoutMs` not one from 0 to the longest Node.js timer.

@@ -13,6 +13,9 @@ export interface HealthSource {
 
 let healthSource: HealthSource | undefined;
 
+/** Largest health check response body read, in bytes; the connection of a longer one closes. */
+const MAX_BODY_BYTES = 128 * 1024;
+
 /**
  * Makes every checker started after the call take its target's health from `source` and send no
  * requests; undefined restores the requests. Each worker of a multi-process proxy sets it,
@@ -24,10 +27,12 @@ export function setHealthSource(source: HealthSource | undefined): void {
 
 /**
  * Active health check of one target: every `intervalMs` it sends `GET path` through the
- * target's pool and reads the status. 2xx and 3xx pass; any other status, a connection error
- * or no response headers within `timeoutMs` fail. `unhealthyThreshold` failures in a row mark
- * the target unhealthy and `healthyThreshold` passes in a row mark it healthy again. The first
- * check runs at once. Timers are unref'd, so checks never keep the process alive.
+ * target's pool and reads the status. 2xx and 3xx pass. Any other status, a connection error,
+ * or headers and body that do not arrive within `timeoutMs` fail. Only the first 128 KiB of a
+ * body are read, and the connection of a longer one is closed.
+ * `unhealthyThreshold` failures in a row mark the target unhealthy and `healthyThreshold`
+ * passes in a row mark it healthy again. The first check runs at once. Timers are unref'd, so
+ * checks never keep the process alive.
  */
 export class HealthChecker {
   readonly settings: Readonly<HealthCheck>;
@@ -108,18 +113,27 @@ export class HealthChecker {
 
   /** Runs one check; returns undefined when it passed, otherwise why it failed. */
   async #check(): Promise<string | undefined> {
+    const timeoutMs = this.settings.timeoutMs;
+    // The deadline covers the whole check. Without it, a body that trickles in faster than the
+    // idle body timeout, or a request queued behind busy pool connections, holds the check and
+    // every later check of the target for as long as the upstream keeps it going.
+    const signal = AbortSignal.timeout(timeoutMs);
     try {
       const response = await this.#pool.request({
         method: 'GET',
         path: this.settings.path,
         headers: { host: this.#hostHeader, 'user-agent': 'loom-health-check' },
-        headersTimeout: this.settings.timeoutMs,
-        bodyTimeout: this.settings.timeoutMs,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal,
       });
-      await response.body.dump();
+      await response.body.dump({ limit: MAX_BODY_BYTES, signal });
       const status = response.statusCode;
       return status >= 200 && status < 400 ? undefined : `status ${status}`;
     } catch (err) {
+      if (signal.aborted) {
+        return `no complete response within ${timeoutMs} ms`;
+      }
       const code = (err as { code?: unknown }).code;
       return typeof code === 'string' ? code : String(err);
     }

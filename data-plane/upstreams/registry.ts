@@ -10,7 +10,7 @@ import {
   type TargetConnectOptions,
   type UpstreamTarget,
 } from './balancer.js';
-import { HashBalancer } from './hash-balancer.js';
+import { HashBalancer, MAX_HASH_TARGETS } from './hash-balancer.js';
 import { createHashKey } from './hash-key.js';
 import { HealthChecker } from './health-checker.js';
 import { LeastRequestBalancer } from './least-request-balancer.js';
@@ -39,7 +39,12 @@ export interface UpstreamRegistryOptions {
   bodyTimeout?: number;
   /** Maximum connections per origin; default null, meaning no limit. */
   connections?: number | null;
-  /** Largest upstream response head in bytes; a larger one fails the request with 502. Default 16384. */
+  /**
+   * Limit on the bytes of an upstream response's header names and values together, as undici
+   * 7 counts them. It counts no colons, spaces, line ends or status line, so the head on the
+   * wire can be several times larger. Reaching the limit fails the request with 502. Default
+   * 16384.
+   */
   maxResponseHeaderBytes?: number;
 }
 
@@ -313,6 +318,11 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
     seen.add(upstream.name);
     if (upstream.balancer === 'hash' && upstream.hashOn === undefined) {
       problems.push(`upstream ${name}: balancer hash needs hashOn`);
+    }
+    if (upstream.balancer === 'hash' && upstream.targets.length > MAX_HASH_TARGETS) {
+      problems.push(
+        `upstream ${name}: ${upstream.targets.length} targets, at most ${MAX_HASH_TARGETS} are allowed with balancer hash; split the upstream or use another balancer`,
+      );
     }
 
     let ca: string | undefined;

@@ -107,6 +107,8 @@ describe('proxy request target and Host', () => {
   let proxy: ProxyFixture;
   const finished: Finished[] = [];
   let version = 0;
+  /** Requests the upstream received. */
+  let forwarded = 0;
 
   const observer: ProxyObserver = {
     enabled: true,
@@ -137,6 +139,7 @@ describe('proxy request target and Host', () => {
 
   before(async () => {
     upstream = await startHttpServer((req, res) => {
+      forwarded++;
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ url: req.url, headers: req.headers }));
     });
@@ -307,6 +310,28 @@ describe('proxy request target and Host', () => {
       assert.equal(response.headers['content-type'], 'application/json');
       assert.equal(JSON.parse(response.body).error, 'not_implemented');
     });
+  });
+
+  describe('HTTP version', () => {
+    for (const requestLine of [
+      'GET /info/x HTTP/2.0',
+      'GET /info/x HTTP/0.9',
+      'GET /info/x',
+      'POST /info/x HTTP/2.0',
+    ]) {
+      it(`rejects ${requestLine}`, async () => {
+        const before = forwarded;
+        const response = await rawRequest(
+          proxy.port,
+          `${requestLine}\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /info/y HTTP/1.1\r\nHost: a\r\n\r\n`,
+          true,
+        );
+
+        assert.equal(response.status, 505, response.body);
+        assert.equal(JSON.parse(response.body).error, 'http_version_not_supported');
+        assert.equal(forwarded, before, 'a request reached the upstream');
+      });
+    }
   });
 
   describe('local responses', () => {

@@ -23,6 +23,13 @@ const RESPONSES: Record<string, string> = {
     'X-Checksum: abc\r\nGrpc-Status: 0\r\nConnection: x-t\r\nX-T: 1\r\nX-Hop: 1\r\nHost: evil\r\n' +
     'Set-Cookie: a=b\r\nContent-Type: text/evil\r\nWWW-Authenticate: Basic\r\n' +
     'Cache-Control: no-store\r\nX-Removed: r\r\n\r\n',
+  // A 204 ends at its head whatever its Content-Length (RFC 9112 section 6.3), and the five
+  // bytes after it are garbage on the upstream connection.
+  '/no-content/length':
+    'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kind: empty\r\n\r\nhello',
+  '/no-content/zero': 'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n',
+  '/ok': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+  '/bad-reason': 'HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok',
 };
 
 /** Raw upstream that responds to each request from `RESPONSES` and keeps the connection open. */
@@ -154,5 +161,58 @@ describe('response endings', () => {
     assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
     assert.equal(body, 'hello');
     assert.deepEqual(names.sort(), ['grpc-status', 'x-checksum']);
+  });
+
+  it('ends a 204 with Content-Length at its head', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'GET /no-content/length HTTP/1.1\r\nHost: t\r\n\r\n' +
+        'GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the responses to end');
+    const [noContent, ok] = client.text().split(/(?=HTTP\/1\.1 )/);
+
+    assert.match(noContent, /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.match(noContent, /\r\nx-kind: empty\r\n/i);
+    assert.doesNotMatch(noContent, /content-length/i);
+    assert.ok(noContent.endsWith('\r\n\r\n'), JSON.stringify(noContent));
+    assert.match(ok ?? '', /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nok$/);
+  });
+
+  it('sends no Content-Length with a 204', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'GET /no-content/zero HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+
+    assert.match(client.text(), /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.doesNotMatch(client.text(), /content-length/i);
+  });
+
+  it('sends no Content-Length with a 204 to 100-continue', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'POST /no-content/zero HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n' +
+        'Content-Length: 2\r\nConnection: close\r\n\r\n',
+    );
+    await waitForText(client.text, /^HTTP\/1\.1 (100|204) /);
+    client.socket.write('hi');
+    await within(client.closed, 'the response to end');
+    const final = client.text().replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, '');
+
+    assert.match(final, /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.doesNotMatch(final, /content-length/i);
+  });
+
+  it('answers 502 to an invalid reason phrase', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'GET /bad-reason HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+
+    assert.match(client.text(), /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.match(client.text(), /"error":"upstream_error"/);
   });
 });

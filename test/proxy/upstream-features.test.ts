@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { HashBalancer } from '../../data-plane/upstreams/hash-balancer.js';
+import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
+import { HashBalancer, MAX_RING_POINTS } from '../../data-plane/upstreams/hash-balancer.js';
 import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
 import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import type { Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
+  eventually,
   fakeTarget,
   send,
   startHttpServer,
@@ -41,6 +43,19 @@ function upstreamOf(name: string, ports: number[], fields: Partial<Upstream> = {
     targets: ports.map((port) => ({ url: `http://127.0.0.1:${port}`, weight: 1 })),
     ...fields,
   };
+}
+
+/** Returns the upstream `checked`, whose targets one failed check takes out of rotation. */
+function checkedUpstream(ports: number[], timeoutMs: number): Upstream {
+  return upstreamOf('checked', ports, {
+    healthCheck: {
+      path: '/healthz',
+      intervalMs: 50,
+      timeoutMs,
+      healthyThreshold: 1,
+      unhealthyThreshold: 1,
+    },
+  });
 }
 
 describe('LeastRequestBalancer', () => {
@@ -117,6 +132,41 @@ describe('HashBalancer', () => {
     a.state.setHealthy(false, 'test');
     assert.ok(balancer.pickByKey('session-1') !== undefined, 'panic mode picked nothing');
   });
+
+  it('bounds the ring of heavy weights', () => {
+    const targets = Array.from({ length: 12 }, (_, i) => fakeTarget(`t${i}`, 10_000));
+    targets.push(fakeTarget('light', 1));
+    const balancer = new HashBalancer('api', targets, () => undefined);
+    const counts = new Map<UpstreamTarget | undefined, number>();
+    const keys = 12_000;
+
+    assert.ok(balancer.ringSize <= MAX_RING_POINTS + targets.length, `${balancer.ringSize}`);
+    for (let i = 0; i < keys; i++) {
+      const target = balancer.pickByKey(`k${i}`);
+      counts.set(target, (counts.get(target) ?? 0) + 1);
+    }
+    for (const target of targets.slice(0, 12)) {
+      const share = counts.get(target) ?? 0;
+      // Each heavy target should get about 1000 keys.
+      assert.ok(share > 700, `${target.url} got ${share} of ${keys}`);
+      assert.ok(share < 1300, `${target.url} got ${share} of ${keys}`);
+    }
+  });
+
+  it('moves only keys of a removed target', () => {
+    const a = fakeTarget('a');
+    const b = fakeTarget('b');
+    const c = fakeTarget('c');
+    const before = new HashBalancer('api', [a, b, c], () => undefined);
+    const afterRemove = new HashBalancer('api', [a, c], () => undefined);
+
+    for (let i = 0; i < 4000; i++) {
+      const was = before.pickByKey(`k${i}`);
+      if (was !== b) {
+        assert.equal(afterRemove.pickByKey(`k${i}`), was, `key k${i} left a remaining target`);
+      }
+    }
+  });
 });
 
 describe('TargetState ejection', () => {
@@ -175,17 +225,7 @@ describe('proxy upstream features', () => {
       const publish = () =>
         proxy.publish(
           [{ name: 'checked', path: '/checked', upstream: 'checked' }],
-          [
-            upstreamOf('checked', [flaky.port, steady.port], {
-              healthCheck: {
-                path: '/healthz',
-                intervalMs: 50,
-                timeoutMs: 500,
-                healthyThreshold: 1,
-                unhealthyThreshold: 1,
-              },
-            }),
-          ],
+          [checkedUpstream([flaky.port, steady.port], 500)],
         );
       publish();
       healthy = false;
@@ -202,6 +242,55 @@ describe('proxy upstream features', () => {
     } finally {
       await proxy.close();
       await flaky.close();
+      await steady.close();
+    }
+  });
+
+  it('fails a check whose body trickles', async () => {
+    let checks = 0;
+    let trickleClosed = false;
+    const trickles: NodeJS.Timeout[] = [];
+    const slow = await startHttpServer((req, res) => {
+      if (req.url !== '/healthz') {
+        res.end('slow');
+        return;
+      }
+      checks++;
+      if (checks > 1) {
+        res.statusCode = 503;
+        res.end();
+        return;
+      }
+      // Each byte comes well within the idle body timeout, and the body never ends.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      trickles.push(setInterval(() => res.write('.'), 50));
+      res.on('close', () => {
+        trickleClosed = true;
+      });
+    });
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'checked', path: '/checked', upstream: 'checked' }],
+        [checkedUpstream([slow.port, steady.port], 300)],
+      );
+      const unhealthy = await eventually(
+        () => proxy.logs.some((line) => line.msg === 'target unhealthy'),
+        10_000,
+      );
+
+      assert.ok(unhealthy, `target still healthy after ${checks} checks`);
+      assert.ok(await eventually(() => trickleClosed), 'trickling check connection left open');
+      const served: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        served.push((await send(proxy.port, '/checked')).body.toString());
+      }
+      assert.deepEqual(new Set(served), new Set(['steady']));
+    } finally {
+      for (const timer of trickles) clearInterval(timer);
+      await proxy.close();
+      await slow.close();
       await steady.close();
     }
   });
