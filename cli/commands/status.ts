@@ -26,7 +26,15 @@ export function registerStatus(program: Command): void {
         return;
       }
       out(`control plane version ${status.version} (epoch ${status.epoch})`);
-      process.stdout.write(formatStatusTable(status));
+      if (status.proxies.length === 0) {
+        // On stderr, as kubectl reports an empty list: scripts that read the table see none.
+        err(
+          'no proxies: none is connected or was seen recently; start one with ' +
+            '"loom data-plane --control-plane HOST:PORT"',
+        );
+      } else {
+        process.stdout.write(formatStatusTable(status));
+      }
       for (const warning of duplicateIdWarnings(status.proxies)) err(warning);
       if (status.fleetError !== '') {
         err(`the proxies of other control planes are missing: ${status.fleetError}`);

@@ -241,6 +241,13 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     }
   });
 
+  test('status without proxies says so', async () => {
+    const result = await loomctl(controlPlane, ['status']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^control plane version \d+ \(epoch [^)]+\)\n$/);
+    assert.match(result.stderr, /^no proxies: none is connected or was seen recently; start one /);
+  });
+
   test('config tls file named', async () => {
     const missing = join(dir, 'missing-ca.pem');
     const config = file('loomctl.yaml', `tls:\n  ca: ${missing}\n`);
