@@ -15,7 +15,7 @@ import {
   buildClientResponseHeaders,
   buildClientTrailers,
   removeContentLength,
-  unsupportedResponseCoding,
+  unrelayableResponse,
   type ResponseHead,
 } from './headers.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
@@ -139,10 +139,10 @@ export class ContinueExchange extends ObservedExchange {
 
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
     const headers = buildClientResponseHeaders(response.rawHeaders, this.request.actions, head);
-    const codingError = unsupportedResponseCoding(head);
-    if (codingError !== undefined) {
+    const unrelayable = unrelayableResponse(status, head);
+    if (unrelayable !== undefined) {
       response.destroy();
-      this.#fail(codingError);
+      this.#fail(unrelayable);
       return;
     }
     if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);

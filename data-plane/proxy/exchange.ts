@@ -18,7 +18,7 @@ import {
   buildClientResponseHeaders,
   buildClientTrailers,
   removeContentLength,
-  unsupportedResponseCoding,
+  unrelayableResponse,
   type ResponseHead,
 } from './headers.js';
 import type { LogLimiter } from './log-limiter.js';
@@ -244,10 +244,10 @@ export class ProxyExchange
     head.contentLength = undefined;
     head.trailerIndex = -1;
     const headers = buildClientResponseHeaders(raw, request.actions, head);
-    const codingError = unsupportedResponseCoding(head);
-    if (codingError !== undefined) {
+    const unrelayable = unrelayableResponse(statusCode, head);
+    if (unrelayable !== undefined) {
       // The upstream connection is closed with the request, because its framing is unknown.
-      this.#abort?.(codingError);
+      this.#abort?.(unrelayable);
       return true;
     }
     // Trailers need chunked encoding toward the client, which Node.js uses only for HTTP/1.1

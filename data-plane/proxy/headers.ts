@@ -197,7 +197,7 @@ export function buildUpstreamRequestHeaders(
  * `Connection`, applies the route's response header actions, and returns a flat list of names
  * and values for `res.writeHead`. `head` receives the upstream Content-Length and the index of
  * the `Trailer` name in the result, so the caller can drop it when trailers cannot be sent, and
- * the upstream Transfer-Encoding, which `unsupportedResponseCoding` checks.
+ * the upstream Transfer-Encoding, which `unrelayableResponse` checks.
  */
 export function buildClientResponseHeaders(
   raw: readonly (Buffer | string)[],
@@ -291,12 +291,22 @@ export interface ResponseHead {
 }
 
 /**
- * Returns an error when the upstream response uses a transfer coding other than chunked, such
- * as `gzip, chunked`. undici removes only the chunked framing, and the proxy drops the
- * Transfer-Encoding header as hop-by-hop, so relaying the body would hand the client
- * gzip-coded bytes without saying so.
+ * Returns an error when the proxy cannot relay an upstream response head, or undefined:
+ * - a status above 599, which RFC 9110 section 15 leaves undefined; Node.js and undici pass
+ *   any three digits on, and a client could not tell what such a response means.
+ * - a transfer coding other than chunked, such as `gzip, chunked`. undici removes only the
+ *   chunked framing, and the proxy drops the Transfer-Encoding header as hop-by-hop, so
+ *   relaying the body would hand the client gzip-coded bytes without saying so.
  */
-export function unsupportedResponseCoding(head: ResponseHead): Error | undefined {
+export function unrelayableResponse(status: number, head: ResponseHead): Error | undefined {
+  if (status > 599) {
+    return Object.assign(
+      new Error(
+        `the upstream response has status ${status}, outside the 100 to 599 that HTTP defines`,
+      ),
+      { code: 'LOOM_UPSTREAM_STATUS' },
+    );
+  }
   const codings = head.transferEncoding;
   if (codings === undefined || /^\s*chunked\s*$/i.test(codings)) {
     return undefined;

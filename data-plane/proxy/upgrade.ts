@@ -5,11 +5,7 @@ import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { classifyUpstreamError, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
-import {
-  buildClientResponseHeaders,
-  unsupportedResponseCoding,
-  type ResponseHead,
-} from './headers.js';
+import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
@@ -223,10 +219,10 @@ class PendingUpgrade {
   #relay(response: IncomingMessage): void {
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
     const headers = buildClientResponseHeaders(response.rawHeaders, this.#request.actions, head);
-    const codingError = unsupportedResponseCoding(head);
-    if (codingError !== undefined) {
+    const unrelayable = unrelayableResponse(response.statusCode ?? 502, head);
+    if (unrelayable !== undefined) {
       response.destroy();
-      this.#fail(codingError);
+      this.#fail(unrelayable);
       return;
     }
     if (!this.#settle()) {

@@ -33,6 +33,10 @@ const RESPONSES: Record<string, { text: string; end: boolean }> = {
     text: 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
     end: false,
   },
+  '/status-600': {
+    text: 'HTTP/1.1 600 Odd\r\nContent-Length: 5\r\n\r\nCODED',
+    end: false,
+  },
   '/plain': { text: 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain', end: false },
 };
 
@@ -87,6 +91,7 @@ describe('upstream response framing', () => {
     { path: '/gzip-chunked', message: /the upstream request failed/ },
     { path: '/gzip-close', message: /the upstream request failed/ },
     { path: '/split-codings', message: /the upstream request failed/ },
+    { path: '/status-600', message: /the upstream request failed/ },
     { path: '/unrequested-continue', message: /cannot read/ },
     { path: '/unrequested-switch', message: /cannot read/ },
   ];
@@ -108,16 +113,24 @@ describe('upstream response framing', () => {
 
   const OTHER_EXCHANGES = [
     {
-      name: 'a 100-continue request',
+      name: 'transfer coding of a 100-continue request',
       text: 'POST /gzip-chunked HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n',
     },
     {
-      name: 'a refused upgrade',
+      name: 'transfer coding of a refused upgrade',
       text: 'GET /upgrade-refused HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    },
+    {
+      name: 'status 600 to a 100-continue request',
+      text: 'POST /status-600 HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n',
+    },
+    {
+      name: 'status 600 to an upgrade',
+      text: 'GET /status-600 HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
     },
   ];
   for (const { name, text: request } of OTHER_EXCHANGES) {
-    it(`rejects transfer coding of ${name}`, async () => {
+    it(`rejects ${name}`, async () => {
       const text = await exchange(proxy.port, request);
 
       assert.match(text, /^HTTP\/1\.1 502 /);
