@@ -5,7 +5,7 @@
 // Default ports: control plane 7400 (admin 7401), proxies 8080 and 8081 (admin
 // 9901 and 9902), upstream 9001. With --base-port N (or LOOM_FLEET_BASE_PORT=N)
 // they are N and N+1, N+2 and N+3 (admin N+4 and N+5), and N+6.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -153,11 +153,15 @@ let upstream: Server | undefined;
 let running = false;
 let stopping = false;
 
+/** The quick-start copy `quickstartFile` wrote, deleted when the fleet stops. */
+let quickstartCopy: string | undefined;
 const stopAll = async (code: number) => {
   if (stopping) return;
   stopping = true;
   await Promise.all(children.map((child) => child.stop()));
   upstream?.close();
+  // The copy names this fleet's upstream port, so it is no use once the fleet stops.
+  if (quickstartCopy !== undefined) rmSync(quickstartCopy, { force: true });
   process.exit(code);
 };
 // Installed before any child starts, so a signal during the start stops what already runs.
@@ -258,6 +262,7 @@ function quickstartFile(): string {
   const copy = join(tmpdir(), `loom-quickstart-${ports.upstream}.yaml`);
   const text = readFileSync(example, 'utf8').replace(/\b9001\b/g, String(ports.upstream));
   writeFileSync(copy, text);
+  quickstartCopy = copy;
   return copy;
 }
 

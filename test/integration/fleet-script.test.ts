@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +92,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
     dirs.push(dir);
     const base = await findFreeBase();
     const fleet = runFleetScript(base, join(dir, 'store'));
+    let config = '';
     try {
       await Promise.race([
         waitFor('the fleet banner', 60_000, () => fleet.output().includes('Loom fleet is running')),
@@ -103,7 +104,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
       const printed = /npx loomctl --control-plane (\S+) apply -f (\S+)/.exec(fleet.output());
       assert.ok(printed, `no apply command in the banner:\n${fleet.output()}`);
       assert.equal(printed[1], `127.0.0.1:${base}`);
-      const config = printed[2];
+      config = printed[2];
       assert.match(
         readFileSync(config, 'utf8'),
         new RegExp(`url: http://127\\.0\\.0\\.1:${base + 6}\\n`),
@@ -141,6 +142,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
     for (let port = base; port < base + FLEET_PORTS; port++) {
       assert.equal(await isListening(port), false, `port ${port} still listens after SIGTERM`);
     }
+    assert.equal(existsSync(config), false, `${config} is left after the fleet stopped`);
   });
 
   test('child exit during start fails', async () => {
