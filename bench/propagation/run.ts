@@ -111,6 +111,8 @@ interface Row {
   changes: number;
   /** Time until the last proxy acked each warm-up change, in order. */
   warmupAllAckedMs?: number[];
+  /** Time until the last proxy acked each measured change, in order. */
+  allAckedMs?: number[];
   /** Time until the last proxy acked, per change: p50 and p99 over the changes. */
   allAckedP50Ms?: number;
   allAckedP99Ms?: number;
@@ -252,6 +254,7 @@ class Bench {
       routes: routeCount,
       changes,
       warmupAllAckedMs,
+      allAckedMs: allAcked,
       allAckedP50Ms: percentile(allAcked, 50),
       allAckedP99Ms: percentile(allAcked, 99),
       perProxyP50Ms: percentile(perProxy, 50),
