@@ -20,7 +20,7 @@ export interface DurationRule {
 /**
  * Parses the duration of a flag of `loom` or `loomctl` into whole milliseconds. A duration is
  * one or more amounts with a unit, such as `700ms`, `30s`, `5m`, `1h` or `1m30s`. Every flag
- * uses this one rule: a bare number other than 0 has no unit and is refused, because the flags
+ * uses this one rule: a bare number other than 0 has no unit and is rejected, because the flags
  * of other tools read it as seconds or as milliseconds, and a guess would be off by 1,000x.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the flag, the value and a valid form, also
@@ -29,26 +29,29 @@ export interface DurationRule {
 export function parseFlagDuration(value: string, flag: string, rule: DurationRule = {}): number {
   const text = value.trim();
   const quoted = `invalid ${flag} ${JSON.stringify(value)}`;
-  if (BARE_NUMBER.test(text) && Number(text) !== 0) {
+  const bare = BARE_NUMBER.test(text);
+  if (bare && Number(text) !== 0) {
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
       `${quoted}: a duration needs a unit; write ${text}ms or ${text}s`,
     );
   }
+
+  // A bare number that reaches this point is 0.
   let amount = 0;
-  if (BARE_NUMBER.test(text)) {
-    amount = 0;
-  } else if (DURATION.test(text)) {
+  if (!bare) {
+    if (!DURATION.test(text)) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `${quoted}: expected a duration such as 700ms, 30s, 5m, 1h or 1m30s` +
+          (rule.zero === undefined ? '' : `, or 0 (${rule.zero})`),
+      );
+    }
     for (const [, number, unit] of text.matchAll(DURATION_PART)) {
       amount += Number(number) * UNIT_MS[unit];
     }
-  } else {
-    throw new LoomError(
-      'LOOM_INVALID_ARGUMENT',
-      `${quoted}: expected a duration such as 700ms, 30s, 5m, 1h or 1m30s` +
-        (rule.zero === undefined ? '' : `, or 0 (${rule.zero})`),
-    );
   }
+
   const ms = Math.round(amount);
   if (ms === 0 && amount > 0) {
     const zero =

@@ -97,10 +97,9 @@ const COMMIT_MS_PER_OPERATION = 0.1;
 const GENERATION = 'generation';
 const ACCEPTED = 'accepted';
 /**
- * Maximum conditional writes of the generation key in one `epoch()` call. A write fails
- * only when another client wrote the key since the read, and a usable value from another
- * control plane ends the loop, so only a client that keeps writing unusable values uses
- * them up.
+ * Maximum conditional writes of the generation key in one `epoch()` call. A write fails when
+ * another client wrote the key since the read. A usable value read back then ends the call,
+ * so only a client that keeps writing blank values makes it use up these writes.
  */
 const GENERATION_ATTEMPTS = 4;
 /**

@@ -21,8 +21,9 @@ const NUMBER_SIGN = 0x23;
 const OPEN_BRACKET = 0x5b;
 const kClient = Symbol('loom.clientInfo');
 
-/** Message of the 400 for a path whose remainder after the route's stripPrefix starts with `//`. */
+/** Message of the 400 for a `#` in the query of a request target. */
 const FRAGMENT = 'fragment ("#") in request target';
+/** Message of the 400 for a path whose remainder after the route's stripPrefix starts with `//`. */
 const DOUBLE_SLASH =
   'the path starts with "//" once the route\'s stripPrefix is removed, and an upstream could read "//name" as a host name; remove the extra "/"';
 

@@ -115,8 +115,8 @@ export class HealthChecker {
   async #check(): Promise<string | undefined> {
     const timeoutMs = this.settings.timeoutMs;
     // The deadline covers the whole check. Without it, a body that trickles in faster than the
-    // idle body timeout, or a request queued behind busy pool connections, holds the check and
-    // every later check of the target for as long as the upstream keeps it going.
+    // idle body timeout, or a request queued behind busy pool connections, keeps this check and
+    // every later check of the target waiting for as long as the upstream sends.
     const signal = AbortSignal.timeout(timeoutMs);
     try {
       const response = await this.#pool.request({

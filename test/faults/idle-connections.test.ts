@@ -49,7 +49,7 @@ function openRaw(port: number, firstBytes?: Buffer): RawConnection {
   return connection;
 }
 
-/** An HTTP/2 session that acknowledges the server's pings but opens no stream. */
+/** Opens an HTTP/2 session that acknowledges the server's pings but opens no stream. */
 function openIdleSession(port: number): { session: ClientHttp2Session; goaway: boolean } {
   const session = connectHttp2(`http://127.0.0.1:${port}`);
   const idle = { session, goaway: false };
