@@ -50,6 +50,8 @@ interface ProxyRecord extends ProxyState {
   acks: AckRecord[];
   /** Rejected streams since `stream` connected, by {@link processKey}. */
   rejections: Map<string, number>;
+  /** Instance id of the process that sent the last nack; empty from older proxies. */
+  nackInstanceId: string;
 }
 
 /** Maximum number of rejected processes counted per record; past it the counts start again. */
@@ -167,6 +169,7 @@ export class ProxyRegistry {
       stream: undefined,
       acks: [],
       rejections: new Map(),
+      nackInstanceId: '',
     };
     record.stream = stream;
     record.rejections.clear();
@@ -225,6 +228,7 @@ export class ProxyRegistry {
     record.nackedEpoch = epoch;
     record.nackedVersion = version;
     record.nackError = error;
+    record.nackInstanceId = record.instanceId;
     record.lastSeenMs = Date.now();
     this.#changed(id);
   }
@@ -239,10 +243,18 @@ export class ProxyRegistry {
     this.#changed(id);
   }
 
-  /** The last version the proxy nacked, or undefined when it never nacked one. */
-  lastNack(id: string): VersionRef | undefined {
+  /**
+   * The last version the proxy nacked, or undefined when it never nacked one. With
+   * `instanceId`, a nack that another process of the proxy sent counts as none, because a
+   * restarted process may run a fixed build or host. Proxies that send no instance id cannot
+   * be distinguished, so their last nack always counts.
+   */
+  lastNack(id: string, instanceId = ''): VersionRef | undefined {
     const record = this.#proxies.get(id);
     if (!record || record.nackedVersion === 0) return undefined;
+    if (instanceId !== '' && record.nackInstanceId !== '' && record.nackInstanceId !== instanceId) {
+      return undefined;
+    }
     return { epoch: record.nackedEpoch, version: record.nackedVersion };
   }
 
@@ -252,16 +264,24 @@ export class ProxyRegistry {
    */
   list(convergence?: VersionRef, controlPlane = ''): ProxyStatus[] {
     return [...this.#proxies.values()]
-      .map(({ stream: _stream, rejections: _rejections, acks, ...status }) => ({
-        ...status,
-        versionAckedAtMs: convergence ? firstAckAt(acks, convergence) : 0,
-        controlPlane,
-      }))
+      .map(
+        ({ stream: _stream, rejections: _rejections, nackInstanceId: _nack, acks, ...status }) => ({
+          ...status,
+          versionAckedAtMs: convergence ? firstAckAt(acks, convergence) : 0,
+          controlPlane,
+        }),
+      )
       .sort(byId);
   }
 }
 
-function toEntry({ stream: _stream, rejections: _rejections, acks, ...state }: ProxyRecord): {
+function toEntry({
+  stream: _stream,
+  rejections: _rejections,
+  nackInstanceId: _nackInstanceId,
+  acks,
+  ...state
+}: ProxyRecord): {
   state: ProxyState;
   acks: AckRecord[];
 } {

@@ -72,11 +72,12 @@ function versionKey(epoch: string, version: number): string {
  * older than the proxy holds in the same epoch, and never again a version the
  * proxy nacked, until a newer version exists. The proxy's hello lists the
  * versions its process nacked, so that rule also applies across reconnects and
- * restarts of the control plane. A restarted proxy lists none. When it serves a
- * version from its snapshot cache, this control plane's own record of its last
- * nack still applies. When it starts empty, it is sent that version again,
- * because it may run a fixed build. A proxy that reads slowly gets only the newest snapshot once its stream
- * drains, not a queue of old ones. A proxy that nacked a version is sent the
+ * restarts of the control plane. A restarted proxy lists none, and is sent that
+ * version again, whether it starts empty or serves its snapshot cache, because
+ * it may run a fixed build or host. Only for a proxy that sends no instance id
+ * does this control plane's own record of its last nack still apply. A proxy
+ * that reads slowly gets only the newest snapshot once its stream drains, not a
+ * queue of old ones. A proxy that nacked a version is sent the
  * newest version some proxy acked instead, through this or another control
  * plane, unless it serves that version or a newer one (see `chooseFallback`
  * and `AcceptedSnapshot`).
@@ -195,7 +196,7 @@ class ProxySession {
     this.#proxyId = hello.proxyId;
     this.#stream = stream;
     this.#held = { epoch: hello.epoch, version: hello.version };
-    if (hello.version > 0) this.#nacked = this.#registry.lastNack(hello.proxyId);
+    if (hello.version > 0) this.#nacked = this.#registry.lastNack(hello.proxyId, hello.instanceId);
     // The proxy's own list outlives this control plane's memory: a restart or another replica
     // would otherwise send a version again that this proxy process already nacked.
     for (const nack of hello.nacked) this.#rememberNack(nack.epoch, nack.version);

@@ -5,11 +5,10 @@ import { after, before, describe, test } from 'node:test';
 
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import { waitFor, waitForPort } from '../../scripts/processes.js';
-import { loomctl } from '../helpers/cli.js';
-import { writeUsersConfig } from '../helpers/config-file.js';
 import { startFleet, startProxy, type Fleet, type FleetProxy } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
 import { fleetStatus, rejectedSnapshots } from '../helpers/fleet-status.js';
+import { applyPoisonedVersion } from '../helpers/poisoned-apply.js';
 
 /**
  * docs/loomctl.md: "A nacked version is not sent to that proxy again until a newer version
@@ -40,15 +39,7 @@ describe('nacked version after a control-plane restart', { timeout: 90_000 }, ()
     const started = proxy;
     await waitForPort('127.0.0.1', started.adminPort);
 
-    const good = writeUsersConfig(fleet.dir, 'good.yaml', port, { a: '/a' });
-    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', good, '--wait']);
-    assert.equal(applied.code, 0, applied.stdout + applied.stderr + fleet.logs());
-    const bad = writeUsersConfig(fleet.dir, 'bad.yaml', port, { a: '/a', poison: '/p' });
-    const second = await loomctl(fleet.controlPlane, ['apply', '-f', bad]);
-    assert.equal(second.code, 0, second.stdout + second.stderr);
-    await waitFor('proxy-1 to nack version 2', 15_000, async () => {
-      return (await rejectedSnapshots(started)) === 1;
-    });
+    await applyPoisonedVersion(fleet, started, port);
 
     await fleet.stopControlPlane();
     await fleet.startControlPlane();

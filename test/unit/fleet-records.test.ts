@@ -195,4 +195,28 @@ describe('proxy registry streams', () => {
     assert.equal(row.ackedVersion, 0);
     assert.equal(row.nackedVersion, 6);
   });
+
+  test('last nack belongs to its process', () => {
+    const registry = new ProxyRegistry();
+    const first = testStream('10.0.0.1:8080', 'instance-1');
+    registry.connect('p1', first, 'e', 5);
+    registry.nack('p1', 'e', 6, 'build failed');
+    assert.deepEqual(registry.lastNack('p1', 'instance-1'), { epoch: 'e', version: 6 });
+    registry.disconnect('p1', first);
+
+    registry.connect('p1', testStream('10.0.0.1:8080', 'instance-2'), 'e', 5);
+    assert.equal(registry.lastNack('p1', 'instance-2'), undefined);
+    assert.deepEqual(registry.lastNack('p1'), { epoch: 'e', version: 6 });
+  });
+
+  test('last nack of proxies without instance id counts', () => {
+    const registry = new ProxyRegistry();
+    const first = testStream('10.0.0.1:8080', '');
+    registry.connect('p1', first, 'e', 5);
+    registry.nack('p1', 'e', 6, 'build failed');
+    registry.disconnect('p1', first);
+
+    registry.connect('p1', testStream('10.0.0.1:8080', 'instance-2'), 'e', 5);
+    assert.deepEqual(registry.lastNack('p1', 'instance-2'), { epoch: 'e', version: 6 });
+  });
 });
