@@ -13,7 +13,12 @@ import { randomUUID } from 'node:crypto';
 import { Backoff } from '../../common/backoff.js';
 import { fromServiceError, tidyGrpcDetails } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
-import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
+import {
+  loadClientTls,
+  serverNameChannelOptions,
+  type CertificateSummary,
+  type ClientTlsFiles,
+} from '../../common/tls.js';
 import {
   SnapshotServiceService,
   type Nack,
@@ -212,6 +217,7 @@ export class SnapshotClient {
         ...CHANNEL_OPTIONS,
         'grpc.keepalive_time_ms':
           this.#options.keepaliveTimeMs ?? CHANNEL_OPTIONS['grpc.keepalive_time_ms'],
+        ...serverNameChannelOptions(this.#options.tls),
       });
     } catch (error) {
       // An unreadable certificate may be mid-rotation; the next attempt reads it again.
