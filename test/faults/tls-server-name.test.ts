@@ -112,7 +112,9 @@ describe('tls server name', { timeout: 120_000 }, () => {
       return countLogLines(unnamed.logFile, 'control plane lost, reconnecting') >= 2;
     });
     assert.equal((await readyz(unnamed.adminPort)).status, 503);
-    assert.match(readFileSync(unnamed.logFile, 'utf8'), /ERR_TLS_CERT_ALTNAME_INVALID/);
+    const log = readFileSync(unnamed.logFile, 'utf8');
+    assert.match(log, /ERR_TLS_CERT_ALTNAME_INVALID/);
+    assert.match(log, /certificate does not name the host of 127\.0\.0\.1:\d+.*--tls-server-name/);
   });
 
   test('proxy rejects a name without TLS', async () => {
