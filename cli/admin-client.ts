@@ -1,7 +1,7 @@
 import { Metadata, type ServiceError } from '@grpc/grpc-js';
 
 import { fromServiceError } from '../common/grpc-errors.js';
-import { clientCredentials, type ClientTlsFiles } from '../common/tls.js';
+import { clientCredentials, serverNameChannelOptions, type ClientTlsFiles } from '../common/tls.js';
 import {
   AdminServiceClient,
   type ApplyRequest,
@@ -29,7 +29,7 @@ type Unary<Req, Res> = (
   callback: (error: ServiceError | null, response: Res) => void,
 ) => unknown;
 
-/** Credentials of admin calls: TLS files and a bearer token, each optional. */
+/** Credentials of admin calls: TLS settings and a bearer token, each optional. */
 export interface AdminConnection {
   tls?: ClientTlsFiles;
   token?: string;
@@ -55,6 +55,7 @@ export class AdminClient {
     this.#client = new AdminServiceClient(address, clientCredentials(connection.tls), {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+      ...serverNameChannelOptions(connection.tls),
     });
   }
 

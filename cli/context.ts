@@ -101,6 +101,9 @@ export async function withClient<T>(
     return await action(client);
   } catch (error) {
     if (error instanceof LoomError && error.code === 'LOOM_UNAVAILABLE') {
+      if (error.message.includes('ERR_TLS_CERT_ALTNAME_INVALID')) {
+        throw serverNameMismatch(client.address, error);
+      }
       throw new LoomError(
         'LOOM_UNAVAILABLE',
         `cannot reach the control plane at ${client.address}: ${tidyGrpcDetails(error.message)}\n` +
@@ -112,6 +115,23 @@ export async function withClient<T>(
   } finally {
     client.close();
   }
+}
+
+/**
+ * Explains a certificate that does not name the dialed host, as when loomctl dials 127.0.0.1
+ * through `kubectl port-forward`, and names the flag that fixes it.
+ */
+function serverNameMismatch(address: string, error: LoomError): LoomError {
+  return new LoomError(
+    'LOOM_UNAVAILABLE',
+    `TLS handshake with the control plane at ${address} failed: ` +
+      `${tidyGrpcDetails(error.message).replace(/[\s:]+$/, '')}\n` +
+      "The control plane's certificate does not name the host of --control-plane. Through\n" +
+      'kubectl port-forward or another tunnel, pass --tls-server-name NAME (or set\n' +
+      'LOOM_TLS_SERVER_NAME) to a name the certificate carries, such as\n' +
+      'loom-control-plane.loom.svc.',
+    { cause: error },
+  );
 }
 
 /**

@@ -7,8 +7,9 @@ import { parse } from 'yaml';
 import { z } from 'zod';
 
 import { LoomError } from '../common/errors.js';
-import type { ClientTlsFiles } from '../common/tls.js';
+import { checkServerNameHasTls, parseTlsServerName, type ClientTlsFiles } from '../common/tls.js';
 import { setDefaultAdminConnection } from './admin-client.js';
+import { EXIT, ExitError } from './context.js';
 
 const ConfigSchema = z
   .object({
@@ -19,6 +20,7 @@ const ConfigSchema = z
         ca: z.string().min(1).optional(),
         cert: z.string().min(1).optional(),
         key: z.string().min(1).optional(),
+        serverName: z.string().min(1).optional(),
       })
       .strict()
       .optional(),
@@ -36,6 +38,7 @@ export interface ConnectionFlags {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+  tlsServerName?: string;
 }
 
 /**
@@ -73,7 +76,7 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
     throw new LoomError(
       'LOOM_INVALID_ARGUMENT',
       `invalid loomctl config ${path}: ${problems.join('; ')}; ` +
-        'allowed keys are controlPlane, token and tls (ca, cert, key)',
+        'allowed keys are controlPlane, token and tls (ca, cert, key, serverName)',
     );
   }
   const config = result.data;
@@ -81,6 +84,7 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
     file === undefined || isAbsolute(file) ? file : resolve(dirname(path), file);
   if (config.tls !== undefined) {
     config.tls = {
+      ...config.tls,
       ca: relativeTo(config.tls.ca),
       cert: relativeTo(config.tls.cert),
       key: relativeTo(config.tls.key),
@@ -99,15 +103,23 @@ export function addConnectionOptions(program: Command): Command {
     .option('--token <token>', 'bearer token for the control plane (env LOOM_TOKEN)')
     .option('--tls-ca <file>', 'PEM CA that verifies the control plane; turns on TLS')
     .option('--tls-cert <file>', 'PEM client certificate for mutual TLS')
-    .option('--tls-key <file>', 'PEM private key of --tls-cert');
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option(
+      '--tls-server-name <name>',
+      "name to expect in the control plane's certificate instead of the host of " +
+        '--control-plane, such as through kubectl port-forward (env LOOM_TLS_SERVER_NAME)',
+    );
 }
 
 /**
  * Resolves the connection before a command runs. Each setting comes from its
  * flag, then its environment variable, then the config file. The token comes
- * from `--token`, `LOOM_TOKEN` or `token`, and TLS from `--tls-*` or `tls`.
- * The control plane comes from `--control-plane`, `LOOM_CONTROL_PLANE` or
- * `controlPlane`.
+ * from `--token`, `LOOM_TOKEN` or `token`, and the TLS files from `--tls-ca`,
+ * `--tls-cert` and `--tls-key` or `tls`. The server name comes from
+ * `--tls-server-name`, `LOOM_TLS_SERVER_NAME` or `tls.serverName`. The control
+ * plane comes from `--control-plane`, `LOOM_CONTROL_PLANE` or `controlPlane`.
+ *
+ * @throws ExitError with the usage exit code for an invalid or unusable server name.
  */
 export function applyConnectionSettings(program: Command): void {
   const flags = program.opts<ConnectionFlags>();
@@ -123,11 +135,40 @@ export function applyConnectionSettings(program: Command): void {
 
   const tlsFlags: ClientTlsFiles = { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey };
   const tlsFromFlags = Object.values(tlsFlags).some((value) => value !== undefined);
-  if (!tlsFromFlags) checkTlsFiles(config.tls, explicitPath ?? defaultConfigPath());
+  const configPath = explicitPath ?? defaultConfigPath();
+  if (!tlsFromFlags) checkTlsFiles(config.tls, configPath);
+  const tlsFiles = tlsFromFlags ? tlsFlags : config.tls;
   setDefaultAdminConnection({
     token: flags.token ?? (process.env.LOOM_TOKEN || undefined) ?? config.token,
-    tls: tlsFromFlags ? tlsFlags : config.tls,
+    tls: withServerName(tlsFiles, flags.tlsServerName, config.tls?.serverName, configPath),
   });
+}
+
+/**
+ * Adds the TLS server name to `tls`: `--tls-server-name`, then LOOM_TLS_SERVER_NAME, then
+ * `tls.serverName` of the config file.
+ */
+function withServerName(
+  tls: ClientTlsFiles | undefined,
+  flag: string | undefined,
+  configured: string | undefined,
+  configPath: string,
+): ClientTlsFiles | undefined {
+  const fromEnv = process.env.LOOM_TLS_SERVER_NAME || undefined;
+  let source = '--tls-server-name';
+  if (flag === undefined) {
+    source = fromEnv !== undefined ? 'LOOM_TLS_SERVER_NAME' : `tls.serverName of ${configPath}`;
+  }
+  const value = flag ?? fromEnv ?? configured;
+  if (value === undefined) return tls;
+  try {
+    const named = { ...tls, serverName: parseTlsServerName(value, source) };
+    checkServerNameHasTls(named, source);
+    return named;
+  } catch (error) {
+    if (error instanceof LoomError) throw new ExitError(EXIT.usage, error.message);
+    throw error;
+  }
 }
 
 /**

@@ -4,7 +4,12 @@ import type { Command } from 'commander';
 
 import { parseCertificateRoles } from '../common/auth.js';
 import { LoomError } from '../common/errors.js';
-import type { ClientTlsFiles, ServerTlsFiles } from '../common/tls.js';
+import {
+  checkServerNameHasTls,
+  parseTlsServerName,
+  type ClientTlsFiles,
+  type ServerTlsFiles,
+} from '../common/tls.js';
 import type { ControlPlaneOptions } from '../control-plane/control-plane.js';
 import { DEFAULT_ADMISSION_RATE, DEFAULT_MAX_STREAMS } from '../control-plane/stream/admission.js';
 import type { DataPlaneOptions } from '../data-plane/data-plane.js';
@@ -33,6 +38,7 @@ export interface DataPlaneLifecycleFlags {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+  tlsServerName?: string;
   token?: string;
   drainTimeout: string;
   snapshotCache?: string;
@@ -82,6 +88,11 @@ export function addDataPlaneLifecycleOptions(command: Command): Command {
     .option('--tls-ca <file>', 'PEM CA that verifies the control plane; turns on TLS')
     .option('--tls-cert <file>', 'PEM client certificate for mutual TLS')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option(
+      '--tls-server-name <name>',
+      "name to expect in the control plane's certificate instead of the host of " +
+        '--control-plane, such as a Service name reached through a tunnel',
+    )
     .option('--token <token>', 'proxy token for the control plane (prefer env LOOM_PROXY_TOKEN)')
     .option(
       '--drain-timeout <duration>',
@@ -152,21 +163,19 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
   options: Partial<DataPlaneOptions>;
   drainTimeoutMs: number;
 } {
-  const tlsSet = [flags.tlsCa, flags.tlsCert, flags.tlsKey].some((f) => f !== undefined);
-  const tls: ClientTlsFiles | undefined = tlsSet
-    ? { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey }
-    : undefined;
-  // Every duration is parsed before any error is raised, so one message names each invalid flag.
+  // Every flag is checked before any error is raised, so one message names each invalid flag.
   const problems: string[] = [];
-  const durationOf = (parse: () => number): number => {
+  const checked = <T>(parse: () => T, fallback: T): T => {
     try {
       return parse();
     } catch (error) {
       if (!(error instanceof LoomError)) throw error;
       problems.push(error.message);
-      return 0;
+      return fallback;
     }
   };
+  const durationOf = (parse: () => number): number => checked(parse, 0);
+  const tls = checked<ClientTlsFiles | undefined>(() => clientTls(flags), undefined);
   const snapshotCacheMaxAgeMs = durationOf(() =>
     parseFlagDuration(flags.snapshotCacheMaxAge, '--snapshot-cache-max-age', {
       zero: 'never serve the cache',
@@ -225,6 +234,19 @@ export function checkReadable(file: string | undefined, option: string): string 
     );
   }
   return file;
+}
+
+function clientTls(flags: DataPlaneLifecycleFlags): ClientTlsFiles | undefined {
+  const serverName =
+    flags.tlsServerName === undefined
+      ? undefined
+      : parseTlsServerName(flags.tlsServerName, '--tls-server-name');
+  const tlsSet = [flags.tlsCa, flags.tlsCert, flags.tlsKey].some((f) => f !== undefined);
+  if (!tlsSet) {
+    checkServerNameHasTls({ serverName }, '--tls-server-name');
+    return undefined;
+  }
+  return { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, serverName };
 }
 
 function serverTls(flags: ControlPlaneSecurityFlags): ServerTlsFiles | undefined {

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { createSecureContext, type PeerCertificate } from 'node:tls';
 
 import {
@@ -7,6 +8,7 @@ import {
   experimental,
   ServerCredentials,
   type ChannelCredentials,
+  type ChannelOptions,
 } from '@grpc/grpc-js';
 
 import { LoomError } from './errors.js';
@@ -27,13 +29,67 @@ export interface ServerTlsFiles {
   clientCa?: string;
 }
 
-/** TLS files of a gRPC client, all PEM. */
+/** TLS settings of a gRPC client: PEM files and the expected server name. */
 export interface ClientTlsFiles {
   /** CA bundle that verifies the server; without it the system roots are used. */
   ca?: string;
   /** Client certificate and key, for mutual TLS; both or neither. */
   cert?: string;
   key?: string;
+  /**
+   * Name the server certificate must carry, sent as SNI and as the HTTP/2 authority, in place
+   * of the host of the dialed address, such as the Service name behind `kubectl port-forward`.
+   */
+  serverName?: string;
+}
+
+/**
+ * Returns the grpc-js channel options that make a TLS client check `tls.serverName` instead
+ * of the dialed host; empty without a server name.
+ */
+export function serverNameChannelOptions(tls: ClientTlsFiles | undefined): ChannelOptions {
+  if (tls?.serverName === undefined) return {};
+  return {
+    'grpc.ssl_target_name_override': tls.serverName,
+    'grpc.default_authority': tls.serverName,
+  };
+}
+
+/**
+ * Checks a TLS server name from `option`: a DNS name or an IP address, without a port or a
+ * scheme.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the option, the value and the expected form.
+ */
+export function parseTlsServerName(value: string, option: string): string {
+  const name = value.trim();
+  const label = '[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?';
+  const dnsName = new RegExp(`^${label}(\\.${label})*$`);
+  if (isIP(name) === 0 && (name.length > 253 || !dnsName.test(name))) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${option} ${JSON.stringify(value)}; expected a DNS name or IP address that the ` +
+        "control plane's certificate carries, such as loom-control-plane.loom.svc, " +
+        'without a port or scheme',
+    );
+  }
+  return name;
+}
+
+/**
+ * Rejects a TLS server name without TLS: only `--tls-ca`, `--tls-cert` or `--tls-key` turn TLS
+ * on, and a plaintext connection checks no name.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming `option`.
+ */
+export function checkServerNameHasTls(tls: ClientTlsFiles | undefined, option: string): void {
+  if (tls?.serverName === undefined) return;
+  if ([tls.ca, tls.cert, tls.key].some((file) => file !== undefined)) return;
+  throw new LoomError(
+    'LOOM_INVALID_ARGUMENT',
+    `${option} needs TLS, which --tls-ca turns on; pass --tls-ca with the CA that signed ` +
+      "the control plane's certificate",
+  );
 }
 
 interface LoadedFiles {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { runningLockOwner } from '../control-plane/store/data-dir-lock.js';
 import { startEchoUpstream } from '../examples/echo-upstream.js';
 import { startLoom, waitForPort, type LoomProcess } from './processes.js';
 
@@ -179,6 +180,11 @@ function startChild(name: string, args: string[], listens: number[]): LoomProces
     const outcome = signal === null ? `exited with code ${code}` : `was killed by ${signal}`;
     const when = running ? '' : ` during start (ports ${listens.join(', ')}; see its error above)`;
     process.stderr.write(`${name} ${outcome}${when}; stopping the fleet\n`);
+    // The control plane's errors name its own --data-dir, which reaches it through npm only
+    // after "--".
+    if (!running && name === 'control-plane') {
+      process.stderr.write('The fleet takes --data-dir after "--": npm start -- --data-dir DIR\n');
+    }
     void stopAll(1);
   });
   return child;
@@ -192,6 +198,17 @@ if (busy !== undefined) {
   fail(
     `${busy} is in use; is another fleet running? Stop it (Ctrl-C), or run the fleet on other ` +
       `ports with "npm start -- --base-port ${suggested}" or LOOM_FLEET_BASE_PORT=${suggested}.`,
+  );
+}
+
+const lockOwner = await runningLockOwner(dataDir).catch(() => undefined);
+if (lockOwner !== undefined) {
+  // The control plane's own message names --data-dir, which npm would take for itself here.
+  const portFlag = base === undefined ? '' : ` --base-port ${base}`;
+  fail(
+    `data directory ${dataDir} is in use by process ${lockOwner} (lock file ` +
+      `${join(dataDir, 'LOCK')}); is another fleet running? Stop it (Ctrl-C), or give this ` +
+      `fleet its own directory with "npm start --${portFlag} --data-dir ${dataDir}-2".`,
   );
 }
 

@@ -6,6 +6,7 @@ import { readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 import { ROOT } from '../scripts/processes.js';
+import { describeProcesses, killAll, listProcesses } from './helpers/process-tree.js';
 
 function findTests(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -33,6 +34,9 @@ const child = spawn(
     // Keeps --test-force-exit from dropping a file's last results (see the file).
     '--import',
     './test/helpers/blocking-report.ts',
+    // Kills what a test file started and left running when that file's process exits.
+    '--import',
+    './test/helpers/kill-leftovers.ts',
     '--test',
     '--test-concurrency=2',
     // A test that leaves a timer or socket open must not keep its file running forever.
@@ -41,6 +45,32 @@ const child = spawn(
     '--test-reporter=spec',
     ...files,
   ],
-  { cwd: ROOT, stdio: 'inherit' },
+  // Its own process group, so that the processes of every test file can be found and killed
+  // after the run, also those whose parent died first.
+  { cwd: ROOT, stdio: 'inherit', detached: true },
 );
-child.on('exit', (code, signal) => process.exit(signal ? 1 : (code ?? 1)));
+
+// The runner is no longer in the terminal's foreground group, so Ctrl-C reaches it from here.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => killGroup(signal));
+}
+
+child.on('exit', (code, signal) => {
+  const leftovers = listProcesses().filter((entry) => entry.pgid === child.pid);
+  if (leftovers.length > 0) {
+    killAll(leftovers);
+    process.stderr.write(
+      `${leftovers.length} process(es) started by the tests outlived the test runner; ` +
+        `killed them:\n${describeProcesses(leftovers)}\n`,
+    );
+  }
+  process.exit(signal ? 1 : (code ?? 1));
+});
+
+function killGroup(signal: NodeJS.Signals): void {
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    // The group is empty.
+  }
+}

@@ -196,7 +196,9 @@ export class AdminApi {
         if (record.replica === fleet.replica) continue;
         const decoded = decodeSharedProxy(record.value);
         if (decoded && decoded.state.id === record.proxy) {
-          read.proxies.push(decoded);
+          // An unconfirmed record may belong to a replica that is gone, so it shows no stream.
+          const connected = decoded.state.connected && record.confirmed;
+          read.proxies.push({ ...decoded, state: { ...decoded.state, connected } });
         } else {
           read.unreadable += 1;
           this.#logUnreadable(record.replica, record.proxy, record.value);

@@ -97,7 +97,8 @@ export class SharedHolders {
     const holders = this.#fleet.read().then((records) => {
       const connected: Holders = new Map();
       for (const record of records) {
-        if (record.replica === this.#replica) continue;
+        // An unconfirmed record may belong to a replica that is gone, with no open stream.
+        if (record.replica === this.#replica || !record.confirmed) continue;
         const shared = decodeSharedProxy(record.value);
         if (!shared?.state.connected || shared.state.id !== record.proxy) continue;
         const list = connected.get(record.proxy) ?? [];

@@ -66,6 +66,16 @@ export class DataDirLock {
 }
 
 /**
+ * Returns the pid of the running process that holds the lock of `dataDir`, or undefined when
+ * no lock file exists or its process has ended. A launcher such as the local fleet script
+ * calls it before it starts a control plane, to explain a busy directory in its own terms.
+ */
+export async function runningLockOwner(dataDir: string): Promise<number | undefined> {
+  const owner = await readOwner(join(dataDir, 'LOCK'));
+  return typeof owner === 'number' && isRunning(owner) ? owner : undefined;
+}
+
+/**
  * Creates the lock file with this process's pid. A hard link of a complete
  * temporary file appears atomically, so no reader sees an empty lock file.
  */

@@ -4,6 +4,7 @@ import {
   type Etcd3,
   type IKeyValue,
   type IRequestOp,
+  type IResponseHeader,
   type Lease,
 } from 'etcd3';
 
@@ -34,6 +35,10 @@ const LEASELESS_LOG_LIMIT = 1_024;
 const READ_PAGE_SIZE = 1_000;
 /** Maximum wait of `close` for etcd, in milliseconds, so that a shutdown without etcd is quick. */
 const CLOSE_WAIT_MS = 2_000;
+/** Format version of a replica key's JSON. */
+const REPLICA_KEY_FORMAT = 1;
+/** Replicas remembered as logged with unconfirmed records; past it they are logged again. */
+const UNCONFIRMED_LOG_LIMIT = 1_024;
 
 /** Dependencies of `EtcdFleet` on its store. */
 export interface EtcdFleetContext {
@@ -64,6 +69,14 @@ interface FleetLease {
  * etcd3's keepalive, by a write that etcd rejects for it, or by a check of its time to live
  * every few seconds. The next write then takes a new lease, and `onLost` listeners write
  * every record again.
+ *
+ * etcd renews every lease to its full time to live at a leader election, and every restart of
+ * a one-member etcd is one. So the records of a replica that stopped while etcd was down
+ * outlive it by up to {@link FLEET_LEASE_SECONDS}. Each replica therefore also writes its replica key
+ * `<prefix>__meta/fleet/<replica>`, under the same lease, with the raft term of its last
+ * write. It writes the key again as soon as a response shows a newer term. A reader marks
+ * the records of a replica whose key carries an older term than the read as unconfirmed:
+ * their replica has not shown itself alive since the election.
  */
 export class EtcdFleet implements FleetStore {
   readonly #context: EtcdFleetContext;
@@ -79,6 +92,14 @@ export class EtcdFleet implements FleetStore {
   #recordsPerTxn = RECORDS_PER_TXN;
   #granting: Promise<FleetLease> | undefined;
   #closed = false;
+  /** Highest raft term of any etcd response so far. */
+  #raftTerm = 0;
+  /** Raft term of the last write of each replica key this process wrote, by replica. */
+  readonly #confirmedTerms = new Map<string, number>();
+  /** Replica key writes in progress; one at a time. */
+  #confirming: Promise<void> | undefined;
+  /** Replicas and terms already logged as unconfirmed, so that each is logged once. */
+  readonly #unconfirmedLogged = new Set<string>();
 
   constructor(context: EtcdFleetContext) {
     this.#context = context;
@@ -121,6 +142,8 @@ export class EtcdFleet implements FleetStore {
           ? { request_delete_range: { key } }
           : { request_put: { key, value: Buffer.from(value), lease: granted.id } };
       });
+      const term = this.#raftTerm;
+      operations.push(this.#replicaKeyPut(replica, term, granted));
       operations.push({
         request_put: { key: Buffer.from(this.markerKey), value: Buffer.alloc(0) },
       });
@@ -131,6 +154,8 @@ export class EtcdFleet implements FleetStore {
           this.#context.client.kv.txn({ compare: [], success: operations, failure: [] }),
         );
         revision = Number(response.header.revision);
+        this.#confirmedTerms.set(replica, Math.max(term, this.#confirmedTerms.get(replica) ?? 0));
+        this.#observe(response.header);
       } catch (error) {
         if (isLeaseInvalid(error)) this.#lost(granted, error);
         if (isTransactionTooLarge(error) && this.#recordsPerTxn > 1) {
@@ -159,19 +184,45 @@ export class EtcdFleet implements FleetStore {
    * Reads the records of every replica. A record without a lease is skipped, because replicas
    * write every record under their fleet lease. Such a key was written by hand or by another
    * tool and would never expire. Listed, it would show a proxy as connected for good and
-   * reject every new stream of that proxy id as a duplicate.
+   * reject every new stream of that proxy id as a duplicate. A record is unconfirmed when its
+   * replica's key carries an older raft term than this read. A replica without a key (a
+   * control plane older than the replica key) has every record confirmed.
    */
   async read(): Promise<FleetRecord[]> {
-    const records: FleetRecord[] = [];
-    for (const kv of await this.#readKeys(this.recordsDirectory, false)) {
+    const { kvs, raftTerm } = await this.#readKeys(this.recordsDirectory, false);
+    const records: Omit<FleetRecord, 'confirmed'>[] = [];
+    const replicaTerms = new Map<string, number>();
+    for (const kv of kvs) {
       if (kv.lease === '0' || kv.lease === '') {
         this.#logLeaseless(kv.key.toString());
+        continue;
+      }
+      const replicaKey = parseReplicaKey(kv, this.recordsDirectory);
+      if (replicaKey) {
+        replicaTerms.set(replicaKey.replica, replicaKey.raftTerm);
         continue;
       }
       const record = parseKey(kv, this.recordsDirectory);
       if (record) records.push(record);
     }
-    return records;
+    return records.map((record) => {
+      const replicaTerm = replicaTerms.get(record.replica);
+      const confirmed = replicaTerm === undefined || replicaTerm >= raftTerm;
+      if (!confirmed) this.#logUnconfirmed(record.replica, replicaTerm!, raftTerm);
+      return { ...record, confirmed };
+    });
+  }
+
+  #logUnconfirmed(replica: string, replicaTerm: number, raftTerm: number): void {
+    const key = `${replica}@${raftTerm}`;
+    if (this.#unconfirmedLogged.has(key)) return;
+    if (this.#unconfirmedLogged.size >= UNCONFIRMED_LOG_LIMIT) this.#unconfirmedLogged.clear();
+    this.#unconfirmedLogged.add(key);
+    this.#context.logger.warn(
+      { replica, replicaTerm, raftTerm },
+      'fleet records of a replica not confirmed since the etcd leader election, ' +
+        'listing its proxies as disconnected',
+    );
   }
 
   #logLeaseless(key: string): void {
@@ -184,10 +235,17 @@ export class EtcdFleet implements FleetStore {
     );
   }
 
-  /** Reads the keys under `directory` in pages, with their values unless `keysOnly`. */
-  async #readKeys(directory: string, keysOnly = true): Promise<IKeyValue[]> {
+  /**
+   * Reads the keys under `directory` in pages, with their values unless `keysOnly`. Returns
+   * them with the raft term of the first page.
+   */
+  async #readKeys(
+    directory: string,
+    keysOnly = true,
+  ): Promise<{ kvs: IKeyValue[]; raftTerm: number }> {
     const range = Range.prefix(directory);
     const kvs: IKeyValue[] = [];
+    let raftTerm: number | undefined;
     let start = range.start;
     for (;;) {
       const page = await this.#context.request('fleet record read', () =>
@@ -198,9 +256,83 @@ export class EtcdFleet implements FleetStore {
           keys_only: keysOnly,
         }),
       );
+      raftTerm ??= Number(page.header.raft_term);
+      this.#observe(page.header);
       kvs.push(...page.kvs);
-      if (!page.more || page.kvs.length === 0) return kvs;
+      if (!page.more || page.kvs.length === 0) return { kvs, raftTerm };
       start = Buffer.concat([page.kvs[page.kvs.length - 1].key, Buffer.from([0])]);
+    }
+  }
+
+  /** Builds the put of `replica`'s key with `raftTerm`, under the lease of `granted`. */
+  #replicaKeyPut(replica: string, raftTerm: number, granted: FleetLease): IRequestOp {
+    const value = JSON.stringify({ format: REPLICA_KEY_FORMAT, raftTerm });
+    return {
+      request_put: {
+        key: Buffer.from(this.#replicaKey(replica)),
+        value: Buffer.from(value),
+        lease: granted.id,
+      },
+    };
+  }
+
+  #replicaKey(replica: string): string {
+    return `${this.recordsDirectory}${replica}`;
+  }
+
+  /** Notes the raft term of an etcd response, and confirms the replicas when it is newer. */
+  #observe(header: IResponseHeader | undefined): void {
+    const term = Number(header?.raft_term ?? 0);
+    if (term > this.#raftTerm) this.#raftTerm = term;
+    this.#confirmIfBehind();
+  }
+
+  /**
+   * Writes again each replica key whose term is older than the newest term seen. A failed
+   * write is logged and retried at the next response of etcd or the next check.
+   */
+  #confirmIfBehind(): void {
+    if (this.#closed || this.#confirming) return;
+    const behind = [...this.#confirmedTerms].filter(([, term]) => term < this.#raftTerm);
+    if (behind.length === 0) return;
+    this.#confirming = this.#confirm(behind.map(([replica]) => replica))
+      .catch((error: unknown) => {
+        this.#context.logger.warn(
+          { err: error, raftTerm: this.#raftTerm },
+          'fleet replica key not written, retrying',
+        );
+      })
+      .finally(() => {
+        this.#confirming = undefined;
+      });
+  }
+
+  async #confirm(replicas: string[]): Promise<void> {
+    const granted = await this.#lease();
+    const term = this.#raftTerm;
+    const operations: IRequestOp[] = replicas.map((replica) =>
+      this.#replicaKeyPut(replica, term, granted),
+    );
+    operations.push({
+      request_put: { key: Buffer.from(this.markerKey), value: Buffer.alloc(0) },
+    });
+    this.#publishing += 1;
+    try {
+      const response = await this.#context.request('fleet replica key write', () =>
+        this.#context.client.kv.txn({ compare: [], success: operations, failure: [] }),
+      );
+      for (const replica of replicas) {
+        // A replica removed by a lost lease meanwhile is written again by its next publish.
+        if (this.#confirmedTerms.has(replica)) this.#confirmedTerms.set(replica, term);
+      }
+      this.#context.logger.info({ replicas, raftTerm: term }, 'fleet replica key written');
+      const newer = Number(response.header.raft_term);
+      if (newer > this.#raftTerm) this.#raftTerm = newer;
+    } catch (error) {
+      if (isLeaseInvalid(error)) this.#lost(granted, error);
+      throw error;
+    } finally {
+      this.#publishing -= 1;
     }
   }
 
@@ -222,6 +354,9 @@ export class EtcdFleet implements FleetStore {
       () => new Error(`etcd did not respond within ${CLOSE_WAIT_MS} ms`),
       () => undefined,
     );
+    // A replica key written after the deletes would be deleted by the revoke, which takes a
+    // revision without the write marker.
+    await Promise.race([this.#confirming, expired]);
     const granted = await Promise.race([
       this.#current ?? this.#granting?.catch(() => undefined),
       expired.then(() => undefined),
@@ -247,6 +382,9 @@ export class EtcdFleet implements FleetStore {
       for (const proxy of proxies.keys()) {
         deletes.push({ request_delete_range: { key: Buffer.from(this.#key(replica, proxy)) } });
       }
+    }
+    for (const replica of this.#confirmedTerms.keys()) {
+      deletes.push({ request_delete_range: { key: Buffer.from(this.#replicaKey(replica)) } });
     }
     for (let start = 0; start < deletes.length; start += this.#recordsPerTxn) {
       const operations = deletes.slice(start, start + this.#recordsPerTxn);
@@ -274,6 +412,9 @@ export class EtcdFleet implements FleetStore {
     lease.on('lost', (error) => {
       if (this.#current?.lease === lease) this.#lost(this.#current, error);
     });
+    lease.on('keepaliveSucceeded', (response: { header?: IResponseHeader }) => {
+      if (this.#current?.lease === lease) this.#observe(response.header);
+    });
     this.#granting = this.#context
       .request('fleet lease grant', () => lease.grant())
       .then(
@@ -300,6 +441,7 @@ export class EtcdFleet implements FleetStore {
 
   async #check(): Promise<void> {
     await this.#checkLease();
+    this.#confirmIfBehind();
     if (this.#publishing === 0) await this.#checkRecords().catch(() => undefined);
   }
 
@@ -311,7 +453,8 @@ export class EtcdFleet implements FleetStore {
   async #checkRecords(): Promise<void> {
     for (const [replica, proxies] of this.#written) {
       const stored = new Map<string, number>();
-      for (const kv of await this.#readKeys(`${this.recordsDirectory}${replica}/`)) {
+      const { kvs } = await this.#readKeys(`${this.recordsDirectory}${replica}/`);
+      for (const kv of kvs) {
         const record = parseKey(kv, this.recordsDirectory);
         if (record) stored.set(record.proxy, Number(kv.mod_revision));
       }
@@ -350,13 +493,33 @@ export class EtcdFleet implements FleetStore {
     this.#current = undefined;
     granted.lease.release();
     this.#written.clear();
+    // The replica keys went with the lease; the next publish writes each again.
+    this.#confirmedTerms.clear();
     this.#context.logger.warn({ lease: granted.id, err: error }, 'fleet lease lost');
     for (const listener of this.#listeners) listener(undefined);
   }
 }
 
+/** Reads a replica key: a key right under `directory` with no proxy part. */
+function parseReplicaKey(
+  kv: IKeyValue,
+  directory: string,
+): { replica: string; raftTerm: number } | undefined {
+  const replica = kv.key.toString().slice(directory.length);
+  if (replica === '' || replica.includes('/')) return undefined;
+  try {
+    const parsed = JSON.parse(kv.value.toString()) as { format?: unknown; raftTerm?: unknown };
+    if (parsed.format !== REPLICA_KEY_FORMAT || !Number.isSafeInteger(parsed.raftTerm)) {
+      return undefined;
+    }
+    return { replica, raftTerm: parsed.raftTerm as number };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Splits a record key into replica and proxy; undefined for a key of another shape. */
-function parseKey(kv: IKeyValue, directory: string): FleetRecord | undefined {
+function parseKey(kv: IKeyValue, directory: string): Omit<FleetRecord, 'confirmed'> | undefined {
   const rest = kv.key.toString().slice(directory.length);
   const slash = rest.indexOf('/');
   if (slash <= 0 || slash === rest.length - 1) return undefined;

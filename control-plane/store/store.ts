@@ -104,6 +104,12 @@ export interface FleetRecord {
   replica: string;
   proxy: string;
   value: string;
+  /**
+   * False when the replica has not written since etcd's last leader election, which renews
+   * every lease: its records may outlive a replica that stopped while etcd was down, so they
+   * prove no open stream.
+   */
+  confirmed: boolean;
 }
 
 /**

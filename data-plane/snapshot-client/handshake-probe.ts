@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { connect, type TLSSocket } from 'node:tls';
+import { checkServerIdentity, connect, type TLSSocket } from 'node:tls';
 
 import type { ClientTlsFiles } from '../../common/tls.js';
 
@@ -36,13 +36,15 @@ export async function probeClientCertificate(
   const separator = address.lastIndexOf(':');
   const host = address.slice(0, separator).replace(/^\[|\]$/g, '');
   const port = Number(address.slice(separator + 1));
+  const serverName = files.serverName ?? host;
   let socket: TLSSocket;
   try {
     socket = connect({
       host,
       port,
       // RFC 6066 forbids an IP address as SNI server name, and Node warns about one.
-      servername: isIP(host) === 0 ? host : undefined,
+      servername: isIP(serverName) === 0 ? serverName : undefined,
+      checkServerIdentity: (_host, certificate) => checkServerIdentity(serverName, certificate),
       ca: files.ca === undefined ? undefined : readFileSync(files.ca),
       cert: files.cert === undefined ? undefined : readFileSync(files.cert),
       key: files.key === undefined ? undefined : readFileSync(files.key),

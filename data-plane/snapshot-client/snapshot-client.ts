@@ -13,7 +13,12 @@ import { randomUUID } from 'node:crypto';
 import { Backoff } from '../../common/backoff.js';
 import { fromServiceError, tidyGrpcDetails } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
-import { loadClientTls, type CertificateSummary, type ClientTlsFiles } from '../../common/tls.js';
+import {
+  loadClientTls,
+  serverNameChannelOptions,
+  type CertificateSummary,
+  type ClientTlsFiles,
+} from '../../common/tls.js';
 import {
   SnapshotServiceService,
   type Nack,
@@ -160,7 +165,7 @@ export class SnapshotClient {
   #duplicateLogged = false;
   /** Message of the control plane's last rejection of the proxy id, until a stream opens. */
   #idRejection: string | undefined;
-  /** Addresses whose reconnect log already carried the wrong-port hint. */
+  /** Addresses whose reconnect log already carried a hint. */
   readonly #hintedAddresses = new Set<string>();
   readonly #backoff = new Backoff({ initialMs: 250, maxMs: 10_000 });
   #openTimer: NodeJS.Timeout | undefined;
@@ -212,6 +217,7 @@ export class SnapshotClient {
         ...CHANNEL_OPTIONS,
         'grpc.keepalive_time_ms':
           this.#options.keepaliveTimeMs ?? CHANNEL_OPTIONS['grpc.keepalive_time_ms'],
+        ...serverNameChannelOptions(this.#options.tls),
       });
     } catch (error) {
       // An unreadable certificate may be mid-rotation; the next attempt reads it again.
@@ -352,7 +358,7 @@ export class SnapshotClient {
   #scheduleReconnect(address: string, reason: string): void {
     this.#addressIndex += 1;
     const delayMs = Math.round(this.#backoff.next());
-    const hint = wrongPortHint(address, reason, this.#hintedAddresses);
+    const hint = connectionHint(address, reason, this.#hintedAddresses);
     this.#logger.warn({ address, reason, delayMs, ...hint }, 'control plane lost, reconnecting');
     this.#transition('waiting');
     this.#retryTimer = setTimeout(() => this.#connect(), delayMs);
@@ -455,11 +461,21 @@ function lengthPrefixText(reason: string): string | undefined {
 
 /**
  * Returns a `hint` field the first time the server at an address responds as HTTP/1, or with an
- * HTTP/2 body that is not gRPC, such as an HTML page from a load balancer. grpc-js reports the
- * second as a message over the size limit, which no snapshot caused.
+ * HTTP/2 body that is not gRPC, such as an HTML page from a load balancer, or presents a
+ * certificate for another name. grpc-js reports the second as a message over the size limit,
+ * which no snapshot caused.
  */
-function wrongPortHint(address: string, reason: string, hinted: Set<string>): { hint?: string } {
+function connectionHint(address: string, reason: string, hinted: Set<string>): { hint?: string } {
   if (hinted.has(address)) return {};
+
+  if (reason.includes('ERR_TLS_CERT_ALTNAME_INVALID')) {
+    hinted.add(address);
+    return {
+      hint:
+        `the control plane's certificate does not name the host of ${address}; through a ` +
+        'tunnel such as kubectl port-forward, set --tls-server-name to a name it carries',
+    };
+  }
 
   if (HTTP1_RESPONSE.test(reason)) {
     hinted.add(address);

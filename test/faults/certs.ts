@@ -19,6 +19,8 @@ export interface TestPki {
   server: CertFiles;
   /** A second server certificate, for rotation tests. */
   serverRenewed: CertFiles;
+  /** Server certificate for {@link SERVICE_NAME} alone, as a Kubernetes Service would get. */
+  service: CertFiles;
   /** Client certificates signed by `ca`, by common name. */
   proxy: CertFiles;
   admin: CertFiles;
@@ -26,6 +28,9 @@ export interface TestPki {
   rogue: CertFiles;
   remove(): void;
 }
+
+/** The only subjectAltName of `TestPki.service`. */
+export const SERVICE_NAME = 'loom-control-plane.loom.svc';
 
 function openssl(args: string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -60,12 +65,18 @@ export function createTestPki(): TestPki {
     );
     return join(dir, `${name}.pem`);
   };
-  const leaf = (name: string, signer: string, subject: string, server: boolean): CertFiles => {
+  const leaf = (
+    name: string,
+    signer: string,
+    subject: string,
+    server: boolean,
+    altNames = 'IP:127.0.0.1,DNS:localhost',
+  ): CertFiles => {
     const extensions = join(dir, `${name}.ext`);
     writeFileSync(
       extensions,
       server
-        ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+        ? `subjectAltName=${altNames}\nextendedKeyUsage=serverAuth\n`
         : 'extendedKeyUsage=clientAuth\n',
     );
     openssl(
@@ -114,6 +125,7 @@ export function createTestPki(): TestPki {
     otherCa: ca('other-ca'),
     server: leaf('server', 'ca', '/CN=control-plane', true),
     serverRenewed: leaf('server-renewed', 'ca', '/CN=control-plane-renewed', true),
+    service: leaf('service', 'ca', `/CN=${SERVICE_NAME}`, true, `DNS:${SERVICE_NAME}`),
     proxy: leaf('proxy', 'ca', '/CN=proxy-1/OU=proxies', false),
     admin: leaf('admin', 'ca', '/CN=ops-admin/OU=operators', false),
     rogue: leaf('rogue', 'other-ca', '/CN=proxy-1/OU=proxies', false),

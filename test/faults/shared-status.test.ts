@@ -208,7 +208,10 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     // the replica that wrote it. A record without a lease is ignored as a hand edit.
     const client = new Etcd3({ hosts: etcd.endpoint });
     cleanups.push(() => client.close());
-    const keys = await client.getAll().prefix(FLEET_DIRECTORY).keys();
+    // Record keys only: each replica's own key, `<directory><replica>`, has no proxy part.
+    const keys = (await client.getAll().prefix(FLEET_DIRECTORY).keys()).filter((key) =>
+      key.slice(FLEET_DIRECTORY.length).includes('/'),
+    );
     assert.equal(keys.length, 1, keys.join());
     await client.kv.put({
       key: Buffer.from(keys[0]!),

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,9 +9,9 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ROOT, waitFor } from '../../scripts/processes.js';
-import { loomctl } from '../helpers/cli.js';
+import { loom, loomctl } from '../helpers/cli.js';
 import { httpGet } from '../helpers/net.js';
-import { FIRST_PORT, LAST_PORT } from '../helpers/ports.js';
+import { findFreePort, FIRST_PORT, LAST_PORT } from '../helpers/ports.js';
 
 /** Ports the fleet script uses from a base port: base to base + 6. */
 const FLEET_PORTS = 7;
@@ -157,6 +157,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
     assert.equal(code, 1, fleet.output());
     assert.match(fleet.output(), /control-plane exited with code 1 during start/);
     assert.match(fleet.output(), new RegExp(`ports ${base}, ${base + 1}`));
+    assert.match(fleet.output(), /npm start -- --data-dir DIR/);
     assert.doesNotMatch(fleet.output(), /Loom fleet is running/);
     assert.equal(await isListening(base + 6), false, 'the example upstream was left open');
   });
@@ -192,6 +193,49 @@ describe('fleet script', { timeout: 120_000 }, () => {
       assert.ok(output.includes(fix), `npm start ${args.join(' ')}:\n${output}`);
       assert.doesNotMatch(output, /Loom fleet is running/);
     }
+  });
+
+  test('locked data directory names npm syntax', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
+    dirs.push(dir);
+    const base = await findFreeBase();
+    const dataDir = join(dir, 'store');
+    // This test process holds the lock, as another fleet's control plane would.
+    mkdirSync(dataDir);
+    writeFileSync(join(dataDir, 'LOCK'), `${process.pid}\n`);
+
+    const fleet = runFleetScript(base, dataDir);
+    const { code } = await exitWithin(fleet, 30_000);
+    assert.equal(code, 1, fleet.output());
+    assert.ok(
+      fleet.output().includes(`data directory ${dataDir} is in use by process ${process.pid}`),
+      fleet.output(),
+    );
+    assert.ok(
+      fleet.output().includes(`"npm start -- --base-port ${base} --data-dir ${dataDir}-2"`),
+      fleet.output(),
+    );
+    assert.doesNotMatch(fleet.output(), /choose another directory with --data-dir/);
+    assert.doesNotMatch(fleet.output(), /Loom fleet is running/);
+    assert.equal(await isListening(base), false, 'the control plane port was left open');
+
+    // The control plane itself, as "loom control-plane" users run it, names its own flag.
+    const [port, adminPort] = [await findFreePort(), await findFreePort()];
+    const direct = await loom(
+      [
+        'control-plane',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--admin-listen',
+        `127.0.0.1:${adminPort}`,
+        '--data-dir',
+        dataDir,
+      ],
+      30_000,
+    );
+    assert.equal(direct.code, 1, direct.stderr);
+    assert.match(direct.stderr, /choose another directory with --data-dir/);
+    assert.doesNotMatch(direct.stderr, /npm start/);
   });
 
   test('busy port fails naming it', async () => {
