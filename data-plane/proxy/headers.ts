@@ -78,7 +78,8 @@ export function scanRequestHead(raw: readonly string[]): RequestHead {
         }
         break;
       case 6:
-        if (name.toLowerCase() === 'expect') {
+        // Accept, Cookie and Origin have the same length, so the first letter decides.
+        if ((name.charCodeAt(0) | 0x20) === 0x65 && name.toLowerCase() === 'expect') {
           const value = raw[i + 1];
           head.expect = head.expect === undefined ? value : `${head.expect}, ${value}`;
         }
