@@ -41,6 +41,7 @@ export interface DataPlaneLifecycleFlags {
   tlsServerName?: string;
   token?: string;
   drainTimeout: string;
+  drainIdleGrace: string;
   snapshotCache?: string;
   snapshotCacheMaxAge: string;
   controlPlaneTimeout: string;
@@ -98,6 +99,11 @@ export function addDataPlaneLifecycleOptions(command: Command): Command {
       '--drain-timeout <duration>',
       'time in-flight requests get on SIGTERM, such as 30s; 0 closes their connections at once',
       '30s',
+    )
+    .option(
+      '--drain-idle-grace <duration>',
+      'time idle keep-alive connections stay open on SIGTERM, such as 1s; 0 closes them at once',
+      '1s',
     )
     .option('--snapshot-cache <file>', 'keep the last applied snapshot here and serve it at start')
     .option(
@@ -192,6 +198,11 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       zero: 'close their connections at once',
     }),
   );
+  const drainIdleGraceMs = durationOf(() =>
+    parseFlagDuration(flags.drainIdleGrace, '--drain-idle-grace', {
+      zero: 'close idle connections at once',
+    }),
+  );
   if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
     problems.push(
       'a TLS client certificate needs both --tls-cert and --tls-key; set both or neither',
@@ -207,6 +218,7 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       snapshotCache: flags.snapshotCache,
       snapshotCacheMaxAgeMs,
       controlPlaneTimeoutMs,
+      drainIdleGraceMs,
     },
     drainTimeoutMs,
   };

@@ -50,6 +50,11 @@ export interface DataPlaneOptions {
   keepaliveTimeMs?: number;
   /** Time a control plane gets to open a new snapshot stream, in milliseconds; 0 means no limit. */
   controlPlaneTimeoutMs?: number;
+  /**
+   * Time idle keep-alive connections stay open once a drain starts, in milliseconds; default
+   * `DEFAULT_IDLE_GRACE_MS` (1 s). See `HttpDrainer`.
+   */
+  drainIdleGraceMs?: number;
   /** Client limits and request handling of the traffic listener; see `createProxyServer`. */
   proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
   /** Upstream connection settings; see `UpstreamRegistry`. */
@@ -102,7 +107,7 @@ export class DataPlane {
       logger: options.logger,
       observer: new MetricsObserver(this.metrics, this.accessLog),
     }).server;
-    this.#drainer = new HttpDrainer(this.#traffic, options.logger);
+    this.#drainer = new HttpDrainer(this.#traffic, options.logger, options.drainIdleGraceMs);
     this.#snapshotFile =
       options.snapshotCache === undefined
         ? undefined

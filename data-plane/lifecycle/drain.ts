@@ -1,10 +1,17 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
+import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 
 /** Default time in-flight requests get to finish on shutdown: 30 seconds. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+
+/**
+ * Default time idle keep-alive connections stay open once a drain starts: 1 second. A client
+ * that sends a request on one meanwhile gets its response with `Connection: close`.
+ */
+export const DEFAULT_IDLE_GRACE_MS = 1_000;
 
 /** Outcome of {@link HttpDrainer.drain}. */
 export interface DrainResult {
@@ -25,9 +32,17 @@ interface HttpSocket extends Socket {
 }
 
 /**
- * Shuts a `node:http` server down gracefully: the listener stops accepting, idle keep-alive
- * connections close at once, busy ones close as soon as their response ends (responses not
- * yet started carry `Connection: close`), and whatever still runs at the deadline is cut.
+ * Shuts a `node:http` server down gracefully. The listener stops accepting at once. Every
+ * response not yet started carries `Connection: close`, so a connection closes once its
+ * response ends, also when its request arrived during the drain. Idle keep-alive connections
+ * stay open for a grace period, so that a client that sends a request on one meanwhile gets a
+ * response instead of a closed connection, and are then closed. Whatever still runs at the
+ * deadline is cut.
+ *
+ * A client that sends a request on an idle connection at the moment the grace period closes it
+ * loses that request (a reset or an empty read). No server can prevent it, because the request
+ * and the close cross on the network. The grace period makes that rare, because a client that is
+ * sending requests gets `Connection: close` first and stops using the connection.
  *
  * Until a drain starts it costs nothing per request: it keeps a set of client connections
  * and finds the requests in flight through the response that each connection serves.
@@ -38,16 +53,29 @@ interface HttpSocket extends Socket {
  */
 export class HttpDrainer {
   #draining = false;
+  /** True once idle connections may be closed: the grace period ended. */
+  #closingIdle = false;
   readonly #sockets = new Set<HttpSocket>();
   /** Responses that close their connection when they end. */
   readonly #closing = new WeakSet<ServerResponse>();
   readonly #server: Server;
   readonly #logger: Logger;
+  readonly #idleGraceMs: number;
 
-  /** Starts tracking connections; create it before the server listens. */
-  constructor(server: Server, logger: Logger) {
+  /**
+   * Starts tracking connections; create it before the server listens. `idleGraceMs` is the time
+   * idle keep-alive connections stay open once a drain starts, capped by the drain timeout.
+   */
+  constructor(server: Server, logger: Logger, idleGraceMs = DEFAULT_IDLE_GRACE_MS) {
+    if (!Number.isInteger(idleGraceMs) || idleGraceMs < 0) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `invalid idleGraceMs ${idleGraceMs}: expected an integer of 0 or more, such as ${DEFAULT_IDLE_GRACE_MS}`,
+      );
+    }
     this.#server = server;
     this.#logger = logger.child({ component: 'drain' });
+    this.#idleGraceMs = idleGraceMs;
     server.on('connection', (socket: HttpSocket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -68,35 +96,46 @@ export class HttpDrainer {
   }
 
   /**
-   * Stops accepting, waits up to `timeoutMs` for requests in flight, then
+   * Stops accepting, sends every later response with `Connection: close`, closes idle
+   * connections after the grace period, waits up to `timeoutMs` for requests in flight, then
    * closes every connection.
    */
   async drain(timeoutMs: number): Promise<DrainResult> {
     this.#draining = true;
     const start = performance.now();
-    this.#logger.info({ inFlight: this.inFlight, timeoutMs }, 'drain started');
+    const graceMs = Math.min(this.#idleGraceMs, timeoutMs);
+    this.#logger.info(
+      { inFlight: this.inFlight, connections: this.#sockets.size, timeoutMs, idleGraceMs: graceMs },
+      'drain started',
+    );
     const onRequest = (_req: IncomingMessage, res: ServerResponse) => this.#closeAfter(res);
-    // Requests that arrive on busy connections from now on; they run before the proxy
-    // handler, which may send the whole response within the same call.
+    // Requests that arrive from now on. The listener runs before the proxy handler, which may
+    // send the whole response within the same call.
     this.#server.prependListener('request', onRequest);
-    // A 'checkContinue' listener changes how Node.js handles `Expect: 100-continue`, so one is
-    // added only next to an existing one.
-    if (this.#server.listenerCount('checkContinue') > 0) {
-      this.#server.prependListener('checkContinue', onRequest);
+    // A 'checkContinue' or 'checkExpectation' listener changes how Node.js handles `Expect`,
+    // so one is added only next to an existing one.
+    for (const event of ['checkContinue', 'checkExpectation']) {
+      if (this.#server.listenerCount(event) > 0) this.#server.prependListener(event, onRequest);
     }
     for (const socket of this.#sockets) {
       const res = socket._httpMessage;
       if (res) this.#closeAfter(res);
     }
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    this.#server.closeIdleConnections();
+    const closed = new Promise<void>((resolve) => this.#stopAccepting(resolve));
 
+    let graceTimer: NodeJS.Timeout | undefined;
+    if (graceMs > 0) {
+      graceTimer = setTimeout(() => this.#closeIdle(), graceMs);
+    } else {
+      this.#closeIdle();
+    }
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
     const outcome = await Promise.race([closed, deadline]);
     clearTimeout(timer);
+    clearTimeout(graceTimer);
 
     let abandoned = 0;
     let tunnels = 0;
@@ -119,8 +158,41 @@ export class HttpDrainer {
   }
 
   /**
+   * Closes the listener and calls `onClosed` once every connection is gone. Node.js 20's
+   * `Server.close` also closes idle connections at once, which would cut the grace period
+   * short, so its call of `closeIdleConnections` is skipped.
+   */
+  // NOTE: relies on `Server.close` calling `this.closeIdleConnections()` through the instance,
+  // as Node.js 19 to 24 do. Were it to close idle connections another way, they would close at
+  // the start of the drain, as they did before the grace period.
+  #stopAccepting(onClosed: () => void): void {
+    const server = this.#server;
+    server.closeIdleConnections = skipIdleClose;
+    try {
+      server.close(() => onClosed());
+    } finally {
+      delete (server as Partial<Server>).closeIdleConnections;
+    }
+  }
+
+  /** Ends the grace period: closes the idle connections now and each one that turns idle. */
+  #closeIdle(): void {
+    if (this.#closingIdle) return;
+    this.#closingIdle = true;
+    const open = [...this.#sockets].filter((socket) => !socket.destroyed);
+    this.#server.closeIdleConnections();
+    // `closeIdleConnections` destroys each idle connection at once.
+    const idle = open.filter((socket) => socket.destroyed).length;
+    this.#logger.info(
+      { idle, open: open.length - idle, inFlight: this.inFlight },
+      'drain grace period ended, idle connections closed',
+    );
+  }
+
+  /**
    * Asks for the connection of `res` to close after it: `Connection: close` when its headers
-   * are not sent yet, and a close of every idle connection once it ends.
+   * are not sent yet. Once the grace period is over, the end of `res` also closes every idle
+   * connection.
    */
   #closeAfter(res: ServerResponse): void {
     if (this.#closing.has(res)) return;
@@ -132,9 +204,13 @@ export class HttpDrainer {
       const next = socket?._httpMessage;
       if (next) this.#closeAfter(next);
       // The connection counts as idle only after the response is detached from it.
-      setImmediate(() => this.#server.closeIdleConnections());
+      if (this.#closingIdle) setImmediate(() => this.#server.closeIdleConnections());
     });
   }
+}
+
+function skipIdleClose(): void {
+  // The drain closes idle connections itself, after the grace period.
 }
 
 function isBusy(socket: HttpSocket): boolean {

@@ -8,6 +8,7 @@ export type ProxyErrorCode =
   | 'method_not_allowed'
   | 'bad_request'
   | 'payload_too_large'
+  | 'expectation_failed'
   | 'request_header_fields_too_large'
   | 'not_implemented'
   | 'http_version_not_supported'
@@ -38,6 +39,18 @@ export const PROXY_ERRORS = {
     message: 'the route does not allow this method',
   },
   badRequest: { status: 400, error: 'bad_request', message: 'the request is invalid' },
+  traceAtLastHop: {
+    status: 405,
+    error: 'method_not_allowed',
+    message:
+      'the proxy does not answer TRACE itself, because the echo would show credentials to scripts (cross-site tracing); send Max-Forwards of 1 or more to reach the upstream',
+  },
+  expectationFailed: {
+    status: 417,
+    error: 'expectation_failed',
+    message:
+      'the proxy supports only the expectation "100-continue"; send the request without the other Expect values',
+  },
   invalidRequestTarget: {
     status: 400,
     error: 'bad_request',

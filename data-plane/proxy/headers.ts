@@ -18,6 +18,17 @@ export interface RequestHead {
   connectionTokens: string[] | undefined;
   /** True when the client's TE header lists `trailers`. */
   acceptsTrailers: boolean;
+  /** Expect values joined with commas; undefined when absent. */
+  expect: string | undefined;
+  /** First Max-Forwards value; undefined when absent. */
+  maxForwards: string | undefined;
+  /** Number of Max-Forwards lines. */
+  maxForwardsCount: number;
+  /**
+   * Value sent upstream in place of the client's Max-Forwards: the decremented value of an
+   * OPTIONS or TRACE request. Undefined forwards the client's lines unchanged.
+   */
+  forwardedMaxForwards: string | undefined;
 }
 
 /**
@@ -46,6 +57,10 @@ export function scanRequestHead(raw: readonly string[]): RequestHead {
     contentLength: undefined,
     connectionTokens: undefined,
     acceptsTrailers: false,
+    expect: undefined,
+    maxForwards: undefined,
+    maxForwardsCount: 0,
+    forwardedMaxForwards: undefined,
   };
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
@@ -62,9 +77,23 @@ export function scanRequestHead(raw: readonly string[]): RequestHead {
           head.hostCount++;
         }
         break;
+      case 6:
+        // Accept, Cookie and Origin have the same length, so the first letter decides.
+        if ((name.charCodeAt(0) | 0x20) === 0x65 && name.toLowerCase() === 'expect') {
+          const value = raw[i + 1];
+          head.expect = head.expect === undefined ? value : `${head.expect}, ${value}`;
+        }
+        break;
       case 10:
         if (name.toLowerCase() === 'connection') {
           head.connectionTokens = splitConnectionTokens(raw[i + 1], head.connectionTokens);
+        }
+        break;
+      case 12:
+        // Content-Type has the same length and is far more common, so the first letter decides.
+        if ((name.charCodeAt(0) | 0x20) === 0x6d && name.toLowerCase() === 'max-forwards') {
+          head.maxForwards ??= raw[i + 1];
+          head.maxForwardsCount++;
         }
         break;
       case 14:
@@ -104,6 +133,7 @@ export interface ClientInfo {
  *   sent when the client accepts trailers, because the proxy forwards them.
  * - `Expect` is dropped: the 100-continue exchange is handled by the proxy (see
  *   `ContinueExchange`), and undici rejects the header.
+ * - `Max-Forwards` is sent as `head.forwardedMaxForwards` when that is set.
  * - `Host` comes first, set to `actions.hostRewrite` or else to `head.host`, so a `Connection`
  *   token cannot remove it. Without either (HTTP/1.0 without Host), undici sends the target's
  *   host.
@@ -133,7 +163,7 @@ export function buildUpstreamRequestHeaders(
 
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
-    const value = raw[i + 1];
+    let value = raw[i + 1];
     const lower = name.toLowerCase();
     switch (lower) {
       case 'connection':
@@ -168,6 +198,9 @@ export function buildUpstreamRequestHeaders(
         break;
       case 'forwarded':
         if (!trusted) continue;
+        break;
+      case 'max-forwards':
+        value = head.forwardedMaxForwards ?? value;
         break;
       default:
         if (!trusted && lower.startsWith('x-forwarded-')) continue;
@@ -380,6 +413,26 @@ export function buildClientTrailers(
     pairs.push([name, toText(raw[i + 1])]);
   }
   return pairs;
+}
+
+/** A list member of only spaces and tabs, the whitespace that HTTP allows around members. */
+const OPTIONAL_WHITESPACE = /^[ \t]*$/;
+const CONTINUE_MEMBER = /^[ \t]*100-continue[ \t]*$/i;
+
+/**
+ * Tells whether an Expect value is the 100-continue expectation and nothing else: each member
+ * of the list, compared without case and surrounding whitespace, is `100-continue`. Empty list
+ * members are skipped, as RFC 9110 section 5.6.1 requires of recipients, but at least one member
+ * must be there.
+ */
+export function isContinueExpectation(value: string): boolean {
+  let members = 0;
+  for (const member of value.split(',')) {
+    if (OPTIONAL_WHITESPACE.test(member)) continue;
+    if (!CONTINUE_MEMBER.test(member)) return false;
+    members++;
+  }
+  return members > 0;
 }
 
 /** Adds the lower-case options of a `Connection` value to `tokens`, skipping hop-by-hop names. */

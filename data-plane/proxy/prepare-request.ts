@@ -5,9 +5,11 @@ import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
+import { readMaxForwards, routeMethods } from './max-forwards.js';
 import { remainderStartsWithDoubleSlash } from './route-actions.js';
 import {
   buildUpstreamRequestHeaders,
+  isContinueExpectation,
   scanRequestHead,
   type ClientInfo,
   type RequestHead,
@@ -21,6 +23,8 @@ const NUMBER_SIGN = 0x23;
 const OPEN_BRACKET = 0x5b;
 const kClient = Symbol('loom.clientInfo');
 
+/** Maximum length of a client's header value written to a log line. */
+const MAX_LOGGED_VALUE_LENGTH = 128;
 /** Message of the 400 for a `#` in the query of a request target. */
 const FRAGMENT = 'fragment ("#") in request target';
 /** Message of the 400 for a path whose remainder after the route's stripPrefix starts with `//`. */
@@ -31,7 +35,11 @@ interface ProxySocket extends Socket {
   [kClient]?: ClientInfo;
 }
 
-/** A request the proxy can forward, or the error response it gets instead. */
+/**
+ * A request the proxy can forward, the error response it gets instead, or the proxy's own 200
+ * to an OPTIONS request whose Max-Forwards is 0 (`ok: 'options'`, with the `Allow` methods, or
+ * none for `OPTIONS *`).
+ */
 export type PreparedRequest =
   | { ok: true; request: ForwardedRequest; target: UpstreamTarget; head: RequestHead }
   | {
@@ -41,7 +49,8 @@ export type PreparedRequest =
       message?: string;
       allow?: readonly string[];
       close: boolean;
-    };
+    }
+  | { ok: 'options'; allow: readonly string[] | undefined };
 
 /**
  * Routes a request and builds everything needed to forward it, or returns the error response it
@@ -65,7 +74,27 @@ export function prepareRequest(
   if (framingError !== undefined) {
     return fail(framingError, true);
   }
+  const hasBody =
+    head.transferEncoding !== undefined ||
+    (head.contentLength !== undefined && head.contentLength !== '0');
+  if (head.expect !== undefined && !isContinueExpectation(head.expect)) {
+    context.logger.debug(
+      { expect: head.expect.slice(0, MAX_LOGGED_VALUE_LENGTH), closing: hasBody },
+      'request rejected: unsupported expectation',
+    );
+    // The body is never read, so the connection closes unless there is none.
+    return fail(PROXY_ERRORS.expectationFailed, hasBody);
+  }
   const method = req.method ?? 'GET';
+  const maxForwards = readMaxForwards(method, head.maxForwards, head.maxForwardsCount);
+  if (maxForwards.kind === 'invalid') {
+    return {
+      ok: false,
+      error: PROXY_ERRORS.badRequest,
+      message: maxForwards.message,
+      close: false,
+    };
+  }
   let url = req.url ?? '';
   if (url.charCodeAt(0) !== SLASH) {
     const target = parseRequestTarget(method, url);
@@ -73,6 +102,11 @@ export function prepareRequest(
       return fail(PROXY_ERRORS.invalidRequestTarget);
     }
     if (target === ASTERISK_FORM) {
+      // `OPTIONS *` concerns the server itself, which is the proxy at the last hop.
+      if (maxForwards.kind === 'last-hop') {
+        context.logger.debug({ method, path: url }, 'request not forwarded: Max-Forwards is 0');
+        return { ok: 'options', allow: undefined };
+      }
       return fail(PROXY_ERRORS.routeNotFound);
     }
     // RFC 9112 section 3.2.2: the authority of an absolute-form target replaces the Host
@@ -88,6 +122,11 @@ export function prepareRequest(
     return { ok: false, error: PROXY_ERRORS.badRequest, message: FRAGMENT, close: false };
   }
   const path = queryStart === -1 ? url : url.slice(0, queryStart);
+  if (maxForwards.kind === 'last-hop') {
+    context.logger.debug({ method, path }, 'request not forwarded: Max-Forwards is 0');
+    return respondAtLastHop(table, method, head.host, path);
+  }
+  head.forwardedMaxForwards = maxForwards.value;
   const match = table.router.find(method, head.host, path);
   switch (match.kind) {
     case 'not-found':
@@ -112,9 +151,6 @@ export function prepareRequest(
       close: false,
     };
   }
-  const hasBody =
-    head.transferEncoding !== undefined ||
-    (head.contentLength !== undefined && head.contentLength !== '0');
   const limit = actions.maxRequestBodyBytes ?? context.maxRequestBodyBytes;
   let body: ForwardedRequest['body'] = hasBody ? req : null;
   if (hasBody && limit > 0) {
@@ -154,6 +190,34 @@ export function prepareRequest(
 
 function fail(error: ProxyError, close = false): PreparedRequest {
   return { ok: false, error, close };
+}
+
+/**
+ * Builds the proxy's own response to an OPTIONS or TRACE request whose Max-Forwards is 0, as
+ * its final recipient. OPTIONS gets 200 with `Allow` listing the methods of the routes that
+ * match the path. TRACE gets 405, with the same list without TRACE, because the RFC 9110
+ * response to TRACE echoes the request, and an echo of Cookie or Authorization lets a script
+ * read credentials it cannot read otherwise (cross-site tracing). A path that no route matches
+ * gets 404, as without the header.
+ */
+function respondAtLastHop(
+  table: RoutingTable,
+  method: string,
+  host: string | undefined,
+  path: string,
+): PreparedRequest {
+  const methods = routeMethods(table.router, host, path);
+  switch (methods.kind) {
+    case 'not-found':
+      return fail(PROXY_ERRORS.routeNotFound);
+    case 'bad-request':
+      return { ok: false, error: PROXY_ERRORS.badRequest, message: methods.reason, close: false };
+  }
+  if (method === 'OPTIONS') {
+    return { ok: 'options', allow: methods.allow };
+  }
+  const allow = methods.allow.filter((allowed) => allowed !== 'TRACE');
+  return { ok: false, error: PROXY_ERRORS.traceAtLastHop, allow, close: false };
 }
 
 /**

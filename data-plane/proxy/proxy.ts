@@ -106,9 +106,15 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * connection is closed; Node.js itself rejects Content-Length with Transfer-Encoding and
  * repeated Content-Length.
  *
+ * An Expect value other than `100-continue` gets 417 without forwarding, on every path that
+ * Node.js hands such a request to. OPTIONS and TRACE forward Max-Forwards decremented by one;
+ * at 0 the proxy responds to OPTIONS with 200 and `Allow` and to TRACE with 405 (see
+ * `respondAtLastHop`).
+ *
  * Failures become JSON bodies `{"error", "message", "route"?}`: 503 `no_configuration`,
  * 404 `route_not_found`, 405 `method_not_allowed` with `Allow`, 400 `bad_request`,
- * 413 `payload_too_large`, 431 `request_header_fields_too_large`, 501 `not_implemented`,
+ * 413 `payload_too_large`, 417 `expectation_failed`, 431 `request_header_fields_too_large`,
+ * 501 `not_implemented`,
  * 505 `http_version_not_supported`, 502 `upstream_unavailable`, 502 `upstream_unreachable`,
  * 504 `upstream_timeout`, 502 `upstream_error` and 500 `internal_error`. The listeners never
  * throw.
@@ -148,20 +154,48 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
 
   const pipeline = new PipelineGuard(context.logger);
 
-  const handle = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void => {
+  /**
+   * Routes and forwards one request. `listener` names the server event that delivered it, and
+   * so how Node.js read its Expect header: 'checkContinue' for a value that contains the token
+   * `100-continue`, 'checkExpectation' for any other value in HTTP/1.1.
+   */
+  const handle = (req: IncomingMessage, res: ServerResponse, listener: RequestListener): void => {
     if (!pipeline.admit(req, res)) {
       return;
     }
     const startTime = context.observer.enabled ? performance.now() : 0;
     try {
-      const prepared = prepareRequest(context, getTable(), req, startTime);
-      if (!prepared.ok) {
-        if (prepared.close) pipeline.reject(req.socket);
-        const bytesSent = sendPreparedError(res, prepared);
-        reportUnforwarded(context, req, prepared, bytesSent, startTime);
+      let prepared = prepareRequest(context, getTable(), req, startTime);
+      if (prepared.ok === true && listener === 'checkExpectation') {
+        // `prepareRequest` rejects every Expect value that Node.js does not take for
+        // 100-continue, so this only guards against the two checks disagreeing.
+        prepared = { ok: false, error: PROXY_ERRORS.expectationFailed, close: true };
+      }
+      if (prepared.ok === 'options') {
+        // As below: Node.js closes the connection after this response.
+        if (listener === 'checkContinue') pipeline.reject(req.socket);
+        const bytesSent = sendOptionsResponse(res, prepared.allow);
+        reportUnforwarded(context, req, undefined, 200, bytesSent, startTime);
         return;
       }
-      if (expectContinue) {
+      if (!prepared.ok) {
+        // Node.js 20 closes the connection after any response to a request it took for
+        // 100-continue unless a 100 went first, so the requests pipelined behind it must not be
+        // forwarded either.
+        if (listener === 'checkContinue') prepared.close = true;
+        if (prepared.close) pipeline.reject(req.socket);
+        const bytesSent = sendPreparedError(res, prepared);
+        reportUnforwarded(
+          context,
+          req,
+          prepared.route,
+          prepared.error.status,
+          bytesSent,
+          startTime,
+        );
+        return;
+      }
+      if (listener === 'checkContinue') {
         new ContinueExchange(context, req, res, prepared.request).start(prepared.target);
       } else {
         new ProxyExchange(context, req, res, prepared.request).start(prepared.target);
@@ -173,17 +207,12 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
 
   return {
     context,
-    request: (req, res) => handle(req, res, false),
-    checkContinue: (req, res) => handle(req, res, true),
-    checkExpectation: (req, res) => {
-      // Node.js sends this 417 itself when no listener is attached. Sending it here lets the
-      // pipeline guard record the request.
-      if (!pipeline.admit(req, res)) {
-        return;
-      }
-      res.writeHead(417);
-      res.end();
-    },
+    request: (req, res) => handle(req, res, 'request'),
+    checkContinue: (req, res) => handle(req, res, 'checkContinue'),
+    // Node.js sends a 417 without a body itself when this listener is missing. Through the
+    // handler, the 417 carries the proxy's JSON error, the pipeline guard records the request
+    // and the connection closes when a body would follow.
+    checkExpectation: (req, res) => handle(req, res, 'checkExpectation'),
     clientError: pipeline.clientError,
     sendWatchdog: new SendWatchdog(sendTimeoutMs, context.logger, () =>
       context.observer.sendTimedOut(),
@@ -210,6 +239,21 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
   };
 }
 
+/** Server event that delivered a request to `handle`. */
+type RequestListener = 'request' | 'checkContinue' | 'checkExpectation';
+
+/**
+ * Sends the proxy's own 200 to OPTIONS with Max-Forwards 0, without a body; returns its body
+ * bytes, 0.
+ */
+function sendOptionsResponse(res: ServerResponse, allow: readonly string[] | undefined): number {
+  const headers = ['content-length', '0'];
+  if (allow !== undefined) headers.push('allow', allow.join(', '));
+  res.writeHead(200, headers);
+  res.end();
+  return 0;
+}
+
 /** Sends the error response of a request that was not forwarded; returns its body bytes. */
 export function sendPreparedError(
   res: ServerResponse,
@@ -225,17 +269,18 @@ export function sendPreparedError(
   );
 }
 
+/** Reports a request that the proxy responded to itself without forwarding it. */
 function reportUnforwarded(
   context: ProxyContext,
   req: IncomingMessage,
-  prepared: Extract<PreparedRequest, { ok: false }>,
+  route: string | undefined,
+  status: number,
   bytesSent: number,
   startTime: number,
 ): void {
   const observer = context.observer;
   if (observer.enabled) {
-    const route = prepared.route ?? UNMATCHED;
-    observer.requestFinished(req, route, prepared.error.status, undefined, bytesSent, startTime);
+    observer.requestFinished(req, route ?? UNMATCHED, status, undefined, bytesSent, startTime);
   }
 }
 

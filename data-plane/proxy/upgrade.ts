@@ -43,6 +43,11 @@ export function proxyUpgrade(
   socket.on('error', ignoreError);
   const startTime = context.observer.enabled ? performance.now() : 0;
   const prepared = prepareRequest(context, table, req, 0);
+  if (prepared.ok === 'options') {
+    writeOptionsResponse(socket, prepared.allow);
+    reportTunnel(context, req, UNMATCHED, 200, undefined, startTime);
+    return;
+  }
   if (!prepared.ok) {
     writeRawError(socket, prepared.error, prepared.route, prepared.message);
     reportTunnel(
@@ -334,6 +339,18 @@ function writeRawError(
       'connection: close\r\n\r\n' +
       body,
   );
+  socket.destroySoon();
+}
+
+/** Writes the proxy's own 200 to OPTIONS with Max-Forwards 0 and closes the connection. */
+function writeOptionsResponse(socket: Socket, allow: readonly string[] | undefined): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.resume();
+  const allowLine = allow === undefined ? '' : `allow: ${allow.join(', ')}\r\n`;
+  socket.end(`HTTP/1.1 200 OK\r\n${allowLine}content-length: 0\r\nconnection: close\r\n\r\n`);
   socket.destroySoon();
 }
 

@@ -35,6 +35,7 @@ export async function startClusterProcess(
     accessLog: options.accessLog,
     proxy: options.proxy,
     upstreams: options.upstreams,
+    drainIdleGraceMs: options.drainIdleGraceMs,
     faults: workerFaults(index),
   });
   worker.start();

@@ -52,6 +52,8 @@ export interface ProxyWorkerOptions {
   accessLog?: string;
   proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
   upstreams?: Omit<UpstreamRegistryOptions, 'logger'>;
+  /** Time idle keep-alive connections stay open once a drain starts; see `HttpDrainer`. */
+  drainIdleGraceMs?: number;
   faults?: WorkerFaults;
 }
 
@@ -124,7 +126,7 @@ export class ProxyWorker {
       logger: options.logger,
       observer: new MetricsObserver(this.#metrics, this.#accessLog),
     }).server;
-    this.#drainer = new HttpDrainer(this.#server, options.logger);
+    this.#drainer = new HttpDrainer(this.#server, options.logger, options.drainIdleGraceMs);
     this.#server.on('connection', (socket: Socket) => {
       this.#metrics.connectionOpened();
       socket.once('close', () => this.#metrics.connectionClosed());

@@ -178,7 +178,12 @@ describe('loom flag values', { timeout: 240_000 }, () => {
   });
 
   test('bare numbers in durations refused', async () => {
-    const flags = ['--headers-timeout', '--upstream-connect-timeout', '--drain-timeout'];
+    const flags = [
+      '--headers-timeout',
+      '--upstream-connect-timeout',
+      '--drain-timeout',
+      '--drain-idle-grace',
+    ];
     const result = await loom([...proxyArgs, ...flags.flatMap((flag) => [flag, '1500'])]);
     assertUsageError(result, 'bare numbers');
     assert.deepEqual(
@@ -367,6 +372,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     assert.match(help, /--tunnel-idle-timeout <duration> [^-]*; 0 means no limit/);
     assert.match(help, /--send-timeout <duration> [^-]*; 0 means no limit/);
     assert.match(help, /--drain-timeout <duration> .*; 0 closes their connections at once/);
+    assert.match(help, /--drain-idle-grace <duration> .*; 0 closes them at once/);
   });
 
   test('etcd endpoint forms rejected', async () => {
