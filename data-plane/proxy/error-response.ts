@@ -7,6 +7,7 @@ export type ProxyErrorCode =
   | 'route_not_found'
   | 'method_not_allowed'
   | 'bad_request'
+  | 'escaped_slash'
   | 'payload_too_large'
   | 'request_header_fields_too_large'
   | 'not_implemented'
@@ -38,6 +39,14 @@ export const PROXY_ERRORS = {
     message: 'the route does not allow this method',
   },
   badRequest: { status: 400, error: 'bad_request', message: 'the request is invalid' },
+  escapedSlash: {
+    status: 400,
+    error: 'escaped_slash',
+    message:
+      'the path contains an escaped slash ("%2F"), which an upstream may decode to "/" and route ' +
+      'differently; this proxy rejects it (--escaped-slashes reject). Use "/" between segments, ' +
+      'or ask the operator for --escaped-slashes keep to pass "%2F" as data',
+  },
   invalidRequestTarget: {
     status: 400,
     error: 'bad_request',
