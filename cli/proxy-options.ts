@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 
 import { LoomError } from '../common/errors.js';
 import type { DataPlaneOptions } from '../data-plane/data-plane.js';
+import type { EscapedSlashAction } from '../data-plane/proxy/exchange.js';
 import { TrustedProxies } from '../data-plane/proxy/trusted-proxies.js';
 
 import { formatDuration, parseFlagDuration, type DurationRule } from './duration.js';
@@ -24,6 +25,7 @@ export interface ProxyFlags {
   upstreamKeepAlive: string;
   maxResponseHeaderBytes: string;
   workers: string;
+  escapedSlashes: string;
 }
 
 /** Adds the request-path flags to the `data-plane` command. */
@@ -86,6 +88,12 @@ export function addProxyOptions(command: Command): Command {
       '--max-response-header-bytes <bytes>',
       'limit on the total bytes of upstream response header names and values, without separators; reaching it gets 502',
       '16384',
+    )
+    .option(
+      '--escaped-slashes <action>',
+      'action for "%2F" (an escaped "/") in a request path: keep forwards it as data, ' +
+        'reject responds with 400 escaped_slash; "%5C" always gets 400',
+      'keep',
     )
     .option(
       '--workers <n>',
@@ -209,6 +217,14 @@ export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' 
     problems.push(error.message);
   }
 
+  let escapedSlashes: EscapedSlashAction | undefined;
+  try {
+    escapedSlashes = escapedSlashAction(flags.escapedSlashes);
+  } catch (error) {
+    if (!(error instanceof LoomError)) throw error;
+    problems.push(error.message);
+  }
+
   if (problems.length > 0) {
     throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -218,6 +234,7 @@ export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' 
       maxRequestBodyBytes: values.maxRequestBody,
       maxHeaderBytes: values.maxHeaderBytes,
       maxHeaderCount: values.maxHeaderCount,
+      escapedSlashes,
       headersTimeoutMs: values.headersTimeout,
       requestTimeoutMs: values.requestTimeout,
       tunnelIdleTimeoutMs: values.tunnelIdleTimeout,
@@ -234,6 +251,21 @@ export function proxyOptions(flags: ProxyFlags): Pick<DataPlaneOptions, 'proxy' 
       maxResponseHeaderBytes: values.maxResponseHeaderBytes,
     },
   };
+}
+
+/**
+ * Reads `--escaped-slashes`: `keep` or `reject`, in any case.
+ *
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming the value.
+ */
+function escapedSlashAction(value: string): EscapedSlashAction {
+  const text = value.trim().toLowerCase();
+  if (text === 'keep' || text === 'reject') return text;
+  throw new LoomError(
+    'LOOM_INVALID_ARGUMENT',
+    `invalid --escaped-slashes ${JSON.stringify(value)}: expected keep (forward "%2F" as ` +
+      'data, the default) or reject (respond with 400)',
+  );
 }
 
 /**

@@ -70,6 +70,13 @@ export function registerExplain(program: Command): void {
         if (typeof normalized === 'string' && normalized !== path) {
           out(`request path ${path} is normalised to ${normalized}, as proxies do before routing`);
         }
+        // Proxies read the flag themselves, so explain cannot tell which action they run with.
+        if (typeof normalized === 'string' && normalized.indexOf('%2F') !== -1) {
+          out(
+            'the path contains "%2F": proxies that run with --escaped-slashes reject respond with ' +
+              '400 escaped_slash instead of routing it',
+          );
+        }
         const explanation = explainRequest(routes, method.toUpperCase(), host, path);
         printExplanation(explanation, routes, host);
       },

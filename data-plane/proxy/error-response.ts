@@ -7,6 +7,7 @@ export type ProxyErrorCode =
   | 'route_not_found'
   | 'method_not_allowed'
   | 'bad_request'
+  | 'escaped_slash'
   | 'payload_too_large'
   | 'expectation_failed'
   | 'request_header_fields_too_large'
@@ -50,6 +51,14 @@ export const PROXY_ERRORS = {
     error: 'expectation_failed',
     message:
       'the proxy supports only the expectation "100-continue"; send the request without the other Expect values',
+  },
+  escapedSlash: {
+    status: 400,
+    error: 'escaped_slash',
+    message:
+      'the path contains an escaped slash ("%2F"), which an upstream may decode to "/" and route ' +
+      'differently; this proxy rejects it (--escaped-slashes reject). Use "/" between segments, ' +
+      'or ask the operator for --escaped-slashes keep to pass "%2F" as data',
   },
   invalidRequestTarget: {
     status: 400,

@@ -27,6 +27,14 @@ import type { RouteActions } from './route-actions.js';
 import type { TrustedProxies } from './trusted-proxies.js';
 import { forwardedPath } from './upstream-request.js';
 
+/**
+ * What the proxy does with a request whose path contains `%2F` (or `%2f`), an escaped slash.
+ * `keep` routes and forwards it as data inside its segment. `reject` responds with 400
+ * `escaped_slash`, because an upstream that decodes `%2F` before routing would see other
+ * segments than the router matched.
+ */
+export type EscapedSlashAction = 'keep' | 'reject';
+
 /** State shared by every request of one proxy handler. */
 export interface ProxyContext {
   readonly logger: Logger;
@@ -38,6 +46,7 @@ export interface ProxyContext {
   readonly maxRequestBodyBytes: number;
   /** Largest number of request header fields; more get 431. */
   readonly maxHeaderCount: number;
+  readonly escapedSlashes: EscapedSlashAction;
   /** Idle time after which an upgraded tunnel is closed, in milliseconds. */
   readonly tunnelIdleTimeoutMs: number;
   /** Time allowed to connect and get response headers on the proxy's own connections. */

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
-import { normalizeRequestPath } from '../router/path.js';
+import { normalizeCheckedPath } from '../router/path.js';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
@@ -130,8 +130,10 @@ export function prepareRequest(
   const match = table.router.find(method, head.host, path);
   switch (match.kind) {
     case 'not-found':
+      if (rejectsEscapedSlash(context, path)) return fail(PROXY_ERRORS.escapedSlash);
       return fail(PROXY_ERRORS.routeNotFound);
     case 'method-not-allowed':
+      if (rejectsEscapedSlash(context, path)) return fail(PROXY_ERRORS.escapedSlash);
       return { ok: false, error: PROXY_ERRORS.methodNotAllowed, allow: match.allow, close: false };
     case 'bad-request':
       return { ok: false, error: PROXY_ERRORS.badRequest, message: match.reason, close: false };
@@ -140,8 +142,14 @@ export function prepareRequest(
   const binding = match.value;
   const route = binding.route.name;
   const actions = binding.actions;
-  // The router matched this path, so it normalises to a string.
-  const normalized = normalizeRequestPath(path) as string;
+  // The router matched this path, so it normalises to a string. One search for "%" serves the
+  // normalization and the escaped-slash check, so a path without "%" costs no more than before.
+  const escaped = path.indexOf('%') !== -1;
+  const normalized = normalizeCheckedPath(path, escaped) as string;
+  // Normalizing upper-cases "%2f", so one spelling is enough.
+  if (escaped && context.escapedSlashes === 'reject' && normalized.indexOf('%2F') !== -1) {
+    return { ok: false, error: PROXY_ERRORS.escapedSlash, route, close: false };
+  }
   if (remainderStartsWithDoubleSlash(actions, normalized)) {
     return {
       ok: false,
@@ -186,6 +194,17 @@ export function prepareRequest(
     startTime,
   };
   return { ok: true, request, target, head };
+}
+
+/** Matches an escaped slash in a raw path whose percent-encoding the router accepted. */
+const ESCAPED_SLASH = /%2F/i;
+
+/**
+ * Returns whether `--escaped-slashes reject` applies to a raw path that matched no route. In a
+ * path with valid percent-encoding every "%" starts an escape, so "%252F" never matches.
+ */
+function rejectsEscapedSlash(context: ProxyContext, path: string): boolean {
+  return context.escapedSlashes === 'reject' && ESCAPED_SLASH.test(path);
 }
 
 function fail(error: ProxyError, close = false): PreparedRequest {

@@ -6,7 +6,7 @@ import { MAX_TIMER_MS } from '../../common/timers.js';
 import type { RoutingTable } from '../table.js';
 import { ContinueExchange } from './continue-exchange.js';
 import { PROXY_ERRORS, sendErrorResponse, writeRawErrorResponse } from './error-response.js';
-import { ProxyExchange, type ProxyContext } from './exchange.js';
+import { ProxyExchange, type EscapedSlashAction, type ProxyContext } from './exchange.js';
 import { LogLimiter } from './log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
 import { PipelineGuard } from './pipelining.js';
@@ -29,6 +29,8 @@ export interface ProxyHandlerOptions {
   maxRequestBodyBytes?: number;
   /** Largest number of request header fields; more get 431. Default 100. */
   maxHeaderCount?: number;
+  /** Action for a path that contains `%2F` (see `EscapedSlashAction`); default `keep`. */
+  escapedSlashes?: EscapedSlashAction;
   /** Idle time after which an upgraded connection is closed, in milliseconds; default 300000. */
   tunnelIdleTimeoutMs?: number;
   /**
@@ -113,6 +115,7 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  *
  * Failures become JSON bodies `{"error", "message", "route"?}`: 503 `no_configuration`,
  * 404 `route_not_found`, 405 `method_not_allowed` with `Allow`, 400 `bad_request`,
+ * 400 `escaped_slash` (only with `escapedSlashes: 'reject'`),
  * 413 `payload_too_large`, 417 `expectation_failed`, 431 `request_header_fields_too_large`,
  * 501 `not_implemented`,
  * 505 `http_version_not_supported`, 502 `upstream_unavailable`, 502 `upstream_unreachable`,
@@ -120,7 +123,8 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * throw.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` when `tunnelDrainTimeoutMs` is not an integer of 0
- *   or more, or `sendTimeoutMs` not one from 0 to the longest Node.js timer.
+ *   or more, `sendTimeoutMs` not one from 0 to the longest Node.js timer, or `escapedSlashes`
+ *   not `keep` or `reject`.
  */
 export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers {
   const getTable = options.getTable;
@@ -132,12 +136,20 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
         `use 0 for no limit or a value such as ${DEFAULT_SEND_TIMEOUT_MS}`,
     );
   }
+  const escapedSlashes = options.escapedSlashes ?? 'keep';
+  if (escapedSlashes !== 'keep' && escapedSlashes !== 'reject') {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid escapedSlashes ${JSON.stringify(escapedSlashes)}: expected "keep" or "reject"`,
+    );
+  }
   const context: ProxyContext = {
     logger: options.logger.child({ component: 'proxy' }),
     protocol: options.listenerProtocol ?? 'http',
     trustedProxies: new TrustedProxies(options.trustedProxies ?? []),
     maxRequestBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_REQUEST_BODY_BYTES,
     maxHeaderCount: options.maxHeaderCount ?? DEFAULT_MAX_HEADER_COUNT,
+    escapedSlashes,
     tunnelIdleTimeoutMs: options.tunnelIdleTimeoutMs ?? 300_000,
     upstreamConnectTimeoutMs: options.upstreamConnectTimeoutMs ?? 5_000,
     upstreamHeadersTimeoutMs: options.upstreamHeadersTimeoutMs ?? 30_000,

@@ -194,6 +194,23 @@ export function fixtureText(upstreamPort: number, routes: string[]): string {
   ].join('\n');
 }
 
+/**
+ * Parses a config file's text, applies it through the admin API and waits until every proxy
+ * serves it; returns the new version.
+ */
+export async function applyConfigText(
+  controlPlane: string,
+  proxies: readonly Member[],
+  file: string,
+  text: string,
+): Promise<number> {
+  const version = await applyConfig(controlPlane, parseConfigTexts([{ file, text }]));
+  for (const proxy of proxies) {
+    await waitForVersion(proxy.adminPort, version, 30_000);
+  }
+  return version;
+}
+
 /** Applies a config through the admin API, pruning the rest; returns the new version. */
 export async function applyConfig(
   controlPlane: string,

@@ -1,59 +1,9 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { parseConfigTexts } from '../../config/load.js';
-import { applyConfig, waitForVersion, Workspace, type Member } from '../faults/harness.js';
-
-const WAIT_MS = 5_000;
-
-/**
- * A raw HTTP/1.1 upstream that records the request line of every request. It responds with 101
- * to a request with an Upgrade header and with 200 to any other, and closes each connection
- * after the response. The recorded line is exactly what the proxy wrote on the wire.
- */
-async function startRecordingUpstream(): Promise<{
-  server: Server;
-  port: number;
-  requestLines: string[];
-}> {
-  const requestLines: string[] = [];
-  const server = createServer((socket: Socket) => {
-    let head = '';
-    socket.on('error', () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => {
-      head += chunk.toString('latin1');
-      const end = head.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.removeAllListeners('data');
-      requestLines.push(head.slice(0, head.indexOf('\r\n')));
-      const upgrade = /^upgrade:/im.test(head.slice(0, end));
-      socket.end(
-        upgrade
-          ? 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'
-          : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok',
-      );
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { server, port: (server.address() as AddressInfo).port, requestLines };
-}
-
-/** Writes `text` on a new connection and returns what arrives until the proxy closes it. */
-async function sendRaw(port: number, text: string): Promise<string> {
-  const socket = connect(port, '127.0.0.1');
-  const chunks: Buffer[] = [];
-  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-  socket.on('error', () => socket.destroy());
-  socket.write(text);
-  const timer = setTimeout(() => socket.destroy(), WAIT_MS);
-  await once(socket, 'close');
-  clearTimeout(timer);
-  return Buffer.concat(chunks).toString('latin1');
-}
+import { applyConfigText, Workspace, type Member } from '../faults/harness.js';
+import { sendRaw, startRecordingUpstream } from '../helpers/recording-upstream.js';
 
 /** Returns the request target of a request line such as `GET /x HTTP/1.1`. */
 function targetOf(requestLine: string): string {
@@ -121,13 +71,7 @@ describe('double-slash path over real sockets', { timeout: 120_000 }, () => {
       await ws.proxy('single', [cp.address]),
       await ws.proxy('workers', [cp.address], ['--workers', '2']),
     ];
-    const config = parseConfigTexts([
-      { file: 'double-slash.yaml', text: configText(upstream.port) },
-    ]);
-    const version = await applyConfig(cp.address, config);
-    for (const proxy of proxies) {
-      await waitForVersion(proxy.adminPort, version, 30_000);
-    }
+    await applyConfigText(cp.address, proxies, 'double-slash.yaml', configText(upstream.port));
   });
 
   after(async () => {

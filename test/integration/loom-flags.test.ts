@@ -227,6 +227,26 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     ]);
   });
 
+  test('invalid escaped-slashes action named', async () => {
+    const result = await loom([...proxyArgs, '--escaped-slashes', 'redirect']);
+    assertUsageError(result, '--escaped-slashes');
+    assert.deepEqual(errorLines(result), [
+      'error: invalid --escaped-slashes "redirect": expected keep (forward "%2F" as data, the ' +
+        'default) or reject (respond with 400)',
+    ]);
+  });
+
+  test('help lists escaped-slashes actions', async () => {
+    const result = await loom(['data-plane', '--help']);
+    assert.equal(result.code, 0, result.stderr);
+    const help = result.stdout.replace(/\s+/g, ' ');
+    assert.match(
+      help,
+      /--escaped-slashes <action> [^-]*keep forwards it as data, reject responds with 400/,
+    );
+    assert.match(help, /--escaped-slashes <action> [^-]*\(default: "keep"\)/);
+  });
+
   test('drain timeout beyond timer range', async () => {
     const result = await loom([...proxyArgs, '--drain-timeout', '1000h']);
     assertUsageError(result, '--drain-timeout');

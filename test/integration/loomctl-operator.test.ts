@@ -191,6 +191,20 @@ describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
     );
   });
 
+  test('explain names escaped-slash rejection', async () => {
+    const config = file('explain-escaped.yaml', usersConfig('http://127.0.0.1:9', 'private'));
+    const result = await loomctl(fleet.controlPlane, ['explain', 'GET', '/a%2fb', '-f', config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /^request path \/a%2fb is normalised to \/a%2Fb, as proxies do before routing\n/,
+    );
+    assert.match(
+      result.stdout,
+      /^the path contains "%2F": proxies that run with --escaped-slashes reject respond with 400 escaped_slash instead of routing it$/m,
+    );
+  });
+
   test('explain missing file writes nothing', async () => {
     const missing = join(fleet.dir, 'missing.yaml');
     const result = await loomctl(fleet.controlPlane, ['explain', 'GET', '/a', '-f', missing]);

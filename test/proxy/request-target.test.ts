@@ -4,10 +4,12 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { buildTable } from '../../data-plane/build-table.js';
 import type { ProxyObserver } from '../../data-plane/proxy/observer.js';
+import { createProxyHandlers, type ProxyHandlerOptions } from '../../data-plane/proxy/proxy.js';
 import { describeInvalidHost, isValidHost } from '../../data-plane/proxy/prepare-request.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import {
+  captureLogger,
   startHttpServer,
   startProxy,
   upstreamAt,
@@ -102,15 +104,9 @@ interface Finished {
   bytesSent: number;
 }
 
-describe('proxy request target and Host', () => {
-  let upstream: RunningServer;
-  let proxy: ProxyFixture;
-  const finished: Finished[] = [];
-  let version = 0;
-  /** Requests the upstream received. */
-  let forwarded = 0;
-
-  const observer: ProxyObserver = {
+/** Returns an observer that appends each `requestFinished` call to `finished`. */
+function recordingObserver(finished: Finished[]): ProxyObserver {
+  return {
     enabled: true,
     requestFinished(_req: IncomingMessage, route: string, status: number, _t, bytesSent: number) {
       finished.push({ route, status, bytesSent });
@@ -121,6 +117,17 @@ describe('proxy request target and Host', () => {
     tunnelClosed() {},
     sendTimedOut() {},
   };
+}
+
+describe('proxy request target and Host', () => {
+  let upstream: RunningServer;
+  let proxy: ProxyFixture;
+  const finished: Finished[] = [];
+  let version = 0;
+  /** Requests the upstream received. */
+  let forwarded = 0;
+
+  const observer = recordingObserver(finished);
 
   const publish = async (): Promise<void> => {
     version++;
@@ -380,6 +387,71 @@ describe('proxy request target and Host', () => {
       await publish();
       await get('/orphan', 'Host: a\r\n');
       assert.equal(logged() - start, 2);
+    });
+  });
+});
+
+describe('escapedSlashes reject', () => {
+  let upstream: RunningServer;
+  let proxy: ProxyFixture;
+  const finished: Finished[] = [];
+  const observer = recordingObserver(finished);
+
+  const get = (target: string): Promise<RawResponse> =>
+    rawRequest(proxy.port, `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+
+  before(async () => {
+    upstream = await startHttpServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ url: req.url, headers: req.headers }));
+    });
+    proxy = await startProxy({}, { observer, escapedSlashes: 'reject' });
+    const snapshot: Snapshot = {
+      epoch: 'e1',
+      version: 1,
+      hash: 'h1',
+      routes: ROUTES,
+      upstreams: [upstreamAt('echo', upstream.port)],
+    };
+    proxy.setTable(await buildTable(snapshot, proxy.registry));
+  });
+
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  for (const target of ['/users/a%2Fb', '/users/a%2fb', '/info/x/a%2F']) {
+    it(`rejects ${target} with its route`, async () => {
+      finished.length = 0;
+      const response = await get(target);
+
+      assert.equal(response.status, 400, response.body);
+      assert.equal(JSON.parse(response.body).error, 'escaped_slash');
+      assert.equal(finished[0]?.route, target.startsWith('/users/') ? 'users' : 'info');
+    });
+  }
+
+  it('rejects unmatched path as unmatched', async () => {
+    finished.length = 0;
+    const response = await get('/nowhere%2Fx');
+
+    assert.equal(response.status, 400, response.body);
+    assert.equal(JSON.parse(response.body).error, 'escaped_slash');
+    assert.equal(finished[0]?.route, '(unmatched)');
+  });
+
+  it('forwards %252F and query %2F', async () => {
+    assert.equal(echoed(await get('/users/a%252Fb')).url, '/users/a%252Fb');
+    assert.equal(echoed(await get('/users/ab?x=%2F')).url, '/users/ab?x=%2F');
+  });
+
+  it('rejects an unknown action', () => {
+    const { logger } = captureLogger();
+    const options = { getTable: () => undefined, logger, escapedSlashes: 'drop' };
+    assert.throws(() => createProxyHandlers(options as ProxyHandlerOptions), {
+      code: 'LOOM_INVALID_ARGUMENT',
+      message: 'invalid escapedSlashes "drop": expected "keep" or "reject"',
     });
   });
 });
