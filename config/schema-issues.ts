@@ -1,8 +1,9 @@
 import type { z } from 'zod';
 
+import type { ConfigIssue } from '../common/errors.js';
 import { configJsonSchema } from './json-schema.js';
 import { suggestName } from './suggest.js';
-import type { ConfigPath } from './validate.js';
+import { shortened, type ConfigPath } from './validate.js';
 
 /** A schema problem in config terms: where it is, what is wrong and what would be valid. */
 export interface SchemaProblem {
@@ -211,6 +212,55 @@ function nodeAt(root: JsonNode, path: ConfigPath): JsonNode | undefined {
     }
   }
   return node;
+}
+
+/**
+ * Describes a schema problem of the config document `data` as an issue without a file or line:
+ * the resource it is in, named as `data` writes it, the field and the value.
+ */
+export function describeSchemaProblem(
+  data: unknown,
+  problem: SchemaProblem,
+): Omit<ConfigIssue, 'file' | 'line'> {
+  const [list, index, ...rest] = problem.path;
+  const kind = list === 'routes' ? 'route' : list === 'upstreams' ? 'upstream' : undefined;
+  const isResource = kind !== undefined && typeof index === 'number';
+  const field = isResource
+    ? formatField(rest) || '(resource)'
+    : formatField(problem.path) || '(document)';
+  return {
+    kind: isResource ? kind : undefined,
+    name: isResource ? displayName(data, list as string, index) : undefined,
+    field,
+    value: shownValue(problem.value),
+    message: problem.message,
+  };
+}
+
+/** Returns a resource's name as the document writes it, or `#N` (1-based) when it has none. */
+export function displayName(data: unknown, list: string, index: number): string {
+  const raw = valueAt(data, [list, index, 'name']);
+  return typeof raw === 'string' ? raw : `#${index + 1}`;
+}
+
+/**
+ * Returns a value to quote in a message: scalars, strings cut to 100 characters, and lists or
+ * mappings of up to 60 characters.
+ */
+function shownValue(value: unknown): unknown {
+  if (typeof value === 'string') return shortened(value);
+  if (value === null || typeof value !== 'object') return value;
+  const text = JSON.stringify(value);
+  return text.length <= 60 ? value : undefined;
+}
+
+/** Formats a document path as messages name a field: `routes[0].paths`. */
+export function formatField(path: ConfigPath): string {
+  return path
+    .map((part, index) =>
+      typeof part === 'number' ? `[${part}]` : index === 0 ? part : `.${part}`,
+    )
+    .join('');
 }
 
 /** Returns the value at `path` in parsed YAML or JSON, or undefined. */

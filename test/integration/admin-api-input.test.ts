@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { AdminClient } from '../../cli/admin-client.js';
+import { ConfigError } from '../../common/errors.js';
+import type { ApplyRequest } from '../../proto/gen/loom/v1/admin.js';
+import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
+
+function upstream(name: string, fields: Partial<Upstream> = {}): Upstream {
+  return { name, targets: [{ url: 'http://127.0.0.1:9001', weight: 1 }], ...fields };
+}
+
+function route(name: string, fields: Partial<Route> = {}): Route {
+  return { name, hosts: [], paths: [`/${name}`], methods: [], upstream: 'users', ...fields };
+}
+
+function request(fields: Partial<ApplyRequest>): ApplyRequest {
+  return {
+    routes: [],
+    upstreams: [],
+    prune: false,
+    dryRun: false,
+    includeValues: false,
+    ...fields,
+  };
+}
+
+/**
+ * Values that the protocol carries but config files may not have, sent by a gRPC client that
+ * skips loomctl's checks, with the field and the message part that the rejection must contain.
+ */
+const INVALID: { label: string; request: ApplyRequest; field: string; message: RegExp }[] = [
+  {
+    label: 'weight above 10000',
+    request: request({
+      upstreams: [
+        upstream('w', { targets: [{ url: 'http://127.0.0.1:9002', weight: 2 ** 32 - 1 }] }),
+      ],
+    }),
+    field: 'targets[0].weight',
+    message: /from 0 to 10000/,
+  },
+  {
+    label: 'retries above 5',
+    request: request({ routes: [route('retries', { retries: 4_000_000_000 })] }),
+    field: 'retries',
+    message: /from 0 to 5/,
+  },
+  {
+    label: 'timeout above one day',
+    request: request({
+      routes: [
+        route('timeout', {
+          timeouts: { connectMs: 4_000_000_000, responseHeaderMs: 0, idleBodyMs: 0 },
+        }),
+      ],
+    }),
+    field: 'timeouts.connectMs',
+    message: /from 0 to 86400000/,
+  },
+  {
+    label: 'health check interval 0',
+    request: request({
+      upstreams: [
+        upstream('checked', {
+          healthCheck: {
+            path: '/healthz',
+            intervalMs: 0,
+            timeoutMs: 1000,
+            healthyThreshold: 1,
+            unhealthyThreshold: 1,
+          },
+        }),
+      ],
+    }),
+    field: 'healthCheck.intervalMs',
+    message: /from 1 to 86400000/,
+  },
+  {
+    label: 'passive health threshold 0',
+    request: request({
+      upstreams: [
+        upstream('passive', {
+          passiveHealth: { consecutiveFailures: 0, baseEjectionMs: 1000, maxEjectionMs: 1000 },
+        }),
+      ],
+    }),
+    field: 'passiveHealth.consecutiveFailures',
+    message: /from 1 to 1000/,
+  },
+  {
+    label: 'unknown balancer',
+    request: request({ upstreams: [upstream('random', { balancer: 'random' })] }),
+    field: 'balancer',
+    message: /"round-robin", "least-request", "hash"/,
+  },
+  {
+    label: 'upstream without targets',
+    request: request({ upstreams: [upstream('empty', { targets: [] })] }),
+    field: 'targets',
+    message: /at least one target/,
+  },
+  {
+    label: 'route without paths',
+    request: request({ routes: [route('pathless', { paths: [] })] }),
+    field: 'paths',
+    message: /at least one path/,
+  },
+  {
+    label: 'name with a slash',
+    request: request({ routes: [route('../upstreams/users')] }),
+    field: 'name',
+    message: /letters, digits/,
+  },
+];
+
+describe('admin API input checks', { timeout: 60_000 }, () => {
+  let setup: EtcdBackedFleet;
+  let client: AdminClient;
+
+  before(async () => {
+    setup = await startEtcdFleet({ proxies: 0 });
+    client = new AdminClient(setup.fleet.controlPlane);
+    await client.apply(request({ upstreams: [upstream('users')] }));
+  });
+
+  after(async () => {
+    client?.close();
+    await setup?.stop();
+  });
+
+  for (const { label, request: sent, field, message } of INVALID) {
+    test(`apply rejects ${label}`, async () => {
+      const before = await client.getConfig();
+      const keysBefore = await setup.client.getAll().prefix('/loom/').strings();
+      const error = await client.apply(sent).then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+      assert.equal(error.issues[0]?.field, field, JSON.stringify(error.issues));
+      assert.match(error.issues[0].message, message);
+
+      const afterwards = await client.getConfig();
+      assert.equal(afterwards.version, before.version, 'the store changed');
+      assert.deepEqual(afterwards.upstreams, before.upstreams);
+      assert.deepEqual(afterwards.routes, before.routes);
+      assert.deepEqual(await setup.client.getAll().prefix('/loom/').strings(), keysBefore);
+    });
+  }
+
+  test('apply with --dry-run rejects the same values', async () => {
+    const error = await client.apply({ ...INVALID[0].request, dryRun: true }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+  });
+});
