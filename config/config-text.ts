@@ -5,8 +5,8 @@ import { ConfigError } from '../common/errors.js';
 
 /**
  * Maximum size of one config file or of standard input, in bytes. V8 in Node.js 20 cannot make
- * a string of 2^29 - 23 or more UTF-16 code units (about 512 MiB of ASCII), and parsing a file
- * near that size would take gigabytes, so the read stops here with an error instead. As JSON,
+ * a string of 2^29 - 23 or more UTF-16 code units (about 512 MiB of ASCII). Parsing a file near
+ * that size would take gigabytes, so the read stops here with an error instead. As JSON,
  * 100,000 short routes take about 10 MB.
  */
 export const MAX_CONFIG_BYTES = 256 * 1024 * 1024;
@@ -103,7 +103,7 @@ function locateInvalidUtf8(
     const spelled =
       bytes[offset] === 0xef && bytes[offset + 1] === 0xbf && bytes[offset + 2] === 0xbd;
     if (code === 0xfffd && !spelled) break;
-    offset += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+    offset += Buffer.byteLength(char);
     if (char === '\n') {
       line++;
       column = 1;
