@@ -72,6 +72,8 @@ export class AdminApi {
   #fleetRead: { startedAtMs: number; shared: Promise<SharedRead> } | undefined;
   /** Unreadable records already logged, as replica/proxy, so a poll logs each once. */
   readonly #loggedUnreadable = new Set<string>();
+  /** Settles when the last write queued by `#serialized` has finished. */
+  #lastWrite: Promise<unknown> = Promise.resolve();
 
   constructor(deps: AdminDependencies) {
     this.#deps = deps;
@@ -81,14 +83,14 @@ export class AdminApi {
   async apply(request: ApplyRequest): Promise<ApplyResponse> {
     const epoch = await this.#deps.store.epoch();
     let unreadable: UnreadableKey[] = [];
-    const { plan, revision, committedAtMs } = await this.#commitPlanned(
-      request.ifVersion,
-      request.dryRun,
-      (stored) => {
+    const commit = () =>
+      this.#commitPlanned(request.ifVersion, request.dryRun, (stored) => {
         unreadable = stored.unreadable ?? [];
         return planApply(this.#deps.prefix, stored, request, request.prune);
-      },
-    );
+      });
+    const { plan, revision, committedAtMs } = request.dryRun
+      ? await commit()
+      : await this.#serialized(commit);
     const committed = committedAtMs > 0;
     if (committed) {
       this.#deps.commitTimes.record(epoch, revision, committedAtMs);
@@ -117,13 +119,11 @@ export class AdminApi {
     const kind = request.kind;
     const epoch = await this.#deps.store.epoch();
     let unreadable: UnreadableKey[] = [];
-    const { plan, revision, committedAtMs } = await this.#commitPlanned(
-      request.ifVersion,
-      false,
-      (stored) => {
+    const { plan, revision, committedAtMs } = await this.#serialized(() =>
+      this.#commitPlanned(request.ifVersion, false, (stored) => {
         unreadable = stored.unreadable ?? [];
         return planDelete(this.#deps.prefix, stored, kind, request.name);
-      },
+      }),
     );
     this.#deps.commitTimes.record(epoch, revision, committedAtMs);
     this.#logger.info({ version: revision, kind, name: request.name }, 'delete committed');
@@ -221,6 +221,18 @@ export class AdminApi {
       { replica, proxyId: proxy, value: value.slice(0, 200) },
       'shared proxy record not decoded',
     );
+  }
+
+  /**
+   * Runs `write` once every write that this process queued before it has finished, whether it
+   * failed or not. Concurrent applies to one control plane then read, plan and commit one after
+   * another instead of failing each other's store condition, which only `MAX_PLAN_ATTEMPTS`
+   * retries would absorb. Writes through other replicas still meet the condition and retry.
+   */
+  #serialized<T>(write: () => Promise<T>): Promise<T> {
+    const result = this.#lastWrite.then(write);
+    this.#lastWrite = result.catch(() => undefined);
+    return result;
   }
 
   /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { AdminClient } from '../../cli/admin-client.js';
-import { ConfigError } from '../../common/errors.js';
+import { ConfigError, type LoomError } from '../../common/errors.js';
 import type { ApplyRequest } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
@@ -149,6 +149,42 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
       assert.deepEqual(await setup.client.getAll().prefix('/loom/').strings(), keysBefore);
     });
   }
+
+  test('concurrent applies all commit', async () => {
+    const names = Array.from({ length: 12 }, (_, index) => `parallel-${index}`);
+    const results = await Promise.allSettled(
+      names.map((name) => client.apply(request({ upstreams: [upstream(name)] }))),
+    );
+    const failures = results.filter((result) => result.status === 'rejected');
+    assert.deepEqual(failures, []);
+    const versions = results.map((result) =>
+      result.status === 'fulfilled' ? result.value.version : 0,
+    );
+    assert.equal(new Set(versions).size, names.length, `versions ${versions.join(', ')}`);
+    const stored = (await client.getConfig()).upstreams.map((item) => item.name);
+    for (const name of names) assert.ok(stored.includes(name), `${name} is not stored`);
+  });
+
+  test('concurrent if-version applies commit once', async () => {
+    const { version } = await client.getConfig();
+    const names = Array.from({ length: 6 }, (_, index) => `guarded-${index}`);
+    const results = await Promise.allSettled(
+      names.map((name) =>
+        client.apply(request({ upstreams: [upstream(name)], ifVersion: version })),
+      ),
+    );
+    const committed = results.filter((result) => result.status === 'fulfilled');
+    assert.equal(committed.length, 1, JSON.stringify(results));
+    for (const result of results) {
+      if (result.status === 'fulfilled') continue;
+      const error = result.reason as LoomError;
+      assert.equal(error.code, 'LOOM_VERSION_CONFLICT', error.message);
+    }
+    const stored = (await client.getConfig()).upstreams.filter((item) =>
+      item.name.startsWith('guarded-'),
+    );
+    assert.equal(stored.length, 1);
+  });
 
   test('apply with --dry-run rejects the same values', async () => {
     const error = await client.apply({ ...INVALID[0].request, dryRun: true }).then(
