@@ -57,6 +57,8 @@ export function describeSchemaIssues(zodIssues: readonly z.core.$ZodIssue[], dat
   const problems: SchemaProblem[] = [];
   // Required fields that an unknown field probably meant; their "missing" issue is dropped.
   const explained = new Set<string>();
+  // Paths and messages already described, so that two issues with one message make one problem.
+  const reported = new Set<string>();
 
   for (const issue of issues) {
     if (issue.code !== 'unrecognized_keys') continue;
@@ -84,6 +86,10 @@ export function describeSchemaIssues(zodIssues: readonly z.core.$ZodIssue[], dat
     if (explained.has(JSON.stringify(path))) continue;
     const value = valueAt(data, path);
     const message = describeIssue(issue, nodeAt(rootNode, path), value);
+    // zod reports an integer above 2^53 - 1 twice, as unsafe and as above the maximum.
+    const key = JSON.stringify([path, message]);
+    if (reported.has(key)) continue;
+    reported.add(key);
     problems.push({ path, message, value });
   }
   return problems;
@@ -117,6 +123,9 @@ function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, valu
         const hint = node?.description ? ` (${lowerFirst(node.description)})` : '';
         return `missing required field; expected ${expected}${hint}`;
       }
+      if (typeof value === 'number' && !Number.isFinite(value)) {
+        return `out of range; expected ${expected}, got a number beyond the range of a double`;
+      }
       return `invalid type: expected ${expected}, got ${typeName(value)}`;
     case 'invalid_value': {
       const suggestion =
@@ -128,12 +137,22 @@ function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, valu
     }
     case 'too_small':
     case 'too_big':
-      return `out of range; expected ${expected}`;
+      return `out of range; expected ${expected}${describeLostPrecision(node, value)}`;
     case 'invalid_union':
       return `invalid value; expected ${expected}, got ${typeName(value)}`;
     default:
       return `invalid value; expected ${expected}`;
   }
+}
+
+/**
+ * Returns why a number beyond 2^53 - 1 fails a field whose maximum is at least that large,
+ * where the range that messages give leaves the maximum out, or '' for other values.
+ */
+function describeLostPrecision(node: JsonNode | undefined, value: unknown): string {
+  if (typeof value !== 'number' || Math.abs(value) <= Number.MAX_SAFE_INTEGER) return '';
+  if (node?.maximum !== undefined && node.maximum < Number.MAX_SAFE_INTEGER) return '';
+  return `, at most ${Number.MAX_SAFE_INTEGER} (2^53 - 1); larger numbers lose precision when read`;
 }
 
 /** Describes what a JSON Schema node accepts, such as `an integer from 0 to 5`. */
@@ -249,6 +268,8 @@ export function displayName(data: unknown, list: string, index: number): string 
  */
 function shownValue(value: unknown): unknown {
   if (typeof value === 'string') return shortened(value);
+  // JSON has no Infinity, so a number such as 1e309 would be quoted as null.
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
   if (value === null || typeof value !== 'object') return value;
   const text = JSON.stringify(value);
   return text.length <= 60 ? value : undefined;

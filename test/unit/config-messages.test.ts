@@ -129,6 +129,34 @@ describe('schema messages', () => {
     ]);
   });
 
+  test('numbers beyond a double name the bound', () => {
+    const lines = linesOf(`upstreams:
+  - name: users
+    targets: [{url: "http://127.0.0.1:9001", weight: 1e309}]
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:3: upstream "users" targets[0].weight: out of range; expected an integer ' +
+        'from 0 to 10000, got a number beyond the range of a double (got "Infinity")',
+    ]);
+  });
+
+  test('unsafe integer is one issue', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: users
+    maxRequestBodyBytes: 9007199254740993
+    timeouts: {connectMs: 9007199254740993}
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:8: route "r" maxRequestBodyBytes: out of range; expected an integer of at ' +
+        'least 0, at most 9007199254740991 (2^53 - 1); larger numbers lose precision when ' +
+        'read (got 9007199254740992)',
+      'loom.yaml:9: route "r" timeouts.connectMs: out of range; expected an integer from 0 ' +
+        'to 86400000 (got 9007199254740992)',
+    ]);
+  });
+
   test('header set points into the value', () => {
     const lines = linesOf(`${UPSTREAM}routes:
   - name: r
