@@ -203,6 +203,20 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
       'path',
     ]);
   }
+  const tls = upstream.tls;
+  if (tls && !skipped('tls', 'caFile') && CONTROL_CHARACTER.test(tls.caFile)) {
+    at(
+      'tls.caFile',
+      tls.caFile,
+      'invalid caFile: the path contains a control character; give the path of a PEM file',
+      ['tls', 'caFile'],
+    );
+  }
+  const serverNameProblem =
+    tls && !skipped('tls', 'serverName') ? describeServerNameProblem(tls.serverName) : undefined;
+  if (serverNameProblem) {
+    at('tls.serverName', tls?.serverName, serverNameProblem, ['tls', 'serverName']);
+  }
   const passive = upstream.passiveHealth;
   if (passive && !skipped('passiveHealth') && passive.maxEjectionMs < passive.baseEjectionMs) {
     at(
@@ -237,6 +251,26 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
       });
     }
   });
+}
+
+/** C0 control characters and DEL. */
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Returns why `tls.serverName` cannot name the TLS server, or undefined when it is empty, a
+ * DNS name or an IP address. The proxy sends it as SNI and checks the certificate against it.
+ */
+function describeServerNameProblem(serverName: string): string | undefined {
+  if (serverName === '' || isIP(serverName) !== 0) return undefined;
+  const name = serverName.toLowerCase();
+  if (!name.startsWith('*.') && !name.startsWith('[') && describeHostProblem(name) === undefined) {
+    return undefined;
+  }
+  return (
+    'invalid serverName; use the DNS name that the certificate names, such as ' +
+    'api.internal, without a port or wildcard' +
+    punycodeHint(serverName)
+  );
 }
 
 /** Returns why the hash key of an upstream is invalid, or undefined when it is valid. */

@@ -108,6 +108,30 @@ const INVALID: { label: string; request: ApplyRequest; field: string; message: R
     message: /at least one path/,
   },
   {
+    label: 'control character in caFile',
+    request: request({
+      upstreams: [
+        upstream('ca', {
+          tls: { caFile: '/tmp/\u001b[31mca.pem', serverName: '', insecureSkipVerify: false },
+        }),
+      ],
+    }),
+    field: 'tls.caFile',
+    message: /control character/,
+  },
+  {
+    label: 'serverName with a port',
+    request: request({
+      upstreams: [
+        upstream('sni', {
+          tls: { caFile: '', serverName: 'api.internal:443', insecureSkipVerify: false },
+        }),
+      ],
+    }),
+    field: 'tls.serverName',
+    message: /without a port or wildcard/,
+  },
+  {
     label: 'name with a slash',
     request: request({ routes: [route('../upstreams/users')] }),
     field: 'name',

@@ -157,6 +157,27 @@ describe('schema messages', () => {
     ]);
   });
 
+  test('TLS names and files are checked', () => {
+    const lines = linesOf(`upstreams:
+  - name: users
+    targets: [{url: "https://127.0.0.1:9001"}]
+    tls: {caFile: "/tmp/ca\\n.pem", serverName: "*.example.com"}
+  - name: orders
+    targets: [{url: "https://127.0.0.1:9002"}]
+    tls: {serverName: "Orders.Internal"}
+  - name: by-address
+    targets: [{url: "https://127.0.0.1:9003"}]
+    tls: {serverName: "10.0.0.1"}
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:4: upstream "users" tls.caFile: invalid caFile: the path contains a control ' +
+        'character; give the path of a PEM file (got "/tmp/ca\\n.pem")',
+      'loom.yaml:4: upstream "users" tls.serverName: invalid serverName; use the DNS name ' +
+        'that the certificate names, such as api.internal, without a port or wildcard ' +
+        '(got "*.example.com")',
+    ]);
+  });
+
   test('header set points into the value', () => {
     const lines = linesOf(`${UPSTREAM}routes:
   - name: r
