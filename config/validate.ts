@@ -293,10 +293,20 @@ export function describeHashOnProblem(
   return 'invalid hashOn; use header:NAME, cookie:NAME or client-address';
 }
 
-/** Returns a target URL with its password replaced by `***`, for messages. */
+/**
+ * Returns a target URL for messages, with the password of its user information replaced by
+ * `***`, and with all of it replaced when it has no `:`, because a user name alone is often a
+ * token (`https://TOKEN@host`). A query or fragment, which may carry a key, becomes `?***`
+ * or `#***`.
+ */
 export function redactTargetUrl(raw: string): string {
-  // A regular expression, not URL, because a URL that does not parse may still carry a password.
-  return raw.replace(/^([^:/?#]*:\/\/[^/?#@:]*):[^/?#]*@/, '$1:***@');
+  // Regular expressions, not URL, because a URL that does not parse may still carry a secret.
+  // The last "@" before the path ends the user information, as URL parsers read it.
+  const redacted = raw.replace(/^([^:/?#]*:\/\/)([^/?#]*)@/, (_, scheme: string, user: string) => {
+    const colon = user.indexOf(':');
+    return colon === -1 ? `${scheme}***@` : `${scheme}${user.slice(0, colon)}:***@`;
+  });
+  return redacted.replace(/([?#]).*$/s, '$1***');
 }
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */

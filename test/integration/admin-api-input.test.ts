@@ -174,6 +174,26 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
     });
   }
 
+  test('target secrets stay out of errors', async () => {
+    const urls = [
+      'http://user:s3cret-a@127.0.0.1:9002',
+      'https://s3cret-b@127.0.0.1:9002',
+      'http://127.0.0.1:9002/?key=s3cret-c',
+    ];
+    for (const url of urls) {
+      const sent = request({ upstreams: [upstream('secret', { targets: [{ url, weight: 1 }] })] });
+      const error = await client.apply(sent).then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+      assert.equal(error.issues[0]?.field, 'targets[0].url');
+      assert.doesNotMatch(error.message, /s3cret/, url);
+      assert.doesNotMatch(JSON.stringify(error.issues), /s3cret/, url);
+    }
+    assert.doesNotMatch(setup.fleet.logs(), /s3cret/);
+  });
+
   test('concurrent applies all commit', async () => {
     const names = Array.from({ length: 12 }, (_, index) => `parallel-${index}`);
     const results = await Promise.allSettled(
