@@ -14,6 +14,13 @@ import { startFleet, type Fleet } from '../helpers/fleet.js';
 const HOSTILE_ADDRESS = '127.0.0.1:1\u001b]0;owned\u0007';
 const HOSTILE_ERROR = 'rejected\u001b[2J\nsecond line\u009b31m';
 
+/** The fields of `loomctl status -o json` that these tests read. */
+interface ProxyFields {
+  id: string;
+  address: string;
+  nackError: string;
+}
+
 const ESCAPE_OR_BELL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 describe('status with hostile proxy values', { timeout: 60_000 }, () => {
@@ -65,12 +72,44 @@ describe('status with hostile proxy values', { timeout: 60_000 }, () => {
     );
   });
 
+  test('long nack error is cut', async () => {
+    const verbose = new SnapshotClient({
+      addresses: [fleet.controlPlane],
+      proxyId: 'verbose',
+      proxyAddress: '127.0.0.1:2',
+      logger: pino({ enabled: false }),
+      held: () => ({ epoch: '', version: 0 }),
+      apply: () =>
+        Promise.reject(new Error(`upstream "x" tls.caFile: cannot read\n`.repeat(30_000))),
+    });
+    verbose.start();
+    try {
+      let nackError = '';
+      await waitFor('nack of the verbose proxy', 20_000, async () => {
+        const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
+        const proxies = (JSON.parse(status.stdout) as { proxies: ProxyFields[] }).proxies;
+        nackError = proxies.find((item) => item.id === 'verbose')?.nackError ?? '';
+        return nackError !== '';
+      });
+      assert.equal(nackError.length, 1_024);
+      assert.ok(nackError.endsWith('...'), nackError.slice(-20));
+      const longest = Math.max(
+        ...fleet
+          .logs()
+          .split('\n')
+          .map((line) => line.length),
+      );
+      assert.ok(longest < 4_096, `a log line has ${longest} characters`);
+    } finally {
+      verbose.stop();
+    }
+  });
+
   test('json keeps values exact', async () => {
     const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
     assert.equal(status.code, 0, status.stderr);
-    const proxy = (
-      JSON.parse(status.stdout) as { proxies: { id: string; address: string; nackError: string }[] }
-    ).proxies.find((item) => item.id === 'hostile');
+    const proxies = (JSON.parse(status.stdout) as { proxies: ProxyFields[] }).proxies;
+    const proxy = proxies.find((item) => item.id === 'hostile');
     assert.equal(proxy?.address, HOSTILE_ADDRESS);
     assert.equal(proxy?.nackError, HOSTILE_ERROR);
   });
