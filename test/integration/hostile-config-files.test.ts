@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import { waitFor } from '../../scripts/processes.js';
 import { loomctl, type CliResult } from '../helpers/cli.js';
+import { ALIAS_BOMB } from '../helpers/config-file.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
 
 /** Sends a GET and returns the response's header names and values as received. */
@@ -22,15 +23,6 @@ function rawResponseHeaders(url: string): Promise<string[]> {
     req.end();
   });
 }
-
-/** Ten levels of aliases, each a list of ten of the one before: 10^10 strings when expanded. */
-const ALIAS_BOMB = [
-  'a: &a ["x","x","x","x","x","x","x","x","x","x"]',
-  ...'bcdefghij'.split('').map((name, index) => {
-    const previous = 'abcdefghij'[index];
-    return `${name}: &${name} [${Array(10).fill(`*${previous}`).join(',')}]`;
-  }),
-].join('\n');
 
 describe('hostile config files', { timeout: 90_000 }, () => {
   let fleet: Fleet;
