@@ -441,7 +441,12 @@ function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile
   }
   const lines = new LineCounter();
   const documents = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false });
-  const errors = documents.flatMap((document) => document.errors);
+  // A tag that the parser does not know (!!js/function, !!python/object, !custom) would
+  // silently leave the plain value, so it is an error like the parser's own.
+  const errors = documents.flatMap((document) => [
+    ...document.errors,
+    ...document.warnings.filter((warning) => warning.code === 'TAG_RESOLVE_FAILED'),
+  ]);
   if (errors.length === 0) {
     const parsed: ParsedFile[] = [];
     for (const document of documents) {
@@ -458,7 +463,9 @@ function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile
     const { line, col } = lines.linePos(error.pos[0]);
     const hint = QUOTING_ERRORS.has(error.code)
       ? '; quote a value that contains "{", "}", "[", "]" or ","'
-      : '';
+      : error.code === 'TAG_RESOLVE_FAILED'
+        ? '; remove the tag, because config values are plain strings, numbers, lists and mappings'
+        : '';
     issues.push({
       file,
       line,

@@ -306,10 +306,19 @@ function typeName(value: unknown): string {
     case 'boolean':
       return 'a boolean';
     case 'object':
-      return 'a mapping';
+      return describeTaggedObject(value) ?? 'a mapping';
     default:
       return typeof value;
   }
+}
+
+/** Names the value of a YAML 1.1 tag that the parser resolves to an object other than a mapping. */
+function describeTaggedObject(value: object): string | undefined {
+  if (value instanceof Uint8Array) return 'binary data (!!binary)';
+  if (value instanceof Date) return 'a timestamp (!!timestamp)';
+  if (value instanceof Set) return 'a set (!!set)';
+  if (value instanceof Map) return 'an ordered mapping (!!omap)';
+  return undefined;
 }
 
 function lowerFirst(text: string): string {

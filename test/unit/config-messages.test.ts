@@ -178,6 +178,42 @@ describe('schema messages', () => {
     ]);
   });
 
+  test('unknown YAML tag is an error', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: !!js/function users
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:7:15: (syntax): invalid YAML or JSON: Unresolved tag: ' +
+        'tag:yaml.org,2002:js/function; remove the tag, because config values are plain ' +
+        'strings, numbers, lists and mappings',
+    ]);
+  });
+
+  test('YAML 1.1 tags name their type', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: !!binary dXNlcnM=
+    methods: !!set {GET}
+    hosts: [!!timestamp 2001-12-14]
+`);
+    assert.equal(lines.length, 3, lines.join('\n'));
+    assertHas(
+      lines,
+      /route "r" upstream: invalid type: expected a string, got binary data \(!!binary\)/,
+    );
+    assertHas(
+      lines,
+      /route "r" methods: invalid type: expected a list of strings, got a set \(!!set\)/,
+    );
+    assertHas(
+      lines,
+      /route "r" hosts\[0\]: invalid type: expected a string, got a timestamp \(!!timestamp\)/,
+    );
+  });
+
   test('header set points into the value', () => {
     const lines = linesOf(`${UPSTREAM}routes:
   - name: r
