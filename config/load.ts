@@ -103,8 +103,8 @@ class ParsedFile {
  * which JSON text also is.
  * Throws a ConfigError listing every problem with its file and line. The
  * resources of all files are merged and validated together. A directory
- * is read as the `.yaml`, `.yml` and `.json` files directly in it, in name
- * order (subdirectories are not read), and a file named twice is read once.
+ * is read as the `.yaml`, `.yml` and `.json` regular files directly in it, in name
+ * order (subdirectories, FIFOs and devices are not read), and a file named twice is read once.
  * A YAML file may hold several documents separated by `---`, each one config.
  * The path `-` reads standard input.
  */
@@ -166,10 +166,21 @@ async function listConfigFiles(path: string): Promise<string[]> {
       { file: path, field: '(file)', message: `cannot read directory: ${reason}` },
     ]);
   });
-  const files = entries
-    .filter((entry) => !entry.isDirectory() && CONFIG_EXTENSIONS.has(extname(entry.name)))
-    .map((entry) => join(path, entry.name))
-    .sort();
+  const named = entries
+    .filter((entry) => CONFIG_EXTENSIONS.has(extname(entry.name)))
+    .map((entry) => join(path, entry.name));
+  // Only regular files, also through a symbolic link: a FIFO would block the read until some
+  // process writes to it, and a device may never end. A file that stat cannot read stays, so
+  // that its read reports why, such as a broken link.
+  const regular = await Promise.all(
+    named.map((file) =>
+      stat(file).then(
+        (info) => info.isFile(),
+        () => true,
+      ),
+    ),
+  );
+  const files = named.filter((_, index) => regular[index]).sort();
   if (files.length === 0) {
     throw new ConfigError([
       {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -152,6 +152,17 @@ routes:
       writer.kill();
       rmSync(fifo, { force: true });
     }
+  });
+
+  test('folder skips a FIFO', async () => {
+    const folder = join(fleet.dir, 'with-fifo');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'a.yaml'), baseline);
+    // Nothing ever writes to it, so a read would block until loomctl's 60 s timeout.
+    execFileSync('mkfifo', [join(folder, 'b.yaml')]);
+    const result = await loomctl(fleet.controlPlane, ['validate', '-f', folder]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^configuration is valid: 1 route, 1 upstream/);
   });
 
   test('__proto__ header name is kept', async () => {
