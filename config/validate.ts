@@ -618,6 +618,8 @@ function findUnknownMethodWarnings(
     route.methods.forEach((method, methodIndex) => {
       const path = ['routes', index, 'methods', methodIndex];
       if (skip(path) || PARSED_METHODS.has(method.toUpperCase())) return;
+      // An invalid method is an error already, so a warning about it would repeat the value.
+      if (!METHOD_PATTERN.test(method.toUpperCase())) return;
       const suggestion = suggestName(method.toUpperCase(), PARSED_METHODS);
       const hint =
         suggestion === undefined

@@ -214,6 +214,22 @@ describe('schema messages', () => {
     );
   });
 
+  test('invalid method is no warning', () => {
+    const error = rejectionOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: users
+    methods: ["GE T", FETCH]
+`);
+    assert.deepEqual(error.issues.map(formatConfigIssue), [
+      'loom.yaml:8: route "r" methods[0]: invalid method; use a token such as GET or POST (got "GE T")',
+    ]);
+    assert.deepEqual(
+      error.warnings.map((warning) => warning.field),
+      ['methods[1]'],
+    );
+  });
+
   test('header set points into the value', () => {
     const lines = linesOf(`${UPSTREAM}routes:
   - name: r
