@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
+import { credentials, Metadata, status } from '@grpc/grpc-js';
+
 import { AdminClient } from '../../cli/admin-client.js';
 import { ConfigError, type LoomError } from '../../common/errors.js';
-import type { ApplyRequest } from '../../proto/gen/loom/v1/admin.js';
+import { AdminServiceClient, type ApplyRequest } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
 
@@ -228,6 +230,44 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
       item.name.startsWith('guarded-'),
     );
     assert.equal(stored.length, 1);
+  });
+
+  test('queued write of a timed-out call is dropped', async () => {
+    // A raw client, because AdminClient gives every apply a 30 s deadline.
+    const raw = new AdminServiceClient(setup.fleet.controlPlane, credentials.createInsecure());
+    const rawApply = (sent: ApplyRequest, deadlineMs: number) =>
+      new Promise<void>((resolve, reject) => {
+        const deadline = new Date(Date.now() + deadlineMs);
+        raw.apply(sent, new Metadata(), { deadline }, (error) =>
+          error ? reject(error) : resolve(),
+        );
+      });
+    setup.etcd.freeze();
+    let thawed = false;
+    try {
+      // The first apply holds the write queue while etcd does not answer.
+      const first = client.apply(request({ upstreams: [upstream('queue-first')] })).then(
+        () => 'committed',
+        (error: unknown) => String(error),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const gaveUp = await rawApply(request({ upstreams: [upstream('gave-up')] }), 1_000).then(
+        () => 'committed',
+        (error: { code?: number }) => error.code,
+      );
+      assert.equal(gaveUp, status.DEADLINE_EXCEEDED);
+      setup.etcd.thaw();
+      thawed = true;
+      await first;
+      // This apply queues behind the one that gave up, so its turn has passed when it returns.
+      await client.apply(request({ upstreams: [upstream('queue-last')] }));
+      const stored = (await client.getConfig()).upstreams.map((item) => item.name);
+      assert.ok(stored.includes('queue-last'), stored.join(', '));
+      assert.ok(!stored.includes('gave-up'), 'the apply that timed out was committed later');
+    } finally {
+      if (!thawed) setup.etcd.thaw();
+      raw.close();
+    }
   });
 
   test('apply with --dry-run rejects the same values', async () => {
