@@ -1,5 +1,6 @@
-import { Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 
+import { LoomError } from '../common/errors.js';
 import { fromServiceError } from '../common/grpc-errors.js';
 import { clientCredentials, serverNameChannelOptions, type ClientTlsFiles } from '../common/tls.js';
 import {
@@ -103,9 +104,29 @@ export class AdminClient {
       const metadata = new Metadata();
       if (this.#token !== undefined) metadata.set('authorization', `Bearer ${this.#token}`);
       method(request, metadata, { deadline }, (error, response) => {
-        if (error) reject(fromServiceError(error));
+        if (error) reject(describeTooLarge(error) ?? fromServiceError(error));
         else resolve(response);
       });
     });
   }
+}
+
+/** grpc-js 1.14's message, from either end, when a message is over the receiver's limit. */
+const TOO_LARGE = /^Received message larger than max \((\d+) vs (\d+)\)$/;
+
+/**
+ * Returns an error that names both limits and the fix for a message over a gRPC size limit,
+ * or undefined for other errors. grpc-js words it the same whichever end rejected it.
+ */
+function describeTooLarge(error: ServiceError): LoomError | undefined {
+  const match = error.code === status.RESOURCE_EXHAUSTED ? TOO_LARGE.exec(error.details) : null;
+  if (match === null) return undefined;
+  return new LoomError(
+    'LOOM_RESOURCE_EXHAUSTED',
+    `a gRPC message of ${match[1]} bytes is over the limit of ${match[2]} bytes ` +
+      `(the control plane's --max-message-bytes, or loomctl's ${MAX_MESSAGE_BYTES} bytes); ` +
+      'apply the configuration in smaller parts, or raise --max-message-bytes of ' +
+      '"loom control-plane"',
+    { cause: error },
+  );
 }

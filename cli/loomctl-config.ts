@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { parse } from 'yaml';
 import { z } from 'zod';
 
+import { describeUnsendableToken, isSendableToken } from '../common/auth.js';
 import { LoomError } from '../common/errors.js';
 import { checkServerNameHasTls, parseTlsServerName, type ClientTlsFiles } from '../common/tls.js';
 import { setDefaultAdminConnection } from './admin-client.js';
@@ -68,7 +69,7 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
     throw new LoomError('LOOM_INVALID_ARGUMENT', `cannot read loomctl config ${path}: ${error}`);
   }
 
-  const result = ConfigSchema.safeParse(parse(text) ?? {});
+  const result = ConfigSchema.safeParse(parseConfigYaml(path, text) ?? {});
   if (!result.success) {
     const problems = result.error.issues.map(
       (issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`,
@@ -91,6 +92,32 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
     };
   }
   return config;
+}
+
+/**
+ * Parses the YAML of a loomctl config file.
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` with the parser's reason on one line, also for
+ *   aliases that expand to too many values and for nesting too deep to parse.
+ */
+function parseConfigYaml(path: string, text: string): unknown {
+  try {
+    return parse(text);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid loomctl config ${path}: invalid YAML: ${reason}`,
+    );
+  }
+}
+
+/**
+ * Returns `token` when gRPC metadata can carry it.
+ * @throws LoomError `LOOM_INVALID_ARGUMENT` naming where the token came from, never the token.
+ */
+function checkToken(token: string | undefined, source: string): string | undefined {
+  if (token === undefined || isSendableToken(token)) return token;
+  throw new LoomError('LOOM_INVALID_ARGUMENT', describeUnsendableToken(source));
 }
 
 /** Adds loomctl's global connection flags. */
@@ -138,8 +165,15 @@ export function applyConnectionSettings(program: Command): void {
   const configPath = explicitPath ?? defaultConfigPath();
   if (!tlsFromFlags) checkTlsFiles(config.tls, configPath);
   const tlsFiles = tlsFromFlags ? tlsFlags : config.tls;
+  const envToken = process.env.LOOM_TOKEN || undefined;
+  const token =
+    flags.token !== undefined
+      ? checkToken(flags.token, '--token')
+      : envToken !== undefined
+        ? checkToken(envToken, 'LOOM_TOKEN')
+        : checkToken(config.token, `"token" of ${configPath}`);
   setDefaultAdminConnection({
-    token: flags.token ?? (process.env.LOOM_TOKEN || undefined) ?? config.token,
+    token,
     tls: withServerName(tlsFiles, flags.tlsServerName, config.tls?.serverName, configPath),
   });
 }

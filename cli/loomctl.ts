@@ -12,7 +12,7 @@ import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { EXIT, EXIT_HELP, ExitError } from './context.js';
 import { addConnectionOptions, applyConnectionSettings } from './loomctl-config.js';
-import { printConfigIssues } from './output.js';
+import { err, printConfigIssues } from './output.js';
 import { LOOM_VERSION } from './version.js';
 
 export { EXIT } from './context.js';
@@ -71,7 +71,7 @@ function reportError(error: unknown): number {
     return EXIT.usage;
   }
   if (error instanceof ExitError) {
-    if (error.message) process.stderr.write(`error: ${error.message}\n`);
+    if (error.message) err(`error: ${error.message}`);
     return error.exitCode;
   }
   if (error instanceof ConfigError) {
@@ -79,7 +79,7 @@ function reportError(error: unknown): number {
     return EXIT.error;
   }
   if (error instanceof LoomError) {
-    process.stderr.write(`error: ${error.message}\n`);
+    err(`error: ${error.message}`);
     return EXIT.error;
   }
   process.stderr.write(`error: ${error instanceof Error ? error.stack : String(error)}\n`);

@@ -5,14 +5,36 @@ import { API_VERSION } from '../config/schema.js';
 import type { UnreadableKey } from '../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 
-/** Writes a line to standard output. */
+/** Writes a line to standard output, with terminal control characters escaped. */
 export function out(line = ''): void {
-  process.stdout.write(`${line}\n`);
+  process.stdout.write(`${escapeTerminalControls(line)}\n`);
 }
 
-/** Writes a line to standard error. */
+/** Writes a line to standard error, with terminal control characters escaped. */
 export function err(line = ''): void {
-  process.stderr.write(`${line}\n`);
+  process.stderr.write(`${escapeTerminalControls(line)}\n`);
+}
+
+/** C0 control characters except tab and line feed, DEL, and C1 control characters. */
+const TERMINAL_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/** Control characters that a table cell escapes too, because they would break its row. */
+const CELL_CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+function escapeControl(char: string): string {
+  if (char === '\n') return '\\n';
+  if (char === '\t') return '\\t';
+  if (char === '\r') return '\\r';
+  return `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+}
+
+/**
+ * Returns text with each control character other than tab and line feed written as an escape
+ * such as `\u001b`. Errors and status values come from the control plane and from proxies, and
+ * an escape sequence in them could otherwise recolour, retitle or clear the operator's terminal.
+ */
+export function escapeTerminalControls(text: string): string {
+  return text.replace(TERMINAL_CONTROL, escapeControl);
 }
 
 /** Formats a count with a noun, adding "s" unless the count is 1: `1 route`, `3 routes`. */
@@ -136,8 +158,12 @@ export function formatDocument(value: unknown, format: 'yaml' | 'json'): string 
   return format === 'json' ? `${JSON.stringify(value, null, 2)}\n` : stringify(value);
 }
 
-/** Formats rows as an aligned table with a header row; the last column is not padded. */
-export function formatTable(header: string[], rows: string[][]): string {
+/**
+ * Formats rows as an aligned table with a header row; the last column is not padded. Control
+ * characters in cells, line breaks and tabs included, are escaped, so each row is one line.
+ */
+export function formatTable(header: string[], cells: string[][]): string {
+  const rows = cells.map((row) => row.map((cell) => cell.replace(CELL_CONTROL, escapeControl)));
   const widths = header.map((title, column) =>
     Math.max(title.length, ...rows.map((row) => row[column].length)),
   );

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 
 import type { Command } from 'commander';
 
-import { parseCertificateRoles } from '../common/auth.js';
+import { describeUnsendableToken, isSendableToken, parseCertificateRoles } from '../common/auth.js';
 import { LoomError } from '../common/errors.js';
 import {
   checkServerNameHasTls,
@@ -208,13 +208,19 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       'a TLS client certificate needs both --tls-cert and --tls-key; set both or neither',
     );
   }
+  const token = flags.token ?? (process.env.LOOM_PROXY_TOKEN || undefined);
+  if (token !== undefined && !isSendableToken(token)) {
+    problems.push(
+      describeUnsendableToken(flags.token === undefined ? 'LOOM_PROXY_TOKEN' : '--token'),
+    );
+  }
   if (problems.length > 0) {
     throw new LoomError('LOOM_INVALID_ARGUMENT', problems.join('\n'));
   }
   return {
     options: {
       tls,
-      token: flags.token ?? process.env.LOOM_PROXY_TOKEN,
+      token,
       snapshotCache: flags.snapshotCache,
       snapshotCacheMaxAgeMs,
       controlPlaneTimeoutMs,

@@ -186,6 +186,28 @@ export class Authenticator {
 }
 
 /**
+ * Characters of a bearer token: visible ASCII. gRPC metadata cannot carry others, and a tokens
+ * file allows no whitespace in a token.
+ */
+const BEARER_TOKEN = /^[\x21-\x7e]+$/;
+
+/** Returns whether a client can send `token` as a bearer token in gRPC metadata. */
+export function isSendableToken(token: string): boolean {
+  return BEARER_TOKEN.test(token);
+}
+
+/**
+ * Returns the message about a token from `source` that gRPC metadata cannot carry. It never
+ * contains the token.
+ */
+export function describeUnsendableToken(source: string): string {
+  return (
+    `invalid token from ${source}: it contains a space, a line break or a character ` +
+    'outside visible ASCII; give the token as the tokens file of the control plane has it'
+  );
+}
+
+/**
  * Parses a tokens file: one `role:token` per line, roles `read`, `write` and
  * `proxy`; blank lines and lines starting with `#` are skipped. Returns a map
  * from the SHA-256 digest of each token to its role.

@@ -40,8 +40,39 @@ type Expected =
   /** `,` or the end of the enclosing list or object, or the end of the text at the top level. */
   | 'after-value';
 
-function scanJson(text: string): void {
-  const containers: ('[' | '{')[] = [];
+/**
+ * Returns the first key that a JSON object of `text` repeats, with the offset of its second
+ * occurrence, or undefined when no object repeats a key. JSON.parse keeps the last value of a
+ * repeated key without an error, where YAML reports it. `text` must be valid JSON.
+ */
+export function findDuplicateJsonKey(text: string): { offset: number; key: string } | undefined {
+  try {
+    scanJson(text, true);
+    return undefined;
+  } catch (error) {
+    if (error instanceof JsonDuplicateKey) return { offset: error.offset, key: error.key };
+    throw error;
+  }
+}
+
+class JsonDuplicateKey extends Error {
+  readonly offset: number;
+  readonly key: string;
+
+  constructor(offset: number, key: string) {
+    super(`duplicate JSON key ${JSON.stringify(key)} at offset ${offset}`);
+    this.offset = offset;
+    this.key = key;
+  }
+}
+
+/**
+ * Scans `text` and throws a JsonSyntaxError at the first error. With `checkKeys`, it also
+ * throws a JsonDuplicateKey at the first key that its object already has.
+ */
+function scanJson(text: string, checkKeys = false): void {
+  // An open list is '['; an open object is '{', or the set of its keys with `checkKeys`.
+  const containers: ('[' | '{' | Set<string>)[] = [];
   let expected: Expected = 'value';
   let offset = skipWhitespace(text, 0);
 
@@ -74,7 +105,14 @@ function scanJson(text: string): void {
         continue;
       }
       if (char !== '"') throw new JsonSyntaxError(offset);
-      offset = skipWhitespace(text, scanString(text, offset));
+      const end = scanString(text, offset);
+      const keys = containers.at(-1);
+      if (keys instanceof Set) {
+        const key = JSON.parse(text.slice(offset, end)) as string;
+        if (keys.has(key)) throw new JsonDuplicateKey(offset, key);
+        keys.add(key);
+      }
+      offset = skipWhitespace(text, end);
       requireMore(text, offset);
       if (text[offset] !== ':') throw new JsonSyntaxError(offset);
       expected = 'value';
@@ -89,7 +127,7 @@ function scanJson(text: string): void {
       continue;
     }
     if (char === '[' || char === '{') {
-      containers.push(char);
+      containers.push(char === '{' && checkKeys ? new Set<string>() : char);
       expected = char === '[' ? 'value-or-end' : 'name-or-end';
       offset = skipWhitespace(text, offset + 1);
       continue;

@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 
 import {
@@ -12,21 +12,24 @@ import {
 } from 'yaml';
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
+import { readConfigFile, readConfigStream } from './config-text.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 import { normalizeHostPattern, normalizeRoute, normalizeUpstream } from './normalize.js';
-import { findJsonSyntaxError } from './json-syntax.js';
+import { findDuplicateJsonKey, findJsonSyntaxError } from './json-syntax.js';
+import { findTooDeepValue, MAX_NESTING } from './nesting.js';
 import { FailedFields, salvage } from './salvage.js';
 import { suggestName } from './suggest.js';
 import {
   describeSchemaIssues,
+  describeSchemaProblem,
+  displayName,
+  formatField,
   parseWithSchema,
-  valueAt,
   type SchemaProblem,
 } from './schema-issues.js';
 import { ConfigFileSchema, type ConfigFile } from './schema.js';
 import {
   findConfigWarnings,
-  shortened,
   validateConfig,
   type ConfigPath,
   type Locator,
@@ -100,8 +103,8 @@ class ParsedFile {
  * which JSON text also is.
  * Throws a ConfigError listing every problem with its file and line. The
  * resources of all files are merged and validated together. A directory
- * is read as the `.yaml`, `.yml` and `.json` files directly in it, in name
- * order (subdirectories are not read), and a file named twice is read once.
+ * is read as the `.yaml`, `.yml` and `.json` regular files directly in it, in name
+ * order (subdirectories, FIFOs and devices are not read), and a file named twice is read once.
  * A YAML file may hold several documents separated by `---`, each one config.
  * The path `-` reads standard input.
  */
@@ -163,10 +166,21 @@ async function listConfigFiles(path: string): Promise<string[]> {
       { file: path, field: '(file)', message: `cannot read directory: ${reason}` },
     ]);
   });
-  const files = entries
-    .filter((entry) => !entry.isDirectory() && CONFIG_EXTENSIONS.has(extname(entry.name)))
-    .map((entry) => join(path, entry.name))
-    .sort();
+  const named = entries
+    .filter((entry) => CONFIG_EXTENSIONS.has(extname(entry.name)))
+    .map((entry) => join(path, entry.name));
+  // Only regular files, also through a symbolic link: a FIFO would block the read until some
+  // process writes to it, and a device may never end. A file that stat cannot read stays, so
+  // that its read reports why, such as a broken link.
+  const regular = await Promise.all(
+    named.map((file) =>
+      stat(file).then(
+        (info) => info.isFile(),
+        () => true,
+      ),
+    ),
+  );
+  const files = named.filter((_, index) => regular[index]).sort();
   if (files.length === 0) {
     throw new ConfigError([
       {
@@ -188,8 +202,9 @@ const STDIN_NAME = '(stdin)';
 async function readConfigText(file: string): Promise<string> {
   if (file === STDIN_PATH) return readStdin();
   try {
-    return await readFile(file, 'utf8');
+    return await readConfigFile(file);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const reason =
       code === 'ENOENT'
@@ -429,36 +444,119 @@ const QUOTING_ERRORS = new Set<string>(['MISSING_CHAR', 'UNEXPECTED_TOKEN']);
 function parseOne(file: string, text: string, issues: ConfigIssue[]): ParsedFile[] {
   if (extname(file).toLowerCase() === '.json') return parseJsonFile(file, text, issues);
   if (text.trimStart().startsWith('{')) {
-    try {
-      return [new ParsedFile(file, text, JSON.parse(text))];
-    } catch {
-      // Not strict JSON (comments, trailing commas): the YAML parser reports where.
+    const data = parseStrictJson(text);
+    // JSON text with a repeated key goes on to the YAML parser, which reports the key.
+    if (data !== undefined && findDuplicateJsonKey(text) === undefined) {
+      return withinNesting([new ParsedFile(file, text, data.value)], issues);
     }
   }
   const lines = new LineCounter();
   const documents = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false });
-  const errors = documents.flatMap((document) => document.errors);
+  // A tag that the parser does not know (!!js/function, !!python/object, !custom) would
+  // silently leave the plain value, so it is an error like the parser's own.
+  const errors = documents.flatMap((document) => [
+    ...document.errors,
+    ...document.warnings.filter((warning) => warning.code === 'TAG_RESOLVE_FAILED'),
+  ]);
   if (errors.length === 0) {
-    // An empty document (only comments, or nothing after `---`) declares nothing.
-    return documents
-      .map((document) => new ParsedFile(file, text, document.toJS(), { document, lines }))
-      .filter((parsed) => parsed.data !== null && parsed.data !== undefined);
+    const parsed: ParsedFile[] = [];
+    for (const document of documents) {
+      const data = toJavaScript(file, document, issues);
+      // An empty document (only comments, or nothing after `---`) declares nothing.
+      if (data !== null && data !== undefined) {
+        parsed.push(new ParsedFile(file, text, data, { document, lines }));
+      }
+    }
+    return withinNesting(parsed, issues);
   }
 
   for (const error of errors) {
     const { line, col } = lines.linePos(error.pos[0]);
     const hint = QUOTING_ERRORS.has(error.code)
       ? '; quote a value that contains "{", "}", "[", "]" or ","'
-      : '';
+      : error.code === 'TAG_RESOLVE_FAILED'
+        ? '; remove the tag, because config values are plain strings, numbers, lists and mappings'
+        : '';
     issues.push({
       file,
       line,
       column: col,
       field: '(syntax)',
-      message: `invalid YAML or JSON: ${error.message}${hint}`,
+      message: `invalid YAML or JSON: ${describeYamlError(error.message)}${hint}`,
     });
   }
   return [];
+}
+
+/** Returns the value of strict JSON text, or undefined when the text is not strict JSON. */
+function parseStrictJson(text: string): { value: unknown } | undefined {
+  try {
+    return { value: JSON.parse(text) };
+  } catch {
+    // Not strict JSON (comments, trailing commas): the YAML parser reports where.
+    return undefined;
+  }
+}
+
+/**
+ * Message of the YAML parser when a document nests so deeply that its recursion overflows the
+ * stack; the parser reports it as a syntax error.
+ */
+const STACK_OVERFLOW = 'Maximum call stack size exceeded';
+
+/** Message of the yaml package's ReferenceError when aliases expand to too many nodes. */
+const ALIAS_LIMIT_MESSAGE = 'Excessive alias count indicates a resource exhaustion attack';
+
+/** The fix that messages about nesting suggest. */
+const NESTING_HINT = 'config documents nest at most 5 levels, so check the structure of the file';
+
+function describeYamlError(message: string): string {
+  if (message !== STACK_OVERFLOW) return message;
+  return `lists or mappings nest too deeply to parse; ${NESTING_HINT}`;
+}
+
+/**
+ * Converts a YAML document to JavaScript values, or adds an issue and returns undefined when
+ * its aliases expand to too many nodes (as in a "billion laughs" document) or it nests too
+ * deeply for the conversion.
+ */
+function toJavaScript(file: string, document: Document, issues: ConfigIssue[]): unknown {
+  try {
+    return document.toJS();
+  } catch (error) {
+    // yaml 2.9 raises this ReferenceError when the uses of an alias, times the aliases inside
+    // its value, exceed toJS's maxAliasCount (100 by default), which bounds an alias bomb.
+    const aliasBomb = error instanceof ReferenceError && error.message === ALIAS_LIMIT_MESSAGE;
+    const tooDeep = error instanceof RangeError && error.message === STACK_OVERFLOW;
+    if (!aliasBomb && !tooDeep) throw error;
+    issues.push({
+      file,
+      field: '(syntax)',
+      message: aliasBomb
+        ? 'invalid YAML: aliases (*name) expand to too many values; write the values out ' +
+          'or use fewer aliases'
+        : describeYamlError(STACK_OVERFLOW),
+    });
+    return undefined;
+  }
+}
+
+/**
+ * Returns the parsed documents, or none when one of them nests lists or mappings deeper than
+ * `MAX_NESTING` levels; that document gets an issue naming where.
+ */
+function withinNesting(parsed: ParsedFile[], issues: ConfigIssue[]): ParsedFile[] {
+  for (const document of parsed) {
+    const path = findTooDeepValue(document.data);
+    if (path === undefined) continue;
+    issues.push({
+      file: document.file,
+      field: formatField(path.slice(0, MAX_NESTING + 1)),
+      message: `lists or mappings nest more than ${MAX_NESTING} levels deep; ${NESTING_HINT}`,
+    });
+    return [];
+  }
+  return parsed;
 }
 
 /**
@@ -490,7 +588,21 @@ function parseJsonFile(file: string, text: string, issues: ConfigIssue[]): Parse
     });
     return [];
   }
-  return data === null ? [] : [new ParsedFile(file, text, data)];
+  const duplicate = findDuplicateJsonKey(body);
+  if (duplicate !== undefined) {
+    const before = body.slice(0, duplicate.offset);
+    issues.push({
+      file,
+      line: before.split('\n').length,
+      column: duplicate.offset - before.lastIndexOf('\n'),
+      field: '(syntax)',
+      message:
+        `invalid JSON: key ${JSON.stringify(duplicate.key)} appears twice in one object; ` +
+        'remove one of them',
+    });
+    return [];
+  }
+  return data === null ? [] : withinNesting([new ParsedFile(file, text, data)], issues);
 }
 
 /**
@@ -519,46 +631,11 @@ function describeJsonError(message: string): string {
 }
 
 function issueFromSchema(parsed: ParsedFile, problem: SchemaProblem): ConfigIssue {
-  const [list, index, ...rest] = problem.path;
-  const kind = list === 'routes' ? 'route' : list === 'upstreams' ? 'upstream' : undefined;
-  const isResource = kind !== undefined && typeof index === 'number';
-  const field = isResource
-    ? formatField(rest) || '(resource)'
-    : formatField(problem.path) || '(document)';
   return {
     file: parsed.file,
     line: lineOf(parsed, problem.path),
-    kind: isResource ? kind : undefined,
-    name: isResource ? displayName(parsed.data, list as string, index) : undefined,
-    field,
-    value: shownValue(problem.value),
-    message: problem.message,
+    ...describeSchemaProblem(parsed.data, problem),
   };
-}
-
-/** Returns a resource's name as the file writes it, or `#N` (1-based) when it has none. */
-function displayName(data: unknown, list: string, index: number): string {
-  const raw = valueAt(data, [list, index, 'name']);
-  return typeof raw === 'string' ? raw : `#${index + 1}`;
-}
-
-/**
- * Returns a value to quote in a message: scalars, strings cut to 100 characters, and lists or
- * mappings of up to 60 characters.
- */
-function shownValue(value: unknown): unknown {
-  if (typeof value === 'string') return shortened(value);
-  if (value === null || typeof value !== 'object') return value;
-  const text = JSON.stringify(value);
-  return text.length <= 60 ? value : undefined;
-}
-
-function formatField(path: ConfigPath): string {
-  return path
-    .map((part, index) =>
-      typeof part === 'number' ? `[${part}]` : index === 0 ? part : `.${part}`,
-    )
-    .join('');
 }
 
 /**
@@ -601,7 +678,5 @@ async function readStdin(): Promise<string> {
       },
     ]);
   }
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return readConfigStream(STDIN_NAME, process.stdin);
 }

@@ -1,8 +1,9 @@
 import type { z } from 'zod';
 
+import type { ConfigIssue } from '../common/errors.js';
 import { configJsonSchema } from './json-schema.js';
 import { suggestName } from './suggest.js';
-import type { ConfigPath } from './validate.js';
+import { shortened, type ConfigPath } from './validate.js';
 
 /** A schema problem in config terms: where it is, what is wrong and what would be valid. */
 export interface SchemaProblem {
@@ -56,6 +57,8 @@ export function describeSchemaIssues(zodIssues: readonly z.core.$ZodIssue[], dat
   const problems: SchemaProblem[] = [];
   // Required fields that an unknown field probably meant; their "missing" issue is dropped.
   const explained = new Set<string>();
+  // Paths and messages already described, so that two issues with one message make one problem.
+  const reported = new Set<string>();
 
   for (const issue of issues) {
     if (issue.code !== 'unrecognized_keys') continue;
@@ -83,6 +86,10 @@ export function describeSchemaIssues(zodIssues: readonly z.core.$ZodIssue[], dat
     if (explained.has(JSON.stringify(path))) continue;
     const value = valueAt(data, path);
     const message = describeIssue(issue, nodeAt(rootNode, path), value);
+    // zod reports an integer above 2^53 - 1 twice, as unsafe and as above the maximum.
+    const key = JSON.stringify([path, message]);
+    if (reported.has(key)) continue;
+    reported.add(key);
     problems.push({ path, message, value });
   }
   return problems;
@@ -116,6 +123,9 @@ function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, valu
         const hint = node?.description ? ` (${lowerFirst(node.description)})` : '';
         return `missing required field; expected ${expected}${hint}`;
       }
+      if (typeof value === 'number' && !Number.isFinite(value)) {
+        return `out of range; expected ${expected}, got a number beyond the range of a double`;
+      }
       return `invalid type: expected ${expected}, got ${typeName(value)}`;
     case 'invalid_value': {
       const suggestion =
@@ -127,12 +137,22 @@ function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, valu
     }
     case 'too_small':
     case 'too_big':
-      return `out of range; expected ${expected}`;
+      return `out of range; expected ${expected}${describeLostPrecision(node, value)}`;
     case 'invalid_union':
       return `invalid value; expected ${expected}, got ${typeName(value)}`;
     default:
       return `invalid value; expected ${expected}`;
   }
+}
+
+/**
+ * Returns why a number beyond 2^53 - 1 fails a field whose maximum is at least that large,
+ * where the range that messages give leaves the maximum out, or '' for other values.
+ */
+function describeLostPrecision(node: JsonNode | undefined, value: unknown): string {
+  if (typeof value !== 'number' || Math.abs(value) <= Number.MAX_SAFE_INTEGER) return '';
+  if (node?.maximum !== undefined && node.maximum < Number.MAX_SAFE_INTEGER) return '';
+  return `, at most ${Number.MAX_SAFE_INTEGER} (2^53 - 1); larger numbers lose precision when read`;
 }
 
 /** Describes what a JSON Schema node accepts, such as `an integer from 0 to 5`. */
@@ -213,6 +233,57 @@ function nodeAt(root: JsonNode, path: ConfigPath): JsonNode | undefined {
   return node;
 }
 
+/**
+ * Describes a schema problem of the config document `data` as an issue without a file or line:
+ * the resource it is in, named as `data` writes it, the field and the value.
+ */
+export function describeSchemaProblem(
+  data: unknown,
+  problem: SchemaProblem,
+): Omit<ConfigIssue, 'file' | 'line'> {
+  const [list, index, ...rest] = problem.path;
+  const kind = list === 'routes' ? 'route' : list === 'upstreams' ? 'upstream' : undefined;
+  const isResource = kind !== undefined && typeof index === 'number';
+  const field = isResource
+    ? formatField(rest) || '(resource)'
+    : formatField(problem.path) || '(document)';
+  return {
+    kind: isResource ? kind : undefined,
+    name: isResource ? displayName(data, list as string, index) : undefined,
+    field,
+    value: shownValue(problem.value),
+    message: problem.message,
+  };
+}
+
+/** Returns a resource's name as the document writes it, or `#N` (1-based) when it has none. */
+export function displayName(data: unknown, list: string, index: number): string {
+  const raw = valueAt(data, [list, index, 'name']);
+  return typeof raw === 'string' ? raw : `#${index + 1}`;
+}
+
+/**
+ * Returns a value to quote in a message: scalars, strings cut to 100 characters, and lists or
+ * mappings of up to 60 characters.
+ */
+function shownValue(value: unknown): unknown {
+  if (typeof value === 'string') return shortened(value);
+  // JSON has no Infinity, so a number such as 1e309 would be quoted as null.
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  if (value === null || typeof value !== 'object') return value;
+  const text = JSON.stringify(value);
+  return text.length <= 60 ? value : undefined;
+}
+
+/** Formats a document path as messages name a field: `routes[0].paths`. */
+export function formatField(path: ConfigPath): string {
+  return path
+    .map((part, index) =>
+      typeof part === 'number' ? `[${part}]` : index === 0 ? part : `.${part}`,
+    )
+    .join('');
+}
+
 /** Returns the value at `path` in parsed YAML or JSON, or undefined. */
 export function valueAt(data: unknown, path: ConfigPath): unknown {
   let value = data;
@@ -235,10 +306,19 @@ function typeName(value: unknown): string {
     case 'boolean':
       return 'a boolean';
     case 'object':
-      return 'a mapping';
+      return describeTaggedObject(value) ?? 'a mapping';
     default:
       return typeof value;
   }
+}
+
+/** Names the value of a YAML 1.1 tag that the parser resolves to an object other than a mapping. */
+function describeTaggedObject(value: object): string | undefined {
+  if (value instanceof Uint8Array) return 'binary data (!!binary)';
+  if (value instanceof Date) return 'a timestamp (!!timestamp)';
+  if (value instanceof Set) return 'a set (!!set)';
+  if (value instanceof Map) return 'an ordered mapping (!!omap)';
+  return undefined;
 }
 
 function lowerFirst(text: string): string {

@@ -117,12 +117,25 @@ export const UpstreamSchema = z
 
 const HeaderValueSchema = z.object({ name: z.string(), value: z.string() }).strict();
 
+/**
+ * Returns a `set` mapping with a `__proto__` key in the list form. zod's record assigns each key
+ * of its output to a plain object, where `__proto__` sets the prototype, so the header would
+ * be dropped without an error. Other values are returned as they are.
+ */
+function listFormOfProtoKey(set: unknown): unknown {
+  if (set === null || typeof set !== 'object' || Array.isArray(set)) return set;
+  if (!Object.hasOwn(set, '__proto__')) return set;
+  return Object.entries(set).map(([key, value]: [string, unknown]) => ({ name: key, value }));
+}
+
 /** Header changes; `set` is a map of name to value, or the list form that `loomctl get` prints. */
 export const HeaderActionsSchema = z
   .object({
     set: z
-      .union([z.record(z.string(), z.string()), z.array(HeaderValueSchema)])
-      .default([])
+      .preprocess(
+        listFormOfProtoKey,
+        z.union([z.record(z.string(), z.string()), z.array(HeaderValueSchema)]).default([]),
+      )
       .transform((set) =>
         Array.isArray(set)
           ? set

@@ -203,6 +203,20 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
       'path',
     ]);
   }
+  const tls = upstream.tls;
+  if (tls && !skipped('tls', 'caFile') && CONTROL_CHARACTER.test(tls.caFile)) {
+    at(
+      'tls.caFile',
+      tls.caFile,
+      'invalid caFile: the path contains a control character; give the path of a PEM file',
+      ['tls', 'caFile'],
+    );
+  }
+  const serverNameProblem =
+    tls && !skipped('tls', 'serverName') ? describeServerNameProblem(tls.serverName) : undefined;
+  if (serverNameProblem) {
+    at('tls.serverName', tls?.serverName, serverNameProblem, ['tls', 'serverName']);
+  }
   const passive = upstream.passiveHealth;
   if (passive && !skipped('passiveHealth') && passive.maxEjectionMs < passive.baseEjectionMs) {
     at(
@@ -239,6 +253,26 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
   });
 }
 
+/** C0 control characters and DEL. */
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Returns why `tls.serverName` cannot name the TLS server, or undefined when it is empty, a
+ * DNS name or an IP address. The proxy sends it as SNI and checks the certificate against it.
+ */
+function describeServerNameProblem(serverName: string): string | undefined {
+  if (serverName === '' || isIP(serverName) !== 0) return undefined;
+  const name = serverName.toLowerCase();
+  if (!name.startsWith('*.') && !name.startsWith('[') && describeHostProblem(name) === undefined) {
+    return undefined;
+  }
+  return (
+    'invalid serverName; use the DNS name that the certificate names, such as ' +
+    'api.internal, without a port or wildcard' +
+    punycodeHint(serverName)
+  );
+}
+
 /** Returns why the hash key of an upstream is invalid, or undefined when it is valid. */
 export function describeHashOnProblem(
   balancer: string | undefined,
@@ -259,10 +293,20 @@ export function describeHashOnProblem(
   return 'invalid hashOn; use header:NAME, cookie:NAME or client-address';
 }
 
-/** Returns a target URL with its password replaced by `***`, for messages. */
+/**
+ * Returns a target URL for messages, with the password of its user information replaced by
+ * `***`, and with all of it replaced when it has no `:`, because a user name alone is often a
+ * token (`https://TOKEN@host`). A query or fragment, which may carry a key, becomes `?***`
+ * or `#***`.
+ */
 export function redactTargetUrl(raw: string): string {
-  // A regular expression, not URL, because a URL that does not parse may still carry a password.
-  return raw.replace(/^([^:/?#]*:\/\/[^/?#@:]*):[^/?#]*@/, '$1:***@');
+  // Regular expressions, not URL, because a URL that does not parse may still carry a secret.
+  // The last "@" before the path ends the user information, as URL parsers read it.
+  const redacted = raw.replace(/^([^:/?#]*:\/\/)([^/?#]*)@/, (_, scheme: string, user: string) => {
+    const colon = user.indexOf(':');
+    return colon === -1 ? `${scheme}***@` : `${scheme}${user.slice(0, colon)}:***@`;
+  });
+  return redacted.replace(/([?#]).*$/s, '$1***');
 }
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */
@@ -574,6 +618,8 @@ function findUnknownMethodWarnings(
     route.methods.forEach((method, methodIndex) => {
       const path = ['routes', index, 'methods', methodIndex];
       if (skip(path) || PARSED_METHODS.has(method.toUpperCase())) return;
+      // An invalid method is an error already, so a warning about it would repeat the value.
+      if (!METHOD_PATTERN.test(method.toUpperCase())) return;
       const suggestion = suggestName(method.toUpperCase(), PARSED_METHODS);
       const hint =
         suggestion === undefined

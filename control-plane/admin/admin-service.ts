@@ -72,23 +72,26 @@ export class AdminApi {
   #fleetRead: { startedAtMs: number; shared: Promise<SharedRead> } | undefined;
   /** Unreadable records already logged, as replica/proxy, so a poll logs each once. */
   readonly #loggedUnreadable = new Set<string>();
+  /** Settles when the last write queued by `#serialized` has finished. */
+  #lastWrite: Promise<unknown> = Promise.resolve();
 
   constructor(deps: AdminDependencies) {
     this.#deps = deps;
     this.#logger = deps.logger.child({ component: 'admin' });
   }
 
-  async apply(request: ApplyRequest): Promise<ApplyResponse> {
+  /** Applies `request`. `cancelled` returns true once the client gave up on the call. */
+  async apply(request: ApplyRequest, cancelled = () => false): Promise<ApplyResponse> {
     const epoch = await this.#deps.store.epoch();
     let unreadable: UnreadableKey[] = [];
-    const { plan, revision, committedAtMs } = await this.#commitPlanned(
-      request.ifVersion,
-      request.dryRun,
-      (stored) => {
+    const commit = () =>
+      this.#commitPlanned(request.ifVersion, request.dryRun, (stored) => {
         unreadable = stored.unreadable ?? [];
         return planApply(this.#deps.prefix, stored, request, request.prune);
-      },
-    );
+      });
+    const { plan, revision, committedAtMs } = request.dryRun
+      ? await commit()
+      : await this.#serialized(commit, cancelled);
     const committed = committedAtMs > 0;
     if (committed) {
       this.#deps.commitTimes.record(epoch, revision, committedAtMs);
@@ -107,7 +110,8 @@ export class AdminApi {
     };
   }
 
-  async delete(request: DeleteRequest): Promise<DeleteResponse> {
+  /** Deletes one resource. `cancelled` returns true once the client gave up on the call. */
+  async delete(request: DeleteRequest, cancelled = () => false): Promise<DeleteResponse> {
     if (request.kind !== 'route' && request.kind !== 'upstream') {
       throw new LoomError(
         'LOOM_INVALID_ARGUMENT',
@@ -117,13 +121,13 @@ export class AdminApi {
     const kind = request.kind;
     const epoch = await this.#deps.store.epoch();
     let unreadable: UnreadableKey[] = [];
-    const { plan, revision, committedAtMs } = await this.#commitPlanned(
-      request.ifVersion,
-      false,
-      (stored) => {
-        unreadable = stored.unreadable ?? [];
-        return planDelete(this.#deps.prefix, stored, kind, request.name);
-      },
+    const { plan, revision, committedAtMs } = await this.#serialized(
+      () =>
+        this.#commitPlanned(request.ifVersion, false, (stored) => {
+          unreadable = stored.unreadable ?? [];
+          return planDelete(this.#deps.prefix, stored, kind, request.name);
+        }),
+      cancelled,
     );
     this.#deps.commitTimes.record(epoch, revision, committedAtMs);
     this.#logger.info({ version: revision, kind, name: request.name }, 'delete committed');
@@ -223,6 +227,28 @@ export class AdminApi {
       { replica, proxyId: proxy, value: value.slice(0, 200) },
       'shared proxy record not decoded',
     );
+  }
+
+  /**
+   * Runs `write` once every write that this process queued before it has finished, whether it
+   * failed or not. Concurrent applies to one control plane then read, plan and commit one after
+   * another instead of failing each other's store condition, which only `MAX_PLAN_ATTEMPTS`
+   * retries would absorb. Writes through other replicas still meet the condition and retry.
+   */
+  #serialized<T>(write: () => Promise<T>, cancelled: () => boolean): Promise<T> {
+    const result = this.#lastWrite.then(() => {
+      // A client that gave up while its write waited must not have it committed later.
+      if (cancelled()) {
+        throw new LoomError(
+          'LOOM_UNAVAILABLE',
+          'the call was cancelled or timed out while earlier writes ran; nothing was written',
+          { retryable: true },
+        );
+      }
+      return write();
+    });
+    this.#lastWrite = result.catch(() => undefined);
+    return result;
   }
 
   /**
@@ -351,7 +377,10 @@ export function createAdminService(
   authorize: AdminAuthorizer = () => undefined,
 ): UntypedServiceImplementation {
   const unary =
-    <Req, Res>(permission: Permission, handler: (request: Req) => Promise<Res> | Res) =>
+    <Req, Res>(
+      permission: Permission,
+      handler: (request: Req, cancelled: () => boolean) => Promise<Res> | Res,
+    ) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const denied = authorize(call, permission);
       if (denied !== undefined) {
@@ -359,7 +388,7 @@ export function createAdminService(
         return;
       }
       Promise.resolve()
-        .then(() => handler(call.request))
+        .then(() => handler(call.request, () => call.cancelled))
         .then(
           (response) => callback(null, response),
           (error: unknown) => {
@@ -369,9 +398,9 @@ export function createAdminService(
         );
     };
   return {
-    apply: unary('write', (request: ApplyRequest) => api.apply(request)),
+    apply: unary('write', (request: ApplyRequest, cancelled) => api.apply(request, cancelled)),
     getConfig: unary('read', () => api.getConfig()),
-    delete: unary('write', (request: DeleteRequest) => api.delete(request)),
+    delete: unary('write', (request: DeleteRequest, cancelled) => api.delete(request, cancelled)),
     status: unary('read', (request: StatusRequest) => api.status(request)),
   };
 }

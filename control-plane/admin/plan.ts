@@ -1,6 +1,11 @@
 import { ConfigError, LoomError, type ConfigIssue } from '../../common/errors.js';
 import { normalizeRoute, normalizeUpstream } from '../../config/normalize.js';
-import { NAME_PATTERN } from '../../config/schema.js';
+import { ConfigFileSchema } from '../../config/schema.js';
+import {
+  describeSchemaIssues,
+  describeSchemaProblem,
+  parseWithSchema,
+} from '../../config/schema-issues.js';
 import { validateConfig } from '../../config/validate.js';
 import type { Change } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
@@ -46,9 +51,9 @@ export function planApply(
   declared: { routes: Route[]; upstreams: Upstream[] },
   prune: boolean,
 ): Plan {
+  rejectSchemaViolations(declared);
   const routes = declared.routes.map(normalizeRoute);
   const upstreams = declared.upstreams.map(normalizeUpstream);
-  rejectInvalidNames(routes, upstreams);
 
   // Values written by an older release, or straight into the store, may spell the stored form
   // differently. Normalised values are compared, so such a value is no change by itself and is
@@ -164,22 +169,20 @@ function markStoredOrigin(issue: ConfigIssue, kind: ResourceKind, name: string):
   };
 }
 
-function rejectInvalidNames(routes: Route[], upstreams: Upstream[]): void {
-  const issues: ConfigIssue[] = [];
-  const check = (kind: ResourceKind, resource: { name: string }) => {
-    if (!NAME_PATTERN.test(resource.name)) {
-      issues.push({
-        kind,
-        name: resource.name,
-        field: 'name',
-        value: resource.name,
-        message: 'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit',
-      });
-    }
-  };
-  routes.forEach((route) => check('route', route));
-  upstreams.forEach((upstream) => check('upstream', upstream));
-  if (issues.length > 0) throw new ConfigError(issues);
+/**
+ * Rejects declared routes and upstreams that break the schema of config files: names, number
+ * ranges, allowed values and required lists. loomctl checks files against the same schema, but
+ * any other gRPC client reaches the admin API without those checks.
+ */
+function rejectSchemaViolations(declared: { routes: Route[]; upstreams: Upstream[] }): void {
+  // The file form leaves unset optional fields out, where the protocol form has undefined.
+  const data: unknown = JSON.parse(
+    JSON.stringify({ upstreams: declared.upstreams, routes: declared.routes }),
+  );
+  const result = parseWithSchema(ConfigFileSchema, data);
+  if (result.success) return;
+  const problems = describeSchemaIssues(result.error.issues, data);
+  throw new ConfigError(problems.map((problem) => describeSchemaProblem(data, problem)));
 }
 
 function duplicateIssues(resources: { name: string }[], kind: ResourceKind): ConfigIssue[] {

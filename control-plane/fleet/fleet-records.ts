@@ -1,7 +1,9 @@
 import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 import {
   byId,
+  clipText,
   firstAckAt,
+  MAX_NACK_ERROR_LENGTH,
   type AckRecord,
   type ProxyState,
   type VersionRef,
@@ -25,11 +27,11 @@ export interface SharedProxy {
 }
 
 /**
- * Maximum length in characters of the address and the nack error in a shared record. Longer
- * ones are cut and end in "...". The proxy id has at most 253 characters, so a record stays
- * within a few KiB.
+ * Maximum length in characters of the address in a shared record. Longer ones are cut and end
+ * in "...", as the registry cuts nack errors. The proxy id has at most 253 characters, so a
+ * record stays within a few KiB.
  */
-export const MAX_SHARED_TEXT = 1_024;
+export const MAX_SHARED_TEXT = MAX_NACK_ERROR_LENGTH;
 
 /** Encodes a proxy's state and recent acks as the JSON value of its shared record. */
 export function encodeSharedProxy(shared: SharedProxy): string {
@@ -37,13 +39,9 @@ export function encodeSharedProxy(shared: SharedProxy): string {
   return JSON.stringify({
     format: RECORD_FORMAT,
     controlPlane: shared.controlPlane,
-    state: { ...shared.state, address: clip(address), nackError: clip(nackError) },
+    state: { ...shared.state, address: clipText(address), nackError: clipText(nackError) },
     acks: shared.acks.slice(-SHARED_ACKS),
   });
-}
-
-function clip(text: string): string {
-  return text.length <= MAX_SHARED_TEXT ? text : `${text.slice(0, MAX_SHARED_TEXT - 3)}...`;
 }
 
 const STRING_FIELDS = ['id', 'address', 'ackedEpoch', 'nackedEpoch', 'nackError', 'fallbackEpoch'];

@@ -4,6 +4,19 @@ import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 export const ACK_HISTORY_LIMIT = 64;
 
 /**
+ * Maximum length in characters of a nack error that the registry keeps, the limit of the nack
+ * errors that a proxy's hello repeats. A proxy may send an error of any size, such as one line
+ * per upstream of a snapshot, and every status call would return all of it.
+ */
+export const MAX_NACK_ERROR_LENGTH = 1_024;
+
+/** Returns `text` cut to `MAX_NACK_ERROR_LENGTH` characters, ending in "..." when cut. */
+export function clipText(text: string): string {
+  if (text.length <= MAX_NACK_ERROR_LENGTH) return text;
+  return `${text.slice(0, MAX_NACK_ERROR_LENGTH - 3)}...`;
+}
+
+/**
  * How long a proxy stays listed after its last stream closed, in milliseconds: a day, so that
  * `status` still shows a proxy that died overnight.
  */
@@ -227,7 +240,7 @@ export class ProxyRegistry {
 
     record.nackedEpoch = epoch;
     record.nackedVersion = version;
-    record.nackError = error;
+    record.nackError = clipText(error);
     record.nackInstanceId = record.instanceId;
     record.lastSeenMs = Date.now();
     this.#changed(id);

@@ -23,7 +23,7 @@ import type { SnapshotCache } from '../snapshot/snapshot-cache.js';
 import { AcceptedSnapshot } from './accepted-snapshot.js';
 import type { StreamAdmission } from './admission.js';
 import { chooseFallback, type VersionMark } from './fallback.js';
-import type { ProxyRegistry, ProxyStream } from './proxy-registry.js';
+import { clipText, type ProxyRegistry, type ProxyStream } from './proxy-registry.js';
 
 /**
  * The generated definition with one change: responses are written as
@@ -274,7 +274,13 @@ class ProxySession {
     this.#rememberNack(nack.epoch, nack.version);
     this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
     this.#logger.warn(
-      { proxyId: this.#proxyId, epoch: nack.epoch, version: nack.version, error: nack.error },
+      {
+        proxyId: this.#proxyId,
+        epoch: nack.epoch,
+        version: nack.version,
+        error: clipText(nack.error),
+        errorLength: nack.error.length,
+      },
       'version nacked',
     );
     // Another replica, or this one before a restart, may have recorded a newer accepted

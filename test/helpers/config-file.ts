@@ -21,3 +21,12 @@ export function writeUsersConfig(
   writeFileSync(file, lines.join('\n') + '\n');
   return file;
 }
+
+/** Ten levels of aliases, each a list of ten of the one before: 10^10 strings when expanded. */
+export const ALIAS_BOMB = [
+  'a: &a ["x","x","x","x","x","x","x","x","x","x"]',
+  ...'bcdefghij'.split('').map((name, index) => {
+    const previous = 'abcdefghij'[index];
+    return `${name}: &${name} [${Array(10).fill(`*${previous}`).join(',')}]`;
+  }),
+].join('\n');

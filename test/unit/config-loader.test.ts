@@ -249,6 +249,23 @@ describe('host and target messages', () => {
       assert.match(String(issues[0].value), /^http:\/\/admin:\*\*\*@/);
     }
   });
+
+  test('target secrets are redacted', () => {
+    const cases = [
+      ['https://s3cret@127.0.0.1:9', 'https://***@127.0.0.1:9'],
+      ['http://admin%3As3cret@127.0.0.1:9', 'http://***@127.0.0.1:9'],
+      ['http://admin:s3cret@x@127.0.0.1:9', 'http://admin:***@127.0.0.1:9'],
+      ['http://127.0.0.1:9/?key=s3cret', 'http://127.0.0.1:9/?***'],
+      ['http://127.0.0.1:9/#s3cret', 'http://127.0.0.1:9/#***'],
+    ];
+    for (const [url, shown] of cases) {
+      const text = `upstreams:\n  - name: u\n    targets: [{url: "${url}"}]\n`;
+      const issues = issuesOf(text);
+      assert.equal(issues.length, 1, url);
+      assert.doesNotMatch(formatConfigIssue(issues[0]), /s3cret/);
+      assert.equal(issues[0].value, shown);
+    }
+  });
 });
 
 describe('zero weight warning', () => {

@@ -129,6 +129,107 @@ describe('schema messages', () => {
     ]);
   });
 
+  test('numbers beyond a double name the bound', () => {
+    const lines = linesOf(`upstreams:
+  - name: users
+    targets: [{url: "http://127.0.0.1:9001", weight: 1e309}]
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:3: upstream "users" targets[0].weight: out of range; expected an integer ' +
+        'from 0 to 10000, got a number beyond the range of a double (got "Infinity")',
+    ]);
+  });
+
+  test('unsafe integer is one issue', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: users
+    maxRequestBodyBytes: 9007199254740993
+    timeouts: {connectMs: 9007199254740993}
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:8: route "r" maxRequestBodyBytes: out of range; expected an integer of at ' +
+        'least 0, at most 9007199254740991 (2^53 - 1); larger numbers lose precision when ' +
+        'read (got 9007199254740992)',
+      'loom.yaml:9: route "r" timeouts.connectMs: out of range; expected an integer from 0 ' +
+        'to 86400000 (got 9007199254740992)',
+    ]);
+  });
+
+  test('TLS names and files are checked', () => {
+    const lines = linesOf(`upstreams:
+  - name: users
+    targets: [{url: "https://127.0.0.1:9001"}]
+    tls: {caFile: "/tmp/ca\\n.pem", serverName: "*.example.com"}
+  - name: orders
+    targets: [{url: "https://127.0.0.1:9002"}]
+    tls: {serverName: "Orders.Internal"}
+  - name: by-address
+    targets: [{url: "https://127.0.0.1:9003"}]
+    tls: {serverName: "10.0.0.1"}
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:4: upstream "users" tls.caFile: invalid caFile: the path contains a control ' +
+        'character; give the path of a PEM file (got "/tmp/ca\\n.pem")',
+      'loom.yaml:4: upstream "users" tls.serverName: invalid serverName; use the DNS name ' +
+        'that the certificate names, such as api.internal, without a port or wildcard ' +
+        '(got "*.example.com")',
+    ]);
+  });
+
+  test('unknown YAML tag is an error', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: !!js/function users
+`);
+    assert.deepEqual(lines, [
+      'loom.yaml:7:15: (syntax): invalid YAML or JSON: Unresolved tag: ' +
+        'tag:yaml.org,2002:js/function; remove the tag, because config values are plain ' +
+        'strings, numbers, lists and mappings',
+    ]);
+  });
+
+  test('YAML 1.1 tags name their type', () => {
+    const lines = linesOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: !!binary dXNlcnM=
+    methods: !!set {GET}
+    hosts: [!!timestamp 2001-12-14]
+`);
+    assert.equal(lines.length, 3, lines.join('\n'));
+    assertHas(
+      lines,
+      /route "r" upstream: invalid type: expected a string, got binary data \(!!binary\)/,
+    );
+    assertHas(
+      lines,
+      /route "r" methods: invalid type: expected a list of strings, got a set \(!!set\)/,
+    );
+    assertHas(
+      lines,
+      /route "r" hosts\[0\]: invalid type: expected a string, got a timestamp \(!!timestamp\)/,
+    );
+  });
+
+  test('invalid method is no warning', () => {
+    const error = rejectionOf(`${UPSTREAM}routes:
+  - name: r
+    paths: [/r]
+    upstream: users
+    methods: ["GE T", FETCH]
+`);
+    assert.deepEqual(error.issues.map(formatConfigIssue), [
+      'loom.yaml:8: route "r" methods[0]: invalid method; use a token such as GET or POST (got "GE T")',
+    ]);
+    assert.deepEqual(
+      error.warnings.map((warning) => warning.field),
+      ['methods[1]'],
+    );
+  });
+
   test('header set points into the value', () => {
     const lines = linesOf(`${UPSTREAM}routes:
   - name: r

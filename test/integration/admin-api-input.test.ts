@@ -1,0 +1,280 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { credentials, Metadata, status } from '@grpc/grpc-js';
+
+import { AdminClient } from '../../cli/admin-client.js';
+import { ConfigError, type LoomError } from '../../common/errors.js';
+import { AdminServiceClient, type ApplyRequest } from '../../proto/gen/loom/v1/admin.js';
+import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
+import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
+
+function upstream(name: string, fields: Partial<Upstream> = {}): Upstream {
+  return { name, targets: [{ url: 'http://127.0.0.1:9001', weight: 1 }], ...fields };
+}
+
+function route(name: string, fields: Partial<Route> = {}): Route {
+  return { name, hosts: [], paths: [`/${name}`], methods: [], upstream: 'users', ...fields };
+}
+
+function request(fields: Partial<ApplyRequest>): ApplyRequest {
+  return {
+    routes: [],
+    upstreams: [],
+    prune: false,
+    dryRun: false,
+    includeValues: false,
+    ...fields,
+  };
+}
+
+/**
+ * Values that the protocol carries but config files may not have, sent by a gRPC client that
+ * skips loomctl's checks, with the field and the message part that the rejection must contain.
+ */
+const INVALID: { label: string; request: ApplyRequest; field: string; message: RegExp }[] = [
+  {
+    label: 'weight above 10000',
+    request: request({
+      upstreams: [
+        upstream('w', { targets: [{ url: 'http://127.0.0.1:9002', weight: 2 ** 32 - 1 }] }),
+      ],
+    }),
+    field: 'targets[0].weight',
+    message: /from 0 to 10000/,
+  },
+  {
+    label: 'retries above 5',
+    request: request({ routes: [route('retries', { retries: 4_000_000_000 })] }),
+    field: 'retries',
+    message: /from 0 to 5/,
+  },
+  {
+    label: 'timeout above one day',
+    request: request({
+      routes: [
+        route('timeout', {
+          timeouts: { connectMs: 4_000_000_000, responseHeaderMs: 0, idleBodyMs: 0 },
+        }),
+      ],
+    }),
+    field: 'timeouts.connectMs',
+    message: /from 0 to 86400000/,
+  },
+  {
+    label: 'health check interval 0',
+    request: request({
+      upstreams: [
+        upstream('checked', {
+          healthCheck: {
+            path: '/healthz',
+            intervalMs: 0,
+            timeoutMs: 1000,
+            healthyThreshold: 1,
+            unhealthyThreshold: 1,
+          },
+        }),
+      ],
+    }),
+    field: 'healthCheck.intervalMs',
+    message: /from 1 to 86400000/,
+  },
+  {
+    label: 'passive health threshold 0',
+    request: request({
+      upstreams: [
+        upstream('passive', {
+          passiveHealth: { consecutiveFailures: 0, baseEjectionMs: 1000, maxEjectionMs: 1000 },
+        }),
+      ],
+    }),
+    field: 'passiveHealth.consecutiveFailures',
+    message: /from 1 to 1000/,
+  },
+  {
+    label: 'unknown balancer',
+    request: request({ upstreams: [upstream('random', { balancer: 'random' })] }),
+    field: 'balancer',
+    message: /"round-robin", "least-request", "hash"/,
+  },
+  {
+    label: 'upstream without targets',
+    request: request({ upstreams: [upstream('empty', { targets: [] })] }),
+    field: 'targets',
+    message: /at least one target/,
+  },
+  {
+    label: 'route without paths',
+    request: request({ routes: [route('pathless', { paths: [] })] }),
+    field: 'paths',
+    message: /at least one path/,
+  },
+  {
+    label: 'control character in caFile',
+    request: request({
+      upstreams: [
+        upstream('ca', {
+          tls: { caFile: '/tmp/\u001b[31mca.pem', serverName: '', insecureSkipVerify: false },
+        }),
+      ],
+    }),
+    field: 'tls.caFile',
+    message: /control character/,
+  },
+  {
+    label: 'serverName with a port',
+    request: request({
+      upstreams: [
+        upstream('sni', {
+          tls: { caFile: '', serverName: 'api.internal:443', insecureSkipVerify: false },
+        }),
+      ],
+    }),
+    field: 'tls.serverName',
+    message: /without a port or wildcard/,
+  },
+  {
+    label: 'name with a slash',
+    request: request({ routes: [route('../upstreams/users')] }),
+    field: 'name',
+    message: /letters, digits/,
+  },
+];
+
+describe('admin API input checks', { timeout: 60_000 }, () => {
+  let setup: EtcdBackedFleet;
+  let client: AdminClient;
+
+  before(async () => {
+    setup = await startEtcdFleet({ proxies: 0 });
+    client = new AdminClient(setup.fleet.controlPlane);
+    await client.apply(request({ upstreams: [upstream('users')] }));
+  });
+
+  after(async () => {
+    client?.close();
+    await setup?.stop();
+  });
+
+  for (const { label, request: sent, field, message } of INVALID) {
+    test(`apply rejects ${label}`, async () => {
+      const before = await client.getConfig();
+      const keysBefore = await setup.client.getAll().prefix('/loom/').strings();
+      const error = await client.apply(sent).then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+      assert.equal(error.issues[0]?.field, field, JSON.stringify(error.issues));
+      assert.match(error.issues[0].message, message);
+
+      const afterwards = await client.getConfig();
+      assert.equal(afterwards.version, before.version, 'the store changed');
+      assert.deepEqual(afterwards.upstreams, before.upstreams);
+      assert.deepEqual(afterwards.routes, before.routes);
+      assert.deepEqual(await setup.client.getAll().prefix('/loom/').strings(), keysBefore);
+    });
+  }
+
+  test('target secrets stay out of errors', async () => {
+    const urls = [
+      'http://user:s3cret-a@127.0.0.1:9002',
+      'https://s3cret-b@127.0.0.1:9002',
+      'http://127.0.0.1:9002/?key=s3cret-c',
+    ];
+    for (const url of urls) {
+      const sent = request({ upstreams: [upstream('secret', { targets: [{ url, weight: 1 }] })] });
+      const error = await client.apply(sent).then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+      assert.equal(error.issues[0]?.field, 'targets[0].url');
+      assert.doesNotMatch(error.message, /s3cret/, url);
+      assert.doesNotMatch(JSON.stringify(error.issues), /s3cret/, url);
+    }
+    assert.doesNotMatch(setup.fleet.logs(), /s3cret/);
+  });
+
+  test('concurrent applies all commit', async () => {
+    const names = Array.from({ length: 12 }, (_, index) => `parallel-${index}`);
+    const results = await Promise.allSettled(
+      names.map((name) => client.apply(request({ upstreams: [upstream(name)] }))),
+    );
+    const failures = results.filter((result) => result.status === 'rejected');
+    assert.deepEqual(failures, []);
+    const versions = results.map((result) =>
+      result.status === 'fulfilled' ? result.value.version : 0,
+    );
+    assert.equal(new Set(versions).size, names.length, `versions ${versions.join(', ')}`);
+    const stored = (await client.getConfig()).upstreams.map((item) => item.name);
+    for (const name of names) assert.ok(stored.includes(name), `${name} is not stored`);
+  });
+
+  test('concurrent if-version applies commit once', async () => {
+    const { version } = await client.getConfig();
+    const names = Array.from({ length: 6 }, (_, index) => `guarded-${index}`);
+    const results = await Promise.allSettled(
+      names.map((name) =>
+        client.apply(request({ upstreams: [upstream(name)], ifVersion: version })),
+      ),
+    );
+    const committed = results.filter((result) => result.status === 'fulfilled');
+    assert.equal(committed.length, 1, JSON.stringify(results));
+    for (const result of results) {
+      if (result.status === 'fulfilled') continue;
+      const error = result.reason as LoomError;
+      assert.equal(error.code, 'LOOM_VERSION_CONFLICT', error.message);
+    }
+    const stored = (await client.getConfig()).upstreams.filter((item) =>
+      item.name.startsWith('guarded-'),
+    );
+    assert.equal(stored.length, 1);
+  });
+
+  test('queued write of a timed-out call is dropped', async () => {
+    // A raw client, because AdminClient gives every apply a 30 s deadline.
+    const raw = new AdminServiceClient(setup.fleet.controlPlane, credentials.createInsecure());
+    const rawApply = (sent: ApplyRequest, deadlineMs: number) =>
+      new Promise<void>((resolve, reject) => {
+        const deadline = new Date(Date.now() + deadlineMs);
+        raw.apply(sent, new Metadata(), { deadline }, (error) =>
+          error ? reject(error) : resolve(),
+        );
+      });
+    setup.etcd.freeze();
+    let thawed = false;
+    try {
+      // The first apply holds the write queue while etcd does not answer.
+      const first = client.apply(request({ upstreams: [upstream('queue-first')] })).then(
+        () => 'committed',
+        (error: unknown) => String(error),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const gaveUp = await rawApply(request({ upstreams: [upstream('gave-up')] }), 1_000).then(
+        () => 'committed',
+        (error: { code?: number }) => error.code,
+      );
+      assert.equal(gaveUp, status.DEADLINE_EXCEEDED);
+      setup.etcd.thaw();
+      thawed = true;
+      await first;
+      // This apply queues behind the one that gave up, so its turn has passed when it returns.
+      await client.apply(request({ upstreams: [upstream('queue-last')] }));
+      const stored = (await client.getConfig()).upstreams.map((item) => item.name);
+      assert.ok(stored.includes('queue-last'), stored.join(', '));
+      assert.ok(!stored.includes('gave-up'), 'the apply that timed out was committed later');
+    } finally {
+      if (!thawed) setup.etcd.thaw();
+      raw.close();
+    }
+  });
+
+  test('apply with --dry-run rejects the same values', async () => {
+    const error = await client.apply({ ...INVALID[0].request, dryRun: true }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+  });
+});
