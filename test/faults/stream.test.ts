@@ -269,7 +269,8 @@ describe('snapshot stream faults', { timeout: 150_000 }, () => {
     });
     try {
       await assert.rejects(applyConfig(address, fixtureConfig(upstream.port, 200)), (error) => {
-        assert.match(String(error), /larger than max/);
+        assert.match(String(error), /over the limit of 4096 bytes/);
+        assert.match(String(error), /raise --max-message-bytes/);
         return true;
       });
       assert.ok((await applyConfig(address, fixtureConfig(upstream.port, 1))) > 0);
