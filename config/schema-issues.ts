@@ -242,7 +242,9 @@ export function describeSchemaProblem(
   problem: SchemaProblem,
 ): Omit<ConfigIssue, 'file' | 'line'> {
   const [list, index, ...rest] = problem.path;
-  const kind = list === 'routes' ? 'route' : list === 'upstreams' ? 'upstream' : undefined;
+  let kind: 'route' | 'upstream' | undefined;
+  if (list === 'routes') kind = 'route';
+  else if (list === 'upstreams') kind = 'upstream';
   const isResource = kind !== undefined && typeof index === 'number';
   const field = isResource
     ? formatField(rest) || '(resource)'
@@ -277,11 +279,13 @@ function shownValue(value: unknown): unknown {
 
 /** Formats a document path as messages name a field: `routes[0].paths`. */
 export function formatField(path: ConfigPath): string {
-  return path
-    .map((part, index) =>
-      typeof part === 'number' ? `[${part}]` : index === 0 ? part : `.${part}`,
-    )
-    .join('');
+  let text = '';
+  for (const [index, part] of path.entries()) {
+    if (typeof part === 'number') text += `[${part}]`;
+    else if (index === 0) text += part;
+    else text += `.${part}`;
+  }
+  return text;
 }
 
 /** Returns the value at `path` in parsed YAML or JSON, or undefined. */

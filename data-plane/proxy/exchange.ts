@@ -28,7 +28,7 @@ import type { TrustedProxies } from './trusted-proxies.js';
 import { forwardedPath } from './upstream-request.js';
 
 /**
- * What the proxy does with a request whose path contains `%2F` (or `%2f`), an escaped slash.
+ * Action of the proxy on a request whose path contains `%2F` (or `%2f`), an escaped slash.
  * `keep` routes and forwards it as data inside its segment. `reject` responds with 400
  * `escaped_slash`, because an upstream that decodes `%2F` before routing would see other
  * segments than the router matched.

@@ -2,10 +2,10 @@ import type { Router } from '../router/types.js';
 import type { RouteBinding } from '../table.js';
 
 /**
- * The action that Max-Forwards (RFC 9110 section 7.6.2) requires of the proxy for one request. The header
- * applies to OPTIONS and TRACE only: `forward` carries the value to send upstream (undefined
- * when the request has none or uses another method), `last-hop` means the value is 0 and the
- * proxy responds itself, and `invalid` means the value is not a decimal integer.
+ * Action that Max-Forwards (RFC 9110 section 7.6.2) requires of the proxy for one request. The
+ * header applies to OPTIONS and TRACE only. `forward` carries the value to send upstream, or
+ * undefined when the request has none or uses another method. `last-hop` means the value is 0
+ * and the proxy responds itself. `invalid` means the value is not a decimal integer.
  */
 export type MaxForwards =
   | { kind: 'forward'; value: string | undefined }

@@ -109,8 +109,8 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * repeated Content-Length.
  *
  * An Expect value other than `100-continue` gets 417 without forwarding, on every path that
- * Node.js hands such a request to. OPTIONS and TRACE forward Max-Forwards decremented by one;
- * at 0 the proxy responds to OPTIONS with 200 and `Allow` and to TRACE with 405 (see
+ * Node.js hands such a request to. OPTIONS and TRACE forward Max-Forwards decremented by one.
+ * At 0 the proxy responds itself: 200 with `Allow` to OPTIONS, 405 to TRACE (see
  * `respondAtLastHop`).
  *
  * Failures become JSON bodies `{"error", "message", "route"?}`: 503 `no_configuration`,

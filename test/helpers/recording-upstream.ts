@@ -5,7 +5,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 const WAIT_MS = 5_000;
 
 /**
- * A raw HTTP/1.1 upstream that records the request line of every request. It responds with 101
+ * Starts a raw HTTP/1.1 upstream that records the request line of every request. It responds with 101
  * to a request with an Upgrade header and with 200 to any other, and closes each connection
  * after the response. The recorded line is exactly what the proxy wrote on the wire.
  */

@@ -245,7 +245,7 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
     setup.etcd.freeze();
     let thawed = false;
     try {
-      // The first apply holds the write queue while etcd does not answer.
+      // The first apply keeps the write queue busy while etcd does not respond.
       const first = client.apply(request({ upstreams: [upstream('queue-first')] })).then(
         () => 'committed',
         (error: unknown) => String(error),
