@@ -65,8 +65,12 @@ for (const store of ['embedded', 'etcd'] as const) {
     test('same instance replaces held stream', async () => {
       assert.equal(linesOf(cp, 'proxy connected', 'p1').length, 1, ws.logs());
       assert.equal(relay.orphanOpen(), 1);
+      // The control plane logs the replacement before the new stream's connect line.
       await waitFor('the control plane to replace the stream of p1', 20_000, async () => {
-        return linesOf(cp, REPLACED, 'p1').length === 1;
+        return (
+          linesOf(cp, REPLACED, 'p1').length === 1 &&
+          linesOf(cp, 'proxy connected', 'p1').length === 2
+        );
       });
 
       const connected = linesOf(cp, 'proxy connected', 'p1');
