@@ -1,4 +1,5 @@
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { CallCredentials, Permission } from '../../common/auth.js';
 import { LoomError } from '../../common/errors.js';
@@ -44,8 +45,17 @@ interface SharedRead {
   unreadable: number;
 }
 
-/** How often an apply without `if_version` re-plans after a concurrent write. */
-const MAX_PLAN_ATTEMPTS = 3;
+/**
+ * How often an apply without `if_version` plans and commits when writes through other replicas
+ * keep changing the store. Writes through this replica queue instead (see `#serialized`).
+ */
+const MAX_PLAN_ATTEMPTS = 8;
+/**
+ * Upper bound of the random wait before the next attempt, in milliseconds, times the attempt
+ * number. Replicas that lost to each other's commit then retry at different moments instead of
+ * meeting again.
+ */
+const REPLAN_JITTER_MS = 25;
 
 interface AdminDependencies {
   store: Store;
@@ -296,7 +306,10 @@ export class AdminApi {
           error.code === 'LOOM_VERSION_CONFLICT' &&
           ifVersion === undefined &&
           attempt < MAX_PLAN_ATTEMPTS;
-        if (retry) continue;
+        if (retry) {
+          await sleep(Math.random() * REPLAN_JITTER_MS * attempt);
+          continue;
+        }
         if (error instanceof LoomError && error.code === 'LOOM_VERSION_CONFLICT') {
           throw await this.#conflict(ifVersion ?? stored.revision, error);
         }

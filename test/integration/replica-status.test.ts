@@ -90,6 +90,33 @@ describe('status across control-plane replicas', { timeout: 120_000 }, () => {
     await third.process.stop();
   });
 
+  test('concurrent applies through replicas commit', async () => {
+    const { first, second } = replicas;
+    const clients = [new AdminClient(first.address), new AdminClient(second.address)];
+    const names = Array.from({ length: 12 }, (_, index) => `parallel-${index}`);
+    try {
+      const results = await Promise.allSettled(
+        names.map((name, index) =>
+          clients[index % 2].apply({
+            routes: [],
+            upstreams: [{ name, targets: [{ url: 'http://127.0.0.1:9001', weight: 1 }] }],
+            prune: false,
+            dryRun: false,
+            includeValues: false,
+          }),
+        ),
+      );
+      assert.deepEqual(
+        results.filter((result) => result.status === 'rejected'),
+        [],
+      );
+      const stored = (await clients[0].getConfig()).upstreams.map((item) => item.name);
+      for (const name of names) assert.ok(stored.includes(name), `${name} is not stored`);
+    } finally {
+      for (const client of clients) client.close();
+    }
+  });
+
   test('a stopped replica takes its proxies off the others', async () => {
     const { first, second } = replicas;
     await second.process.stop();
