@@ -77,6 +77,10 @@ interface FleetLease {
  * write. It writes the key again as soon as a response shows a newer term. A reader marks
  * the records of a replica whose key carries an older term than the read as unconfirmed:
  * their replica has not shown itself alive since the election.
+ *
+ * NOTE: raft terms start again low after etcd is wiped or restored from a backup. A restored
+ * replica key of a stopped replica can then carry a higher term than the new history, and its
+ * records count as confirmed until their lease expires, as they did before the replica key.
  */
 export class EtcdFleet implements FleetStore {
   readonly #context: EtcdFleetContext;
