@@ -11,6 +11,7 @@ export type ProxyErrorCode =
   | 'payload_too_large'
   | 'expectation_failed'
   | 'request_header_fields_too_large'
+  | 'request_timeout'
   | 'not_implemented'
   | 'http_version_not_supported'
   | 'upstream_unavailable'
@@ -105,6 +106,26 @@ export const PROXY_ERRORS = {
     status: 501,
     error: 'not_implemented',
     message: 'the only transfer coding the proxy accepts is chunked',
+  },
+  unparsableRequest: {
+    status: 400,
+    error: 'bad_request',
+    message: 'the request is not valid HTTP/1.1 and cannot be parsed',
+  },
+  requestTimeout: {
+    status: 408,
+    error: 'request_timeout',
+    message: 'the request was not received within the time the proxy allows',
+  },
+  chunkExtensionsTooLarge: {
+    status: 413,
+    error: 'payload_too_large',
+    message: 'the chunk extensions of the request body are larger than the proxy accepts',
+  },
+  requestHeadTooLarge: {
+    status: 431,
+    error: 'request_header_fields_too_large',
+    message: 'the request head is larger or has more header fields than the proxy accepts',
   },
   tooManyHeaders: {
     status: 431,
@@ -231,7 +252,7 @@ export function sendErrorResponse(
   close = false,
 ): number {
   if (res.headersSent) {
-    res.destroy();
+    destroyResponse(res);
     return 0;
   }
   if (res.destroyed) {
@@ -257,6 +278,21 @@ export function sendErrorResponse(
 }
 
 /**
+ * Destroys `res`, so that the client sees it cut. A response still queued behind earlier
+ * pipelined responses has no socket yet, and its connection is destroyed when its turn comes.
+ * Node.js 20 and 22 do that themselves; Node.js 24 writes what the destroyed response buffered
+ * and leaves the connection open, which a client would read as a response still arriving.
+ */
+export function destroyResponse(res: ServerResponse): void {
+  if (res.socket === null) res.once('socket', destroySocket);
+  res.destroy();
+}
+
+function destroySocket(socket: Socket): void {
+  socket.destroy();
+}
+
+/**
  * Writes `error` as a complete HTTP/1.1 response with a JSON body straight to a client socket
  * that Node.js handed over (CONNECT and upgrade requests), then ends the socket. Returns the
  * body bytes written; 0 when the socket was no longer writable and was destroyed instead.
@@ -272,16 +308,29 @@ export function writeRawErrorResponse(
     return 0;
   }
 
+  const { text, length } = rawErrorText(error, route, message);
+  socket.end(text);
+  return length;
+}
+
+/**
+ * Returns `error` as the text of a complete HTTP/1.1 response with a JSON body and
+ * `Connection: close`, with the byte length of its body.
+ */
+export function rawErrorText(
+  error: ProxyError,
+  route?: string,
+  message: string = error.message,
+): { text: string; length: number } {
   const body = errorBody(error, route, message);
   const length = Buffer.byteLength(body);
-  socket.end(
+  const text =
     `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\n` +
-      'content-type: application/json\r\n' +
-      `content-length: ${length}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-  );
-  return length;
+    'content-type: application/json\r\n' +
+    `content-length: ${length}\r\n` +
+    'connection: close\r\n\r\n' +
+    body;
+  return { text, length };
 }
 
 function errorBody(error: ProxyError, route: string | undefined, message: string): string {

@@ -10,6 +10,7 @@ import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelin
 import { resetConnection } from './socket-reset.js';
 import {
   classifyUpstreamError,
+  destroyResponse,
   PROXY_ERRORS,
   sendErrorResponse,
   type ProxyError,
@@ -365,7 +366,7 @@ export class ProxyExchange
       this.#handleUpstreamError(err);
     } catch (failure) {
       this.context.logger.error({ err: failure }, 'proxy error handling failed');
-      this.#res.destroy();
+      destroyResponse(this.#res);
     }
   }
 
@@ -489,7 +490,7 @@ export class ProxyExchange
       if (this.#closeDelimited) {
         resetConnection(this.#socket);
       } else {
-        this.#res.destroy();
+        destroyResponse(this.#res);
       }
       this.reportRequest(this.#status);
       return;

@@ -1,6 +1,7 @@
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.js';
+import { destroyResponse, PROXY_ERRORS, rawErrorText, type ProxyError } from './error-response.js';
 import { LogLimiter } from './log-limiter.js';
 import { resetConnection } from './socket-reset.js';
 
@@ -149,9 +150,9 @@ export class PipelineGuard {
   }
 
   /**
-   * The server's 'clientError' listener. It sends what Node.js sends by default (400, 408 for
-   * ERR_HTTP_REQUEST_TIMEOUT, 413 for HPE_CHUNK_EXTENSIONS_OVERFLOW and 431 for
-   * HPE_HEADER_OVERFLOW, each without a body and with `Connection: close`), but only after
+   * The server's 'clientError' listener. It sends the status Node.js sends by default (400,
+   * 408 for ERR_HTTP_REQUEST_TIMEOUT, 413 for HPE_CHUNK_EXTENSIONS_OVERFLOW and 431 for
+   * HPE_HEADER_OVERFLOW), with a JSON error body and `Connection: close`, but only after
    * the responses still queued on the connection, and then closes it. On a connection that
    * already carries a rejection it sends nothing. A parse error or timeout in a request body
    * that is being read also keeps the responses queued ahead of that request (see `#failBody`).
@@ -227,8 +228,8 @@ export class PipelineGuard {
       }
       // NOTE: a close-delimited response still queued behind another (HTTP/1.0 keep-alive with
       // pipelining) ends with a FIN, because a reset would drop the responses ahead of it.
-      // Node.js destroys the socket once the response's turn comes, so earlier ones are sent.
-      last.destroy();
+      // The socket is destroyed once the response's turn comes, so earlier ones are sent.
+      destroyResponse(last);
       return;
     }
     if (forwarder === undefined) {
@@ -305,8 +306,21 @@ function errorStatus(code: string | undefined): number {
   return 400;
 }
 
+/** The error response to a request that Node.js could not parse or timed out, by status. */
+const CLIENT_ERRORS: Readonly<Record<number, ProxyError>> = {
+  400: PROXY_ERRORS.unparsableRequest,
+  408: PROXY_ERRORS.requestTimeout,
+  413: PROXY_ERRORS.chunkExtensionsTooLarge,
+  431: PROXY_ERRORS.requestHeadTooLarge,
+};
+
+/**
+ * Returns the response to a 'clientError' of `status`, with a JSON body as every other error
+ * of the proxy. Node.js 22 and later report a request with more than `maxHeadersCount` fields
+ * as HPE_HEADER_OVERFLOW, so such a request also gets `request_header_fields_too_large` there.
+ */
 function rawErrorResponse(status: number): string {
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`;
+  return rawErrorText(CLIENT_ERRORS[status] ?? PROXY_ERRORS.unparsableRequest).text;
 }
 
 /**

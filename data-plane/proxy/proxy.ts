@@ -5,7 +5,12 @@ import type { Logger } from '../../common/logger.js';
 import { MAX_TIMER_MS } from '../../common/timers.js';
 import type { RoutingTable } from '../table.js';
 import { ContinueExchange } from './continue-exchange.js';
-import { PROXY_ERRORS, sendErrorResponse, writeRawErrorResponse } from './error-response.js';
+import {
+  destroyResponse,
+  PROXY_ERRORS,
+  sendErrorResponse,
+  writeRawErrorResponse,
+} from './error-response.js';
 import { ProxyExchange, type EscapedSlashAction, type ProxyContext } from './exchange.js';
 import { LogLimiter } from './log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
@@ -116,7 +121,8 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * Failures become JSON bodies `{"error", "message", "route"?}`: 503 `no_configuration`,
  * 404 `route_not_found`, 405 `method_not_allowed` with `Allow`, 400 `bad_request`,
  * 400 `escaped_slash` (only with `escapedSlashes: 'reject'`),
- * 413 `payload_too_large`, 417 `expectation_failed`, 431 `request_header_fields_too_large`,
+ * 408 `request_timeout`, 413 `payload_too_large`, 417 `expectation_failed`,
+ * 431 `request_header_fields_too_large`,
  * 501 `not_implemented`,
  * 505 `http_version_not_supported`, 502 `upstream_unavailable`, 502 `upstream_unreachable`,
  * 504 `upstream_timeout`, 502 `upstream_error` and 500 `internal_error`. The listeners never
@@ -329,6 +335,6 @@ function handleInternalError(context: ProxyContext, res: ServerResponse, err: un
   try {
     sendErrorResponse(res, PROXY_ERRORS.internal);
   } catch {
-    res.destroy();
+    destroyResponse(res);
   }
 }

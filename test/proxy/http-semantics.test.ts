@@ -558,6 +558,7 @@ describe('proxy client limits', () => {
     );
 
     assert.match(response, /^HTTP\/1\.1 431 /);
+    assert.match(response, /"error":"request_header_fields_too_large"/);
   });
 
   it('returns 431 for too many headers', async () => {
@@ -620,6 +621,7 @@ describe('proxy client limits', () => {
     await dripping;
 
     assert.match(client.text(), /^HTTP\/1\.1 408 /);
+    assert.match(client.text(), /"error":"request_timeout"/);
   });
 
   it('closes a connection that never sends a request', async () => {
