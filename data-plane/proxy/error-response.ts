@@ -258,14 +258,17 @@ export function sendErrorResponse(
 
 /**
  * Writes `error` as a complete HTTP/1.1 response with a JSON body straight to a client socket
- * that Node.js handed over (CONNECT and upgrade requests), then ends the socket. Returns the
- * body bytes written; 0 when the socket was no longer writable and was destroyed instead.
+ * that Node.js handed over (CONNECT and upgrade requests), then ends the socket. The head has
+ * the headers of `sendErrorResponse` with `close`, `Allow` included, and the `Date` that
+ * Node.js adds to the others. Returns the body bytes written; 0 when the socket was no longer
+ * writable and was destroyed instead.
  */
 export function writeRawErrorResponse(
   socket: Socket,
   error: ProxyError,
   route?: string,
   message: string = error.message,
+  allow?: readonly string[],
 ): number {
   if (!socket.writable) {
     socket.destroy();
@@ -274,10 +277,13 @@ export function writeRawErrorResponse(
 
   const body = errorBody(error, route, message);
   const length = Buffer.byteLength(body);
+  const allowLine = allow === undefined ? '' : `allow: ${allow.join(', ')}\r\n`;
   socket.end(
     `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\n` +
       'content-type: application/json\r\n' +
       `content-length: ${length}\r\n` +
+      allowLine +
+      `date: ${new Date().toUTCString()}\r\n` +
       'connection: close\r\n\r\n' +
       body,
   );
