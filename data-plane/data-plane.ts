@@ -131,7 +131,7 @@ export class DataPlane {
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
       proxyId: options.id,
-      proxyAddress: options.listen,
+      proxyAddress: options.listen.trim(),
       logger: options.logger,
       held: () => ({ epoch: this.#table?.epoch ?? '', version: this.#table?.version ?? 0 }),
       apply: (snapshot) => this.applySnapshot(snapshot),
