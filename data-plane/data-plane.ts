@@ -124,6 +124,7 @@ export class DataPlane {
           draining: this.#drainer.draining,
           controlPlaneConnected: this.#client.state === 'streaming',
           idRejection: this.#client.idRejection,
+          escapedSlashes: options.proxy?.escapedSlashes ?? 'keep',
         }),
       metrics: () => this.metrics.registry,
       logger: this.#logger,
@@ -177,6 +178,7 @@ export class DataPlane {
         listen: formatHostPort(parseHostPort(this.#options.listen, '--listen').host, this.port),
         adminPort: this.adminPort,
         controlPlanes: this.#options.controlPlanes,
+        escapedSlashes: this.#options.proxy?.escapedSlashes ?? 'keep',
       },
       'proxy listening',
     );
