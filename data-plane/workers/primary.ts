@@ -115,7 +115,7 @@ export class WorkerPrimary {
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
       proxyId: options.id,
-      proxyAddress: options.listen,
+      proxyAddress: options.listen.trim(),
       logger: options.logger,
       held: () => ({
         epoch: this.#committed?.epoch ?? '',

@@ -10,7 +10,8 @@ import {
 } from '../../data-plane/snapshot-client/snapshot-client.js';
 import { waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
-import { startFleet, type Fleet } from '../helpers/fleet.js';
+import { startFleet, startProxy, type Fleet, type FleetProxy } from '../helpers/fleet.js';
+import { findFreePort } from '../helpers/ports.js';
 
 /** The fields of `loomctl status -o json` that these tests read. */
 interface ProxyFields {
@@ -106,4 +107,27 @@ describe('proxy address in the hello', { timeout: 60_000 }, () => {
       for (const { call } of streams) call.cancel();
     }
   });
+
+  // --listen accepts spaces around the address, and the proxy reports it without them.
+  for (const workers of [1, 2]) {
+    test(`padded --listen sent trimmed, ${workers} worker(s)`, async () => {
+      const port = await findFreePort();
+      const id = `padded-${workers}`;
+      let proxy: FleetProxy | undefined;
+      try {
+        proxy = await startProxy(fleet.controlPlane, fleet.dir, id, {
+          extraArgs: ['--listen', ` 127.0.0.1:${port} `, '--workers', String(workers)],
+        });
+        let listed: ProxyFields | undefined;
+        await waitFor(`${id} in the status`, 20_000, async () => {
+          listed = (await listedProxies()).find((item) => item.id === id);
+          return listed !== undefined;
+        });
+
+        assert.equal(listed?.address, `127.0.0.1:${port}`);
+      } finally {
+        await proxy?.process.stop();
+      }
+    });
+  }
 });
