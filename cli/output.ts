@@ -15,23 +15,48 @@ export function err(line = ''): void {
   process.stderr.write(`${escapeTerminalControls(line)}\n`);
 }
 
-/** C0 control characters except tab and line feed, DEL, and C1 control characters. */
-const TERMINAL_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+/**
+ * Invisible and bidirectional formatting characters, as the body of a character class. They
+ * are the soft hyphen, Arabic letter mark, Mongolian vowel separator, zero-width space, non-joiner and joiner,
+ * the left-to-right and right-to-left marks, line and paragraph separators, the bidirectional
+ * embeddings and overrides (U+202A to U+202E), word joiner, invisible operators, the
+ * bidirectional isolates (U+2066 to U+2069), deprecated format characters, byte order mark,
+ * interlinear annotation characters and tag characters. They show nothing themselves but
+ * change how the text around them reads, so an address or error could pass for another value.
+ */
+const INVISIBLE =
+  '\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb\\u{e0000}-\\u{e007f}';
 
-/** Control characters that a table cell escapes too, because they would break its row. */
-const CELL_CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+/** C0 control characters except tab and line feed, DEL, C1 control characters, and `INVISIBLE`. */
+const TERMINAL_CONTROL = new RegExp(
+  `[\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f${INVISIBLE}]`,
+  'gu',
+);
 
+/** The characters of `TERMINAL_CONTROL` plus tab and line feed, which would break a table row. */
+const CELL_CONTROL = new RegExp(`[\\u0000-\\u001f\\u007f-\\u009f${INVISIBLE}]`, 'gu');
+
+/**
+ * Returns the escape of a character: `\n`, `\t`, `\r` or `\uXXXX`, and for a character above
+ * U+FFFF one `\uXXXX` per UTF-16 code unit, so the escape is valid in JSON and JavaScript alike.
+ */
 function escapeControl(char: string): string {
   if (char === '\n') return '\\n';
   if (char === '\t') return '\\t';
   if (char === '\r') return '\\r';
-  return `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  let escaped = '';
+  for (let i = 0; i < char.length; i++) {
+    escaped += `\\u${char.charCodeAt(i).toString(16).padStart(4, '0')}`;
+  }
+  return escaped;
 }
 
 /**
- * Returns text with each control character other than tab and line feed written as an escape
- * such as `\u001b`. Errors and status values come from the control plane and from proxies, and
- * an escape sequence in them could otherwise recolour, retitle or clear the operator's terminal.
+ * Returns text with each control character other than tab and line feed, and each invisible or
+ * bidirectional formatting character, written as an escape such as `\u001b` or `\u202e`.
+ * Errors and status values come from the control plane and from proxies, and an escape
+ * sequence in them could otherwise recolour, retitle or clear the operator's terminal, and a
+ * bidirectional override could make them read as other text.
  */
 export function escapeTerminalControls(text: string): string {
   return text.replace(TERMINAL_CONTROL, escapeControl);

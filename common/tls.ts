@@ -1,13 +1,21 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { createSecureContext, type PeerCertificate } from 'node:tls';
+import type { Socket } from 'node:net';
+import {
+  checkServerIdentity,
+  connect as connectTls,
+  createSecureContext,
+  type PeerCertificate,
+  type SecureContext,
+} from 'node:tls';
 
 import {
+  CallCredentials,
+  ChannelCredentials,
   credentials,
   experimental,
   ServerCredentials,
-  type ChannelCredentials,
   type ChannelOptions,
 } from '@grpc/grpc-js';
 
@@ -247,9 +255,16 @@ export function loadClientTls(files: ClientTlsFiles): ClientTls {
   const key = files.key === undefined ? null : readPem(files.key, '--tls-key');
   const cert = files.cert === undefined ? null : readPem(files.cert, '--tls-cert');
   try {
-    // grpc-js builds the secure context here, so a key that does not match the
-    // certificate (one file renamed, the other not yet) fails now, not at connect.
-    const channel = credentials.createSsl(ca, key, cert);
+    // The secure context is built here, so a key that does not match the certificate (one
+    // file renamed, the other not yet) fails now, not at connect. The options are those of
+    // grpc-js's `credentials.createSsl`, whose environment variables keep working.
+    const context = createSecureContext({
+      ca: ca ?? defaultRootCertificates() ?? undefined,
+      key: key ?? undefined,
+      cert: cert ?? undefined,
+      ciphers: process.env.GRPC_SSL_CIPHER_SUITES,
+    });
+    const channel = new ClientTlsCredentials(context);
     return { credentials: channel, certificate: cert === null ? undefined : summarizePem(cert) };
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
@@ -260,6 +275,85 @@ export function loadClientTls(files: ClientTlsFiles): ClientTls {
       { cause: error },
     );
   }
+}
+
+/** Contents of the file that GRPC_DEFAULT_SSL_ROOTS_FILE_PATH names, as grpc-js reads it. */
+function defaultRootCertificates(): Buffer | null {
+  const file = process.env.GRPC_DEFAULT_SSL_ROOTS_FILE_PATH;
+  return file === undefined || file === '' ? null : readFileSync(file);
+}
+
+/**
+ * TLS channel credentials of grpc-js that send the server name as SNI only when it is a DNS
+ * name. `credentials.createSsl` of grpc-js 1.14.7 sends the dialed host as SNI also when it is
+ * an IP address, which RFC 6066 section 3 forbids and for which Node.js prints warning
+ * DEP0123. The certificate is checked as before: against `grpc.ssl_target_name_override` when
+ * the channel sets it, else against the dialed host, IP address or name.
+ */
+// NOTE: `_createSecureConnector` is how grpc-js 1.14 asks credentials for a connection; its
+// `SecureConnector` type is in the `experimental` exports, so a grpc-js upgrade may change it.
+class ClientTlsCredentials extends ChannelCredentials {
+  readonly #context: SecureContext;
+
+  constructor(context: SecureContext) {
+    super();
+    this.#context = context;
+  }
+
+  _isSecure(): boolean {
+    return true;
+  }
+
+  _equals(other: ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  _createSecureConnector(
+    target: experimental.GrpcUri,
+    options: ChannelOptions,
+    callCredentials?: CallCredentials,
+  ): experimental.SecureConnector {
+    const host = experimental.splitHostPort(target.path)?.host ?? target.path;
+    const override: unknown = options['grpc.ssl_target_name_override'];
+    const serverName = typeof override === 'string' && override !== '' ? override : host;
+    const calls = callCredentials ?? CallCredentials.createEmpty();
+    return {
+      connect: (socket) => connectWithTls(socket, this.#context, serverName),
+      waitForReady: () => Promise.resolve(),
+      getCallCredentials: () => calls,
+      destroy: () => undefined,
+    };
+  }
+}
+
+/**
+ * Runs the TLS handshake on a connected socket, offering HTTP/2, and resolves once the server
+ * certificate is verified for `serverName`.
+ */
+function connectWithTls(
+  socket: Socket,
+  context: SecureContext,
+  serverName: string,
+): Promise<experimental.SecureConnectResult> {
+  return new Promise((resolve, reject) => {
+    const tlsSocket = connectTls(
+      {
+        socket,
+        secureContext: context,
+        servername: isIP(serverName) === 0 ? serverName : undefined,
+        checkServerIdentity: (_host, certificate) => checkServerIdentity(serverName, certificate),
+        ALPNProtocols: ['h2'],
+      },
+      () => {
+        if (!tlsSocket.authorized) {
+          reject(tlsSocket.authorizationError);
+          return;
+        }
+        resolve({ socket: tlsSocket, secure: true });
+      },
+    );
+    tlsSocket.on('error', reject);
+  });
 }
 
 /** Subject, issuer and SHA-256 fingerprint of a certificate, for log lines. */

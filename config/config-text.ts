@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { isUtf8 } from 'node:buffer';
 
@@ -15,12 +16,17 @@ export const MAX_CONFIG_BYTES = 256 * 1024 * 1024;
 const CHUNK_BYTES = 1024 * 1024;
 
 /**
- * Reads a config file as UTF-8, also when it is a pipe or a device that never ends.
- * @throws ConfigError when the file is larger than `MAX_CONFIG_BYTES` or is not valid UTF-8.
+ * Reads a config file as UTF-8, also when it is a pipe that never ends. A character or block
+ * device, such as `/dev/zero` or `/dev/sda`, is rejected before any read, because none holds a
+ * config file and an endless one would be read up to `MAX_CONFIG_BYTES`.
+ * @throws ConfigError when the file is a device, is larger than `MAX_CONFIG_BYTES` or is not
+ *   valid UTF-8.
  */
 export async function readConfigFile(file: string): Promise<string> {
   const handle = await open(file, 'r');
   try {
+    const stats = await handle.stat();
+    if (stats.isCharacterDevice() || stats.isBlockDevice()) throw notAFile(file, stats);
     const chunks: Buffer[] = [];
     let size = 0;
     for (;;) {
@@ -51,6 +57,19 @@ export async function readConfigStream(
     chunks.push(bytes);
   }
   return decodeConfigText(name, Buffer.concat(chunks, size));
+}
+
+function notAFile(file: string, stats: Stats): ConfigError {
+  const kind = stats.isCharacterDevice() ? 'a character device' : 'a block device';
+  return new ConfigError([
+    {
+      file,
+      field: '(file)',
+      message:
+        `cannot read config: it is ${kind}, not a regular file; pass a config file, a ` +
+        'folder, or "-" to read standard input',
+    },
+  ]);
 }
 
 function tooLarge(file: string): ConfigError {

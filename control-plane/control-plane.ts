@@ -32,6 +32,7 @@ import {
   StreamAdmission,
 } from './stream/admission.js';
 import { ProxyRegistry } from './stream/proxy-registry.js';
+import { rejectMalformedRequests } from './malformed-requests.js';
 import { createSnapshotService, SNAPSHOT_SERVICE_DEFINITION } from './stream/snapshot-service.js';
 
 /** Interval of the check for proxies disconnected past their retention, in milliseconds. */
@@ -169,17 +170,21 @@ export class ControlPlane {
       sharedHolder: sharedHolders && ((id, stream) => sharedHolders.find(id, stream)),
       metrics: this.metrics,
     });
-    this.#server.addService(
+    const streams = rejectMalformedRequests(
       SNAPSHOT_SERVICE_DEFINITION,
       instrumentSnapshotService(snapshotService, this.metrics),
+      options.logger,
     );
+    this.#server.addService(streams.definition, streams.implementation);
     const adminService = createAdminService(admin, options.logger, (call, permission) =>
       authenticator.check(call, permission),
     );
-    this.#server.addService(
+    const adminApi = rejectMalformedRequests(
       AdminServiceService,
       instrumentAdminService(adminService, this.metrics),
+      options.logger,
     );
+    this.#server.addService(adminApi.definition, adminApi.implementation);
     // grpc.health.v1.Health needs no credentials, so probes can reach it.
     this.#health.addToServer(this.#server);
     this.#readiness = new Readiness({

@@ -124,6 +124,7 @@ export class DataPlane {
           draining: this.#drainer.draining,
           controlPlaneConnected: this.#client.state === 'streaming',
           idRejection: this.#client.idRejection,
+          escapedSlashes: options.proxy?.escapedSlashes ?? 'keep',
         }),
       metrics: () => this.metrics.registry,
       logger: this.#logger,
@@ -131,7 +132,7 @@ export class DataPlane {
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
       proxyId: options.id,
-      proxyAddress: options.listen,
+      proxyAddress: options.listen.trim(),
       logger: options.logger,
       held: () => ({ epoch: this.#table?.epoch ?? '', version: this.#table?.version ?? 0 }),
       apply: (snapshot) => this.applySnapshot(snapshot),
@@ -177,6 +178,7 @@ export class DataPlane {
         listen: formatHostPort(parseHostPort(this.#options.listen, '--listen').host, this.port),
         adminPort: this.adminPort,
         controlPlanes: this.#options.controlPlanes,
+        escapedSlashes: this.#options.proxy?.escapedSlashes ?? 'keep',
       },
       'proxy listening',
     );

@@ -5,6 +5,7 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 
+import { proxyAddressProblem } from '../../common/address.js';
 import { LoomError } from '../../common/errors.js';
 import { toServiceError } from '../../common/grpc-errors.js';
 import type { Logger } from '../../common/logger.js';
@@ -144,17 +145,17 @@ class ProxySession {
   #onHello(hello: Hello): void {
     if (this.#helloSeen) return;
     this.#helloSeen = true;
-    const problem = proxyIdProblem(hello.proxyId);
-    if (problem !== undefined) {
+    const invalid = checkHello(hello);
+    if (invalid !== undefined) {
       this.#logger.warn(
-        { proxyId: hello.proxyId.slice(0, 80), address: hello.address.slice(0, 80), problem },
-        'stream rejected: invalid proxy id',
+        {
+          proxyId: hello.proxyId.slice(0, 80),
+          address: hello.address.slice(0, 80),
+          problem: invalid.problem,
+        },
+        invalid.logMessage,
       );
-      const error = new LoomError(
-        'LOOM_INVALID_ARGUMENT',
-        `invalid proxy id ${JSON.stringify(hello.proxyId.slice(0, 80))}: it ${problem}; ` +
-          'start the proxy with a shorter --id',
-      );
+      const error = new LoomError('LOOM_INVALID_ARGUMENT', invalid.errorMessage);
       this.#call.emit('error', toServiceError(error));
       return;
     }
@@ -428,4 +429,36 @@ export function peerHost(peer: string): string {
   const colon = peer.lastIndexOf(':');
   if (colon <= 0 || !/^\d+$/.test(peer.slice(colon + 1))) return peer;
   return peer.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+}
+
+/** Why the control plane rejects a hello: the problem, its log message and the client's error. */
+interface HelloProblem {
+  problem: string;
+  logMessage: string;
+  errorMessage: string;
+}
+
+/** Returns the first problem of a hello: its proxy id, then its traffic address. */
+function checkHello(hello: Hello): HelloProblem | undefined {
+  const idProblem = proxyIdProblem(hello.proxyId);
+  if (idProblem !== undefined) {
+    return {
+      problem: idProblem,
+      logMessage: 'stream rejected: invalid proxy id',
+      errorMessage:
+        `invalid proxy id ${JSON.stringify(hello.proxyId.slice(0, 80))}: it ${idProblem}; ` +
+        'start the proxy with a shorter --id',
+    };
+  }
+  const addressProblem = proxyAddressProblem(hello.address);
+  if (addressProblem !== undefined) {
+    return {
+      problem: addressProblem,
+      logMessage: 'stream rejected: invalid proxy address',
+      errorMessage:
+        `invalid proxy address ${JSON.stringify(hello.address.slice(0, 80))}: it ` +
+        `${addressProblem}; start the proxy with --listen HOST:PORT such as 0.0.0.0:8080`,
+    };
+  }
+  return undefined;
 }

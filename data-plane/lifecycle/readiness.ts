@@ -1,3 +1,5 @@
+import type { EscapedSlashAction } from '../proxy/exchange.js';
+
 /** Where the table in service came from. */
 export type TableSource = 'control-plane' | 'snapshot-cache';
 
@@ -9,6 +11,8 @@ export interface ReadinessState {
   controlPlaneConnected: boolean;
   /** Message of the control plane's rejection of the proxy id; undefined without one. */
   idRejection?: string;
+  /** The `--escaped-slashes` action of the traffic listener, reported in every body. */
+  escapedSlashes: EscapedSlashAction;
 }
 
 /** HTTP status and JSON body of `GET /readyz`. */
@@ -24,9 +28,16 @@ export interface Readiness {
  * because the control plane then sends any newer version. While the control
  * plane rejects the proxy id, the body's `reason` contains the rejection, which
  * names the id and the address of the proxy that uses it. A proxy with a table stays ready
- * then, because its table still serves traffic, but no newer version reaches it.
+ * then, because its table still serves traffic, but no newer version reaches it. Every body
+ * names the proxy's `escapedSlashes` setting, so a rollout of the flag can be checked per pod.
  */
 export function readiness(state: ReadinessState): Readiness {
+  const answer = decideReadiness(state);
+  answer.body.escapedSlashes = state.escapedSlashes;
+  return answer;
+}
+
+function decideReadiness(state: ReadinessState): Readiness {
   if (state.draining) {
     return { status: 503, body: { status: 'draining', reason: 'the proxy is shutting down' } };
   }

@@ -294,40 +294,47 @@ function destroySocket(socket: Socket): void {
 
 /**
  * Writes `error` as a complete HTTP/1.1 response with a JSON body straight to a client socket
- * that Node.js handed over (CONNECT and upgrade requests), then ends the socket. Returns the
- * body bytes written; 0 when the socket was no longer writable and was destroyed instead.
+ * that Node.js handed over (CONNECT and upgrade requests), then ends the socket. The head has
+ * the headers of `sendErrorResponse` with `close`, `Allow` included, and the `Date` that
+ * Node.js adds to the others. Returns the body bytes written; 0 when the socket was no longer
+ * writable and was destroyed instead.
  */
 export function writeRawErrorResponse(
   socket: Socket,
   error: ProxyError,
   route?: string,
   message: string = error.message,
+  allow?: readonly string[],
 ): number {
   if (!socket.writable) {
     socket.destroy();
     return 0;
   }
 
-  const { text, length } = rawErrorText(error, route, message);
+  const { text, length } = rawErrorText(error, route, message, allow);
   socket.end(text);
   return length;
 }
 
 /**
- * Returns `error` as the text of a complete HTTP/1.1 response with a JSON body and
- * `Connection: close`, with the byte length of its body.
+ * Returns `error` as the text of a complete HTTP/1.1 response with a JSON body, `Date`,
+ * `Connection: close` and `Allow` when given, with the byte length of its body.
  */
 export function rawErrorText(
   error: ProxyError,
   route?: string,
   message: string = error.message,
+  allow?: readonly string[],
 ): { text: string; length: number } {
   const body = errorBody(error, route, message);
   const length = Buffer.byteLength(body);
+  const allowLine = allow === undefined ? '' : `allow: ${allow.join(', ')}\r\n`;
   const text =
     `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\n` +
     'content-type: application/json\r\n' +
     `content-length: ${length}\r\n` +
+    allowLine +
+    `date: ${new Date().toUTCString()}\r\n` +
     'connection: close\r\n\r\n' +
     body;
   return { text, length };

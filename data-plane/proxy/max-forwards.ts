@@ -1,3 +1,4 @@
+import { compareStrings } from '../router/route-index.js';
 import type { Router } from '../router/types.js';
 import type { RouteBinding } from '../table.js';
 
@@ -69,8 +70,10 @@ function quote(value: string): string {
 }
 
 /**
- * Methods listed in `Allow` for a path where a route without a method list matches, which
- * forwards every method. CONNECT is left out, because the proxy responds to it with 501.
+ * Methods listed in `Allow` for a path where a route without a method list matches. Such a
+ * route forwards every token method, which no list can name, so `Allow` names the RFC 9110
+ * methods and adds those that other routes on the path list. CONNECT is left out, because the
+ * proxy responds to it with 501.
  */
 const ANY_ROUTE_METHODS: readonly string[] = Object.freeze([
   'DELETE',
@@ -98,10 +101,11 @@ export type RouteMethods =
 
 /**
  * Returns the methods that the routes matching `host` and `path` forward, for the `Allow`
- * header of a response the proxy sends in place of an upstream's.
+ * header of a response the proxy sends in place of an upstream's. Where a route without a
+ * method list matches, the result is `ANY_ROUTE_METHODS` plus the methods that the other
+ * matching routes list, such as PROPFIND, so an extension method that no route names is
+ * forwarded but not listed.
  */
-// NOTE: where a route without a method list matches, the result is `ANY_ROUTE_METHODS`, and
-// extension methods that other routes on the path list (PROPFIND, say) are missing from it.
 export function routeMethods(
   router: Router<RouteBinding>,
   host: string | undefined,
@@ -110,7 +114,7 @@ export function routeMethods(
   const match = router.find(UNLISTED_METHOD, host, path);
   switch (match.kind) {
     case 'found':
-      return { kind: 'methods', allow: ANY_ROUTE_METHODS };
+      return { kind: 'methods', allow: withListedMethods(router.listMethods(host, path)) };
     case 'method-not-allowed':
       return { kind: 'methods', allow: match.allow };
     case 'not-found':
@@ -118,4 +122,11 @@ export function routeMethods(
     case 'bad-request':
       return match;
   }
+}
+
+/** Returns `ANY_ROUTE_METHODS` with the methods of `listed` that it lacks, sorted. */
+function withListedMethods(listed: readonly string[]): readonly string[] {
+  const extra = listed.filter((method) => !ANY_ROUTE_METHODS.includes(method));
+  if (extra.length === 0) return ANY_ROUTE_METHODS;
+  return [...ANY_ROUTE_METHODS, ...extra].sort(compareStrings);
 }

@@ -1,8 +1,8 @@
-import { STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
-import { classifyUpstreamError, type ProxyError } from './error-response.js';
+import { classifyUpstreamError, writeRawErrorResponse, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
@@ -49,7 +49,7 @@ export function proxyUpgrade(
     return;
   }
   if (!prepared.ok) {
-    writeRawError(socket, prepared.error, prepared.route, prepared.message);
+    writeRawError(socket, prepared.error, prepared.route, prepared.message, prepared.allow);
     reportTunnel(
       context,
       req,
@@ -321,24 +321,12 @@ function writeRawError(
   error: ProxyError,
   route?: string,
   message = error.message,
+  allow?: readonly string[],
 ): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const body = JSON.stringify(
-    route === undefined ? { error: error.error, message } : { error: error.error, message, route },
-  );
   // Reading and dropping what the client sends lets its FIN arrive; the socket is destroyed
   // once the response is written either way.
   socket.resume();
-  socket.end(
-    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\n` +
-      'content-type: application/json\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-  );
+  writeRawErrorResponse(socket, error, route, message, allow);
   socket.destroySoon();
 }
 
@@ -350,7 +338,10 @@ function writeOptionsResponse(socket: Socket, allow: readonly string[] | undefin
   }
   socket.resume();
   const allowLine = allow === undefined ? '' : `allow: ${allow.join(', ')}\r\n`;
-  socket.end(`HTTP/1.1 200 OK\r\n${allowLine}content-length: 0\r\nconnection: close\r\n\r\n`);
+  socket.end(
+    `HTTP/1.1 200 OK\r\ncontent-length: 0\r\n${allowLine}` +
+      `date: ${new Date().toUTCString()}\r\nconnection: close\r\n\r\n`,
+  );
   socket.destroySoon();
 }
 

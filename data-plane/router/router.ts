@@ -301,8 +301,22 @@ class TreeRouter<T> implements Router<T> {
     return suffix === null ? undefined : this.#wildcardHosts.get(suffix);
   }
 
+  listMethods(host: string | undefined, path: string): string[] {
+    const hostName = host !== undefined && this.#hosted ? normalizeRequestHost(host) : '';
+    const normalized = normalizeCheckedPath(path, path.indexOf('%') !== -1);
+    if (typeof normalized !== 'string') return [];
+    return [...this.#collectMethods(hostName, normalized)].sort(compareStrings);
+  }
+
   /** Returns method-not-allowed with the methods of every host class's routes for the path. */
   #methodNotAllowed(host: string, path: string): RouterMatch<T> {
+    const allow = this.#collectMethods(host, path);
+    if (allow.size === 0) return NOT_FOUND;
+    return { kind: 'method-not-allowed', allow: [...allow].sort(compareStrings) };
+  }
+
+  /** Collects the listed methods of every host class's routes for a normalized path. */
+  #collectMethods(host: string, path: string): Set<string> {
     const allow = new Set<string>();
     if (host !== '') {
       this.#exactHosts.get(host)?.collectMethods(path, allow);
@@ -311,8 +325,6 @@ class TreeRouter<T> implements Router<T> {
     this.#anyHost?.collectMethods(path, allow);
     // Every GET route also matches HEAD (see PathTree.find).
     if (allow.has('GET')) allow.add('HEAD');
-
-    if (allow.size === 0) return NOT_FOUND;
-    return { kind: 'method-not-allowed', allow: [...allow].sort(compareStrings) };
+    return allow;
   }
 }

@@ -32,6 +32,12 @@ export interface Router<T> {
    * without the query string.
    */
   find(method: string, host: string | undefined, path: string): RouterMatch<T>;
+  /**
+   * Returns the sorted methods that the routes matching `host` and `path` list, with HEAD
+   * where one lists GET. Routes without a method list add none, so the result can be empty
+   * on a path that such a route matches. An invalid path gives an empty list.
+   */
+  listMethods(host: string | undefined, path: string): string[];
   /** Number of routes indexed. */
   readonly size: number;
 }

@@ -34,6 +34,7 @@ export interface WorkerPrimaryOptions extends Pick<
   | 'token'
   | 'keepaliveTimeMs'
   | 'upstreams'
+  | 'proxy'
 > {
   /** Number of worker processes, at least 1. */
   workers: number;
@@ -114,7 +115,7 @@ export class WorkerPrimary {
     this.#client = new SnapshotClient({
       addresses: options.controlPlanes,
       proxyId: options.id,
-      proxyAddress: options.listen,
+      proxyAddress: options.listen.trim(),
       logger: options.logger,
       held: () => ({
         epoch: this.#committed?.epoch ?? '',
@@ -170,6 +171,7 @@ export class WorkerPrimary {
         adminPort: this.adminPort,
         workers: this.#options.workers,
         controlPlanes: this.#options.controlPlanes,
+        escapedSlashes: this.#options.proxy?.escapedSlashes ?? 'keep',
       },
       'proxy listening',
     );
@@ -345,6 +347,7 @@ export class WorkerPrimary {
       draining: this.#draining,
       controlPlaneConnected: this.#client.state === 'streaming',
       idRejection: this.#client.idRejection,
+      escapedSlashes: this.#options.proxy?.escapedSlashes ?? 'keep',
     });
     const workers = {
       listening: this.#pool.listening,
@@ -352,7 +355,13 @@ export class WorkerPrimary {
       restarts: this.#pool.restarts,
     };
     if (answer.status === 200 && workers.listening === 0) {
-      return { status: 503, body: { status: 'not_ready', reason: 'no worker listens', workers } };
+      const body = {
+        status: 'not_ready',
+        reason: 'no worker listens',
+        workers,
+        escapedSlashes: answer.body.escapedSlashes,
+      };
+      return { status: 503, body };
     }
     return { status: answer.status, body: { ...answer.body, workers } };
   }

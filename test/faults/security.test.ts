@@ -95,6 +95,8 @@ describe('security', { timeout: 120_000 }, () => {
       assert.match(anonymous.stderr, /permission denied: read needs role read or write/);
       const reader = await loomctl(cp.address, [...tls(pki.proxy), '--token', READ_TOKEN, 'get']);
       assert.equal(reader.code, 0, reader.stderr);
+      // RFC 6066 forbids an IP address as SNI, and Node.js warns with DEP0123 when given one.
+      assert.doesNotMatch(reader.stderr, /DEP0123/);
       const configFile = join(ws.dir, 'loom.yaml');
       writeFileSync(
         configFile,
@@ -147,6 +149,7 @@ describe('security', { timeout: 120_000 }, () => {
           !log.includes(READ_TOKEN) && !log.includes(WRITE_TOKEN),
           `${member.name} logged a token`,
         );
+        assert.doesNotMatch(log, /DEP0123/, `${member.name} sent an IP address as SNI`);
       }
     } finally {
       await ws.close();

@@ -70,7 +70,7 @@ class BareStreams {
           proxyId,
           epoch: '',
           version: 0,
-          address: 'bare-stream',
+          address: '127.0.0.1:9',
           nacked: [],
           instanceId: '',
         },

@@ -1,11 +1,24 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { credentials, Metadata, status } from '@grpc/grpc-js';
+import {
+  credentials,
+  makeGenericClientConstructor,
+  Metadata,
+  status,
+  type ClientDuplexStream,
+  type ServiceDefinition,
+  type ServiceError,
+} from '@grpc/grpc-js';
 
 import { AdminClient } from '../../cli/admin-client.js';
 import { ConfigError, type LoomError } from '../../common/errors.js';
-import { AdminServiceClient, type ApplyRequest } from '../../proto/gen/loom/v1/admin.js';
+import {
+  AdminServiceClient,
+  AdminServiceService,
+  type ApplyRequest,
+} from '../../proto/gen/loom/v1/admin.js';
+import { SnapshotServiceService } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
 
@@ -140,6 +153,31 @@ const INVALID: { label: string; request: ApplyRequest; field: string; message: R
     message: /letters, digits/,
   },
 ];
+
+/** Wire bytes that no message decodes: a length-delimited field 1 cut short. */
+const TRUNCATED = Buffer.from([0x0a, 0x05, 0x01]);
+
+/** A client of every method of `service` that sends and receives raw bytes. */
+interface RawClient {
+  [method: string]: (...args: unknown[]) => unknown;
+  close(): void;
+}
+
+/** Creates a client of `service` at `address` whose methods send their argument as it is. */
+function rawClient(service: ServiceDefinition, name: string, address: string): RawClient {
+  const raw = Object.fromEntries(
+    Object.entries(service).map(([key, method]) => [
+      key,
+      {
+        ...method,
+        requestSerialize: (bytes: Buffer) => bytes,
+        responseDeserialize: (bytes: Buffer) => bytes,
+      },
+    ]),
+  );
+  const Client = makeGenericClientConstructor(raw, name);
+  return new Client(address, credentials.createInsecure()) as unknown as RawClient;
+}
 
 describe('admin API input checks', { timeout: 60_000 }, () => {
   let setup: EtcdBackedFleet;
@@ -276,5 +314,55 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
       (thrown: unknown) => thrown,
     );
     assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+  });
+
+  test('malformed messages get INVALID_ARGUMENT', async () => {
+    const admin = rawClient(AdminServiceService, 'loom.v1.AdminService', setup.fleet.controlPlane);
+    try {
+      for (const [method, path] of [
+        ['apply', '/loom.v1.AdminService/Apply'],
+        ['getConfig', '/loom.v1.AdminService/GetConfig'],
+        ['delete', '/loom.v1.AdminService/Delete'],
+        ['status', '/loom.v1.AdminService/Status'],
+      ]) {
+        const error = await new Promise<ServiceError | null>((resolve) => {
+          admin[method](TRUNCATED, (failure: ServiceError | null) => resolve(failure));
+        });
+
+        assert.equal(error?.code, status.INVALID_ARGUMENT, `${method}: ${error?.message}`);
+        assert.equal(
+          error?.details,
+          `invalid ${path} request: the message is not valid protobuf (premature EOF); ` +
+            'encode it from the .proto files in proto/loom/v1',
+        );
+      }
+    } finally {
+      admin.close();
+    }
+    assert.match(setup.fleet.logs(), /"msg":"malformed request rejected"/);
+  });
+
+  test('malformed stream message gets INVALID_ARGUMENT', async () => {
+    const snapshots = rawClient(
+      SnapshotServiceService,
+      'loom.v1.SnapshotService',
+      setup.fleet.controlPlane,
+    );
+    try {
+      const call = snapshots.stream() as ClientDuplexStream<Buffer, Buffer>;
+      const failed = new Promise<ServiceError>((resolve) => call.on('error', resolve));
+      call.on('data', () => undefined);
+      call.write(Buffer.from([0x0f]));
+      const error = await failed;
+
+      assert.equal(error.code, status.INVALID_ARGUMENT, error.message);
+      assert.equal(
+        error.details,
+        'invalid /loom.v1.SnapshotService/Stream request: the message is not valid protobuf ' +
+          '(cant skip wire type 7); encode it from the .proto files in proto/loom/v1',
+      );
+    } finally {
+      snapshots.close();
+    }
   });
 });

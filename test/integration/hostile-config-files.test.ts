@@ -24,7 +24,7 @@ function rawResponseHeaders(url: string): Promise<string[]> {
   });
 }
 
-describe('hostile config files', { timeout: 90_000 }, () => {
+describe('hostile config files', { timeout: 150_000 }, () => {
   let fleet: Fleet;
   let upstream: Server;
   let baseline: string;
@@ -153,6 +153,23 @@ routes:
       rmSync(fifo, { force: true });
     }
   });
+
+  for (const device of ['/dev/zero', '/dev/null']) {
+    test(`${device} rejected before reading`, async () => {
+      const before = await stored();
+      const result = await loomctl(fleet.controlPlane, ['apply', '-f', device]);
+
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `${device}: \\(file\\): cannot read config: it is a character device, not a regular ` +
+            'file; pass a config file, a folder, or "-" to read standard input',
+        ),
+      );
+      assert.equal(await stored(), before);
+    });
+  }
 
   test('folder skips a FIFO', async () => {
     const folder = join(fleet.dir, 'with-fifo');

@@ -10,9 +10,12 @@ import { waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
 
-/** An address that sets the terminal's title and a nack error that clears the screen. */
-const HOSTILE_ADDRESS = '127.0.0.1:1\u001b]0;owned\u0007';
-const HOSTILE_ERROR = 'rejected\u001b[2J\nsecond line\u009b31m';
+/**
+ * A proxy id that reverses the text after it, and a nack error that clears the screen and
+ * hides text behind a bidirectional override, a zero-width space and a tag character.
+ */
+const HOSTILE_ID = 'hostile\u202e\u2066';
+const HOSTILE_ERROR = 'rejected\u001b[2J\nsecond line\u009b31m \u202egnp.exe\u200b\u{e0041}';
 
 /** The fields of `loomctl status -o json` that these tests read. */
 interface ProxyFields {
@@ -22,6 +25,7 @@ interface ProxyFields {
 }
 
 const ESCAPE_OR_BELL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+const BIDI_OR_INVISIBLE = /[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\u{e0000}-\u{e007f}]/u;
 
 describe('status with hostile proxy values', { timeout: 60_000 }, () => {
   let fleet: Fleet;
@@ -40,8 +44,8 @@ describe('status with hostile proxy values', { timeout: 60_000 }, () => {
     // A snapshot client as a proxy runs it, which nacks every snapshot with HOSTILE_ERROR.
     client = new SnapshotClient({
       addresses: [fleet.controlPlane],
-      proxyId: 'hostile',
-      proxyAddress: HOSTILE_ADDRESS,
+      proxyId: HOSTILE_ID,
+      proxyAddress: '127.0.0.1:1',
       logger: pino({ enabled: false }),
       held: () => ({ epoch: '', version: 0 }),
       apply: () => Promise.reject(new Error(HOSTILE_ERROR)),
@@ -62,12 +66,15 @@ describe('status with hostile proxy values', { timeout: 60_000 }, () => {
     const status = await loomctl(fleet.controlPlane, ['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.doesNotMatch(status.stdout, ESCAPE_OR_BELL);
+    assert.doesNotMatch(status.stdout, BIDI_OR_INVISIBLE);
 
     const lines = status.stdout.trimEnd().split('\n');
     assert.equal(lines.length, 3, status.stdout);
-    assert.ok(lines[2].startsWith('hostile  127.0.0.1:1\\u001b]0;owned\\u0007  '), lines[2]);
+    assert.ok(lines[2].startsWith('hostile\\u202e\\u2066  127.0.0.1:1  '), lines[2]);
     assert.ok(
-      lines[2].includes('1: rejected\\u001b[2J\\nsecond line\\u009b31m'),
+      lines[2].includes(
+        '1: rejected\\u001b[2J\\nsecond line\\u009b31m \\u202egnp.exe\\u200b\\udb40\\udc41',
+      ),
       `nack cell: ${lines[2]}`,
     );
   });
@@ -108,9 +115,18 @@ describe('status with hostile proxy values', { timeout: 60_000 }, () => {
   test('json keeps values exact', async () => {
     const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
     assert.equal(status.code, 0, status.stderr);
+    assert.doesNotMatch(status.stdout, BIDI_OR_INVISIBLE);
     const proxies = (JSON.parse(status.stdout) as { proxies: ProxyFields[] }).proxies;
-    const proxy = proxies.find((item) => item.id === 'hostile');
-    assert.equal(proxy?.address, HOSTILE_ADDRESS);
+    const proxy = proxies.find((item) => item.id === HOSTILE_ID);
+    assert.equal(proxy?.address, '127.0.0.1:1');
     assert.equal(proxy?.nackError, HOSTILE_ERROR);
+  });
+
+  test('error names escape bidi characters', async () => {
+    const result = await loomctl(fleet.controlPlane, ['get', 'route', 'users\u202e\u200b']);
+
+    assert.equal(result.code, 1, result.stderr);
+    assert.doesNotMatch(result.stderr, BIDI_OR_INVISIBLE);
+    assert.match(result.stderr, /users\\u202e\\u200b/);
   });
 });

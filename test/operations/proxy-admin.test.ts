@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -10,8 +10,10 @@ import { findFreePort } from '../helpers/ports.js';
 
 // One proxy per mode: a single process, and a primary with workers. Both serve the admin
 // paths from the same module, so their responses must match. No control plane listens on the
-// address they dial, so they stay without a table.
+// address they dial, so they stay without a table. The single process runs with the default
+// --escaped-slashes and the primary with reject.
 for (const workers of [1, 2]) {
+  const escapedSlashes = workers === 1 ? 'keep' : 'reject';
   describe(`proxy admin paths, ${workers} worker(s)`, { timeout: 60_000 }, () => {
     let dir: string;
     let proxy: LoomProcess;
@@ -34,6 +36,7 @@ for (const workers of [1, 2]) {
           `127.0.0.1:${adminPort}`,
           '--workers',
           String(workers),
+          ...(workers === 1 ? [] : ['--escaped-slashes', 'REJECT']),
         ],
         join(dir, 'proxy.log'),
       );
@@ -55,6 +58,24 @@ for (const workers of [1, 2]) {
       const response = await admin('/readyz');
       assert.equal(response.status, 503);
       assert.equal((JSON.parse(response.body) as { status: string }).status, 'not_ready');
+    });
+
+    test('readyz names escaped-slash action', async () => {
+      const response = await admin('/readyz');
+      const body = JSON.parse(response.body) as { escapedSlashes?: string };
+      assert.equal(body.escapedSlashes, escapedSlashes);
+
+      const log = join(dir, 'proxy.log');
+      await waitFor('the proxy listening line', 15_000, () =>
+        readFileSync(log, 'utf8').includes('"msg":"proxy listening"'),
+      );
+      const line = readFileSync(log, 'utf8')
+        .split('\n')
+        .find((text) => text.includes('"msg":"proxy listening"'));
+      assert.equal(
+        (JSON.parse(line ?? '{}') as { escapedSlashes?: string }).escapedSlashes,
+        escapedSlashes,
+      );
     });
 
     test('metrics in text format', async () => {

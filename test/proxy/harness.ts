@@ -110,6 +110,9 @@ export function stubRouter(
     return { stub, binding: { route, actions, balancer: balancers.get(stub.upstream) } };
   });
 
+  const matchesPath = (stub: StubRoute, path: string): boolean =>
+    stub.path.endsWith('/*') ? path.startsWith(stub.path.slice(0, -1)) : path === stub.path;
+
   return {
     size: bindings.length,
     find(method: string, _host: string | undefined, path: string): RouterMatch<RouteBinding> {
@@ -118,10 +121,7 @@ export function stubRouter(
       }
       const allow: string[] = [];
       for (const { stub, binding } of bindings) {
-        const matches = stub.path.endsWith('/*')
-          ? path.startsWith(stub.path.slice(0, -1))
-          : path === stub.path;
-        if (!matches) {
+        if (!matchesPath(stub, path)) {
           continue;
         }
         if (stub.methods !== undefined && !stub.methods.includes(method)) {
@@ -131,6 +131,10 @@ export function stubRouter(
         return { kind: 'found', value: binding, route: stub.name, params: {} };
       }
       return allow.length > 0 ? { kind: 'method-not-allowed', allow } : { kind: 'not-found' };
+    },
+    listMethods(_host: string | undefined, path: string): string[] {
+      const listed = routes.filter((stub) => matchesPath(stub, path));
+      return [...new Set(listed.flatMap((stub) => stub.methods ?? []))].sort();
     },
   };
 }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 
+import { buildTable } from '../../data-plane/build-table.js';
 import { readMaxForwards, routeMethods } from '../../data-plane/proxy/max-forwards.js';
 import { buildRouter } from '../../data-plane/router/router.js';
 import type { RouteBinding } from '../../data-plane/table.js';
+import type { Route } from '../../proto/gen/loom/v1/config.js';
 import {
   pipeline,
   sendRaw,
@@ -38,6 +40,19 @@ function statusOf(response: string): number {
 
 function bodyOf(response: string): string {
   return response.slice(response.indexOf('\r\n\r\n') + 4);
+}
+
+/** Sends one request with `headers` and `Connection: close`, and returns the raw response. */
+function sendRequest(
+  port: number,
+  method: string,
+  target: string,
+  headers: string,
+): Promise<string> {
+  return sendRaw(
+    port,
+    `${method} ${target} HTTP/1.1\r\nHost: a\r\n${headers}Connection: close\r\n\r\n`,
+  );
 }
 
 describe('Max-Forwards', () => {
@@ -77,13 +92,8 @@ describe('Max-Forwards', () => {
     await upstream.close();
   });
 
-  /** Sends one request with `headers` and `Connection: close`, and returns the raw response. */
-  function request(method: string, target: string, headers = ''): Promise<string> {
-    return sendRaw(
-      proxy.port,
-      `${method} ${target} HTTP/1.1\r\nHost: a\r\n${headers}Connection: close\r\n\r\n`,
-    );
-  }
+  const request = (method: string, target: string, headers = ''): Promise<string> =>
+    sendRequest(proxy.port, method, target, headers);
 
   it('OPTIONS forwards the value minus one', async () => {
     const response = await request('OPTIONS', '/api/x', 'Max-Forwards: 5\r\n');
@@ -219,6 +229,93 @@ describe('Max-Forwards', () => {
   });
 });
 
+describe('Max-Forwards on an any-method path', () => {
+  let proxy: ProxyFixture;
+  let upstream: RunningServer;
+  const received: string[] = [];
+
+  const route = (name: string, paths: string[], methods: string[]): Route => ({
+    name,
+    hosts: [],
+    paths,
+    methods,
+    upstream: 'app',
+  });
+
+  before(async () => {
+    upstream = await startHttpServer((req, res) => {
+      received.push(`${req.method} ${req.url}`);
+      res.end();
+    });
+    proxy = await startProxy();
+    const table = await buildTable(
+      {
+        epoch: 'e1',
+        version: 1,
+        hash: 'h1',
+        routes: [
+          route('dav', ['/files/:name'], ['PROPFIND', 'MKCOL']),
+          route('files', ['/files/**rest'], []),
+        ],
+        upstreams: [upstreamAt('app', upstream.port)],
+      },
+      proxy.registry,
+    );
+    proxy.setTable(table);
+  });
+
+  beforeEach(() => {
+    received.length = 0;
+  });
+
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  const request = (method: string, target: string, headers = ''): Promise<string> =>
+    sendRequest(proxy.port, method, target, headers);
+
+  for (const [name, method, path, status, allow] of [
+    [
+      'OPTIONS lists extension methods of routes',
+      'OPTIONS',
+      '/files/a',
+      200,
+      'DELETE, GET, HEAD, MKCOL, OPTIONS, PATCH, POST, PROPFIND, PUT, TRACE',
+    ],
+    [
+      'TRACE 405 lists extension methods',
+      'TRACE',
+      '/files/a',
+      405,
+      'DELETE, GET, HEAD, MKCOL, OPTIONS, PATCH, POST, PROPFIND, PUT',
+    ],
+    [
+      'path without them lists standard methods',
+      'OPTIONS',
+      '/files/a/b',
+      200,
+      'DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE',
+    ],
+  ] as const) {
+    it(name, async () => {
+      const response = await request(method, path, 'Max-Forwards: 0\r\n');
+
+      assert.equal(statusOf(response), status);
+      assert.equal(headerOf(response, 'allow'), allow);
+      assert.deepEqual(received, []);
+    });
+  }
+
+  it('forwards an unlisted extension method', async () => {
+    const response = await request('REPORT', '/files/a/b');
+
+    assert.equal(statusOf(response), 200);
+    assert.deepEqual(received, ['REPORT /files/a/b']);
+  });
+});
+
 describe('readMaxForwards', () => {
   for (const [value, expected] of [
     ['1', '0'],
@@ -284,6 +381,22 @@ describe('routeMethods on the real router', () => {
     assert.equal(result.kind, 'methods');
     const allow = result.kind === 'methods' ? result.allow : [];
     assert.ok(allow.includes('DELETE'), 'DELETE is listed');
+  });
+
+  it('adds methods of host routes to any-method ones', () => {
+    const hosted = buildRouter([
+      route('any', ['/files/**rest'], []),
+      route('dav', ['/files/:name'], ['PROPFIND'], ['dav.test']),
+    ]);
+
+    assert.deepEqual(routeMethods(hosted, 'dav.test', '/files/a'), {
+      kind: 'methods',
+      allow: ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PROPFIND', 'PUT', 'TRACE'],
+    });
+    assert.deepEqual(routeMethods(hosted, 'other.test', '/files/a'), {
+      kind: 'methods',
+      allow: ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'TRACE'],
+    });
   });
 
   it('returns not-found without a route', () => {

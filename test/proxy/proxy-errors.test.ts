@@ -373,6 +373,9 @@ describe('proxy error responses', () => {
         find() {
           throw new Error('router bug');
         },
+        listMethods() {
+          throw new Error('router bug');
+        },
       },
     });
 

@@ -5,6 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  rawHeaderNames,
   sendRaw,
   startHttpServer,
   startProxy,
@@ -43,7 +44,10 @@ describe('proxy upgrades', () => {
     });
     proxy = await startProxy({}, { tunnelIdleTimeoutMs: 300 });
     proxy.publish(
-      [{ name: 'ws', path: '/ws/*', upstream: 'ws' }],
+      [
+        { name: 'ws', path: '/ws/*', upstream: 'ws' },
+        { name: 'feed', path: '/feed', methods: ['POST', 'PUT'], upstream: 'ws' },
+      ],
       [upstreamAt('ws', upstream.port)],
     );
   });
@@ -114,5 +118,24 @@ describe('proxy upgrades', () => {
 
     assert.match(response, /^HTTP\/1\.1 404 Not Found\r\n/);
     assert.match(response, /route_not_found/);
+  });
+
+  it('returns 405 with Allow for an upgrade', async () => {
+    const response = await sendRaw(proxy.port, HANDSHAKE.replace('/ws/chat', '/feed'));
+
+    assert.match(response, /^HTTP\/1\.1 405 Method Not Allowed\r\n/);
+    assert.match(response, /\r\nallow: POST, PUT\r\n/i);
+    assert.match(response, /method_not_allowed/);
+  });
+
+  it('upgrade 405 has ordinary headers', async () => {
+    const upgrade = await sendRaw(proxy.port, HANDSHAKE.replace('/ws/chat', '/feed'));
+    const ordinary = await sendRaw(
+      proxy.port,
+      'GET /feed HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n',
+    );
+
+    assert.match(ordinary, /^HTTP\/1\.1 405 /);
+    assert.deepEqual(rawHeaderNames(upgrade).sort(), rawHeaderNames(ordinary).sort());
   });
 });

@@ -223,7 +223,11 @@ describe('router updates', () => {
   });
 
   test('foreign router returns null', async () => {
-    const foreign: Router<string> = { size: 0, find: () => ({ kind: 'not-found' }) };
+    const foreign: Router<string> = {
+      size: 0,
+      find: () => ({ kind: 'not-found' }),
+      listMethods: () => [],
+    };
     assert.equal(await updateRouterAsync(foreign, [], [route('a', ['/a'])]), null);
   });
 

@@ -56,7 +56,7 @@ class RawProxy {
     this.#call.write({
       kind: {
         $case: 'hello',
-        hello: { proxyId: id, address: 'test', nacked, instanceId: '', ...held },
+        hello: { proxyId: id, address: '127.0.0.1:8080', nacked, instanceId: '', ...held },
       },
     });
   }
@@ -302,7 +302,14 @@ class SlowProxy {
     proxy.#send({
       kind: {
         $case: 'hello',
-        hello: { proxyId: id, address: 'test', epoch: '', version: 0, nacked: [], instanceId: '' },
+        hello: {
+          proxyId: id,
+          address: '127.0.0.1:8080',
+          epoch: '',
+          version: 0,
+          nacked: [],
+          instanceId: '',
+        },
       },
     });
     return proxy;

@@ -1,0 +1,122 @@
+import type {
+  handleBidiStreamingCall,
+  handleUnaryCall,
+  MethodDefinition,
+  ServerDuplexStream,
+  ServerUnaryCall,
+  ServiceDefinition,
+  UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+
+import { LoomError } from '../common/errors.js';
+import { toServiceError } from '../common/grpc-errors.js';
+import type { Logger } from '../common/logger.js';
+
+/** Maximum length of a decoder's error quoted in the status message. */
+const MAX_REASON_LENGTH = 200;
+
+/**
+ * A request message that failed to decode, in place of the decoded message. grpc-js 1.14.7
+ * ends a call whose request deserializer throws with INTERNAL and the fixed message "Error
+ * deserializing request" (server-interceptors.js). The deserializers of
+ * `rejectMalformedRequests` therefore return this instead, and the wrapped handlers end the
+ * call with INVALID_ARGUMENT.
+ */
+class MalformedRequest {
+  readonly error: LoomError;
+
+  constructor(path: string, cause: unknown) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    this.error = new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${path} request: the message is not valid protobuf ` +
+        `(${reason.slice(0, MAX_REASON_LENGTH)}); encode it from the .proto files in proto/loom/v1`,
+    );
+  }
+}
+
+/** A service definition and its implementation, ready for `Server.addService`. */
+export interface CheckedService {
+  definition: ServiceDefinition;
+  implementation: UntypedServiceImplementation;
+}
+
+/**
+ * Returns `definition` and `implementation` changed so that a request message that does not
+ * decode ends its call with INVALID_ARGUMENT and a message naming the method and the decoder's
+ * error, and a warning is logged. A unary handler is not called for such a request. A
+ * bidirectional stream ends at the first such message, and its handler's `data` listeners see
+ * it as an object without fields, after the call has ended.
+ *
+ * @throws LoomError `LOOM_INTERNAL` for a client-streaming method, which this does not support.
+ */
+export function rejectMalformedRequests(
+  definition: ServiceDefinition,
+  implementation: UntypedServiceImplementation,
+  logger: Logger,
+): CheckedService {
+  const checkedDefinition: Record<string, MethodDefinition<unknown, unknown>> = {};
+  const checkedImplementation: UntypedServiceImplementation = { ...implementation };
+  for (const [name, method] of Object.entries(definition)) {
+    checkedDefinition[name] = tolerantMethod(method);
+    const handler = implementation[name];
+    if (handler === undefined) continue;
+    if (!method.requestStream) {
+      checkedImplementation[name] = checkUnary(method.path, handler as UnaryHandler, logger);
+    } else if (method.responseStream) {
+      checkedImplementation[name] = checkBidi(method.path, handler as BidiHandler, logger);
+    } else {
+      throw new LoomError(
+        'LOOM_INTERNAL',
+        `${method.path} is a client-streaming method, which rejectMalformedRequests does not support`,
+      );
+    }
+  }
+  return { definition: checkedDefinition, implementation: checkedImplementation };
+}
+
+type UnaryHandler = handleUnaryCall<unknown, unknown>;
+type BidiHandler = handleBidiStreamingCall<unknown, unknown>;
+
+/** Returns `method` with a request deserializer that returns a MalformedRequest for bad bytes. */
+function tolerantMethod(method: MethodDefinition<unknown, unknown>) {
+  const deserialize = method.requestDeserialize;
+  return {
+    ...method,
+    requestDeserialize: (bytes: Buffer): unknown => {
+      try {
+        return deserialize(bytes);
+      } catch (error) {
+        return new MalformedRequest(method.path, error);
+      }
+    },
+  };
+}
+
+function checkUnary(path: string, handler: UnaryHandler, logger: Logger): UnaryHandler {
+  return (call: ServerUnaryCall<unknown, unknown>, callback) => {
+    const request: unknown = call.request;
+    if (request instanceof MalformedRequest) {
+      logRejection(logger, path, call.getPeer(), request);
+      callback(toServiceError(request.error));
+      return;
+    }
+    handler(call, callback);
+  };
+}
+
+function checkBidi(path: string, handler: BidiHandler, logger: Logger): BidiHandler {
+  return (call: ServerDuplexStream<unknown, unknown>) => {
+    // Registered before the handler's listeners, so the call ends before they see the message.
+    call.on('data', (request: unknown) => {
+      if (!(request instanceof MalformedRequest)) return;
+      logRejection(logger, path, call.getPeer(), request);
+      call.emit('error', toServiceError(request.error));
+    });
+    handler(call);
+  };
+}
+
+function logRejection(logger: Logger, path: string, peer: string, request: MalformedRequest): void {
+  logger.warn({ method: path, peer, reason: request.error.message }, 'malformed request rejected');
+}
