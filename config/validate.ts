@@ -532,6 +532,8 @@ function describePathProblem(route: Route, path: string): string | undefined {
 function checkConflicts(routes: readonly Route[], report: Report, locate: Locator): void {
   for (const conflict of findConflicts(routes)) {
     const [first, second] = [routes[conflict.first], routes[conflict.second]];
+    // Two routes of one name already get the duplicate-name error, which is the one to fix.
+    if (first.name === second.name) continue;
     const where = locate(['routes', conflict.first, 'name']);
     const at = where.file ? ` (${where.file}${where.line ? `:${where.line}` : ''})` : '';
     const pathIndex = Math.max(second.paths.indexOf(conflict.secondPath), 0);

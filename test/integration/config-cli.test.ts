@@ -270,6 +270,33 @@ describe('loomctl validate messages', () => {
   });
 });
 
+describe('loomctl validate duplicate names', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-validate-duplicate-'));
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('duplicate route reported once', async () => {
+    const first = join(dir, 'first.yaml');
+    writeFileSync(first, BASELINE);
+    const second = join(dir, 'second.yaml');
+    writeFileSync(second, 'routes:\n  - {name: get-user, paths: [/users/:id], upstream: users}\n');
+    const result = await loomctl(OFFLINE, ['validate', '-f', first, second]);
+
+    assert.equal(result.code, 1, result.stderr);
+    const lines = issueLines(result);
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0], /route "get-user" name: duplicate route name; /);
+    assert.match(lines[0], new RegExp(`the first route of that name is at ${first}:\\d+`));
+    assert.doesNotMatch(result.stderr, /conflicts with/);
+  });
+});
+
 describe('loomctl validate file handling', () => {
   let dir: string;
 
