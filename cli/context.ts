@@ -1,3 +1,4 @@
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { InvalidArgumentError, type Command } from 'commander';
 
 import { parseDialAddress } from '../common/address.js';
@@ -91,6 +92,28 @@ export function controlPlaneAddress(command: Command): string {
   return address;
 }
 
+/** Advice for an address where no control plane serves its gRPC API. */
+const WRONG_PORT_HINT =
+  'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its gRPC\n' +
+  'address (its --listen, default 127.0.0.1:7400), not its HTTP --admin-listen port.';
+
+/**
+ * Tells whether a call failed because the server is not a control plane: a gRPC server without
+ * the admin service, such as etcd, or an HTTP/2 server that sends an HTTP error status, which
+ * grpc-js 1.14 reports as UNIMPLEMENTED. A control plane that lacks one method of the service
+ * is left alone, because that means another release.
+ */
+function isOtherServer(error: unknown): error is LoomError {
+  if (!(error instanceof LoomError) || error.code !== 'LOOM_INTERNAL') return false;
+  const cause = error.cause as Partial<ServiceError> | undefined;
+  if (cause?.code !== status.UNIMPLEMENTED) return false;
+  const details = cause.details ?? '';
+  return (
+    details.startsWith('unknown service loom.v1.AdminService') ||
+    details.startsWith('Received HTTP status code')
+  );
+}
+
 /** Opens an admin client for one command and closes it afterwards; explains an unreachable address. */
 export async function withClient<T>(
   command: Command,
@@ -107,8 +130,15 @@ export async function withClient<T>(
       throw new LoomError(
         'LOOM_UNAVAILABLE',
         `cannot reach the control plane at ${client.address}: ${tidyGrpcDetails(error.message)}\n` +
-          'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its gRPC\n' +
-          'address (its --listen, default 127.0.0.1:7400), not its HTTP --admin-listen port.',
+          WRONG_PORT_HINT,
+      );
+    }
+    if (isOtherServer(error)) {
+      throw new LoomError(
+        'LOOM_UNAVAILABLE',
+        `the server at ${client.address} is not a Loom control plane: ${error.message}\n` +
+          WRONG_PORT_HINT,
+        { cause: error },
       );
     }
     throw error;

@@ -13,7 +13,7 @@ const CLASS_ORDER: HostClass[] = ['exact', 'wildcard', 'any'];
 /** How one segment of the winning pattern matched the request. */
 export interface SegmentMatch {
   kind: PatternSegment['kind'];
-  /** The segment as the pattern writes it: `users`, `:id` or `*rest`. */
+  /** The segment as the pattern writes it: `users`, `:id`, `*rest`, `*` or `**`. */
   pattern: string;
   /** The request text it matched; a catch-all takes the rest of the path. */
   value: string;
@@ -268,7 +268,10 @@ function formatPattern(segment: PatternSegment): string {
       const middle = names.map((name, i) => (i === 0 ? '' : separators[i - 1]) + `:${name}`);
       return prefix + middle.join('') + suffix;
     }
-    case 'catch-all':
-      return `${segment.includesParent ? '**' : '*'}${segment.name}`;
+    case 'catch-all': {
+      // A bare `*` or `**` names its param `*`, which the pattern does not write.
+      const name = segment.name === '*' ? '' : segment.name;
+      return `${segment.includesParent ? '**' : '*'}${name}`;
+    }
   }
 }

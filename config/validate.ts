@@ -23,7 +23,10 @@ const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** RFC 9110 token: header names, cookie names. */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Header value: visible characters, spaces and tabs, no leading or trailing whitespace. */
+/**
+ * Header value: visible ASCII and the characters U+0080 to U+00FF (obs-text, RFC 9110 section
+ * 5.5), with spaces and tabs between them but not at either end.
+ */
 const HEADER_VALUE = /^([\x21-\x7e\x80-\xff]([\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;
 /** A path prefix: `/` and segments of RFC 3986 path characters, without a trailing slash. */
 const PATH_PREFIX = /^(\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/;
@@ -404,13 +407,9 @@ function checkRoute(
       const nameProblem = describeHeaderProblem(header.name, names);
       if (nameProblem) {
         at(`${field}.set.${header.name}`, header.name, nameProblem, path);
-      } else if (!HEADER_VALUE.test(header.value)) {
-        at(
-          `${field}.set.${header.name}`,
-          header.value,
-          'invalid header value; use visible characters without line breaks or edge whitespace',
-          path,
-        );
+      } else {
+        const valueProblem = describeHeaderValueProblem(header.value);
+        if (valueProblem) at(`${field}.set.${header.name}`, header.value, valueProblem, path);
       }
       names.add(header.name.toLowerCase());
     });
@@ -484,6 +483,45 @@ function describeHostPortProblem(value: string): string | undefined {
   return describeHostProblem(match[1].startsWith('*.') ? '' : match[1]);
 }
 
+/** The characters `HEADER_VALUE` accepts, worded for error messages. */
+const HEADER_VALUE_LIMIT =
+  'a value may contain only visible ASCII characters, characters U+0080 to U+00FF (Latin-1), ' +
+  'and spaces and tabs between them';
+
+/** Returns why a header value is invalid, or undefined when `HEADER_VALUE` accepts it. */
+function describeHeaderValueProblem(value: string): string | undefined {
+  if (HEADER_VALUE.test(value)) return undefined;
+
+  for (const char of value) {
+    const code = char.codePointAt(0) as number;
+    if (code > 0xff) {
+      const unicode = `U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+      const encoded = percentEncode(char);
+      const example = encoded === undefined ? '' : `, such as percent-encoded as ${encoded}`;
+      return (
+        `invalid header value; the character ${JSON.stringify(char)} (${unicode}) is above ` +
+        `U+00FF, and ${HEADER_VALUE_LIMIT}; encode it${example}`
+      );
+    }
+    if ((code < 0x20 && char !== '\t') || code === 0x7f) {
+      return (
+        `invalid header value; it contains the control character ${JSON.stringify(char)}, ` +
+        `and ${HEADER_VALUE_LIMIT}; remove it`
+      );
+    }
+  }
+  return 'invalid header value; remove the spaces or tabs at its start or end';
+}
+
+/** Percent-encodes one character as UTF-8, or returns undefined for a lone surrogate. */
+function percentEncode(char: string): string | undefined {
+  try {
+    return encodeURIComponent(char);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Returns why a host pattern is invalid, or undefined when it is valid. */
 export function describeHostProblem(host: string): string | undefined {
   if (host.startsWith('[') && host.endsWith(']') && isIP(host.slice(1, -1)) === 6) return undefined;
@@ -532,6 +570,8 @@ function describePathProblem(route: Route, path: string): string | undefined {
 function checkConflicts(routes: readonly Route[], report: Report, locate: Locator): void {
   for (const conflict of findConflicts(routes)) {
     const [first, second] = [routes[conflict.first], routes[conflict.second]];
+    // Two routes of one name already get the duplicate-name error, which is the one to fix.
+    if (first.name === second.name) continue;
     const where = locate(['routes', conflict.first, 'name']);
     const at = where.file ? ` (${where.file}${where.line ? `:${where.line}` : ''})` : '';
     const pathIndex = Math.max(second.paths.indexOf(conflict.secondPath), 0);

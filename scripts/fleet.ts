@@ -5,7 +5,7 @@
 // Default ports: control plane 7400 (admin 7401), proxies 8080 and 8081 (admin
 // 9901 and 9902), upstream 9001. With --base-port N (or LOOM_FLEET_BASE_PORT=N)
 // they are N and N+1, N+2 and N+3 (admin N+4 and N+5), and N+6.
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -154,15 +154,15 @@ let upstream: Server | undefined;
 let running = false;
 let stopping = false;
 
-/** The quick-start copy `quickstartFile` wrote, deleted when the fleet stops. */
-let quickstartCopy: string | undefined;
+/** The folder of the quick-start copy that `quickstartFile` wrote, deleted when the fleet stops. */
+let quickstartDir: string | undefined;
 const stopAll = async (code: number) => {
   if (stopping) return;
   stopping = true;
   await Promise.all(children.map((child) => child.stop()));
   upstream?.close();
   // The copy names this fleet's upstream port, so it is no use once the fleet stops.
-  if (quickstartCopy !== undefined) rmSync(quickstartCopy, { force: true });
+  if (quickstartDir !== undefined) rmSync(quickstartDir, { recursive: true, force: true });
   process.exit(code);
 };
 // Installed before any child starts, so a signal during the start stops what already runs.
@@ -270,16 +270,17 @@ start().then(
 );
 
 /**
- * Returns the quick-start file to apply: `examples/quickstart.yaml`, or a copy in the temporary
- * folder whose upstream URL names the moved upstream port.
+ * Returns the quick-start file to apply: `examples/quickstart.yaml`, or a copy whose upstream URL
+ * names the moved upstream port. The copy is in a new private folder (mkdtemp), so no other user
+ * can plant or replace it at a path they could predict.
  */
 function quickstartFile(): string {
   const example = 'examples/quickstart.yaml';
   if (ports.upstream === 9001) return example;
-  const copy = join(tmpdir(), `loom-quickstart-${ports.upstream}.yaml`);
+  quickstartDir = mkdtempSync(join(tmpdir(), 'loom-quickstart-'));
+  const copy = join(quickstartDir, 'quickstart.yaml');
   const text = readFileSync(example, 'utf8').replace(/\b9001\b/g, String(ports.upstream));
   writeFileSync(copy, text);
-  quickstartCopy = copy;
   return copy;
 }
 

@@ -1,15 +1,23 @@
 import type { Command } from 'commander';
+import { METHODS } from 'node:http';
 
 import { ConfigError } from '../../common/errors.js';
 import { loadConfigFiles } from '../../config/load.js';
-import { describeInvalidHost } from '../../data-plane/proxy/prepare-request.js';
+import { PROXY_ERRORS } from '../../data-plane/proxy/error-response.js';
+import {
+  describeInvalidHost,
+  describeQueryFragment,
+} from '../../data-plane/proxy/prepare-request.js';
+import { compileRouteActions, describeDoubleSlash } from '../../data-plane/proxy/route-actions.js';
 import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
 import { offlineHeader, out, plural, printOfflineIssues } from '../output.js';
 import { explainRequest, type Explanation, type HostMiss } from '../route-explainer.js';
 
-const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^?#]*)/i;
+const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)(.*)$/is;
+/** A method is a token (RFC 9110 sections 5.6.2 and 9.1). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Registers `loomctl explain`. */
 export function registerExplain(program: Command): void {
@@ -43,6 +51,13 @@ export function registerExplain(program: Command): void {
         options: { host?: string; filename: string[] },
         command: Command,
       ) => {
+        if (!TOKEN.test(method)) {
+          command.error(
+            `error: invalid method ${JSON.stringify(method)}: a method is one token of letters, ` +
+              "digits and !#$%&'*+-.^_`|~, without spaces; give one such as GET",
+            { code: 'commander.invalidArgument' },
+          );
+        }
         const target = splitTarget(url, options.host);
         if (target === undefined) {
           command.error(
@@ -51,7 +66,7 @@ export function registerExplain(program: Command): void {
             { code: 'commander.invalidArgument' },
           );
         }
-        const { host, path } = target;
+        const { host, pathAndQuery } = target;
         const hostProblem = host === undefined ? undefined : describeInvalidHost(host);
         if (hostProblem !== undefined) {
           command.error(
@@ -62,6 +77,17 @@ export function registerExplain(program: Command): void {
             { code: 'commander.invalidArgument' },
           );
         }
+        if (!METHODS.includes(method)) {
+          printParserRejectedMethod(method);
+          return;
+        }
+        const queryStart = pathAndQuery.indexOf('?');
+        const fragment = describeQueryFragment(pathAndQuery, queryStart);
+        if (fragment !== undefined) {
+          printBadRequest(fragment);
+          return;
+        }
+        const path = queryStart === -1 ? pathAndQuery : pathAndQuery.slice(0, queryStart);
         const routes =
           options.filename.length > 0
             ? (await loadFiles(options.filename)).routes
@@ -77,7 +103,12 @@ export function registerExplain(program: Command): void {
               '400 escaped_slash instead of routing it',
           );
         }
-        const explanation = explainRequest(routes, method.toUpperCase(), host, path);
+        const explanation = explainRequest(routes, method, host, path);
+        const doubleSlash = describeRouteDoubleSlash(explanation, routes, normalized);
+        if (doubleSlash !== undefined) {
+          printBadRequest(doubleSlash);
+          return;
+        }
         printExplanation(explanation, routes, host);
       },
     );
@@ -95,27 +126,67 @@ async function loadFiles(files: string[]): Promise<{ routes: Route[] }> {
 }
 
 /**
- * Splits the URL argument into the Host header and the path, or returns undefined when it is
- * neither a URL with a host nor a path.
+ * Splits the URL argument into the Host header and the request target (path, query and any
+ * fragment), or returns undefined when it is neither a URL with a host nor a path. As proxies do
+ * with an absolute-form target, a URL without a path gets `/` before the rest.
  */
 function splitTarget(
   url: string,
   hostOption: string | undefined,
-): { host?: string; path: string } | undefined {
+): { host?: string; pathAndQuery: string } | undefined {
   const full = URL_WITH_AUTHORITY.exec(url);
   if (full) {
     const authority = full[1].slice(full[1].lastIndexOf('@') + 1);
     // As in an absolute-form request target, the URL needs a host before any port.
     if (authority === '' || authority.startsWith(':')) return undefined;
-    return { host: hostOption ?? authority, path: full[2] === '' ? '/' : full[2] };
+    const rest = full[2];
+    return {
+      host: hostOption ?? authority,
+      pathAndQuery: rest.startsWith('/') ? rest : '/' + rest,
+    };
   }
   if (!url.startsWith('/')) return undefined;
-  return { host: hostOption, path: url.split(/[?#]/, 1)[0] };
+  return { host: hostOption, pathAndQuery: url };
+}
+
+/**
+ * Returns the message of the 400 that proxies send when the remainder of the path after the
+ * matched route's stripPrefix starts with `//`, or undefined when they forward the request.
+ */
+function describeRouteDoubleSlash(
+  explanation: Explanation,
+  routes: Route[],
+  normalizedPath: ReturnType<typeof normalizeRequestPath>,
+): string | undefined {
+  if (explanation.kind !== 'found' || typeof normalizedPath !== 'string') return undefined;
+  const route = routes.find((candidate) => candidate.name === explanation.route);
+  if (route === undefined) return undefined;
+  const problem = describeDoubleSlash(compileRouteActions(route), normalizedPath);
+  if (problem === undefined) return undefined;
+  return `route ${explanation.route} matches by path ${explanation.path}, but ${problem}`;
+}
+
+function printBadRequest(reason: string): void {
+  out(`bad request: ${reason}; proxies respond with 400 bad_request`);
+}
+
+/**
+ * Prints the 400 that proxies send for a method outside `http.METHODS`: Node.js's HTTP parser
+ * accepts only those, in upper case, and rejects the request before routing.
+ */
+function printParserRejectedMethod(method: string): void {
+  printBadRequest(PROXY_ERRORS.unparsableRequest.message);
+  out(
+    "  Node.js's HTTP parser accepts only the methods in http.METHODS, in upper case, and " +
+      `rejects ${JSON.stringify(method)} before routing`,
+  );
+  const upper = method.toUpperCase();
+  if (METHODS.includes(upper)) out(`  methods are case-sensitive: did you mean ${upper}?`);
 }
 
 function printExplanation(explanation: Explanation, routes: Route[], host?: string): void {
   if (explanation.kind === 'bad-request') {
-    out(`bad request: ${explanation.reason}; proxies answer 400`);
+    printBadRequest(explanation.reason);
     return;
   }
   if (explanation.kind === 'not-found') {

@@ -87,13 +87,15 @@ export function decodeRecord<T>(line: string, schema: z.ZodType<T>): T | undefin
 
 /**
  * Reads a file that contains exactly one record. Returns undefined when the file
- * does not exist.
+ * does not exist. `fix` is the advice that the error ends with. It defaults to
+ * rebuilding the data directory, so a file the store can open without passes its own.
  *
  * @throws LoomError `LOOM_STORE_CORRUPT` naming the file when the record is damaged.
  */
 export async function readRecordFile<T>(
   path: string,
   schema: z.ZodType<T>,
+  fix: string = recovery(path),
 ): Promise<T | undefined> {
   const content = await readOptionalFile(path);
   if (content === undefined) {
@@ -104,7 +106,7 @@ export async function readRecordFile<T>(
   if (record === undefined) {
     throw new LoomError(
       'LOOM_STORE_CORRUPT',
-      `${path} is corrupt: checksum or format mismatch; ${recovery(path)}`,
+      `${path} is corrupt: checksum or format mismatch; ${fix}`,
     );
   }
   return record;

@@ -466,10 +466,19 @@ async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<strin
  * Reads the accepted snapshot file. A damaged file, or content that does not match its hash,
  * is skipped with a warning: it only serves fallbacks, and the next recorded ack replaces it.
  */
+/**
+ * Advice for a damaged `accepted.json`. The file only lets a restarted control plane send the
+ * last accepted version as a fallback, so the store opens without it.
+ */
+const ACCEPTED_FILE_IGNORED =
+  'the control plane ignores it and replaces it when it records the next accepted version, ' +
+  'so nothing needs to be done; until then it has no accepted version to send to a proxy ' +
+  'that rejects a newer one';
+
 async function loadAccepted(path: string, logger: Logger): Promise<StoredAccepted | undefined> {
   let file;
   try {
-    file = await readRecordFile(path, AcceptedFileSchema);
+    file = await readRecordFile(path, AcceptedFileSchema, ACCEPTED_FILE_IGNORED);
   } catch (error) {
     if (!(error instanceof LoomError) || error.code !== 'LOOM_STORE_CORRUPT') throw error;
     logger.warn({ file: path, err: error }, 'accepted snapshot file skipped');

@@ -6,7 +6,7 @@ import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { readMaxForwards, routeMethods } from './max-forwards.js';
-import { remainderStartsWithDoubleSlash } from './route-actions.js';
+import { describeDoubleSlash } from './route-actions.js';
 import {
   buildUpstreamRequestHeaders,
   isContinueExpectation,
@@ -27,9 +27,6 @@ const kClient = Symbol('loom.clientInfo');
 const MAX_LOGGED_VALUE_LENGTH = 128;
 /** Message of the 400 for a `#` in the query of a request target. */
 const FRAGMENT = 'fragment ("#") in request target';
-/** Message of the 400 for a path whose remainder after the route's stripPrefix starts with `//`. */
-const DOUBLE_SLASH =
-  'the path starts with "//" once the route\'s stripPrefix is removed, and an upstream could read "//name" as a host name; remove the extra "/"';
 
 interface ProxySocket extends Socket {
   [kClient]?: ClientInfo;
@@ -116,10 +113,9 @@ export function prepareRequest(
   }
 
   const queryStart = url.indexOf('?');
-  // The router rejects a "#" in the path. One in the query is just as invalid (RFC 9112 section
-  // 3.2), and an upstream would cut the query there, so no fragment is forwarded.
-  if (queryStart !== -1 && url.indexOf('#', queryStart + 1) !== -1) {
-    return { ok: false, error: PROXY_ERRORS.badRequest, message: FRAGMENT, close: false };
+  const fragment = describeQueryFragment(url, queryStart);
+  if (fragment !== undefined) {
+    return { ok: false, error: PROXY_ERRORS.badRequest, message: fragment, close: false };
   }
   const path = queryStart === -1 ? url : url.slice(0, queryStart);
   if (maxForwards.kind === 'last-hop') {
@@ -150,12 +146,13 @@ export function prepareRequest(
   if (escaped && context.escapedSlashes === 'reject' && normalized.indexOf('%2F') !== -1) {
     return { ok: false, error: PROXY_ERRORS.escapedSlash, route, close: false };
   }
-  if (remainderStartsWithDoubleSlash(actions, normalized)) {
+  const doubleSlash = describeDoubleSlash(actions, normalized);
+  if (doubleSlash !== undefined) {
     return {
       ok: false,
       error: PROXY_ERRORS.badRequest,
       route,
-      message: DOUBLE_SLASH,
+      message: doubleSlash,
       close: false,
     };
   }
@@ -194,6 +191,16 @@ export function prepareRequest(
     startTime,
   };
   return { ok: true, request, target, head };
+}
+
+/**
+ * Returns the message of the 400 for a "#" in the query of an origin-form target, whose query
+ * starts at `queryStart` (-1 for none), or undefined when there is none. The router rejects a
+ * "#" in the path. One in the query is just as invalid (RFC 9112 section 3.2), and an upstream
+ * would cut the query there, so no fragment is forwarded.
+ */
+export function describeQueryFragment(url: string, queryStart: number): string | undefined {
+  return queryStart !== -1 && url.indexOf('#', queryStart + 1) !== -1 ? FRAGMENT : undefined;
 }
 
 /** Matches an escaped slash in a raw path whose percent-encoding the router accepted. */

@@ -100,6 +100,22 @@ export function remainderStartsWithDoubleSlash(actions: RouteActions, path: stri
   return path.charCodeAt(start) === SLASH && path.charCodeAt(start + 1) === SLASH;
 }
 
+/**
+ * Returns the message of the proxy's 400 for a normalised path whose remainder starts with `//`
+ * (see `remainderStartsWithDoubleSlash`), or undefined when the remainder does not. The message
+ * names the stripPrefix only when the route has one that applies to the path.
+ */
+export function describeDoubleSlash(actions: RouteActions, path: string): string | undefined {
+  const start = strippedLength(actions, path);
+  if (path.charCodeAt(start) !== SLASH || path.charCodeAt(start + 1) !== SLASH) return undefined;
+
+  const where =
+    start === 0
+      ? 'the path starts with "//"'
+      : 'the path starts with "//" once the route\'s stripPrefix is removed';
+  return `${where}, and an upstream could read "//name" as a host name; remove the extra "/"`;
+}
+
 /** Returns the length of the route's stripPrefix when it applies to `path`, else 0. */
 function strippedLength(actions: RouteActions, path: string): number {
   const strip = actions.stripPrefix;

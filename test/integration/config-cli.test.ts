@@ -270,6 +270,73 @@ describe('loomctl validate messages', () => {
   });
 });
 
+describe('loomctl validate duplicate names', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-validate-duplicate-'));
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('duplicate route reported once', async () => {
+    const first = join(dir, 'first.yaml');
+    writeFileSync(first, BASELINE);
+    const second = join(dir, 'second.yaml');
+    writeFileSync(second, 'routes:\n  - {name: get-user, paths: [/users/:id], upstream: users}\n');
+    const result = await loomctl(OFFLINE, ['validate', '-f', first, second]);
+
+    assert.equal(result.code, 1, result.stderr);
+    const lines = issueLines(result);
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0], /route "get-user" name: duplicate route name; /);
+    assert.match(lines[0], new RegExp(`the first route of that name is at ${first}:\\d+`));
+    assert.doesNotMatch(result.stderr, /conflicts with/);
+  });
+});
+
+describe('loomctl validate header values', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-validate-header-'));
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('value limit named per problem', async () => {
+    const file = join(dir, 'headers.yaml');
+    writeFileSync(
+      file,
+      `${BASELINE}    requestHeaders:\n      set:\n` +
+        '        - {name: x-euro, value: "€uro"}\n' +
+        '        - {name: x-break, value: "a\\nb"}\n' +
+        '        - {name: x-edge, value: "a "}\n' +
+        '        - {name: x-latin, value: "café"}\n',
+    );
+    const result = await loomctl(OFFLINE, ['validate', '-f', file]);
+
+    assert.equal(result.code, 1, result.stderr);
+    const lines = issueLines(result);
+    const limit =
+      'a value may contain only visible ASCII characters, characters U+0080 to U+00FF ' +
+      '(Latin-1), and spaces and tabs between them';
+    assert.deepEqual(lines, [
+      `  ${file}:11: route "get-user" requestHeaders.set.x-euro: invalid header value; the ` +
+        `character "€" (U+20AC) is above U+00FF, and ${limit}; encode it, such as ` +
+        'percent-encoded as %E2%82%AC (got "€uro")',
+      `  ${file}:12: route "get-user" requestHeaders.set.x-break: invalid header value; it ` +
+        `contains the control character "\\n", and ${limit}; remove it (got "a\\nb")`,
+      `  ${file}:13: route "get-user" requestHeaders.set.x-edge: invalid header value; remove ` +
+        'the spaces or tabs at its start or end (got "a ")',
+    ]);
+  });
+});
+
 describe('loomctl validate file handling', () => {
   let dir: string;
 

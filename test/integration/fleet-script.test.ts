@@ -1,10 +1,18 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -105,6 +113,8 @@ describe('fleet script', { timeout: 120_000 }, () => {
       assert.ok(printed, `no apply command in the banner:\n${fleet.output()}`);
       assert.equal(printed[1], `127.0.0.1:${base}`);
       config = printed[2];
+      assert.notEqual(dirname(config), tmpdir(), `${config} is not in a folder of its own`);
+      assert.equal(statSync(dirname(config)).mode & 0o077, 0, `${dirname(config)} is shared`);
       assert.match(
         readFileSync(config, 'utf8'),
         new RegExp(`url: http://127\\.0\\.0\\.1:${base + 6}\\n`),
@@ -143,6 +153,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
       assert.equal(await isListening(port), false, `port ${port} still listens after SIGTERM`);
     }
     assert.equal(existsSync(config), false, `${config} is left after the fleet stopped`);
+    assert.equal(existsSync(dirname(config)), false, `${dirname(config)} is left behind`);
   });
 
   test('child exit during start fails', async () => {
@@ -259,5 +270,44 @@ describe('fleet script', { timeout: 120_000 }, () => {
     } finally {
       await new Promise((resolve) => holder.close(resolve));
     }
+  });
+});
+
+describe('echo upstream example', () => {
+  /** Runs `examples/echo-upstream.ts ARGS` through the tsx CLI; a run past 30 s is killed. */
+  function runEcho(args: string[]): Promise<{ code: number | null; output: string }> {
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'examples/echo-upstream.ts', ...args],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    return once(child, 'exit').then(([code]) => {
+      clearTimeout(timer);
+      return { code: code as number | null, output };
+    });
+  }
+
+  test('help prints usage', async () => {
+    const result = await runEcho(['--help']);
+    assert.equal(result.code, 0, result.output);
+    assert.match(result.output, /^Usage: node --import tsx examples\/echo-upstream\.ts/);
+    assert.match(result.output, /^ {2}--port <port> /m);
+  });
+
+  test('unknown option is usage error', async () => {
+    const result = await runEcho(['--bogus']);
+    assert.equal(result.code, 2, result.output);
+    assert.match(result.output, /^error: Unknown option '--bogus'/);
+    assert.doesNotMatch(result.output, /ERR_PARSE_ARGS_UNKNOWN_OPTION|\n\s+at /);
+  });
+
+  test('invalid port is usage error', async () => {
+    const result = await runEcho(['--port', 'abc']);
+    assert.equal(result.code, 2, result.output);
+    assert.equal(result.output, 'error: invalid --port "abc"; give an integer from 0 to 65535\n');
   });
 });

@@ -13,6 +13,7 @@ import { EtcdStore } from '../../control-plane/store/etcd-store.js';
 import type { AcceptedVersion } from '../../control-plane/store/store.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { embeddedStoreFixture, etcdStoreFixture, type StoreFixture } from './store-fixtures.js';
+import { memoryLogger } from './watch-recorder.js';
 
 function content(text: string): { bytes: Uint8Array; hash: string } {
   const bytes = Buffer.from(text);
@@ -305,9 +306,17 @@ describe('EmbeddedStore accepted content', () => {
     const file = join(dataDir, 'accepted.json');
     await writeFile(file, (await readFile(file, 'utf8')).replace('"version"', '"versiom"'));
 
-    const reopened = await EmbeddedStore.open({ dataDir });
+    const { logger, lines } = memoryLogger();
+    const reopened = await EmbeddedStore.open({ dataDir, logger });
     try {
       assert.equal(await reopened.acceptedVersion(), undefined);
+      const skipped = lines.filter((line) => line.msg === 'accepted snapshot file skipped');
+      assert.equal(skipped.length, 1, JSON.stringify(lines));
+      assert.equal(skipped[0].level, 40);
+      const message = (skipped[0].err as { message: string }).message;
+      assert.match(message, /accepted\.json is corrupt: checksum or format mismatch; /);
+      assert.match(message, /ignores it and replaces it when it records the next accepted version/);
+      assert.doesNotMatch(message, /move .* aside|apply the configuration files again/);
       const later = await reopened.commit([{ type: 'put', key: '/loom/routes/a', value: '2' }]);
       const record = accepted(epoch, later, 'two');
       assert.equal(await reopened.recordAccepted(record, content('two').bytes), true);

@@ -278,7 +278,7 @@ describe('schema messages', () => {
     assert.deepEqual(lines, [
       'loom.yaml:8: route "r" requestHeaders.set.bad header: invalid header name; use a token such as x-request-source (got "bad header")',
       'loom.yaml:12: route "r" responseHeaders.set.Bad Name: invalid header name; use a token such as x-request-source (got "Bad Name")',
-      'loom.yaml:13: route "r" responseHeaders.set.x-val: invalid header value; use visible characters without line breaks or edge whitespace (got " lead")',
+      'loom.yaml:13: route "r" responseHeaders.set.x-val: invalid header value; remove the spaces or tabs at its start or end (got " lead")',
       'loom.yaml:14: route "r" responseHeaders.set.Host: the proxy manages this header; it cannot be set or removed (use hostRewrite for Host) (got "Host")',
       'loom.yaml:15: route "r" responseHeaders.remove[1]: invalid header name; use a token such as x-request-source (got "bad one")',
       'loom.yaml:15: route "r" responseHeaders.remove[2]: header is both set and removed; keep one (got "X-OK")',
