@@ -81,6 +81,12 @@ export function registerExplain(program: Command): void {
           printParserRejectedMethod(method);
           return;
         }
+        if (method === 'CONNECT') {
+          // Node.js hands CONNECT to the proxy apart from other requests, before any routing.
+          const { message, status, error } = PROXY_ERRORS.connectNotSupported;
+          out(`not routed: ${message}; proxies respond with ${status} ${error}`);
+          return;
+        }
         const queryStart = pathAndQuery.indexOf('?');
         const fragment = describeQueryFragment(pathAndQuery, queryStart);
         if (fragment !== undefined) {

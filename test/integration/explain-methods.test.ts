@@ -121,6 +121,7 @@ const CASES: Case[] = [
   { method: 'GET', target: '/all//x', host: 'a.test' },
   { method: 'GET', target: '/nothing', host: 'a.test' },
   { method: 'GET', target: '//x', host: 'd.test' },
+  { method: 'CONNECT', target: '/users/1', host: 'a.test' },
 ];
 
 /** Returns the status and the JSON `message` of a raw response. */
@@ -171,6 +172,9 @@ describe('explain agrees with a running proxy', { timeout: 120_000 }, () => {
         assert.match(output, /^no route matches; proxies answer 404 /m, output);
       } else if (status === 405) {
         assert.match(output, /proxies answer 405 with Allow/, output);
+      } else if (status === 501) {
+        assert.match(output, /^not routed: .*proxies respond with 501 not_implemented/m, output);
+        assert.ok(output.includes(message), `${output} lacks the proxy's message ${message}`);
       } else {
         // Route `root` has a closed port, so a forwarded request gets 502.
         assert.equal(status, 502, response);
