@@ -10,10 +10,17 @@ import type {
 
 import { LoomError } from '../common/errors.js';
 import { toServiceError } from '../common/grpc-errors.js';
+import { LogLimiter } from '../common/log-limiter.js';
 import type { Logger } from '../common/logger.js';
 
 /** Maximum length of a decoder's error quoted in the status message. */
 const MAX_REASON_LENGTH = 200;
+/**
+ * Rejections logged per window of {@link REJECTION_LOG_WINDOW_MS} and service; the next line
+ * counts those left out, so that a client sending garbage in a loop cannot flood the log.
+ */
+const REJECTION_LOG_LINES = 10;
+const REJECTION_LOG_WINDOW_MS = 10_000;
 
 /**
  * A request message that failed to decode, in place of the decoded message. grpc-js 1.14.7
@@ -57,14 +64,23 @@ export function rejectMalformedRequests(
 ): CheckedService {
   const checkedDefinition: Record<string, MethodDefinition<unknown, unknown>> = {};
   const checkedImplementation: UntypedServiceImplementation = { ...implementation };
+  const limiter = new LogLimiter(REJECTION_LOG_LINES, REJECTION_LOG_WINDOW_MS);
+  const report: RejectionLog = (path, peer, request) => {
+    const suppressed = limiter.take();
+    if (suppressed === undefined) return;
+    logger.warn(
+      { method: path, peer, reason: request.error.message, suppressed },
+      'malformed request rejected',
+    );
+  };
   for (const [name, method] of Object.entries(definition)) {
     checkedDefinition[name] = tolerantMethod(method);
     const handler = implementation[name];
     if (handler === undefined) continue;
     if (!method.requestStream) {
-      checkedImplementation[name] = checkUnary(method.path, handler as UnaryHandler, logger);
+      checkedImplementation[name] = checkUnary(method.path, handler as UnaryHandler, report);
     } else if (method.responseStream) {
-      checkedImplementation[name] = checkBidi(method.path, handler as BidiHandler, logger);
+      checkedImplementation[name] = checkBidi(method.path, handler as BidiHandler, report);
     } else {
       throw new LoomError(
         'LOOM_INTERNAL',
@@ -76,6 +92,8 @@ export function rejectMalformedRequests(
 }
 
 type UnaryHandler = handleUnaryCall<unknown, unknown>;
+/** Logs one rejected request, or counts it when the log limit is reached. */
+type RejectionLog = (path: string, peer: string, request: MalformedRequest) => void;
 type BidiHandler = handleBidiStreamingCall<unknown, unknown>;
 
 /** Returns `method` with a request deserializer that returns a MalformedRequest for bad bytes. */
@@ -93,11 +111,11 @@ function tolerantMethod(method: MethodDefinition<unknown, unknown>) {
   };
 }
 
-function checkUnary(path: string, handler: UnaryHandler, logger: Logger): UnaryHandler {
+function checkUnary(path: string, handler: UnaryHandler, report: RejectionLog): UnaryHandler {
   return (call: ServerUnaryCall<unknown, unknown>, callback) => {
     const request: unknown = call.request;
     if (request instanceof MalformedRequest) {
-      logRejection(logger, path, call.getPeer(), request);
+      report(path, call.getPeer(), request);
       callback(toServiceError(request.error));
       return;
     }
@@ -105,18 +123,14 @@ function checkUnary(path: string, handler: UnaryHandler, logger: Logger): UnaryH
   };
 }
 
-function checkBidi(path: string, handler: BidiHandler, logger: Logger): BidiHandler {
+function checkBidi(path: string, handler: BidiHandler, report: RejectionLog): BidiHandler {
   return (call: ServerDuplexStream<unknown, unknown>) => {
     // Registered before the handler's listeners, so the call ends before they see the message.
     call.on('data', (request: unknown) => {
       if (!(request instanceof MalformedRequest)) return;
-      logRejection(logger, path, call.getPeer(), request);
+      report(path, call.getPeer(), request);
       call.emit('error', toServiceError(request.error));
     });
     handler(call);
   };
-}
-
-function logRejection(logger: Logger, path: string, peer: string, request: MalformedRequest): void {
-  logger.warn({ method: path, peer, reason: request.error.message }, 'malformed request rejected');
 }

@@ -22,7 +22,7 @@ import {
   unrelayableResponse,
   type ResponseHead,
 } from './headers.js';
-import type { LogLimiter } from './log-limiter.js';
+import type { LogLimiter } from '../../common/log-limiter.js';
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import type { RouteActions } from './route-actions.js';
 import type { TrustedProxies } from './trusted-proxies.js';

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.js';
 import { destroyResponse, PROXY_ERRORS, rawErrorText, type ProxyError } from './error-response.js';
-import { LogLimiter } from './log-limiter.js';
+import { LogLimiter } from '../../common/log-limiter.js';
 import { resetConnection } from './socket-reset.js';
 
 /**

@@ -12,7 +12,7 @@ import {
   writeRawErrorResponse,
 } from './error-response.js';
 import { ProxyExchange, type EscapedSlashAction, type ProxyContext } from './exchange.js';
-import { LogLimiter } from './log-limiter.js';
+import { LogLimiter } from '../../common/log-limiter.js';
 import { NO_OBSERVER, UNMATCHED, type ProxyObserver } from './observer.js';
 import { PipelineGuard } from './pipelining.js';
 import { SendWatchdog } from './send-watchdog.js';

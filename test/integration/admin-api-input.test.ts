@@ -342,6 +342,27 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
     assert.match(setup.fleet.logs(), /"msg":"malformed request rejected"/);
   });
 
+  test('malformed message log is capped', async () => {
+    const admin = rawClient(AdminServiceService, 'loom.v1.AdminService', setup.fleet.controlPlane);
+    const started = Date.now();
+    try {
+      for (let sent = 0; sent < 30; sent++) {
+        const error = await new Promise<ServiceError | null>((resolve) => {
+          admin.status(TRUNCATED, (failure: ServiceError | null) => resolve(failure));
+        });
+        assert.equal(error?.code, status.INVALID_ARGUMENT, error?.message);
+      }
+    } finally {
+      admin.close();
+    }
+    // Each window of 10 s logs at most 10 rejections of one service. The earlier test's window
+    // may still be open, hence the one window more.
+    const windows = Math.ceil((Date.now() - started) / 10_000) + 1;
+    const lines = setup.fleet.logs().match(/"msg":"malformed request rejected"/g) ?? [];
+    assert.ok(lines.length <= 10 * windows, `${lines.length} lines in ${windows} windows`);
+    assert.ok(lines.length < 34, `${lines.length} lines for 34 rejected requests`);
+  });
+
   test('malformed stream message gets INVALID_ARGUMENT', async () => {
     const snapshots = rawClient(
       SnapshotServiceService,

@@ -9,7 +9,7 @@ import {
   type ResponseHead,
 } from '../../data-plane/proxy/headers.js';
 import { HeaderNameCache } from '../../data-plane/proxy/header-names.js';
-import { LogLimiter } from '../../data-plane/proxy/log-limiter.js';
+import { LogLimiter } from '../../common/log-limiter.js';
 import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
 import { TrustedProxies } from '../../data-plane/proxy/trusted-proxies.js';
 
