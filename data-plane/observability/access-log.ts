@@ -6,6 +6,16 @@ import { pino } from 'pino';
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import {
+  lineField,
+  MAX_DIGITS,
+  MAX_MILLISECONDS_BYTES,
+  methodFieldBytes,
+  statusFieldBytes,
+  writeDigits,
+  writeMilliseconds,
+  type LineField,
+} from './line-bytes.js';
 
 /** One finished request, as the proxy reports it to {@link AccessLog.write}. */
 export interface AccessLogEntry {
@@ -43,13 +53,19 @@ export const BATCH_DELAY_MS = 100;
 /** Route and target fields kept for reuse. */
 const FIELD_CACHE_SIZE = 4096;
 /** Upstream and target fields of a request that was not forwarded. */
-const NO_TARGET_FIELDS = ',"upstream":"","target":""';
+const NO_TARGET_FIELDS = lineField(',"upstream":"","target":""');
+const BYTES_SENT_FIELD = Buffer.from(',"bytesSent":');
+const DURATION_FIELD = Buffer.from(',"durationMs":');
+const LINE_END = Buffer.from('}\n');
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
 
 /**
  * The per-request access log: one JSON line per request on stdout or in a file, off by default.
  *
- * Lines are built by string concatenation in a fixed field order, from route and target fields
- * that are built once and reused, and collected in memory as UTF-8. A batch goes to sonic-boom
+ * Lines have a fixed field order and are collected in memory as UTF-8. Most are written as
+ * bytes straight into the batch, from route and target fields that are encoded once and
+ * reused. A line that needs escapes is built as a string and encoded. A batch goes to sonic-boom
  * (`pino.destination`, synchronous for a file and asynchronous for stdout) once the next line
  * might not fit in {@link BATCH_BYTES}, or {@link BATCH_DELAY_MS} after its first line, so a
  * busy proxy makes a few write calls per second instead of one per request:
@@ -78,14 +94,14 @@ export class AccessLog {
   #batchLength = 0;
   #flushTimer: NodeJS.Timeout | undefined;
   /** `,"route":NAME` by route name. */
-  readonly #routeFields = new Map<string, string>();
+  readonly #routeFields = new Map<string, LineField>();
   /** `,"upstream":NAME,"target":ORIGIN` by upstream and origin. */
-  readonly #targetFields = new Map<string, string>();
+  readonly #targetFields = new Map<string, LineField>();
   /** The same fields by target object, so the request path builds no key. */
-  readonly #targetObjectFields = new WeakMap<UpstreamTarget, string>();
+  readonly #targetObjectFields = new WeakMap<UpstreamTarget, LineField>();
   /** `Date.now()` of the previous line and the line start built from it. */
   #lastTime = 0;
-  #lineStart = '{"time":0';
+  #lineStart = lineField('{"time":0');
 
   private constructor(
     destination: Destination | undefined,
@@ -202,7 +218,7 @@ export class AccessLog {
     method: string,
     path: string,
     status: number,
-    targetFields: string,
+    targetFields: LineField,
     bytesSent: number,
     durationSeconds: number,
   ): void {
@@ -214,24 +230,123 @@ export class AccessLog {
     const now = Date.now();
     if (now !== this.#lastTime) {
       this.#lastTime = now;
-      this.#lineStart = '{"time":' + now;
+      this.#lineStart = lineField('{"time":' + now);
     }
+    const routeField = this.#routeFieldOf(route);
     const query = path.indexOf('?');
-    const line =
-      this.#lineStart +
-      this.#routeFieldOf(route) +
-      ',"method":' +
-      quoteMethod(method) +
-      ',"path":' +
-      quoteString(query === -1 ? path : path.slice(0, query)) +
-      ',"status":' +
-      status +
-      targetFields +
-      ',"bytesSent":' +
-      bytesSent +
-      ',"durationMs":' +
-      formatMilliseconds(durationSeconds) +
-      '}\n';
+    const pathEnd = query === -1 ? path.length : query;
+    const written = this.#appendBytes(
+      routeField,
+      method,
+      path,
+      pathEnd,
+      status,
+      targetFields,
+      bytesSent,
+      durationSeconds,
+    );
+    if (!written) {
+      this.#appendText(
+        this.#lineStart.text +
+          routeField.text +
+          ',"method":' +
+          quoteMethod(method) +
+          ',"path":' +
+          quoteString(path.slice(0, pathEnd)) +
+          ',"status":' +
+          status +
+          targetFields.text +
+          ',"bytesSent":' +
+          bytesSent +
+          ',"durationMs":' +
+          formatMilliseconds(durationSeconds) +
+          '}\n',
+      );
+    }
+    if (this.#flushTimer === undefined) {
+      this.#flushTimer = setTimeout(flushLater, BATCH_DELAY_MS, this);
+      this.#flushTimer.unref();
+    }
+  }
+
+  /**
+   * Writes a line as bytes straight into the batch. Returns false, having written nothing that
+   * counts, for a line that is built as a string instead. These are lines with
+   * - a path with other characters than printable ASCII, or with `"` or `\\`,
+   * - a method outside the standard ones,
+   * - a status that is not an integer from 0 to 999,
+   * - a byte count that is not a safe integer of 0 or more,
+   * - a duration above `Number.MAX_SAFE_INTEGER` microseconds,
+   * - more bytes than a batch holds.
+   */
+  #appendBytes(
+    routeField: LineField,
+    method: string,
+    path: string,
+    pathEnd: number,
+    status: number,
+    targetFields: LineField,
+    bytesSent: number,
+    durationSeconds: number,
+  ): boolean {
+    const methodField = methodFieldBytes(method);
+    const statusField = statusFieldBytes(status);
+    const micros = Math.round(durationSeconds * 1e6);
+    if (
+      methodField === undefined ||
+      statusField === undefined ||
+      !Number.isSafeInteger(bytesSent) ||
+      bytesSent < 0 ||
+      micros > Number.MAX_SAFE_INTEGER
+    ) {
+      return false;
+    }
+    const lineStart = this.#lineStart.bytes;
+    const maxLength =
+      lineStart.length +
+      routeField.bytes.length +
+      methodField.length +
+      pathEnd +
+      statusField.length +
+      targetFields.bytes.length +
+      BYTES_SENT_FIELD.length +
+      MAX_DIGITS +
+      DURATION_FIELD.length +
+      MAX_MILLISECONDS_BYTES +
+      LINE_END.length;
+    if (this.#batchLength + maxLength > this.#batch.length) {
+      this.flush();
+      if (maxLength > this.#batch.length) return false;
+    }
+
+    const batch = this.#batch;
+    let offset = this.#batchLength;
+    batch.set(lineStart, offset);
+    offset += lineStart.length;
+    batch.set(routeField.bytes, offset);
+    offset += routeField.bytes.length;
+    batch.set(methodField, offset);
+    offset += methodField.length;
+    for (let i = 0; i < pathEnd; i++) {
+      const code = path.charCodeAt(i);
+      if (code < 0x20 || code > 0x7e || code === QUOTE || code === BACKSLASH) return false;
+      batch[offset++] = code;
+    }
+    batch.set(statusField, offset);
+    offset += statusField.length;
+    batch.set(targetFields.bytes, offset);
+    offset += targetFields.bytes.length;
+    batch.set(BYTES_SENT_FIELD, offset);
+    offset = writeDigits(batch, offset + BYTES_SENT_FIELD.length, bytesSent);
+    batch.set(DURATION_FIELD, offset);
+    offset = writeMilliseconds(batch, offset + DURATION_FIELD.length, micros);
+    batch.set(LINE_END, offset);
+    this.#batchLength = offset + LINE_END.length;
+    return true;
+  }
+
+  /** Encodes a line built as a string into the batch; see {@link #appendBytes} for which. */
+  #appendText(line: string): void {
     // Each line is encoded while its parts are still in the CPU cache. A batch kept as one
     // string would be a tree of thousands of pieces, spread over the young generation, that
     // the encoding at flush time walks and copies.
@@ -244,33 +359,31 @@ export class AccessLog {
       }
     }
     this.#batchLength += this.#batch.write(line, this.#batchLength);
-    if (this.#flushTimer === undefined) {
-      this.#flushTimer = setTimeout(flushLater, BATCH_DELAY_MS, this);
-      this.#flushTimer.unref();
-    }
   }
 
   /**
    * Returns the route field of a line. Route names repeat on every line, so the field is kept;
    * the cache starts over when it passes {@link FIELD_CACHE_SIZE}.
    */
-  #routeFieldOf(route: string): string {
+  #routeFieldOf(route: string): LineField {
     let field = this.#routeFields.get(route);
     if (field === undefined) {
       if (this.#routeFields.size >= FIELD_CACHE_SIZE) this.#routeFields.clear();
-      field = ',"route":' + JSON.stringify(route);
+      field = lineField(',"route":' + JSON.stringify(route));
       this.#routeFields.set(route, field);
     }
     return field;
   }
 
   /** Returns the upstream and target fields of a line, kept like the route field. */
-  #targetFieldsOf(upstream: string, target: string): string {
+  #targetFieldsOf(upstream: string, target: string): LineField {
     const key = upstream + '\n' + target;
     let fields = this.#targetFields.get(key);
     if (fields === undefined) {
       if (this.#targetFields.size >= FIELD_CACHE_SIZE) this.#targetFields.clear();
-      fields = ',"upstream":' + JSON.stringify(upstream) + ',"target":' + JSON.stringify(target);
+      fields = lineField(
+        ',"upstream":' + JSON.stringify(upstream) + ',"target":' + JSON.stringify(target),
+      );
       this.#targetFields.set(key, fields);
     }
     return fields;

@@ -1,16 +1,29 @@
-/** A header name as received and in lower case. */
+/** A header name as received and in lower case, with the latest value converted under it. */
 export interface HeaderName {
   /** The name's bytes as latin1 text, in the case the upstream sent. */
   readonly text: string;
   readonly lower: string;
   /** A copy of the bytes, compared on each lookup. */
   readonly bytes: Uint8Array;
+  /** A copy of the bytes of the remembered value; undefined before the first one. */
+  valueBytes: Uint8Array | undefined;
+  /** The remembered value as latin1 text. */
+  valueText: string;
+  /** Values in a row that differed from the remembered one. */
+  valueMisses: number;
 }
 
 /** Number of cache slots, a power of two so that a mask picks the slot. */
 const SLOTS = 256;
 /** Maximum length of a cached name, in bytes. Longer names are rare and converted each time. */
 const MAX_CACHED_LENGTH = 48;
+/** Maximum length of a remembered value, in bytes. */
+const MAX_REMEMBERED_VALUE_LENGTH = 64;
+/**
+ * Values in a row that differ from the remembered one, after which a name stops remembering,
+ * because its values change on every response (ETag, Set-Cookie) and each copy would be wasted.
+ */
+const MAX_VALUE_MISSES = 16;
 
 /**
  * A direct-mapped cache of the header names that upstream responses carry, keyed by their bytes.
@@ -29,7 +42,10 @@ export class HeaderNameCache {
   lookup(name: Buffer): HeaderName {
     const length = name.length;
     if (length === 0 || length > MAX_CACHED_LENGTH) {
-      return toHeaderName(name);
+      // The entry is not kept, so remembering a value in it would be wasted.
+      const entry = toHeaderName(name);
+      entry.valueMisses = MAX_VALUE_MISSES;
+      return entry;
     }
 
     const slot = (length * 31 + name[0] * 7 + name[length - 1]) & (SLOTS - 1);
@@ -41,11 +57,39 @@ export class HeaderNameCache {
     this.#slots[slot] = entry;
     return entry;
   }
+
+  /**
+   * Returns a raw header value as latin1 text. Many values repeat under their name from one
+   * response to the next (Date within a second, Content-Type, the Content-Length of a
+   * fixed-size response), so `name` remembers its latest value, and a repeat costs a byte
+   * comparison instead of a conversion.
+   */
+  valueText(name: HeaderName, value: Buffer): string {
+    const remembered = name.valueBytes;
+    if (remembered !== undefined && sameBytes(remembered, value)) {
+      name.valueMisses = 0;
+      return name.valueText;
+    }
+    const text = value.toString('latin1');
+    if (name.valueMisses < MAX_VALUE_MISSES && value.length <= MAX_REMEMBERED_VALUE_LENGTH) {
+      name.valueMisses++;
+      name.valueBytes = new Uint8Array(value);
+      name.valueText = text;
+    }
+    return text;
+  }
 }
 
 function toHeaderName(name: Buffer): HeaderName {
   const text = name.toString('latin1');
-  return { text, lower: text.toLowerCase(), bytes: Uint8Array.from(name) };
+  return {
+    text,
+    lower: text.toLowerCase(),
+    bytes: Uint8Array.from(name),
+    valueBytes: undefined,
+    valueText: '',
+    valueMisses: 0,
+  };
 }
 
 /** Compares two short byte arrays. */

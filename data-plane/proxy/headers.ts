@@ -1,4 +1,4 @@
-import { HeaderNameCache } from './header-names.js';
+import { HeaderNameCache, type HeaderName } from './header-names.js';
 import type { RouteActions } from './route-actions.js';
 
 /** What the first pass over the client's raw headers found. */
@@ -237,62 +237,100 @@ export function buildClientResponseHeaders(
   actions: RouteActions,
   head: ResponseHead,
 ): string[] {
-  let connectionTokens: string[] | undefined;
-  let transferEncoding: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const field = raw[i];
-    if (field.length !== 10 && field.length !== 17) continue;
-    const lower =
-      typeof field === 'string' ? field.toLowerCase() : RESPONSE_NAMES.lookup(field).lower;
-    if (lower === 'connection') {
-      connectionTokens = splitConnectionTokens(toText(raw[i + 1]), connectionTokens);
-    } else if (lower === 'transfer-encoding') {
-      const value = toText(raw[i + 1]);
-      transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
-    }
-  }
-  head.transferEncoding = transferEncoding;
+  // Nearly every response has a `Connection` that names no header, so one pass is enough. A
+  // value that names headers stops the first pass, and a second pass drops those headers.
+  return (
+    copyResponseHeaders(raw, actions, head, undefined) ??
+    (copyResponseHeaders(raw, actions, head, collectConnectionTokens(raw)) as string[])
+  );
+}
 
+/**
+ * Copies the response headers as `buildClientResponseHeaders` describes. `connectionTokens`
+ * undefined means that they are not known yet, and then a `Connection` value that names
+ * headers returns null.
+ */
+function copyResponseHeaders(
+  raw: readonly (Buffer | string)[],
+  actions: RouteActions,
+  head: ResponseHead,
+  connectionTokens: string[] | undefined,
+): string[] | null {
+  head.contentLength = undefined;
+  head.trailerIndex = -1;
+  let transferEncoding: string | undefined;
   const drop = actions.responseDrop;
   const headers: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const field = raw[i];
+    const rawValue = raw[i + 1];
     let name: string;
     let lower: string;
+    let cached: HeaderName | undefined;
+    let value: string | undefined;
     if (typeof field === 'string') {
       name = field;
       lower = field.toLowerCase();
     } else {
-      const cached = RESPONSE_NAMES.lookup(field);
+      cached = RESPONSE_NAMES.lookup(field);
       name = cached.text;
       lower = cached.lower;
     }
     switch (lower) {
       case 'connection':
+        if (
+          connectionTokens === undefined &&
+          splitConnectionTokens(valueText(cached, rawValue), undefined) !== undefined
+        ) {
+          return null;
+        }
+        continue;
+      case 'transfer-encoding':
+        value = valueText(cached, rawValue);
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
+        continue;
       case 'keep-alive':
       case 'proxy-connection':
       case 'te':
-      case 'transfer-encoding':
       case 'upgrade':
       case 'proxy-authenticate':
       case 'proxy-authorization':
         continue;
-      case 'trailer':
-        if (head.trailerIndex !== -1) continue;
-        head.trailerIndex = headers.length;
-        break;
       case 'content-length':
-        head.contentLength = toText(raw[i + 1]);
+        value = valueText(cached, rawValue);
+        head.contentLength = value;
         break;
     }
     if (connectionTokens !== undefined && connectionTokens.includes(lower)) continue;
     if (drop !== null && drop.has(lower)) continue;
-    headers.push(name, toText(raw[i + 1]));
+    if (lower === 'trailer') {
+      if (head.trailerIndex !== -1) continue;
+      head.trailerIndex = headers.length;
+    }
+    headers.push(name, value ?? valueText(cached, rawValue));
   }
-  head.connectionTokens = connectionTokens;
+  head.transferEncoding = transferEncoding;
+  head.connectionTokens = connectionTokens?.length === 0 ? undefined : connectionTokens;
   const set = actions.responseSet;
   for (let i = 0; i < set.length; i++) headers.push(set[i]);
   return headers;
+}
+
+/** Returns a raw header value as text, through the value memory of its cached name. */
+function valueText(cached: HeaderName | undefined, value: Buffer | string): string {
+  return cached === undefined ? toText(value) : RESPONSE_NAMES.valueText(cached, value as Buffer);
+}
+
+/** Returns the lower-case names that the `Connection` fields of raw headers list. */
+function collectConnectionTokens(raw: readonly (Buffer | string)[]): string[] {
+  let tokens: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const field = raw[i];
+    if (field.length === 10 && toText(field).toLowerCase() === 'connection') {
+      tokens = splitConnectionTokens(toText(raw[i + 1]), tokens);
+    }
+  }
+  return tokens ?? [];
 }
 
 /**

@@ -123,6 +123,54 @@ describe('access log', () => {
     assert.doesNotMatch(lines.join('\n'), /secret/);
   });
 
+  test('access log lines for unusual values', async () => {
+    const file = join(dir, 'values.log');
+    const log = AccessLog.open(
+      file,
+      createLogger({ name: 'test', destination: memoryDestination() }),
+    );
+    // Each row changes one value of `entry` and lists the fields that the line must have.
+    // Durations are in milliseconds, rounded to the microsecond.
+    const rows: { change: Partial<typeof entry>; expected: Record<string, unknown> }[] = [
+      { change: { path: '/users/42?token=secret' }, expected: { path: '/users/42' } },
+      { change: { path: '/caf\u00e9/\u2028' }, expected: { path: '/caf\u00e9/\u2028' } },
+      { change: { path: '/a\\b\u0001' }, expected: { path: '/a\\b\u0001' } },
+      { change: { path: '' }, expected: { path: '' } },
+      { change: { method: 'BREW' }, expected: { method: 'BREW' } },
+      { change: { status: 0 }, expected: { status: 0 } },
+      { change: { status: 999 }, expected: { status: 999 } },
+      { change: { status: 1000 }, expected: { status: 1000 } },
+      { change: { bytesSent: 0 }, expected: { bytesSent: 0 } },
+      { change: { bytesSent: 9007199254740991 }, expected: { bytesSent: 9007199254740991 } },
+      { change: { bytesSent: 2 ** 60 }, expected: { bytesSent: 2 ** 60 } },
+      { change: { durationSeconds: 0 }, expected: { durationMs: 0 } },
+      { change: { durationSeconds: 0.000005 }, expected: { durationMs: 0.005 } },
+      { change: { durationSeconds: 0.00034 }, expected: { durationMs: 0.34 } },
+      { change: { durationSeconds: 15 }, expected: { durationMs: 15000 } },
+      { change: { durationSeconds: -1 }, expected: { durationMs: 0 } },
+      { change: { durationSeconds: Number.NaN }, expected: { durationMs: 0 } },
+      { change: { durationSeconds: 1e12 }, expected: { durationMs: 1e15 } },
+    ];
+    for (const row of rows) log.write({ ...entry, ...row.change });
+    log.write({ ...entry, path: '/users/42' });
+    await log.close();
+
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    assert.equal(lines.length, rows.length + 1);
+    for (const [index, row] of rows.entries()) {
+      const fields = JSON.parse(lines[index]) as Record<string, unknown>;
+      for (const [name, value] of Object.entries(row.expected)) {
+        assert.equal(fields[name], value, `${name} of row ${index}`);
+      }
+    }
+    const plain = lines[rows.length].replace(/^\{"time":\d+,/, '{');
+    assert.equal(
+      plain,
+      '{"route":"get-user","method":"GET","path":"/users/42","status":200,' +
+        '"upstream":"users","target":"http://127.0.0.1:9001","bytesSent":120,"durationMs":1.235}',
+    );
+  });
+
   test('access log reopens after rotation', async () => {
     const file = join(dir, 'rotated.log');
     const log = AccessLog.open(

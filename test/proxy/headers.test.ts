@@ -37,7 +37,11 @@ function build(raw: string[], info = client(), actions = NO_ACTIONS): string[] {
   return buildUpstreamRequestHeaders(raw, scanRequestHead(raw), info, actions);
 }
 
-function responseHeaders(raw: string[], route: Partial<Route> = {}): string[] {
+/** Builds the client headers of raw upstream headers given as text; returns them and the head. */
+function copyResponse(
+  raw: string[],
+  route: Partial<Route> = {},
+): { headers: string[]; head: ResponseHead } {
   const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
   const actions = compileRouteActions({
     name: 'r',
@@ -47,11 +51,16 @@ function responseHeaders(raw: string[], route: Partial<Route> = {}): string[] {
     upstream: 'u',
     ...route,
   });
-  return buildClientResponseHeaders(
+  const headers = buildClientResponseHeaders(
     raw.map((text) => Buffer.from(text, 'latin1')),
     actions,
     head,
   );
+  return { headers, head };
+}
+
+function responseHeaders(raw: string[], route: Partial<Route> = {}): string[] {
+  return copyResponse(raw, route).headers;
 }
 
 describe('buildUpstreamRequestHeaders', () => {
@@ -362,6 +371,60 @@ describe('HeaderNameCache', () => {
       ['ETag', '"1"'],
     ]);
     assert.deepEqual(second, first);
+  });
+
+  it('returns values that change under one name', () => {
+    // Date repeats, then changes, and ETag changes on every response, past the misses after
+    // which a name stops remembering its values.
+    for (let i = 0; i < 40; i++) {
+      const date = `Sun, 06 Dec 2026 00:00:${String(Math.floor(i / 8)).padStart(2, '0')} GMT`;
+      const headers = responseHeaders(['Date', date, 'ETag', `"${i}"`, 'Content-Length', `${i}`]);
+
+      assert.deepEqual(pairs(headers), [
+        ['Date', date],
+        ['ETag', `"${i}"`],
+        ['Content-Length', `${i}`],
+      ]);
+    }
+  });
+
+  it('reports Content-Length and Transfer-Encoding', () => {
+    const raw = [
+      'Content-Length',
+      '12',
+      'Transfer-Encoding',
+      'gzip',
+      'Transfer-Encoding',
+      'chunked',
+    ];
+    const { head } = copyResponse(raw);
+
+    assert.equal(head.contentLength, '12');
+    assert.equal(head.transferEncoding, 'gzip, chunked');
+    assert.equal(head.connectionTokens, undefined);
+  });
+
+  it('reports the Connection options it dropped', () => {
+    const raw = ['Content-Length', '1', 'Connection', 'X-Hop', 'X-Hop', '1', 'Trailer', 'x-sum'];
+    const { headers, head } = copyResponse(raw);
+
+    assert.deepEqual(pairs(headers), [
+      ['Content-Length', '1'],
+      ['Trailer', 'x-sum'],
+    ]);
+    assert.deepEqual(head.connectionTokens, ['x-hop']);
+    assert.equal(head.contentLength, '1');
+    assert.equal(head.trailerIndex, 2);
+  });
+
+  it('leaves no Trailer index when the route removes Trailer', () => {
+    const raw = ['Trailer', 'x-sum', 'Content-Type', 'text/plain'];
+    const { headers, head } = copyResponse(raw, {
+      responseHeaders: { set: [], remove: ['trailer'] },
+    });
+
+    assert.deepEqual(pairs(headers), [['Content-Type', 'text/plain']]);
+    assert.equal(head.trailerIndex, -1);
   });
 });
 
