@@ -9,6 +9,7 @@ import {
   type PrimaryRequestBody,
   type ReplyResults,
 } from './messages.js';
+import { HandoffTracker } from './handoffs.js';
 
 /** Environment variable that gives a worker its slot, 1 to the worker count. */
 export const WORKER_INDEX_ENV = 'LOOM_WORKER_INDEX';
@@ -76,6 +77,7 @@ export class WorkerPool {
   readonly slots: WorkerSlot[];
   readonly #options: WorkerPoolOptions;
   readonly #logger: Logger;
+  readonly #handoffs: HandoffTracker;
   #nextId = 1;
   #stopping = false;
 
@@ -83,6 +85,7 @@ export class WorkerPool {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'workers' });
     this.slots = Array.from({ length: options.size }, (_, i) => new WorkerSlot(i + 1));
+    this.#handoffs = new HandoffTracker(this.#logger, () => this.#listeningWorkers());
   }
 
   /** Workers that accept connections. */
@@ -170,6 +173,12 @@ export class WorkerPool {
     clearTimeout(killTimer);
   }
 
+  #listeningWorkers(): Worker[] {
+    return this.slots.flatMap((slot) =>
+      slot.state === 'listening' && slot.worker !== undefined ? [slot.worker] : [],
+    );
+  }
+
   #exited(slot: WorkerSlot): Promise<void> {
     const worker = slot.worker;
     if (worker === undefined || slot.state === 'exited') return Promise.resolve();
@@ -182,6 +191,7 @@ export class WorkerPool {
     slot.state = 'starting';
     slot.version = 0;
     slot.startedAt = performance.now();
+    this.#handoffs.track(worker, slot.index);
     worker.on('message', (message: unknown) => this.#onMessage(slot, worker, message));
     // Without a listener, a failed IPC write would throw in the primary.
     worker.on('error', (err: Error) => {
@@ -207,11 +217,6 @@ export class WorkerPool {
     }
   }
 
-  // NOTE: a connection that node:cluster's round robin handed to a worker that dies before
-  // accepting it is lost. The primary closes or re-sends a handed connection only when the
-  // worker replies, and neither the exit nor the cluster API reveals it. So the primary keeps it
-  // open, and that client waits for its own timeout (seen on Node.js 20.20).
-  // NODE_CLUSTER_SCHED_POLICY=none avoids it at the cost of a less even spread.
   #onExit(slot: WorkerSlot, worker: Worker, code: number | null, signal: string | null): void {
     if (slot.worker !== worker) return;
 

@@ -6,10 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { parseConfigTexts } from '../../config/load.js';
 import { waitFor } from '../../scripts/processes.js';
-import { applyConfig, readyz, Workspace, type Member } from '../faults/harness.js';
-import { answersBySlot, get, startProxy, waitForAck } from './workers-harness.js';
+import { readyz, Workspace, type Member } from '../faults/harness.js';
+import { answersBySlot, applyRouteA, get, startProxy } from './workers-harness.js';
 
 const RESTART_MESSAGE = 'worker exited unexpectedly, restarting';
 
@@ -63,14 +62,7 @@ describe('proxy workers crash loop', { timeout: 180_000 }, () => {
       LOOM_FAULT_WORKER: '2',
       LOOM_FAULT_CRASH_FILE: crashFile,
     });
-    const text = [
-      'upstreams:',
-      `  - {name: up, targets: [{url: 'http://127.0.0.1:${upstreamPort}'}]}`,
-      'routes:',
-      "  - {name: a, paths: ['/a/*rest'], upstream: up}",
-    ].join('\n');
-    const version = await applyConfig(cp.address, parseConfigTexts([{ file: 'a.yaml', text }]));
-    await waitForAck(cp.address, 'crashy', version);
+    await applyRouteA(cp.address, 'crashy', upstreamPort);
   });
 
   after(async () => {

@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { request } from 'undici';
 
 import { AdminClient } from '../../cli/admin-client.js';
+import { parseConfigTexts } from '../../config/load.js';
 import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
-import type { Member, Workspace } from '../faults/harness.js';
+import { applyConfig, type Member, type Workspace } from '../faults/harness.js';
 
 // Helpers of the tests that run a proxy with `--workers 2` and the worker header.
 
@@ -71,6 +72,25 @@ export async function waitForAck(controlPlane: string, id: string, version: numb
   await waitFor(`${id} to ack version ${version}`, 60_000, async () => {
     return ((await proxyStatus(controlPlane, id))?.ackedVersion ?? 0) >= version;
   });
+}
+
+/**
+ * Applies upstream `up` with one target at `upstreamPort` and route `a` for `/a/*rest`, then
+ * waits until proxy `id` acked that version.
+ */
+export async function applyRouteA(
+  controlPlane: string,
+  id: string,
+  upstreamPort: number,
+): Promise<void> {
+  const text = [
+    'upstreams:',
+    `  - {name: up, targets: [{url: 'http://127.0.0.1:${upstreamPort}'}]}`,
+    'routes:',
+    "  - {name: a, paths: ['/a/*rest'], upstream: up}",
+  ].join('\n');
+  const version = await applyConfig(controlPlane, parseConfigTexts([{ file: 'a.yaml', text }]));
+  await waitForAck(controlPlane, id, version);
 }
 
 /** Starts a proxy with two workers and the worker header, with extra environment variables. */
