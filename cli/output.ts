@@ -17,8 +17,9 @@ export function err(line = ''): void {
 
 /**
  * Invisible and bidirectional formatting characters, as the body of a character class. They
- * are the soft hyphen, Arabic letter mark, Mongolian vowel separator, zero-width space, non-joiner and joiner,
- * the left-to-right and right-to-left marks, line and paragraph separators, the bidirectional
+ * are the soft hyphen, Arabic letter mark and Mongolian vowel separator. Then come the
+ * zero-width space, non-joiner and joiner, the left-to-right and right-to-left marks, line and
+ * paragraph separators, the bidirectional
  * embeddings and overrides (U+202A to U+202E), word joiner, invisible operators, the
  * bidirectional isolates (U+2066 to U+2069), deprecated format characters, byte order mark,
  * interlinear annotation characters and tag characters. They show nothing themselves but

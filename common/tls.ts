@@ -290,8 +290,9 @@ function defaultRootCertificates(): Buffer | null {
  * DEP0123. The certificate is checked as before: against `grpc.ssl_target_name_override` when
  * the channel sets it, else against the dialed host, IP address or name.
  */
-// NOTE: `_createSecureConnector` is how grpc-js 1.14 asks credentials for a connection; its
-// `SecureConnector` type is in the `experimental` exports, so a grpc-js upgrade may change it.
+// NOTE: grpc-js 1.14 calls `_createSecureConnector` to get a connection's TLS setup from the
+// credentials. Only its `SecureConnector` type is exported (under `experimental`), so a grpc-js
+// upgrade may change it.
 class ClientTlsCredentials extends ChannelCredentials {
   readonly #context: SecureContext;
 

@@ -160,7 +160,7 @@ describe('etcd history restarted while disconnected', { timeout: 120_000, concur
     for (const controlPlane of controlPlanes) {
       const { epoch, proxies: held } = await status(controlPlane);
       if (epoch !== expected.epoch) found.push(`${controlPlane.address} serves epoch ${epoch}`);
-      const connected = held.filter((each) => each.connected);
+      const connected = held.filter((listed) => listed.connected);
       for (const proxy of connected) {
         if (proxy.ackedEpoch !== expected.epoch) {
           found.push(`${proxy.id} acked epoch ${proxy.ackedEpoch}`);
@@ -169,7 +169,7 @@ describe('etcd history restarted while disconnected', { timeout: 120_000, concur
       // A record that another replica shares lags its proxy's ack by one write, and after a
       // wipe it is missing until that write. So every proxy must be listed, not only checked.
       for (const proxy of proxies) {
-        if (!connected.some((each) => each.id === proxy.id)) {
+        if (!connected.some((listed) => listed.id === proxy.id)) {
           found.push(`${controlPlane.address} does not list ${proxy.id} as connected`);
         }
       }
