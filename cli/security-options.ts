@@ -42,6 +42,7 @@ export interface DataPlaneLifecycleFlags {
   token?: string;
   drainTimeout: string;
   drainIdleGrace: string;
+  drainAcceptGrace: string;
   snapshotCache?: string;
   snapshotCacheMaxAge: string;
   controlPlaneTimeout: string;
@@ -104,6 +105,12 @@ export function addDataPlaneLifecycleOptions(command: Command): Command {
       '--drain-idle-grace <duration>',
       'time idle keep-alive connections stay open on SIGTERM, such as 1s; 0 closes them at once',
       '1s',
+    )
+    .option(
+      '--drain-accept-grace <duration>',
+      'time the listener keeps accepting on SIGTERM while readiness is already false, so ' +
+        'load balancers stop sending first, such as 5s; 0 closes it at once',
+      '0s',
     )
     .option('--snapshot-cache <file>', 'keep the last applied snapshot here and serve it at start')
     .option(
@@ -203,6 +210,11 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       zero: 'close idle connections at once',
     }),
   );
+  const drainAcceptGraceMs = durationOf(() =>
+    parseFlagDuration(flags.drainAcceptGrace, '--drain-accept-grace', {
+      zero: 'stop accepting at once',
+    }),
+  );
   if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
     problems.push(
       'a TLS client certificate needs both --tls-cert and --tls-key; set both or neither',
@@ -224,7 +236,7 @@ export function dataPlaneLifecycle(flags: DataPlaneLifecycleFlags): {
       snapshotCache: flags.snapshotCache,
       snapshotCacheMaxAgeMs,
       controlPlaneTimeoutMs,
-      drainIdleGraceMs,
+      drainGrace: { idleMs: drainIdleGraceMs, acceptMs: drainAcceptGraceMs },
     },
     drainTimeoutMs,
   };

@@ -14,7 +14,7 @@ import { MetricsObserver } from './observability/metrics-observer.js';
 import { MetricsRetention } from './observability/metrics-retention.js';
 import { ProxyMetrics } from './observability/proxy-metrics.js';
 import { createProxyServer, type ProxyServerOptions } from './proxy/proxy-server.js';
-import { DEFAULT_DRAIN_TIMEOUT_MS, HttpDrainer } from './lifecycle/drain.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, HttpDrainer, type DrainGrace } from './lifecycle/drain.js';
 import { readiness, type TableSource } from './lifecycle/readiness.js';
 import { SnapshotClient } from './snapshot-client/snapshot-client.js';
 import { encodedSnapshotOf } from './snapshot-client/snapshot-decoder.js';
@@ -50,11 +50,8 @@ export interface DataPlaneOptions {
   keepaliveTimeMs?: number;
   /** Time a control plane gets to open a new snapshot stream, in milliseconds; 0 means no limit. */
   controlPlaneTimeoutMs?: number;
-  /**
-   * Time idle keep-alive connections stay open once a drain starts, in milliseconds; default
-   * `DEFAULT_IDLE_GRACE_MS` (1 s). See `HttpDrainer`.
-   */
-  drainIdleGraceMs?: number;
+  /** Grace periods of a drain; see `DrainGrace`. */
+  drainGrace?: DrainGrace;
   /** Client limits and request handling of the traffic listener; see `createProxyServer`. */
   proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
   /** Upstream connection settings; see `UpstreamRegistry`. */
@@ -107,7 +104,7 @@ export class DataPlane {
       logger: options.logger,
       observer: new MetricsObserver(this.metrics, this.accessLog),
     }).server;
-    this.#drainer = new HttpDrainer(this.#traffic, options.logger, options.drainIdleGraceMs);
+    this.#drainer = new HttpDrainer(this.#traffic, options.logger, options.drainGrace);
     this.#snapshotFile =
       options.snapshotCache === undefined
         ? undefined

@@ -13,6 +13,22 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
  */
 export const DEFAULT_IDLE_GRACE_MS = 1_000;
 
+/** Grace periods of a drain, both inside the drain timeout. */
+export interface DrainGrace {
+  /**
+   * Time the listener keeps accepting new connections once a drain starts, in milliseconds;
+   * default 0. Readiness is already false meanwhile, so that a load balancer or a Kubernetes
+   * Service stops sending new connections before the port closes, instead of seeing refused
+   * connections for as long as it takes to notice.
+   */
+  acceptMs?: number;
+  /**
+   * Time idle keep-alive connections stay open once the listener has closed, in milliseconds;
+   * default `DEFAULT_IDLE_GRACE_MS`.
+   */
+  idleMs?: number;
+}
+
 /** Outcome of {@link HttpDrainer.drain}. */
 export interface DrainResult {
   /** True when every request finished before the deadline. */
@@ -32,12 +48,12 @@ interface HttpSocket extends Socket {
 }
 
 /**
- * Shuts a `node:http` server down gracefully. The listener stops accepting at once. Every
- * response not yet started carries `Connection: close`, so a connection closes once its
- * response ends, also when its request arrived during the drain. Idle keep-alive connections
- * stay open for a grace period, so that a client that sends a request on one meanwhile gets a
- * response instead of a closed connection, and are then closed. Whatever still runs at the
- * deadline is cut.
+ * Shuts a `node:http` server down gracefully. Every response not yet started carries
+ * `Connection: close`, so a connection closes once its response ends, also when its request
+ * arrived during the drain. The listener keeps accepting for the accept grace period (none by
+ * default), then closes. Idle keep-alive connections stay open for the idle grace period after
+ * that, so that a client that sends a request on one meanwhile gets a response instead of a
+ * closed connection, and are then closed. Whatever still runs at the deadline is cut.
  *
  * A client that sends a request on an idle connection at the moment the grace period closes it
  * loses that request (a reset or an empty read). No server can prevent it, because the request
@@ -61,21 +77,17 @@ export class HttpDrainer {
   readonly #server: Server;
   readonly #logger: Logger;
   readonly #idleGraceMs: number;
+  readonly #acceptGraceMs: number;
 
   /**
-   * Starts tracking connections; create it before the server listens. `idleGraceMs` is the time
-   * idle keep-alive connections stay open once a drain starts, capped by the drain timeout.
+   * Starts tracking connections; create it before the server listens. Both grace periods are
+   * capped by the drain timeout.
    */
-  constructor(server: Server, logger: Logger, idleGraceMs = DEFAULT_IDLE_GRACE_MS) {
-    if (!Number.isInteger(idleGraceMs) || idleGraceMs < 0) {
-      throw new LoomError(
-        'LOOM_INVALID_ARGUMENT',
-        `invalid idleGraceMs ${idleGraceMs}: expected an integer of 0 or more, such as ${DEFAULT_IDLE_GRACE_MS}`,
-      );
-    }
+  constructor(server: Server, logger: Logger, grace: DrainGrace = {}) {
     this.#server = server;
     this.#logger = logger.child({ component: 'drain' });
-    this.#idleGraceMs = idleGraceMs;
+    this.#idleGraceMs = checkGrace('idleMs', grace.idleMs ?? DEFAULT_IDLE_GRACE_MS);
+    this.#acceptGraceMs = checkGrace('acceptMs', grace.acceptMs ?? 0);
     server.on('connection', (socket: HttpSocket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -96,16 +108,23 @@ export class HttpDrainer {
   }
 
   /**
-   * Stops accepting, sends every later response with `Connection: close`, closes idle
-   * connections after the grace period, waits up to `timeoutMs` for requests in flight, then
-   * closes every connection.
+   * Sends every later response with `Connection: close`, stops accepting after the accept
+   * grace period, closes idle connections after the idle grace period, waits until `timeoutMs`
+   * after the start for requests in flight, then closes every connection.
    */
   async drain(timeoutMs: number): Promise<DrainResult> {
     this.#draining = true;
     const start = performance.now();
-    const graceMs = Math.min(this.#idleGraceMs, timeoutMs);
+    const acceptGraceMs = Math.min(this.#acceptGraceMs, timeoutMs);
+    const graceMs = Math.min(this.#idleGraceMs, timeoutMs - acceptGraceMs);
     this.#logger.info(
-      { inFlight: this.inFlight, connections: this.#sockets.size, timeoutMs, idleGraceMs: graceMs },
+      {
+        inFlight: this.inFlight,
+        connections: this.#sockets.size,
+        timeoutMs,
+        acceptGraceMs,
+        idleGraceMs: graceMs,
+      },
       'drain started',
     );
     const onRequest = (_req: IncomingMessage, res: ServerResponse) => this.#closeAfter(res);
@@ -121,6 +140,13 @@ export class HttpDrainer {
       const res = socket._httpMessage;
       if (res) this.#closeAfter(res);
     }
+    if (acceptGraceMs > 0) {
+      await new Promise((resolve) => setTimeout(resolve, acceptGraceMs));
+      this.#logger.info(
+        { inFlight: this.inFlight, connections: this.#sockets.size },
+        'drain accept grace period ended, listener closing',
+      );
+    }
     const closed = new Promise<void>((resolve) => this.#stopAccepting(resolve));
 
     let graceTimer: NodeJS.Timeout | undefined;
@@ -131,7 +157,7 @@ export class HttpDrainer {
     }
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      timer = setTimeout(() => resolve('timeout'), timeoutMs - acceptGraceMs);
     });
     const outcome = await Promise.race([closed, deadline]);
     clearTimeout(timer);
@@ -207,6 +233,17 @@ export class HttpDrainer {
       if (this.#closingIdle) setImmediate(() => this.#server.closeIdleConnections());
     });
   }
+}
+
+/** Returns `ms` when it is a valid grace period, named `name` in the error. */
+function checkGrace(name: keyof DrainGrace, ms: number): number {
+  if (!Number.isInteger(ms) || ms < 0) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid ${name} ${ms}: expected an integer of 0 or more milliseconds, such as 1000`,
+    );
+  }
+  return ms;
 }
 
 function skipIdleClose(): void {

@@ -35,7 +35,7 @@ export async function startClusterProcess(
     accessLog: options.accessLog,
     proxy: options.proxy,
     upstreams: options.upstreams,
-    drainIdleGraceMs: options.drainIdleGraceMs,
+    drainGrace: options.drainGrace,
     faults: workerFaults(index),
   });
   worker.start();

@@ -10,7 +10,7 @@ import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { describeBuildFailure } from '../build-table.js';
 import { DEFAULT_SLICE_MS } from '../router/router.js';
 import { SnapshotDecoder } from '../snapshot-client/snapshot-decoder.js';
-import { HttpDrainer } from '../lifecycle/drain.js';
+import { HttpDrainer, type DrainGrace } from '../lifecycle/drain.js';
 import { AccessLog } from '../observability/access-log.js';
 import { MetricsObserver } from '../observability/metrics-observer.js';
 import { MetricsRetention } from '../observability/metrics-retention.js';
@@ -52,8 +52,8 @@ export interface ProxyWorkerOptions {
   accessLog?: string;
   proxy?: Omit<ProxyServerOptions, 'getTable' | 'logger' | 'observer'>;
   upstreams?: Omit<UpstreamRegistryOptions, 'logger'>;
-  /** Time idle keep-alive connections stay open once a drain starts; see `HttpDrainer`. */
-  drainIdleGraceMs?: number;
+  /** Grace periods of a drain; see `DrainGrace`. */
+  drainGrace?: DrainGrace;
   faults?: WorkerFaults;
 }
 
@@ -126,7 +126,7 @@ export class ProxyWorker {
       logger: options.logger,
       observer: new MetricsObserver(this.#metrics, this.#accessLog),
     }).server;
-    this.#drainer = new HttpDrainer(this.#server, options.logger, options.drainIdleGraceMs);
+    this.#drainer = new HttpDrainer(this.#server, options.logger, options.drainGrace);
     this.#server.on('connection', (socket: Socket) => {
       this.#metrics.connectionOpened();
       socket.once('close', () => this.#metrics.connectionClosed());

@@ -111,6 +111,40 @@ describe('proxy lifecycle', { timeout: 90_000 }, () => {
     }
   });
 
+  for (const extra of [[], ['--workers', '2']]) {
+    const name = ['accept grace keeps the port open while not ready', ...extra].join(' ');
+    test(name, async () => {
+      const ws = new Workspace();
+      try {
+        const cp = await ws.controlPlane('cp', ['--data-dir', join(ws.dir, 'store')]);
+        // Long enough that the two checks below run inside it on a loaded machine.
+        const grace = ['--drain-timeout', '60s', '--drain-accept-grace', '2500ms'];
+        const proxy = await ws.proxy('proxy', [cp.address], [...grace, ...extra]);
+        await waitForVersion(
+          proxy.adminPort,
+          await applyConfig(cp.address, fixtureConfig(upstream.port, 0)),
+        );
+
+        const exited = once(proxy.process.child, 'exit');
+        proxy.process.child.kill('SIGTERM');
+        await waitFor('readiness to turn false', 2_000, async () => {
+          return (await readyz(proxy.adminPort)).body.status === 'draining';
+        });
+        const during = await get(proxy.port, '/hold/0', new Agent({ keepAlive: true }));
+        assert.equal(during.status, 200, during.error);
+        assert.equal(during.connection, 'close');
+
+        await waitFor('the listener to close', 30_000, async () => !(await canConnect(proxy.port)));
+        assert.deepEqual(await exited, [0, null]);
+        const log = readFileSync(proxy.logFile, 'utf8');
+        assert.match(log, /"msg":"drain accept grace period ended, listener closing"/);
+        assert.match(log, /"acceptGraceMs":2500/);
+      } finally {
+        await ws.close();
+      }
+    });
+  }
+
   test('drain deadline cuts long requests', async () => {
     const ws = new Workspace();
     try {

@@ -183,6 +183,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
       '--upstream-connect-timeout',
       '--drain-timeout',
       '--drain-idle-grace',
+      '--drain-accept-grace',
     ];
     const result = await loom([...proxyArgs, ...flags.flatMap((flag) => [flag, '1500'])]);
     assertUsageError(result, 'bare numbers');
@@ -393,6 +394,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     assert.match(help, /--send-timeout <duration> [^-]*; 0 means no limit/);
     assert.match(help, /--drain-timeout <duration> .*; 0 closes their connections at once/);
     assert.match(help, /--drain-idle-grace <duration> .*; 0 closes them at once/);
+    assert.match(help, /--drain-accept-grace <duration> .*; 0 closes it at once/);
   });
 
   test('etcd endpoint forms rejected', async () => {

@@ -36,6 +36,8 @@ interface ContainerPort {
 
 interface Probe {
   httpGet?: { path: string; port: string | number };
+  periodSeconds?: number;
+  failureThreshold?: number;
 }
 
 interface Container {
@@ -235,6 +237,17 @@ describe('kubernetes manifests', () => {
     const drain = pod.spec.containers[0].args?.find((arg) => arg.startsWith('--drain-timeout='));
     assert.ok(drain, 'the proxy sets --drain-timeout');
     assert.equal(pod.spec.terminationGracePeriodSeconds, seconds(drain.split('=')[1]) + 5);
+    // The port stays open at least until the failed readiness probe takes the pod out of the
+    // Service, and the accept grace leaves most of the drain to requests in flight.
+    const container = pod.spec.containers[0];
+    const accept = container.args?.find((arg) => arg.startsWith('--drain-accept-grace='));
+    assert.ok(accept, 'the proxy sets --drain-accept-grace');
+    const acceptSeconds = seconds(accept.split('=')[1]);
+    const probe = container.readinessProbe;
+    assert.ok(probe?.periodSeconds, 'the readiness probe sets periodSeconds');
+    assert.ok(probe.failureThreshold, 'the readiness probe sets failureThreshold');
+    assert.ok(acceptSeconds >= probe.periodSeconds * probe.failureThreshold, accept);
+    assert.ok(acceptSeconds <= seconds(drain.split('=')[1]) / 2, accept);
   });
 });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Agent, request } from 'node:http';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 
-import { HttpDrainer } from '../../data-plane/lifecycle/drain.js';
+import { HttpDrainer, type DrainGrace } from '../../data-plane/lifecycle/drain.js';
 import {
   eventually,
   openRawClient,
@@ -38,7 +38,7 @@ describe('drain of a proxy under keep-alive', () => {
   });
 
   it('answers a request on an idle connection', async () => {
-    const drainer = new HttpDrainer(proxy.server, proxy.logger, 5_000);
+    const drainer = new HttpDrainer(proxy.server, proxy.logger, { idleMs: 5_000 });
     const client = openRawClient(proxy.port, KEEP_ALIVE_GET);
     await waitForText(client.text, /\r\n\r\nok$/);
 
@@ -57,7 +57,7 @@ describe('drain of a proxy under keep-alive', () => {
   });
 
   it('closes idle connections after the grace period', async () => {
-    const drainer = new HttpDrainer(proxy.server, proxy.logger, 100);
+    const drainer = new HttpDrainer(proxy.server, proxy.logger, { idleMs: 100 });
     const client = openRawClient(proxy.port, KEEP_ALIVE_GET);
     await waitForText(client.text, /\r\n\r\nok$/);
 
@@ -72,7 +72,7 @@ describe('drain of a proxy under keep-alive', () => {
   });
 
   it('drains a grace of 0 at once', async () => {
-    const drainer = new HttpDrainer(proxy.server, proxy.logger, 0);
+    const drainer = new HttpDrainer(proxy.server, proxy.logger, { idleMs: 0 });
     const client = openRawClient(proxy.port, KEEP_ALIVE_GET);
     await waitForText(client.text, /\r\n\r\nok$/);
 
@@ -83,8 +83,10 @@ describe('drain of a proxy under keep-alive', () => {
   });
 
   it('rejects an invalid grace period', () => {
-    assert.throws(() => new HttpDrainer(proxy.server, proxy.logger, -1), /invalid idleGraceMs -1/);
-    assert.throws(() => new HttpDrainer(proxy.server, proxy.logger, 1.5), /invalid idleGraceMs/);
+    const invalid = (grace: DrainGrace) => () => new HttpDrainer(proxy.server, proxy.logger, grace);
+    assert.throws(invalid({ idleMs: -1 }), /invalid idleMs -1: expected an integer of 0 or more/);
+    assert.throws(invalid({ idleMs: 1.5 }), /invalid idleMs 1.5/);
+    assert.throws(invalid({ acceptMs: -5 }), /invalid acceptMs -5/);
   });
 
   it('loses no request on open connections', async () => {
