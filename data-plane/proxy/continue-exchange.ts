@@ -1,13 +1,19 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import { hadWriteReset, keepResponseOnReset } from '../upstreams/reset-guard.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import { onQueuedClientClose, type ForwardedRequest, type ProxyContext } from './exchange.js';
+import {
+  CLOSE_DELIMITED_RESET,
+  onQueuedClientClose,
+  type ForwardedRequest,
+  type ProxyContext,
+} from './exchange.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
@@ -43,6 +49,12 @@ export class ContinueExchange extends ObservedExchange {
   #continueTimer: NodeJS.Timeout | undefined;
   #headersTimer: NodeJS.Timeout | undefined;
   #bodySent = false;
+  /** The request body streams to the upstream: set by the 100, cleared when it ends. */
+  #uploading = false;
+  /** Set once a final response of 300 or more arrived during the upload, which then stops. */
+  #uploadStopped = false;
+  #source: Readable | undefined;
+  #response: IncomingMessage | undefined;
   #done = false;
 
   constructor(
@@ -70,6 +82,8 @@ export class ContinueExchange extends ObservedExchange {
       actions.connectTimeoutMs > 0 ? actions.connectTimeoutMs : context.upstreamConnectTimeoutMs,
     );
     this.#upstream = upstream;
+    // An early response that arrives right before a reset reaches the client, as in the pool.
+    upstream.once('socket', keepResponseOnReset);
     upstream.on('continue', () => this.#sendBody());
     let processing = 0;
     upstream.on('information', (info: { statusCode: number }) => {
@@ -79,7 +93,10 @@ export class ContinueExchange extends ObservedExchange {
       if (res.socket?.writableNeedDrain !== true) res.writeProcessing();
     });
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
-    upstream.on('error', (err: Error) => this.#fail(err));
+    upstream.on('error', (err: Error) => {
+      // The upload can fail after the whole response arrived; its 'end' finishes the exchange.
+      if (this.#response?.complete !== true) this.#fail(err);
+    });
     let closed = false;
     const onClientClose = (): void => {
       if (closed) return;
@@ -123,12 +140,22 @@ export class ContinueExchange extends ObservedExchange {
     }
     const source = body === this.req ? this.req : Readable.from(body);
     source.on('error', (err: Error) => upstream.destroy(err));
+    this.#uploading = true;
+    this.#source = source;
+    source.once('end', () => (this.#uploading = false));
     source.pipe(upstream);
   }
 
   #relay(response: IncomingMessage): void {
     clearTimeout(this.#continueTimer);
     clearTimeout(this.#headersTimer);
+    this.#response = response;
+    // A server may respond while it reads the body, so only a rejection stops the upload, as
+    // curl does. The client's unsent body then makes its connection close after the response.
+    if (this.#uploading && (response.statusCode ?? 0) >= 300) {
+      this.#uploadStopped = true;
+      this.#source?.unpipe(this.#upstream);
+    }
     const res = this.#res;
     const status = response.statusCode ?? 502;
     if (status >= 500) {
@@ -172,7 +199,18 @@ export class ContinueExchange extends ObservedExchange {
         res.once('drain', () => response.resume());
       }
     });
+    const closeDelimited =
+      response.headers['content-length'] === undefined &&
+      response.headers['transfer-encoding'] === undefined &&
+      status !== 204 &&
+      status !== 304 &&
+      this.request.method !== 'HEAD';
     response.on('end', () => {
+      if (closeDelimited && hadWriteReset(this.#upstream?.socket)) {
+        // The end of input came from a reset that an upload write reported: a cut, not the end.
+        this.#fail(CLOSE_DELIMITED_RESET);
+        return;
+      }
       if (response.rawTrailers.length > 0 && res.chunkedEncoding) {
         try {
           res.addTrailers(
@@ -185,7 +223,7 @@ export class ContinueExchange extends ObservedExchange {
       this.#finish();
       this.reportAttempt(undefined);
       res.end();
-      if (!this.#bodySent) this.#upstream?.destroy();
+      if (!this.#bodySent || this.#uploadStopped) this.#upstream?.destroy();
     });
     response.on('error', (err: Error) => this.#fail(err));
   }

@@ -93,7 +93,7 @@ const CLIENT_CLOSED = new Error('client closed the connection');
 /** Abort reason when the client's request body failed to parse; one shared instance. */
 const INVALID_CLIENT_BODY = new Error('the client request body failed to parse');
 /** Failure of an upstream body delimited by the connection close that ended with a reset. */
-const CLOSE_DELIMITED_RESET = Object.assign(
+export const CLOSE_DELIMITED_RESET = Object.assign(
   new Error('the upstream reset the connection before the end of the response body'),
   { code: 'ECONNRESET' },
 );

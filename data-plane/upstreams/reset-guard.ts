@@ -40,6 +40,14 @@ interface GuardedSocket extends Socket {
   [kWriteReset]?: boolean;
 }
 
+/**
+ * Tells whether a write on `socket` failed with a reset. The end of its input then comes from
+ * the reset, so a body delimited by the close was cut.
+ */
+export function hadWriteReset(socket: Socket | null | undefined): boolean {
+  return (socket as GuardedSocket | null | undefined)?.[kWriteReset] === true;
+}
+
 /** Marks the end of input of a connection whose write was reset; added before undici's. */
 function markEndAfterReset(this: GuardedSocket): void {
   if (this[kWriteReset] !== true) return;

@@ -232,6 +232,31 @@ describe('close-delimited upstream responses', () => {
     });
   }
 
+  // An upstream that closes with unread input resets the connection right after its response.
+  // Each round is a race between the proxy's next upload write and its read of that response.
+  it('relays a rejection sent right before a reset', async () => {
+    const body = Buffer.alloc(4 * 1024 * 1024, 'x');
+    const rejection =
+      'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n';
+    for (let round = 0; round < 5; round++) {
+      const client = openRawClient(
+        proxy.port,
+        `PUT /reject HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`,
+      );
+      const socket = await upstream.next('/reject');
+      socket.write('HTTP/1.1 100 Continue\r\n\r\n');
+      await waitForText(client.text, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+      socket.once('data', () => socket.write(rejection, () => socket.resetAndDestroy()));
+      socket.resume();
+      client.socket.write(body);
+      await within(client.closed, 'the proxy to close the connection');
+
+      const final = client.text().slice('HTTP/1.1 100 Continue\r\n\r\n'.length);
+      assert.match(final, /^HTTP\/1\.1 413 Payload Too Large\r\n/, `round ${round}`);
+      assert.match(final, /\r\n\r\ntoo big\n$/, `round ${round}`);
+    }
+  });
+
   it('leaves nothing open after a cut', async () => {
     const legacy = openRawClient(proxy.port, 'GET /gone HTTP/1.0\r\nHost: a\r\n\r\n');
     const socket = await upstream.next('/gone');
