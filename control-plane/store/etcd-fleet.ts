@@ -349,6 +349,8 @@ export class EtcdFleet implements FleetStore {
    * write marker, keeps the revoke from taking a revision of its own. Gives up after
    * `CLOSE_WAIT_MS` when etcd does not respond: the lease then expires on its own.
    */
+  // NOTE: the records of proxies that cannot reach another replica go too, so those proxies
+  // drop out of every replica's status until they reconnect somewhere.
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
