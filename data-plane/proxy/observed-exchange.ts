@@ -84,15 +84,18 @@ export abstract class ObservedExchange {
       return;
     }
 
+    const code = (err as { code?: unknown }).code;
     const fields = {
       route: this.request.route,
       upstream: this.target.upstream,
       target: this.target.origin,
-      code: (err as { code?: unknown }).code,
+      code,
       status,
       attempts: this.attempts,
       suppressed,
-      err,
+      // An error with a code (ECONNREFUSED, a timeout) is a known network outcome, whose stack
+      // trace would only repeat the proxy's own frames on every line.
+      ...(code === undefined ? { err } : { error: err.message }),
     };
     if (status === undefined) {
       this.context.logger.warn(fields, 'upstream response aborted after headers were sent');

@@ -177,6 +177,8 @@ describe('proxy error responses', () => {
     assert.equal(warning?.level, LEVEL_WARN);
     assert.equal(warning?.msg, 'upstream request failed');
     assert.equal(warning?.code, 'ECONNREFUSED');
+    assert.match(String(warning?.error), /ECONNREFUSED/);
+    assert.equal(warning?.err, undefined, 'a stack trace for a refused connection');
   });
 
   it('returns 502 when the upstream resets before responding', async () => {

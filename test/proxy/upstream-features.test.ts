@@ -498,7 +498,7 @@ describe('proxy https upstreams', () => {
       assert.equal(
         trusted.status,
         200,
-        JSON.stringify(proxy.logs.filter((l) => l.level >= 40).map((l) => l.err)),
+        JSON.stringify(proxy.logs.filter((l) => l.level >= 40).map((l) => l.err ?? l.error)),
       );
       assert.equal(trusted.body.toString(), 'tls api.test upstream.test');
       assert.equal(untrusted.status, 502);
