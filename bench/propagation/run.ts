@@ -175,16 +175,18 @@ class Bench {
   async addProxies(total: number): Promise<void> {
     while (this.proxies.length < total) {
       const id = `proxy-${this.proxies.length + 1}`;
-      const [port, adminPort] = [await findFreePort(), await findFreePort()];
+      // Port 0 lets each proxy bind a free port itself. Ports picked here in advance were
+      // sometimes taken by another process before the proxy bound them, and the run waited
+      // 5 minutes for the proxy that failed to start.
       this.proxies.push(
         startLoom(id, [
           'data-plane',
           '--control-plane',
           this.address,
           '--listen',
-          `127.0.0.1:${port}`,
+          '127.0.0.1:0',
           '--admin-listen',
-          `127.0.0.1:${adminPort}`,
+          '127.0.0.1:0',
           '--id',
           id,
           '--log-level',
