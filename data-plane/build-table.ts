@@ -432,19 +432,25 @@ export function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
   return true;
 }
 
+/** The actions of a route that sets none, and their keys. The first build compiles them. */
+let defaultActions: { actions: RouteActions; keys: (keyof RouteActions)[] } | undefined;
+
 /**
  * Returns a function that compiles a route's actions. Routes whose actions are all defaults,
  * most of them in a large table, share one frozen object instead of one each.
  */
 function actionsCompiler(extraResponseHeaders: readonly string[]): (route: Route) => RouteActions {
-  const defaults = compileRouteActions({
-    name: '',
-    hosts: [],
-    paths: [],
-    methods: [],
-    upstream: '',
-  });
-  const keys = Object.keys(defaults) as (keyof RouteActions)[];
+  if (defaultActions === undefined) {
+    const actions = compileRouteActions({
+      name: '',
+      hosts: [],
+      paths: [],
+      methods: [],
+      upstream: '',
+    });
+    defaultActions = { actions, keys: Object.keys(actions) as (keyof RouteActions)[] };
+  }
+  const { actions: defaults, keys } = defaultActions;
   const sharedDefaults = withResponseHeaders(defaults, extraResponseHeaders);
 
   return (route) => {
