@@ -1,4 +1,6 @@
+import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ROOT } from '../../scripts/processes.js';
@@ -27,6 +29,23 @@ export function loomctl(controlPlane: string, args: string[], stdin?: string): P
     );
     child.stdin?.end(stdin ?? '');
   });
+}
+
+/**
+ * Writes `text` to `DIR/NAME`, applies it with `loomctl apply -f` and asserts that the apply
+ * succeeds. Returns the file's path.
+ */
+export async function applyConfigText(
+  controlPlane: string,
+  dir: string,
+  name: string,
+  text: string,
+): Promise<string> {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  const applied = await loomctl(controlPlane, ['apply', '-f', file]);
+  assert.equal(applied.code, 0, applied.stderr);
+  return file;
 }
 
 /**
