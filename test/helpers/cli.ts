@@ -48,6 +48,58 @@ export async function applyConfigText(
   return file;
 }
 
+/** A {@link CliResult} with the number of bytes written to standard input. */
+export interface FedCliResult extends CliResult {
+  written: number;
+}
+
+/**
+ * Runs `loomctl` with `chunk` written to its standard input over and over, as from a stream that
+ * never ends. Writing stops when loomctl closes the pipe or exits, or after `maxBytes`. A
+ * loomctl still running after 60 s is killed and reported as code -1. `written` counts the
+ * bytes handed to the pipe, which is at most one chunk more than the pipe accepted.
+ */
+export function loomctlFedEndlessly(
+  controlPlane: string,
+  args: string[],
+  chunk: Buffer,
+  maxBytes: number,
+): Promise<FedCliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
+      { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    let written = 0;
+    let stopped = false;
+    child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    // EPIPE once loomctl has closed standard input.
+    child.stdin.on('error', () => (stopped = true));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+
+    const write = () => {
+      while (!stopped && written < maxBytes) {
+        written += chunk.length;
+        if (!child.stdin.write(chunk)) {
+          child.stdin.once('drain', write);
+          return;
+        }
+      }
+      if (!stopped) child.stdin.end();
+    };
+    child.once('close', (code) => {
+      stopped = true;
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr, written });
+    });
+    write();
+  });
+}
+
 /**
  * Runs `loom ARGS` to its exit. A server that keeps running past `timeoutMs` is killed and
  * reported as code -1.
