@@ -1,4 +1,4 @@
-import { stringify } from 'yaml';
+import { Document, visit } from 'yaml';
 
 import { formatConfigIssue, type ConfigError, type ConfigIssue } from '../common/errors.js';
 import { API_VERSION } from '../config/schema.js';
@@ -179,9 +179,33 @@ export function configDocument(routes: Route[], upstreams: Upstream[]): Record<s
   >;
 }
 
-/** Formats a value as YAML or indented JSON, ending with a newline. */
+/**
+ * Formats a value as YAML or indented JSON, ending with a newline. The characters that
+ * `escapeTerminalControls` escapes are written as `\uXXXX` escapes inside quoted strings, so
+ * the text reaches no terminal raw and still parses to the same value: `loomctl apply -f`
+ * stores what `get` printed.
+ */
 export function formatDocument(value: unknown, format: 'yaml' | 'json'): string {
-  return format === 'json' ? `${JSON.stringify(value, null, 2)}\n` : stringify(value);
+  // JSON.stringify escapes C0 controls itself, and everything else it leaves raw is inside a
+  // string, where a \uXXXX escape means the same character.
+  if (format === 'json') return `${escapeTerminalControls(JSON.stringify(value, null, 2))}\n`;
+
+  // Only a double-quoted YAML scalar reads \uXXXX as an escape, so every string with such a
+  // character is written double-quoted before its characters are escaped.
+  const document = new Document(value);
+  visit(document, {
+    Scalar(_key, node) {
+      if (typeof node.value === 'string' && hasTerminalControl(node.value)) {
+        node.type = 'QUOTE_DOUBLE';
+      }
+    },
+  });
+  return escapeTerminalControls(document.toString());
+}
+
+/** Returns whether `text` contains a character that `escapeTerminalControls` escapes. */
+function hasTerminalControl(text: string): boolean {
+  return text.search(TERMINAL_CONTROL) !== -1;
 }
 
 /**

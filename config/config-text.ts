@@ -5,12 +5,20 @@ import { isUtf8 } from 'node:buffer';
 import { ConfigError } from '../common/errors.js';
 
 /**
- * Maximum size of one config file or of standard input, in bytes. V8 in Node.js 20 cannot make
- * a string of 2^29 - 23 or more UTF-16 code units (about 512 MiB of ASCII). Parsing a file near
- * that size would take gigabytes, so the read stops here with an error instead. As JSON,
- * 100,000 short routes take about 10 MB.
+ * Maximum size of one regular config file, in bytes. V8 in Node.js 20 cannot make a string of
+ * 2^29 - 23 or more UTF-16 code units (about 512 MiB of ASCII). Parsing a file near that size
+ * would take gigabytes, so the read stops here with an error instead. As JSON, 100,000 short
+ * routes take about 10 MB.
  */
 export const MAX_CONFIG_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Maximum size of standard input and of a pipe given with `-f`, in bytes. Such input may never
+ * end, and it is parsed as YAML: `loomctl validate -f -` of 100,000 routes (9.7 MB of YAML)
+ * peaked at 1.5 GB of memory on a 2-core Linux machine. So a larger stream is stopped here,
+ * with about this much read.
+ */
+export const MAX_STREAM_BYTES = 32 * 1024 * 1024;
 
 /** Size of each read from a file or standard input, in bytes. */
 const CHUNK_BYTES = 1024 * 1024;
@@ -18,45 +26,83 @@ const CHUNK_BYTES = 1024 * 1024;
 /**
  * Reads a config file as UTF-8, also when it is a pipe that never ends. A character or block
  * device, such as `/dev/zero` or `/dev/sda`, is rejected before any read, because none holds a
- * config file and an endless one would be read up to `MAX_CONFIG_BYTES`.
- * @throws ConfigError when the file is a device, is larger than `MAX_CONFIG_BYTES` or is not
- *   valid UTF-8.
+ * config file and an endless one would be read up to the size limit.
+ * @throws ConfigError when the file is a device, is larger than `MAX_CONFIG_BYTES` (a pipe:
+ *   `MAX_STREAM_BYTES`), contains a NUL byte or is not valid UTF-8.
  */
 export async function readConfigFile(file: string): Promise<string> {
   const handle = await open(file, 'r');
   try {
     const stats = await handle.stat();
     if (stats.isCharacterDevice() || stats.isBlockDevice()) throw notAFile(file, stats);
-    const chunks: Buffer[] = [];
-    let size = 0;
+    const reader = new ConfigReader(file, stats.isFIFO() ? 'pipe' : 'file');
     for (;;) {
       const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
       const { bytesRead } = await handle.read(chunk, 0, CHUNK_BYTES, null);
       if (bytesRead === 0) break;
-      size += bytesRead;
-      if (size > MAX_CONFIG_BYTES) throw tooLarge(file);
-      chunks.push(chunk.subarray(0, bytesRead));
+      reader.add(chunk.subarray(0, bytesRead));
     }
-    return decodeConfigText(file, Buffer.concat(chunks, size));
+    return reader.text();
   } finally {
     await handle.close();
   }
 }
 
-/** Reads a stream to its end under the same limits as `readConfigFile`. */
+/**
+ * Reads a stream, such as standard input, to its end, as `readConfigFile` reads a pipe. The
+ * read stops at the first NUL byte or invalid UTF-8, or past `MAX_STREAM_BYTES`.
+ */
 export async function readConfigStream(
   name: string,
   stream: AsyncIterable<Buffer | string>,
 ): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
+  const reader = new ConfigReader(name, 'pipe');
   for await (const chunk of stream) {
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    size += bytes.length;
-    if (size > MAX_CONFIG_BYTES) throw tooLarge(name);
-    chunks.push(bytes);
+    reader.add(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   }
-  return decodeConfigText(name, Buffer.concat(chunks, size));
+  return reader.text();
+}
+
+/**
+ * The bytes of a config read so far. Each chunk is checked as it arrives for a NUL byte,
+ * invalid UTF-8 and the size limit. Input that cannot be a config then ends the read at that
+ * chunk, also when the stream would never end.
+ */
+class ConfigReader {
+  readonly #chunks: Buffer[] = [];
+  #size = 0;
+  readonly #decoder = new TextDecoder('utf-8', { fatal: true });
+
+  constructor(
+    private readonly file: string,
+    private readonly source: 'file' | 'pipe',
+  ) {}
+
+  /** Adds a chunk, or throws the ConfigError that the input has. */
+  add(chunk: Buffer): void {
+    this.#size += chunk.length;
+    const limit = this.source === 'file' ? MAX_CONFIG_BYTES : MAX_STREAM_BYTES;
+    if (this.#size > limit) throw tooLarge(this.file, this.source, limit);
+    this.#chunks.push(chunk);
+
+    const nul = chunk.indexOf(0);
+    if (nul !== -1) throw nulByte(this.file, this.#bytes(), this.#size - chunk.length + nul);
+    try {
+      this.#decoder.decode(chunk, { stream: true });
+    } catch {
+      // Throws the error with the line and column of the first invalid byte.
+      decodeConfigText(this.file, this.#bytes());
+    }
+  }
+
+  /** Returns the text read, or throws when it ends inside a UTF-8 sequence. */
+  text(): string {
+    return decodeConfigText(this.file, this.#bytes());
+  }
+
+  #bytes(): Buffer {
+    return Buffer.concat(this.#chunks, this.#size);
+  }
 }
 
 function notAFile(file: string, stats: Stats): ConfigError {
@@ -72,14 +118,35 @@ function notAFile(file: string, stats: Stats): ConfigError {
   ]);
 }
 
-function tooLarge(file: string): ConfigError {
+function tooLarge(file: string, source: 'file' | 'pipe', limit: number): ConfigError {
+  const fix =
+    source === 'file'
+      ? 'split it into several files, or check that it names a config file and not a device'
+      : 'save the config in a file and pass that with -f FILE, or check that the input is a ' +
+        'config file';
+  const scope = source === 'file' ? '' : ', the limit for standard input and pipes';
   return new ConfigError([
     {
       file,
       field: '(file)',
+      message: `cannot read config: larger than ${limit / 1024 / 1024} MiB${scope}; ${fix}`,
+    },
+  ]);
+}
+
+/** Returns the error of a NUL byte at `offset`, which YAML and JSON text never contains. */
+function nulByte(file: string, bytes: Buffer, offset: number): ConfigError {
+  const before = bytes.subarray(0, offset).toString('utf8');
+  const lineStart = before.lastIndexOf('\n') + 1;
+  return new ConfigError([
+    {
+      file,
+      line: before.split('\n').length,
+      column: [...before.slice(lineStart)].length + 1,
+      field: '(file)',
       message:
-        `cannot read config: larger than ${MAX_CONFIG_BYTES / 1024 / 1024} MiB; ` +
-        'split it into several files, or check that it names a config file and not a device',
+        `cannot read config: NUL byte (0x00) at offset ${offset}, which YAML and JSON text ` +
+        'never contains, so the input is not a config file; pass a YAML or JSON file',
     },
   ]);
 }

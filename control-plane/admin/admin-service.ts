@@ -18,6 +18,7 @@ import type {
 } from '../../proto/gen/loom/v1/admin.js';
 import {
   decodeSharedProxy,
+  INVALID_ADDRESS,
   mergeFleet,
   sharedStatus,
   type SharedProxy,
@@ -36,8 +37,8 @@ import { findUnreadableKeys, unreadableFields } from './unreadable-keys.js';
  */
 const FLEET_READ_MAX_AGE_MS = 100;
 
-/** Unreadable records remembered as logged; past this many, each is logged once more. */
-const LOGGED_UNREADABLE_LIMIT = 1_000;
+/** Bad records remembered as logged; past this many, each is logged once more. */
+const LOGGED_RECORDS_LIMIT = 1_000;
 
 /** The decoded records of the other replicas, and how many could not be decoded. */
 interface SharedRead {
@@ -81,7 +82,7 @@ export class AdminApi {
   readonly #logger: Logger;
   #fleetRead: { startedAtMs: number; shared: Promise<SharedRead> } | undefined;
   /** Unreadable records already logged, as replica/proxy, so a poll logs each once. */
-  readonly #loggedUnreadable = new Set<string>();
+  readonly #loggedRecords = new Set<string>();
   /** Settles when the last write queued by `#serialized` has finished. */
   #lastWrite: Promise<unknown> = Promise.resolve();
 
@@ -213,6 +214,9 @@ export class AdminApi {
           // An unconfirmed record may belong to a replica that is gone, so it shows no stream.
           const connected = decoded.state.connected && record.confirmed;
           read.proxies.push({ ...decoded, state: { ...decoded.state, connected } });
+          if (decoded.invalidAddress) {
+            this.#logInvalidAddress(record.replica, record.proxy, decoded.invalidAddress);
+          }
         } else {
           read.unreadable += 1;
           this.#logUnreadable(record.replica, record.proxy, record.value);
@@ -229,14 +233,31 @@ export class AdminApi {
   }
 
   #logUnreadable(replica: string, proxy: string, value: string): void {
-    const key = `${replica}/${proxy}`;
-    if (this.#loggedUnreadable.has(key)) return;
-    if (this.#loggedUnreadable.size >= LOGGED_UNREADABLE_LIMIT) this.#loggedUnreadable.clear();
-    this.#loggedUnreadable.add(key);
+    if (!this.#firstReport(`${replica}/${proxy}`)) return;
     this.#logger.warn(
       { replica, proxyId: proxy, value: value.slice(0, 200) },
       'shared proxy record not decoded',
     );
+  }
+
+  #logInvalidAddress(
+    replica: string,
+    proxy: string,
+    invalid: NonNullable<SharedProxy['invalidAddress']>,
+  ): void {
+    if (!this.#firstReport(`${replica}/${proxy}/address`)) return;
+    this.#logger.warn(
+      { replica, proxyId: proxy, address: invalid.stored.slice(0, 200), problem: invalid.problem },
+      `shared proxy record has an invalid address; status shows it as ${INVALID_ADDRESS}`,
+    );
+  }
+
+  /** Returns true the first time `key` is reported, so each bad record is logged once. */
+  #firstReport(key: string): boolean {
+    if (this.#loggedRecords.has(key)) return false;
+    if (this.#loggedRecords.size >= LOGGED_RECORDS_LIMIT) this.#loggedRecords.clear();
+    this.#loggedRecords.add(key);
+    return true;
   }
 
   /**

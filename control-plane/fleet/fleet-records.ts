@@ -1,3 +1,4 @@
+import { proxyAddressProblem } from '../../common/address.js';
 import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 import {
   byId,
@@ -24,7 +25,17 @@ export interface SharedProxy {
   controlPlane: string;
   state: ProxyState;
   acks: AckRecord[];
+  /** The stored address and why it is invalid, when `state.address` is `INVALID_ADDRESS`. */
+  invalidAddress?: { stored: string; problem: string };
 }
+
+/**
+ * Address that a decoded record shows in place of a stored address that is not host:port.
+ * Control planes that predate the hello's address check stored any address a proxy sent. Such
+ * a record still describes a live proxy, so `status` lists it and `apply --wait` waits for it,
+ * and this marker keeps the unchecked value out of the address column and scripts that dial it.
+ */
+export const INVALID_ADDRESS = '(invalid address)';
 
 /**
  * Maximum length in characters of the address in a shared record. Longer ones are cut and end
@@ -56,7 +67,8 @@ const NUMBER_FIELDS = [
 
 /**
  * Decodes a shared record. Returns undefined when the value is not a record of this
- * format, such as one written by a newer control plane or by hand.
+ * format, such as one written by a newer control plane or by hand. An address that is not
+ * host:port is replaced with `INVALID_ADDRESS`, and `invalidAddress` keeps it for the log.
  */
 export function decodeSharedProxy(value: string): SharedProxy | undefined {
   let parsed: unknown;
@@ -76,7 +88,15 @@ export function decodeSharedProxy(value: string): SharedProxy | undefined {
   if (!acks.every(isAck)) return undefined;
   // Replicas older than the instance id write none.
   const instanceId = typeof state.instanceId === 'string' ? state.instanceId : '';
-  return { controlPlane, state: { ...state, instanceId } as unknown as ProxyState, acks };
+  const decoded = { ...state, instanceId } as unknown as ProxyState;
+  const problem = proxyAddressProblem(decoded.address);
+  if (problem === undefined) return { controlPlane, state: decoded, acks };
+  return {
+    controlPlane,
+    state: { ...decoded, address: INVALID_ADDRESS },
+    acks,
+    invalidAddress: { stored: decoded.address, problem },
+  };
 }
 
 /** Returns the status of a shared proxy, with its first ack of `convergence` when given. */

@@ -1,6 +1,5 @@
 import type { IncomingMessage } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
-import { normalizeCheckedPath } from '../router/path.js';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
@@ -138,12 +137,10 @@ export function prepareRequest(
   const binding = match.value;
   const route = binding.route.name;
   const actions = binding.actions;
-  // The router matched this path, so it normalises to a string. One search for "%" serves the
-  // normalization and the escaped-slash check, so a path without "%" costs no more than before.
-  const escaped = path.indexOf('%') !== -1;
-  const normalized = normalizeCheckedPath(path, escaped) as string;
-  // Normalizing upper-cases "%2f", so one spelling is enough.
-  if (escaped && context.escapedSlashes === 'reject' && normalized.indexOf('%2F') !== -1) {
+  // The router returns the normalized path when it differs from the request's.
+  const normalized = match.path ?? path;
+  // Normalizing upper-cases "%2f" and never adds a "%", so one spelling is enough.
+  if (context.escapedSlashes === 'reject' && normalized.indexOf('%2F') !== -1) {
     return { ok: false, error: PROXY_ERRORS.escapedSlash, route, close: false };
   }
   const doubleSlash = describeDoubleSlash(actions, normalized);

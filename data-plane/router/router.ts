@@ -275,9 +275,16 @@ class TreeRouter<T> implements Router<T> {
     }
 
     if (entry !== null) {
-      if (entry.match !== null) return entry.match;
-      const params = extractParams(entry, normalized, state.bounds, escaped);
-      return { kind: 'found', value: entry.value, route: entry.route, params };
+      if (normalized === path) {
+        if (entry.match !== null) return entry.match;
+        const params = extractParams(entry, normalized, state.bounds, escaped);
+        return { kind: 'found', value: entry.value, route: entry.route, params };
+      }
+      const params =
+        entry.match !== null
+          ? entry.match.params
+          : extractParams(entry, normalized, state.bounds, escaped);
+      return { kind: 'found', value: entry.value, route: entry.route, params, path: normalized };
     }
     // Without a route for the path under another method, there is no allow list to collect.
     return state.pathMatched ? this.#methodNotAllowed(hostName, normalized) : NOT_FOUND;

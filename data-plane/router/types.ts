@@ -15,11 +15,13 @@ export interface RouterRoute<T> {
 }
 
 /**
- * Result of a lookup. The router never throws on a request. A `found` result with params
- * is a fresh object; one without params is frozen and shared by every lookup of that route.
+ * Result of a lookup. The router never throws on a request. A `found` result with params or a
+ * `path` is a fresh object; any other is frozen and shared by every lookup of that route.
+ * `path` is the request path in normalized form, present only when it differs from the path
+ * given to `find`, so the proxy forwards it without normalizing the path again.
  */
 export type RouterMatch<T> =
-  | { kind: 'found'; value: T; route: string; params: Record<string, string> }
+  | { kind: 'found'; value: T; route: string; params: Record<string, string>; path?: string }
   | { kind: 'method-not-allowed'; allow: string[] }
   | { kind: 'not-found' }
   | { kind: 'bad-request'; reason: string };

@@ -1,4 +1,6 @@
+import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ROOT } from '../../scripts/processes.js';
@@ -26,6 +28,75 @@ export function loomctl(controlPlane: string, args: string[], stdin?: string): P
       },
     );
     child.stdin?.end(stdin ?? '');
+  });
+}
+
+/**
+ * Writes `text` to `DIR/NAME`, applies it with `loomctl apply -f` and asserts that the apply
+ * succeeds. Returns the file's path.
+ */
+export async function applyConfigText(
+  controlPlane: string,
+  dir: string,
+  name: string,
+  text: string,
+): Promise<string> {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  const applied = await loomctl(controlPlane, ['apply', '-f', file]);
+  assert.equal(applied.code, 0, applied.stderr);
+  return file;
+}
+
+/** A {@link CliResult} with the number of bytes written to standard input. */
+export interface FedCliResult extends CliResult {
+  written: number;
+}
+
+/**
+ * Runs `loomctl` with `chunk` written to its standard input over and over, as from a stream that
+ * never ends. Writing stops when loomctl closes the pipe or exits, or after `maxBytes`. A
+ * loomctl still running after 60 s is killed and reported as code -1. `written` counts the
+ * bytes handed to the pipe, which is at most one chunk more than the pipe accepted.
+ */
+export function loomctlFedEndlessly(
+  controlPlane: string,
+  args: string[],
+  chunk: Buffer,
+  maxBytes: number,
+): Promise<FedCliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
+      { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    let written = 0;
+    let stopped = false;
+    child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    // EPIPE once loomctl has closed standard input.
+    child.stdin.on('error', () => (stopped = true));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+
+    const write = () => {
+      while (!stopped && written < maxBytes) {
+        written += chunk.length;
+        if (!child.stdin.write(chunk)) {
+          child.stdin.once('drain', write);
+          return;
+        }
+      }
+      if (!stopped) child.stdin.end();
+    };
+    child.once('close', (code) => {
+      stopped = true;
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr, written });
+    });
+    write();
   });
 }
 

@@ -43,25 +43,17 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const cpPort = await findFreePort();
   const cpAdminPort = await findFreePort();
   const controlPlane = `127.0.0.1:${cpPort}`;
-  const storeArgs = options.etcd ? ['--etcd', options.etcd] : ['--data-dir', join(dir, 'store')];
+  const storeArgs = options.etcd ? ['--etcd', options.etcd] : undefined;
   let cp: LoomProcess | undefined;
   const logFiles: string[] = [join(dir, 'control-plane.log')];
 
   const startControlPlane = async () => {
-    cp = startLoom(
-      'control-plane',
-      [
-        'control-plane',
-        '--listen',
-        controlPlane,
-        '--admin-listen',
-        `127.0.0.1:${cpAdminPort}`,
-        ...storeArgs,
-        '--log-level',
-        'debug',
-      ],
-      logFiles[0],
-    );
+    cp = startControlPlaneProcess(dir, {
+      listen: controlPlane,
+      adminListen: `127.0.0.1:${cpAdminPort}`,
+      storeArgs,
+      extraArgs: ['--log-level', 'debug'],
+    });
     await waitForPort('127.0.0.1', cpPort);
   };
   await startControlPlane();
@@ -101,6 +93,41 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Settings of `startControlPlaneProcess`. */
+export interface ControlPlaneProcessOptions {
+  /** host:port of the gRPC listener. */
+  listen: string;
+  /** host:port of the HTTP admin listener; default 127.0.0.1:0. */
+  adminListen?: string;
+  /** Store flags, such as `--etcd URL`; default the embedded store in `DIR/store`. */
+  storeArgs?: string[];
+  /** More `loom control-plane` flags. */
+  extraArgs?: string[];
+  /** Name of the process and of its log file `DIR/NAME.log`; default control-plane. */
+  name?: string;
+}
+
+/** Starts `loom control-plane` logging to `DIR/NAME.log`. It does not wait for it to listen. */
+export function startControlPlaneProcess(
+  dir: string,
+  options: ControlPlaneProcessOptions,
+): LoomProcess {
+  const name = options.name ?? 'control-plane';
+  return startLoom(
+    name,
+    [
+      'control-plane',
+      '--listen',
+      options.listen,
+      '--admin-listen',
+      options.adminListen ?? '127.0.0.1:0',
+      ...(options.storeArgs ?? ['--data-dir', join(dir, 'store')]),
+      ...(options.extraArgs ?? []),
+    ],
+    join(dir, `${name}.log`),
+  );
 }
 
 /** Waits until `check` passes for every proxy, within `timeoutMs`. */

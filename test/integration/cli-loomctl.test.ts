@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { startLoom, waitForPort, type LoomProcess } from '../../scripts/processes.js';
+import { waitForPort, type LoomProcess } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
+import { startControlPlaneProcess } from '../helpers/fleet.js';
 import { findFreePort } from '../helpers/ports.js';
 
 const QUICKSTART = `
@@ -46,19 +47,7 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     dir = mkdtempSync(join(tmpdir(), 'loom-cli-loomctl-'));
     const port = await findFreePort();
     controlPlane = `127.0.0.1:${port}`;
-    cp = startLoom(
-      'control-plane',
-      [
-        'control-plane',
-        '--listen',
-        controlPlane,
-        '--admin-listen',
-        '127.0.0.1:0',
-        '--data-dir',
-        join(dir, 'store'),
-      ],
-      join(dir, 'control-plane.log'),
-    );
+    cp = startControlPlaneProcess(dir, { listen: controlPlane });
     await waitForPort('127.0.0.1', port);
   });
   after(async () => {
@@ -213,19 +202,11 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     const etcdPort = await findFreePort();
     const port = await findFreePort();
     const address = `127.0.0.1:${port}`;
-    const etcdPlane = startLoom(
-      'control-plane-etcd',
-      [
-        'control-plane',
-        '--listen',
-        address,
-        '--admin-listen',
-        '127.0.0.1:0',
-        '--etcd',
-        `http://127.0.0.1:${etcdPort}`,
-      ],
-      join(dir, 'control-plane-etcd.log'),
-    );
+    const etcdPlane = startControlPlaneProcess(dir, {
+      name: 'control-plane-etcd',
+      listen: address,
+      storeArgs: ['--etcd', `http://127.0.0.1:${etcdPort}`],
+    });
     try {
       await waitForPort('127.0.0.1', port);
       const result = await loomctl(address, ['get']);

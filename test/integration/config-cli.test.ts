@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { loomctl, type CliResult } from '../helpers/cli.js';
+import { applyConfigText, loomctl, type CliResult } from '../helpers/cli.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
 
 // `loomctl validate` and `schema` never connect; the address only satisfies the helper.
@@ -434,10 +434,7 @@ describe('loomctl apply on invalid files', () => {
 
   before(async () => {
     fleet = await startFleet({ proxies: 0 });
-    const file = join(fleet.dir, 'baseline.yaml');
-    writeFileSync(file, BASELINE);
-    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
-    assert.equal(applied.code, 0, applied.stderr);
+    await applyConfigText(fleet.controlPlane, fleet.dir, 'baseline.yaml', BASELINE);
     stored = await storedConfig();
   });
 

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import { waitFor } from '../../scripts/processes.js';
-import { loomctl, type CliResult } from '../helpers/cli.js';
+import { loomctl, loomctlFedEndlessly, type CliResult, type FedCliResult } from '../helpers/cli.js';
 import { ALIAS_BOMB } from '../helpers/config-file.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
 
@@ -54,6 +54,11 @@ routes:
     const file = join(fleet.dir, name);
     writeFileSync(file, text);
     return loomctl(fleet.controlPlane, ['apply', '-f', file]);
+  }
+
+  /** Runs `loomctl apply -f -` with `chunk` repeated on standard input, up to 512 MiB. */
+  function applyEndless(chunk: Buffer): Promise<FedCliResult> {
+    return loomctlFedEndlessly(fleet.controlPlane, ['apply', '-f', '-'], chunk, 512 * 1024 * 1024);
   }
 
   /** Returns the stored configuration as `loomctl get -o json` prints it. */
@@ -132,7 +137,7 @@ routes:
     );
   });
 
-  test('endless input stops at the size limit', async () => {
+  test('endless pipe of zeros stops early', async () => {
     const fifo = join(fleet.dir, 'endless.yaml');
     execFileSync('mkfifo', [fifo]);
     // The writer ends on its own: after 300 MiB, or when loomctl closes the pipe.
@@ -145,13 +150,47 @@ routes:
       assert.equal(result.code, 1, result.stderr);
       assert.match(
         result.stderr,
-        /endless\.yaml: \(file\): cannot read config: larger than 256 MiB/,
+        /endless\.yaml:1:1: \(file\): cannot read config: NUL byte \(0x00\) at offset 0, /,
       );
       assert.equal(await stored(), before);
     } finally {
       writer.kill();
       rmSync(fifo, { force: true });
     }
+  });
+
+  test('stdin of zeros stops early', async () => {
+    const before = await stored();
+    const result = await applyEndless(Buffer.alloc(64 * 1024));
+
+    assert.equal(result.code, 1, result.stderr);
+    assert.equal(
+      result.stderr.trimEnd().split('\n')[1],
+      '  (stdin):1:1: (file): cannot read config: NUL byte (0x00) at offset 0, which YAML and ' +
+        'JSON text never contains, so the input is not a config file; pass a YAML or JSON file',
+    );
+    // The pipe buffer and the first read: far less than the size limit.
+    assert.ok(result.written <= 4 * 1024 * 1024, `wrote ${result.written} bytes`);
+    assert.equal(await stored(), before);
+  });
+
+  test('endless stdin stops at 32 MiB', async () => {
+    const before = await stored();
+    const result = await applyEndless(Buffer.from('a: b\n'.repeat(16 * 1024)));
+
+    assert.equal(result.code, 1, result.stderr);
+    const stderr = result.stderr.trimEnd().split('\n');
+    assert.equal(stderr.length, 2, result.stderr);
+    assert.equal(
+      stderr[1],
+      '  (stdin): (file): cannot read config: larger than 32 MiB, the limit for standard input ' +
+        'and pipes; save the config in a file and pass that with -f FILE, or check that the ' +
+        'input is a config file',
+    );
+    const limit = 32 * 1024 * 1024;
+    assert.ok(result.written > limit, `wrote ${result.written} bytes`);
+    assert.ok(result.written <= limit + 4 * 1024 * 1024, `wrote ${result.written} bytes`);
+    assert.equal(await stored(), before);
   });
 
   for (const device of ['/dev/zero', '/dev/null']) {

@@ -11,7 +11,7 @@ import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
 import type { Fleet } from '../helpers/fleet.js';
 
 interface StatusJson {
-  proxies: { id: string; connected: boolean; controlPlane: string }[];
+  proxies: { id: string; connected: boolean; controlPlane: string; address: string }[];
 }
 
 async function status(fleet: Fleet): Promise<StatusJson> {
@@ -69,5 +69,43 @@ describe('fleet record written without a lease', { timeout: 90_000 }, () => {
     const controlPlaneLog = readFileSync(join(fleet.dir, 'control-plane.log'), 'utf8');
     assert.match(controlPlaneLog, /fleet record without a lease ignored/);
     assert.ok(controlPlaneLog.includes(`etcdctl del ${ghostKey}`));
+  });
+
+  test('invalid stored address is marked', async () => {
+    // A record as a control plane that predates the address check could write it: under a
+    // lease, for a proxy that reported an address that is not host:port.
+    const records = await client.getAll().prefix('/loom/__meta/fleet/').strings();
+    const [, value] = Object.entries(records).find(([key]) => key.endsWith('/proxy-1'))!;
+    const old = JSON.parse(value) as {
+      controlPlane: string;
+      state: { id: string; address: string; instanceId: string };
+    };
+    old.controlPlane = 'old:7400';
+    old.state.id = 'old-proxy';
+    old.state.address = 'old-proxy.internal\u001b[2J';
+    old.state.instanceId = 'old-instance';
+    const lease = client.lease(60, { autoKeepAlive: false });
+    try {
+      await lease.put('/loom/__meta/fleet/old-replica/old-proxy').value(JSON.stringify(old));
+
+      const listed = (await status(fleet)).proxies.filter((proxy) => proxy.id === 'old-proxy');
+      assert.equal(listed.length, 1, JSON.stringify(listed));
+      assert.equal(listed[0].address, '(invalid address)');
+      const table = await loomctl(fleet.controlPlane, ['status']);
+      assert.equal(table.code, 0, table.stderr);
+      const row = table.stdout.split('\n').find((line) => line.startsWith('old-proxy '));
+      assert.match(row ?? '', /^old-proxy +\(invalid address\) +old:7400 /);
+      assert.doesNotMatch(table.stdout, /old-proxy\.internal/);
+
+      const log = readFileSync(join(fleet.dir, 'control-plane.log'), 'utf8');
+      const warnings = log
+        .split('\n')
+        .filter((line) => line.includes('shared proxy record has an invalid address'));
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0], /"replica":"old-replica","proxyId":"old-proxy"/);
+      assert.match(warnings[0], /"problem":"contains a control character"/);
+    } finally {
+      await lease.revoke();
+    }
   });
 });

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { pino } from 'pino';
+import { parse } from 'yaml';
 
 import { SnapshotClient } from '../../data-plane/snapshot-client/snapshot-client.js';
 import { waitFor } from '../../scripts/processes.js';
-import { loomctl } from '../helpers/cli.js';
+import { applyConfigText, loomctl } from '../helpers/cli.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
 
 /**
@@ -33,13 +32,12 @@ describe('status with hostile proxy values', { timeout: 60_000 }, () => {
 
   before(async () => {
     fleet = await startFleet({ proxies: 0 });
-    const file = join(fleet.dir, 'config.yaml');
-    writeFileSync(
-      file,
+    await applyConfigText(
+      fleet.controlPlane,
+      fleet.dir,
+      'config.yaml',
       'upstreams:\n  - name: users\n    targets: [{url: "http://127.0.0.1:9001"}]\n',
     );
-    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file]);
-    assert.equal(applied.code, 0, applied.stderr);
 
     // A snapshot client as a proxy runs it, which nacks every snapshot with HOSTILE_ERROR.
     client = new SnapshotClient({
@@ -128,5 +126,72 @@ describe('status with hostile proxy values', { timeout: 60_000 }, () => {
     assert.equal(result.code, 1, result.stderr);
     assert.doesNotMatch(result.stderr, BIDI_OR_INVISIBLE);
     assert.match(result.stderr, /users\\u202e\\u200b/);
+  });
+});
+
+/**
+ * Stored values with a CSI (U+009B) and a next-line character (U+0085) in a header value, which
+ * may contain Latin-1 characters. The CA file path, where the validator rejects only C0 controls
+ * and DEL, has a right-to-left override, a zero-width space and a tag character.
+ */
+const HOSTILE_HEADER = 'a\u009b2Jb\u0085c';
+const HOSTILE_CA_FILE = '/etc/ca\u202egnp.pem\u200b\u{e0041}';
+const HOSTILE_CONFIG = `upstreams:
+  - name: hostile
+    targets: [{url: "http://127.0.0.1:9001"}]
+    tls: {caFile: ${JSON.stringify(HOSTILE_CA_FILE)}}
+routes:
+  - name: hostile
+    paths: [/hostile]
+    upstream: hostile
+    requestHeaders:
+      set: {x-hostile: ${JSON.stringify(HOSTILE_HEADER)}}
+`;
+
+/** The fields of `loomctl get -o json|yaml` that these tests read. */
+interface StoredDocument {
+  routes?: { requestHeaders: { set: { name: string; value: string }[] } }[];
+  upstreams?: { tls: { caFile: string } }[];
+}
+
+describe('get with hostile stored values', { timeout: 60_000 }, () => {
+  let fleet: Fleet;
+
+  before(async () => {
+    fleet = await startFleet({ proxies: 0 });
+    await applyConfigText(fleet.controlPlane, fleet.dir, 'hostile.yaml', HOSTILE_CONFIG);
+  });
+
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  test('json and yaml escape values', async () => {
+    const [routes, upstreams] = await Promise.all([
+      loomctl(fleet.controlPlane, ['get', 'routes', '-o', 'json']),
+      loomctl(fleet.controlPlane, ['get', 'upstreams', '-o', 'yaml']),
+    ]);
+    assert.equal(routes.code, 0, routes.stderr);
+    assert.equal(upstreams.code, 0, upstreams.stderr);
+    for (const output of [routes.stdout, upstreams.stdout]) {
+      assert.doesNotMatch(output, ESCAPE_OR_BELL);
+      assert.doesNotMatch(output, BIDI_OR_INVISIBLE);
+    }
+
+    const json = JSON.parse(routes.stdout) as StoredDocument;
+    const yaml = parse(upstreams.stdout) as StoredDocument;
+    assert.equal(json.routes?.[0].requestHeaders.set[0].value, HOSTILE_HEADER);
+    assert.equal(yaml.upstreams?.[0].tls.caFile, HOSTILE_CA_FILE);
+  });
+
+  test('yaml applies back without changes', async () => {
+    const whole = await loomctl(fleet.controlPlane, ['get', '-o', 'yaml']);
+    assert.equal(whole.code, 0, whole.stderr);
+    assert.doesNotMatch(whole.stdout, ESCAPE_OR_BELL);
+    assert.doesNotMatch(whole.stdout, BIDI_OR_INVISIBLE);
+
+    const applied = await loomctl(fleet.controlPlane, ['apply', '-f', '-'], whole.stdout);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /^no changes \(version \d+\)$/m);
   });
 });

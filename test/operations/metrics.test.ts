@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import { startLoom, waitFor, waitForPort, type LoomProcess } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
+import { startControlPlaneProcess } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
 import { findFreePort } from '../helpers/ports.js';
 import { parseExposition, sampleValue, scrape, type MetricFamily } from './exposition.js';
@@ -60,19 +61,10 @@ describe('metrics and health of a running fleet', { timeout: 60_000, concurrency
     writeFileSync(join(dir, 'config.yaml'), configYaml(upstreamPort));
 
     processes.push(
-      startLoom(
-        'control-plane',
-        [
-          'control-plane',
-          '--listen',
-          controlPlane,
-          '--admin-listen',
-          `127.0.0.1:${cpAdminPort}`,
-          '--data-dir',
-          join(dir, 'store'),
-        ],
-        join(dir, 'control-plane.log'),
-      ),
+      startControlPlaneProcess(dir, {
+        listen: controlPlane,
+        adminListen: `127.0.0.1:${cpAdminPort}`,
+      }),
     );
     await waitForPort('127.0.0.1', cpAdminPort);
     processes.push(

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import { isContinueExpectation } from '../../data-plane/proxy/headers.js';
+import { clearEachAndCloseAfter } from '../helpers/hooks.js';
 import {
   openRawClient,
   pipeline,
@@ -38,14 +39,7 @@ describe('Expect', () => {
     );
   });
 
-  beforeEach(() => {
-    received.length = 0;
-  });
-
-  after(async () => {
-    await proxy.close();
-    await upstream.close();
-  });
+  clearEachAndCloseAfter(received, () => [proxy, upstream]);
 
   // Node.js hands `100-continue, foo` to 'checkContinue', because the value contains the token,
   // and `foo` to 'checkExpectation'; HTTP/1.0 requests reach 'request' with any Expect.

@@ -23,6 +23,7 @@ import type { Pool } from 'undici';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { createProxyServer, type ProxyServerOptions } from '../../data-plane/proxy/proxy-server.js';
 import { compileRouteActions } from '../../data-plane/proxy/route-actions.js';
+import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Router, RouterMatch } from '../../data-plane/router/types.js';
 import type { RouteBinding, RoutingTable } from '../../data-plane/table.js';
 import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
@@ -97,7 +98,8 @@ export interface StubRoute extends Partial<Omit<Route, 'name' | 'paths' | 'metho
 
 /**
  * Router stand-in with just enough matching for the proxy tests: exact paths, `/prefix/*`
- * prefixes, method lists, and the path `/bad-request`, which returns `bad-request`.
+ * prefixes, method lists, and the path `/bad-request`, which returns `bad-request`. It
+ * normalizes the path as the router does, and returns the normalized path when it differs.
  */
 export function stubRouter(
   routes: readonly StubRoute[],
@@ -115,10 +117,12 @@ export function stubRouter(
 
   return {
     size: bindings.length,
-    find(method: string, _host: string | undefined, path: string): RouterMatch<RouteBinding> {
-      if (path === '/bad-request') {
+    find(method: string, _host: string | undefined, rawPath: string): RouterMatch<RouteBinding> {
+      if (rawPath === '/bad-request') {
         return { kind: 'bad-request', reason: 'stub router rejected the path' };
       }
+      const path = normalizeRequestPath(rawPath);
+      if (typeof path !== 'string') return path;
       const allow: string[] = [];
       for (const { stub, binding } of bindings) {
         if (!matchesPath(stub, path)) {
@@ -128,7 +132,8 @@ export function stubRouter(
           allow.push(...stub.methods);
           continue;
         }
-        return { kind: 'found', value: binding, route: stub.name, params: {} };
+        const found = { kind: 'found', value: binding, route: stub.name, params: {} } as const;
+        return path === rawPath ? found : { ...found, path };
       }
       return allow.length > 0 ? { kind: 'method-not-allowed', allow } : { kind: 'not-found' };
     },

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import { buildTable } from '../../data-plane/build-table.js';
 import { readMaxForwards, routeMethods } from '../../data-plane/proxy/max-forwards.js';
 import { buildRouter } from '../../data-plane/router/router.js';
 import type { RouteBinding } from '../../data-plane/table.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
+import { clearEachAndCloseAfter } from '../helpers/hooks.js';
 import {
   pipeline,
   sendRaw,
@@ -83,14 +84,7 @@ describe('Max-Forwards', () => {
     );
   });
 
-  beforeEach(() => {
-    received.length = 0;
-  });
-
-  after(async () => {
-    await proxy.close();
-    await upstream.close();
-  });
+  clearEachAndCloseAfter(received, () => [proxy, upstream]);
 
   const request = (method: string, target: string, headers = ''): Promise<string> =>
     sendRequest(proxy.port, method, target, headers);
@@ -264,14 +258,7 @@ describe('Max-Forwards on an any-method path', () => {
     proxy.setTable(table);
   });
 
-  beforeEach(() => {
-    received.length = 0;
-  });
-
-  after(async () => {
-    await proxy.close();
-    await upstream.close();
-  });
+  clearEachAndCloseAfter(received, () => [proxy, upstream]);
 
   const request = (method: string, target: string, headers = ''): Promise<string> =>
     sendRequest(proxy.port, method, target, headers);

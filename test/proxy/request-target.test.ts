@@ -239,6 +239,33 @@ describe('proxy request target and Host', () => {
     });
   });
 
+  describe('percent-encoded path', () => {
+    // Each row: request target, the URL the upstream receives. Escapes of unreserved characters
+    // are decoded, others upper-cased and kept, and dot segments removed, as docs/routing.md
+    // describes. "%2520" stays, because "%25" is no unreserved character.
+    const rows: Array<[string, string]> = [
+      ['/info/a%2Fb?x=%2f', '/info/a%2Fb?x=%2f'],
+      ['/info/a%2fb', '/info/a%2Fb'],
+      ['/info/x%2520y', '/info/x%2520y'],
+      ['/info/%2e%2E/info/x', '/info/x'],
+      ['/info/a%2e%2eb/%7Eu', '/info/a..b/~u'],
+      ['/users/%31%2F2', '/users/1%2F2'],
+      ['/api/%2e%2e/api/x%2F%2520', '/base/x%2F%2520'],
+    ];
+    it('forwards the normalized path', async () => {
+      for (const [target, url] of rows) {
+        const response = await get(target, 'Host: a\r\n');
+        assert.equal(response.status, 200, `${target}: ${response.body}`);
+        assert.equal(JSON.parse(response.body).url, url, target);
+      }
+    });
+
+    it('rejects an encoded dot-dot above the root', async () => {
+      const response = await get('/info/%2e%2e/%2e%2e', 'Host: a\r\n');
+      assert.equal(response.status, 400, response.body);
+    });
+  });
+
   describe('fragment in request target', () => {
     for (const target of [
       '/info/a#frag',

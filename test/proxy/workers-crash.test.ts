@@ -1,14 +1,18 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { waitFor } from '../../scripts/processes.js';
-import { readyz, Workspace, type Member } from '../faults/harness.js';
-import { answersBySlot, applyRouteA, get, startProxy } from './workers-harness.js';
+import { readyz, type Member, type Workspace } from '../faults/harness.js';
+import {
+  answersBySlot,
+  applyRouteA,
+  get,
+  startProxy,
+  startUpstreamAndControlPlane,
+} from './workers-harness.js';
 
 const RESTART_MESSAGE = 'worker exited unexpectedly, restarting';
 
@@ -51,13 +55,9 @@ describe('proxy workers crash loop', { timeout: 180_000 }, () => {
   let crashFile: string;
 
   before(async () => {
-    upstream = createServer((req, res) => res.end('ok'));
-    upstream.listen(0, '127.0.0.1');
-    await once(upstream, 'listening');
-    const upstreamPort = (upstream.address() as AddressInfo).port;
-    ws = new Workspace();
+    let upstreamPort: number;
+    ({ upstream, upstreamPort, ws, cp } = await startUpstreamAndControlPlane());
     crashFile = join(ws.dir, 'crash');
-    cp = await ws.controlPlane('cp', ['--data-dir', join(ws.dir, 'store')]);
     proxy = await startProxy(ws, cp, 'crashy', {
       LOOM_FAULT_WORKER: '2',
       LOOM_FAULT_CRASH_FILE: crashFile,

@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 
 import { request } from 'undici';
 
@@ -6,7 +10,7 @@ import { AdminClient } from '../../cli/admin-client.js';
 import { parseConfigTexts } from '../../config/load.js';
 import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor } from '../../scripts/processes.js';
-import { applyConfig, type Member, type Workspace } from '../faults/harness.js';
+import { applyConfig, Workspace, type Member } from '../faults/harness.js';
 
 // Helpers of the tests that run a proxy with `--workers 2` and the worker header.
 
@@ -109,4 +113,26 @@ export async function startProxy(
       if (!(key in saved)) delete process.env[key];
     }
   }
+}
+
+/** An upstream that responds "ok", and a workspace with a control plane on an embedded store. */
+export interface UpstreamAndControlPlane {
+  upstream: Server;
+  upstreamPort: number;
+  ws: Workspace;
+  cp: Member;
+}
+
+/**
+ * Starts an upstream on 127.0.0.1 that responds "ok" to every request, a workspace, and its
+ * control plane `cp` with the embedded store in the workspace folder.
+ */
+export async function startUpstreamAndControlPlane(): Promise<UpstreamAndControlPlane> {
+  const upstream = createServer((req, res) => res.end('ok'));
+  upstream.listen(0, '127.0.0.1');
+  await once(upstream, 'listening');
+  const upstreamPort = (upstream.address() as AddressInfo).port;
+  const ws = new Workspace();
+  const cp = await ws.controlPlane('cp', ['--data-dir', join(ws.dir, 'store')]);
+  return { upstream, upstreamPort, ws, cp };
 }

@@ -1,14 +1,11 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import type { Server } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
 import { waitFor } from '../../scripts/processes.js';
-import { readyz, Workspace, type Member } from '../faults/harness.js';
-import { applyRouteA, get, startProxy } from './workers-harness.js';
+import { readyz, type Member, type Workspace } from '../faults/harness.js';
+import { applyRouteA, get, startProxy, startUpstreamAndControlPlane } from './workers-harness.js';
 
 /** Rounds of requests, each with one worker killed with SIGKILL while they run. */
 const KILLS = 4;
@@ -66,12 +63,8 @@ describe('proxy workers killed under load', { timeout: 300_000 }, () => {
   const outcomes: Outcome[] = [];
 
   before(async () => {
-    upstream = createServer((req, res) => res.end('ok'));
-    upstream.listen(0, '127.0.0.1');
-    await once(upstream, 'listening');
-    const upstreamPort = (upstream.address() as AddressInfo).port;
-    ws = new Workspace();
-    cp = await ws.controlPlane('cp', ['--data-dir', join(ws.dir, 'store')]);
+    let upstreamPort: number;
+    ({ upstream, upstreamPort, ws, cp } = await startUpstreamAndControlPlane());
     proxy = await startProxy(ws, cp, 'killed', {});
     await applyRouteA(cp.address, 'killed', upstreamPort);
   });

@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import {
   decodeSharedProxy,
   encodeSharedProxy,
+  INVALID_ADDRESS,
   mergeFleet,
   SHARED_ACKS,
   sharedStatus,
@@ -62,6 +63,20 @@ describe('shared proxy records', () => {
     delete older.instanceId;
     const value = JSON.stringify({ format: 1, controlPlane: 'cp-b:7400', state: older, acks: [] });
     assert.equal(decodeSharedProxy(value)?.state.instanceId, '');
+  });
+
+  test('an invalid address is marked', () => {
+    for (const address of ['proxy.internal', '10.0.0.7:99999', '\u001b[2J10.0.0.7:80', '']) {
+      const record = shared(1);
+      const value = encodeSharedProxy({ ...record, state: { ...record.state, address } });
+      const decoded = decodeSharedProxy(value);
+      assert.equal(decoded?.state.address, INVALID_ADDRESS, address);
+      assert.equal(decoded?.invalidAddress?.stored, address);
+      assert.ok(decoded?.invalidAddress?.problem, address);
+    }
+    const valid = decodeSharedProxy(encodeSharedProxy(shared(1)));
+    assert.equal(valid?.state.address, '10.0.0.7:8080');
+    assert.equal(valid?.invalidAddress, undefined);
   });
 
   test('values of another shape are skipped', () => {

@@ -888,7 +888,7 @@ describe('router params', () => {
   test('static match shares frozen result', () => {
     const router = buildRouter(toRoutes([{ name: 's', paths: ['/s'] }]));
     const first = router.find('GET', undefined, '/s');
-    const second = router.find('GET', undefined, '/%73');
+    const second = router.find('GET', undefined, '/s');
     assert.equal(first.kind, 'found');
     assert.equal(first, second);
     assert.ok(Object.isFrozen(first));
@@ -896,6 +896,39 @@ describe('router params', () => {
     assert.ok(Object.isFrozen(first.params));
     assert.deepEqual(Object.keys(first.params), []);
     assert.equal('toString' in first.params, false);
+    assert.equal(first.path, undefined);
+
+    const escaped = router.find('GET', undefined, '/%73');
+    assert.equal(escaped.kind, 'found');
+    if (escaped.kind !== 'found') return;
+    assert.equal(escaped.route, 's');
+    assert.equal(escaped.params, first.params);
+    assert.equal(escaped.path, '/s');
+  });
+
+  test('match carries the normalized path', () => {
+    const router = buildRouter(
+      toRoutes([
+        { name: 'file', paths: ['/files/:name'] },
+        { name: 'static', paths: ['/static/a..b'] },
+      ]),
+    );
+    // Request path, normalized path, or undefined when the request path is already normalized.
+    const cases: [string, string | undefined][] = [
+      ['/files/a%2Fb', undefined],
+      ['/files/a%2fb', '/files/a%2Fb'],
+      ['/files/x%2520y', undefined],
+      ['/x/%2e%2E/files/y', '/files/y'],
+      ['/files/./%7Eu', '/files/~u'],
+      ['/static/a%2e%2eb', '/static/a..b'],
+      ['/static/a..b', undefined],
+    ];
+    for (const [path, normalized] of cases) {
+      const match = router.find('GET', undefined, path);
+      assert.equal(match.kind, 'found', path);
+      if (match.kind !== 'found') continue;
+      assert.equal(match.path, normalized, path);
+    }
   });
 
   test('params readers shared across routers', () => {
