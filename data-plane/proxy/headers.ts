@@ -138,9 +138,9 @@ export interface ClientInfo {
  *   token cannot remove it. Without either (HTTP/1.0 without Host), undici sends the target's
  *   host.
  * - From a trusted client, `X-Forwarded-For` gets the client address appended and the other
- *   `X-Forwarded-*` and `Forwarded` headers are kept, with `X-Forwarded-Proto`, `-Host` and
- *   `-Port` added from the listener when missing. From any other client, every `X-Forwarded-*`
- *   and `Forwarded` header is dropped, and `X-Forwarded-For`, `-Proto`, `-Host` and `-Port`
+ *   `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are kept, with `X-Forwarded-Proto`,
+ *   `-Host` and `-Port` added from the listener when missing. From any other client, every
+ *   `X-Forwarded-*`, `Forwarded` and `X-Real-IP` header is dropped, and `X-Forwarded-For`, `-Proto`, `-Host` and `-Port`
  *   are set from the connection, the listener and the client's Host.
  * - The route's request header actions remove and set headers last.
  */
@@ -197,6 +197,7 @@ export function buildUpstreamRequestHeaders(
         forwardedPort = true;
         break;
       case 'forwarded':
+      case 'x-real-ip':
         if (!trusted) continue;
         break;
       case 'max-forwards':

@@ -130,6 +130,7 @@ describe('buildUpstreamRequestHeaders', () => {
       'X-Forwarded-Port', '443',
       'X-Forwarded-Prefix', '/admin',
       'Forwarded', 'for=203.0.113.7',
+      'X-Real-IP', '203.0.113.7',
       'Host', 'api.test:8080',
     ];
 

@@ -152,10 +152,12 @@ describe('proxy forwarding', () => {
         'x-forwarded-for': '203.0.113.7, 10.1.1.1',
         'x-forwarded-proto': 'https',
         'x-forwarded-host': 'spoofed.test',
+        'x-real-ip': '203.0.113.7',
       },
     });
     const headers = json(response).headers as Record<string, string>;
 
+    assert.equal(headers['x-real-ip'], undefined);
     assert.equal(headers.host, 'api.example.test:8443');
     assert.equal(headers['x-forwarded-for'], '127.0.0.1');
     assert.equal(headers['x-forwarded-proto'], 'http');
@@ -178,10 +180,12 @@ describe('proxy forwarding', () => {
           'x-forwarded-proto': 'https',
           'x-forwarded-host': 'www.example.test',
           'x-forwarded-port': '443',
+          'x-real-ip': '203.0.113.7',
         },
       });
       const headers = json(response).headers as Record<string, string>;
 
+      assert.equal(headers['x-real-ip'], '203.0.113.7');
       assert.equal(headers['x-forwarded-for'], '203.0.113.7, 10.1.1.1, 127.0.0.1');
       assert.equal(headers['x-forwarded-proto'], 'https');
       assert.equal(headers['x-forwarded-host'], 'www.example.test');
