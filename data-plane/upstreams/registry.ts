@@ -387,7 +387,10 @@ function readCaFile(file: string, upstream: string, problems: string[]): string 
     return readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    problems.push(`upstream ${upstream} tls.caFile ${JSON.stringify(file)}: cannot read (${code})`);
+    problems.push(
+      `upstream ${upstream} tls.caFile ${JSON.stringify(file)}: cannot read (${code}); the file ` +
+        'must be readable by every proxy process on its own host: mount it there, or fix the path',
+    );
     return undefined;
   }
 }

@@ -65,6 +65,27 @@ describe('UpstreamRegistry', () => {
     assert.equal(registry.size, 0);
   });
 
+  it('names the fix for an unreadable CA file', () => {
+    const registry = new UpstreamRegistry({ logger: silent });
+    const secure: Upstream = {
+      ...upstreamAt('secure', 8443),
+      tls: { caFile: '/nonexistent/loom-ca.pem', serverName: '', insecureSkipVerify: false },
+    };
+
+    assert.throws(
+      () => registry.update([secure]),
+      (err) => {
+        assertLoomError(err, 'LOOM_SNAPSHOT_REJECTED');
+        const message = (err as Error).message;
+        assert.match(message, /upstream "secure" tls\.caFile "\/nonexistent\/loom-ca\.pem"/);
+        assert.match(message, /cannot read \(ENOENT\)/);
+        assert.match(message, /readable by every proxy process on its own host/);
+        return true;
+      },
+    );
+    assert.equal(registry.size, 0);
+  });
+
   it('shares one pool between targets of one origin', () => {
     const registry = new UpstreamRegistry({ logger: silent });
 
