@@ -194,6 +194,18 @@ function controlPlaneAddresses(value: string): string[] {
   return addresses;
 }
 
+/** Checks `--prefix`, the key prefix of both stores, which must end with `/`. */
+function storePrefix(value: string): string {
+  if (!value.endsWith('/')) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --prefix ${JSON.stringify(value)}: the key prefix must end with "/"; use ` +
+        `--prefix ${value}/`,
+    );
+  }
+  return value;
+}
+
 /** Waits for a server to start; a failed bind is reworded to name the address and the flag. */
 async function awaitStart<T>(start: Promise<T>, listeners: ListenerFlag[]): Promise<T> {
   try {
@@ -290,9 +302,10 @@ export function createProgram(): Command {
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
       ];
-      const { etcd, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
+      const { etcd, prefix, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
         ...listenerChecks(listeners),
         etcd: () => etcdEndpoints(options.etcd),
+        prefix: () => storePrefix(options.prefix),
         security: () => controlPlaneSecurity(options),
         etcdWatchCheckIntervalMs: () => watchCheckInterval(options.etcdWatchCheckInterval),
         logger: () =>
@@ -308,7 +321,7 @@ export function createProgram(): Command {
         adminListen: options.adminListen,
         etcdEndpoints: etcd,
         dataDir: options.dataDir,
-        prefix: options.prefix,
+        prefix,
         logger,
         etcdWatchCheckIntervalMs,
         ...security,
