@@ -173,7 +173,16 @@ function proxyId(value: string | undefined): string {
   return value;
 }
 
-function controlPlaneAddresses(value: string): string[] {
+function controlPlaneAddresses(value: string | undefined): string[] {
+  // Checked here rather than by Commander, so that the missing flag is listed with the other
+  // invalid flags instead of hiding them.
+  if (value === undefined) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      "required option '--control-plane <addresses>' not specified; pass the gRPC address of " +
+        'the control plane, such as --control-plane 127.0.0.1:7400',
+    );
+  }
   const addresses = splitList(value);
   if (addresses.length === 0) {
     throw new LoomError(
@@ -335,7 +344,10 @@ export function createProgram(): Command {
     program
       .command('data-plane')
       .description('Run a proxy that serves traffic from the snapshots of a control plane.')
-      .requiredOption('--control-plane <addresses>', 'comma-separated control-plane host:port list')
+      .option(
+        '--control-plane <addresses>',
+        'comma-separated control-plane host:port list (required)',
+      )
       .option('--listen <host:port>', 'traffic address', '0.0.0.0:8080')
       .option(
         '--admin-listen <host:port>',
@@ -356,7 +368,7 @@ export function createProgram(): Command {
       options: LogOptions &
         DataPlaneLifecycleFlags &
         ProxyFlags & {
-          controlPlane: string;
+          controlPlane?: string;
           listen: string;
           adminListen: string;
           id?: string;

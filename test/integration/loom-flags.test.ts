@@ -135,6 +135,18 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     }
   });
 
+  test('missing control plane listed', async () => {
+    const result = await loom(['data-plane', '--drain-timeout', '30', '--workers', 'two']);
+    assertUsageError(result, 'missing --control-plane');
+    assert.deepEqual(errorLines(result), [
+      "error: required option '--control-plane <addresses>' not specified; pass the gRPC " +
+        'address of the control plane, such as --control-plane 127.0.0.1:7400',
+      'error: invalid --drain-timeout "30": a duration needs a unit; write 30ms or 30s',
+      'error: invalid --workers "two": expected a whole number, or 0 or auto for one worker ' +
+        'per core',
+    ]);
+  });
+
   test('every invalid limit reported', async () => {
     const result = await loom([
       ...proxyArgs,
