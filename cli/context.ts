@@ -127,6 +127,10 @@ export async function withClient<T>(
       if (error.message.includes('ERR_TLS_CERT_ALTNAME_INVALID')) {
         throw serverNameMismatch(client.address, error);
       }
+      // OpenSSL's text for the TLS 1.3 alert certificate_required (116) of a mutual-TLS server.
+      if (error.message.includes('alert certificate required')) {
+        throw clientCertificateMissing(client.address, error);
+      }
       throw new LoomError(
         'LOOM_UNAVAILABLE',
         `cannot reach the control plane at ${client.address}: ${tidyGrpcDetails(error.message)}\n` +
@@ -160,6 +164,18 @@ function serverNameMismatch(address: string, error: LoomError): LoomError {
       'kubectl port-forward or another tunnel, pass --tls-server-name NAME (or set\n' +
       'LOOM_TLS_SERVER_NAME) to a name the certificate carries, such as\n' +
       'loom-control-plane.loom.svc.',
+    { cause: error },
+  );
+}
+
+/** Explains a control plane that requires a client certificate, and names where to set one. */
+function clientCertificateMissing(address: string, error: LoomError): LoomError {
+  return new LoomError(
+    'LOOM_UNAVAILABLE',
+    `the control plane at ${address} requires a client certificate (mutual TLS): ` +
+      `${tidyGrpcDetails(error.message).replace(/[\s:]+$/, '')}\n` +
+      'Pass --tls-cert FILE and --tls-key FILE, or set tls.cert and tls.key in the loomctl\n' +
+      'config file, with a certificate signed by a CA of its --tls-client-ca.',
     { cause: error },
   );
 }

@@ -173,7 +173,16 @@ function proxyId(value: string | undefined): string {
   return value;
 }
 
-function controlPlaneAddresses(value: string): string[] {
+function controlPlaneAddresses(value: string | undefined): string[] {
+  // Checked here rather than by Commander, so that the missing flag is listed with the other
+  // invalid flags instead of hiding them.
+  if (value === undefined) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      "required option '--control-plane <addresses>' not specified; pass the gRPC address of " +
+        'the control plane, such as --control-plane 127.0.0.1:7400',
+    );
+  }
   const addresses = splitList(value);
   if (addresses.length === 0) {
     throw new LoomError(
@@ -192,6 +201,18 @@ function controlPlaneAddresses(value: string): string[] {
     parseDialAddress(address, '--control-plane');
   }
   return addresses;
+}
+
+/** Checks `--prefix`, the key prefix of both stores, which must end with `/`. */
+function storePrefix(value: string): string {
+  if (!value.endsWith('/')) {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --prefix ${JSON.stringify(value)}: the key prefix must end with "/"; use ` +
+        `--prefix ${value}/`,
+    );
+  }
+  return value;
 }
 
 /** Waits for a server to start; a failed bind is reworded to name the address and the flag. */
@@ -290,9 +311,10 @@ export function createProgram(): Command {
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
       ];
-      const { etcd, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
+      const { etcd, prefix, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
         ...listenerChecks(listeners),
         etcd: () => etcdEndpoints(options.etcd),
+        prefix: () => storePrefix(options.prefix),
         security: () => controlPlaneSecurity(options),
         etcdWatchCheckIntervalMs: () => watchCheckInterval(options.etcdWatchCheckInterval),
         logger: () =>
@@ -308,7 +330,7 @@ export function createProgram(): Command {
         adminListen: options.adminListen,
         etcdEndpoints: etcd,
         dataDir: options.dataDir,
-        prefix: options.prefix,
+        prefix,
         logger,
         etcdWatchCheckIntervalMs,
         ...security,
@@ -322,7 +344,10 @@ export function createProgram(): Command {
     program
       .command('data-plane')
       .description('Run a proxy that serves traffic from the snapshots of a control plane.')
-      .requiredOption('--control-plane <addresses>', 'comma-separated control-plane host:port list')
+      .option(
+        '--control-plane <addresses>',
+        'comma-separated control-plane host:port list (required)',
+      )
       .option('--listen <host:port>', 'traffic address', '0.0.0.0:8080')
       .option(
         '--admin-listen <host:port>',
@@ -343,7 +368,7 @@ export function createProgram(): Command {
       options: LogOptions &
         DataPlaneLifecycleFlags &
         ProxyFlags & {
-          controlPlane: string;
+          controlPlane?: string;
           listen: string;
           adminListen: string;
           id?: string;

@@ -85,7 +85,7 @@ export function describeSchemaIssues(zodIssues: readonly z.core.$ZodIssue[], dat
     const path = issue.path as ConfigPath;
     if (explained.has(JSON.stringify(path))) continue;
     const value = valueAt(data, path);
-    const message = describeIssue(issue, nodeAt(rootNode, path), value);
+    const message = describeIssue(issue, nodeAt(rootNode, path), value, path);
     // zod reports an integer above 2^53 - 1 twice, as unsafe and as above the maximum.
     const key = JSON.stringify([path, message]);
     if (reported.has(key)) continue;
@@ -111,7 +111,12 @@ function expandUnion(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
     .flatMap(expandUnion);
 }
 
-function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, value: unknown) {
+function describeIssue(
+  issue: z.core.$ZodIssue,
+  node: JsonNode | undefined,
+  value: unknown,
+  path: ConfigPath,
+) {
   if (issue.message !== GENERIC) return issue.message;
 
   const expected = node
@@ -126,7 +131,7 @@ function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, valu
       if (typeof value === 'number' && !Number.isFinite(value)) {
         return `out of range; expected ${expected}, got a number beyond the range of a double`;
       }
-      return `invalid type: expected ${expected}, got ${typeName(value)}`;
+      return `invalid type: expected ${expected}, got ${typeName(value)}${suggestType(node, value, path)}`;
     case 'invalid_value': {
       const suggestion =
         typeof value === 'string' && issue.values.length > 1
@@ -143,6 +148,30 @@ function describeIssue(issue: z.core.$ZodIssue, node: JsonNode | undefined, valu
     default:
       return `invalid value; expected ${expected}`;
   }
+}
+
+/**
+ * Returns a hint such as `; write a list, such as [GET]` for a string in a field of another type.
+ * A list field gets the string as a one-item list. A field whose name ends in `Ms` gets a
+ * duration such as `5s` in milliseconds. Other fields get ''.
+ */
+function suggestType(node: JsonNode | undefined, value: unknown, path: ConfigPath): string {
+  if (typeof value !== 'string') return '';
+  if (node?.type === 'array') return `; write a list, such as [${value}]`;
+  const field = path.at(-1);
+  const ms = typeof field === 'string' && field.endsWith('Ms') ? durationMs(value) : undefined;
+  return ms === undefined ? '' : `; write the number of milliseconds, such as ${ms}`;
+}
+
+/** Returns the milliseconds of a duration such as `5s`, `700ms` or `1m30s`, else undefined. */
+function durationMs(text: string): number | undefined {
+  if (!/^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/.test(text)) return undefined;
+  const unitMs: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+  let ms = 0;
+  for (const [, amount, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    ms += Number(amount) * unitMs[unit];
+  }
+  return Math.round(ms);
 }
 
 /**

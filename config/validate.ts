@@ -314,6 +314,10 @@ export function redactTargetUrl(raw: string): string {
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */
 export function describeTargetUrlProblem(raw: string): string | undefined {
+  // `new URL` rejects `127.0.0.1:9001` and reads `localhost:9001` as scheme `localhost`.
+  if (/^(?:\[[^\]/]*\]|[^\s/:@[\]]+):\d+(?:\/\S*)?$/.test(raw)) {
+    return `missing scheme; write http://${raw} or https://${raw}`;
+  }
   let url: URL;
   try {
     url = new URL(raw);
@@ -467,10 +471,20 @@ function isDotSegment(segment: string): boolean {
  */
 function describeHeaderProblem(name: string, seen: Set<string>): string | undefined {
   if (!TOKEN.test(name)) return 'invalid header name; use a token such as x-request-source';
-  if (RESERVED_HEADERS.has(name.toLowerCase())) {
-    return 'the proxy manages this header; it cannot be set or removed (use hostRewrite for Host)';
+  const lower = name.toLowerCase();
+  if (RESERVED_HEADERS.has(lower)) {
+    return `the proxy manages this header; it cannot be set or removed (${reservedHeaderReason(lower)})`;
   }
   return seen.has(name.toLowerCase()) ? 'header set twice; keep one value' : undefined;
+}
+
+/** Explains why the proxy manages the reserved header `lower`, with the fix where one exists. */
+function reservedHeaderReason(lower: string): string {
+  if (lower === 'host') return 'use hostRewrite for Host';
+  if (lower === 'content-length' || lower === 'transfer-encoding' || lower === 'trailer') {
+    return 'the proxy frames each message itself';
+  }
+  return 'a hop-by-hop header applies to one connection only';
 }
 
 /** Returns why `host[:port]` is invalid, or undefined when it is valid. */

@@ -43,6 +43,7 @@ export class ControlPlaneMetrics {
   readonly #sources: ControlPlaneMetricsSources;
   readonly #acks: Counter<'version'>;
   readonly #nacks: Counter<'version'>;
+  readonly #allNacks: Counter;
   readonly #versions: number[] = [];
   readonly #applies: Counter<'result'>;
   readonly #applyErrors: Counter<'code'>;
@@ -102,6 +103,13 @@ export class ControlPlaneMetrics {
       name: 'loom_control_plane_nacks_total',
       help: 'Snapshot versions nacked by proxies, by version (newest versions only).',
       labelNames: ['version'],
+      registers,
+    });
+    // A versioned series appears at 1 when its version is first nacked, so increase() and
+    // rate() miss that nack. This series exists from the start at 0 and counts every nack.
+    this.#allNacks = new Counter({
+      name: 'loom_control_plane_snapshot_nacks_total',
+      help: 'Snapshots nacked by proxies, of every version. Alert on its increase.',
       registers,
     });
     this.#applies = new Counter({
@@ -185,6 +193,7 @@ export class ControlPlaneMetrics {
 
   /** Counts a nack of `version` by one proxy. */
   nacked(version: number): void {
+    this.#allNacks.inc();
     if (this.#trackVersion(version)) this.#nacks.inc({ version: String(version) });
   }
 

@@ -166,6 +166,8 @@ export class ProxyExchange
   #closeDelimited = false;
   /** Fields that the upstream response's `Connection` header named, dropped from trailers. */
   #connectionTokens: string[] | undefined;
+  /** Targets of the failed attempts, created by the first retry. */
+  #tried: UpstreamTarget[] | undefined;
 
   constructor(
     context: ProxyContext,
@@ -185,7 +187,7 @@ export class ProxyExchange
     if (res.socket === null) onQueuedClientClose(req.socket, res, () => onClientClose.call(res));
   }
 
-  /** Sends the request to `target`; later attempts go to other targets. */
+  /** Sends the request to `target`. A retry goes to a target not tried yet while one exists. */
   start(target: UpstreamTarget): void {
     const request = this.request;
     const actions = request.actions;
@@ -474,7 +476,9 @@ export class ProxyExchange
     }
     this.reportAttempt(upstreamFailureOf(error));
     if (error !== undefined && this.#canRetry(err)) {
-      const next = this.request.balancer.pick(this.req, this.target);
+      const tried = (this.#tried ??= []);
+      tried.push(this.target);
+      const next = this.request.balancer.pick(this.req, tried);
       if (next !== undefined) {
         this.#logRetry(err, next);
         this.context.observer.retried(this.request.route);

@@ -47,15 +47,20 @@ export interface Balancer {
   readonly targets: readonly UpstreamTarget[];
   /**
    * Returns the target for the next request, or undefined when no target has a weight above 0.
-   * Prefers available targets other than `exclude` (the target a retry moves away from); uses
-   * unavailable ones only when no other choice is left. `req` gives the hash key.
+   * `tried` lists the targets that earlier attempts of the same request went to, undefined on
+   * the first attempt. The order of preference is: available targets not tried yet, then
+   * unavailable ones not tried yet, then available tried ones, then any target. `req` gives
+   * the hash key.
    */
-  pick(req?: IncomingMessage, exclude?: UpstreamTarget): UpstreamTarget | undefined;
+  pick(req?: IncomingMessage, tried?: TriedTargets): UpstreamTarget | undefined;
 }
 
-/** Tells whether a target may take a request: available and not the one being retried. */
-export function isEligible(target: UpstreamTarget, exclude: UpstreamTarget | undefined): boolean {
-  return target !== exclude && target.state.available;
+/** Targets that earlier attempts of one request went to, in attempt order. */
+export type TriedTargets = readonly UpstreamTarget[];
+
+/** Tells whether an earlier attempt of the request went to `target`. */
+export function wasTried(target: UpstreamTarget, tried: TriedTargets | undefined): boolean {
+  return tried !== undefined && tried.includes(target);
 }
 
 /**
@@ -80,20 +85,21 @@ export class WeightedRoundRobinBalancer implements Balancer {
     this.#current = new Float64Array(inRotation.length);
   }
 
-  pick(_req?: IncomingMessage, exclude?: UpstreamTarget): UpstreamTarget | undefined {
+  pick(_req?: IncomingMessage, tried?: TriedTargets): UpstreamTarget | undefined {
     const count = this.targets.length;
     if (count < 2) {
       return this.targets[0];
     }
 
-    const best =
-      this.#pickAmong(exclude, true) ??
-      this.#pickAmong(exclude, false) ??
-      this.#pickAmong(undefined, false);
+    let best = this.#pickAmong(tried, true) ?? this.#pickAmong(tried, false);
+    if (best === undefined && tried !== undefined) {
+      best = this.#pickAmong(undefined, true) ?? this.#pickAmong(undefined, false);
+    }
     return best === undefined ? undefined : this.targets[best];
   }
 
-  #pickAmong(exclude: UpstreamTarget | undefined, onlyAvailable: boolean): number | undefined {
+  /** Picks among the targets not in `tried`, and only available ones when `onlyAvailable`. */
+  #pickAmong(tried: TriedTargets | undefined, onlyAvailable: boolean): number | undefined {
     const targets = this.targets;
     const weights = this.#weights;
     const current = this.#current;
@@ -101,7 +107,7 @@ export class WeightedRoundRobinBalancer implements Balancer {
     let total = 0;
     for (let i = 0; i < targets.length; i++) {
       const target = targets[i];
-      if (target === exclude || (onlyAvailable && !target.state.available)) {
+      if ((onlyAvailable && !target.state.available) || wasTried(target, tried)) {
         continue;
       }
       current[i] += weights[i];

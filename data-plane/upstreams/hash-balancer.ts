@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import {
-  isEligible,
+  wasTried,
   WeightedRoundRobinBalancer,
+  type TriedTargets,
   type Balancer,
   type UpstreamTarget,
 } from './balancer.js';
@@ -36,8 +37,9 @@ export const MAX_HASH_TARGETS = 2 ** 21;
  * the others, so some keys also move between the targets that stay.
  *
  * When the owner is unavailable the walk continues clockwise to the next available target, so
- * the keys of an unhealthy target spread over the others and return when it recovers. A
- * request without a key (missing header or cookie) goes round-robin.
+ * the keys of an unhealthy target spread over the others and return when it recovers. A retry
+ * walks on past the targets the request already went to. A request without a key (missing
+ * header or cookie) goes round-robin.
  */
 export class HashBalancer implements Balancer {
   readonly upstream: string;
@@ -83,29 +85,39 @@ export class HashBalancer implements Balancer {
     return this.#points.length;
   }
 
-  pick(req?: IncomingMessage, exclude?: UpstreamTarget): UpstreamTarget | undefined {
+  pick(req?: IncomingMessage, tried?: TriedTargets): UpstreamTarget | undefined {
     const key = req === undefined ? undefined : this.#key(req);
     if (key === undefined || this.targets.length < 2) {
-      return this.#fallback.pick(req, exclude);
+      return this.#fallback.pick(req, tried);
     }
-    return this.pickByKey(key, exclude);
+    return this.pickByKey(key, tried);
   }
 
-  /** Returns the target that owns `key`, skipping unavailable targets and `exclude`. */
-  pickByKey(key: string, exclude?: UpstreamTarget): UpstreamTarget | undefined {
+  /**
+   * Returns the target that owns `key`: the first available target not in `tried` on the walk
+   * from the key's point, else the first one not in `tried`, else the first available one.
+   */
+  pickByKey(key: string, tried?: TriedTargets): UpstreamTarget | undefined {
     const points = this.#points;
     const start = lowerBound(points, hashString(key));
     const targets = this.targets;
-    let firstOther: UpstreamTarget | undefined;
+    let firstUntried: UpstreamTarget | undefined;
+    let firstAvailable: UpstreamTarget | undefined;
     for (let step = 0; step < points.length; step++) {
       const target = targets[this.#owners[(start + step) % points.length]];
-      if (isEligible(target, exclude)) {
-        return target;
+      const untried = !wasTried(target, tried);
+      if (target.state.available) {
+        if (untried) {
+          return target;
+        }
+        firstAvailable ??= target;
+      } else if (untried) {
+        firstUntried ??= target;
       }
-      firstOther ??= target === exclude ? undefined : target;
     }
-    // Panic mode: nothing is available, so the owner on the ring takes the request anyway.
-    return firstOther ?? targets[this.#owners[start % points.length]];
+    // Panic mode when nothing is available and nothing was tried: the owner on the ring takes
+    // the request anyway.
+    return firstUntried ?? firstAvailable ?? targets[this.#owners[start % points.length]];
   }
 }
 

@@ -93,6 +93,17 @@ describe('security', { timeout: 120_000 }, () => {
       const anonymous = await loomctl(cp.address, [...tls(pki.proxy), 'get']);
       assert.equal(anonymous.code, 1);
       assert.match(anonymous.stderr, /permission denied: read needs role read or write/);
+      const certless = await loomctl(cp.address, [
+        '--tls-ca',
+        pki.ca,
+        '--token',
+        READ_TOKEN,
+        'get',
+      ]);
+      assert.equal(certless.code, 1, certless.stderr);
+      assert.match(certless.stderr, /requires a client certificate \(mutual TLS\)/);
+      assert.match(certless.stderr, /Pass --tls-cert FILE and --tls-key FILE, or set tls\.cert/);
+      assert.doesNotMatch(certless.stderr, /Is "loom control-plane" running there/);
       const reader = await loomctl(cp.address, [...tls(pki.proxy), '--token', READ_TOKEN, 'get']);
       assert.equal(reader.code, 0, reader.stderr);
       // RFC 6066 forbids an IP address as SNI, and Node.js warns with DEP0123 when given one.

@@ -81,7 +81,7 @@ const EXPECTED = [
   /:22: route "r2" retries: invalid type: expected an integer from 0 to 5, got a string \(got "3"\)$/,
   /:23: route "bad name!" name: must be 1-128 letters, digits, .* \(got "bad name!"\)$/,
   /:30: route "r6" paths\[0\]: path "\/e\/:name" of route "r6" conflicts with path "\/e\/:id" of route "r5" .*:26\): both match any host, any method and the same paths; .*$/,
-  /:34: route "r7" methods: invalid type: expected a list of strings, got a string \(got "GET"\)$/,
+  /:34: route "r7" methods: invalid type: expected a list of strings, got a string; write a list, such as \[GET\] \(got "GET"\)$/,
   /:42: route "r8" paths: missing required field; expected a non-empty list of strings \(path patterns: .*\)$/,
   /:44: route "r8" retries: out of range; expected an integer from 0 to 5 \(got 9\)$/,
 ];

@@ -49,6 +49,11 @@ function errorLines(result: CliResult): string[] {
   return result.stderr.split('\n').filter((line) => line.startsWith('error: '));
 }
 
+/** Returns control-plane flags that listen on port 0 and keep the embedded store in `dataDir`. */
+function portZeroStoreArgs(dataDir: string): string[] {
+  return ['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir];
+}
+
 function assertUsageError(result: CliResult, label: string): void {
   assert.equal(result.code, 2, `${label}: ${result.stderr}`);
   assert.doesNotMatch(result.stderr, /^\s+at /m, `${label}: stack trace printed`);
@@ -128,6 +133,18 @@ describe('loom flag values', { timeout: 240_000 }, () => {
           'such as the pod name',
       ]);
     }
+  });
+
+  test('missing control plane listed', async () => {
+    const result = await loom(['data-plane', '--drain-timeout', '30', '--workers', 'two']);
+    assertUsageError(result, 'missing --control-plane');
+    assert.deepEqual(errorLines(result), [
+      "error: required option '--control-plane <addresses>' not specified; pass the gRPC " +
+        'address of the control plane, such as --control-plane 127.0.0.1:7400',
+      'error: invalid --drain-timeout "30": a duration needs a unit; write 30ms or 30s',
+      'error: invalid --workers "two": expected a whole number, or 0 or auto for one worker ' +
+        'per core',
+    ]);
   });
 
   test('every invalid limit reported', async () => {
@@ -418,17 +435,7 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     ];
     const dataDir = join(dir, 'store-etcd');
     for (const { value, message } of cases) {
-      const result = await loom([
-        'control-plane',
-        '--etcd',
-        value,
-        '--listen',
-        '127.0.0.1:0',
-        '--admin-listen',
-        '127.0.0.1:0',
-        '--data-dir',
-        dataDir,
-      ]);
+      const result = await loom(['control-plane', '--etcd', value, ...portZeroStoreArgs(dataDir)]);
       assertUsageError(result, value);
       assert.deepEqual(errorLines(result), [
         `error: ${message}expected http://HOST:PORT or https://HOST:PORT, such as ` +
@@ -450,6 +457,21 @@ describe('loom flag values', { timeout: 240_000 }, () => {
     const empty = await loom(['control-plane', '--etcd', ',']);
     assertUsageError(empty, 'empty --etcd');
     assert.match(empty.stderr, /^error: missing endpoint in --etcd ",": .*leave --etcd out/m);
+  });
+
+  test('store prefix without slash named', async () => {
+    const dataDir = join(dir, 'store-prefix');
+    const result = await loom([
+      'control-plane',
+      '--prefix',
+      '/loom',
+      ...portZeroStoreArgs(dataDir),
+    ]);
+    assertUsageError(result, '--prefix /loom');
+    assert.deepEqual(errorLines(result), [
+      'error: invalid --prefix "/loom": the key prefix must end with "/"; use --prefix /loom/',
+    ]);
+    assert.equal(existsSync(dataDir), false, 'a rejected command line created the data dir');
   });
 
   test('valid etcd endpoints start', async () => {

@@ -11,6 +11,10 @@ import { writeUsersConfig } from '../helpers/config-file.js';
 import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, startProxy, type Fleet } from '../helpers/fleet.js';
 import { httpGet } from '../helpers/net.js';
+import { sampleValue, scrape } from '../operations/exposition.js';
+
+/** Control-plane counter of every nack, which alerts use. */
+const NACKS = 'loom_control_plane_snapshot_nacks_total';
 
 /** Runs etcdctl (API v3) against `endpoint`, as an operator would, bypassing loomctl. */
 function etcdctl(endpoint: string, args: string[]): Promise<void> {
@@ -53,6 +57,8 @@ describe('fallback after a nack', { timeout: 120_000 }, () => {
     const applied = await loomctl(fleet.controlPlane, ['apply', '-f', file, '--wait']);
     assert.equal(applied.code, 0, applied.stdout + applied.stderr + fleet.logs());
     const accepted = (await status(fleet)).version;
+    const metricsUrl = `http://127.0.0.1:${fleet.controlPlaneAdminPort}/metrics`;
+    assert.equal(sampleValue(await scrape(metricsUrl), NACKS, {}), 0, 'nacks before any nack');
 
     // A pattern without a leading "/" passes no validation; every proxy rejects it.
     const bad = { name: 'bad', paths: ['broken/:id'], upstream: 'users' };
@@ -62,6 +68,11 @@ describe('fallback after a nack', { timeout: 120_000 }, () => {
       return current.version > accepted && current.proxies[0]?.nackedVersion === current.version;
     });
     const nacked = (await status(fleet)).version;
+    const families = await scrape(metricsUrl);
+    assert.equal(families.get(NACKS)?.type, 'counter');
+    assert.equal(sampleValue(families, NACKS, {}), 1, 'nacks after one nack');
+    const versioned = { version: String(nacked) };
+    assert.equal(sampleValue(families, 'loom_control_plane_nacks_total', versioned), 1);
 
     const lateProxy = await startProxy(fleet.controlPlane, fleet.dir, 'proxy-late');
     late = lateProxy.process;

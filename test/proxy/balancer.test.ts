@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WeightedRoundRobinBalancer } from '../../data-plane/upstreams/balancer.js';
+import {
+  WeightedRoundRobinBalancer,
+  type Balancer,
+  type UpstreamTarget,
+} from '../../data-plane/upstreams/balancer.js';
+import { HashBalancer } from '../../data-plane/upstreams/hash-balancer.js';
+import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
 import { parseTargetUrl } from '../../data-plane/upstreams/target-url.js';
 import { fakeTarget } from './harness.js';
 
@@ -118,4 +124,36 @@ describe('parseTargetUrl', () => {
       assert.match(result as string, expected, url);
     }
   });
+});
+
+describe('retry picks', () => {
+  const kinds: [string, (targets: UpstreamTarget[]) => Balancer][] = [
+    ['round-robin', (targets) => new WeightedRoundRobinBalancer('api', targets)],
+    ['least-request', (targets) => new LeastRequestBalancer('api', targets)],
+    ['hash', (targets) => new HashBalancer('api', targets, () => 'user-1')],
+  ];
+
+  for (const [kind, create] of kinds) {
+    it(`${kind} prefers an untried target`, () => {
+      const [a, b, c] = [fakeTarget('a'), fakeTarget('b'), fakeTarget('c')];
+      c.state.setHealthy(false, 'test');
+      const balancer = create([a, b, c]);
+
+      for (let i = 0; i < 20; i++) {
+        assert.equal(balancer.pick(undefined, [a, b]), c, 'untried but unavailable c');
+        assert.equal(balancer.pick(undefined, [b, a]), c, 'untried c, other order');
+      }
+    });
+
+    it(`${kind} reuses a tried target last`, () => {
+      const [a, b, c] = [fakeTarget('a'), fakeTarget('b'), fakeTarget('c')];
+      c.state.setHealthy(false, 'test');
+      const balancer = create([a, b, c]);
+
+      for (let i = 0; i < 20; i++) {
+        const picked = balancer.pick(undefined, [a, b, c]);
+        assert.ok(picked === a || picked === b, `picked ${picked?.url} over available ones`);
+      }
+    });
+  }
 });

@@ -366,6 +366,55 @@ describe('proxy upstream features', () => {
     }
   });
 
+  it('retries on targets not tried yet', async () => {
+    // Two targets pass health checks but reset every request, and the only target that answers
+    // fails its health checks. With `retries: 2`, the third attempt must go to the one target
+    // that the request has not tried, whatever the balancer.
+    const resetting = () =>
+      startHttpServer((req, res) => {
+        if (req.url === '/healthz') {
+          res.end('ok');
+        } else {
+          req.socket.destroy();
+        }
+      });
+    const first = await resetting();
+    const second = await resetting();
+    const unhealthy = await startHttpServer((req, res) => {
+      res.statusCode = req.url === '/healthz' ? 503 : 200;
+      res.end('unhealthy');
+    });
+    const kinds = ['round-robin', 'least-request', 'hash'] as const;
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        kinds.map((kind) => ({ name: kind, path: `/${kind}`, upstream: kind, retries: 2 })),
+        kinds.map((kind) => ({
+          ...checkedUpstream([first.port, second.port, unhealthy.port], 500),
+          name: kind,
+          balancer: kind,
+          hashOn: kind === 'hash' ? 'header:x-user' : undefined,
+        })),
+      );
+      const marked = () => proxy.logs.filter((line) => line.msg === 'target unhealthy').length;
+      assert.ok(await eventually(() => marked() >= kinds.length), `unhealthy marks ${marked()}`);
+
+      for (const kind of kinds) {
+        const statuses: number[] = [];
+        for (let i = 0; i < 4; i++) {
+          const headers = { 'x-user': `user-${i}` };
+          statuses.push((await send(proxy.port, `/${kind}`, { headers })).status);
+        }
+        assert.deepEqual(statuses, [200, 200, 200, 200], `${kind} statuses`);
+      }
+    } finally {
+      await proxy.close();
+      await first.close();
+      await second.close();
+      await unhealthy.close();
+    }
+  });
+
   it('applies per-route response timeouts', async () => {
     const slow = await startHttpServer((req, res) => {
       if (req.url === '/slow-body') {

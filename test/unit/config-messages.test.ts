@@ -97,16 +97,26 @@ describe('schema messages', () => {
     methods: GET
     upstream: users
     retries: "3"
+    timeouts: {connectMs: 5s, idleBodyMs: 1m30s, responseHeaderMs: soon}
 `);
     assertHas(
       lines,
-      /route "r" paths: invalid type: expected a non-empty list of strings, got a string \(got "\/a"\)$/,
+      /route "r" paths: invalid type: expected a non-empty list of strings, got a string; write a list, such as \[\/a\] \(got "\/a"\)$/,
     );
-    assertHas(lines, /route "r" methods: invalid type: expected a list of strings, got a string/);
+    assertHas(
+      lines,
+      /route "r" methods: invalid type: expected a list of strings, got a string; write a list, such as \[GET\] \(got "GET"\)$/,
+    );
     assertHas(
       lines,
       /route "r" retries: invalid type: expected an integer from 0 to 5, got a string \(got "3"\)$/,
     );
+    assertHas(
+      lines,
+      /route "r" timeouts.connectMs: invalid type: expected an integer from 0 to 86400000, got a string; write the number of milliseconds, such as 5000 \(got "5s"\)$/,
+    );
+    assertHas(lines, /timeouts.idleBodyMs: .*; write the number of milliseconds, such as 90000 /);
+    assertHas(lines, /timeouts.responseHeaderMs: .*, got a string \(got "soon"\)$/);
   });
 
   test('enum lists the allowed values', () => {
@@ -258,7 +268,7 @@ describe('schema messages', () => {
   - name: r
     paths: [/a]
     upstream: users
-    requestHeaders: {set: {"bad header": x}}
+    requestHeaders: {set: {"bad header": x, content-length: "5"}}
     responseHeaders:
       set:
         X-Ok: "1"
@@ -277,13 +287,14 @@ describe('schema messages', () => {
 `);
     assert.deepEqual(lines, [
       'loom.yaml:8: route "r" requestHeaders.set.bad header: invalid header name; use a token such as x-request-source (got "bad header")',
+      'loom.yaml:8: route "r" requestHeaders.set.content-length: the proxy manages this header; it cannot be set or removed (the proxy frames each message itself) (got "content-length")',
       'loom.yaml:12: route "r" responseHeaders.set.Bad Name: invalid header name; use a token such as x-request-source (got "Bad Name")',
       'loom.yaml:13: route "r" responseHeaders.set.x-val: invalid header value; remove the spaces or tabs at its start or end (got " lead")',
       'loom.yaml:14: route "r" responseHeaders.set.Host: the proxy manages this header; it cannot be set or removed (use hostRewrite for Host) (got "Host")',
       'loom.yaml:15: route "r" responseHeaders.remove[1]: invalid header name; use a token such as x-request-source (got "bad one")',
       'loom.yaml:15: route "r" responseHeaders.remove[2]: header is both set and removed; keep one (got "X-OK")',
       'loom.yaml:22: route "q" requestHeaders.set.x-a: header set twice; keep one value (got "x-a")',
-      'loom.yaml:23: route "q" requestHeaders.remove[0]: the proxy manages this header; it cannot be set or removed (use hostRewrite for Host) (got "te")',
+      'loom.yaml:23: route "q" requestHeaders.remove[0]: the proxy manages this header; it cannot be set or removed (a hop-by-hop header applies to one connection only) (got "te")',
     ]);
   });
 

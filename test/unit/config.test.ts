@@ -127,6 +127,8 @@ routes:
       - url: http://127.0.0.1:99999
       - url: http://[::1]:70000/base
       - url: http://bad host:80
+      - url: 127.0.0.1:9001
+      - url: localhost:9002
 `);
     assert.deepEqual(
       issues.map((issue) => issue.message),
@@ -134,6 +136,8 @@ routes:
         'port 99999 is out of range; use a port from 1 to 65535',
         'port 70000 is out of range; use a port from 1 to 65535',
         'invalid URL; expected http://host:port or https://host:port with an optional base path',
+        'missing scheme; write http://127.0.0.1:9001 or https://127.0.0.1:9001',
+        'missing scheme; write http://localhost:9002 or https://localhost:9002',
       ],
     );
   });
