@@ -1,4 +1,4 @@
-import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type ChannelOptions, type ServiceError } from '@grpc/grpc-js';
 
 import { LoomError } from '../common/errors.js';
 import { fromServiceError } from '../common/grpc-errors.js';
@@ -49,11 +49,21 @@ export class AdminClient {
   readonly #client: AdminServiceClient;
   readonly #token: string | undefined;
 
-  /** @throws LoomError `LOOM_INVALID_ARGUMENT` when a TLS file cannot be read. */
-  constructor(address: string, connection: AdminConnection = defaultConnection) {
+  /**
+   * Creates a client of the control plane at `address`. `channelOptions` adds gRPC channel
+   * options, such as `grpc.use_local_subchannel_pool`.
+   *
+   * @throws LoomError `LOOM_INVALID_ARGUMENT` when a TLS file cannot be read.
+   */
+  constructor(
+    address: string,
+    connection: AdminConnection = defaultConnection,
+    channelOptions: ChannelOptions = {},
+  ) {
     this.address = address;
     this.#token = connection.token;
     this.#client = new AdminServiceClient(address, clientCredentials(connection.tls), {
+      ...channelOptions,
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       ...serverNameChannelOptions(connection.tls),

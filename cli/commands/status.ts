@@ -51,7 +51,7 @@ const STATUS_READS = 3;
  * finds the served version and the next requests it. A commit between two reads moves the
  * served version, so the reads repeat until the response reports the version it was asked for.
  */
-async function readStatus(client: AdminClient): Promise<StatusResponse> {
+export async function readStatus(client: AdminClient): Promise<StatusResponse> {
   let status = await client.status();
   for (let read = 1; read < STATUS_READS && status.version > 0; read++) {
     const requested = status.version;

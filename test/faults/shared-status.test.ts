@@ -23,6 +23,7 @@ import {
   applyConfig,
   fixtureConfig,
   fixtureText,
+  logLines,
   readyz,
   startUpstream,
   waitForVersion,
@@ -44,6 +45,34 @@ async function statusOf(controlPlane: Member): Promise<StatusResponse> {
 
 async function proxyOn(controlPlane: Member, id: string): Promise<ProxyStatus | undefined> {
   return (await statusOf(controlPlane)).proxies.find((proxy) => proxy.id === id);
+}
+
+/** Returns etcd's current revision. */
+async function revisionOf(client: Etcd3): Promise<number> {
+  return Number((await client.get(FLEET_DIRECTORY).exec()).header.revision);
+}
+
+/**
+ * Opens and cancels a bare stream of proxy id `flapping` `cycles` times. The loop waits for
+ * etcd's revision to move after each connect and each disconnect, so each is a fleet write of
+ * its own.
+ */
+async function flap(streams: BareStreams, etcd: EtcdProcess, cycles: number): Promise<void> {
+  const client = new Etcd3({ hosts: etcd.endpoint });
+  try {
+    for (let cycle = 0; cycle < cycles; cycle++) {
+      for (const step of ['connect', 'disconnect'] as const) {
+        const before = await revisionOf(client);
+        if (step === 'connect') streams.open('flapping');
+        else streams.cancel('flapping');
+        await waitFor(`the fleet write of ${step} ${cycle + 1}`, 10_000, async () => {
+          return (await revisionOf(client)) > before;
+        });
+      }
+    }
+  } finally {
+    client.close();
+  }
 }
 
 /** Bare snapshot streams that send a hello and nothing else, as many proxies would. */
@@ -146,9 +175,17 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
 
     await etcd.restoreSnapshot(backup);
     // The wait covers the replicas' reconnect, a lease check (every 5 s) and a lease (10 s).
-    await sleep(20_000);
-    const onFirst = await proxyOn(first, 'p2');
-    const onSecond = await proxyOn(second, 'p2');
+    // A replica reports a fleetError while it cannot read the records, so the wait also
+    // needs both replicas to read etcd again.
+    let onFirst: ProxyStatus | undefined;
+    let onSecond: ProxyStatus | undefined;
+    await waitFor('p2 disconnected on both replicas', 30_000, async () => {
+      const [firstStatus, secondStatus] = [await statusOf(first), await statusOf(second)];
+      onFirst = firstStatus.proxies.find((proxy) => proxy.id === 'p2');
+      onSecond = secondStatus.proxies.find((proxy) => proxy.id === 'p2');
+      const bothRead = firstStatus.fleetError === '' && secondStatus.fleetError === '';
+      return bothRead && onFirst?.connected !== true && onSecond?.connected === false;
+    }).catch(() => undefined);
     const file = join(ws.dir, 'loom.yaml');
     writeFileSync(file, fixtureText(upstream.port, ['a', 'b']));
     const result = await loomctl(first.address, [
@@ -171,7 +208,11 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     const { etcd, ws, first } = await twoReplicas();
 
     await runEtcdctl([`--endpoints=${etcd.endpoint}`, 'del', '--prefix', FLEET_DIRECTORY]);
-    await sleep(15_000);
+    // A status call reuses a read of the records for 100 ms.
+    await sleep(200);
+    await waitFor('p2 connected on cp-a again', 20_000, async () => {
+      return (await proxyOn(first, 'p2'))?.connected === true;
+    }).catch(() => undefined);
     const listed = await proxyOn(first, 'p2');
     assert.equal(listed?.connected, true, `cp-a lost p2 for good\n${ws.logs(10)}`);
   });
@@ -259,12 +300,7 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     // writes and no configuration change.
     const streams = new BareStreams(first.address);
     cleanups.push(() => streams.close());
-    for (let cycle = 0; cycle < 40; cycle++) {
-      streams.open('flapping');
-      await sleep(120);
-      streams.cancel('flapping');
-      await sleep(120);
-    }
+    await flap(streams, etcd, 40);
 
     const third = await ws.controlPlane('cp-c', ['--etcd', etcd.endpoint], thirdPort);
     await waitFor('cp-c to serve', 10_000, async () => (await statusOf(third)).version > 0);
@@ -273,7 +309,15 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
 
     // p1 moves to cp-c, which sends it the same configuration under its own version.
     await first.process.kill();
-    await sleep(5_000);
+    await waitFor('p1 to be served by cp-c', 20_000, async () => {
+      const status = await statusOf(third);
+      const onThird = status.proxies.find((proxy) => proxy.id === 'p1');
+      if (onThird?.connected !== true || !onThird.controlPlane.endsWith(`:${third.port}`)) {
+        return false;
+      }
+      // cp-c sends a snapshot only when p1's hello names another version, and p1 acks it.
+      return onThird.snapshotsSent === 0 || onThird.ackedVersion === status.version;
+    }).catch(() => undefined);
     const served = (await readyz(p1.adminPort)).body.version;
     const applied = readFileSync(p1.logFile, 'utf8').match(/"msg":"snapshot applied"/g) ?? [];
 
@@ -292,15 +336,16 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     });
     const streams = new BareStreams(first.address);
     cleanups.push(() => streams.close());
-    for (let cycle = 0; cycle < 40; cycle++) {
-      streams.open('flapping');
-      await sleep(120);
-      streams.cancel('flapping');
-      await sleep(120);
-    }
+    await flap(streams, etcd, 40);
 
+    const restarted = Date.now();
     await etcd.restart();
-    await sleep(8_000);
+    // The watch breaks with etcd, and cp-a reads the store again once it reconnects.
+    await waitFor('cp-a to read etcd again after the restart', 20_000, () => {
+      return logLines(first, 'sync state changed').some((line) => {
+        return line.to === 'watching' && Number(line.time) > restarted;
+      });
+    }).catch(() => undefined);
     const after = (await statusOf(first)).version;
     assert.equal(after, before, `cp-a numbered its configuration again\n${ws.logs(12)}`);
   });
@@ -354,7 +399,9 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     await waitFor('20 proxies on cp-a', 10_000, async () => {
       return (await statusOf(first)).proxies.filter((proxy) => proxy.connected).length === 20;
     });
-    await sleep(3_000);
+    await waitFor('20 proxies on cp-b', 10_000, async () => {
+      return (await statusOf(second)).proxies.filter((proxy) => proxy.connected).length === 20;
+    }).catch(() => undefined);
 
     const status = await statusOf(second);
     const listed = status.proxies.filter((proxy) => proxy.connected).length;
@@ -413,6 +460,10 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     await waitFor('p2 connected on cp-a', 20_000, async () => {
       return (await proxyOn(first, 'p2'))?.connected === true;
     });
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    cleanups.push(() => client.close());
+    const { leases: leasesBefore } = await client.leaseClient.leaseLeases();
+    assert.equal(leasesBefore.length, 2, 'one lease per replica');
 
     await second.process.kill();
     const file = join(ws.dir, 'loom.yaml');
@@ -430,7 +481,13 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     assert.equal(result.code, 0, detail);
     assert.match(result.stdout, /applied by 2 of 2 proxies/, detail);
 
-    await sleep(11_000);
+    // The records of cp-b outlive it until its lease expires (10 s).
+    await waitFor("the expiry of cp-b's lease", 20_000, async () => {
+      const { leases } = await client.leaseClient.leaseLeases();
+      return leasesBefore.some((lease) => !leases.some((current) => current.ID === lease.ID));
+    });
+    // A status call reuses a read of the records for 100 ms.
+    await sleep(200);
     const listed = (await statusOf(first)).proxies.filter((proxy) => proxy.id === 'p2');
     assert.equal(listed.length, 1);
     assert.equal(listed[0].connected, true);
@@ -454,7 +511,9 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     const cutStatus = await statusOf(first);
     assert.notEqual(cutStatus.fleetError, '', 'cp-a says that the other proxies are missing');
     // The lease lasts 10 s without keepalives.
-    await sleep(14_000);
+    await waitFor('p1 to leave cp-b', 20_000, async () => {
+      return (await proxyOn(second, 'p1')) === undefined;
+    }).catch(() => undefined);
     assert.equal(await proxyOn(second, 'p1'), undefined, 'the expired lease took p1 off cp-b');
 
     relay.heal();

@@ -9,6 +9,7 @@ import { startEchoUpstream } from '../../examples/echo-upstream.js';
 import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, waitForEveryProxy, type Fleet } from '../helpers/fleet.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
 import { httpGet, httpRequest } from '../helpers/net.js';
 import { findFreePort } from '../helpers/ports.js';
 import { startLoom, waitFor, waitForPort } from '../../scripts/processes.js';
@@ -258,8 +259,7 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
               }
             | undefined;
           await waitFor('both proxies to nack', 15_000, async () => {
-            const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
-            status = JSON.parse(result.stdout);
+            status = await fleetStatus(fleet.controlPlane);
             return status!.proxies.every((proxy) => proxy.nackedVersion === status!.version);
           });
           for (const proxy of status!.proxies) {
@@ -274,8 +274,7 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
 
           await client.delete().key('/loom/routes/shadow');
           await waitFor('both proxies to ack the repaired version', 15_000, async () => {
-            const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
-            const repaired = JSON.parse(result.stdout) as NonNullable<typeof status>;
+            const repaired = await fleetStatus(fleet.controlPlane);
             return repaired.proxies.every((proxy) => proxy.ackedVersion === repaired.version);
           });
         } finally {

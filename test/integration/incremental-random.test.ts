@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { startEchoUpstream } from '../../examples/echo-upstream.js';
-import type { StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import { waitFor, waitForPort } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { startFleet, startProxy, type Fleet, type FleetProxy } from '../helpers/fleet.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
 import { httpRequest, type TextResponse } from '../helpers/net.js';
 
 const ECHOES = 3;
@@ -315,8 +315,7 @@ describe('incremental builds under random applies', { timeout: 180_000 }, () => 
       for (const target of [proxy, picky]) {
         if (target === picky && rejected) {
           await waitFor(`${target.id} to nack version ${version}`, 15_000, async () => {
-            const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
-            const records = (JSON.parse(status.stdout) as StatusResponse).proxies;
+            const records = (await fleetStatus(fleet.controlPlane)).proxies;
             return records.find((record) => record.id === target.id)?.nackedVersion === version;
           });
         } else {

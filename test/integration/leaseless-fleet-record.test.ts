@@ -6,8 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import type { Etcd3 } from 'etcd3';
 
 import { waitFor } from '../../scripts/processes.js';
-import { loomctl } from '../helpers/cli.js';
 import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
 import type { Fleet } from '../helpers/fleet.js';
 
 interface StatusJson {
@@ -15,9 +15,7 @@ interface StatusJson {
 }
 
 async function status(fleet: Fleet): Promise<StatusJson> {
-  const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusJson;
+  return fleetStatus(fleet.controlPlane);
 }
 
 describe('fleet record written without a lease', { timeout: 90_000 }, () => {

@@ -8,6 +8,7 @@ import { ROOT, waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
 
 /** Returns a config with one upstream `users` at `url` and one route `r` to it. */
 function usersConfig(url: string, routeName = 'r'): string {
@@ -358,8 +359,7 @@ describe('loomctl wait with a lost proxy', { timeout: 120_000 }, () => {
   before(async () => {
     fleet = await startFleet({ proxies: 2 });
     await waitFor('both proxies to connect', 30_000, async () => {
-      const status = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
-      const proxies = (JSON.parse(status.stdout) as { proxies: { connected: boolean }[] }).proxies;
+      const { proxies } = await fleetStatus(fleet.controlPlane);
       return proxies.filter((proxy) => proxy.connected).length === 2;
     });
   });

@@ -10,6 +10,7 @@ import { loomctl } from '../helpers/cli.js';
 import { writeUsersConfig } from '../helpers/config-file.js';
 import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, startProxy, type Fleet } from '../helpers/fleet.js';
+import { fleetStatus } from '../helpers/fleet-status.js';
 import { httpGet } from '../helpers/net.js';
 import { sampleValue, scrape } from '../operations/exposition.js';
 
@@ -22,9 +23,7 @@ function etcdctl(endpoint: string, args: string[]): Promise<void> {
 }
 
 async function status(fleet: Fleet): Promise<StatusResponse> {
-  const result = await loomctl(fleet.controlPlane, ['status', '-o', 'json']);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusResponse;
+  return fleetStatus(fleet.controlPlane);
 }
 
 async function upstreamOf(url: string): Promise<string | undefined> {
