@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Etcd3 } from 'etcd3';
 
 import { waitFor } from '../../scripts/processes.js';
+import { loomctl } from '../helpers/cli.js';
 import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
 import { fleetStatus } from '../helpers/fleet-status.js';
 import type { Fleet } from '../helpers/fleet.js';
@@ -86,7 +87,11 @@ describe('fleet record written without a lease', { timeout: 90_000 }, () => {
     try {
       await lease.put('/loom/__meta/fleet/old-replica/old-proxy').value(JSON.stringify(old));
 
-      const listed = (await status(fleet)).proxies.filter((proxy) => proxy.id === 'old-proxy');
+      let listed: StatusJson['proxies'] = [];
+      await waitFor('the record written by hand', 10_000, async () => {
+        listed = (await status(fleet)).proxies.filter((proxy) => proxy.id === 'old-proxy');
+        return listed.length > 0;
+      });
       assert.equal(listed.length, 1, JSON.stringify(listed));
       assert.equal(listed[0].address, '(invalid address)');
       const table = await loomctl(fleet.controlPlane, ['status']);
