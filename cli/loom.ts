@@ -8,9 +8,6 @@ import { LoomError } from '../common/errors.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../common/logger.js';
 import { proxyIdProblem } from '../common/proxy-id.js';
 import { loadClientTls } from '../common/tls.js';
-import { ControlPlane } from '../control-plane/control-plane.js';
-import { DataPlane } from '../data-plane/data-plane.js';
-import { startClusterProcess } from '../data-plane/workers/cluster.js';
 import {
   addControlPlaneSecurityOptions,
   addDataPlaneLifecycleOptions,
@@ -325,6 +322,8 @@ export function createProgram(): Command {
           }),
       });
       checkReadable(security.tokensFile, '--admin-tokens-file');
+      // Each server is loaded by its own command only, which halves the start time of the other.
+      const { ControlPlane } = await import('../control-plane/control-plane.js');
       const starting = ControlPlane.start({
         listen: options.listen,
         adminListen: options.adminListen,
@@ -406,12 +405,14 @@ export function createProgram(): Command {
         ...proxy,
       };
       if (workers > 1 || cluster.isWorker) {
+        const { startClusterProcess } = await import('../data-plane/workers/cluster.js');
         const role = startClusterProcess({ ...dataPlaneOptions, workers });
         stopOnSignal(logger, role, (started) => started.drain(lifecycle.drainTimeoutMs));
         process.on('SIGHUP', () => void role.then((started) => started.reopenAccessLog()));
         await awaitStart(role, listeners);
         return;
       }
+      const { DataPlane } = await import('../data-plane/data-plane.js');
       const dataPlane = new DataPlane(dataPlaneOptions);
       const starting = dataPlane.start();
       stopOnSignal(logger, starting, () => dataPlane.drain(lifecycle.drainTimeoutMs));
