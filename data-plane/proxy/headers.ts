@@ -144,6 +144,8 @@ export interface ClientInfo {
  *   are set from the connection, the listener and the client's Host.
  * - The route's request header actions remove and set headers last.
  */
+// NOTE: no `Via` header is added. RFC 9110 section 7.6.3 requires a gateway to send one on
+// each request it forwards. nginx and Envoy also send none unless configured to.
 export function buildUpstreamRequestHeaders(
   raw: readonly string[],
   head: RequestHead,
