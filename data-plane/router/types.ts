@@ -16,7 +16,8 @@ export interface RouterRoute<T> {
 
 /**
  * Result of a lookup. The router never throws on a request. A `found` result with params or a
- * `path` is a fresh object; any other is frozen and shared by every lookup of that route.
+ * `path` is a fresh object. A `found` result without either is frozen and shared by every
+ * lookup of that route.
  * `path` is the request path in normalized form, present only when it differs from the path
  * given to `find`, so the proxy forwards it without normalizing the path again.
  */

@@ -367,7 +367,7 @@ describe('proxy upstream features', () => {
   });
 
   it('retries on targets not tried yet', async () => {
-    // Two targets pass health checks but reset every request, and the only target that answers
+    // Two targets pass health checks but reset every request, and the only target that responds
     // fails its health checks. With `retries: 2`, the third attempt must go to the one target
     // that the request has not tried, whatever the balancer.
     const resetting = () =>
