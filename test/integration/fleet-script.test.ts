@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, waitFor } from '../../scripts/processes.js';
 import { loom, loomctl } from '../helpers/cli.js';
 import { httpGet } from '../helpers/net.js';
-import { findFreePort, FIRST_PORT, LAST_PORT } from '../helpers/ports.js';
+import { findFreePort, findFreePortRun } from '../helpers/ports.js';
 
 /** Ports the fleet script uses from a base port: base to base + 6. */
 const FLEET_PORTS = 7;
@@ -37,18 +37,6 @@ async function isListening(port: number): Promise<boolean> {
   if (server === undefined) return true;
   await new Promise((resolve) => server.close(resolve));
   return false;
-}
-
-/** Finds a base port whose seven ports were all free a moment ago. */
-async function findFreeBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    // The range of findFreePort, below the ports the OS hands to other tests' connections.
-    const base = FIRST_PORT + Math.floor(Math.random() * (LAST_PORT - FIRST_PORT - FLEET_PORTS));
-    const ports = Array.from({ length: FLEET_PORTS }, (_, index) => base + index);
-    const busy = await Promise.all(ports.map(isListening));
-    if (!busy.includes(true)) return base;
-  }
-  throw new Error('no run of 7 free ports found on 127.0.0.1');
 }
 
 interface FleetScript {
@@ -98,7 +86,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
   test('serves both proxies, stops on SIGTERM', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
-    const base = await findFreeBase();
+    const base = await findFreePortRun(FLEET_PORTS);
     const fleet = runFleetScript(base, join(dir, 'store'));
     let config = '';
     try {
@@ -159,7 +147,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
   test('child exit during start fails', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
-    const base = await findFreeBase();
+    const base = await findFreePortRun(FLEET_PORTS);
     // A data directory that is a file makes the control plane exit 1 while it starts.
     const notADirectory = join(dir, 'file');
     writeFileSync(notADirectory, '');
@@ -176,7 +164,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
   test('flags npm took are named', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
-    const base = await findFreeBase();
+    const base = await findFreePortRun(FLEET_PORTS);
     // npm reads flags before "--" as its own options. A fleet that starts anyway listens on these
     // ports (LOOM_FLEET_BASE_PORT), and the timer kills its detached process group.
     const cases = [
@@ -209,7 +197,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
   test('locked data directory names npm syntax', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
-    const base = await findFreeBase();
+    const base = await findFreePortRun(FLEET_PORTS);
     const dataDir = join(dir, 'store');
     // This test process holds the lock, as another fleet's control plane would.
     mkdirSync(dataDir);
@@ -252,7 +240,7 @@ describe('fleet script', { timeout: 120_000 }, () => {
   test('busy port fails naming it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
-    const base = await findFreeBase();
+    const base = await findFreePortRun(FLEET_PORTS);
     const holder = await listen(base + 1);
     assert.ok(holder, `port ${base + 1} was taken before the test held it`);
     try {
