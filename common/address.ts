@@ -54,7 +54,7 @@ export const MAX_PROXY_ADDRESS_LENGTH = 259;
 
 /**
  * Returns why `address` cannot be the traffic address a proxy reports, or undefined when it can.
- * The address must be `host:port` or `[ipv6]:port` as `--listen` accepts it, without the
+ * Shared fleet records apply it to their control-plane address too. The address must be `host:port` or `[ipv6]:port` as `--listen` accepts it, without the
  * surrounding spaces that `--listen` trims, and at most {@link MAX_PROXY_ADDRESS_LENGTH}
  * characters. Port 0 is valid, because a proxy started with it reports it.
  */

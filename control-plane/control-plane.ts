@@ -115,6 +115,8 @@ export class ControlPlane {
   readonly #server: Server;
   readonly #logger: Logger;
   readonly #admission: StreamAdmission;
+  /** Aborted by `stop`, which ends every snapshot stream. */
+  readonly #stopping = new AbortController();
   #publisher: FleetPublisher | undefined;
   #pruneTimer: NodeJS.Timeout | undefined;
   #closeTls: (() => void) | undefined;
@@ -169,6 +171,7 @@ export class ControlPlane {
       admission: this.#admission,
       sharedHolder: sharedHolders && ((id, stream) => sharedHolders.find(id, stream)),
       metrics: this.metrics,
+      stopping: this.#stopping.signal,
     });
     const streams = rejectMalformedRequests(
       SNAPSHOT_SERVICE_DEFINITION,
@@ -329,6 +332,9 @@ export class ControlPlane {
     clearInterval(this.#pruneTimer);
     await this.#adminHttp.close();
     await this.cache.stop();
+    this.#stopping.abort();
+    // Admin calls in progress may finish within 2 s. A Watch stream of grpc-health-check 2.1
+    // never ends by itself, so a client that watches health delays the shutdown by those 2 s.
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.#server.forceShutdown();

@@ -15,6 +15,16 @@ const WARMUP_BATCHES = 4;
 const BUILD_WORK = 300_000;
 
 const [routerName, tableName, kind] = process.argv.slice(2);
+
+// Test-only switches, each naming one measurement as ROUTER/TABLE/KIND, so that a test can see
+// how run.ts reports a measurement that fails or one that never finishes.
+const cell = `${routerName}/${tableName}/${kind}`;
+if (process.env.LOOM_FAULT_BENCH_FAIL === cell) {
+  throw new Error(`${cell} failed because LOOM_FAULT_BENCH_FAIL names it`);
+}
+if (process.env.LOOM_FAULT_BENCH_HANG === cell) {
+  await new Promise<never>(() => setInterval(() => undefined, 60_000));
+}
 const adapter = adapterNamed(routerName);
 const table = createTable(tableName);
 const gc = globalThis.gc;

@@ -19,6 +19,7 @@ import type {
 import {
   decodeSharedProxy,
   INVALID_ADDRESS,
+  type InvalidAddress,
   mergeFleet,
   sharedStatus,
   type SharedProxy,
@@ -214,8 +215,8 @@ export class AdminApi {
           // An unconfirmed record may belong to a replica that is gone, so it shows no stream.
           const connected = decoded.state.connected && record.confirmed;
           read.proxies.push({ ...decoded, state: { ...decoded.state, connected } });
-          if (decoded.invalidAddress) {
-            this.#logInvalidAddress(record.replica, record.proxy, decoded.invalidAddress);
+          for (const invalid of decoded.invalidAddresses ?? []) {
+            this.#logInvalidAddress(record.replica, record.proxy, invalid);
           }
         } else {
           read.unreadable += 1;
@@ -240,14 +241,16 @@ export class AdminApi {
     );
   }
 
-  #logInvalidAddress(
-    replica: string,
-    proxy: string,
-    invalid: NonNullable<SharedProxy['invalidAddress']>,
-  ): void {
-    if (!this.#firstReport(`${replica}/${proxy}/address`)) return;
+  #logInvalidAddress(replica: string, proxy: string, invalid: InvalidAddress): void {
+    if (!this.#firstReport(`${replica}/${proxy}/${invalid.field}`)) return;
     this.#logger.warn(
-      { replica, proxyId: proxy, address: invalid.stored.slice(0, 200), problem: invalid.problem },
+      {
+        replica,
+        proxyId: proxy,
+        field: invalid.field,
+        address: invalid.stored.slice(0, 200),
+        problem: invalid.problem,
+      },
       `shared proxy record has an invalid address; status shows it as ${INVALID_ADDRESS}`,
     );
   }

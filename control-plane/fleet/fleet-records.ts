@@ -25,15 +25,25 @@ export interface SharedProxy {
   controlPlane: string;
   state: ProxyState;
   acks: AckRecord[];
-  /** The stored address and why it is invalid, when `state.address` is `INVALID_ADDRESS`. */
-  invalidAddress?: { stored: string; problem: string };
+  /** The stored addresses that a decoded record shows as `INVALID_ADDRESS`; absent when none. */
+  invalidAddresses?: InvalidAddress[];
+}
+
+/** A stored address of a shared record that is not host:port. */
+export interface InvalidAddress {
+  /** The record field: the proxy's traffic address or the control plane it streams from. */
+  field: 'address' | 'controlPlane';
+  stored: string;
+  /** The problem with `stored`, as `proxyAddressProblem` returns it. */
+  problem: string;
 }
 
 /**
  * Address that a decoded record shows in place of a stored address that is not host:port.
- * Control planes that predate the hello's address check stored any address a proxy sent. Such
- * a record still describes a live proxy, so `status` lists it and `apply --wait` waits for it,
- * and this marker keeps the unchecked value out of the address column and scripts that dial it.
+ * Control planes that predate the hello's address check stored any address a proxy sent, and
+ * another writer of the store may put any value in `controlPlane`. Such a record still
+ * describes a live proxy, so `status` lists it and `apply --wait` waits for it, and this marker
+ * keeps the unchecked value out of the status columns and scripts that dial it.
  */
 export const INVALID_ADDRESS = '(invalid address)';
 
@@ -67,8 +77,9 @@ const NUMBER_FIELDS = [
 
 /**
  * Decodes a shared record. Returns undefined when the value is not a record of this
- * format, such as one written by a newer control plane or by hand. An address that is not
- * host:port is replaced with `INVALID_ADDRESS`, and `invalidAddress` keeps it for the log.
+ * format, such as one written by a newer control plane or by hand. A proxy address or control
+ * plane that is not host:port is replaced with `INVALID_ADDRESS`, and `invalidAddresses` keeps
+ * the stored value for the log.
  */
 export function decodeSharedProxy(value: string): SharedProxy | undefined {
   let parsed: unknown;
@@ -89,14 +100,29 @@ export function decodeSharedProxy(value: string): SharedProxy | undefined {
   // Replicas older than the instance id write none.
   const instanceId = typeof state.instanceId === 'string' ? state.instanceId : '';
   const decoded = { ...state, instanceId } as unknown as ProxyState;
-  const problem = proxyAddressProblem(decoded.address);
-  if (problem === undefined) return { controlPlane, state: decoded, acks };
-  return {
-    controlPlane,
-    state: { ...decoded, address: INVALID_ADDRESS },
+  const invalidAddresses: InvalidAddress[] = [];
+  const shared: SharedProxy = {
+    controlPlane: checkAddress('controlPlane', controlPlane, invalidAddresses),
+    state: { ...decoded, address: checkAddress('address', decoded.address, invalidAddresses) },
     acks,
-    invalidAddress: { stored: decoded.address, problem },
   };
+  if (invalidAddresses.length > 0) shared.invalidAddresses = invalidAddresses;
+  return shared;
+}
+
+/**
+ * Returns `stored` when it is host:port. Otherwise adds it to `invalid` and returns
+ * `INVALID_ADDRESS`.
+ */
+function checkAddress(
+  field: InvalidAddress['field'],
+  stored: string,
+  invalid: InvalidAddress[],
+): string {
+  const problem = proxyAddressProblem(stored);
+  if (problem === undefined) return stored;
+  invalid.push({ field, stored, problem });
+  return INVALID_ADDRESS;
 }
 
 /** Returns the status of a shared proxy, with its first ack of `convergence` when given. */

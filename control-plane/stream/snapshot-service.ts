@@ -109,6 +109,8 @@ class ProxySession {
   readonly #metrics: ControlPlaneMetrics | undefined;
   readonly #unsubscribe: () => void;
   readonly #unsubscribeAccepted: () => void;
+  readonly #stopping: AbortSignal | undefined;
+  readonly #onStopping = () => this.#end('closed because the control plane is shutting down');
 
   constructor(
     call: Call,
@@ -118,6 +120,7 @@ class ProxySession {
     logger: Logger,
     sharedHolder: SharedHolderLookup | undefined,
     metrics: ControlPlaneMetrics | undefined,
+    stopping: AbortSignal | undefined,
   ) {
     this.#call = call;
     this.#cache = cache;
@@ -132,6 +135,8 @@ class ProxySession {
     call.on('end', () => this.#close('stream ended'));
     call.on('error', (error: Error) => this.#close(error.message));
     call.on('cancelled', () => this.#close('stream cancelled'));
+    this.#stopping = stopping;
+    stopping?.addEventListener('abort', this.#onStopping, { once: true });
   }
 
   #onRequest(request: StreamRequest): void {
@@ -357,12 +362,13 @@ class ProxySession {
     this.#closed = true;
     this.#unsubscribe();
     this.#unsubscribeAccepted();
+    this.#stopping?.removeEventListener('abort', this.#onStopping);
     if (!this.#proxyId || !this.#stream) return;
     this.#registry.disconnect(this.#proxyId, this.#stream);
     this.#logger.info({ proxyId: this.#proxyId, reason }, 'proxy disconnected');
   }
 
-  /** Ends a stream that a newer stream of the same proxy process replaced. */
+  /** Ends the stream with UNAVAILABLE, so that the proxy connects again, here or elsewhere. */
   #end(reason: string): void {
     this.#close(reason);
     const error = new LoomError('LOOM_UNAVAILABLE', `snapshot stream ${reason}`);
@@ -381,6 +387,11 @@ export function createSnapshotService(options: {
   sharedHolder?: SharedHolderLookup;
   /** Counts the streams rejected for a duplicate proxy id. */
   metrics?: ControlPlaneMetrics;
+  /**
+   * Aborted when the control plane stops. Every open stream then ends with UNAVAILABLE,
+   * because a snapshot stream never ends by itself and would delay the gRPC server's shutdown.
+   */
+  stopping?: AbortSignal;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
   const accepted = new AcceptedSnapshot(options.cache, {
@@ -390,6 +401,14 @@ export function createSnapshotService(options: {
   });
   return {
     Stream(call: Call) {
+      if (options.stopping?.aborted) {
+        const error = new LoomError(
+          'LOOM_UNAVAILABLE',
+          'this control plane is shutting down; the proxy tries its next control-plane address',
+        );
+        call.emit('error', toServiceError(error));
+        return;
+      }
       if (options.admission && !options.admission.admit(call)) return;
       if (options.cache.current === undefined) {
         rejectWithoutSnapshot(call, logger);
@@ -403,6 +422,7 @@ export function createSnapshotService(options: {
         logger,
         options.sharedHolder,
         options.metrics,
+        options.stopping,
       );
     },
   };

@@ -17,6 +17,12 @@ export const WORKER_INDEX_ENV = 'LOOM_WORKER_INDEX';
 /** A worker that listened and stayed up this long has its restart backoff reset, in milliseconds. */
 const STABLE_AFTER_MS = 10_000;
 
+/**
+ * Time a draining worker gets past the drain deadline to close its upstream pools and access
+ * log and exit, in milliseconds. The primary kills a worker still running after it.
+ */
+export const WORKER_EXIT_GRACE_MS = 5_000;
+
 /** Lifecycle state of a worker process. */
 export type WorkerState = 'starting' | 'syncing' | 'listening' | 'exited';
 
@@ -149,7 +155,7 @@ export class WorkerPool {
 
   /**
    * Stops restarting workers, sends each a drain request with `timeoutMs`, and kills those
-   * still running 5 s after that. Resolves once every worker exited.
+   * still running `WORKER_EXIT_GRACE_MS` after that. Resolves once every worker exited.
    */
   async stop(timeoutMs: number): Promise<void> {
     this.#stopping = true;
@@ -168,7 +174,7 @@ export class WorkerPool {
       for (const slot of running) {
         if (slot.state !== 'exited') this.kill(slot, 'drain deadline passed');
       }
-    }, timeoutMs + 5_000);
+    }, timeoutMs + WORKER_EXIT_GRACE_MS);
     await Promise.all(exits);
     clearTimeout(killTimer);
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -283,8 +283,23 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
       },
     );
 
-    test('proxies keep serving without the control plane', async () => {
+    test('stop ends every proxy stream', async () => {
       await fleet.stopControlPlane();
+      const reason = 'snapshot stream closed because the control plane is shutting down';
+      const disconnects = readFileSync(join(fleet.dir, 'control-plane.log'), 'utf8')
+        .split('\n')
+        .filter((line) => line.includes('"msg":"proxy disconnected"'));
+      for (const proxy of fleet.proxies) {
+        const line = disconnects.find((entry) => entry.includes(`"proxyId":"${proxy.id}"`));
+        assert.match(line ?? '', /"reason":"closed because the control plane is shutting down"/);
+        const proxyLog = join(fleet.dir, `${proxy.id}.log`);
+        await waitFor(`${proxy.id} to log the end of its stream`, 5_000, () =>
+          readFileSync(proxyLog, 'utf8').includes(`UNAVAILABLE: ${reason}`),
+        );
+      }
+    });
+
+    test('proxies keep serving without the control plane', async () => {
       for (let round = 0; round < 5; round++) {
         for (const proxy of fleet.proxies) {
           assert.equal(await upstreamOf(proxy.url('/orders/1')), 'beta', fleet.logs());

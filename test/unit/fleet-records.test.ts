@@ -71,12 +71,40 @@ describe('shared proxy records', () => {
       const value = encodeSharedProxy({ ...record, state: { ...record.state, address } });
       const decoded = decodeSharedProxy(value);
       assert.equal(decoded?.state.address, INVALID_ADDRESS, address);
-      assert.equal(decoded?.invalidAddress?.stored, address);
-      assert.ok(decoded?.invalidAddress?.problem, address);
+      assert.equal(decoded?.controlPlane, 'cp-b:7400');
+      assert.equal(decoded?.invalidAddresses?.length, 1, address);
+      assert.equal(decoded?.invalidAddresses?.[0].field, 'address');
+      assert.equal(decoded?.invalidAddresses?.[0].stored, address);
+      assert.ok(decoded?.invalidAddresses?.[0].problem, address);
     }
     const valid = decodeSharedProxy(encodeSharedProxy(shared(1)));
     assert.equal(valid?.state.address, '10.0.0.7:8080');
-    assert.equal(valid?.invalidAddress, undefined);
+    assert.equal(valid?.controlPlane, 'cp-b:7400');
+    assert.equal(valid?.invalidAddresses, undefined);
+  });
+
+  test('an invalid control plane is marked', () => {
+    for (const controlPlane of ['cp-b', 'cp-b:70000', 'cp-b:7400\u001b[2J', '', 'a'.repeat(300)]) {
+      const value = encodeSharedProxy({ ...shared(1), controlPlane });
+      const decoded = decodeSharedProxy(value);
+      assert.equal(decoded?.controlPlane, INVALID_ADDRESS, controlPlane);
+      assert.equal(decoded?.state.address, '10.0.0.7:8080');
+      assert.equal(decoded?.invalidAddresses?.length, 1, controlPlane);
+      assert.equal(decoded?.invalidAddresses?.[0].field, 'controlPlane');
+      assert.equal(decoded?.invalidAddresses?.[0].stored, controlPlane);
+      assert.ok(decoded?.invalidAddresses?.[0].problem, controlPlane);
+      assert.equal(sharedStatus(decoded!).controlPlane, INVALID_ADDRESS);
+    }
+  });
+
+  test('both invalid addresses are listed', () => {
+    const record = shared(1);
+    const state = { ...record.state, address: 'proxy.internal' };
+    const decoded = decodeSharedProxy(encodeSharedProxy({ ...record, controlPlane: 'cp', state }));
+    assert.equal(decoded?.controlPlane, INVALID_ADDRESS);
+    assert.equal(decoded?.state.address, INVALID_ADDRESS);
+    const fields = decoded?.invalidAddresses?.map((invalid) => invalid.field);
+    assert.deepEqual(fields, ['controlPlane', 'address']);
   });
 
   test('values of another shape are skipped', () => {
