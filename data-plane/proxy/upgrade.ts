@@ -144,7 +144,10 @@ class PendingUpgrade {
     this.#host = host;
     this.#table = table;
     this.#bodyRemaining = bodyBytes;
-    const protocols = forwardableUpgradeProtocols(this.#req.headers.upgrade);
+    // RFC 9110 section 7.8: a server ignores Upgrade in an HTTP/1.0 request.
+    const req = this.#req;
+    const protocols =
+      req.httpVersion === '1.0' ? [] : forwardableUpgradeProtocols(req.headers.upgrade);
     this.#protocols = protocols;
     // HTTP2-Settings belongs to the h2c upgrade, which is never forwarded.
     const headers = withoutHeader(request.headers, 'http2-settings');
@@ -184,7 +187,12 @@ class PendingUpgrade {
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => this.#timeOut(headersTimeout), headersTimeout);
     }
-    if (this.#bodyRemaining === 0) upstream.end();
+    if (this.#bodyRemaining === 0) {
+      upstream.end();
+    } else {
+      // The upstream may respond to the head alone, which a client that sent Expect waits for.
+      upstream.flushHeaders();
+    }
   }
 
   /**

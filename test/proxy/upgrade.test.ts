@@ -174,17 +174,38 @@ describe('proxy upgrades', () => {
     assert.deepEqual(rawHeaderNames(upgrade).sort(), rawHeaderNames(ordinary).sort());
   });
 
-  it('sends an h2c upgrade as an ordinary request', async () => {
+  it('sends unforwardable upgrades as ordinary', async () => {
+    const cases = [
+      {
+        name: 'h2c only',
+        text:
+          'GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
+          'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n',
+      },
+      { name: 'HTTP/1.0', text: HANDSHAKE.replace('HTTP/1.1', 'HTTP/1.0') },
+    ];
+    for (const { name, text } of cases) {
+      plainHeaders = {};
+      const response = await sendRaw(proxy.port, text);
+
+      assert.match(response, /^HTTP\/1\.1 200 OK\r\n/, name);
+      assert.ok(response.endsWith('plain'), name);
+      assert.equal(plainHeaders.host, 'chat.test', name);
+      assert.equal(plainHeaders.upgrade, undefined, name);
+      assert.equal(plainHeaders['http2-settings'], undefined, name);
+    }
+  });
+
+  it('sends the head before the upgrade body', async () => {
+    // The client waits for 100 Continue, so the upstream's 403 is a response to the head alone.
     const response = await sendRaw(
       proxy.port,
-      'GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
-        'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n',
+      'POST /ws/denied HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade\r\n' +
+        'Upgrade: echo-protocol\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n',
     );
 
-    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
-    assert.ok(response.endsWith('plain'));
-    assert.equal(plainHeaders.upgrade, undefined);
-    assert.equal(plainHeaders['http2-settings'], undefined);
+    assert.match(response, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    assert.ok(response.endsWith('denied'));
   });
 
   it('drops h2c and keeps the other protocols', async () => {
