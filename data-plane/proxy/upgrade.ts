@@ -277,7 +277,14 @@ class PendingUpgrade {
     }
 
     this.#target.state.recordSuccess();
-    const tunnel = new Tunnel(this.#context, this.#client, upstream, this.#request, this.#host);
+    const tunnel = new Tunnel(
+      this.#context,
+      this.#client,
+      upstream,
+      this.#request,
+      this.#host,
+      this.#target,
+    );
     tunnel.open(response, this.#early, upstreamHead);
     this.#tunnels.add(tunnel, table);
     this.#report(101);
