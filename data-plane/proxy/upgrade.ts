@@ -344,13 +344,16 @@ class PendingUpgrade {
     if (error.status >= 502) target.state.recordFailure();
     const suppressed = this.#context.upstreamFailureLog.take();
     if (suppressed !== undefined) {
+      const code = (err as { code?: unknown }).code;
       this.#context.logger.warn(
         {
           route: request.route,
           target: target.origin,
-          code: (err as { code?: unknown }).code,
+          code,
+          status: error.status,
           suppressed,
-          err,
+          // As for other requests, an error with a code is logged without its stack trace.
+          ...(code === undefined ? { err } : { error: err.message }),
         },
         'upstream upgrade failed',
       );

@@ -225,6 +225,11 @@ describe('proxy upgrades', () => {
       assert.match(response, /^HTTP\/1\.1 502 Bad Gateway\r\n/, path);
       assert.match(response, /"error":"upstream_error"/, path);
     }
+    const logged = proxy.logs.filter((line) => line.msg === 'upstream upgrade failed');
+    assert.ok(logged.length > 0, 'no upstream upgrade failed line');
+    assert.equal(logged[0].code, 'LOOM_UPSTREAM_UPGRADE');
+    assert.match(String(logged[0].error), /switched to the protocol "other-protocol"/);
+    assert.equal(logged[0].err, undefined);
   });
 
   it('sends a Content-Length body before the switch', async () => {
