@@ -82,7 +82,10 @@ export function proxyUpgrade(
 
   const handshake = new PendingUpgrade(context, tunnels, req, socket, prepared.request, startTime);
   const bodyBytes = Number(prepared.head.contentLength ?? '0');
-  handshake.start(prepared.target, prepared.head.host, head, table, bodyBytes);
+  // prepareRequest rejected any other expectation with 417, and HTTP/1.0 ignores Expect.
+  const expectsContinue =
+    prepared.head.expect !== undefined && req.httpVersion !== '1.0' && bodyBytes > 0;
+  handshake.start(prepared.target, prepared.head.host, head, table, bodyBytes, expectsContinue);
 }
 
 /** One upgrade request from the moment it is sent upstream until the upstream responds. */
@@ -130,7 +133,8 @@ class PendingUpgrade {
 
   /**
    * Sends the handshake to `target`; `host` and `table` are what the request was routed on, and
-   * `bodyBytes` is its Content-Length.
+   * `bodyBytes` is its Content-Length. With `expectsContinue` the request goes with
+   * `Expect: 100-continue`, and the upstream's 100 is relayed to the client.
    */
   start(
     target: UpstreamTarget,
@@ -138,6 +142,7 @@ class PendingUpgrade {
     head: Buffer,
     table: RoutingTable | undefined,
     bodyBytes: number,
+    expectsContinue: boolean,
   ): void {
     const request = this.#request;
     this.#target = target;
@@ -153,6 +158,7 @@ class PendingUpgrade {
     const headers = withoutHeader(request.headers, 'http2-settings');
     if (protocols.length > 0)
       headers.push('connection', 'upgrade', 'upgrade', protocols.join(', '));
+    if (expectsContinue) headers.push('expect', '100-continue');
     const actions = request.actions;
     const context = this.#context;
     const connectTimeout =
@@ -184,15 +190,23 @@ class PendingUpgrade {
     );
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => this.#fail(err));
+    if (expectsContinue) upstream.on('continue', () => this.#relayContinue());
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => this.#timeOut(headersTimeout), headersTimeout);
     }
-    if (this.#bodyRemaining === 0) {
+    if (bodyBytes === 0) {
       upstream.end();
-    } else {
+    } else if (this.#bodyRemaining > 0) {
       // The upstream may respond to the head alone, which a client that sent Expect waits for.
       upstream.flushHeaders();
     }
+  }
+
+  /** Writes the upstream's 100 Continue to the client, unless the handshake already ended. */
+  #relayContinue(): void {
+    const client = this.#client;
+    if (this.#settled || !client.writable) return;
+    client.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
   }
 
   /**

@@ -44,6 +44,7 @@ describe('proxy upgrades', () => {
         return;
       }
       if (req.url === '/ws/body') {
+        if (req.headers.expect === '100-continue') socket.write('HTTP/1.1 100 Continue\r\n\r\n');
         switchAfterBody(socket, head, Number(req.headers['content-length']));
         return;
       }
@@ -206,6 +207,21 @@ describe('proxy upgrades', () => {
 
     assert.match(response, /^HTTP\/1\.1 403 Forbidden\r\n/);
     assert.ok(response.endsWith('denied'));
+  });
+
+  it('relays 100 Continue to an upgrade', async () => {
+    const client = openClient();
+    client.socket.write(
+      'POST /ws/body HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade\r\n' +
+        'Upgrade: echo-protocol\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n',
+    );
+    await waitFor(client, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    client.socket.write('bodyafter');
+    await waitFor(client, /AFTER$/);
+
+    assert.match(client.text(), /\r\n\r\nHTTP\/1\.1 101 Switching Protocols\r\n/);
+    assert.match(client.text(), /\r\nx-body: body\r\n/i);
+    client.socket.destroy();
   });
 
   it('drops h2c and keeps the other protocols', async () => {
