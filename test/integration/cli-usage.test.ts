@@ -133,6 +133,18 @@ describe('loom flag checks', { timeout: 120_000 }, () => {
     }
   });
 
+  test('unreadable --config names the fix', async () => {
+    for (const [path, reason] of [
+      [join(ROOT, 'no-such-loomctl.yaml'), 'file not found'],
+      [ROOT, 'it is a directory, not a file'],
+    ]) {
+      const result = await run('loomctl', ['--config', path, 'status']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`cannot read loomctl config .*: ${reason}; name a`));
+      assert.doesNotMatch(result.stderr, /Error: E[A-Z]+/);
+    }
+  });
+
   test('help command and no command', async () => {
     for (const [name, args, code] of [
       ['loom', [], 2],
