@@ -445,7 +445,11 @@ export async function main(argv: string[]): Promise<number | undefined> {
     return undefined;
   } catch (error) {
     const code = (error as { code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.help') return LOOM_EXIT.ok;
+    if (code === 'commander.helpDisplayed') return LOOM_EXIT.ok;
+    // `loom help` exits 0; `loom` without a command prints the help as an error.
+    if (code === 'commander.help') {
+      return (error as { exitCode?: number }).exitCode === 0 ? LOOM_EXIT.ok : LOOM_EXIT.usage;
+    }
     if (code === 'commander.version') return LOOM_EXIT.ok;
     // Commander has already printed its message (unknown flag, missing value).
     if (typeof code === 'string' && code.startsWith('commander.')) return LOOM_EXIT.usage;

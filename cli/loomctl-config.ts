@@ -51,6 +51,13 @@ export function defaultConfigPath(): string {
   return join(base, 'loom', 'loomctl.yaml');
 }
 
+/** Descriptions of the usual errors of reading the loomctl config file, by error code. */
+const CONFIG_READ_ERRORS: Record<string, string> = {
+  ENOENT: 'file not found',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a directory, not a file',
+};
+
 /**
  * Reads a loomctl config file. A missing default file is an empty config; a
  * missing file named by `--config` or `LOOMCTL_CONFIG` is an error. Relative
@@ -64,9 +71,14 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    if (missing && explicitPath === undefined) return {};
-    throw new LoomError('LOOM_INVALID_ARGUMENT', `cannot read loomctl config ${path}: ${error}`);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && explicitPath === undefined) return {};
+    const reason = CONFIG_READ_ERRORS[code ?? ''] ?? String(error);
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `cannot read loomctl config ${path}: ${reason}; name a readable file with --config or ` +
+        'LOOMCTL_CONFIG, or unset them to use the default file',
+    );
   }
 
   const result = ConfigSchema.safeParse(parseConfigYaml(path, text) ?? {});

@@ -67,6 +67,10 @@ function reportError(error: unknown): number {
   if (commanderCode === 'commander.helpDisplayed' || commanderCode === 'commander.version') {
     return EXIT.ok;
   }
+  // `loomctl help [command]` exits 0; `loomctl` without a command prints the help as an error.
+  if (commanderCode === 'commander.help' && (error as { exitCode?: number }).exitCode === 0) {
+    return EXIT.ok;
+  }
   if (typeof commanderCode === 'string' && commanderCode.startsWith('commander.')) {
     return EXIT.usage;
   }

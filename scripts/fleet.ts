@@ -131,7 +131,9 @@ function isFree(port: number): Promise<boolean> {
 
 const USAGE = `usage: npm start -- [--base-port N] [--data-dir DIR]
 
-  --base-port N   use ports N to N+6 (env LOOM_FLEET_BASE_PORT); default 7400, 8080, 9001, ...
+  --base-port N   use ports N to N+6 (env LOOM_FLEET_BASE_PORT); default 7400
+                  and 7401 (control plane), 8080 and 8081 (proxies), 9901 and
+                  9902 (proxy admin), 9001 (example upstream)
   --data-dir DIR  directory of the embedded store (default ./loom-data)
 `;
 

@@ -272,9 +272,11 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
   }
 
   let failed = false;
+  let nacked = false;
   for (const proxy of [...result.proxies, ...nackedThenDisconnected]) {
     if (proxy.state === 'nacked') {
       failed = true;
+      nacked = true;
       err(`proxy ${proxy.id} nacked version ${proxy.nackedVersion}: ${proxy.error}`);
     } else if (proxy.state === 'pending') {
       failed = true;
@@ -290,6 +292,14 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
     err(
       `proxy ${proxy.id} disconnected before applying version ${result.version}; ` +
         `it last served ${served}`,
+    );
+  }
+  if (nacked) {
+    // Applying the same files again writes nothing, so it cannot retry a nacked version.
+    err(
+      'the control plane does not send a nacked version again to the proxy process that ' +
+        'nacked it. Fix the configuration and apply it, or fix a cause on the proxy host (such ' +
+        'as a missing file) and restart that proxy',
     );
   }
   if (result.fleetError !== undefined) {

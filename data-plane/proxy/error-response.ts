@@ -102,6 +102,12 @@ export const PROXY_ERRORS = {
     error: 'bad_request',
     message: 'the final transfer coding of a request must be chunked',
   },
+  chunkedUpgrade: {
+    status: 501,
+    error: 'not_implemented',
+    message:
+      'the proxy does not forward a chunked request body with Upgrade; send the body with Content-Length, or the request without Upgrade',
+  },
   unsupportedTransferCoding: {
     status: 501,
     error: 'not_implemented',

@@ -3,7 +3,8 @@ import type { Socket } from 'node:net';
 
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { RoutingTable } from '../table.js';
+import type { RouteBinding, RoutingTable } from '../table.js';
+import type { UpstreamTarget } from '../upstreams/balancer.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { buildClientResponseHeaders, type ResponseHead } from './headers.js';
 
@@ -24,6 +25,9 @@ export class Tunnel {
   readonly method: string;
   readonly host: string | undefined;
   readonly path: string;
+  /** Upstream name and URL of the target at the other end. */
+  readonly upstream: string;
+  readonly targetUrl: string;
   /** Closes the tunnel when a swap removed its route; undefined while the route exists. */
   drainTimer: NodeJS.Timeout | undefined;
   /** Called once when the tunnel closes. */
@@ -35,6 +39,7 @@ export class Tunnel {
     upstream: Socket,
     request: ForwardedRequest,
     host: string | undefined,
+    target: UpstreamTarget,
   ) {
     this.#context = context;
     this.#client = client;
@@ -45,6 +50,8 @@ export class Tunnel {
     this.host = host;
     // The normalised path matches the same routes as the path it came from.
     this.path = request.path;
+    this.upstream = target.upstream;
+    this.targetUrl = target.url;
   }
 
   /** Sends the 101 to the client, then the bytes each side sent early, then copies both ways. */
@@ -89,9 +96,10 @@ export class Tunnel {
 /**
  * The open tunnels of one proxy handler. The proxy is not notified of table swaps, so while
  * tunnels are open the registry reads the table in service once per check interval. After a
- * swap it matches each tunnel's handshake (method, Host, path) again: a tunnel that no longer
- * reaches its route is closed `drainTimeoutMs` later, unless a later swap brings the route
- * back before then. Tunnels whose route still matches stay open across swaps.
+ * swap it matches each tunnel's handshake (method, Host, path) again. A tunnel that no longer
+ * reaches its route, or whose route's upstream no longer has its target in rotation, is closed
+ * `drainTimeoutMs` later, unless a later swap brings both back before then. Other tunnels stay
+ * open across swaps.
  */
 export class TunnelRegistry {
   readonly #tunnels = new Set<Tunnel>();
@@ -163,7 +171,11 @@ export class TunnelRegistry {
   /** Starts or cancels the drain of `tunnel` on `table`; returns true when it started one. */
   #review(tunnel: Tunnel, table: RoutingTable | undefined): boolean {
     const match = table?.router.find(tunnel.method, tunnel.host, tunnel.path);
-    if (match?.kind === 'found' && match.route === tunnel.route) {
+    if (
+      match?.kind === 'found' &&
+      match.route === tunnel.route &&
+      keepsTarget(match.value, tunnel)
+    ) {
       clearTimeout(tunnel.drainTimer);
       tunnel.drainTimer = undefined;
       return false;
@@ -177,7 +189,10 @@ export class TunnelRegistry {
   #closeDrained(tunnel: Tunnel): void {
     const logger = this.#logger;
     if (logger.isLevelEnabled('debug')) {
-      logger.debug({ route: tunnel.route }, 'tunnel closed after its route was removed');
+      logger.debug(
+        { route: tunnel.route, target: tunnel.targetUrl },
+        'tunnel closed after its route or target was removed',
+      );
     }
     tunnel.close();
   }
@@ -185,9 +200,19 @@ export class TunnelRegistry {
   #logDrain(table: RoutingTable | undefined, tunnels: number): void {
     this.#logger.info(
       { version: table?.version, tunnels, drainTimeoutMs: this.#drainTimeoutMs },
-      'tunnels draining after their routes were removed',
+      'tunnels draining after their routes or targets were removed',
     );
   }
+}
+
+/**
+ * Tells whether the route a tunnel matched still sends requests to the tunnel's target: the
+ * same upstream and target URL, with a weight above 0.
+ */
+function keepsTarget(binding: RouteBinding, tunnel: Tunnel): boolean {
+  const balancer = binding.balancer;
+  if (balancer === undefined || balancer.upstream !== tunnel.upstream) return false;
+  return balancer.targets.some((target) => target.url === tunnel.targetUrl);
 }
 
 function ignoreError(): void {

@@ -2,7 +2,12 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
-import { classifyUpstreamError, writeRawErrorResponse, type ProxyError } from './error-response.js';
+import {
+  classifyUpstreamError,
+  PROXY_ERRORS,
+  writeRawErrorResponse,
+  type ProxyError,
+} from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
@@ -10,6 +15,7 @@ import { limitBodyIdleTime } from './body-idle-timer.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
 import { Tunnel, type TunnelRegistry } from './tunnel.js';
+import { describeUnofferedProtocol, forwardableUpgradeProtocols } from './upgrade-protocols.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
 
 /**
@@ -21,9 +27,15 @@ const MAX_EARLY_CLIENT_BYTES = 64 * 1024;
 /**
  * Proxies a request with `Upgrade` (a WebSocket handshake) that the server's 'upgrade' event
  * delivered with the raw client socket. The request is routed like any other and sent on a
- * connection of its own with its `Connection: upgrade` and `Upgrade` headers. A 101 response
- * turns both connections into one tunnel that copies bytes both ways with backpressure; any
- * other response is relayed as an ordinary response and the client connection closes after it.
+ * connection of its own with its `Connection: upgrade` and `Upgrade` headers, less the `h2c`
+ * protocol; without another protocol it goes as an ordinary request. A 101 response that names
+ * only offered protocols turns both connections into one tunnel that copies bytes both ways
+ * with backpressure. Any other response is relayed as an ordinary response, and the client
+ * connection closes after it.
+ *
+ * Node.js parses no request body here. A Content-Length body is sent upstream as it arrives,
+ * because the new protocol starts only after the whole request message. A chunked body gets
+ * 501.
  *
  * Until the upstream responds, the client's bytes are held back, and the client ending or
  * closing its side destroys both connections. Without a response within the route's
@@ -61,8 +73,19 @@ export function proxyUpgrade(
     return;
   }
 
+  const route = prepared.request.route;
+  if (prepared.head.transferEncoding !== undefined) {
+    writeRawError(socket, PROXY_ERRORS.chunkedUpgrade, route);
+    reportTunnel(context, req, route, PROXY_ERRORS.chunkedUpgrade.status, undefined, startTime);
+    return;
+  }
+
   const handshake = new PendingUpgrade(context, tunnels, req, socket, prepared.request, startTime);
-  handshake.start(prepared.target, prepared.head.host, head, table);
+  const bodyBytes = Number(prepared.head.contentLength ?? '0');
+  // prepareRequest rejected any other expectation with 417, and HTTP/1.0 ignores Expect.
+  const expectsContinue =
+    prepared.head.expect !== undefined && req.httpVersion !== '1.0' && bodyBytes > 0;
+  handshake.start(prepared.target, prepared.head.host, head, table, bodyBytes, expectsContinue);
 }
 
 /** One upgrade request from the moment it is sent upstream until the upstream responds. */
@@ -76,6 +99,10 @@ class PendingUpgrade {
   readonly #startTime: number;
   #target!: UpstreamTarget;
   #upstream!: ClientRequest;
+  /** Protocols sent in the Upgrade header; empty when the request went without one. */
+  #protocols: string[] = [];
+  /** Bytes of the request body still to come from the client and go upstream. */
+  #bodyRemaining = 0;
   #table: RoutingTable | undefined;
   #host: string | undefined;
   /** Client bytes that arrived before the response; written upstream after a 101. */
@@ -85,7 +112,7 @@ class PendingUpgrade {
   #settled = false;
   /** Cuts the client connection while a non-101 response is relayed; undefined before that. */
   #cutRelay: (() => void) | undefined;
-  readonly #onClientData = (chunk: Buffer): void => this.#holdClientBytes(chunk);
+  readonly #onClientData = (chunk: Buffer): void => this.#takeClientBytes(chunk);
   readonly #onClientGone = (): void => this.#abandon();
 
   constructor(
@@ -104,26 +131,34 @@ class PendingUpgrade {
     this.#startTime = startTime;
   }
 
-  /** Sends the handshake to `target`; `host` and `table` are what the request was routed on. */
+  /**
+   * Sends the handshake to `target`; `host` and `table` are what the request was routed on, and
+   * `bodyBytes` is its Content-Length. With `expectsContinue` the request goes with
+   * `Expect: 100-continue`, and the upstream's 100 is relayed to the client.
+   */
   start(
     target: UpstreamTarget,
     host: string | undefined,
     head: Buffer,
     table: RoutingTable | undefined,
+    bodyBytes: number,
+    expectsContinue: boolean,
   ): void {
     const request = this.#request;
-    const req = this.#req;
     this.#target = target;
     this.#host = host;
     this.#table = table;
-    if (head.length > 0) this.#holdClientBytes(head);
-    const headers = [
-      ...request.headers,
-      'connection',
-      'upgrade',
-      'upgrade',
-      req.headers.upgrade ?? '',
-    ];
+    this.#bodyRemaining = bodyBytes;
+    // RFC 9110 section 7.8: a server ignores Upgrade in an HTTP/1.0 request.
+    const req = this.#req;
+    const protocols =
+      req.httpVersion === '1.0' ? [] : forwardableUpgradeProtocols(req.headers.upgrade);
+    this.#protocols = protocols;
+    // HTTP2-Settings belongs to the h2c upgrade, which is never forwarded.
+    const headers = withoutHeader(request.headers, 'http2-settings');
+    if (protocols.length > 0)
+      headers.push('connection', 'upgrade', 'upgrade', protocols.join(', '));
+    if (expectsContinue) headers.push('expect', '100-continue');
     const actions = request.actions;
     const context = this.#context;
     const connectTimeout =
@@ -139,6 +174,10 @@ class PendingUpgrade {
       connectTimeout,
     );
     this.#upstream = upstream;
+    // Without a body, Node.js would add chunked framing to a POST, and after a 101 its final
+    // chunk would reach the upstream as bytes of the new protocol.
+    if (bodyBytes === 0) upstream.useChunkedEncodingByDefault = false;
+    if (head.length > 0) this.#takeClientBytes(head);
 
     // The server socket allows half-open connections, so a client that sends FIN emits 'end'
     // and never 'close'; reading the socket is the only way to see that FIN.
@@ -151,13 +190,44 @@ class PendingUpgrade {
     );
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => this.#fail(err));
+    if (expectsContinue) upstream.on('continue', () => this.#relayContinue());
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => this.#timeOut(headersTimeout), headersTimeout);
     }
-    upstream.end();
+    if (bodyBytes === 0) {
+      upstream.end();
+    } else if (this.#bodyRemaining > 0) {
+      // The upstream may respond to the head alone, which a client that sent Expect waits for.
+      upstream.flushHeaders();
+    }
   }
 
-  #holdClientBytes(chunk: Buffer): void {
+  /** Writes the upstream's 100 Continue to the client, unless the handshake already ended. */
+  #relayContinue(): void {
+    const client = this.#client;
+    if (this.#settled || !client.writable) return;
+    client.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+  }
+
+  /**
+   * Sends the bytes of the request body upstream, and keeps the bytes after it until the
+   * upstream responds, because only a 101 makes them bytes of the new protocol.
+   */
+  #takeClientBytes(chunk: Buffer): void {
+    if (this.#bodyRemaining > 0) {
+      const body = chunk.subarray(0, this.#bodyRemaining);
+      this.#bodyRemaining -= body.length;
+      const upstream = this.#upstream;
+      const flushed = upstream.write(body);
+      if (this.#bodyRemaining === 0) {
+        upstream.end();
+      } else if (!flushed) {
+        this.#client.pause();
+        upstream.once('drain', () => this.#client.resume());
+      }
+      if (body.length === chunk.length) return;
+      chunk = chunk.subarray(body.length);
+    }
     this.#early.push(chunk);
     this.#earlyBytes += chunk.length;
     if (this.#earlyBytes > MAX_EARLY_CLIENT_BYTES) this.#client.pause();
@@ -208,6 +278,12 @@ class PendingUpgrade {
   }
 
   #switchProtocols(response: IncomingMessage, upstream: Socket, upstreamHead: Buffer): void {
+    const unoffered = describeUnofferedProtocol(this.#protocols, response.headers.upgrade);
+    if (unoffered !== undefined) {
+      upstream.destroy();
+      this.#failSwitch(unoffered);
+      return;
+    }
     const table = this.#table;
     if (!this.#settle()) {
       upstream.destroy();
@@ -215,13 +291,36 @@ class PendingUpgrade {
     }
 
     this.#target.state.recordSuccess();
-    const tunnel = new Tunnel(this.#context, this.#client, upstream, this.#request, this.#host);
+    const tunnel = new Tunnel(
+      this.#context,
+      this.#client,
+      upstream,
+      this.#request,
+      this.#host,
+      this.#target,
+    );
     tunnel.open(response, this.#early, upstreamHead);
     this.#tunnels.add(tunnel, table);
     this.#report(101);
   }
 
+  /** Fails the handshake with 502 for a 101 that cannot become a tunnel, logging `reason`. */
+  #failSwitch(reason: string): void {
+    const err = Object.assign(new Error(reason), { code: 'LOOM_UPSTREAM_UPGRADE' });
+    this.#fail(err, PROXY_ERRORS.upstreamInvalidResponse);
+  }
+
   #relay(response: IncomingMessage): void {
+    // Node.js delivers a 101 without "Connection: upgrade" or Upgrade as a response, which
+    // would reach the client as a 101 that switches nothing.
+    if (response.statusCode === 101) {
+      response.destroy();
+      this.#failSwitch(
+        describeUnofferedProtocol(this.#protocols, response.headers.upgrade) ??
+          'the upstream answered 101 Switching Protocols without "Connection: upgrade"',
+      );
+      return;
+    }
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
     const headers = buildClientResponseHeaders(response.rawHeaders, this.#request.actions, head);
     const unrelayable = unrelayableResponse(response.statusCode ?? 502, head);
@@ -245,7 +344,7 @@ class PendingUpgrade {
     this.#report(response.statusCode ?? 0);
   }
 
-  #fail(err: Error): void {
+  #fail(err: Error, error: ProxyError = classifyUpstreamError(err)): void {
     // Node.js reports a reset during a body delimited by the connection close as an error of
     // the request, and then ends the response as if it were complete.
     if (this.#cutRelay !== undefined) {
@@ -256,17 +355,19 @@ class PendingUpgrade {
 
     const request = this.#request;
     const target = this.#target;
-    const error = classifyUpstreamError(err);
     if (error.status >= 502) target.state.recordFailure();
     const suppressed = this.#context.upstreamFailureLog.take();
     if (suppressed !== undefined) {
+      const code = (err as { code?: unknown }).code;
       this.#context.logger.warn(
         {
           route: request.route,
           target: target.origin,
-          code: (err as { code?: unknown }).code,
+          code,
+          status: error.status,
           suppressed,
-          err,
+          // As for other requests, an error with a code is logged without its stack trace.
+          ...(code === undefined ? { err } : { error: err.message }),
         },
         'upstream upgrade failed',
       );
@@ -356,6 +457,16 @@ function reportTunnel(
   if (context.observer.enabled) {
     context.observer.requestFinished(req, route, status, target, 0, startTime);
   }
+}
+
+/** Returns a copy of a flat list of header names and values without the header `name`. */
+function withoutHeader(headers: readonly string[], name: string): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i].length === name.length && headers[i].toLowerCase() === name) continue;
+    kept.push(headers[i], headers[i + 1]);
+  }
+  return kept;
 }
 
 function ignoreError(): void {

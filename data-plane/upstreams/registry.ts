@@ -389,7 +389,8 @@ function readCaFile(file: string, upstream: string, problems: string[]): string 
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
     problems.push(
       `upstream ${upstream} tls.caFile ${JSON.stringify(file)}: cannot read (${code}); the file ` +
-        'must be readable by every proxy process on its own host: mount it there, or fix the path',
+        'must be readable by every proxy process on its own host: mount it there and restart ' +
+        'the proxy, which then gets this version again, or fix the path and apply it',
     );
     return undefined;
   }

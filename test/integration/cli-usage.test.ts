@@ -133,6 +133,34 @@ describe('loom flag checks', { timeout: 120_000 }, () => {
     }
   });
 
+  test('unreadable --config names the fix', async () => {
+    for (const [path, reason] of [
+      [join(ROOT, 'no-such-loomctl.yaml'), 'file not found'],
+      [ROOT, 'it is a directory, not a file'],
+    ]) {
+      const result = await run('loomctl', ['--config', path, 'status']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`cannot read loomctl config .*: ${reason}; name a`));
+      assert.doesNotMatch(result.stderr, /Error: E[A-Z]+/);
+    }
+  });
+
+  test('help command and no command', async () => {
+    for (const [name, args, code] of [
+      ['loom', [], 2],
+      ['loom', ['help'], 0],
+      ['loom', ['help', 'data-plane'], 0],
+      ['loomctl', [], 2],
+      ['loomctl', ['help'], 0],
+      ['loomctl', ['help', 'apply'], 0],
+    ] as const) {
+      const result = await run(name, [...args]);
+      const label = [name, ...args].join(' ');
+      assert.equal(result.code, code, `${label}: ${result.stderr}`);
+      assert.match(result.stdout + result.stderr, /^Usage: /m, label);
+    }
+  });
+
   test('log levels in help accepted', async () => {
     const help = await run('loom', ['control-plane', '--help']);
     const listed = /--log-level <level>\s+([\s\S]*?)\(env/.exec(help.stdout)?.[1];

@@ -203,6 +203,7 @@ for (const storeKind of ['etcd', 'embedded'] as const) {
           result.stderr,
           /proxy proxy-faulty nacked version \d+: .*poison.*LOOM_FAULT_REJECT_ROUTE/,
         );
+        assert.match(result.stderr, /restart that proxy/);
 
         const nacked = await status(fleet);
         const record = nacked.proxies.find((proxy) => proxy.id === 'proxy-faulty');

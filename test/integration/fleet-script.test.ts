@@ -77,6 +77,26 @@ async function exitWithin(fleet: FleetScript, ms: number) {
   return result;
 }
 
+/** Runs `SCRIPT ARGS` through the tsx CLI and collects its output; a run past 30 s is killed. */
+function runScript(
+  script: string,
+  args: string[],
+): Promise<{ code: number | null; output: string }> {
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), script, ...args],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  return once(child, 'exit').then(([code]) => {
+    clearTimeout(timer);
+    return { code: code as number | null, output };
+  });
+}
+
 describe('fleet script', { timeout: 120_000 }, () => {
   const dirs: string[] = [];
   after(() => {
@@ -237,6 +257,15 @@ describe('fleet script', { timeout: 120_000 }, () => {
     assert.doesNotMatch(direct.stderr, /npm start/);
   });
 
+  test('help wraps at 80 columns', async () => {
+    const result = await runScript('scripts/fleet.ts', ['--help']);
+    assert.equal(result.code, 0, result.output);
+    assert.match(result.output, /^usage: npm start -- /);
+    assert.match(result.output, /--base-port N/);
+    const longLines = result.output.split('\n').filter((line) => line.length > 80);
+    assert.deepEqual(longLines, []);
+  });
+
   test('busy port fails naming it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-fleet-script-'));
     dirs.push(dir);
@@ -262,21 +291,8 @@ describe('fleet script', { timeout: 120_000 }, () => {
 });
 
 describe('echo upstream example', () => {
-  /** Runs `examples/echo-upstream.ts ARGS` through the tsx CLI; a run past 30 s is killed. */
   function runEcho(args: string[]): Promise<{ code: number | null; output: string }> {
-    const child = spawn(
-      process.execPath,
-      [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'examples/echo-upstream.ts', ...args],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    return once(child, 'exit').then(([code]) => {
-      clearTimeout(timer);
-      return { code: code as number | null, output };
-    });
+    return runScript('examples/echo-upstream.ts', args);
   }
 
   test('help prints usage', async () => {

@@ -80,6 +80,7 @@ describe('UpstreamRegistry', () => {
         assert.match(message, /upstream "secure" tls\.caFile "\/nonexistent\/loom-ca\.pem"/);
         assert.match(message, /cannot read \(ENOENT\)/);
         assert.match(message, /readable by every proxy process on its own host/);
+        assert.match(message, /restart the proxy/);
         return true;
       },
     );

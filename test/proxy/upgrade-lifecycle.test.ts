@@ -168,4 +168,39 @@ describe('upgrade lifecycle', () => {
     assert.equal(kept.socket.destroyed, false);
     kept.socket.destroy();
   });
+
+  it('drains tunnels whose target a swap removed', async () => {
+    const routes: StubRoute[] = [
+      { name: 'kept', path: '/kept/*', upstream: 'ws' },
+      { name: 'moved', path: '/moved/*', upstream: 'ws' },
+      { name: 'weighed', path: '/weighed/*', upstream: 'other' },
+    ];
+    drainProxy.publish(routes, [
+      upstreamAt('ws', upstream.port),
+      upstreamAt('other', upstream.port),
+    ]);
+    const kept = openRawClient(drainProxy.port, handshake('/kept/echo'));
+    const moved = openRawClient(drainProxy.port, handshake('/moved/echo'));
+    const weighed = openRawClient(drainProxy.port, handshake('/weighed/echo'));
+    for (const client of [kept, moved, weighed]) await waitForText(client.text, /\r\n\r\n$/);
+
+    // "moved" now sends to another upstream, and the target of "other" left rotation.
+    drainProxy.publish(
+      [routes[0], { ...routes[1], upstream: 'spare' }, routes[2]],
+      [
+        upstreamAt('ws', upstream.port),
+        upstreamAt('spare', upstream.port),
+        upstreamAt('other', upstream.port, '', 0),
+      ],
+    );
+    await within(moved.closed, 'the tunnel of the moved route to close');
+    await within(weighed.closed, 'the tunnel of the target at weight 0 to close');
+    kept.socket.write('still-open');
+    await waitForText(kept.text, /still-open$/);
+
+    assert.equal(moved.error(), undefined);
+    assert.equal(weighed.error(), undefined);
+    assert.equal(kept.socket.destroyed, false);
+    kept.socket.destroy();
+  });
 });
