@@ -1,9 +1,19 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { Option, type Command } from 'commander';
 
+import { LoomError } from '../../common/errors.js';
+import { tidyGrpcDetails } from '../../common/grpc-errors.js';
 import type { ProxyStatus, StatusResponse } from '../../proto/gen/loom/v1/admin.js';
 import type { AdminClient } from '../admin-client.js';
-import { exitHelp, withClient } from '../context.js';
+import { EXIT, ExitError, exitHelp, parseDuration, withClient } from '../context.js';
 import { err, formatTable, out } from '../output.js';
+
+interface StatusOptions {
+  output: 'table' | 'json';
+  watch: boolean;
+  interval: number;
+}
 
 /** Registers `loomctl status`. */
 export function registerStatus(program: Command): void {
@@ -18,28 +28,151 @@ export function registerStatus(program: Command): void {
         .choices(['table', 'json'])
         .default('table'),
     )
-    .addHelpText('after', exitHelp('success', 'unreachable control plane'))
-    .action(async (options: { output: 'table' | 'json' }, command: Command) => {
-      const status = await withClient(command, readStatus);
-      if (options.output === 'json') {
-        out(JSON.stringify(status, null, 2));
-        return;
-      }
-      out(`control plane version ${status.version} (epoch ${status.epoch})`);
-      if (status.proxies.length === 0) {
-        // On stderr, as kubectl reports an empty list: scripts that read the table see none.
-        err(
-          'no proxies: none is connected or was seen recently; start one with ' +
-            '"loom data-plane --control-plane HOST:PORT"',
+    .addOption(
+      new Option(
+        '-w, --watch',
+        'keep reading the status and print it again on each change',
+      ).default(false),
+    )
+    .addOption(
+      new Option('--interval <duration>', 'how often --watch reads the status, such as 500ms or 2s')
+        .argParser(parseDuration('--interval'))
+        .default(1_000, '1s'),
+    )
+    .addHelpText(
+      'after',
+      exitHelp('success; with --watch, also when Ctrl-C ends it', 'unreachable control plane'),
+    )
+    .action(async (options: StatusOptions, command: Command) => {
+      if (command.getOptionValueSource('interval') === 'cli' && !options.watch) {
+        throw new ExitError(
+          EXIT.usage,
+          '--interval sets how often --watch reads the status; add --watch or drop it',
         );
-      } else {
-        process.stdout.write(formatStatusTable(status));
       }
-      for (const warning of duplicateIdWarnings(status.proxies)) err(warning);
-      if (status.fleetError !== '') {
-        err(`the proxies of other control planes are missing: ${status.fleetError}`);
+      if (options.interval < MIN_INTERVAL_MS) {
+        throw new ExitError(
+          EXIT.usage,
+          `invalid --interval ${options.interval}ms: below ${MIN_INTERVAL_MS}ms; ` +
+            `use ${MIN_INTERVAL_MS}ms or more`,
+        );
       }
+      await withClient(command, async (client) => {
+        const status = await readStatus(client);
+        if (!options.watch) {
+          printStatus(status, options.output);
+          return;
+        }
+        process.once('SIGINT', () => process.exit(EXIT.ok));
+        // A reader that went away, as `head` does, ends the watch at its next print.
+        process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+          if (error.code === 'EPIPE') process.exit(EXIT.ok);
+        });
+        await watchStatus(client, status, options);
+      });
     });
+}
+
+/** Shortest `--interval`, so a watch cannot flood the control plane with reads. */
+const MIN_INTERVAL_MS = 100;
+
+function printStatus(status: StatusResponse, output: 'table' | 'json'): void {
+  if (output === 'json') {
+    out(JSON.stringify(status, null, 2));
+    return;
+  }
+  out(`control plane version ${status.version} (epoch ${status.epoch})`);
+  if (status.proxies.length === 0) {
+    // On stderr, as kubectl reports an empty list: scripts that read the table see none.
+    err(
+      'no proxies: none is connected or was seen recently; start one with ' +
+        '"loom data-plane --control-plane HOST:PORT"',
+    );
+  } else {
+    process.stdout.write(formatStatusTable(status));
+  }
+  for (const warning of duplicateIdWarnings(status.proxies)) err(warning);
+  if (status.fleetError !== '') {
+    err(`the proxies of other control planes are missing: ${status.fleetError}`);
+  }
+}
+
+/**
+ * Prints the status, then reads it every `interval` and prints it again when it changed, until
+ * the process is interrupted. A table gets a line with the time and the fleet's convergence
+ * above it, and JSON is one object per line. An unreachable control plane is reported once on
+ * stderr and read again at the next interval, so a watch outlives a control-plane restart.
+ */
+async function watchStatus(
+  client: AdminClient,
+  first: StatusResponse,
+  options: StatusOptions,
+): Promise<never> {
+  let status = first;
+  let printedKey: string | undefined;
+  let unreachable = false;
+  for (;;) {
+    const key = statusKey(status);
+    if (key !== printedKey) {
+      printedKey = key;
+      printWatchedStatus(status, options.output);
+    }
+    await sleep(options.interval);
+    try {
+      status = await readStatus(client);
+      if (unreachable) err(`${new Date().toISOString()} control plane reachable again`);
+      unreachable = false;
+    } catch (error) {
+      if (!(error instanceof LoomError) || error.code !== 'LOOM_UNAVAILABLE') throw error;
+      if (!unreachable) {
+        err(
+          `${new Date().toISOString()} cannot reach the control plane at ${client.address}: ` +
+            `${tidyGrpcDetails(error.message)}; still watching`,
+        );
+      }
+      unreachable = true;
+    }
+  }
+}
+
+function printWatchedStatus(status: StatusResponse, output: 'table' | 'json'): void {
+  if (output === 'json') {
+    out(JSON.stringify(status));
+    return;
+  }
+  out('');
+  out(`${new Date().toISOString()} ${describeConvergence(status)}`);
+  printStatus(status, output);
+}
+
+/**
+ * Returns what a watch compares between two reads: everything but the times a proxy was last
+ * seen, which move on every heartbeat without any change to show.
+ */
+function statusKey(status: StatusResponse): string {
+  return JSON.stringify({
+    ...status,
+    proxies: status.proxies.map((proxy) => ({ ...proxy, lastSeenMs: 0 })),
+  });
+}
+
+/**
+ * Summarizes how far the connected proxies are with the served version, such as
+ * `version 7: 2 of 3 connected proxies applied it, 1 nacked it`.
+ */
+export function describeConvergence(status: StatusResponse): string {
+  const connected = status.proxies.filter((proxy) => proxy.connected);
+  const isApplied = (proxy: ProxyStatus) =>
+    proxy.ackedEpoch === status.epoch && proxy.ackedVersion >= status.version;
+  const applied = connected.filter(isApplied).length;
+  const nacked = connected.filter(
+    (proxy) =>
+      !isApplied(proxy) &&
+      proxy.nackedEpoch === status.epoch &&
+      proxy.nackedVersion === status.version,
+  ).length;
+  const summary = `version ${status.version}: ${applied} of ${connected.length} connected proxies applied it`;
+  return nacked === 0 ? summary : `${summary}, ${nacked} nacked it`;
 }
 
 /** Maximum number of status requests in one {@link readStatus}. */

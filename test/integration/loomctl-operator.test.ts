@@ -25,21 +25,11 @@ async function storedVersion(controlPlane: string): Promise<number> {
   return (JSON.parse(result.stdout) as { version: number }).version;
 }
 
-/** Starts `loomctl apply -f CONFIG --wait --timeout TIMEOUT` and collects its output. */
-function spawnApplyWait(controlPlane: string, config: string, timeout: string) {
+/** Starts loomctl with `args` against `controlPlane` and collects its output. */
+function spawnLoomctl(controlPlane: string, args: string[]) {
   const child = spawn(
     process.execPath,
-    [
-      join(ROOT, 'bin', 'loomctl.js'),
-      '--control-plane',
-      controlPlane,
-      'apply',
-      '-f',
-      config,
-      '--wait',
-      '--timeout',
-      timeout,
-    ],
+    [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const output = { stdout: '', stderr: '' };
@@ -47,6 +37,11 @@ function spawnApplyWait(controlPlane: string, config: string, timeout: string) {
   child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   return { child, output, exited };
+}
+
+/** Starts `loomctl apply -f CONFIG --wait --timeout TIMEOUT` and collects its output. */
+function spawnApplyWait(controlPlane: string, config: string, timeout: string) {
+  return spawnLoomctl(controlPlane, ['apply', '-f', config, '--wait', '--timeout', timeout]);
 }
 
 describe('loomctl on an embedded store', { timeout: 120_000 }, () => {
@@ -393,6 +388,69 @@ describe('loomctl wait with a lost proxy', { timeout: 120_000 }, () => {
       run.output.stdout,
       new RegExp(`^version ${version} applied by 2 of 2 proxies(;|$)`, 'm'),
     );
+  });
+
+  test('status watch follows convergence', async () => {
+    const watch = spawnLoomctl(fleet.controlPlane, ['status', '--watch', '--interval', '100ms']);
+    try {
+      await waitFor('the first status table', 30_000, () =>
+        /connected proxies applied it/.test(watch.output.stdout),
+      );
+      const config = join(fleet.dir, 'watched.yaml');
+      writeFileSync(config, usersConfig('http://127.0.0.1:9', 'watched'));
+      const applied = await loomctl(fleet.controlPlane, ['apply', '-f', config]);
+      assert.equal(applied.code, 0, applied.stderr);
+      const version = Number(/^version (\d+)$/m.exec(applied.stdout)?.[1]);
+      const converged = new RegExp(`version ${version}: 2 of 2 connected proxies applied it`);
+      await waitFor('the watch to show the new version applied', 30_000, () =>
+        converged.test(watch.output.stdout),
+      );
+
+      await fleet.stopControlPlane();
+      await waitFor('the watch to report the lost control plane', 30_000, () =>
+        /cannot reach the control plane at .*; still watching/.test(watch.output.stderr),
+      );
+      await fleet.startControlPlane();
+      await waitFor('the watch to report the control plane back', 30_000, () =>
+        /control plane reachable again/.test(watch.output.stderr),
+      );
+    } finally {
+      watch.child.kill('SIGINT');
+    }
+    assert.equal(await watch.exited, 0, watch.output.stderr);
+    assert.equal(watch.output.stderr.match(/still watching/g)?.length, 1, watch.output.stderr);
+  });
+
+  test('status watch prints JSON lines', async () => {
+    const watch = spawnLoomctl(fleet.controlPlane, [
+      'status',
+      '-w',
+      '-o',
+      'json',
+      '--interval',
+      '100ms',
+    ]);
+    try {
+      await waitFor('a JSON status line', 30_000, () => watch.output.stdout.includes('\n'));
+    } finally {
+      watch.child.kill('SIGINT');
+    }
+    assert.equal(await watch.exited, 0, watch.output.stderr);
+    const lines = watch.output.stdout.trimEnd().split('\n');
+    for (const line of lines) {
+      const status = JSON.parse(line) as { version: number; proxies: unknown[] };
+      assert.equal(typeof status.version, 'number');
+      assert.ok(Array.isArray(status.proxies));
+    }
+  });
+
+  test('status interval needs watch', async () => {
+    const result = await loomctl(fleet.controlPlane, ['status', '--interval', '1s']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /--interval sets how often --watch reads the status/);
+    const short = await loomctl(fleet.controlPlane, ['status', '-w', '--interval', '10ms']);
+    assert.equal(short.code, 2);
+    assert.match(short.stderr, /invalid --interval 10ms: below 100ms; use 100ms or more/);
   });
 
   test('wait reports disconnected proxy', async () => {
