@@ -461,8 +461,8 @@ function lengthPrefixText(reason: string): string | undefined {
 
 /**
  * Returns a `hint` field the first time the server at an address responds as HTTP/1, or with an
- * HTTP/2 body that is not gRPC, such as an HTML page from a load balancer, or presents a
- * certificate for another name. grpc-js reports the second as a message over the size limit,
+ * HTTP/2 body that is not gRPC, such as an HTML page from a load balancer, or lacks the snapshot
+ * service, or presents a certificate for another name. grpc-js reports the second as a message over the size limit,
  * which no snapshot caused.
  */
 function connectionHint(address: string, reason: string, hinted: Set<string>): { hint?: string } {
@@ -474,6 +474,17 @@ function connectionHint(address: string, reason: string, hinted: Set<string>): {
       hint:
         `the control plane's certificate does not name the host of ${address}; through a ` +
         'tunnel such as kubectl port-forward, set --tls-server-name to a name it carries',
+    };
+  }
+
+  // etcd replies "unknown service loom.v1.SnapshotService", and a grpc-js server "does not
+  // implement the method /loom.v1.SnapshotService/Stream".
+  if (reason.includes('UNIMPLEMENTED') && reason.includes('loom.v1.SnapshotService')) {
+    hinted.add(address);
+    return {
+      hint:
+        `a gRPC server other than the control plane, such as etcd, listens at ${address}; ` +
+        "set --control-plane to the control plane's --listen address",
     };
   }
 

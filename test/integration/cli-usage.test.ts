@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
+import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
+
 import { ROOT, startLoom, waitFor } from '../../scripts/processes.js';
 import type { CliResult } from '../helpers/cli.js';
 import { findFreePort } from '../helpers/ports.js';
@@ -260,6 +262,24 @@ describe('data plane at an HTTP port', { timeout: 120_000 }, () => {
       `is ${address} the control plane's gRPC port (--listen), not its --admin-listen port?`,
     );
     assert.equal(lines.filter((line) => line.hint !== undefined).length, 1);
+  });
+
+  test('reconnect log names other gRPC server', async () => {
+    // A gRPC server without Loom's services plays etcd at a wrong --control-plane.
+    const grpc = new GrpcServer();
+    const port = await new Promise<number>((resolve, reject) =>
+      grpc.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      ),
+    );
+    try {
+      const lines = await reconnectLines(dir, `127.0.0.1:${port}`);
+
+      assert.match(lines[0].hint ?? '', /a gRPC server other than the control plane, such as etcd/);
+      assert.equal(lines.filter((line) => line.hint !== undefined).length, 1);
+    } finally {
+      grpc.forceShutdown();
+    }
   });
 
   test('reconnect log names non-gRPC body', async () => {
