@@ -465,6 +465,32 @@ const scenarios: Scenario[] = [
     ],
   },
   {
+    name: 'separators stay inside their segment',
+    routes: [
+      { name: 'split', paths: ['/:dir/:base.:ext'] },
+      { name: 'versioned', paths: ['/:dir/v:major-:minor'] },
+      { name: 'plain', paths: ['/:dir/:file'] },
+    ],
+    cases: [
+      { path: '/a.b/c', expected: { route: 'plain', params: { dir: 'a.b', file: 'c' } } },
+      { path: '/a./bcd', expected: { route: 'plain', params: { dir: 'a.', file: 'bcd' } } },
+      { path: '/a.b/.c', expected: { route: 'plain', params: { dir: 'a.b', file: '.c' } } },
+      {
+        path: '/a.b/c.d',
+        expected: { route: 'split', params: { dir: 'a.b', base: 'c', ext: 'd' } },
+      },
+      { path: '/v1-2/v34', expected: { route: 'plain', params: { dir: 'v1-2', file: 'v34' } } },
+      {
+        path: '/v1-2/v3-4',
+        expected: { route: 'versioned', params: { dir: 'v1-2', major: '3', minor: '4' } },
+      },
+      {
+        path: `/${'x.-'.repeat(2000)}/yyyy`,
+        expected: { route: 'plain', params: { dir: 'x.-'.repeat(2000), file: 'yyyy' } },
+      },
+    ],
+  },
+  {
     name: 'param with static prefix',
     routes: [
       { name: 'versioned', paths: ['/v:version/status'] },
