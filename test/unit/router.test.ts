@@ -1069,6 +1069,15 @@ describe('router build rejects invalid patterns', () => {
     ['*.', /whole first label/],
     ['*..com', /wildcard host is/],
     ['*.*.com', /wildcard host is/],
+    ['[::1]:8080', /IPv6 literal is one address in brackets, without a port/],
+    ['[::1]x', /IPv6 literal is one address in brackets/],
+    ['[::1', /IPv6 literal is one address in brackets/],
+    ['[]', /IPv6 literal is one address in brackets/],
+    ['a..com', /empty label/],
+    ['.a.com', /empty label/],
+    ['a.com..', /empty label/],
+    ['*.a..com', /empty label/],
+    ['*.a.com..', /empty label/],
   ];
   for (const [host, message] of invalidHosts) {
     test(`host ${JSON.stringify(host)}`, () => {
