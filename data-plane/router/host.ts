@@ -72,6 +72,9 @@ function rejectEmptyLabel(name: string, reject: (reason: string) => never): void
  * when the header is missing or empty, so only any-host routes can match.
  * A malformed header is kept as it is (lower-cased) and simply matches no
  * exact or wildcard host.
+ *
+ * NOTE: percent-encoding is not decoded, so `api.ex%61mple.com` matches no route for
+ * `api.example.com` although RFC 3986 section 6.2.2.2 makes the two equal.
  */
 export function normalizeRequestHost(host: string | undefined): string {
   if (host === undefined || host.length === 0) return '';
