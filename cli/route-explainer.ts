@@ -122,7 +122,7 @@ function matchingCandidates(
   for (const route of routes) {
     const hostClass = bestHostClass(route, host);
     if (hostClass === undefined) continue;
-    if (route.methods.length > 0 && !route.methods.includes(method)) continue;
+    if (!takesMethod(route, method)) continue;
 
     const seen = new Set<string>();
     for (const source of route.paths) {
@@ -153,7 +153,7 @@ function hostMisses(
   const misses: HostMiss[] = [];
   for (const route of routes) {
     if (route.hosts.length === 0 || bestHostClass(route, requestHost) !== undefined) continue;
-    if (route.methods.length > 0 && !route.methods.includes(method)) continue;
+    if (!takesMethod(route, method)) continue;
 
     const matching = route.paths.find((source) => {
       const single = buildRouter([{ ...toRouterRoute(route), hosts: [], paths: [source] }]);
@@ -212,6 +212,15 @@ function describeLoser(winner: Candidate, loser: Candidate): LosingRoute {
     };
   }
   return { ...base, reason: 'the router prefers the winning pattern' };
+}
+
+/**
+ * Returns whether a route on its own matches `method`: every method without a method list, and
+ * HEAD when it lists GET, as the router falls back from HEAD to GET.
+ */
+function takesMethod(route: Route, method: string): boolean {
+  if (route.methods.length === 0 || route.methods.includes(method)) return true;
+  return method === 'HEAD' && route.methods.includes('GET');
 }
 
 /** Returns the best host class a route lists for the request host, or undefined when none fits. */

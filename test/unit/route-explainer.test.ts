@@ -79,6 +79,34 @@ describe('route explainer', () => {
     });
   });
 
+  test('HEAD explained by GET route', () => {
+    const getRoutes = [
+      route('get-user', ['/users/:id'], [], ['GET']),
+      route('get-admin', ['/users/admin'], ['api.example.com'], ['GET']),
+    ];
+    const explanation = explainRequest(getRoutes, 'HEAD', 'api.example.com', '/users/admin');
+    assert.equal(explanation.kind, 'found');
+    if (explanation.kind !== 'found') return;
+    assert.equal(explanation.route, 'get-admin');
+    assert.equal(explanation.hostClass, 'exact');
+    const losers = new Map(explanation.losers.map((loser) => [loser.route, loser.reason]));
+    assert.equal(losers.get('get-user'), 'host class exact is tried before any');
+
+    const param = explainRequest(getRoutes, 'HEAD', undefined, '/users/1');
+    assert.equal(param.kind, 'found');
+    if (param.kind !== 'found') return;
+    assert.equal(param.route, 'get-user');
+    assert.deepEqual(param.params, { id: '1' });
+  });
+
+  test('HEAD host misses include GET routes', () => {
+    const hosted = [route('echo', ['/echo/*rest'], ['localhost'], ['GET'])];
+    assert.deepEqual(explainRequest(hosted, 'HEAD', 'example.com', '/echo/x'), {
+      kind: 'not-found',
+      hostMisses: [{ route: 'echo', path: '/echo/*rest', hosts: ['localhost'] }],
+    });
+  });
+
   test('unmatched results pass through', () => {
     assert.deepEqual(explainRequest(routes, 'GET', undefined, '/nothing'), {
       kind: 'not-found',
