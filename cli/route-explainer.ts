@@ -1,4 +1,8 @@
-import { normalizeRequestHost, wildcardSuffix } from '../data-plane/router/host.js';
+import {
+  normalizeRequestHost,
+  parseHostPattern,
+  wildcardSuffix,
+} from '../data-plane/router/host.js';
 import { normalizeRequestPath } from '../data-plane/router/path.js';
 import { parsePattern, type PatternSegment } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
@@ -227,9 +231,18 @@ function takesMethod(route: Route, method: string): boolean {
 function bestHostClass(route: Route, host: string): HostClass | undefined {
   if (route.hosts.length === 0) return 'any';
   if (host === '') return undefined;
-  if (route.hosts.includes(host)) return 'exact';
+  // The router compares route hosts lower-cased and without one trailing dot, and a route
+  // written to the store around loomctl may list `A.com.`. `explainRequest` built the router
+  // first, so every host parses.
+  const patterns = route.hosts.map((raw) => parseHostPattern(route.name, raw));
+  if (patterns.some((pattern) => pattern.kind === 'exact' && pattern.name === host)) {
+    return 'exact';
+  }
   const suffix = wildcardSuffix(host);
-  return suffix !== null && route.hosts.includes(`*.${suffix}`) ? 'wildcard' : undefined;
+  const wildcard = patterns.some(
+    (pattern) => pattern.kind === 'wildcard' && pattern.suffix === suffix,
+  );
+  return suffix !== null && wildcard ? 'wildcard' : undefined;
 }
 
 function classHost(hostClass: HostClass, host: string): string {

@@ -107,6 +107,21 @@ describe('route explainer', () => {
     });
   });
 
+  test('route hosts compared normalized', () => {
+    const spelled = [route('exact', ['/x'], ['A.com.']), route('wild', ['/y'], ['*.Example.com'])];
+    const exact = explainRequest(spelled, 'GET', 'a.com', '/x');
+    assert.equal(exact.kind, 'found');
+    if (exact.kind !== 'found') return;
+    assert.equal(exact.route, 'exact');
+    assert.equal(exact.hostClass, 'exact');
+
+    const wild = explainRequest(spelled, 'GET', 'b.example.com', '/y');
+    assert.equal(wild.kind, 'found');
+    if (wild.kind !== 'found') return;
+    assert.equal(wild.route, 'wild');
+    assert.equal(wild.host, '*.example.com');
+  });
+
   test('unmatched results pass through', () => {
     assert.deepEqual(explainRequest(routes, 'GET', undefined, '/nothing'), {
       kind: 'not-found',
