@@ -1,4 +1,8 @@
-import { normalizeRequestHost, wildcardSuffix } from '../data-plane/router/host.js';
+import {
+  normalizeRequestHost,
+  parseHostPattern,
+  wildcardSuffix,
+} from '../data-plane/router/host.js';
 import { normalizeRequestPath } from '../data-plane/router/path.js';
 import { parsePattern, type PatternSegment } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
@@ -122,7 +126,7 @@ function matchingCandidates(
   for (const route of routes) {
     const hostClass = bestHostClass(route, host);
     if (hostClass === undefined) continue;
-    if (route.methods.length > 0 && !route.methods.includes(method)) continue;
+    if (!takesMethod(route, method)) continue;
 
     const seen = new Set<string>();
     for (const source of route.paths) {
@@ -153,7 +157,7 @@ function hostMisses(
   const misses: HostMiss[] = [];
   for (const route of routes) {
     if (route.hosts.length === 0 || bestHostClass(route, requestHost) !== undefined) continue;
-    if (route.methods.length > 0 && !route.methods.includes(method)) continue;
+    if (!takesMethod(route, method)) continue;
 
     const matching = route.paths.find((source) => {
       const single = buildRouter([{ ...toRouterRoute(route), hosts: [], paths: [source] }]);
@@ -214,13 +218,31 @@ function describeLoser(winner: Candidate, loser: Candidate): LosingRoute {
   return { ...base, reason: 'the router prefers the winning pattern' };
 }
 
+/**
+ * Returns whether a route on its own matches `method`: every method without a method list, and
+ * HEAD when it lists GET, as the router falls back from HEAD to GET.
+ */
+function takesMethod(route: Route, method: string): boolean {
+  if (route.methods.length === 0 || route.methods.includes(method)) return true;
+  return method === 'HEAD' && route.methods.includes('GET');
+}
+
 /** Returns the best host class a route lists for the request host, or undefined when none fits. */
 function bestHostClass(route: Route, host: string): HostClass | undefined {
   if (route.hosts.length === 0) return 'any';
   if (host === '') return undefined;
-  if (route.hosts.includes(host)) return 'exact';
+  // The router compares route hosts lower-cased and without one trailing dot, and a route
+  // written to the store around loomctl may list `A.com.`. `explainRequest` built the router
+  // first, so every host parses.
+  const patterns = route.hosts.map((raw) => parseHostPattern(route.name, raw));
+  if (patterns.some((pattern) => pattern.kind === 'exact' && pattern.name === host)) {
+    return 'exact';
+  }
   const suffix = wildcardSuffix(host);
-  return suffix !== null && route.hosts.includes(`*.${suffix}`) ? 'wildcard' : undefined;
+  const wildcard = patterns.some(
+    (pattern) => pattern.kind === 'wildcard' && pattern.suffix === suffix,
+  );
+  return suffix !== null && wildcard ? 'wildcard' : undefined;
 }
 
 function classHost(hostClass: HostClass, host: string): string {

@@ -16,7 +16,8 @@ const DOT = 0x2e;
  * dot are dropped.
  *
  * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when the host is empty, carries a
- *   port or a path, or has `*` anywhere but as the whole first label.
+ *   port or a path, has an empty label or text after the `]` of an IPv6 literal, or has `*`
+ *   anywhere but as the whole first label.
  */
 export function parseHostPattern(routeName: string, host: string): HostPattern {
   const reject = (reason: string): never => {
@@ -30,19 +31,39 @@ export function parseHostPattern(routeName: string, host: string): HostPattern {
   const name = lower.endsWith('.') ? lower.slice(0, -1) : lower;
   if (name === '') reject('a host must not be empty; leave hosts empty to match any host');
   if (/[/\s@?#]/.test(name)) reject('a host is a bare name, without scheme, path or user');
-  if (!name.startsWith('[') && name.includes(':')) reject('a host must not carry a port');
+  if (name.startsWith('[')) {
+    // A request host keeps only what ends at "]", so anything after it could never match.
+    if (name.indexOf(']') !== name.length - 1 || name.length === 2) {
+      reject('an IPv6 literal is one address in brackets, without a port, such as [::1]');
+    }
+    return { kind: 'exact', name };
+  }
+  if (name.includes(':')) reject('a host must not carry a port');
 
   if (name.startsWith('*.')) {
     const suffix = name.slice(2);
     if (suffix === '' || suffix.startsWith('.') || suffix.includes('*')) {
       reject('a wildcard host is "*." followed by a domain, such as *.example.com');
     }
+    rejectEmptyLabel(suffix, reject);
     return { kind: 'wildcard', suffix };
   }
   if (name.includes('*')) {
     reject('"*" is only allowed as the whole first label, as in *.example.com');
   }
+  rejectEmptyLabel(name, reject);
   return { kind: 'exact', name };
+}
+
+/**
+ * Rejects a host name with an empty label: `a..com`, `.a.com`, or `a.com..`, which keeps one
+ * trailing dot. A request host loses only one trailing dot, so `a.com..` would match only the
+ * malformed request host `a.com..`.
+ */
+function rejectEmptyLabel(name: string, reject: (reason: string) => never): void {
+  if (name.startsWith('.') || name.endsWith('.') || name.includes('..')) {
+    reject('a host name must not have an empty label, as in "a..com" or ".a.com"');
+  }
 }
 
 /**
@@ -51,6 +72,9 @@ export function parseHostPattern(routeName: string, host: string): HostPattern {
  * when the header is missing or empty, so only any-host routes can match.
  * A malformed header is kept as it is (lower-cased) and simply matches no
  * exact or wildcard host.
+ *
+ * NOTE: percent-encoding is not decoded, so `api.ex%61mple.com` matches no route for
+ * `api.example.com` although RFC 3986 section 6.2.2.2 makes the two equal.
  */
 export function normalizeRequestHost(host: string | undefined): string {
   if (host === undefined || host.length === 0) return '';

@@ -79,6 +79,49 @@ describe('route explainer', () => {
     });
   });
 
+  test('HEAD explained by GET route', () => {
+    const getRoutes = [
+      route('get-user', ['/users/:id'], [], ['GET']),
+      route('get-admin', ['/users/admin'], ['api.example.com'], ['GET']),
+    ];
+    const explanation = explainRequest(getRoutes, 'HEAD', 'api.example.com', '/users/admin');
+    assert.equal(explanation.kind, 'found');
+    if (explanation.kind !== 'found') return;
+    assert.equal(explanation.route, 'get-admin');
+    assert.equal(explanation.hostClass, 'exact');
+    const losers = new Map(explanation.losers.map((loser) => [loser.route, loser.reason]));
+    assert.equal(losers.get('get-user'), 'host class exact is tried before any');
+
+    const param = explainRequest(getRoutes, 'HEAD', undefined, '/users/1');
+    assert.equal(param.kind, 'found');
+    if (param.kind !== 'found') return;
+    assert.equal(param.route, 'get-user');
+    assert.deepEqual(param.params, { id: '1' });
+  });
+
+  test('HEAD host misses include GET routes', () => {
+    const hosted = [route('echo', ['/echo/*rest'], ['localhost'], ['GET'])];
+    assert.deepEqual(explainRequest(hosted, 'HEAD', 'example.com', '/echo/x'), {
+      kind: 'not-found',
+      hostMisses: [{ route: 'echo', path: '/echo/*rest', hosts: ['localhost'] }],
+    });
+  });
+
+  test('route hosts compared normalized', () => {
+    const spelled = [route('exact', ['/x'], ['A.com.']), route('wild', ['/y'], ['*.Example.com'])];
+    const exact = explainRequest(spelled, 'GET', 'a.com', '/x');
+    assert.equal(exact.kind, 'found');
+    if (exact.kind !== 'found') return;
+    assert.equal(exact.route, 'exact');
+    assert.equal(exact.hostClass, 'exact');
+
+    const wild = explainRequest(spelled, 'GET', 'b.example.com', '/y');
+    assert.equal(wild.kind, 'found');
+    if (wild.kind !== 'found') return;
+    assert.equal(wild.route, 'wild');
+    assert.equal(wild.host, '*.example.com');
+  });
+
   test('unmatched results pass through', () => {
     assert.deepEqual(explainRequest(routes, 'GET', undefined, '/nothing'), {
       kind: 'not-found',
