@@ -542,12 +542,20 @@ export function describeHostProblem(host: string): string | undefined {
   if (host === '*') {
     return 'invalid host "*"; omit hosts (or leave the list empty) to match any host';
   }
-  const name = host.startsWith('*.') ? host.slice(2) : host;
+  const wildcard = host.startsWith('*.');
+  const name = wildcard ? host.slice(2) : host;
   const labels = name.split('.');
   if (name.length === 0 || name.length > 253 || !labels.every((label) => HOST_LABEL.test(label))) {
     return (
       'invalid host; use a DNS name such as api.example.com, a wildcard such as *.example.com, or [IPv6], without a port' +
       punycodeHint(host)
+    );
+  }
+  // RFC 3696 section 2 rules out all-digit top-level domains, so such a suffix is an IPv4 tail.
+  if (wildcard && /^\d+$/.test(labels[labels.length - 1])) {
+    return (
+      'invalid host; a wildcard covers DNS names, and this one would match IPv4 addresses; ' +
+      'list each address as its own host, such as 10.0.0.1'
     );
   }
   return undefined;

@@ -234,6 +234,13 @@ describe('host and target messages', () => {
     assert.match(issues[0].message, /omit hosts .* to match any host/);
   });
 
+  test('wildcard over IPv4 is rejected', () => {
+    const issues = routeIssues('["*.0.0.1", "*.10.in-addr.arpa", "*.1.example"]');
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0].field, 'hosts[0]');
+    assert.match(issues[0].message, /this one would match IPv4 addresses/);
+  });
+
   test('unicode host shows punycode', () => {
     const issues = routeIssues('["bücher.example", "*.Bücher.example"]');
     assert.match(issues[0].message, /ASCII form: "xn--bcher-kva\.example"$/);
