@@ -23,7 +23,7 @@ import {
 } from './path-node.js';
 import type { PathPattern } from './pattern.js';
 import type { RouteEntry, SearchState } from './route-entry.js';
-import { isEmptyNode, TreeEditor, type StaticChanges } from './tree-editor.js';
+import { TreeEditor, type StaticChanges } from './tree-editor.js';
 
 export type { Slot };
 
@@ -70,6 +70,11 @@ export class PathTree<T> {
   readonly #staticLengths: Int32Array;
   /** The editor of a tree made by `fork`, until it is sealed. */
   #editor: TreeEditor<T> | null = null;
+  /**
+   * Paths of routes in the tree: one per `insert`, less one per `remove`. A removal can leave
+   * an empty wide node behind its parent's edge, so the nodes alone do not show whether it is empty.
+   */
+  #paths = 0;
 
   /**
    * Creates an empty tree, or with `base` a fork of a sealed tree: it shares the base's nodes,
@@ -85,6 +90,7 @@ export class PathTree<T> {
       this.#staticLengths = new Int32Array(STATIC_LENGTH_WORDS);
       return;
     }
+    this.#paths = base.#paths;
     this.#staticPaths = base.#staticPaths;
     this.#staticLengths = base.#staticLengths.slice();
     // Each fork gets its own copy, so the base tree keeps serving with its own changes.
@@ -103,7 +109,7 @@ export class PathTree<T> {
 
   /** Returns whether the tree has no routes. */
   isEmpty(): boolean {
-    return this.#editor === null ? isEmptyNode(this.#root) : this.#editor.isEmpty();
+    return this.#paths === 0;
   }
 
   /**
@@ -115,6 +121,7 @@ export class PathTree<T> {
   remove(pattern: PathPattern, route: string, methods: readonly string[]): void {
     if (this.#editor === null) throw new Error('PathTree.remove needs a fork that is not sealed');
     this.#editor.remove(pattern, route, methods);
+    this.#paths--;
   }
 
   /**
@@ -133,6 +140,7 @@ export class PathTree<T> {
   ): void {
     if (this.#editor !== null) {
       this.#editor.insert(pattern, methods, entry, parentEntry);
+      this.#paths++;
       return;
     }
     let node = this.#root;
@@ -149,6 +157,7 @@ export class PathTree<T> {
         }
         node.catchAll ??= createSlot();
         addToSlot(node.catchAll, methods, entry, this.#hostLabel);
+        this.#paths++;
         return;
       }
     }
@@ -159,6 +168,7 @@ export class PathTree<T> {
       staticPath = plain ? pattern.source : staticPathOf(segments, segments.length);
     }
     this.#addEnd(node, staticPath, methods, entry);
+    this.#paths++;
   }
 
   /**

@@ -225,11 +225,6 @@ export class TreeEditor<T> {
     this.#prune(trail, node);
   }
 
-  /** Returns whether the edited tree has no routes left. */
-  isEmpty(): boolean {
-    return isEmptyNode(this.root);
-  }
-
   /**
    * Prepares every copied node for lookups, as sealing does for a new tree, yielding after
    * every few hundred nodes. The editor must not be used afterwards.

@@ -246,6 +246,28 @@ describe('router updates under wide nodes', () => {
   });
 });
 
+describe('router updates that empty a host', () => {
+  test('host without routes is dropped', () => {
+    // Ten edges under /api make a wide node, whose emptied edges an update keeps until sealed.
+    const hosted = range(0, 10).map<Route>((k) => ({
+      name: `s${k}`,
+      value: `s${k}`,
+      hosts: ['a.com'],
+      paths: [`/api/s${k}/x`],
+      methods: [],
+    }));
+    const anyHost: Route = { name: 'h', value: 'h', hosts: [], paths: ['/h'], methods: [] };
+    const base = buildRouter([...hosted, anyHost]);
+    const updated = updateRouter(base, hosted, []);
+    assert.ok(updated !== null);
+
+    const index = (updated as unknown as { index: { exactHosts: Map<string, unknown> } }).index;
+    assert.equal(index.exactHosts.size, 0);
+    assert.equal(updated.find('GET', 'a.com', '/h').kind, 'found');
+    assert.equal(updated.find('GET', 'a.com', '/api/s3/x').kind, 'not-found');
+  });
+});
+
 /** Builds and seals a tree of the given paths with a `TreeEditor`, one route per path. */
 function sealedTree(paths: string[]): PathNode<string> {
   return editTree(new PathNode<string>(), paths);
