@@ -5,20 +5,14 @@ import { isUtf8 } from 'node:buffer';
 import { ConfigError } from '../common/errors.js';
 
 /**
- * Maximum size of one regular config file, in bytes. V8 in Node.js 20 cannot make a string of
- * 2^29 - 23 or more UTF-16 code units (about 512 MiB of ASCII). Parsing a file near that size
- * would take gigabytes, so the read stops here with an error instead. As JSON, 100,000 short
- * routes take about 10 MB.
+ * Maximum size of one config file, standard input or pipe, in bytes. Parsing takes far more
+ * memory than the text. On a 2-core Linux machine with Node.js 20, `loomctl validate` of
+ * 100,000 routes (8.6 MB of YAML) peaked at 1.6 GB and of 300,000 (26 MB) at 2.9 GB. The
+ * default heap limit there is 4.3 GB, and a 52 MB file ended loomctl with an out-of-memory
+ * crash. A pipe may never end. So the read stops here with an error instead.
  */
-export const MAX_CONFIG_BYTES = 256 * 1024 * 1024;
-
-/**
- * Maximum size of standard input and of a pipe given with `-f`, in bytes. Such input may never
- * end, and it is parsed as YAML: `loomctl validate -f -` of 100,000 routes (9.7 MB of YAML)
- * peaked at 1.5 GB of memory on a 2-core Linux machine. So a larger stream is stopped here,
- * with about this much read.
- */
-export const MAX_STREAM_BYTES = 32 * 1024 * 1024;
+// NOTE: the limit is per file, so several large files given together can still exhaust memory.
+export const MAX_CONFIG_BYTES = 32 * 1024 * 1024;
 
 /** Size of each read from a file or standard input, in bytes. */
 const CHUNK_BYTES = 1024 * 1024;
@@ -27,8 +21,8 @@ const CHUNK_BYTES = 1024 * 1024;
  * Reads a config file as UTF-8, also when it is a pipe that never ends. A character or block
  * device, such as `/dev/zero` or `/dev/sda`, is rejected before any read, because none holds a
  * config file and an endless one would be read up to the size limit.
- * @throws ConfigError when the file is a device, is larger than `MAX_CONFIG_BYTES` (a pipe:
- *   `MAX_STREAM_BYTES`), contains a NUL byte or is not valid UTF-8.
+ * @throws ConfigError when the file is a device, is larger than `MAX_CONFIG_BYTES`, contains a
+ *   NUL byte or is not valid UTF-8.
  */
 export async function readConfigFile(file: string): Promise<string> {
   const handle = await open(file, 'r');
@@ -50,7 +44,7 @@ export async function readConfigFile(file: string): Promise<string> {
 
 /**
  * Reads a stream, such as standard input, to its end, as `readConfigFile` reads a pipe. The
- * read stops at the first NUL byte or invalid UTF-8, or past `MAX_STREAM_BYTES`.
+ * read stops at the first NUL byte or invalid UTF-8, or past `MAX_CONFIG_BYTES`.
  */
 export async function readConfigStream(
   name: string,
@@ -81,8 +75,7 @@ class ConfigReader {
   /** Adds a chunk, or throws the ConfigError that the input has. */
   add(chunk: Buffer): void {
     this.#size += chunk.length;
-    const limit = this.source === 'file' ? MAX_CONFIG_BYTES : MAX_STREAM_BYTES;
-    if (this.#size > limit) throw tooLarge(this.file, this.source, limit);
+    if (this.#size > MAX_CONFIG_BYTES) throw tooLarge(this.file, this.source);
     this.#chunks.push(chunk);
 
     const nul = chunk.indexOf(0);
@@ -118,18 +111,16 @@ function notAFile(file: string, stats: Stats): ConfigError {
   ]);
 }
 
-function tooLarge(file: string, source: 'file' | 'pipe', limit: number): ConfigError {
-  const fix =
-    source === 'file'
-      ? 'split it into several files, or check that it names a config file and not a device'
-      : 'save the config in a file and pass that with -f FILE, or check that the input is a ' +
-        'config file';
-  const scope = source === 'file' ? '' : ', the limit for standard input and pipes';
+function tooLarge(file: string, source: 'file' | 'pipe'): ConfigError {
+  const input =
+    source === 'file' ? 'that it names a config file' : 'that the input is a config file';
   return new ConfigError([
     {
       file,
       field: '(file)',
-      message: `cannot read config: larger than ${limit / 1024 / 1024} MiB${scope}; ${fix}`,
+      message:
+        `cannot read config: larger than ${MAX_CONFIG_BYTES / 1024 / 1024} MiB, more than ` +
+        `loomctl can parse in its memory (about 350,000 short routes); check ${input}`,
     },
   ]);
 }
