@@ -9,9 +9,9 @@ import { ConfigError } from '../common/errors.js';
  * memory than the text. On a 2-core Linux machine with Node.js 20, `loomctl validate` of
  * 100,000 routes (8.6 MB of YAML) peaked at 1.6 GB and of 300,000 (26 MB) at 2.9 GB. The
  * default heap limit there is 4.3 GB, and a 52 MB file ended loomctl with an out-of-memory
- * crash. A pipe may never end. So the read stops here with an error instead.
+ * crash. A pipe may never end. So the read stops here with an error instead, and several files
+ * together are held to the same limit (see `loadConfigFiles`).
  */
-// NOTE: the limit is per file, so several large files given together can still exhaust memory.
 export const MAX_CONFIG_BYTES = 32 * 1024 * 1024;
 
 /** Size of each read from a file or standard input, in bytes. */

@@ -12,7 +12,7 @@ import {
 } from 'yaml';
 
 import { ConfigError, type ConfigIssue } from '../common/errors.js';
-import { readConfigFile, readConfigStream } from './config-text.js';
+import { MAX_CONFIG_BYTES, readConfigFile, readConfigStream } from './config-text.js';
 import type { Route, Upstream } from '../proto/gen/loom/v1/config.js';
 import { normalizeHostPattern, normalizeRoute, normalizeUpstream } from './normalize.js';
 import { findDuplicateJsonKey, findJsonSyntaxError } from './json-syntax.js';
@@ -114,6 +114,7 @@ export async function loadConfigFiles(
 ): Promise<DeclaredConfig> {
   const files = await expandConfigPaths(paths);
   const texts = await Promise.all(files.map((file) => readConfigText(file)));
+  checkTotalSize(texts);
   return parseConfigTexts(
     files.map((file, index) => ({
       file: file === STDIN_PATH ? STDIN_NAME : file,
@@ -121,6 +122,26 @@ export async function loadConfigFiles(
     })),
     options,
   );
+}
+
+/**
+ * Rejects files that are each within `MAX_CONFIG_BYTES` but larger together, because parsing
+ * their merged resources takes as much memory as one file of that size.
+ */
+function checkTotalSize(texts: string[]): void {
+  if (texts.length < 2) return;
+  const total = texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
+  if (total <= MAX_CONFIG_BYTES) return;
+  throw new ConfigError([
+    {
+      file: `(${texts.length} files)`,
+      field: '(file)',
+      message:
+        `cannot read config: the files add up to ${(total / 1024 / 1024).toFixed(1)} MiB, more ` +
+        `than the ${MAX_CONFIG_BYTES / 1024 / 1024} MiB loomctl can parse in its memory (about 350,000 short ` +
+        'routes); check that each names a config file',
+    },
+  ]);
 }
 
 /** Settings of `loadConfigFiles` and `parseConfigTexts`. */

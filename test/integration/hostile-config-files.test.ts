@@ -184,6 +184,23 @@ routes:
     );
   });
 
+  test('files over 32 MiB together are rejected', async () => {
+    const before = await stored();
+    const half = Buffer.from('# padding\n'.repeat(Math.ceil((17 * 1024 * 1024) / 10)));
+    const first = join(fleet.dir, 'half-1.yaml');
+    const second = join(fleet.dir, 'half-2.yaml');
+    writeFileSync(first, half);
+    writeFileSync(second, half);
+    const result = await loomctl(fleet.controlPlane, ['apply', '-f', first, '-f', second]);
+
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /\(2 files\): \(file\): cannot read config: the files add up to 34\.0 MiB, more than the 32 MiB/,
+    );
+    assert.equal(await stored(), before);
+  });
+
   test('endless stdin stops at 32 MiB', async () => {
     const before = await stored();
     const result = await applyEndless(Buffer.from('a: b\n'.repeat(16 * 1024)));
