@@ -178,6 +178,8 @@ export function buildUpstreamRequestHeaders(
       case 'proxy-authenticate':
       case 'proxy-authorization':
       case 'expect':
+      // Belongs to the h2c upgrade, which the proxy never forwards (see upgrade-protocols.ts).
+      case 'http2-settings':
         continue;
       case 'host':
         continue;

@@ -154,8 +154,7 @@ class PendingUpgrade {
     const protocols =
       req.httpVersion === '1.0' ? [] : forwardableUpgradeProtocols(req.headers.upgrade);
     this.#protocols = protocols;
-    // HTTP2-Settings belongs to the h2c upgrade, which is never forwarded.
-    const headers = withoutHeader(request.headers, 'http2-settings');
+    const headers = request.headers.slice();
     if (protocols.length > 0)
       headers.push('connection', 'upgrade', 'upgrade', protocols.join(', '));
     if (expectsContinue) headers.push('expect', '100-continue');
@@ -457,16 +456,6 @@ function reportTunnel(
   if (context.observer.enabled) {
     context.observer.requestFinished(req, route, status, target, 0, startTime);
   }
-}
-
-/** Returns a copy of a flat list of header names and values without the header `name`. */
-function withoutHeader(headers: readonly string[], name: string): string[] {
-  const kept: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i].length === name.length && headers[i].toLowerCase() === name) continue;
-    kept.push(headers[i], headers[i + 1]);
-  }
-  return kept;
 }
 
 function ignoreError(): void {
