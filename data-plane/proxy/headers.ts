@@ -125,6 +125,10 @@ export interface ClientInfo {
   port: string;
 }
 
+/** `Via` entries of the proxy for HTTP/1.1 and HTTP/1.0 requests (RFC 9110 section 7.6.3). */
+const VIA_HTTP_11 = '1.1 loom';
+const VIA_HTTP_10 = '1.0 loom';
+
 /**
  * Builds the upstream request headers from the client's `rawHeaders` (a flat list of names and
  * values) and returns a new flat list.
@@ -142,15 +146,16 @@ export interface ClientInfo {
  *   `-Host` and `-Port` added from the listener when missing. From any other client, every
  *   `X-Forwarded-*`, `Forwarded` and `X-Real-IP` header is dropped, and `X-Forwarded-For`, `-Proto`, `-Host` and `-Port`
  *   are set from the connection, the listener and the client's Host.
+ * - `Via` gets `1.1 loom` (or `1.0 loom` for an HTTP/1.0 client) appended to the client's
+ *   values, as RFC 9110 section 7.6.3 requires of a gateway, unless the route removes or sets `Via`.
  * - The route's request header actions remove and set headers last.
  */
-// NOTE: no `Via` header is added. RFC 9110 section 7.6.3 requires a gateway to send one on
-// each request it forwards. nginx and Envoy also send none unless configured to.
 export function buildUpstreamRequestHeaders(
   raw: readonly string[],
   head: RequestHead,
   client: ClientInfo,
   actions: RouteActions,
+  httpMinor = 1,
 ): string[] {
   const connectionTokens = head.connectionTokens;
   const drop = actions.requestDrop;
@@ -162,6 +167,7 @@ export function buildUpstreamRequestHeaders(
   let forwardedProto = false;
   let forwardedHost = false;
   let forwardedPort = false;
+  let via: string | undefined;
 
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
@@ -207,6 +213,13 @@ export function buildUpstreamRequestHeaders(
       case 'max-forwards':
         value = head.forwardedMaxForwards ?? value;
         break;
+      case 'via':
+        // Sent after the loop with the proxy's entry appended. A Connection token for Via
+        // drops only the client's values.
+        if (connectionTokens === undefined || !connectionTokens.includes(lower)) {
+          via = via === undefined ? value : `${via}, ${value}`;
+        }
+        continue;
       default:
         if (!trusted && lower.startsWith('x-forwarded-')) continue;
     }
@@ -224,6 +237,10 @@ export function buildUpstreamRequestHeaders(
   if (!forwardedProto) headers.push('x-forwarded-proto', client.protocol);
   if (!forwardedHost && head.host !== undefined) headers.push('x-forwarded-host', head.host);
   if (!forwardedPort) headers.push('x-forwarded-port', client.port);
+  if (drop === null || !drop.has('via')) {
+    const entry = httpMinor === 0 ? VIA_HTTP_10 : VIA_HTTP_11;
+    headers.push('via', via === undefined ? entry : `${via}, ${entry}`);
+  }
   const set = actions.requestSet;
   for (let i = 0; i < set.length; i++) headers.push(set[i]);
   return headers;

@@ -183,7 +183,7 @@ export function prepareRequest(
     path: normalized,
     pathAndQuery: normalized === path ? url : normalized + query,
     query,
-    headers: buildUpstreamRequestHeaders(raw, head, client, actions),
+    headers: buildUpstreamRequestHeaders(raw, head, client, actions, req.httpVersionMinor),
     body,
     startTime,
   };

@@ -93,6 +93,7 @@ describe('buildUpstreamRequestHeaders', () => {
       ['x-forwarded-proto', 'http'],
       ['x-forwarded-host', 'api.test'],
       ['x-forwarded-port', '8080'],
+      ['via', '1.1 loom'],
     ]);
   });
 
@@ -118,6 +119,7 @@ describe('buildUpstreamRequestHeaders', () => {
       'X-Multi', '2',
       'x-forwarded-proto', 'https',
       'x-forwarded-port', '8080',
+      'via', '1.1 loom',
     ]);
   });
 
@@ -142,6 +144,7 @@ describe('buildUpstreamRequestHeaders', () => {
       ['x-forwarded-proto', 'http'],
       ['x-forwarded-host', 'api.test:8080'],
       ['x-forwarded-port', '8080'],
+      ['via', '1.1 loom'],
     ]);
   });
 
@@ -165,6 +168,7 @@ describe('buildUpstreamRequestHeaders', () => {
       ['Forwarded', 'for=203.0.113.7'],
       ['x-forwarded-for', '203.0.113.7, 198.51.100.2, 10.0.0.1, 10.0.0.2'],
       ['x-forwarded-port', '8080'],
+      ['via', '1.1 loom'],
     ]);
   });
 
@@ -189,8 +193,44 @@ describe('buildUpstreamRequestHeaders', () => {
       ['x-forwarded-proto', 'http'],
       ['x-forwarded-host', 'api.test'],
       ['x-forwarded-port', '8080'],
+      ['via', '1.1 loom'],
       ['x-env', 'prod'],
     ]);
+  });
+
+  it('appends Via to client values', () => {
+    const raw = ['Via', '1.1 edge-a', 'Host', 'api.test', 'via', 'HTTP/2.0 edge-b'];
+
+    assert.deepEqual(build(raw).slice(-2), ['via', '1.1 edge-a, HTTP/2.0 edge-b, 1.1 loom']);
+    assert.deepEqual(
+      buildUpstreamRequestHeaders(raw, scanRequestHead(raw), client(), NO_ACTIONS, 0).slice(-2),
+      ['via', '1.1 edge-a, HTTP/2.0 edge-b, 1.0 loom'],
+    );
+  });
+
+  it('drops Via named in Connection', () => {
+    const raw = ['Connection', 'via', 'Via', '1.1 edge-a', 'Host', 'api.test'];
+
+    assert.deepEqual(build(raw).slice(-2), ['via', '1.1 loom']);
+  });
+
+  it('route Via actions replace entry', () => {
+    const route = { name: 'r', hosts: [], paths: ['/'], methods: [], upstream: 'u' };
+    const removing = compileRouteActions({
+      ...route,
+      requestHeaders: { set: [], remove: ['Via'] },
+    });
+    const setting = compileRouteActions({
+      ...route,
+      requestHeaders: { set: [{ name: 'via', value: '1.1 gateway' }], remove: [] },
+    });
+    const raw = ['Via', '1.1 edge-a', 'Host', 'api.test'];
+
+    const viaOf = (headers: string[]): string[] =>
+      headers.filter((_, i) => i % 2 === 1 && headers[i - 1].toLowerCase() === 'via');
+
+    assert.deepEqual(viaOf(build(raw, client(), removing)), []);
+    assert.deepEqual(viaOf(build(raw, client(), setting)), ['1.1 gateway']);
   });
 
   it('keeps Host named in Connection', () => {
@@ -199,7 +239,7 @@ describe('buildUpstreamRequestHeaders', () => {
     const headers = build(raw);
 
     assert.deepEqual(pairs(headers)[0], ['host', 'api.test']);
-    assert.equal(pairs(headers).length, 5);
+    assert.equal(pairs(headers).length, 6);
   });
 
   it('rewrites Host the client omitted', () => {

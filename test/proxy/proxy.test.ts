@@ -165,6 +165,18 @@ describe('proxy forwarding', () => {
     assert.equal(headers['x-forwarded-port'], String(proxy.port));
   });
 
+  it('sends Via with client HTTP version', async () => {
+    const http11 = await send(proxy.port, '/echo/via', { headers: { via: '1.1 edge' } });
+    const http10 = await sendRaw(
+      proxy.port,
+      'GET /echo/via HTTP/1.0\r\nHost: api.example.test\r\n\r\n',
+    );
+
+    assert.equal((json(http11).headers as Record<string, string>).via, '1.1 edge, 1.1 loom');
+    const body = http10.slice(http10.indexOf('\r\n\r\n') + 4);
+    assert.equal((JSON.parse(body) as { headers: Record<string, string> }).headers.via, '1.0 loom');
+  });
+
   it('keeps X-Forwarded headers of trusted proxies', async () => {
     const trusting = await startProxy({}, { trustedProxies: ['10.0.0.0/8', '127.0.0.1'] });
     try {
