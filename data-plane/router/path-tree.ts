@@ -519,6 +519,9 @@ function findWideEdge<T>(node: PathNode<T>, path: string, start: number): number
   return -1;
 }
 
+/** Length of the path after a long edge above which `edgeMatches` bounds its search. */
+const LONG_TAIL = 64;
+
 /**
  * Returns whether `text` is the whole of one or more segments of `path` from `start`. The
  * caller has matched its first character or the hash of its first segment.
@@ -533,7 +536,11 @@ function edgeMatches(text: string, path: string, start: number): boolean {
   // per character. Slicing was fastest for texts that V8 copies (under 13
   // characters), and indexOf for longer ones (40 ns against 170 ns at 36).
   if (text.length < 13) return path.slice(start, after) === text;
-  return path.indexOf(text, start) === start;
+  // On a mismatch indexOf searches on to the end of the path, so a long tail is cut off first.
+  // An 8,000-character path that repeated the edge with one letter changed took 3.2 µs to look
+  // up without the cut and 0.5 µs with it (Node 20).
+  const haystack = path.length - after > LONG_TAIL ? path.slice(0, after) : path;
+  return haystack.indexOf(text, start) === start;
 }
 
 /** Returns the route of a slot for a method, noting in `state` a slot without it. */

@@ -86,3 +86,27 @@ describe('edge lookup by node width', () => {
     });
   }
 });
+
+describe('long static edges', () => {
+  // Edges of 13 or more characters are compared by a search that stops at the edge's end when
+  // a long tail follows. The rows pair short tails with long ones.
+  const EDGE = 'organization-settings/members';
+  const router = buildRouter(
+    [`/api/${EDGE}/*rest`, `/api/${EDGE}`, '/api/:other/*rest'].map(route),
+  );
+  const LONG = `/${EDGE.slice(0, -1)}Z`.repeat(270);
+
+  for (const [label, path, expected] of [
+    ['whole edge', `/api/${EDGE}`, `/api/${EDGE}`],
+    ['edge and tail', `/api/${EDGE}/x`, `/api/${EDGE}/*rest`],
+    ['edge and long tail', `/api/${EDGE}${LONG}`, `/api/${EDGE}/*rest`],
+    ['last letter differs', `/api/${EDGE.slice(0, -1)}Z/x`, '/api/:other/*rest'],
+    ['last letter differs, long tail', `/api/${EDGE.slice(0, -1)}Z${LONG}`, '/api/:other/*rest'],
+    ['edge later in long tail', `/api/x/${EDGE}${LONG}`, '/api/:other/*rest'],
+    ['edge text longer', `/api/${EDGE}s${LONG}`, '/api/:other/*rest'],
+  ] as const) {
+    test(label, () => {
+      assert.equal(lookup(router, path), expected);
+    });
+  }
+});
