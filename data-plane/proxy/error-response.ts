@@ -168,6 +168,11 @@ export const PROXY_ERRORS = {
     error: 'upstream_unreachable',
     message: 'the upstream refused or reset the connection before responding',
   },
+  upstreamNameNotResolved: {
+    status: 502,
+    error: 'upstream_unreachable',
+    message: "the upstream target's host name could not be resolved",
+  },
   upstreamTimeout: {
     status: 504,
     error: 'upstream_timeout',
@@ -204,9 +209,10 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     case 'EPIPE':
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
+      return PROXY_ERRORS.upstreamUnreachable;
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return PROXY_ERRORS.upstreamUnreachable;
+      return PROXY_ERRORS.upstreamNameNotResolved;
     case 'UND_ERR_SOCKET':
       return isUnexpectedResponse(err)
         ? PROXY_ERRORS.upstreamInvalidResponse
