@@ -18,6 +18,7 @@ export type ProxyErrorCode =
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'upstream_error'
+  | 'loop_detected'
   | 'internal_error';
 
 /** Status, code and message of one error response. */
@@ -189,6 +190,12 @@ export const PROXY_ERRORS = {
     status: 502,
     error: 'upstream_error',
     message: 'the upstream response headers are larger than the proxy accepts',
+  },
+  loopDetected: {
+    status: 508,
+    error: 'loop_detected',
+    message:
+      "the request came back to the proxy from its own upstream connection, so a target of the route's upstream points at the proxy itself; point the target at the upstream server",
   },
   internal: {
     status: 500,
