@@ -1,5 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { REQUEST_LOOP_CODE } from '../upstreams/own-connections.js';
 
 /** Stable values of the `error` field in the JSON bodies the proxy sends. */
 export type ProxyErrorCode =
@@ -195,7 +196,7 @@ export const PROXY_ERRORS = {
     status: 508,
     error: 'loop_detected',
     message:
-      "the request came back to the proxy from its own upstream connection, so a target of the route's upstream points at the proxy itself; point the target at the upstream server",
+      "a target of the route's upstream points at the proxy itself, so the request would come back to it; point the target at the upstream server",
   },
   internal: {
     status: 500,
@@ -232,6 +233,8 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     case 'UND_ERR_CLOSED':
     case 'UND_ERR_DESTROYED':
       return PROXY_ERRORS.upstreamClosed;
+    case REQUEST_LOOP_CODE:
+      return PROXY_ERRORS.loopDetected;
     case 'UND_ERR_HEADERS_OVERFLOW':
       return PROXY_ERRORS.upstreamHeadersTooLarge;
     case 'UND_ERR_INVALID_ARG':

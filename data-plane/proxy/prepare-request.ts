@@ -2,7 +2,6 @@ import type { IncomingMessage } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
-import { ownConnectionOrigin } from '../upstreams/own-connections.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { readMaxForwards, routeMethods } from './max-forwards.js';
@@ -138,17 +137,6 @@ export function prepareRequest(
   const binding = match.value;
   const route = binding.route.name;
   const actions = binding.actions;
-  const loopOrigin = ownConnectionOrigin(req.socket);
-  if (loopOrigin !== undefined) {
-    const suppressed = context.upstreamFailureLog.take();
-    if (suppressed !== undefined) {
-      context.logger.warn(
-        { route, target: loopOrigin, suppressed },
-        'request loop: a target points at this proxy, which received its own upstream request',
-      );
-    }
-    return { ok: false, error: PROXY_ERRORS.loopDetected, route, close: false };
-  }
   // The router returns the normalized path when it differs from the request's.
   const normalized = match.path ?? path;
   // Normalizing upper-cases "%2f" and never adds a "%", so one spelling is enough.

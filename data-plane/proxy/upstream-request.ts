@@ -2,7 +2,7 @@ import { request as httpRequest, type ClientRequest, type OutgoingHttpHeaders } 
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
-import { trackOwnConnection } from '../upstreams/own-connections.js';
+import { requestLoopError } from '../upstreams/own-connections.js';
 import type { ForwardedRequest } from './exchange.js';
 import { rewritePath } from './route-actions.js';
 
@@ -52,10 +52,11 @@ export function openUpstreamRequest(
   if (connectTimeoutMs > 0) {
     limitConnectTime(request, connectTimeoutMs, connect.secure);
   }
-  // Node.js writes the request only after 'connect', so the socket is tracked before a request
-  // loop could bring it back to this proxy.
   request.once('socket', (socket: Socket) => {
-    socket.once('connect', () => trackOwnConnection(socket, target.origin));
+    socket.once('connect', () => {
+      const loop = requestLoopError(socket, target.origin);
+      if (loop !== undefined) request.destroy(loop);
+    });
   });
   return request;
 }

@@ -1,70 +1,77 @@
+import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { buildConnector } from 'undici';
 
-/** Open upstream connection of this process, with both ends of its TCP connection. */
-interface OwnConnection {
-  readonly socket: Socket;
-  readonly localAddress: string;
-  readonly remoteAddress: string;
-  readonly remotePort: number;
-  /** Origin of the target, for the log line. */
-  readonly origin: string;
-}
+/** Error code of an upstream connection that reached one of the proxy's own listeners. */
+export const REQUEST_LOOP_CODE = 'LOOM_REQUEST_LOOP';
 
 /**
- * Open upstream connections of this process by local port. A request that arrives on a
- * connection whose four ends match one of them was sent by this process to itself, so a
- * target URL of some upstream points at the proxy's own listener. Linux can give two
- * connections to different peers the same local port, so each port maps to a list.
+ * Bound addresses of this process's proxy listeners, by port. Workers of one proxy share the
+ * port, so each of them finds a connection to any of them.
  */
-// NOTE: each process keeps its own map. Under `--workers` the primary hands connections to the
-// workers in turn, so a loop whose requests keep moving to another worker is not found.
-const ownConnections = new Map<number, OwnConnection[]>();
+const ownListeners = new Map<number, Set<string>>();
 
 /** Returns `address` without the `::ffff:` prefix of an IPv4-mapped IPv6 address. */
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
 }
 
-/**
- * Records `socket`, an upstream connection to `origin`, until it closes. Call it once the
- * socket is connected, before the first request is written to it.
- */
-export function trackOwnConnection(socket: Socket, origin: string): void {
-  const { localPort, localAddress, remoteAddress, remotePort } = socket;
-  if (
-    localPort === undefined ||
-    localAddress === undefined ||
-    remoteAddress === undefined ||
-    remotePort === undefined
-  ) {
-    return;
-  }
-  const connection: OwnConnection = {
-    socket,
-    localAddress: plainAddress(localAddress),
-    remoteAddress: plainAddress(remoteAddress),
-    remotePort,
-    origin,
-  };
-  const list = ownConnections.get(localPort);
-  if (list === undefined) {
-    ownConnections.set(localPort, [connection]);
-  } else {
-    list.push(connection);
-  }
-  socket.once('close', () => {
-    const remaining = ownConnections.get(localPort)?.filter((entry) => entry.socket !== socket);
-    if (remaining === undefined || remaining.length === 0) {
-      ownConnections.delete(localPort);
-    } else {
-      ownConnections.set(localPort, remaining);
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.');
+}
+
+/** Records the address of `server` from 'listening' until 'close'. */
+export function registerOwnListener(server: Server): void {
+  server.on('listening', () => {
+    const bound = server.address();
+    if (bound === null || typeof bound === 'string') return;
+    const address = plainAddress(bound.address);
+    let addresses = ownListeners.get(bound.port);
+    if (addresses === undefined) {
+      addresses = new Set();
+      ownListeners.set(bound.port, addresses);
     }
+    addresses.add(address);
+    server.once('close', () => {
+      addresses.delete(address);
+      if (addresses.size === 0 && ownListeners.get(bound.port) === addresses) {
+        ownListeners.delete(bound.port);
+      }
+    });
   });
 }
 
-/** Wraps `connect` so that every connection it opens to `origin` is tracked while open. */
-export function trackingConnector(
+// NOTE: only connections to this host's own listeners are found. A loop through another host,
+// such as a load balancer in front of the proxies or a NAT hairpin, still runs until a limit.
+/**
+ * Returns an error with code {@link REQUEST_LOOP_CODE} when `socket`, a connected upstream
+ * connection to `origin`, reached a listener of this proxy, else undefined. A request sent on
+ * it would come back to the proxy and be forwarded again, until file descriptors run out.
+ */
+export function requestLoopError(socket: Socket, origin: string): Error | undefined {
+  const port = socket.remotePort;
+  const remote = socket.remoteAddress;
+  if (port === undefined || remote === undefined) return undefined;
+  const addresses = ownListeners.get(port);
+  if (addresses === undefined) return undefined;
+  const peer = plainAddress(remote);
+  const local = plainAddress(socket.localAddress ?? '');
+  const wildcard = addresses.has('0.0.0.0') || addresses.has('::');
+  // A connection to one of the host's own addresses gets that address as its local one.
+  if (addresses.has(peer) || (wildcard && (isLoopback(peer) || peer === local))) {
+    return Object.assign(
+      new Error(
+        `target ${origin} is this proxy's own listener (${peer}:${port}); point the ` +
+          'upstream target at the upstream server',
+      ),
+      { code: REQUEST_LOOP_CODE },
+    );
+  }
+  return undefined;
+}
+
+/** Wraps `connect` so that a connection to `origin` that reaches the proxy itself fails. */
+export function loopGuardConnector(
   connect: buildConnector.connector,
   origin: string,
 ): buildConnector.connector {
@@ -74,29 +81,13 @@ export function trackingConnector(
         callback(err, null);
         return;
       }
-      trackOwnConnection(socket as Socket, origin);
+      const loop = requestLoopError(socket as Socket, origin);
+      if (loop !== undefined) {
+        socket.destroy();
+        callback(loop, null);
+        return;
+      }
       callback(null, socket);
     });
   };
-}
-
-/**
- * Returns the target origin when `socket`, a client connection of the proxy, is the other end
- * of an upstream connection that this process opened, else undefined.
- */
-export function ownConnectionOrigin(socket: Socket): string | undefined {
-  const port = socket.remotePort;
-  if (port === undefined) return undefined;
-  const list = ownConnections.get(port);
-  if (list === undefined) return undefined;
-  const { remoteAddress, localAddress, localPort } = socket;
-  if (remoteAddress === undefined || localAddress === undefined) return undefined;
-  const peer = plainAddress(remoteAddress);
-  const local = plainAddress(localAddress);
-  for (const own of list) {
-    if (own.localAddress === peer && own.remoteAddress === local && own.remotePort === localPort) {
-      return own.origin;
-    }
-  }
-  return undefined;
 }
