@@ -1,18 +1,44 @@
 import { existsSync } from 'node:fs';
 
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 
 /** Help of `-f`, shared by the commands that read config files. */
 const FILENAME_FLAGS = '-f, --filename <file...>';
+
+/** Flags that other tools use for config files, which loomctl spells `-f` or `--filename`. */
+const FILENAME_LOOKALIKES = ['--file', '--files'];
 
 /**
  * Adds `-f, --filename` to a command that reads config files. The flag is checked by
  * `configFiles` instead of by commander, so that a file given without `-f` gets its own message.
  */
 export function addFilenameOption(command: Command): Command {
-  return command
-    .option(FILENAME_FLAGS, 'config files (YAML or JSON) or folders, merged; "-" is stdin')
-    .allowExcessArguments(true);
+  command.option(FILENAME_FLAGS, 'config files (YAML or JSON) or folders, merged; "-" is stdin');
+  return addFilenameLookalikes(command).allowExcessArguments(true);
+}
+
+/**
+ * Adds `--file` and `--files` as hidden options, so that `rejectFilenameLookalikes` can name
+ * `-f` instead of commander's bare "unknown option".
+ */
+export function addFilenameLookalikes(command: Command): Command {
+  for (const flag of FILENAME_LOOKALIKES) {
+    command.addOption(new Option(`${flag} <file>`).hideHelp());
+  }
+  return command;
+}
+
+/** Raises a commander usage error (exit 2) when a file was given with `--file` or `--files`. */
+export function rejectFilenameLookalikes(command: Command): void {
+  for (const flag of FILENAME_LOOKALIKES) {
+    const file = command.getOptionValue(flag.slice(2)) as string | undefined;
+    if (file === undefined) continue;
+    command.error(
+      `error: unknown option '${flag}'; files are given with -f or --filename, such as: ` +
+        `loomctl ${command.name()} -f ${file}`,
+      { code: 'commander.unknownOption' },
+    );
+  }
 }
 
 /**
@@ -21,6 +47,7 @@ export function addFilenameOption(command: Command): Command {
  * `loomctl apply -f examples/quickstart.yaml`.
  */
 export function configFiles(command: Command, files: string[] | undefined): string[] {
+  rejectFilenameLookalikes(command);
   const stray = command.args;
   const path = stray.find(looksLikePath);
   if (path !== undefined) {

@@ -81,8 +81,17 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
     );
   }
 
-  const result = ConfigSchema.safeParse(parseConfigYaml(path, text) ?? {});
+  const parsed = parseConfigYaml(path, text) ?? {};
+  const result = ConfigSchema.safeParse(parsed);
   if (!result.success) {
+    if (isGatewayConfig(parsed)) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `invalid loomctl config ${path}: it declares routes or upstreams, which are given with ` +
+          `-f, such as: loomctl apply -f ${path}. A loomctl config (--config or LOOMCTL_CONFIG) ` +
+          'contains only controlPlane, token and tls',
+      );
+    }
     const problems = result.error.issues.map(
       (issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`,
     );
@@ -104,6 +113,12 @@ export function loadLoomctlConfig(explicitPath: string | undefined): LoomctlConf
     };
   }
   return config;
+}
+
+/** Tells whether a parsed file has a top-level key of the routes and upstreams format. */
+function isGatewayConfig(parsed: unknown): boolean {
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return false;
+  return ['apiVersion', 'routes', 'upstreams'].some((key) => Object.hasOwn(parsed, key));
 }
 
 /**

@@ -90,7 +90,8 @@ export interface ControlPlaneOptions {
 export const GRPC_SERVER_OPTIONS = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-  // Proxies ping every 20 s on idle streams; accept down to 10 s so they are never sent GOAWAY.
+  // Proxies ping every 20 s on idle streams. NOTE: the grpc-js 1.14 server ignores the minimum
+  // ping interval and never sends GOAWAY too_many_pings, so the 10 s below has no effect yet.
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_ping_interval_without_data_ms': 10_000,
   'grpc.keepalive_time_ms': 30_000,

@@ -12,6 +12,7 @@ import { compileRouteActions, describeDoubleSlash } from '../../data-plane/proxy
 import { normalizeRequestPath } from '../../data-plane/router/path.js';
 import type { Route } from '../../proto/gen/loom/v1/config.js';
 import { EXIT, ExitError, exitHelp, withClient } from '../context.js';
+import { addFilenameLookalikes, rejectFilenameLookalikes } from '../file-option.js';
 import { offlineHeader, out, plural, printOfflineIssues } from '../output.js';
 import { explainRequest, type Explanation, type HostMiss } from '../route-explainer.js';
 
@@ -21,7 +22,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Registers `loomctl explain`. */
 export function registerExplain(program: Command): void {
-  program
+  const explain = program
     .command('explain')
     .description(
       "Show which route a request matches and by which rule, using the proxies' router on " +
@@ -35,7 +36,8 @@ export function registerExplain(program: Command): void {
       'explain against a config file instead of the store; repeat -f for several files',
       (file: string, files: string[]) => [...files, file],
       [],
-    )
+    );
+  addFilenameLookalikes(explain)
     .addHelpText(
       'after',
       '\nThe router tries the routes of the exact host first, then the wildcard host,\n' +
@@ -51,6 +53,7 @@ export function registerExplain(program: Command): void {
         options: { host?: string; filename: string[] },
         command: Command,
       ) => {
+        rejectFilenameLookalikes(command);
         if (!TOKEN.test(method)) {
           command.error(
             `error: invalid method ${JSON.stringify(method)}: a method is one token of letters, ` +

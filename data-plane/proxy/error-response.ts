@@ -1,5 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { REQUEST_LOOP_CODE } from '../upstreams/own-connections.js';
 
 /** Stable values of the `error` field in the JSON bodies the proxy sends. */
 export type ProxyErrorCode =
@@ -18,6 +19,7 @@ export type ProxyErrorCode =
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'upstream_error'
+  | 'loop_detected'
   | 'internal_error';
 
 /** Status, code and message of one error response. */
@@ -168,6 +170,11 @@ export const PROXY_ERRORS = {
     error: 'upstream_unreachable',
     message: 'the upstream refused or reset the connection before responding',
   },
+  upstreamNameNotResolved: {
+    status: 502,
+    error: 'upstream_unreachable',
+    message: "the upstream target's host name could not be resolved",
+  },
   upstreamTimeout: {
     status: 504,
     error: 'upstream_timeout',
@@ -184,6 +191,12 @@ export const PROXY_ERRORS = {
     status: 502,
     error: 'upstream_error',
     message: 'the upstream response headers are larger than the proxy accepts',
+  },
+  loopDetected: {
+    status: 508,
+    error: 'loop_detected',
+    message:
+      "a target of the route's upstream points at the proxy itself, so the request would come back to it; point the target at the upstream server",
   },
   internal: {
     status: 500,
@@ -204,9 +217,10 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     case 'EPIPE':
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
+      return PROXY_ERRORS.upstreamUnreachable;
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return PROXY_ERRORS.upstreamUnreachable;
+      return PROXY_ERRORS.upstreamNameNotResolved;
     case 'UND_ERR_SOCKET':
       return isUnexpectedResponse(err)
         ? PROXY_ERRORS.upstreamInvalidResponse
@@ -219,6 +233,8 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     case 'UND_ERR_CLOSED':
     case 'UND_ERR_DESTROYED':
       return PROXY_ERRORS.upstreamClosed;
+    case REQUEST_LOOP_CODE:
+      return PROXY_ERRORS.loopDetected;
     case 'UND_ERR_HEADERS_OVERFLOW':
       return PROXY_ERRORS.upstreamHeadersTooLarge;
     case 'UND_ERR_INVALID_ARG':

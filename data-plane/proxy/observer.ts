@@ -7,7 +7,7 @@ export const UNMATCHED = '(unmatched)';
 
 /**
  * Kind of failure of an attempt to send a request to an upstream target. `unreachable`: refused, reset
- * or closed before the response headers. `timeout`: connect, headers or body timeout.
+ * or closed before the response headers, or the host name did not resolve. `timeout`: connect, headers or body timeout.
  * `aborted`: the upstream failed after the response headers reached the client. `error`: any
  * other failure.
  */
@@ -20,6 +20,7 @@ export type UpstreamFailure = 'unreachable' | 'timeout' | 'aborted' | 'error';
 export function upstreamFailureOf(error: ProxyError | undefined): UpstreamFailure {
   if (error === undefined) return 'aborted';
   if (error === PROXY_ERRORS.upstreamUnreachable) return 'unreachable';
+  if (error === PROXY_ERRORS.upstreamNameNotResolved) return 'unreachable';
   if (error === PROXY_ERRORS.upstreamTimeout) return 'timeout';
   return 'error';
 }

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { registerOwnListener } from '../upstreams/own-connections.js';
 import { LoomError } from '../../common/errors.js';
 import {
   createProxyHandlers,
@@ -80,6 +81,7 @@ export function createProxyServer(options: ProxyServerOptions): {
   server.once('close', () => handlers.sendWatchdog.stop());
   server.on('upgrade', handlers.upgrade);
   server.on('connect', handlers.connect);
+  registerOwnListener(server);
   return { server, handlers };
 }
 

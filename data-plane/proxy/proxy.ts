@@ -125,7 +125,7 @@ export function createProxyHandler(options: ProxyHandlerOptions): ProxyHandler {
  * 431 `request_header_fields_too_large`,
  * 501 `not_implemented`,
  * 505 `http_version_not_supported`, 502 `upstream_unavailable`, 502 `upstream_unreachable`,
- * 504 `upstream_timeout`, 502 `upstream_error` and 500 `internal_error`. The listeners never
+ * 504 `upstream_timeout`, 502 `upstream_error`, 508 `loop_detected` and 500 `internal_error`. The listeners never
  * throw.
  *
  * @throws LoomError `LOOM_INVALID_ARGUMENT` when `tunnelDrainTimeoutMs` is not an integer of 0

@@ -2,6 +2,7 @@ import { request as httpRequest, type ClientRequest, type OutgoingHttpHeaders } 
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import { requestLoopError } from '../upstreams/own-connections.js';
 import type { ForwardedRequest } from './exchange.js';
 import { rewritePath } from './route-actions.js';
 
@@ -51,6 +52,12 @@ export function openUpstreamRequest(
   if (connectTimeoutMs > 0) {
     limitConnectTime(request, connectTimeoutMs, connect.secure);
   }
+  request.once('socket', (socket: Socket) => {
+    socket.once('connect', () => {
+      const loop = requestLoopError(socket, target.origin);
+      if (loop !== undefined) request.destroy(loop);
+    });
+  });
   return request;
 }
 

@@ -14,6 +14,7 @@ import { HashBalancer, MAX_HASH_TARGETS } from './hash-balancer.js';
 import { createHashKey } from './hash-key.js';
 import { HealthChecker } from './health-checker.js';
 import { LeastRequestBalancer } from './least-request-balancer.js';
+import { loopGuardConnector } from './own-connections.js';
 import { buildResetSafeConnector } from './reset-guard.js';
 import { TargetState, type TargetHealthListener } from './target-state.js';
 import { parseTargetUrl, type ParsedTargetUrl } from './target-url.js';
@@ -150,10 +151,10 @@ export class UpstreamRegistry {
       const targets = resolvedTargets.map((target): UpstreamTarget => {
         let pool = pools.get(target.poolKey) ?? previousPools.get(target.poolKey);
         if (pool === undefined) {
-          const connect = buildResetSafeConnector({
-            ...tlsOptions(target),
-            timeout: this.#connectTimeout,
-          });
+          const connect = loopGuardConnector(
+            buildResetSafeConnector({ ...tlsOptions(target), timeout: this.#connectTimeout }),
+            target.origin,
+          );
           pool = new Pool(target.origin, { ...this.#poolOptions, connect });
           created++;
         }

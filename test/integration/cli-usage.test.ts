@@ -80,6 +80,52 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     assert.match(missing.stderr, /^error: required option '-f, --filename <file\.\.\.>'/m);
   });
 
+  test('--file and --files name -f', async () => {
+    const cases = [
+      { args: ['apply', '--file', 'examples/quickstart.yaml'], flag: '--file', verb: 'apply' },
+      { args: ['diff', '--files=examples/quickstart.yaml'], flag: '--files', verb: 'diff' },
+      {
+        args: ['validate', '--file', 'examples/quickstart.yaml'],
+        flag: '--file',
+        verb: 'validate',
+      },
+      {
+        args: ['explain', 'GET', '--file', 'examples/quickstart.yaml', '/users/1'],
+        flag: '--file',
+        verb: 'explain',
+      },
+    ];
+    for (const { args, flag, verb } of cases) {
+      const result = await run('loomctl', args);
+      assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^error: unknown option '${flag}'; files are given with -f or --filename, such as: ` +
+            `loomctl ${verb} -f examples/quickstart\\.yaml$`,
+          'm',
+        ),
+      );
+    }
+    const help = await run('loomctl', ['apply', '--help']);
+    assert.equal(help.code, 0, help.stderr);
+    assert.doesNotMatch(help.stdout, /--files?\b/);
+  });
+
+  test('config file given to --config names -f', async () => {
+    const viaFlag = await run('loomctl', ['apply', '--config', 'examples/quickstart.yaml']);
+    assert.equal(viaFlag.code, 1, viaFlag.stderr);
+    assert.match(
+      viaFlag.stderr,
+      /^error: invalid loomctl config examples\/quickstart\.yaml: it declares routes or upstreams, which are given with -f, such as: loomctl apply -f examples\/quickstart\.yaml\. A loomctl config \(--config or LOOMCTL_CONFIG\) contains only controlPlane, token and tls$/m,
+    );
+    const viaEnvironment = await run('loomctl', ['get'], {
+      LOOMCTL_CONFIG: 'examples/quickstart.yaml',
+    });
+    assert.equal(viaEnvironment.code, 1, viaEnvironment.stderr);
+    assert.match(viaEnvironment.stderr, /it declares routes or upstreams, which are given with -f/);
+  });
+
   test('help names gRPC address', async () => {
     const result = await run('loomctl', ['--help']);
     assert.equal(result.code, 0, result.stderr);

@@ -101,11 +101,13 @@ describe('proxy error responses', () => {
           { name: 'orphan', path: '/orphan', upstream: 'missing' },
           { name: 'drained', path: '/drained', upstream: 'all-zero' },
           { name: 'refused', path: '/refused', upstream: 'refused' },
+          { name: 'loop', path: '/loop/*', upstream: 'loop' },
         ],
         [
           upstreamAt('app', upstream.port),
           upstreamAt('all-zero', upstream.port, '', 0),
           upstreamAt('refused', refusedPort),
+          upstreamAt('loop', proxy.port),
         ],
       );
     mainTable = publishMain();
@@ -179,6 +181,44 @@ describe('proxy error responses', () => {
     assert.equal(warning?.code, 'ECONNREFUSED');
     assert.match(String(warning?.error), /ECONNREFUSED/);
     assert.equal(warning?.err, undefined, 'a stack trace for a refused connection');
+  });
+
+  it('returns 508 when a target is the proxy', async () => {
+    const response = await send(proxy.port, '/loop/x');
+
+    assertJsonError(response, 508, 'loop_detected', 'loop');
+    assert.match(String(json(response).message), /points at the proxy itself/);
+    const warning = proxy.logs.find((line) => line.code === 'LOOM_REQUEST_LOOP');
+    assert.equal(warning?.level, LEVEL_WARN);
+    assert.equal(warning?.msg, 'upstream request failed');
+    assert.equal(warning?.route, 'loop');
+    assert.equal(warning?.target, `http://127.0.0.1:${proxy.port}`);
+    assert.match(String(warning?.error), /is this proxy's own listener/);
+    // The connection that reached the proxy is closed before a request is sent on it.
+    let open = -1;
+    for (let i = 0; i < 100 && open !== 0; i++) {
+      open = await proxy.connectionCount();
+      if (open !== 0) await sleep(20);
+    }
+    assert.equal(open, 0);
+  });
+
+  it('returns 508 to a looping upload that expects 100', async () => {
+    const response = await send(proxy.port, '/loop/upload', {
+      method: 'POST',
+      headers: { expect: '100-continue', 'content-length': '5' },
+      body: 'hello',
+    });
+
+    assertJsonError(response, 508, 'loop_detected', 'loop');
+  });
+
+  it('returns 508 to a looping upgrade', async () => {
+    const head = 'Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n';
+    const text = await sendRaw(proxy.port, `GET /loop/ws HTTP/1.1\r\n${head}`);
+
+    assert.match(text, /^HTTP\/1\.1 508 /);
+    assert.match(text, /"error":"loop_detected"/);
   });
 
   it('returns 502 when the upstream resets before responding', async () => {
