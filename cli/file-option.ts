@@ -18,6 +18,29 @@ export function addFilenameOption(command: Command): Command {
 }
 
 /**
+ * Adds the fix to commander's error for `-f` without a file, which names no file or example.
+ * Other errors pass unchanged.
+ */
+export function hintMissingFilename(command: Command): Command {
+  const missing = `option '${FILENAME_FLAGS}' argument missing`;
+  return command.configureOutput({
+    outputError: (text, write) => {
+      if (!text.includes(missing)) {
+        write(text);
+        return;
+      }
+      write(
+        text.replace(
+          missing,
+          `${missing}; name config files or folders after -f, such as: ` +
+            `loomctl ${command.name()} -f loom.yaml (or -f - for standard input)`,
+        ),
+      );
+    },
+  });
+}
+
+/**
  * Adds `--file` and `--files` as hidden options, so that `rejectFilenameLookalikes` can name
  * `-f` instead of commander's bare "unknown option".
  */
@@ -65,9 +88,11 @@ export function configFiles(command: Command, files: string[] | undefined): stri
     );
   }
   if (files === undefined) {
-    command.error(`error: required option '${FILENAME_FLAGS}' not specified`, {
-      code: 'commander.missingMandatoryOptionValue',
-    });
+    command.error(
+      `error: required option '${FILENAME_FLAGS}' not specified; name config files or ` +
+        `folders, such as: loomctl ${command.name()} -f loom.yaml`,
+      { code: 'commander.missingMandatoryOptionValue' },
+    );
   }
   return files;
 }

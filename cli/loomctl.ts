@@ -11,6 +11,7 @@ import { registerSchema } from './commands/schema.js';
 import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { EXIT, EXIT_HELP, ExitError } from './context.js';
+import { hintMissingFilename } from './file-option.js';
 import { addConnectionOptions, applyConnectionSettings } from './loomctl-config.js';
 import { err, printConfigIssues } from './output.js';
 import { LOOM_VERSION } from './version.js';
@@ -43,7 +44,9 @@ export function createProgram(): Command {
   registerStatus(program);
   registerSchema(program);
   // Subcommands inherit neither exitOverride nor showHelpAfterError from their parent.
-  for (const command of program.commands) command.exitOverride().showHelpAfterError();
+  for (const command of program.commands) {
+    hintMissingFilename(command.exitOverride().showHelpAfterError());
+  }
   return program;
 }
 

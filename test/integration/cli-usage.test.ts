@@ -78,6 +78,28 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     const missing = await run('loomctl', ['apply']);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /^error: required option '-f, --filename <file\.\.\.>'/m);
+    assert.match(missing.stderr, /such as: loomctl apply -f loom\.yaml$/m);
+  });
+
+  test('-f without a file names fix', async () => {
+    for (const [verb, flag] of [
+      ['apply', '-f'],
+      ['diff', '--filename'],
+      ['validate', '-f'],
+    ]) {
+      const result = await run('loomctl', [verb, flag]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(
+        result.stderr,
+        /^error: option '-f, --filename <file\.\.\.>' argument missing;/m,
+      );
+      assert.ok(
+        result.stderr.includes(
+          `such as: loomctl ${verb} -f loom.yaml (or -f - for standard input)`,
+        ),
+        result.stderr,
+      );
+    }
   });
 
   test('--file and --files name -f', async () => {
