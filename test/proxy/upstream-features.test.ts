@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -18,6 +18,7 @@ import type { Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
   eventually,
   fakeTarget,
+  listenNet,
   send,
   startHttpServer,
   startProxy,
@@ -472,6 +473,65 @@ describe('proxy upstream features', () => {
     } finally {
       await proxy.close();
       await slow.close();
+    }
+  });
+
+  it('retries after a route connect timeout', async () => {
+    // An https target whose server accepts TCP and never completes the TLS handshake, so only
+    // the route's connect timeout ends the wait for a connection.
+    const handshakes = new Set<Socket>();
+    const silent = createNetServer((socket) => {
+      handshakes.add(socket);
+      socket.on('error', () => {});
+    });
+    const silentPort = await listenNet(silent);
+    const steady = await named('steady');
+    const proxy = await startProxy({ connectTimeout: 1_000 });
+    try {
+      const table = proxy.publish(
+        [
+          {
+            name: 'retried',
+            path: '/*',
+            upstream: 'pair',
+            retries: 1,
+            timeouts: { connectMs: 200, responseHeaderMs: 0, idleBodyMs: 0 },
+          },
+        ],
+        [
+          {
+            name: 'pair',
+            targets: [
+              { url: `https://127.0.0.1:${silentPort}`, weight: 1 },
+              { url: `http://127.0.0.1:${steady.port}`, weight: 1 },
+            ],
+            tls: { caFile: '', serverName: '', insecureSkipVerify: true },
+          },
+        ],
+      );
+      const match = table.router.find('GET', undefined, '/');
+      assert.equal(match.kind, 'found');
+      const [hanging, answering] = match.value.balancer?.targets ?? [];
+
+      // Round robin sends each request to the hanging target first.
+      const first = await send(proxy.port, '/a');
+      const second = await send(proxy.port, '/b');
+      const post = await send(proxy.port, '/c', { method: 'POST', body: 'x' });
+
+      assert.equal(first.status, 200);
+      assert.equal(first.body.toString(), 'steady');
+      assert.equal(second.status, 200);
+      assert.equal(post.status, 504);
+      assert.ok(
+        await eventually(() => hanging.state.active === 0, 3_000),
+        `requests in flight to the hanging target: ${hanging.state.active}`,
+      );
+      assert.equal(answering.state.active, 0);
+    } finally {
+      await proxy.close();
+      await steady.close();
+      for (const socket of handshakes) socket.destroy();
+      silent.close();
     }
   });
 });
