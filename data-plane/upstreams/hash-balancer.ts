@@ -50,11 +50,21 @@ export class HashBalancer implements Balancer {
   readonly #owners: Uint32Array;
   readonly #fallback: WeightedRoundRobinBalancer;
 
-  constructor(upstream: string, targets: readonly UpstreamTarget[], key: HashKey) {
+  /** `previous` is the balancer of the same upstream in the snapshot that this one replaces. */
+  constructor(
+    upstream: string,
+    targets: readonly UpstreamTarget[],
+    key: HashKey,
+    previous?: HashBalancer,
+  ) {
     this.upstream = upstream;
     this.targets = targets.filter((target) => target.weight > 0);
     this.#key = key;
-    this.#fallback = new WeightedRoundRobinBalancer(upstream, this.targets);
+    this.#fallback = new WeightedRoundRobinBalancer(
+      upstream,
+      this.targets,
+      previous === undefined ? undefined : previous.#fallback,
+    );
 
     const totalWeight = this.targets.reduce((sum, target) => sum + target.weight, 0);
     const pointsPerWeight = Math.min(POINTS_PER_WEIGHT, MAX_RING_POINTS / totalWeight);
