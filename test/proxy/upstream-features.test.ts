@@ -71,6 +71,28 @@ describe('LeastRequestBalancer', () => {
     }
   });
 
+  it('shares idle targets by weight', () => {
+    const weights = [1, 2, 5];
+    const targets = weights.map((weight, i) => fakeTarget(`t${i}`, weight));
+    const balancer = new LeastRequestBalancer('api', targets);
+    const picks = 8_000;
+    const counts = new Map<UpstreamTarget, number>();
+
+    for (let i = 0; i < picks; i++) {
+      const target = balancer.pick();
+      assert.ok(target !== undefined);
+      counts.set(target, (counts.get(target) ?? 0) + 1);
+    }
+
+    // Each expected count is at least 1000, and the bounds lie more than 10 standard deviations
+    // from it, so the check does not fail by chance.
+    targets.forEach((target, i) => {
+      const expected = (picks * weights[i]) / 8;
+      const count = counts.get(target) ?? 0;
+      assert.ok(Math.abs(count - expected) < expected * 0.3, `${target.url}: ${count} picks`);
+    });
+  });
+
   it('skips unavailable targets', () => {
     const down = fakeTarget('down');
     const up = fakeTarget('up');
@@ -209,6 +231,37 @@ describe('proxy upstream features', () => {
       await proxy.close();
       await a.close();
       await b.close();
+    }
+  });
+
+  it('least request shares sequential requests by weight', async () => {
+    const light = await named('light');
+    const heavy = await named('heavy');
+    const weighted: Upstream = {
+      name: 'weighted',
+      balancer: 'least-request',
+      targets: [
+        { url: `http://127.0.0.1:${light.port}`, weight: 1 },
+        { url: `http://127.0.0.1:${heavy.port}`, weight: 3 },
+      ],
+    };
+    const proxy = await startProxy();
+    try {
+      proxy.publish([{ name: 'weighted', path: '/weighted', upstream: 'weighted' }], [weighted]);
+
+      for (let i = 0; i < 200; i++) {
+        assert.equal((await send(proxy.port, '/weighted')).status, 200);
+      }
+
+      // One request at a time leaves both targets idle at every pick, so the weights decide:
+      // about 50 requests for the light target, with a standard deviation of about 6.
+      assert.ok(light.hits >= 20, `light target served ${light.hits}`);
+      assert.ok(light.hits <= 90, `light target served ${light.hits}`);
+      assert.equal(light.hits + heavy.hits, 200);
+    } finally {
+      await proxy.close();
+      await light.close();
+      await heavy.close();
     }
   });
 
