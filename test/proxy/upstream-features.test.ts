@@ -208,6 +208,27 @@ describe('TargetState ejection', () => {
     assert.equal(state.ejected, true);
     assert.equal(state.available, false);
   });
+
+  it('restores an ejected target when ejection is turned off', () => {
+    const reported: boolean[] = [];
+    const state = new TargetState('api', 'http://a.test', silent, {
+      setTargetHealthy: (_upstream, _target, healthy) => reported.push(healthy),
+      targetEjected: () => reported.push(false),
+    });
+    state.configureEjection({
+      consecutiveFailures: 1,
+      baseEjectionMs: 60_000,
+      maxEjectionMs: 60_000,
+    });
+    state.recordFailure();
+    assert.equal(state.ejected, true);
+
+    state.configureEjection(undefined);
+
+    assert.equal(state.ejected, false);
+    assert.equal(state.available, true);
+    assert.deepEqual(reported, [false, true]);
+  });
 });
 
 describe('proxy upstream features', () => {
