@@ -156,6 +156,31 @@ describe('HashBalancer', () => {
     assert.ok(balancer.pickByKey('session-1') !== undefined, 'panic mode picked nothing');
   });
 
+  it('checks each target once per walk', () => {
+    const targets = ['a', 'b', 'c'].map((name) => fakeTarget(name, 100));
+    const balancer = new HashBalancer('api', targets, () => undefined);
+    const owners = Array.from({ length: 50 }, (_, i) => balancer.pickByKey(`k${i}`));
+    let reads = 0;
+    for (const target of targets) {
+      target.state.setHealthy(false, 'test');
+      const state = target.state;
+      Object.defineProperty(state, 'available', {
+        get: () => {
+          reads++;
+          return false;
+        },
+      });
+    }
+
+    // With no target available the walk goes round a ring of 30000 points unless it stops
+    // once it has seen every target; panic mode then takes the key's own owner.
+    for (let i = 0; i < owners.length; i++) {
+      assert.equal(balancer.pickByKey(`k${i}`), owners[i], `owner of k${i}`);
+    }
+    assert.ok(reads <= owners.length * targets.length, `${reads} availability reads`);
+    assert.equal(balancer.pickByKey('k0', targets), owners[0]);
+  });
+
   it('bounds the ring of heavy weights', () => {
     const targets = Array.from({ length: 12 }, (_, i) => fakeTarget(`t${i}`, 10_000));
     targets.push(fakeTarget('light', 1));
