@@ -522,8 +522,11 @@ export class ProxyExchange
   #canRetry(err: Error): boolean {
     const request = this.request;
     const code = (err as { code?: unknown }).code;
+    // A 1xx response shows that the upstream acts on the request, and a forwarded one already
+    // reached the client, so the request is not sent again after one.
     return (
       this.attempts <= request.actions.retries &&
+      this.#informational === 0 &&
       request.body === null &&
       IDEMPOTENT_METHODS.has(request.method) &&
       typeof code === 'string' &&

@@ -466,6 +466,31 @@ describe('proxy upstream features', () => {
     }
   });
 
+  it('does not retry after a 103', async () => {
+    // The first target sends 103 Early Hints and then resets the connection.
+    const hinting = await startHttpServer((req, res) => {
+      res.writeEarlyHints({ link: '</style.css>; rel=preload' });
+      setTimeout(() => req.socket.destroy(), 20);
+    });
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'retried', path: '/retried', upstream: 'pair', retries: 1 }],
+        [upstreamOf('pair', [hinting.port, steady.port])],
+      );
+
+      const response = await send(proxy.port, '/retried');
+
+      assert.equal(response.status, 502);
+      assert.equal(steady.hits, 0);
+    } finally {
+      await proxy.close();
+      await steady.close();
+      await hinting.close();
+    }
+  });
+
   it('retries on targets not tried yet', async () => {
     // Two targets pass health checks but reset every request, and the only target that responds
     // fails its health checks. With `retries: 2`, the third attempt must go to the one target
