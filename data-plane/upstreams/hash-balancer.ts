@@ -8,7 +8,13 @@ import {
 } from './balancer.js';
 import type { HashKey } from './hash-key.js';
 
-/** Ring points per unit of weight; 100 keeps the share of each target within a few percent. */
+/**
+ * Ring points per unit of weight. With 100, the share of keys of equal-weight targets ranges
+ * from 0.83 to 1.29 times the fair share for 2 to 20 targets (test "spreads keys within
+ * measured bounds").
+ */
+// NOTE: more points would even the shares out, but would lower the weight sum up to which
+// adding or removing a target moves only its own keys, and would remap keys once on upgrade.
 const POINTS_PER_WEIGHT = 100;
 
 /**

@@ -181,6 +181,26 @@ describe('HashBalancer', () => {
     assert.equal(balancer.pickByKey('k0', targets), owners[0]);
   });
 
+  it('spreads keys within measured bounds', () => {
+    // Fair share 1.0; the ring's unevenness with 100 points per target, as the docs state it.
+    const keys = 40_000;
+    for (const count of [2, 3, 5, 10, 20]) {
+      const targets = Array.from({ length: count }, (_, i) => fakeTarget(`10-0-0-${i}`));
+      const balancer = new HashBalancer('api', targets, () => undefined);
+      const counts = new Map<UpstreamTarget | undefined, number>();
+      for (let i = 0; i < keys; i++) {
+        const target = balancer.pickByKey(`user-${i}`);
+        counts.set(target, (counts.get(target) ?? 0) + 1);
+      }
+
+      for (const target of targets) {
+        const share = ((counts.get(target) ?? 0) * count) / keys;
+        assert.ok(share > 0.8, `${count} targets: ${target.url} share ${share}`);
+        assert.ok(share < 1.3, `${count} targets: ${target.url} share ${share}`);
+      }
+    }
+  });
+
   it('bounds the ring of heavy weights', () => {
     const targets = Array.from({ length: 12 }, (_, i) => fakeTarget(`t${i}`, 10_000));
     targets.push(fakeTarget('light', 1));
