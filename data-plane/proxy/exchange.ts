@@ -248,10 +248,9 @@ export class ProxyExchange
     }
 
     const target = this.target;
+    // A response below 500 counts as a success only once its body is complete.
     if (statusCode >= 500) {
       target.state.recordFailure();
-    } else {
-      target.state.recordSuccess();
     }
 
     const req = this.req;
@@ -345,6 +344,9 @@ export class ProxyExchange
       return;
     }
     this.#finishAttempt();
+    if (this.#responseStarted && this.#status < 500) {
+      this.target.state.recordSuccess();
+    }
     if (this.#clientClosed || this.#answered) {
       return;
     }
@@ -478,6 +480,7 @@ export class ProxyExchange
       return;
     }
     if (this.#responseStarted && isBodylessLengthMismatch(this.#status, err)) {
+      this.target.state.recordSuccess();
       this.reportAttempt(undefined);
       this.#answered = true;
       this.#res.end();
@@ -504,6 +507,8 @@ export class ProxyExchange
 
     this.logUpstreamFailure(err, error?.status);
     if (error === undefined) {
+      // A 5xx counted as a failure at its headers already.
+      if (this.#status < 500) this.target.state.recordFailure();
       this.#answered = true;
       // A close-delimited body ends with the connection, so only a reset shows the truncation.
       if (this.#closeDelimited) {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,6 +24,7 @@ import {
   startProxy,
   within,
   type RunningServer,
+  type SendOptions,
 } from './harness.js';
 
 const silent = pino({ level: 'silent' });
@@ -415,38 +416,72 @@ describe('proxy upstream features', () => {
     }
   });
 
-  it('ejects a target that returns 5xx', async () => {
-    const failing = await startHttpServer((_req, res) => {
-      res.statusCode = 500;
-      res.end('failing');
-    });
-    const steady = await named('steady');
-    const proxy = await startProxy();
-    try {
-      proxy.publish(
-        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
-        [
-          upstreamOf('ejecting', [failing.port, steady.port], {
-            passiveHealth: {
-              consecutiveFailures: 2,
-              baseEjectionMs: 60_000,
-              maxEjectionMs: 60_000,
-            },
-          }),
-        ],
-      );
-      const served: string[] = [];
-      for (let i = 0; i < 10; i++) {
-        served.push((await send(proxy.port, '/ejecting')).body.toString());
-      }
+  it('ejects a target that fails', async () => {
+    const failures: Array<[string, (req: IncomingMessage, res: ServerResponse) => void]> = [
+      [
+        '5xx',
+        (_req, res) => {
+          res.statusCode = 500;
+          res.end('failing');
+        },
+      ],
+      [
+        'body cut by a reset',
+        (req, res) => {
+          res.writeHead(200, { 'content-length': '100' });
+          res.write('failing', () => req.socket.resetAndDestroy());
+        },
+      ],
+    ];
+    // Requests with `Expect: 100-continue` go through a path of their own.
+    const requests: Array<[string, SendOptions]> = [
+      ['GET', {}],
+      ['upload with Expect', { method: 'PUT', headers: { expect: '100-continue' }, body: 'x' }],
+    ];
+    const cases = failures.flatMap(([failure, respond]) =>
+      requests.map(([request, options]) => [`${failure}, ${request}`, respond, options] as const),
+    );
+    for (const [kind, respond, options] of cases) {
+      const failing = await startHttpServer(respond);
+      const steady = await named('steady');
+      const proxy = await startProxy();
+      try {
+        proxy.publish(
+          [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+          [
+            upstreamOf('ejecting', [failing.port, steady.port], {
+              passiveHealth: {
+                consecutiveFailures: 2,
+                baseEjectionMs: 60_000,
+                maxEjectionMs: 60_000,
+              },
+            }),
+          ],
+        );
+        const served: string[] = [];
+        for (let i = 0; i < 10; i++) {
+          served.push(
+            await send(proxy.port, '/ejecting', options).then(
+              (response) => response.body.toString(),
+              () => 'failing',
+            ),
+          );
+        }
 
-      assert.equal(served.filter((body) => body === 'failing').length, 2);
-      assert.ok(served.slice(4).every((body) => body === 'steady'));
-      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
-    } finally {
-      await proxy.close();
-      await failing.close();
-      await steady.close();
+        assert.equal(served.filter((body) => body === 'failing').length, 2, kind);
+        assert.ok(
+          served.slice(4).every((body) => body === 'steady'),
+          `${kind}: ${served.join(' ')}`,
+        );
+        assert.ok(
+          proxy.logs.some((line) => line.msg === 'target ejected'),
+          kind,
+        );
+      } finally {
+        await proxy.close();
+        await failing.close();
+        await steady.close();
+      }
     }
   });
 
