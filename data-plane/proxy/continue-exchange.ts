@@ -158,10 +158,9 @@ export class ContinueExchange extends ObservedExchange {
     }
     const res = this.#res;
     const status = response.statusCode ?? 502;
+    // A response below 500 counts as a success only once its body is complete.
     if (status >= 500) {
       this.target.state.recordFailure();
-    } else {
-      this.target.state.recordSuccess();
     }
 
     const head: ResponseHead = { contentLength: undefined, trailerIndex: -1 };
@@ -220,6 +219,7 @@ export class ContinueExchange extends ObservedExchange {
           // Invalid trailer fields are dropped; the body is complete.
         }
       }
+      if (status < 500) this.target.state.recordSuccess();
       this.#finish();
       this.reportAttempt(undefined);
       res.end();
@@ -242,7 +242,9 @@ export class ContinueExchange extends ObservedExchange {
     if (code === BODY_TOO_LARGE_CODE) {
       error = PROXY_ERRORS.payloadTooLarge;
     } else {
-      if (error.status >= 502) this.target.state.recordFailure();
+      // A 5xx response counted as a failure at its headers already.
+      const counted = (this.#response?.statusCode ?? 0) >= 500;
+      if (error.status >= 502 && !counted) this.target.state.recordFailure();
       this.reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
     }
     this.logUpstreamFailure(err, error.status);

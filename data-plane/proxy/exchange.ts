@@ -4,6 +4,7 @@ import type { Dispatcher } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
 import { isReportingReset } from '../upstreams/reset-guard.js';
+import { DetachableAttempt } from './detachable-attempt.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
 import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelining.js';
@@ -168,6 +169,8 @@ export class ProxyExchange
   #connectionTokens: string[] | undefined;
   /** Targets of the failed attempts, created by the first retry. */
   #tried: UpstreamTarget[] | undefined;
+  /** Handler of the current attempt when the route has a connect timeout, which detaches it. */
+  #detachable: DetachableAttempt | undefined;
 
   constructor(
     context: ProxyContext,
@@ -198,6 +201,8 @@ export class ProxyExchange
     const path = forwardedPath(target, request);
     if (actions.connectTimeoutMs > 0) {
       this.#connectTimer = setTimeout(onConnectTimeout, actions.connectTimeoutMs, this);
+      // Only an attempt that the timeout can give up needs a handler of its own.
+      this.#detachable = new DetachableAttempt(this, target.state);
     }
     // `servername` is a Request option of undici 7 that its DispatchOptions type omits.
     const options: Dispatcher.DispatchOptions & { servername?: string } = {
@@ -212,7 +217,7 @@ export class ProxyExchange
       headersTimeout: actions.headersTimeoutMs > 0 ? actions.headersTimeoutMs : undefined,
       bodyTimeout: actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : undefined,
     };
-    target.pool.dispatch(options, this);
+    target.pool.dispatch(options, this.#detachable ?? this);
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -243,10 +248,9 @@ export class ProxyExchange
     }
 
     const target = this.target;
+    // A response below 500 counts as a success only once its body is complete.
     if (statusCode >= 500) {
       target.state.recordFailure();
-    } else {
-      target.state.recordSuccess();
     }
 
     const req = this.req;
@@ -340,6 +344,9 @@ export class ProxyExchange
       return;
     }
     this.#finishAttempt();
+    if (this.#responseStarted && this.#status < 500) {
+      this.target.state.recordSuccess();
+    }
     if (this.#clientClosed || this.#answered) {
       return;
     }
@@ -424,7 +431,10 @@ export class ProxyExchange
     }
   }
 
-  /** Sends 504 when no connection was obtained within the route's connect timeout. */
+  /**
+   * Retries on another target, or sends 504, when no connection was obtained within the route's
+   * connect timeout.
+   */
   handleConnectTimeout(): void {
     if (this.#abort !== null || this.#answered || this.#clientClosed) {
       return;
@@ -434,6 +444,17 @@ export class ProxyExchange
     });
     this.target.state.recordFailure();
     this.reportAttempt('timeout');
+    if (this.#detachable !== undefined && this.#canRetry(error)) {
+      const next = this.#pickRetryTarget();
+      if (next !== undefined) {
+        // The waiting request leaves the target's in-flight count when undici settles it.
+        this.#detachable.detach();
+        this.#detachable = undefined;
+        this.#attemptDone = true;
+        this.#retry(error, next);
+        return;
+      }
+    }
     this.logUpstreamFailure(error, PROXY_ERRORS.upstreamTimeout.status);
     this.#answer(PROXY_ERRORS.upstreamTimeout);
   }
@@ -459,6 +480,7 @@ export class ProxyExchange
       return;
     }
     if (this.#responseStarted && isBodylessLengthMismatch(this.#status, err)) {
+      this.target.state.recordSuccess();
       this.reportAttempt(undefined);
       this.#answered = true;
       this.#res.end();
@@ -476,19 +498,17 @@ export class ProxyExchange
     }
     this.reportAttempt(upstreamFailureOf(error));
     if (error !== undefined && this.#canRetry(err)) {
-      const tried = (this.#tried ??= []);
-      tried.push(this.target);
-      const next = this.request.balancer.pick(this.req, tried);
+      const next = this.#pickRetryTarget();
       if (next !== undefined) {
-        this.#logRetry(err, next);
-        this.context.observer.retried(this.request.route);
-        this.start(next);
+        this.#retry(err, next);
         return;
       }
     }
 
     this.logUpstreamFailure(err, error?.status);
     if (error === undefined) {
+      // A 5xx counted as a failure at its headers already.
+      if (this.#status < 500) this.target.state.recordFailure();
       this.#answered = true;
       // A close-delimited body ends with the connection, so only a reset shows the truncation.
       if (this.#closeDelimited) {
@@ -507,13 +527,29 @@ export class ProxyExchange
   #canRetry(err: Error): boolean {
     const request = this.request;
     const code = (err as { code?: unknown }).code;
+    // A 1xx response shows that the upstream acts on the request, and a forwarded one already
+    // reached the client, so the request is not sent again after one.
     return (
       this.attempts <= request.actions.retries &&
+      this.#informational === 0 &&
       request.body === null &&
       IDEMPOTENT_METHODS.has(request.method) &&
       typeof code === 'string' &&
       RETRYABLE_CODES.has(code)
     );
+  }
+
+  /** Adds the current target to those tried and returns the target of the next attempt. */
+  #pickRetryTarget(): UpstreamTarget | undefined {
+    const tried = (this.#tried ??= []);
+    tried.push(this.target);
+    return this.request.balancer.pick(this.req, tried);
+  }
+
+  #retry(err: Error, next: UpstreamTarget): void {
+    this.#logRetry(err, next);
+    this.context.observer.retried(this.request.route);
+    this.start(next);
   }
 
   #answer(error: ProxyError, close = false): void {

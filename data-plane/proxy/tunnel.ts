@@ -5,6 +5,7 @@ import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { RouteBinding, RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import type { TargetState } from '../upstreams/target-state.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { buildClientResponseHeaders, type ResponseHead } from './headers.js';
 
@@ -14,12 +15,18 @@ export const DEFAULT_TUNNEL_DRAIN_TIMEOUT_MS = 30_000;
 /** Maximum time between two checks of the table in service while tunnels are open. */
 const TABLE_CHECK_INTERVAL_MS = 1_000;
 
-/** An open tunnel: two sockets that copy bytes to each other after a 101 response. */
+/**
+ * An open tunnel: two sockets that copy bytes to each other after a 101 response. It counts as
+ * a request in flight to its target until it closes, so the least-request balancer counts
+ * long-lived WebSocket connections in the target's load.
+ */
 export class Tunnel {
   readonly #context: ProxyContext;
   readonly #client: Socket;
   readonly #upstream: Socket;
   readonly #actions: ForwardedRequest['actions'];
+  readonly #targetState: TargetState;
+  #closed = false;
   /** The route the handshake matched, and what the router needs to match it again. */
   readonly route: string;
   readonly method: string;
@@ -52,6 +59,8 @@ export class Tunnel {
     this.path = request.path;
     this.upstream = target.upstream;
     this.targetUrl = target.url;
+    this.#targetState = target.state;
+    target.state.active++;
   }
 
   /** Sends the 101 to the client, then the bytes each side sent early, then copies both ways. */
@@ -87,6 +96,10 @@ export class Tunnel {
     clearTimeout(this.drainTimer);
     this.#client.destroy();
     this.#upstream.destroy();
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#targetState.active--;
+    }
     const onClose = this.onClose;
     this.onClose = undefined;
     onClose?.();

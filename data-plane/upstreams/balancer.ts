@@ -68,7 +68,8 @@ export function wasTried(target: UpstreamTarget, tried: TriedTargets | undefined
  * each target is picked exactly `weight` times. Picks of a heavy target are spread out instead
  * of bunched, so weights 5, 1, 1 give a a b a c a a. Ties go to the earlier target, and
  * targets with weight 0 are never picked. Unavailable targets drop out of the cycle while they
- * are unavailable; when none is available, all targets take part (panic mode).
+ * are unavailable; when none is available, all targets take part (panic mode). A balancer built
+ * for a new snapshot continues the cycle of the one it replaces.
  */
 export class WeightedRoundRobinBalancer implements Balancer {
   readonly upstream: string;
@@ -76,13 +77,41 @@ export class WeightedRoundRobinBalancer implements Balancer {
   readonly #weights: Float64Array;
   readonly #current: Float64Array;
 
-  constructor(upstream: string, targets: readonly UpstreamTarget[]) {
+  /** `previous` is the balancer of the same upstream in the snapshot that this one replaces. */
+  constructor(
+    upstream: string,
+    targets: readonly UpstreamTarget[],
+    previous?: WeightedRoundRobinBalancer,
+  ) {
     const inRotation = targets.filter((target) => target.weight > 0);
 
     this.upstream = upstream;
     this.targets = inRotation;
     this.#weights = Float64Array.from(inRotation, (target) => target.weight);
     this.#current = new Float64Array(inRotation.length);
+    if (previous !== undefined) this.#continueCycle(previous);
+  }
+
+  /**
+   * Copies the current weights of `previous` by target URL. Without it every snapshot, even
+   * one that changes another upstream, would restart the cycle at the first target, which
+   * then gets every request when snapshots arrive faster than requests. Added targets start
+   * at 0, and all values shift by the same amount so that they sum to 0 as in any cycle.
+   */
+  #continueCycle(previous: WeightedRoundRobinBalancer): void {
+    const previousCurrent = new Map<string, number>();
+    previous.targets.forEach((target, i) => previousCurrent.set(target.url, previous.#current[i]));
+
+    const current = this.#current;
+    let sum = 0;
+    this.targets.forEach((target, i) => {
+      current[i] = previousCurrent.get(target.url) ?? 0;
+      sum += current[i];
+    });
+    const shift = sum / current.length;
+    for (let i = 0; i < current.length; i++) {
+      current[i] -= shift;
+    }
   }
 
   pick(_req?: IncomingMessage, tried?: TriedTargets): UpstreamTarget | undefined {

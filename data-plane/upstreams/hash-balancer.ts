@@ -8,7 +8,13 @@ import {
 } from './balancer.js';
 import type { HashKey } from './hash-key.js';
 
-/** Ring points per unit of weight; 100 keeps the share of each target within a few percent. */
+/**
+ * Ring points per unit of weight. With 100, the share of keys of equal-weight targets ranges
+ * from 0.83 to 1.29 times the fair share for 2 to 20 targets (test "spreads keys within
+ * measured bounds").
+ */
+// NOTE: more points would even the shares out, but would lower the weight sum up to which
+// adding or removing a target moves only its own keys, and would remap keys once on upgrade.
 const POINTS_PER_WEIGHT = 100;
 
 /**
@@ -49,12 +55,25 @@ export class HashBalancer implements Balancer {
   /** Index into `targets` of the owner of each point. */
   readonly #owners: Uint32Array;
   readonly #fallback: WeightedRoundRobinBalancer;
+  /** Number of the last walk that visited each target, so a walk looks at each target once. */
+  readonly #visitedIn: Uint32Array;
+  #walks = 0;
 
-  constructor(upstream: string, targets: readonly UpstreamTarget[], key: HashKey) {
+  /** `previous` is the balancer of the same upstream in the snapshot that this one replaces. */
+  constructor(
+    upstream: string,
+    targets: readonly UpstreamTarget[],
+    key: HashKey,
+    previous?: HashBalancer,
+  ) {
     this.upstream = upstream;
     this.targets = targets.filter((target) => target.weight > 0);
     this.#key = key;
-    this.#fallback = new WeightedRoundRobinBalancer(upstream, this.targets);
+    this.#fallback = new WeightedRoundRobinBalancer(
+      upstream,
+      this.targets,
+      previous === undefined ? undefined : previous.#fallback,
+    );
 
     const totalWeight = this.targets.reduce((sum, target) => sum + target.weight, 0);
     const pointsPerWeight = Math.min(POINTS_PER_WEIGHT, MAX_RING_POINTS / totalWeight);
@@ -71,6 +90,7 @@ export class HashBalancer implements Balancer {
       }
     });
     ring.sort();
+    this.#visitedIn = new Uint32Array(this.targets.length);
     this.#points = new Uint32Array(size);
     this.#owners = new Uint32Array(size);
     for (let i = 0; i < size; i++) {
@@ -101,10 +121,22 @@ export class HashBalancer implements Balancer {
     const points = this.#points;
     const start = lowerBound(points, hashString(key));
     const targets = this.targets;
+    const visitedIn = this.#visitedIn;
+    const walk = this.#startWalk();
+    let visited = 0;
     let firstUntried: UpstreamTarget | undefined;
     let firstAvailable: UpstreamTarget | undefined;
-    for (let step = 0; step < points.length; step++) {
-      const target = targets[this.#owners[(start + step) % points.length]];
+    // The walk ends once it has seen every target, because only the first point of each target
+    // can change the result. Walking the whole ring when no target was available took 7 ms per
+    // pick for 10 targets of weight 10000 (a million points; Node.js 20, 2 shared cores).
+    for (let step = 0; step < points.length && visited < targets.length; step++) {
+      const owner = this.#owners[(start + step) % points.length];
+      if (visitedIn[owner] === walk) {
+        continue;
+      }
+      visitedIn[owner] = walk;
+      visited++;
+      const target = targets[owner];
       const untried = !wasTried(target, tried);
       if (target.state.available) {
         if (untried) {
@@ -118,6 +150,15 @@ export class HashBalancer implements Balancer {
     // Panic mode when nothing is available and nothing was tried: the owner on the ring takes
     // the request anyway.
     return firstUntried ?? firstAvailable ?? targets[this.#owners[start % points.length]];
+  }
+
+  /** Returns the number of a new walk, which no entry of `#visitedIn` contains yet. */
+  #startWalk(): number {
+    if (this.#walks === 0xffffffff) {
+      this.#visitedIn.fill(0);
+      this.#walks = 0;
+    }
+    return ++this.#walks;
   }
 }
 

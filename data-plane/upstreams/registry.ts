@@ -77,6 +77,8 @@ export class UpstreamRegistry {
   #pools = new Map<string, Pool>();
   #states = new Map<string, TargetState>();
   #checkers = new Map<string, HealthChecker>();
+  /** Balancers of the last snapshot, whose round-robin cycles the next snapshot continues. */
+  #balancers = new Map<string, Balancer>();
   #closed = false;
 
   constructor(options: UpstreamRegistryOptions = {}) {
@@ -192,9 +194,13 @@ export class UpstreamRegistry {
           connect: target.connect,
         };
       });
-      balancers.set(upstream.name, createBalancer(upstream, targets));
+      balancers.set(
+        upstream.name,
+        createBalancer(upstream, targets, this.#balancers.get(upstream.name)),
+      );
     }
 
+    this.#balancers = balancers;
     this.#pools = pools;
     this.#states = states;
     this.#checkers = checkers;
@@ -238,6 +244,7 @@ export class UpstreamRegistry {
     for (const checker of this.#checkers.values()) checker.stop();
     this.#pools = new Map();
     this.#checkers = new Map();
+    this.#balancers = new Map();
 
     await Promise.all(pools.map((pool) => pool.close()));
     this.#logger.info({ origins: pools.length }, 'upstream pools closed');
@@ -271,14 +278,28 @@ export class UpstreamRegistry {
   }
 }
 
-function createBalancer(upstream: Upstream, targets: UpstreamTarget[]): Balancer {
+/** Builds the balancer of `upstream`, continuing the round-robin cycle of `previous`. */
+function createBalancer(
+  upstream: Upstream,
+  targets: UpstreamTarget[],
+  previous: Balancer | undefined,
+): Balancer {
   switch (upstream.balancer) {
     case 'least-request':
       return new LeastRequestBalancer(upstream.name, targets);
     case 'hash':
-      return new HashBalancer(upstream.name, targets, createHashKey(upstream.hashOn ?? ''));
+      return new HashBalancer(
+        upstream.name,
+        targets,
+        createHashKey(upstream.hashOn ?? ''),
+        previous instanceof HashBalancer ? previous : undefined,
+      );
     default:
-      return new WeightedRoundRobinBalancer(upstream.name, targets);
+      return new WeightedRoundRobinBalancer(
+        upstream.name,
+        targets,
+        previous instanceof WeightedRoundRobinBalancer ? previous : undefined,
+      );
   }
 }
 

@@ -61,12 +61,15 @@ export class TargetState {
     return this.#ejectedUntil !== 0 && !this.#ejectionExpired();
   }
 
-  /** Sets the passive ejection settings of the current snapshot; undefined turns ejection off. */
+  /**
+   * Sets the passive ejection settings of the current snapshot. Undefined turns ejection off
+   * and restores a target that is ejected.
+   */
   configureEjection(settings: EjectionSettings | undefined): void {
     this.#ejection = settings;
     if (settings === undefined) {
-      this.#ejectedUntil = 0;
       this.#consecutiveFailures = 0;
+      if (this.ejected) this.#restore('passive health removed');
     }
   }
 
@@ -133,10 +136,14 @@ export class TargetState {
       return false;
     }
     if (this.#ejectedUntil !== 0) {
-      this.#ejectedUntil = 0;
-      this.#logger.info({ upstream: this.upstream, target: this.url }, 'target restored');
-      this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.#healthy);
+      this.#restore('ejection ended');
     }
     return true;
+  }
+
+  #restore(reason: string): void {
+    this.#ejectedUntil = 0;
+    this.#logger.info({ upstream: this.upstream, target: this.url, reason }, 'target restored');
+    this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.#healthy);
   }
 }

@@ -48,6 +48,36 @@ describe('WeightedRoundRobinBalancer', () => {
     }
   });
 
+  it('continues the cycle of the balancer it replaces', () => {
+    const targets = [fakeTarget('a', 5), fakeTarget('b', 1), fakeTarget('c', 1)];
+    const previous = new WeightedRoundRobinBalancer('api', targets);
+    const picked = pickNames(previous, 3);
+    const next = new WeightedRoundRobinBalancer('api', targets, previous);
+
+    picked.push(...pickNames(next, 4));
+
+    assert.deepEqual(picked, ['a', 'a', 'b', 'a', 'c', 'a', 'a']);
+  });
+
+  it('keeps weights after a target is added', () => {
+    const previous = new WeightedRoundRobinBalancer('api', [fakeTarget('a', 2), fakeTarget('b')]);
+    pickNames(previous, 2);
+    const next = new WeightedRoundRobinBalancer(
+      'api',
+      [fakeTarget('a', 2), fakeTarget('b'), fakeTarget('c', 3)],
+      previous,
+    );
+    const counts = new Map<string, number>();
+
+    for (const name of pickNames(next, 6 * 20)) {
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+    }
+
+    assert.equal(counts.get('a'), 40);
+    assert.equal(counts.get('b'), 20);
+    assert.equal(counts.get('c'), 60);
+  });
+
   it('never picks a target of weight 0', () => {
     const balancer = new WeightedRoundRobinBalancer('api', [
       fakeTarget('a', 0),

@@ -177,6 +177,17 @@ describe('UpstreamRegistry with live connections', () => {
     return running;
   }
 
+  /** Returns the upstream `both` with the servers `first` and `second` as targets. */
+  function bothUpstream(firstWeight: number, secondWeight: number): Upstream {
+    return {
+      name: 'both',
+      targets: [
+        { url: `http://127.0.0.1:${first.port}`, weight: firstWeight },
+        { url: `http://127.0.0.1:${second.port}`, weight: secondWeight },
+      ],
+    };
+  }
+
   before(async () => {
     first = await startUpstream('first');
     second = await startUpstream('second');
@@ -248,18 +259,7 @@ describe('UpstreamRegistry with live connections', () => {
   });
 
   it('balances requests by weight', async () => {
-    proxy.publish(
-      [{ name: 'both', path: '/both', upstream: 'both' }],
-      [
-        {
-          name: 'both',
-          targets: [
-            { url: `http://127.0.0.1:${first.port}`, weight: 3 },
-            { url: `http://127.0.0.1:${second.port}`, weight: 1 },
-          ],
-        },
-      ],
-    );
+    proxy.publish([{ name: 'both', path: '/both', upstream: 'both' }], [bothUpstream(3, 1)]);
     const served: string[] = [];
 
     for (let i = 0; i < 8; i++) {
@@ -276,5 +276,21 @@ describe('UpstreamRegistry with live connections', () => {
       'second',
       'first',
     ]);
+  });
+
+  it('continues round robin across snapshots', async () => {
+    const both = bothUpstream(1, 1);
+    const served: string[] = [];
+
+    // Each snapshot changes another upstream only, as when other routes are applied.
+    for (let i = 0; i < 6; i++) {
+      proxy.publish(
+        [{ name: 'both', path: '/both', upstream: 'both' }],
+        [both, upstreamAt(`other-${i}`, first.port)],
+      );
+      served.push((await send(proxy.port, '/both')).body.toString());
+    }
+
+    assert.deepEqual(served, ['first', 'second', 'first', 'second', 'first', 'second']);
   });
 });

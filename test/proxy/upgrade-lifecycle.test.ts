@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  eventually,
   openRawClient,
   RawServer,
   sendRaw,
@@ -138,6 +139,51 @@ describe('upgrade lifecycle', () => {
     assert.match(client.text(), /^HTTP\/1\.1 403 Forbidden\r\n/);
     assert.doesNotMatch(client.text(), /content-length/i);
     assert.equal(client.error()?.code, 'ECONNRESET');
+  });
+
+  it('counts open tunnels as in flight', async () => {
+    const counting = await startProxy();
+    const clients: RawClient[] = [];
+    try {
+      const table = counting.publish(
+        [{ name: 'ws', path: '/ws/*', upstream: 'pair' }],
+        [
+          {
+            name: 'pair',
+            balancer: 'least-request',
+            targets: [
+              { url: `http://127.0.0.1:${upstream.port}/a`, weight: 1 },
+              { url: `http://127.0.0.1:${upstream.port}/b`, weight: 1 },
+            ],
+          },
+        ],
+      );
+      const match = table.router.find('GET', undefined, '/ws/echo');
+      assert.equal(match.kind, 'found');
+      const targets = match.value.balancer?.targets ?? [];
+      const inFlight = () => targets.map((target) => target.state.active);
+
+      const first = openRawClient(counting.port, handshake('/ws/echo'));
+      clients.push(first);
+      await waitForText(first.text, /\r\n\r\n$/);
+      assert.deepEqual(inFlight().sort(), [0, 1]);
+      // The open tunnel counts in the target's load, so the next one goes to the other target.
+      const second = openRawClient(counting.port, handshake('/ws/echo'));
+      clients.push(second);
+      await waitForText(second.text, /\r\n\r\n$/);
+      assert.deepEqual(inFlight(), [1, 1]);
+
+      first.socket.destroy();
+      second.socket.end();
+      await within(Promise.all([first.closed, second.closed]), 'the tunnels to close');
+      assert.ok(
+        await eventually(() => inFlight().every((active) => active === 0)),
+        `in flight after close: ${inFlight().join(', ')}`,
+      );
+    } finally {
+      for (const client of clients) client.socket.destroy();
+      await counting.close();
+    }
   });
 
   it('drains tunnels whose route a swap removed', async () => {

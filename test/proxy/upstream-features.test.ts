@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -18,11 +18,13 @@ import type { Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
   eventually,
   fakeTarget,
+  listenNet,
   send,
   startHttpServer,
   startProxy,
   within,
   type RunningServer,
+  type SendOptions,
 } from './harness.js';
 
 const silent = pino({ level: 'silent' });
@@ -68,6 +70,28 @@ describe('LeastRequestBalancer', () => {
     for (let i = 0; i < 20; i++) {
       assert.equal(balancer.pick(), idle);
     }
+  });
+
+  it('shares idle targets by weight', () => {
+    const weights = [1, 2, 5];
+    const targets = weights.map((weight, i) => fakeTarget(`t${i}`, weight));
+    const balancer = new LeastRequestBalancer('api', targets);
+    const picks = 8_000;
+    const counts = new Map<UpstreamTarget, number>();
+
+    for (let i = 0; i < picks; i++) {
+      const target = balancer.pick();
+      assert.ok(target !== undefined);
+      counts.set(target, (counts.get(target) ?? 0) + 1);
+    }
+
+    // Each expected count is at least 1000, and the bounds lie more than 10 standard deviations
+    // from it, so the check does not fail by chance.
+    targets.forEach((target, i) => {
+      const expected = (picks * weights[i]) / 8;
+      const count = counts.get(target) ?? 0;
+      assert.ok(Math.abs(count - expected) < expected * 0.3, `${target.url}: ${count} picks`);
+    });
   });
 
   it('skips unavailable targets', () => {
@@ -133,6 +157,51 @@ describe('HashBalancer', () => {
     assert.ok(balancer.pickByKey('session-1') !== undefined, 'panic mode picked nothing');
   });
 
+  it('checks each target once per walk', () => {
+    const targets = ['a', 'b', 'c'].map((name) => fakeTarget(name, 100));
+    const balancer = new HashBalancer('api', targets, () => undefined);
+    const owners = Array.from({ length: 50 }, (_, i) => balancer.pickByKey(`k${i}`));
+    let reads = 0;
+    for (const target of targets) {
+      target.state.setHealthy(false, 'test');
+      const state = target.state;
+      Object.defineProperty(state, 'available', {
+        get: () => {
+          reads++;
+          return false;
+        },
+      });
+    }
+
+    // With no target available the walk goes round a ring of 30000 points unless it stops
+    // once it has seen every target; panic mode then takes the key's own owner.
+    for (let i = 0; i < owners.length; i++) {
+      assert.equal(balancer.pickByKey(`k${i}`), owners[i], `owner of k${i}`);
+    }
+    assert.ok(reads <= owners.length * targets.length, `${reads} availability reads`);
+    assert.equal(balancer.pickByKey('k0', targets), owners[0]);
+  });
+
+  it('spreads keys within measured bounds', () => {
+    // Fair share 1.0; the ring's unevenness with 100 points per target, as the docs state it.
+    const keys = 40_000;
+    for (const count of [2, 3, 5, 10, 20]) {
+      const targets = Array.from({ length: count }, (_, i) => fakeTarget(`10-0-0-${i}`));
+      const balancer = new HashBalancer('api', targets, () => undefined);
+      const counts = new Map<UpstreamTarget | undefined, number>();
+      for (let i = 0; i < keys; i++) {
+        const target = balancer.pickByKey(`user-${i}`);
+        counts.set(target, (counts.get(target) ?? 0) + 1);
+      }
+
+      for (const target of targets) {
+        const share = ((counts.get(target) ?? 0) * count) / keys;
+        assert.ok(share > 0.8, `${count} targets: ${target.url} share ${share}`);
+        assert.ok(share < 1.3, `${count} targets: ${target.url} share ${share}`);
+      }
+    }
+  });
+
   it('bounds the ring of heavy weights', () => {
     const targets = Array.from({ length: 12 }, (_, i) => fakeTarget(`t${i}`, 10_000));
     targets.push(fakeTarget('light', 1));
@@ -185,6 +254,27 @@ describe('TargetState ejection', () => {
     assert.equal(state.ejected, true);
     assert.equal(state.available, false);
   });
+
+  it('restores an ejected target when ejection is turned off', () => {
+    const reported: boolean[] = [];
+    const state = new TargetState('api', 'http://a.test', silent, {
+      setTargetHealthy: (_upstream, _target, healthy) => reported.push(healthy),
+      targetEjected: () => reported.push(false),
+    });
+    state.configureEjection({
+      consecutiveFailures: 1,
+      baseEjectionMs: 60_000,
+      maxEjectionMs: 60_000,
+    });
+    state.recordFailure();
+    assert.equal(state.ejected, true);
+
+    state.configureEjection(undefined);
+
+    assert.equal(state.ejected, false);
+    assert.equal(state.available, true);
+    assert.deepEqual(reported, [false, true]);
+  });
 });
 
 describe('proxy upstream features', () => {
@@ -208,6 +298,37 @@ describe('proxy upstream features', () => {
       await proxy.close();
       await a.close();
       await b.close();
+    }
+  });
+
+  it('least request shares sequential requests by weight', async () => {
+    const light = await named('light');
+    const heavy = await named('heavy');
+    const weighted: Upstream = {
+      name: 'weighted',
+      balancer: 'least-request',
+      targets: [
+        { url: `http://127.0.0.1:${light.port}`, weight: 1 },
+        { url: `http://127.0.0.1:${heavy.port}`, weight: 3 },
+      ],
+    };
+    const proxy = await startProxy();
+    try {
+      proxy.publish([{ name: 'weighted', path: '/weighted', upstream: 'weighted' }], [weighted]);
+
+      for (let i = 0; i < 200; i++) {
+        assert.equal((await send(proxy.port, '/weighted')).status, 200);
+      }
+
+      // One request at a time leaves both targets idle at every pick, so the weights decide:
+      // about 50 requests for the light target, with a standard deviation of about 6.
+      assert.ok(light.hits >= 20, `light target served ${light.hits}`);
+      assert.ok(light.hits <= 90, `light target served ${light.hits}`);
+      assert.equal(light.hits + heavy.hits, 200);
+    } finally {
+      await proxy.close();
+      await light.close();
+      await heavy.close();
     }
   });
 
@@ -295,38 +416,72 @@ describe('proxy upstream features', () => {
     }
   });
 
-  it('ejects a target that returns 5xx', async () => {
-    const failing = await startHttpServer((_req, res) => {
-      res.statusCode = 500;
-      res.end('failing');
-    });
-    const steady = await named('steady');
-    const proxy = await startProxy();
-    try {
-      proxy.publish(
-        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
-        [
-          upstreamOf('ejecting', [failing.port, steady.port], {
-            passiveHealth: {
-              consecutiveFailures: 2,
-              baseEjectionMs: 60_000,
-              maxEjectionMs: 60_000,
-            },
-          }),
-        ],
-      );
-      const served: string[] = [];
-      for (let i = 0; i < 10; i++) {
-        served.push((await send(proxy.port, '/ejecting')).body.toString());
-      }
+  it('ejects a target that fails', async () => {
+    const failures: Array<[string, (req: IncomingMessage, res: ServerResponse) => void]> = [
+      [
+        '5xx',
+        (_req, res) => {
+          res.statusCode = 500;
+          res.end('failing');
+        },
+      ],
+      [
+        'body cut by a reset',
+        (req, res) => {
+          res.writeHead(200, { 'content-length': '100' });
+          res.write('failing', () => req.socket.resetAndDestroy());
+        },
+      ],
+    ];
+    // Requests with `Expect: 100-continue` go through a path of their own.
+    const requests: Array<[string, SendOptions]> = [
+      ['GET', {}],
+      ['upload with Expect', { method: 'PUT', headers: { expect: '100-continue' }, body: 'x' }],
+    ];
+    const cases = failures.flatMap(([failure, respond]) =>
+      requests.map(([request, options]) => [`${failure}, ${request}`, respond, options] as const),
+    );
+    for (const [kind, respond, options] of cases) {
+      const failing = await startHttpServer(respond);
+      const steady = await named('steady');
+      const proxy = await startProxy();
+      try {
+        proxy.publish(
+          [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+          [
+            upstreamOf('ejecting', [failing.port, steady.port], {
+              passiveHealth: {
+                consecutiveFailures: 2,
+                baseEjectionMs: 60_000,
+                maxEjectionMs: 60_000,
+              },
+            }),
+          ],
+        );
+        const served: string[] = [];
+        for (let i = 0; i < 10; i++) {
+          served.push(
+            await send(proxy.port, '/ejecting', options).then(
+              (response) => response.body.toString(),
+              () => 'failing',
+            ),
+          );
+        }
 
-      assert.equal(served.filter((body) => body === 'failing').length, 2);
-      assert.ok(served.slice(4).every((body) => body === 'steady'));
-      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
-    } finally {
-      await proxy.close();
-      await failing.close();
-      await steady.close();
+        assert.equal(served.filter((body) => body === 'failing').length, 2, kind);
+        assert.ok(
+          served.slice(4).every((body) => body === 'steady'),
+          `${kind}: ${served.join(' ')}`,
+        );
+        assert.ok(
+          proxy.logs.some((line) => line.msg === 'target ejected'),
+          kind,
+        );
+      } finally {
+        await proxy.close();
+        await failing.close();
+        await steady.close();
+      }
     }
   });
 
@@ -363,6 +518,31 @@ describe('proxy upstream features', () => {
     } finally {
       await proxy.close();
       await steady.close();
+    }
+  });
+
+  it('does not retry after a 103', async () => {
+    // The first target sends 103 Early Hints and then resets the connection.
+    const hinting = await startHttpServer((req, res) => {
+      res.writeEarlyHints({ link: '</style.css>; rel=preload' });
+      setTimeout(() => req.socket.destroy(), 20);
+    });
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'retried', path: '/retried', upstream: 'pair', retries: 1 }],
+        [upstreamOf('pair', [hinting.port, steady.port])],
+      );
+
+      const response = await send(proxy.port, '/retried');
+
+      assert.equal(response.status, 502);
+      assert.equal(steady.hits, 0);
+    } finally {
+      await proxy.close();
+      await steady.close();
+      await hinting.close();
     }
   });
 
@@ -472,6 +652,65 @@ describe('proxy upstream features', () => {
     } finally {
       await proxy.close();
       await slow.close();
+    }
+  });
+
+  it('retries after a route connect timeout', async () => {
+    // An https target whose server accepts TCP and never completes the TLS handshake, so only
+    // the route's connect timeout ends the wait for a connection.
+    const handshakes = new Set<Socket>();
+    const silent = createNetServer((socket) => {
+      handshakes.add(socket);
+      socket.on('error', () => {});
+    });
+    const silentPort = await listenNet(silent);
+    const steady = await named('steady');
+    const proxy = await startProxy({ connectTimeout: 1_000 });
+    try {
+      const table = proxy.publish(
+        [
+          {
+            name: 'retried',
+            path: '/*',
+            upstream: 'pair',
+            retries: 1,
+            timeouts: { connectMs: 200, responseHeaderMs: 0, idleBodyMs: 0 },
+          },
+        ],
+        [
+          {
+            name: 'pair',
+            targets: [
+              { url: `https://127.0.0.1:${silentPort}`, weight: 1 },
+              { url: `http://127.0.0.1:${steady.port}`, weight: 1 },
+            ],
+            tls: { caFile: '', serverName: '', insecureSkipVerify: true },
+          },
+        ],
+      );
+      const match = table.router.find('GET', undefined, '/');
+      assert.equal(match.kind, 'found');
+      const [hanging, answering] = match.value.balancer?.targets ?? [];
+
+      // Round robin sends each request to the hanging target first.
+      const first = await send(proxy.port, '/a');
+      const second = await send(proxy.port, '/b');
+      const post = await send(proxy.port, '/c', { method: 'POST', body: 'x' });
+
+      assert.equal(first.status, 200);
+      assert.equal(first.body.toString(), 'steady');
+      assert.equal(second.status, 200);
+      assert.equal(post.status, 504);
+      assert.ok(
+        await eventually(() => hanging.state.active === 0, 3_000),
+        `requests in flight to the hanging target: ${hanging.state.active}`,
+      );
+      assert.equal(answering.state.active, 0);
+    } finally {
+      await proxy.close();
+      await steady.close();
+      for (const socket of handshakes) socket.destroy();
+      silent.close();
     }
   });
 });
