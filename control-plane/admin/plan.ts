@@ -89,7 +89,7 @@ function pruneUnreadable(plan: Plan, unreadable: UnreadableKey[]): void {
     plan.values.set(`${kind}/${name}`, { beforeJson: '', afterJson: '' });
     plan.operations.push({ type: 'delete', key });
   }
-  plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));
+  plan.changes.sort(byKindAndName);
 }
 
 /**
@@ -209,6 +209,16 @@ function merge<T extends { name: string }>(stored: T[], declared: T[]): T[] {
   return [...byName.values()];
 }
 
+/**
+ * Orders changes by kind, then name, as the string `kind + name` would sort, because the kinds
+ * (route, upstream) differ in their first letter. It concatenates no strings, which sorting
+ * 100,000 changes would do millions of times.
+ */
+function byKindAndName(a: Plan['changes'][number], b: Plan['changes'][number]): number {
+  if (a.kind !== b.kind) return a.kind < b.kind ? -1 : 1;
+  return a.name < b.name ? -1 : 1;
+}
+
 function diffInto<T extends { name: string }>(
   plan: Plan,
   prefix: string,
@@ -233,5 +243,5 @@ function diffInto<T extends { name: string }>(
     plan.values.set(`${kind}/${name}`, { beforeJson: old, afterJson: '' });
     plan.operations.push({ type: 'delete', key: resourceKey(prefix, kind, name) });
   }
-  plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));
+  plan.changes.sort(byKindAndName);
 }
