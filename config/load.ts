@@ -282,8 +282,9 @@ export function parseConfigTexts(
     const config = checkSchema(parsed, issues);
     anyFailed ||= parsed.failed !== undefined;
     config.routes.forEach((route, index) => {
-      routes.push(normalizeRoute(route));
-      checkedRoutes.push(inFileOrder(route));
+      const normal = normalizeRoute(route);
+      routes.push(normal);
+      checkedRoutes.push(inFileOrder(route, normal));
       written.push({ hosts: route.hosts, methods: route.methods });
       origins.route.push(parsed);
       origins.routeIndex.push(index);
@@ -434,10 +435,13 @@ function suggestionFor(name: string, declared: Set<string>): string {
   return suggestion === undefined ? '' : ` (did you mean "${suggestion}"?)`;
 }
 
-/** Normalises a route but keeps hosts, paths and methods in the order the file lists them. */
-function inFileOrder(route: Route): Route {
+/**
+ * Returns `normal`, the normalised `route`, with hosts, paths and methods in the order the file
+ * lists them.
+ */
+function inFileOrder(route: Route, normal: Route): Route {
   return {
-    ...normalizeRoute(route),
+    ...normal,
     hosts: route.hosts.map(normalizeHostPattern),
     paths: [...route.paths],
     methods: route.methods.map((method) => method.toUpperCase()),

@@ -99,12 +99,17 @@ export function normalizeTargetUrl(raw: string): string {
   return `${url.protocol}//${url.host}${path}`;
 }
 
-/** Removes the optional fields left undefined, so equal resources also compare deep-equal. */
+/**
+ * Returns a copy of `value` without the optional fields left undefined, so equal resources also
+ * compare deep-equal. It copies instead of using `delete`, which would switch V8 to slow
+ * dictionary properties for each of the 100,000 routes of a large apply.
+ */
 function dropUndefined<T extends object>(value: T): T {
+  const defined: Partial<T> = {};
   for (const key of Object.keys(value) as (keyof T)[]) {
-    if (value[key] === undefined) delete value[key];
+    if (value[key] !== undefined) defined[key] = value[key];
   }
-  return value;
+  return defined as T;
 }
 
 /**

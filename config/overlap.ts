@@ -90,12 +90,19 @@ export function findConflicts(routes: readonly Route[]): RouteConflict[] {
  * conflicts, which `findConflicts` reports as errors.
  */
 export function findShadowedRoutes(routes: readonly Route[]): ShadowedRoute[] {
+  const parsed = routes.map((route) => ({
+    classes: hostClasses(route),
+    paths: parsedPaths(route),
+  }));
+  // Only a path that ends in a catch-all can be shadowed, so without one the tries, a few Maps
+  // per path segment, need not be built.
+  if (!parsed.some(({ paths }) => paths.some(endsInCatchAll))) return [];
+
   const trees = new Map<string, TrieNode>();
   const catchAlls: TrieNode[][] = routes.map(() => []);
   const entryCounts: number[] = [];
   routes.forEach((route, index) => {
-    const classes = hostClasses(route);
-    const paths = parsedPaths(route);
+    const { classes, paths } = parsed[index];
     entryCounts.push(classes.length * paths.length);
     for (const [hostKey] of classes) {
       let tree = trees.get(hostKey);
@@ -126,20 +133,29 @@ export function findShadowedRoutes(routes: readonly Route[]): ShadowedRoute[] {
   return shadowed;
 }
 
+function endsInCatchAll(segments: PatternSegment[]): boolean {
+  return segments.at(-1)?.kind === 'catch-all';
+}
+
 /** Routes that end at one place of a trie: one for any method, or one per method. */
 class Slot {
   any: string | undefined;
-  readonly byMethod = new Map<string, string>();
+  /** Created on the first route with methods, so that slots without such a route hold no Map. */
+  byMethod: Map<string, string> | undefined;
 
   add(route: string, methods: readonly string[]): void {
-    if (methods.length === 0) this.any ??= route;
-    for (const method of methods) if (!this.byMethod.has(method)) this.byMethod.set(method, route);
+    if (methods.length === 0) {
+      this.any ??= route;
+      return;
+    }
+    const byMethod = (this.byMethod ??= new Map());
+    for (const method of methods) if (!byMethod.has(method)) byMethod.set(method, route);
   }
 
   /** Returns the route that takes `method`, where a route without methods takes every method. */
   routeFor(method: string): string | undefined {
     if (method === ANY) return this.any;
-    return this.any ?? this.byMethod.get(method);
+    return this.any ?? this.byMethod?.get(method);
   }
 }
 
@@ -149,7 +165,8 @@ class Slot {
  * their shape: each covers only some segment values, like static text.
  */
 class TrieNode {
-  readonly statics = new Map<string, TrieNode>();
+  /** Created on the first static child, so that leaves (at least one per path) hold no Map. */
+  statics: Map<string, TrieNode> | undefined;
   param: TrieNode | undefined;
   readonly end = new Slot();
   readonly catchAll = new Slot();
@@ -173,7 +190,9 @@ class TrieNode {
    * the static child with empty text.
    */
   coversAllBelow(method: string, by: Set<string>): boolean {
-    return coversThrough(this.param, method, by) && coversThrough(this.statics.get(''), method, by);
+    return (
+      coversThrough(this.param, method, by) && coversThrough(this.statics?.get(''), method, by)
+    );
   }
 
   #childFor(segment: PatternSegment): TrieNode {
@@ -184,8 +203,9 @@ class TrieNode {
   }
 
   #child(text: string): TrieNode {
-    let child = this.statics.get(text);
-    if (!child) this.statics.set(text, (child = new TrieNode()));
+    const statics = (this.statics ??= new Map());
+    let child = statics.get(text);
+    if (!child) statics.set(text, (child = new TrieNode()));
     return child;
   }
 }

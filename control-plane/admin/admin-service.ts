@@ -398,8 +398,17 @@ export type AdminAuthorizer = (
 
 /** Converts planned changes into their wire form, with the stored values when asked for. */
 function toChanges(plan: Plan, includeValues: boolean): Change[] {
+  if (!includeValues) {
+    return plan.changes.map(({ kind, name, action }) => ({
+      kind,
+      name,
+      action,
+      beforeJson: '',
+      afterJson: '',
+    }));
+  }
   return plan.changes.map((change) => {
-    const values = includeValues ? plan.values.get(`${change.kind}/${change.name}`) : undefined;
+    const values = plan.values.get(`${change.kind}/${change.name}`);
     return { ...change, beforeJson: values?.beforeJson ?? '', afterJson: values?.afterJson ?? '' };
   });
 }

@@ -89,7 +89,7 @@ function pruneUnreadable(plan: Plan, unreadable: UnreadableKey[]): void {
     plan.values.set(`${kind}/${name}`, { beforeJson: '', afterJson: '' });
     plan.operations.push({ type: 'delete', key });
   }
-  plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));
+  plan.changes.sort(byKindAndName);
 }
 
 /**
@@ -176,13 +176,33 @@ function markStoredOrigin(issue: ConfigIssue, kind: ResourceKind, name: string):
  */
 function rejectSchemaViolations(declared: { routes: Route[]; upstreams: Upstream[] }): void {
   // The file form leaves unset optional fields out, where the protocol form has undefined.
-  const data: unknown = JSON.parse(
-    JSON.stringify({ upstreams: declared.upstreams, routes: declared.routes }),
-  );
+  const data = toJsonData({ upstreams: declared.upstreams, routes: declared.routes });
   const result = parseWithSchema(ConfigFileSchema, data);
   if (result.success) return;
   const problems = describeSchemaIssues(result.error.issues, data);
   throw new ConfigError(problems.map((problem) => describeSchemaProblem(data, problem)));
+}
+
+/**
+ * Returns the value that `JSON.parse(JSON.stringify(value))` returns for the plain objects,
+ * arrays, strings, numbers and booleans of a decoded request, without the text in between,
+ * which for 100,000 routes is megabytes. As in JSON, undefined fields are left out,
+ * undefined array elements become null, and so do numbers that are not finite.
+ */
+function toJsonData(value: unknown): unknown {
+  if (typeof value === 'number') {
+    // JSON writes -0 as 0 and NaN and the infinities as null.
+    return Number.isFinite(value) ? value + 0 : null;
+  }
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    return value.map((item: unknown) => (item === undefined ? null : toJsonData(item)));
+  }
+  const copy: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(value)) {
+    if (field !== undefined) copy[key] = toJsonData(field);
+  }
+  return copy;
 }
 
 function duplicateIssues(resources: { name: string }[], kind: ResourceKind): ConfigIssue[] {
@@ -209,6 +229,16 @@ function merge<T extends { name: string }>(stored: T[], declared: T[]): T[] {
   return [...byName.values()];
 }
 
+/**
+ * Orders changes by kind, then name, as the string `kind + name` would sort, because the kinds
+ * (route, upstream) differ in their first letter. It concatenates no strings, which sorting
+ * 100,000 changes would do millions of times.
+ */
+function byKindAndName(a: Plan['changes'][number], b: Plan['changes'][number]): number {
+  if (a.kind !== b.kind) return a.kind < b.kind ? -1 : 1;
+  return a.name < b.name ? -1 : 1;
+}
+
 function diffInto<T extends { name: string }>(
   plan: Plan,
   prefix: string,
@@ -233,5 +263,5 @@ function diffInto<T extends { name: string }>(
     plan.values.set(`${kind}/${name}`, { beforeJson: old, afterJson: '' });
     plan.operations.push({ type: 'delete', key: resourceKey(prefix, kind, name) });
   }
-  plan.changes.sort((a, b) => (a.kind + a.name < b.kind + b.name ? -1 : 1));
+  plan.changes.sort(byKindAndName);
 }

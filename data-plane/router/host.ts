@@ -20,38 +20,47 @@ const DOT = 0x2e;
  *   anywhere but as the whole first label.
  */
 export function parseHostPattern(routeName: string, host: string): HostPattern {
-  const reject = (reason: string): never => {
-    throw new LoomError(
-      'LOOM_SNAPSHOT_REJECTED',
-      `route ${JSON.stringify(routeName)}: invalid host ${JSON.stringify(host)}: ${reason}`,
-    );
-  };
-
   const lower = host.toLowerCase();
   const name = lower.endsWith('.') ? lower.slice(0, -1) : lower;
-  if (name === '') reject('a host must not be empty; leave hosts empty to match any host');
-  if (/[/\s@?#]/.test(name)) reject('a host is a bare name, without scheme, path or user');
+  if (name === '') {
+    rejectHost(routeName, host, 'a host must not be empty; leave hosts empty to match any host');
+  }
+  if (/[/\s@?#]/.test(name)) {
+    rejectHost(routeName, host, 'a host is a bare name, without scheme, path or user');
+  }
   if (name.startsWith('[')) {
     // A request host keeps only what ends at "]", so anything after it could never match.
     if (name.indexOf(']') !== name.length - 1 || name.length === 2) {
-      reject('an IPv6 literal is one address in brackets, without a port, such as [::1]');
+      rejectHost(
+        routeName,
+        host,
+        'an IPv6 literal is one address in brackets, without a port, such as [::1]',
+      );
     }
     return { kind: 'exact', name };
   }
-  if (name.includes(':')) reject('a host must not carry a port');
+  if (name.includes(':')) rejectHost(routeName, host, 'a host must not carry a port');
 
   if (name.startsWith('*.')) {
     const suffix = name.slice(2);
     if (suffix === '' || suffix.startsWith('.') || suffix.includes('*')) {
-      reject('a wildcard host is "*." followed by a domain, such as *.example.com');
+      rejectHost(
+        routeName,
+        host,
+        'a wildcard host is "*." followed by a domain, such as *.example.com',
+      );
     }
-    rejectEmptyLabel(suffix, reject);
+    rejectEmptyLabel(suffix, routeName, host);
     return { kind: 'wildcard', suffix };
   }
   if (name.includes('*')) {
-    reject('"*" is only allowed as the whole first label, as in *.example.com');
+    rejectHost(
+      routeName,
+      host,
+      '"*" is only allowed as the whole first label, as in *.example.com',
+    );
   }
-  rejectEmptyLabel(name, reject);
+  rejectEmptyLabel(name, routeName, host);
   return { kind: 'exact', name };
 }
 
@@ -60,10 +69,26 @@ export function parseHostPattern(routeName: string, host: string): HostPattern {
  * trailing dot. A request host loses only one trailing dot, so `a.com..` would match only the
  * malformed request host `a.com..`.
  */
-function rejectEmptyLabel(name: string, reject: (reason: string) => never): void {
+function rejectEmptyLabel(name: string, routeName: string, host: string): void {
   if (name.startsWith('.') || name.endsWith('.') || name.includes('..')) {
-    reject('a host name must not have an empty label, as in "a..com" or ".a.com"');
+    rejectHost(
+      routeName,
+      host,
+      'a host name must not have an empty label, as in "a..com" or ".a.com"',
+    );
   }
+}
+
+/**
+ * Throws the error of an invalid route host. It is a module function because `parseHostPattern`
+ * runs once per route host of a router build, where a closure made on each call showed in
+ * profiles of 100,000-route builds.
+ */
+function rejectHost(routeName: string, host: string, reason: string): never {
+  throw new LoomError(
+    'LOOM_SNAPSHOT_REJECTED',
+    `route ${JSON.stringify(routeName)}: invalid host ${JSON.stringify(host)}: ${reason}`,
+  );
 }
 
 /**
