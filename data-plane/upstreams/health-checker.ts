@@ -38,7 +38,8 @@ export class HealthChecker {
   readonly settings: Readonly<HealthCheck>;
   readonly #pool: Pool;
   readonly #state: TargetState;
-  readonly #hostHeader: string;
+  /** Host header sent with every check. */
+  readonly hostHeader: string;
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
   #passes = 0;
@@ -56,7 +57,7 @@ export class HealthChecker {
     this.settings = settings;
     this.#pool = pool;
     this.#state = state;
-    this.#hostHeader = hostHeader;
+    this.hostHeader = hostHeader;
     this.#logger = logger;
   }
 
@@ -122,7 +123,7 @@ export class HealthChecker {
       const response = await this.#pool.request({
         method: 'GET',
         path: this.settings.path,
-        headers: { host: this.#hostHeader, 'user-agent': 'loom-health-check' },
+        headers: { host: this.hostHeader, 'user-agent': 'loom-health-check' },
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
         signal,

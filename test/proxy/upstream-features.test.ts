@@ -715,32 +715,38 @@ describe('proxy upstream features', () => {
   });
 });
 
+/** Writes a self-signed key and certificate for `upstream.test` into `dir`. */
+function writeSelfSigned(dir: string): { key: string; cert: string } {
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=upstream.test',
+      '-addext',
+      'subjectAltName=DNS:upstream.test',
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key, cert };
+}
+
 describe('proxy https upstreams', () => {
   it('verifies a self-signed certificate with a CA file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-tls-'));
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=upstream.test',
-        '-addext',
-        'subjectAltName=DNS:upstream.test',
-      ],
-      { stdio: 'ignore' },
-    );
+    const { key, cert } = writeSelfSigned(dir);
     const server = createHttpsServer(
       { key: readFileSync(key), cert: readFileSync(cert) },
       (req, res) =>
@@ -797,5 +803,84 @@ describe('proxy https upstreams', () => {
       server.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('sends tls.serverName as the Host of health checks', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-tls-'));
+    const { key, cert } = writeSelfSigned(dir);
+    const checkHosts: string[] = [];
+    const server = createHttpsServer(
+      { key: readFileSync(key), cert: readFileSync(cert) },
+      (req, res) => {
+        if (req.url === '/healthz') checkHosts.push(req.headers.host ?? '');
+        res.end();
+      },
+    );
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'named', path: '/named', upstream: 'named' }],
+        [
+          {
+            ...checkedUpstream([port], 1_000),
+            name: 'named',
+            targets: [{ url: `https://127.0.0.1:${port}`, weight: 1 }],
+            tls: { caFile: cert, serverName: 'upstream.test', insecureSkipVerify: false },
+          },
+        ],
+      );
+
+      assert.ok(await eventually(() => checkHosts.length >= 2), 'no health check arrived');
+      assert.deepEqual(new Set(checkHosts), new Set(['upstream.test']));
+      assert.equal(
+        proxy.logs.some((line) => line.msg === 'target unhealthy'),
+        false,
+      );
+    } finally {
+      await proxy.close();
+      server.closeAllConnections();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * Publishes `checked` with one target, whose health check sets `host` when given, and returns
+ * the Host headers of the first checks that the target received.
+ */
+async function checkHostsOf(host: string | undefined): Promise<{ hosts: string[]; port: number }> {
+  const hosts: string[] = [];
+  const server = await startHttpServer((req, res) => {
+    if (req.url === '/healthz') hosts.push(req.headers.host ?? '');
+    res.end();
+  });
+  const proxy = await startProxy();
+  try {
+    const upstream = checkedUpstream([server.port], 1_000);
+    if (host !== undefined) upstream.healthCheck = { ...upstream.healthCheck!, host };
+    proxy.publish([{ name: 'checked', path: '/checked', upstream: 'checked' }], [upstream]);
+    assert.ok(await eventually(() => hosts.length >= 2), 'no health check arrived');
+    return { hosts, port: server.port };
+  } finally {
+    await proxy.close();
+    await server.close();
+  }
+}
+
+describe('health check host', () => {
+  it('sends healthCheck.host as the Host', async () => {
+    const { hosts } = await checkHostsOf('api.internal');
+
+    assert.deepEqual(new Set(hosts), new Set(['api.internal']));
+  });
+
+  it('sends the target host and port without either setting', async () => {
+    const { hosts, port } = await checkHostsOf(undefined);
+
+    assert.deepEqual(new Set(hosts), new Set([`127.0.0.1:${port}`]));
   });
 });
