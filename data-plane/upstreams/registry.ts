@@ -210,6 +210,9 @@ export class UpstreamRegistry {
     for (const [key, checker] of previousCheckers) {
       if (checkers.get(key) !== checker) checker.stop();
     }
+    for (const [key, state] of previousStates) {
+      if (states.get(key) !== state) state.dispose();
+    }
     const retired: string[] = [];
     for (const [key, pool] of previousPools) {
       if (!pools.has(key)) {
@@ -244,7 +247,9 @@ export class UpstreamRegistry {
     const pools = [...this.#pools.values()];
     this.#closed = true;
     for (const checker of this.#checkers.values()) checker.stop();
+    for (const state of this.#states.values()) state.dispose();
     this.#pools = new Map();
+    this.#states = new Map();
     this.#checkers = new Map();
     this.#balancers = new Map();
 
@@ -312,7 +317,7 @@ function createBalancer(
 /**
  * Returns the Host header of a target's health checks: `healthCheck.host`, else `tls.serverName`
  * for an https target that sets it, else the target's host and port. A virtual-hosted upstream
- * reached by IP address then answers its checks as it answers requests for its name.
+ * reached by IP address then serves its checks from the same virtual host as its requests.
  */
 function healthCheckHost(settings: Readonly<HealthCheck>, target: ResolvedTarget): string {
   if (settings.host !== undefined) {

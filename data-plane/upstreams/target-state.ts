@@ -34,6 +34,8 @@ export class TargetState {
   #lastEjectionEnd = 0;
   #consecutiveFailures = 0;
   #ejection: EjectionSettings | undefined;
+  /** Ends the current ejection on time, so an idle target's health metric does not stay 0. */
+  #restoreTimer: NodeJS.Timeout | undefined;
   readonly #logger: Logger;
   readonly #listener: TargetHealthListener | undefined;
   readonly #origin: string;
@@ -129,6 +131,36 @@ export class TargetState {
       'target ejected',
     );
     this.#listener?.targetEjected(this.upstream, this.#origin);
+    this.#scheduleRestore();
+  }
+
+  /** Stops the restore timer; call it when the target leaves its upstream or the proxy stops. */
+  dispose(): void {
+    clearTimeout(this.#restoreTimer);
+    this.#restoreTimer = undefined;
+  }
+
+  /**
+   * Restores the target when its ejection ends even if no request reads `available` then. The
+   * timer is unref'd, and it waits again when it fires before `performance.now()` reaches
+   * the end of the ejection.
+   */
+  #scheduleRestore(): void {
+    this.dispose();
+    const remaining = this.#ejectedUntil - performance.now();
+    this.#restoreTimer = setTimeout(
+      () => {
+        this.#restoreTimer = undefined;
+        if (this.#ejectedUntil === 0) return;
+        if (performance.now() < this.#ejectedUntil) {
+          this.#scheduleRestore();
+          return;
+        }
+        this.#restore('ejection ended');
+      },
+      Math.max(1, Math.ceil(remaining)),
+    );
+    this.#restoreTimer.unref();
   }
 
   #ejectionExpired(): boolean {
@@ -142,6 +174,7 @@ export class TargetState {
   }
 
   #restore(reason: string): void {
+    this.dispose();
     this.#ejectedUntil = 0;
     this.#logger.info({ upstream: this.upstream, target: this.url, reason }, 'target restored');
     this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.#healthy);

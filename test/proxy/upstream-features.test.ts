@@ -14,6 +14,8 @@ import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import { HashBalancer, MAX_RING_POINTS } from '../../data-plane/upstreams/hash-balancer.js';
 import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
 import { TargetState } from '../../data-plane/upstreams/target-state.js';
+import { ProxyMetrics } from '../../data-plane/observability/proxy-metrics.js';
+import { parseExposition, sampleValue } from '../operations/exposition.js';
 import type { Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
   eventually,
@@ -45,6 +47,12 @@ function upstreamOf(name: string, ports: number[], fields: Partial<Upstream> = {
     targets: ports.map((port) => ({ url: `http://127.0.0.1:${port}`, weight: 1 })),
     ...fields,
   };
+}
+
+function respondWith500(req: IncomingMessage, res: ServerResponse): void {
+  req.resume();
+  res.statusCode = 500;
+  res.end('failing');
 }
 
 /** Returns the upstream `checked`, whose targets one failed check takes out of rotation. */
@@ -482,6 +490,74 @@ describe('proxy upstream features', () => {
         await failing.close();
         await steady.close();
       }
+    }
+  });
+
+  it('restores an idle target when ejection ends', async () => {
+    const failing = await startHttpServer(respondWith500);
+    const metrics = new ProxyMetrics();
+    const proxy = await startProxy({ healthListener: metrics });
+    const healthy = async () =>
+      sampleValue(parseExposition(await metrics.registry.metrics()), 'loom_proxy_target_healthy', {
+        upstream: 'ejecting',
+        target: `http://127.0.0.1:${failing.port}`,
+      });
+    try {
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [
+          upstreamOf('ejecting', [failing.port], {
+            passiveHealth: { consecutiveFailures: 1, baseEjectionMs: 200, maxEjectionMs: 200 },
+          }),
+        ],
+      );
+
+      assert.equal((await send(proxy.port, '/ejecting')).status, 500);
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+      assert.equal(await healthy(), 0);
+      // No request arrives after the ejection: the restore comes from the timer alone.
+      const restored = await eventually(
+        () => proxy.logs.some((line) => line.msg === 'target restored'),
+        10_000,
+      );
+
+      assert.ok(restored, 'no target restored line without a request');
+      assert.equal(await healthy(), 1);
+      assert.equal(proxy.logs.filter((line) => line.msg === 'target restored').length, 1);
+    } finally {
+      await proxy.close();
+      await failing.close();
+    }
+  });
+
+  it('stops the restore timer of a removed target', async () => {
+    const failing = await startHttpServer(respondWith500);
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      const passiveHealth = { consecutiveFailures: 1, baseEjectionMs: 200, maxEjectionMs: 200 };
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [upstreamOf('ejecting', [failing.port], { passiveHealth })],
+      );
+      assert.equal((await send(proxy.port, '/ejecting')).status, 500);
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [upstreamOf('ejecting', [steady.port], { passiveHealth })],
+      );
+      // Waits past the end of the ejection; a timer left running would log the removed target.
+      await sleep(600);
+
+      assert.equal(
+        proxy.logs.some((line) => line.msg === 'target restored'),
+        false,
+      );
+    } finally {
+      await proxy.close();
+      await failing.close();
+      await steady.close();
     }
   });
 
