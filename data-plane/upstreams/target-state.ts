@@ -4,7 +4,10 @@ import type { PassiveHealth } from '../../proto/gen/loom/v1/config.js';
 /** Passive ejection settings with defaults filled. */
 export type EjectionSettings = Readonly<PassiveHealth>;
 
-/** Receives changes of a target's availability, for metrics. `target` is the target's origin. */
+/**
+ * Receives changes of a target's availability, for metrics. `target` is the target URL, because
+ * targets of one upstream may share an origin and differ only by base path.
+ */
 export interface TargetHealthListener {
   setTargetHealthy(upstream: string, target: string, healthy: boolean): void;
   targetEjected(upstream: string, target: string): void;
@@ -38,14 +41,12 @@ export class TargetState {
   #restoreTimer: NodeJS.Timeout | undefined;
   readonly #logger: Logger;
   readonly #listener: TargetHealthListener | undefined;
-  readonly #origin: string;
 
   constructor(upstream: string, url: string, logger: Logger, listener?: TargetHealthListener) {
     this.upstream = upstream;
     this.url = url;
     this.#logger = logger;
     this.#listener = listener;
-    this.#origin = new URL(url).origin;
   }
 
   /** True when the target may receive requests: healthy and not ejected. */
@@ -86,7 +87,7 @@ export class TargetState {
       { upstream: this.upstream, target: this.url, from: !healthy, to: healthy, reason },
       healthy ? 'target healthy' : 'target unhealthy',
     );
-    this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.available);
+    this.#listener?.setTargetHealthy(this.upstream, this.url, this.available);
   }
 
   /** Records a request that got a response below 500. */
@@ -130,7 +131,7 @@ export class TargetState {
       },
       'target ejected',
     );
-    this.#listener?.targetEjected(this.upstream, this.#origin);
+    this.#listener?.targetEjected(this.upstream, this.url);
     this.#scheduleRestore();
   }
 
@@ -177,6 +178,6 @@ export class TargetState {
     this.dispose();
     this.#ejectedUntil = 0;
     this.#logger.info({ upstream: this.upstream, target: this.url, reason }, 'target restored');
-    this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.#healthy);
+    this.#listener?.setTargetHealthy(this.upstream, this.url, this.#healthy);
   }
 }

@@ -530,6 +530,55 @@ describe('proxy upstream features', () => {
     }
   });
 
+  it('labels health by target URL', async () => {
+    const server = await startHttpServer((req, res) => {
+      req.resume();
+      res.statusCode = req.url?.startsWith('/bad') ? 500 : 200;
+      res.end();
+    });
+    const metrics = new ProxyMetrics();
+    const proxy = await startProxy({ healthListener: metrics });
+    const origin = `http://127.0.0.1:${server.port}`;
+    const healthOf = async (target: string) =>
+      sampleValue(parseExposition(await metrics.registry.metrics()), 'loom_proxy_target_healthy', {
+        upstream: 'paths',
+        target,
+      });
+    try {
+      proxy.publish(
+        [{ name: 'paths', path: '/paths', upstream: 'paths' }],
+        [
+          {
+            name: 'paths',
+            targets: [
+              { url: `${origin}/bad`, weight: 1 },
+              { url: `${origin}/good`, weight: 1 },
+            ],
+            passiveHealth: {
+              consecutiveFailures: 1,
+              baseEjectionMs: 60_000,
+              maxEjectionMs: 60_000,
+            },
+          },
+        ],
+      );
+      // The data plane keeps the series of a snapshot's targets, starting each at 1.
+      metrics.retain(
+        ['paths'],
+        ['bad', 'good'].map((path) => ({ upstream: 'paths', origin, url: `${origin}/${path}` })),
+      );
+      for (let i = 0; i < 4; i++) await send(proxy.port, '/paths');
+
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+      assert.equal(await healthOf(`${origin}/bad`), 0);
+      assert.equal(await healthOf(`${origin}/good`), 1);
+      assert.equal(await healthOf(origin), undefined);
+    } finally {
+      await proxy.close();
+      await server.close();
+    }
+  });
+
   it('stops the restore timer of a removed target', async () => {
     const failing = await startHttpServer(respondWith500);
     const steady = await named('steady');
