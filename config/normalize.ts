@@ -1,6 +1,7 @@
 import { isUnreserved } from '../data-plane/router/path.js';
 import type {
   HeaderActions,
+  HealthCheck,
   Route,
   RouteTimeouts,
   Target,
@@ -53,10 +54,20 @@ export function normalizeUpstream(upstream: Upstream): Upstream {
     // round-robin is the default, so naming it or not stores the same bytes.
     balancer: upstream.balancer === 'round-robin' ? undefined : upstream.balancer,
     hashOn: normalizeHashOn(upstream.hashOn),
-    healthCheck: upstream.healthCheck && { ...upstream.healthCheck },
+    healthCheck: normalizeHealthCheck(upstream.healthCheck),
     passiveHealth: upstream.passiveHealth && { ...upstream.passiveHealth },
     tls: normalizeTls(upstream.tls),
   });
+}
+
+/**
+ * Copies a health check with its `host` normalised as a hostRewrite is. An absent host leaves
+ * no `host` key, so upstreams stored before the field existed compare equal.
+ */
+function normalizeHealthCheck(check: HealthCheck | undefined): HealthCheck | undefined {
+  if (check === undefined) return undefined;
+  const { host, ...rest } = check;
+  return host === undefined ? rest : { ...rest, host: normalizeHostRewrite(host) };
 }
 
 /**

@@ -75,6 +75,15 @@ export const HealthCheckSchema = z
     timeoutMs: milliseconds.default(2_000),
     healthyThreshold: z.number().int().min(1).max(100).default(2),
     unhealthyThreshold: z.number().int().min(1).max(100).default(3),
+    host: z
+      .string()
+      .regex(HOST_PORT_LENGTH_REGEX, {
+        error: 'invalid host; use a name such as api.internal or api.internal:8080',
+      })
+      .optional()
+      .describe(
+        'Host header of the checks; omitted sends tls.serverName to https targets, else the target host',
+      ),
   })
   .strict();
 

@@ -206,6 +206,15 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
       'path',
     ]);
   }
+  const checkHost = check && !skipped('healthCheck', 'host') ? check.host : undefined;
+  if (checkHost !== undefined && describeHostPortProblem(normalizeHostRewrite(checkHost))) {
+    at(
+      'healthCheck.host',
+      checkHost,
+      'invalid host; use a name such as api.internal or api.internal:8080',
+      ['healthCheck', 'host'],
+    );
+  }
   const tls = upstream.tls;
   if (tls && !skipped('tls', 'caFile') && CONTROL_CHARACTER.test(tls.caFile)) {
     at(

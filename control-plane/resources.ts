@@ -78,6 +78,7 @@ export function encodeUpstream(upstream: Upstream): string {
       timeoutMs: upstream.healthCheck.timeoutMs,
       healthyThreshold: upstream.healthCheck.healthyThreshold,
       unhealthyThreshold: upstream.healthCheck.unhealthyThreshold,
+      host: upstream.healthCheck.host,
     },
     passiveHealth: upstream.passiveHealth && {
       consecutiveFailures: upstream.passiveHealth.consecutiveFailures,
@@ -169,6 +170,7 @@ export function decodeUpstream(value: string): Upstream {
       healthyThreshold: uint32Or(check.healthyThreshold, 2, 'healthCheck.healthyThreshold'),
       unhealthyThreshold: uint32Or(check.unhealthyThreshold, 3, 'healthCheck.unhealthyThreshold'),
     };
+    setIfDefined(upstream.healthCheck, 'host', optionalString(check.host, 'healthCheck.host'));
   }
   const passive = optionalObject(raw.passiveHealth, 'passiveHealth');
   if (passive !== undefined) {

@@ -49,13 +49,13 @@ function sameNames(a: readonly { name: string }[], b: readonly { name: string }[
   return true;
 }
 
-/** Lists the upstream and origin of every target; a URL that does not parse is skipped. */
+/** Lists the upstream, origin and URL of every target; a URL that does not parse is skipped. */
 function targetRefs(snapshot: Snapshot): TargetRef[] {
   const refs: TargetRef[] = [];
   for (const upstream of snapshot.upstreams) {
     for (const target of upstream.targets) {
       if (URL.canParse(target.url)) {
-        refs.push({ upstream: upstream.name, target: new URL(target.url).origin });
+        refs.push({ upstream: upstream.name, origin: new URL(target.url).origin, url: target.url });
       }
     }
   }

@@ -14,8 +14,10 @@ const APPLY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 /** Upstreams and their targets as a snapshot lists them, origins already resolved. */
 export interface TargetRef {
   upstream: string;
-  /** Origin of the target URL, `scheme://host:port`. */
-  target: string;
+  /** Origin of the target URL, `scheme://host:port`, the label of upstream request metrics. */
+  origin: string;
+  /** Target URL as the snapshot stores it, the label of target health metrics. */
+  url: string;
 }
 
 /**
@@ -70,13 +72,13 @@ export class ProxyMetrics {
     });
     this.#targetHealthy = new Gauge({
       name: 'loom_proxy_target_healthy',
-      help: '1 while a target is in rotation, 0 while it is ejected, by upstream and origin.',
+      help: '1 while a target is in rotation, 0 while it is ejected, by upstream and target URL.',
       labelNames: ['upstream', 'target'],
       registers,
     });
     this.#ejections = new Counter({
       name: 'loom_proxy_target_ejections_total',
-      help: 'Times a target was taken out of rotation after failures, by upstream and origin.',
+      help: 'Times a target was taken out of rotation after failures, by upstream and target URL.',
       labelNames: ['upstream', 'target'],
       registers,
     });
@@ -170,25 +172,25 @@ export class ProxyMetrics {
    */
   retain(routes: readonly string[], targets: readonly TargetRef[]): void {
     this.requests.retainRoutes(routes);
-    this.upstreams.retainTargets(targets.map((ref) => [ref.upstream, ref.target] as const));
+    this.upstreams.retainTargets(targets.map((ref) => [ref.upstream, ref.origin] as const));
 
     const routeSet = new Set(routes);
     for (const route of this.#retries.keys()) {
       if (!routeSet.has(route)) this.#retries.delete(route);
     }
 
-    const current = new Map(targets.map((ref) => [`${ref.upstream}\n${ref.target}`, ref]));
+    const current = new Map(targets.map((ref) => [`${ref.upstream}\n${ref.url}`, ref]));
     for (const [key, ref] of this.#healthTargets) {
       if (!current.has(key)) {
-        this.#targetHealthy.remove({ upstream: ref.upstream, target: ref.target });
-        this.#ejections.remove({ upstream: ref.upstream, target: ref.target });
+        this.#targetHealthy.remove({ upstream: ref.upstream, target: ref.url });
+        this.#ejections.remove({ upstream: ref.upstream, target: ref.url });
         this.#healthTargets.delete(key);
       }
     }
     for (const [key, ref] of current) {
       if (!this.#healthTargets.has(key)) {
         this.#healthTargets.set(key, ref);
-        this.setTargetHealthy(ref.upstream, ref.target, true);
+        this.setTargetHealthy(ref.upstream, ref.url, true);
       }
     }
   }

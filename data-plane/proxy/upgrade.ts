@@ -110,6 +110,8 @@ class PendingUpgrade {
   #earlyBytes = 0;
   #headersTimer: NodeJS.Timeout | undefined;
   #settled = false;
+  /** True once the request no longer counts in `target.state.active`. */
+  #released = false;
   /** Cuts the client connection while a non-101 response is relayed; undefined before that. */
   #cutRelay: (() => void) | undefined;
   readonly #onClientData = (chunk: Buffer): void => this.#takeClientBytes(chunk);
@@ -232,18 +234,29 @@ class PendingUpgrade {
     if (this.#earlyBytes > MAX_EARLY_CLIENT_BYTES) this.#client.pause();
   }
 
-  /** Ends the handshake; returns false when it had already ended. */
-  #settle(): boolean {
+  /**
+   * Ends the handshake; returns false when it had already ended. The request stops counting as
+   * in flight on the target, unless `keepInFlight` leaves that to the caller, which then calls
+   * `#releaseTarget` when the response body ends.
+   */
+  #settle(keepInFlight = false): boolean {
     if (this.#settled) return false;
     this.#settled = true;
     this.#table = undefined;
     clearTimeout(this.#headersTimer);
-    this.#target.state.active--;
+    if (!keepInFlight) this.#releaseTarget();
     const client = this.#client;
     client.off('data', this.#onClientData);
     client.off('end', this.#onClientGone);
     client.off('close', this.#onClientGone);
     return true;
+  }
+
+  /** Stops counting the request as in flight on its target; later calls do nothing. */
+  #releaseTarget(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#target.state.active--;
   }
 
   #abandon(): void {
@@ -328,10 +341,13 @@ class PendingUpgrade {
       this.#fail(unrelayable);
       return;
     }
-    if (!this.#settle()) {
+    if (!this.#settle(true)) {
       response.destroy();
       return;
     }
+    // As for other requests, the target's in-flight count covers the body. 'close' follows the
+    // end of the body, an upstream error, and the client leaving, which destroys the response.
+    response.once('close', () => this.#releaseTarget());
 
     // Later client bytes belong to no request, so they are read and dropped. Reading them lets
     // the client's FIN arrive, which closes the socket once the response is written.

@@ -16,6 +16,30 @@ let healthSource: HealthSource | undefined;
 /** Largest health check response body read, in bytes; the connection of a longer one closes. */
 const MAX_BODY_BYTES = 128 * 1024;
 
+/** Upper bound of the random delay before a checker's first check, in milliseconds. */
+export const MAX_FIRST_CHECK_DELAY_MS = 1_000;
+
+/** Share of `intervalMs` by which each later check is randomly moved earlier or later. */
+export const INTERVAL_JITTER = 0.1;
+
+/**
+ * Returns the delay before a checker's first check: uniform in [0, min(intervalMs, 1 s)).
+ * Checkers started by one snapshot then do not all send at the same instant. `random` returns a
+ * number in [0, 1), as `Math.random` does.
+ */
+export function firstCheckDelay(intervalMs: number, random: () => number = Math.random): number {
+  return Math.floor(random() * Math.min(intervalMs, MAX_FIRST_CHECK_DELAY_MS));
+}
+
+/**
+ * Returns the delay until the next check: `intervalMs` moved by up to 10% either way, and at
+ * least 1 ms. Without it, checkers that once ran in step would stay in step for good.
+ */
+export function nextCheckDelay(intervalMs: number, random: () => number = Math.random): number {
+  const jitter = (random() * 2 - 1) * INTERVAL_JITTER * intervalMs;
+  return Math.max(1, Math.round(intervalMs + jitter));
+}
+
 /**
  * Makes every checker started after the call take its target's health from `source` and send no
  * requests; undefined restores the requests. Each worker of a multi-process proxy sets it,
@@ -31,14 +55,16 @@ export function setHealthSource(source: HealthSource | undefined): void {
  * or headers and body that do not arrive within `timeoutMs` fail. Only the first 128 KiB of a
  * body are read, and the connection of a longer one is closed.
  * `unhealthyThreshold` failures in a row mark the target unhealthy and `healthyThreshold`
- * passes in a row mark it healthy again. The first check runs at once. Timers are unref'd, so
- * checks never keep the process alive.
+ * passes in a row mark it healthy again. The first check runs after a random delay of up to
+ * `min(intervalMs, 1 s)`, and each interval varies by up to 10% either way, so the checks of
+ * many targets spread out. Timers are unref'd, so checks never keep the process alive.
  */
 export class HealthChecker {
   readonly settings: Readonly<HealthCheck>;
   readonly #pool: Pool;
   readonly #state: TargetState;
-  readonly #hostHeader: string;
+  /** Host header sent with every check. */
+  readonly hostHeader: string;
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
   #passes = 0;
@@ -56,7 +82,7 @@ export class HealthChecker {
     this.settings = settings;
     this.#pool = pool;
     this.#state = state;
-    this.#hostHeader = hostHeader;
+    this.hostHeader = hostHeader;
     this.#logger = logger;
   }
 
@@ -65,7 +91,7 @@ export class HealthChecker {
       this.#detach = healthSource.attach(this.#state);
       return;
     }
-    this.#schedule(0);
+    this.#schedule(firstCheckDelay(this.settings.intervalMs));
   }
 
   /** Stops the checks; a check in flight finishes but changes nothing. */
@@ -108,7 +134,7 @@ export class HealthChecker {
         this.#state.setHealthy(false, failure);
       }
     }
-    this.#schedule(this.settings.intervalMs);
+    this.#schedule(nextCheckDelay(this.settings.intervalMs));
   }
 
   /** Runs one check; returns undefined when it passed, otherwise why it failed. */
@@ -122,7 +148,7 @@ export class HealthChecker {
       const response = await this.#pool.request({
         method: 'GET',
         path: this.settings.path,
-        headers: { host: this.#hostHeader, 'user-agent': 'loom-health-check' },
+        headers: { host: this.hostHeader, 'user-agent': 'loom-health-check' },
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
         signal,

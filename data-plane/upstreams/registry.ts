@@ -53,6 +53,8 @@ interface ResolvedTarget extends ParsedTargetUrl {
   url: string;
   weight: number;
   connect: TargetConnectOptions;
+  /** `tls.serverName` of the upstream; empty when it is not set. */
+  serverName: string;
   /** Pool key: origin plus the TLS settings, so targets with different CAs never share sockets. */
   poolKey: string;
 }
@@ -208,6 +210,9 @@ export class UpstreamRegistry {
     for (const [key, checker] of previousCheckers) {
       if (checkers.get(key) !== checker) checker.stop();
     }
+    for (const [key, state] of previousStates) {
+      if (states.get(key) !== state) state.dispose();
+    }
     const retired: string[] = [];
     for (const [key, pool] of previousPools) {
       if (!pools.has(key)) {
@@ -242,7 +247,9 @@ export class UpstreamRegistry {
     const pools = [...this.#pools.values()];
     this.#closed = true;
     for (const checker of this.#checkers.values()) checker.stop();
+    for (const state of this.#states.values()) state.dispose();
     this.#pools = new Map();
+    this.#states = new Map();
     this.#checkers = new Map();
     this.#balancers = new Map();
 
@@ -261,11 +268,15 @@ export class UpstreamRegistry {
     if (settings === undefined) {
       return undefined;
     }
-    if (previous !== undefined && sameHealthCheck(previous.settings, settings)) {
+    const host = healthCheckHost(settings, target);
+    if (
+      previous !== undefined &&
+      previous.hostHeader === host &&
+      sameHealthCheck(previous.settings, settings)
+    ) {
       return previous;
     }
 
-    const host = new URL(target.origin).host;
     const checker = new HealthChecker(pool, state, { ...settings }, host, this.#logger);
     checker.start();
     return checker;
@@ -301,6 +312,21 @@ function createBalancer(
         previous instanceof WeightedRoundRobinBalancer ? previous : undefined,
       );
   }
+}
+
+/**
+ * Returns the Host header of a target's health checks: `healthCheck.host`, else `tls.serverName`
+ * for an https target that sets it, else the target's host and port. A virtual-hosted upstream
+ * reached by IP address then serves its checks from the same virtual host as its requests.
+ */
+function healthCheckHost(settings: Readonly<HealthCheck>, target: ResolvedTarget): string {
+  if (settings.host !== undefined) {
+    return settings.host;
+  }
+  if (target.secure && target.serverName !== '') {
+    return target.serverName;
+  }
+  return new URL(target.origin).host;
 }
 
 function sameHealthCheck(a: Readonly<HealthCheck>, b: Readonly<HealthCheck>): boolean {
@@ -372,7 +398,14 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
       const poolKey = parsed.secure
         ? `${parsed.origin}\n${caFile}\n${connect.servername ?? ''}\n${connect.rejectUnauthorized}`
         : parsed.origin;
-      targets.push({ ...parsed, url: target.url, weight: target.weight, connect, poolKey });
+      targets.push({
+        ...parsed,
+        url: target.url,
+        weight: target.weight,
+        connect,
+        serverName: upstream.tls?.serverName ?? '',
+        poolKey,
+      });
     });
     resolved.push({ upstream, targets });
   }

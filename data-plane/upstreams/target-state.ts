@@ -4,7 +4,10 @@ import type { PassiveHealth } from '../../proto/gen/loom/v1/config.js';
 /** Passive ejection settings with defaults filled. */
 export type EjectionSettings = Readonly<PassiveHealth>;
 
-/** Receives changes of a target's availability, for metrics. `target` is the target's origin. */
+/**
+ * Receives changes of a target's availability, for metrics. `target` is the target URL, because
+ * targets of one upstream may share an origin and differ only by base path.
+ */
 export interface TargetHealthListener {
   setTargetHealthy(upstream: string, target: string, healthy: boolean): void;
   targetEjected(upstream: string, target: string): void;
@@ -34,16 +37,16 @@ export class TargetState {
   #lastEjectionEnd = 0;
   #consecutiveFailures = 0;
   #ejection: EjectionSettings | undefined;
+  /** Ends the current ejection on time, so an idle target's health metric does not stay 0. */
+  #restoreTimer: NodeJS.Timeout | undefined;
   readonly #logger: Logger;
   readonly #listener: TargetHealthListener | undefined;
-  readonly #origin: string;
 
   constructor(upstream: string, url: string, logger: Logger, listener?: TargetHealthListener) {
     this.upstream = upstream;
     this.url = url;
     this.#logger = logger;
     this.#listener = listener;
-    this.#origin = new URL(url).origin;
   }
 
   /** True when the target may receive requests: healthy and not ejected. */
@@ -84,7 +87,7 @@ export class TargetState {
       { upstream: this.upstream, target: this.url, from: !healthy, to: healthy, reason },
       healthy ? 'target healthy' : 'target unhealthy',
     );
-    this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.available);
+    this.#listener?.setTargetHealthy(this.upstream, this.url, this.available);
   }
 
   /** Records a request that got a response below 500. */
@@ -128,7 +131,37 @@ export class TargetState {
       },
       'target ejected',
     );
-    this.#listener?.targetEjected(this.upstream, this.#origin);
+    this.#listener?.targetEjected(this.upstream, this.url);
+    this.#scheduleRestore();
+  }
+
+  /** Stops the restore timer; call it when the target leaves its upstream or the proxy stops. */
+  dispose(): void {
+    clearTimeout(this.#restoreTimer);
+    this.#restoreTimer = undefined;
+  }
+
+  /**
+   * Restores the target when its ejection ends even if no request reads `available` then. The
+   * timer is unref'd, and it waits again when it fires before `performance.now()` reaches
+   * the end of the ejection.
+   */
+  #scheduleRestore(): void {
+    this.dispose();
+    const remaining = this.#ejectedUntil - performance.now();
+    this.#restoreTimer = setTimeout(
+      () => {
+        this.#restoreTimer = undefined;
+        if (this.#ejectedUntil === 0) return;
+        if (performance.now() < this.#ejectedUntil) {
+          this.#scheduleRestore();
+          return;
+        }
+        this.#restore('ejection ended');
+      },
+      Math.max(1, Math.ceil(remaining)),
+    );
+    this.#restoreTimer.unref();
   }
 
   #ejectionExpired(): boolean {
@@ -142,8 +175,9 @@ export class TargetState {
   }
 
   #restore(reason: string): void {
+    this.dispose();
     this.#ejectedUntil = 0;
     this.#logger.info({ upstream: this.upstream, target: this.url, reason }, 'target restored');
-    this.#listener?.setTargetHealthy(this.upstream, this.#origin, this.#healthy);
+    this.#listener?.setTargetHealthy(this.upstream, this.url, this.#healthy);
   }
 }

@@ -69,7 +69,10 @@ test('request duration histogram buckets', async () => {
 
 test('retain drops removed routes and targets', async () => {
   const metrics = new ProxyMetrics();
-  metrics.retain(['a', 'b'], [{ upstream: 'u', target: 'http://127.0.0.1:1' }]);
+  metrics.retain(
+    ['a', 'b'],
+    [{ upstream: 'u', origin: 'http://127.0.0.1:1', url: 'http://127.0.0.1:1' }],
+  );
   metrics.requests.observe('a', 'GET', 200, 0.01);
   metrics.requests.observe('b', 'GET', 200, 0.01);
   metrics.requests.observe(UNMATCHED_ROUTE, 'GET', 404, 0.01);
@@ -87,7 +90,10 @@ test('retain drops removed routes and targets', async () => {
   assert.equal(sampleValue(families, 'loom_proxy_target_healthy', { upstream: 'u' }), 0);
   assert.equal(sampleValue(families, 'loom_proxy_target_ejections_total', { upstream: 'u' }), 1);
 
-  metrics.retain(['a'], [{ upstream: 'v', target: 'http://127.0.0.1:2' }]);
+  metrics.retain(
+    ['a'],
+    [{ upstream: 'v', origin: 'http://127.0.0.1:2', url: 'http://127.0.0.1:2' }],
+  );
   families = await expose(metrics);
   assert.equal(sampleValue(families, 'loom_proxy_requests_total', { route: 'b' }), undefined);
   assert.equal(sampleValue(families, 'loom_proxy_requests_total', { route: 'a' }), 1);
@@ -150,7 +156,7 @@ test('target ejection moves health metrics', async () => {
   const silent = pino({ level: 'silent' });
   const state = new TargetState('api', 'http://127.0.0.1:9001/base', silent, metrics);
   state.configureEjection({ consecutiveFailures: 1, baseEjectionMs: 50, maxEjectionMs: 1_000 });
-  const target = { upstream: 'api', target: 'http://127.0.0.1:9001' };
+  const target = { upstream: 'api', target: 'http://127.0.0.1:9001/base' };
 
   state.recordFailure();
   const ejected = await expose(metrics);

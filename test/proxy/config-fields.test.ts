@@ -161,4 +161,46 @@ routes:
       );
     }
   });
+
+  it('healthCheck.host is normalised and stored', () => {
+    const withHost = (host: string) =>
+      `upstreams:\n  - {name: u, targets: [{url: "http://a:1"}], healthCheck: {path: /h, host: "${host}"}}\n`;
+    const parse = (host: string) =>
+      parseConfigTexts([{ file: 'u.yaml', text: withHost(host) }]).upstreams[0];
+
+    const upstream = parse('Api.Internal.:8080');
+
+    assert.equal(upstream.healthCheck?.host, 'api.internal:8080');
+    assert.equal(decodeUpstream(encodeUpstream(upstream)).healthCheck?.host, 'api.internal:8080');
+    assert.equal(
+      encodeUpstream(normalizeUpstream(decodeUpstream(encodeUpstream(upstream)))),
+      encodeUpstream(upstream),
+    );
+    assert.throws(
+      () => parse('bad host'),
+      (err: Error) => {
+        assert.ok(err.message.includes('healthCheck.host: invalid host'), err.message);
+        return true;
+      },
+    );
+  });
+
+  it('store a health check without host as before', () => {
+    const { upstreams } = parseConfigTexts([
+      {
+        file: 'u.yaml',
+        text: 'upstreams: [{ name: u, targets: [{ url: "http://a:1" }], healthCheck: { path: /h } }]',
+      },
+    ]);
+
+    assert.equal(
+      encodeUpstream(upstreams[0]),
+      '{"name":"u","targets":[{"url":"http://a:1","weight":1}],"healthCheck":{"path":"/h","intervalMs":5000,"timeoutMs":2000,"healthyThreshold":2,"unhealthyThreshold":3}}',
+    );
+    assert.equal(Object.hasOwn(upstreams[0].healthCheck ?? {}, 'host'), false);
+    assert.equal(
+      Object.hasOwn(decodeUpstream(encodeUpstream(upstreams[0])).healthCheck ?? {}, 'host'),
+      false,
+    );
+  });
 });

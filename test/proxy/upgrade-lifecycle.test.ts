@@ -186,6 +186,34 @@ describe('upgrade lifecycle', () => {
     }
   });
 
+  it('counts a refused upgrade until its body ends', async () => {
+    const counting = await startProxy();
+    const table = counting.publish(routes, [upstreamAt('ws', upstream.port)]);
+    const match = table.router.find('GET', undefined, '/ws/refused');
+    assert.equal(match.kind, 'found');
+    const target = match.value.balancer?.targets[0];
+    assert.ok(target !== undefined);
+    const first = upstream.sockets.length;
+    const client = openRawClient(counting.port, handshake('/ws/refused'));
+    try {
+      await waitForText(client.text, /partial$/);
+
+      // The 403's headers arrived and its body is still open.
+      assert.equal(target.state.active, 1);
+
+      upstream.sockets[first].end();
+      await within(client.closed, 'the client connection to close');
+      assert.match(client.text(), /^HTTP\/1\.1 403 Forbidden\r\n/);
+      assert.ok(
+        await eventually(() => target.state.active === 0),
+        `in flight after the body ended: ${target.state.active}`,
+      );
+    } finally {
+      client.socket.destroy();
+      await counting.close();
+    }
+  });
+
   it('drains tunnels whose route a swap removed', async () => {
     drainProxy.publish(
       [

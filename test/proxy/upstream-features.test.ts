@@ -14,6 +14,8 @@ import type { UpstreamTarget } from '../../data-plane/upstreams/balancer.js';
 import { HashBalancer, MAX_RING_POINTS } from '../../data-plane/upstreams/hash-balancer.js';
 import { LeastRequestBalancer } from '../../data-plane/upstreams/least-request-balancer.js';
 import { TargetState } from '../../data-plane/upstreams/target-state.js';
+import { ProxyMetrics } from '../../data-plane/observability/proxy-metrics.js';
+import { parseExposition, sampleValue } from '../operations/exposition.js';
 import type { Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
   eventually,
@@ -45,6 +47,12 @@ function upstreamOf(name: string, ports: number[], fields: Partial<Upstream> = {
     targets: ports.map((port) => ({ url: `http://127.0.0.1:${port}`, weight: 1 })),
     ...fields,
   };
+}
+
+function respondWith500(req: IncomingMessage, res: ServerResponse): void {
+  req.resume();
+  res.statusCode = 500;
+  res.end('failing');
 }
 
 /** Returns the upstream `checked`, whose targets one failed check takes out of rotation. */
@@ -485,6 +493,123 @@ describe('proxy upstream features', () => {
     }
   });
 
+  it('restores an idle target when ejection ends', async () => {
+    const failing = await startHttpServer(respondWith500);
+    const metrics = new ProxyMetrics();
+    const proxy = await startProxy({ healthListener: metrics });
+    const healthy = async () =>
+      sampleValue(parseExposition(await metrics.registry.metrics()), 'loom_proxy_target_healthy', {
+        upstream: 'ejecting',
+        target: `http://127.0.0.1:${failing.port}`,
+      });
+    try {
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [
+          upstreamOf('ejecting', [failing.port], {
+            passiveHealth: { consecutiveFailures: 1, baseEjectionMs: 200, maxEjectionMs: 200 },
+          }),
+        ],
+      );
+
+      assert.equal((await send(proxy.port, '/ejecting')).status, 500);
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+      assert.equal(await healthy(), 0);
+      // No request arrives after the ejection: the restore comes from the timer alone.
+      const restored = await eventually(
+        () => proxy.logs.some((line) => line.msg === 'target restored'),
+        10_000,
+      );
+
+      assert.ok(restored, 'no target restored line without a request');
+      assert.equal(await healthy(), 1);
+      assert.equal(proxy.logs.filter((line) => line.msg === 'target restored').length, 1);
+    } finally {
+      await proxy.close();
+      await failing.close();
+    }
+  });
+
+  it('labels health by target URL', async () => {
+    const server = await startHttpServer((req, res) => {
+      req.resume();
+      res.statusCode = req.url?.startsWith('/bad') ? 500 : 200;
+      res.end();
+    });
+    const metrics = new ProxyMetrics();
+    const proxy = await startProxy({ healthListener: metrics });
+    const origin = `http://127.0.0.1:${server.port}`;
+    const healthOf = async (target: string) =>
+      sampleValue(parseExposition(await metrics.registry.metrics()), 'loom_proxy_target_healthy', {
+        upstream: 'paths',
+        target,
+      });
+    try {
+      proxy.publish(
+        [{ name: 'paths', path: '/paths', upstream: 'paths' }],
+        [
+          {
+            name: 'paths',
+            targets: [
+              { url: `${origin}/bad`, weight: 1 },
+              { url: `${origin}/good`, weight: 1 },
+            ],
+            passiveHealth: {
+              consecutiveFailures: 1,
+              baseEjectionMs: 60_000,
+              maxEjectionMs: 60_000,
+            },
+          },
+        ],
+      );
+      // The data plane keeps the series of a snapshot's targets, starting each at 1.
+      metrics.retain(
+        ['paths'],
+        ['bad', 'good'].map((path) => ({ upstream: 'paths', origin, url: `${origin}/${path}` })),
+      );
+      for (let i = 0; i < 4; i++) await send(proxy.port, '/paths');
+
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+      assert.equal(await healthOf(`${origin}/bad`), 0);
+      assert.equal(await healthOf(`${origin}/good`), 1);
+      assert.equal(await healthOf(origin), undefined);
+    } finally {
+      await proxy.close();
+      await server.close();
+    }
+  });
+
+  it('stops the restore timer of a removed target', async () => {
+    const failing = await startHttpServer(respondWith500);
+    const steady = await named('steady');
+    const proxy = await startProxy();
+    try {
+      const passiveHealth = { consecutiveFailures: 1, baseEjectionMs: 200, maxEjectionMs: 200 };
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [upstreamOf('ejecting', [failing.port], { passiveHealth })],
+      );
+      assert.equal((await send(proxy.port, '/ejecting')).status, 500);
+      assert.ok(proxy.logs.some((line) => line.msg === 'target ejected'));
+
+      proxy.publish(
+        [{ name: 'ejecting', path: '/ejecting', upstream: 'ejecting' }],
+        [upstreamOf('ejecting', [steady.port], { passiveHealth })],
+      );
+      // Waits past the end of the ejection; a timer left running would log the removed target.
+      await sleep(600);
+
+      assert.equal(
+        proxy.logs.some((line) => line.msg === 'target restored'),
+        false,
+      );
+    } finally {
+      await proxy.close();
+      await failing.close();
+      await steady.close();
+    }
+  });
+
   it('retries an idempotent request on another target', async () => {
     const steady = await named('steady');
     const refused = await startHttpServer(() => {});
@@ -715,32 +840,38 @@ describe('proxy upstream features', () => {
   });
 });
 
+/** Writes a self-signed key and certificate for `upstream.test` into `dir`. */
+function writeSelfSigned(dir: string): { key: string; cert: string } {
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=upstream.test',
+      '-addext',
+      'subjectAltName=DNS:upstream.test',
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key, cert };
+}
+
 describe('proxy https upstreams', () => {
   it('verifies a self-signed certificate with a CA file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loom-tls-'));
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=upstream.test',
-        '-addext',
-        'subjectAltName=DNS:upstream.test',
-      ],
-      { stdio: 'ignore' },
-    );
+    const { key, cert } = writeSelfSigned(dir);
     const server = createHttpsServer(
       { key: readFileSync(key), cert: readFileSync(cert) },
       (req, res) =>
@@ -797,5 +928,84 @@ describe('proxy https upstreams', () => {
       server.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('sends tls.serverName as the Host of health checks', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loom-tls-'));
+    const { key, cert } = writeSelfSigned(dir);
+    const checkHosts: string[] = [];
+    const server = createHttpsServer(
+      { key: readFileSync(key), cert: readFileSync(cert) },
+      (req, res) => {
+        if (req.url === '/healthz') checkHosts.push(req.headers.host ?? '');
+        res.end();
+      },
+    );
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const proxy = await startProxy();
+    try {
+      proxy.publish(
+        [{ name: 'named', path: '/named', upstream: 'named' }],
+        [
+          {
+            ...checkedUpstream([port], 1_000),
+            name: 'named',
+            targets: [{ url: `https://127.0.0.1:${port}`, weight: 1 }],
+            tls: { caFile: cert, serverName: 'upstream.test', insecureSkipVerify: false },
+          },
+        ],
+      );
+
+      assert.ok(await eventually(() => checkHosts.length >= 2), 'no health check arrived');
+      assert.deepEqual(new Set(checkHosts), new Set(['upstream.test']));
+      assert.equal(
+        proxy.logs.some((line) => line.msg === 'target unhealthy'),
+        false,
+      );
+    } finally {
+      await proxy.close();
+      server.closeAllConnections();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * Publishes `checked` with one target, whose health check sets `host` when given, and returns
+ * the Host headers of the first checks that the target received.
+ */
+async function checkHostsOf(host: string | undefined): Promise<{ hosts: string[]; port: number }> {
+  const hosts: string[] = [];
+  const server = await startHttpServer((req, res) => {
+    if (req.url === '/healthz') hosts.push(req.headers.host ?? '');
+    res.end();
+  });
+  const proxy = await startProxy();
+  try {
+    const upstream = checkedUpstream([server.port], 1_000);
+    if (host !== undefined) upstream.healthCheck = { ...upstream.healthCheck!, host };
+    proxy.publish([{ name: 'checked', path: '/checked', upstream: 'checked' }], [upstream]);
+    assert.ok(await eventually(() => hosts.length >= 2), 'no health check arrived');
+    return { hosts, port: server.port };
+  } finally {
+    await proxy.close();
+    await server.close();
+  }
+}
+
+describe('health check host', () => {
+  it('sends healthCheck.host as the Host', async () => {
+    const { hosts } = await checkHostsOf('api.internal');
+
+    assert.deepEqual(new Set(hosts), new Set(['api.internal']));
+  });
+
+  it('sends the target host and port without either setting', async () => {
+    const { hosts, port } = await checkHostsOf(undefined);
+
+    assert.deepEqual(new Set(hosts), new Set([`127.0.0.1:${port}`]));
   });
 });

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { createLogger } from '../../common/logger.js';
 import { parseConfigTexts, type DeclaredConfig } from '../../config/load.js';
 import { HealthReplica } from '../../data-plane/workers/health-replica.js';
+import { MAX_FIRST_CHECK_DELAY_MS } from '../../data-plane/upstreams/health-checker.js';
 import { TargetState } from '../../data-plane/upstreams/target-state.js';
 import { waitFor } from '../../scripts/processes.js';
 import { applyConfig, Workspace, type Member } from '../faults/harness.js';
@@ -54,7 +55,7 @@ async function startCheckedUpstream(name: string): Promise<CheckedUpstream> {
 /**
  * Upstream `pair` (targets a and b) is checked every 100 ms and changes health on one result.
  * Upstream `once` (target c) is checked every 10 minutes, so each checker sends exactly one
- * check within a test: its first one, at once.
+ * check within a test: its first one, within `MAX_FIRST_CHECK_DELAY_MS`.
  */
 function config(a: CheckedUpstream, b: CheckedUpstream, c: CheckedUpstream): DeclaredConfig {
   const fast = '{path: /healthz, intervalMs: 100, healthyThreshold: 1, unhealthyThreshold: 1}';
@@ -117,9 +118,9 @@ describe('proxy workers health checks', { timeout: 180_000 }, () => {
 
   test('checks sent once per proxy', async () => {
     await waitFor('the first check of target c', 10_000, () => c.checks() > 0);
-    // Workers committed the snapshot before the ack, so a checker of theirs would have sent
-    // its first check already. The wait leaves that check time to arrive.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // Workers committed the snapshot before the ack, so a checker of theirs would have started
+    // already. The wait covers the random delay of its first check and leaves it time to arrive.
+    await new Promise((resolve) => setTimeout(resolve, MAX_FIRST_CHECK_DELAY_MS + 1_000));
 
     assert.equal(c.checks(), 1, ws.logs());
     assert.ok(a.checks() > 0);

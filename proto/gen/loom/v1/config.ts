@@ -31,6 +31,11 @@ export interface HealthCheck {
   healthyThreshold: number;
   /** Consecutive failing checks that mark a healthy target unhealthy. */
   unhealthyThreshold: number;
+  /**
+   * Host header of the checks. Absent sends tls.server_name to https targets when it is set,
+   * else the target's host and port.
+   */
+  host?: string | undefined;
 }
 
 /** Passive ejection: targets that fail live requests leave rotation for a while. */
@@ -213,7 +218,7 @@ export const Target: MessageFns<Target> = {
 };
 
 function createBaseHealthCheck(): HealthCheck {
-  return { path: "", intervalMs: 0, timeoutMs: 0, healthyThreshold: 0, unhealthyThreshold: 0 };
+  return { path: "", intervalMs: 0, timeoutMs: 0, healthyThreshold: 0, unhealthyThreshold: 0, host: undefined };
 }
 
 export const HealthCheck: MessageFns<HealthCheck> = {
@@ -232,6 +237,9 @@ export const HealthCheck: MessageFns<HealthCheck> = {
     }
     if (message.unhealthyThreshold !== 0) {
       writer.uint32(40).uint32(message.unhealthyThreshold);
+    }
+    if (message.host !== undefined) {
+      writer.uint32(50).string(message.host);
     }
     return writer;
   },
@@ -289,6 +297,14 @@ export const HealthCheck: MessageFns<HealthCheck> = {
             message.unhealthyThreshold = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -324,6 +340,7 @@ export const HealthCheck: MessageFns<HealthCheck> = {
         : isSet(object.unhealthy_threshold)
         ? globalThis.Number(object.unhealthy_threshold)
         : 0,
+      host: isSet(object.host) ? globalThis.String(object.host) : undefined,
     };
   },
 
@@ -344,6 +361,9 @@ export const HealthCheck: MessageFns<HealthCheck> = {
     if (message.unhealthyThreshold !== 0) {
       obj.unhealthyThreshold = Math.round(message.unhealthyThreshold);
     }
+    if (message.host !== undefined) {
+      obj.host = message.host;
+    }
     return obj;
   },
 
@@ -357,6 +377,7 @@ export const HealthCheck: MessageFns<HealthCheck> = {
     message.timeoutMs = object.timeoutMs ?? 0;
     message.healthyThreshold = object.healthyThreshold ?? 0;
     message.unhealthyThreshold = object.unhealthyThreshold ?? 0;
+    message.host = object.host ?? undefined;
     return message;
   },
 };
