@@ -132,7 +132,9 @@ class ProxySession {
     this.#unsubscribe = cache.subscribe(() => this.#offer());
     this.#unsubscribeAccepted = accepted.subscribe(() => this.#offer());
     call.on('data', (request: StreamRequest) => this.#onRequest(request));
-    call.on('end', () => this.#close('stream ended'));
+    // A proxy that half-closes its side sends nothing more, so the stream ends with OK instead of
+    // holding a stream slot with no proxy behind it.
+    call.on('end', () => this.#finish());
     call.on('error', (error: Error) => this.#close(error.message));
     call.on('cancelled', () => this.#close('stream cancelled'));
     this.#stopping = stopping;
@@ -366,6 +368,14 @@ class ProxySession {
     if (!this.#proxyId || !this.#stream) return;
     this.#registry.disconnect(this.#proxyId, this.#stream);
     this.#logger.info({ proxyId: this.#proxyId, reason }, 'proxy disconnected');
+  }
+
+  /** Ends the stream with OK after the proxy half-closed it. */
+  #finish(): void {
+    if (this.#closed) return;
+
+    this.#close('stream ended by the proxy');
+    this.#call.end();
   }
 
   /** Ends the stream with UNAVAILABLE, so that the proxy connects again, here or elsewhere. */

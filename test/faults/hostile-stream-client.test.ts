@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { credentials, status, type ClientDuplexStream, type StatusObject } from '@grpc/grpc-js';
+
+import { AdminClient } from '../../cli/admin-client.js';
+import { snapshotServiceClient } from '../../data-plane/snapshot-client/snapshot-client.js';
+import { Hello, StreamResponse, type StreamRequest } from '../../proto/gen/loom/v1/data_plane.js';
+import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
+import { waitFor } from '../../scripts/processes.js';
+import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
+
+const SnapshotStreamClient = snapshotServiceClient((bytes) => StreamResponse.decode(bytes));
+
+/** A snapshot stream driven by the test, with what the control plane sent on it. */
+interface HandStream {
+  call: ClientDuplexStream<StreamRequest, StreamResponse>;
+  snapshots: Snapshot[];
+  /** The stream's final status, once the control plane or the client ended it. */
+  ended: Promise<StatusObject>;
+}
+
+function hello(proxyId: string, fields: Partial<Hello> = {}): StreamRequest {
+  const sent = Hello.fromPartial({
+    proxyId,
+    address: '127.0.0.1:8080',
+    instanceId: `${proxyId}-instance`,
+    ...fields,
+  });
+  return { kind: { $case: 'hello', hello: sent } };
+}
+
+describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
+  let setup: EtcdBackedFleet;
+  let admin: AdminClient;
+  let client: InstanceType<typeof SnapshotStreamClient>;
+
+  before(async () => {
+    setup = await startEtcdFleet({ proxies: 0 });
+    admin = new AdminClient(setup.fleet.controlPlane);
+    await admin.apply({
+      routes: [],
+      upstreams: [{ name: 'users', targets: [{ url: 'http://127.0.0.1:9001', weight: 1 }] }],
+      prune: false,
+      dryRun: false,
+      includeValues: false,
+    });
+    client = new SnapshotStreamClient(setup.fleet.controlPlane, credentials.createInsecure());
+  });
+
+  after(async () => {
+    client?.close();
+    admin?.close();
+    await setup?.stop();
+  });
+
+  function open(): HandStream {
+    const call = client.stream();
+    const snapshots: Snapshot[] = [];
+    call.on('data', (response: StreamResponse) => {
+      if (response.snapshot) snapshots.push(response.snapshot);
+    });
+    call.on('error', () => undefined);
+    const ended = new Promise<StatusObject>((resolve) => call.on('status', resolve));
+    return { call, snapshots, ended };
+  }
+
+  async function proxyStatus(id: string) {
+    const { proxies } = await admin.status();
+    return proxies.find((proxy) => proxy.id === id);
+  }
+
+  test('half-closed stream ends with OK', async () => {
+    const stream = open();
+    stream.call.write(hello('half-closed'));
+    await waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1);
+
+    stream.call.end();
+    const ended = await Promise.race([
+      stream.ended,
+      new Promise<undefined>((resolve) => setTimeout(resolve, 10_000, undefined)),
+    ]);
+
+    stream.call.cancel();
+    assert.equal(ended?.code, status.OK, `stream still open or failed: ${ended?.details}`);
+    await waitFor('the proxy listed as disconnected', 10_000, async () => {
+      return (await proxyStatus('half-closed'))?.connected === false;
+    });
+  });
+});
