@@ -8,6 +8,7 @@ import {
 import { proxyAddressProblem } from '../../common/address.js';
 import { LoomError } from '../../common/errors.js';
 import { toServiceError } from '../../common/grpc-errors.js';
+import { LogLimiter } from '../../common/log-limiter.js';
 import type { Logger } from '../../common/logger.js';
 import { proxyIdProblem } from '../../common/proxy-id.js';
 import { summarizeCertificate } from '../../common/tls.js';
@@ -64,6 +65,13 @@ export type SharedHolderLookup = (
  */
 const NACKED_KEY_LIMIT = 16;
 
+/**
+ * Nack lines logged per stream and window of `NACK_LOG_WINDOW_MS`; the next line logged counts
+ * the ones left out. A proxy nacks each version once, so only a broken or hostile one reaches it.
+ */
+const NACK_LOG_LINES = 10;
+const NACK_LOG_WINDOW_MS = 60_000;
+
 function versionKey(epoch: string, version: number): string {
   return `${epoch}\n${version}`;
 }
@@ -97,6 +105,8 @@ class ProxySession {
    * fallback repeats one.
    */
   readonly #nackedKeys = new Set<string>();
+  /** Caps the nack lines of this stream, so that a proxy sending nacks in a loop cannot flood the log. */
+  readonly #nackLog = new LogLimiter(NACK_LOG_LINES, NACK_LOG_WINDOW_MS);
   /** True from a write until gRPC reports the snapshot handed to HTTP/2; one is in flight at most. */
   #writing = false;
   #closed = false;
@@ -278,19 +288,26 @@ class ProxySession {
 
   #onNack(nack: Nack): void {
     if (!this.#proxyId) return;
+    // A repeat of a nack this stream remembers changes no state, so a proxy that sends one in a
+    // loop costs no log line, store read or status change.
+    if (this.#nackedKeys.has(versionKey(nack.epoch, nack.version))) return;
 
     this.#rememberNack(nack.epoch, nack.version);
     this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
-    this.#logger.warn(
-      {
-        proxyId: this.#proxyId,
-        epoch: nack.epoch,
-        version: nack.version,
-        error: clipText(nack.error),
-        errorLength: nack.error.length,
-      },
-      'version nacked',
-    );
+    const suppressed = this.#nackLog.take();
+    if (suppressed !== undefined) {
+      this.#logger.warn(
+        {
+          proxyId: this.#proxyId,
+          epoch: nack.epoch,
+          version: nack.version,
+          error: clipText(nack.error),
+          errorLength: nack.error.length,
+          suppressed,
+        },
+        'version nacked',
+      );
+    }
     // Another replica, or this one before a restart, may have recorded a newer accepted
     // version. When the refresh finds one, its listener offers again.
     void this.#accepted.refresh();

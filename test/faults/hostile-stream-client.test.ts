@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { credentials, status, type ClientDuplexStream, type StatusObject } from '@grpc/grpc-js';
@@ -65,6 +67,14 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
     return { call, snapshots, ended };
   }
 
+  function controlPlaneLog(message: string): Record<string, unknown>[] {
+    const text = readFileSync(join(setup.fleet.dir, 'control-plane.log'), 'utf8');
+    return text
+      .split('\n')
+      .filter((line) => line.includes(`"msg":"${message}"`))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
   async function proxyStatus(id: string) {
     const { proxies } = await admin.status();
     return proxies.find((proxy) => proxy.id === id);
@@ -86,5 +96,35 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
     await waitFor('the proxy listed as disconnected', 10_000, async () => {
       return (await proxyStatus('half-closed'))?.connected === false;
     });
+  });
+
+  test('nack flood logs a bounded number of lines', async () => {
+    const stream = open();
+    stream.call.write(hello('nack-flood'));
+    await waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1);
+    const { epoch, version } = stream.snapshots[0];
+    const error = 'x'.repeat(4_096);
+
+    // The same version over and over, then versions the control plane never sent.
+    for (let sent = 0; sent < 1_000; sent++) {
+      stream.call.write({ kind: { $case: 'nack', nack: { epoch, version, hash: 'h', error } } });
+    }
+    const last = version + 1_000;
+    for (let nacked = version + 1; nacked <= last; nacked++) {
+      stream.call.write({
+        kind: { $case: 'nack', nack: { epoch, version: nacked, hash: 'h', error } },
+      });
+    }
+    await waitFor('the last nack in the status', 20_000, async () => {
+      return (await proxyStatus('nack-flood'))?.nackedVersion === last;
+    });
+
+    const lines = controlPlaneLog('version nacked').filter((line) => line.proxyId === 'nack-flood');
+    assert.ok(lines.length >= 1, 'no nack was logged');
+    assert.ok(lines.length <= 20, `${lines.length} lines for 1,001 distinct nacks`);
+    const row = await proxyStatus('nack-flood');
+    assert.equal(row?.connected, true);
+    assert.equal(row?.nackError.length, 1_024);
+    stream.call.cancel();
   });
 });
