@@ -127,4 +127,33 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
     assert.equal(row?.nackError.length, 1_024);
     stream.call.cancel();
   });
+
+  test('acks of unsent versions keep version series', async () => {
+    const stream = open();
+    stream.call.write(hello('ack-flood'));
+    await waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1);
+    const { epoch, version, hash } = stream.snapshots[0];
+
+    // Versions far past any the control plane published, more than it keeps series for.
+    for (let offset = 1; offset <= 50; offset++) {
+      const bogus = 1_000_000_000 + offset;
+      stream.call.write({ kind: { $case: 'ack', ack: { epoch, version: bogus, hash: 'h' } } });
+    }
+    stream.call.write({ kind: { $case: 'ack', ack: { epoch, version, hash } } });
+    await waitFor('the real ack in the status', 10_000, async () => {
+      return (await proxyStatus('ack-flood'))?.ackedVersion === version;
+    });
+
+    const metrics = await fetch(`http://127.0.0.1:${setup.fleet.controlPlaneAdminPort}/metrics`);
+    const text = await metrics.text();
+    const series = text
+      .split('\n')
+      .filter((line) => line.startsWith('loom_control_plane_acks_total{'));
+    assert.ok(
+      series.some((line) => line.startsWith(`loom_control_plane_acks_total{version="${version}"}`)),
+      series.join('\n'),
+    );
+    assert.ok(!series.some((line) => line.includes('"100000')), series.join('\n'));
+    stream.call.cancel();
+  });
 });
