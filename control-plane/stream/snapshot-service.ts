@@ -72,6 +72,17 @@ const NACKED_KEY_LIMIT = 16;
 const NACK_LOG_LINES = 10;
 const NACK_LOG_WINDOW_MS = 60_000;
 
+/**
+ * Default time a stream may stay open without a hello, in milliseconds. A proxy writes its hello
+ * as it opens the stream, so only a client that does not speak the protocol reaches it. Until
+ * then the stream takes one of the `--max-streams` slots.
+ */
+export const DEFAULT_HELLO_TIMEOUT_MS = 30_000;
+
+/** Lines about streams closed for a missing hello, per window of `HELLO_LOG_WINDOW_MS`. */
+const HELLO_LOG_LINES = 10;
+const HELLO_LOG_WINDOW_MS = 60_000;
+
 function versionKey(epoch: string, version: number): string {
   return `${epoch}\n${version}`;
 }
@@ -121,6 +132,8 @@ class ProxySession {
   readonly #unsubscribeAccepted: () => void;
   readonly #stopping: AbortSignal | undefined;
   readonly #onStopping = () => this.#end('closed because the control plane is shutting down');
+  readonly #helloTimer: NodeJS.Timeout;
+  readonly #helloLog: LogLimiter;
 
   constructor(
     call: Call,
@@ -131,6 +144,7 @@ class ProxySession {
     sharedHolder: SharedHolderLookup | undefined,
     metrics: ControlPlaneMetrics | undefined,
     stopping: AbortSignal | undefined,
+    hello: { timeoutMs: number; log: LogLimiter },
   ) {
     this.#call = call;
     this.#cache = cache;
@@ -149,6 +163,29 @@ class ProxySession {
     call.on('cancelled', () => this.#close('stream cancelled'));
     this.#stopping = stopping;
     stopping?.addEventListener('abort', this.#onStopping, { once: true });
+    this.#helloLog = hello.log;
+    this.#helloTimer = setTimeout(() => this.#onHelloTimeout(hello.timeoutMs), hello.timeoutMs);
+    this.#helloTimer.unref();
+  }
+
+  /** Ends a stream that sent no hello, so that it does not keep its stream slot. */
+  #onHelloTimeout(timeoutMs: number): void {
+    if (this.#closed || this.#helloSeen) return;
+
+    const suppressed = this.#helloLog.take();
+    if (suppressed !== undefined) {
+      this.#logger.warn(
+        { peer: this.#call.getPeer(), timeoutMs, suppressed },
+        'stream closed: no hello received',
+      );
+    }
+    this.#close('no hello received');
+    const error = new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `the snapshot stream sent no hello within ${timeoutMs} ms; a client must send ` +
+        'StreamRequest.hello as its first message (see proto/loom/v1/data_plane.proto)',
+    );
+    this.#call.emit('error', toServiceError(error));
   }
 
   #onRequest(request: StreamRequest): void {
@@ -162,6 +199,7 @@ class ProxySession {
   #onHello(hello: Hello): void {
     if (this.#helloSeen) return;
     this.#helloSeen = true;
+    clearTimeout(this.#helloTimer);
     const invalid = checkHello(hello);
     if (invalid !== undefined) {
       this.#logger.warn(
@@ -379,6 +417,7 @@ class ProxySession {
     if (this.#closed) return;
 
     this.#closed = true;
+    clearTimeout(this.#helloTimer);
     this.#unsubscribe();
     this.#unsubscribeAccepted();
     this.#stopping?.removeEventListener('abort', this.#onStopping);
@@ -419,6 +458,8 @@ export function createSnapshotService(options: {
    * because a snapshot stream never ends by itself and would delay the gRPC server's shutdown.
    */
   stopping?: AbortSignal;
+  /** Time a stream may stay open without a hello, in milliseconds; default `DEFAULT_HELLO_TIMEOUT_MS`. */
+  helloTimeoutMs?: number;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
   const accepted = new AcceptedSnapshot(options.cache, {
@@ -426,6 +467,10 @@ export function createSnapshotService(options: {
     prefix: options.cache.prefix,
     logger,
   });
+  const hello = {
+    timeoutMs: options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+    log: new LogLimiter(HELLO_LOG_LINES, HELLO_LOG_WINDOW_MS),
+  };
   return {
     Stream(call: Call) {
       if (options.stopping?.aborted) {
@@ -450,6 +495,7 @@ export function createSnapshotService(options: {
         options.sharedHolder,
         options.metrics,
         options.stopping,
+        hello,
       );
     },
   };

@@ -10,6 +10,7 @@ import { snapshotServiceClient } from '../../data-plane/snapshot-client/snapshot
 import { Hello, StreamResponse, type StreamRequest } from '../../proto/gen/loom/v1/data_plane.js';
 import type { Snapshot } from '../../proto/gen/loom/v1/snapshot.js';
 import { waitFor } from '../../scripts/processes.js';
+import { applyUpstream } from '../helpers/admin-apply.js';
 import { startEtcdFleet, type EtcdBackedFleet } from '../helpers/etcd-fleet.js';
 
 const SnapshotStreamClient = snapshotServiceClient((bytes) => StreamResponse.decode(bytes));
@@ -40,13 +41,7 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
   before(async () => {
     setup = await startEtcdFleet({ proxies: 0 });
     admin = new AdminClient(setup.fleet.controlPlane);
-    await admin.apply({
-      routes: [],
-      upstreams: [{ name: 'users', targets: [{ url: 'http://127.0.0.1:9001', weight: 1 }] }],
-      prune: false,
-      dryRun: false,
-      includeValues: false,
-    });
+    await applyUpstream(admin);
     client = new SnapshotStreamClient(setup.fleet.controlPlane, credentials.createInsecure());
   });
 
