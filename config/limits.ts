@@ -53,3 +53,15 @@ export function describePatternLimit(path: string): string | undefined {
   }
   return undefined;
 }
+
+/** Maximum of a route's `retries`: extra attempts of one request after it failed. */
+export const MAX_ROUTE_RETRIES = 5;
+
+/** Maximum of a health-check or ejection duration, in milliseconds: one day. */
+export const MAX_DURATION_MS = 86_400_000;
+
+/** Maximum of a health check's healthy and unhealthy thresholds. */
+export const MAX_HEALTH_THRESHOLD = 100;
+
+/** Maximum of passive health's consecutive failures. */
+export const MAX_CONSECUTIVE_FAILURES = 1_000;

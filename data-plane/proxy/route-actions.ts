@@ -1,3 +1,5 @@
+import { LoomError } from '../../common/errors.js';
+import { MAX_ROUTE_RETRIES } from '../../config/limits.js';
 import type { HeaderActions, Route } from '../../proto/gen/loom/v1/config.js';
 
 const SLASH = 0x2f;
@@ -33,8 +35,22 @@ export interface RouteActions {
   readonly maxRequestBodyBytes: number | undefined;
 }
 
-/** Compiles the actions of a stored (normalised and validated) route. */
+/**
+ * Compiles the actions of a stored (normalised and validated) route.
+ *
+ * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when `retries` is above `MAX_ROUTE_RETRIES`, as in a
+ * value written straight into the store. Each retry is one more attempt of a failing request, so
+ * a huge count would keep that request, and the proxy's CPU, busy for good.
+ */
 export function compileRouteActions(route: Route): RouteActions {
+  const retries = route.retries ?? 0;
+  if (retries > MAX_ROUTE_RETRIES) {
+    throw new LoomError(
+      'LOOM_SNAPSHOT_REJECTED',
+      `route ${JSON.stringify(route.name)}: invalid retries ${retries}; expected 0 to ` +
+        `${MAX_ROUTE_RETRIES}, as loomctl apply accepts`,
+    );
+  }
   const request = compileHeaderActions(route.requestHeaders);
   const response = compileHeaderActions(route.responseHeaders);
   const stripPrefix = route.stripPrefix ?? '';
@@ -51,7 +67,7 @@ export function compileRouteActions(route: Route): RouteActions {
     connectTimeoutMs: route.timeouts?.connectMs ?? 0,
     headersTimeoutMs: route.timeouts?.responseHeaderMs ?? 0,
     bodyTimeoutMs: route.timeouts?.idleBodyMs ?? 0,
-    retries: route.retries ?? 0,
+    retries,
     maxRequestBodyBytes: route.maxRequestBodyBytes,
   });
 }
