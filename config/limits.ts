@@ -65,3 +65,12 @@ export const MAX_HEALTH_THRESHOLD = 100;
 
 /** Maximum of passive health's consecutive failures. */
 export const MAX_CONSECUTIVE_FAILURES = 1_000;
+
+/** RFC 9110 token: header names, cookie names. */
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * Header value: visible ASCII and the characters U+0080 to U+00FF (obs-text, RFC 9110 section
+ * 5.5), with spaces and tabs between them but not at either end.
+ */
+export const HEADER_VALUE =
+  /^([\x21-\x7e\x80-\xff]([\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;

@@ -1,5 +1,5 @@
 import { LoomError } from '../../common/errors.js';
-import { MAX_ROUTE_RETRIES } from '../../config/limits.js';
+import { HEADER_VALUE, MAX_ROUTE_RETRIES, TOKEN } from '../../config/limits.js';
 import type { HeaderActions, Route } from '../../proto/gen/loom/v1/config.js';
 
 const SLASH = 0x2f;
@@ -40,7 +40,8 @@ export interface RouteActions {
  *
  * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when `retries` is above `MAX_ROUTE_RETRIES`, as in a
  * value written straight into the store. Each retry is one more attempt of a failing request, so
- * a huge count would keep that request, and the proxy's CPU, busy for good.
+ * a huge count would keep that request, and the proxy's CPU, busy for good. Also throws on an
+ * invalid header name or value (see `compileHeaderActions`).
  */
 export function compileRouteActions(route: Route): RouteActions {
   const retries = route.retries ?? 0;
@@ -51,8 +52,8 @@ export function compileRouteActions(route: Route): RouteActions {
         `${MAX_ROUTE_RETRIES}, as loomctl apply accepts`,
     );
   }
-  const request = compileHeaderActions(route.requestHeaders);
-  const response = compileHeaderActions(route.responseHeaders);
+  const request = compileHeaderActions(route.requestHeaders, route.name, 'requestHeaders');
+  const response = compileHeaderActions(route.responseHeaders, route.name, 'responseHeaders');
   const stripPrefix = route.stripPrefix ?? '';
   const addPrefix = route.addPrefix ?? '';
   return Object.freeze({
@@ -72,12 +73,37 @@ export function compileRouteActions(route: Route): RouteActions {
   });
 }
 
-function compileHeaderActions(actions: HeaderActions | undefined): {
+/**
+ * Compiles one route's header changes.
+ *
+ * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on a header name that is not an RFC 9110 token or a
+ * value with a control character, as in a value written straight into the store. Node.js
+ * rejects such a header on every request, so every request of the route would fail.
+ */
+function compileHeaderActions(
+  actions: HeaderActions | undefined,
+  routeName: string,
+  field: string,
+): {
   drop: ReadonlySet<string> | null;
   set: readonly string[];
 } {
   if (actions === undefined) {
     return { drop: null, set: [] };
+  }
+  const reject = (part: 'name' | 'value', value: string) => {
+    throw new LoomError(
+      'LOOM_SNAPSHOT_REJECTED',
+      `route ${JSON.stringify(routeName)} ${field}: invalid header ${part} ` +
+        `${JSON.stringify(value.slice(0, 200))}, as loomctl apply rejects`,
+    );
+  };
+  for (const name of actions.remove) {
+    if (!TOKEN.test(name)) reject('name', name);
+  }
+  for (const header of actions.set) {
+    if (!TOKEN.test(header.name)) reject('name', header.name);
+    if (!HEADER_VALUE.test(header.value)) reject('value', header.value);
   }
   const drop = new Set(actions.remove.map((name) => name.toLowerCase()));
   const set: string[] = [];

@@ -19,9 +19,19 @@ type Call = ServerDuplexStream<StreamRequest, Buffer>;
 
 const EPOCH = 'e1';
 
-/** Snapshots with values that loomctl apply rejects but a hand-written store value may hold. */
+/** Snapshot values that loomctl apply rejects but a value written with etcdctl may hold. */
 const OUT_OF_RANGE: { label: string; routes: Partial<Route>[]; upstream: Partial<Upstream> }[] = [
   { label: 'retries', routes: [{ retries: 4_294_967_295 }], upstream: {} },
+  {
+    label: 'requestHeaders',
+    routes: [{ requestHeaders: { set: [{ name: 'bad name', value: 'x' }], remove: [] } }],
+    upstream: {},
+  },
+  {
+    label: 'responseHeaders',
+    routes: [{ responseHeaders: { set: [{ name: 'x-a', value: 'a\r\nx-b: c' }], remove: [] } }],
+    upstream: {},
+  },
   {
     label: 'healthCheck.intervalMs',
     routes: [{}],
