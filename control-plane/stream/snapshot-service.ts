@@ -313,6 +313,9 @@ class ProxySession {
 
   #onAck(ack: Ack): void {
     if (!this.#proxyId) return;
+    // NOTE: an ack is not checked against the versions sent on this stream, because a proxy acks
+    // on its new stream a snapshot that reached it on the previous one. So a broken proxy can
+    // make `status` show a version it never got, and it is then sent nothing older or equal.
 
     this.#held = { epoch: ack.epoch, version: ack.version };
     this.#registry.ack(this.#proxyId, ack.epoch, ack.version);
