@@ -27,6 +27,14 @@ const MAX_ISSUES_JSON_BYTES = 16 * 1024;
 const MAX_ISSUE_MESSAGE = 1_000;
 /** Characters kept from the end of a longer message, where the fix is. */
 const KEPT_MESSAGE_END = 400;
+/**
+ * Maximum length of an error's status message, with or without config issues. Messages quote
+ * values from the request, such as a name, and grpc-js sends the message percent-encoded in a
+ * trailer, up to 12 bytes per character. A 100,000-character name made the trailers exceed the
+ * client's 65,535-byte header list limit, and the call and the calls after it on that connection
+ * got no response until their deadline. 4,000 characters take at most 48,000 bytes.
+ */
+const MAX_DETAILS_LENGTH = 4_000;
 const MAX_ISSUE_VALUE = 300;
 
 const GRPC_STATUS: Record<LoomErrorCode, status> = {
@@ -64,7 +72,8 @@ export function toServiceError(error: unknown): Partial<ServiceError> {
 
   metadata.set(CODE_KEY, error.code);
   if (!(error instanceof ConfigError)) {
-    return { code: GRPC_STATUS[error.code], details: error.message, metadata };
+    const details = dropMiddle(error.message, MAX_DETAILS_LENGTH);
+    return { code: GRPC_STATUS[error.code], details, metadata };
   }
 
   const { json, sent } = boundedIssues(error.issues);
@@ -76,7 +85,11 @@ export function toServiceError(error: unknown): Partial<ServiceError> {
     : '';
   const count = error.issues.length === 1 ? '1 error' : `${error.issues.length} errors`;
   const details = `invalid configuration, nothing was written: ${count}${first}`;
-  return { code: GRPC_STATUS[error.code], details, metadata };
+  return {
+    code: GRPC_STATUS[error.code],
+    details: dropMiddle(details, MAX_DETAILS_LENGTH),
+    metadata,
+  };
 }
 
 /** Serializes as many issues as fit both bounds, as ASCII-only JSON. */
@@ -98,19 +111,25 @@ function boundedIssues(issues: ConfigIssue[]): { json: string; sent: number } {
  */
 function shorten(issue: ConfigIssue): ConfigIssue {
   const value = issue.value === undefined ? undefined : JSON.stringify(issue.value);
-  const message =
-    issue.message.length > MAX_ISSUE_MESSAGE
-      ? `${issue.message.slice(0, MAX_ISSUE_MESSAGE - KEPT_MESSAGE_END)} ... ` +
-        issue.message.slice(-KEPT_MESSAGE_END)
-      : issue.message;
   return {
     ...issue,
-    message,
+    message: dropMiddle(issue.message, MAX_ISSUE_MESSAGE),
     value:
       value !== undefined && value.length > MAX_ISSUE_VALUE
         ? `${value.slice(0, MAX_ISSUE_VALUE)}...`
         : issue.value,
   };
+}
+
+/**
+ * Cuts `message` to at most `maxLength` characters by dropping its middle, because messages end
+ * with the fix.
+ */
+function dropMiddle(message: string, maxLength: number): string {
+  if (message.length <= maxLength) return message;
+  const separator = ' ... ';
+  const head = message.slice(0, maxLength - KEPT_MESSAGE_END - separator.length);
+  return `${head}${separator}${message.slice(-KEPT_MESSAGE_END)}`;
 }
 
 /** Escapes non-ASCII characters, which grpc-js rejects in text metadata, as JSON `\uXXXX`. */

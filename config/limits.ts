@@ -53,3 +53,24 @@ export function describePatternLimit(path: string): string | undefined {
   }
   return undefined;
 }
+
+/** Maximum of a route's `retries`: extra attempts of one request after it failed. */
+export const MAX_ROUTE_RETRIES = 5;
+
+/** Maximum of a health-check or ejection duration, in milliseconds: one day. */
+export const MAX_DURATION_MS = 86_400_000;
+
+/** Maximum of a health check's healthy and unhealthy thresholds. */
+export const MAX_HEALTH_THRESHOLD = 100;
+
+/** Maximum of passive health's consecutive failures. */
+export const MAX_CONSECUTIVE_FAILURES = 1_000;
+
+/** RFC 9110 token: header names, cookie names. */
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * Header value: visible ASCII and the characters U+0080 to U+00FF (obs-text, RFC 9110 section
+ * 5.5), with spaces and tabs between them but not at either end.
+ */
+export const HEADER_VALUE =
+  /^([\x21-\x7e\x80-\xff]([\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;

@@ -4,8 +4,12 @@ import {
   describePatternLimit,
   HOST_LENGTH_REGEX,
   HOST_PORT_LENGTH_REGEX,
+  MAX_CONSECUTIVE_FAILURES,
+  MAX_DURATION_MS,
+  MAX_HEALTH_THRESHOLD,
   MAX_HOST_LENGTH,
   MAX_PATTERN_LENGTH,
+  MAX_ROUTE_RETRIES,
   PATTERN_SEGMENTS_REGEX,
 } from './limits.js';
 
@@ -57,13 +61,13 @@ export const TargetSchema = z
   })
   .strict();
 
-const milliseconds = z.number().int().min(1).max(86_400_000);
+const milliseconds = z.number().int().min(1).max(MAX_DURATION_MS);
 // 0 and omitted both mean "the proxy's default", which is how the stored form and `get` write it.
 const defaultableMilliseconds = z
   .number()
   .int()
   .min(0)
-  .max(86_400_000)
+  .max(MAX_DURATION_MS)
   .optional()
   .transform((value) => value ?? 0)
   .describe('Milliseconds; 0 or omitted uses the proxy default');
@@ -73,8 +77,8 @@ export const HealthCheckSchema = z
     path: z.string().describe('Path requested from every target, such as /healthz'),
     intervalMs: milliseconds.default(5_000),
     timeoutMs: milliseconds.default(2_000),
-    healthyThreshold: z.number().int().min(1).max(100).default(2),
-    unhealthyThreshold: z.number().int().min(1).max(100).default(3),
+    healthyThreshold: z.number().int().min(1).max(MAX_HEALTH_THRESHOLD).default(2),
+    unhealthyThreshold: z.number().int().min(1).max(MAX_HEALTH_THRESHOLD).default(3),
     host: z
       .string()
       .regex(HOST_PORT_LENGTH_REGEX, {
@@ -89,7 +93,7 @@ export const HealthCheckSchema = z
 
 export const PassiveHealthSchema = z
   .object({
-    consecutiveFailures: z.number().int().min(1).max(1000).default(5),
+    consecutiveFailures: z.number().int().min(1).max(MAX_CONSECUTIVE_FAILURES).default(5),
     baseEjectionMs: milliseconds.default(10_000),
     maxEjectionMs: milliseconds.default(300_000),
   })
@@ -194,7 +198,7 @@ export const RouteSchema = z
     requestHeaders: HeaderActionsSchema.optional(),
     responseHeaders: HeaderActionsSchema.optional(),
     timeouts: RouteTimeoutsSchema.optional(),
-    retries: z.number().int().min(0).max(5).optional(),
+    retries: z.number().int().min(0).max(MAX_ROUTE_RETRIES).optional(),
     maxRequestBodyBytes: z
       .number()
       .int()

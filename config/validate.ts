@@ -6,7 +6,7 @@ import { LoomError, type ConfigIssue } from '../common/errors.js';
 import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
-import { describePatternLimit } from './limits.js';
+import { describePatternLimit, HEADER_VALUE, TOKEN } from './limits.js';
 import { normalizeHostRewrite, normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
@@ -21,13 +21,6 @@ export type Locator = (path: ConfigPath) => { file?: string; line?: number };
 
 const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-/** RFC 9110 token: header names, cookie names. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/**
- * Header value: visible ASCII and the characters U+0080 to U+00FF (obs-text, RFC 9110 section
- * 5.5), with spaces and tabs between them but not at either end.
- */
-const HEADER_VALUE = /^([\x21-\x7e\x80-\xff]([\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;
 /** A path prefix: `/` and segments of RFC 3986 path characters, without a trailing slash. */
 const PATH_PREFIX = /^(\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/;
 /** Headers the proxy manages itself; route header actions cannot set or remove them. */

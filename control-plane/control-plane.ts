@@ -77,6 +77,8 @@ export interface ControlPlaneOptions {
    * `DEFAULT_CONNECTION_IDLE_TIMEOUT_MS`. 0 keeps such connections open.
    */
   connectionIdleTimeoutMs?: number;
+  /** Time a snapshot stream may stay open without a hello, in milliseconds; for tests. */
+  helloTimeoutMs?: number;
   /** Keepalive overrides, in milliseconds, for tests of idle streams. */
   keepalive?: { timeMs?: number; minPingIntervalMs?: number };
   /** TLS and password authentication to etcd. */
@@ -173,6 +175,7 @@ export class ControlPlane {
       sharedHolder: sharedHolders && ((id, stream) => sharedHolders.find(id, stream)),
       metrics: this.metrics,
       stopping: this.#stopping.signal,
+      helloTimeoutMs: options.helloTimeoutMs,
     });
     const streams = rejectMalformedRequests(
       SNAPSHOT_SERVICE_DEFINITION,

@@ -270,9 +270,15 @@ export class ControlPlaneMetrics {
     this.#storeUp.set(up ? 1 : 0);
   }
 
-  /** Adds `version` to the versions with series; false when it is older than all of them. */
+  /**
+   * Adds `version` to the versions with series. Returns false when it is older than all of them,
+   * or newer than the newest snapshot this control plane published, as in an ack of a version
+   * never sent. Such a version would push out the series of real versions for good.
+   */
   #trackVersion(version: number): boolean {
     if (this.#versions.includes(version)) return true;
+    const newest = this.#sources.current()?.snapshot.version ?? 0;
+    if (version > newest) return false;
     if (this.#versions.length >= VERSION_SERIES_LIMIT && version < this.#versions[0]) return false;
 
     this.#versions.push(version);

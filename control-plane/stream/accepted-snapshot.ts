@@ -130,7 +130,7 @@ export class AcceptedSnapshot {
   }
 
   #onPublished(published: PublishedSnapshot): void {
-    this.#pending.push(published);
+    this.#pending.push(withoutDecodedContent(published));
     this.#trimPending();
 
     if (published.snapshot.epoch === this.#publishedEpoch) return;
@@ -274,4 +274,16 @@ export class AcceptedSnapshot {
     this.#logger.info({ epoch, version, hash, source }, 'accepted snapshot loaded');
     for (const listener of this.#listeners) listener(published);
   }
+}
+
+/**
+ * Returns `published` without its decoded routes and upstreams. The stream sends `encoded` and
+ * the store records `content`, so a kept snapshot needs neither. The decoded objects take many
+ * times the encoded size, which `PENDING_BYTES_LIMIT` counts, and a burst of applies that no
+ * proxy acks would otherwise keep `PENDING_SNAPSHOT_MAX` whole configurations.
+ */
+function withoutDecodedContent(published: PublishedSnapshot): PublishedSnapshot {
+  const { version, epoch, hash } = published.snapshot;
+  const snapshot = Object.freeze({ version, epoch, hash, routes: [], upstreams: [] });
+  return { snapshot, encoded: published.encoded, content: published.content };
 }

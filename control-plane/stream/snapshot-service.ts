@@ -8,6 +8,7 @@ import {
 import { proxyAddressProblem } from '../../common/address.js';
 import { LoomError } from '../../common/errors.js';
 import { toServiceError } from '../../common/grpc-errors.js';
+import { LogLimiter } from '../../common/log-limiter.js';
 import type { Logger } from '../../common/logger.js';
 import { proxyIdProblem } from '../../common/proxy-id.js';
 import { summarizeCertificate } from '../../common/tls.js';
@@ -64,6 +65,24 @@ export type SharedHolderLookup = (
  */
 const NACKED_KEY_LIMIT = 16;
 
+/**
+ * Nack lines logged per stream and window of `NACK_LOG_WINDOW_MS`; the next line logged counts
+ * the ones left out. A proxy nacks each version once, so only a broken or hostile one reaches it.
+ */
+const NACK_LOG_LINES = 10;
+const NACK_LOG_WINDOW_MS = 60_000;
+
+/**
+ * Default time a stream may stay open without a hello, in milliseconds. A proxy writes its hello
+ * as it opens the stream, so only a client that does not speak the protocol reaches it. Until
+ * then the stream takes one of the `--max-streams` slots.
+ */
+export const DEFAULT_HELLO_TIMEOUT_MS = 30_000;
+
+/** Lines about streams closed for a missing hello, per window of `HELLO_LOG_WINDOW_MS`. */
+const HELLO_LOG_LINES = 10;
+const HELLO_LOG_WINDOW_MS = 60_000;
+
 function versionKey(epoch: string, version: number): string {
   return `${epoch}\n${version}`;
 }
@@ -97,6 +116,8 @@ class ProxySession {
    * fallback repeats one.
    */
   readonly #nackedKeys = new Set<string>();
+  /** Caps the nack lines of this stream, so that a proxy sending nacks in a loop cannot flood the log. */
+  readonly #nackLog = new LogLimiter(NACK_LOG_LINES, NACK_LOG_WINDOW_MS);
   /** True from a write until gRPC reports the snapshot handed to HTTP/2; one is in flight at most. */
   #writing = false;
   #closed = false;
@@ -111,6 +132,8 @@ class ProxySession {
   readonly #unsubscribeAccepted: () => void;
   readonly #stopping: AbortSignal | undefined;
   readonly #onStopping = () => this.#end('closed because the control plane is shutting down');
+  readonly #helloTimer: NodeJS.Timeout;
+  readonly #helloLog: LogLimiter;
 
   constructor(
     call: Call,
@@ -121,6 +144,7 @@ class ProxySession {
     sharedHolder: SharedHolderLookup | undefined,
     metrics: ControlPlaneMetrics | undefined,
     stopping: AbortSignal | undefined,
+    hello: { timeoutMs: number; log: LogLimiter },
   ) {
     this.#call = call;
     this.#cache = cache;
@@ -132,11 +156,36 @@ class ProxySession {
     this.#unsubscribe = cache.subscribe(() => this.#offer());
     this.#unsubscribeAccepted = accepted.subscribe(() => this.#offer());
     call.on('data', (request: StreamRequest) => this.#onRequest(request));
-    call.on('end', () => this.#close('stream ended'));
+    // A proxy that half-closes its side sends nothing more, so the stream ends with OK instead of
+    // holding a stream slot with no proxy behind it.
+    call.on('end', () => this.#finish());
     call.on('error', (error: Error) => this.#close(error.message));
     call.on('cancelled', () => this.#close('stream cancelled'));
     this.#stopping = stopping;
     stopping?.addEventListener('abort', this.#onStopping, { once: true });
+    this.#helloLog = hello.log;
+    this.#helloTimer = setTimeout(() => this.#onHelloTimeout(hello.timeoutMs), hello.timeoutMs);
+    this.#helloTimer.unref();
+  }
+
+  /** Ends a stream that sent no hello, so that it does not keep its stream slot. */
+  #onHelloTimeout(timeoutMs: number): void {
+    if (this.#closed || this.#helloSeen) return;
+
+    const suppressed = this.#helloLog.take();
+    if (suppressed !== undefined) {
+      this.#logger.warn(
+        { peer: this.#call.getPeer(), timeoutMs, suppressed },
+        'stream closed: no hello received',
+      );
+    }
+    this.#close('no hello received');
+    const error = new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `the snapshot stream sent no hello within ${timeoutMs} ms; a client must send ` +
+        'StreamRequest.hello as its first message (see proto/loom/v1/data_plane.proto)',
+    );
+    this.#call.emit('error', toServiceError(error));
   }
 
   #onRequest(request: StreamRequest): void {
@@ -150,6 +199,7 @@ class ProxySession {
   #onHello(hello: Hello): void {
     if (this.#helloSeen) return;
     this.#helloSeen = true;
+    clearTimeout(this.#helloTimer);
     const invalid = checkHello(hello);
     if (invalid !== undefined) {
       this.#logger.warn(
@@ -263,6 +313,9 @@ class ProxySession {
 
   #onAck(ack: Ack): void {
     if (!this.#proxyId) return;
+    // NOTE: an ack is not checked against the versions sent on this stream, because a proxy acks
+    // on its new stream a snapshot that reached it on the previous one. So a broken proxy can
+    // make `status` show a version it never got, and it is then sent nothing older or equal.
 
     this.#held = { epoch: ack.epoch, version: ack.version };
     this.#registry.ack(this.#proxyId, ack.epoch, ack.version);
@@ -276,19 +329,26 @@ class ProxySession {
 
   #onNack(nack: Nack): void {
     if (!this.#proxyId) return;
+    // A repeat of a nack this stream remembers changes no state, so a proxy that sends one in a
+    // loop costs no log line, store read or status change.
+    if (this.#nackedKeys.has(versionKey(nack.epoch, nack.version))) return;
 
     this.#rememberNack(nack.epoch, nack.version);
     this.#registry.nack(this.#proxyId, nack.epoch, nack.version, nack.error);
-    this.#logger.warn(
-      {
-        proxyId: this.#proxyId,
-        epoch: nack.epoch,
-        version: nack.version,
-        error: clipText(nack.error),
-        errorLength: nack.error.length,
-      },
-      'version nacked',
-    );
+    const suppressed = this.#nackLog.take();
+    if (suppressed !== undefined) {
+      this.#logger.warn(
+        {
+          proxyId: this.#proxyId,
+          epoch: nack.epoch,
+          version: nack.version,
+          error: clipText(nack.error),
+          errorLength: nack.error.length,
+          suppressed,
+        },
+        'version nacked',
+      );
+    }
     // Another replica, or this one before a restart, may have recorded a newer accepted
     // version. When the refresh finds one, its listener offers again.
     void this.#accepted.refresh();
@@ -360,12 +420,21 @@ class ProxySession {
     if (this.#closed) return;
 
     this.#closed = true;
+    clearTimeout(this.#helloTimer);
     this.#unsubscribe();
     this.#unsubscribeAccepted();
     this.#stopping?.removeEventListener('abort', this.#onStopping);
     if (!this.#proxyId || !this.#stream) return;
     this.#registry.disconnect(this.#proxyId, this.#stream);
     this.#logger.info({ proxyId: this.#proxyId, reason }, 'proxy disconnected');
+  }
+
+  /** Ends the stream with OK after the proxy half-closed it. */
+  #finish(): void {
+    if (this.#closed) return;
+
+    this.#close('stream ended by the proxy');
+    this.#call.end();
   }
 
   /** Ends the stream with UNAVAILABLE, so that the proxy connects again, here or elsewhere. */
@@ -392,6 +461,8 @@ export function createSnapshotService(options: {
    * because a snapshot stream never ends by itself and would delay the gRPC server's shutdown.
    */
   stopping?: AbortSignal;
+  /** Time a stream may stay open without a hello, in milliseconds; default `DEFAULT_HELLO_TIMEOUT_MS`. */
+  helloTimeoutMs?: number;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
   const accepted = new AcceptedSnapshot(options.cache, {
@@ -399,6 +470,10 @@ export function createSnapshotService(options: {
     prefix: options.cache.prefix,
     logger,
   });
+  const hello = {
+    timeoutMs: options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+    log: new LogLimiter(HELLO_LOG_LINES, HELLO_LOG_WINDOW_MS),
+  };
   return {
     Stream(call: Call) {
       if (options.stopping?.aborted) {
@@ -423,6 +498,7 @@ export function createSnapshotService(options: {
         options.sharedHolder,
         options.metrics,
         options.stopping,
+        hello,
       );
     },
   };

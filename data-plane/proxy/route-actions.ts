@@ -1,3 +1,5 @@
+import { LoomError } from '../../common/errors.js';
+import { HEADER_VALUE, MAX_ROUTE_RETRIES, TOKEN } from '../../config/limits.js';
 import type { HeaderActions, Route } from '../../proto/gen/loom/v1/config.js';
 
 const SLASH = 0x2f;
@@ -33,10 +35,25 @@ export interface RouteActions {
   readonly maxRequestBodyBytes: number | undefined;
 }
 
-/** Compiles the actions of a stored (normalised and validated) route. */
+/**
+ * Compiles the actions of a stored (normalised and validated) route.
+ *
+ * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when `retries` is above `MAX_ROUTE_RETRIES`, as in a
+ * value written straight into the store. Each retry is one more attempt of a failing request, so
+ * a huge count would keep that request, and the proxy's CPU, busy for good. Also throws on an
+ * invalid header name or value (see `compileHeaderActions`).
+ */
 export function compileRouteActions(route: Route): RouteActions {
-  const request = compileHeaderActions(route.requestHeaders);
-  const response = compileHeaderActions(route.responseHeaders);
+  const retries = route.retries ?? 0;
+  if (retries > MAX_ROUTE_RETRIES) {
+    throw new LoomError(
+      'LOOM_SNAPSHOT_REJECTED',
+      `route ${JSON.stringify(route.name)}: invalid retries ${retries}; expected 0 to ` +
+        `${MAX_ROUTE_RETRIES}, as loomctl apply accepts`,
+    );
+  }
+  const request = compileHeaderActions(route.requestHeaders, route.name, 'requestHeaders');
+  const response = compileHeaderActions(route.responseHeaders, route.name, 'responseHeaders');
   const stripPrefix = route.stripPrefix ?? '';
   const addPrefix = route.addPrefix ?? '';
   return Object.freeze({
@@ -51,17 +68,42 @@ export function compileRouteActions(route: Route): RouteActions {
     connectTimeoutMs: route.timeouts?.connectMs ?? 0,
     headersTimeoutMs: route.timeouts?.responseHeaderMs ?? 0,
     bodyTimeoutMs: route.timeouts?.idleBodyMs ?? 0,
-    retries: route.retries ?? 0,
+    retries,
     maxRequestBodyBytes: route.maxRequestBodyBytes,
   });
 }
 
-function compileHeaderActions(actions: HeaderActions | undefined): {
+/**
+ * Compiles one route's header changes.
+ *
+ * @throws LoomError `LOOM_SNAPSHOT_REJECTED` on a header name that is not an RFC 9110 token or a
+ * value with a control character, as in a value written straight into the store. Node.js
+ * rejects such a header on every request, so every request of the route would fail.
+ */
+function compileHeaderActions(
+  actions: HeaderActions | undefined,
+  routeName: string,
+  field: string,
+): {
   drop: ReadonlySet<string> | null;
   set: readonly string[];
 } {
   if (actions === undefined) {
     return { drop: null, set: [] };
+  }
+  const reject = (part: 'name' | 'value', value: string) => {
+    throw new LoomError(
+      'LOOM_SNAPSHOT_REJECTED',
+      `route ${JSON.stringify(routeName)} ${field}: invalid header ${part} ` +
+        `${JSON.stringify(value.slice(0, 200))}, as loomctl apply rejects`,
+    );
+  };
+  for (const name of actions.remove) {
+    if (!TOKEN.test(name)) reject('name', name);
+  }
+  for (const header of actions.set) {
+    if (!TOKEN.test(header.name)) reject('name', header.name);
+    if (!HEADER_VALUE.test(header.value)) reject('value', header.value);
   }
   const drop = new Set(actions.remove.map((name) => name.toLowerCase()));
   const set: string[] = [];

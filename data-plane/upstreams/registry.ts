@@ -2,6 +2,11 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Pool } from 'undici';
 import { LoomError } from '../../common/errors.js';
+import {
+  MAX_CONSECUTIVE_FAILURES,
+  MAX_DURATION_MS,
+  MAX_HEALTH_THRESHOLD,
+} from '../../config/limits.js';
 import { createLogger, type Logger } from '../../common/logger.js';
 import type { HealthCheck, Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
@@ -373,6 +378,8 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
       );
     }
 
+    checkHealthSettings(upstream, name, problems);
+
     let ca: string | undefined;
     const caFile = upstream.tls?.caFile ?? '';
     if (caFile !== '') {
@@ -417,6 +424,40 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
     );
   }
   return resolved;
+}
+
+/**
+ * Adds the health-check and passive-health values outside the ranges `loomctl apply` accepts to
+ * `problems`. A value written straight into the store can hold any number, and an interval of 0
+ * would send health checks in a busy loop.
+ */
+function checkHealthSettings(upstream: Upstream, name: string, problems: string[]): void {
+  const check = (field: string, value: number, min: number, max: number) => {
+    if (Number.isInteger(value) && value >= min && value <= max) return;
+    problems.push(`upstream ${name} ${field}: invalid value ${value}; expected ${min} to ${max}`);
+  };
+  const { healthCheck, passiveHealth } = upstream;
+  if (healthCheck !== undefined) {
+    check('healthCheck.intervalMs', healthCheck.intervalMs, 1, MAX_DURATION_MS);
+    check('healthCheck.timeoutMs', healthCheck.timeoutMs, 1, MAX_DURATION_MS);
+    check('healthCheck.healthyThreshold', healthCheck.healthyThreshold, 1, MAX_HEALTH_THRESHOLD);
+    check(
+      'healthCheck.unhealthyThreshold',
+      healthCheck.unhealthyThreshold,
+      1,
+      MAX_HEALTH_THRESHOLD,
+    );
+  }
+  if (passiveHealth !== undefined) {
+    check(
+      'passiveHealth.consecutiveFailures',
+      passiveHealth.consecutiveFailures,
+      1,
+      MAX_CONSECUTIVE_FAILURES,
+    );
+    check('passiveHealth.baseEjectionMs', passiveHealth.baseEjectionMs, 1, MAX_DURATION_MS);
+    check('passiveHealth.maxEjectionMs', passiveHealth.maxEjectionMs, 1, MAX_DURATION_MS);
+  }
 }
 
 function connectOptions(

@@ -308,6 +308,34 @@ describe('admin API input checks', { timeout: 60_000 }, () => {
     }
   });
 
+  test('long names keep the connection usable', async () => {
+    // A raw client with short deadlines, so that a call without a response fails fast.
+    const raw = new AdminServiceClient(setup.fleet.controlPlane, credentials.createInsecure());
+    const deadline = () => ({ deadline: new Date(Date.now() + 5_000) });
+    const name = 'x'.repeat(100_000);
+    try {
+      const deleted = await new Promise<ServiceError | null>((resolve) => {
+        raw.delete({ kind: 'route', name }, new Metadata(), deadline(), resolve);
+      });
+      assert.equal(deleted?.code, status.NOT_FOUND, deleted?.message);
+      assert.ok(deleted.details.length <= 4_000, `${deleted.details.length} characters`);
+      assert.match(deleted.details, /"loomctl get routes" lists what is stored$/);
+
+      const applied = await new Promise<ServiceError | null>((resolve) => {
+        raw.apply(request({ upstreams: [upstream(name)] }), new Metadata(), deadline(), resolve);
+      });
+      assert.equal(applied?.code, status.INVALID_ARGUMENT, applied?.message);
+      assert.ok(applied.details.length <= 4_000, `${applied.details.length} characters`);
+
+      const answered = await new Promise<ServiceError | null>((resolve) => {
+        raw.status({ version: 0 }, new Metadata(), deadline(), resolve);
+      });
+      assert.equal(answered, null);
+    } finally {
+      raw.close();
+    }
+  });
+
   test('apply with --dry-run rejects the same values', async () => {
     const error = await client.apply({ ...INVALID[0].request, dryRun: true }).then(
       () => undefined,
