@@ -15,7 +15,9 @@ import type { StoreOperation } from '../store/store.js';
 /** The stored configuration, as read at one revision. */
 export interface StoredConfig {
   revision: number;
+  /** Routes in stored form, as `readStoredValue` returns them. */
   routes: Route[];
+  /** Upstreams in stored form, as `readStoredValue` returns them. */
   upstreams: Upstream[];
   /** Keys of routes and upstreams whose values cannot be decoded; proxies skip them. */
   unreadable?: UnreadableKey[];
@@ -44,6 +46,10 @@ export interface Plan {
  * name, and with `prune` every stored resource not declared is deleted. The
  * resulting whole configuration is validated before anything is planned, so
  * an apply that would leave a route without its upstream is rejected.
+ *
+ * The routes and upstreams of `stored` must already be in stored form, as
+ * `readStoredValue` puts them, because they are compared with the normalised
+ * declared ones as they are. A value in another spelling would show as a change.
  */
 export function planApply(
   prefix: string,
@@ -56,10 +62,10 @@ export function planApply(
   const upstreams = declared.upstreams.map(normalizeUpstream);
 
   // Values written by an older release, or straight into the store, may spell the stored form
-  // differently. Normalised values are compared, so such a value is no change by itself and is
+  // differently. readStoredValue normalised them, so such a value is no change by itself and is
   // rewritten only when its resource changes.
-  const storedRoutes = stored.routes.map(normalizeRoute);
-  const storedUpstreams = stored.upstreams.map(normalizeUpstream);
+  const storedRoutes = stored.routes;
+  const storedUpstreams = stored.upstreams;
   const desiredRoutes = merge(prune ? [] : storedRoutes, routes);
   const desiredUpstreams = merge(prune ? [] : storedUpstreams, upstreams);
   // NOTE: messages quote hosts lower-cased and methods upper-cased, as normalised. loomctl quotes

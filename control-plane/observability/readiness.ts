@@ -14,6 +14,12 @@ export const STORE_CHECK_TIMEOUT_MS = 1_000;
 /** Interval of the background readiness check that drives gRPC health, in milliseconds. */
 export const CHECK_INTERVAL_MS = 2_000;
 
+/**
+ * Maximum age of the last store read that finished in time, in milliseconds, for a read that
+ * times out during a commit of this process to count as a busy store, not an unreachable one.
+ */
+export const BUSY_STORE_GRACE_MS = 10_000;
+
 /** Outcome of one readiness check. */
 export interface ReadinessResult {
   ready: boolean;
@@ -30,7 +36,12 @@ export interface ReadinessOptions {
   health: HealthImplementation;
   metrics: ControlPlaneMetrics;
   logger: Logger;
+  /** Overrides {@link BUSY_STORE_GRACE_MS}. */
+  busyStoreGraceMs?: number;
 }
+
+/** Outcome of one store read of a readiness check. */
+type StoreRead = { ok: true } | { ok: false; reason: string; timedOut: boolean };
 
 /**
  * Decides whether the control plane is ready. Ready means both:
@@ -41,12 +52,24 @@ export interface ReadinessOptions {
  *    quorum, the same condition under which writes commit. For the embedded store it succeeds
  *    while the store is open.
  *
+ * A read that times out while a commit through the same store is in flight, such as a
+ * large `loomctl apply`, does not make the control plane unready as long as the last read
+ * that finished in time is at most {@link BUSY_STORE_GRACE_MS} old. etcd serves a linearizable
+ * read only after it has applied every earlier committed transaction, so a large transaction
+ * of this process delays the read although the cluster has a quorum. A timed-out read without a commit in
+ * flight, or after the grace, and a read that fails make it unready at once.
+ *
  * A background check every {@link CHECK_INTERVAL_MS} sets the gRPC health status of every
  * service in {@link HEALTH_SERVICES} to SERVING or NOT_SERVING and logs each change.
  */
 export class Readiness {
   readonly #options: ReadinessOptions;
   readonly #logger: Logger;
+  readonly #busyStoreGraceMs: number;
+  /** `Date.now()` when a store read last finished in time. */
+  #lastStoreReadAt: number | undefined;
+  /** True while timed-out reads are excused because of a commit in flight. */
+  #storeBusy = false;
   #inFlight: Promise<ReadinessResult> | undefined;
   #last: ReadinessResult | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -55,6 +78,7 @@ export class Readiness {
   constructor(options: ReadinessOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'readiness' });
+    this.#busyStoreGraceMs = options.busyStoreGraceMs ?? BUSY_STORE_GRACE_MS;
   }
 
   /** Runs the first check and starts the background checks. */
@@ -80,15 +104,18 @@ export class Readiness {
   }
 
   async #evaluate(): Promise<ReadinessResult> {
-    const storeError = await this.#readStore();
-    this.#options.metrics.storeChecked(storeError === undefined);
+    const read = await this.#readStore();
+    this.#options.metrics.storeChecked(read.ok);
+    if (read.ok) this.#lastStoreReadAt = Date.now();
+    const busy = !read.ok && this.#isBusy(read);
+    this.#recordBusy(busy, read);
     const snapshot = this.#options.cache.current?.snapshot;
 
     let result: ReadinessResult;
     if (snapshot === undefined) {
       result = { ready: false, reason: 'no snapshot published yet' };
-    } else if (storeError !== undefined) {
-      result = { ready: false, reason: `store unreachable: ${storeError}` };
+    } else if (!read.ok && !busy) {
+      result = { ready: false, reason: `store unreachable: ${read.reason}` };
     } else {
       result = { ready: true, epoch: snapshot.epoch, version: snapshot.version };
     }
@@ -96,18 +123,54 @@ export class Readiness {
     return result;
   }
 
-  /** Returns undefined when the store read succeeded in time, else the reason it failed. */
-  async #readStore(): Promise<string | undefined> {
+  /** Returns true when a timed-out read is excused by a commit in flight within the grace. */
+  #isBusy(read: StoreRead & { ok: false }): boolean {
+    return (
+      read.timedOut &&
+      this.#options.store.commitsInFlight > 0 &&
+      this.#lastStoreReadAt !== undefined &&
+      Date.now() - this.#lastStoreReadAt <= this.#busyStoreGraceMs
+    );
+  }
+
+  #recordBusy(busy: boolean, read: StoreRead): void {
+    if (busy === this.#storeBusy) return;
+    this.#storeBusy = busy;
+    if (busy) {
+      this.#logger.info(
+        {
+          reason: read.ok ? undefined : read.reason,
+          commitsInFlight: this.#options.store.commitsInFlight,
+          lastStoreReadAt: new Date(this.#lastStoreReadAt ?? 0).toISOString(),
+        },
+        'store busy with own commit',
+      );
+    } else {
+      this.#logger.info({ storeRead: read.ok }, 'store no longer busy with own commit');
+    }
+  }
+
+  /** Reads the store once with a deadline of {@link STORE_CHECK_TIMEOUT_MS}. */
+  async #readStore(): Promise<StoreRead> {
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<string>((resolve) => {
+    const timeout = new Promise<StoreRead>((resolve) => {
       timer = setTimeout(
-        () => resolve(`no response within ${STORE_CHECK_TIMEOUT_MS} ms`),
+        () =>
+          resolve({
+            ok: false,
+            reason: `no response within ${STORE_CHECK_TIMEOUT_MS} ms`,
+            timedOut: true,
+          }),
         STORE_CHECK_TIMEOUT_MS,
       );
     });
     const read = this.#options.store.epoch().then(
-      () => undefined,
-      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+      (): StoreRead => ({ ok: true }),
+      (error: unknown): StoreRead => ({
+        ok: false,
+        reason: error instanceof Error ? error.message : String(error),
+        timedOut: false,
+      }),
     );
     try {
       return await Promise.race([read, timeout]);

@@ -109,6 +109,7 @@ export class EmbeddedStore implements Store {
   /** Set when a log write failed; the file may no longer match memory. */
   #writeFailure: Error | undefined;
   #closed = false;
+  #commitsInFlight = 0;
 
   private constructor(parts: {
     dataDir: string;
@@ -236,12 +237,21 @@ export class EmbeddedStore implements Store {
     return this.#hub.watch(prefix, fromRevision, handlers);
   }
 
+  get commitsInFlight(): number {
+    return this.#commitsInFlight;
+  }
+
   async commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
     this.#assertOpen();
     const checked = validateCommit(operations, options, '');
     const copied = operations.map(copyOperation);
 
-    return this.#serialize(() => this.#commitNow(copied, checked));
+    this.#commitsInFlight++;
+    try {
+      return await this.#serialize(() => this.#commitNow(copied, checked));
+    } finally {
+      this.#commitsInFlight--;
+    }
   }
 
   async acceptedVersion(): Promise<AcceptedVersion | undefined> {

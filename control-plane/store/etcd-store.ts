@@ -187,6 +187,7 @@ export class EtcdStore implements Store {
   readonly fleet: EtcdFleet;
   #walkBatch = WALK_BATCH;
   #reachability: Reachability = 'unknown';
+  #commitsInFlight = 0;
 
   /**
    * Creates the client. No request is sent until the first call.
@@ -633,7 +634,20 @@ export class EtcdStore implements Store {
     };
   }
 
+  get commitsInFlight(): number {
+    return this.#commitsInFlight;
+  }
+
   async commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
+    this.#commitsInFlight++;
+    try {
+      return await this.#commit(operations, options);
+    } finally {
+      this.#commitsInFlight--;
+    }
+  }
+
+  async #commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
     const { ifRevision, checkPrefix = this.#root } = validateCommit(
       operations,
       options,

@@ -166,6 +166,8 @@ export interface Store {
   watch(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
   /** Applies all operations atomically and returns the new revision. */
   commit(operations: StoreOperation[], options?: CommitOptions): Promise<number>;
+  /** Number of `commit` calls on this store object that have not settled yet. */
+  readonly commitsInFlight: number;
   /** Returns the accepted version last recorded, of any epoch, or undefined when none is. */
   acceptedVersion(): Promise<AcceptedVersion | undefined>;
   /**

@@ -114,6 +114,8 @@ class PendingUpgrade {
   #released = false;
   /** Cuts the client connection while a non-101 response is relayed; undefined before that. */
   #cutRelay: (() => void) | undefined;
+  /** True once the relayed response counted toward the target's passive health. */
+  #healthRecorded = false;
   readonly #onClientData = (chunk: Buffer): void => this.#takeClientBytes(chunk);
   readonly #onClientGone = (): void => this.#abandon();
 
@@ -345,9 +347,27 @@ class PendingUpgrade {
       response.destroy();
       return;
     }
+    // As for other requests, a 5xx counts as a failure at its headers, and a response below 500
+    // counts as a success once its body is complete or as a failure when the upstream cuts it.
+    const status = response.statusCode ?? 502;
+    if (status >= 500) {
+      this.#healthRecorded = true;
+      this.#target.state.recordFailure();
+    }
+    // relayResponse destroys the response when the client closes, which is no upstream failure.
+    // This listener runs before that one, so the flag is set when the response closes.
+    let clientClosed = false;
+    this.#client.once('close', () => (clientClosed = true));
     // As for other requests, the target's in-flight count covers the body. 'close' follows the
     // end of the body, an upstream error, and the client leaving, which destroys the response.
-    response.once('close', () => this.#releaseTarget());
+    response.once('close', () => {
+      this.#releaseTarget();
+      if (response.complete) {
+        this.#recordBodyOutcome(true);
+      } else if (!clientClosed) {
+        this.#recordBodyOutcome(false);
+      }
+    });
 
     // Later client bytes belong to no request, so they are read and dropped. Reading them lets
     // the client's FIN arrive, which closes the socket once the response is written.
@@ -359,10 +379,22 @@ class PendingUpgrade {
     this.#report(response.statusCode ?? 0);
   }
 
+  /** Records the relayed body's outcome on the target, unless the response already counted. */
+  #recordBodyOutcome(complete: boolean): void {
+    if (this.#healthRecorded) return;
+    this.#healthRecorded = true;
+    if (complete) {
+      this.#target.state.recordSuccess();
+    } else {
+      this.#target.state.recordFailure();
+    }
+  }
+
   #fail(err: Error, error: ProxyError = classifyUpstreamError(err)): void {
     // Node.js reports a reset during a body delimited by the connection close as an error of
     // the request, and then ends the response as if it were complete.
     if (this.#cutRelay !== undefined) {
+      this.#recordBodyOutcome(false);
       this.#cutRelay();
       return;
     }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   eventually,
@@ -276,5 +276,91 @@ describe('upgrade lifecycle', () => {
     assert.equal(weighed.error(), undefined);
     assert.equal(kept.socket.destroyed, false);
     kept.socket.destroy();
+  });
+});
+
+/**
+ * Raw upstream that rejects every handshake: `/fail` with a complete 503, `/refused` with a
+ * complete 403, `/cut` with a 403 whose body it cuts short.
+ */
+class RefusingUpstream extends RawServer {
+  protected accept(socket: Socket): void {
+    let head = '';
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      socket.off('data', onData);
+      const path = head.split(' ')[1];
+      if (path.endsWith('/fail')) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy');
+      } else if (path.endsWith('/cut')) {
+        socket.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\n\r\npart');
+        socket.destroy();
+      } else {
+        socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno');
+      }
+    };
+    socket.on('data', onData);
+  }
+}
+
+describe('upgrade passive health', () => {
+  const upstream = new RefusingUpstream();
+
+  before(() => upstream.start());
+  after(() => upstream.close());
+
+  /**
+   * Starts a proxy, closed after test `t`, whose route `/ws/*` ejects the target after
+   * `failures` in a row.
+   */
+  async function proxyEjectingAfter(t: TestContext, failures: number): Promise<ProxyFixture> {
+    const proxy = await startProxy();
+    t.after(() => proxy.close());
+    proxy.publish(
+      [{ name: 'ws', path: '/ws/*', upstream: 'ws' }],
+      [
+        {
+          ...upstreamAt('ws', upstream.port),
+          passiveHealth: {
+            consecutiveFailures: failures,
+            baseEjectionMs: 60_000,
+            maxEjectionMs: 60_000,
+          },
+        },
+      ],
+    );
+    return proxy;
+  }
+
+  const ejected = (proxy: ProxyFixture): boolean =>
+    proxy.logs.some((line) => line.msg === 'target ejected');
+
+  it('ejects a target returning 503', async (t) => {
+    const proxy = await proxyEjectingAfter(t, 1);
+    const response = await sendRaw(proxy.port, handshake('/ws/fail'));
+
+    assert.match(response, /^HTTP\/1\.1 503 /);
+    assert.ok(await eventually(() => ejected(proxy)), 'no target ejected line');
+  });
+
+  it('resets the count on a complete 403', async (t) => {
+    const proxy = await proxyEjectingAfter(t, 2);
+    for (const path of ['/ws/fail', '/ws/refused', '/ws/fail']) {
+      await sendRaw(proxy.port, handshake(path));
+    }
+    assert.equal(ejected(proxy), false);
+
+    await sendRaw(proxy.port, handshake('/ws/fail'));
+    assert.ok(await eventually(() => ejected(proxy)), 'no target ejected line');
+  });
+
+  it('counts a cut 403 body as failure', async (t) => {
+    const proxy = await proxyEjectingAfter(t, 2);
+    for (let i = 0; i < 2; i++) {
+      const response = await sendRaw(proxy.port, handshake('/ws/cut'));
+      assert.match(response, /^HTTP\/1\.1 403 /);
+    }
+    assert.ok(await eventually(() => ejected(proxy)), 'no target ejected line');
   });
 });

@@ -8,6 +8,7 @@ import {
   type ConfigIssue,
 } from '../../common/errors.js';
 import { planApply, planDelete, type StoredConfig } from '../../control-plane/admin/plan.js';
+import { readStoredValue } from '../../control-plane/snapshot/stored-value.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 
 const upstream = (name: string): Upstream => ({
@@ -53,11 +54,14 @@ describe('apply planning', () => {
   });
 
   test('old target spelling plans nothing', () => {
-    const old: StoredConfig = {
-      revision: 10,
-      routes: [],
-      upstreams: [{ name: 'u1', targets: [{ url: 'http://LocalHost:80/', weight: 1 }] }],
-    };
+    // The stored configuration reader puts the old spelling in stored form.
+    const read = readStoredValue(
+      'upstream',
+      'u1',
+      JSON.stringify({ name: 'u1', targets: [{ url: 'http://LocalHost:80/', weight: 1 }] }),
+    );
+    assert.equal(read.kind, 'upstream');
+    const old: StoredConfig = { revision: 10, routes: [], upstreams: [read.value] };
     const declared = {
       routes: [],
       upstreams: [{ name: 'u1', targets: [{ url: 'http://localhost', weight: 1 }] }],
