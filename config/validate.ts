@@ -6,7 +6,7 @@ import { LoomError, type ConfigIssue } from '../common/errors.js';
 import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
-import { describePatternLimit, HEADER_VALUE, TOKEN } from './limits.js';
+import { describePatternLimit, HEADER_VALUE, METHOD_PATTERN, TOKEN } from './limits.js';
 import { normalizeHostRewrite, normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
@@ -19,7 +19,6 @@ export type ConfigPath = (string | number)[];
 /** Maps a config path to its source file and line, when the config came from a file. */
 export type Locator = (path: ConfigPath) => { file?: string; line?: number };
 
-const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** A path prefix: `/` and segments of RFC 3986 path characters, without a trailing slash. */
 const PATH_PREFIX = /^(\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/;
@@ -447,7 +446,7 @@ function describeUnknownUpstream(name: string, declared: Set<string>): string {
  * valid. Dot segments are rejected in every spelling (`..`, `%2e%2E`, `..;x`)
  * because an upstream would resolve them and serve a path outside the route's prefix.
  */
-function describePrefixProblem(prefix: string): string | undefined {
+export function describePrefixProblem(prefix: string): string | undefined {
   const limit = describePatternLimit(prefix);
   if (limit) return `invalid path prefix: ${limit}`;
   const normalized = normalizePathPrefix(prefix);
