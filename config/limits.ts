@@ -83,3 +83,10 @@ export const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 
 /** The balancers of an upstream; omitted means round-robin. */
 export const BALANCERS = ['round-robin', 'least-request', 'hash'] as const;
+
+/**
+ * Maximum length of an upstream target URL in characters. A target URL is an origin with an
+ * optional base path, so 2,048 leaves room for any host name and a long base path, and keeps a
+ * stored upstream, and every message that quotes the URL, small.
+ */
+export const MAX_TARGET_URL_LENGTH = 2_048;

@@ -6,7 +6,14 @@ import { LoomError, type ConfigIssue } from '../common/errors.js';
 import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
-import { describePatternLimit, HEADER_VALUE, METHOD_PATTERN, TOKEN } from './limits.js';
+import {
+  describePatternLimit,
+  HEADER_VALUE,
+  MAX_HOST_LENGTH,
+  MAX_TARGET_URL_LENGTH,
+  METHOD_PATTERN,
+  TOKEN,
+} from './limits.js';
 import { normalizeHostRewrite, normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
@@ -250,7 +257,7 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
         kind: 'upstream',
         name: upstream.name,
         field: `targets[${targetIndex}].url`,
-        value: redactTargetUrl(target.url),
+        value: shortened(redactTargetUrl(target.url)),
         message,
       });
     }
@@ -315,6 +322,12 @@ export function redactTargetUrl(raw: string): string {
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */
 export function describeTargetUrlProblem(raw: string): string | undefined {
+  if (raw.length > MAX_TARGET_URL_LENGTH) {
+    return (
+      `too long: ${raw.length} characters, at most ${MAX_TARGET_URL_LENGTH} are allowed; ` +
+      'use http://host:port or https://host:port with a short base path'
+    );
+  }
   // `new URL` rejects `127.0.0.1:9001` and reads `localhost:9001` as scheme `localhost`.
   if (/^(?:\[[^\]/]*\]|[^\s/:@[\]]+):\d+(?:\/\S*)?$/.test(raw)) {
     return `missing scheme; write http://${raw} or https://${raw}`;
@@ -339,6 +352,14 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   }
   if (url.port === '0') {
     return 'port 0 cannot be connected to; use the port the upstream listens on';
+  }
+  // `hostname` is in ASCII (punycode) form, the form whose length DNS limits.
+  const host = url.hostname.replace(/\.$/, '');
+  if (!host.startsWith('[') && host.length > MAX_HOST_LENGTH) {
+    return (
+      `the host name has ${host.length} characters, at most ${MAX_HOST_LENGTH} are allowed ` +
+      '(RFC 1035); use a shorter DNS name or an IP address'
+    );
   }
   if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
     return 'a target URL cannot carry a query or fragment';
