@@ -74,3 +74,19 @@ export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
  */
 export const HEADER_VALUE =
   /^([\x21-\x7e\x80-\xff]([\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;
+
+/** Resource names: they become etcd key segments, so they stay URL- and key-safe. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** A route method in stored form: upper case, at most 32 characters. */
+export const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
+
+/** The balancers of an upstream; omitted means round-robin. */
+export const BALANCERS = ['round-robin', 'least-request', 'hash'] as const;
+
+/**
+ * Maximum length of an upstream target URL in characters. A target URL is an origin with an
+ * optional base path, so 2,048 leaves room for any host name and a long base path, and keeps a
+ * stored upstream, and every message that quotes the URL, small.
+ */
+export const MAX_TARGET_URL_LENGTH = 2_048;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import {
+  BALANCERS,
   describePatternLimit,
   HOST_LENGTH_REGEX,
   HOST_PORT_LENGTH_REGEX,
@@ -10,14 +11,14 @@ import {
   MAX_HOST_LENGTH,
   MAX_PATTERN_LENGTH,
   MAX_ROUTE_RETRIES,
+  NAME_PATTERN,
   PATTERN_SEGMENTS_REGEX,
 } from './limits.js';
 
+export { NAME_PATTERN };
+
 /** The only configuration format version this release reads and writes. */
 export const API_VERSION = 'loom/v1';
-
-/** Resource names: they become etcd key segments, so they stay URL- and key-safe. */
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 const name = z
   .string()
@@ -117,7 +118,7 @@ export const UpstreamSchema = z
   .object({
     name,
     targets: z.array(TargetSchema).min(1, 'an upstream needs at least one target'),
-    balancer: z.enum(['round-robin', 'least-request', 'hash']).optional(),
+    balancer: z.enum(BALANCERS).optional(),
     hashOn: z
       .string()
       .optional()

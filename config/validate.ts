@@ -6,7 +6,14 @@ import { LoomError, type ConfigIssue } from '../common/errors.js';
 import { normalizePercentEncoding } from '../data-plane/router/path.js';
 import { parsePattern } from '../data-plane/router/pattern.js';
 import { buildRouter } from '../data-plane/router/router.js';
-import { describePatternLimit, HEADER_VALUE, TOKEN } from './limits.js';
+import {
+  describePatternLimit,
+  HEADER_VALUE,
+  MAX_HOST_LENGTH,
+  MAX_TARGET_URL_LENGTH,
+  METHOD_PATTERN,
+  TOKEN,
+} from './limits.js';
 import { normalizeHostRewrite, normalizePathPrefix, normalizeTargetUrl } from './normalize.js';
 import { findConflicts, findShadowedRoutes } from './overlap.js';
 import { findUnusedStripPrefix } from './strip-prefix.js';
@@ -19,7 +26,6 @@ export type ConfigPath = (string | number)[];
 /** Maps a config path to its source file and line, when the config came from a file. */
 export type Locator = (path: ConfigPath) => { file?: string; line?: number };
 
-const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** A path prefix: `/` and segments of RFC 3986 path characters, without a trailing slash. */
 const PATH_PREFIX = /^(\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+$/;
@@ -251,7 +257,7 @@ function checkUpstream(upstream: Upstream, index: number, report: Report, skip: 
         kind: 'upstream',
         name: upstream.name,
         field: `targets[${targetIndex}].url`,
-        value: redactTargetUrl(target.url),
+        value: shortened(redactTargetUrl(target.url)),
         message,
       });
     }
@@ -316,6 +322,12 @@ export function redactTargetUrl(raw: string): string {
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */
 export function describeTargetUrlProblem(raw: string): string | undefined {
+  if (raw.length > MAX_TARGET_URL_LENGTH) {
+    return (
+      `too long: ${raw.length} characters, at most ${MAX_TARGET_URL_LENGTH} are allowed; ` +
+      'use http://host:port or https://host:port with a short base path'
+    );
+  }
   // `new URL` rejects `127.0.0.1:9001` and reads `localhost:9001` as scheme `localhost`.
   if (/^(?:\[[^\]/]*\]|[^\s/:@[\]]+):\d+(?:\/\S*)?$/.test(raw)) {
     return `missing scheme; write http://${raw} or https://${raw}`;
@@ -340,6 +352,14 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   }
   if (url.port === '0') {
     return 'port 0 cannot be connected to; use the port the upstream listens on';
+  }
+  // `hostname` is in ASCII (punycode) form, the form whose length DNS limits.
+  const host = url.hostname.replace(/\.$/, '');
+  if (!host.startsWith('[') && host.length > MAX_HOST_LENGTH) {
+    return (
+      `the host name has ${host.length} characters, at most ${MAX_HOST_LENGTH} are allowed ` +
+      '(RFC 1035); use a shorter DNS name or an IP address'
+    );
   }
   if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
     return 'a target URL cannot carry a query or fragment';
@@ -447,7 +467,7 @@ function describeUnknownUpstream(name: string, declared: Set<string>): string {
  * valid. Dot segments are rejected in every spelling (`..`, `%2e%2E`, `..;x`)
  * because an upstream would resolve them and serve a path outside the route's prefix.
  */
-function describePrefixProblem(prefix: string): string | undefined {
+export function describePrefixProblem(prefix: string): string | undefined {
   const limit = describePatternLimit(prefix);
   if (limit) return `invalid path prefix: ${limit}`;
   const normalized = normalizePathPrefix(prefix);

@@ -104,7 +104,7 @@ export const GRPC_SERVER_OPTIONS = {
 export class ControlPlane {
   readonly store: Store;
   readonly cache: SnapshotCache;
-  readonly registry = new ProxyRegistry();
+  readonly registry: ProxyRegistry;
   readonly commitTimes = new CommitTimes();
   /** Identifier of this process among the control planes that share the store. */
   readonly replica = randomUUID();
@@ -130,6 +130,9 @@ export class ControlPlane {
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     this.store = store;
     this.#logger = options.logger;
+    this.registry = new ProxyRegistry({
+      logger: options.logger.child({ component: 'proxy-registry' }),
+    });
     this.metrics = new ControlPlaneMetrics({
       registry: this.registry,
       current: () => this.cache.current,

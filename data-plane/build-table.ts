@@ -9,6 +9,8 @@ import {
   updateRouterAsync,
 } from './router/router.js';
 import type { Router, RouterRoute } from './router/types.js';
+import { RouteNames } from './route-names.js';
+import { checkRouteFields, checkSnapshotVersion } from './snapshot-checks.js';
 import { OrderedMatcher } from './snapshot-client/ordered-matcher.js';
 import { gapsOf, SplicedList, type ReuseRuns } from './snapshot-client/reuse-runs.js';
 import { reusedRoutesOf } from './snapshot-client/snapshot-decoder.js';
@@ -49,6 +51,7 @@ interface BuildState {
   readonly upstreams: readonly Upstream[];
   readonly balancers: ReadonlyMap<string, Balancer>;
   readonly extraResponseHeaders: readonly string[];
+  readonly names: RouteNames;
 }
 
 /** Build state by table. An entry is dropped when the collector reclaims its table. */
@@ -169,6 +172,7 @@ async function prepare(
 ): Promise<PreparedTable> {
   const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
   checkSliceMs(sliceMs);
+  checkSnapshotVersion(snapshot);
   const { epoch, version, hash, routes, upstreams } = snapshot;
   const extraResponseHeaders = options.extraResponseHeaders ?? [];
   const reusable =
@@ -181,6 +185,12 @@ async function prepare(
     keepBindings,
     previous === undefined ? undefined : reusedRoutesOf(snapshot, previous.routes),
   );
+  // With `keepBindings`, every binding outside `created` is a previous one, whose name the
+  // previous build checked, so only the created ones need a check.
+  const names =
+    keepBindings && previous !== undefined
+      ? previous.names.update(routes, bindings.removed, bindings.created)
+      : RouteNames.of(routes);
   // Without reusable actions, `compileBindings` had no previous bindings to compare with, so
   // `bindings.removed` is empty and only a new build gives the snapshot's routes.
   const keepRouter = keepBindings && reusable;
@@ -205,6 +215,7 @@ async function prepare(
         upstreams,
         balancers,
         extraResponseHeaders,
+        names,
       });
       return table;
     },
@@ -454,6 +465,7 @@ function actionsCompiler(extraResponseHeaders: readonly string[]): (route: Route
   const sharedDefaults = withResponseHeaders(defaults, extraResponseHeaders);
 
   return (route) => {
+    checkRouteFields(route);
     const actions = compileRouteActions(route);
     for (const key of keys) {
       if (!sameAction(actions[key], defaults[key])) {

@@ -1,3 +1,5 @@
+import { LoomError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
 import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 
 /** Acks remembered per proxy for convergence queries; older ones are dropped. */
@@ -21,6 +23,24 @@ export function clipText(text: string): string {
  * `status` still shows a proxy that died overnight.
  */
 export const DISCONNECTED_RETENTION_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Default maximum of disconnected proxies that a registry keeps. Each proxy process that exits
+ * leaves a record for `DISCONNECTED_RETENTION_MS`, so a crash loop under random ids would grow
+ * the list without this cap.
+ */
+export const DEFAULT_MAX_DISCONNECTED = 10_000;
+
+/** Settings of a {@link ProxyRegistry}. */
+export interface ProxyRegistryOptions {
+  /**
+   * Maximum of disconnected proxies kept; past it the one disconnected longest is dropped.
+   * Default {@link DEFAULT_MAX_DISCONNECTED}.
+   */
+  maxDisconnected?: number;
+  /** Receives one warning each time dropping starts. */
+  logger?: Logger;
+}
 
 /** One ack as the control plane received it. */
 export interface AckRecord {
@@ -105,6 +125,24 @@ export interface VersionRef {
 export class ProxyRegistry {
   readonly #proxies = new Map<string, ProxyRecord>();
   readonly #listeners = new Set<(id: string) => void>();
+  /** Ids of the disconnected proxies, in the order they disconnected. */
+  readonly #disconnected = new Set<string>();
+  readonly #maxDisconnected: number;
+  readonly #logger: Logger | undefined;
+  /** True from the first drop until a disconnect finds the disconnected proxies within the cap. */
+  #dropping = false;
+
+  constructor(options: ProxyRegistryOptions = {}) {
+    const max = options.maxDisconnected ?? DEFAULT_MAX_DISCONNECTED;
+    if (!Number.isInteger(max) || max < 0) {
+      throw new LoomError(
+        'LOOM_INVALID_ARGUMENT',
+        `invalid maxDisconnected ${max}: expected an integer of at least 0`,
+      );
+    }
+    this.#maxDisconnected = max;
+    this.#logger = options.logger;
+  }
 
   /**
    * Calls `listener` with the proxy's id after each connect, disconnect, ack, nack, fallback
@@ -136,6 +174,7 @@ export class ProxyRegistry {
     for (const [id, record] of this.#proxies) {
       if (record.connected || nowMs - record.lastSeenMs <= retentionMs) continue;
       this.#proxies.delete(id);
+      this.#disconnected.delete(id);
       forgotten += 1;
       this.#changed(id);
     }
@@ -196,6 +235,7 @@ export class ProxyRegistry {
     record.ackedEpoch = epoch;
     record.ackedVersion = version;
     this.#proxies.set(id, record);
+    this.#disconnected.delete(id);
     this.#changed(id);
     return previous === undefined ? { outcome: 'connected' } : { outcome: 'replaced', previous };
   }
@@ -208,7 +248,30 @@ export class ProxyRegistry {
     record.stream = undefined;
     record.connected = false;
     record.lastSeenMs = Date.now();
+    this.#disconnected.add(id);
     this.#changed(id);
+    this.#dropOverCap();
+  }
+
+  /** Forgets the proxies disconnected longest while more than the cap are disconnected. */
+  #dropOverCap(): void {
+    if (this.#disconnected.size <= this.#maxDisconnected) {
+      this.#dropping = false;
+      return;
+    }
+    if (!this.#dropping) {
+      this.#dropping = true;
+      this.#logger?.warn(
+        { maxDisconnected: this.#maxDisconnected },
+        'too many disconnected proxies; forgetting the ones disconnected longest',
+      );
+    }
+    for (const id of this.#disconnected) {
+      if (this.#disconnected.size <= this.#maxDisconnected) break;
+      this.#disconnected.delete(id);
+      this.#proxies.delete(id);
+      this.#changed(id);
+    }
   }
 
   /** Counts one snapshot written to a stream of the proxy. */

@@ -8,6 +8,7 @@ import {
   MAX_HEALTH_THRESHOLD,
 } from '../../config/limits.js';
 import { createLogger, type Logger } from '../../common/logger.js';
+import { checkUpstreamFields } from '../snapshot-checks.js';
 import type { HealthCheck, Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
   WeightedRoundRobinBalancer,
@@ -369,9 +370,7 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
       problems.push(`upstream ${name}: duplicate upstream name`);
     }
     seen.add(upstream.name);
-    if (upstream.balancer === 'hash' && upstream.hashOn === undefined) {
-      problems.push(`upstream ${name}: balancer hash needs hashOn`);
-    }
+    checkUpstreamFields(upstream, problems);
     if (upstream.balancer === 'hash' && upstream.targets.length > MAX_HASH_TARGETS) {
       problems.push(
         `upstream ${name}: ${upstream.targets.length} targets, at most ${MAX_HASH_TARGETS} are allowed with balancer hash; split the upstream or use another balancer`,

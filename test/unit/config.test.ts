@@ -120,6 +120,30 @@ routes:
     assert.match(issues[0].message, /port 0 cannot be connected to/);
   });
 
+  test('target URL and host length limited', () => {
+    const longHost = `${'a'.repeat(60)}.`.repeat(5) + 'internal';
+    const issues = issuesOf(`upstreams:
+  - name: users
+    targets:
+      - url: http://${'x'.repeat(1_000_000)}
+      - url: http://${longHost}:8080
+      - url: http://${'a'.repeat(60)}.internal:8080/${'b'.repeat(1_900)}
+routes:
+  - name: r
+    paths: [/x]
+    upstream: users
+`);
+    const messages = issues.map((issue) => issue.message);
+    assert.equal(issues.length, 2, JSON.stringify(messages));
+    const long = issues.find((issue) => issue.message.startsWith('too long'));
+    assert.equal(long?.field, 'targets[0].url');
+    assert.match(long.message, /too long: 1000007 characters, at most 2048 are allowed/);
+    assert.ok(String(long.value).length < 200, 'the issue quotes the whole URL');
+    const host = issues.find((issue) => issue.message.startsWith('the host name'));
+    assert.equal(host?.field, 'targets[1].url');
+    assert.match(host.message, /host name has 313 characters, at most 253 are allowed/);
+  });
+
   test('target port above 65535 named', () => {
     const issues = issuesOf(`upstreams:
   - name: users

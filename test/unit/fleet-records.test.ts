@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
+import { pino } from 'pino';
+
 import {
   decodeSharedProxy,
   encodeSharedProxy,
@@ -261,5 +263,33 @@ describe('proxy registry streams', () => {
 
     registry.connect('p1', testStream('10.0.0.1:8080', 'instance-2'), 'e', 5);
     assert.deepEqual(registry.lastNack('p1', 'instance-2'), { epoch: 'e', version: 6 });
+  });
+  test('disconnected proxies capped, oldest dropped', () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const registry = new ProxyRegistry({ maxDisconnected: 2, logger });
+    const streams = ['p1', 'p2', 'p3', 'p4', 'live'].map((id, index) => {
+      const stream = testStream(`10.0.0.${index + 1}:8080`, `instance-${id}`);
+      registry.connect(id, stream, 'e', 1);
+      return { id, stream };
+    });
+    const dropped: string[] = [];
+    registry.onChange((id) => {
+      if (registry.entry(id) === undefined) dropped.push(id);
+    });
+
+    for (const { id, stream } of streams.slice(0, 2)) registry.disconnect(id, stream);
+    assert.deepEqual(dropped, []);
+    assert.equal(lines.length, 0);
+
+    for (const { id, stream } of streams.slice(2, 4)) registry.disconnect(id, stream);
+    assert.deepEqual(dropped, ['p1', 'p2']);
+    assert.deepEqual(registry.ids().sort(), ['live', 'p3', 'p4']);
+    assert.equal(lines.length, 1, lines.join(''));
+    assert.match(lines[0], /too many disconnected proxies/);
+
+    // A proxy that connects again leaves the disconnected ones, so nothing more is dropped.
+    registry.connect('p3', testStream('10.0.0.3:8080', 'instance-p3b'), 'e', 1);
+    assert.deepEqual(registry.ids().sort(), ['live', 'p3', 'p4']);
   });
 });
