@@ -181,8 +181,8 @@ describe('HashBalancer', () => {
       });
     }
 
-    // With no target available the walk goes round a ring of 30000 points unless it stops
-    // once it has seen every target; panic mode then takes the key's own owner.
+    // With no target available, the walk stops once it has seen every target instead of going
+    // round all 30000 ring points. Panic mode then picks the key's own owner.
     for (let i = 0; i < owners.length; i++) {
       assert.equal(balancer.pickByKey(`k${i}`), owners[i], `owner of k${i}`);
     }
