@@ -322,12 +322,8 @@ export function redactTargetUrl(raw: string): string {
 
 /** Returns why a target URL is unusable, or undefined when it is valid. */
 export function describeTargetUrlProblem(raw: string): string | undefined {
-  if (raw.length > MAX_TARGET_URL_LENGTH) {
-    return (
-      `too long: ${raw.length} characters, at most ${MAX_TARGET_URL_LENGTH} are allowed; ` +
-      'use http://host:port or https://host:port with a short base path'
-    );
-  }
+  const tooLong = describeTargetUrlLength(raw);
+  if (tooLong !== undefined) return tooLong;
   // `new URL` rejects `127.0.0.1:9001` and reads `localhost:9001` as scheme `localhost`.
   if (/^(?:\[[^\]/]*\]|[^\s/:@[\]]+):\d+(?:\/\S*)?$/.test(raw)) {
     return `missing scheme; write http://${raw} or https://${raw}`;
@@ -350,6 +346,26 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
   if (url.username || url.password) {
     return 'credentials in a target URL are not supported; remove user:password@ from the URL';
   }
+  if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
+    return 'a target URL cannot carry a query or fragment';
+  }
+  return describeTargetUrlParts(url);
+}
+
+/** Returns why a target URL is over `MAX_TARGET_URL_LENGTH`, or undefined when it is not. */
+export function describeTargetUrlLength(raw: string): string | undefined {
+  if (raw.length <= MAX_TARGET_URL_LENGTH) return undefined;
+  return (
+    `too long: ${raw.length} characters, at most ${MAX_TARGET_URL_LENGTH} are allowed; ` +
+    'use http://host:port or https://host:port with a short base path'
+  );
+}
+
+/**
+ * Returns why an http or https target URL that parses is still unusable: port 0, a host name
+ * over `MAX_HOST_LENGTH`, or a path that starts with "//". Apply and the proxy both run it.
+ */
+export function describeTargetUrlParts(url: URL): string | undefined {
   if (url.port === '0') {
     return 'port 0 cannot be connected to; use the port the upstream listens on';
   }
@@ -360,9 +376,6 @@ export function describeTargetUrlProblem(raw: string): string | undefined {
       `the host name has ${host.length} characters, at most ${MAX_HOST_LENGTH} are allowed ` +
       '(RFC 1035); use a shorter DNS name or an IP address'
     );
-  }
-  if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
-    return 'a target URL cannot carry a query or fragment';
   }
   // The base path starts each request target sent to the target, and an upstream that resolves
   // `//name/x` against a base URL reads `name` as a host.

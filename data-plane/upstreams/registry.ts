@@ -8,6 +8,7 @@ import {
   MAX_HEALTH_THRESHOLD,
 } from '../../config/limits.js';
 import { createLogger, type Logger } from '../../common/logger.js';
+import { shortened } from '../../config/validate.js';
 import { checkUpstreamFields } from '../snapshot-checks.js';
 import type { HealthCheck, Upstream } from '../../proto/gen/loom/v1/config.js';
 import {
@@ -388,7 +389,7 @@ function resolveUpstreams(upstreams: readonly Upstream[]): ResolvedUpstream[] {
 
     const targets: ResolvedTarget[] = [];
     upstream.targets.forEach((target, index) => {
-      const where = `upstream ${name} targets[${index}] url ${JSON.stringify(target.url)}`;
+      const where = `upstream ${name} targets[${index}] url ${JSON.stringify(shortened(target.url))}`;
       const parsed = parseTargetUrl(target.url);
       if (typeof parsed === 'string') {
         problems.push(`${where}: ${parsed}`);

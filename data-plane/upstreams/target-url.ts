@@ -1,3 +1,5 @@
+import { describeTargetUrlLength, describeTargetUrlParts } from '../../config/validate.js';
+
 /** A target URL split into the parts the proxy uses. */
 export interface ParsedTargetUrl {
   /** `http://host:port` or `https://host:port`, default port omitted, as `URL.origin` gives it. */
@@ -16,9 +18,12 @@ export interface ParsedTargetUrl {
 /**
  * Parses a target URL, or returns why it is invalid. Only absolute http and https URLs are
  * valid. Credentials, a query and a fragment are rejected because the proxy would silently
- * drop them.
+ * drop them. The length, port and host limits of `loomctl apply` apply too, so the proxy rejects
+ * a URL written straight into the store as apply would.
  */
 export function parseTargetUrl(url: string): ParsedTargetUrl | string {
+  const tooLong = describeTargetUrlLength(url);
+  if (tooLong !== undefined) return tooLong;
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -41,6 +46,8 @@ export function parseTargetUrl(url: string): ParsedTargetUrl | string {
   if (parsed.hash !== '' || url.includes('#')) {
     return 'a fragment is not supported in a target URL';
   }
+  const problem = describeTargetUrlParts(parsed);
+  if (problem !== undefined) return problem;
 
   const path = parsed.pathname.replace(/\/+$/, '/');
   return {

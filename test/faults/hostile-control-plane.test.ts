@@ -47,6 +47,18 @@ const INVALID_VALUES: {
   { label: 'addPrefix', routes: [{ addPrefix: 'v2' }], upstream: {} },
   { label: 'balancer', routes: [{}], upstream: { balancer: 'junk' } },
   { label: 'hashOn', routes: [{}], upstream: { balancer: 'hash', hashOn: 'header:a b' } },
+  {
+    label: 'long target URL',
+    expected: 'too long: 2117 characters',
+    routes: [{}],
+    upstream: { targets: [{ url: `http://127.0.0.1/${'a'.repeat(2_100)}`, weight: 1 }] },
+  },
+  {
+    label: 'target port 0',
+    expected: 'port 0 cannot be connected to',
+    routes: [{}],
+    upstream: { targets: [{ url: 'http://127.0.0.1:0', weight: 1 }] },
+  },
   { label: 'retries', routes: [{ retries: 4_294_967_295 }], upstream: {} },
   {
     label: 'requestHeaders',

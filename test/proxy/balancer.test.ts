@@ -146,6 +146,13 @@ describe('parseTargetUrl', () => {
       ['http://api.test/v1?x=1', /query/],
       ['http://api.test/v1?', /query/],
       ['http://api.test/v1#top', /fragment/],
+      [`http://api.test/${'a'.repeat(2_100)}`, /too long: 2116 characters, at most 2048/],
+      ['http://api.test:0', /port 0 cannot be connected to/],
+      [
+        `http://${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(63)}.test`,
+        /host name has 260 characters, at most 253/,
+      ],
+      ['http://api.test//internal/x', /cannot start with "\/\/"/],
     ];
 
     for (const [url, expected] of cases) {
