@@ -17,6 +17,7 @@ export const CHECK_INTERVAL_MS = 2_000;
 /**
  * Maximum age of the last store read that finished in time, in milliseconds, for a read that
  * times out during a commit of this process to count as a busy store, not an unreachable one.
+ * A commit with a later deadline extends it to that deadline.
  */
 export const BUSY_STORE_GRACE_MS = 10_000;
 
@@ -54,7 +55,8 @@ type StoreRead = { ok: true } | { ok: false; reason: string; timedOut: boolean }
  *
  * A read that times out while a commit through the same store is in flight, such as a
  * large `loomctl apply`, does not make the control plane unready as long as the last read
- * that finished in time is at most {@link BUSY_STORE_GRACE_MS} old. etcd serves a linearizable
+ * that finished in time is at most {@link BUSY_STORE_GRACE_MS} old, or the commit's deadline
+ * (`Store.commitDeadline`, 5 s plus 0.1 ms per key on etcd) has not passed. etcd serves a linearizable
  * read only after it has applied every earlier committed transaction, so a large transaction
  * of this process delays the read although the cluster has a quorum. A timed-out read without a commit in
  * flight, or after the grace, and a read that fails make it unready at once.
@@ -123,13 +125,20 @@ export class Readiness {
     return result;
   }
 
-  /** Returns true when a timed-out read is excused by a commit in flight within the grace. */
+  /**
+   * Returns true when a timed-out read is excused by a commit in flight, within the grace or
+   * before the commit's deadline.
+   */
   #isBusy(read: StoreRead & { ok: false }): boolean {
+    const { store } = this.#options;
+    if (!read.timedOut || store.commitsInFlight === 0 || this.#lastStoreReadAt === undefined) {
+      return false;
+    }
+    const now = Date.now();
+    const deadline = store.commitDeadline;
     return (
-      read.timedOut &&
-      this.#options.store.commitsInFlight > 0 &&
-      this.#lastStoreReadAt !== undefined &&
-      Date.now() - this.#lastStoreReadAt <= this.#busyStoreGraceMs
+      now - this.#lastStoreReadAt <= this.#busyStoreGraceMs ||
+      (deadline !== undefined && now <= deadline)
     );
   }
 
@@ -137,10 +146,12 @@ export class Readiness {
     if (busy === this.#storeBusy) return;
     this.#storeBusy = busy;
     if (busy) {
+      const deadline = this.#options.store.commitDeadline;
       this.#logger.info(
         {
           reason: read.ok ? undefined : read.reason,
           commitsInFlight: this.#options.store.commitsInFlight,
+          commitDeadline: deadline === undefined ? undefined : new Date(deadline).toISOString(),
           lastStoreReadAt: new Date(this.#lastStoreReadAt ?? 0).toISOString(),
         },
         'store busy with own commit',

@@ -241,6 +241,11 @@ export class EmbeddedStore implements Store {
     return this.#commitsInFlight;
   }
 
+  /** Always undefined: a commit to the local data directory has no deadline. */
+  get commitDeadline(): undefined {
+    return undefined;
+  }
+
   async commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
     this.#assertOpen();
     const checked = validateCommit(operations, options, '');

@@ -187,7 +187,8 @@ export class EtcdStore implements Store {
   readonly fleet: EtcdFleet;
   #walkBatch = WALK_BATCH;
   #reachability: Reachability = 'unknown';
-  #commitsInFlight = 0;
+  /** Deadlines of the commits in flight, as `Date.now()` times. */
+  readonly #commitDeadlines: number[] = [];
 
   /**
    * Creates the client. No request is sent until the first call.
@@ -635,19 +636,31 @@ export class EtcdStore implements Store {
   }
 
   get commitsInFlight(): number {
-    return this.#commitsInFlight;
+    return this.#commitDeadlines.length;
+  }
+
+  get commitDeadline(): number | undefined {
+    return this.#commitDeadlines.length === 0 ? undefined : Math.max(...this.#commitDeadlines);
   }
 
   async commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
-    this.#commitsInFlight++;
+    // etcd needs time in proportion to a transaction's size to receive, persist
+    // and apply it, so a large apply gets a longer deadline than other requests.
+    const deadline =
+      Date.now() + this.#requestTimeoutMs + operations.length * COMMIT_MS_PER_OPERATION;
+    this.#commitDeadlines.push(deadline);
     try {
-      return await this.#commit(operations, options);
+      return await this.#commit(operations, deadline, options);
     } finally {
-      this.#commitsInFlight--;
+      this.#commitDeadlines.splice(this.#commitDeadlines.indexOf(deadline), 1);
     }
   }
 
-  async #commit(operations: StoreOperation[], options?: CommitOptions): Promise<number> {
+  async #commit(
+    operations: StoreOperation[],
+    deadline: number,
+    options?: CommitOptions,
+  ): Promise<number> {
     const { ifRevision, checkPrefix = this.#root } = validateCommit(
       operations,
       options,
@@ -661,10 +674,6 @@ export class EtcdStore implements Store {
     };
     // NOTE: a commit that fails as unreachable after etcd received it may have
     // been applied; the caller cannot tell without reading again.
-    // etcd needs time in proportion to a transaction's size to receive, persist
-    // and apply it, so a large apply gets a longer deadline than other requests.
-    const deadline =
-      Date.now() + this.#requestTimeoutMs + operations.length * COMMIT_MS_PER_OPERATION;
     const response = await this.#request('commit', () =>
       this.#client.kv.txn(request, { deadline }),
     );

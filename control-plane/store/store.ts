@@ -168,6 +168,11 @@ export interface Store {
   commit(operations: StoreOperation[], options?: CommitOptions): Promise<number>;
   /** Number of `commit` calls on this store object that have not settled yet. */
   readonly commitsInFlight: number;
+  /**
+   * Latest deadline of the commits in flight, as a `Date.now()` time. Each commit has
+   * succeeded or failed by its deadline. Undefined when none is in flight or the store sets none.
+   */
+  readonly commitDeadline: number | undefined;
   /** Returns the accepted version last recorded, of any epoch, or undefined when none is. */
   acceptedVersion(): Promise<AcceptedVersion | undefined>;
   /**

@@ -92,21 +92,61 @@ describe('readiness while etcd is busy', { timeout: 60_000 }, () => {
     assert.equal((await readiness.check()).ready, true);
   });
 
-  it('reports frozen etcd after the grace', async () => {
+  it('stays ready until commit deadline', async () => {
     assert.equal((await readiness.check()).ready, true);
     const commit = commitWhileFrozen('past-grace');
     try {
       assert.equal((await readiness.check()).ready, true);
-      // The grace counts from the last read that finished in time.
+      // The grace counts from the last read that finished in time, and the commit's deadline
+      // (30 s of request timeout) lies beyond it.
       await sleep(GRACE_MS);
       const result = await readiness.check();
       assert.equal(store.commitsInFlight, 1);
-      assert.equal(result.ready, false);
-      assert.match(result.reason ?? '', /^store unreachable: no response within/);
+      assert.ok(store.commitDeadline! > Date.now());
+      assert.equal(result.ready, true, result.reason);
     } finally {
       etcd.thaw();
     }
     await commit;
     assert.equal((await readiness.check()).ready, true);
+  });
+
+  it('reports frozen etcd after commit deadline', async () => {
+    const shortStore = new EtcdStore({
+      endpoints: [etcd.endpoint],
+      prefix: PREFIX,
+      requestTimeoutMs: 2_000,
+    });
+    const memory = memoryLogger();
+    const shortReadiness = new Readiness({
+      store: shortStore,
+      cache,
+      health: new HealthImplementation({ '': 'NOT_SERVING' }),
+      metrics: new ControlPlaneMetrics({ registry: new ProxyRegistry(), current: () => undefined }),
+      logger: memory.logger,
+      busyStoreGraceMs: 1_000,
+    });
+    try {
+      assert.equal((await shortReadiness.check()).ready, true);
+      const commit = shortStore
+        .commit([{ type: 'put', key: `${PREFIX}routes/past-deadline`, value: '{}' }])
+        .catch((error: unknown) => error as Error);
+      etcd.freeze();
+      try {
+        const deadline = shortStore.commitDeadline!;
+        assert.ok(deadline > Date.now());
+        assert.ok((await commit) instanceof Error);
+        assert.equal(shortStore.commitsInFlight, 0);
+        assert.equal(shortStore.commitDeadline, undefined);
+        const result = await shortReadiness.check();
+        assert.equal(result.ready, false);
+        assert.match(result.reason ?? '', /^store unreachable: no response within/);
+      } finally {
+        etcd.thaw();
+      }
+      assert.equal((await shortReadiness.check()).ready, true);
+    } finally {
+      await shortStore.close();
+    }
   });
 });
