@@ -196,6 +196,11 @@ export class TransactionLog {
     return { log: new TransactionLog(path, handle, validBytes, lineCount), entries };
   }
 
+  /** Size of the file up to the end of its last complete record, in bytes. */
+  get size(): number {
+    return this.#size;
+  }
+
   /** Number of entries in the file, including any already in the state file. */
   get entries(): number {
     return this.#entries;

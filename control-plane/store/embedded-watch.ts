@@ -1,16 +1,35 @@
 import { LoomError } from '../../common/errors.js';
 import type { Watch, WatchBatch, WatchHandlers } from './store.js';
 
+/** Bounds of a {@link WatchHub}'s history; the newest batch is kept whatever its size. */
+export interface HistoryLimits {
+  /** Maximum number of batches. */
+  batches: number;
+  /** Maximum sum of the characters of the batches' keys and values. */
+  bytes: number;
+}
+
+/** Returns the characters of a batch's keys and values, plus a small amount per event. */
+function batchSize(batch: WatchBatch): number {
+  let size = 0;
+  for (const event of batch.events) size += event.key.length + event.value.length + 32;
+  return size;
+}
+
 /**
  * The in-process watch side of the embedded store: a bounded history of
  * recent batches and the running watches. Delivery is always asynchronous, in
  * a microtask, so no handler runs inside `commit` or `watch`.
  */
 export class WatchHub {
-  readonly #historyLimit: number;
+  readonly #limits: HistoryLimits;
   readonly #describe: string;
   /** Batches of consecutive revisions, oldest first. */
   readonly #history: WatchBatch[] = [];
+  /** Size of each batch of `#history`, in the same order. */
+  readonly #sizes: number[] = [];
+  /** Sum of `#sizes`. */
+  #historySize = 0;
   readonly #watches = new Set<EmbeddedWatch>();
   #currentRevision: number;
 
@@ -18,8 +37,8 @@ export class WatchHub {
    * @param currentRevision the store's revision; history starts after it.
    * @param describe the store's location, for error messages.
    */
-  constructor(historyLimit: number, currentRevision: number, describe: string) {
-    this.#historyLimit = historyLimit;
+  constructor(limits: HistoryLimits, currentRevision: number, describe: string) {
+    this.#limits = limits;
     this.#currentRevision = currentRevision;
     this.#describe = describe;
   }
@@ -32,9 +51,16 @@ export class WatchHub {
   /** Records the batch of a new revision and queues it for every watch. */
   publish(batch: WatchBatch): void {
     this.#currentRevision = batch.revision;
+    const size = batchSize(batch);
     this.#history.push(batch);
-    if (this.#history.length > this.#historyLimit) {
+    this.#sizes.push(size);
+    this.#historySize += size;
+    while (
+      this.#history.length > 1 &&
+      (this.#history.length > this.#limits.batches || this.#historySize > this.#limits.bytes)
+    ) {
       this.#history.shift();
+      this.#historySize -= this.#sizes.shift()!;
     }
     for (const watch of this.#watches) {
       watch.enqueue(batch);

@@ -95,6 +95,62 @@ describe('EmbeddedStore', () => {
     assert.equal(before.revision, 8);
   });
 
+  it('log compacts at its byte limit', async (t) => {
+    const dataDir = newDataDir();
+    const { logger, lines } = memoryLogger();
+    const first = await open(t, { dataDir, compactAfterBytes: 20_000, logger });
+    const value = 'x'.repeat(5_000);
+    for (let index = 0; index < 10; index++) {
+      await first.commit([{ type: 'put', key: `/loom/big${index}`, value: `${index}${value}` }]);
+    }
+    const before = await first.range('/loom/');
+    await first.close();
+
+    const compactions = lines.filter((line) => line.msg === 'log compacted');
+    assert.equal(compactions.length, 2);
+    const logSize = (await stat(join(dataDir, 'log.jsonl'))).size;
+    assert.ok(logSize < 20_000, `log has ${logSize} bytes`);
+    const second = await open(t, { dataDir });
+    assert.deepEqual(await second.range('/loom/'), before);
+    assert.equal(before.revision, 10);
+    assert.equal(before.items.length, 10);
+  });
+
+  it('history drops batches over its byte limit', async (t) => {
+    const store = await open(t, { dataDir: newDataDir(), historyBytes: 12_000 });
+    const value = 'x'.repeat(5_000);
+    for (let index = 0; index < 5; index++) {
+      await store.commit([{ type: 'put', key: `/loom/big${index}`, value }]);
+    }
+
+    const old = recordWatch(store, '/loom/', 3);
+    await old.waitFor('the error of a watch from revision 3', () => old.errors.length > 0);
+    const error = old.errors[0];
+    assert.ok(error instanceof LoomError);
+    assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
+    assert.match(error.message, /watch history, which starts at 4/);
+
+    const recent = recordWatch(store, '/loom/', 4);
+    await recent.waitFor('revisions 4 and 5', () => recent.batches.length === 2);
+    assert.deepEqual(
+      recent.batches.map((batch) => batch.revision),
+      [4, 5],
+    );
+    assert.deepEqual(recent.errors, []);
+    await recent.watch.cancel();
+  });
+
+  it('history keeps newest batch over limit', async (t) => {
+    const store = await open(t, { dataDir: newDataDir(), historyBytes: 1_000 });
+    await store.commit([{ type: 'put', key: '/loom/big', value: 'x'.repeat(5_000) }]);
+
+    const watch = recordWatch(store, '/loom/', 1);
+    await watch.waitFor('revision 1', () => watch.batches.length === 1);
+    assert.equal(watch.batches[0].revision, 1);
+    assert.deepEqual(watch.errors, []);
+    await watch.watch.cancel();
+  });
+
   it('watch from before the state file fails', async (t) => {
     const dataDir = newDataDir();
     const first = await open(t, { dataDir, compactAfter: 2 });
