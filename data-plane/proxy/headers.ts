@@ -29,6 +29,8 @@ export interface RequestHead {
    * OPTIONS or TRACE request. Undefined forwards the client's lines unchanged.
    */
   forwardedMaxForwards: string | undefined;
+  /** Number of `Via` entries that a Loom proxy added (`1.1 loom`, `1.0 loom`). */
+  loomVias: number;
 }
 
 /**
@@ -61,6 +63,7 @@ export function scanRequestHead(raw: readonly string[]): RequestHead {
     maxForwards: undefined,
     maxForwardsCount: 0,
     forwardedMaxForwards: undefined,
+    loomVias: 0,
   };
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
@@ -70,6 +73,9 @@ export function scanRequestHead(raw: readonly string[]): RequestHead {
         if (name.toLowerCase() === 'te') {
           head.acceptsTrailers ||= /(^|,)\s*trailers\s*(;|,|$)/i.test(raw[i + 1]);
         }
+        break;
+      case 3:
+        if (name.toLowerCase() === 'via') head.loomVias += countLoomVias(raw[i + 1]);
         break;
       case 4:
         if (name.toLowerCase() === 'host') {
@@ -111,6 +117,19 @@ export function scanRequestHead(raw: readonly string[]): RequestHead {
     }
   }
   return head;
+}
+
+/** Matches one `Via` entry that a Loom proxy added, between commas. */
+const LOOM_VIA = /(?:^|,)[ \t]*1\.[01][ \t]+loom[ \t]*(?=,|$)/g;
+
+/** Returns the number of Loom entries in one `Via` header value. */
+function countLoomVias(value: string): number {
+  // A value without "loom" has no Loom entry, so the regex runs only where one may be.
+  if (value.indexOf('loom') === -1) return 0;
+  let count = 0;
+  LOOM_VIA.lastIndex = 0;
+  while (LOOM_VIA.exec(value) !== null) count++;
+  return count;
 }
 
 /** Connection facts the request header builder needs about the client. */

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import { REQUEST_LOOP_CODE } from '../upstreams/own-connections.js';
 import { PROXY_ERRORS, type ProxyError } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { readMaxForwards, routeMethods } from './max-forwards.js';
@@ -153,6 +154,16 @@ export function prepareRequest(
       close: false,
     };
   }
+  if (head.loomVias >= MAX_LOOM_VIAS) {
+    reportViaLoop(context, route, head.loomVias);
+    return {
+      ok: false,
+      error: PROXY_ERRORS.loopDetected,
+      route,
+      message: VIA_LOOP_MESSAGE,
+      close: false,
+    };
+  }
   const limit = actions.maxRequestBodyBytes ?? context.maxRequestBodyBytes;
   let body: ForwardedRequest['body'] = hasBody ? req : null;
   if (hasBody && limit > 0) {
@@ -188,6 +199,28 @@ export function prepareRequest(
     startTime,
   };
   return { ok: true, request, target, head };
+}
+
+/**
+ * Number of Loom entries in a request's `Via` at which the request counts as looping. Each Loom
+ * proxy appends one, so a request that passed Loom proxies this many times came back through a
+ * route whose target leads to the proxies again, such as a load balancer in front of them.
+ * A deployment of more tiers of Loom proxies than this is not expected.
+ */
+export const MAX_LOOM_VIAS = 8;
+
+const VIA_LOOP_MESSAGE =
+  `the request passed through Loom proxies ${MAX_LOOM_VIAS} times (Via), so a target of the ` +
+  "route's upstream leads back to the proxies, such as through a load balancer in front of " +
+  'them; point the target at the upstream server';
+
+function reportViaLoop(context: ProxyContext, route: string, loomVias: number): void {
+  const suppressed = context.upstreamFailureLog.take();
+  if (suppressed === undefined) return;
+  context.logger.warn(
+    { route, code: REQUEST_LOOP_CODE, loomVias, suppressed },
+    'request loop detected',
+  );
 }
 
 /**

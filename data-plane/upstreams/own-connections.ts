@@ -41,8 +41,8 @@ export function registerOwnListener(server: Server): void {
   });
 }
 
-// NOTE: only connections to this host's own listeners are found. A loop through another host,
-// such as a load balancer in front of the proxies or a NAT hairpin, still runs until a limit.
+// Only connections to this host's own listeners are found here. A loop through another host,
+// such as a load balancer in front of the proxies, is found by its Via entries (prepare-request.ts).
 /**
  * Returns an error with code {@link REQUEST_LOOP_CODE} when `socket`, a connected upstream
  * connection to `origin`, reached a listener of this proxy, else undefined. A request sent on

@@ -295,6 +295,21 @@ describe('scanRequestHead', () => {
     assert.equal(head.transferEncoding, 'gzip, chunked');
     assert.equal(head.contentLength, '5');
   });
+
+  it('counts Via entries of Loom', () => {
+    const cases: Array<[string[], number]> = [
+      [['1.1 loom'], 1],
+      [['1.0 loom, 1.1 loom'], 2],
+      [['1.1 loom', 'HTTP/1.1 edge, 1.1 loom'], 2],
+      [['1.1 loom ,1.1\tloom'], 2],
+      [['1.1 edge, 1.1 cache'], 0],
+      [['1.1 loomx, 1.1 x-loom, 2 loom, 1.1 loom (Loom)'], 0],
+    ];
+    for (const [values, expected] of cases) {
+      const raw = values.flatMap((value) => ['Via', value]);
+      assert.equal(scanRequestHead(raw).loomVias, expected, values.join(' | '));
+    }
+  });
 });
 
 describe('TrustedProxies', () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { once, type EventEmitter } from 'node:events';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, connect, type AddressInfo, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RoutingTable } from '../../data-plane/table.js';
@@ -81,6 +82,9 @@ describe('proxy error responses', () => {
   const behaviours = new Map<string, (req: IncomingMessage, res: ServerResponse) => void>();
   let publishMain: () => RoutingTable;
   let mainTable: RoutingTable;
+  /** A TCP forwarder to the proxy, as a load balancer in front of the proxies would be. */
+  let hairpin: Server;
+  let hairpinConnections = 0;
 
   before(async () => {
     upstream = await startHttpServer((req, res) => {
@@ -92,6 +96,15 @@ describe('proxy error responses', () => {
       res.end('ok');
     });
     proxy = await startProxy();
+    hairpin = createTcpServer((socket) => {
+      hairpinConnections++;
+      const forward = connect(proxy.port, '127.0.0.1');
+      socket.pipe(forward).pipe(socket);
+      socket.on('error', () => forward.destroy());
+      forward.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => hairpin.listen(0, '127.0.0.1', resolve));
+    const hairpinPort = (hairpin.address() as AddressInfo).port;
     const refusedPort = await closedPort();
     publishMain = () =>
       proxy.publish(
@@ -102,12 +115,14 @@ describe('proxy error responses', () => {
           { name: 'drained', path: '/drained', upstream: 'all-zero' },
           { name: 'refused', path: '/refused', upstream: 'refused' },
           { name: 'loop', path: '/loop/*', upstream: 'loop' },
+          { name: 'hairpin', path: '/hairpin/*', upstream: 'hairpin' },
         ],
         [
           upstreamAt('app', upstream.port),
           upstreamAt('all-zero', upstream.port, '', 0),
           upstreamAt('refused', refusedPort),
           upstreamAt('loop', proxy.port),
+          upstreamAt('hairpin', hairpinPort),
         ],
       );
     mainTable = publishMain();
@@ -116,6 +131,7 @@ describe('proxy error responses', () => {
   after(async () => {
     await proxy.close();
     await upstream.close();
+    hairpin.close();
   });
 
   it('returns 503 before the first table', async () => {
@@ -201,6 +217,27 @@ describe('proxy error responses', () => {
       if (open !== 0) await sleep(20);
     }
     assert.equal(open, 0);
+  });
+
+  it('returns 508 to a loop through another host', async () => {
+    const response = await send(proxy.port, '/hairpin/x');
+
+    assertJsonError(response, 508, 'loop_detected', 'hairpin');
+    assert.match(String(json(response).message), /passed through Loom proxies 8 times/);
+    // The client's request and 8 forwarded ones reached the proxy, the last with 8 Via entries.
+    assert.equal(hairpinConnections, 8);
+    const warning = proxy.logs.find((line) => line.msg === 'request loop detected');
+    assert.equal(warning?.level, LEVEL_WARN);
+    assert.equal(warning?.code, 'LOOM_REQUEST_LOOP');
+    assert.equal(warning?.route, 'hairpin');
+    assert.equal(warning?.loomVias, 8);
+  });
+
+  it('forwards a request that passed Loom 7 times', async () => {
+    const via = Array.from({ length: 7 }, () => '1.1 loom').join(', ');
+    const response = await send(proxy.port, '/app/via', { headers: { via } });
+
+    assert.equal(response.status, 200);
   });
 
   it('returns 508 to a looping upload that expects 100', async () => {
