@@ -1,4 +1,4 @@
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, InformationEvent, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { hadWriteReset, keepResponseOnReset } from '../upstreams/reset-guard.js';
@@ -14,6 +14,7 @@ import {
   type ForwardedRequest,
   type ProxyContext,
 } from './exchange.js';
+import { forwardInformational, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
@@ -85,12 +86,12 @@ export class ContinueExchange extends ObservedExchange {
     // An early response that arrives right before a reset reaches the client, as in the pool.
     upstream.once('socket', keepResponseOnReset);
     upstream.on('continue', () => this.#sendBody());
-    let processing = 0;
-    upstream.on('information', (info: { statusCode: number }) => {
-      // As for other requests, a few 102s reach the client and the rest are dropped.
-      const res = this.#res;
-      if (info.statusCode !== 102 || res.headersSent || ++processing > 8) return;
-      if (res.socket?.writableNeedDrain !== true) res.writeProcessing();
+    let informational = 0;
+    upstream.on('information', (info: InformationEvent) => {
+      // As for other requests, the first few 1xx responses reach the client. Node.js emits
+      // 'continue' for a 100, and hands a 101 to the 'upgrade' listener, so neither comes here.
+      if (++informational > MAX_INFORMATIONAL_RESPONSES) return;
+      forwardInformational(this.req, this.#res, info.statusCode, info.rawHeaders);
     });
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => {
@@ -247,7 +248,8 @@ export class ContinueExchange extends ObservedExchange {
       if (error.status >= 502 && !counted) this.target.state.recordFailure();
       this.reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
     }
-    this.logUpstreamFailure(err, error.status);
+    // After the response headers the client gets no error status but a cut response.
+    this.logUpstreamFailure(err, this.#res.headersSent ? undefined : error.status);
     markConnectionClosing(this.req.socket);
     this.bytesSent += sendErrorResponse(
       this.#res,

@@ -1,4 +1,4 @@
-import type { ClientRequest, IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage, InformationEvent } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
@@ -12,6 +12,7 @@ import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
+import { informationalHead, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
 import { Tunnel, type TunnelRegistry } from './tunnel.js';
@@ -108,6 +109,8 @@ class PendingUpgrade {
   /** Client bytes that arrived before the response; written upstream after a 101. */
   readonly #early: Buffer[] = [];
   #earlyBytes = 0;
+  /** 1xx responses other than 100 and 101 that the upstream sent. */
+  #informational = 0;
   #headersTimer: NodeJS.Timeout | undefined;
   #settled = false;
   /** True once the request no longer counts in `target.state.active`. */
@@ -194,6 +197,7 @@ class PendingUpgrade {
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => this.#fail(err));
     if (expectsContinue) upstream.on('continue', () => this.#relayContinue());
+    upstream.on('information', (info: InformationEvent) => this.#relayInformational(info));
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => this.#timeOut(headersTimeout), headersTimeout);
     }
@@ -210,6 +214,20 @@ class PendingUpgrade {
     const client = this.#client;
     if (this.#settled || !client.writable) return;
     client.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+  }
+
+  /**
+   * Writes the first few 1xx responses other than 100 and 101 to the client, as for other
+   * requests, unless the handshake already ended or the client sent HTTP/1.0.
+   */
+  #relayInformational(info: InformationEvent): void {
+    const client = this.#client;
+    // Node.js emits 'information' for a 100 as well, which 'continue' relays when requested.
+    if (info.statusCode < 102 || this.#settled || !client.writable) return;
+    if (this.#req.httpVersion === '1.0') return;
+    if (++this.#informational > MAX_INFORMATIONAL_RESPONSES) return;
+    const head = informationalHead(info.statusCode, info.rawHeaders);
+    if (head !== undefined) client.write(head, 'latin1');
   }
 
   /**
@@ -375,7 +393,16 @@ class PendingUpgrade {
     const actions = this.#request.actions;
     const bodyTimeoutMs =
       actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : this.#context.upstreamBodyTimeoutMs;
-    this.#cutRelay = relayResponse(response, headers, head, this.#client, bodyTimeoutMs);
+    // A chunked body stays chunked toward an HTTP/1.1 client, so its parser detects a cut body
+    // by the missing last chunk. A reset right after the last bytes can reach the client as a
+    // plain end of stream.
+    const chunked =
+      head.transferEncoding !== undefined &&
+      this.#req.httpVersion === '1.1' &&
+      this.#request.method !== 'HEAD' &&
+      status !== 204 &&
+      status !== 304;
+    this.#cutRelay = relayResponse(response, headers, head, this.#client, bodyTimeoutMs, chunked);
     this.#report(response.statusCode ?? 0);
   }
 
@@ -396,37 +423,47 @@ class PendingUpgrade {
     if (this.#cutRelay !== undefined) {
       this.#recordBodyOutcome(false);
       this.#cutRelay();
+      this.#logFailure(err, undefined);
       return;
     }
     if (!this.#settle()) return;
 
-    const request = this.#request;
-    const target = this.#target;
-    if (error.status >= 502) target.state.recordFailure();
-    const suppressed = this.#context.upstreamFailureLog.take();
-    if (suppressed !== undefined) {
-      const code = (err as { code?: unknown }).code;
-      this.#context.logger.warn(
-        {
-          route: request.route,
-          target: target.origin,
-          code,
-          status: error.status,
-          suppressed,
-          // As for other requests, an error with a code is logged without its stack trace.
-          ...(code === undefined ? { err } : { error: err.message }),
-        },
-        'upstream upgrade failed',
-      );
-    }
-    writeRawError(this.#client, error, request.route);
+    if (error.status >= 502) this.#target.state.recordFailure();
+    this.#logFailure(err, error.status);
+    writeRawError(this.#client, error, this.#request.route);
     this.#report(error.status, upstreamFailureOf(error));
+  }
+
+  /**
+   * Logs a failed upgrade request at warn level, within the context's rate limit. `status` is
+   * the error status sent to the client, undefined when the relayed response was cut.
+   */
+  #logFailure(err: Error, status: number | undefined): void {
+    const suppressed = this.#context.upstreamFailureLog.take();
+    if (suppressed === undefined) return;
+    const code = (err as { code?: unknown }).code;
+    const fields = {
+      route: this.#request.route,
+      target: this.#target.origin,
+      code,
+      status,
+      suppressed,
+      // As for other requests, an error with a code is logged without its stack trace.
+      ...(code === undefined ? { err } : { error: err.message }),
+    };
+    if (status === undefined) {
+      this.#context.logger.warn(fields, 'upstream response to an upgrade request cut');
+    } else {
+      this.#context.logger.warn(fields, 'upstream upgrade failed');
+    }
   }
 }
 
 /**
- * Writes a non-101 response to an upgrade request as an ordinary response, then closes. Returns
- * a function that cuts the client connection when the upstream fails during the body.
+ * Writes a non-101 response to an upgrade request as an ordinary response, then closes. With
+ * `chunked` the body goes in chunked framing, without trailers; otherwise it keeps its
+ * Content-Length or runs until the connection closes. Returns a function that cuts the client
+ * connection when the upstream fails during the body.
  */
 function relayResponse(
   response: IncomingMessage,
@@ -434,14 +471,16 @@ function relayResponse(
   head: ResponseHead,
   client: Socket,
   bodyTimeoutMs: number,
+  chunked: boolean,
 ): () => void {
   if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
   const status = response.statusCode ?? 502;
   let text = `HTTP/1.1 ${status} ${response.statusMessage ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  // Without Content-Length the body runs until the connection closes, which it does here.
+  if (chunked) text += 'Transfer-Encoding: chunked\r\n';
+  // Without Content-Length or chunks the body runs until the connection closes, as it does here.
   text += 'Connection: close\r\n\r\n';
-  const closeDelimited = head.contentLength === undefined;
+  const closeDelimited = head.contentLength === undefined && !chunked;
 
   // The client tells a cut body from a whole one by its length or, without one, by a reset.
   const cut = (): void => {
@@ -457,11 +496,30 @@ function relayResponse(
   response.on('close', () => {
     if (!response.complete) cut();
   });
-  response.on('end', () => client.destroySoon());
+  response.on('end', () => {
+    if (chunked) client.write('0\r\n\r\n', 'latin1');
+    client.destroySoon();
+  });
   client.once('close', () => response.destroy());
   limitBodyIdleTime(response, client, bodyTimeoutMs);
-  response.pipe(client, { end: false });
+  if (chunked) {
+    relayChunks(response, client);
+  } else {
+    response.pipe(client, { end: false });
+  }
   return cut;
+}
+
+/** Writes each body chunk of `response` to `client` in chunked framing, with backpressure. */
+function relayChunks(response: IncomingMessage, client: Socket): void {
+  response.on('data', (chunk: Buffer) => {
+    client.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    client.write(chunk);
+    if (!client.write('\r\n', 'latin1')) {
+      response.pause();
+      client.once('drain', () => response.resume());
+    }
+  });
 }
 
 function writeRawError(
