@@ -104,11 +104,16 @@ export const PROXY_ERRORS = {
     error: 'bad_request',
     message: 'the final transfer coding of a request must be chunked',
   },
-  chunkedUpgrade: {
-    status: 501,
-    error: 'not_implemented',
+  invalidChunkedBody: {
+    status: 400,
+    error: 'bad_request',
     message:
-      'the proxy does not forward a chunked request body with Upgrade; send the body with Content-Length, or the request without Upgrade',
+      'the chunked request body is invalid: each chunk needs a hex size line and data that end with CRLF',
+  },
+  requestTrailersTooLarge: {
+    status: 431,
+    error: 'request_header_fields_too_large',
+    message: 'the trailer section of the request body is larger than the proxy accepts',
   },
   unsupportedTransferCoding: {
     status: 501,

@@ -12,6 +12,7 @@ import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
+import { ChunkedBodyError, ChunkedDecoder } from './chunked-decoder.js';
 import { informationalHead, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
@@ -35,8 +36,9 @@ const MAX_EARLY_CLIENT_BYTES = 64 * 1024;
  * connection closes after it.
  *
  * Node.js parses no request body here. A Content-Length body is sent upstream as it arrives,
- * because the new protocol starts only after the whole request message. A chunked body gets
- * 501.
+ * because the new protocol starts only after the whole request message. A chunked body is
+ * decoded here to find its end and sent upstream chunked anew, without its extensions and
+ * trailers. An invalid one gets 400, 413 or 431 unless the upstream already responded.
  *
  * Until the upstream responds, the client's bytes are held back, and the client ending or
  * closing its side destroys both connections. Without a response within the route's
@@ -74,19 +76,17 @@ export function proxyUpgrade(
     return;
   }
 
-  const route = prepared.request.route;
-  if (prepared.head.transferEncoding !== undefined) {
-    writeRawError(socket, PROXY_ERRORS.chunkedUpgrade, route);
-    reportTunnel(context, req, route, PROXY_ERRORS.chunkedUpgrade.status, undefined, startTime);
-    return;
-  }
-
   const handshake = new PendingUpgrade(context, tunnels, req, socket, prepared.request, startTime);
-  const bodyBytes = Number(prepared.head.contentLength ?? '0');
+  // prepareRequest rejected any transfer coding but chunked, and Transfer-Encoding in HTTP/1.0.
+  const maxBodyBytes = prepared.request.actions.maxRequestBodyBytes ?? context.maxRequestBodyBytes;
+  const body =
+    prepared.head.transferEncoding !== undefined
+      ? new ChunkedDecoder(maxBodyBytes)
+      : Number(prepared.head.contentLength ?? '0');
   // prepareRequest rejected any other expectation with 417, and HTTP/1.0 ignores Expect.
   const expectsContinue =
-    prepared.head.expect !== undefined && req.httpVersion !== '1.0' && bodyBytes > 0;
-  handshake.start(prepared.target, prepared.head.host, head, table, bodyBytes, expectsContinue);
+    prepared.head.expect !== undefined && req.httpVersion !== '1.0' && body !== 0;
+  handshake.start(prepared.target, prepared.head.host, head, table, body, expectsContinue);
 }
 
 /** One upgrade request from the moment it is sent upstream until the upstream responds. */
@@ -102,8 +102,12 @@ class PendingUpgrade {
   #upstream!: ClientRequest;
   /** Protocols sent in the Upgrade header; empty when the request went without one. */
   #protocols: string[] = [];
-  /** Bytes of the request body still to come from the client and go upstream. */
+  /** Bytes of a Content-Length request body still to come from the client and go upstream. */
   #bodyRemaining = 0;
+  /** Decoder of a chunked request body, or undefined for a body with Content-Length or none. */
+  #chunked: ChunkedDecoder | undefined;
+  /** True while the client socket is paused until the upstream request drains. */
+  #awaitingDrain = false;
   #table: RoutingTable | undefined;
   #host: string | undefined;
   /** Client bytes that arrived before the response; written upstream after a 101. */
@@ -139,8 +143,9 @@ class PendingUpgrade {
   }
 
   /**
-   * Sends the handshake to `target`; `host` and `table` are what the request was routed on, and
-   * `bodyBytes` is its Content-Length. With `expectsContinue` the request goes with
+   * Sends the handshake to `target`; `host` and `table` are what the request was routed on.
+   * `body` is the Content-Length of the request body, or the decoder of a chunked one, which
+   * goes upstream chunked anew. With `expectsContinue` the request goes with
    * `Expect: 100-continue`, and the upstream's 100 is relayed to the client.
    */
   start(
@@ -148,14 +153,18 @@ class PendingUpgrade {
     host: string | undefined,
     head: Buffer,
     table: RoutingTable | undefined,
-    bodyBytes: number,
+    body: number | ChunkedDecoder,
     expectsContinue: boolean,
   ): void {
     const request = this.#request;
     this.#target = target;
     this.#host = host;
     this.#table = table;
-    this.#bodyRemaining = bodyBytes;
+    if (typeof body === 'number') {
+      this.#bodyRemaining = body;
+    } else {
+      this.#chunked = body;
+    }
     // RFC 9110 section 7.8: a server ignores Upgrade in an HTTP/1.0 request.
     const req = this.#req;
     const protocols =
@@ -165,6 +174,8 @@ class PendingUpgrade {
     if (protocols.length > 0)
       headers.push('connection', 'upgrade', 'upgrade', protocols.join(', '));
     if (expectsContinue) headers.push('expect', '100-continue');
+    // With this header Node.js frames each write as a chunk and ends with the last chunk.
+    if (this.#chunked !== undefined) headers.push('transfer-encoding', 'chunked');
     const actions = request.actions;
     const context = this.#context;
     const connectTimeout =
@@ -182,8 +193,7 @@ class PendingUpgrade {
     this.#upstream = upstream;
     // Without a body, Node.js would add chunked framing to a POST, and after a 101 its final
     // chunk would reach the upstream as bytes of the new protocol.
-    if (bodyBytes === 0) upstream.useChunkedEncodingByDefault = false;
-    if (head.length > 0) this.#takeClientBytes(head);
+    if (body === 0) upstream.useChunkedEncodingByDefault = false;
 
     // The server socket allows half-open connections, so a client that sends FIN emits 'end'
     // and never 'close'; reading the socket is the only way to see that FIN.
@@ -201,9 +211,12 @@ class PendingUpgrade {
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => this.#timeOut(headersTimeout), headersTimeout);
     }
-    if (bodyBytes === 0) {
+    // The listeners are in place, so an invalid chunked body in `head` can end the handshake.
+    if (head.length > 0) this.#takeClientBytes(head);
+    if (this.#settled) return;
+    if (body === 0) {
       upstream.end();
-    } else if (this.#bodyRemaining > 0) {
+    } else if (this.#bodyRemaining > 0 || this.#chunked?.done === false) {
       // The upstream may respond to the head alone, which a client that sent Expect waits for.
       upstream.flushHeaders();
     }
@@ -235,7 +248,21 @@ class PendingUpgrade {
    * upstream responds, because only a 101 makes them bytes of the new protocol.
    */
   #takeClientBytes(chunk: Buffer): void {
-    if (this.#bodyRemaining > 0) {
+    const chunked = this.#chunked;
+    if (chunked !== undefined && !chunked.done) {
+      let rest: Buffer | undefined;
+      try {
+        rest = chunked.decode(chunk, this.#writeBody);
+      } catch (err) {
+        if (!(err instanceof ChunkedBodyError)) throw err;
+        this.#rejectBody(err);
+        return;
+      }
+      if (rest === undefined) return;
+      this.#upstream.end();
+      if (rest.length === 0) return;
+      chunk = rest;
+    } else if (this.#bodyRemaining > 0) {
       const body = chunk.subarray(0, this.#bodyRemaining);
       this.#bodyRemaining -= body.length;
       const upstream = this.#upstream;
@@ -252,6 +279,42 @@ class PendingUpgrade {
     this.#early.push(chunk);
     this.#earlyBytes += chunk.length;
     if (this.#earlyBytes > MAX_EARLY_CLIENT_BYTES) this.#client.pause();
+  }
+
+  /** Writes decoded body bytes upstream, pausing the client until the upstream drains. */
+  readonly #writeBody = (data: Buffer): void => {
+    if (this.#upstream.write(data) || this.#awaitingDrain) return;
+    this.#awaitingDrain = true;
+    this.#client.pause();
+    this.#upstream.once('drain', () => {
+      this.#awaitingDrain = false;
+      this.#client.resume();
+    });
+  };
+
+  /**
+   * Ends the handshake after the chunked request body failed to decode: the upstream request is
+   * destroyed, and the client gets the error response of `err`.
+   */
+  #rejectBody(err: ChunkedBodyError): void {
+    if (!this.#settle()) return;
+    this.#upstream.destroy();
+    const logger = this.#context.logger;
+    if (logger.isLevelEnabled('debug')) {
+      logger.debug(
+        { route: this.#request.route, status: err.response.status, error: err.message },
+        'upgrade request rejected: invalid chunked body',
+      );
+    }
+    writeRawError(this.#client, err.response, this.#request.route);
+    reportTunnel(
+      this.#context,
+      this.#req,
+      this.#request.route,
+      err.response.status,
+      this.#target,
+      this.#startTime,
+    );
   }
 
   /**
