@@ -10,9 +10,11 @@ import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
 import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelining.js';
 import { resetConnection } from './socket-reset.js';
+import { ContinueExchange } from './continue-exchange.js';
 import {
   classifyUpstreamError,
   destroyResponse,
+  isUnrequestedContinue,
   PROXY_ERRORS,
   sendErrorResponse,
   type ProxyError,
@@ -99,7 +101,7 @@ export const CLOSE_DELIMITED_RESET = Object.assign(
   new Error('the upstream reset the connection before the end of the response body'),
   { code: 'ECONNRESET' },
 );
-/** Log code of a response whose trailer section undici rejected; its body was complete. */
+/** Log code of a response whose trailer section undici rejected after a complete body. */
 export const TRAILERS_DROPPED_CODE = 'LOOM_UPSTREAM_TRAILERS_DROPPED';
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
@@ -488,6 +490,13 @@ export class ProxyExchange
       this.#endWithoutTrailers(err);
       return;
     }
+    if (!this.#responseStarted && isUnrequestedContinue(err)) {
+      this.target.state.markUnrequestedContinue();
+      if (this.request.body === null && IDEMPOTENT_METHODS.has(this.request.method)) {
+        this.#resendOnOwnConnection();
+        return;
+      }
+    }
     if ((err as { code?: unknown }).code === BODY_TOO_LARGE_CODE && !this.#responseStarted) {
       this.#answer(PROXY_ERRORS.payloadTooLarge, true);
       return;
@@ -550,6 +559,19 @@ export class ProxyExchange
     this.#answered = true;
     this.#res.end();
     this.reportRequest(this.#status);
+  }
+
+  /**
+   * Sends the request again to the same target through `node:http`, which skips the unrequested
+   * 100 Continue that undici failed on. The new exchange responds to the client and reports the
+   * request. The method is idempotent and the request has no body, so RFC 9110 section 9.2.2
+   * allows sending it again.
+   */
+  #resendOnOwnConnection(): void {
+    this.reportAttempt(upstreamFailureOf(PROXY_ERRORS.upstreamInvalidResponse));
+    this.#answered = true;
+    this.#res[kExchange] = undefined;
+    new ContinueExchange(this.context, this.req, this.#res, this.request, false).start(this.target);
   }
 
   #canRetry(err: Error): boolean {

@@ -5,6 +5,7 @@ import type { UpstreamTarget } from '../upstreams/balancer.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
+  UPSTREAM_UPGRADE_CODE,
   writeRawErrorResponse,
   type ProxyError,
 } from './error-response.js';
@@ -401,7 +402,7 @@ class PendingUpgrade {
 
   /** Fails the handshake with 502 for a 101 that cannot become a tunnel, logging `reason`. */
   #failSwitch(reason: string): void {
-    const err = Object.assign(new Error(reason), { code: 'LOOM_UPSTREAM_UPGRADE' });
+    const err = Object.assign(new Error(reason), { code: UPSTREAM_UPGRADE_CODE });
     this.#fail(err, PROXY_ERRORS.upstreamInvalidResponse);
   }
 
