@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { UNREQUESTED_CONTINUE_CODE } from '../../data-plane/upstreams/target-state.js';
-import { openRawClient, RawServer, startProxy, within, type ProxyFixture } from './harness.js';
+import { RawServer, sendRaw, startProxy, type ProxyFixture } from './harness.js';
 
 /**
  * Raw upstream that responds to each request with 100 Continue, which nothing requested, and a
@@ -38,10 +38,12 @@ class ContinueUpstream extends RawServer {
   }
 }
 
-async function exchange(port: number, request: string): Promise<string> {
-  const client = openRawClient(port, request);
-  await within(client.closed, 'the response to end');
-  return client.text();
+/** Starts `upstream` and a proxy whose only route sends every request to it. */
+async function startLegacyProxy(upstream: ContinueUpstream): Promise<ProxyFixture> {
+  await upstream.start();
+  const proxy = await startProxy();
+  proxy.publishOne('legacy', upstream.port);
+  return proxy;
 }
 
 // The tests run in order: the first request with a body finds the target out, and the requests
@@ -49,20 +51,14 @@ async function exchange(port: number, request: string): Promise<string> {
 describe('unrequested 100 Continue', () => {
   const upstream = new ContinueUpstream();
   let proxy: ProxyFixture;
-
-  before(async () => {
-    await upstream.start();
-    proxy = await startProxy();
-    proxy.publishOne('legacy', upstream.port);
-  });
-
+  before(async () => (proxy = await startLegacyProxy(upstream)));
   after(async () => {
     await proxy.close();
     await upstream.close();
   });
 
   it('answers 502 to the first POST', async () => {
-    const response = await exchange(
+    const response = await sendRaw(
       proxy.port,
       'POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi',
     );
@@ -75,7 +71,7 @@ describe('unrequested 100 Continue', () => {
   });
 
   it('sends later requests through node:http', async () => {
-    const response = await exchange(
+    const response = await sendRaw(
       proxy.port,
       'POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi',
     );
@@ -89,7 +85,7 @@ describe('unrequested 100 Continue', () => {
   });
 
   it('answers 502 to an unrequested 101', async () => {
-    const response = await exchange(
+    const response = await sendRaw(
       proxy.port,
       'GET /switch HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
     );
@@ -100,7 +96,7 @@ describe('unrequested 100 Continue', () => {
   });
 
   it('answers 502 to a 101 after 100-continue', async () => {
-    const response = await exchange(
+    const response = await sendRaw(
       proxy.port,
       'POST /switch HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n' +
         'Connection: close\r\n\r\nhi',
@@ -114,20 +110,14 @@ describe('unrequested 100 Continue', () => {
 describe('unrequested 100 Continue to a GET', () => {
   const upstream = new ContinueUpstream();
   let proxy: ProxyFixture;
-
-  before(async () => {
-    await upstream.start();
-    proxy = await startProxy();
-    proxy.publishOne('legacy', upstream.port);
-  });
-
+  before(async () => (proxy = await startLegacyProxy(upstream)));
   after(async () => {
     await proxy.close();
     await upstream.close();
   });
 
   it('sends the GET again', async () => {
-    const response = await exchange(
+    const response = await sendRaw(
       proxy.port,
       'GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
     );
@@ -141,7 +131,7 @@ describe('unrequested 100 Continue to a GET', () => {
   });
 
   it('sends no 1xx to an HTTP/1.0 client', async () => {
-    const response = await exchange(proxy.port, 'GET /page HTTP/1.0\r\nHost: a\r\n\r\n');
+    const response = await sendRaw(proxy.port, 'GET /page HTTP/1.0\r\nHost: a\r\n\r\n');
 
     assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
     assert.doesNotMatch(response, /100 Continue/);
