@@ -1,10 +1,12 @@
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, InformationEvent, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { hadWriteReset, keepResponseOnReset } from '../upstreams/reset-guard.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
+  UPSTREAM_UPGRADE_CODE,
   sendErrorResponse,
   type ProxyError,
 } from './error-response.js';
@@ -14,6 +16,7 @@ import {
   type ForwardedRequest,
   type ProxyContext,
 } from './exchange.js';
+import { forwardInformational, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
@@ -27,6 +30,12 @@ import {
 import { BODY_TOO_LARGE_CODE } from './prepare-request.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
 import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
+
+/** Failure of a request without `Upgrade` that got 101 Switching Protocols; one instance. */
+const UNREQUESTED_SWITCH = Object.assign(
+  new Error('the upstream sent 101 Switching Protocols to a request without Upgrade'),
+  { code: UPSTREAM_UPGRADE_CODE },
+);
 
 /**
  * Time the proxy waits for the upstream's `100 Continue` before it sends the body anyway, as
@@ -42,6 +51,10 @@ const CONTINUE_WAIT_MS = 1_000;
  * streams to the upstream; a final status (401, 413, 417) reaches the client before it sent
  * the body, with `Connection: close`, because the unread body makes the connection unusable.
  * When the upstream stays silent for a second, the proxy answers 100 itself.
+ *
+ * Without `expectContinue` the request goes without `Expect` and its body at once. The proxy
+ * sends requests that way to a target that sends 100 Continue unrequested, which undici 7
+ * cannot read and `node:http` skips.
  */
 export class ContinueExchange extends ObservedExchange {
   readonly #res: ServerResponse;
@@ -56,22 +69,28 @@ export class ContinueExchange extends ObservedExchange {
   #source: Readable | undefined;
   #response: IncomingMessage | undefined;
   #done = false;
+  /** False when the client sent no `Expect`, so the body goes without waiting for a 100. */
+  readonly #expectContinue: boolean;
 
   constructor(
     context: ProxyContext,
     req: IncomingMessage,
     res: ServerResponse,
     request: ForwardedRequest,
+    expectContinue = true,
   ) {
     super(context, req, request);
     this.#res = res;
+    this.#expectContinue = expectContinue;
   }
 
   start(target: UpstreamTarget): void {
     const request = this.request;
     this.beginAttempt(target);
 
-    const headers = [...request.headers, 'expect', '100-continue'];
+    const headers = this.#expectContinue
+      ? [...request.headers, 'expect', '100-continue']
+      : request.headers.slice();
     const actions = request.actions;
     const context = this.context;
     const upstream = openUpstreamRequest(
@@ -85,14 +104,20 @@ export class ContinueExchange extends ObservedExchange {
     // An early response that arrives right before a reset reaches the client, as in the pool.
     upstream.once('socket', keepResponseOnReset);
     upstream.on('continue', () => this.#sendBody());
-    let processing = 0;
-    upstream.on('information', (info: { statusCode: number }) => {
-      // As for other requests, a few 102s reach the client and the rest are dropped.
-      const res = this.#res;
-      if (info.statusCode !== 102 || res.headersSent || ++processing > 8) return;
-      if (res.socket?.writableNeedDrain !== true) res.writeProcessing();
+    let informational = 0;
+    upstream.on('information', (info: InformationEvent) => {
+      // As for other requests, the first few 1xx responses reach the client. Node.js emits this
+      // event for a 100 too, which forwardInformational skips, and no 101 comes here.
+      if (++informational > MAX_INFORMATIONAL_RESPONSES) return;
+      forwardInformational(this.req, this.#res, info.statusCode, info.rawHeaders);
     });
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
+    // Node.js hands a 101 to this listener. Without one it closes the connection and emits
+    // neither 'response' nor 'error', and the client got no response.
+    upstream.on('upgrade', (_response: IncomingMessage, socket: Socket) => {
+      socket.destroy();
+      this.#fail(UNREQUESTED_SWITCH);
+    });
     upstream.on('error', (err: Error) => {
       // The upload can fail after the whole response arrived; its 'end' finishes the exchange.
       if (this.#response?.complete !== true) this.#fail(err);
@@ -112,7 +137,11 @@ export class ContinueExchange extends ObservedExchange {
     if (this.#res.socket === null) onQueuedClientClose(this.req.socket, this.#res, onClientClose);
     upstream.flushHeaders();
 
-    this.#continueTimer = setTimeout(() => this.#sendBody(), CONTINUE_WAIT_MS);
+    if (this.#expectContinue) {
+      this.#continueTimer = setTimeout(() => this.#sendBody(), CONTINUE_WAIT_MS);
+    } else {
+      this.#sendBody();
+    }
     const headersTimeout =
       actions.headersTimeoutMs > 0 ? actions.headersTimeoutMs : context.upstreamHeadersTimeoutMs;
     if (headersTimeout > 0) {
@@ -132,7 +161,7 @@ export class ContinueExchange extends ObservedExchange {
     }
 
     this.#bodySent = true;
-    if (!this.#res.headersSent) this.#res.writeContinue();
+    if (this.#expectContinue && !this.#res.headersSent) this.#res.writeContinue();
     const body = this.request.body;
     if (body === null) {
       upstream.end();
@@ -247,7 +276,8 @@ export class ContinueExchange extends ObservedExchange {
       if (error.status >= 502 && !counted) this.target.state.recordFailure();
       this.reportAttempt(upstreamFailureOf(this.#res.headersSent ? undefined : error));
     }
-    this.logUpstreamFailure(err, error.status);
+    // After the response headers the client gets no error status but a cut response.
+    this.logUpstreamFailure(err, this.#res.headersSent ? undefined : error.status);
     markConnectionClosing(this.req.socket);
     this.bytesSent += sendErrorResponse(
       this.#res,

@@ -22,6 +22,9 @@ export type ProxyErrorCode =
   | 'loop_detected'
   | 'internal_error';
 
+/** Error code of a 101 Switching Protocols that the proxy cannot turn into a tunnel. */
+export const UPSTREAM_UPGRADE_CODE = 'LOOM_UPSTREAM_UPGRADE';
+
 /** Status, code and message of one error response. */
 export interface ProxyError {
   readonly status: number;
@@ -104,11 +107,16 @@ export const PROXY_ERRORS = {
     error: 'bad_request',
     message: 'the final transfer coding of a request must be chunked',
   },
-  chunkedUpgrade: {
-    status: 501,
-    error: 'not_implemented',
+  invalidChunkedBody: {
+    status: 400,
+    error: 'bad_request',
     message:
-      'the proxy does not forward a chunked request body with Upgrade; send the body with Content-Length, or the request without Upgrade',
+      'the chunked request body is invalid: each chunk needs a hex size line and data that end with CRLF',
+  },
+  requestTrailersTooLarge: {
+    status: 431,
+    error: 'request_header_fields_too_large',
+    message: 'the trailer section of the request body is larger than the proxy accepts',
   },
   unsupportedTransferCoding: {
     status: 501,
@@ -235,6 +243,8 @@ export function classifyUpstreamError(err: unknown): ProxyError {
       return PROXY_ERRORS.upstreamClosed;
     case REQUEST_LOOP_CODE:
       return PROXY_ERRORS.loopDetected;
+    case UPSTREAM_UPGRADE_CODE:
+      return PROXY_ERRORS.upstreamInvalidResponse;
     case 'UND_ERR_HEADERS_OVERFLOW':
       return PROXY_ERRORS.upstreamHeadersTooLarge;
     case 'UND_ERR_INVALID_ARG':
@@ -247,12 +257,24 @@ export function classifyUpstreamError(err: unknown): ProxyError {
 }
 
 /**
+ * Tells whether undici failed a request because the upstream sent 100 Continue to it without
+ * `Expect`. undici 7.30.3 fails only the request in flight with 'bad response' then, and with
+ * no request in flight it closes the connection without failing one.
+ */
+export function isUnrequestedContinue(err: unknown): boolean {
+  const failure = err as { code?: unknown; message?: unknown } | null;
+  return failure?.code === 'UND_ERR_SOCKET' && failure.message === 'bad response';
+}
+
+/**
  * Tells whether undici closed the connection because of a response it does not handle, not a
  * broken connection. Such a response is a 100 Continue to a request sent without `Expect`, a
  * 101 to a request without `Upgrade`, or any response while no request was running.
  */
 // NOTE: RFC 9110 section 15.2 requires clients to read 1xx responses they did not expect, but
-// undici 7.30 fails the request on an unrequested 100 and reports it only in this message.
+// undici 7.30.3, the newest 7.x, fails the request on an unrequested 100 and reports it only in
+// this message. The exchange sends such a request again through `node:http` when it has no body
+// and an idempotent method; a request with a body gets 502.
 function isUnexpectedResponse(err: unknown): boolean {
   const message = (err as { message?: unknown } | null)?.message;
   return message === 'bad response' || message === 'bad upgrade';

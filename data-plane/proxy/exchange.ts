@@ -5,13 +5,16 @@ import type { Logger } from '../../common/logger.js';
 import type { Balancer, UpstreamTarget } from '../upstreams/balancer.js';
 import { isReportingReset } from '../upstreams/reset-guard.js';
 import { DetachableAttempt } from './detachable-attempt.js';
+import { forwardInformational, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { ObservedExchange } from './observed-exchange.js';
 import { upstreamFailureOf, type ProxyObserver } from './observer.js';
 import { kForwarder, markConnectionClosing, type BodyForwarder } from './pipelining.js';
 import { resetConnection } from './socket-reset.js';
+import { ContinueExchange } from './continue-exchange.js';
 import {
   classifyUpstreamError,
   destroyResponse,
+  isUnrequestedContinue,
   PROXY_ERRORS,
   sendErrorResponse,
   type ProxyError,
@@ -98,14 +101,10 @@ export const CLOSE_DELIMITED_RESET = Object.assign(
   new Error('the upstream reset the connection before the end of the response body'),
   { code: 'ECONNRESET' },
 );
+/** Log code of a response whose trailer section undici rejected after a complete body. */
+export const TRAILERS_DROPPED_CODE = 'LOOM_UPSTREAM_TRAILERS_DROPPED';
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
-
-/**
- * 1xx responses forwarded per request; later ones are dropped. A 102 or 103 is advisory, and
- * neither waits for the client, so an upstream that sends them without end would fill memory.
- */
-const MAX_INFORMATIONAL_RESPONSES = 8;
 
 /** Scratch result of `buildClientResponseHeaders`, read right after each call. */
 const RESPONSE_HEAD: ResponseHead = {
@@ -242,7 +241,7 @@ export class ProxyExchange
     const raw = (rawHeaders ?? []) as Buffer[];
     if (statusCode < 200) {
       if (++this.#informational <= MAX_INFORMATIONAL_RESPONSES) {
-        forwardInformational(this.#res, statusCode, raw);
+        forwardInformational(this.req, this.#res, statusCode, raw);
       }
       return true;
     }
@@ -487,6 +486,17 @@ export class ProxyExchange
       this.reportRequest(this.#status);
       return;
     }
+    if (this.#responseStarted && isTrailerContentLength(err)) {
+      this.#endWithoutTrailers(err);
+      return;
+    }
+    if (!this.#responseStarted && isUnrequestedContinue(err)) {
+      this.target.state.markUnrequestedContinue();
+      if (this.request.body === null && IDEMPOTENT_METHODS.has(this.request.method)) {
+        this.#resendOnOwnConnection();
+        return;
+      }
+    }
     if ((err as { code?: unknown }).code === BODY_TOO_LARGE_CODE && !this.#responseStarted) {
       this.#answer(PROXY_ERRORS.payloadTooLarge, true);
       return;
@@ -522,6 +532,46 @@ export class ProxyExchange
     // The rest of an upload that the upstream did not take stays unread on the client
     // connection, so the connection cannot carry another request.
     this.#answer(error, this.request.body !== null && !this.req.complete);
+  }
+
+  /**
+   * Ends the client response after undici rejected the upstream's trailer section, which comes
+   * after the last chunk, so the relayed body is complete and only the trailers are lost.
+   */
+  #endWithoutTrailers(err: Error): void {
+    this.target.state.recordSuccess();
+    this.reportAttempt(undefined);
+    const suppressed = this.context.upstreamFailureLog.take();
+    if (suppressed !== undefined) {
+      this.context.logger.warn(
+        {
+          route: this.request.route,
+          upstream: this.target.upstream,
+          target: this.target.origin,
+          code: TRAILERS_DROPPED_CODE,
+          status: this.#status,
+          suppressed,
+          error: err.message,
+        },
+        'upstream trailers dropped: the trailer section contains Content-Length',
+      );
+    }
+    this.#answered = true;
+    this.#res.end();
+    this.reportRequest(this.#status);
+  }
+
+  /**
+   * Sends the request again to the same target through `node:http`, which skips the unrequested
+   * 100 Continue that undici failed on. The new exchange responds to the client and reports the
+   * request. The method is idempotent and the request has no body, so RFC 9110 section 9.2.2
+   * allows sending it again.
+   */
+  #resendOnOwnConnection(): void {
+    this.reportAttempt(upstreamFailureOf(PROXY_ERRORS.upstreamInvalidResponse));
+    this.#answered = true;
+    this.#res[kExchange] = undefined;
+    new ContinueExchange(this.context, this.req, this.#res, this.request, false).start(this.target);
   }
 
   #canRetry(err: Error): boolean {
@@ -595,42 +645,6 @@ export class ProxyExchange
 }
 
 /**
- * Forwards a 1xx response: 102 and 103 through Node.js, which writes them ahead of the final
- * response. 100 never arrives here, because the proxy sends no `Expect` through undici, and
- * undici treats an unsolicited 100 as a broken response.
- */
-// NOTE: other 1xx codes (104 and unregistered ones) are dropped; Node.js has no API to write them.
-function forwardInformational(res: ServerResponse, status: number, raw: readonly Buffer[]): void {
-  // A client that has not taken what was sent before gets no more hints.
-  if (res.headersSent || res.destroyed || res.socket?.writableNeedDrain === true) {
-    return;
-  }
-  if (status === 102) {
-    res.writeProcessing();
-    return;
-  }
-  if (status !== 103) {
-    return;
-  }
-
-  const hints: Record<string, string | string[]> = {};
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toString('latin1').toLowerCase();
-    const value = raw[i + 1].toString('latin1');
-    const previous = hints[name];
-    hints[name] =
-      previous === undefined
-        ? value
-        : [...(Array.isArray(previous) ? previous : [previous]), value];
-  }
-  try {
-    res.writeEarlyHints(hints);
-  } catch {
-    // An invalid Link value makes Node.js throw; the hints are advisory, so they are dropped.
-  }
-}
-
-/**
  * Tells whether undici failed a 204 or 304 only because of its Content-Length. A 304 may carry
  * the Content-Length its 200 would have (RFC 9110 section 8.6), and a 204 that carries one
  * anyway still ends at its headers (RFC 9112 section 6.3), so the response is complete.
@@ -641,6 +655,21 @@ function isBodylessLengthMismatch(status: number, err: Error): boolean {
   return (
     (status === 204 || status === 304) &&
     (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+  );
+}
+
+/**
+ * Tells whether undici failed a chunked response because its trailer section contains
+ * Content-Length, which llhttp rejects in a message with Transfer-Encoding. In the header
+ * section the same field fails the request before its headers, so after them the failure can
+ * only come from the trailer section, which follows the last chunk.
+ */
+// NOTE: undici 7.30.3, the newest 7.x, sets no llhttp leniency for this and discards the
+// trailer fields it parsed before the failure, so every trailer of such a response is dropped.
+function isTrailerContentLength(err: Error): boolean {
+  return (
+    err.name === 'HTTPParserError' &&
+    err.message.includes("Content-Length can't be present with Transfer-Encoding")
   );
 }
 

@@ -541,6 +541,6 @@ export function isHopByHop(lower: string): boolean {
 }
 
 /** Header bytes as text: undici hands over Buffers, `node:http` strings; latin1 keeps every byte. */
-function toText(value: Buffer | string): string {
+export function toText(value: Buffer | string): string {
   return typeof value === 'string' ? value : value.toString('latin1');
 }

@@ -215,6 +215,8 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
       }
       if (listener === 'checkContinue') {
         new ContinueExchange(context, req, res, prepared.request).start(prepared.target);
+      } else if (prepared.target.state.sendsUnrequestedContinue) {
+        new ContinueExchange(context, req, res, prepared.request, false).start(prepared.target);
       } else {
         new ProxyExchange(context, req, res, prepared.request).start(prepared.target);
       }

@@ -1,10 +1,11 @@
-import type { ClientRequest, IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage, InformationEvent } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RoutingTable } from '../table.js';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import {
   classifyUpstreamError,
   PROXY_ERRORS,
+  UPSTREAM_UPGRADE_CODE,
   writeRawErrorResponse,
   type ProxyError,
 } from './error-response.js';
@@ -12,6 +13,8 @@ import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
+import { ChunkedBodyError, ChunkedDecoder } from './chunked-decoder.js';
+import { informationalHead, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { UNMATCHED, upstreamFailureOf } from './observer.js';
 import { prepareRequest } from './prepare-request.js';
 import { Tunnel, type TunnelRegistry } from './tunnel.js';
@@ -34,8 +37,9 @@ const MAX_EARLY_CLIENT_BYTES = 64 * 1024;
  * connection closes after it.
  *
  * Node.js parses no request body here. A Content-Length body is sent upstream as it arrives,
- * because the new protocol starts only after the whole request message. A chunked body gets
- * 501.
+ * because the new protocol starts only after the whole request message. A chunked body is
+ * decoded here to find its end and sent upstream chunked anew, without its extensions and
+ * trailers. An invalid one gets 400, 413 or 431 unless the upstream already responded.
  *
  * Until the upstream responds, the client's bytes are held back, and the client ending or
  * closing its side destroys both connections. Without a response within the route's
@@ -73,19 +77,17 @@ export function proxyUpgrade(
     return;
   }
 
-  const route = prepared.request.route;
-  if (prepared.head.transferEncoding !== undefined) {
-    writeRawError(socket, PROXY_ERRORS.chunkedUpgrade, route);
-    reportTunnel(context, req, route, PROXY_ERRORS.chunkedUpgrade.status, undefined, startTime);
-    return;
-  }
-
   const handshake = new PendingUpgrade(context, tunnels, req, socket, prepared.request, startTime);
-  const bodyBytes = Number(prepared.head.contentLength ?? '0');
+  // prepareRequest rejected any transfer coding but chunked, and Transfer-Encoding in HTTP/1.0.
+  const maxBodyBytes = prepared.request.actions.maxRequestBodyBytes ?? context.maxRequestBodyBytes;
+  const body =
+    prepared.head.transferEncoding !== undefined
+      ? new ChunkedDecoder(maxBodyBytes)
+      : Number(prepared.head.contentLength ?? '0');
   // prepareRequest rejected any other expectation with 417, and HTTP/1.0 ignores Expect.
   const expectsContinue =
-    prepared.head.expect !== undefined && req.httpVersion !== '1.0' && bodyBytes > 0;
-  handshake.start(prepared.target, prepared.head.host, head, table, bodyBytes, expectsContinue);
+    prepared.head.expect !== undefined && req.httpVersion !== '1.0' && body !== 0;
+  handshake.start(prepared.target, prepared.head.host, head, table, body, expectsContinue);
 }
 
 /** One upgrade request from the moment it is sent upstream until the upstream responds. */
@@ -101,13 +103,19 @@ class PendingUpgrade {
   #upstream!: ClientRequest;
   /** Protocols sent in the Upgrade header; empty when the request went without one. */
   #protocols: string[] = [];
-  /** Bytes of the request body still to come from the client and go upstream. */
+  /** Bytes of a Content-Length request body still to come from the client and go upstream. */
   #bodyRemaining = 0;
+  /** Decoder of a chunked request body, or undefined for a body with Content-Length or none. */
+  #chunked: ChunkedDecoder | undefined;
+  /** True while the client socket is paused until the upstream request drains. */
+  #awaitingDrain = false;
   #table: RoutingTable | undefined;
   #host: string | undefined;
   /** Client bytes that arrived before the response; written upstream after a 101. */
   readonly #early: Buffer[] = [];
   #earlyBytes = 0;
+  /** 1xx responses other than 100 and 101 that the upstream sent. */
+  #informational = 0;
   #headersTimer: NodeJS.Timeout | undefined;
   #settled = false;
   /** True once the request no longer counts in `target.state.active`. */
@@ -136,8 +144,9 @@ class PendingUpgrade {
   }
 
   /**
-   * Sends the handshake to `target`; `host` and `table` are what the request was routed on, and
-   * `bodyBytes` is its Content-Length. With `expectsContinue` the request goes with
+   * Sends the handshake to `target`; `host` and `table` are what the request was routed on.
+   * `body` is the Content-Length of the request body, or the decoder of a chunked one, which
+   * goes upstream chunked anew. With `expectsContinue` the request goes with
    * `Expect: 100-continue`, and the upstream's 100 is relayed to the client.
    */
   start(
@@ -145,14 +154,18 @@ class PendingUpgrade {
     host: string | undefined,
     head: Buffer,
     table: RoutingTable | undefined,
-    bodyBytes: number,
+    body: number | ChunkedDecoder,
     expectsContinue: boolean,
   ): void {
     const request = this.#request;
     this.#target = target;
     this.#host = host;
     this.#table = table;
-    this.#bodyRemaining = bodyBytes;
+    if (typeof body === 'number') {
+      this.#bodyRemaining = body;
+    } else {
+      this.#chunked = body;
+    }
     // RFC 9110 section 7.8: a server ignores Upgrade in an HTTP/1.0 request.
     const req = this.#req;
     const protocols =
@@ -162,6 +175,8 @@ class PendingUpgrade {
     if (protocols.length > 0)
       headers.push('connection', 'upgrade', 'upgrade', protocols.join(', '));
     if (expectsContinue) headers.push('expect', '100-continue');
+    // With this header Node.js frames each write as a chunk and ends with the last chunk.
+    if (this.#chunked !== undefined) headers.push('transfer-encoding', 'chunked');
     const actions = request.actions;
     const context = this.#context;
     const connectTimeout =
@@ -179,8 +194,7 @@ class PendingUpgrade {
     this.#upstream = upstream;
     // Without a body, Node.js would add chunked framing to a POST, and after a 101 its final
     // chunk would reach the upstream as bytes of the new protocol.
-    if (bodyBytes === 0) upstream.useChunkedEncodingByDefault = false;
-    if (head.length > 0) this.#takeClientBytes(head);
+    if (body === 0) upstream.useChunkedEncodingByDefault = false;
 
     // The server socket allows half-open connections, so a client that sends FIN emits 'end'
     // and never 'close'; reading the socket is the only way to see that FIN.
@@ -194,12 +208,16 @@ class PendingUpgrade {
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
     upstream.on('error', (err: Error) => this.#fail(err));
     if (expectsContinue) upstream.on('continue', () => this.#relayContinue());
+    upstream.on('information', (info: InformationEvent) => this.#relayInformational(info));
     if (headersTimeout > 0) {
       this.#headersTimer = setTimeout(() => this.#timeOut(headersTimeout), headersTimeout);
     }
-    if (bodyBytes === 0) {
+    // The listeners are in place, so an invalid chunked body in `head` can end the handshake.
+    if (head.length > 0) this.#takeClientBytes(head);
+    if (this.#settled) return;
+    if (body === 0) {
       upstream.end();
-    } else if (this.#bodyRemaining > 0) {
+    } else if (this.#bodyRemaining > 0 || this.#chunked?.done === false) {
       // The upstream may respond to the head alone, which a client that sent Expect waits for.
       upstream.flushHeaders();
     }
@@ -213,11 +231,39 @@ class PendingUpgrade {
   }
 
   /**
+   * Writes the first few 1xx responses other than 100 and 101 to the client, as for other
+   * requests, unless the handshake already ended or the client sent HTTP/1.0.
+   */
+  #relayInformational(info: InformationEvent): void {
+    const client = this.#client;
+    // Node.js emits 'information' for a 100 as well, which 'continue' relays when requested.
+    if (info.statusCode < 102 || this.#settled || !client.writable) return;
+    if (this.#req.httpVersion === '1.0') return;
+    if (++this.#informational > MAX_INFORMATIONAL_RESPONSES) return;
+    const head = informationalHead(info.statusCode, info.rawHeaders);
+    if (head !== undefined) client.write(head, 'latin1');
+  }
+
+  /**
    * Sends the bytes of the request body upstream, and keeps the bytes after it until the
    * upstream responds, because only a 101 makes them bytes of the new protocol.
    */
   #takeClientBytes(chunk: Buffer): void {
-    if (this.#bodyRemaining > 0) {
+    const chunked = this.#chunked;
+    if (chunked !== undefined && !chunked.done) {
+      let rest: Buffer | undefined;
+      try {
+        rest = chunked.decode(chunk, this.#writeBody);
+      } catch (err) {
+        if (!(err instanceof ChunkedBodyError)) throw err;
+        this.#rejectBody(err);
+        return;
+      }
+      if (rest === undefined) return;
+      this.#upstream.end();
+      if (rest.length === 0) return;
+      chunk = rest;
+    } else if (this.#bodyRemaining > 0) {
       const body = chunk.subarray(0, this.#bodyRemaining);
       this.#bodyRemaining -= body.length;
       const upstream = this.#upstream;
@@ -234,6 +280,42 @@ class PendingUpgrade {
     this.#early.push(chunk);
     this.#earlyBytes += chunk.length;
     if (this.#earlyBytes > MAX_EARLY_CLIENT_BYTES) this.#client.pause();
+  }
+
+  /** Writes decoded body bytes upstream, pausing the client until the upstream drains. */
+  readonly #writeBody = (data: Buffer): void => {
+    if (this.#upstream.write(data) || this.#awaitingDrain) return;
+    this.#awaitingDrain = true;
+    this.#client.pause();
+    this.#upstream.once('drain', () => {
+      this.#awaitingDrain = false;
+      this.#client.resume();
+    });
+  };
+
+  /**
+   * Ends the handshake after the chunked request body failed to decode: the upstream request is
+   * destroyed, and the client gets the error response of `err`.
+   */
+  #rejectBody(err: ChunkedBodyError): void {
+    if (!this.#settle()) return;
+    this.#upstream.destroy();
+    const logger = this.#context.logger;
+    if (logger.isLevelEnabled('debug')) {
+      logger.debug(
+        { route: this.#request.route, status: err.response.status, error: err.message },
+        'upgrade request rejected: invalid chunked body',
+      );
+    }
+    writeRawError(this.#client, err.response, this.#request.route);
+    reportTunnel(
+      this.#context,
+      this.#req,
+      this.#request.route,
+      err.response.status,
+      this.#target,
+      this.#startTime,
+    );
   }
 
   /**
@@ -320,7 +402,7 @@ class PendingUpgrade {
 
   /** Fails the handshake with 502 for a 101 that cannot become a tunnel, logging `reason`. */
   #failSwitch(reason: string): void {
-    const err = Object.assign(new Error(reason), { code: 'LOOM_UPSTREAM_UPGRADE' });
+    const err = Object.assign(new Error(reason), { code: UPSTREAM_UPGRADE_CODE });
     this.#fail(err, PROXY_ERRORS.upstreamInvalidResponse);
   }
 
@@ -375,7 +457,16 @@ class PendingUpgrade {
     const actions = this.#request.actions;
     const bodyTimeoutMs =
       actions.bodyTimeoutMs > 0 ? actions.bodyTimeoutMs : this.#context.upstreamBodyTimeoutMs;
-    this.#cutRelay = relayResponse(response, headers, head, this.#client, bodyTimeoutMs);
+    // A chunked body stays chunked toward an HTTP/1.1 client, so its parser detects a cut body
+    // by the missing last chunk. A reset right after the last bytes can reach the client as a
+    // plain end of stream.
+    const chunked =
+      head.transferEncoding !== undefined &&
+      this.#req.httpVersion === '1.1' &&
+      this.#request.method !== 'HEAD' &&
+      status !== 204 &&
+      status !== 304;
+    this.#cutRelay = relayResponse(response, headers, head, this.#client, bodyTimeoutMs, chunked);
     this.#report(response.statusCode ?? 0);
   }
 
@@ -396,37 +487,47 @@ class PendingUpgrade {
     if (this.#cutRelay !== undefined) {
       this.#recordBodyOutcome(false);
       this.#cutRelay();
+      this.#logFailure(err, undefined);
       return;
     }
     if (!this.#settle()) return;
 
-    const request = this.#request;
-    const target = this.#target;
-    if (error.status >= 502) target.state.recordFailure();
-    const suppressed = this.#context.upstreamFailureLog.take();
-    if (suppressed !== undefined) {
-      const code = (err as { code?: unknown }).code;
-      this.#context.logger.warn(
-        {
-          route: request.route,
-          target: target.origin,
-          code,
-          status: error.status,
-          suppressed,
-          // As for other requests, an error with a code is logged without its stack trace.
-          ...(code === undefined ? { err } : { error: err.message }),
-        },
-        'upstream upgrade failed',
-      );
-    }
-    writeRawError(this.#client, error, request.route);
+    if (error.status >= 502) this.#target.state.recordFailure();
+    this.#logFailure(err, error.status);
+    writeRawError(this.#client, error, this.#request.route);
     this.#report(error.status, upstreamFailureOf(error));
+  }
+
+  /**
+   * Logs a failed upgrade request at warn level, within the context's rate limit. `status` is
+   * the error status sent to the client, undefined when the relayed response was cut.
+   */
+  #logFailure(err: Error, status: number | undefined): void {
+    const suppressed = this.#context.upstreamFailureLog.take();
+    if (suppressed === undefined) return;
+    const code = (err as { code?: unknown }).code;
+    const fields = {
+      route: this.#request.route,
+      target: this.#target.origin,
+      code,
+      status,
+      suppressed,
+      // As for other requests, an error with a code is logged without its stack trace.
+      ...(code === undefined ? { err } : { error: err.message }),
+    };
+    if (status === undefined) {
+      this.#context.logger.warn(fields, 'upstream response to an upgrade request cut');
+    } else {
+      this.#context.logger.warn(fields, 'upstream upgrade failed');
+    }
   }
 }
 
 /**
- * Writes a non-101 response to an upgrade request as an ordinary response, then closes. Returns
- * a function that cuts the client connection when the upstream fails during the body.
+ * Writes a non-101 response to an upgrade request as an ordinary response, then closes. With
+ * `chunked` the body goes in chunked framing, without trailers; otherwise it keeps its
+ * Content-Length or runs until the connection closes. Returns a function that cuts the client
+ * connection when the upstream fails during the body.
  */
 function relayResponse(
   response: IncomingMessage,
@@ -434,14 +535,16 @@ function relayResponse(
   head: ResponseHead,
   client: Socket,
   bodyTimeoutMs: number,
+  chunked: boolean,
 ): () => void {
   if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
   const status = response.statusCode ?? 502;
   let text = `HTTP/1.1 ${status} ${response.statusMessage ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  // Without Content-Length the body runs until the connection closes, which it does here.
+  if (chunked) text += 'Transfer-Encoding: chunked\r\n';
+  // Without Content-Length or chunks the body runs until the connection closes, as it does here.
   text += 'Connection: close\r\n\r\n';
-  const closeDelimited = head.contentLength === undefined;
+  const closeDelimited = head.contentLength === undefined && !chunked;
 
   // The client tells a cut body from a whole one by its length or, without one, by a reset.
   const cut = (): void => {
@@ -457,11 +560,30 @@ function relayResponse(
   response.on('close', () => {
     if (!response.complete) cut();
   });
-  response.on('end', () => client.destroySoon());
+  response.on('end', () => {
+    if (chunked) client.write('0\r\n\r\n', 'latin1');
+    client.destroySoon();
+  });
   client.once('close', () => response.destroy());
   limitBodyIdleTime(response, client, bodyTimeoutMs);
-  response.pipe(client, { end: false });
+  if (chunked) {
+    relayChunks(response, client);
+  } else {
+    response.pipe(client, { end: false });
+  }
   return cut;
+}
+
+/** Writes each body chunk of `response` to `client` in chunked framing, with backpressure. */
+function relayChunks(response: IncomingMessage, client: Socket): void {
+  response.on('data', (chunk: Buffer) => {
+    client.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    client.write(chunk);
+    if (!client.write('\r\n', 'latin1')) {
+      response.pause();
+      client.once('drain', () => response.resume());
+    }
+  });
 }
 
 function writeRawError(

@@ -1,6 +1,9 @@
 import type { Logger } from '../../common/logger.js';
 import type { PassiveHealth } from '../../proto/gen/loom/v1/config.js';
 
+/** Log code of a target that sent 100 Continue to a request without `Expect`. */
+export const UNREQUESTED_CONTINUE_CODE = 'LOOM_UPSTREAM_UNREQUESTED_CONTINUE';
+
 /** Passive ejection settings with defaults filled. */
 export type EjectionSettings = Readonly<PassiveHealth>;
 
@@ -41,6 +44,7 @@ export class TargetState {
   #restoreTimer: NodeJS.Timeout | undefined;
   readonly #logger: Logger;
   readonly #listener: TargetHealthListener | undefined;
+  #sendsUnrequestedContinue = false;
 
   constructor(upstream: string, url: string, logger: Logger, listener?: TargetHealthListener) {
     this.upstream = upstream;
@@ -52,6 +56,24 @@ export class TargetState {
   /** True when the target may receive requests: healthy and not ejected. */
   get available(): boolean {
     return this.#healthy && (this.#ejectedUntil === 0 || this.#ejectionExpired());
+  }
+
+  /**
+   * True once the target sent a 100 Continue to a request without `Expect`, which undici 7
+   * cannot read, so the proxy sends its later requests through `node:http`.
+   */
+  get sendsUnrequestedContinue(): boolean {
+    return this.#sendsUnrequestedContinue;
+  }
+
+  /** Sets `sendsUnrequestedContinue`, logging the change once. */
+  markUnrequestedContinue(): void {
+    if (this.#sendsUnrequestedContinue) return;
+    this.#sendsUnrequestedContinue = true;
+    this.#logger.warn(
+      { upstream: this.upstream, target: this.url, code: UNREQUESTED_CONTINUE_CODE },
+      'upstream target sent 100 Continue without Expect: its requests now go over connections of their own',
+    );
   }
 
   /** Result of the active health checks. */

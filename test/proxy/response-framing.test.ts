@@ -25,10 +25,6 @@ const RESPONSES: Record<string, { text: string; end: boolean }> = {
     text: 'HTTP/1.1 204 No Content\r\nX-Kind: empty\r\nContent-Length: 5\r\n\r\n',
     end: false,
   },
-  '/unrequested-continue': {
-    text: 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
-    end: false,
-  },
   '/unrequested-switch': {
     text: 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
     end: false,
@@ -92,7 +88,6 @@ describe('upstream response framing', () => {
     { path: '/gzip-close', message: /the upstream request failed/ },
     { path: '/split-codings', message: /the upstream request failed/ },
     { path: '/status-600', message: /the upstream request failed/ },
-    { path: '/unrequested-continue', message: /cannot read/ },
     { path: '/unrequested-switch', message: /cannot read/ },
   ];
   for (const { path, message } of REJECTED) {

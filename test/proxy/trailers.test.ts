@@ -11,6 +11,7 @@ import {
   type ProxyFixture,
   type RawClient,
 } from './harness.js';
+import { TRAILERS_DROPPED_CODE } from '../../data-plane/proxy/exchange.js';
 
 /** Raw upstream responses by path; the `/mid/*` ones stop after ten body bytes. */
 const RESPONSES: Record<string, string> = {
@@ -28,6 +29,10 @@ const RESPONSES: Record<string, string> = {
   '/no-content/length':
     'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kind: empty\r\n\r\nhello',
   '/no-content/zero': 'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n',
+  // llhttp rejects Content-Length in the trailer section of a chunked message.
+  '/trailer-length':
+    'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n' +
+    'X-Checksum: abc\r\nContent-Length: 3\r\n\r\n',
   '/ok': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
   '/bad-reason': 'HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok',
 };
@@ -161,6 +166,60 @@ describe('response endings', () => {
     assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
     assert.equal(body, 'hello');
     assert.deepEqual(names.sort(), ['grpc-status', 'x-checksum']);
+  });
+
+  it('ends a body whose trailers carry Content-Length', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'GET /trailer-length HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+    const text = client.text();
+    const line = proxy.logs.find((entry) => entry.code === TRAILERS_DROPPED_CODE);
+
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(text, /\r\ntransfer-encoding: chunked\r\n/i);
+    // The whole body, the last chunk, and an empty trailer section.
+    assert.ok(text.endsWith('\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), JSON.stringify(text));
+    assert.equal(client.error(), undefined);
+    assert.equal(line?.level, 40);
+    assert.equal(line?.status, 200);
+  });
+
+  it('cuts an upgrade relay at trailer Content-Length', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'GET /trailer-length HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+    const text = client.text();
+    const line = proxy.logs.find(
+      (entry) => entry.msg === 'upstream response to an upgrade request cut',
+    );
+
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(text, /\r\nTransfer-Encoding: chunked\r\n/i);
+    assert.ok(!text.endsWith('0\r\n\r\n'), JSON.stringify(text));
+    assert.match(String(line?.code), /^HPE_/);
+  });
+
+  it('cuts a 100-continue response at trailer Content-Length', async () => {
+    const client = openRawClient(
+      proxy.port,
+      'POST /trailer-length HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n' +
+        'Content-Length: 2\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+    const line = proxy.logs.find(
+      (entry) =>
+        entry.msg === 'upstream response aborted after headers were sent' &&
+        String(entry.code).startsWith('HPE_'),
+    );
+
+    assert.ok(!client.text().endsWith('0\r\n\r\n'), JSON.stringify(client.text()));
+    assert.doesNotMatch(client.text(), /^HTTP\/1\.1 502 /);
+    assert.equal(line?.status, undefined);
+    assert.equal(line?.route, 'raw');
   });
 
   it('ends a 204 with Content-Length at its head', async () => {

@@ -260,15 +260,4 @@ describe('proxy upgrades', () => {
     assert.match(client.text(), /\r\nx-body: body\r\n/i);
     client.socket.destroy();
   });
-
-  it('returns 501 for a chunked upgrade body', async () => {
-    const response = await sendRaw(
-      proxy.port,
-      'POST /ws/body HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade\r\n' +
-        'Upgrade: echo-protocol\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n',
-    );
-
-    assert.match(response, /^HTTP\/1\.1 501 Not Implemented\r\n/);
-    assert.match(response, /"error":"not_implemented"/);
-  });
 });

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { UNREQUESTED_CONTINUE_CODE } from '../../data-plane/upstreams/target-state.js';
+import { RawServer, sendRaw, startProxy, type ProxyFixture } from './harness.js';
+
+/**
+ * Raw upstream that responds to each request with 100 Continue, which nothing requested, and a
+ * 200 whose body is the request body it read. It keeps every request as received. A request
+ * for `/switch` gets 101 Switching Protocols instead, which nothing requested either.
+ */
+class ContinueUpstream extends RawServer {
+  readonly requests: string[] = [];
+
+  protected accept(socket: Socket): void {
+    let text = '';
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      const headEnd = text.indexOf('\r\n\r\n');
+      if (headEnd === -1) return;
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text)?.[1] ?? '0');
+      if (text.length < headEnd + 4 + length) return;
+      const body = text.slice(headEnd + 4, headEnd + 4 + length);
+      this.requests.push(text.slice(0, headEnd + 4 + length));
+      const path = text.split(' ')[1];
+      text = text.slice(headEnd + 4 + length);
+      if (path === '/switch') {
+        socket.write(
+          'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n',
+        );
+        return;
+      }
+      socket.write(
+        'HTTP/1.1 100 Continue\r\n\r\n' +
+          `HTTP/1.1 200 OK\r\nContent-Length: ${body.length + 2}\r\n\r\nok${body}`,
+      );
+    });
+  }
+}
+
+/** Starts `upstream` and a proxy whose only route sends every request to it. */
+async function startLegacyProxy(upstream: ContinueUpstream): Promise<ProxyFixture> {
+  await upstream.start();
+  const proxy = await startProxy();
+  proxy.publishOne('legacy', upstream.port);
+  return proxy;
+}
+
+// The tests run in order: the first request with a body finds the target out, and the requests
+// after it go through `node:http`.
+describe('unrequested 100 Continue', () => {
+  const upstream = new ContinueUpstream();
+  let proxy: ProxyFixture;
+  before(async () => (proxy = await startLegacyProxy(upstream)));
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('answers 502 to the first POST', async () => {
+    const response = await sendRaw(
+      proxy.port,
+      'POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi',
+    );
+    const marked = proxy.logs.filter((line) => line.code === UNREQUESTED_CONTINUE_CODE);
+
+    assert.match(response, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.match(response, /"error":"upstream_error"/);
+    assert.equal(upstream.requests.length, 1);
+    assert.equal(marked.length, 1);
+  });
+
+  it('sends later requests through node:http', async () => {
+    const response = await sendRaw(
+      proxy.port,
+      'POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi',
+    );
+    const forwarded = upstream.requests.at(-1) ?? '';
+
+    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(response, /100 Continue/);
+    assert.ok(response.endsWith('\r\n\r\nokhi'), JSON.stringify(response));
+    assert.equal(upstream.requests.length, 2);
+    assert.doesNotMatch(forwarded, /^expect:/im);
+  });
+
+  it('answers 502 to an unrequested 101', async () => {
+    const response = await sendRaw(
+      proxy.port,
+      'GET /switch HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+    );
+
+    assert.match(response, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.match(response, /"error":"upstream_error"/);
+    assert.match(response, /cannot read/);
+  });
+
+  it('answers 502 to a 101 after 100-continue', async () => {
+    const response = await sendRaw(
+      proxy.port,
+      'POST /switch HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n' +
+        'Connection: close\r\n\r\nhi',
+    );
+
+    assert.match(response, /^HTTP\/1\.1 (100 Continue\r\n\r\nHTTP\/1\.1 )?502 Bad Gateway\r\n/);
+    assert.match(response, /cannot read/);
+  });
+});
+
+describe('unrequested 100 Continue to a GET', () => {
+  const upstream = new ContinueUpstream();
+  let proxy: ProxyFixture;
+  before(async () => (proxy = await startLegacyProxy(upstream)));
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('sends the GET again', async () => {
+    const response = await sendRaw(
+      proxy.port,
+      'GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+    );
+    const marked = proxy.logs.filter((line) => line.code === UNREQUESTED_CONTINUE_CODE);
+
+    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(response, /100 Continue/);
+    assert.ok(response.endsWith('\r\n\r\nok'), JSON.stringify(response));
+    assert.equal(upstream.requests.length, 2);
+    assert.equal(marked.length, 1);
+  });
+
+  it('sends no 1xx to an HTTP/1.0 client', async () => {
+    const response = await sendRaw(proxy.port, 'GET /page HTTP/1.0\r\nHost: a\r\n\r\n');
+
+    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(response, /100 Continue/);
+  });
+});
