@@ -17,3 +17,28 @@ export function numberOption(argv: readonly string[], name: string, fallback: nu
   }
   return value;
 }
+
+/**
+ * Prints `usage` and exits 0 on `--help`, and exits 2 naming the option when `argv` contains one
+ * that is not in `flags` (options without a value) or `valued` (options followed by a value).
+ */
+export function checkOptions(
+  argv: readonly string[],
+  usage: string,
+  flags: readonly string[],
+  valued: readonly string[],
+): void {
+  if (argv.includes('--help')) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  for (let index = 0; index < argv.length; index++) {
+    const arg = argv[index];
+    if (valued.includes(arg)) {
+      index++;
+    } else if (!flags.includes(arg)) {
+      process.stderr.write(`unknown option ${arg}\n${usage}`);
+      process.exit(2);
+    }
+  }
+}

@@ -21,10 +21,18 @@ import { DataPlane } from '../../data-plane/data-plane.js';
 import { SnapshotDecoder } from '../../data-plane/snapshot-client/snapshot-decoder.js';
 import { warmSnapshotPath } from './warm-snapshot-path.js';
 import { benchUpstream, makeRoutes } from './bench-routes.js';
-import { numberOption, stringOption } from './options.js';
+import { checkOptions, numberOption, stringOption } from './options.js';
 import { mainThreadMs, ownCpuMs } from './process-stats.js';
 
 const argv = process.argv.slice(2);
+checkOptions(
+  argv,
+  'usage: node [--expose-gc] --import tsx bench/propagation/proxy-cpu.ts [--routes 1000]\n' +
+    '  [--changes 20] [--gap-ms 0] [--gcs 0] [--warmup] [--json] [--windows FILE]\n' +
+    '  [--snapshot-cache FILE]\n',
+  ['--warmup', '--json'],
+  ['--routes', '--changes', '--gap-ms', '--gcs', '--windows', '--snapshot-cache'],
+);
 const ROUTES = numberOption(argv, '--routes', 1_000);
 const CHANGES = numberOption(argv, '--changes', 20);
 const GAP_MS = numberOption(argv, '--gap-ms', 0);

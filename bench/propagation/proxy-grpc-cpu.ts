@@ -19,10 +19,17 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 
 import { DataPlane } from '../../data-plane/data-plane.js';
-import { numberOption, stringOption } from './options.js';
+import { checkOptions, numberOption, stringOption } from './options.js';
 import { mainThreadMs, ownCpuMs } from './process-stats.js';
 
 const argv = process.argv.slice(2);
+checkOptions(
+  argv,
+  'usage: node --import tsx bench/propagation/proxy-grpc-cpu.ts [--routes 1000]\n' +
+    '  [--changes 20] [--gap-ms 20] [--snapshot-cache FILE] [--windows FILE] [--json]\n',
+  ['--json'],
+  ['--routes', '--changes', '--gap-ms', '--snapshot-cache', '--windows'],
+);
 const ROUTES = numberOption(argv, '--routes', 1_000);
 const CHANGES = numberOption(argv, '--changes', 20);
 const GAP_MS = numberOption(argv, '--gap-ms', 20);

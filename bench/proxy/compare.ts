@@ -26,6 +26,16 @@ import {
   type Sample,
 } from './harness.js';
 
+const USAGE = `usage: tsx bench/proxy/compare.ts --baseline DIR [--baseline DIR2 ...]
+  --baseline DIR     another checkout to measure against this one (repeatable)
+  --duration 5s      length of one wrk run per checkout and round
+  --runs 5           rounds; each round measures every checkout once, in turns
+  --connections 50   wrk connections; 1 runs each request alone
+  --no-access-log    start every proxy without its access log
+  --node-arg ARG     node flag for this checkout's data plane only (repeatable)
+  --help             print this text
+`;
+
 const { values } = parseArgs({
   options: {
     baseline: { type: 'string', multiple: true },
@@ -34,10 +44,15 @@ const { values } = parseArgs({
     'no-access-log': { type: 'boolean', default: false },
     connections: { type: 'string', default: '50' },
     'node-arg': { type: 'string', multiple: true },
+    help: { type: 'boolean', default: false },
   },
 });
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 if (values.baseline === undefined || values.baseline.length === 0) {
-  process.stderr.write('usage: tsx bench/proxy/compare.ts --baseline DIR [--duration 5s]\n');
+  process.stderr.write(`missing --baseline DIR\n${USAGE}`);
   process.exit(2);
 }
 

@@ -31,8 +31,17 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     'no-workers': { type: 'boolean', default: false },
     only: { type: 'string' },
+    help: { type: 'boolean', default: false },
   },
 });
+if (values.help) {
+  process.stdout.write(
+    'usage: tsx bench/proxy/run.ts [--json] [--duration 10s] [--runs 3] [--no-workers]\n' +
+      '  [--only PEER,...]\n' +
+      'PEER: direct, nginx, minimal, dispatch, http-proxy, fastify, loom, loom-quiet, workers\n',
+  );
+  process.exit(0);
+}
 const PEER_KEYS = [
   'direct',
   'nginx',
