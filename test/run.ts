@@ -5,7 +5,9 @@ import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
-import { ROOT } from '../scripts/processes.js';
+import { build } from 'esbuild';
+
+import { PREBUILT_BIN_ENV, ROOT } from '../scripts/processes.js';
 import { describeProcesses, killAll, listProcesses } from './helpers/process-tree.js';
 
 function findTests(dir: string): string[] {
@@ -25,6 +27,40 @@ if (files.length === 0) {
   process.stderr.write(`no test files match "${filter}"\n`);
   process.exit(1);
 }
+
+// Each bundle is a bin/ script with the TypeScript sources it imports, compiled once here, so
+// the many loom and loomctl processes that the tests start compile no TypeScript. The folder is
+// directly under the root, as bin/ is, because cli/version.ts reads ../package.json relative to
+// its module. compose.test.ts and one usage test still start the bin/ scripts themselves.
+const prebuiltBin = join(ROOT, '.test-bin');
+await build({
+  entryPoints: { loom: join(ROOT, 'bin', 'loom.js'), loomctl: join(ROOT, 'bin', 'loomctl.js') },
+  outdir: prebuiltBin,
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  packages: 'external',
+  logLevel: 'warning',
+  plugins: [
+    {
+      // A bundle contains only JavaScript, so the tsx loader that the bin/ scripts register is
+      // left out.
+      name: 'without-tsx',
+      setup(builder) {
+        builder.onResolve({ filter: /^tsx\/esm\/api$/ }, () => ({
+          path: 'tsx-register',
+          namespace: 'without-tsx',
+        }));
+        builder.onLoad({ filter: /.*/, namespace: 'without-tsx' }, () => ({
+          contents: 'export function register() {}',
+          loader: 'js',
+        }));
+      },
+    },
+  ],
+});
 
 const child = spawn(
   process.execPath,
@@ -47,7 +83,12 @@ const child = spawn(
   ],
   // Its own process group, so that the processes of every test file can be found and killed
   // after the run, also those whose parent died first.
-  { cwd: ROOT, stdio: 'inherit', detached: true },
+  {
+    cwd: ROOT,
+    env: { ...process.env, [PREBUILT_BIN_ENV]: prebuiltBin },
+    stdio: 'inherit',
+    detached: true,
+  },
 );
 
 // The runner is no longer in the terminal's foreground group, so Ctrl-C reaches it from here.
