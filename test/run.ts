@@ -18,11 +18,45 @@ function findTests(dir: string): string[] {
   });
 }
 
+// node --test starts the files in the order given, two at a time. A slow file that starts near
+// the end keeps one core busy after the other core has run out of files. So the files that take
+// more than 20 s start first, slowest first, as ranked by the durations of a CI run (Node 20,
+// 2 cores). The other files follow in path order.
+const SLOWEST_FILES = [
+  'test/faults/shared-status.test.ts',
+  'test/integration/loomctl-operator.test.ts',
+  'test/integration/fleet.test.ts',
+  'test/integration/incremental-update-matches-fresh.test.ts',
+  'test/integration/config-cli.test.ts',
+  'test/integration/hostile-config-files.test.ts',
+  'test/integration/convergence.test.ts',
+  'test/integration/duplicate-proxy-id.test.ts',
+  'test/integration/incremental-random.test.ts',
+  'test/integration/large-config-etcd.test.ts',
+  'test/integration/cli-usage.test.ts',
+  'test/unit/table-update-differential.test.ts',
+  'test/faults/stream.test.ts',
+  'test/integration/cli-loomctl.test.ts',
+  'test/faults/stale-fleet-record.test.ts',
+  'test/integration/loom-flags.test.ts',
+  'test/faults/lifecycle.test.ts',
+  'test/faults/control-plane.test.ts',
+  'test/integration/nack-fallback-edges.test.ts',
+  'test/faults/etcd.test.ts',
+  'test/integration/fallback-after-late-ack.test.ts',
+];
+
+function startRank(file: string): number {
+  const rank = SLOWEST_FILES.indexOf(file);
+  return rank === -1 ? SLOWEST_FILES.length : rank;
+}
+
 const filter = process.argv[2] ?? '';
 const files = findTests(join(ROOT, 'test'))
   .map((file) => relative(ROOT, file))
   .filter((file) => file.includes(filter))
-  .sort();
+  .sort()
+  .sort((a, b) => startRank(a) - startRank(b));
 if (files.length === 0) {
   process.stderr.write(`no test files match "${filter}"\n`);
   process.exit(1);
