@@ -2,7 +2,7 @@
 // expand globs itself, so this script finds the files.
 // Usage: tsx test/run.ts [FILTER]  (FILTER keeps files whose path contains it)
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 import { build } from 'esbuild';
@@ -62,16 +62,19 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-// Each bundle is a bin/ script with the TypeScript sources it imports, compiled once here, so
-// the many loom and loomctl processes that the tests start compile no TypeScript. The folder is
-// directly under the root, as bin/ is, because cli/version.ts reads ../package.json relative to
-// its module. compose.test.ts and one usage test still start the bin/ scripts themselves.
-const prebuiltBin = join(ROOT, '.test-bin');
+// Each bundle is a bin/ script with the sources it imports, compiled once here, so the loom and
+// loomctl processes that the tests start compile no TypeScript. Split chunks load only when a
+// command imports them, as with tsx, so a run that stops at a usage error stays cheap. The
+// folder is directly under the root, as bin/ is, because cli/version.ts reads ../package.json
+// relative to its module, and is named after this process so that two runs never share it.
+// compose.test.ts and one usage test still start the bin/ scripts.
+const prebuiltBin = join(ROOT, `.test-bin-${process.pid}`);
 await build({
   entryPoints: { loom: join(ROOT, 'bin', 'loom.js'), loomctl: join(ROOT, 'bin', 'loomctl.js') },
   outdir: prebuiltBin,
   outExtension: { '.js': '.mjs' },
   bundle: true,
+  splitting: true,
   platform: 'node',
   format: 'esm',
   target: 'node20',
@@ -131,6 +134,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 child.on('exit', (code, signal) => {
+  rmSync(prebuiltBin, { recursive: true, force: true });
   const leftovers = listProcesses().filter((entry) => entry.pgid === child.pid);
   if (leftovers.length > 0) {
     killAll(leftovers);
