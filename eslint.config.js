@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'proto/gen/**', 'loom-data/**', '.tmp/**'] },
+  { ignores: ['node_modules/**', 'proto/gen/**', 'loom-data/**', '.tmp/**', '.test-bin-*/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

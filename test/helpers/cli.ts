@@ -3,7 +3,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ROOT } from '../../scripts/processes.js';
+import { programEntry, ROOT } from '../../scripts/processes.js';
 
 /** Exit code and output of one loom or loomctl run. */
 export interface CliResult {
@@ -20,7 +20,7 @@ export function loomctl(controlPlane: string, args: string[], stdin?: string): P
   return new Promise((resolve) => {
     const child = execFile(
       process.execPath,
-      [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
+      [programEntry('loomctl'), '--control-plane', controlPlane, ...args],
       { cwd: ROOT, timeout: 60_000 },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
@@ -68,7 +68,7 @@ export function loomctlFedEndlessly(
   return new Promise((resolve) => {
     const child = spawn(
       process.execPath,
-      [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
+      [programEntry('loomctl'), '--control-plane', controlPlane, ...args],
       { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] },
     );
     let stdout = '';
@@ -108,7 +108,7 @@ export function loom(args: string[], timeoutMs: number): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(ROOT, 'bin', 'loom.js'), ...args],
+      [programEntry('loom'), ...args],
       { cwd: ROOT, timeout: timeoutMs, killSignal: 'SIGKILL' },
       (error, stdout, stderr) => {
         let code = 0;
@@ -130,7 +130,7 @@ export interface PipedLoom {
 
 /** Starts `loom ARGS` with its stdout and stderr piped to this process. */
 export function startPipedLoom(args: string[]): PipedLoom {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
+  const child = spawn(process.execPath, [programEntry('loom'), ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

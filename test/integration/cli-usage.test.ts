@@ -9,16 +9,19 @@ import { after, before, describe, test } from 'node:test';
 
 import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 
-import { ROOT, startLoom, waitFor } from '../../scripts/processes.js';
+import { programEntry, ROOT, startLoom, waitFor } from '../../scripts/processes.js';
 import type { CliResult } from '../helpers/cli.js';
 import { findFreePort } from '../helpers/ports.js';
 
-/** Runs `bin/NAME.js ARGS` without a control plane; a run past 60 s is killed (code -1). */
+/**
+ * Runs `NAME ARGS` (see `programEntry`) without a control plane; a run past 60 s is killed
+ * (code -1).
+ */
 function run(name: 'loom' | 'loomctl', args: string[], env = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(ROOT, 'bin', `${name}.js`), ...args],
+      [programEntry(name), ...args],
       { cwd: ROOT, timeout: 60_000, killSignal: 'SIGKILL', env: { ...process.env, ...env } },
       (error, stdout, stderr) => {
         let code = 0;
@@ -182,6 +185,7 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
   });
 
   test('closed output keeps exit code', async () => {
+    // bin/loomctl.js itself, so that the suite also runs the shipped entry point through tsx.
     const child = spawn(process.execPath, [join(ROOT, 'bin', 'loomctl.js'), 'apply'], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ROOT } from '../../scripts/processes.js';
+import { programEntry, ROOT } from '../../scripts/processes.js';
 import { applyConfigText, Workspace, type Member } from '../faults/harness.js';
 import { loomctl as loomctlAt, type CliResult } from '../helpers/cli.js';
 import { sendRaw } from '../helpers/recording-upstream.js';
@@ -15,7 +15,7 @@ function loomctl(args: string[]): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(ROOT, 'bin', 'loomctl.js'), ...args],
+      [programEntry('loomctl'), ...args],
       { cwd: ROOT, timeout: 60_000, killSignal: 'SIGKILL' },
       (error, stdout, stderr) => {
         let code = 0;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ROOT } from '../../scripts/processes.js';
+import { programEntry, ROOT } from '../../scripts/processes.js';
 import { loom as runLoom, type CliResult } from '../helpers/cli.js';
 import { findFreePort } from '../helpers/ports.js';
 
@@ -19,7 +19,7 @@ function loom(args: string[]): Promise<CliResult> {
  * Loom logs, then sends SIGTERM to the child's PID and returns its exit code and output.
  */
 async function startThenStop(args: string[], message: string): Promise<CliResult> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
+  const child = spawn(process.execPath, [programEntry('loom'), ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ROOT, waitFor } from '../../scripts/processes.js';
+import { programEntry, ROOT, waitFor } from '../../scripts/processes.js';
 import { loomctl } from '../helpers/cli.js';
 import { runEtcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { startFleet, type Fleet } from '../helpers/fleet.js';
@@ -29,7 +29,7 @@ async function storedVersion(controlPlane: string): Promise<number> {
 function spawnLoomctl(controlPlane: string, args: string[]) {
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'bin', 'loomctl.js'), '--control-plane', controlPlane, ...args],
+    [programEntry('loomctl'), '--control-plane', controlPlane, ...args],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const output = { stdout: '', stderr: '' };

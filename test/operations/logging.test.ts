@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import { LoomError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
 import { AccessLog } from '../../data-plane/observability/access-log.js';
-import { ROOT, waitFor, waitForPort } from '../../scripts/processes.js';
+import { programEntry, ROOT, waitFor, waitForPort } from '../../scripts/processes.js';
 import { findFreePort } from '../helpers/ports.js';
 import { within } from '../proxy/harness.js';
 
@@ -276,7 +276,7 @@ async function runLoom(
   env: NodeJS.ProcessEnv,
   untilPort?: number,
 ): Promise<Exited> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'loom.js'), ...args], {
+  const child = spawn(process.execPath, [programEntry('loom'), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -336,7 +336,7 @@ describe('server log options', { timeout: 60_000 }, () => {
     const child = spawn(
       process.execPath,
       [
-        join(ROOT, 'bin', 'loom.js'),
+        programEntry('loom'),
         'control-plane',
         '--listen',
         `127.0.0.1:${port}`,

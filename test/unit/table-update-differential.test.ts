@@ -12,11 +12,10 @@ import type { RoutingTable } from '../../data-plane/table.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { StreamResponse } from '../../proto/gen/loom/v1/data_plane.js';
 import {
-  lookup,
+  lookupAll,
   registry,
   settle,
   upstream,
-  type LookupResult,
   type Outcome,
   type TableRequest,
 } from './table-fixtures.js';
@@ -38,10 +37,6 @@ function route(
   target = 'u1',
 ): Route {
   return { name, hosts, paths, methods, upstream: target };
-}
-
-function lookupAll(table: RoutingTable, requests: readonly TableRequest[]): LookupResult[] {
-  return requests.map((request) => lookup(table, request));
 }
 
 /** Lists routes compactly for failure messages, leaving out the filler routes of hand cases. */
