@@ -164,12 +164,15 @@ export class TransactionLog {
    * already in the state file: they remain when the store stopped between
    * writing the state and truncating the log.
    *
-   * A damaged last line is taken for a write that never completed. Such a
-   * write was never acknowledged, so the line is dropped with a warning and cut
-   * from the file. Later damage to an acknowledged last line looks the same.
+   * A last line without its newline, or with NUL bytes where a crash left
+   * blocks unwritten, is taken for a write that never completed. Such a write
+   * was never acknowledged, so the line is dropped with a warning and cut from
+   * the file. A complete last line that fails its checksum is damage to an
+   * acknowledged commit: dropping it would hand its revision to a different
+   * commit while proxies still serve the old one.
    *
    * @throws LoomError `LOOM_STORE_CORRUPT` naming the file and line when a damaged
-   *   line is followed by others, or when revisions skip.
+   *   line is complete or followed by others, or when revisions skip.
    */
   static async open(
     path: string,
@@ -253,7 +256,8 @@ function parseLog(
 
     const entry = complete ? decodeRecord(line, LogEntrySchema) : undefined;
     if (entry === undefined) {
-      if (lines.slice(index + 1).every((rest) => rest === '')) {
+      const last = lines.slice(index + 1).every((rest) => rest === '');
+      if (last && (!complete || line.includes('\0'))) {
         return { entries, lineCount, validBytes, tornLine: index + 1 };
       }
       throw corrupt(path, index + 1, 'checksum or format mismatch');

@@ -36,6 +36,22 @@ describe('EmbeddedStore', () => {
     return store;
   }
 
+  /** Commits `count` keys to a new store, closes it and damages the log line of revision 2. */
+  async function damageSecondLogLine(
+    t: TestContext,
+    count: number,
+  ): Promise<{ dataDir: string; logFile: string; content: string; damaged: string }> {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, count);
+    await first.close();
+    const logFile = join(dataDir, 'log.jsonl');
+    const content = await readFile(logFile, 'utf8');
+    const damaged = content.replace('"v1"', '"vX"');
+    await writeFile(logFile, damaged);
+    return { dataDir, logFile, content, damaged };
+  }
+
   async function writeSome(store: EmbeddedStore, count: number): Promise<number> {
     let revision = 0;
     for (let index = 0; index < count; index++) {
@@ -138,14 +154,36 @@ describe('EmbeddedStore', () => {
     );
   });
 
-  it('corrupt middle log line fails open', async (t) => {
+  it('last log line with NUL bytes is dropped', async (t) => {
     const dataDir = newDataDir();
     const first = await open(t, { dataDir });
-    await writeSome(first, 3);
+    await writeSome(first, 2);
     await first.close();
     const logFile = join(dataDir, 'log.jsonl');
-    const content = await readFile(logFile, 'utf8');
-    await writeFile(logFile, content.replace('"v1"', '"vX"'));
+    // A crash can leave the blocks of an unsynced append unwritten, which read back as zeros.
+    await appendFile(logFile, `3f2a {"revision":3,${'\0'.repeat(40)}}\n`);
+
+    const { logger, lines } = memoryLogger();
+    const second = await open(t, { dataDir, logger });
+
+    assert.ok(lines.some((line) => line.msg === 'torn log line dropped'));
+    assert.equal((await second.range('/loom/')).revision, 2);
+  });
+
+  it('damaged complete last log line fails open', async (t) => {
+    const { dataDir, logFile, damaged } = await damageSecondLogLine(t, 2);
+
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_CORRUPT');
+      assert.match(error.message, new RegExp(`${logFile} line 2 is corrupt`));
+      return true;
+    });
+    assert.equal(await readFile(logFile, 'utf8'), damaged);
+  });
+
+  it('corrupt middle log line fails open', async (t) => {
+    const { dataDir, logFile, content } = await damageSecondLogLine(t, 3);
 
     await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
       assert.ok(error instanceof LoomError);
