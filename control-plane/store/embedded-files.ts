@@ -208,16 +208,26 @@ export class TransactionLog {
    * Appends one entry and syncs it. When the write fails, the file is cut back
    * to its last complete record.
    *
-   * @throws the file system's error; a failed sync leaves the file's content uncertain.
+   * @throws LogWriteError with the file system's error. Its `uncertain` is true
+   *   when the sync failed or the file could not be cut back, because the file's
+   *   content may then differ from the store's memory.
    */
   async append(entry: LogEntry): Promise<void> {
     const line = Buffer.from(encodeRecord(entry));
     try {
       await this.#handle.appendFile(line);
+    } catch (error) {
+      const cut = await this.#handle.truncate(this.#size).then(
+        () => true,
+        () => false,
+      );
+      throw new LogWriteError(error, !cut);
+    }
+    try {
       await this.#handle.datasync();
     } catch (error) {
-      await this.#handle.truncate(this.#size).catch(() => undefined);
-      throw error;
+      // After a failed fsync, Linux may mark the unwritten pages clean, so a retry can succeed.
+      throw new LogWriteError(error, true);
     }
     this.#size += line.length;
     this.#entries += 1;
@@ -233,6 +243,18 @@ export class TransactionLog {
 
   async close(): Promise<void> {
     await this.#handle.close();
+  }
+}
+
+/** A failed append to the transaction log, with the file system's error as its cause. */
+export class LogWriteError extends Error {
+  /** Whether the file may now differ from the store's memory, so no further append is safe. */
+  readonly uncertain: boolean;
+
+  constructor(cause: unknown, uncertain: boolean) {
+    super((cause as Error).message, { cause });
+    this.name = 'LogWriteError';
+    this.uncertain = uncertain;
   }
 }
 
@@ -312,9 +334,12 @@ async function readOptionalFile(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+    const errno = error as NodeJS.ErrnoException;
+    if (errno.code === 'ENOENT') {
       return undefined;
     }
+    // A read that fails after the open, such as on a directory, names no path.
+    errno.path ??= path;
     throw error;
   }
 }

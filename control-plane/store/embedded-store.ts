@@ -7,12 +7,13 @@ import { pino } from 'pino';
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { movesAcceptedForward } from './accepted-record.js';
-import { createDataDir } from './data-dir.js';
+import { createDataDir, describeFileError, isFileError } from './data-dir.js';
 import { DataDirLock } from './data-dir-lock.js';
 import {
   AcceptedFileSchema,
   encodeRecord,
   IdentitySchema,
+  LogWriteError,
   readRecordFile,
   StateSchema,
   TransactionLog,
@@ -106,8 +107,8 @@ export class EmbeddedStore implements Store {
   #queue: Promise<unknown> = Promise.resolve();
   /** Tail of the queue of accepted-version writes, apart from commits so neither waits. */
   #acceptedQueue: Promise<unknown> = Promise.resolve();
-  /** Set when a log write failed; the file may no longer match memory. */
-  #writeFailure: Error | undefined;
+  /** Set when a log write failed so that the file may no longer match memory. */
+  #writeFailure: LogWriteError | undefined;
   #closed = false;
   #commitsInFlight = 0;
 
@@ -165,7 +166,12 @@ export class EmbeddedStore implements Store {
       dataDir,
     });
     await createDataDir(dataDir);
-    const lock = await DataDirLock.acquire(dataDir, logger);
+    let lock: DataDirLock;
+    try {
+      lock = await DataDirLock.acquire(dataDir, logger);
+    } catch (error) {
+      throw describeOpenError(error, dataDir);
+    }
 
     try {
       const epoch = await loadOrCreateEpoch(dataDir, logger);
@@ -195,8 +201,8 @@ export class EmbeddedStore implements Store {
       );
       return store;
     } catch (error) {
-      await lock.release();
-      throw error;
+      await lock.release().catch(() => undefined);
+      throw describeOpenError(error, dataDir);
     }
   }
 
@@ -327,8 +333,9 @@ export class EmbeddedStore implements Store {
     if (this.#writeFailure !== undefined) {
       throw new LoomError(
         'LOOM_STORE_UNAVAILABLE',
-        `a write to ${this.#log.path} failed earlier (${this.#writeFailure.message}); ` +
-          'close the store and open it again',
+        `a write to ${this.#log.path} failed earlier and may have left the file out of step ` +
+          `with memory (${describeFileError(this.#writeFailure.cause, this.#log.path)}); ` +
+          'fix the cause and restart the control plane, which reads the file again',
         { cause: this.#writeFailure },
       );
     }
@@ -338,13 +345,20 @@ export class EmbeddedStore implements Store {
     try {
       await this.#log.append(entry);
     } catch (error) {
-      this.#writeFailure = error as Error;
-      this.#logger.error({ err: error, revision: entry.revision }, 'log write failed');
+      const failure = error as LogWriteError;
+      if (failure.uncertain) this.#writeFailure = failure;
+      this.#logger.error(
+        { err: failure.cause, revision: entry.revision, uncertain: failure.uncertain },
+        'log write failed',
+      );
+      const next = failure.uncertain
+        ? 'fix the cause and restart the control plane, which reads the file again'
+        : 'nothing was written; fix the cause and apply again';
       throw new LoomError(
         'LOOM_STORE_UNAVAILABLE',
-        `writing revision ${entry.revision} to ${this.#log.path} failed: ` +
-          (error as Error).message,
-        { cause: error },
+        `writing revision ${entry.revision} failed: ` +
+          `${describeFileError(failure.cause, this.#log.path)}; ${next}`,
+        { cause: failure.cause },
       );
     }
 
@@ -447,6 +461,16 @@ export class EmbeddedStore implements Store {
       throw new LoomError('LOOM_STORE_UNAVAILABLE', `embedded store in ${this.#dataDir} is closed`);
     }
   }
+}
+
+/** Rewords a file system error met while opening the store to name the path and the fix. */
+function describeOpenError(error: unknown, dataDir: string): unknown {
+  if (!isFileError(error)) return error;
+  return new LoomError(
+    'LOOM_STORE_UNAVAILABLE',
+    `cannot open the embedded store in ${dataDir}: ${describeFileError(error, dataDir)}`,
+    { cause: error },
+  );
 }
 
 async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<string> {
