@@ -146,6 +146,21 @@ describe('embedded store faults', { timeout: 240_000 }, () => {
     assert.match(readFileSync(log, 'utf8'), /stale data directory lock taken over/);
   });
 
+  test('empty data directory flag', async () => {
+    for (const value of ['', ' ']) {
+      const result = await startToExit(value);
+
+      assert.equal(result.code, 2, result.stderr);
+      assert.ok(
+        result.stderr.includes(
+          `error: invalid --data-dir ${JSON.stringify(value)}: the path is empty or only white ` +
+            'space; name the directory of the store, such as --data-dir ./loom-data',
+        ),
+        result.stderr,
+      );
+    }
+  });
+
   test('store file that is a directory', async () => {
     const dataDir = join(dir, 'directory-identity');
     mkdirSync(join(dataDir, 'identity.json'), { recursive: true });
