@@ -322,7 +322,7 @@ function corrupt(path: string, line: number, detail: string): LoomError {
  * epoch, which proxies accept, so applying the configuration files again restores service. Cutting
  * the log short instead would reuse versions the proxies already hold.
  */
-function recovery(path: string): string {
+export function recovery(path: string): string {
   const dataDir = dirname(path);
   return (
     `move ${dataDir} aside, start the control plane again and apply the configuration files ` +

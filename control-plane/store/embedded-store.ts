@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { pino } from 'pino';
@@ -15,6 +15,7 @@ import {
   IdentitySchema,
   LogWriteError,
   readRecordFile,
+  recovery,
   StateSchema,
   TransactionLog,
   writeFileAtomic,
@@ -473,10 +474,23 @@ function describeOpenError(error: unknown, dataDir: string): unknown {
   );
 }
 
+/**
+ * Returns the epoch of the data directory, creating the directory's files when it is new. A new
+ * directory gets its empty log before its identity file, so a log that is missing next to an
+ * identity file was lost, and opening the rest would drop every commit it contained.
+ */
 async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<string> {
   const path = join(dataDir, IDENTITY_FILE);
+  const logPath = join(dataDir, LOG_FILE);
   const identity = await readRecordFile(path, IdentitySchema);
   if (identity !== undefined) {
+    if (!(await exists(logPath))) {
+      throw new LoomError(
+        'LOOM_STORE_CORRUPT',
+        `${logPath} is missing but ${path} exists, so the commits in the log are lost; ` +
+          `restore the file, or ${recovery(logPath)}`,
+      );
+    }
     return identity.epoch;
   }
 
@@ -491,6 +505,8 @@ async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<strin
     );
   }
   const epoch = randomUUID();
+  await writeFile(logPath, '', { flag: 'a' });
+  // Syncing the directory after the rename makes the log's entry durable too.
   await writeFileAtomic(path, encodeRecord({ format: 1, epoch }));
   logger.info({ epoch }, 'data directory created');
   return epoch;
@@ -527,6 +543,16 @@ async function loadAccepted(path: string, logger: Logger): Promise<StoredAccepte
     return undefined;
   }
   return { version: { epoch: file.epoch, version: file.version, hash: file.hash }, content };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
 }
 
 async function hasContent(path: string): Promise<boolean> {

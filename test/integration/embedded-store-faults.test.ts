@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 
 import { ROOT, waitForPort } from '../../scripts/processes.js';
 import { loom, loomctl, type CliResult } from '../helpers/cli.js';
@@ -242,15 +242,20 @@ describe('embedded store faults', { timeout: 240_000 }, () => {
     );
   });
 
-  test('damaged last commit stops the start', async (t) => {
-    const dataDir = join(dir, 'damaged-last');
-    const log = join(dir, 'damaged-last.log');
+  /** Applies the quick start to a control plane on `dataDir`, then stops it with SIGTERM. */
+  async function storeQuickstart(t: TestContext, dataDir: string): Promise<void> {
+    const log = `${dataDir}.log`;
     const first = await startWrapped('bash', ['-c', 'exec "$@"', 'bash'], dataDir, log);
     t.after(() => first.child.kill('SIGKILL'));
     const applied = await loomctl(first.address, ['apply', '-f', QUICKSTART]);
     assert.equal(applied.code, 0, applied.stderr);
     first.child.kill('SIGTERM');
     assert.equal(await first.exited, 0);
+  }
+
+  test('damaged last commit stops the start', async (t) => {
+    const dataDir = join(dir, 'damaged-last');
+    await storeQuickstart(t, dataDir);
     const logFile = join(dataDir, 'log.jsonl');
     const damaged = readFileSync(logFile, 'utf8').replace('get-user', 'get-usex');
     writeFileSync(logFile, damaged);
@@ -267,5 +272,25 @@ describe('embedded store faults', { timeout: 240_000 }, () => {
     );
     assert.equal(readFileSync(logFile, 'utf8'), damaged);
     assert.equal(existsSync(join(dataDir, 'LOCK')), false);
+  });
+
+  test('deleted log stops the start', async (t) => {
+    const dataDir = join(dir, 'deleted-log');
+    await storeQuickstart(t, dataDir);
+    const logFile = join(dataDir, 'log.jsonl');
+    rmSync(logFile);
+
+    const result = await startToExit(dataDir);
+
+    assert.equal(result.code, 1, result.stderr);
+    assertNoStack(result);
+    assert.ok(
+      result.stderr.includes(
+        `error: ${logFile} is missing but ${join(dataDir, 'identity.json')} exists, so the ` +
+          'commits in the log are lost; restore the file, or move',
+      ),
+      result.stderr,
+    );
+    assert.equal(existsSync(logFile), false);
   });
 });

@@ -234,6 +234,28 @@ describe('EmbeddedStore', () => {
     );
   });
 
+  it('missing log file with identity fails open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 2);
+    await first.close();
+    const logFile = join(dataDir, 'log.jsonl');
+    await rm(logFile);
+
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_CORRUPT');
+      assert.ok(
+        error.message.startsWith(
+          `${logFile} is missing but ${join(dataDir, 'identity.json')} exists, so the commits ` +
+            `in the log are lost; restore the file, or move ${dataDir} aside`,
+        ),
+        error.message,
+      );
+      return true;
+    });
+  });
+
   it('blank epoch in identity file fails open', async (t) => {
     const dataDir = newDataDir();
     const first = await open(t, { dataDir });
