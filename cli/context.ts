@@ -114,10 +114,22 @@ function isOtherServer(error: unknown): error is LoomError {
   );
 }
 
-/** Opens an admin client for one command and closes it afterwards; explains an unreachable address. */
+/** A write that a command sends, for the message when the connection is lost during it. */
+export interface ClientWrite {
+  /** The write, such as `apply`. */
+  name: string;
+  /** How to find out whether the write was stored, as a clause such as `run "..." to see`. */
+  check: string;
+}
+
+/**
+ * Opens an admin client for one command and closes it afterwards; explains an unreachable address.
+ * `write` describes the write the command sends, if any.
+ */
 export async function withClient<T>(
   command: Command,
   action: (client: AdminClient) => Promise<T>,
+  write?: ClientWrite,
 ): Promise<T> {
   const client = new AdminClient(controlPlaneAddress(command));
   try {
@@ -130,6 +142,9 @@ export async function withClient<T>(
       // OpenSSL's text for the TLS 1.3 alert certificate_required (116) of a mutual-TLS server.
       if (error.message.includes('alert certificate required')) {
         throw clientCertificateMissing(client.address, error);
+      }
+      if (wasSent(error)) {
+        throw connectionLost(client.address, error, write);
       }
       throw new LoomError(
         'LOOM_UNAVAILABLE',
@@ -149,6 +164,41 @@ export async function withClient<T>(
   } finally {
     client.close();
   }
+}
+
+/**
+ * Returns whether a call failed after grpc-js sent it on an open connection. grpc-js 1.14 reports
+ * a connection closed during a call as `Connection dropped`, or as `read ECONNRESET` or
+ * `read ETIMEDOUT` after a reset or a timeout, and adds `remote_addr=` to the deadline message of
+ * a call that was sent. A call that never found a connection gets `No connection established`.
+ *
+ * NOTE: these are grpc-js's message texts; another grpc-js release may word them differently, and
+ * the error then gets the message of an unreachable address.
+ */
+function wasSent(error: LoomError): boolean {
+  return (
+    /^(Connection dropped|read ECONNRESET|read ETIMEDOUT)/.test(error.message) ||
+    error.message.includes('remote_addr=')
+  );
+}
+
+/**
+ * Explains a call whose connection was lost after it was sent. The control plane was reachable,
+ * so the advice about a wrong address does not apply. A write may have been stored.
+ */
+function connectionLost(address: string, error: LoomError, write?: ClientWrite): LoomError {
+  const details = tidyGrpcDetails(error.message);
+  const during = write === undefined ? 'the call' : `the ${write.name}`;
+  const next =
+    write === undefined
+      ? 'run the command again once it answers.'
+      : `it may have written the ${write.name} before that, or not; ${write.check}.`;
+  return new LoomError(
+    'LOOM_UNAVAILABLE',
+    `the connection to the control plane at ${address} was lost during ${during}: ${details}\n` +
+      `The control plane may have stopped or restarted; ${next}`,
+    { cause: error },
+  );
 }
 
 /**

@@ -200,6 +200,22 @@ function controlPlaneAddresses(value: string | undefined): string[] {
   return addresses;
 }
 
+/**
+ * Checks `--data-dir`. An empty path resolves to the current directory, so the store's files
+ * would land among whatever files it contains. A path of only white space is most often an
+ * empty variable too.
+ */
+function dataDirFlag(value: string): string {
+  if (value.trim() === '') {
+    throw new LoomError(
+      'LOOM_INVALID_ARGUMENT',
+      `invalid --data-dir ${JSON.stringify(value)}: the path is empty or only white space; ` +
+        'name the directory of the store, such as --data-dir ./loom-data',
+    );
+  }
+  return value;
+}
+
 /** Checks `--prefix`, the key prefix of both stores, which must end with `/`. */
 function storePrefix(value: string): string {
   if (!value.endsWith('/')) {
@@ -308,9 +324,10 @@ export function createProgram(): Command {
         { flag: '--listen', address: options.listen },
         { flag: '--admin-listen', address: options.adminListen },
       ];
-      const { etcd, prefix, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
+      const { etcd, dataDir, prefix, security, etcdWatchCheckIntervalMs, logger } = checkFlags({
         ...listenerChecks(listeners),
         etcd: () => etcdEndpoints(options.etcd),
+        dataDir: () => dataDirFlag(options.dataDir),
         prefix: () => storePrefix(options.prefix),
         security: () => controlPlaneSecurity(options),
         etcdWatchCheckIntervalMs: () => watchCheckInterval(options.etcdWatchCheckInterval),
@@ -328,7 +345,7 @@ export function createProgram(): Command {
         listen: options.listen,
         adminListen: options.adminListen,
         etcdEndpoints: etcd,
-        dataDir: options.dataDir,
+        dataDir,
         prefix,
         logger,
         etcdWatchCheckIntervalMs,

@@ -11,6 +11,7 @@ import {
   parseDuration,
   parseIfVersion,
   withClient,
+  type ClientWrite,
 } from '../context.js';
 import { addFilenameOption, configFiles } from '../file-option.js';
 import { locateControlPlaneIssues } from '../issue-locations.js';
@@ -115,33 +116,43 @@ export function registerApply(program: Command): void {
         throw new ExitError(EXIT.error, '');
       });
       printWarnings(declared.warnings);
-      await withClient(command, async (client) => {
-        const pruneAll =
-          options.prune && declared.routes.length === 0 && declared.upstreams.length === 0;
-        if (pruneAll && !options.allowEmpty) {
-          // The names of `sources` call standard input `(stdin)`, as other messages do.
-          await rejectEmptyPrune(
-            client,
-            declared.sources.map((source) => source.file),
-          );
-        }
-        const response = await client
-          .apply({
-            routes: declared.routes,
-            upstreams: declared.upstreams,
-            prune: options.prune,
-            dryRun: options.dryRun,
-            ifVersion: options.ifVersion,
-            includeValues: false,
-          })
-          .catch(async (error: unknown) => {
-            throw locateControlPlaneIssues(error, declared.sources);
-          });
-        printApplied(response, options.dryRun);
-        if (options.wait) await waitAndReport(client, response, options.timeout);
-      });
+      await withClient(
+        command,
+        async (client) => {
+          const pruneAll =
+            options.prune && declared.routes.length === 0 && declared.upstreams.length === 0;
+          if (pruneAll && !options.allowEmpty) {
+            // The names of `sources` call standard input `(stdin)`, as other messages do.
+            await rejectEmptyPrune(
+              client,
+              declared.sources.map((source) => source.file),
+            );
+          }
+          const response = await client
+            .apply({
+              routes: declared.routes,
+              upstreams: declared.upstreams,
+              prune: options.prune,
+              dryRun: options.dryRun,
+              ifVersion: options.ifVersion,
+              includeValues: false,
+            })
+            .catch(async (error: unknown) => {
+              throw locateControlPlaneIssues(error, declared.sources);
+            });
+          printApplied(response, options.dryRun);
+          if (options.wait) await waitAndReport(client, response, options.timeout);
+        },
+        options.dryRun ? undefined : APPLY_WRITE,
+      );
     });
 }
+
+/** The write of an apply, for the message when the connection is lost during it. */
+const APPLY_WRITE: ClientWrite = {
+  name: 'apply',
+  check: 'run "loomctl diff" with the same -f files to see whether it was written',
+};
 
 /**
  * Throws unless the store is empty too: a prune with files that declare nothing deletes every

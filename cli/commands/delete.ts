@@ -34,15 +34,26 @@ export function registerDelete(program: Command): void {
     .action(
       async (kind: string, name: string, options: { ifVersion?: number }, command: Command) => {
         const singular = singularKind(kind);
-        const response = await withClient(command, (client) =>
-          client
-            .delete({ kind: singular, name, ifVersion: options.ifVersion })
-            .catch(async (error: unknown) => {
-              if (error instanceof LoomError && error.code === 'LOOM_VERSION_CONFLICT') {
-                throw await deleteConflict(client, `${singular}/${name}`, options.ifVersion, error);
-              }
-              throw error;
-            }),
+        const response = await withClient(
+          command,
+          (client) =>
+            client
+              .delete({ kind: singular, name, ifVersion: options.ifVersion })
+              .catch(async (error: unknown) => {
+                if (error instanceof LoomError && error.code === 'LOOM_VERSION_CONFLICT') {
+                  throw await deleteConflict(
+                    client,
+                    `${singular}/${name}`,
+                    options.ifVersion,
+                    error,
+                  );
+                }
+                throw error;
+              }),
+          {
+            name: 'delete',
+            check: `run "loomctl get ${singular} ${name}" to see whether it still exists`,
+          },
         );
         for (const change of response.changes) {
           const note = isUnreadable(response.unreadable, change.kind, change.name)

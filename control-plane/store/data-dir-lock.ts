@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -6,10 +7,24 @@ import type { Logger } from '../../common/logger.js';
 
 const ACQUIRE_ATTEMPTS = 3;
 
+/** Lock files of this process. A lock file with this process's pid that is not here is stale. */
+const heldLocks = new Set<string>();
+
+/** The content of a lock file: the owner's pid and, on Linux, its start time. */
+interface LockOwner {
+  pid: number;
+  /** Field 22 of `/proc/PID/stat`: clock ticks from boot to the start of the process. */
+  startTime?: string;
+}
+
 /**
  * Exclusive use of a data directory by one process, through a `LOCK` file that
- * contains the owner's pid. A lock whose pid no longer runs is stale and is
- * taken over.
+ * contains the owner's pid and, on Linux, its start time. A lock is stale, and
+ * is taken over, in three cases. Its pid no longer runs. Its pid now belongs
+ * to a process that started at another time. Or its pid is this process's own,
+ * but this process did not take it. The last two follow a killed owner whose
+ * pid was reused, as when a control plane that runs as pid 1 in a container is
+ * restarted.
  *
  * NOTE: the pid check only works on one host, and the takeover of a stale
  * lock is not atomic: two processes that take over the same stale lock at the
@@ -32,6 +47,7 @@ export class DataDirLock {
     const path = join(dataDir, 'LOCK');
     for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
       if (await tryCreate(path)) {
+        heldLocks.add(path);
         return new DataDirLock(path);
       }
 
@@ -39,15 +55,18 @@ export class DataDirLock {
       if (owner === null) {
         continue;
       }
-      if (owner !== undefined && isRunning(owner)) {
+      if (owner !== undefined && holdsLock(owner, path)) {
         throw new LoomError(
           'LOOM_STORE_UNAVAILABLE',
-          `data directory ${dataDir} is in use by process ${owner} (lock file ${path}); ` +
+          `data directory ${dataDir} is in use by process ${owner.pid} (lock file ${path}); ` +
             'stop that process or choose another directory with --data-dir. If that process ' +
             `uses another directory, this one is a copy that kept its lock file: remove ${path}`,
         );
       }
-      logger.warn({ file: path, pid: owner ?? null }, 'stale data directory lock taken over');
+      logger.warn(
+        { file: path, pid: owner?.pid ?? null, startTime: owner?.startTime ?? null },
+        'stale data directory lock taken over',
+      );
       await unlink(path).catch(ignoreMissing);
     }
     throw new LoomError(
@@ -59,7 +78,8 @@ export class DataDirLock {
 
   /** Removes the lock file if this process still owns it. */
   async release(): Promise<void> {
-    if ((await readOwner(this.path)) === process.pid) {
+    heldLocks.delete(this.path);
+    if ((await readOwner(this.path))?.pid === process.pid) {
       await unlink(this.path).catch(ignoreMissing);
     }
   }
@@ -71,17 +91,19 @@ export class DataDirLock {
  * calls it before it starts a control plane, to explain a busy directory in its own terms.
  */
 export async function runningLockOwner(dataDir: string): Promise<number | undefined> {
-  const owner = await readOwner(join(dataDir, 'LOCK'));
-  return typeof owner === 'number' && isRunning(owner) ? owner : undefined;
+  const path = join(dataDir, 'LOCK');
+  const owner = await readOwner(path);
+  return owner && holdsLock(owner, path) ? owner.pid : undefined;
 }
 
 /**
- * Creates the lock file with this process's pid. A hard link of a complete
+ * Creates the lock file with this process's pid and start time. A hard link of a complete
  * temporary file appears atomically, so no reader sees an empty lock file.
  */
 async function tryCreate(path: string): Promise<boolean> {
   const temporary = `${path}.${process.pid}.tmp`;
-  await writeFile(temporary, `${process.pid}\n`);
+  const startTime = processStartTime(process.pid);
+  await writeFile(temporary, `${process.pid}${startTime === undefined ? '' : ` ${startTime}`}\n`);
   try {
     await link(temporary, path);
     return true;
@@ -96,10 +118,11 @@ async function tryCreate(path: string): Promise<boolean> {
 }
 
 /**
- * Returns the pid in the lock file, undefined when the file contains no pid,
- * and null when the file is gone.
+ * Returns the owner in the lock file, undefined when the file contains no pid,
+ * and null when the file is gone. A lock file written before start times were
+ * recorded contains the pid alone.
  */
-async function readOwner(path: string): Promise<number | undefined | null> {
+async function readOwner(path: string): Promise<LockOwner | undefined | null> {
   let content: string;
   try {
     content = await readFile(path, 'utf8');
@@ -107,8 +130,37 @@ async function readOwner(path: string): Promise<number | undefined | null> {
     ignoreMissing(error);
     return null;
   }
-  const pid = Number.parseInt(content, 10);
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  const [pidText = '', startTime] = content.trim().split(/\s+/);
+  const pid = Number(pidText);
+  if (!/^\d+$/.test(pidText) || !Number.isSafeInteger(pid) || pid < 1) return undefined;
+  return /^\d+$/.test(startTime ?? '') ? { pid, startTime } : { pid };
+}
+
+/** Returns whether the process named in the lock file at `path` still runs and holds it. */
+function holdsLock(owner: LockOwner, path: string): boolean {
+  if (owner.pid === process.pid) return heldLocks.has(path);
+  if (!isRunning(owner.pid)) return false;
+  if (owner.startTime === undefined) return true;
+
+  const startTime = processStartTime(owner.pid);
+  return startTime === undefined || startTime === owner.startTime;
+}
+
+/**
+ * Returns the start time of process `pid` from `/proc/PID/stat`, or undefined where there is no
+ * such file (outside Linux, or a process of another pid namespace).
+ */
+function processStartTime(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name in brackets may contain spaces; the fields after it start at field 3.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const startTime = fields[22 - 3];
+  return startTime !== undefined && /^\d+$/.test(startTime) ? startTime : undefined;
 }
 
 function isRunning(pid: number): boolean {

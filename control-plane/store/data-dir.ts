@@ -32,3 +32,41 @@ export async function createDataDir(dataDir: string): Promise<void> {
     );
   }
 }
+
+/** Causes and fixes of failed reads and writes of store files, by errno code. */
+const FILE_REASONS: Record<string, string> = {
+  EACCES:
+    'permission denied; give the user that runs the control plane read and write access to ' +
+    'the data directory and its files',
+  EPERM:
+    'operation not permitted; give the user that runs the control plane write access to the ' +
+    'data directory, and remove an immutable attribute if one is set (chattr -i)',
+  EROFS: 'the file system is read-only; remount it read-write',
+  EISDIR: 'a directory is at the path of a store file; move it away',
+  ENOTDIR: 'a file is at the path of a directory; move it away',
+  ENOSPC: 'no space is left on the device; free space on it',
+  EDQUOT: 'the disk quota of the user is used up; free space or raise the quota',
+  EFBIG: 'the file size limit of the process (ulimit -f) was reached; raise or remove it',
+  EIO: 'the device reported an input/output error; check the disk',
+  EMFILE: 'the process has too many open files; raise its limit (ulimit -n)',
+  ENFILE: 'the system has too many open files; close some',
+};
+
+/**
+ * Returns the message of a file system error of the embedded store: the operation, the path
+ * and, for known errno codes, the cause and the fix. `path` is named when the error carries no
+ * path.
+ */
+export function describeFileError(error: unknown, path: string): string {
+  const errno = error as NodeJS.ErrnoException;
+  const operation = `${errno.syscall ?? 'access'} ${errno.path ?? path}`;
+  const reason = FILE_REASONS[errno.code ?? ''];
+  return reason === undefined
+    ? `${operation} failed: ${errno.message}`
+    : `${operation} failed with ${errno.code}: ${reason}`;
+}
+
+/** Returns whether `error` is an error of a file system call, which carries an errno code. */
+export function isFileError(error: unknown): error is NodeJS.ErrnoException {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).errno === 'number';
+}

@@ -164,12 +164,15 @@ export class TransactionLog {
    * already in the state file: they remain when the store stopped between
    * writing the state and truncating the log.
    *
-   * A damaged last line is taken for a write that never completed. Such a
-   * write was never acknowledged, so the line is dropped with a warning and cut
-   * from the file. Later damage to an acknowledged last line looks the same.
+   * A last line without its newline, or with NUL bytes where a crash left
+   * blocks unwritten, is taken for a write that never completed. Such a write
+   * was never acknowledged, so the line is dropped with a warning and cut from
+   * the file. A complete last line that fails its checksum is damage to an
+   * acknowledged commit: dropping it would hand its revision to a different
+   * commit while proxies still serve the old one.
    *
    * @throws LoomError `LOOM_STORE_CORRUPT` naming the file and line when a damaged
-   *   line is followed by others, or when revisions skip.
+   *   line is complete or followed by others, or when revisions skip.
    */
   static async open(
     path: string,
@@ -210,16 +213,26 @@ export class TransactionLog {
    * Appends one entry and syncs it. When the write fails, the file is cut back
    * to its last complete record.
    *
-   * @throws the file system's error; a failed sync leaves the file's content uncertain.
+   * @throws LogWriteError with the file system's error. Its `uncertain` is true
+   *   when the sync failed or the file could not be cut back, because the file's
+   *   content may then differ from the store's memory.
    */
   async append(entry: LogEntry): Promise<void> {
     const line = Buffer.from(encodeRecord(entry));
     try {
       await this.#handle.appendFile(line);
+    } catch (error) {
+      const cut = await this.#handle.truncate(this.#size).then(
+        () => true,
+        () => false,
+      );
+      throw new LogWriteError(error, !cut);
+    }
+    try {
       await this.#handle.datasync();
     } catch (error) {
-      await this.#handle.truncate(this.#size).catch(() => undefined);
-      throw error;
+      // After a failed fsync, Linux may mark the unwritten pages clean, so a retry can succeed.
+      throw new LogWriteError(error, true);
     }
     this.#size += line.length;
     this.#entries += 1;
@@ -235,6 +248,18 @@ export class TransactionLog {
 
   async close(): Promise<void> {
     await this.#handle.close();
+  }
+}
+
+/** A failed append to the transaction log, with the file system's error as its cause. */
+export class LogWriteError extends Error {
+  /** Whether the file may now differ from the store's memory, so no further append is safe. */
+  readonly uncertain: boolean;
+
+  constructor(cause: unknown, uncertain: boolean) {
+    super((cause as Error).message, { cause });
+    this.name = 'LogWriteError';
+    this.uncertain = uncertain;
   }
 }
 
@@ -258,7 +283,8 @@ function parseLog(
 
     const entry = complete ? decodeRecord(line, LogEntrySchema) : undefined;
     if (entry === undefined) {
-      if (lines.slice(index + 1).every((rest) => rest === '')) {
+      const last = lines.slice(index + 1).every((rest) => rest === '');
+      if (last && (!complete || line.includes('\0'))) {
         return { entries, lineCount, validBytes, tornLine: index + 1 };
       }
       throw corrupt(path, index + 1, 'checksum or format mismatch');
@@ -301,7 +327,7 @@ function corrupt(path: string, line: number, detail: string): LoomError {
  * epoch, which proxies accept, so applying the configuration files again restores service. Cutting
  * the log short instead would reuse versions the proxies already hold.
  */
-function recovery(path: string): string {
+export function recovery(path: string): string {
   const dataDir = dirname(path);
   return (
     `move ${dataDir} aside, start the control plane again and apply the configuration files ` +
@@ -313,9 +339,12 @@ async function readOptionalFile(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+    const errno = error as NodeJS.ErrnoException;
+    if (errno.code === 'ENOENT') {
       return undefined;
     }
+    // A read that fails after the open, such as on a directory, names no path.
+    errno.path ??= path;
     throw error;
   }
 }

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { pino } from 'pino';
@@ -7,13 +7,15 @@ import { pino } from 'pino';
 import { LoomError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { movesAcceptedForward } from './accepted-record.js';
-import { createDataDir } from './data-dir.js';
+import { createDataDir, describeFileError, isFileError } from './data-dir.js';
 import { DataDirLock } from './data-dir-lock.js';
 import {
   AcceptedFileSchema,
   encodeRecord,
   IdentitySchema,
+  LogWriteError,
   readRecordFile,
+  recovery,
   StateSchema,
   TransactionLog,
   writeFileAtomic,
@@ -124,8 +126,8 @@ export class EmbeddedStore implements Store {
   #queue: Promise<unknown> = Promise.resolve();
   /** Tail of the queue of accepted-version writes, apart from commits so neither waits. */
   #acceptedQueue: Promise<unknown> = Promise.resolve();
-  /** Set when a log write failed; the file may no longer match memory. */
-  #writeFailure: Error | undefined;
+  /** Set when a log write failed so that the file may no longer match memory. */
+  #writeFailure: LogWriteError | undefined;
   #closed = false;
   #commitsInFlight = 0;
 
@@ -193,7 +195,12 @@ export class EmbeddedStore implements Store {
       dataDir,
     });
     await createDataDir(dataDir);
-    const lock = await DataDirLock.acquire(dataDir, logger);
+    let lock: DataDirLock;
+    try {
+      lock = await DataDirLock.acquire(dataDir, logger);
+    } catch (error) {
+      throw describeOpenError(error, dataDir);
+    }
 
     try {
       const epoch = await loadOrCreateEpoch(dataDir, logger);
@@ -222,8 +229,8 @@ export class EmbeddedStore implements Store {
       );
       return store;
     } catch (error) {
-      await lock.release();
-      throw error;
+      await lock.release().catch(() => undefined);
+      throw describeOpenError(error, dataDir);
     }
   }
 
@@ -359,8 +366,9 @@ export class EmbeddedStore implements Store {
     if (this.#writeFailure !== undefined) {
       throw new LoomError(
         'LOOM_STORE_UNAVAILABLE',
-        `a write to ${this.#log.path} failed earlier (${this.#writeFailure.message}); ` +
-          'close the store and open it again',
+        `a write to ${this.#log.path} failed earlier and may have left the file out of step ` +
+          `with memory (${describeFileError(this.#writeFailure.cause, this.#log.path)}); ` +
+          'fix the cause and restart the control plane, which reads the file again',
         { cause: this.#writeFailure },
       );
     }
@@ -370,13 +378,20 @@ export class EmbeddedStore implements Store {
     try {
       await this.#log.append(entry);
     } catch (error) {
-      this.#writeFailure = error as Error;
-      this.#logger.error({ err: error, revision: entry.revision }, 'log write failed');
+      const failure = error as LogWriteError;
+      if (failure.uncertain) this.#writeFailure = failure;
+      this.#logger.error(
+        { err: failure.cause, revision: entry.revision, uncertain: failure.uncertain },
+        'log write failed',
+      );
+      const next = failure.uncertain
+        ? 'fix the cause and restart the control plane, which reads the file again'
+        : 'nothing was written; fix the cause and apply again';
       throw new LoomError(
         'LOOM_STORE_UNAVAILABLE',
-        `writing revision ${entry.revision} to ${this.#log.path} failed: ` +
-          (error as Error).message,
-        { cause: error },
+        `writing revision ${entry.revision} failed: ` +
+          `${describeFileError(failure.cause, this.#log.path)}; ${next}`,
+        { cause: failure.cause },
       );
     }
 
@@ -481,10 +496,33 @@ export class EmbeddedStore implements Store {
   }
 }
 
+/** Rewords a file system error met while opening the store to name the path and the fix. */
+function describeOpenError(error: unknown, dataDir: string): unknown {
+  if (!isFileError(error)) return error;
+  return new LoomError(
+    'LOOM_STORE_UNAVAILABLE',
+    `cannot open the embedded store in ${dataDir}: ${describeFileError(error, dataDir)}`,
+    { cause: error },
+  );
+}
+
+/**
+ * Returns the epoch of the data directory, creating the directory's files when it is new. A new
+ * directory gets its empty log before its identity file, so a log that is missing next to an
+ * identity file was lost, and opening the rest would drop every commit it contained.
+ */
 async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<string> {
   const path = join(dataDir, IDENTITY_FILE);
+  const logPath = join(dataDir, LOG_FILE);
   const identity = await readRecordFile(path, IdentitySchema);
   if (identity !== undefined) {
+    if (!(await exists(logPath))) {
+      throw new LoomError(
+        'LOOM_STORE_CORRUPT',
+        `${logPath} is missing but ${path} exists, so the commits in the log are lost; ` +
+          `restore the file, or ${recovery(logPath)}`,
+      );
+    }
     return identity.epoch;
   }
 
@@ -499,6 +537,8 @@ async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<strin
     );
   }
   const epoch = randomUUID();
+  await writeFile(logPath, '', { flag: 'a' });
+  // Syncing the directory after the rename makes the log's entry durable too.
   await writeFileAtomic(path, encodeRecord({ format: 1, epoch }));
   logger.info({ epoch }, 'data directory created');
   return epoch;
@@ -535,6 +575,16 @@ async function loadAccepted(path: string, logger: Logger): Promise<StoredAccepte
     return undefined;
   }
   return { version: { epoch: file.epoch, version: file.version, hash: file.hash }, content };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
 }
 
 async function hasContent(path: string): Promise<boolean> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +34,22 @@ describe('EmbeddedStore', () => {
     const store = await EmbeddedStore.open(options);
     t.after(() => store.close());
     return store;
+  }
+
+  /** Commits `count` keys to a new store, closes it and damages the log line of revision 2. */
+  async function damageSecondLogLine(
+    t: TestContext,
+    count: number,
+  ): Promise<{ dataDir: string; logFile: string; content: string; damaged: string }> {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, count);
+    await first.close();
+    const logFile = join(dataDir, 'log.jsonl');
+    const content = await readFile(logFile, 'utf8');
+    const damaged = content.replace('"v1"', '"vX"');
+    await writeFile(logFile, damaged);
+    return { dataDir, logFile, content, damaged };
   }
 
   async function writeSome(store: EmbeddedStore, count: number): Promise<number> {
@@ -193,14 +210,36 @@ describe('EmbeddedStore', () => {
     );
   });
 
-  it('corrupt middle log line fails open', async (t) => {
+  it('last log line with NUL bytes is dropped', async (t) => {
     const dataDir = newDataDir();
     const first = await open(t, { dataDir });
-    await writeSome(first, 3);
+    await writeSome(first, 2);
     await first.close();
     const logFile = join(dataDir, 'log.jsonl');
-    const content = await readFile(logFile, 'utf8');
-    await writeFile(logFile, content.replace('"v1"', '"vX"'));
+    // A crash can leave the blocks of an unsynced append unwritten, which read back as zeros.
+    await appendFile(logFile, `3f2a {"revision":3,${'\0'.repeat(40)}}\n`);
+
+    const { logger, lines } = memoryLogger();
+    const second = await open(t, { dataDir, logger });
+
+    assert.ok(lines.some((line) => line.msg === 'torn log line dropped'));
+    assert.equal((await second.range('/loom/')).revision, 2);
+  });
+
+  it('damaged complete last log line fails open', async (t) => {
+    const { dataDir, logFile, damaged } = await damageSecondLogLine(t, 2);
+
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_CORRUPT');
+      assert.match(error.message, new RegExp(`${logFile} line 2 is corrupt`));
+      return true;
+    });
+    assert.equal(await readFile(logFile, 'utf8'), damaged);
+  });
+
+  it('corrupt middle log line fails open', async (t) => {
+    const { dataDir, logFile, content } = await damageSecondLogLine(t, 3);
 
     await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
       assert.ok(error instanceof LoomError);
@@ -251,6 +290,28 @@ describe('EmbeddedStore', () => {
     );
   });
 
+  it('missing log file with identity fails open', async (t) => {
+    const dataDir = newDataDir();
+    const first = await open(t, { dataDir });
+    await writeSome(first, 2);
+    await first.close();
+    const logFile = join(dataDir, 'log.jsonl');
+    await rm(logFile);
+
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_CORRUPT');
+      assert.ok(
+        error.message.startsWith(
+          `${logFile} is missing but ${join(dataDir, 'identity.json')} exists, so the commits ` +
+            `in the log are lost; restore the file, or move ${dataDir} aside`,
+        ),
+        error.message,
+      );
+      return true;
+    });
+  });
+
   it('blank epoch in identity file fails open', async (t) => {
     const dataDir = newDataDir();
     const first = await open(t, { dataDir });
@@ -294,10 +355,61 @@ describe('EmbeddedStore', () => {
     const { logger, lines } = memoryLogger();
     const store = await open(t, { dataDir, logger });
 
-    assert.equal(await readFile(join(dataDir, 'LOCK'), 'utf8'), `${process.pid}\n`);
+    assert.match(
+      await readFile(join(dataDir, 'LOCK'), 'utf8'),
+      new RegExp(`^${process.pid}( \\d+)?\n$`),
+    );
     assert.ok(lines.some((line) => line.msg === 'stale data directory lock taken over'));
     await store.close();
     await assert.rejects(stat(join(dataDir, 'LOCK')), { code: 'ENOENT' });
+  });
+
+  it('lock with own pid from an earlier process is taken over', async (t) => {
+    const dataDir = newDataDir();
+    await open(t, { dataDir }).then((store) => store.close());
+    // A process restarted in a container gets the pid of the one that was killed.
+    await writeFile(join(dataDir, 'LOCK'), `${process.pid} 1\n`);
+
+    const { logger, lines } = memoryLogger();
+    const store = await open(t, { dataDir, logger });
+
+    assert.ok(lines.some((line) => line.msg === 'stale data directory lock taken over'));
+    await assert.rejects(EmbeddedStore.open({ dataDir }), { code: 'LOOM_STORE_UNAVAILABLE' });
+    await store.close();
+  });
+
+  it('lock of a reused pid is taken over', async (t) => {
+    const startTime = processStartTime(process.pid);
+    if (startTime === undefined) {
+      t.skip('no /proc/PID/stat to read start times from');
+      return;
+    }
+    const dataDir = newDataDir();
+    await open(t, { dataDir }).then((store) => store.close());
+    const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], {
+      stdio: 'ignore',
+    });
+    t.after(() => other.kill('SIGKILL'));
+    assert.ok(other.pid !== undefined);
+    const otherStart = processStartTime(other.pid);
+    assert.ok(otherStart !== undefined);
+
+    // The lock names the running process with its own start time: it holds the directory.
+    await writeFile(join(dataDir, 'LOCK'), `${other.pid} ${otherStart}\n`);
+    await assert.rejects(EmbeddedStore.open({ dataDir }), (error: unknown) => {
+      assert.ok(error instanceof LoomError);
+      assert.equal(error.code, 'LOOM_STORE_UNAVAILABLE');
+      assert.ok(error.message.includes(`in use by process ${other.pid} `), error.message);
+      return true;
+    });
+
+    // The same pid with another start time was a process that ended before this one started.
+    await writeFile(join(dataDir, 'LOCK'), `${other.pid} ${Number(otherStart) + 1}\n`);
+    const { logger, lines } = memoryLogger();
+    await open(t, { dataDir, logger });
+    const warning = lines.find((line) => line.msg === 'stale data directory lock taken over');
+    assert.ok(warning, 'expected a warning');
+    assert.equal(warning.pid, other.pid);
   });
 
   it('commits run one at a time in call order', async (t) => {
@@ -328,6 +440,16 @@ describe('EmbeddedStore', () => {
 });
 
 /** Returns the pid of a child process that has already exited. */
+/** Returns field 22 of `/proc/PID/stat`, the start time of the process, or undefined. */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
 async function pidOfExitedProcess(): Promise<number> {
   const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
   await new Promise((resolve) => child.once('exit', resolve));
