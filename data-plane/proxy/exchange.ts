@@ -63,6 +63,11 @@ export interface ProxyContext {
   readonly observer: ProxyObserver;
   /** Limits the warn lines about failed upstream requests. */
   readonly upstreamFailureLog: LogLimiter;
+  /**
+   * Limits the warn lines about requests with too many Loom `Via` entries. Any client can send
+   * such a request, so these lines have a budget apart from `upstreamFailureLog`.
+   */
+  readonly requestLoopLog: LogLimiter;
   /** Limits the error lines about unexpected exceptions. */
   readonly internalErrorLog: LogLimiter;
 }
