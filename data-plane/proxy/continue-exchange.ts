@@ -11,6 +11,7 @@ import {
   type ProxyError,
 } from './error-response.js';
 import {
+  canRetryRequest,
   CLOSE_DELIMITED_RESET,
   onQueuedClientClose,
   type ForwardedRequest,
@@ -54,8 +55,12 @@ const CONTINUE_WAIT_MS = 1_000;
  *
  * Without `expectContinue` the request goes without `Expect` and its body at once. The proxy
  * sends requests that way to a target that sends 100 Continue unrequested, which undici 7
- * cannot read and `node:http` skips.
+ * cannot read and `node:http` skips. Such a request is retried on another target under the
+ * rules of `ProxyExchange`: only without a body, with an idempotent method, and before any
+ * response or 1xx.
  */
+// NOTE: every failure here closes the client connection, and the mark of a target that sends
+// 100 unrequested stays until the target leaves the config.
 export class ContinueExchange extends ObservedExchange {
   readonly #res: ServerResponse;
   #upstream: ClientRequest | undefined;
@@ -71,6 +76,10 @@ export class ContinueExchange extends ObservedExchange {
   #done = false;
   /** False when the client sent no `Expect`, so the body goes without waiting for a 100. */
   readonly #expectContinue: boolean;
+  /** 1xx responses other than 100 of the current attempts; one rules out a retry. */
+  #informational = 0;
+  /** Targets of the failed attempts, created by the first retry. */
+  #tried: UpstreamTarget[] | undefined;
 
   constructor(
     context: ProxyContext,
@@ -104,11 +113,11 @@ export class ContinueExchange extends ObservedExchange {
     // An early response that arrives right before a reset reaches the client, as in the pool.
     upstream.once('socket', keepResponseOnReset);
     upstream.on('continue', () => this.#sendBody());
-    let informational = 0;
     upstream.on('information', (info: InformationEvent) => {
       // As for other requests, the first few 1xx responses reach the client. Node.js emits this
       // event for a 100 too, which forwardInformational skips, and no 101 comes here.
-      if (++informational > MAX_INFORMATIONAL_RESPONSES) return;
+      if (info.statusCode > 100) this.#informational++;
+      if (this.#informational > MAX_INFORMATIONAL_RESPONSES) return;
       forwardInformational(this.req, this.#res, info.statusCode, info.rawHeaders);
     });
     upstream.on('response', (response: IncomingMessage) => this.#relay(response));
@@ -120,21 +129,10 @@ export class ContinueExchange extends ObservedExchange {
     });
     upstream.on('error', (err: Error) => {
       // The upload can fail after the whole response arrived; its 'end' finishes the exchange.
-      if (this.#response?.complete !== true) this.#fail(err);
+      // A retry destroyed the upstream request of an earlier attempt, whose errors are stale.
+      if (this.#response?.complete !== true && upstream === this.#upstream) this.#fail(err);
     });
-    let closed = false;
-    const onClientClose = (): void => {
-      if (closed) return;
-      closed = true;
-      if (!this.#done) {
-        // Releases the target's in-flight count, which the least-request balancer reads.
-        this.#finish();
-        upstream.destroy();
-      }
-      this.reportRequest(this.#res.writableFinished ? this.#res.statusCode : 0);
-    };
-    this.#res.once('close', onClientClose);
-    if (this.#res.socket === null) onQueuedClientClose(this.req.socket, this.#res, onClientClose);
+    if (this.attempts === 1) this.#watchClientClose();
     upstream.flushHeaders();
 
     if (this.#expectContinue) {
@@ -151,6 +149,23 @@ export class ContinueExchange extends ObservedExchange {
         );
       }, headersTimeout);
     }
+  }
+
+  /** Ends the exchange when the client connection closes; called once, at the first attempt. */
+  #watchClientClose(): void {
+    let closed = false;
+    const onClientClose = (): void => {
+      if (closed) return;
+      closed = true;
+      if (!this.#done) {
+        // Releases the target's in-flight count, which the least-request balancer reads.
+        this.#finish();
+        this.#upstream?.destroy();
+      }
+      this.reportRequest(this.#res.writableFinished ? this.#res.statusCode : 0);
+    };
+    this.#res.once('close', onClientClose);
+    if (this.#res.socket === null) onQueuedClientClose(this.req.socket, this.#res, onClientClose);
   }
 
   #sendBody(): void {
@@ -265,6 +280,7 @@ export class ContinueExchange extends ObservedExchange {
     }
     this.#finish();
     this.#upstream?.destroy();
+    if (this.#retry(err)) return;
 
     const code = (err as { code?: unknown }).code;
     let error: ProxyError = classifyUpstreamError(err);
@@ -287,6 +303,36 @@ export class ContinueExchange extends ObservedExchange {
       undefined,
       true,
     );
+  }
+
+  /**
+   * Starts the next attempt on another target when the failure allows a retry, as
+   * `ProxyExchange` does: only a request sent without `Expect` and without a body, with an
+   * idempotent method, before any response or 1xx. Returns false when no retry started.
+   */
+  #retry(err: Error): boolean {
+    const request = this.request;
+    if (
+      this.#expectContinue ||
+      this.#response !== undefined ||
+      this.#informational > 0 ||
+      this.#res.headersSent ||
+      !canRetryRequest(request, this.attempts, err)
+    ) {
+      return false;
+    }
+    const tried = (this.#tried ??= []);
+    tried.push(this.target);
+    const next = request.balancer.pick(this.req, tried);
+    if (next === undefined) return false;
+
+    this.target.state.recordFailure();
+    this.reportAttempt(upstreamFailureOf(classifyUpstreamError(err)));
+    this.context.observer.retried(request.route);
+    this.#done = false;
+    this.#bodySent = false;
+    this.start(next);
+    return true;
   }
 
   #finish(): void {

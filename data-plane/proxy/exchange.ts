@@ -63,6 +63,11 @@ export interface ProxyContext {
   readonly observer: ProxyObserver;
   /** Limits the warn lines about failed upstream requests. */
   readonly upstreamFailureLog: LogLimiter;
+  /**
+   * Limits the warn lines about requests with too many Loom `Via` entries. Any client can send
+   * such a request, so these lines have a budget apart from `upstreamFailureLog`.
+   */
+  readonly requestLoopLog: LogLimiter;
   /** Limits the error lines about unexpected exceptions. */
   readonly internalErrorLog: LogLimiter;
 }
@@ -116,6 +121,22 @@ const RESPONSE_HEAD: ResponseHead = {
 
 /** Methods whose requests may be sent again (RFC 9110 section 9.2.2); POST and PATCH are not. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
+ * Tells whether `request`, after `attempts` attempts and the failure `err`, may go to another
+ * target: the route allows another retry, the request has no body and an idempotent method, and
+ * the failure happened before the upstream could act on it.
+ */
+export function canRetryRequest(request: ForwardedRequest, attempts: number, err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  return (
+    attempts <= request.actions.retries &&
+    request.body === null &&
+    IDEMPOTENT_METHODS.has(request.method) &&
+    typeof code === 'string' &&
+    RETRYABLE_CODES.has(code)
+  );
+}
 
 /** Error codes of failures that happened before the upstream could act on the request. */
 const RETRYABLE_CODES = new Set([
@@ -575,18 +596,9 @@ export class ProxyExchange
   }
 
   #canRetry(err: Error): boolean {
-    const request = this.request;
-    const code = (err as { code?: unknown }).code;
     // A 1xx response shows that the upstream acts on the request, and a forwarded one already
     // reached the client, so the request is not sent again after one.
-    return (
-      this.attempts <= request.actions.retries &&
-      this.#informational === 0 &&
-      request.body === null &&
-      IDEMPOTENT_METHODS.has(request.method) &&
-      typeof code === 'string' &&
-      RETRYABLE_CODES.has(code)
-    );
+    return this.#informational === 0 && canRetryRequest(this.request, this.attempts, err);
   }
 
   /** Adds the current target to those tried and returns the target of the next attempt. */

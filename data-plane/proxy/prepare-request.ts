@@ -215,7 +215,7 @@ const VIA_LOOP_MESSAGE =
   'them; point the target at the upstream server';
 
 function reportViaLoop(context: ProxyContext, route: string, loomVias: number): void {
-  const suppressed = context.upstreamFailureLog.take();
+  const suppressed = context.requestLoopLog.take();
   if (suppressed === undefined) return;
   context.logger.warn(
     { route, code: REQUEST_LOOP_CODE, loomVias, suppressed },

@@ -162,6 +162,7 @@ export function createProxyHandlers(options: ProxyHandlerOptions): ProxyHandlers
     upstreamBodyTimeoutMs: options.upstreamBodyTimeoutMs ?? 30_000,
     observer: options.observer ?? NO_OBSERVER,
     upstreamFailureLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
+    requestLoopLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
     internalErrorLog: new LogLimiter(FAILURE_LOG_LINES_PER_SECOND, 1_000),
   };
   const tunnels = new TunnelRegistry(

@@ -27,6 +27,22 @@ import { forwardedPath, openUpstreamRequest } from './upstream-request.js';
  */
 const MAX_EARLY_CLIENT_BYTES = 64 * 1024;
 
+const CRLF = Buffer.from('\r\n');
+const LAST_CHUNK = '0\r\n\r\n';
+
+/** Failure of a 101 whose connection closed before the end of the chunked request body. */
+const SWITCH_CLOSED_BEFORE_BODY_END = Object.assign(
+  new Error('the upstream closed the connection after 101 before the end of the request body'),
+  { code: UPSTREAM_UPGRADE_CODE },
+);
+
+/** A 101 from the upstream with its connection and the bytes that followed it. */
+interface UpstreamSwitch {
+  response: IncomingMessage;
+  socket: Socket;
+  upstreamHead: Buffer;
+}
+
 /**
  * Proxies a request with `Upgrade` (a WebSocket handshake) that the server's 'upgrade' event
  * delivered with the raw client socket. The request is routed like any other and sent on a
@@ -109,6 +125,12 @@ class PendingUpgrade {
   #chunked: ChunkedDecoder | undefined;
   /** True while the client socket is paused until the upstream request drains. */
   #awaitingDrain = false;
+  /**
+   * A 101 that arrived before the end of the chunked request body, held until the body ends.
+   * Node.js detaches the socket from the request at a 101, so the rest of the body is framed
+   * here and written to the socket.
+   */
+  #switchAwaitingBody: UpstreamSwitch | undefined;
   #table: RoutingTable | undefined;
   #host: string | undefined;
   /** Client bytes that arrived before the response; written upstream after a 101. */
@@ -126,6 +148,8 @@ class PendingUpgrade {
   #healthRecorded = false;
   readonly #onClientData = (chunk: Buffer): void => this.#takeClientBytes(chunk);
   readonly #onClientGone = (): void => this.#abandon();
+  readonly #onSwitchedSocketError = (err: Error): void => this.#fail(err);
+  readonly #onSwitchedSocketClose = (): void => this.#fail(SWITCH_CLOSED_BEFORE_BODY_END);
 
   constructor(
     context: ProxyContext,
@@ -260,6 +284,13 @@ class PendingUpgrade {
         return;
       }
       if (rest === undefined) return;
+      const pending = this.#switchAwaitingBody;
+      if (pending !== undefined) {
+        pending.socket.write(LAST_CHUNK, 'latin1');
+        if (rest.length > 0) this.#early.push(rest);
+        this.#openTunnel(pending);
+        return;
+      }
       this.#upstream.end();
       if (rest.length === 0) return;
       chunk = rest;
@@ -284,10 +315,17 @@ class PendingUpgrade {
 
   /** Writes decoded body bytes upstream, pausing the client until the upstream drains. */
   readonly #writeBody = (data: Buffer): void => {
-    if (this.#upstream.write(data) || this.#awaitingDrain) return;
+    if (data.length === 0) return;
+    const socket = this.#switchAwaitingBody?.socket;
+    const sink = socket ?? this.#upstream;
+    const flushed =
+      socket === undefined
+        ? this.#upstream.write(data)
+        : socket.write(Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, CRLF]));
+    if (flushed || this.#awaitingDrain) return;
     this.#awaitingDrain = true;
     this.#client.pause();
-    this.#upstream.once('drain', () => {
+    sink.once('drain', () => {
       this.#awaitingDrain = false;
       this.#client.resume();
     });
@@ -300,6 +338,7 @@ class PendingUpgrade {
   #rejectBody(err: ChunkedBodyError): void {
     if (!this.#settle()) return;
     this.#upstream.destroy();
+    this.#switchAwaitingBody?.socket.destroy();
     const logger = this.#context.logger;
     if (logger.isLevelEnabled('debug')) {
       logger.debug(
@@ -346,6 +385,7 @@ class PendingUpgrade {
   #abandon(): void {
     if (!this.#settle()) return;
     this.#upstream.destroy();
+    this.#switchAwaitingBody?.socket.destroy();
     this.#client.destroy();
     this.#report(0);
   }
@@ -366,9 +406,19 @@ class PendingUpgrade {
   }
 
   #timeOut(timeoutMs: number): void {
-    this.#upstream.destroy(
-      Object.assign(new Error(`no response headers within ${timeoutMs} ms`), {
-        code: 'UND_ERR_HEADERS_TIMEOUT',
+    const err = Object.assign(new Error(`no response headers within ${timeoutMs} ms`), {
+      code: 'UND_ERR_HEADERS_TIMEOUT',
+    });
+    const pending = this.#switchAwaitingBody;
+    if (pending === undefined) {
+      this.#upstream.destroy(err);
+      return;
+    }
+    // The request emits no more events once it switched, so the pending 101 fails here.
+    pending.socket.destroy();
+    this.#fail(
+      Object.assign(new Error(`request body not complete within ${timeoutMs} ms of a 101`), {
+        code: err.code,
       }),
     );
   }
@@ -380,11 +430,31 @@ class PendingUpgrade {
       this.#failSwitch(unoffered);
       return;
     }
+    if (this.#settled) {
+      upstream.destroy();
+      return;
+    }
+    const upstreamSwitch: UpstreamSwitch = { response, socket: upstream, upstreamHead };
+    if (this.#chunked !== undefined && !this.#chunked.done) {
+      // RFC 9110 section 7.8: the client switches only after the whole request message, so the
+      // rest of the body still goes in chunked framing, and the headers timeout bounds it.
+      this.#switchAwaitingBody = upstreamSwitch;
+      upstream.on('error', this.#onSwitchedSocketError);
+      upstream.on('close', this.#onSwitchedSocketClose);
+      return;
+    }
+    this.#openTunnel(upstreamSwitch);
+  }
+
+  /** Ends the handshake and opens the tunnel of a 101. */
+  #openTunnel({ response, socket: upstream, upstreamHead }: UpstreamSwitch): void {
     const table = this.#table;
     if (!this.#settle()) {
       upstream.destroy();
       return;
     }
+    upstream.off('error', this.#onSwitchedSocketError);
+    upstream.off('close', this.#onSwitchedSocketClose);
 
     this.#target.state.recordSuccess();
     const tunnel = new Tunnel(

@@ -240,6 +240,23 @@ describe('proxy error responses', () => {
     assert.equal(response.status, 200);
   });
 
+  it('logs upstream failures after spoofed loops', async () => {
+    const via = Array.from({ length: 8 }, () => '1.1 loom').join(', ');
+    // More requests than the 10 warn lines a second that each budget allows.
+    for (let i = 0; i < 20; i++) {
+      const response = await send(proxy.port, '/app/spoofed', { headers: { via } });
+      assert.equal(response.status, 508);
+    }
+    const before = proxy.logs.length;
+    const response = await send(proxy.port, '/refused');
+    const failure = proxy.logs
+      .slice(before)
+      .find((line) => line.msg === 'upstream request failed' && line.route === 'refused');
+
+    assert.equal(response.status, 502);
+    assert.equal(failure?.level, LEVEL_WARN);
+  });
+
   it('returns 508 to a looping upload that expects 100', async () => {
     const response = await send(proxy.port, '/loop/upload', {
       method: 'POST',

@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { UNREQUESTED_CONTINUE_CODE } from '../../data-plane/upstreams/target-state.js';
-import { RawServer, sendRaw, startProxy, type ProxyFixture } from './harness.js';
+import {
+  RawServer,
+  sendRaw,
+  startHttpServer,
+  startProxy,
+  type ProxyFixture,
+  type RunningServer,
+} from './harness.js';
 
 /**
  * Raw upstream that responds to each request with 100 Continue, which nothing requested, and a
@@ -135,5 +142,46 @@ describe('unrequested 100 Continue to a GET', () => {
 
     assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
     assert.doesNotMatch(response, /100 Continue/);
+  });
+});
+
+describe('unrequested 100 Continue with retries', () => {
+  const legacy = new ContinueUpstream();
+  let plain: RunningServer;
+  let proxy: ProxyFixture;
+  const get = 'GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n';
+
+  before(async () => {
+    await legacy.start();
+    plain = await startHttpServer((_req, res) => res.end('plain'));
+    proxy = await startProxy();
+    const targets = [legacy.port, plain.port].map((port) => ({
+      url: `http://127.0.0.1:${port}`,
+      weight: 1,
+    }));
+    proxy.publish(
+      [{ name: 'pair', path: '/*', upstream: 'pair', retries: 1 }],
+      [{ name: 'pair', targets }],
+    );
+  });
+
+  after(async () => {
+    await proxy.close();
+    await plain.close();
+  });
+
+  it('retries a marked target that refuses', async () => {
+    // The round-robin balancer alternates, so two GETs reach the legacy target and mark it.
+    for (let i = 0; i < 2; i++) await sendRaw(proxy.port, get);
+    const marked = proxy.logs.filter((line) => line.code === UNREQUESTED_CONTINUE_CODE);
+    await legacy.close();
+    const responses: string[] = [];
+    for (let i = 0; i < 4; i++) responses.push(await sendRaw(proxy.port, get));
+
+    assert.equal(marked.length, 1);
+    for (const response of responses) {
+      assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.ok(response.endsWith('\r\n\r\nplain'), JSON.stringify(response));
+    }
   });
 });

@@ -54,24 +54,31 @@ function decodeChunks(body: string): string {
   }
 }
 
-describe('chunked upgrade bodies', () => {
-  const upstream = new ChunkedUpgradeUpstream();
+/**
+ * Starts `upstream` and a proxy with a 64-byte body limit whose only route leads to it, before
+ * the tests of the suite. Returns a function that reads the proxy's port once it runs.
+ */
+function proxyTo(upstream: RawServer): () => number {
   let proxy: ProxyFixture;
-
   before(async () => {
     await upstream.start();
     proxy = await startProxy({}, { maxRequestBodyBytes: 64 });
     proxy.publishOne('ws', upstream.port);
   });
-
   after(async () => {
     await proxy.close();
     await upstream.close();
   });
+  return () => proxy.port;
+}
+
+describe('chunked upgrade bodies', () => {
+  const upstream = new ChunkedUpgradeUpstream();
+  const proxyPort = proxyTo(upstream);
 
   it('sends a chunked body before the switch', async () => {
     const body = '4;name=value\r\nbody\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\nafter';
-    const client = openRawClient(proxy.port, HEAD);
+    const client = openRawClient(proxyPort(), HEAD);
     // Byte by byte, so that every line and chunk is split across reads.
     for (const byte of body) {
       client.socket.write(byte);
@@ -90,7 +97,7 @@ describe('chunked upgrade bodies', () => {
   });
 
   it('sends the body and tunnel bytes of one write', async () => {
-    const client = openRawClient(proxy.port, `${HEAD}2\r\nhi\r\n0\r\n\r\nearly`);
+    const client = openRawClient(proxyPort(), `${HEAD}2\r\nhi\r\n0\r\n\r\nearly`);
     await waitForText(client.text, /EARLY$/);
     const received = upstream.received;
 
@@ -110,7 +117,7 @@ describe('chunked upgrade bodies', () => {
     ['trailers over 16 KiB', `0\r\nX-Big: ${'b'.repeat(17 * 1024)}\r\n\r\n`, 431],
   ] as const) {
     it(`rejects ${name}`, async () => {
-      const client = openRawClient(proxy.port, HEAD + body);
+      const client = openRawClient(proxyPort(), HEAD + body);
       await within(client.closed, 'the proxy to close the connection');
 
       assert.match(client.text(), new RegExp(`^HTTP/1\\.1 ${status} `));
@@ -118,4 +125,78 @@ describe('chunked upgrade bodies', () => {
       assert.doesNotMatch(client.text(), /101 Switching/);
     });
   }
+});
+
+/**
+ * Raw upstream that responds 101 as soon as it has the request head, before the body, and keeps
+ * every byte it receives. A request for `/close` gets its connection closed after the 101.
+ */
+class EarlySwitchUpstream extends RawServer {
+  received = '';
+
+  protected accept(socket: Socket): void {
+    let switched = false;
+    socket.on('data', (chunk: Buffer) => {
+      this.received += chunk.toString('latin1');
+      if (switched || !this.received.includes('\r\n\r\n')) return;
+      switched = true;
+      socket.write(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo-protocol\r\nConnection: Upgrade\r\n\r\n',
+      );
+      if (this.received.startsWith('POST /close ')) socket.end();
+    });
+  }
+}
+
+describe('chunked upgrade bodies after an early 101', () => {
+  const upstream = new EarlySwitchUpstream();
+  const proxyPort = proxyTo(upstream);
+
+  /** Sends the head and the first bytes of the body, and waits until the upstream has them. */
+  async function openWithBodyStart(path: string, start: string) {
+    upstream.received = '';
+    const client = openRawClient(proxyPort(), HEAD.replace('/ws', path) + start);
+    await waitForText(() => upstream.received, /\r\n\r\n/);
+    await sleep(50);
+    return client;
+  }
+
+  it('keeps chunked framing for the rest of the body', async () => {
+    const client = await openWithBodyStart('/ws', '6;ext="a"\r\nabc');
+    client.socket.write('def\r\n0\r\nX-Trailer: 1\r\n\r\ntunnel');
+    await waitForText(() => upstream.received, /tunnel$/);
+    const received = upstream.received;
+    const body = received.slice(received.indexOf('\r\n\r\n') + 4, -'tunnel'.length);
+
+    assert.equal(decodeChunks(body), 'abcdef');
+    assert.match(body, /\r\n0\r\n\r\n$/);
+    assert.doesNotMatch(received, /ext=|X-Trailer/);
+    assert.match(client.text(), /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+    client.socket.destroy();
+  });
+
+  for (const [name, rest, status] of [
+    ['invalid framing', 'def\r\nzz\r\n', 400],
+    ['a body over the limit', 'def\r\n41\r\n', 413],
+  ] as const) {
+    it(`rejects ${name} that follows the 101`, async () => {
+      const client = await openWithBodyStart('/ws', '6\r\nabc');
+      client.socket.write(rest);
+      await within(client.closed, 'the proxy to close the connection');
+
+      const received = upstream.received;
+
+      assert.match(client.text(), new RegExp(`^HTTP/1\\.1 ${status} `));
+      assert.doesNotMatch(client.text(), /101 Switching/);
+      assert.equal(received.slice(received.indexOf('\r\n\r\n') + 4), '3\r\nabc\r\n3\r\ndef\r\n');
+    });
+  }
+
+  it('answers 502 when the upstream closes before the body ends', async () => {
+    const client = await openWithBodyStart('/close', '6\r\nabc');
+    await within(client.closed, 'the proxy to close the connection');
+
+    assert.match(client.text(), /^HTTP\/1\.1 502 /);
+    assert.doesNotMatch(client.text(), /101 Switching/);
+  });
 });
