@@ -8,6 +8,8 @@
 // copy, about 8 ms of CPU per stream at 10,000 routes (`StreamResponse.decode` on a 2-core Xeon,
 // Node 20), so with it this process, not the control plane, was the bottleneck.
 // Usage: tsx bench/propagation/subscribers.ts CONTROL_PLANE COUNT
+// A stream that ends with an error before its first snapshot, such as a rejected hello, stops
+// the process with exit code 1 and the error, so the benchmark fails at once.
 import { credentials } from '@grpc/grpc-js';
 
 import {
@@ -52,7 +54,13 @@ for (let index = 0; index < count; index++) {
       if (++ready === count) process.stdout.write('ready\n');
     }
   });
-  call.on('error', () => undefined);
+  call.on('error', (error: Error) => {
+    if (!first) return;
+    process.stderr.write(
+      `subscriber-${index} failed before its first snapshot: ${error.message}\n`,
+    );
+    process.exit(1);
+  });
   call.write({
     kind: {
       $case: 'hello',
@@ -60,7 +68,8 @@ for (let index = 0; index < count; index++) {
         proxyId: `subscriber-${index}`,
         epoch: '',
         version: 0,
-        address: 'bench',
+        // A traffic address that no proxy listens on, in the host:port form hellos need.
+        address: '127.0.0.1:0',
         nacked: [],
         instanceId: `subscriber-${index}`,
       },

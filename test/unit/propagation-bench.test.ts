@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 
-import { ROOT } from '../../scripts/processes.js';
+import { ROOT, waitFor, waitForPort } from '../../scripts/processes.js';
+import { startControlPlaneProcess } from '../helpers/fleet.js';
+import { findFreePort } from '../helpers/ports.js';
 
 const run = promisify(execFile);
 
@@ -29,6 +32,44 @@ describe('propagation benchmark tools', () => {
 
   after(() => {
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('subscribers get a snapshot', async () => {
+    const port = await findFreePort();
+    const controlPlane = startControlPlaneProcess(dir, { listen: `127.0.0.1:${port}` });
+    try {
+      await waitForPort('127.0.0.1', port, 30_000);
+      const subscribers = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(ROOT, 'bench/propagation/subscribers.ts'),
+          `127.0.0.1:${port}`,
+          '3',
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      subscribers.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      subscribers.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = once(subscribers, 'exit');
+      try {
+        await waitFor(
+          'the subscribers to print ready or exit',
+          30_000,
+          () => stdout.includes('ready') || subscribers.exitCode !== null,
+        );
+        assert.equal(stdout, 'ready\n', stderr);
+        assert.equal(subscribers.exitCode, null, stderr);
+      } finally {
+        subscribers.kill('SIGTERM');
+        await exited;
+      }
+    } finally {
+      await controlPlane.stop();
+    }
   });
 
   test('proxy-cpu writes change windows', async () => {
