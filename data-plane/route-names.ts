@@ -33,14 +33,18 @@ export class RouteNames {
   /**
    * Returns the names of `routes`.
    *
-   * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when two routes have the same name.
+   * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when two routes have the same name, naming the
+   *   lowest such name, so that a full build and `update` name the same one.
    */
   static of(routes: readonly Route[]): RouteNames {
     const names = new Set<string>();
+    let duplicate: string | undefined;
     for (const route of routes) {
-      if (names.has(route.name)) rejectDuplicate(route.name);
-      names.add(route.name);
+      const { name } = route;
+      if (names.has(name)) duplicate = lower(duplicate, name);
+      names.add(name);
     }
+    if (duplicate !== undefined) rejectDuplicate(duplicate);
     return new RouteNames(undefined, new Set(), names);
   }
 
@@ -49,7 +53,9 @@ export class RouteNames {
    * without `removed` and with `added`. Only the names of `removed` and `added` are read,
    * unless the layers reach `MAX_LAYERS`.
    *
-   * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when two routes of `routes` have the same name.
+   * @throws LoomError `LOOM_SNAPSHOT_REJECTED` when two routes of `routes` have the same name,
+   *   naming the lowest such name as `of` does. This table's names are unique, so every
+   *   duplicate of `routes` has an instance in `added`.
    */
   update(
     routes: readonly Route[],
@@ -62,14 +68,16 @@ export class RouteNames {
     const removedNames = new Set<string>();
     for (const { route } of removed) removedNames.add(route.name);
     const addedNames = new Set<string>();
+    let duplicate: string | undefined;
     for (const { route } of added) {
       const { name } = route;
       // This table's names are unique, so a name that was removed is used by no kept route.
       if (addedNames.has(name) || (this.has(name) && !removedNames.has(name))) {
-        rejectDuplicate(name);
+        duplicate = lower(duplicate, name);
       }
       addedNames.add(name);
     }
+    if (duplicate !== undefined) rejectDuplicate(duplicate);
     return new RouteNames(this, removedNames, addedNames);
   }
 
@@ -79,6 +87,11 @@ export class RouteNames {
     if (this.#base === undefined || this.#removed.has(name)) return false;
     return this.#base.has(name);
   }
+}
+
+/** Returns the lower of `current` and `name` in code unit order; `name` when `current` is undefined. */
+function lower(current: string | undefined, name: string): string {
+  return current === undefined || name < current ? name : current;
 }
 
 function rejectDuplicate(name: string): never {

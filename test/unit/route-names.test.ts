@@ -15,6 +15,15 @@ describe('RouteNames', () => {
     assert.throws(() => RouteNames.of([route('a'), route('b'), route('a')]), duplicate);
   });
 
+  test('names lowest duplicate either way', () => {
+    const routes = Array.from({ length: 100 }, (_, index) => route(`r${index}`));
+    const full = [...routes, route('r37'), route('r36')];
+    const lowest = { code: 'LOOM_SNAPSHOT_REJECTED', message: /^route "r36": duplicate/ };
+    assert.throws(() => RouteNames.of(full), lowest);
+    const added = [{ route: route('r37') }, { route: route('r36') }];
+    assert.throws(() => RouteNames.of(routes).update(full, [], added), lowest);
+  });
+
   test('rejects an added name a kept route has', () => {
     const routes = Array.from({ length: 100 }, (_, index) => route(`r${index}`));
     const names = RouteNames.of(routes);
