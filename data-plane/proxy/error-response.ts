@@ -258,8 +258,9 @@ export function classifyUpstreamError(err: unknown): ProxyError {
 
 /**
  * Tells whether undici failed a request because the upstream sent 100 Continue to it without
- * `Expect`. undici 7.30.3 fails only the request in flight with 'bad response' then, and with
- * no request in flight it closes the connection without failing one.
+ * `Expect`. undici 7.30.3 (`onHeadersComplete` in lib/dispatcher/client-h1.js) fails only the
+ * request in flight with 'bad response' then, and with no request in flight it closes the
+ * connection without failing one.
  */
 export function isUnrequestedContinue(err: unknown): boolean {
   const failure = err as { code?: unknown; message?: unknown } | null;
