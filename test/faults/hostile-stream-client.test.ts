@@ -62,6 +62,19 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
     return { call, snapshots, ended };
   }
 
+  /** Waits for the stream's first snapshot, and fails at once with its status if it ends first. */
+  async function firstSnapshot(stream: HandStream): Promise<Snapshot> {
+    const endedFirst = stream.ended.then((status) => {
+      if (stream.snapshots.length > 0) return;
+      throw new Error(`stream ended before a snapshot: ${status.code} ${status.details}`);
+    });
+    await Promise.race([
+      waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1),
+      endedFirst,
+    ]);
+    return stream.snapshots[0];
+  }
+
   function controlPlaneLog(message: string): Record<string, unknown>[] {
     const text = readFileSync(join(setup.fleet.dir, 'control-plane.log'), 'utf8');
     return text
@@ -78,7 +91,7 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
   test('half-closed stream ends with OK', async () => {
     const stream = open();
     stream.call.write(hello('half-closed'));
-    await waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1);
+    await firstSnapshot(stream);
 
     stream.call.end();
     const ended = await Promise.race([
@@ -96,8 +109,7 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
   test('nack flood logs a bounded number of lines', async () => {
     const stream = open();
     stream.call.write(hello('nack-flood'));
-    await waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1);
-    const { epoch, version } = stream.snapshots[0];
+    const { epoch, version } = await firstSnapshot(stream);
     const error = 'x'.repeat(4_096);
 
     // The same version over and over, then versions the control plane never sent.
@@ -126,8 +138,7 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
   test('acks of unsent versions keep version series', async () => {
     const stream = open();
     stream.call.write(hello('ack-flood'));
-    await waitFor('the first snapshot', 10_000, () => stream.snapshots.length === 1);
-    const { epoch, version, hash } = stream.snapshots[0];
+    const { epoch, version, hash } = await firstSnapshot(stream);
 
     // Versions far past any the control plane published, more than it keeps series for.
     for (let offset = 1; offset <= 50; offset++) {

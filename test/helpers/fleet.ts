@@ -57,6 +57,9 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     await waitForPort('127.0.0.1', cpPort);
   };
   await startControlPlane();
+  // A stream opened before the first snapshot ends with UNAVAILABLE; a proxy retries it, but a
+  // test that opens one stream by hand would wait for a snapshot that never comes.
+  await waitForReady(cpAdminPort, join(dir, 'control-plane.log'));
 
   const proxies: FleetProxy[] = [];
   for (let index = 1; index <= options.proxies; index++) {
@@ -93,6 +96,25 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Waits until the control plane's /readyz returns 200, which it does once it published a snapshot. */
+async function waitForReady(adminPort: number, logFile: string): Promise<void> {
+  try {
+    await waitFor('the control plane to be ready', 30_000, async () => {
+      const response = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+      await response.arrayBuffer();
+      return response.status === 200;
+    });
+  } catch (error) {
+    let log = '(no log)';
+    try {
+      log = readFileSync(logFile, 'utf8').split('\n').slice(-40).join('\n');
+    } catch {
+      // The error then shows "(no log)".
+    }
+    throw new Error(`${(error as Error).message}\n--- ${logFile}\n${log}`);
+  }
 }
 
 /** Settings of `startControlPlaneProcess`. */
