@@ -93,7 +93,8 @@ interface StoredAccepted {
  * and grows by one per commit, also across restarts.
  *
  * Files in the data directory:
- * - `LOCK`: pid of the process that has the store open; a second open fails.
+ * - `LOCK`: pid and, on Linux, start time of the process that has the store open; a
+ *   second open fails.
  * - `identity.json`: the epoch, a random UUID chosen when the directory is created.
  * - `log.jsonl`: one checksummed line per committed transaction. A commit
  *   resolves only after its line is synced to disk.
@@ -105,8 +106,9 @@ interface StoredAccepted {
  *
  * Opening loads the state file and replays the log after it. Watches can start
  * from any of the last `historyLimit` revisions, including those replayed on
- * open, as long as those revisions' keys and values stay within `historyBytes`. A watch from an older revision fails with a retryable
- * `LOOM_STORE_UNAVAILABLE`, as on a compacted etcd.
+ * open, as long as those revisions' keys and values stay within `historyBytes`.
+ * A watch from an older revision fails with a retryable `LOOM_STORE_UNAVAILABLE`,
+ * as on a compacted etcd.
  */
 export class EmbeddedStore implements Store {
   readonly #dataDir: string;
@@ -545,10 +547,6 @@ async function loadOrCreateEpoch(dataDir: string, logger: Logger): Promise<strin
 }
 
 /**
- * Reads the accepted snapshot file. A damaged file, or content that does not match its hash,
- * is skipped with a warning: it only serves fallbacks, and the next recorded ack replaces it.
- */
-/**
  * Advice for a damaged `accepted.json`. The file only lets a restarted control plane send the
  * last accepted version as a fallback, so the store opens without it.
  */
@@ -557,6 +555,10 @@ const ACCEPTED_FILE_IGNORED =
   'so nothing needs to be done; until then it has no accepted version to send to a proxy ' +
   'that rejects a newer one';
 
+/**
+ * Reads the accepted snapshot file. A damaged file, or content that does not match its hash,
+ * is skipped with a warning: it only serves fallbacks, and the next recorded ack replaces it.
+ */
 async function loadAccepted(path: string, logger: Logger): Promise<StoredAccepted | undefined> {
   let file;
   try {
