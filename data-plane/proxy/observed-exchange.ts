@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import { upstreamErrorLogFields } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import type { UpstreamFailure } from './observer.js';
 
@@ -84,18 +85,14 @@ export abstract class ObservedExchange {
       return;
     }
 
-    const code = (err as { code?: unknown }).code;
     const fields = {
       route: this.request.route,
       upstream: this.target.upstream,
       target: this.target.origin,
-      code,
       status,
       attempts: this.attempts,
       suppressed,
-      // An error with a code (ECONNREFUSED, a timeout) is a known network outcome, whose stack
-      // trace would only repeat the proxy's own frames on every line.
-      ...(code === undefined ? { err } : { error: err.message }),
+      ...upstreamErrorLogFields(err),
     };
     if (status === undefined) {
       this.context.logger.warn(fields, 'upstream response aborted after headers were sent');

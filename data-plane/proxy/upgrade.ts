@@ -6,6 +6,7 @@ import {
   classifyUpstreamError,
   PROXY_ERRORS,
   UPSTREAM_UPGRADE_CODE,
+  upstreamErrorLogFields,
   writeRawErrorResponse,
   type ProxyError,
 } from './error-response.js';
@@ -575,15 +576,12 @@ class PendingUpgrade {
   #logFailure(err: Error, status: number | undefined): void {
     const suppressed = this.#context.upstreamFailureLog.take();
     if (suppressed === undefined) return;
-    const code = (err as { code?: unknown }).code;
     const fields = {
       route: this.#request.route,
       target: this.#target.origin,
-      code,
       status,
       suppressed,
-      // As for other requests, an error with a code is logged without its stack trace.
-      ...(code === undefined ? { err } : { error: err.message }),
+      ...upstreamErrorLogFields(err),
     };
     if (status === undefined) {
       this.#context.logger.warn(fields, 'upstream response to an upgrade request cut');

@@ -11,6 +11,7 @@ import {
   type ProxyFixture,
   type RawClient,
 } from './harness.js';
+import { UPSTREAM_INVALID_HTTP_CODE } from '../../data-plane/proxy/error-response.js';
 import { TRAILERS_DROPPED_CODE } from '../../data-plane/proxy/exchange.js';
 
 /** Raw upstream responses by path; the `/mid/*` ones stop after ten body bytes. */
@@ -200,7 +201,8 @@ describe('response endings', () => {
     assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
     assert.match(text, /\r\nTransfer-Encoding: chunked\r\n/i);
     assert.ok(!text.endsWith('0\r\n\r\n'), JSON.stringify(text));
-    assert.match(String(line?.code), /^HPE_/);
+    assert.equal(line?.code, UPSTREAM_INVALID_HTTP_CODE);
+    assert.match(String(line?.parserCode), /^HPE_/);
   });
 
   it('cuts a 100-continue response at trailer Content-Length', async () => {
@@ -213,7 +215,7 @@ describe('response endings', () => {
     const line = proxy.logs.find(
       (entry) =>
         entry.msg === 'upstream response aborted after headers were sent' &&
-        String(entry.code).startsWith('HPE_'),
+        String(entry.parserCode).startsWith('HPE_'),
     );
 
     assert.ok(!client.text().endsWith('0\r\n\r\n'), JSON.stringify(client.text()));
