@@ -59,8 +59,10 @@ const CONTINUE_WAIT_MS = 1_000;
  * rules of `ProxyExchange`: only without a body, with an idempotent method, and before any
  * response or 1xx.
  */
-// NOTE: every failure here closes the client connection, and the mark of a target that sends
-// 100 unrequested stays until the target leaves the config.
+// NOTE: every failure here closes the client connection. A target that sends 100 unrequested
+// stays marked for `UNREQUESTED_CONTINUE_MARK_MS`, until its pool is rebuilt, or until it leaves
+// the config. After the mark ends, a request with a body to a target that still sends the 100
+// gets 502 again.
 export class ContinueExchange extends ObservedExchange {
   readonly #res: ServerResponse;
   #upstream: ClientRequest | undefined;
