@@ -4,6 +4,9 @@ import { upstreamErrorLogFields } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import type { UpstreamFailure } from './observer.js';
 
+/** Log code of a response whose trailer section the parser rejected after a complete body. */
+export const TRAILERS_DROPPED_CODE = 'LOOM_UPSTREAM_TRAILERS_DROPPED';
+
 /**
  * The reporting part of one proxied request, shared by the exchange that sends it through undici
  * and the one that sends `Expect: 100-continue` requests through `node:http`. It counts attempts
@@ -99,5 +102,29 @@ export abstract class ObservedExchange {
     } else {
       this.context.logger.warn(fields, 'upstream request failed');
     }
+  }
+
+  /**
+   * Logs at warn level, within the context's rate limit, a response whose complete body reached
+   * the client without its trailers, because the trailer section contains Content-Length.
+   */
+  protected logTrailersDropped(err: Error, status: number): void {
+    const suppressed = this.context.upstreamFailureLog.take();
+    if (suppressed === undefined) {
+      return;
+    }
+
+    this.context.logger.warn(
+      {
+        route: this.request.route,
+        upstream: this.target.upstream,
+        target: this.target.origin,
+        code: TRAILERS_DROPPED_CODE,
+        status,
+        suppressed,
+        error: err.message,
+      },
+      'upstream trailers dropped: the trailer section contains Content-Length',
+    );
   }
 }
