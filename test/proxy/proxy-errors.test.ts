@@ -124,6 +124,18 @@ describe('proxy error responses', () => {
           { name: 'refused', path: '/refused', upstream: 'refused' },
           { name: 'loop', path: '/loop/*', upstream: 'loop' },
           { name: 'hairpin', path: '/hairpin/*', upstream: 'hairpin' },
+          {
+            name: 'hairpin-via-removed',
+            path: '/hairpin-via-removed/*',
+            upstream: 'hairpin',
+            requestHeaders: { set: [], remove: ['via'] },
+          },
+          {
+            name: 'hairpin-via-set',
+            path: '/hairpin-via-set/*',
+            upstream: 'hairpin',
+            requestHeaders: { set: [{ name: 'Via', value: '1.1 gateway' }], remove: [] },
+          },
         ],
         [
           upstreamAt('app', upstream.port),
@@ -239,6 +251,20 @@ describe('proxy error responses', () => {
     assert.equal(warning?.code, 'LOOM_REQUEST_LOOP');
     assert.equal(warning?.route, 'hairpin');
     assert.equal(warning?.loomVias, 8);
+  });
+
+  it('returns 508 to a loop through a route that removes or sets Via', async () => {
+    for (const route of ['hairpin-via-removed', 'hairpin-via-set']) {
+      const response = await send(proxy.port, `/${route}/x`, { headers: { via: '1.1 edge' } });
+      const warning = proxy.logs.find(
+        (line) => line.msg === 'request loop detected' && line.route === route,
+      );
+
+      assertJsonError(response, 508, 'loop_detected', route);
+      assert.match(String(json(response).message), /passed through Loom proxies 8 times/, route);
+      assert.equal(warning?.code, 'LOOM_REQUEST_LOOP', route);
+      assert.equal(warning?.loomVias, 8, route);
+    }
   });
 
   it('forwards a request that passed Loom 7 times', async () => {
