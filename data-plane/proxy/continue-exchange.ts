@@ -13,6 +13,7 @@ import {
 import {
   canRetryRequest,
   CLOSE_DELIMITED_RESET,
+  isTrailerContentLength,
   onQueuedClientClose,
   type ForwardedRequest,
   type ProxyContext,
@@ -59,8 +60,10 @@ const CONTINUE_WAIT_MS = 1_000;
  * rules of `ProxyExchange`: only without a body, with an idempotent method, and before any
  * response or 1xx.
  */
-// NOTE: every failure here closes the client connection, and the mark of a target that sends
-// 100 unrequested stays until the target leaves the config.
+// NOTE: every failure here closes the client connection. A target that sends 100 unrequested
+// stays marked for `UNREQUESTED_CONTINUE_MARK_MS`, until its pool is rebuilt, or until it leaves
+// the config. After the mark ends, a request with a body to a target that still sends the 100
+// gets 502 again.
 export class ContinueExchange extends ObservedExchange {
   readonly #res: ServerResponse;
   #upstream: ClientRequest | undefined;
@@ -278,6 +281,10 @@ export class ContinueExchange extends ObservedExchange {
     if (this.#done) {
       return;
     }
+    if (this.#response !== undefined && this.#res.headersSent && isTrailerContentLength(err)) {
+      this.#endWithoutTrailers(this.#response, err);
+      return;
+    }
     this.#finish();
     this.#upstream?.destroy();
     if (this.#retry(err)) return;
@@ -303,6 +310,25 @@ export class ContinueExchange extends ObservedExchange {
       undefined,
       true,
     );
+  }
+
+  /**
+   * Ends the client response after `node:http` rejected the upstream's trailer section, as
+   * `ProxyExchange` does for undici: the parser reached the trailers after the last chunk, so
+   * the body is complete and only the trailers are lost.
+   */
+  #endWithoutTrailers(response: IncomingMessage, err: Error): void {
+    // Node.js 20 emits the parser error before the 'data' events of the chunks parsed in the
+    // same read, and then destroys the response with its buffer. Reading the buffer now sends
+    // those chunks to the client through the 'data' listener.
+    while (response.read() !== null);
+    const status = response.statusCode ?? 0;
+    if (status < 500) this.target.state.recordSuccess();
+    this.#finish();
+    this.reportAttempt(undefined);
+    this.logTrailersDropped(err, status);
+    this.#res.end();
+    this.#upstream?.destroy();
   }
 
   /**

@@ -1,5 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { errors } from 'undici';
 import { REQUEST_LOOP_CODE } from '../upstreams/own-connections.js';
 
 /** Stable values of the `error` field in the JSON bodies the proxy sends. */
@@ -24,6 +25,13 @@ export type ProxyErrorCode =
 
 /** Error code of a 101 Switching Protocols that the proxy cannot turn into a tunnel. */
 export const UPSTREAM_UPGRADE_CODE = 'LOOM_UPSTREAM_UPGRADE';
+
+/**
+ * Log code of an upstream response that the HTTP parser rejected (undici's `HTTPParserError`, or
+ * a `node:http` error with an `HPE_` code). The parser's own code, when known, goes in the
+ * `parserCode` field next to it.
+ */
+export const UPSTREAM_INVALID_HTTP_CODE = 'LOOM_UPSTREAM_INVALID_HTTP';
 
 /** Status, code and message of one error response. */
 export interface ProxyError {
@@ -195,6 +203,11 @@ export const PROXY_ERRORS = {
     message:
       'the upstream sent a response the proxy cannot read, such as a 100 Continue or 101 it did not request',
   },
+  upstreamUnparsableResponse: {
+    status: 502,
+    error: 'upstream_error',
+    message: 'the upstream sent a response that is not valid HTTP/1.1',
+  },
   upstreamHeadersTooLarge: {
     status: 502,
     error: 'upstream_error',
@@ -219,6 +232,12 @@ export const PROXY_ERRORS = {
  */
 export function classifyUpstreamError(err: unknown): ProxyError {
   const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'HPE_HEADER_OVERFLOW') {
+    return PROXY_ERRORS.upstreamHeadersTooLarge;
+  }
+  if (isHttpParserError(err)) {
+    return PROXY_ERRORS.upstreamUnparsableResponse;
+  }
   switch (code) {
     case 'ECONNREFUSED':
     case 'ECONNRESET':
@@ -254,6 +273,38 @@ export function classifyUpstreamError(err: unknown): ProxyError {
     default:
       return PROXY_ERRORS.upstreamFailed;
   }
+}
+
+/**
+ * Tells whether `err` is a parser failure on the upstream response: undici's `HTTPParserError`
+ * or a `node:http` error whose code starts with `HPE_`.
+ */
+export function isHttpParserError(err: unknown): boolean {
+  if (err instanceof errors.HTTPParserError) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('HPE_');
+}
+
+/**
+ * Returns the fields that name an upstream failure in a log line: its code and message, or the
+ * whole error with its stack trace when it has no code. A parser failure gets the code
+ * {@link UPSTREAM_INVALID_HTTP_CODE} and the parser's code, when known, as `parserCode`.
+ */
+// NOTE: undici 7.30.3 builds `HTTPParserError` with `constants.ERROR[ret]`, which looks a number
+// up in a map keyed by name. So its `code` is always undefined, and only its message names the
+// cause.
+export function upstreamErrorLogFields(err: Error): Record<string, unknown> {
+  const code = (err as { code?: unknown }).code;
+  if (isHttpParserError(err)) {
+    return {
+      code: UPSTREAM_INVALID_HTTP_CODE,
+      ...(typeof code === 'string' ? { parserCode: code } : {}),
+      error: err.message,
+    };
+  }
+  // An error with a code (ECONNREFUSED, a timeout) is a known network outcome, whose stack trace
+  // would only repeat the proxy's own frames on every line.
+  return code === undefined ? { code, err } : { code, error: err.message };
 }
 
 /**

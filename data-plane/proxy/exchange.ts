@@ -14,6 +14,7 @@ import { ContinueExchange } from './continue-exchange.js';
 import {
   classifyUpstreamError,
   destroyResponse,
+  isHttpParserError,
   isUnrequestedContinue,
   PROXY_ERRORS,
   sendErrorResponse,
@@ -106,8 +107,6 @@ export const CLOSE_DELIMITED_RESET = Object.assign(
   new Error('the upstream reset the connection before the end of the response body'),
   { code: 'ECONNRESET' },
 );
-/** Log code of a response whose trailer section undici rejected after a complete body. */
-export const TRAILERS_DROPPED_CODE = 'LOOM_UPSTREAM_TRAILERS_DROPPED';
 /** Abort reason when the proxy already responded to the client (per-route connect timeout). */
 const ALREADY_ANSWERED = new Error('the proxy already responded to the client');
 
@@ -562,21 +561,7 @@ export class ProxyExchange
   #endWithoutTrailers(err: Error): void {
     this.target.state.recordSuccess();
     this.reportAttempt(undefined);
-    const suppressed = this.context.upstreamFailureLog.take();
-    if (suppressed !== undefined) {
-      this.context.logger.warn(
-        {
-          route: this.request.route,
-          upstream: this.target.upstream,
-          target: this.target.origin,
-          code: TRAILERS_DROPPED_CODE,
-          status: this.#status,
-          suppressed,
-          error: err.message,
-        },
-        'upstream trailers dropped: the trailer section contains Content-Length',
-      );
-    }
+    this.logTrailersDropped(err, this.#status);
     this.#answered = true;
     this.#res.end();
     this.reportRequest(this.#status);
@@ -671,16 +656,17 @@ function isBodylessLengthMismatch(status: number, err: Error): boolean {
 }
 
 /**
- * Tells whether undici failed a chunked response because its trailer section contains
- * Content-Length, which llhttp rejects in a message with Transfer-Encoding. In the header
- * section the same field fails the request before its headers, so after them the failure can
- * only come from the trailer section, which follows the last chunk.
+ * Tells whether undici or `node:http` failed a chunked response because its trailer section
+ * contains Content-Length, which llhttp rejects in a message with Transfer-Encoding. In the
+ * header section the same field fails the request before its headers, so after them the failure
+ * can only come from the trailer section, which follows the last chunk.
  */
-// NOTE: undici 7.30.3, the newest 7.x, sets no llhttp leniency for this and discards the
-// trailer fields it parsed before the failure, so every trailer of such a response is dropped.
-function isTrailerContentLength(err: Error): boolean {
+// NOTE: undici 7.30.3, the newest 7.x, and Node.js 20 set no llhttp leniency for this and
+// discard the trailer fields they parsed before the failure, so every trailer of such a
+// response is dropped.
+export function isTrailerContentLength(err: Error): boolean {
   return (
-    err.name === 'HTTPParserError' &&
+    isHttpParserError(err) &&
     err.message.includes("Content-Length can't be present with Transfer-Encoding")
   );
 }

@@ -132,6 +132,22 @@ function countLoomVias(value: string): number {
   return count;
 }
 
+/**
+ * Returns the Loom entries of a `Via` value as one value, such as `1.1 loom, 1.0 loom`, or
+ * undefined when it has none.
+ */
+function loomViaEntries(value: string | undefined): string | undefined {
+  if (value === undefined || value.indexOf('loom') === -1) return undefined;
+  let entries: string | undefined;
+  LOOM_VIA.lastIndex = 0;
+  for (let match = LOOM_VIA.exec(value); match !== null; match = LOOM_VIA.exec(value)) {
+    // The match starts at the comma before the entry, if any, and may have spaces around it.
+    const entry = match[0].replace(/^,?[ \t]*/, '').trimEnd();
+    entries = entries === undefined ? entry : `${entries}, ${entry}`;
+  }
+  return entries;
+}
+
 /** Connection facts the request header builder needs about the client. */
 export interface ClientInfo {
   /** Remote address of the client socket; undefined when the socket already closed. */
@@ -166,8 +182,10 @@ const VIA_HTTP_10 = '1.0 loom';
  *   `X-Forwarded-*`, `Forwarded` and `X-Real-IP` header is dropped, and `X-Forwarded-For`, `-Proto`, `-Host` and `-Port`
  *   are set from the connection, the listener and the client's Host.
  * - `Via` gets `1.1 loom` (or `1.0 loom` for an HTTP/1.0 client) appended to the client's
- *   values, as RFC 9110 section 7.6.3 requires of a gateway, unless the route removes or sets `Via`.
- * - The route's request header actions remove and set headers last.
+ *   values, as RFC 9110 section 7.6.3 requires of a gateway. A route that removes or sets `Via`
+ *   replaces the client's entries of other intermediaries only, so the entries of Loom proxies
+ *   and the proxy's own entry are always sent, and loop detection counts every pass.
+ * - The route's request header actions remove and set the other headers last.
  */
 export function buildUpstreamRequestHeaders(
   raw: readonly string[],
@@ -256,10 +274,16 @@ export function buildUpstreamRequestHeaders(
   if (!forwardedProto) headers.push('x-forwarded-proto', client.protocol);
   if (!forwardedHost && head.host !== undefined) headers.push('x-forwarded-host', head.host);
   if (!forwardedPort) headers.push('x-forwarded-port', client.port);
-  if (drop === null || !drop.has('via')) {
-    const entry = httpMinor === 0 ? VIA_HTTP_10 : VIA_HTTP_11;
-    headers.push('via', via === undefined ? entry : `${via}, ${entry}`);
+  if (drop !== null && drop.has('via')) {
+    const loomVias = loomViaEntries(via);
+    const routeVia = actions.requestVia;
+    via =
+      routeVia === undefined || loomVias === undefined
+        ? (routeVia ?? loomVias)
+        : `${routeVia}, ${loomVias}`;
   }
+  const entry = httpMinor === 0 ? VIA_HTTP_10 : VIA_HTTP_11;
+  headers.push('via', via === undefined ? entry : `${via}, ${entry}`);
   const set = actions.requestSet;
   for (let i = 0; i < set.length; i++) headers.push(set[i]);
   return headers;

@@ -1,7 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
+import { upstreamErrorLogFields } from './error-response.js';
 import type { ForwardedRequest, ProxyContext } from './exchange.js';
 import type { UpstreamFailure } from './observer.js';
+
+/** Log code of a response whose trailer section the parser rejected after a complete body. */
+export const TRAILERS_DROPPED_CODE = 'LOOM_UPSTREAM_TRAILERS_DROPPED';
 
 /**
  * The reporting part of one proxied request, shared by the exchange that sends it through undici
@@ -84,23 +88,43 @@ export abstract class ObservedExchange {
       return;
     }
 
-    const code = (err as { code?: unknown }).code;
     const fields = {
       route: this.request.route,
       upstream: this.target.upstream,
       target: this.target.origin,
-      code,
       status,
       attempts: this.attempts,
       suppressed,
-      // An error with a code (ECONNREFUSED, a timeout) is a known network outcome, whose stack
-      // trace would only repeat the proxy's own frames on every line.
-      ...(code === undefined ? { err } : { error: err.message }),
+      ...upstreamErrorLogFields(err),
     };
     if (status === undefined) {
       this.context.logger.warn(fields, 'upstream response aborted after headers were sent');
     } else {
       this.context.logger.warn(fields, 'upstream request failed');
     }
+  }
+
+  /**
+   * Logs at warn level, within the context's rate limit, a response whose complete body reached
+   * the client without its trailers, because the trailer section contains Content-Length.
+   */
+  protected logTrailersDropped(err: Error, status: number): void {
+    const suppressed = this.context.upstreamFailureLog.take();
+    if (suppressed === undefined) {
+      return;
+    }
+
+    this.context.logger.warn(
+      {
+        route: this.request.route,
+        upstream: this.target.upstream,
+        target: this.target.origin,
+        code: TRAILERS_DROPPED_CODE,
+        status,
+        suppressed,
+        error: err.message,
+      },
+      'upstream trailers dropped: the trailer section contains Content-Length',
+    );
   }
 }

@@ -19,8 +19,13 @@ export interface RouteActions {
   readonly rewritesPath: boolean;
   /** Lower-case request header names to drop: removed and replaced headers; null for none. */
   readonly requestDrop: ReadonlySet<string> | null;
-  /** Request headers to add, as a flat list of names and values. */
+  /** Request headers to add, as a flat list of names and values, without `Via`. */
   readonly requestSet: readonly string[];
+  /**
+   * `Via` value that the route sets, sent before the entries of Loom proxies; undefined when the
+   * route sets none.
+   */
+  readonly requestVia: string | undefined;
   /** Lower-case response header names to drop; null for none. */
   readonly responseDrop: ReadonlySet<string> | null;
   /** Response headers to add, as a flat list of names and values. */
@@ -53,6 +58,7 @@ export function compileRouteActions(route: Route): RouteActions {
     );
   }
   const request = compileHeaderActions(route.requestHeaders, route.name, 'requestHeaders');
+  const { set: requestSet, via: requestVia } = separateVia(request.set);
   const response = compileHeaderActions(route.responseHeaders, route.name, 'responseHeaders');
   const stripPrefix = route.stripPrefix ?? '';
   const addPrefix = route.addPrefix ?? '';
@@ -62,7 +68,8 @@ export function compileRouteActions(route: Route): RouteActions {
     hostRewrite: route.hostRewrite,
     rewritesPath: stripPrefix !== '' || addPrefix !== '',
     requestDrop: request.drop,
-    requestSet: request.set,
+    requestSet,
+    requestVia,
     responseDrop: response.drop,
     responseSet: response.set,
     connectTimeoutMs: route.timeouts?.connectMs ?? 0,
@@ -112,6 +119,25 @@ function compileHeaderActions(
     set.push(header.name, header.value);
   }
   return { drop: drop.size === 0 ? null : drop, set };
+}
+
+/**
+ * Splits a flat list of request headers to set into the headers other than `Via` and the
+ * non-empty `Via` values joined in order. The proxy sends that value with the Loom entries in one
+ * `Via` header.
+ */
+function separateVia(set: readonly string[]): { set: string[]; via: string | undefined } {
+  const rest: string[] = [];
+  let via: string | undefined;
+  for (let i = 0; i < set.length; i += 2) {
+    const value = set[i + 1];
+    if (set[i].toLowerCase() !== 'via') {
+      rest.push(set[i], value);
+    } else if (value.trim() !== '') {
+      via = via === undefined ? value : `${via}, ${value}`;
+    }
+  }
+  return { set: rest, via };
 }
 
 /**

@@ -6,10 +6,12 @@ import {
   classifyUpstreamError,
   PROXY_ERRORS,
   UPSTREAM_UPGRADE_CODE,
+  upstreamErrorLogFields,
   writeRawErrorResponse,
   type ProxyError,
 } from './error-response.js';
-import type { ForwardedRequest, ProxyContext } from './exchange.js';
+import { isTrailerContentLength, type ForwardedRequest, type ProxyContext } from './exchange.js';
+import { TRAILERS_DROPPED_CODE } from './observed-exchange.js';
 import { resetConnection } from './socket-reset.js';
 import { buildClientResponseHeaders, unrelayableResponse, type ResponseHead } from './headers.js';
 import { limitBodyIdleTime } from './body-idle-timer.js';
@@ -142,8 +144,8 @@ class PendingUpgrade {
   #settled = false;
   /** True once the request no longer counts in `target.state.active`. */
   #released = false;
-  /** Cuts the client connection while a non-101 response is relayed; undefined before that. */
-  #cutRelay: (() => void) | undefined;
+  /** Ends or cuts a non-101 response that is relayed to the client; undefined before that. */
+  #responseRelay: ResponseRelay | undefined;
   /** True once the relayed response counted toward the target's passive health. */
   #healthRecorded = false;
   readonly #onClientData = (chunk: Buffer): void => this.#takeClientBytes(chunk);
@@ -536,7 +538,14 @@ class PendingUpgrade {
       this.#request.method !== 'HEAD' &&
       status !== 204 &&
       status !== 304;
-    this.#cutRelay = relayResponse(response, headers, head, this.#client, bodyTimeoutMs, chunked);
+    this.#responseRelay = relayResponse(
+      response,
+      headers,
+      head,
+      this.#client,
+      bodyTimeoutMs,
+      chunked,
+    );
     this.#report(response.statusCode ?? 0);
   }
 
@@ -554,9 +563,16 @@ class PendingUpgrade {
   #fail(err: Error, error: ProxyError = classifyUpstreamError(err)): void {
     // Node.js reports a reset during a body delimited by the connection close as an error of
     // the request, and then ends the response as if it were complete.
-    if (this.#cutRelay !== undefined) {
+    if (this.#responseRelay !== undefined) {
+      if (isTrailerContentLength(err)) {
+        // The parser failed after the last chunk, so the body is complete, as for other requests.
+        this.#recordBodyOutcome(true);
+        this.#responseRelay.endWithoutTrailers();
+        this.#logTrailersDropped(err);
+        return;
+      }
       this.#recordBodyOutcome(false);
-      this.#cutRelay();
+      this.#responseRelay.cut();
       this.#logFailure(err, undefined);
       return;
     }
@@ -569,21 +585,39 @@ class PendingUpgrade {
   }
 
   /**
+   * Logs at warn level, within the context's rate limit, a relayed response whose complete body
+   * reached the client without its trailers, because the trailer section contains
+   * Content-Length.
+   */
+  #logTrailersDropped(err: Error): void {
+    const suppressed = this.#context.upstreamFailureLog.take();
+    if (suppressed === undefined) return;
+    this.#context.logger.warn(
+      {
+        route: this.#request.route,
+        target: this.#target.origin,
+        code: TRAILERS_DROPPED_CODE,
+        status: this.#responseRelay?.status,
+        suppressed,
+        error: err.message,
+      },
+      'upstream trailers dropped: the trailer section contains Content-Length',
+    );
+  }
+
+  /**
    * Logs a failed upgrade request at warn level, within the context's rate limit. `status` is
    * the error status sent to the client, undefined when the relayed response was cut.
    */
   #logFailure(err: Error, status: number | undefined): void {
     const suppressed = this.#context.upstreamFailureLog.take();
     if (suppressed === undefined) return;
-    const code = (err as { code?: unknown }).code;
     const fields = {
       route: this.#request.route,
       target: this.#target.origin,
-      code,
       status,
       suppressed,
-      // As for other requests, an error with a code is logged without its stack trace.
-      ...(code === undefined ? { err } : { error: err.message }),
+      ...upstreamErrorLogFields(err),
     };
     if (status === undefined) {
       this.#context.logger.warn(fields, 'upstream response to an upgrade request cut');
@@ -593,11 +627,24 @@ class PendingUpgrade {
   }
 }
 
+/** Control of a non-101 response that `relayResponse` writes to the client. */
+interface ResponseRelay {
+  /** Status of the relayed response. */
+  readonly status: number;
+  /** Cuts the client connection, because the upstream failed during the body. */
+  cut(): void;
+  /**
+   * Ends the client response after the parser rejected the trailer section, which follows the
+   * last chunk, so the body is complete.
+   */
+  endWithoutTrailers(): void;
+}
+
 /**
  * Writes a non-101 response to an upgrade request as an ordinary response, then closes. With
  * `chunked` the body goes in chunked framing, without trailers; otherwise it keeps its
- * Content-Length or runs until the connection closes. Returns a function that cuts the client
- * connection when the upstream fails during the body.
+ * Content-Length or runs until the connection closes. Returns the controls that end or cut the
+ * client response when the upstream fails during the body.
  */
 function relayResponse(
   response: IncomingMessage,
@@ -606,7 +653,7 @@ function relayResponse(
   client: Socket,
   bodyTimeoutMs: number,
   chunked: boolean,
-): () => void {
+): ResponseRelay {
   if (head.trailerIndex !== -1) headers.splice(head.trailerIndex, 2);
   const status = response.statusCode ?? 502;
   let text = `HTTP/1.1 ${status} ${response.statusMessage ?? ''}\r\n`;
@@ -616,6 +663,8 @@ function relayResponse(
   text += 'Connection: close\r\n\r\n';
   const closeDelimited = head.contentLength === undefined && !chunked;
 
+  // Set when the body is complete though the response failed after it (trailer Content-Length).
+  let bodyComplete = false;
   // The client tells a cut body from a whole one by its length or, without one, by a reset.
   const cut = (): void => {
     if (closeDelimited) {
@@ -624,16 +673,17 @@ function relayResponse(
       client.destroy();
     }
   };
+  const end = (): void => {
+    if (chunked) client.write('0\r\n\r\n', 'latin1');
+    client.destroySoon();
+  };
 
   client.write(text, 'latin1');
   response.on('error', ignoreError);
   response.on('close', () => {
-    if (!response.complete) cut();
+    if (!response.complete && !bodyComplete) cut();
   });
-  response.on('end', () => {
-    if (chunked) client.write('0\r\n\r\n', 'latin1');
-    client.destroySoon();
-  });
+  response.on('end', end);
   client.once('close', () => response.destroy());
   limitBodyIdleTime(response, client, bodyTimeoutMs);
   if (chunked) {
@@ -641,7 +691,17 @@ function relayResponse(
   } else {
     response.pipe(client, { end: false });
   }
-  return cut;
+  return {
+    status,
+    cut,
+    endWithoutTrailers() {
+      bodyComplete = true;
+      // Node.js 20 emits the parser error before the 'data' events of the chunks parsed in the
+      // same read. Reading the buffer now sends those chunks to the client before the end.
+      while (response.read() !== null);
+      end();
+    },
+  };
 }
 
 /** Writes each body chunk of `response` to `client` in chunked framing, with backpressure. */

@@ -23,7 +23,11 @@ import { HealthChecker } from './health-checker.js';
 import { LeastRequestBalancer } from './least-request-balancer.js';
 import { loopGuardConnector } from './own-connections.js';
 import { buildResetSafeConnector } from './reset-guard.js';
-import { TargetState, type TargetHealthListener } from './target-state.js';
+import {
+  TargetState,
+  UNREQUESTED_CONTINUE_MARK_MS,
+  type TargetHealthListener,
+} from './target-state.js';
 import { parseTargetUrl, type ParsedTargetUrl } from './target-url.js';
 
 /** Connection settings shared by every upstream pool. Times are in milliseconds. */
@@ -54,6 +58,12 @@ export interface UpstreamRegistryOptions {
    * 16384.
    */
   maxResponseHeaderBytes?: number;
+  /**
+   * Time in milliseconds that a target stays marked for sending 100 Continue to requests
+   * without `Expect`. A marked target gets its requests through `node:http`. Default
+   * `UNREQUESTED_CONTINUE_MARK_MS` (10 minutes).
+   */
+  unrequestedContinueMarkMs?: number;
 }
 
 interface ResolvedTarget extends ParsedTargetUrl {
@@ -83,6 +93,7 @@ export class UpstreamRegistry {
   readonly #healthListener: TargetHealthListener | undefined;
   readonly #poolOptions: Pool.Options;
   readonly #connectTimeout: number;
+  readonly #unrequestedContinueMarkMs: number;
   #pools = new Map<string, Pool>();
   #states = new Map<string, TargetState>();
   #checkers = new Map<string, HealthChecker>();
@@ -106,6 +117,12 @@ export class UpstreamRegistry {
       16_384,
       1,
     );
+    const unrequestedContinueMarkMs = requireDuration(
+      'unrequestedContinueMarkMs',
+      options.unrequestedContinueMarkMs,
+      UNREQUESTED_CONTINUE_MARK_MS,
+      1,
+    );
     const connections = options.connections ?? null;
     if (connections !== null && !(Number.isInteger(connections) && connections > 0)) {
       throw new LoomError(
@@ -118,6 +135,7 @@ export class UpstreamRegistry {
     this.#logger = logger.child({ component: 'upstreams' });
     this.#healthListener = options.healthListener;
     this.#connectTimeout = connectTimeout;
+    this.#unrequestedContinueMarkMs = unrequestedContinueMarkMs;
     this.#poolOptions = {
       keepAliveTimeout,
       headersTimeout,
@@ -161,6 +179,7 @@ export class UpstreamRegistry {
     for (const { upstream, targets: resolvedTargets } of resolved) {
       const targets = resolvedTargets.map((target): UpstreamTarget => {
         let pool = pools.get(target.poolKey) ?? previousPools.get(target.poolKey);
+        const poolRebuilt = !previousPools.has(target.poolKey);
         if (pool === undefined) {
           const connect = loopGuardConnector(
             buildResetSafeConnector({ ...tlsOptions(target), timeout: this.#connectTimeout }),
@@ -175,7 +194,16 @@ export class UpstreamRegistry {
         const state =
           states.get(stateKey) ??
           previousStates.get(stateKey) ??
-          new TargetState(upstream.name, target.url, this.#logger, this.#healthListener);
+          new TargetState(
+            upstream.name,
+            target.url,
+            this.#logger,
+            this.#healthListener,
+            this.#unrequestedContinueMarkMs,
+          );
+        // A new pool (other TLS settings) may reach a changed upstream, so the target gets the
+        // pool back until it sends an unrequested 100 Continue again.
+        if (poolRebuilt) state.unmarkUnrequestedContinue('connection pool rebuilt');
         state.configureEjection(upstream.passiveHealth);
         states.set(stateKey, state);
 

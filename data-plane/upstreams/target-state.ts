@@ -4,6 +4,17 @@ import type { PassiveHealth } from '../../proto/gen/loom/v1/config.js';
 /** Log code of a target that sent 100 Continue to a request without `Expect`. */
 export const UNREQUESTED_CONTINUE_CODE = 'LOOM_UPSTREAM_UNREQUESTED_CONTINUE';
 
+/**
+ * Default time, in milliseconds, that a target stays marked for sending an unrequested 100
+ * Continue. Once it ends, the target's requests go through the undici pool again, so an upstream
+ * that was fixed gets the pooled connections back. An upstream that still sends the 100 is
+ * marked again by the first request that fails on it.
+ */
+export const UNREQUESTED_CONTINUE_MARK_MS = 10 * 60 * 1_000;
+
+/** Cause of the end of an unrequested 100 Continue mark, logged as `reason`. */
+export type UnrequestedContinueUnmarkReason = 'mark expired' | 'connection pool rebuilt';
+
 /** Passive ejection settings with defaults filled. */
 export type EjectionSettings = Readonly<PassiveHealth>;
 
@@ -44,13 +55,23 @@ export class TargetState {
   #restoreTimer: NodeJS.Timeout | undefined;
   readonly #logger: Logger;
   readonly #listener: TargetHealthListener | undefined;
-  #sendsUnrequestedContinue = false;
+  /** `performance.now()` when the unrequested 100 Continue mark ends; 0 when not marked. */
+  #unrequestedContinueUntil = 0;
+  /** Time a mark for an unrequested 100 Continue lasts, in milliseconds. */
+  readonly #unrequestedContinueMarkMs: number;
 
-  constructor(upstream: string, url: string, logger: Logger, listener?: TargetHealthListener) {
+  constructor(
+    upstream: string,
+    url: string,
+    logger: Logger,
+    listener?: TargetHealthListener,
+    unrequestedContinueMarkMs = UNREQUESTED_CONTINUE_MARK_MS,
+  ) {
     this.upstream = upstream;
     this.url = url;
     this.#logger = logger;
     this.#listener = listener;
+    this.#unrequestedContinueMarkMs = unrequestedContinueMarkMs;
   }
 
   /** True when the target may receive requests: healthy and not ejected. */
@@ -59,20 +80,40 @@ export class TargetState {
   }
 
   /**
-   * True once the target sent a 100 Continue to a request without `Expect`, which undici 7
-   * cannot read, so the proxy sends its later requests through `node:http`.
+   * True while the target is marked for sending a 100 Continue to a request without `Expect`,
+   * which undici 7 cannot read, so the proxy sends its requests through `node:http`. The mark
+   * ends after the mark time, and the first read after that logs the end.
    */
   get sendsUnrequestedContinue(): boolean {
-    return this.#sendsUnrequestedContinue;
+    const until = this.#unrequestedContinueUntil;
+    if (until === 0) return false;
+    if (performance.now() < until) return true;
+    this.unmarkUnrequestedContinue('mark expired');
+    return false;
   }
 
-  /** Sets `sendsUnrequestedContinue`, logging the change once. */
+  /** Marks the target for sending an unrequested 100 Continue, logging the change once. */
   markUnrequestedContinue(): void {
-    if (this.#sendsUnrequestedContinue) return;
-    this.#sendsUnrequestedContinue = true;
+    if (this.sendsUnrequestedContinue) return;
+    this.#unrequestedContinueUntil = performance.now() + this.#unrequestedContinueMarkMs;
     this.#logger.warn(
-      { upstream: this.upstream, target: this.url, code: UNREQUESTED_CONTINUE_CODE },
+      {
+        upstream: this.upstream,
+        target: this.url,
+        code: UNREQUESTED_CONTINUE_CODE,
+        markMs: this.#unrequestedContinueMarkMs,
+      },
       'upstream target sent 100 Continue without Expect: its requests now go over connections of their own',
+    );
+  }
+
+  /** Removes the unrequested 100 Continue mark, logging the change once; no-op when unmarked. */
+  unmarkUnrequestedContinue(reason: UnrequestedContinueUnmarkReason): void {
+    if (this.#unrequestedContinueUntil === 0) return;
+    this.#unrequestedContinueUntil = 0;
+    this.#logger.info(
+      { upstream: this.upstream, target: this.url, code: UNREQUESTED_CONTINUE_CODE, reason },
+      'upstream target unmarked: its requests go through the connection pool again',
     );
   }
 

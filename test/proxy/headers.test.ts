@@ -214,7 +214,7 @@ describe('buildUpstreamRequestHeaders', () => {
     assert.deepEqual(build(raw).slice(-2), ['via', '1.1 loom']);
   });
 
-  it('route Via actions replace entry', () => {
+  it('route Via actions keep Loom entries', () => {
     const route = { name: 'r', hosts: [], paths: ['/'], methods: [], upstream: 'u' };
     const removing = compileRouteActions({
       ...route,
@@ -222,15 +222,30 @@ describe('buildUpstreamRequestHeaders', () => {
     });
     const setting = compileRouteActions({
       ...route,
-      requestHeaders: { set: [{ name: 'via', value: '1.1 gateway' }], remove: [] },
+      requestHeaders: {
+        set: [
+          { name: 'via', value: '1.1 gateway' },
+          { name: 'X-Env', value: 'prod' },
+          { name: 'Via', value: '' },
+        ],
+        remove: [],
+      },
     });
-    const raw = ['Via', '1.1 edge-a', 'Host', 'api.test'];
+    const raw = ['Via', '1.1 edge-a, 1.1 loom', 'Host', 'api.test', 'via', '1.0 loom ,1.1 edge-b'];
+    const plain = ['Via', '1.1 edge-a', 'Host', 'api.test'];
 
     const viaOf = (headers: string[]): string[] =>
       headers.filter((_, i) => i % 2 === 1 && headers[i - 1].toLowerCase() === 'via');
 
-    assert.deepEqual(viaOf(build(raw, client(), removing)), []);
-    assert.deepEqual(viaOf(build(raw, client(), setting)), ['1.1 gateway']);
+    assert.deepEqual(viaOf(build(raw, client(), removing)), ['1.1 loom, 1.0 loom, 1.1 loom']);
+    assert.deepEqual(viaOf(build(plain, client(), removing)), ['1.1 loom']);
+    assert.deepEqual(viaOf(build(raw, client(), setting)), [
+      '1.1 gateway, 1.1 loom, 1.0 loom, 1.1 loom',
+    ]);
+    assert.deepEqual(viaOf(build(plain, client(), setting)), ['1.1 gateway, 1.1 loom']);
+    assert.equal(build(plain, client(), setting).at(-2), 'X-Env');
+    assert.equal(setting.requestVia, '1.1 gateway');
+    assert.deepEqual(setting.requestSet, ['X-Env', 'prod']);
   });
 
   it('keeps Host named in Connection', () => {

@@ -1,13 +1,21 @@
 import assert from 'node:assert/strict';
 import { once, type EventEmitter } from 'node:events';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer as createTcpServer, connect, type AddressInfo, type Server } from 'node:net';
+import {
+  createServer as createTcpServer,
+  connect,
+  type AddressInfo,
+  type Server,
+  type Socket,
+} from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { UPSTREAM_INVALID_HTTP_CODE } from '../../data-plane/proxy/error-response.js';
 import type { RoutingTable } from '../../data-plane/table.js';
 import {
   closedPort,
   json,
+  RawServer,
   send,
   sendRaw,
   startHttpServer,
@@ -116,6 +124,18 @@ describe('proxy error responses', () => {
           { name: 'refused', path: '/refused', upstream: 'refused' },
           { name: 'loop', path: '/loop/*', upstream: 'loop' },
           { name: 'hairpin', path: '/hairpin/*', upstream: 'hairpin' },
+          {
+            name: 'hairpin-via-removed',
+            path: '/hairpin-via-removed/*',
+            upstream: 'hairpin',
+            requestHeaders: { set: [], remove: ['via'] },
+          },
+          {
+            name: 'hairpin-via-set',
+            path: '/hairpin-via-set/*',
+            upstream: 'hairpin',
+            requestHeaders: { set: [{ name: 'Via', value: '1.1 gateway' }], remove: [] },
+          },
         ],
         [
           upstreamAt('app', upstream.port),
@@ -231,6 +251,20 @@ describe('proxy error responses', () => {
     assert.equal(warning?.code, 'LOOM_REQUEST_LOOP');
     assert.equal(warning?.route, 'hairpin');
     assert.equal(warning?.loomVias, 8);
+  });
+
+  it('returns 508 to a loop through a route that removes or sets Via', async () => {
+    for (const route of ['hairpin-via-removed', 'hairpin-via-set']) {
+      const response = await send(proxy.port, `/${route}/x`, { headers: { via: '1.1 edge' } });
+      const warning = proxy.logs.find(
+        (line) => line.msg === 'request loop detected' && line.route === route,
+      );
+
+      assertJsonError(response, 508, 'loop_detected', route);
+      assert.match(String(json(response).message), /passed through Loom proxies 8 times/, route);
+      assert.equal(warning?.code, 'LOOM_REQUEST_LOOP', route);
+      assert.equal(warning?.loomVias, 8, route);
+    }
   });
 
   it('forwards a request that passed Loom 7 times', async () => {
@@ -485,6 +519,65 @@ describe('proxy error responses', () => {
     const line = proxy.logs.find((entry) => entry.msg === 'proxy request failed unexpectedly');
     assert.equal(line?.level, LEVEL_ERROR);
     assert.match(JSON.stringify(line?.err), /router bug/);
+  });
+});
+
+/** Raw upstream that responds to every request head with a status line that is not HTTP. */
+class MalformedStatusUpstream extends RawServer {
+  protected accept(socket: Socket): void {
+    let head = '';
+    socket.on('data', (chunk: Buffer) => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      head = '';
+      socket.end('HTPP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+  }
+}
+
+describe('malformed upstream responses', () => {
+  const upstream = new MalformedStatusUpstream();
+  let proxy: ProxyFixture;
+
+  before(async () => {
+    await upstream.start();
+    proxy = await startProxy();
+    proxy.publishOne('malformed', upstream.port);
+  });
+
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('answers 502 to a malformed status line', async () => {
+    const before = proxy.logs.length;
+    const response = await send(proxy.port, '/status-line');
+    const line = proxy.logs.slice(before).find((entry) => entry.msg === 'upstream request failed');
+
+    assertJsonError(response, 502, 'upstream_error', 'malformed');
+    assert.match(String(json(response).message), /not valid HTTP\/1\.1/);
+    assert.equal(line?.level, LEVEL_WARN);
+    assert.equal(line?.code, UPSTREAM_INVALID_HTTP_CODE);
+    assert.equal(line?.status, 502);
+    assert.match(String(line?.error), /HTTP\/1\.1 protocol/);
+    assert.equal(line?.err, undefined, 'a stack trace for a parser failure');
+    assert.doesNotMatch(JSON.stringify(line), /\n\s+at /);
+  });
+
+  it('answers 502 to a malformed status line after 100-continue', async () => {
+    const before = proxy.logs.length;
+    const response = await send(proxy.port, '/status-line-upload', {
+      method: 'POST',
+      headers: { expect: '100-continue', 'content-length': '5' },
+      body: 'hello',
+    });
+    const line = proxy.logs.slice(before).find((entry) => entry.msg === 'upstream request failed');
+
+    assertJsonError(response, 502, 'upstream_error', 'malformed');
+    assert.equal(line?.code, UPSTREAM_INVALID_HTTP_CODE);
+    assert.equal(line?.parserCode, 'HPE_INVALID_CONSTANT');
+    assert.equal(line?.err, undefined, 'a stack trace for a parser failure');
   });
 });
 

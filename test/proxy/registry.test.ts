@@ -7,6 +7,7 @@ import { LoomError } from '../../common/errors.js';
 import type { Upstream } from '../../proto/gen/loom/v1/config.js';
 import { UpstreamRegistry } from '../../data-plane/upstreams/registry.js';
 import {
+  captureLogger,
   send,
   startHttpServer,
   startProxy,
@@ -124,6 +125,42 @@ describe('UpstreamRegistry', () => {
     void registry.close();
   });
 
+  it('unmarks a target whose pool is rebuilt', () => {
+    const { logger, lines } = captureLogger();
+    const registry = new UpstreamRegistry({ logger });
+    const secure = (serverName: string, weight: number): Upstream => ({
+      name: 'secure',
+      targets: [{ url: 'https://127.0.0.1:8443', weight }],
+      tls: { caFile: '', serverName, insecureSkipVerify: false },
+    });
+    const first = registry
+      .update([secure('a.test', 1)])
+      .get('secure')
+      ?.pick();
+    first?.state.markUnrequestedContinue();
+
+    const sameTls = registry
+      .update([secure('a.test', 2)])
+      .get('secure')
+      ?.pick();
+    const keptMark = sameTls?.state.sendsUnrequestedContinue;
+    const otherTls = registry
+      .update([secure('b.test', 2)])
+      .get('secure')
+      ?.pick();
+    const unmarked = lines.filter((line) => line.msg.startsWith('upstream target unmarked'));
+
+    assert.equal(sameTls?.pool, first?.pool);
+    assert.equal(keptMark, true);
+    assert.notEqual(otherTls?.pool, first?.pool);
+    assert.equal(otherTls?.state, first?.state);
+    assert.equal(otherTls?.state.sendsUnrequestedContinue, false);
+    assert.equal(unmarked.length, 1);
+    assert.equal(unmarked[0]?.reason, 'connection pool rebuilt');
+    assert.equal(unmarked[0]?.target, 'https://127.0.0.1:8443');
+    void registry.close();
+  });
+
   it('closes every pool on close', async () => {
     const registry = new UpstreamRegistry({ logger: silent });
     const balancers = registry.update([upstreamAt('a', 8080), upstreamAt('b', 8081)]);
@@ -146,6 +183,7 @@ describe('UpstreamRegistry', () => {
       { headersTimeout: 1.5 },
       { bodyTimeout: Number.NaN },
       { connections: 0 },
+      { unrequestedContinueMarkMs: 0 },
     ];
 
     for (const options of cases) {

@@ -11,7 +11,8 @@ import {
   type ProxyFixture,
   type RawClient,
 } from './harness.js';
-import { TRAILERS_DROPPED_CODE } from '../../data-plane/proxy/exchange.js';
+import { TRAILERS_DROPPED_CODE } from '../../data-plane/proxy/observed-exchange.js';
+import { UNREQUESTED_CONTINUE_CODE } from '../../data-plane/upstreams/target-state.js';
 
 /** Raw upstream responses by path; the `/mid/*` ones stop after ten body bytes. */
 const RESPONSES: Record<string, string> = {
@@ -186,40 +187,44 @@ describe('response endings', () => {
     assert.equal(line?.status, 200);
   });
 
-  it('cuts an upgrade relay at trailer Content-Length', async () => {
-    const client = openRawClient(
-      proxy.port,
-      'GET /trailer-length HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n',
-    );
+  /**
+   * Sends `request`, which gets the `/trailer-length` response through `node:http`, and checks
+   * that the client got the whole body without trailers and that no line `cutMessage` was logged.
+   */
+  async function assertTrailersDropped(request: string, cutMessage: string): Promise<void> {
+    const before = proxy.logs.length;
+    const client = openRawClient(proxy.port, request);
     await within(client.closed, 'the response to end');
     const text = client.text();
-    const line = proxy.logs.find(
-      (entry) => entry.msg === 'upstream response to an upgrade request cut',
-    );
+    const lines = proxy.logs.slice(before);
+    const dropped = lines.find((entry) => entry.code === TRAILERS_DROPPED_CODE);
 
     assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
-    assert.match(text, /\r\nTransfer-Encoding: chunked\r\n/i);
-    assert.ok(!text.endsWith('0\r\n\r\n'), JSON.stringify(text));
-    assert.match(String(line?.code), /^HPE_/);
+    assert.match(text, /\r\ntransfer-encoding: chunked\r\n/i);
+    assert.ok(text.endsWith('\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), JSON.stringify(text));
+    assert.equal(client.error(), undefined);
+    assert.equal(dropped?.level, 40);
+    assert.equal(dropped?.status, 200);
+    assert.equal(dropped?.route, 'raw');
+    assert.equal(
+      lines.find((entry) => entry.msg === cutMessage),
+      undefined,
+    );
+  }
+
+  it('ends an upgrade relay at trailer Content-Length', async () => {
+    await assertTrailersDropped(
+      'GET /trailer-length HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n',
+      'upstream response to an upgrade request cut',
+    );
   });
 
-  it('cuts a 100-continue response at trailer Content-Length', async () => {
-    const client = openRawClient(
-      proxy.port,
+  it('ends a 100-continue body whose trailers carry Content-Length', async () => {
+    await assertTrailersDropped(
       'POST /trailer-length HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n' +
         'Content-Length: 2\r\nConnection: close\r\n\r\n',
+      'upstream response aborted after headers were sent',
     );
-    await within(client.closed, 'the response to end');
-    const line = proxy.logs.find(
-      (entry) =>
-        entry.msg === 'upstream response aborted after headers were sent' &&
-        String(entry.code).startsWith('HPE_'),
-    );
-
-    assert.ok(!client.text().endsWith('0\r\n\r\n'), JSON.stringify(client.text()));
-    assert.doesNotMatch(client.text(), /^HTTP\/1\.1 502 /);
-    assert.equal(line?.status, undefined);
-    assert.equal(line?.route, 'raw');
   });
 
   it('ends a 204 with Content-Length at its head', async () => {
@@ -273,5 +278,106 @@ describe('response endings', () => {
 
     assert.match(client.text(), /^HTTP\/1\.1 502 Bad Gateway\r\n/);
     assert.match(client.text(), /"error":"upstream_error"/);
+  });
+});
+
+/**
+ * Raw upstream that sends an unrequested 100 Continue before a chunked response whose trailer
+ * section contains Content-Length. Each response comes in one write, so the parser reads the
+ * chunks and the failing trailer together, except for `/late`, whose last chunk and trailer
+ * section come in a second write.
+ */
+class ContinueTrailerUpstream extends RawServer {
+  protected accept(socket: Socket): void {
+    let head = '';
+    socket.on('data', (chunk: Buffer) => {
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      const path = head.split(' ')[1];
+      head = head.slice(end + 4);
+      const response = 'HTTP/1.1 100 Continue\r\n\r\n' + RESPONSES['/trailer-length'];
+      if (path !== '/late') {
+        socket.write(response);
+        return;
+      }
+      // The trailer section comes in a read of its own, after the client got the chunks.
+      const split = response.indexOf('0\r\n');
+      socket.write(response.slice(0, split));
+      setTimeout(() => socket.write(response.slice(split)), 20);
+    });
+  }
+}
+
+describe('trailer Content-Length from a marked target', () => {
+  const upstream = new ContinueTrailerUpstream();
+  let proxy: ProxyFixture;
+
+  before(async () => {
+    await upstream.start();
+    proxy = await startProxy();
+    proxy.publishOne('marked', upstream.port);
+  });
+
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('ends the body over node:http', async () => {
+    // undici fails on the 100 and marks the target. The GET is then sent again through
+    // node:http, which skips the 100 and rejects the trailer section.
+    const client = openRawClient(
+      proxy.port,
+      'GET /page HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+    const text = client.text();
+    const marked = proxy.logs.filter((entry) => entry.code === UNREQUESTED_CONTINUE_CODE);
+    const dropped = proxy.logs.filter((entry) => entry.code === TRAILERS_DROPPED_CODE);
+
+    assert.equal(marked.length, 1);
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(text, /100 Continue/);
+    assert.ok(text.endsWith('\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), JSON.stringify(text));
+    assert.equal(client.error(), undefined);
+    assert.equal(dropped.length, 1);
+    assert.equal(dropped[0]?.status, 200);
+    assert.equal(dropped[0]?.route, 'marked');
+  });
+
+  it('ends the body of a marked target again', async () => {
+    const before = proxy.logs.length;
+    const client = openRawClient(
+      proxy.port,
+      'GET /page HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+    const text = client.text();
+    const dropped = proxy.logs
+      .slice(before)
+      .filter((entry) => entry.code === TRAILERS_DROPPED_CODE);
+
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(text.endsWith('\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), JSON.stringify(text));
+    assert.equal(dropped.length, 1);
+  });
+
+  it('ends the body when the trailers come later', async () => {
+    const before = proxy.logs.length;
+    const client = openRawClient(
+      proxy.port,
+      'GET /late HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n',
+    );
+    await within(client.closed, 'the response to end');
+    const text = client.text();
+    const dropped = proxy.logs
+      .slice(before)
+      .filter((entry) => entry.code === TRAILERS_DROPPED_CODE);
+
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(text.endsWith('\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), JSON.stringify(text));
+    assert.equal(client.error(), undefined);
+    assert.equal(dropped.length, 1);
   });
 });

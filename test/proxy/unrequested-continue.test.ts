@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { UpstreamRegistryOptions } from '../../data-plane/upstreams/registry.js';
 import { UNREQUESTED_CONTINUE_CODE } from '../../data-plane/upstreams/target-state.js';
 import {
   RawServer,
@@ -18,6 +20,8 @@ import {
  */
 class ContinueUpstream extends RawServer {
   readonly requests: string[] = [];
+  /** False once the upstream is fixed: responses then come without the 100 Continue. */
+  sendsContinue = true;
 
   protected accept(socket: Socket): void {
     let text = '';
@@ -38,7 +42,7 @@ class ContinueUpstream extends RawServer {
         return;
       }
       socket.write(
-        'HTTP/1.1 100 Continue\r\n\r\n' +
+        (this.sendsContinue ? 'HTTP/1.1 100 Continue\r\n\r\n' : '') +
           `HTTP/1.1 200 OK\r\nContent-Length: ${body.length + 2}\r\n\r\nok${body}`,
       );
     });
@@ -46,9 +50,12 @@ class ContinueUpstream extends RawServer {
 }
 
 /** Starts `upstream` and a proxy whose only route sends every request to it. */
-async function startLegacyProxy(upstream: ContinueUpstream): Promise<ProxyFixture> {
+async function startLegacyProxy(
+  upstream: ContinueUpstream,
+  registryOptions: UpstreamRegistryOptions = {},
+): Promise<ProxyFixture> {
   await upstream.start();
-  const proxy = await startProxy();
+  const proxy = await startProxy(registryOptions);
   proxy.publishOne('legacy', upstream.port);
   return proxy;
 }
@@ -183,5 +190,67 @@ describe('unrequested 100 Continue with retries', () => {
       assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
       assert.ok(response.endsWith('\r\n\r\nplain'), JSON.stringify(response));
     }
+  });
+});
+
+describe('unrequested 100 Continue mark expiry', () => {
+  const upstream = new ContinueUpstream();
+  let proxy: ProxyFixture;
+  const get = 'GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n';
+  // A mark of 50 ms ends between two requests once the test has waited longer than that.
+  const markMs = 50;
+
+  before(
+    async () => (proxy = await startLegacyProxy(upstream, { unrequestedContinueMarkMs: markMs })),
+  );
+  after(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('sends requests through the pool after the mark', async () => {
+    const first = await sendRaw(proxy.port, get);
+    const marked = proxy.logs.filter((line) => line.code === UNREQUESTED_CONTINUE_CODE);
+    // The request that undici failed on, then the same request through node:http.
+    const [pooled, own] = upstream.requests;
+    upstream.sendsContinue = false;
+    await sleep(2 * markMs);
+    const second = await sendRaw(proxy.port, get);
+    const afterExpiry = upstream.requests.slice(2);
+    const unmarked = proxy.logs.filter(
+      (line) =>
+        line.msg === 'upstream target unmarked: its requests go through the connection pool again',
+    );
+
+    assert.match(first, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.equal(marked.length, 1);
+    assert.equal(marked[0]?.markMs, markMs);
+    assert.match(pooled ?? '', /^connection: keep-alive\r$/im);
+    assert.match(own ?? '', /^connection: close\r$/im);
+    assert.match(second, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(second.endsWith('\r\n\r\nok'), JSON.stringify(second));
+    assert.equal(afterExpiry.length, 1);
+    assert.match(afterExpiry[0] ?? '', /^connection: keep-alive\r$/im);
+    assert.equal(unmarked.length, 1);
+    assert.equal(unmarked[0]?.reason, 'mark expired');
+    assert.equal(unmarked[0]?.code, UNREQUESTED_CONTINUE_CODE);
+    assert.equal(
+      proxy.logs.filter((line) => line.code === UNREQUESTED_CONTINUE_CODE && line.level === 40)
+        .length,
+      1,
+    );
+  });
+
+  it('marks a target again that still sends 100', async () => {
+    upstream.sendsContinue = true;
+    const before = upstream.requests.length;
+    const response = await sendRaw(proxy.port, get);
+    const marks = proxy.logs.filter(
+      (line) => line.code === UNREQUESTED_CONTINUE_CODE && line.level === 40,
+    );
+
+    assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.equal(upstream.requests.length - before, 2);
+    assert.equal(marks.length, 2);
   });
 });

@@ -4,7 +4,14 @@ import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 
-import { classifyUpstreamError, PROXY_ERRORS } from '../../data-plane/proxy/error-response.js';
+import { errors } from 'undici';
+
+import {
+  classifyUpstreamError,
+  PROXY_ERRORS,
+  UPSTREAM_INVALID_HTTP_CODE,
+  upstreamErrorLogFields,
+} from '../../data-plane/proxy/error-response.js';
 import { upstreamFailureOf } from '../../data-plane/proxy/observer.js';
 import {
   registerOwnListener,
@@ -43,6 +50,40 @@ describe('upstream error classes', () => {
       PROXY_ERRORS.upstreamTimeout,
     );
     assert.equal(classifyUpstreamError(new Error('no code')), PROXY_ERRORS.upstreamFailed);
+  });
+
+  it('maps parser failures without a stack', () => {
+    // undici 7.30.3 leaves `code` undefined on the errors its parser raises.
+    const undiciFailure = new errors.HTTPParserError('Expected HTTP/');
+    const undiciWithCode = Object.assign(new errors.HTTPParserError('Expected HTTP/'), {
+      code: 'HPE_INVALID_CONSTANT',
+    });
+    const nodeFailure = errorWithCode('HPE_INVALID_CONSTANT', 'Parse Error: Expected HTTP/');
+    for (const failure of [undiciFailure, undiciWithCode, nodeFailure]) {
+      const error = classifyUpstreamError(failure);
+      assert.equal(error, PROXY_ERRORS.upstreamUnparsableResponse, failure.message);
+      assert.equal(error.status, 502);
+      assert.equal(upstreamFailureOf(error), 'error');
+      const fields = upstreamErrorLogFields(failure);
+      assert.equal(fields.code, UPSTREAM_INVALID_HTTP_CODE);
+      assert.equal(fields.err, undefined, 'a stack trace for a parser failure');
+      assert.equal(fields.error, failure.message);
+    }
+    assert.equal(upstreamErrorLogFields(undiciFailure).parserCode, undefined);
+    assert.equal(upstreamErrorLogFields(undiciWithCode).parserCode, 'HPE_INVALID_CONSTANT');
+    assert.equal(upstreamErrorLogFields(nodeFailure).parserCode, 'HPE_INVALID_CONSTANT');
+  });
+
+  it('maps an oversized response head', () => {
+    const error = classifyUpstreamError(errorWithCode('HPE_HEADER_OVERFLOW'));
+    assert.equal(error, PROXY_ERRORS.upstreamHeadersTooLarge);
+  });
+
+  it('logs an error without a code with its stack', () => {
+    const failure = new Error('no code');
+    const fields = upstreamErrorLogFields(failure);
+    assert.equal(fields.code, undefined);
+    assert.equal(fields.err, failure);
   });
 });
 
