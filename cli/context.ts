@@ -246,6 +246,20 @@ export function parseIfVersion(value: string): number {
 }
 
 /**
+ * Parses the NAME argument of `get` and `delete`. Throws commander's InvalidArgumentError for an
+ * empty or blank name, so it is a usage error (exit 2) instead of a lookup that finds nothing.
+ */
+export function parseResourceName(value: string): string {
+  if (value.trim() === '') {
+    throw new InvalidArgumentError(
+      'A route or upstream name must not be empty or blank. Pass the name of a stored ' +
+        'resource, as "loomctl get routes" or "loomctl get upstreams" lists them.',
+    );
+  }
+  return value;
+}
+
+/**
  * Returns a commander parser of a duration flag (see `parseFlagDuration`), whose error is a
  * usage error. The duration must be above 0.
  */
