@@ -74,6 +74,22 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     }
   });
 
+  test('short watch interval prints usage', async () => {
+    for (const interval of ['50ms', '0.05s']) {
+      const result = await run('loomctl', ['status', '--watch', '--interval', interval]);
+      assert.equal(result.code, 2, `${interval}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^error: option '--interval <duration>' argument '${interval.replace('.', '\\.')}' ` +
+            'is invalid\\. The interval must be at least 100ms',
+          'm',
+        ),
+      );
+      assert.match(result.stderr, /^Usage: loomctl status \[options\]$/m, interval);
+    }
+  });
+
   test('stray word and missing -f', async () => {
     const stray = await run('loomctl', ['validate', 'everything']);
     assert.equal(stray.code, 2, stray.stderr);
