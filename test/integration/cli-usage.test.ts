@@ -41,6 +41,7 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     const result = await run('loomctl', ['--control-plane', '7400', 'status']);
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /^error: invalid --control-plane "7400"; expected HOST:PORT/m);
+    assert.doesNotMatch(result.stderr, /^Usage:/m);
   });
 
   test('control-plane address with scheme', async () => {
@@ -56,6 +57,7 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     const result = await run('loomctl', ['get'], { LOOM_CONTROL_PLANE: 'grpc://127.0.0.1:7400' });
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /^error: invalid LOOM_CONTROL_PLANE "grpc:\/\/127\.0\.0\.1:7400"/m);
+    assert.doesNotMatch(result.stderr, /^Usage:/m);
   });
 
   test('file without -f names fix', async () => {
