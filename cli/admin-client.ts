@@ -48,6 +48,7 @@ export class AdminClient {
   readonly address: string;
   readonly #client: AdminServiceClient;
   readonly #token: string | undefined;
+  #writeSent = false;
 
   /**
    * Creates a client of the control plane at `address`. `channelOptions` adds gRPC channel
@@ -70,7 +71,16 @@ export class AdminClient {
     });
   }
 
+  /**
+   * True once this client sent an apply that is not a dry run, or a delete. Until then a lost
+   * connection cannot have left a write of this client stored.
+   */
+  get writeSent(): boolean {
+    return this.#writeSent;
+  }
+
   apply(request: ApplyRequest): Promise<ApplyResponse> {
+    if (!request.dryRun) this.#writeSent = true;
     return this.#call(
       this.#client.apply.bind(this.#client) as Unary<ApplyRequest, ApplyResponse>,
       request,
@@ -85,6 +95,7 @@ export class AdminClient {
   }
 
   delete(request: DeleteRequest): Promise<DeleteResponse> {
+    this.#writeSent = true;
     return this.#call(
       this.#client.delete.bind(this.#client) as Unary<DeleteRequest, DeleteResponse>,
       request,

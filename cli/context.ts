@@ -144,7 +144,7 @@ export async function withClient<T>(
         throw clientCertificateMissing(client.address, error);
       }
       if (wasSent(error)) {
-        throw connectionLost(client.address, error, write);
+        throw connectionLost(client.address, error, client.writeSent ? write : undefined, write);
       }
       throw new LoomError(
         'LOOM_UNAVAILABLE',
@@ -184,18 +184,32 @@ function wasSent(error: LoomError): boolean {
 
 /**
  * Explains a call whose connection was lost after it was sent. The control plane was reachable,
- * so the advice about a wrong address does not apply. A write may have been stored.
+ * so the advice about a wrong address does not apply. `sent` is the write the command sent
+ * before the connection was lost, which may have been stored. `planned` is the write the command
+ * would have sent: a connection lost before it was sent wrote nothing.
  */
-function connectionLost(address: string, error: LoomError, write?: ClientWrite): LoomError {
+function connectionLost(
+  address: string,
+  error: LoomError,
+  sent: ClientWrite | undefined,
+  planned: ClientWrite | undefined,
+): LoomError {
   const details = tidyGrpcDetails(error.message);
-  const during = write === undefined ? 'the call' : `the ${write.name}`;
-  const next =
-    write === undefined
-      ? 'run the command again once it answers.'
-      : `it may have written the ${write.name} before that, or not; ${write.check}.`;
+  let lost: string;
+  let next: string;
+  if (sent !== undefined) {
+    lost = `during the ${sent.name}`;
+    next = `it may have written the ${sent.name} before that, or not; ${sent.check}.`;
+  } else if (planned !== undefined) {
+    lost = `before the ${planned.name} was sent`;
+    next = 'nothing was written. Run the command again once it answers.';
+  } else {
+    lost = 'during the call';
+    next = 'run the command again once it answers.';
+  }
   return new LoomError(
     'LOOM_UNAVAILABLE',
-    `the connection to the control plane at ${address} was lost during ${during}: ${details}\n` +
+    `the connection to the control plane at ${address} was lost ${lost}: ${details}\n` +
       `The control plane may have stopped or restarted; ${next}`,
     { cause: error },
   );
@@ -243,6 +257,20 @@ export function parseIfVersion(value: string): number {
     );
   }
   return number;
+}
+
+/**
+ * Parses the NAME argument of `get` and `delete`. Throws commander's InvalidArgumentError for an
+ * empty or blank name, so it is a usage error (exit 2) instead of a lookup that finds nothing.
+ */
+export function parseResourceName(value: string): string {
+  if (value.trim() === '') {
+    throw new InvalidArgumentError(
+      'A route or upstream name must not be empty or blank. Pass the name of a stored ' +
+        'resource, as "loomctl get routes" or "loomctl get upstreams" lists them.',
+    );
+  }
+  return value;
 }
 
 /**

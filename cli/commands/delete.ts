@@ -2,7 +2,7 @@ import { Argument, type Command } from 'commander';
 
 import { LoomError } from '../../common/errors.js';
 import type { AdminClient } from '../admin-client.js';
-import { exitHelp, parseIfVersion, withClient } from '../context.js';
+import { exitHelp, parseIfVersion, parseResourceName, withClient } from '../context.js';
 import { isUnreadable, out } from '../output.js';
 
 /** Returns the singular kind the admin API takes; `get` spells kinds in the plural. */
@@ -21,7 +21,7 @@ export function registerDelete(program: Command): void {
         'route or upstream (routes and upstreams work too, as in "get")',
       ).choices(['route', 'upstream', 'routes', 'upstreams']),
     )
-    .argument('<name>', 'name of the resource')
+    .argument('<name>', 'name of the resource', parseResourceName)
     .option(
       '--if-version <n>',
       'fail unless the configuration is still at version n (from "loomctl get")',

@@ -3,7 +3,7 @@ import { Argument, Option, type Command } from 'commander';
 import { LoomError } from '../../common/errors.js';
 import type { GetConfigResponse } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
-import { exitHelp, withClient } from '../context.js';
+import { exitHelp, parseResourceName, withClient } from '../context.js';
 import { configDocument, formatDocument, formatTable, printUnreadableKeys } from '../output.js';
 
 type Format = 'yaml' | 'json' | 'table';
@@ -28,7 +28,7 @@ export function registerGet(program: Command): void {
         Object.keys(KINDS),
       ),
     )
-    .argument('[name]', 'print only this resource')
+    .argument('[name]', 'print only this resource', parseResourceName)
     .addOption(
       new Option(
         '-o, --output <format>',

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 
 import { LoomError } from '../../common/errors.js';
 import { tidyGrpcDetails } from '../../common/grpc-errors.js';
@@ -36,7 +36,7 @@ export function registerStatus(program: Command): void {
     )
     .addOption(
       new Option('--interval <duration>', 'how often --watch reads the status, such as 500ms or 2s')
-        .argParser(parseDuration('--interval'))
+        .argParser(parseInterval)
         .default(1_000, '1s'),
     )
     .addHelpText(
@@ -48,13 +48,6 @@ export function registerStatus(program: Command): void {
         throw new ExitError(
           EXIT.usage,
           '--interval sets how often --watch reads the status; add --watch or drop it',
-        );
-      }
-      if (options.interval < MIN_INTERVAL_MS) {
-        throw new ExitError(
-          EXIT.usage,
-          `invalid --interval ${options.interval}ms: below ${MIN_INTERVAL_MS}ms; ` +
-            `use ${MIN_INTERVAL_MS}ms or more`,
         );
       }
       await withClient(command, async (client) => {
@@ -75,6 +68,21 @@ export function registerStatus(program: Command): void {
 
 /** Shortest `--interval`, so a watch cannot flood the control plane with reads. */
 const MIN_INTERVAL_MS = 100;
+
+/**
+ * Parses `--interval` as a duration of at least `MIN_INTERVAL_MS`. Throws commander's
+ * InvalidArgumentError, so a shorter one is a usage error (exit 2) that prints the usage.
+ */
+function parseInterval(value: string): number {
+  const intervalMs = parseDuration('--interval')(value);
+  if (intervalMs < MIN_INTERVAL_MS) {
+    throw new InvalidArgumentError(
+      `The interval must be at least ${MIN_INTERVAL_MS}ms, so that a watch does not flood ` +
+        `the control plane with reads. Use ${MIN_INTERVAL_MS}ms or more, such as 500ms or 2s.`,
+    );
+  }
+  return intervalMs;
+}
 
 function printStatus(status: StatusResponse, output: 'table' | 'json'): void {
   if (output === 'json') {

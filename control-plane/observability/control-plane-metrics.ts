@@ -42,6 +42,7 @@ export class ControlPlaneMetrics {
   readonly registry = new Registry();
   readonly #sources: ControlPlaneMetricsSources;
   readonly #acks: Counter<'version'>;
+  readonly #unsentAcks: Counter;
   readonly #nacks: Counter<'version'>;
   readonly #allNacks: Counter;
   readonly #versions: number[] = [];
@@ -97,6 +98,13 @@ export class ControlPlaneMetrics {
       name: 'loom_control_plane_acks_total',
       help: 'Snapshot versions acked by proxies, by version (newest versions only).',
       labelNames: ['version'],
+      registers,
+    });
+    this.#unsentAcks = new Counter({
+      name: 'loom_control_plane_unsent_acks_total',
+      help:
+        'Acks ignored because they name a version this control plane never sent to that ' +
+        'proxy id and that its hello did not report. Only a broken or hostile client sends one.',
       registers,
     });
     this.#nacks = new Counter({
@@ -189,6 +197,11 @@ export class ControlPlaneMetrics {
   /** Counts an ack of `version` by one proxy. */
   acked(version: number): void {
     if (this.#trackVersion(version)) this.#acks.inc({ version: String(version) });
+  }
+
+  /** Counts an ack ignored because its version was never sent to the proxy. */
+  unsentAcked(): void {
+    this.#unsentAcks.inc();
   }
 
   /** Counts a nack of `version` by one proxy. */

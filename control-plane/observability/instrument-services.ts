@@ -19,8 +19,9 @@ import type { ControlPlaneMetrics } from './control-plane-metrics.js';
 const ERROR_CODE_KEY = 'loom-error-code';
 
 /**
- * Wraps the SnapshotService implementation so that every ack and nack on a stream is counted.
- * The wrapper adds its own `data` listener; the session's handling is unchanged.
+ * Wraps the SnapshotService implementation so that every nack on a stream is counted. The
+ * wrapper adds its own `data` listener; the session's handling is unchanged. Acks are counted by
+ * the session, because only acks of versions sent to the proxy count.
  */
 export function instrumentSnapshotService(
   implementation: UntypedServiceImplementation,
@@ -32,8 +33,7 @@ export function instrumentSnapshotService(
     Stream(call: ServerDuplexStream<StreamRequest, Buffer>) {
       call.on('data', (request: StreamRequest) => {
         const kind = request.kind;
-        if (kind?.$case === 'ack') metrics.acked(kind.ack.version);
-        else if (kind?.$case === 'nack') metrics.nacked(kind.nack.version);
+        if (kind?.$case === 'nack') metrics.nacked(kind.nack.version);
       });
       stream(call);
     },

@@ -6,6 +6,21 @@ import type { ProxyStatus } from '../../proto/gen/loom/v1/admin.js';
 export const ACK_HISTORY_LIMIT = 64;
 
 /**
+ * Versions remembered per connected proxy as sent to it or reported in its hello; older ones are
+ * dropped. A proxy builds only the newest snapshot that arrived during a build. So its ack of a
+ * dropped version, which this control plane then ignores, needs more than this many sends during
+ * one build. The ack of the newer version it builds next counts as usual.
+ */
+export const SENT_VERSION_LIMIT = 64;
+
+/**
+ * Versions kept per proxy once its stream closes, the newest ones. A proxy that reconnects acks
+ * on its new stream only the snapshots that were in flight when the old one broke. A registry may
+ * keep `DEFAULT_MAX_DISCONNECTED` disconnected proxies, so fewer versions each bound its memory.
+ */
+export const DISCONNECTED_SENT_VERSION_LIMIT = 8;
+
+/**
  * Maximum length in characters of a nack error that the registry keeps, the limit of the nack
  * errors that a proxy's hello repeats. A proxy may send an error of any size, such as one line
  * per upstream of a snapshot, and every status call would return all of it.
@@ -85,6 +100,12 @@ interface ProxyRecord extends ProxyState {
   rejections: Map<string, number>;
   /** Instance id of the process that sent the last nack; empty from older proxies. */
   nackInstanceId: string;
+  /**
+   * Versions sent to this id on any of its streams or reported in one of its hellos, oldest
+   * first, at most {@link SENT_VERSION_LIMIT}. Each epoch is the string of the snapshot or the
+   * hello, shared and not copied, so the list costs a few bytes per version.
+   */
+  sentVersions: VersionRef[];
 }
 
 /** Maximum number of rejected processes counted per record; past it the counts start again. */
@@ -222,6 +243,7 @@ export class ProxyRegistry {
       acks: [],
       rejections: new Map(),
       nackInstanceId: '',
+      sentVersions: [],
     };
     record.stream = stream;
     record.rejections.clear();
@@ -234,6 +256,7 @@ export class ProxyRegistry {
     // the versions the previous one acked, so keeping them would report its nacks as applied.
     record.ackedEpoch = epoch;
     record.ackedVersion = version;
+    if (version > 0) rememberVersion(record, epoch, version);
     this.#proxies.set(id, record);
     this.#disconnected.delete(id);
     this.#changed(id);
@@ -248,6 +271,8 @@ export class ProxyRegistry {
     record.stream = undefined;
     record.connected = false;
     record.lastSeenMs = Date.now();
+    const dropped = record.sentVersions.length - DISCONNECTED_SENT_VERSION_LIMIT;
+    if (dropped > 0) record.sentVersions.splice(0, dropped);
     this.#disconnected.add(id);
     this.#changed(id);
     this.#dropOverCap();
@@ -274,10 +299,25 @@ export class ProxyRegistry {
     }
   }
 
-  /** Counts one snapshot written to a stream of the proxy. */
-  sent(id: string): void {
+  /** Counts one snapshot written to a stream of the proxy, and remembers its version. */
+  sent(id: string, epoch: string, version: number): void {
     const record = this.#proxies.get(id);
-    if (record) record.snapshotsSent += 1;
+    if (!record) return;
+
+    record.snapshotsSent += 1;
+    rememberVersion(record, epoch, version);
+  }
+
+  /**
+   * Returns true when `version` of `epoch` was sent to proxy `id` on one of its streams, or
+   * reported in one of its hellos, among the newest such versions (see {@link SENT_VERSION_LIMIT}
+   * and {@link DISCONNECTED_SENT_VERSION_LIMIT}). Only such a version may be acked: the proxy
+   * cannot have built any other from this control plane. A proxy that moved here from another
+   * replica reports what it serves in its hello.
+   */
+  wasSent(id: string, epoch: string, version: number): boolean {
+    const sent = this.#proxies.get(id)?.sentVersions ?? [];
+    return sent.some((entry) => entry.version === version && entry.epoch === epoch);
   }
 
   ack(id: string, epoch: string, version: number): void {
@@ -341,7 +381,14 @@ export class ProxyRegistry {
   list(convergence?: VersionRef, controlPlane = ''): ProxyStatus[] {
     return [...this.#proxies.values()]
       .map(
-        ({ stream: _stream, rejections: _rejections, nackInstanceId: _nack, acks, ...status }) => ({
+        ({
+          stream: _stream,
+          rejections: _rejections,
+          nackInstanceId: _nack,
+          sentVersions: _sentVersions,
+          acks,
+          ...status
+        }) => ({
           ...status,
           versionAckedAtMs: convergence ? firstAckAt(acks, convergence) : 0,
           controlPlane,
@@ -351,10 +398,20 @@ export class ProxyRegistry {
   }
 }
 
+/** Adds a version to the record's sent versions as the newest; past the limit the oldest goes. */
+function rememberVersion(record: ProxyRecord, epoch: string, version: number): void {
+  const sent = record.sentVersions;
+  const index = sent.findIndex((entry) => entry.version === version && entry.epoch === epoch);
+  if (index !== -1) sent.splice(index, 1);
+  sent.push({ epoch, version });
+  if (sent.length > SENT_VERSION_LIMIT) sent.shift();
+}
+
 function toEntry({
   stream: _stream,
   rejections: _rejections,
   nackInstanceId: _nackInstanceId,
+  sentVersions: _sentVersions,
   acks,
   ...state
 }: ProxyRecord): {

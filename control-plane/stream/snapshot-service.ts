@@ -73,6 +73,13 @@ const NACK_LOG_LINES = 10;
 const NACK_LOG_WINDOW_MS = 60_000;
 
 /**
+ * Lines about ignored acks of unsent versions logged per stream and window of
+ * `UNSENT_ACK_LOG_WINDOW_MS`. The next line logged counts the ones left out.
+ */
+const UNSENT_ACK_LOG_LINES = 10;
+const UNSENT_ACK_LOG_WINDOW_MS = 60_000;
+
+/**
  * Default time a stream may stay open without a hello, in milliseconds. A proxy writes its hello
  * as it opens the stream, so only a client that does not speak the protocol reaches it. Until
  * then the stream takes one of the `--max-streams` slots.
@@ -118,6 +125,8 @@ class ProxySession {
   readonly #nackedKeys = new Set<string>();
   /** Caps the nack lines of this stream, so that a proxy sending nacks in a loop cannot flood the log. */
   readonly #nackLog = new LogLimiter(NACK_LOG_LINES, NACK_LOG_WINDOW_MS);
+  /** Caps the lines about ignored acks of this stream, for the same reason. */
+  readonly #unsentAckLog = new LogLimiter(UNSENT_ACK_LOG_LINES, UNSENT_ACK_LOG_WINDOW_MS);
   /** True from a write until gRPC reports the snapshot handed to HTTP/2; one is in flight at most. */
   #writing = false;
   #closed = false;
@@ -313,10 +322,14 @@ class ProxySession {
 
   #onAck(ack: Ack): void {
     if (!this.#proxyId) return;
-    // NOTE: an ack is not checked against the versions sent on this stream, because a proxy acks
-    // on its new stream a snapshot that reached it on the previous one. So a broken proxy can
-    // make `status` show a version it never got, and it is then sent nothing older or equal.
+    // A proxy may ack on its new stream a snapshot that reached it on the previous one, so the
+    // registry checks the versions sent on every stream of the id, and those its hellos reported.
+    if (!this.#registry.wasSent(this.#proxyId, ack.epoch, ack.version)) {
+      this.#ignoreUnsentAck(ack);
+      return;
+    }
 
+    this.#metrics?.acked(ack.version);
     this.#held = { epoch: ack.epoch, version: ack.version };
     this.#registry.ack(this.#proxyId, ack.epoch, ack.version);
     this.#accepted.noteAck(ack.epoch, ack.version);
@@ -324,6 +337,28 @@ class ProxySession {
     this.#logger.debug(
       { proxyId: this.#proxyId, epoch: ack.epoch, version: ack.version },
       'version acked',
+    );
+  }
+
+  /**
+   * Drops an ack of a version never sent to this proxy id, so that `status` and `apply --wait`
+   * do not show a version the proxy cannot serve, and the proxy is still sent what it lacks.
+   */
+  #ignoreUnsentAck(ack: Ack): void {
+    this.#metrics?.unsentAcked();
+    const suppressed = this.#unsentAckLog.take();
+    if (suppressed === undefined) return;
+
+    this.#logger.warn(
+      {
+        proxyId: this.#proxyId,
+        epoch: clipText(ack.epoch),
+        version: ack.version,
+        heldEpoch: this.#held.epoch,
+        heldVersion: this.#held.version,
+        suppressed,
+      },
+      'ack ignored: version never sent to this proxy',
     );
   }
 
@@ -374,7 +409,7 @@ class ProxySession {
 
     const { epoch, version } = published.snapshot;
     this.#sent = { epoch, version };
-    this.#registry.sent(this.#proxyId);
+    this.#registry.sent(this.#proxyId, epoch, version);
     this.#logger.debug({ proxyId: this.#proxyId, epoch, version }, 'snapshot sent');
     // The stream's own buffer takes 16 messages before write() returns false, so it
     // cannot keep a slow proxy to one snapshot; the write callback can.

@@ -402,7 +402,14 @@ export class SnapshotClient {
   async #applyOne(snapshot: Snapshot): Promise<void> {
     const held = this.#options.held();
     const { epoch, version, hash } = snapshot;
-    if (epoch === held.epoch && version <= held.version) {
+    if (epoch === held.epoch && version === held.version) {
+      // The control plane missed the ack of this version: the proxy acked it to another replica,
+      // or before this stream was admitted. A control plane counts only acks of versions it sent
+      // to the proxy, so the ack is sent again now that this one sent the version.
+      this.#call?.write({ kind: { $case: 'ack', ack: { epoch, version, hash } } });
+      return;
+    }
+    if (epoch === held.epoch && version < held.version) {
       // A lagging replica must never move this proxy backwards within one store history.
       this.#logger.debug({ epoch, version, held: held.version }, 'older snapshot ignored');
       return;

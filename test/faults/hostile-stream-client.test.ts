@@ -162,4 +162,64 @@ describe('snapshot stream from a hostile client', { timeout: 90_000 }, () => {
     assert.ok(!series.some((line) => line.includes('"100000')), series.join('\n'));
     stream.call.cancel();
   });
+
+  async function unsentAcks(): Promise<number> {
+    const metrics = await fetch(`http://127.0.0.1:${setup.fleet.controlPlaneAdminPort}/metrics`);
+    const line = (await metrics.text())
+      .split('\n')
+      .find((entry) => entry.startsWith('loom_control_plane_unsent_acks_total '));
+    return Number(line?.split(' ')[1] ?? Number.NaN);
+  }
+
+  test('acks of unsent versions leave status', async () => {
+    const before = await unsentAcks();
+    const stream = open();
+    stream.call.write(hello('ack-forger'));
+    const { epoch, version, hash } = await firstSnapshot(stream);
+
+    // Versions this proxy id was never sent: an older one, a newer one, and one of another epoch.
+    const forged = [
+      { epoch, version: version - 1, hash: 'h' },
+      { epoch, version: version + 1_000, hash: 'h' },
+      { epoch: `${epoch}-other`, version, hash },
+    ];
+    for (const ack of forged) stream.call.write({ kind: { $case: 'ack', ack } });
+    await waitFor('the forged acks counted', 10_000, async () => {
+      return (await unsentAcks()) === before + forged.length;
+    });
+
+    const row = await proxyStatus('ack-forger');
+    assert.equal(row?.ackedVersion, 0);
+    assert.equal(row?.ackedEpoch, '');
+    const lines = controlPlaneLog('ack ignored: version never sent to this proxy').filter(
+      (line) => line.proxyId === 'ack-forger',
+    );
+    assert.equal(lines.length, forged.length);
+    assert.equal(lines[1].version, version + 1_000);
+
+    // The ack of a far newer version did not stop the next version from being sent.
+    const next = await applyUpstream(admin, 'ack-forger-next');
+    await waitFor('the next version', 10_000, () => stream.snapshots.length === 2);
+    assert.equal(stream.snapshots[1].version, next.version);
+    stream.call.write({ kind: { $case: 'ack', ack: { epoch, version: next.version, hash: 'h' } } });
+    await waitFor('the real ack in the status', 10_000, async () => {
+      return (await proxyStatus('ack-forger'))?.ackedVersion === next.version;
+    });
+    stream.call.cancel();
+    await stream.ended;
+
+    // A version sent on the previous stream of the id may be acked on the next one.
+    const again = open();
+    again.call.write(hello('ack-forger'));
+    await firstSnapshot(again);
+    await waitFor('the hello version in the status', 10_000, async () => {
+      return (await proxyStatus('ack-forger'))?.ackedVersion === 0;
+    });
+    again.call.write({ kind: { $case: 'ack', ack: { epoch, version, hash } } });
+    await waitFor('the ack from the previous stream in the status', 10_000, async () => {
+      return (await proxyStatus('ack-forger'))?.ackedVersion === version;
+    });
+    assert.equal(await unsentAcks(), before + forged.length);
+    again.call.cancel();
+  });
 });

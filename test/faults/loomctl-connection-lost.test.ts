@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttp2Server, type Http2Server } from 'node:http2';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -81,5 +85,55 @@ describe('loomctl connection lost during a write', { timeout: 180_000 }, () => {
     );
     const get = await loomctl(fleet.controlPlane, ['get', 'route', 'echo']);
     assert.equal(get.code, 1, get.stdout);
+  });
+});
+
+describe('loomctl connection lost before a write', { timeout: 60_000 }, () => {
+  let dir: string;
+  let server: Http2Server;
+  let address: string;
+  /** Paths of the gRPC requests that reached the server, such as /loom.v1.AdminService/Apply. */
+  const paths: string[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loom-connection-lost-'));
+    // The server acts as a control plane that stops when a read arrives. It destroys the TCP
+    // connection of every request, so no response ever arrives.
+    const sockets = new Set<Socket>();
+    server = createHttp2Server();
+    server.on('connection', (socket: Socket) => sockets.add(socket));
+    server.on('stream', (_stream, headers) => {
+      paths.push(String(headers[':path']));
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    address = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  after(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('prune whose read is lost', async () => {
+    const empty = join(dir, 'empty.yaml');
+    writeFileSync(empty, 'routes: []\nupstreams: []\n');
+    const result = await loomctl(address, ['apply', '--prune', '-f', empty]);
+
+    assert.equal(result.code, 1, result.stderr);
+    assert.deepEqual(paths, ['/loom.v1.AdminService/GetConfig']);
+    assert.match(
+      result.stderr,
+      /^error: the connection to the control plane at 127\.0\.0\.1:\d+ was lost before the apply was sent: /m,
+    );
+    assert.ok(
+      result.stderr.includes(
+        'The control plane may have stopped or restarted; nothing was written. Run the command ' +
+          'again once it answers.',
+      ),
+      result.stderr,
+    );
+    assert.doesNotMatch(result.stderr, /may have written/);
+    assert.equal(result.stdout, '');
   });
 });

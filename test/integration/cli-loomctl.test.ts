@@ -71,6 +71,28 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     }
   });
 
+  test('blank name is a usage error', async () => {
+    const cases = [
+      ['get', 'route', ''],
+      ['get', 'upstream', ''],
+      ['get', 'routes', '  '],
+      ['delete', 'route', ''],
+      ['delete', 'upstream', ' \t'],
+    ];
+    for (const args of cases) {
+      const label = args.map((arg) => JSON.stringify(arg)).join(' ');
+      const result = await loomctl(controlPlane, args);
+      assert.equal(result.code, 2, `${label}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        /^error: command-argument value '\s*' is invalid for argument 'name'\. A route or upstream name must not be empty or blank\. Pass the name of a stored resource/m,
+        label,
+      );
+      assert.doesNotMatch(result.stderr, /^error: .*not found/m, label);
+      assert.equal(result.stdout, '', label);
+    }
+  });
+
   test('allow-empty without prune rejected', async () => {
     const empty = file('allow-empty.yaml', 'routes: []\nupstreams: []\n');
     const result = await loomctl(controlPlane, ['apply', '--allow-empty', '-f', empty]);

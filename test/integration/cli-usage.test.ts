@@ -41,6 +41,7 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     const result = await run('loomctl', ['--control-plane', '7400', 'status']);
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /^error: invalid --control-plane "7400"; expected HOST:PORT/m);
+    assert.doesNotMatch(result.stderr, /^Usage:/m);
   });
 
   test('control-plane address with scheme', async () => {
@@ -56,6 +57,7 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
     const result = await run('loomctl', ['get'], { LOOM_CONTROL_PLANE: 'grpc://127.0.0.1:7400' });
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /^error: invalid LOOM_CONTROL_PLANE "grpc:\/\/127\.0\.0\.1:7400"/m);
+    assert.doesNotMatch(result.stderr, /^Usage:/m);
   });
 
   test('file without -f names fix', async () => {
@@ -71,6 +73,22 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
         ),
       );
       assert.doesNotMatch(result.stderr, /required option/);
+    }
+  });
+
+  test('short watch interval prints usage', async () => {
+    for (const interval of ['50ms', '0.05s']) {
+      const result = await run('loomctl', ['status', '--watch', '--interval', interval]);
+      assert.equal(result.code, 2, `${interval}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^error: option '--interval <duration>' argument '${interval.replace('.', '\\.')}' ` +
+            'is invalid\\. The interval must be at least 100ms',
+          'm',
+        ),
+      );
+      assert.match(result.stderr, /^Usage: loomctl status \[options\]$/m, interval);
     }
   });
 

@@ -87,6 +87,17 @@ describe('snapshot client order', () => {
     assert.equal(acks.length, 1);
   });
 
+  test('version already served is acked again', async () => {
+    const { applied, answers } = await runClient([snapshot('a', 5), snapshot('a', 5)], 3);
+    assert.deepEqual(
+      applied.map((item) => item.version),
+      [5],
+    );
+    const acks = answers.filter((answer) => answer.kind?.$case === 'ack');
+    assert.equal(acks.length, 2);
+    for (const ack of acks) assert.equal(ack.kind?.$case === 'ack' && ack.kind.ack.version, 5);
+  });
+
   test('new epoch is accepted at a lower version', async () => {
     const { applied } = await runClient([snapshot('a', 5), snapshot('b', 2)], 3);
     assert.deepEqual(applied.map((item) => `${item.epoch}/${item.version}`).at(-1), 'b/2');
