@@ -173,7 +173,8 @@ export class AdminApi {
     return {
       version: snapshot?.version ?? 0,
       epoch,
-      proxies: mergeFleet(local, proxies),
+      // The registry lists each id once, sorted, so only other replicas' records need a merge.
+      proxies: proxies.length === 0 ? local : mergeFleet(local, proxies),
       versionCommittedAtMs: target ? this.#deps.commitTimes.get(epoch, request.version) : 0,
       controlPlane,
       fleetError,

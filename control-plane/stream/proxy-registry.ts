@@ -379,22 +379,12 @@ export class ProxyRegistry {
    * when the proxy first acked that version or a newer one of its epoch.
    */
   list(convergence?: VersionRef, controlPlane = ''): ProxyStatus[] {
-    return [...this.#proxies.values()]
-      .map(
-        ({
-          stream: _stream,
-          rejections: _rejections,
-          nackInstanceId: _nack,
-          sentVersions: _sentVersions,
-          acks,
-          ...status
-        }) => ({
-          ...status,
-          versionAckedAtMs: convergence ? firstAckAt(acks, convergence) : 0,
-          controlPlane,
-        }),
-      )
-      .sort(byId);
+    const statuses: ProxyStatus[] = [];
+    for (const record of this.#proxies.values()) {
+      const versionAckedAtMs = convergence ? firstAckAt(record.acks, convergence) : 0;
+      statuses.push(Object.assign(stateOf(record), { versionAckedAtMs, controlPlane }));
+    }
+    return statuses.sort(byId);
   }
 }
 
@@ -407,18 +397,32 @@ function rememberVersion(record: ProxyRecord, epoch: string, version: number): v
   if (sent.length > SENT_VERSION_LIMIT) sent.shift();
 }
 
-function toEntry({
-  stream: _stream,
-  rejections: _rejections,
-  nackInstanceId: _nackInstanceId,
-  sentVersions: _sentVersions,
-  acks,
-  ...state
-}: ProxyRecord): {
-  state: ProxyState;
-  acks: AckRecord[];
-} {
-  return { state, acks: [...acks] };
+function toEntry(record: ProxyRecord): { state: ProxyState; acks: AckRecord[] } {
+  return { state: stateOf(record), acks: [...record.acks] };
+}
+
+/**
+ * Copies the fields of `ProxyState` out of a record, as `status` does for every record on each
+ * call. A rest pattern that leaves out the other fields took about 5 µs per record on Node.js
+ * 20.20 (V8 11.3), 20 times as long, and so did a spread of this copy into a larger literal.
+ */
+function stateOf(record: ProxyRecord): ProxyState {
+  return {
+    id: record.id,
+    address: record.address,
+    connected: record.connected,
+    ackedEpoch: record.ackedEpoch,
+    ackedVersion: record.ackedVersion,
+    nackedVersion: record.nackedVersion,
+    nackError: record.nackError,
+    connectedAtMs: record.connectedAtMs,
+    lastSeenMs: record.lastSeenMs,
+    nackedEpoch: record.nackedEpoch,
+    snapshotsSent: record.snapshotsSent,
+    fallbackVersion: record.fallbackVersion,
+    fallbackEpoch: record.fallbackEpoch,
+    instanceId: record.instanceId,
+  };
 }
 
 /** Orders proxy statuses by id. */

@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events';
+
 import {
   Metadata,
   type ServerDuplexStream,
@@ -500,6 +502,9 @@ export function createSnapshotService(options: {
   helloTimeoutMs?: number;
 }): UntypedServiceImplementation {
   const logger = options.logger.child({ component: 'stream' });
+  // Every open stream listens for the abort. Without this, Node.js warns of a possible leak
+  // once an 11th proxy connects.
+  if (options.stopping) setMaxListeners(0, options.stopping);
   const accepted = new AcceptedSnapshot(options.cache, {
     store: options.cache.store,
     prefix: options.cache.prefix,

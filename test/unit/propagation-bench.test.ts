@@ -108,6 +108,18 @@ describe('propagation benchmark tools', () => {
     assert.equal(typeof result.changeCpuMeanMs, 'number');
   });
 
+  test('status-cpu measures status calls', async () => {
+    const args = ['--proxies', '5', '--acks', '3', '--calls', '4', '--json'];
+    const result = JSON.parse(await runScript('status-cpu.ts', args)) as {
+      proxies: number;
+      calls: number;
+      cpuMsPerCall: number;
+    };
+    assert.equal(result.proxies, 5);
+    assert.equal(result.calls, 4);
+    assert.equal(typeof result.cpuMsPerCall, 'number');
+  });
+
   test('profile breakdown counts by component', async () => {
     // Five samples 100 µs apart: two in the router, one in the decoder via a shared helper,
     // one in garbage collection, and one after the window.
