@@ -138,6 +138,9 @@ export class HealthChecker {
   }
 
   /** Runs one check; returns undefined when it passed, otherwise why it failed. */
+  // NOTE: checks go through undici, which fails a request on an unrequested 100 Continue
+  // (UND_ERR_SOCKET). A target that sends one to every request therefore fails every check and
+  // turns unhealthy, although its live requests succeed through `node:http` once it is marked.
   async #check(): Promise<string | undefined> {
     const timeoutMs = this.settings.timeoutMs;
     // The deadline covers the whole check. Without it, a body that trickles in faster than the
