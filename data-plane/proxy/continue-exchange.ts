@@ -20,6 +20,7 @@ import {
 } from './exchange.js';
 import { forwardInformational, MAX_INFORMATIONAL_RESPONSES } from './informational.js';
 import { ObservedExchange } from './observed-exchange.js';
+import { resetConnection } from './socket-reset.js';
 import { upstreamFailureOf } from './observer.js';
 import { markConnectionClosing } from './pipelining.js';
 import {
@@ -76,6 +77,11 @@ export class ContinueExchange extends ObservedExchange {
   #uploadStopped = false;
   #source: Readable | undefined;
   #response: IncomingMessage | undefined;
+  /**
+   * True once the client response went out without Content-Length or chunked framing (HTTP/1.0
+   * clients), so its body ends with the connection and only a reset shows a cut.
+   */
+  #closeDelimited = false;
   #done = false;
   /** False when the client sent no `Expect`, so the body goes without waiting for a 100. */
   readonly #expectContinue: boolean;
@@ -231,6 +237,7 @@ export class ContinueExchange extends ObservedExchange {
       this.#fail(err as Error);
       return;
     }
+    this.#closeDelimited = !res.chunkedEncoding && head.contentLength === undefined;
 
     const actions = this.request.actions;
     limitBodyIdleTime(
@@ -302,6 +309,12 @@ export class ContinueExchange extends ObservedExchange {
     // After the response headers the client gets no error status but a cut response.
     this.logUpstreamFailure(err, this.#res.headersSent ? undefined : error.status);
     markConnectionClosing(this.req.socket);
+    const socket = this.req.socket;
+    if (this.#res.headersSent && this.#closeDelimited && this.#res.socket === socket) {
+      // A FIN would end such a body as if it were complete.
+      resetConnection(socket);
+      return;
+    }
     this.bytesSent += sendErrorResponse(
       this.#res,
       error,

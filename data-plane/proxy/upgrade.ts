@@ -564,6 +564,11 @@ class PendingUpgrade {
     // Node.js reports a reset during a body delimited by the connection close as an error of
     // the request, and then ends the response as if it were complete.
     if (this.#responseRelay !== undefined) {
+      if (this.#responseRelay.complete) {
+        // The parser failed on bytes after the relayed response, such as a second response
+        // head. The client gets the whole response, and its 'close' counts it as a success.
+        return;
+      }
       if (isTrailerContentLength(err)) {
         // The parser failed after the last chunk, so the body is complete, as for other requests.
         this.#recordBodyOutcome(true);
@@ -631,6 +636,12 @@ class PendingUpgrade {
 interface ResponseRelay {
   /** Status of the relayed response. */
   readonly status: number;
+  /**
+   * True once the parser read the whole response, before any later upstream failure. Always
+   * false for a body delimited by the connection close, whose end Node.js also reports after a
+   * reset.
+   */
+  readonly complete: boolean;
   /** Cuts the client connection, because the upstream failed during the body. */
   cut(): void;
   /**
@@ -693,6 +704,9 @@ function relayResponse(
   }
   return {
     status,
+    get complete() {
+      return response.complete && !closeDelimited;
+    },
     cut,
     endWithoutTrailers() {
       bodyComplete = true;

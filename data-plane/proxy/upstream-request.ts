@@ -1,8 +1,8 @@
-import { request as httpRequest, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { ClientRequest, OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { UpstreamTarget } from '../upstreams/balancer.js';
 import { requestLoopError } from '../upstreams/own-connections.js';
+import { requestTarget } from '../upstreams/target-request.js';
 import type { ForwardedRequest } from './exchange.js';
 import { rewritePath } from './route-actions.js';
 
@@ -41,14 +41,7 @@ export function openUpstreamRequest(
     setHost: !hasHost,
     agent: false as const,
   };
-  const request = connect.secure
-    ? httpsRequest({
-        ...options,
-        ca: connect.ca,
-        servername: connect.servername,
-        rejectUnauthorized: connect.rejectUnauthorized,
-      })
-    : httpRequest(options);
+  const request = requestTarget(connect, options);
   if (connectTimeoutMs > 0) {
     limitConnectTime(request, connectTimeoutMs, connect.secure);
   }

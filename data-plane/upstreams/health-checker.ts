@@ -1,7 +1,10 @@
+import type { IncomingMessage, RequestOptions } from 'node:http';
 import type { Pool } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import type { HealthCheck } from '../../proto/gen/loom/v1/config.js';
+import type { TargetConnectOptions } from './balancer.js';
 import type { TargetState } from './target-state.js';
+import { requestTarget } from './target-request.js';
 
 /**
  * Health from elsewhere, in place of a checker's own requests: `attach` is called by `start()`,
@@ -51,7 +54,8 @@ export function setHealthSource(source: HealthSource | undefined): void {
 
 /**
  * Active health check of one target: every `intervalMs` it sends `GET path` through the
- * target's pool and reads the status. 2xx and 3xx pass. Any other status, a connection error,
+ * target's pool, or over a connection of its own while the target is marked for an unrequested
+ * 100 Continue, and reads the status. 2xx and 3xx pass. Any other status, a connection error,
  * or headers and body that do not arrive within `timeoutMs` fail. Only the first 128 KiB of a
  * body are read, and the connection of a longer one is closed.
  * `unhealthyThreshold` failures in a row mark the target unhealthy and `healthyThreshold`
@@ -66,6 +70,8 @@ export class HealthChecker {
   /** Host header sent with every check. */
   readonly hostHeader: string;
   readonly #logger: Logger;
+  /** How to reach the target outside the pool; undefined checks only through the pool. */
+  readonly #connect: TargetConnectOptions | undefined;
   #timer: NodeJS.Timeout | undefined;
   #passes = 0;
   #failures = 0;
@@ -78,12 +84,14 @@ export class HealthChecker {
     settings: Readonly<HealthCheck>,
     hostHeader: string,
     logger: Logger,
+    connect?: TargetConnectOptions,
   ) {
     this.settings = settings;
     this.#pool = pool;
     this.#state = state;
     this.hostHeader = hostHeader;
     this.#logger = logger;
+    this.#connect = connect;
   }
 
   start(): void {
@@ -137,13 +145,21 @@ export class HealthChecker {
     this.#schedule(nextCheckDelay(this.settings.intervalMs));
   }
 
-  /** Runs one check; returns undefined when it passed, otherwise why it failed. */
+  /**
+   * Runs one check; returns undefined when it passed, otherwise why it failed. undici fails a
+   * request on a 100 Continue that it did not request, so a target marked for sending one is
+   * checked over a connection of its own through `node:http`, which skips the 100. A check
+   * that fails on the 100 marks the target and is sent again that way.
+   */
   async #check(): Promise<string | undefined> {
     const timeoutMs = this.settings.timeoutMs;
     // The deadline covers the whole check. Without it, a body that trickles in faster than the
     // idle body timeout, or a request queued behind busy pool connections, keeps this check and
     // every later check of the target waiting for as long as the upstream sends.
     const signal = AbortSignal.timeout(timeoutMs);
+    if (this.#state.sendsUnrequestedContinue) {
+      return this.#checkOwnConnection(signal);
+    }
     try {
       const response = await this.#pool.request({
         method: 'GET',
@@ -161,7 +177,60 @@ export class HealthChecker {
         return `no complete response within ${timeoutMs} ms`;
       }
       const code = (err as { code?: unknown }).code;
+      if (code === 'UND_ERR_SOCKET' && (err as Error).message === 'bad response') {
+        // undici 7.30.3 reports an unrequested 100 Continue only in this message, as the proxy's
+        // `isUnrequestedContinue` describes.
+        this.#state.markUnrequestedContinue();
+        return this.#checkOwnConnection(signal);
+      }
       return typeof code === 'string' ? code : String(err);
+    }
+  }
+
+  /** Runs one check through `node:http` on a connection of its own, within `signal`. */
+  async #checkOwnConnection(signal: AbortSignal): Promise<string | undefined> {
+    const connect = this.#connect;
+    if (connect === undefined) return 'unrequested 100 Continue';
+    const options: RequestOptions = {
+      host: connect.hostname,
+      port: connect.port,
+      method: 'GET',
+      path: this.settings.path,
+      headers: { host: this.hostHeader, 'user-agent': 'loom-health-check' },
+      agent: false,
+      signal,
+    };
+    const request = requestTarget(connect, options);
+    try {
+      const response = await new Promise<IncomingMessage>((resolve, reject) => {
+        request.once('response', resolve);
+        // A listener that stays attached, so an error after the response is not unhandled.
+        request.on('error', reject);
+        request.end();
+      });
+      await readAtMost(response, MAX_BODY_BYTES);
+      const status = response.statusCode ?? 0;
+      return status >= 200 && status < 400 ? undefined : `status ${status}`;
+    } catch (err) {
+      if (signal.aborted) {
+        return `no complete response within ${this.settings.timeoutMs} ms`;
+      }
+      const code = (err as { code?: unknown }).code;
+      return typeof code === 'string' ? code : String(err);
+    } finally {
+      request.destroy();
+    }
+  }
+}
+
+/** Reads `response` to its end, or destroys it once more than `limit` bytes arrived. */
+async function readAtMost(response: IncomingMessage, limit: number): Promise<void> {
+  let bytes = 0;
+  for await (const chunk of response) {
+    bytes += (chunk as Buffer).length;
+    if (bytes > limit) {
+      response.destroy();
+      return;
     }
   }
 }

@@ -312,7 +312,14 @@ export class UpstreamRegistry {
       return previous;
     }
 
-    const checker = new HealthChecker(pool, state, { ...settings }, host, this.#logger);
+    const checker = new HealthChecker(
+      pool,
+      state,
+      { ...settings },
+      host,
+      this.#logger,
+      target.connect,
+    );
     checker.start();
     return checker;
   }

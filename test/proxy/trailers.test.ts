@@ -285,9 +285,12 @@ describe('response endings', () => {
  * Raw upstream that sends an unrequested 100 Continue before a chunked response whose trailer
  * section contains Content-Length. Each response comes in one write, so the parser reads the
  * chunks and the failing trailer together, except for `/late`, whose last chunk and trailer
- * section come in a second write.
+ * section come in a second write. `/mid/chunked` gets the response of `RESPONSES` that stops
+ * after ten body bytes, and `cutSocket` is its connection.
  */
 class ContinueTrailerUpstream extends RawServer {
+  cutSocket: Socket | undefined;
+
   protected accept(socket: Socket): void {
     let head = '';
     socket.on('data', (chunk: Buffer) => {
@@ -296,6 +299,11 @@ class ContinueTrailerUpstream extends RawServer {
       if (end === -1) return;
       const path = head.split(' ')[1];
       head = head.slice(end + 4);
+      if (path === '/mid/chunked') {
+        this.cutSocket = socket;
+        socket.write('HTTP/1.1 100 Continue\r\n\r\n' + RESPONSES[path]);
+        return;
+      }
       const response = 'HTTP/1.1 100 Continue\r\n\r\n' + RESPONSES['/trailer-length'];
       if (path !== '/late') {
         socket.write(response);
@@ -309,7 +317,7 @@ class ContinueTrailerUpstream extends RawServer {
   }
 }
 
-describe('trailer Content-Length from a marked target', () => {
+describe('responses from a marked target', () => {
   const upstream = new ContinueTrailerUpstream();
   let proxy: ProxyFixture;
 
@@ -379,5 +387,18 @@ describe('trailer Content-Length from a marked target', () => {
     assert.ok(text.endsWith('\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), JSON.stringify(text));
     assert.equal(client.error(), undefined);
     assert.equal(dropped.length, 1);
+  });
+
+  it('resets an HTTP/1.0 client on a cut body', async () => {
+    // The target is marked, so the GET goes through node:http, and the body reaches the
+    // HTTP/1.0 client delimited by the connection close.
+    const client = openRawClient(proxy.port, 'GET /mid/chunked HTTP/1.0\r\n\r\n');
+    await waitForText(client.text, /0123456789$/);
+    upstream.cutSocket?.resetAndDestroy();
+    await within(client.closed, 'the proxy to close the client connection');
+
+    assert.match(client.text(), /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(client.text(), /content-length|transfer-encoding/i);
+    assert.equal(client.error()?.code, 'ECONNRESET');
   });
 });

@@ -281,7 +281,9 @@ describe('upgrade lifecycle', () => {
 
 /**
  * Raw upstream that rejects every handshake: `/fail` with a complete 503, `/refused` with a
- * complete 403, `/cut` with a 403 whose body it cuts short.
+ * complete 403, `/cut` with a 403 whose body it cuts short. After a complete 403, `/trailing`
+ * sends bytes that are not HTTP, and `/trailing-chunked` a second head with both
+ * Transfer-Encoding and Content-Length. The parser rejects both after the 403 ended.
  */
 class RefusingUpstream extends RawServer {
   protected accept(socket: Socket): void {
@@ -293,6 +295,13 @@ class RefusingUpstream extends RawServer {
       const path = head.split(' ')[1];
       if (path.endsWith('/fail')) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy');
+      } else if (path.endsWith('/trailing')) {
+        socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nnoXYZ\r\n\r\n');
+      } else if (path.endsWith('/trailing-chunked')) {
+        socket.end(
+          'HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n' +
+            'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n',
+        );
       } else if (path.endsWith('/cut')) {
         socket.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\n\r\npart');
         socket.destroy();
@@ -353,6 +362,22 @@ describe('upgrade passive health', () => {
 
     await sendRaw(proxy.port, handshake('/ws/fail'));
     assert.ok(await eventually(() => ejected(proxy)), 'no target ejected line');
+  });
+
+  it('ignores bytes after a complete 403', async (t) => {
+    const proxy = await proxyEjectingAfter(t, 1);
+    const plain = await sendRaw(proxy.port, handshake('/ws/trailing'));
+    const chunked = await sendRaw(proxy.port, handshake('/ws/trailing-chunked'));
+    const failures = proxy.logs.filter(
+      (line) =>
+        line.msg === 'upstream response to an upgrade request cut' ||
+        line.msg === 'upstream trailers dropped: the trailer section contains Content-Length',
+    );
+
+    assert.match(plain, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*\r\n\r\nno$/);
+    assert.match(chunked, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*\r\n\r\n2\r\nno\r\n0\r\n\r\n$/);
+    assert.equal(ejected(proxy), false);
+    assert.deepEqual(failures, []);
   });
 
   it('counts a cut 403 body as failure', async (t) => {
