@@ -511,7 +511,12 @@ class PendingUpgrade {
     // relayResponse destroys the response when the client closes, which is no upstream failure.
     // This listener runs before that one, so the flag is set when the response closes.
     let clientClosed = false;
-    this.#client.once('close', () => (clientClosed = true));
+    const onClientGone = (): void => {
+      clientClosed = true;
+    };
+    this.#client.once('close', onClientGone);
+    // relayResponse also ends the relay at the client's FIN, as node:http aborts other requests.
+    this.#client.once('end', onClientGone);
     // As for other requests, the target's in-flight count covers the body. 'close' follows the
     // end of the body, an upstream error, and the client leaving, which destroys the response.
     response.once('close', () => {
@@ -600,6 +605,7 @@ class PendingUpgrade {
     this.#context.logger.warn(
       {
         route: this.#request.route,
+        upstream: this.#target.upstream,
         target: this.#target.origin,
         code: TRAILERS_DROPPED_CODE,
         status: this.#responseRelay?.status,
@@ -696,6 +702,11 @@ function relayResponse(
   });
   response.on('end', end);
   client.once('close', () => response.destroy());
+  // The server socket allows half-open connections, so a client's FIN emits only 'end'. Without
+  // this, a stalled body would hold the upstream connection until the body idle timeout.
+  client.once('end', () => {
+    if (!response.complete) response.destroy();
+  });
   limitBodyIdleTime(response, client, bodyTimeoutMs);
   if (chunked) {
     relayChunks(response, client);

@@ -23,7 +23,7 @@ function handshake(path: string): string {
 /**
  * Raw upstream: `/ws/hang` reads the request and never responds, `/ws/echo` switches protocols
  * and echoes, `/ws/refused` responds 403 with a body delimited by the connection close and
- * then waits for the test to cut it.
+ * then waits for the test to cut it, `/ws/stalled` responds 200 with one chunk and stalls.
  */
 class RawUpstream extends RawServer {
   /** One promise for each of `sockets` that resolves when it closes. */
@@ -61,6 +61,8 @@ class RawUpstream extends RawServer {
       socket.on('data', (chunk: Buffer) => socket.write(chunk));
     } else if (path.endsWith('/refused')) {
       socket.write('HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\npartial');
+    } else if (path.endsWith('/stalled')) {
+      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
     }
     // Anything else hangs: the request was read and gets no response.
   }
@@ -111,6 +113,17 @@ describe('upgrade lifecycle', () => {
       'the proxy to close its upstream connections',
     );
     for (const client of clients) assert.equal(client.text(), '');
+  });
+
+  it('closes the upstream on client FIN during a body', async () => {
+    const first = upstream.sockets.length;
+    const client = openRawClient(proxy.port, handshake('/ws/stalled'));
+    await waitForText(client.text, /hello\r\n$/);
+    client.socket.end();
+
+    await within(upstream.closed[first], 'the proxy to close its upstream connection');
+    await within(client.closed, 'the proxy to close the client');
+    assert.match(client.text(), /^HTTP\/1\.1 200 OK\r\n/);
   });
 
   it('answers 504 when the upstream stays silent', async () => {
