@@ -82,6 +82,12 @@ export class AdminApi {
   readonly #deps: AdminDependencies;
   readonly #logger: Logger;
   #fleetRead: { startedAtMs: number; shared: Promise<SharedRead> } | undefined;
+  /**
+   * Newest decoded record of each other replica's proxy, by replica and proxy id. An older
+   * copy, as a restore of etcd from a backup brings back, does not replace it. Entries whose
+   * record is gone from a read are dropped.
+   */
+  readonly #newestRecords = new Map<string, SharedProxy>();
   /** Unreadable records already logged, as replica/proxy, so a poll logs each once. */
   readonly #loggedRecords = new Set<string>();
   /** Settles when the last write queued by `#serialized` has finished. */
@@ -209,13 +215,16 @@ export class AdminApi {
 
     const shared = fleet.store.read().then((records) => {
       const read: SharedRead = { proxies: [], unreadable: 0 };
+      const listed = new Set<string>();
       for (const record of records) {
         if (record.replica === fleet.replica) continue;
         const decoded = decodeSharedProxy(record.value);
         if (decoded && decoded.state.id === record.proxy) {
+          const newest = this.#newestRecord(record.replica, record.proxy, decoded);
+          listed.add(recordKey(record.replica, record.proxy));
           // An unconfirmed record may belong to a replica that is gone, so it shows no stream.
-          const connected = decoded.state.connected && record.confirmed;
-          read.proxies.push({ ...decoded, state: { ...decoded.state, connected } });
+          const connected = newest.state.connected && record.confirmed;
+          read.proxies.push({ ...newest, state: { ...newest.state, connected } });
           for (const invalid of decoded.invalidAddresses ?? []) {
             this.#logInvalidAddress(record.replica, record.proxy, invalid);
           }
@@ -223,6 +232,9 @@ export class AdminApi {
           read.unreadable += 1;
           this.#logUnreadable(record.replica, record.proxy, record.value);
         }
+      }
+      for (const key of this.#newestRecords.keys()) {
+        if (!listed.has(key)) this.#newestRecords.delete(key);
       }
       return read;
     });
@@ -232,6 +244,39 @@ export class AdminApi {
       if (this.#fleetRead?.shared === shared) this.#fleetRead = undefined;
     });
     return shared;
+  }
+
+  /**
+   * Returns `decoded`, or the record of the same replica and proxy that an earlier read
+   * returned when that one is newer. A replica updates a proxy's `lastSeenMs` on each connect,
+   * disconnect, ack and nack, so a smaller value marks an older copy, such as the record of a
+   * proxy that was still connected when the restored backup was taken. The replica that owns
+   * the record writes it again at its next record check (every 5 s). Until then a control plane
+   * that read no newer copy before the restore lists the restored one.
+   */
+  // NOTE: both values come from the clock of the replica that wrote them, so a step back of
+  // that clock keeps the state read before the step until the new values pass it.
+  #newestRecord(replica: string, proxy: string, decoded: SharedProxy): SharedProxy {
+    const key = recordKey(replica, proxy);
+    const known = this.#newestRecords.get(key);
+    if (known && isOlderRecord(decoded, known)) {
+      if (this.#firstReport(`older:${key}`)) {
+        this.#logger.warn(
+          {
+            replica,
+            proxyId: proxy,
+            lastSeenMs: decoded.state.lastSeenMs,
+            newerLastSeenMs: known.state.lastSeenMs,
+          },
+          'shared proxy record is older than one read before, as after an etcd restore, so ' +
+            'status lists the newer one until its control plane writes it again',
+        );
+      }
+      return known;
+    }
+    this.#loggedRecords.delete(`older:${key}`);
+    this.#newestRecords.set(key, decoded);
+    return decoded;
   }
 
   #logUnreadable(replica: string, proxy: string, value: string): void {
@@ -389,6 +434,19 @@ export class AdminApi {
       unreadable: findUnreadableKeys(this.#deps.prefix, range.items, { routes, upstreams }),
     };
   }
+}
+
+/** Returns the key of one replica's record of one proxy in `AdminApi`'s newest records. */
+function recordKey(replica: string, proxy: string): string {
+  return `${replica}/${proxy}`;
+}
+
+/** True when `candidate` is an older write of the record than `known`. */
+function isOlderRecord(candidate: SharedProxy, known: SharedProxy): boolean {
+  if (candidate.state.lastSeenMs !== known.state.lastSeenMs) {
+    return candidate.state.lastSeenMs < known.state.lastSeenMs;
+  }
+  return candidate.state.connectedAtMs < known.state.connectedAtMs;
 }
 
 /** Checks a call's credentials; returns the error to send, or undefined to proceed. */

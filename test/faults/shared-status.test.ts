@@ -174,18 +174,33 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     });
 
     await etcd.restoreSnapshot(backup);
-    // The wait covers the replicas' reconnect, a lease check (every 5 s) and a lease (10 s).
-    // A replica reports a fleetError while it cannot read the records, so the wait also
-    // needs both replicas to read etcd again.
+    const restoredAt = Date.now();
+    // A status call reuses a read of the records for 100 ms, and a restore can take less, so
+    // without this pause the first read below can be one from before the restore.
+    await sleep(200);
+    // The restored record of p2 shows it connected, as it was in the backup, until cp-b
+    // writes it again at its next record check (every 5 s). cp-a read the newer record
+    // before the restore, so it must not list p2 as connected in between. The wait covers
+    // the replicas' reconnect and that check. A replica reports a fleetError while it cannot
+    // read the records, so the wait also needs both replicas to read etcd again.
+    const connectedReads: number[] = [];
     let onFirst: ProxyStatus | undefined;
     let onSecond: ProxyStatus | undefined;
-    await waitFor('p2 disconnected on both replicas', 30_000, async () => {
+    await waitFor('p2 disconnected on both replicas after the rewrite', 30_000, async () => {
+      const rewrites = [
+        ...logLines(second, 'fleet records changed outside this control plane'),
+        ...logLines(second, 'fleet lease lost'),
+      ];
+      const rewritten = rewrites.some((line) => Number(line.time) > restoredAt);
+      const readStartedAt = Date.now();
       const [firstStatus, secondStatus] = [await statusOf(first), await statusOf(second)];
       onFirst = firstStatus.proxies.find((proxy) => proxy.id === 'p2');
       onSecond = secondStatus.proxies.find((proxy) => proxy.id === 'p2');
+      if (onFirst?.connected === true) connectedReads.push(readStartedAt - restoredAt);
       const bothRead = firstStatus.fleetError === '' && secondStatus.fleetError === '';
-      return bothRead && onFirst?.connected !== true && onSecond?.connected === false;
-    }).catch(() => undefined);
+      return rewritten && bothRead && onFirst?.connected !== true && onSecond?.connected === false;
+    });
+    assert.deepEqual(connectedReads, [], `cp-a listed p2 as connected again\n${ws.logs(15)}`);
     const file = join(ws.dir, 'loom.yaml');
     writeFileSync(file, fixtureText(upstream.port, ['a', 'b']));
     const result = await loomctl(first.address, [
