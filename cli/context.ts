@@ -94,8 +94,9 @@ export function controlPlaneAddress(command: Command): string {
 
 /** Advice for an address where no control plane serves its gRPC API. */
 const WRONG_PORT_HINT =
-  'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its gRPC\n' +
-  'address (its --listen, default 127.0.0.1:7400), not its HTTP --admin-listen port.';
+  'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE\n' +
+  'to its gRPC address (its --listen, default 127.0.0.1:7400), not its HTTP\n' +
+  '--admin-listen port.';
 
 /**
  * Tells whether a call failed because the server is not a control plane: a gRPC server without

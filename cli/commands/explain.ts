@@ -34,8 +34,8 @@ export function registerExplain(program: Command): void {
     .option(
       '-f, --filename <file>',
       'explain against a config file instead of the store; repeat -f for several files',
-      (file: string, files: string[]) => [...files, file],
-      [],
+      // No default value, so that help prints no "(default: [])".
+      (file: string, files: string[] | undefined) => [...(files ?? []), file],
     );
   addFilenameLookalikes(explain)
     .addHelpText(
@@ -50,7 +50,7 @@ export function registerExplain(program: Command): void {
       async (
         method: string,
         url: string,
-        options: { host?: string; filename: string[] },
+        options: { host?: string; filename?: string[] },
         command: Command,
       ) => {
         rejectFilenameLookalikes(command);
@@ -97,9 +97,10 @@ export function registerExplain(program: Command): void {
           return;
         }
         const path = queryStart === -1 ? pathAndQuery : pathAndQuery.slice(0, queryStart);
+        const files = options.filename ?? [];
         const routes =
-          options.filename.length > 0
-            ? (await loadFiles(options.filename)).routes
+          files.length > 0
+            ? (await loadFiles(files)).routes
             : (await withClient(command, (client) => client.getConfig())).routes;
         const normalized = normalizeRequestPath(path);
         if (typeof normalized === 'string' && normalized !== path) {

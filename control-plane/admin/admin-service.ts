@@ -148,7 +148,7 @@ export class AdminApi {
       cancelled,
     );
     this.#deps.commitTimes.record(epoch, revision, committedAtMs);
-    this.#logger.info({ version: revision, kind, name: request.name }, 'delete committed');
+    this.#logger.info({ version: revision, kind, resourceName: request.name }, 'delete committed');
     return { version: revision, changes: toChanges(plan, false), ...unreadableFields(unreadable) };
   }
 

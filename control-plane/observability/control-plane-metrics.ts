@@ -122,13 +122,13 @@ export class ControlPlaneMetrics {
     });
     this.#applies = new Counter({
       name: 'loom_control_plane_applies_total',
-      help: 'loomctl apply calls, by result: committed, unchanged, dry_run or error.',
+      help: 'loomctl apply and diff calls, by result: committed, unchanged, dry_run (apply --dry-run or diff) or error.',
       labelNames: ['result'],
       registers,
     });
     this.#applyErrors = new Counter({
       name: 'loom_control_plane_apply_errors_total',
-      help: 'loomctl apply calls that failed, by Loom error code.',
+      help: 'loomctl apply and diff calls that failed, by Loom error code.',
       labelNames: ['code'],
       registers,
     });

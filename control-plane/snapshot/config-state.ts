@@ -140,7 +140,9 @@ export class ConfigState {
 
     const { kind } = resource;
     const { name } = resource.value;
-    const fields = { key: item.key, kind, name, modRevision: item.modRevision };
+    // The resource's name goes in `resourceName`, because pino writes the logger's own `name`
+    // into every line.
+    const fields = { key: item.key, kind, resourceName: name, modRevision: item.modRevision };
     try {
       const respelled = respelledFields(item.value, resource);
       if (respelled.length === 0) {

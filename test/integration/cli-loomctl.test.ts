@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -147,6 +147,28 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     const result = await loomctl(controlPlane, ['delete', 'routes', 'doomed']);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /route\/doomed deleted/);
+  });
+
+  test('delete log keeps logger name', async () => {
+    const config = file(
+      'logged.yaml',
+      'routes:\n  - name: logged\n    paths: [/logged]\n    upstream: users\n',
+    );
+    const applied = await loomctl(controlPlane, ['apply', '-f', config]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const deleted = await loomctl(controlPlane, ['delete', 'route', 'logged']);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    const lines = readFileSync(join(dir, 'control-plane.log'), 'utf8')
+      .split('\n')
+      .filter((line) => line.includes('"msg":"delete committed"'));
+    const line = lines.find((text) => text.includes('"logged"'));
+    assert.ok(line, lines.join('\n'));
+    // JSON.parse keeps the last of two equal keys, so count them in the raw text.
+    assert.equal(line.match(/"name":/g)?.length, 1, line);
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(parsed.name, 'control-plane');
+    assert.equal(parsed.resourceName, 'logged');
+    assert.equal(parsed.kind, 'route');
   });
 
   test('thousand errors stay bounded', async () => {

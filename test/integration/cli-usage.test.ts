@@ -199,6 +199,7 @@ describe('loomctl usage errors', { timeout: 120_000 }, () => {
       for (const pattern of has) assert.match(codes, pattern, `${verb} --help`);
       for (const pattern of lacks) assert.doesNotMatch(codes, pattern, `${verb} --help`);
       assert.deepEqual(longLines(result.stdout, 80), [], `${verb} --help`);
+      assert.doesNotMatch(result.stdout, /\(default: \[\]\)/, `${verb} --help`);
     }
   });
 

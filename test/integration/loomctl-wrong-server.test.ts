@@ -6,8 +6,9 @@ import { loomctl } from '../helpers/cli.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 
 const HINT =
-  'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE to its gRPC\n' +
-  'address (its --listen, default 127.0.0.1:7400), not its HTTP --admin-listen port.\n';
+  'Is "loom control-plane" running there? Set --control-plane or LOOM_CONTROL_PLANE\n' +
+  'to its gRPC address (its --listen, default 127.0.0.1:7400), not its HTTP\n' +
+  '--admin-listen port.\n';
 
 describe('loomctl at a server that is not a control plane', { timeout: 120_000 }, () => {
   let etcd: EtcdProcess;
@@ -40,6 +41,11 @@ describe('loomctl at a server that is not a control plane', { timeout: 120_000 }
         `UNIMPLEMENTED: unknown service loom.v1.AdminService\n${HINT}`,
     );
     assert.equal(result.stdout, '');
+    const hintLines = result.stderr.split('\n').slice(1);
+    assert.deepEqual(
+      hintLines.filter((line) => line.length > 80),
+      [],
+    );
   });
 
   test('HTTP/2 404 gets port hint', async () => {

@@ -184,6 +184,28 @@ describe('metrics and health of a running fleet', { timeout: 60_000, concurrency
     );
   });
 
+  test('diff counts as dry run', async () => {
+    const before = await scrape(`${cpAdmin}/metrics`);
+    const dryRunsBefore =
+      sampleValue(before, 'loom_control_plane_applies_total', { result: 'dry_run' }) ?? 0;
+    const committedBefore = sampleValue(before, 'loom_control_plane_applies_total', {
+      result: 'committed',
+    });
+
+    const diff = await loomctl(controlPlane, ['diff', '-f', join(dir, 'stale.yaml')]);
+    assert.equal(diff.code, 2, diff.stderr);
+
+    const families = await scrape(`${cpAdmin}/metrics`);
+    assert.equal(
+      sampleValue(families, 'loom_control_plane_applies_total', { result: 'dry_run' }),
+      dryRunsBefore + 1,
+    );
+    assert.equal(
+      sampleValue(families, 'loom_control_plane_applies_total', { result: 'committed' }),
+      committedBefore,
+    );
+  });
+
   test('proxy metrics after a request', async () => {
     await waitFor(`the proxy to serve version ${version}`, 15_000, async () => {
       const families = await scrape(`${proxyAdmin}/metrics`);
