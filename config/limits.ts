@@ -78,6 +78,19 @@ export const HEADER_VALUE =
 /** Resource names: they become etcd key segments, so they stay URL- and key-safe. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/** The rule of {@link NAME_PATTERN}, in the words of validation messages. */
+export const NAME_RULE =
+  'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit';
+
+/**
+ * Returns the message for a route or upstream name that the store does not contain. A name that
+ * apply would reject also gets the naming rule, since a typo there is the likely cause.
+ */
+export function describeMissingResource(kind: 'route' | 'upstream', name: string): string {
+  const rule = NAME_PATTERN.test(name) ? '' : ` (a ${kind} name ${NAME_RULE})`;
+  return `${kind} ${JSON.stringify(name)} not found${rule}; "loomctl get ${kind}s" lists what is stored`;
+}
+
 /** A route method in stored form: upper case, at most 32 characters. */
 export const METHOD_PATTERN = /^[A-Z][A-Z0-9_-]{0,31}$/;
 

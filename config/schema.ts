@@ -12,6 +12,7 @@ import {
   MAX_PATTERN_LENGTH,
   MAX_ROUTE_RETRIES,
   NAME_PATTERN,
+  NAME_RULE,
   PATTERN_SEGMENTS_REGEX,
 } from './limits.js';
 
@@ -20,12 +21,7 @@ export { NAME_PATTERN };
 /** The only configuration format version this release reads and writes. */
 export const API_VERSION = 'loom/v1';
 
-const name = z
-  .string()
-  .regex(
-    NAME_PATTERN,
-    'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit',
-  );
+const name = z.string().regex(NAME_PATTERN, NAME_RULE);
 
 /**
  * Returns the schema of a path pattern, stripPrefix or addPrefix within the

@@ -308,9 +308,9 @@ export function reportWait(result: WaitResult, timeoutMs: number): void {
   if (nacked) {
     // Applying the same files again writes nothing, so it cannot retry a nacked version.
     err(
-      'the control plane does not send a nacked version again to the proxy process that ' +
+      'The control plane does not send a nacked version again to the proxy process that ' +
         'nacked it. Fix the configuration and apply it, or fix a cause on the proxy host (such ' +
-        'as a missing file) and restart that proxy',
+        'as a missing file) and restart that proxy.',
     );
   }
   if (result.fleetError !== undefined) {

@@ -1,6 +1,7 @@
 import { Argument, Option, type Command } from 'commander';
 
 import { LoomError } from '../../common/errors.js';
+import { describeMissingResource } from '../../config/limits.js';
 import type { GetConfigResponse } from '../../proto/gen/loom/v1/admin.js';
 import type { Route, Upstream } from '../../proto/gen/loom/v1/config.js';
 import { exitHelp, parseResourceName, withClient } from '../context.js';
@@ -82,10 +83,7 @@ function printKind(
   const all: { name: string }[] = kind === 'route' ? config.routes : config.upstreams;
   const selected = name === undefined ? all : all.filter((resource) => resource.name === name);
   if (name !== undefined && selected.length === 0) {
-    throw new LoomError(
-      'LOOM_NOT_FOUND',
-      `${kind} "${name}" not found; "loomctl get ${kind}s" lists what is stored`,
-    );
+    throw new LoomError('LOOM_NOT_FOUND', describeMissingResource(kind, name));
   }
 
   if (format === 'table') {

@@ -1,5 +1,6 @@
 import { ConfigError, LoomError, type ConfigIssue } from '../../common/errors.js';
 import { normalizeRoute, normalizeUpstream } from '../../config/normalize.js';
+import { describeMissingResource } from '../../config/limits.js';
 import { ConfigFileSchema } from '../../config/schema.js';
 import {
   describeSchemaIssues,
@@ -119,10 +120,7 @@ export function planDelete(
     };
   }
   if (!list.some((resource) => resource.name === name)) {
-    throw new LoomError(
-      'LOOM_NOT_FOUND',
-      `${kind} "${name}" not found; "loomctl get ${kind}s" lists what is stored`,
-    );
+    throw new LoomError('LOOM_NOT_FOUND', describeMissingResource(kind, name));
   }
   if (kind === 'upstream') {
     const users = stored.routes

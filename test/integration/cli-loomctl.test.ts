@@ -93,6 +93,22 @@ describe('loomctl against a control plane', { timeout: 240_000 }, () => {
     }
   });
 
+  test('invalid name gets the naming rule', async () => {
+    for (const args of [
+      ['get', 'route', 'a b'],
+      ['delete', 'upstream', 'a/b'],
+    ]) {
+      const label = args.join(' ');
+      const result = await loomctl(controlPlane, args);
+      assert.equal(result.code, 1, `${label}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        / not found \(a (route|upstream) name must be 1-128 letters/,
+        label,
+      );
+    }
+  });
+
   test('allow-empty without prune rejected', async () => {
     const empty = file('allow-empty.yaml', 'routes: []\nupstreams: []\n');
     const result = await loomctl(controlPlane, ['apply', '--allow-empty', '-f', empty]);

@@ -145,6 +145,16 @@ describe('apply planning', () => {
     );
   });
 
+  test('deleting an invalid name gives the rule', () => {
+    assert.throws(
+      () => planDelete('/loom/', stored, 'route', 'no pe'),
+      (error: unknown) =>
+        error instanceof LoomError &&
+        error.code === 'LOOM_NOT_FOUND' &&
+        error.message.startsWith('route "no pe" not found (a route name must be 1-128 letters'),
+    );
+  });
+
   test('invalid names are rejected', () => {
     assert.throws(
       () =>
