@@ -62,7 +62,15 @@ export function createLogger(settings: LoggerSettings): Logger {
   if (settings.pretty) {
     // Formatted on the main thread: a transport's worker thread delays the exit by up to 10 s
     // when stderr is a pipe whose reader is gone.
-    return pino(options, pretty({ destination: 2, singleLine: true, sync: true }));
+    // Only `err` contains an Error object. Loom logs messages as `error` strings, which pino-pretty
+    // would otherwise print on a line of their own, apart from the line that grep finds.
+    const stream = pretty({
+      destination: 2,
+      singleLine: true,
+      sync: true,
+      errorLikeObjectKeys: ['err'],
+    });
+    return pino(options, stream);
   }
   // Synchronous writes, which is also pino's default. In asynchronous mode pino flushes at exit
   // with sonic-boom's flushSync, and sonic-boom 4.2 retries a write that fails with EPIPE there

@@ -330,6 +330,31 @@ describe('server log options', { timeout: 60_000 }, () => {
     assert.doesNotMatch(result.stderr.split('\n')[0], /^\{/);
   });
 
+  test('pretty logs keep error strings inline', async () => {
+    const script =
+      "import { createLogger } from './common/logger.ts';" +
+      "const logger = createLogger({ name: 'pretty', pretty: true });" +
+      "logger.warn({ proxyId: 'p1', error: 'route rejected' }, 'version nacked');";
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await within(
+      new Promise<number | null>((resolve) => child.once('close', resolve)),
+      'the logging process to exit',
+    );
+
+    assert.equal(code, 0, stderr);
+    const line = stderr.split('\n').find((text) => text.includes('version nacked')) ?? '';
+    assert.match(line, /"error":"route rejected"/, stderr);
+  });
+
   // A pino transport's worker thread delayed the exit by 10 s once the pipe had no reader.
   test('pretty logs to a closed pipe', async () => {
     const [port, adminPort] = [await findFreePort(), await findFreePort()];
