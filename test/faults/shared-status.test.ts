@@ -183,7 +183,7 @@ describe('replicas sharing proxy status through etcd', { timeout: 600_000 }, () 
     // without this pause the first read below can be one from before the restore.
     await sleep(200);
     // The restored record of p2 shows it connected, as it was in the backup, until cp-b
-    // writes it again at its next record check (every 5 s). cp-a read the newer record
+    // writes it again, once its watch hears from etcd again. cp-a read the newer record
     // before the restore, so it must not list p2 as connected in between. The wait covers
     // the replicas' reconnect and that check. A replica reports a fleetError while it cannot
     // read the records, so the wait also needs both replicas to read etcd again.
