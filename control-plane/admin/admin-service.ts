@@ -251,8 +251,9 @@ export class AdminApi {
    * returned when that one is newer. A replica updates a proxy's `lastSeenMs` on each connect,
    * disconnect, ack and nack, so a smaller value marks an older copy, such as the record of a
    * proxy that was still connected when the restored backup was taken. The replica that owns
-   * the record writes it again at its next record check (every 5 s). Until then a control plane
-   * that read no newer copy before the restore lists the restored one.
+   * the record writes it again once its watch hears from etcd again, or at its next record check
+   * (every 5 s). Until then a control plane that read no newer copy before the restore lists the
+   * restored one.
    */
   // NOTE: both values come from the clock of the replica that wrote them, so a step back of
   // that clock keeps the state read before the step until the new values pass it.

@@ -92,6 +92,8 @@ export class EtcdFleet implements FleetStore {
   /** Writes in progress; the record check waits for a moment without any. */
   #publishing = 0;
   readonly #checkTimer: NodeJS.Timeout;
+  /** True while a lease and record check runs, so that a second one waits for the next turn. */
+  #checking = false;
   #current: FleetLease | undefined;
   #recordsPerTxn = RECORDS_PER_TXN;
   #granting: Promise<FleetLease> | undefined;
@@ -445,10 +447,26 @@ export class EtcdFleet implements FleetStore {
     return this.#granting;
   }
 
+  /**
+   * Runs the lease and record check now instead of at the next interval, as when a watch hears
+   * from etcd again. etcd may have been restored from a backup, and other replicas would list
+   * its old records until this process writes them again.
+   */
+  checkSoon(): void {
+    if (this.#closed || this.#checking) return;
+    void this.#check();
+  }
+
   async #check(): Promise<void> {
-    await this.#checkLease();
-    this.#confirmIfBehind();
-    if (this.#publishing === 0) await this.#checkRecords().catch(() => undefined);
+    if (this.#checking) return;
+    this.#checking = true;
+    try {
+      await this.#checkLease();
+      this.#confirmIfBehind();
+      if (this.#publishing === 0) await this.#checkRecords().catch(() => undefined);
+    } finally {
+      this.#checking = false;
+    }
   }
 
   /**

@@ -619,6 +619,8 @@ export class EtcdStore implements Store {
         this.#replaceWatchClient(client);
       },
       onReconnect: this.#onWatchReconnect,
+      // etcd may be back from a restore of a backup, with old fleet records of this process.
+      onStreamBack: () => this.fleet.checkSoon(),
     };
     const watch = new EtcdWatch(context, prefix, fromRevision, handlers);
     for (const previous of this.#watches) {

@@ -53,6 +53,11 @@ export interface EtcdWatchContext {
   onStall(watchClient: Etcd3): void;
   /** Called each time a broken watch stream is re-established; for metrics. */
   onReconnect?(): void;
+  /**
+   * Called when a watch whose stream broke hears from etcd again, whether it resumes or fails
+   * because etcd's history restarted, as after a restore from a backup.
+   */
+  onStreamBack?(): void;
 }
 
 /**
@@ -443,6 +448,9 @@ export class EtcdWatch implements Watch {
     this.#state = next;
     if (this.#isFinal()) clearInterval(this.#checkTimer);
     if (from === 'disconnected' && next === 'watching') this.#context.onReconnect?.();
+    if (from === 'disconnected' && (next === 'watching' || next === 'failed')) {
+      this.#context.onStreamBack?.();
+    }
     const fields = { from, to: next, nextRevision: this.#nextRevision, err: error };
     if (next === 'disconnected' || next === 'failed') {
       this.#logger.warn(fields, 'etcd watch state changed');
