@@ -20,8 +20,8 @@ const ERROR_CODE_KEY = 'loom-error-code';
 
 /**
  * Wraps the SnapshotService implementation so that every nack on a stream is counted. The
- * wrapper adds its own `data` listener; the session's handling is unchanged. Acks are counted by
- * the session, because only acks of versions sent to the proxy count.
+ * wrapper adds its own `data` listener and leaves the stream's handling unchanged. The stream's
+ * `ProxySession` counts acks, because only acks of versions sent to the proxy count.
  */
 export function instrumentSnapshotService(
   implementation: UntypedServiceImplementation,
