@@ -253,7 +253,7 @@ describe('proxy error responses', () => {
     assert.equal(warning?.loomVias, 8);
   });
 
-  it('returns 508 to a loop through a route that removes or sets Via', async () => {
+  it('returns 508 past route Via actions', async () => {
     for (const route of ['hairpin-via-removed', 'hairpin-via-set']) {
       const response = await send(proxy.port, `/${route}/x`, { headers: { via: '1.1 edge' } });
       const warning = proxy.logs.find(
@@ -565,7 +565,7 @@ describe('malformed upstream responses', () => {
     assert.doesNotMatch(JSON.stringify(line), /\n\s+at /);
   });
 
-  it('answers 502 to a malformed status line after 100-continue', async () => {
+  it('answers 502 on the 100-continue path', async () => {
     const before = proxy.logs.length;
     const response = await send(proxy.port, '/status-line-upload', {
       method: 'POST',

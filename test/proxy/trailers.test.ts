@@ -219,7 +219,7 @@ describe('response endings', () => {
     );
   });
 
-  it('ends a 100-continue body whose trailers carry Content-Length', async () => {
+  it('ends a 100-continue body at trailer Content-Length', async () => {
     await assertTrailersDropped(
       'POST /trailer-length HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n' +
         'Content-Length: 2\r\nConnection: close\r\n\r\n',
