@@ -3,6 +3,8 @@ import type { Socket } from 'node:net';
 import { errors } from 'undici';
 import { REQUEST_LOOP_CODE } from '../upstreams/own-connections.js';
 
+export { isUnrequestedContinue } from '../upstreams/target-state.js';
+
 /** Stable values of the `error` field in the JSON bodies the proxy sends. */
 export type ProxyErrorCode =
   | 'no_configuration'
@@ -305,17 +307,6 @@ export function upstreamErrorLogFields(err: Error): Record<string, unknown> {
   // An error with a code (ECONNREFUSED, a timeout) is a known network outcome, whose stack trace
   // would only repeat the proxy's own frames on every line.
   return code === undefined ? { code, err } : { code, error: err.message };
-}
-
-/**
- * Tells whether undici failed a request because the upstream sent 100 Continue to it without
- * `Expect`. undici 7.30.3 (`onHeadersComplete` in lib/dispatcher/client-h1.js) fails only the
- * request in flight with 'bad response' then, and with no request in flight it closes the
- * connection without failing one.
- */
-export function isUnrequestedContinue(err: unknown): boolean {
-  const failure = err as { code?: unknown; message?: unknown } | null;
-  return failure?.code === 'UND_ERR_SOCKET' && failure.message === 'bad response';
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Pool } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import type { HealthCheck } from '../../proto/gen/loom/v1/config.js';
 import type { TargetConnectOptions } from './balancer.js';
-import type { TargetState } from './target-state.js';
+import { isUnrequestedContinue, type TargetState } from './target-state.js';
 import { requestTarget } from './target-request.js';
 
 /**
@@ -176,13 +176,11 @@ export class HealthChecker {
       if (signal.aborted) {
         return `no complete response within ${timeoutMs} ms`;
       }
-      const code = (err as { code?: unknown }).code;
-      if (code === 'UND_ERR_SOCKET' && (err as Error).message === 'bad response') {
-        // undici 7.30.3 reports an unrequested 100 Continue only in this message, as the proxy's
-        // `isUnrequestedContinue` describes.
+      if (isUnrequestedContinue(err)) {
         this.#state.markUnrequestedContinue();
         return this.#checkOwnConnection(signal);
       }
+      const code = (err as { code?: unknown }).code;
       return typeof code === 'string' ? code : String(err);
     }
   }

@@ -244,3 +244,14 @@ export class TargetState {
     this.#listener?.setTargetHealthy(this.upstream, this.url, this.#healthy);
   }
 }
+
+/**
+ * Tells whether undici failed a request because the upstream sent 100 Continue to it without
+ * `Expect`. undici 7.30.3 (`onHeadersComplete` in lib/dispatcher/client-h1.js) fails only the
+ * request in flight with 'bad response' then, and with no request in flight it closes the
+ * connection without failing one.
+ */
+export function isUnrequestedContinue(err: unknown): boolean {
+  const failure = err as { code?: unknown; message?: unknown } | null;
+  return failure?.code === 'UND_ERR_SOCKET' && failure.message === 'bad response';
+}
